@@ -1,0 +1,57 @@
+"""The typer applications that command modules attach to."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from cloudir.cli.common import err_console
+from cloudir.errors import CloudirError
+
+
+class CloudirGroup(TyperGroup):
+    """Root command group: expected errors become one line and an exit code, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command, turning errors into messages."""
+        try:
+            return super().invoke(ctx)
+        except CloudirError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:
+            if os.environ.get("CLOUDIR_DEBUG"):
+                raise
+            err_console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set CLOUDIR_DEBUG=1 for a traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+
+def _sub(help_text: str) -> typer.Typer:
+    return typer.Typer(help=help_text, no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+
+app = typer.Typer(
+    cls=CloudirGroup,
+    help="cloudir: preserve cloud evidence, collect control-plane logs, build a timeline, find the attacker.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+acquire_app = _sub("Preserve a target and acquire its evidence (snapshots, copies, metadata, raw images).")
+contain_app = _sub("Contain a target after acquisition: isolate the network, revoke credentials.")
+logs_app = _sub("Control-plane log collection.")
+pull_app = _sub("Pull control-plane logs for a window and scope into a case, raw pages kept as evidence.")
+
+app.add_typer(acquire_app, name="acquire")
+app.add_typer(contain_app, name="contain")
+logs_app.add_typer(pull_app, name="pull")
+app.add_typer(logs_app, name="logs")

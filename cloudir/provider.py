@@ -1,0 +1,147 @@
+"""The one interface every cloud adapter implements, with declared capabilities.
+
+Adapters live in the top-level ``providers`` package (the only code that imports cloud SDKs) and are
+loaded lazily by :func:`get_provider`. An adapter that cannot do something leaves the capability out
+and raises :class:`~cloudir.errors.CapabilityNotSupportedError` from the matching method.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from cloudir.case import Case
+from cloudir.errors import CapabilityNotSupportedError, CloudirError
+from cloudir.plan import Plan
+
+CLOUDS = ("aws", "azure", "gcp")
+
+
+class Capability(StrEnum):
+    """What an adapter can do."""
+
+    PRESERVE = "preserve"
+    SNAPSHOT = "snapshot"
+    COPY = "copy"
+    IMAGE = "image"
+    ISOLATE = "isolate"
+    REVOKE = "revoke"
+    PULL_LOGS = "pull_logs"
+
+
+class TargetKind(StrEnum):
+    """What a responder can point the tool at."""
+
+    INSTANCE = "instance"  # EC2 instance, Azure VM, GCE instance
+    ACCESS_KEY = "access-key"  # AWS access key id
+    PRINCIPAL = "principal"  # IAM user / role, Entra principal, service account
+
+
+@dataclass(frozen=True)
+class TargetQuery:
+    """How the responder named the target: an id, a name, an IP or an interface id, and where to look."""
+
+    kind: TargetKind
+    value: str
+    location: str | None = None  # region / zone / resource group; None = search all
+
+
+@dataclass
+class Target:
+    """A resolved target."""
+
+    cloud: str
+    kind: TargetKind
+    id: str
+    location: str
+    account: str
+    name: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """Stable reference used in custody records and run state."""
+        return f"{self.cloud}:{self.account}:{self.location}:{self.id}"
+
+
+@dataclass
+class AcquireOptions:
+    """Acquisition settings shared by all clouds; cloud-specific ones go in ``extra``."""
+
+    forensic_account: str | None = None  # AWS account / Azure subscription / GCP project receiving copies
+    forensic_location: str | None = None  # region to copy into
+    encryption_key: str | None = None  # customer-managed key for re-encryption
+    raw_image: bool = False
+    group_mode: str = "protect"  # autoscaling membership: protect | standby | detach
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ContainOptions:
+    """Containment settings."""
+
+    examiner_cidr: str | None = None
+    revoke_credentials: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LogPullRequest:
+    """Which control-plane logs to collect."""
+
+    start: str  # ISO 8601 UTC
+    end: str
+    principals: list[str] = field(default_factory=list)
+    access_keys: list[str] = field(default_factory=list)
+    resources: list[str] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list)  # regions; empty = all enabled
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A cloud adapter."""
+
+    cloud: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+
+    def bind(self, case: Case | None) -> None:
+        """Send every later API call to ``case``'s custody log (None: record nothing, e.g. dry run)."""
+
+    def identity(self) -> str:
+        """The cloud identity the adapter acts as (ARN, object id, service account)."""
+
+    def find_target(self, query: TargetQuery) -> Target:
+        """Resolve a target or raise TargetNotFoundError; read-only."""
+
+    def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
+        """Preserve, capture metadata, snapshot, copy and optionally image."""
+
+    def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
+        """Isolate the workload and/or revoke credentials."""
+
+    def plan_pull_logs(self, request: LogPullRequest) -> Plan:
+        """Collect control-plane logs into the case as raw evidence."""
+
+    def required_permissions(self) -> list[str]:
+        """Every cloud permission the adapter's plans may use (for least-privilege policies)."""
+
+
+def require(provider: Provider, capability: Capability) -> None:
+    """Raise a clear error when ``provider`` lacks ``capability``."""
+    if capability not in provider.capabilities:
+        raise CapabilityNotSupportedError(
+            f"the {provider.cloud} provider cannot {capability.value.replace('_', ' ')}",
+            hint=f"supported: {', '.join(sorted(c.value for c in provider.capabilities))}",
+        )
+
+
+def get_provider(cloud: str, **config: Any) -> Provider:
+    """Load the adapter for ``cloud`` (``providers.<cloud>.create_provider(**config)``)."""
+    if cloud not in CLOUDS:
+        raise CloudirError(f"unknown cloud {cloud!r}", hint=f"choose one of {', '.join(CLOUDS)}")
+    module = importlib.import_module(f"providers.{cloud}")
+    provider: Provider = module.create_provider(**config)
+    return provider

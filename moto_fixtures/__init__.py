@@ -1,0 +1,1 @@
+"""Sandboxed clouds and planted-incident scenario builders shared by the tests and ``cloudir demo``."""

@@ -1,0 +1,80 @@
+"""The sandbox interface every sandboxed cloud implements, and their registry.
+
+A sandbox starts a fake cloud (moto in-process for AWS, local fake HTTP servers for Azure and GCP),
+plants an incident, hands out a provider configured against it, and can describe its whole state
+so that a test can prove a dry run changed nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cloudir.provider import Provider, TargetQuery
+
+SANDBOXES = {
+    "aws": "moto_fixtures.aws:AwsSandbox",
+    "azure": "moto_fixtures.azure:AzureSandbox",
+    "gcp": "moto_fixtures.gcp:GcpSandbox",
+}
+
+
+@dataclass
+class PlantedIncident:
+    """What a sandbox planted: where the compromised workload is and who the attacker acted as."""
+
+    cloud: str
+    target: TargetQuery  # the compromised instance / VM
+    attacker_principal: str
+    window_start: str  # ISO 8601 UTC covering the attacker's activity
+    window_end: str
+    forensic_account: str | None = None
+    encryption_key: str | None = None  # customer-managed key usable for re-encryption
+    access_key: str | None = None  # a compromised access key, where the cloud has them
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Sandbox(Protocol):
+    """A running sandboxed cloud (use as a context manager)."""
+
+    cloud: str
+
+    def __enter__(self) -> Sandbox:
+        """Start the fake cloud."""
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop it and forget all state."""
+
+    def plant_incident(self) -> PlantedIncident:
+        """Create the compromised workload and the attacker's API activity."""
+
+    def provider(self) -> Provider:
+        """A provider configured to talk to this sandbox."""
+
+    def state(self) -> dict[str, Any]:
+        """A full description of the cloud's resources (to compare before and after a dry run)."""
+
+    def fail_next(self, operation: str, error_code: str = "InternalError") -> AbstractContextManager[None]:
+        """Make the next call of ``operation`` fail with ``error_code`` while the context is open."""
+
+
+def open_sandbox(cloud: str) -> Sandbox:
+    """Instantiate the sandbox for ``cloud`` (not yet started)."""
+    module_name, _, class_name = SANDBOXES[cloud].partition(":")
+    sandbox_class = getattr(importlib.import_module(module_name), class_name)
+    sandbox: Sandbox = sandbox_class()
+    return sandbox
+
+
+def available_sandboxes() -> Iterator[str]:
+    """Clouds whose sandbox module is importable."""
+    for cloud, spec in SANDBOXES.items():
+        module_name = spec.partition(":")[0]
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        yield cloud

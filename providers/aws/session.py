@@ -1,0 +1,153 @@
+"""boto3 clients that report every API call to the case's custody log and tag the tool's own activity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+
+from cloudir import __version__
+from cloudir.case import Case
+from cloudir.custody import ApiCall
+from cloudir.errors import CloudAccessError, CloudirError, TargetNotFoundError
+
+RESPONDER_USER_AGENT = f"cloudir/{__version__}"
+
+_NOT_FOUND_CODES = {
+    "InvalidInstanceID.NotFound",
+    "InvalidInstanceID.Malformed",
+    "InvalidNetworkInterfaceID.NotFound",
+    "NoSuchEntity",
+    "InvalidAccessKeyId",
+    "InvalidSnapshot.NotFound",
+    "InvalidVolume.NotFound",
+}
+_KMS_HINTS = {
+    "kms": "the caller needs kms:CreateGrant, kms:Decrypt, kms:ReEncrypt*, kms:GenerateDataKey* and "
+    "kms:DescribeKey on the source and target keys",
+}
+
+
+class AwsClients:
+    """A boto3 session whose clients record calls into the bound case."""
+
+    def __init__(
+        self,
+        *,
+        profile: str | None = None,
+        region: str | None = None,
+        session: boto3.Session | None = None,
+        case_tag: str | None = None,
+    ) -> None:
+        self.session = session or boto3.Session(profile_name=profile, region_name=region)
+        self.default_region = region or self.session.region_name or "us-east-1"
+        self.case: Case | None = None
+        self.case_tag = case_tag
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    def bind(self, case: Case | None) -> None:
+        """Record later calls into ``case`` (None stops recording); tags the user agent with the case id."""
+        self.case = case
+        self.case_tag = case.case_id if case else self.case_tag
+        self._clients.clear()
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        """A cached client for ``service`` in ``region`` (default region when None)."""
+        region = region or self.default_region
+        key = (service, region)
+        if key not in self._clients:
+            agent = RESPONDER_USER_AGENT + (f" case/{self.case_tag}" if self.case_tag else "")
+            config = Config(
+                user_agent_extra=agent,
+                retries={"mode": "adaptive", "max_attempts": 10},
+                connect_timeout=10,
+                read_timeout=60,
+            )
+            client = self.session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
+            client.meta.events.register("after-call.*.*", self._make_recorder(service, region))
+            client.meta.events.register("after-call-error.*.*", self._make_error_recorder(service, region))
+            self._clients[key] = client
+        return self._clients[key]
+
+    def _make_recorder(self, service: str, region: str) -> Any:
+        def record(**kwargs: Any) -> None:
+            if self.case is None:
+                return
+            parsed = kwargs.get("parsed") or {}
+            meta = parsed.get("ResponseMetadata", {})
+            error = parsed.get("Error", {}).get("Code")
+            self.case.record_api_call(
+                ApiCall(
+                    service=service,
+                    operation=kwargs["model"].name,
+                    region=region,
+                    request_id=meta.get("RequestId"),
+                    outcome=error or "ok",
+                    http_status=meta.get("HTTPStatusCode"),
+                )
+            )
+
+        return record
+
+    def _make_error_recorder(self, service: str, region: str) -> Any:
+        def record(**kwargs: Any) -> None:
+            if self.case is None:
+                return
+            exc = kwargs.get("exception")
+            operation = kwargs.get("event_name", "").split(".")[-1]
+            self.case.record_api_call(ApiCall(service, operation, region, None, f"{type(exc).__name__}"))
+
+        return record
+
+
+def describe_error(exc: BaseException, action: str) -> CloudirError:
+    """Turn a boto3/botocore failure into a one-line error naming the call and what is missing."""
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return CloudAccessError(
+            f"no AWS credentials found while trying to {action}",
+            hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run in a role",
+        )
+    if isinstance(exc, NoRegionError):
+        return CloudAccessError(f"no AWS region set while trying to {action}", hint="pass --region")
+    if isinstance(exc, EndpointConnectionError):
+        return CloudAccessError(f"cannot reach the AWS endpoint while trying to {action}: {exc}")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        message = str(error.get("Message", "")).strip()
+        operation = exc.operation_name
+        if code in _NOT_FOUND_CODES:
+            return TargetNotFoundError(f"{action}: {code}: {message}")
+        if code.startswith("KMS") or "kms" in message.lower() or code in {"InvalidKeyId", "KeyUnavailable"}:
+            return CloudAccessError(
+                f"KMS error during {operation} ({action}): {code}: {message}", hint=_KMS_HINTS["kms"]
+            )
+        if code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure"}:
+            return CloudAccessError(
+                f"access denied calling {operation} ({action}): {message or code}",
+                hint="grant the permission named above to the responder role (cloudir iam-policy aws)",
+            )
+        return CloudAccessError(f"{operation} failed ({action}): {code}: {message}")
+    if isinstance(exc, BotoCoreError):
+        return CloudAccessError(f"AWS SDK error while trying to {action}: {exc}")
+    return CloudirError(f"{action}: {exc}")
+
+
+@contextmanager
+def aws_errors(action: str) -> Iterator[None]:
+    """Translate SDK exceptions raised inside the block into :class:`CloudirError`."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise describe_error(exc, action) from None
