@@ -34,6 +34,7 @@ class PlantedIncident:
     forensic_account: str | None = None
     encryption_key: str | None = None  # customer-managed key usable for re-encryption
     access_key: str | None = None  # a compromised access key, where the cloud has them
+    alternate_targets: list[TargetQuery] = field(default_factory=list)  # same target by name / IP / interface
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,6 +57,15 @@ class Sandbox(Protocol):
 
     def state(self) -> dict[str, Any]:
         """A full description of the cloud's resources (to compare before and after a dry run)."""
+
+    def snapshots_for_case(self, case_id: str) -> list[str]:
+        """Ids of the snapshots (and copies) carrying the case id tag/label."""
+
+    def is_preserved(self, incident: PlantedIncident) -> bool:
+        """True when the target is protected from deletion / termination / scale-in."""
+
+    def is_isolated(self, incident: PlantedIncident) -> bool:
+        """True when the target's network is isolated by the tool."""
 
     def fail_next(self, operation: str, error_code: str = "InternalError") -> AbstractContextManager[None]:
         """Make the next call of ``operation`` fail with ``error_code`` while the context is open."""
