@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS events (
     source_file     VARCHAR,              -- file the record was read from
     source_position BIGINT,               -- record index (0-based) inside that file
     is_responder    BOOLEAN NOT NULL DEFAULT false,  -- the tool's own calls (cloudir user agent or custody request id)
-    raw             JSON                  -- the original record
+    raw             JSON USING COMPRESSION zstd  -- the original record
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     source_file     VARCHAR NOT NULL,
@@ -63,3 +63,55 @@ EVENTS_COLUMNS = (
     "is_responder",
     "raw",
 )
+
+_LAST_WORD = "lower(regexp_extract(operation, '([^./:]+)$', 1))"
+# OCSF API Activity activity_id from the operation's verb (the last word of eventName / methodName / operation).
+_ACTIVITY_VERBS = (
+    (
+        2,
+        "get|list|describe|head|lookup|search|read|select|batchget|scan|query|aggregatedlist|testiampermissions|sign-in",
+    ),
+    (4, "delete|remove|terminate|revoke|destroy|purge|deregister|disable"),
+    (1, "create|put|run|add|insert|register|import|allocate|copy|generate|issue|upload"),
+    (
+        3,
+        "update|modify|set|attach|detach|enable|patch|write|associate|change|reset|replace|tag|untag|stop|start|restore",
+    ),
+)
+_ACTIVITY_ID = (
+    "CASE "
+    + " ".join(f"WHEN regexp_matches({_LAST_WORD}, '^({verbs})') THEN {uid}" for uid, verbs in _ACTIVITY_VERBS)
+    + " ELSE 99 END"
+)
+
+EVENTS_OCSF_VIEW = f"""
+CREATE OR REPLACE VIEW events_ocsf AS
+SELECT
+    6003 AS class_uid,
+    'API Activity' AS class_name,
+    6 AS category_uid,
+    'Application Activity' AS category_name,
+    activity_id,
+    CASE activity_id WHEN 1 THEN 'Create' WHEN 2 THEN 'Read' WHEN 3 THEN 'Update' WHEN 4 THEN 'Delete'
+        ELSE 'Other' END AS activity_name,
+    600300 + activity_id AS type_uid,
+    time,
+    CASE status WHEN 'success' THEN 1 WHEN 'failure' THEN 2 ELSE 0 END AS status_id,
+    CASE status WHEN 'success' THEN 'Success' WHEN 'failure' THEN 'Failure' ELSE 'Unknown' END AS status,
+    error_code AS status_code,
+    1 AS severity_id,
+    'Informational' AS severity,
+    {{'operation': operation, 'service': {{'name': service}}, 'request': {{'uid': request_id}}}} AS api,
+    {{'user': {{'uid': actor, 'type': actor_type}}, 'session': {{'uid': session}}}} AS actor,
+    {{'ip': source_ip}} AS src_endpoint,
+    {{'user_agent': user_agent}} AS http_request,
+    {{'provider': CASE cloud WHEN 'aws' THEN 'AWS' WHEN 'azure' THEN 'Azure' WHEN 'gcp' THEN 'GCP' ELSE cloud END,
+      'account': {{'uid': account}}, 'region': region}} AS cloud,
+    list_transform(resources, lambda r: {{'uid': r}}) AS resources,
+    {{'uid': event_uid, 'original_uid': event_id, 'log_name': source_format, 'log_provider': source_file,
+      'product': {{'name': 'cloudir'}}, 'version': '1.3.0'}} AS metadata,
+    read_only,
+    is_responder,
+    raw AS raw_data
+FROM (SELECT *, {_ACTIVITY_ID} AS activity_id FROM events)
+"""

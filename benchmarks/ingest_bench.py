@@ -1,0 +1,177 @@
+"""Timeline ingest benchmark: cloudir ingest vs bare DuckDB ``read_json`` over the same files, same run.
+
+    uv run python benchmarks/ingest_bench.py --events 1000000
+
+Generates the events first when ``--data`` holds no files (benchmarks/generate_events.py). Each phase runs in
+its own process so its peak RSS (``getrusage``) is its own: bare read (``CREATE TABLE AS SELECT * FROM
+read_json(...)`` into a fresh database, same memory limit), cloudir ingest (``ingest_paths``), then per-actor
+queries on the read-only query connection. Prints a JSON summary and a Markdown table row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+BARE_READS = {
+    # read_json with schema auto-detection; real CloudTrail has keys differing only in case
+    # (principalId / principalid), which read_json rejects unless ignore_errors skips those records.
+    "read_json": "SELECT * FROM read_json($files, union_by_name=true, ignore_errors=true)",
+    # Each record as validated JSON text: the least work any JSON ingest can do.
+    "read_json_objects": "SELECT * FROM read_json_objects($files)",
+}
+
+
+def phase_bare(files: list[str], db: str, reader: str) -> dict[str, Any]:
+    """Bare DuckDB: read every file into a table with one reader, same memory limit as ingest."""
+    import duckdb
+
+    from cloudir.timeline.db import MEMORY_LIMIT
+
+    con = duckdb.connect(db, config={"memory_limit": MEMORY_LIMIT, "temp_directory": db + ".tmp"})
+    started = time.perf_counter()
+    con.execute(f"CREATE TABLE bare AS {BARE_READS[reader]}", {"files": files})
+    con.execute("CHECKPOINT")
+    seconds = time.perf_counter() - started
+    row = con.execute("SELECT count(*) FROM bare").fetchone()
+    con.close()
+    return {"seconds": seconds, "rows": row[0] if row else 0, "peak_rss_mib": _peak_mib()}
+
+
+def phase_ingest(files: list[str], db: str) -> dict[str, Any]:
+    """cloudir: ingest_paths into a fresh timeline."""
+    from cloudir.timeline.ingest import ingest_paths
+
+    started = time.perf_counter()
+    stats = ingest_paths(Path(db), [Path(f) for f in files])
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "stats": stats.as_dict(), "peak_rss_mib": _peak_mib()}
+
+
+def phase_query(db: str, samples: int) -> dict[str, Any]:
+    """Per-actor queries on the read-only query connection."""
+    from cloudir.timeline.db import connect_read_only
+
+    con = connect_read_only(Path(db))
+    actors = [row[0] for row in con.execute("SELECT DISTINCT actor FROM events WHERE actor IS NOT NULL").fetchall()]
+    picked = random.Random(7).sample(actors, min(samples, len(actors)))
+    timings = []
+    counts = []
+    for actor in picked:
+        started = time.perf_counter()
+        rows = con.execute(
+            "SELECT time, operation, source_ip, status FROM events WHERE actor = ? ORDER BY time", [actor]
+        ).fetchall()
+        timings.append(time.perf_counter() - started)
+        counts.append(len(rows))
+    con.close()
+    timings.sort()
+    return {
+        "actors": len(actors),
+        "queries": len(timings),
+        "median_seconds": timings[len(timings) // 2],
+        "max_seconds": timings[-1],
+        "median_rows": sorted(counts)[len(counts) // 2],
+        "peak_rss_mib": _peak_mib(),
+    }
+
+
+def _run_phase(name: str, *args: str) -> dict[str, Any]:
+    output = subprocess.run(
+        [sys.executable, __file__, "--phase", name, *args], check=True, capture_output=True, text=True
+    ).stdout
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--data", type=Path, help="folder of generated files (default $TMPDIR/cloudir-bench/events-N-...)")
+    parser.add_argument("--work", type=Path, help="folder for the databases (default $TMPDIR/cloudir-bench/work)")
+    parser.add_argument("--gzip", action="store_true", help="generate gzip files")
+    parser.add_argument("--shape", choices=("jsonl", "records"), default="jsonl")
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.phase:
+        db, *files = args.rest
+        phases = {
+            "read_json": lambda: phase_bare(files, db, "read_json"),
+            "read_json_objects": lambda: phase_bare(files, db, "read_json_objects"),
+            "ingest": lambda: phase_ingest(files, db),
+            "query": lambda: phase_query(db, args.queries),
+        }
+        print(json.dumps(phases[args.phase]()))
+        return
+
+    scratch = Path(tempfile.gettempdir()) / "cloudir-bench"
+    data = args.data or scratch / f"events-{args.events}-{args.shape}{'-gz' if args.gzip else ''}"
+    work = args.work or scratch / "work"
+    if not data.is_dir() or not any(data.iterdir()):
+        from generate_events import generate
+
+        print(f"generating {args.events} events into {data} ...", file=sys.stderr)
+        generate(data, args.events, chunk=100_000, actors=2_000, shape=args.shape, gzip=args.gzip)
+    files = sorted(str(p) for p in data.iterdir() if p.is_file())
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    input_mib = sum(Path(f).stat().st_size for f in files) / 2**20
+
+    bare: dict[str, dict[str, Any]] = {} if args.skip_bare else {
+        reader: _run_phase(reader, str(work / f"{reader}.duckdb"), *files) for reader in BARE_READS
+    }
+    ingest = _run_phase("ingest", str(work / "timeline.duckdb"), *files)
+    query = _run_phase("query", "--queries", str(args.queries), str(work / "timeline.duckdb"))
+    events = ingest["stats"]["records"]
+    summary = {
+        "events": events,
+        "files": len(files),
+        "input_mib": round(input_mib),
+        "timeline_db_mib": round((work / "timeline.duckdb").stat().st_size / 2**20),
+        "ingest_events_per_s": round(events / ingest["seconds"]),
+        "ingest_seconds": round(ingest["seconds"], 1),
+        "ingest_peak_rss_mib": round(ingest["peak_rss_mib"]),
+        "bare": {
+            reader: {
+                "events_per_s": round(result["rows"] / result["seconds"]),
+                "rows": result["rows"],
+                "seconds": round(result["seconds"], 1),
+                "peak_rss_mib": round(result["peak_rss_mib"]),
+                "ingest_speed_ratio": round(result["seconds"] / ingest["seconds"], 2),
+            }
+            for reader, result in bare.items()
+        },
+        "actor_query_median_s": round(query["median_seconds"], 4),
+        "actor_query_max_s": round(query["max_seconds"], 4),
+        "actor_query_median_rows": query["median_rows"],
+        "ingest_stats": ingest["stats"],
+    }
+    print(json.dumps(summary, indent=2))
+    ratios = " / ".join(f"{reader} {value['ingest_speed_ratio']}" for reader, value in summary["bare"].items())
+    print(
+        f"| {events:,} | {len(files)} | {summary['ingest_events_per_s']:,} | {ratios} | "
+        f"{summary['ingest_peak_rss_mib']} | {summary['actor_query_median_s']} / {summary['actor_query_max_s']} | "
+        f"{summary['timeline_db_mib']} |"
+    )
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Analyzers over the DuckDB timeline: each writes candidate findings; the meta step scores and groups them.
+
+``run_analysis`` is the library entry point used by the CLI, the demo and the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from cloudir.analyze import beaconing, pattern_of_life, peers, recon, sensitive, sigma
+from cloudir.analyze.base import CANDIDATES_DDL, AnalysisWindow, AnalyzerMeta, table_exists
+from cloudir.analyze.meta import write_findings, write_incidents
+from cloudir.analyze.novelty import build_novelty
+from cloudir.analyze.prepare import build_event_view, build_profiles, resolve_window
+from cloudir.errors import CloudirError
+
+ANALYZERS: tuple[AnalyzerMeta, ...] = (
+    pattern_of_life.META,
+    peers.META,
+    recon.META,
+    beaconing.META,
+    sensitive.META,
+    sigma.META,
+)
+DEFAULT_MIN_SCORE = 50
+"""Candidates scoring below this are not written as findings."""
+
+
+@dataclass
+class AnalysisSummary:
+    """What one analysis run did."""
+
+    window: AnalysisWindow
+    events: int
+    findings: int
+    incidents: int
+    findings_by_analyzer: dict[str, int]
+    sigma_rules_converted: int = 0
+    sigma_rules_failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_analysis(
+    db_path: Path,
+    *,
+    sigma_rules: Path | None = None,
+    baseline_until: datetime | None = None,
+    incident_since: datetime | None = None,
+    min_score: int = DEFAULT_MIN_SCORE,
+) -> AnalysisSummary:
+    """Run every analyzer over ``events`` in ``db_path`` and (re)write the ``findings`` and ``incidents`` tables."""
+    if not db_path.exists():
+        raise CloudirError(f"timeline database {db_path} does not exist", hint="build it with `cloudir timeline`")
+    if sigma_rules is not None and not sigma_rules.is_dir():
+        raise CloudirError(f"--sigma-rules {sigma_rules} is not a directory")
+    started = time.monotonic()
+    with duckdb.connect(str(db_path)) as con:
+        if not table_exists(con, "events"):
+            raise CloudirError(f"{db_path} has no events table", hint="build it with `cloudir timeline`")
+        window = resolve_window(con, baseline_until, incident_since)
+        build_event_view(con, window)
+        build_profiles(con)
+        peers.build_peer_groups(con)
+        build_novelty(con)
+        con.execute(CANDIDATES_DDL)
+        pattern_of_life.run(con)
+        recon.run(con)
+        beaconing.run(con)
+        sensitive.run(con)
+        sigma_load = sigma.run(con, sigma_rules) if sigma_rules is not None else sigma.SigmaLoad()
+        write_findings(con, list(ANALYZERS), min_score)
+        write_incidents(con)
+        events = _scalar(con, "SELECT count(*) FROM ev")
+        by_analyzer = dict(con.execute("SELECT analyzer, count(*) FROM findings GROUP BY analyzer").fetchall())
+        findings = _scalar(con, "SELECT count(*) FROM findings")
+        incidents = _scalar(con, "SELECT count(*) FROM incidents")
+    return AnalysisSummary(
+        window=window,
+        events=events,
+        findings=findings,
+        incidents=incidents,
+        findings_by_analyzer=by_analyzer,
+        sigma_rules_converted=len(sigma_load.converted),
+        sigma_rules_failed=sigma_load.failed,
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,100 @@
+"""Shared pieces of the analyzers: metadata, the analysis window, the candidate and output tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class AnalyzerMeta:
+    """What an analyzer is: shown by ``cloudir analyze --list`` and written into docs/analyzers.md."""
+
+    name: str
+    description: str
+    mitre: tuple[str, ...]
+    default_weight: float
+
+
+@dataclass(frozen=True)
+class AnalysisWindow:
+    """The learning window (``time < baseline_until``) and the scored window (``time >= incident_since``)."""
+
+    baseline_until: datetime
+    incident_since: datetime
+
+
+CANDIDATES_DDL = """
+CREATE OR REPLACE TEMP TABLE candidates (
+    analyzer    VARCHAR NOT NULL,
+    rule        VARCHAR NOT NULL,
+    raw_score   DOUBLE NOT NULL,
+    actor       VARCHAR,
+    identity    VARCHAR,
+    session     VARCHAR,
+    first_time  TIMESTAMP,
+    last_time   TIMESTAMP,
+    title       VARCHAR NOT NULL,
+    explanation VARCHAR NOT NULL,
+    mitre       VARCHAR[],
+    event_ids   VARCHAR[],
+    op_key      VARCHAR,          -- set when the finding is about one operation: tempered by pattern of life
+    temper      BOOLEAN NOT NULL DEFAULT false
+)
+"""
+
+FINDINGS_DDL = """
+CREATE OR REPLACE TABLE findings (
+    finding_id  VARCHAR PRIMARY KEY,
+    analyzer    VARCHAR NOT NULL,
+    rule        VARCHAR NOT NULL,
+    score       INTEGER NOT NULL,   -- 0-100 after weighting and pattern-of-life tempering
+    severity    VARCHAR NOT NULL,   -- critical | high | medium | low
+    actor       VARCHAR,
+    identity    VARCHAR,            -- actor with the role session removed
+    session     VARCHAR,
+    first_time  TIMESTAMP,
+    last_time   TIMESTAMP,
+    title       VARCHAR NOT NULL,
+    explanation VARCHAR NOT NULL,
+    mitre       VARCHAR[],
+    event_ids   VARCHAR[],          -- timeline events.event_id values that support the finding
+    incident_id VARCHAR
+)
+"""
+
+INCIDENTS_DDL = """
+CREATE OR REPLACE TABLE incidents (
+    incident_id   VARCHAR PRIMARY KEY,
+    score         INTEGER NOT NULL,
+    severity      VARCHAR NOT NULL,
+    identity      VARCHAR,
+    sessions      VARCHAR[],
+    first_time    TIMESTAMP,
+    last_time     TIMESTAMP,
+    finding_count INTEGER NOT NULL,
+    analyzers     VARCHAR[],
+    mitre         VARCHAR[],
+    finding_ids   VARCHAR[],
+    title         VARCHAR NOT NULL
+)
+"""
+
+SEVERITY_SQL = (
+    "CASE WHEN {s} >= 80 THEN 'critical' WHEN {s} >= 60 THEN 'high' WHEN {s} >= 40 THEN 'medium' ELSE 'low' END"
+)
+"""Severity from a 0-100 score expression."""
+
+MAX_EVENT_IDS = 500
+"""Findings keep at most this many supporting event ids (the first ones in time)."""
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether a table or view of that name exists in the database."""
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+        [name],
+    ).fetchone()
+    return bool(row and row[0])

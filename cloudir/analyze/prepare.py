@@ -1,0 +1,118 @@
+"""Working tables every analyzer reads: ``ev`` (events with derived columns) and the baseline profiles."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import duckdb
+
+from cloudir.analyze.base import AnalysisWindow
+from cloudir.errors import CloudirError
+
+BASELINE_FRACTION = 0.7
+"""Without explicit times, the first 70 % of the timeline is the learning window."""
+
+PROFILE_DIMENSIONS: dict[str, str] = {
+    "operation": "op_key",
+    "service": "service",
+    "region": "region",
+    "network": "network",
+    "user agent": "ua_family",
+    "time of day": "hour_block",
+    "account": "account",
+}
+"""Pattern-of-life dimensions: the word used in explanations -> the ``ev`` column."""
+
+
+def resolve_window(
+    con: duckdb.DuckDBPyConnection, baseline_until: datetime | None, incident_since: datetime | None
+) -> AnalysisWindow:
+    """Fill in the missing bound: one defaults to the other, both to 70 % through the timeline."""
+    row = con.execute("SELECT min(time), max(time), count(*) FROM events WHERE NOT is_responder").fetchone()
+    if row is None or not row[2]:
+        raise CloudirError("the timeline has no events to analyze (table events is empty)")
+    first, last = row[0], row[1]
+    if baseline_until is None and incident_since is None:
+        baseline_until = first + timedelta(seconds=(last - first).total_seconds() * BASELINE_FRACTION)
+    baseline_until = baseline_until or incident_since
+    incident_since = incident_since or baseline_until
+    assert baseline_until is not None
+    assert incident_since is not None
+    return AnalysisWindow(
+        baseline_until=baseline_until.replace(tzinfo=None), incident_since=incident_since.replace(tzinfo=None)
+    )
+
+
+def build_event_view(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> None:
+    """``ev``: the non-responder events with identity, /24 network, user-agent family and window flags."""
+    con.execute(
+        r"""
+        CREATE OR REPLACE TEMP TABLE ev AS
+        SELECT
+            event_id, time, cloud, source_format, account, region, operation, actor_type, session,
+            source_ip, user_agent, resources, error_code, read_only, raw,
+            coalesce(nullif(actor, ''), 'anonymous') AS actor,
+            CASE
+                WHEN coalesce(actor, '') = '' THEN 'anonymous'
+                -- people behind SSO / federation keep their session name (the person); workloads collapse to the role
+                WHEN regexp_matches(actor, ':assumed-role/AWSReservedSSO_|:assumed-role/[^/]+/[^/]*@') THEN actor
+                ELSE regexp_replace(actor, '^arn:aws:sts::(\d+):assumed-role/([^/]+)/.*$', 'arn:aws:iam::\1:role/\2')
+            END AS identity,
+            (actor_type = 'AWSService' OR coalesce(actor, '') LIKE '%.amazonaws.com') AS aws_service,
+            regexp_replace(lower(coalesce(service, '')), '\.amazonaws\.com$', '') AS service,
+            regexp_replace(lower(coalesce(service, '')), '\.amazonaws\.com$', '') || ':' || operation AS op_key,
+            CASE
+                WHEN regexp_matches(source_ip, '^\d+\.\d+\.\d+\.\d+$')
+                    THEN regexp_extract(source_ip, '^(\d+\.\d+\.\d+)\.', 1) || '.0/24'
+                WHEN contains(source_ip, ':') THEN regexp_extract(source_ip, '^([^:]*:[^:]*:[^:]*)', 1) || '::/48'
+                ELSE coalesce(lower(source_ip), '-')
+            END AS network,
+            CASE
+                WHEN user_agent ILIKE '%console%.amazonaws.com%' OR user_agent ILIKE 'signin.amazonaws.com%'
+                    THEN 'aws-console'
+                WHEN regexp_matches(user_agent, '^[a-z0-9.-]+\.amazonaws\.com$') OR user_agent = 'AWS Internal'
+                    THEN 'aws-service'
+                ELSE coalesce(nullif(regexp_extract(
+                    lower(regexp_replace(coalesce(user_agent, ''), '^[^A-Za-z]+', '')),
+                    '^([a-z][a-z0-9.-]*[a-z0-9])', 1), ''), '-')
+            END AS ua_family,
+            CAST(hour(time) // 3 AS VARCHAR) AS hour_block,
+            (status = 'failure' OR error_code IS NOT NULL) AS failed,
+            time < $baseline_until AS in_baseline,
+            time >= $incident_since AS in_incident
+        FROM events
+        WHERE NOT is_responder
+        """,
+        {"baseline_until": window.baseline_until, "incident_since": window.incident_since},
+    )
+
+
+def build_profiles(con: duckdb.DuckDBPyConnection) -> None:
+    """Baseline counts per identity and organisation-wide, for every pattern-of-life dimension."""
+    unpivot = " UNION ALL ".join(
+        f"SELECT identity, '{dim}' AS dim, CAST({col} AS VARCHAR) AS value, time FROM ev "
+        f"WHERE in_baseline AND {col} IS NOT NULL"
+        for dim, col in PROFILE_DIMENSIONS.items()
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE profile AS
+        SELECT identity, dim, value, count(*) AS n_events, count(DISTINCT CAST(time AS DATE)) AS n_days
+        FROM ({unpivot}) GROUP BY ALL
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE identity_totals AS
+        SELECT identity, count(*) AS n_events, count(DISTINCT CAST(time AS DATE)) AS n_days,
+               min(time) AS first_seen
+        FROM ev WHERE in_baseline GROUP BY identity
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE global_profile AS
+        SELECT dim, value, count(DISTINCT identity) AS n_identities, sum(n_events) AS n_events
+        FROM profile GROUP BY ALL
+        """
+    )

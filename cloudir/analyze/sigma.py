@@ -1,0 +1,199 @@
+"""SigmaHQ rules at run time: pySigma parses them, a small backend writes DuckDB SQL over the timeline."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import duckdb
+from sigma.collection import SigmaCollection
+from sigma.conversion.base import TextQueryBackend
+from sigma.conversion.state import ConversionState
+from sigma.exceptions import SigmaError
+from sigma.rule import SigmaRule
+from sigma.types import SigmaCompareExpression
+
+from cloudir.analyze.base import MAX_EVENT_IDS, AnalyzerMeta
+
+META = AnalyzerMeta(
+    name="sigma",
+    description=(
+        "SigmaHQ-format rules loaded at run time (--sigma-rules DIR), converted with pySigma to DuckDB SQL over "
+        "the timeline (raw JSON fields, GCP method_name and Azure operationName mapped to the operation column); "
+        "rules that cannot be converted or run are listed, not silently dropped."
+    ),
+    mitre=(),
+    default_weight=1.0,
+)
+
+LEVEL_SCORE = {"informational": 20, "low": 35, "medium": 60, "high": 75, "critical": 90}
+
+LOGSOURCE_FILTER: dict[tuple[str | None, str | None], str] = {
+    ("aws", "cloudtrail"): "source_format = 'cloudtrail'",
+    ("azure", "activitylogs"): "source_format = 'azure_activity'",
+    ("azure", "auditlogs"): "source_format = 'entra_audit'",
+    ("azure", "signinlogs"): "source_format = 'entra_signin'",
+    ("gcp", "gcp.audit"): "source_format = 'gcp_audit'",
+}
+"""Sigma (product, service) -> timeline rows the rule applies to; other log sources are not in the timeline."""
+
+COLUMN_FIELDS = {"gcp.audit.method_name": "operation", "operationName": "operation", "ActivityDisplayName": "operation"}
+
+
+def _json_path(parts: list[str]) -> str:
+    return "$." + ".".join('"' + part.replace('"', "") + '"' for part in parts)
+
+
+def field_sql(name: str) -> str:
+    """SQL expression for a Sigma field: a timeline column or a string extracted from the ``raw`` JSON."""
+    if name in COLUMN_FIELDS:
+        return COLUMN_FIELDS[name]
+    parts = name.split(".")
+    if parts[0] == "data" and len(parts) > 1:
+        parts = parts[1:]
+    lowered = [part[:1].lower() + part[1:] for part in parts]
+    paths = [_json_path(parts)] + ([_json_path(lowered)] if lowered != parts else [])
+    extracts = ", ".join(f"json_extract_string(raw, '{path}')" for path in paths)
+    return f"coalesce({extracts})" if len(paths) > 1 else f"json_extract_string(raw, '{paths[0]}')"
+
+
+class DuckDBSigmaBackend(TextQueryBackend):
+    """Sigma detection logic -> a DuckDB boolean expression; string matches are case-insensitive (ILIKE)."""
+
+    name: ClassVar[str] = "cloudir DuckDB"
+    formats: ClassVar[dict[str, str]] = {"default": "DuckDB WHERE clause"}
+    requires_pipeline: ClassVar[bool] = False
+
+    group_expression: ClassVar[str] = "({expr})"
+    or_token: ClassVar[str] = "OR"  # noqa: S105 - SQL tokens, not secrets
+    and_token: ClassVar[str] = "AND"  # noqa: S105
+    not_token: ClassVar[str] = "NOT"  # noqa: S105
+    eq_token: ClassVar[str] = " ILIKE "  # noqa: S105
+    eq_expression: ClassVar[str] = "{field} ILIKE {value} ESCAPE '\\'"
+    str_quote: ClassVar[str] = "'"
+    escape_char: ClassVar[str] = "\\"
+    wildcard_multi: ClassVar[str] = "%"
+    wildcard_single: ClassVar[str] = "_"
+    add_escaped: ClassVar[str] = "%_"
+    bool_values: ClassVar[dict[bool, str | None]] = {True: "'true'", False: "'false'"}
+    startswith_expression: ClassVar[str | None] = None
+    endswith_expression: ClassVar[str | None] = None
+    contains_expression: ClassVar[str | None] = None
+    wildcard_match_expression: ClassVar[str | None] = "{field} ILIKE {value} ESCAPE '\\'"
+    case_sensitive_match_expression: ClassVar[str | None] = "{field} LIKE {value} ESCAPE '\\'"
+    re_expression: ClassVar[str | None] = "regexp_matches({field}, '{regex}')"
+    re_escape_char: ClassVar[str] = "'"
+    re_escape: ClassVar[tuple[str, ...]] = ("'",)
+    compare_op_expression: ClassVar[str | None] = "TRY_CAST({field} AS DOUBLE) {operator} {value}"
+    compare_operators: ClassVar[dict[SigmaCompareExpression.CompareOperators, str] | None] = {
+        SigmaCompareExpression.CompareOperators.LT: "<",
+        SigmaCompareExpression.CompareOperators.LTE: "<=",
+        SigmaCompareExpression.CompareOperators.GT: ">",
+        SigmaCompareExpression.CompareOperators.GTE: ">=",
+    }
+    field_null_expression: ClassVar[str | None] = "{field} IS NULL"
+    field_exists_expression: ClassVar[str | None] = "{field} IS NOT NULL"
+    field_not_exists_expression: ClassVar[str | None] = "{field} IS NULL"
+    convert_or_as_in: ClassVar[bool] = False
+    convert_and_as_in: ClassVar[bool] = False
+    unbound_value_str_expression: ClassVar[str | None] = "CAST(raw AS VARCHAR) ILIKE '%' || {value} || '%' ESCAPE '\\'"
+    unbound_value_num_expression: ClassVar[str | None] = "contains(CAST(raw AS VARCHAR), '{value}')"
+
+    def escape_and_quote_field(self, field_name: str) -> str:
+        """Fields become column names or JSON extractions instead of quoted identifiers."""
+        return field_sql(field_name)
+
+    def convert_value_str(self, s: Any, state: ConversionState) -> str:
+        """SQL string literal: quotes doubled instead of backslash-escaped."""
+        converted = str(super().convert_value_str(s, state))
+        return converted.replace("\\'", "''")
+
+    def convert_condition_field_eq_val_num(self, cond: Any, state: ConversionState) -> str:
+        """Numbers compare as text so JSON numbers and strings both match."""
+        return f"{self.escape_and_quote_field(cond.field)} = '{cond.value}'"
+
+
+@dataclass
+class SigmaLoad:
+    """Converted rules (rule, SQL filter) and the ones that could not be converted, with the reason."""
+
+    converted: list[tuple[SigmaRule, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _rule_label(rule: SigmaRule) -> str:
+    source = getattr(rule.source, "path", None) if rule.source else None
+    return f"{Path(source).name if source else rule.id}: {rule.title}"
+
+
+def load_rules(directory: Path) -> SigmaLoad:
+    """Parse every ``*.yml`` rule under ``directory`` and convert those whose log source is in the timeline."""
+    result = SigmaLoad()
+    paths = sorted(directory.rglob("*.yml")) + sorted(directory.rglob("*.yaml"))
+    collection = SigmaCollection.load_ruleset(paths, collect_errors=True)
+    for error in collection.errors:
+        result.failed.append((str(getattr(error, "source", "") or "?"), f"parse error: {error}"))
+    backend = DuckDBSigmaBackend()
+    for rule in collection.rules:
+        if not isinstance(rule, SigmaRule):
+            result.failed.append((str(getattr(rule, "title", "?")), "correlation/filter rules are not supported"))
+            continue
+        if rule.errors:
+            result.failed.append((_rule_label(rule), f"parse error: {rule.errors[0]}"))
+            continue
+        source_filter = LOGSOURCE_FILTER.get((rule.logsource.product, rule.logsource.service))
+        if source_filter is None:
+            result.failed.append(
+                (_rule_label(rule), f"log source {rule.logsource.product}/{rule.logsource.service} not in the timeline")
+            )
+            continue
+        try:
+            queries = backend.convert_rule(rule)
+        except (SigmaError, NotImplementedError, TypeError) as exc:
+            result.failed.append((_rule_label(rule), f"conversion: {exc}"))
+            continue
+        where = " OR ".join(f"({query})" for query in queries)
+        result.converted.append((rule, f"({source_filter}) AND ({where})"))
+    return result
+
+
+def _mitre(rule: SigmaRule) -> list[str]:
+    return [str(tag.name).upper() for tag in rule.tags if tag.namespace == "attack" and re.match(r"t\d", tag.name)]
+
+
+def run(con: duckdb.DuckDBPyConnection, directory: Path) -> SigmaLoad:
+    """Run every convertible rule over ``ev``; a rule whose SQL DuckDB rejects moves to ``failed``."""
+    loaded = load_rules(directory)
+    working: list[tuple[SigmaRule, str]] = []
+    for rule, where in loaded.converted:
+        level = rule.level.name.lower() if rule.level else "medium"
+        try:
+            con.execute(
+                f"""
+                INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
+                                        title, explanation, mitre, event_ids, op_key, temper)
+                SELECT 'sigma', $rule_id, $score, any_value(actor), identity, session, min(time), max(time),
+                       'Sigma: ' || $title || ' by ' || identity,
+                       $description || ' (Sigma rule ' || $rule_id || ', level ' || $level || ', author '
+                           || $author || ') x' || count(*),
+                       $mitre, list(event_id ORDER BY time)[1:{MAX_EVENT_IDS}], op_key, true
+                FROM ev WHERE {where}
+                GROUP BY identity, session, op_key, date_trunc('hour', time)
+                """,
+                {
+                    "rule_id": str(rule.id or rule.title),
+                    "score": LEVEL_SCORE.get(level, 50),
+                    "title": rule.title,
+                    "description": (rule.description or rule.title).strip(),
+                    "level": level,
+                    "author": rule.author or "unknown",
+                    "mitre": _mitre(rule),
+                },
+            )
+            working.append((rule, where))
+        except duckdb.Error as exc:
+            loaded.failed.append((_rule_label(rule), f"DuckDB rejected the SQL: {str(exc).splitlines()[0]}"))
+    loaded.converted = working
+    return loaded

@@ -1,0 +1,153 @@
+"""``cloudir analyze``: run the analyzers over a timeline database and print ranked findings."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import duckdb
+import typer
+from rich.table import Table
+
+from cloudir.analyze import ANALYZERS, AnalysisSummary, run_analysis
+from cloudir.cli.apps import app
+from cloudir.cli.common import console, err_console
+
+_TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S"]
+_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
+
+
+class OutputFormat(StrEnum):
+    """How to print the result."""
+
+    table = "table"
+    json = "json"
+
+
+def _rows(db_path: Path, sql: str) -> list[dict[str, Any]]:
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        cursor = con.execute(sql)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _json_default(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _print_json(summary: AnalysisSummary, incidents: list[dict[str, Any]], findings: list[dict[str, Any]]) -> None:
+    document = {
+        "summary": {
+            "baseline_until": summary.window.baseline_until,
+            "incident_since": summary.window.incident_since,
+            "events": summary.events,
+            "findings": summary.findings,
+            "incidents": summary.incidents,
+            "findings_by_analyzer": summary.findings_by_analyzer,
+            "sigma_rules_converted": summary.sigma_rules_converted,
+            "sigma_rules_failed": [{"rule": rule, "reason": reason} for rule, reason in summary.sigma_rules_failed],
+            "seconds": summary.seconds,
+        },
+        "incidents": incidents,
+        "findings": findings,
+    }
+    typer.echo(json.dumps(document, default=_json_default, indent=2))
+
+
+def _print_tables(
+    summary: AnalysisSummary, incidents: list[dict[str, Any]], findings: list[dict[str, Any]], limit: int
+) -> None:
+    incident_table = Table(title=f"Incidents ({summary.incidents})", expand=True)
+    for column in ("score", "severity", "identity", "first", "last", "findings", "analyzers", "title"):
+        incident_table.add_column(column, overflow="fold")
+    for incident in incidents[:limit]:
+        style = _SEVERITY_STYLE[incident["severity"]]
+        incident_table.add_row(
+            str(incident["score"]),
+            f"[{style}]{incident['severity']}[/]",
+            incident["identity"],
+            str(incident["first_time"]),
+            str(incident["last_time"]),
+            str(incident["finding_count"]),
+            ", ".join(incident["analyzers"]),
+            incident["title"],
+        )
+    console.print(incident_table)
+    finding_table = Table(title=f"Findings ({summary.findings}, top {min(limit, len(findings))})", expand=True)
+    for column in ("score", "severity", "analyzer", "first", "title", "why", "events"):
+        finding_table.add_column(column, overflow="fold")
+    for finding in findings[:limit]:
+        style = _SEVERITY_STYLE[finding["severity"]]
+        finding_table.add_row(
+            str(finding["score"]),
+            f"[{style}]{finding['severity']}[/]",
+            finding["analyzer"],
+            str(finding["first_time"]),
+            finding["title"],
+            finding["explanation"],
+            str(len(finding["event_ids"] or [])),
+        )
+    console.print(finding_table)
+    console.print(
+        f"{summary.events} events; baseline before {summary.window.baseline_until}, scored from "
+        f"{summary.window.incident_since}; {summary.seconds} s",
+        highlight=False,
+    )
+    if summary.sigma_rules_converted or summary.sigma_rules_failed:
+        err_console.print(
+            f"sigma: {summary.sigma_rules_converted} rules converted, {len(summary.sigma_rules_failed)} not:",
+            highlight=False,
+        )
+        for rule, reason in summary.sigma_rules_failed:
+            err_console.print(f"  [yellow]skipped[/] {rule}: {reason}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def analyze(  # noqa: PLR0917 - typer options are parameters
+    db_path: Annotated[Path, typer.Argument(help="Timeline database (DuckDB) with an events table.")],
+    sigma_rules: Annotated[
+        Path | None, typer.Option(help="Folder of SigmaHQ-format rules converted to SQL at run time.")
+    ] = None,
+    baseline_until: Annotated[
+        datetime | None,
+        typer.Option(formats=_TIME_FORMATS, help="End of the learning window (UTC). Default: --incident-since."),
+    ] = None,
+    incident_since: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=_TIME_FORMATS,
+            help="Start of the scored window (UTC). Default: --baseline-until, or 70 % through the timeline.",
+        ),
+    ] = None,
+    min_score: Annotated[int, typer.Option(min=0, max=100, help="Keep findings scoring at least this.")] = 50,
+    output: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
+    limit: Annotated[int, typer.Option(help="Rows shown per table.")] = 30,
+) -> None:
+    """Score the timeline: write findings and incidents tables into DB_PATH and print them ranked."""
+    summary = run_analysis(
+        db_path,
+        sigma_rules=sigma_rules,
+        baseline_until=baseline_until,
+        incident_since=incident_since,
+        min_score=min_score,
+    )
+    incidents = _rows(db_path, "SELECT * FROM incidents ORDER BY score DESC, first_time")
+    findings = _rows(db_path, "SELECT * FROM findings ORDER BY score DESC, first_time")
+    if output is OutputFormat.json:
+        _print_json(summary, incidents, findings)
+    else:
+        _print_tables(summary, incidents, findings, limit)
+
+
+@app.command("analyzers")
+def list_analyzers() -> None:
+    """List the analyzers with their description, MITRE techniques and default weight."""
+    table = Table(title="Analyzers", expand=True, show_lines=True)
+    for column in ("name", "weight", "MITRE", "description"):
+        table.add_column(column, overflow="fold")
+    for meta in ANALYZERS:
+        table.add_row(meta.name, str(meta.default_weight), ", ".join(meta.mitre) or "-", meta.description)
+    console.print(table)

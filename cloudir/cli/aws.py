@@ -1,0 +1,213 @@
+"""`cloudir acquire aws` and `cloudir contain aws`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cloudir.case import CASE_FILE, Case, safe_name
+from cloudir.cli.apps import acquire_app, contain_app
+from cloudir.cli.common import case_path, console, execute_plan, render_plan
+from cloudir.errors import CloudirError
+from cloudir.plan import require_completed
+from cloudir.provider import AcquireOptions, ContainOptions, Provider, Target, TargetKind, TargetQuery, get_provider
+
+RegionOpt = Annotated[
+    str | None, typer.Option("--region", help="Region of the target (default: your AWS profile's region).")
+]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS CLI profile to use (default: AWS_PROFILE).")]
+CaseOpt = Annotated[
+    Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>).", show_default=False)
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print every API call the plan would make; change nothing.")]
+
+
+def _query(
+    instance: str | None, ip: str | None, eni: str | None, access_key: str | None, region: str | None
+) -> TargetQuery:
+    given = [
+        (kind, value)
+        for kind, value in (("instance", instance), ("ip", ip), ("eni", eni), ("access-key", access_key))
+        if value
+    ]
+    if len(given) != 1:
+        raise CloudirError("name exactly one target", hint="use one of --instance, --ip, --eni or --access-key")
+    option, value = given[0]
+    kind = TargetKind.ACCESS_KEY if option == "access-key" else TargetKind.INSTANCE
+    return TargetQuery(kind, value.strip(), region)
+
+
+def _resolve(provider: Provider, query: TargetQuery, case: Case | None) -> Target:
+    if case is None:
+        return provider.find_target(query)
+    with case.action("target.resolve", target=query.value) as act:
+        target = provider.find_target(query)
+        act.details |= {"ref": target.ref, "kind": target.kind.value, "name": target.name, **target.details}
+    return target
+
+
+@acquire_app.command("aws")
+def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
+    instance: Annotated[str | None, typer.Option("--instance", help="EC2 instance id, e.g. i-0abc123.")] = None,
+    ip: Annotated[str | None, typer.Option("--ip", help="Private or public IP of the instance.")] = None,
+    eni: Annotated[str | None, typer.Option("--eni", help="Network interface id (eni-…) of the instance.")] = None,
+    access_key: Annotated[
+        str | None, typer.Option("--access-key", help="Compromised access key id: capture its IAM user.")
+    ] = None,
+    region: RegionOpt = None,
+    all_regions: Annotated[
+        bool, typer.Option("--all-regions", help="Search every enabled region for the target.")
+    ] = False,
+    case: CaseOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in the same --case.")] = False,
+    dry_run: DryRunOpt = False,
+    forensic_account: Annotated[
+        str | None, typer.Option("--forensic-account", help="Account id to share the snapshots with.")
+    ] = None,
+    forensic_region: Annotated[
+        str | None, typer.Option("--forensic-region", help="Region to copy the snapshots to (default: the target's).")
+    ] = None,
+    kms_key: Annotated[
+        str | None,
+        typer.Option(
+            "--kms-key", help="Customer-managed KMS key ARN to re-encrypt copies (needed for aws/ebs volumes)."
+        ),
+    ] = None,
+    raw_image: Annotated[
+        bool,
+        typer.Option("--raw-image", help="Also read each snapshot into images/aws/<snapshot>.raw (EBS direct APIs)."),
+    ] = False,
+    asg_mode: Annotated[
+        str,
+        typer.Option(
+            "--asg-mode",
+            help="Auto Scaling member: protect (scale-in protection), standby (out of service) or detach.",
+        ),
+    ] = "protect",
+    evidence_bucket: Annotated[
+        str | None,
+        typer.Option("--evidence-bucket", help="S3 bucket to mirror every artifact to (Object Lock honoured)."),
+    ] = None,
+    retention_mode: Annotated[
+        str,
+        typer.Option("--retention-mode", help="Object Lock mode for the evidence bucket: COMPLIANCE or GOVERNANCE."),
+    ] = "COMPLIANCE",
+    retain_days: Annotated[int, typer.Option("--retain-days", help="Object Lock retention in days.")] = 365,
+    profile: ProfileOpt = None,
+) -> None:
+    """Preserve an EC2 instance and acquire its evidence into a case folder.
+
+    \b
+    In order:
+      1. preserve: termination protection, keep volumes, stop on shutdown, Auto Scaling protection
+      2. capture: instance, tags, user data, volumes, interfaces, security groups, instance profile
+         and role policies, console output -> artifacts/aws/<instance>/
+      3. snapshot every volume at once, tagged cloudir:case-id (a re-run never duplicates them)
+      4. optional: copy/re-encrypt, share with --forensic-account, --raw-image
+    Every API call and artifact SHA-256 goes into custody.jsonl; check it with `cloudir verify`.
+
+    \b
+    Examples:
+      cloudir acquire aws --instance i-0abc123 --region us-east-1 --dry-run
+      cloudir acquire aws --ip 10.0.3.7 --region eu-west-1 --case cases/IR-42
+      cloudir acquire aws --instance i-0abc123 --forensic-account 111122223333 \\
+          --kms-key arn:aws:kms:us-east-1:111122223333:key/… --raw-image
+      cloudir acquire aws --instance i-0abc123 --case cases/IR-42 --resume   # after a failure
+      cloudir acquire aws --access-key AKIA… --case cases/IR-42              # key compromise
+
+    Exit codes: 0 done, 2 bad input / access problem, 3 a step failed (fix it, re-run with --resume).
+    """
+    query = _query(instance, ip, eni, access_key, region)
+    provider = get_provider("aws", region=region, profile=profile, all_regions=all_regions)
+    options = AcquireOptions(
+        forensic_account=forensic_account,
+        forensic_location=forensic_region,
+        encryption_key=kms_key,
+        raw_image=raw_image,
+        group_mode=asg_mode,
+    )
+    if dry_run:
+        provider.bind(None)
+        render_plan(provider.plan_acquire(provider.find_target(query), options))
+        return
+    the_case = Case.open_or_create(case_path(case, safe_name(query.value)), resume=resume)
+    provider.bind(the_case)
+    if evidence_bucket or resume:
+        from providers.aws.evidence_bucket import attach_evidence_bucket
+
+        attach_evidence_bucket(
+            provider.clients,  # type: ignore[attr-defined]
+            the_case,
+            evidence_bucket,
+            retention_mode=retention_mode,
+            retain_days=retain_days,
+        )
+    target = _resolve(provider, query, the_case)
+    execute_plan(provider.plan_acquire(target, options), the_case)
+
+
+@contain_app.command("aws")
+def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
+    instance: Annotated[str | None, typer.Option("--instance", help="EC2 instance id to isolate.")] = None,
+    ip: Annotated[str | None, typer.Option("--ip", help="Private or public IP of the instance to isolate.")] = None,
+    access_key: Annotated[
+        str | None, typer.Option("--access-key", help="Compromised access key: deactivate its user's keys.")
+    ] = None,
+    case: CaseOpt = None,
+    examiner_cidr: Annotated[
+        str | None, typer.Option("--examiner-cidr", help="Still allow traffic from this CIDR (e.g. 198.51.100.7/32).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Contain even without a completed acquisition in the case (logged).")
+    ] = False,
+    keep_credentials: Annotated[
+        bool, typer.Option("--keep-credentials", help="Isolate the network only; leave roles and sessions alone.")
+    ] = False,
+    dry_run: DryRunOpt = False,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Contain a target after acquisition (refused until `cloudir acquire aws` completed in the case, or --force).
+
+    \b
+    Instance:
+      - an isolation security group with no rules (or only --examiner-cidr ingress)
+        replaces the groups of every network interface
+      - the instance profile is swapped for an empty quarantine profile
+      - the old role denies every session issued before now
+    Access key:
+      - every active key of its user is deactivated
+      - the user denies every session issued before now
+
+    \b
+    Examples:
+      cloudir contain aws --instance i-0abc123 --region us-east-1 --case cases/IR-42 --dry-run
+      cloudir contain aws --instance i-0abc123 --region us-east-1 --case cases/IR-42 --examiner-cidr 198.51.100.7/32
+      cloudir contain aws --access-key AKIA… --case cases/IR-42
+      cloudir contain aws --instance i-0abc123 --force   # no acquisition first: only when you must
+
+    Exit codes: 0 done, 2 refused / bad input / access problem, 3 a step failed (re-run to continue).
+    """
+    query = _query(instance, ip, None, access_key, region)
+    provider = get_provider("aws", region=region, profile=profile)
+    options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=not keep_credentials)
+    if dry_run:
+        provider.bind(None)
+        render_plan(provider.plan_contain(provider.find_target(query), options))
+        return
+    root = case_path(case, safe_name(query.value))
+    if (root / CASE_FILE).exists():
+        the_case = Case.open(root)
+    elif force:
+        the_case = Case.create(root)
+    else:
+        raise CloudirError(
+            f"no case at {root}", hint="acquire the target into a case first (cloudir acquire aws), or pass --force"
+        )
+    provider.bind(the_case)
+    target = _resolve(provider, query, the_case)
+    require_completed(the_case, "acquire", target.ref, force=force)
+    execute_plan(provider.plan_contain(target, options), the_case)
+    console.print(f"[green]contained[/] {target.ref}", highlight=False)

@@ -1,0 +1,142 @@
+"""``cloudir logs pull aws``: CloudTrail into a case (LookupEvents pages, trail files, digests, coverage)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cloudir.case import CASE_FILE, Case
+from cloudir.cli.apps import pull_app
+from cloudir.cli.common import console, execute_plan, render_plan
+from cloudir.coverage import iso_utc, parse_utc
+from cloudir.errors import CloudirError
+from cloudir.provider import LogPullRequest, get_provider
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_INTEGRITY_ORDER = ("verified", "no_digest", "hash_mismatch", "bad_signature", "chain_broken", "missing")
+
+
+def parse_duration(value: str) -> timedelta:
+    """``90s``, ``30m``, ``24h`` or ``7d`` as a timedelta."""
+    match = _DURATION.match(value.strip())
+    if match is None:
+        raise CloudirError(f"cannot read the duration {value!r}", hint="use a number and s, m, h or d, e.g. 24h")
+    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+
+
+def _time(value: str, option: str) -> str:
+    try:
+        return iso_utc(parse_utc(value))
+    except ValueError:
+        raise CloudirError(
+            f"{option}: cannot read the time {value!r}", hint="use ISO 8601, e.g. 2026-05-01T10:00Z"
+        ) from None
+
+
+def resolve_window(start: str | None, end: str | None, around: str | None, before: str, after: str) -> tuple[str, str]:
+    """The window from ``--start/--end`` or from ``--around`` with ``--before``/``--after``."""
+    if around is not None:
+        if start or end:
+            raise CloudirError("--around cannot be combined with --start/--end")
+        center = parse_utc(_time(around, "--around"))
+        return iso_utc(center - parse_duration(before)), iso_utc(center + parse_duration(after))
+    if not start or not end:
+        raise CloudirError("no time window", hint="pass --start and --end, or --around TIME [--before 24h --after 6h]")
+    return _time(start, "--start"), _time(end, "--end")
+
+
+def _summary(case: Case) -> None:
+    coverage_path = case.root / "logs/aws/coverage.json"
+    if not coverage_path.is_file():
+        return
+    coverage: dict[str, Any] = json.loads(coverage_path.read_text(encoding="utf-8"))
+    table = Table(title=f"CloudTrail {coverage['window_start']} .. {coverage['window_end']}", expand=True)
+    for column in ("source", "region", "scope", "status", "events", "first event", "last event", "files"):
+        table.add_column(column)
+    for source in coverage["sources"]:
+        files = source["details"].get("files")
+        table.add_row(
+            source["source"].split(":")[-1],
+            source["location"],
+            source["scope"],
+            source["status"],
+            str(source["items"]),
+            source["first_event"] or "-",
+            source["last_event"] or "-",
+            str(files) if files is not None else "-",
+        )
+    console.print(table)
+    validation_path = case.root / "logs/aws/digest-validation.json"
+    if validation_path.is_file():
+        counts = json.loads(validation_path.read_text(encoding="utf-8"))["counts"]
+        console.print(
+            "trail file integrity: "
+            + ", ".join(f"{name.replace('_', ' ')} {counts.get(name, 0)}" for name in _INTEGRITY_ORDER),
+            highlight=False,
+        )
+    for retention in coverage["retention"]:
+        console.print(
+            f"{retention['source']}: oldest event {retention['oldest_event']} leaves it in "
+            f"{retention['days_left']:.1f} days",
+            highlight=False,
+        )
+    for warning in coverage["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+@pull_app.command("aws")
+def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
+    case_dir: Annotated[Path, typer.Option("--case", help="Case folder (created when missing).")],
+    start: Annotated[str | None, typer.Option(help="Window start, ISO 8601 UTC.")] = None,
+    end: Annotated[str | None, typer.Option(help="Window end, ISO 8601 UTC.")] = None,
+    around: Annotated[str | None, typer.Option(help="Trigger time to build the window around.")] = None,
+    before: Annotated[str, typer.Option(help="With --around: how far back (e.g. 24h, 3d).")] = "24h",
+    after: Annotated[str, typer.Option(help="With --around: how far forward.")] = "6h",
+    principal: Annotated[list[str] | None, typer.Option(help="IAM user or role session name (repeatable).")] = None,
+    access_key: Annotated[list[str] | None, typer.Option(help="Access key id, AKIA/ASIA... (repeatable).")] = None,
+    instance: Annotated[list[str] | None, typer.Option(help="EC2 instance id (repeatable).")] = None,
+    region: Annotated[list[str] | None, typer.Option(help="Region to collect (repeatable).")] = None,
+    all_regions: Annotated[bool, typer.Option(help="Collect every enabled region.")] = False,
+    trail_bucket: Annotated[
+        str | None, typer.Option(help="Bucket holding the trail files (default: from the trails).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan and change nothing.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted pull of the same window.")] = False,
+    profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
+) -> None:
+    """Pull CloudTrail for a window and scope into a case; raw pages and files are kept as evidence."""
+    window_start, window_end = resolve_window(start, end, around, before, after)
+    request = LogPullRequest(
+        start=window_start,
+        end=window_end,
+        principals=principal or [],
+        access_keys=access_key or [],
+        resources=instance or [],
+        locations=region or [],
+        extra={"all_regions": all_regions, **({"trail_bucket": trail_bucket} if trail_bucket else {})},
+    )
+    provider = get_provider("aws", region=region[0] if region else None, profile=profile, all_regions=all_regions)
+    plan = provider.plan_pull_logs(request)
+    if dry_run:
+        render_plan(plan)
+        return
+    if (case_dir / CASE_FILE).exists():
+        case = Case.open(case_dir)
+        if plan.key in case.load_state().get("runs", {}) and not resume:
+            raise CloudirError(
+                f"this window was already pulled into {case_dir}", hint="add --resume to continue or repeat it"
+            )
+    else:
+        case = Case.create(case_dir, description=f"CloudTrail pull {window_start} .. {window_end}")
+    provider.bind(case)
+    try:
+        execute_plan(plan, case)
+    finally:
+        _summary(case)

@@ -1,0 +1,74 @@
+"""``cloudir demo``: the whole flow on sandboxed clouds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cloudir.cli.apps import app
+from cloudir.cli.common import console, err_console
+from cloudir.errors import CloudirError
+from cloudir.plan import Step
+
+
+class DemoCloud(StrEnum):
+    """Which sandboxed cloud(s) to run."""
+
+    aws = "aws"
+    azure = "azure"
+    gcp = "gcp"
+    all = "all"
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None, typer.Option(help="Case folder to write (default: ./cases/demo-<UTC time>); must not exist.")
+    ] = None,
+    cloud: Annotated[DemoCloud, typer.Option(help="Sandboxed cloud to run the incident on.")] = DemoCloud.aws,
+    sigma_rules: Annotated[
+        Path | None, typer.Option(help="SigmaHQ rules folder to run as well (e.g. ../shared/sigma-rules).")
+    ] = None,
+) -> None:
+    """Run the whole flow on a sandboxed cloud with a planted incident: no credentials, no network.
+
+    Plants a compromised instance (in an autoscaling group, encrypted volume) and attacker API activity,
+    then preserves, snapshots, copies, images, pulls logs, contains, builds the timeline, analyzes it,
+    writes report.html and verifies the chain of custody.
+
+    Example: cloudir demo --out ./demo-case && cloudir verify ./demo-case
+    """
+    from cloudir.demo import run_demo
+
+    clouds = ["aws", "azure", "gcp"] if cloud is DemoCloud.all else [cloud.value]
+    out = out or Path("cases") / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    if out.exists() and any(out.iterdir()):
+        raise CloudirError(f"{out} already exists and is not empty", hint="choose another --out")
+
+    def observe(step: Step, status: str) -> None:
+        if status != "running":
+            err_console.print(f"  {status:>8} {step.title}", highlight=False)
+
+    result = run_demo(out, clouds, console=err_console, observer=observe, sigma_rules=sigma_rules)
+    table = Table(title="Top findings")
+    table.add_column("score", justify="right")
+    table.add_column("actor")
+    table.add_column("finding")
+    for score, actor, title in result.top_findings:
+        table.add_row(str(score), actor, title)
+    console.print(table)
+    verdict = result.verification
+    if verdict is None or not verdict.ok:
+        raise CloudirError(f"custody verification failed: {verdict.first_problem if verdict else 'not run'}")
+    console.print(
+        f"[green]demo complete[/]: case {result.case.case_id} in {out}\n"
+        f"  {result.events} timeline events, {result.findings} findings, report {result.report}\n"
+        f"  custody verified: {verdict.records} records, {verdict.artifacts_checked} artifacts, head {verdict.head}\n"
+        f'  next: cloudir timeline query {out / "timeline.duckdb"} "SELECT * FROM findings ORDER BY score DESC"',
+        highlight=False,
+    )

@@ -1,0 +1,376 @@
+"""``cloudir playbook``, ``cloudir respond``, ``cloudir report`` and ``cloudir iam-policy``."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+
+from cloudir.case import safe_name
+from cloudir.cli.apps import app
+from cloudir.cli.common import console, err_console, render_plan
+from cloudir.errors import CloudirError
+from cloudir.plan import Step
+from cloudir.playbook import (
+    Outcome,
+    approve_pending,
+    build_response_plan,
+    default_provider,
+    load_playbook,
+    load_playbooks,
+    respond,
+    select_playbook,
+    symbolic_target,
+)
+from cloudir.playbook.model import PARAMETERS
+from cloudir.provider import TargetKind, get_provider
+from cloudir.serverless.policy import least_privilege_policy
+from cloudir.triggers import Trigger, load_triggers, manual_trigger
+
+playbook_app = typer.Typer(
+    help="Response playbooks: list, validate, and print what one would do for a finding.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(playbook_app, name="playbook")
+
+PlaybooksOpt = Annotated[
+    Path | None, typer.Option("--playbooks", help="Folder of playbook YAML files (default: the shipped ones).")
+]
+TriggerOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--trigger", help="Finding JSON: GuardDuty, Security Hub (ASFF), Defender for Cloud alert, SCC notification."
+    ),
+]
+ParamOpt = Annotated[
+    list[str] | None, typer.Option("--param", help="Override a playbook parameter: KEY=VALUE (YAML value).")
+]
+PlaybookIdOpt = Annotated[str | None, typer.Option("--playbook", help="Use this playbook id instead of matching.")]
+CloudOpt = Annotated[str | None, typer.Option(help="Manual trigger: aws | azure | gcp.")]
+InstanceOpt = Annotated[str | None, typer.Option(help="Manual trigger: instance id / VM name / GCE instance name.")]
+AccessKeyOpt = Annotated[str | None, typer.Option(help="Manual trigger: AWS access key id.")]
+PrincipalOpt = Annotated[str | None, typer.Option(help="Manual trigger: user, role or service account.")]
+LocationOpt = Annotated[str | None, typer.Option(help="Manual trigger: region / resource group / zone.")]
+AccountOpt = Annotated[str, typer.Option(help="Manual trigger: account / subscription / project.")]
+SeverityOpt = Annotated[str, typer.Option(help="Manual trigger severity.")]
+
+
+def _params(values: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` overrides, typed as the playbook parameter they set (strings stay strings)."""
+    params: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CloudirError(f"--param {item!r}: expected KEY=VALUE")
+        if key not in PARAMETERS:
+            raise CloudirError(f"--param {key}: unknown parameter", hint=f"known: {', '.join(sorted(PARAMETERS))}")
+        if str in PARAMETERS[key] and value not in {"", "null"}:
+            params[key] = value
+            continue
+        parsed = yaml.safe_load(value) if value else None
+        if not isinstance(parsed, PARAMETERS[key]) or (isinstance(parsed, bool) and bool not in PARAMETERS[key]):
+            raise CloudirError(f"--param {key}: {value!r} is not a valid value")
+        params[key] = parsed
+    return params
+
+
+def _triggers(
+    trigger: Path | None,
+    *,
+    cloud: str | None,
+    instance: str | None,
+    access_key: str | None,
+    principal: str | None,
+    location: str | None,
+    account: str,
+    severity: str,
+) -> list[Trigger]:
+    named = [
+        (k, v)
+        for k, v in (
+            (TargetKind.INSTANCE, instance),
+            (TargetKind.ACCESS_KEY, access_key),
+            (TargetKind.PRINCIPAL, principal),
+        )
+        if v
+    ]
+    if trigger is not None:
+        if named:
+            raise CloudirError("pass either --trigger or a manual target (--instance/--access-key/--principal)")
+        return load_triggers(trigger)
+    if len(named) != 1:
+        raise CloudirError(
+            "name what to respond to",
+            hint="pass --trigger FINDING.json, or one of --instance, --access-key, --principal with --cloud",
+        )
+    if cloud is None:
+        raise CloudirError("a manual trigger needs --cloud aws|azure|gcp")
+    kind, value = named[0]
+    return [manual_trigger(cloud, kind, str(value), location=location, account=account, severity=severity)]
+
+
+@playbook_app.command("list")
+def list_playbooks(playbooks: PlaybooksOpt = None) -> None:
+    """List the available playbooks and what each applies to."""
+    table = Table(title="Playbooks")
+    table.add_column("id", no_wrap=True)
+    for column in ("title", "priority", "applies to", "steps", "containment"):
+        table.add_column(column)
+    for book in load_playbooks(playbooks):
+        match = book.match
+        scope = " ".join(
+            part
+            for part in (
+                "/".join(match.clouds) or "any cloud",
+                "/".join(match.target_kinds) or "any target",
+                f">= {match.condition.min_severity}" if match.condition.min_severity else "",
+            )
+            if part
+        )
+        has_contain = any(s.action == "contain" for s in book.steps)
+        approval = "needs approval" if book.containment_requires_approval else "automatic"
+        table.add_row(
+            book.id,
+            book.title,
+            str(book.priority),
+            scope,
+            " → ".join(s.id for s in book.steps),
+            approval if has_contain else "never",
+        )
+    console.print(table)
+
+
+@playbook_app.command("validate")
+def validate_playbooks(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Playbook files (default: every playbook).")] = None,
+    playbooks: PlaybooksOpt = None,
+) -> None:
+    """Validate playbooks; errors name the file, the step and the field."""
+    books = [load_playbook(path) for path in paths] if paths else load_playbooks(playbooks)
+    for book in books:
+        console.print(f"[green]valid[/] {book.path}: {book.id} ({len(book.steps)} steps)", highlight=False)
+
+
+@playbook_app.command("plan")
+def plan_playbook(  # noqa: PLR0917 - typer options are parameters
+    trigger: TriggerOpt = None,
+    cloud: CloudOpt = None,
+    instance: InstanceOpt = None,
+    access_key: AccessKeyOpt = None,
+    principal: PrincipalOpt = None,
+    location: LocationOpt = None,
+    account: AccountOpt = "",
+    severity: SeverityOpt = "high",
+    playbook: PlaybookIdOpt = None,
+    playbooks: PlaybooksOpt = None,
+    param: ParamOpt = None,
+    resolve: Annotated[
+        bool,
+        typer.Option(
+            help="Resolve the target and build the provider plans (read-only describe calls) to list "
+            "every API call; without it no cloud call is made."
+        ),
+    ] = False,
+) -> None:
+    """Print every step a playbook would run for a finding, and each API call, without changing anything."""
+    params = _params(param)
+    books = load_playbooks(playbooks)
+    for found in _triggers(
+        trigger,
+        cloud=cloud,
+        instance=instance,
+        access_key=access_key,
+        principal=principal,
+        location=location,
+        account=account,
+        severity=severity,
+    ):
+        chosen = select_playbook(found, books, playbook)
+        console.print(
+            f"[bold]{found.source}[/] finding {found.finding_id} ({found.finding_type}, {found.severity}) "
+            f"on {found.cloud} {found.target.kind.value} {found.target.value} → playbook [bold]{chosen.id}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if resolve:
+            provider = default_provider(found)
+            provider.bind(None)
+            response = build_response_plan(
+                chosen, found, provider, provider.find_target(found.target), approved=True, params=params
+            )
+        else:
+            response = build_response_plan(chosen, found, None, symbolic_target(found), approved=True, params=params)
+        if response.deferred:
+            response.plan.notes.append(
+                f"target not resolved (no cloud call made): the calls of {', '.join(response.deferred)} are listed "
+                "with --resolve, which makes read-only describe calls"
+            )
+        if chosen.containment_requires_approval and any(s.action == "contain" for s in chosen.steps):
+            response.plan.notes.append("containment steps run only after approval (--approve-containment / --approve)")
+        render_plan(response.plan)
+
+
+def _observer(step: Step, status: str) -> None:
+    if status != "running":
+        style = {"done": "green", "resumed": "dim green", "failed": "bold red", "blocked": "yellow"}.get(status, "")
+        err_console.print(f"[{style}]{status:>8}[/] {step.title}", highlight=False)
+
+
+def _report_outcome(outcome: Outcome) -> None:
+    style = {"completed": "green", "awaiting-approval": "yellow", "duplicate": "cyan"}.get(outcome.status, "bold red")
+    console.print(f"[{style}]{outcome.status}[/] {outcome.message}", highlight=False, soft_wrap=True)
+
+
+@app.command("respond")
+def respond_command(  # noqa: PLR0917 - typer options are parameters
+    trigger: TriggerOpt = None,
+    case: Annotated[Path | None, typer.Option("--case", help="Case folder (default: ./cases/<finding id>).")] = None,
+    approve_containment: Annotated[
+        bool, typer.Option(help="Approve containment up front (playbooks that require approval).")
+    ] = False,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Run the containment awaiting approval in --case.")
+    ] = False,
+    resume: Annotated[bool, typer.Option(help="Continue a response that stopped at a failed step.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan (no cloud call) and change nothing.")] = False,
+    cloud: CloudOpt = None,
+    instance: InstanceOpt = None,
+    access_key: AccessKeyOpt = None,
+    principal: PrincipalOpt = None,
+    location: LocationOpt = None,
+    account: AccountOpt = "",
+    severity: SeverityOpt = "high",
+    playbook: PlaybookIdOpt = None,
+    playbooks: PlaybooksOpt = None,
+    param: ParamOpt = None,
+) -> None:
+    """Run the matching playbook for a finding: preserve, collect, analyze, contain (with approval), report.
+
+    A second delivery of the same finding id does nothing new. Examples:
+    cloudir respond --trigger finding.json --case ./case-1;
+    cloudir respond --case ./case-1 --approve
+    """
+    books = load_playbooks(playbooks)
+    if approve:
+        if case is None:
+            raise CloudirError("--approve needs --case DIR")
+        outcomes = approve_pending(case, playbooks=books, console=err_console, observer=_observer)
+        for outcome in outcomes:
+            _report_outcome(outcome)
+        _exit_for(outcomes)
+        return
+    params = _params(param)
+    found = _triggers(
+        trigger,
+        cloud=cloud,
+        instance=instance,
+        access_key=access_key,
+        principal=principal,
+        location=location,
+        account=account,
+        severity=severity,
+    )
+    if case is not None and len(found) > 1:
+        raise CloudirError(f"the finding file holds {len(found)} findings; omit --case to get one case per finding")
+    if dry_run:
+        plan_playbook(
+            trigger,
+            cloud,
+            instance,
+            access_key,
+            principal,
+            location,
+            account,
+            severity,
+            playbook,
+            playbooks,
+            param,
+            resolve=False,
+        )
+        return
+    outcomes = []
+    for item in found:
+        case_dir = case or Path("cases") / safe_name(item.finding_id)
+        outcome = respond(
+            item,
+            case_dir,
+            playbooks=books,
+            playbook_id=playbook,
+            approve=approve_containment,
+            resume=resume,
+            params=params,
+            console=err_console,
+            observer=_observer,
+        )
+        _report_outcome(outcome)
+        outcomes.append(outcome)
+    _exit_for(outcomes)
+
+
+def _exit_for(outcomes: list[Outcome]) -> None:
+    if any(outcome.status == "failed" for outcome in outcomes):
+        raise typer.Exit(3)
+
+
+class ReportFormat(StrEnum):
+    """Report formats."""
+
+    html = "html"
+    md = "md"
+    json = "json"
+
+
+@app.command("report")
+def report_command(
+    case_dir: Annotated[Path, typer.Argument(help="Case folder.")],
+    out: Annotated[Path | None, typer.Option(help="Output file (default: CASE_DIR/report.<format>).")] = None,
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="html: full report; md/json: incident summary.")
+    ] = ReportFormat.html,
+) -> None:
+    """Write the investigation report (one self-contained HTML file) or the incident summary (md/json)."""
+    from cloudir.report import write_report
+
+    path = write_report(case_dir, out or case_dir / f"report.{fmt.value}", fmt=fmt.value)
+    console.print(f"[green]report written[/] {path}", highlight=False)
+
+
+class PolicyCloud(StrEnum):
+    """Clouds with a least-privilege policy."""
+
+    aws = "aws"
+    azure = "azure"
+    gcp = "gcp"
+
+
+# Enough configuration to build each provider without credentials or network (placeholders, never used).
+_OFFLINE_CONFIG: dict[str, dict[str, Any]] = {
+    "aws": {"region": "us-east-1"},
+    "azure": {"subscription_id": "00000000-0000-0000-0000-000000000000"},
+    "gcp": {"project": "cloudir-policy", "anonymous": True},
+}
+
+
+@app.command("iam-policy")
+def iam_policy(
+    cloud: Annotated[PolicyCloud, typer.Argument(help="aws: IAM policy; azure: role definition; gcp: custom role.")],
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the least-privilege permissions for cloudir, generated from what the provider declares.
+
+    Needs no cloud credentials. Example: cloudir iam-policy aws > cloudir-policy.json
+    """
+    provider = get_provider(cloud.value, **_OFFLINE_CONFIG[cloud.value])
+    text = json.dumps(least_privilege_policy(cloud.value, provider.required_permissions()), indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        err_console.print(f"written {out}", highlight=False)

@@ -1,0 +1,157 @@
+"""``cloudir timeline``: normalize logs into DuckDB, query it read-only, show and export it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cloudir.case import Case
+from cloudir.cli.apps import app
+from cloudir.cli.common import console, err_console
+from cloudir.errors import CloudirError
+from cloudir.timeline.db import export_parquet, run_query
+from cloudir.timeline.ingest import IngestStats, build_case_timeline, ingest_paths
+
+timeline_app = typer.Typer(
+    help="The DuckDB timeline: normalize control-plane logs, then query them.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(timeline_app, name="timeline")
+
+
+class OutputFormat(StrEnum):
+    """How ``timeline query`` prints rows."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+def _report(stats: IngestStats, target: Path) -> None:
+    formats = ", ".join(f"{name} {count}" for name, count in sorted(stats.per_format.items())) or "none"
+    console.print(
+        f"{target}: {stats.ingested} ingested, {stats.duplicates} duplicate, {stats.quarantined} quarantined "
+        f"from {stats.files} files ({formats})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if stats.quarantined:
+        err_console.print(
+            f"[yellow]note:[/] {stats.quarantined} records quarantined; see `SELECT * FROM quarantine`",
+            highlight=False,
+        )
+    if stats.ingested + stats.duplicates == 0:
+        raise CloudirError("nothing readable was ingested")
+
+
+@timeline_app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Log files or folders (plain or gzip; read recursively).")],
+    db: Annotated[Path, typer.Option("--db", help="Timeline database to create or extend.")],
+) -> None:
+    """Normalize CloudTrail, GCP audit, Azure Activity and Entra logs into a timeline database."""
+    _report(ingest_paths(db, paths), db)
+
+
+@timeline_app.command()
+def build(case_dir: Annotated[Path, typer.Argument(help="Case folder; reads everything under logs/.")]) -> None:
+    """Build timeline.duckdb in a case from its logs, recorded in the custody log."""
+    case = Case.open(case_dir)
+    _report(build_case_timeline(case), case_dir / "timeline.duckdb")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], output: OutputFormat, title: str | None) -> None:
+    if output is OutputFormat.json:
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        typer.echo(json.dumps(records, default=str, indent=2))
+    elif output is OutputFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([_cell(value) for value in row] for row in rows)
+        typer.echo(buffer.getvalue(), nl=False)
+    elif output is OutputFormat.markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+        typer.echo("\n".join(lines))
+    else:
+        table = Table(title=title, show_lines=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(value) for value in row))
+        console.print(table)
+
+
+@timeline_app.command()
+def query(
+    db: Annotated[Path, typer.Argument(help="Timeline database (opened read-only).")],
+    sql: Annotated[str, typer.Argument(help="One SQL statement over events, events_ocsf, quarantine.")],
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+) -> None:
+    """Run SQL on a read-only connection that cannot write, attach, install or read other files."""
+    columns, rows = run_query(db, sql)
+    _print_rows(columns, rows, output, title=None)
+
+
+@timeline_app.command()
+def show(
+    db: Annotated[Path, typer.Argument(help="Timeline database (opened read-only).")],
+    *,
+    actor: Annotated[str | None, typer.Option(help="Actor contains this text (ARN, e-mail, UPN).")] = None,
+    operation: Annotated[str | None, typer.Option(help="Operation contains this text.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="From this UTC time.")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Until this UTC time (exclusive).")] = None,
+    cloud: Annotated[str | None, typer.Option(help="aws, azure or gcp.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many events.")] = 200,
+) -> None:
+    """Show events in time order as a table, filtered by actor, operation, time and cloud."""
+    filters: list[tuple[str, object]] = []
+    if actor:
+        filters.append(("contains(lower(actor), lower(?))", actor))
+    if operation:
+        filters.append(("contains(lower(operation), lower(?))", operation))
+    if since:
+        filters.append(("time >= ?", since))
+    if until:
+        filters.append(("time < ?", until))
+    if cloud:
+        filters.append(("cloud = ?", cloud.lower()))
+    where = " AND ".join(clause for clause, _ in filters) or "true"
+    sql = (
+        "SELECT time, cloud, account, region, operation, actor, source_ip, status, error_code, "
+        "CASE WHEN is_responder THEN 'cloudir' ELSE '' END AS responder "
+        f"FROM events WHERE {where} ORDER BY time, event_uid LIMIT {int(limit)}"
+    )
+    columns, rows = run_query(db, sql, [value for _, value in filters])
+    _print_rows(columns, rows, OutputFormat.table, title=f"{len(rows)} events")
+
+
+@timeline_app.command()
+def export(
+    db: Annotated[Path, typer.Argument(help="Timeline database.")],
+    parquet: Annotated[Path, typer.Option("--parquet", help="Folder for Hive-partitioned Parquet.")],
+) -> None:
+    """Export events as Parquet partitioned by cloud and date (cloud=aws/date=2024-01-31/...)."""
+    export_parquet(db, parquet)
+    console.print(f"exported events to {parquet} (partitioned by cloud, date)", highlight=False)

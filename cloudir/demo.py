@@ -1,0 +1,100 @@
+"""``cloudir demo``: the whole flow against sandboxed clouds with a planted incident, no credentials.
+
+For each cloud: plant the incident, acquire the compromised workload, pull the control-plane logs for the
+attack window, contain; then build one timeline, analyze it, write the report and verify the case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from cloudir.case import Case
+from cloudir.custody import VerifyResult, verify_case
+from cloudir.plan import Plan, Step, run_plan
+from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest
+
+StepObserver = Callable[[Step, str], None]
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced."""
+
+    case: Case
+    clouds: list[str]
+    events: int = 0
+    findings: int = 0
+    report: Path | None = None
+    verification: VerifyResult | None = None
+    top_findings: list[tuple[int, str, str]] = field(default_factory=list)  # (score, actor, title)
+
+
+def run_demo(
+    out: Path,
+    clouds: list[str],
+    *,
+    console: Console,
+    observer: StepObserver | None = None,
+    sigma_rules: Path | None = None,
+) -> DemoResult:
+    """Run the full flow on each sandboxed cloud into one case at ``out``."""
+    from moto_fixtures.guard import sandbox_environment
+    from moto_fixtures.sandbox import open_sandbox
+
+    with sandbox_environment():
+        case = Case.create(out, description=f"cloudir demo: planted incident on {', '.join(clouds)} (sandboxed)")
+        for cloud in clouds:
+            console.rule(f"[bold]{cloud}: planted incident")
+            with open_sandbox(cloud) as sandbox:
+                incident = sandbox.plant_incident()
+                provider = sandbox.provider()
+                provider.bind(case)
+                target = provider.find_target(incident.target)
+                console.print(f"target {target.ref} (attacker acted as {incident.attacker_principal})", highlight=False)
+                _run(
+                    provider.plan_acquire(
+                        target,
+                        AcquireOptions(
+                            forensic_account=incident.forensic_account,
+                            encryption_key=incident.encryption_key,
+                            raw_image=Capability.IMAGE in provider.capabilities and cloud == "aws",
+                        ),
+                    ),
+                    case,
+                    console,
+                    observer,
+                )
+                if Capability.PULL_LOGS in provider.capabilities:
+                    request = LogPullRequest(start=incident.window_start, end=incident.window_end)
+                    _run(provider.plan_pull_logs(request), case, console, observer)
+                if Capability.ISOLATE in provider.capabilities:
+                    _run(provider.plan_contain(target, ContainOptions()), case, console, observer)
+                provider.bind(None)
+        return _investigate(case, clouds, console, sigma_rules)
+
+
+def _run(plan: Plan, case: Case, console: Console, observer: StepObserver | None) -> None:
+    console.print(f"[bold]{plan.name}[/] {plan.cloud} {plan.target}: {len(plan.steps)} steps", highlight=False)
+    run_plan(plan, case, console=console, observer=observer)
+
+
+def _investigate(case: Case, clouds: list[str], console: Console, sigma_rules: Path | None) -> DemoResult:
+    from cloudir.analyze import run_analysis
+    from cloudir.report import write_report
+    from cloudir.timeline.ingest import build_case_timeline
+
+    console.rule("[bold]timeline, analysis, report")
+    stats = build_case_timeline(case)
+    db_path = case.root / "timeline.duckdb"
+    summary = run_analysis(db_path, sigma_rules=sigma_rules)
+    with case.action("analyze", target="timeline.duckdb", findings=summary.findings):
+        case.record_existing("timeline.duckdb")
+    report_path = write_report(case.root, case.root / "report.html")
+    result = DemoResult(case=case, clouds=clouds, events=stats.ingested, findings=summary.findings, report=report_path)
+    result.top_findings = summary.top(5)
+    result.verification = verify_case(case.root)
+    return result

@@ -1,0 +1,62 @@
+"""Thin serverless entry points over the playbook engine (no cloud SDK imports here).
+
+Configuration comes from the environment: ``CLOUDIR_CASE_ROOT`` (where case folders go, one per finding),
+``CLOUDIR_PLAYBOOKS`` (a playbook folder instead of the shipped ones), ``CLOUDIR_PARAMS`` (JSON object of
+playbook parameter overrides, e.g. the forensic account) and ``CLOUDIR_APPROVE_CONTAINMENT`` ("true" to
+pre-approve containment; otherwise containment waits for ``cloudir respond --case DIR --approve``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from cloudir.case import safe_name
+from cloudir.errors import CloudirError, StepFailedError
+from cloudir.playbook.engine import ProviderFactory, default_provider, respond
+from cloudir.playbook.model import load_playbooks
+from cloudir.triggers import TriggerError, parse_triggers
+
+DEFAULT_CASE_ROOT = "/tmp/cloudir-cases"  # noqa: S108 - the writable folder of Lambda / Functions; set CLOUDIR_CASE_ROOT
+logger = logging.getLogger("cloudir.serverless")
+
+
+def handle_payload(payload: Any, provider_factory: ProviderFactory | None = None) -> dict[str, Any]:
+    """Respond to every finding in a delivered payload; each finding gets its own case folder.
+
+    A malformed finding is rejected without running anything (and is not retried); a failed step raises
+    so that the platform retries the delivery, which resumes the response where it stopped.
+    """
+    try:
+        triggers = parse_triggers(payload)
+    except TriggerError as exc:
+        logger.warning("rejected delivery: %s", exc)
+        return {"status": "rejected", "error": str(exc), "outcomes": []}
+    root = Path(os.environ.get("CLOUDIR_CASE_ROOT", DEFAULT_CASE_ROOT))
+    playbooks_dir = os.environ.get("CLOUDIR_PLAYBOOKS")
+    playbooks = load_playbooks(Path(playbooks_dir) if playbooks_dir else None)
+    try:
+        params = json.loads(os.environ.get("CLOUDIR_PARAMS") or "{}")
+    except json.JSONDecodeError as exc:
+        raise CloudirError(f"CLOUDIR_PARAMS is not a JSON object: {exc}") from None
+    approve = os.environ.get("CLOUDIR_APPROVE_CONTAINMENT", "").lower() == "true"
+    outcomes = []
+    for trigger in triggers:
+        outcome = respond(
+            trigger,
+            root / safe_name(trigger.finding_id),
+            provider_factory=provider_factory or default_provider,
+            playbooks=playbooks,
+            approve=approve,
+            resume=True,
+            params=params,
+        )
+        logger.info("%s %s: %s", outcome.status, trigger.finding_id, outcome.message)
+        outcomes.append(outcome.as_dict())
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    if failed:
+        raise StepFailedError(f"{len(failed)} response(s) failed: {failed[0]['message']}")
+    return {"status": "ok", "outcomes": outcomes}

@@ -1,0 +1,18 @@
+"""AWS Lambda handler for GuardDuty / Security Hub findings delivered by EventBridge.
+
+Handler: ``cloudir.serverless.aws_lambda.handler`` (see deploy/aws/template.yaml).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudir.playbook.engine import ProviderFactory
+from cloudir.serverless import handle_payload
+
+
+def handler(
+    event: dict[str, Any], context: Any = None, provider_factory: ProviderFactory | None = None
+) -> dict[str, Any]:
+    """Respond to the finding(s) in one EventBridge event."""
+    return handle_payload(event, provider_factory)

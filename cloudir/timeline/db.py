@@ -1,0 +1,102 @@
+"""DuckDB connections for the timeline: a bounded writer for ingest and a locked-down reader for queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cloudir.errors import CloudirError
+from cloudir.timeline.schema import EVENTS_DDL, EVENTS_OCSF_VIEW
+
+MEMORY_LIMIT = "1GB"
+
+# Helpers the format SQL uses; temporary, so nothing but the schema lands in the database file.
+_MACROS = """
+CREATE OR REPLACE TEMP MACRO utc_ts(s) AS try_cast(s AS TIMESTAMPTZ)::TIMESTAMP;
+CREATE OR REPLACE TEMP MACRO is_read_operation(op) AS regexp_matches(op,
+    '(^|[./])(get|list|describe|head|lookup|search|batchget|read|select|aggregatedlist|testiampermissions)[A-Za-z0-9]*$',
+    'i');
+CREATE OR REPLACE TEMP MACRO py_json(s) AS
+    replace(replace(replace(replace(s, '''', '"'), ': None', ': null'), ': True', ': true'), ': False', ': false');
+"""
+
+
+def connect_for_ingest(db_path: Path, *, memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) a timeline database for writing, with bounded memory and a spill folder."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(
+        str(db_path),
+        config={
+            "memory_limit": memory_limit,
+            "temp_directory": str(db_path.with_name(db_path.name + ".tmp")),
+            "preserve_insertion_order": True,
+        },
+    )
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    con.execute(EVENTS_DDL)
+    con.execute(EVENTS_OCSF_VIEW)
+    con.execute(_MACROS)
+    return con
+
+
+def connect_read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
+    """A connection that can read the timeline and nothing else: no writes, files, attach or extensions."""
+    if not db_path.is_file():
+        raise CloudirError(f"{db_path}: no timeline database here", hint="run `cloudir timeline build` or `ingest`")
+    try:
+        con = duckdb.connect(
+            str(db_path),
+            read_only=True,
+            config={
+                "enable_external_access": False,
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "allow_community_extensions": False,
+            },
+        )
+    except duckdb.Error as exc:
+        raise CloudirError(f"{db_path}: cannot open timeline database read-only: {_first_line(exc)}") from None
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def run_query(db_path: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one SQL statement on a read-only connection; return column names and rows."""
+    con = connect_read_only(db_path)
+    try:
+        result = con.execute(sql, params or [])
+        if result.description is None:
+            return [], []
+        columns = [column[0] for column in result.description]
+        return columns, result.fetchall()
+    except duckdb.Error as exc:
+        raise CloudirError(f"query refused or failed: {_first_line(exc)}") from None
+    finally:
+        con.close()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def export_parquet(db_path: Path, target: Path) -> None:
+    """Write ``events`` as Parquet under ``target``, Hive-partitioned by cloud and date."""
+    if not db_path.is_file():
+        raise CloudirError(f"{db_path}: no timeline database here")
+    target.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        con.execute(
+            "COPY (SELECT *, strftime(time, '%Y-%m-%d') AS date FROM events) "
+            f"TO '{str(target).replace(chr(39), chr(39) * 2)}' "
+            "(FORMAT parquet, PARTITION_BY (cloud, date), OVERWRITE_OR_IGNORE true)"
+        )
+    except duckdb.Error as exc:
+        raise CloudirError(f"export to {target} failed: {_first_line(exc)}") from None
+    finally:
+        con.close()

@@ -1,0 +1,92 @@
+"""The format registry: how to find records in a file and how to map each record to ``events``.
+
+Two small layers, each entry a plain SQL fragment (plaso-like, one module per log format):
+
+* :data:`CONTAINERS` unwrap a JSON document into records (CloudTrail ``Records`` files, LookupEvents
+  pages, GCP ``entries`` pages, Azure ``value`` pages and diagnostic ``records``, Panther test cases,
+  bare arrays). A document matching none of them is itself one record.
+* :data:`RECORD_FORMATS` detect a record's log type from its top-level keys and map it to the event
+  columns. ``fields`` is the JSON structure handed to ``json_transform`` (the record is parsed once);
+  ``columns`` are SQL expressions over that struct ``p`` and the raw record ``rec``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cloudir.timeline.formats import (
+    azure_activity,
+    cloudtrail,
+    cloudtrail_csv,
+    containers,
+    entra_audit,
+    entra_signin,
+    gcp_audit,
+)
+
+# Columns every record format provides (``cloud``, ``source_*``, ``raw`` and the keys are added by ingest).
+MAPPED_COLUMNS = (
+    "time",
+    "account",
+    "region",
+    "service",
+    "operation",
+    "actor",
+    "actor_type",
+    "session",
+    "source_ip",
+    "user_agent",
+    "resources",
+    "status",
+    "error_code",
+    "request_id",
+    "event_id",
+    "read_only",
+)
+
+
+@dataclass(frozen=True)
+class Container:
+    """A wrapper shape: ``detect`` is SQL over ``keys`` (top-level keys of ``doc``), ``records`` a JSON list."""
+
+    name: str
+    detect: str
+    records: str
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """One log record type and its mapping to the event columns."""
+
+    name: str
+    cloud: str
+    detect: str
+    fields: dict[str, Any]
+    columns: dict[str, str]
+
+    @property
+    def transform_spec(self) -> str:
+        """The ``json_transform`` structure as a JSON literal."""
+        return json.dumps(self.fields, separators=(",", ":"))
+
+
+CONTAINERS: tuple[Container, ...] = tuple(Container(**spec) for spec in containers.CONTAINERS)
+
+RECORD_FORMATS: tuple[RecordFormat, ...] = tuple(
+    RecordFormat(
+        name=module.NAME, cloud=module.CLOUD, detect=module.DETECT, fields=module.FIELDS, columns=module.COLUMNS
+    )
+    for module in (cloudtrail, cloudtrail_csv, gcp_audit, entra_signin, entra_audit, azure_activity)
+)
+
+
+def _check() -> None:
+    for fmt in RECORD_FORMATS:
+        missing = set(MAPPED_COLUMNS) - set(fmt.columns)
+        if missing:
+            raise RuntimeError(f"timeline format {fmt.name} does not map {sorted(missing)}")
+
+
+_check()

@@ -1,0 +1,55 @@
+"""AWS CloudTrail records: S3 delivery, LookupEvents, bare arrays, JSON Lines and Logstash (``@timestamp``)."""
+
+NAME = "cloudtrail"
+CLOUD = "aws"
+DETECT = (
+    "list_contains(keys, 'eventName') AND (list_contains(keys, 'eventSource') OR list_contains(keys, 'eventVersion'))"
+)
+
+FIELDS = {
+    "eventTime": "VARCHAR",
+    "@timestamp": "VARCHAR",
+    "eventSource": "VARCHAR",
+    "eventName": "VARCHAR",
+    "awsRegion": "VARCHAR",
+    "recipientAccountId": "VARCHAR",
+    "sourceIPAddress": "VARCHAR",
+    "userAgent": "VARCHAR",
+    "errorCode": "VARCHAR",
+    "requestID": "VARCHAR",
+    "eventID": "VARCHAR",
+    "readOnly": "VARCHAR",
+    "userIdentity": {
+        "type": "VARCHAR",
+        "arn": "VARCHAR",
+        "accountId": "VARCHAR",
+        "principalId": "VARCHAR",
+        "userName": "VARCHAR",
+        "accessKeyId": "VARCHAR",
+        "invokedBy": "VARCHAR",
+        "sessionContext": {"sessionIssuer": {"arn": "VARCHAR"}},
+    },
+    "resources": [{"ARN": "VARCHAR"}],
+}
+
+COLUMNS = {
+    "time": 'utc_ts(coalesce(p.eventTime, p."@timestamp"))',
+    "account": "coalesce(p.recipientAccountId, p.userIdentity.accountId)",
+    "region": "p.awsRegion",
+    "service": "regexp_replace(p.eventSource, '\\.amazonaws\\.com$', '')",
+    "operation": "p.eventName",
+    "actor": (
+        "coalesce(p.userIdentity.arn, p.userIdentity.sessionContext.sessionIssuer.arn, p.userIdentity.invokedBy, "
+        "p.userIdentity.principalId, p.userIdentity.userName)"
+    ),
+    "actor_type": "p.userIdentity.type",
+    "session": "p.userIdentity.accessKeyId",
+    "source_ip": "p.sourceIPAddress",
+    "user_agent": "p.userAgent",
+    "resources": "list_filter(list_transform(p.resources, lambda r: r.ARN), lambda a: a IS NOT NULL)",
+    "status": "CASE WHEN p.errorCode IS NULL THEN 'success' ELSE 'failure' END",
+    "error_code": "p.errorCode",
+    "request_id": "p.requestID",
+    "event_id": "p.eventID",
+    "read_only": "coalesce(try_cast(p.readOnly AS BOOLEAN), is_read_operation(p.eventName))",
+}

@@ -1,0 +1,48 @@
+"""Wrappers around records. SQL over ``doc`` (JSON) and ``keys`` (its top-level keys); ``records`` is JSON[].
+
+Order matters: the first match wins; a document matching none is one record.
+"""
+
+CONTAINERS = (
+    # A bare JSON array of records (Stratus Red Team detonations, `aws cloudtrail lookup-events` jq output).
+    {"name": "json_array", "detect": "starts_with(ltrim(doc), '[')", "records": "json_extract(doc, '$[*]')"},
+    # CloudTrail S3 delivery files: {"Records": [...]}.
+    {
+        "name": "cloudtrail_records",
+        "detect": "list_contains(keys, 'Records')",
+        "records": "json_extract(doc, '$.Records[*]')",
+    },
+    # LookupEvents response pages: {"Events": [{"CloudTrailEvent": "<json string>", ...}], "NextToken": ...}.
+    {
+        "name": "cloudtrail_lookup_page",
+        "detect": "list_contains(keys, 'Events')",
+        "records": (
+            "list_transform(json_extract(doc, '$.Events[*]'), "
+            "lambda e: coalesce(try((e ->> 'CloudTrailEvent')::JSON), e))"
+        ),
+    },
+    # GCP logging entries:list pages: {"entries": [...], "nextPageToken": ...}.
+    {
+        "name": "gcp_entries_page",
+        "detect": "list_contains(keys, 'entries')",
+        "records": "json_extract(doc, '$.entries[*]')",
+    },
+    # Azure REST list pages: {"value": [...], "nextLink": ...}.
+    {
+        "name": "azure_rest_page",
+        "detect": "list_contains(keys, 'value') AND json_type(doc, '$.value') = 'ARRAY'",
+        "records": "json_extract(doc, '$.value[*]')",
+    },
+    # Azure diagnostic settings (Event Hub / storage): {"records": [...]}.
+    {
+        "name": "azure_diagnostic_records",
+        "detect": "list_contains(keys, 'records')",
+        "records": "json_extract(doc, '$.records[*]')",
+    },
+    # Panther rule test cases: the raw record is in "event".
+    {
+        "name": "panther_test_case",
+        "detect": "list_contains(keys, 'event') AND list_contains(keys, 'log_type')",
+        "records": "[json_extract(doc, '$.event')]",
+    },
+)

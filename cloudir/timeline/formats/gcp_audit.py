@@ -1,0 +1,57 @@
+"""GCP Cloud Audit Logs: LogEntry with an AuditLog ``protoPayload`` (API, sinks, entries:list pages)."""
+
+NAME = "gcp_audit"
+CLOUD = "gcp"
+DETECT = "list_contains(keys, 'protoPayload')"
+
+FIELDS = {
+    "insertId": "VARCHAR",
+    "logName": "VARCHAR",
+    "timestamp": "VARCHAR",
+    "receiveTimestamp": "VARCHAR",
+    "resource": {
+        "type": "VARCHAR",
+        "labels": {"project_id": "VARCHAR", "location": "VARCHAR", "zone": "VARCHAR", "region": "VARCHAR"},
+    },
+    "operation": {"id": "VARCHAR"},
+    "protoPayload": {
+        "serviceName": "VARCHAR",
+        "methodName": "VARCHAR",
+        "resourceName": "VARCHAR",
+        "authenticationInfo": {
+            "principalEmail": "VARCHAR",
+            "principalSubject": "VARCHAR",
+            "serviceAccountKeyName": "VARCHAR",
+        },
+        "requestMetadata": {
+            "callerIp": "VARCHAR",
+            "callerSuppliedUserAgent": "VARCHAR",
+            "requestAttributes": {"id": "VARCHAR"},
+        },
+        "status": {"code": "VARCHAR", "message": "VARCHAR"},
+    },
+}
+
+_ACTOR = (
+    "coalesce(p.protoPayload.authenticationInfo.principalEmail, p.protoPayload.authenticationInfo.principalSubject)"
+)
+
+COLUMNS = {
+    "time": "utc_ts(coalesce(p.timestamp, p.receiveTimestamp))",
+    "account": "coalesce(p.resource.labels.project_id, regexp_extract(p.logName, '^projects/([^/]+)/', 1))",
+    "region": "coalesce(p.resource.labels.location, p.resource.labels.region, p.resource.labels.zone)",
+    "service": "p.protoPayload.serviceName",
+    "operation": "p.protoPayload.methodName",
+    "actor": _ACTOR,
+    "actor_type": f"CASE WHEN {_ACTOR} LIKE '%.gserviceaccount.com' THEN 'ServiceAccount' "
+    f"WHEN {_ACTOR} LIKE '%@%' THEN 'User' END",
+    "session": "p.protoPayload.authenticationInfo.serviceAccountKeyName",
+    "source_ip": "p.protoPayload.requestMetadata.callerIp",
+    "user_agent": "p.protoPayload.requestMetadata.callerSuppliedUserAgent",
+    "resources": "list_filter([p.protoPayload.resourceName], lambda r: r IS NOT NULL)",
+    "status": "CASE WHEN coalesce(p.protoPayload.status.code, '0') = '0' THEN 'success' ELSE 'failure' END",
+    "error_code": "nullif(p.protoPayload.status.code, '0')",
+    "request_id": "coalesce(p.protoPayload.requestMetadata.requestAttributes.id, p.operation.id)",
+    "event_id": "p.insertId",
+    "read_only": "coalesce(p.logName LIKE '%data_access', false) OR is_read_operation(p.protoPayload.methodName)",
+}

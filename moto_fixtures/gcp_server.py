@@ -1,0 +1,672 @@
+"""A local fake of the Compute Engine REST v1 and Cloud Logging v2 ``entries:list`` APIs.
+
+Unmodified google-cloud clients talk to it over HTTP on 127.0.0.1. It keeps state (instances, disks,
+snapshots, images, firewalls, managed instance groups, operations, log entries), answers with the
+JSON shapes of the real APIs, and can throttle (429 RESOURCE_EXHAUSTED) or fail any operation once.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+COMPUTE_PREFIX = "/compute/v1/projects/"
+PUBLIC_BASE = "https://www.googleapis.com/compute/v1/projects/"
+_STATUS_FOR_CODE = {
+    "RESOURCE_EXHAUSTED": 429,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 412,
+    "UNAVAILABLE": 503,
+}
+
+
+class FakeError(Exception):
+    """An API error the fake answers with (Google JSON error envelope)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def link(project: str, *parts: str) -> str:
+    """The selfLink form of a resource path."""
+    return PUBLIC_BASE + "/".join((project, *parts))
+
+
+def _fingerprint(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Project:
+    """Every resource of one project."""
+
+    instances: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # zone -> name -> instance
+    disks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    igms: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    firewalls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Injection:
+    """A pending failure or throttle for one operation label."""
+
+    code: str
+    times: int
+    after: int = 0  # successful calls to let through first
+
+
+class FakeGcp:
+    """The fake cloud's state and request handling (independent of the HTTP server)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.projects: dict[str, Project] = {}
+        self.log_entries: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []  # method, path, operation, user_agent, status
+        self.injections: dict[str, list[Injection]] = {}
+        self.log_page_size = 50
+        self._ids = itertools.count(1_000_000_001)
+
+    # -- test controls ----------------------------------------------------------------------------
+    def inject(self, operation: str, code: str, times: int = 1, *, after: int = 0) -> None:
+        """Answer ``times`` calls of ``operation`` (e.g. ``disks.createSnapshot``) with ``code``, after ``after``."""
+        with self.lock:
+            self.injections.setdefault(operation, []).append(Injection(code, times, after))
+
+    def clear_injections(self, operation: str) -> None:
+        """Drop pending injections for ``operation``."""
+        with self.lock:
+            self.injections.pop(operation, None)
+
+    def project(self, name: str) -> Project:
+        """A project's state (created on first use)."""
+        with self.lock:
+            return self.projects.setdefault(name, Project())
+
+    def new_id(self) -> str:
+        """A numeric resource id, as the API renders uint64 ids (a string)."""
+        return str(next(self._ids))
+
+    def state(self) -> dict[str, Any]:
+        """A deep copy of all resources (operations excluded: they are bookkeeping, not resources)."""
+        with self.lock:
+            return {
+                name: {
+                    "instances": copy.deepcopy(p.instances),
+                    "disks": copy.deepcopy(p.disks),
+                    "igms": copy.deepcopy(p.igms),
+                    "snapshots": copy.deepcopy(p.snapshots),
+                    "images": copy.deepcopy(p.images),
+                    "firewalls": copy.deepcopy(p.firewalls),
+                }
+                for name, p in self.projects.items()
+            }
+
+    # -- dispatch ---------------------------------------------------------------------------------
+    def handle(self, method: str, raw_path: str, body: dict[str, Any], user_agent: str) -> tuple[int, dict[str, Any]]:
+        """Answer one request: (HTTP status, JSON body)."""
+        split = urlsplit(raw_path)
+        query = {key: values[-1] for key, values in parse_qs(split.query).items()}
+        path = unquote(split.path)
+        operation = "unknown"
+        try:
+            handler, operation, args = self._route(method, path)
+            with self.lock:
+                self._maybe_fail(operation)
+                status, payload = 200, handler(*args, query=query, body=body)
+        except FakeError as exc:
+            status = exc.status
+            payload = {
+                "error": {
+                    "code": exc.status,
+                    "message": exc.message,
+                    "status": exc.code,
+                    "errors": [{"message": exc.message, "domain": "global", "reason": exc.code}],
+                }
+            }
+        with self.lock:
+            self.requests.append(
+                {"method": method, "path": path, "operation": operation, "user_agent": user_agent, "status": status}
+            )
+        return status, payload
+
+    def _maybe_fail(self, operation: str) -> None:
+        pending = self.injections.get(operation)
+        if not pending:
+            return
+        injection = pending[0]
+        if injection.after > 0:
+            injection.after -= 1
+            return
+        injection.times -= 1
+        if injection.times <= 0:
+            pending.pop(0)
+        status = _STATUS_FOR_CODE.get(injection.code, 500)
+        raise FakeError(status, injection.code, f"injected {injection.code} for {operation}")
+
+    def _route(self, method: str, path: str) -> tuple[Callable[..., dict[str, Any]], str, tuple[str, ...]]:
+        if path == "/v2/entries:list" and method == "POST":
+            return self.entries_list, "entries.list", ()
+        if not path.startswith(COMPUTE_PREFIX):
+            raise FakeError(404, "NOT_FOUND", f"unknown path {path}")
+        parts = path[len(COMPUTE_PREFIX) :].split("/")
+        for route_method, pattern, handler, operation in self._routes():
+            if route_method == method and len(pattern) == len(parts):
+                args: list[str] = []
+                for want, got in zip(pattern, parts, strict=True):
+                    if want == "*":
+                        args.append(got)
+                    elif want != got:
+                        break
+                else:
+                    return handler, operation, tuple(args)
+        raise FakeError(404, "NOT_FOUND", f"no route for {method} {path}")
+
+    def _routes(self) -> list[tuple[str, list[str], Callable[..., dict[str, Any]], str]]:
+        zone_instance = ["*", "zones", "*", "instances", "*"]
+        zone_igm = ["*", "zones", "*", "instanceGroupManagers", "*"]
+        return [
+            ("GET", ["*", "aggregated", "instances"], self.instances_aggregated, "instances.aggregatedList"),
+            ("GET", ["*", "zones", "*", "instances"], self.instances_list, "instances.list"),
+            ("GET", zone_instance, self.instances_get, "instances.get"),
+            (
+                "POST",
+                [*zone_instance, "setDeletionProtection"],
+                self.set_deletion_protection,
+                "instances.setDeletionProtection",
+            ),
+            ("POST", [*zone_instance, "setTags"], self.set_tags, "instances.setTags"),
+            ("GET", [*zone_instance, "serialPort"], self.serial_port, "instances.getSerialPortOutput"),
+            ("GET", ["*", "zones", "*", "disks", "*"], self.disks_get, "disks.get"),
+            ("POST", ["*", "zones", "*", "disks", "*", "createSnapshot"], self.create_snapshot, "disks.createSnapshot"),
+            ("GET", ["*", "global", "snapshots"], self.snapshots_list, "snapshots.list"),
+            ("GET", ["*", "global", "snapshots", "*"], self.snapshots_get, "snapshots.get"),
+            ("GET", ["*", "global", "images"], self.images_list, "images.list"),
+            ("POST", ["*", "global", "images"], self.images_insert, "images.insert"),
+            ("GET", ["*", "global", "firewalls"], self.firewalls_list, "firewalls.list"),
+            ("POST", ["*", "global", "firewalls"], self.firewalls_insert, "firewalls.insert"),
+            ("GET", zone_igm, self.igm_get, "instanceGroupManagers.get"),
+            (
+                "POST",
+                [*zone_igm, "listManagedInstances"],
+                self.igm_list_managed,
+                "instanceGroupManagers.listManagedInstances",
+            ),
+            ("POST", [*zone_igm, "abandonInstances"], self.igm_abandon, "instanceGroupManagers.abandonInstances"),
+            ("GET", ["*", "zones", "*", "operations", "*"], self.zone_operation_get, "zoneOperations.get"),
+            ("POST", ["*", "zones", "*", "operations", "*", "wait"], self.zone_operation_wait, "zoneOperations.wait"),
+            ("GET", ["*", "global", "operations", "*"], self.global_operation_get, "globalOperations.get"),
+            ("POST", ["*", "global", "operations", "*", "wait"], self.global_operation_wait, "globalOperations.wait"),
+        ]
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _instance(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        found = self.project(project).instances.get(zone, {}).get(name)
+        if found is None:
+            raise FakeError(
+                404, "NOT_FOUND", f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found"
+            )
+        return found
+
+    def _operation(self, project: str, op_type: str, target: str, zone: str | None) -> dict[str, Any]:
+        name = f"operation-{self.new_id()}"
+        where = ("zones", zone) if zone else ("global",)
+        op = {
+            "kind": "compute#operation",
+            "id": self.new_id(),
+            "name": name,
+            "operationType": op_type,
+            "targetLink": target,
+            "status": "RUNNING",
+            "progress": 0,
+            "selfLink": link(project, *where, "operations", name),
+            **({"zone": link(project, "zones", zone)} if zone else {}),
+        }
+        self.project(project).operations[name] = op
+        return copy.deepcopy(op)
+
+    def _poll(self, project: str, name: str, *, finish: bool) -> dict[str, Any]:
+        op = self.project(project).operations.get(name)
+        if op is None:
+            raise FakeError(404, "NOT_FOUND", f"operation {name} not found")
+        if finish or op.get("polled"):
+            op.update(status="DONE", progress=100)
+        op["polled"] = True
+        return {key: value for key, value in op.items() if key != "polled"}
+
+    @staticmethod
+    def _page(items: list[dict[str, Any]], query: dict[str, str], key: str = "items") -> dict[str, Any]:
+        size = int(query.get("maxResults", "500"))
+        start = int(query.get("pageToken") or 0)
+        page: dict[str, Any] = {key: items[start : start + size]}
+        if start + size < len(items):
+            page["nextPageToken"] = str(start + size)
+        return page
+
+    @staticmethod
+    def _compute_filter(items: list[dict[str, Any]], expression: str | None) -> list[dict[str, Any]]:
+        """Support the one filter form the API documents most: ``field = "value"`` (dotted fields)."""
+        if not expression:
+            return items
+        match = re.fullmatch(r'\s*([\w.-]+)\s*(=|!=|eq|ne)\s*"?([^"]*)"?\s*', expression)
+        if match is None:
+            raise FakeError(400, "INVALID_ARGUMENT", f"unsupported filter {expression!r}")
+        dotted, op, value = match.groups()
+
+        def lookup(item: dict[str, Any]) -> Any:
+            current: Any = item
+            for part in dotted.split("."):
+                current = current.get(part) if isinstance(current, dict) else None
+            return current
+
+        want_equal = op in {"=", "eq"}
+        return [item for item in items if (str(lookup(item)) == value) == want_equal]
+
+    # -- compute handlers -------------------------------------------------------------------------
+    def instances_aggregated(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        zones = self.project(project).instances
+        flat = [(zone, inst) for zone in sorted(zones) for inst in zones[zone].values()]
+        page = self._page([{"zone": zone, "instance": inst} for zone, inst in flat], query)
+        items: dict[str, Any] = {}
+        for entry in page.pop("items"):
+            items.setdefault(f"zones/{entry['zone']}", {"instances": []})["instances"].append(entry["instance"])
+        return {"kind": "compute#instanceAggregatedList", "items": items, **page}
+
+    def instances_list(self, project: str, zone: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        items = self._compute_filter(list(self.project(project).instances.get(zone, {}).values()), query.get("filter"))
+        return {"kind": "compute#instanceList", **self._page(items, query)}
+
+    def instances_get(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._instance(project, zone, name)
+
+    def set_deletion_protection(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        instance = self._instance(project, zone, name)
+        instance["deletionProtection"] = query.get("deletionProtection", "true").lower() == "true"
+        return self._operation(project, "setDeletionProtection", instance["selfLink"], zone)
+
+    def set_tags(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        instance = self._instance(project, zone, name)
+        if body.get("fingerprint") != instance["tags"]["fingerprint"]:
+            raise FakeError(412, "conditionNotMet", "Supplied fingerprint does not match current metadata fingerprint.")
+        items = sorted(set(body.get("items", [])))
+        instance["tags"] = {"items": items, "fingerprint": _fingerprint(items)}
+        return self._operation(project, "setTags", instance["selfLink"], zone)
+
+    def serial_port(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        instance = self._instance(project, zone, name)
+        contents = instance.get("_serial", "")
+        start = int(query.get("start") or 0)
+        return {
+            "kind": "compute#serialPortOutput",
+            "contents": contents[start:],
+            "start": str(start),
+            "next": str(len(contents)),
+            "selfLink": instance["selfLink"] + "/serialPort",
+        }
+
+    def disks_get(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        disk = self.project(project).disks.get(zone, {}).get(name)
+        if disk is None:
+            raise FakeError(
+                404, "NOT_FOUND", f"The resource 'projects/{project}/zones/{zone}/disks/{name}' was not found"
+            )
+        return disk
+
+    def create_snapshot(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        disk = self.disks_get(project, zone, name, query=query, body=body)
+        snapshots = self.project(project).snapshots
+        snap_name = body.get("name") or f"{name}-{self.new_id()}"
+        if snap_name in snapshots:
+            raise FakeError(
+                409, "alreadyExists", f"The resource 'projects/{project}/global/snapshots/{snap_name}' already exists"
+            )
+        snapshots[snap_name] = {
+            "kind": "compute#snapshot",
+            "id": self.new_id(),
+            "name": snap_name,
+            "description": body.get("description", ""),
+            "labels": body.get("labels", {}),
+            "labelFingerprint": _fingerprint(body.get("labels", {})),
+            "sourceDisk": disk["selfLink"],
+            "sourceDiskId": disk["id"],
+            "diskSizeGb": disk["sizeGb"],
+            "storageBytes": str(int(disk["sizeGb"]) * 1024**3 // 10),
+            "status": "READY",
+            "selfLink": link(project, "global", "snapshots", snap_name),
+        }
+        return self._operation(project, "createSnapshot", disk["selfLink"], zone)
+
+    def snapshots_list(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        items = self._compute_filter(list(self.project(project).snapshots.values()), query.get("filter"))
+        return {"kind": "compute#snapshotList", **self._page(items, query)}
+
+    def snapshots_get(self, project: str, name: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        snapshot = self.project(project).snapshots.get(name)
+        if snapshot is None:
+            raise FakeError(
+                404, "NOT_FOUND", f"The resource 'projects/{project}/global/snapshots/{name}' was not found"
+            )
+        return snapshot
+
+    def images_list(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        items = self._compute_filter(list(self.project(project).images.values()), query.get("filter"))
+        return {"kind": "compute#imageList", **self._page(items, query)}
+
+    def images_insert(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        source = str(body.get("sourceSnapshot", ""))
+        match = re.search(r"projects/([^/]+)/global/snapshots/([^/]+)$", source)
+        if match is None:
+            raise FakeError(400, "INVALID_ARGUMENT", "sourceSnapshot must name a snapshot")
+        snapshot = self.snapshots_get(match[1], match[2], query=query, body=body)
+        images = self.project(project).images
+        name = body["name"]
+        if name in images:
+            raise FakeError(
+                409, "alreadyExists", f"The resource 'projects/{project}/global/images/{name}' already exists"
+            )
+        images[name] = {
+            "kind": "compute#image",
+            "id": self.new_id(),
+            "name": name,
+            "description": body.get("description", ""),
+            "labels": body.get("labels", {}),
+            "sourceSnapshot": snapshot["selfLink"],
+            "sourceSnapshotId": snapshot["id"],
+            "diskSizeGb": snapshot["diskSizeGb"],
+            "status": "READY",
+            "selfLink": link(project, "global", "images", name),
+        }
+        return self._operation(project, "insert", images[name]["selfLink"], None)
+
+    def firewalls_list(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        items = self._compute_filter(list(self.project(project).firewalls.values()), query.get("filter"))
+        return {"kind": "compute#firewallList", **self._page(items, query)}
+
+    def firewalls_insert(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        firewalls = self.project(project).firewalls
+        name = body["name"]
+        if name in firewalls:
+            raise FakeError(
+                409, "alreadyExists", f"The resource 'projects/{project}/global/firewalls/{name}' already exists"
+            )
+        firewalls[name] = {
+            **body,
+            "kind": "compute#firewall",
+            "id": self.new_id(),
+            "selfLink": link(project, "global", "firewalls", name),
+        }
+        return self._operation(project, "insert", firewalls[name]["selfLink"], None)
+
+    def igm_get(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        igm = self.project(project).igms.get(zone, {}).get(name)
+        if igm is None:
+            raise FakeError(
+                404,
+                "NOT_FOUND",
+                f"The resource 'projects/{project}/zones/{zone}/instanceGroupManagers/{name}' was not found",
+            )
+        return {key: value for key, value in igm.items() if key != "_managed"}
+
+    def igm_list_managed(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.igm_get(project, zone, name, query=query, body=body)
+        managed = self.project(project).igms[zone][name]["_managed"]
+        return {
+            "managedInstances": [
+                {"instance": url, "instanceStatus": "RUNNING", "currentAction": "NONE"} for url in managed
+            ]
+        }
+
+    def igm_abandon(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        igm = self.project(project).igms.get(zone, {}).get(name)
+        if igm is None:
+            raise FakeError(404, "NOT_FOUND", f"instance group manager {name} not found")
+        for url in body.get("instances", []):
+            if url not in igm["_managed"]:
+                raise FakeError(400, "INVALID_ARGUMENT", f"{url} is not a member of {name}")
+            igm["_managed"].remove(url)
+            igm["targetSize"] -= 1
+            instance_name = url.rsplit("/", 1)[-1]
+            instance = self._instance(project, zone, instance_name)
+            items = instance["metadata"].get("items", [])
+            instance["metadata"]["items"] = [item for item in items if item["key"] != "created-by"]
+        return self._operation(project, "compute.instanceGroupManagers.abandonInstances", igm["selfLink"], zone)
+
+    def zone_operation_get(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._poll(project, name, finish=False)
+
+    def zone_operation_wait(
+        self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._poll(project, name, finish=True)
+
+    def global_operation_get(
+        self, project: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._poll(project, name, finish=False)
+
+    def global_operation_wait(
+        self, project: str, name: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._poll(project, name, finish=True)
+
+    # -- logging ----------------------------------------------------------------------------------
+    def entries_list(self, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        projects = [name.removeprefix("projects/") for name in body.get("resourceNames", [])]
+        predicate = LogFilter(body.get("filter", "")).compile()
+        rows = [entry for entry in self.log_entries if entry["logName"].split("/")[1] in projects and predicate(entry)]
+        rows.sort(key=lambda entry: entry["timestamp"], reverse=body.get("orderBy", "").endswith("desc"))
+        size = int(body.get("pageSize") or self.log_page_size)
+        start = int(body.get("pageToken") or 0)
+        page: dict[str, Any] = {"entries": rows[start : start + size]}
+        if start + size < len(rows):
+            page["nextPageToken"] = str(start + size)
+        return page
+
+
+class LogFilter:
+    """A parser for the subset of the Logging query language the tool sends.
+
+    Grammar: ``expr := term (AND term)*``, ``term := atom (OR atom)*``, ``atom := '(' expr ')' |
+    NOT atom | field OP "value"`` with OP one of ``= != >= <= > < :``. Anything else is rejected
+    with INVALID_ARGUMENT, as the real API would, so an unsupported filter cannot pass silently.
+    """
+
+    _TOKEN = re.compile(r'\s*(?:(\()|(\))|(AND|OR|NOT)\b|([\w.@%-]+)\s*(>=|<=|!=|=|>|<|:)\s*"((?:[^"\\]|\\.)*)")')
+
+    def __init__(self, text: str) -> None:
+        self.tokens: list[tuple[str, ...]] = []
+        position = 0
+        text = text.strip()
+        while position < len(text):
+            match = self._TOKEN.match(text, position)
+            if match is None:
+                raise FakeError(400, "INVALID_ARGUMENT", f"unsupported filter near {text[position : position + 30]!r}")
+            lparen, rparen, keyword, name, op, value = match.groups()
+            if lparen:
+                self.tokens.append(("(",))
+            elif rparen:
+                self.tokens.append((")",))
+            elif keyword:
+                self.tokens.append((keyword,))
+            else:
+                self.tokens.append(("cmp", name, op, value.replace('\\"', '"')))
+            position = match.end()
+        self.index = 0
+
+    def compile(self) -> Callable[[dict[str, Any]], bool]:
+        """The filter as a predicate over a LogEntry dict."""
+        if not self.tokens:
+            return lambda entry: True
+        predicate = self._expr()
+        if self.index != len(self.tokens):
+            raise FakeError(400, "INVALID_ARGUMENT", "unbalanced filter expression")
+        return predicate
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.index][0] if self.index < len(self.tokens) else None
+
+    def _expr(self) -> Callable[[dict[str, Any]], bool]:
+        terms = [self._term()]
+        while self._peek() == "AND" or self._peek() in {"(", "NOT", "cmp"}:
+            if self._peek() == "AND":
+                self.index += 1
+            terms.append(self._term())
+        return lambda entry: all(term(entry) for term in terms)
+
+    def _term(self) -> Callable[[dict[str, Any]], bool]:
+        atoms = [self._atom()]
+        while self._peek() == "OR":
+            self.index += 1
+            atoms.append(self._atom())
+        return lambda entry: any(atom(entry) for atom in atoms)
+
+    def _atom(self) -> Callable[[dict[str, Any]], bool]:
+        kind = self._peek()
+        if kind is None:
+            raise FakeError(400, "INVALID_ARGUMENT", "filter ends early")
+        token = self.tokens[self.index]
+        self.index += 1
+        if kind == "(":
+            inner = self._expr()
+            if self._peek() != ")":
+                raise FakeError(400, "INVALID_ARGUMENT", "missing ')' in filter")
+            self.index += 1
+            return inner
+        if kind == "NOT":
+            negated = self._atom()
+            return lambda entry: not negated(entry)
+        if kind != "cmp":
+            raise FakeError(400, "INVALID_ARGUMENT", f"unexpected {kind} in filter")
+        _, name, op, value = token
+        return lambda entry: _compare(_field(entry, name), op, value)
+
+
+def _field(entry: dict[str, Any], dotted: str) -> Any:
+    current: Any = entry
+    for part in dotted.split("."):
+        current = current.get(part) if isinstance(current, dict) else None
+    return current
+
+
+def _compare(actual: Any, op: str, value: str) -> bool:
+    if actual is None:
+        return op == "!="
+    text = str(actual)
+    results = {
+        "=": text == value,
+        "!=": text != value,
+        ":": value.lower() in text.lower(),
+        ">=": text >= value,
+        "<=": text <= value,
+        ">": text > value,
+        "<": text < value,
+    }
+    return results[op]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        """Send each response at once (no Nagle delay between headers and body)."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw.strip() else {}
+        agent = " ".join(filter(None, (self.headers.get("User-Agent"), self.headers.get("x-goog-api-client"))))
+        status, payload = self.server.fake.handle(method, self.path, body, agent)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        """Keep test output quiet."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, fake: FakeGcp) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fake = fake
+
+
+class FakeGcpServer:
+    """Runs :class:`FakeGcp` on an ephemeral 127.0.0.1 port in a background thread."""
+
+    def __init__(self, fake: FakeGcp | None = None) -> None:
+        self.fake = fake or FakeGcp()
+        self._server = _Server(self.fake)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-gcp", daemon=True
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        """Begin serving."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,746 @@
+"""The EC2 acquisition plan: preserve, capture metadata, snapshot, copy/re-encrypt, share, raw image."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cloudir.errors import CloudAccessError, CloudirError
+from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind
+from cloudir.provider import AcquireOptions, Target
+from providers.aws.calls import planned
+from providers.aws.common import (
+    AWS_MANAGED,
+    TAG_CASE,
+    TAG_INSTANCE,
+    TAG_SNAPSHOT,
+    TAG_VOLUME,
+    clean,
+    tag_filters,
+    tag_list,
+    wait_for_snapshots,
+)
+from providers.aws.raw_image import write_raw_image
+from providers.aws.session import AwsClients, aws_errors, describe_error
+
+ASG_MODES = ("protect", "standby", "detach")
+KMS_COPY_HINT = (
+    "the caller needs kms:DescribeKey, kms:CreateGrant, kms:Decrypt, kms:ReEncryptFrom, kms:ReEncryptTo and "
+    "kms:GenerateDataKeyWithoutPlaintext on the source key {source} and the target key {target}"
+)
+
+
+@dataclass
+class InstanceFacts:
+    """What a plan needs to know about the instance, read once at planning time."""
+
+    instance: dict[str, Any]
+    volumes: list[dict[str, Any]]
+    asg_name: str | None
+    volume_key_managers: dict[str, str]  # KMS key id -> "AWS" | "CUSTOMER"
+
+    @property
+    def instance_id(self) -> str:
+        """The instance id."""
+        return str(self.instance["InstanceId"])
+
+    @property
+    def profile_arn(self) -> str | None:
+        """ARN of the attached instance profile, if any."""
+        profile = self.instance.get("IamInstanceProfile") or {}
+        return profile.get("Arn")
+
+
+def key_manager(clients: AwsClients, region: str, key_id: str) -> str:
+    """Who manages a KMS key ("AWS" for aws/ebs and other AWS-managed keys, else "CUSTOMER")."""
+    try:
+        meta = clients.client("kms", region).describe_key(KeyId=key_id)["KeyMetadata"]
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise CloudAccessError(
+            f"KMS DescribeKey on {key_id} in {region} failed: {error.get('Code')}: {error.get('Message', '')}",
+            hint=f"check that the key exists in {region} and the caller has kms:DescribeKey on it",
+        ) from None
+    if meta.get("KeyState") not in {None, "Enabled"}:
+        raise CloudAccessError(
+            f"KMS key {key_id} is {meta.get('KeyState')}", hint="enable it or pass another --kms-key"
+        )
+    return str(meta.get("KeyManager", "CUSTOMER"))
+
+
+def gather_facts(clients: AwsClients, target: Target) -> InstanceFacts:
+    """Describe the instance, its volumes, keys and Auto Scaling membership (read-only)."""
+    ec2 = clients.client("ec2", target.location)
+    with aws_errors(f"describe instance {target.id}"):
+        instance = ec2.describe_instances(InstanceIds=[target.id])["Reservations"][0]["Instances"][0]
+        volume_ids = [m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
+        volumes = ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"] if volume_ids else []
+        members = clients.client("autoscaling", target.location).describe_auto_scaling_instances(
+            InstanceIds=[target.id]
+        )["AutoScalingInstances"]
+    keys = {v["KmsKeyId"] for v in volumes if v.get("Encrypted") and v.get("KmsKeyId")}
+    managers = {key: key_manager(clients, target.location, key) for key in sorted(keys)}
+    return InstanceFacts(instance, volumes, members[0]["AutoScalingGroupName"] if members else None, managers)
+
+
+class AcquirePlanner:
+    """Builds the acquisition plan of one EC2 instance."""
+
+    def __init__(
+        self,
+        clients: AwsClients,
+        target: Target,
+        options: AcquireOptions,
+        *,
+        poll_seconds: float,
+        timeout_seconds: float,
+    ) -> None:
+        if options.group_mode not in ASG_MODES:
+            raise CloudirError(f"unknown Auto Scaling mode {options.group_mode!r}", hint=f"use one of {ASG_MODES}")
+        self.clients = clients
+        self.target = target
+        self.options = options
+        self.region = target.location
+        self.dest_region = options.forensic_location or target.location
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self.facts = gather_facts(clients, target)
+        self.case_label = clients.case_tag or "<case id>"
+        self.base = f"artifacts/aws/{target.id}"
+
+    # -- plan ---------------------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """The ordered steps: preserve first, then captures, snapshots, copies, sharing and images."""
+        self._check_encryption()
+        steps = [*self._preserve_steps(), *self._capture_steps(), *self._snapshot_steps()]
+        notes = []
+        if self.facts.asg_name and self.options.group_mode == "protect":
+            notes.append(
+                f"{self.target.id} is in Auto Scaling group {self.facts.asg_name}: scale-in protection does not stop "
+                "health-check replacement; use --asg-mode standby to take it out of service"
+            )
+        if self.options.forensic_account:
+            notes.append(
+                f"snapshots are shared with {self.options.forensic_account}; that account must copy them to own them"
+            )
+        return Plan(name="acquire", cloud="aws", target=self.target.ref, steps=steps, notes=notes)
+
+    def _needs_reencryption(self, volume: dict[str, Any]) -> bool:
+        key = volume.get("KmsKeyId")
+        return bool(volume.get("Encrypted") and key and self.facts.volume_key_managers.get(key) == AWS_MANAGED)
+
+    def _needs_copy(self, volume: dict[str, Any]) -> bool:
+        if self.dest_region != self.region:
+            return True
+        if self.options.forensic_account and self._needs_reencryption(volume):
+            return True
+        key = self.options.encryption_key
+        return bool(key and volume.get("Encrypted") and volume.get("KmsKeyId") != key)
+
+    def _check_encryption(self) -> None:
+        key = self.options.encryption_key
+        for volume in self.facts.volumes:
+            if not self._needs_copy(volume) or not volume.get("Encrypted") or key:
+                continue
+            if self._needs_reencryption(volume):
+                raise CloudirError(
+                    f"volume {volume['VolumeId']} is encrypted with the AWS-managed key {volume['KmsKeyId']} "
+                    "(aws/ebs), which cannot be shared",
+                    hint="pass --kms-key with a customer-managed key ARN to re-encrypt the copy",
+                )
+            raise CloudirError(
+                f"volume {volume['VolumeId']} is encrypted and its copy goes to {self.dest_region}",
+                hint=f"pass --kms-key with a customer-managed key in {self.dest_region}",
+            )
+        needs_key = any(self._needs_copy(v) for v in self.facts.volumes)
+        if key and needs_key and key_manager(self.clients, self.dest_region, key) == AWS_MANAGED:
+            raise CloudirError(
+                f"--kms-key {key} is an AWS-managed key and cannot be shared",
+                hint="create a customer-managed key and pass its ARN",
+            )
+
+    # -- preserve -----------------------------------------------------------------------------------------
+    def _preserve_steps(self) -> list[Step]:
+        iid, region = self.target.id, self.region
+        devices = [m["DeviceName"] for m in self.facts.instance.get("BlockDeviceMappings", []) if "Ebs" in m]
+        mappings = [{"DeviceName": d, "Ebs": {"DeleteOnTermination": False}} for d in devices]
+        ec2 = self.clients.client("ec2", region)
+
+        def modify(attribute: str, before_attr: str, **change: Any) -> Any:
+            def run(ctx: StepContext) -> dict[str, Any]:
+                with aws_errors(f"preserve {iid} ({attribute})"):
+                    before = ec2.describe_instance_attribute(InstanceId=iid, Attribute=before_attr)
+                    ec2.modify_instance_attribute(InstanceId=iid, **change)
+                return {"before": clean(before), "set": change}
+
+            return run
+
+        def describe(attr: str) -> PlannedCall:
+            return planned("ec2", "DescribeInstanceAttribute", region, InstanceId=iid, Attribute=attr)
+
+        steps = [
+            Step(
+                "preserve.termination-protection",
+                "Enable termination protection",
+                StepKind.PRESERVE,
+                [
+                    describe("disableApiTermination"),
+                    planned("ec2", "ModifyInstanceAttribute", region, InstanceId=iid, DisableApiTermination=True),
+                ],
+                modify("termination protection", "disableApiTermination", DisableApiTermination={"Value": True}),
+            ),
+            Step(
+                "preserve.delete-on-termination",
+                "Keep every volume when the instance terminates (DeleteOnTermination=false)",
+                StepKind.PRESERVE,
+                [
+                    describe("blockDeviceMapping"),
+                    planned("ec2", "ModifyInstanceAttribute", region, InstanceId=iid, BlockDeviceMappings=devices),
+                ],
+                modify("delete on termination", "blockDeviceMapping", BlockDeviceMappings=mappings),
+            ),
+            Step(
+                "preserve.shutdown-behavior",
+                "Make an OS shutdown stop the instance instead of terminating it",
+                StepKind.PRESERVE,
+                [
+                    describe("instanceInitiatedShutdownBehavior"),
+                    planned(
+                        "ec2",
+                        "ModifyInstanceAttribute",
+                        region,
+                        InstanceId=iid,
+                        InstanceInitiatedShutdownBehavior="stop",
+                    ),
+                ],
+                modify(
+                    "shutdown behaviour",
+                    "instanceInitiatedShutdownBehavior",
+                    InstanceInitiatedShutdownBehavior={"Value": "stop"},
+                ),
+            ),
+        ]
+        if self.facts.asg_name:
+            steps.append(self._asg_step(self.facts.asg_name))
+        return steps
+
+    def _asg_step(self, group: str) -> Step:
+        iid, mode = self.target.id, self.options.group_mode
+        asg = self.clients.client("autoscaling", self.region)
+        call: dict[str, tuple[str, dict[str, Any]]] = {
+            "protect": ("SetInstanceProtection", {"ProtectedFromScaleIn": True}),
+            "standby": ("EnterStandby", {"ShouldDecrementDesiredCapacity": False}),
+            "detach": ("DetachInstances", {"ShouldDecrementDesiredCapacity": False}),
+        }
+        operation, params = call[mode]
+        titles = {
+            "protect": f"Protect from scale-in in Auto Scaling group {group}",
+            "standby": f"Move to Standby in Auto Scaling group {group}",
+            "detach": f"Detach from Auto Scaling group {group}",
+        }
+
+        def run(ctx: StepContext) -> dict[str, Any]:
+            with aws_errors(f"protect {iid} from Auto Scaling ({mode})"):
+                members = asg.describe_auto_scaling_instances(InstanceIds=[iid])["AutoScalingInstances"]
+                if not members:
+                    return {"mode": mode, "skipped": "no longer in an Auto Scaling group"}
+                state = members[0]["LifecycleState"]
+                if mode == "standby" and state.startswith("Standby"):
+                    return {"mode": mode, "skipped": f"already {state}"}
+                kwargs = {"InstanceIds": [iid], "AutoScalingGroupName": group, **params}
+                getattr(asg, _snake(operation))(**kwargs)
+            return {"mode": mode, "group": group, "lifecycle_before": state}
+
+        return Step(
+            "preserve.autoscaling",
+            titles[mode],
+            StepKind.PRESERVE,
+            [
+                planned("autoscaling", "DescribeAutoScalingInstances", self.region, InstanceIds=[iid]),
+                planned("autoscaling", operation, self.region, InstanceIds=[iid], AutoScalingGroupName=group, **params),
+            ],
+            run,
+        )
+
+    # -- capture ------------------------------------------------------------------------------------------
+    def _capture_steps(self) -> list[Step]:
+        iid, region, base = self.target.id, self.region, self.base
+        ec2 = self.clients.client("ec2", region)
+        volume_ids = [v["VolumeId"] for v in self.facts.volumes]
+        eni_ids = [e["NetworkInterfaceId"] for e in self.facts.instance.get("NetworkInterfaces", [])]
+        interfaces = self.facts.instance.get("NetworkInterfaces", [])
+        groups = [*self.facts.instance.get("SecurityGroups", []), *[g for e in interfaces for g in e.get("Groups", [])]]
+        group_ids = sorted({g["GroupId"] for g in groups})
+
+        def instance(ctx: StepContext) -> dict[str, Any]:
+            with aws_errors(f"capture instance {iid}"):
+                described = ec2.describe_instances(InstanceIds=[iid])
+                user_data = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")
+            ctx.case.write_json(f"{base}/instance.json", clean(described))
+            tags = described["Reservations"][0]["Instances"][0].get("Tags", [])
+            ctx.case.write_json(f"{base}/tags.json", {t["Key"]: t["Value"] for t in tags})
+            ctx.case.write_json(f"{base}/user-data.json", clean(user_data))
+            encoded = user_data.get("UserData", {}).get("Value")
+            if encoded:
+                ctx.case.write_bytes(f"{base}/user-data.bin", base64.b64decode(encoded))
+            return {"user_data": bool(encoded), "tags": len(tags)}
+
+        def volumes(ctx: StepContext) -> dict[str, Any]:
+            with aws_errors(f"capture volumes of {iid}"):
+                described = ec2.describe_volumes(VolumeIds=volume_ids) if volume_ids else {"Volumes": []}
+            ctx.case.write_json(f"{base}/volumes.json", clean(described))
+            return {"volumes": [v["VolumeId"] for v in described["Volumes"]]}
+
+        def network(ctx: StepContext) -> dict[str, Any]:
+            with aws_errors(f"capture network interfaces and security groups of {iid}"):
+                enis = ec2.describe_network_interfaces(NetworkInterfaceIds=eni_ids) if eni_ids else {}
+                groups = ec2.describe_security_groups(GroupIds=group_ids) if group_ids else {}
+            ctx.case.write_json(f"{base}/network-interfaces.json", clean(enis))
+            ctx.case.write_json(f"{base}/security-groups.json", clean(groups))
+            return {"network_interfaces": eni_ids, "security_groups": group_ids}
+
+        def console(ctx: StepContext) -> dict[str, Any]:
+            with aws_errors(f"capture the console output of {iid}"):
+                output = ec2.get_console_output(InstanceId=iid)
+            ctx.case.write_json(f"{base}/console-output.json", clean(output))
+            if output.get("Output"):
+                ctx.case.write_bytes(f"{base}/console-output.txt", _decode_console(output["Output"]))
+            return {"console_output": bool(output.get("Output"))}
+
+        steps = [
+            Step(
+                "capture.instance",
+                "Capture instance description, tags and user data",
+                StepKind.READ,
+                [
+                    planned("ec2", "DescribeInstances", region, InstanceIds=[iid]),
+                    planned("ec2", "DescribeInstanceAttribute", region, InstanceId=iid, Attribute="userData"),
+                ],
+                instance,
+            ),
+            Step(
+                "capture.volumes",
+                "Capture volume descriptions",
+                StepKind.READ,
+                [planned("ec2", "DescribeVolumes", region, VolumeIds=volume_ids)],
+                volumes,
+            ),
+            Step(
+                "capture.network",
+                "Capture network interfaces and security groups",
+                StepKind.READ,
+                [
+                    planned("ec2", "DescribeNetworkInterfaces", region, NetworkInterfaceIds=eni_ids),
+                    planned("ec2", "DescribeSecurityGroups", region, GroupIds=group_ids),
+                ],
+                network,
+            ),
+            Step(
+                "capture.console-output",
+                "Capture the console output",
+                StepKind.READ,
+                [planned("ec2", "GetConsoleOutput", region, InstanceId=iid)],
+                console,
+            ),
+        ]
+        if self.facts.profile_arn:
+            steps.append(self._iam_capture_step(self.facts.profile_arn))
+        if self.facts.asg_name:
+            steps.append(self._asg_capture_step(self.facts.asg_name))
+        return steps
+
+    def _iam_capture_step(self, profile_arn: str) -> Step:
+        iid, region, base = self.target.id, self.region, self.base
+        profile_name = profile_arn.rsplit("/", 1)[-1]
+        iam = self.clients.client("iam")
+        ec2 = self.clients.client("ec2", region)
+
+        def run(ctx: StepContext) -> dict[str, Any]:
+            with aws_errors(f"capture the instance profile {profile_name}"):
+                associations = ec2.describe_iam_instance_profile_associations(
+                    Filters=[{"Name": "instance-id", "Values": [iid]}]
+                )["IamInstanceProfileAssociations"]
+                profile = iam.get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
+                roles = [_role_policies(iam, role["RoleName"]) | {"Role": role} for role in profile.get("Roles", [])]
+            ctx.case.write_json(
+                f"{base}/instance-profile.json",
+                {"Associations": associations, "InstanceProfile": profile, "Roles": roles},
+            )
+            return {"profile": profile_name, "roles": [r["Role"]["RoleName"] for r in roles]}
+
+        return Step(
+            "capture.instance-profile",
+            f"Capture instance profile {profile_name} and its role policies",
+            StepKind.READ,
+            [
+                planned("ec2", "DescribeIamInstanceProfileAssociations", region, InstanceId=iid),
+                planned("iam", "GetInstanceProfile", None, InstanceProfileName=profile_name),
+                planned("iam", "ListRolePolicies", None, RoleName="<each role>"),
+                planned("iam", "GetRolePolicy", None, RoleName="<each role>", PolicyName="<each inline policy>"),
+                planned("iam", "ListAttachedRolePolicies", None, RoleName="<each role>"),
+                planned("iam", "GetPolicy", None, PolicyArn="<each attached policy>"),
+                planned("iam", "GetPolicyVersion", None, PolicyArn="<each attached policy>", VersionId="<default>"),
+            ],
+            run,
+        )
+
+    def _asg_capture_step(self, group: str) -> Step:
+        iid, region, base = self.target.id, self.region, self.base
+        asg = self.clients.client("autoscaling", region)
+
+        def run(ctx: StepContext) -> dict[str, Any]:
+            with aws_errors(f"capture Auto Scaling group {group}"):
+                members = asg.describe_auto_scaling_instances(InstanceIds=[iid])
+                groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+            ctx.case.write_json(f"{base}/autoscaling.json", {"Instances": clean(members), "Groups": clean(groups)})
+            return {"group": group}
+
+        return Step(
+            "capture.autoscaling",
+            f"Capture Auto Scaling group {group}",
+            StepKind.READ,
+            [
+                planned("autoscaling", "DescribeAutoScalingInstances", region, InstanceIds=[iid]),
+                planned("autoscaling", "DescribeAutoScalingGroups", region, AutoScalingGroupNames=[group]),
+            ],
+            run,
+        )
+
+    # -- snapshots, copies, sharing, images ---------------------------------------------------------------
+    def _snapshot_steps(self) -> list[Step]:
+        iid, region = self.target.id, self.region
+        volume_ids = [v["VolumeId"] for v in self.facts.volumes]
+        ec2 = self.clients.client("ec2", region)
+        case_tags = {TAG_CASE: self.case_label, TAG_INSTANCE: iid}
+
+        def create(ctx: StepContext) -> dict[str, Any]:
+            tags = {TAG_CASE: ctx.case.case_id, TAG_INSTANCE: iid}
+            with aws_errors(f"snapshot the volumes of {iid}"):
+                existing = {
+                    snap["VolumeId"]: snap
+                    for snap in ec2.describe_snapshots(OwnerIds=["self"], Filters=tag_filters(tags))["Snapshots"]
+                    if snap["State"] != "error"
+                }
+                attached = _attached_volume_ids(ec2, iid)
+                missing = [vol for vol in attached if vol not in existing]
+                spec = [{"ResourceType": "snapshot", "Tags": tag_list(tags)}]
+                description = f"cloudir case {ctx.case.case_id}: {iid}"
+                created: list[dict[str, Any]] = []
+                if missing and len(missing) == len(attached):
+                    created = ec2.create_snapshots(
+                        InstanceSpecification={"InstanceId": iid, "ExcludeBootVolume": False},
+                        Description=description,
+                        TagSpecifications=spec,
+                        CopyTagsFromSource="volume",
+                    )["Snapshots"]
+                else:
+                    created = [
+                        ec2.create_snapshot(VolumeId=vol, Description=description, TagSpecifications=spec)
+                        for vol in missing
+                    ]
+                snapshots = {**{v: s["SnapshotId"] for v, s in existing.items()}}
+                snapshots |= {snap["VolumeId"]: snap["SnapshotId"] for snap in created}
+                for volume_id, snapshot_id in snapshots.items():
+                    ec2.create_tags(Resources=[snapshot_id], Tags=tag_list({TAG_VOLUME: volume_id}))
+            return {
+                "snapshots": snapshots,
+                "created": [s["SnapshotId"] for s in created],
+                "reused": sorted(s["SnapshotId"] for s in existing.values()),
+            }
+
+        def wait(ctx: StepContext) -> dict[str, Any]:
+            snapshots: dict[str, str] = ctx.results["snapshot.create"]["snapshots"]
+            done = wait_for_snapshots(
+                ec2,
+                sorted(snapshots.values()),
+                console=ctx.console,
+                poll_seconds=self.poll_seconds,
+                timeout_seconds=self.timeout_seconds,
+                label="snapshot",
+            )
+            return {"completed": sorted(done)}
+
+        steps = [
+            Step(
+                "snapshot.create",
+                f"Snapshot all {len(volume_ids)} attached volumes at once (crash-consistent)",
+                StepKind.ACQUIRE,
+                [
+                    planned("ec2", "DescribeSnapshots", region, OwnerIds=["self"], Filters=case_tags),
+                    planned("ec2", "DescribeInstances", region, InstanceIds=[iid]),
+                    planned(
+                        "ec2",
+                        "CreateSnapshots",
+                        region,
+                        InstanceSpecification={"InstanceId": iid, "ExcludeBootVolume": False},
+                        Tags=case_tags,
+                    ),
+                    *[
+                        planned("ec2", "CreateTags", region, Resources=[f"<snapshot of {v}>"], Tags={TAG_VOLUME: v})
+                        for v in volume_ids
+                    ],
+                ],
+                create,
+            ),
+            Step(
+                "snapshot.wait",
+                "Wait for the snapshots to complete",
+                StepKind.ACQUIRE,
+                [planned("ec2", "DescribeSnapshots", region, SnapshotIds="<new snapshots>")],
+                wait,
+            ),
+        ]
+        if any(self._needs_copy(v) for v in self.facts.volumes):
+            steps.append(self._copy_step())
+        if self.options.forensic_account:
+            steps.append(self._share_step(self.options.forensic_account))
+        if self.options.raw_image:
+            steps.append(self._raw_image_step())
+        return steps
+
+    def _copy_step(self) -> Step:
+        region, dest = self.region, self.dest_region
+        key = self.options.encryption_key
+        by_volume = {v["VolumeId"]: v for v in self.facts.volumes}
+        to_copy = [vid for vid, v in by_volume.items() if self._needs_copy(v)]
+        dest_ec2 = self.clients.client("ec2", dest)
+        source_ec2 = self.clients.client("ec2", region)
+
+        def run(ctx: StepContext) -> dict[str, Any]:
+            snapshots: dict[str, str] = ctx.results["snapshot.create"]["snapshots"]
+            copies: dict[str, str] = {}
+            for volume_id, snapshot_id in sorted(snapshots.items()):
+                if volume_id not in to_copy:
+                    continue
+                tags = {TAG_CASE: ctx.case.case_id, TAG_SNAPSHOT: snapshot_id}
+                with aws_errors(f"look for an earlier copy of {snapshot_id}"):
+                    found = dest_ec2.describe_snapshots(OwnerIds=["self"], Filters=tag_filters(tags))["Snapshots"]
+                    source = source_ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+                earlier = [s["SnapshotId"] for s in found if s["State"] != "error"]
+                if earlier:
+                    copies[snapshot_id] = earlier[0]
+                    continue
+                params: dict[str, Any] = {
+                    "SourceSnapshotId": snapshot_id,
+                    "SourceRegion": region,
+                    "Description": f"cloudir case {ctx.case.case_id}: copy of {snapshot_id} ({volume_id})",
+                    "TagSpecifications": [
+                        {"ResourceType": "snapshot", "Tags": tag_list({**tags, TAG_VOLUME: volume_id})}
+                    ],
+                }
+                if source.get("Encrypted"):
+                    params |= {"Encrypted": True, "KmsKeyId": key}
+                try:
+                    copies[snapshot_id] = dest_ec2.copy_snapshot(**params)["SnapshotId"]
+                except ClientError as exc:
+                    raise _copy_error(exc, snapshot_id, source.get("KmsKeyId"), key) from None
+            done = wait_for_snapshots(
+                dest_ec2,
+                sorted(copies.values()),
+                console=ctx.console,
+                poll_seconds=self.poll_seconds,
+                timeout_seconds=self.timeout_seconds,
+                label="copy",
+            )
+            return {
+                "region": dest,
+                "copies": copies,
+                "kms_keys": sorted({s.get("KmsKeyId", "") for s in done.values()} - {""}),
+            }
+
+        reencrypt = [v for v in to_copy if by_volume[v].get("Encrypted")]
+        calls = [planned("ec2", "DescribeSnapshots", dest, Filters={TAG_CASE: self.case_label})]
+        for vid in to_copy:
+            params: dict[str, Any] = {"SourceSnapshotId": f"<snapshot of {vid}>", "SourceRegion": region}
+            if vid in reencrypt:
+                params |= {"Encrypted": True, "KmsKeyId": key}
+            calls.append(planned("ec2", "CopySnapshot", dest, **params))
+        calls.append(planned("ec2", "DescribeSnapshots", dest, SnapshotIds="<copies>"))
+        what = "Re-encrypt and copy" if reencrypt else "Copy"
+        return Step("copy.snapshots", f"{what} {len(to_copy)} snapshot(s) to {dest}", StepKind.ACQUIRE, calls, run)
+
+    def _share_step(self, account: str) -> Step:
+        region = self.dest_region
+        ec2 = self.clients.client("ec2", region)
+        kms = self.clients.client("kms", region)
+
+        def run(ctx: StepContext) -> dict[str, Any]:
+            snapshots: dict[str, str] = ctx.results["snapshot.create"]["snapshots"]
+            copied = ctx.results.get("copy.snapshots", {}).get("copies", {})
+            final = sorted(copied.get(s, s) for s in snapshots.values())
+            with aws_errors(f"share snapshots with account {account}"):
+                described = ec2.describe_snapshots(SnapshotIds=final)["Snapshots"]
+            keys = sorted({s["KmsKeyId"] for s in described if s.get("Encrypted") and s.get("KmsKeyId")})
+            grants = {}
+            for key in keys:
+                try:
+                    grants[key] = kms.create_grant(
+                        KeyId=key,
+                        GranteePrincipal=f"arn:aws:iam::{account}:root",
+                        Operations=[
+                            "Decrypt",
+                            "DescribeKey",
+                            "CreateGrant",
+                            "ReEncryptFrom",
+                            "GenerateDataKeyWithoutPlaintext",
+                        ],
+                        Name=f"cloudir-{ctx.case.case_id}",
+                    )["GrantId"]
+                except ClientError as exc:
+                    error = exc.response.get("Error", {})
+                    raise CloudAccessError(
+                        f"KMS CreateGrant on {key} for account {account} failed: {error.get('Code')}: "
+                        f"{error.get('Message', '')}",
+                        hint=f"the caller needs kms:CreateGrant on {key}, or add {account} to its key policy",
+                    ) from None
+            with aws_errors(f"share snapshots with account {account}"):
+                for snapshot_id in final:
+                    ec2.modify_snapshot_attribute(
+                        SnapshotId=snapshot_id,
+                        Attribute="createVolumePermission",
+                        OperationType="add",
+                        UserIds=[account],
+                    )
+            return {"account": account, "region": region, "shared": final, "kms_grants": grants}
+
+        return Step(
+            "share.snapshots",
+            f"Share the snapshots with forensic account {account}",
+            StepKind.ACQUIRE,
+            [
+                planned("ec2", "DescribeSnapshots", region, SnapshotIds="<final snapshots>"),
+                planned("kms", "CreateGrant", region, KeyId="<each snapshot key>", GranteePrincipal=account),
+                planned(
+                    "ec2",
+                    "ModifySnapshotAttribute",
+                    region,
+                    SnapshotId="<each final snapshot>",
+                    Attribute="createVolumePermission",
+                    OperationType="add",
+                    UserIds=[account],
+                ),
+            ],
+            run,
+        )
+
+    def _raw_image_step(self) -> Step:
+        region = self.region
+
+        def run(ctx: StepContext) -> dict[str, Any]:
+            snapshots: dict[str, str] = ctx.results["snapshot.create"]["snapshots"]
+            images = {}
+            for snapshot_id in sorted(snapshots.values()):
+                images[snapshot_id] = write_raw_image(
+                    self.clients.client("ebs", region),
+                    snapshot_id,
+                    ctx.case,
+                    f"images/aws/{snapshot_id}.raw",
+                    ctx.console,
+                )
+            return {"images": images}
+
+        return Step(
+            "image.raw",
+            "Read each snapshot through the EBS direct APIs into a raw image (block checksums verified)",
+            StepKind.ACQUIRE,
+            [
+                planned("ebs", "ListSnapshotBlocks", region, SnapshotId="<each snapshot>"),
+                planned("ebs", "GetSnapshotBlock", region, SnapshotId="<each snapshot>", BlockIndex="<each block>"),
+            ],
+            run,
+        )
+
+
+def _copy_error(exc: ClientError, snapshot_id: str, source_key: str | None, target_key: str | None) -> CloudirError:
+    error = exc.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    if "kms" in code.lower() or "kms" in message.lower() or code in {"InvalidKeyId", "KeyUnavailable"}:
+        return CloudAccessError(
+            f"KMS error copying {snapshot_id} (CopySnapshot): {code}: {message}",
+            hint=KMS_COPY_HINT.format(source=source_key or "-", target=target_key or "-"),
+        )
+    return describe_error(exc, f"copy snapshot {snapshot_id}")
+
+
+def _attached_volume_ids(ec2: Any, instance_id: str) -> list[str]:
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return [m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
+
+
+def _role_policies(iam: Any, role: str) -> dict[str, Any]:
+    inline = {
+        name: iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        for name in iam.list_role_policies(RoleName=role)["PolicyNames"]
+    }
+    attached = []
+    for policy in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+        meta = iam.get_policy(PolicyArn=policy["PolicyArn"])["Policy"]
+        version = iam.get_policy_version(PolicyArn=policy["PolicyArn"], VersionId=meta["DefaultVersionId"])
+        attached.append({"Policy": meta, "Document": version["PolicyVersion"]["Document"]})
+    return {"InlinePolicies": inline, "AttachedPolicies": attached}
+
+
+def _decode_console(output: str) -> bytes:
+    try:
+        return base64.b64decode(output, validate=True)
+    except ValueError:
+        return output.encode()
+
+
+def _snake(operation: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
+
+
+def plan_acquire_access_key(clients: AwsClients, target: Target) -> Plan:
+    """Capture the IAM user behind a compromised access key: keys and their last use, policies, groups, MFA."""
+    user = target.details["user"]
+    iam = clients.client("iam")
+
+    def run(ctx: StepContext) -> dict[str, Any]:
+        with aws_errors(f"capture IAM user {user}"):
+            described = iam.get_user(UserName=user)["User"]
+            keys = iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+            last_used = {
+                k["AccessKeyId"]: clean(iam.get_access_key_last_used(AccessKeyId=k["AccessKeyId"])) for k in keys
+            }
+            inline = {
+                name: iam.get_user_policy(UserName=user, PolicyName=name)["PolicyDocument"]
+                for name in iam.list_user_policies(UserName=user)["PolicyNames"]
+            }
+            attached = iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]
+            groups = iam.list_groups_for_user(UserName=user)["Groups"]
+            mfa = iam.list_mfa_devices(UserName=user)["MFADevices"]
+        ctx.case.write_json(
+            f"artifacts/aws/iam-user/{user}/user.json",
+            {
+                "User": described,
+                "AccessKeys": keys,
+                "AccessKeyLastUsed": last_used,
+                "InlinePolicies": inline,
+                "AttachedPolicies": attached,
+                "Groups": groups,
+                "MFADevices": mfa,
+            },
+        )
+        return {"user": user, "access_keys": [k["AccessKeyId"] for k in keys]}
+
+    step = Step(
+        "capture.iam-user",
+        f"Capture IAM user {user}: access keys and last use, policies, groups, MFA devices",
+        StepKind.READ,
+        [
+            planned("iam", "GetUser", None, UserName=user),
+            planned("iam", "ListAccessKeys", None, UserName=user),
+            planned("iam", "GetAccessKeyLastUsed", None, AccessKeyId="<each key>"),
+            planned("iam", "ListUserPolicies", None, UserName=user),
+            planned("iam", "GetUserPolicy", None, UserName=user, PolicyName="<each inline policy>"),
+            planned("iam", "ListAttachedUserPolicies", None, UserName=user),
+            planned("iam", "ListGroupsForUser", None, UserName=user),
+            planned("iam", "ListMFADevices", None, UserName=user),
+        ],
+        run,
+    )
+    return Plan(name="acquire", cloud="aws", target=target.ref, steps=[step])

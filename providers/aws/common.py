@@ -1,0 +1,69 @@
+"""Small helpers shared by the AWS plans: tags, response cleanup, waiting on snapshots with progress."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cloudir.errors import CloudirError
+from providers.aws.session import aws_errors
+
+TAG_CASE = "cloudir:case-id"
+TAG_VOLUME = "cloudir:source-volume"
+TAG_SNAPSHOT = "cloudir:source-snapshot"
+TAG_INSTANCE = "cloudir:instance-id"
+AWS_MANAGED = "AWS"
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    """boto3 tag list from a dict."""
+    return [{"Key": key, "Value": value} for key, value in tags.items()]
+
+
+def tag_filters(tags: dict[str, str]) -> list[dict[str, Any]]:
+    """DescribeX filters matching every tag in ``tags``."""
+    return [{"Name": f"tag:{key}", "Values": [value]} for key, value in tags.items()]
+
+
+def clean(response: dict[str, Any]) -> dict[str, Any]:
+    """An API response without its transport metadata (what goes into an artifact)."""
+    return {key: value for key, value in response.items() if key != "ResponseMetadata"}
+
+
+def wait_for_snapshots(
+    ec2: Any, snapshot_ids: list[str], *, console: Console, poll_seconds: float, timeout_seconds: float, label: str
+) -> dict[str, dict[str, Any]]:
+    """Poll until every snapshot is completed, showing progress; raise on an error state or timeout."""
+    deadline = time.monotonic() + timeout_seconds
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        tasks = {sid: progress.add_task(f"{label} {sid}", total=100) for sid in snapshot_ids}
+        while True:
+            with aws_errors(f"check the progress of {', '.join(snapshot_ids)}"):
+                snapshots = ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]
+            by_id = {snap["SnapshotId"]: snap for snap in snapshots}
+            for sid, snap in by_id.items():
+                percent = float(str(snap.get("Progress") or "0").rstrip("%") or 0)
+                progress.update(tasks[sid], completed=100 if snap["State"] == "completed" else percent)
+                if snap["State"] == "error":
+                    raise CloudirError(
+                        f"snapshot {sid} failed: {snap.get('StateMessage') or 'state error'}",
+                        hint="check the KMS key permissions and the snapshot quota, then re-run with --resume",
+                    )
+            if all(snap["State"] == "completed" for snap in by_id.values()):
+                return by_id
+            if time.monotonic() > deadline:
+                raise CloudirError(
+                    f"snapshots still pending after {timeout_seconds:.0f}s: {', '.join(snapshot_ids)}",
+                    hint="they keep going in AWS; re-run with --resume to wait again",
+                )
+            time.sleep(poll_seconds)

@@ -1,0 +1,270 @@
+"""Containment plans: isolate an instance and revoke its role's sessions, or disable a compromised access key."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cloudir.custody import utc_now
+from cloudir.plan import Plan, Step, StepContext, StepKind
+from cloudir.provider import ContainOptions, Target, TargetKind
+from providers.aws.calls import planned
+from providers.aws.common import TAG_CASE, tag_list
+from providers.aws.session import AwsClients, aws_errors
+
+ISOLATION_GROUP = "cloudir-isolation"
+QUARANTINE_PROFILE = "cloudir-quarantine"
+REVOKE_POLICY = "cloudir-revoke-older-sessions"
+
+
+def revoke_policy(issued_before: str) -> str:
+    """An inline policy denying everything to sessions issued before ``issued_before`` (ISO 8601 UTC)."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "CloudirRevokeOlderSessions",
+                    "Effect": "Deny",
+                    "Action": "*",
+                    "Resource": "*",
+                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": issued_before}},
+                }
+            ],
+        }
+    )
+
+
+def _now() -> str:
+    return utc_now()[:19] + "Z"
+
+
+def plan_contain_instance(clients: AwsClients, target: Target, options: ContainOptions) -> Plan:
+    """Isolation security group on every interface, quarantine instance profile, revoke the old role's sessions."""
+    region, iid = target.location, target.id
+    ec2 = clients.client("ec2", region)
+    with aws_errors(f"describe instance {iid}"):
+        instance = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    vpc_id = instance.get("VpcId")
+    eni_ids = [e["NetworkInterfaceId"] for e in instance.get("NetworkInterfaces", [])]
+    profile_arn = (instance.get("IamInstanceProfile") or {}).get("Arn")
+    group_name = f"{ISOLATION_GROUP}-{vpc_id}"
+    cidr = options.examiner_cidr
+
+    def isolation_group(ctx: StepContext) -> dict[str, Any]:
+        with aws_errors(f"create the isolation security group in {vpc_id}"):
+            found = ec2.describe_security_groups(
+                Filters=[{"Name": "group-name", "Values": [group_name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
+            )["SecurityGroups"]
+            if found:
+                group_id = found[0]["GroupId"]
+            else:
+                group_id = ec2.create_security_group(
+                    GroupName=group_name,
+                    Description="cloudir isolation: no traffic except the examiner",
+                    VpcId=vpc_id,
+                    TagSpecifications=[
+                        {"ResourceType": "security-group", "Tags": tag_list({TAG_CASE: ctx.case.case_id})}
+                    ],
+                )["GroupId"]
+            group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+            if group.get("IpPermissionsEgress"):
+                ec2.revoke_security_group_egress(GroupId=group_id, IpPermissions=group["IpPermissionsEgress"])
+            if cidr and not any(
+                r.get("CidrIp") == cidr for p in group.get("IpPermissions", []) for r in p.get("IpRanges", [])
+            ):
+                ec2.authorize_security_group_ingress(
+                    GroupId=group_id,
+                    IpPermissions=[
+                        {"IpProtocol": "-1", "IpRanges": [{"CidrIp": cidr, "Description": "cloudir examiner"}]}
+                    ],
+                )
+        return {"group_id": group_id, "examiner_cidr": cidr}
+
+    def isolate(ctx: StepContext) -> dict[str, Any]:
+        group_id = ctx.results["contain.isolation-group"]["group_id"]
+        before = {}
+        with aws_errors(f"isolate the network interfaces of {iid}"):
+            for eni in ec2.describe_network_interfaces(NetworkInterfaceIds=eni_ids)["NetworkInterfaces"]:
+                before[eni["NetworkInterfaceId"]] = [g["GroupId"] for g in eni.get("Groups", [])]
+                ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=[group_id])
+        return {"isolated": sorted(before), "groups_before": before}
+
+    steps = [
+        Step(
+            "contain.isolation-group",
+            f"Create an isolation security group in {vpc_id} (no rules" + (f", ingress from {cidr})" if cidr else ")"),
+            StepKind.CONTAIN,
+            [
+                planned("ec2", "DescribeSecurityGroups", region, GroupName=group_name, VpcId=vpc_id),
+                planned("ec2", "CreateSecurityGroup", region, GroupName=group_name, VpcId=vpc_id),
+                planned("ec2", "RevokeSecurityGroupEgress", region, GroupId="<isolation group>", IpPermissions="all"),
+                *(
+                    [planned("ec2", "AuthorizeSecurityGroupIngress", region, GroupId="<isolation group>", CidrIp=cidr)]
+                    if cidr
+                    else []
+                ),
+            ],
+            isolation_group,
+        ),
+        Step(
+            "contain.isolate-interfaces",
+            f"Replace the security groups of {len(eni_ids)} network interface(s) with the isolation group",
+            StepKind.CONTAIN,
+            [
+                planned("ec2", "DescribeNetworkInterfaces", region, NetworkInterfaceIds=eni_ids),
+                *[
+                    planned(
+                        "ec2",
+                        "ModifyNetworkInterfaceAttribute",
+                        region,
+                        NetworkInterfaceId=e,
+                        Groups="<isolation group>",
+                    )
+                    for e in eni_ids
+                ],
+            ],
+            isolate,
+        ),
+    ]
+    if profile_arn and options.revoke_credentials:
+        steps += _profile_steps(clients, region, iid, profile_arn.rsplit("/", 1)[-1])
+    return Plan(
+        name="contain",
+        cloud="aws",
+        target=target.ref,
+        steps=steps,
+        notes=["security group changes do not cut connections already tracked; watch for them in flow logs"],
+    )
+
+
+def _profile_steps(clients: AwsClients, region: str, iid: str, profile_name: str) -> list[Step]:
+    ec2 = clients.client("ec2", region)
+    iam = clients.client("iam")
+    with aws_errors(f"read instance profile {profile_name}"):
+        roles = [
+            r["RoleName"]
+            for r in iam.get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]["Roles"]
+        ]
+
+    def replace(ctx: StepContext) -> dict[str, Any]:
+        with aws_errors(f"replace the instance profile of {iid}"):
+            try:
+                quarantine = iam.get_instance_profile(InstanceProfileName=QUARANTINE_PROFILE)["InstanceProfile"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchEntity":
+                    raise
+                quarantine = iam.create_instance_profile(
+                    InstanceProfileName=QUARANTINE_PROFILE, Tags=tag_list({TAG_CASE: ctx.case.case_id})
+                )["InstanceProfile"]
+            associations = ec2.describe_iam_instance_profile_associations(
+                Filters=[{"Name": "instance-id", "Values": [iid]}]
+            )["IamInstanceProfileAssociations"]
+            active = [a for a in associations if a.get("State") in {"associated", "associating"}]
+            if not active or active[0]["IamInstanceProfile"]["Arn"] == quarantine["Arn"]:
+                return {"replaced": None, "quarantine": quarantine["Arn"]}
+            ec2.replace_iam_instance_profile_association(
+                AssociationId=active[0]["AssociationId"], IamInstanceProfile={"Arn": quarantine["Arn"]}
+            )
+        return {"replaced": active[0]["IamInstanceProfile"]["Arn"], "quarantine": quarantine["Arn"]}
+
+    def revoke(ctx: StepContext) -> dict[str, Any]:
+        cutoff = _now()
+        with aws_errors(f"revoke the sessions of roles {', '.join(roles)}"):
+            for role in roles:
+                iam.put_role_policy(RoleName=role, PolicyName=REVOKE_POLICY, PolicyDocument=revoke_policy(cutoff))
+        return {"roles": roles, "issued_before": cutoff}
+
+    return [
+        Step(
+            "contain.replace-instance-profile",
+            f"Swap instance profile {profile_name} for the empty {QUARANTINE_PROFILE} profile",
+            StepKind.CONTAIN,
+            [
+                planned("iam", "GetInstanceProfile", None, InstanceProfileName=QUARANTINE_PROFILE),
+                planned("iam", "CreateInstanceProfile", None, InstanceProfileName=QUARANTINE_PROFILE),
+                planned("ec2", "DescribeIamInstanceProfileAssociations", region, InstanceId=iid),
+                planned("ec2", "ReplaceIamInstanceProfileAssociation", region, IamInstanceProfile=QUARANTINE_PROFILE),
+            ],
+            replace,
+        ),
+        Step(
+            "contain.revoke-role-sessions",
+            f"Deny every session of {', '.join(roles) or 'the role'} issued before now",
+            StepKind.CONTAIN,
+            [
+                planned("iam", "PutRolePolicy", None, RoleName=r, PolicyName=REVOKE_POLICY, TokenIssueTime="<now>")
+                for r in roles
+            ],
+            revoke,
+        ),
+    ]
+
+
+def plan_contain_access_key(clients: AwsClients, target: Target, options: ContainOptions) -> Plan:
+    """Deactivate every active access key of the key's user and deny the user's existing sessions."""
+    user = target.details["user"]
+    iam = clients.client("iam")
+    with aws_errors(f"list the access keys of {user}"):
+        keys = [
+            k["AccessKeyId"]
+            for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+            if k["Status"] == "Active"
+        ]
+
+    def deactivate(ctx: StepContext) -> dict[str, Any]:
+        with aws_errors(f"deactivate the access keys of {user}"):
+            active = [
+                k["AccessKeyId"]
+                for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+                if k["Status"] == "Active"
+            ]
+            for key in active:
+                iam.update_access_key(UserName=user, AccessKeyId=key, Status="Inactive")
+        return {"user": user, "deactivated": active}
+
+    def revoke(ctx: StepContext) -> dict[str, Any]:
+        cutoff = _now()
+        with aws_errors(f"revoke the sessions of {user}"):
+            iam.put_user_policy(UserName=user, PolicyName=REVOKE_POLICY, PolicyDocument=revoke_policy(cutoff))
+        return {"user": user, "issued_before": cutoff}
+
+    steps = [
+        Step(
+            "contain.deactivate-access-keys",
+            f"Deactivate the access keys of {user} (the compromised key {target.id} and any other active key)",
+            StepKind.CONTAIN,
+            [
+                planned("iam", "ListAccessKeys", None, UserName=user),
+                *[
+                    planned("iam", "UpdateAccessKey", None, UserName=user, AccessKeyId=k, Status="Inactive")
+                    for k in keys
+                ],
+            ],
+            deactivate,
+        ),
+    ]
+    if options.revoke_credentials:
+        steps.append(
+            Step(
+                "contain.revoke-user-sessions",
+                f"Deny every session of {user} issued before now",
+                StepKind.CONTAIN,
+                [
+                    planned(
+                        "iam", "PutUserPolicy", None, UserName=user, PolicyName=REVOKE_POLICY, TokenIssueTime="<now>"
+                    )
+                ],
+                revoke,
+            )
+        )
+    return Plan(name="contain", cloud="aws", target=target.ref, steps=steps)
+
+
+def plan_contain(clients: AwsClients, target: Target, options: ContainOptions) -> Plan:
+    """The containment plan for an instance or an access key."""
+    if target.kind is TargetKind.ACCESS_KEY:
+        return plan_contain_access_key(clients, target, options)
+    return plan_contain_instance(clients, target, options)

@@ -1,0 +1,102 @@
+"""The AWS adapter: EC2 preservation, snapshots, copies, raw images, containment, and log pulls (lazily)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import boto3
+
+from cloudir.case import Case
+from cloudir.errors import CapabilityNotSupportedError
+from cloudir.plan import Plan
+from cloudir.provider import (
+    AcquireOptions,
+    Capability,
+    ContainOptions,
+    LogPullRequest,
+    Target,
+    TargetKind,
+    TargetQuery,
+)
+from providers.aws.acquire import AcquirePlanner, plan_acquire_access_key
+from providers.aws.calls import required_permissions
+from providers.aws.contain import plan_contain
+from providers.aws.session import AwsClients, aws_errors
+from providers.aws.targets import find_access_key, find_instance
+
+
+class AwsProvider:
+    """cloudir's AWS adapter (satisfies :class:`cloudir.provider.Provider`)."""
+
+    cloud: ClassVar[str] = "aws"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+
+    def __init__(
+        self,
+        *,
+        region: str | None = None,
+        profile: str | None = None,
+        session: boto3.Session | None = None,
+        all_regions: bool = False,
+        poll_seconds: float = 5.0,
+        timeout_seconds: float = 6 * 3600.0,
+    ) -> None:
+        self.clients = AwsClients(profile=profile, region=region, session=session)
+        self.all_regions = all_regions
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self._identity: dict[str, str] | None = None
+
+    def bind(self, case: Case | None) -> None:
+        """Record every later call into ``case`` and note the AWS identity in its custody log."""
+        self.clients.bind(case)
+        if case is not None:
+            with case.action("identity.aws") as act:
+                act.details["arn"] = self.identity()
+                case.set_cloud_identity(self.cloud, act.details["arn"])
+
+    def _caller(self) -> dict[str, str]:
+        if self._identity is None:
+            with aws_errors("identify the AWS caller (sts:GetCallerIdentity)"):
+                found = self.clients.client("sts").get_caller_identity()
+            self._identity = {"arn": found["Arn"], "account": found["Account"]}
+        return self._identity
+
+    def identity(self) -> str:
+        """The caller's ARN."""
+        return self._caller()["arn"]
+
+    def find_target(self, query: TargetQuery) -> Target:
+        """Resolve an instance (id, IP, ENI) or an access key to its owner; read-only."""
+        account = self._caller()["account"]
+        if query.kind is TargetKind.ACCESS_KEY:
+            return find_access_key(self.clients, query, account)
+        if query.kind is TargetKind.INSTANCE:
+            return find_instance(self.clients, query, account, self.all_regions)
+        raise CapabilityNotSupportedError(
+            f"the aws provider cannot target a {query.kind.value}", hint="target an instance or an access key"
+        )
+
+    def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
+        """Preserve, capture, snapshot, copy/share and optionally image an instance; capture a key's user."""
+        if target.kind is TargetKind.ACCESS_KEY:
+            return plan_acquire_access_key(self.clients, target)
+        planner = AcquirePlanner(
+            self.clients, target, options, poll_seconds=self.poll_seconds, timeout_seconds=self.timeout_seconds
+        )
+        return planner.plan()
+
+    def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
+        """Isolate an instance and revoke its role sessions, or disable a key and revoke its user's sessions."""
+        return plan_contain(self.clients, target, options)
+
+    def plan_pull_logs(self, request: LogPullRequest) -> Plan:
+        """CloudTrail collection (engineer B's providers.aws.logs)."""
+        from providers.aws.logs import plan_pull_logs  # type: ignore[import-untyped,unused-ignore]
+
+        plan: Plan = plan_pull_logs(self.clients, request)
+        return plan
+
+    def required_permissions(self) -> list[str]:
+        """Every IAM action of the calls in providers.aws.calls.API_CALLS."""
+        return required_permissions()

@@ -1,0 +1,81 @@
+"""Read an EBS snapshot through the EBS direct APIs into a sparse raw image, checking every block's checksum."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from cloudir.case import Case
+from cloudir.errors import CloudirError
+from providers.aws.session import aws_errors
+
+GIB = 1024**3
+
+
+class BlockChecksumError(CloudirError):
+    """A block read from a snapshot does not match the checksum EBS sent with it."""
+
+
+def _list_blocks(ebs: Any, snapshot_id: str) -> tuple[list[dict[str, Any]], int, int]:
+    """Every written block of a snapshot (sorted), the volume size in bytes and the block size."""
+    blocks: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"SnapshotId": snapshot_id}
+    while True:
+        page = ebs.list_snapshot_blocks(**kwargs)
+        blocks.extend(page.get("Blocks", []))
+        if not page.get("NextToken"):
+            break
+        kwargs["NextToken"] = page["NextToken"]
+    return sorted(blocks, key=lambda b: int(b["BlockIndex"])), int(page["VolumeSize"]) * GIB, int(page["BlockSize"])
+
+
+def _verified(snapshot_id: str, index: int, response: dict[str, Any]) -> bytes:
+    data: bytes = response["BlockData"].read()
+    algorithm = response.get("ChecksumAlgorithm") or "SHA256"
+    if algorithm != "SHA256":
+        raise BlockChecksumError(f"block {index} of {snapshot_id}: unsupported checksum algorithm {algorithm}")
+    actual = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    if response.get("Checksum") != actual:
+        raise BlockChecksumError(
+            f"block {index} of {snapshot_id}: checksum mismatch (EBS sent {response.get('Checksum')}, "
+            f"data hashes to {actual})",
+            hint="the image was discarded; re-run with --resume to read it again",
+        )
+    return data
+
+
+def write_raw_image(ebs: Any, snapshot_id: str, case: Case, rel_path: str, console: Console) -> dict[str, Any]:
+    """Write ``snapshot_id`` as a raw disk image at ``rel_path``; holes stay sparse; return path, SHA-256, size."""
+    with aws_errors(f"read snapshot {snapshot_id} through the EBS direct APIs"):
+        blocks, volume_bytes, block_size = _list_blocks(ebs, snapshot_id)
+        with (
+            case.open_artifact(rel_path) as writer,
+            Progress(
+                TextColumn(f"image {snapshot_id}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=console,
+            ) as progress,
+        ):
+            task = progress.add_task("read", total=volume_bytes)
+            position = 0
+            for block in blocks:
+                index = int(block["BlockIndex"])
+                offset = index * block_size
+                if offset > position:
+                    writer.write_zeros(offset - position)
+                response = ebs.get_snapshot_block(
+                    SnapshotId=snapshot_id, BlockIndex=index, BlockToken=block["BlockToken"]
+                )
+                position = offset + writer.write(_verified(snapshot_id, index, response))
+                progress.update(task, completed=position)
+            if volume_bytes > position:
+                writer.write_zeros(volume_bytes - position)
+            progress.update(task, completed=volume_bytes)
+    artifact = writer.close()
+    return {"path": artifact.path, "sha256": artifact.sha256, "size": artifact.size, "blocks": len(blocks)}

@@ -1,0 +1,53 @@
+"""Azure adapter (ARM compute, network, locks, monitor). Only this package imports the Azure SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers.azure.provider import CASE_TAG, AzureProvider
+from providers.azure.session import ARM_ENDPOINT, AzureSession, StaticTokenCredential
+
+__all__ = ["CASE_TAG", "AzureProvider", "create_provider"]
+
+
+def create_provider(
+    *,
+    subscription_id: str,
+    credential: Any = None,
+    token: str | None = None,
+    base_url: str | None = None,
+    connection_verify: bool | str = True,
+    soc_subscription: str | None = None,
+    soc_resource_group: str = "rg-cloudir-evidence",
+    polling_interval: float = 5.0,
+    retry_total: int = 6,
+    retry_backoff_factor: float = 0.8,
+    image_chunk_size: int = 4 * 1024 * 1024,
+) -> AzureProvider:
+    """An Azure provider for one subscription.
+
+    ``credential`` is any azure-core TokenCredential; ``token`` a bearer token already held; with neither,
+    DefaultAzureCredential (environment, managed identity, Azure CLI login...) is used.
+    """
+    if credential is None:
+        if token:
+            credential = StaticTokenCredential(token)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+    session = AzureSession(
+        credential,
+        base_url=base_url or ARM_ENDPOINT,
+        connection_verify=connection_verify,
+        polling_interval=polling_interval,
+        retry_total=retry_total,
+        retry_backoff_factor=retry_backoff_factor,
+    )
+    return AzureProvider(
+        session,
+        subscription_id,
+        soc_subscription=soc_subscription,
+        soc_resource_group=soc_resource_group,
+        image_chunk_size=image_chunk_size,
+    )

@@ -1,0 +1,197 @@
+"""Activity Log collection: every raw REST page stored before parsing, throttling honoured, coverage reported."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+from azure.core.exceptions import AzureError
+
+from cloudir.case import safe_name
+from cloudir.coverage import CoverageReport, SourceCoverage, parse_utc
+from cloudir.plan import Plan, Step, StepContext, StepKind
+from providers.azure import calls
+from providers.azure.session import describe_error
+
+if TYPE_CHECKING:
+    from cloudir.provider import LogPullRequest
+    from providers.azure.provider import AzureProvider
+
+ACTIVITY_OPERATION = "Microsoft.Insights/eventtypes/values/read"
+RETENTION_DAYS = 90
+COVERAGE_PATH = "logs/azure/coverage.json"
+SOURCE = "azure:activity"
+
+
+def activity_filter(start: str, end: str, scope: tuple[str, str] | None) -> str:
+    """The $filter of one Activity Log query: the window and at most one scope (resource group or resource)."""
+    text = f"eventTimestamp ge '{start}' and eventTimestamp le '{end}'"
+    if scope is not None:
+        text += f" and {scope[0]} eq '{scope[1]}'"
+    return text
+
+
+def page_path(subscription: str, number: int) -> str:
+    """Where raw page ``number`` (1-based) of a subscription's Activity Log is stored."""
+    return f"logs/azure/activity/{safe_name(subscription)}/page-{number:05d}.json"
+
+
+def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
+    """One READ step per subscription, then the coverage report."""
+    subscriptions: list[str] = list(request.extra.get("subscriptions") or [provider.subscription_id])
+    scopes: list[tuple[str, str] | None] = [
+        *(("resourceGroupName", group) for group in request.extra.get("resource_groups", [])),
+        *(("resourceUri", resource) for resource in request.resources),
+    ] or [None]
+    max_pages: int | None = request.extra.get("max_pages")
+    coverage: dict[str, dict[str, Any]] = {}
+    steps = [
+        Step(
+            f"activity-{subscription}",
+            f"Pull the Activity Log of subscription {subscription}",
+            StepKind.READ,
+            [
+                calls.call("activity.read", filter=activity_filter(request.start, request.end, scope))
+                for scope in scopes
+            ],
+            partial(
+                _pull,
+                provider=provider,
+                subscription=subscription,
+                request=request,
+                scopes=scopes,
+                limits=(max_pages, coverage),
+            ),
+        )
+        for subscription in subscriptions
+    ]
+    steps.append(
+        Step(
+            "activity-coverage",
+            "Write the coverage report (window, span covered, pages, throttling, early stops)",
+            StepKind.READ,
+            [],
+            lambda ctx: _write_coverage(ctx, request, subscriptions, coverage),
+        )
+    )
+    notes = []
+    oldest = dt.datetime.now(dt.UTC) - dt.timedelta(days=RETENTION_DAYS)
+    if parse_utc(request.start) < oldest:
+        notes.append(f"the Activity Log keeps {RETENTION_DAYS} days: events before {oldest:%Y-%m-%d} are gone")
+    if request.principals:
+        notes.append("the Activity Log API cannot filter by caller: every event in the window is pulled")
+    target = ",".join(subscriptions)
+    return Plan("logs", provider.cloud, f"activity:{target}:{request.start}/{request.end}", steps, notes)
+
+
+def _pull(
+    ctx: StepContext,
+    *,
+    provider: AzureProvider,
+    subscription: str,
+    request: LogPullRequest,
+    scopes: list[tuple[str, str] | None],
+    limits: tuple[int | None, dict[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Page through one subscription's Activity Log; each page body is stored before the SDK parses it."""
+    max_pages, coverage = limits
+    session = provider.session
+    monitor = session.client("monitor", subscription)
+    throttled_before = session.throttled[ACTIVITY_OPERATION]
+    stored: list[str] = []
+
+    def store(body: bytes) -> None:
+        stored.append(ctx.case.write_bytes(page_path(subscription, len(stored) + 1), body).path)
+
+    scope_text = " or ".join(f"{scope[0]} eq {scope[1]}" for scope in scopes if scope) or "subscription"
+    report: dict[str, Any] = {"subscription": subscription, "scope": scope_text, "stopped_early": False, "reason": None}
+    session.page_sink.callback = store
+    try:
+        for scope in scopes:
+            pages = monitor.activity_logs.list(filter=activity_filter(request.start, request.end, scope)).by_page()
+            for page in pages:
+                for _ in page:
+                    pass
+                if max_pages is not None and len(stored) >= max_pages:
+                    report.update(stopped_early=True, reason=f"stopped after --max-pages {max_pages}")
+                    break
+            if report["stopped_early"]:
+                break
+    except AzureError as exc:
+        error = describe_error(exc, f"list the Activity Log of {subscription}", calls.permission("activity.read"))
+        report.update(stopped_early=True, reason=str(error))
+        raise error from None
+    finally:
+        session.page_sink.callback = None
+        report.update(
+            pages=len(stored),
+            files=stored,
+            throttled=session.throttled[ACTIVITY_OPERATION] - throttled_before,
+            **_span(ctx.case.root, stored),
+        )
+        coverage[subscription] = report
+    return report
+
+
+def _span(case_root: Any, files: list[str]) -> dict[str, Any]:
+    """Events and the time span the stored pages cover, read from the raw pages with DuckDB."""
+    if not files:
+        return {"events": 0, "first_event": None, "last_event": None}
+    paths = [str(case_root / rel) for rel in files]
+    row = (
+        duckdb.connect()
+        .execute(
+            """
+        SELECT count(*), min(ts), max(ts) FROM (
+            SELECT CAST(json_extract_string(event, '$.eventTimestamp') AS TIMESTAMPTZ) AS ts
+            FROM (SELECT unnest(value) AS event FROM read_json(?, columns = {value: 'JSON[]'}))
+        )
+        """,
+            [paths],
+        )
+        .fetchone()
+    )
+    assert row is not None
+    count, first, last = row
+    return {
+        "events": int(count),
+        "first_event": first.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if first else None,
+        "last_event": last.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if last else None,
+    }
+
+
+def _write_coverage(
+    ctx: StepContext, request: LogPullRequest, subscriptions: list[str], coverage: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Coverage of this run's pulls and of pulls an earlier run finished (resumed steps)."""
+    report = CoverageReport("azure", ",".join(subscriptions), request.start, request.end)
+    for subscription in subscriptions:
+        pulled = ctx.results.get(f"activity-{subscription}") or coverage.get(subscription)
+        if pulled is None:
+            report.add_source(SourceCoverage(SOURCE, subscription, status="unavailable", stopped_reason="not pulled"))
+            continue
+        status = "stopped" if pulled["stopped_early"] else "complete" if pulled["events"] else "empty"
+        report.add_source(
+            SourceCoverage(
+                SOURCE,
+                subscription,
+                scope=pulled["scope"],
+                status=status,
+                items=pulled["events"],
+                first_event=pulled["first_event"],
+                last_event=pulled["last_event"],
+                stopped_reason=pulled["reason"],
+                details={"pages": pulled["pages"], "throttled": pulled["throttled"], "files": pulled["files"]},
+            )
+        )
+        if pulled["first_event"]:
+            report.add_retention(SOURCE, RETENTION_DAYS, parse_utc(pulled["first_event"]))
+    ctx.case.write_json(COVERAGE_PATH, report.to_dict())
+    return {
+        "pages": sum(source.details.get("pages", 0) for source in report.sources),
+        "events": sum(source.items for source in report.sources),
+        "throttled": sum(source.details.get("throttled", 0) for source in report.sources),
+        "stopped_early": any(source.status in {"stopped", "unavailable"} for source in report.sources),
+    }

@@ -1,0 +1,555 @@
+"""The Azure adapter: find a VM, preserve it, snapshot/copy/image its disks, isolate it, pull the Activity Log."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import partial
+from typing import Any, ClassVar
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from cloudir import __version__
+from cloudir.case import Case, safe_name
+from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
+from cloudir.plan import Plan, Step, StepContext, StepKind
+from cloudir.provider import (
+    AcquireOptions,
+    Capability,
+    ContainOptions,
+    LogPullRequest,
+    Target,
+    TargetKind,
+    TargetQuery,
+)
+from providers.azure import activity, calls
+from providers.azure.calls import call
+from providers.azure.image import export_snapshot
+from providers.azure.session import AzureSession, azure_errors, token_identity
+
+CASE_TAG = "cloudir-case-id"
+SOURCE_TAG = "cloudir-source"
+LOCK_LEVEL = "CanNotDelete"
+ISOLATION_PREFIX = "cloudir-isolate-"
+_VM_ID = re.compile(
+    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Compute/virtualMachines/([^/]+)$",
+    re.IGNORECASE,
+)
+_ID_PARTS = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/.+/([^/]+)$", re.IGNORECASE)
+
+
+def as_json(model: Any) -> dict[str, Any]:
+    """An SDK model in its REST JSON shape."""
+    data: dict[str, Any] = model.as_dict()
+    return data
+
+
+def id_parts(resource_id: str) -> tuple[str, str, str]:
+    """(subscription, resource group, name) of an ARM resource id."""
+    match = _ID_PARTS.match(resource_id)
+    if match is None:
+        raise CloudirError(f"not an Azure resource id: {resource_id}")
+    return match.group(1), match.group(2), match.group(3)
+
+
+def snapshot_name(case_id: str, disk_name: str) -> str:
+    """A deterministic snapshot name (so a re-run finds, not duplicates, the snapshot); 80 characters at most."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"cloudir-{case_id}-{disk_name}")[:80].rstrip(".-")
+
+
+class AzureProvider:
+    """Azure adapter over ARM (compute, network, locks, monitor)."""
+
+    cloud: ClassVar[str] = "azure"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.PRESERVE,
+            Capability.SNAPSHOT,
+            Capability.COPY,
+            Capability.IMAGE,
+            Capability.ISOLATE,
+            Capability.PULL_LOGS,
+        }
+    )
+
+    def __init__(
+        self,
+        session: AzureSession,
+        subscription_id: str,
+        *,
+        soc_subscription: str | None = None,
+        soc_resource_group: str = "rg-cloudir-evidence",
+        image_chunk_size: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.session = session
+        self.subscription_id = subscription_id
+        self.soc_subscription = soc_subscription
+        self.soc_resource_group = soc_resource_group
+        self.image_chunk_size = image_chunk_size
+
+    # -- protocol basics ----------------------------------------------------------------------------------
+    def bind(self, case: Case | None) -> None:
+        """Record every later ARM call into ``case``."""
+        self.session.bind(case)
+        if case is not None:
+            case.set_cloud_identity("azure", self.identity())
+
+    def identity(self) -> str:
+        """The principal named in the ARM access token."""
+        return token_identity(self.session.access_token())
+
+    def required_permissions(self) -> list[str]:
+        """Azure RBAC actions the plans use (from the one call table)."""
+        return calls.required_permissions()
+
+    def _client(self, kind: str, subscription: str | None = None) -> Any:
+        return self.session.client(kind, subscription or self.subscription_id)
+
+    # -- target resolution -----------------------------------------------------------------------------------
+    def find_target(self, query: TargetQuery) -> Target:
+        """Resolve a VM by resource id, private/public IP or name (read-only)."""
+        if query.kind is not TargetKind.INSTANCE:
+            raise CapabilityNotSupportedError(
+                f"the azure provider targets virtual machines, not {query.kind.value}s",
+                hint="name the VM by name, resource id or IP",
+            )
+        value = query.value.strip()
+        if _VM_ID.match(value):
+            return self._target_from_id(value)
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return self._target_by_name(value, query.location)
+        return self._target_by_ip(value)
+
+    def _target_from_id(self, vm_id: str) -> Target:
+        subscription, group, name = id_parts(vm_id)
+        with azure_errors(f"find VM {vm_id}", calls.permission("vm.read")):
+            vm = as_json(self._client("compute", subscription).virtual_machines.get(group, name))
+        return self._target(vm)
+
+    def _target_by_name(self, name: str, location: str | None) -> Target:
+        with azure_errors(f"list VMs in subscription {self.subscription_id}", calls.permission("vm.read")):
+            vms = [as_json(vm) for vm in self._client("compute").virtual_machines.list_all()]
+        matches = [
+            vm
+            for vm in vms
+            if vm["name"].lower() == name.lower()
+            and (location is None or location.lower() in {vm["location"].lower(), id_parts(vm["id"])[1].lower()})
+        ]
+        if not matches:
+            where = f" in {location}" if location else ""
+            raise TargetNotFoundError(
+                f"no VM named {name!r} in subscription {self.subscription_id}{where}",
+                hint="check --subscription, or give the VM's resource id or IP",
+            )
+        if len(matches) > 1:
+            raise CloudirError(
+                f"{len(matches)} VMs are named {name!r}: {', '.join(vm['id'] for vm in matches)}",
+                hint="give the resource id, or the resource group as the location",
+            )
+        return self._target(matches[0])
+
+    def _target_by_ip(self, address: str) -> Target:
+        network = self._client("network")
+        with azure_errors(f"find the NIC holding {address}", calls.permission("nic.read")):
+            nic_id = next(
+                (
+                    nic["id"]
+                    for nic in map(as_json, network.network_interfaces.list_all())
+                    for config in nic.get("properties", {}).get("ipConfigurations", [])
+                    if config.get("properties", {}).get("privateIPAddress") == address
+                ),
+                None,
+            )
+            if nic_id is None:
+                config_id = next(
+                    (
+                        pip["properties"].get("ipConfiguration", {}).get("id")
+                        for pip in map(as_json, network.public_ip_addresses.list_all())
+                        if pip.get("properties", {}).get("ipAddress") == address
+                    ),
+                    None,
+                )
+                nic_id = config_id.split("/ipConfigurations/")[0] if config_id else None
+            vm_ref = None
+            if nic_id is not None:
+                _, group, nic_name = id_parts(nic_id)
+                nic = as_json(network.network_interfaces.get(group, nic_name))
+                vm_ref = nic.get("properties", {}).get("virtualMachine", {}).get("id")
+        if vm_ref is None:
+            raise TargetNotFoundError(
+                f"no VM has the IP address {address} in subscription {self.subscription_id}",
+                hint="check --subscription; a VMSS uniform instance or a load balancer IP cannot be resolved this way",
+            )
+        return self._target_from_id(vm_ref)
+
+    def _target(self, vm: dict[str, Any]) -> Target:
+        subscription, group, name = id_parts(vm["id"])
+        props = vm.get("properties", {})
+        storage = props.get("storageProfile", {})
+        disks = [{"role": "os", "id": storage["osDisk"]["managedDisk"]["id"], "name": storage["osDisk"].get("name")}]
+        disks += [
+            {"role": f"data-lun{disk['lun']}", "id": disk["managedDisk"]["id"], "name": disk.get("name")}
+            for disk in storage.get("dataDisks", [])
+            if disk.get("managedDisk", {}).get("id")
+        ]
+        for disk in disks:
+            disk["name"] = disk["name"] or disk["id"].rsplit("/", 1)[1]
+        return Target(
+            cloud=self.cloud,
+            kind=TargetKind.INSTANCE,
+            id=vm["id"],
+            location=vm["location"],
+            account=subscription,
+            name=name,
+            details={
+                "resource_group": group,
+                "vmss_id": props.get("virtualMachineScaleSet", {}).get("id"),
+                "disks": disks,
+                "nics": [nic["id"] for nic in props.get("networkProfile", {}).get("networkInterfaces", [])],
+                "tags": vm.get("tags") or {},
+            },
+        )
+
+    # -- acquisition -------------------------------------------------------------------------------------------
+    def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
+        """Metadata, locks, scale-in protection, full snapshots, copies to the SOC, optional SAS images."""
+        if options.group_mode != "protect":
+            raise CapabilityNotSupportedError(
+                f"Azure scale sets have no {options.group_mode!r} mode",
+                hint="use group mode 'protect' (protectFromScaleIn on the instance)",
+            )
+        region, disks = target.location, target.details["disks"]
+        soc_subscription = options.forensic_account or self.soc_subscription
+        copy_region = options.forensic_location or region
+        soc_group = options.extra.get("soc_resource_group") or self.soc_resource_group
+        copying = soc_subscription is not None or copy_region != region
+        steps = [
+            Step(
+                "metadata",
+                "Capture VM, disk, NIC, NSG, public IP, scale set, tag and encryption metadata",
+                StepKind.READ,
+                [
+                    call(key, region)
+                    for key in ("vm.read", "disk.read", "nic.read", "nsg.read", "pip.read", "vmss.read")
+                ],
+                lambda ctx: self._capture_metadata(ctx, target),
+            ),
+            Step(
+                "preserve-locks",
+                f"Put a {LOCK_LEVEL} lock on the VM and its {len(disks)} disks",
+                StepKind.PRESERVE,
+                [
+                    call("lock.write", region, scope=rid, level=LOCK_LEVEL)
+                    for rid in [target.id, *(d["id"] for d in disks)]
+                ],
+                lambda ctx: self._lock(ctx, target),
+            ),
+        ]
+        if target.details["vmss_id"]:
+            steps.append(
+                Step(
+                    "preserve-scale-in",
+                    f"Protect the instance from scale-in in {target.details['vmss_id'].rsplit('/', 1)[1]}",
+                    StepKind.PRESERVE,
+                    [
+                        call("vmss_vm.read", region),
+                        call("vmss_vm.write", region, protectFromScaleIn=True),
+                        call("compute.poll", region),
+                    ],
+                    lambda ctx: self._protect_scale_in(target),
+                )
+            )
+        for disk in disks:
+            steps.append(
+                Step(
+                    f"snapshot-{disk['role']}",
+                    f"Full snapshot of {disk['role']} disk {disk['name']}",
+                    StepKind.ACQUIRE,
+                    [
+                        call("snapshot.read", region),
+                        call("snapshot.write", region, createOption="Copy", source=disk["id"], tag=CASE_TAG),
+                        call("compute.poll", region),
+                    ],
+                    partial(self._snapshot, target=target, disk=disk, options=options),
+                )
+            )
+        if copying:
+            dest_subscription = soc_subscription or target.account
+            create_option = "Copy" if copy_region == region else "CopyStart"
+            for disk in disks:
+                steps.append(
+                    Step(
+                        f"copy-{disk['role']}",
+                        f"Copy the {disk['role']} snapshot to subscription {dest_subscription} ({copy_region})",
+                        StepKind.ACQUIRE,
+                        [
+                            call("snapshot.read", copy_region),
+                            call("snapshot.write", copy_region, createOption=create_option, resourceGroup=soc_group),
+                            call("compute.poll", copy_region),
+                        ],
+                        partial(self._copy, disk=disk, destination=(dest_subscription, soc_group, copy_region)),
+                    )
+                )
+        if options.raw_image:
+            for disk in disks:
+                steps.append(
+                    Step(
+                        f"image-{disk['role']}",
+                        f"Stream the {disk['role']} snapshot as a VHD through a read-only SAS, hashing it",
+                        StepKind.ACQUIRE,
+                        [
+                            call("snapshot.grant", region, access="Read"),
+                            call("compute.poll", region),
+                            call("blob.read", region, chunk=self.image_chunk_size),
+                            call("snapshot.revoke", region),
+                        ],
+                        partial(self._image, target=target, disk=disk),
+                    )
+                )
+        notes = []
+        if copying and copy_region != region:
+            notes.append("cross-region copies use CopyStart; Azure may require incremental source snapshots for it")
+        return Plan("acquire", self.cloud, target.ref, steps, notes)
+
+    def _capture_metadata(self, ctx: StepContext, target: Target) -> dict[str, Any]:
+        compute, network = self._client("compute", target.account), self._client("network", target.account)
+        group, base = target.details["resource_group"], self._artifact_dir(target)
+        with azure_errors(f"read metadata of {target.id}", calls.permission("vm.read")):
+            vm = as_json(compute.virtual_machines.get(group, target.name))
+            disks = [as_json(compute.disks.get(*id_parts(d["id"])[1:])) for d in target.details["disks"]]
+            nics = [as_json(network.network_interfaces.get(*id_parts(nic_id)[1:])) for nic_id in target.details["nics"]]
+            nsg_ids = sorted(
+                {
+                    nic["properties"]["networkSecurityGroup"]["id"]
+                    for nic in nics
+                    if nic.get("properties", {}).get("networkSecurityGroup")
+                }
+            )
+            nsgs = [as_json(network.network_security_groups.get(*id_parts(nsg_id)[1:])) for nsg_id in nsg_ids]
+            pip_ids = sorted(
+                {
+                    config["properties"]["publicIPAddress"]["id"]
+                    for nic in nics
+                    for config in nic.get("properties", {}).get("ipConfigurations", [])
+                    if config.get("properties", {}).get("publicIPAddress")
+                }
+            )
+            pips = [as_json(network.public_ip_addresses.get(*id_parts(pip_id)[1:])) for pip_id in pip_ids]
+            vmss = None
+            if target.details["vmss_id"]:
+                vmss = as_json(compute.virtual_machine_scale_sets.get(*id_parts(target.details["vmss_id"])[1:]))
+        documents: dict[str, Any] = {
+            "vm": vm,
+            "disks": disks,
+            "nics": nics,
+            "nsgs": nsgs,
+            "public_ips": pips,
+            "vmss": vmss,
+            "tags": {item["id"]: item.get("tags") or {} for item in [vm, *disks, *nics, *nsgs, *pips]},
+            "encryption": {
+                "vm_security_profile": vm.get("properties", {}).get("securityProfile"),
+                "disks": {
+                    disk["id"]: {
+                        key: disk.get("properties", {}).get(key)
+                        for key in ("encryption", "encryptionSettingsCollection", "securityProfile")
+                    }
+                    for disk in disks
+                },
+            },
+        }
+        for name, document in documents.items():
+            ctx.case.write_json(f"{base}/metadata/{name}.json", document)
+        return {"artifacts": sorted(documents), "disks": len(disks), "nics": len(nics), "nsgs": nsg_ids}
+
+    def _artifact_dir(self, target: Target) -> str:
+        return f"artifacts/azure/{safe_name(target.details['resource_group'])}/{safe_name(target.name or target.id)}"
+
+    def _lock(self, ctx: StepContext, target: Target) -> dict[str, Any]:
+        locks = self._client("locks", target.account)
+        name = f"cloudir-{ctx.case.case_id}"
+        locked = []
+        for resource_id in [target.id, *(d["id"] for d in target.details["disks"])]:
+            with azure_errors(f"lock {resource_id}", calls.permission("lock.write")):
+                locks.management_locks.create_or_update_by_scope(
+                    resource_id.lstrip("/"),
+                    name,
+                    {"properties": {"level": LOCK_LEVEL, "notes": f"cloudir case {ctx.case.case_id}: evidence"}},
+                )
+            locked.append(resource_id)
+        return {"lock": name, "level": LOCK_LEVEL, "resources": locked}
+
+    def _protect_scale_in(self, target: Target) -> dict[str, Any]:
+        compute = self._client("compute", target.account)
+        _, group, vmss_name = id_parts(target.details["vmss_id"])
+        instance_id = target.name
+        with azure_errors(f"protect {target.name} from scale-in", calls.permission("vmss_vm.write")):
+            member = as_json(compute.virtual_machine_scale_set_vms.get(group, vmss_name, instance_id))
+            policy = member.setdefault("properties", {}).setdefault("protectionPolicy", {})
+            before = dict(policy)
+            policy["protectFromScaleIn"] = True
+            compute.virtual_machine_scale_set_vms.begin_update(group, vmss_name, instance_id, member).result()
+        return {"vmss": target.details["vmss_id"], "instance": instance_id, "before": before}
+
+    def _existing_snapshot(self, compute: Any, group: str, name: str) -> dict[str, Any] | None:
+        try:
+            return as_json(compute.snapshots.get(group, name))
+        except ResourceNotFoundError:
+            return None
+
+    def _snapshot(
+        self, ctx: StepContext, target: Target, disk: dict[str, Any], options: AcquireOptions
+    ) -> dict[str, Any]:
+        compute = self._client("compute", target.account)
+        group, name = target.details["resource_group"], snapshot_name(ctx.case.case_id, disk["name"])
+        with azure_errors(f"snapshot disk {disk['id']}", calls.permission("snapshot.write")):
+            snapshot = self._existing_snapshot(compute, group, name)
+            reused = snapshot is not None
+            if snapshot is None:
+                properties: dict[str, Any] = {
+                    "creationData": {"createOption": "Copy", "sourceResourceId": disk["id"]},
+                    "incremental": False,
+                }
+                if options.encryption_key:
+                    properties["encryption"] = {
+                        "type": "EncryptionAtRestWithCustomerKey",
+                        "diskEncryptionSetId": options.encryption_key,
+                    }
+                body = {"location": target.location, "tags": self._tags(ctx.case, disk["id"]), "properties": properties}
+                snapshot = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
+        return {"snapshot_id": snapshot["id"], "source_disk": disk["id"], "reused": reused}
+
+    def _tags(self, case: Case, source: str) -> dict[str, str]:
+        return {CASE_TAG: case.case_id, SOURCE_TAG: source[-256:], "cloudir-tool": f"cloudir/{__version__}"}
+
+    def _copy(self, ctx: StepContext, disk: dict[str, Any], destination: tuple[str, str, str]) -> dict[str, Any]:
+        subscription, group, region = destination
+        source_id = ctx.results[f"snapshot-{disk['role']}"]["snapshot_id"]
+        compute = self._client("compute", subscription)
+        name = snapshot_name(ctx.case.case_id, disk["name"])
+        with azure_errors(f"copy snapshot {source_id} to {subscription}/{group}", calls.permission("snapshot.write")):
+            copy = self._existing_snapshot(compute, group, name)
+            reused = copy is not None
+            if copy is None:
+                source_subscription, source_group, source_name = id_parts(source_id)
+                source = as_json(self._client("compute", source_subscription).snapshots.get(source_group, source_name))
+                create_option = "Copy" if source["location"] == region else "CopyStart"
+                body = {
+                    "location": region,
+                    "tags": self._tags(ctx.case, source_id),
+                    "properties": {"creationData": {"createOption": create_option, "sourceResourceId": source_id}},
+                }
+                copy = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
+        return {"copy_id": copy["id"], "source_snapshot": source_id, "reused": reused}
+
+    def _image(self, ctx: StepContext, target: Target, disk: dict[str, Any]) -> dict[str, Any]:
+        snapshot_id = ctx.results[f"snapshot-{disk['role']}"]["snapshot_id"]
+        subscription, group, name = id_parts(snapshot_id)
+        rel_path = f"images/azure/{safe_name(name)}.vhd"
+        return export_snapshot(
+            self.session,
+            self._client("compute", subscription),
+            ctx.case,
+            (group, name),
+            rel_path,
+            chunk_size=self.image_chunk_size,
+        )
+
+    # -- containment ----------------------------------------------------------------------------------------
+    def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
+        """An isolation NSG denying all traffic except the examiner, attached to every NIC of the VM."""
+        region, group = target.location, target.details["resource_group"]
+        nsg_name = f"{ISOLATION_PREFIX}{target.name}"[:80]
+        nsg_id = f"/subscriptions/{target.account}/resourceGroups/{group}/providers/Microsoft.Network"
+        nsg_id += f"/networkSecurityGroups/{nsg_name}"
+        steps = [
+            Step(
+                "isolate-nsg",
+                f"Create NSG {nsg_name} denying all inbound and outbound traffic"
+                + (f" except {options.examiner_cidr}" if options.examiner_cidr else ""),
+                StepKind.CONTAIN,
+                [
+                    call("nsg.write", region, name=nsg_name, examiner=options.examiner_cidr or "none"),
+                    call("network.poll", region),
+                ],
+                lambda ctx: self._create_isolation_nsg(ctx, target, nsg_name, options.examiner_cidr),
+            )
+        ]
+        for index, nic_id in enumerate(target.details["nics"]):
+            steps.append(
+                Step(
+                    f"isolate-nic-{index}",
+                    f"Attach {nsg_name} to NIC {nic_id.rsplit('/', 1)[1]}",
+                    StepKind.CONTAIN,
+                    [
+                        call("nic.read", region),
+                        call("nsg.join", region, nsg=nsg_name),
+                        call("nic.write", region, networkSecurityGroup=nsg_name),
+                        call("network.poll", region),
+                    ],
+                    partial(self._attach_nsg, target=target, nic_id=nic_id, nsg_id=nsg_id),
+                )
+            )
+        notes = []
+        if options.revoke_credentials:
+            notes.append(
+                "credential revocation is not available through Azure Resource Manager: revoke the principal's "
+                "Entra sessions (Microsoft Graph revokeSignInSessions) and remove its role assignments yourself"
+            )
+        return Plan("contain", self.cloud, target.ref, steps, notes)
+
+    def _create_isolation_nsg(
+        self, ctx: StepContext, target: Target, nsg_name: str, examiner: str | None
+    ) -> dict[str, Any]:
+        rules = []
+        for direction in ("Inbound", "Outbound"):
+            if examiner:
+                rules.append(_rule(f"cloudir-allow-examiner-{direction.lower()}", 100, direction, "Allow", examiner))
+            rules.append(_rule(f"cloudir-deny-all-{direction.lower()}", 4096, direction, "Deny", None))
+        body = {
+            "location": target.location,
+            "tags": self._tags(ctx.case, target.id),
+            "properties": {"securityRules": rules},
+        }
+        network = self._client("network", target.account)
+        with azure_errors(f"create isolation NSG {nsg_name}", calls.permission("nsg.write")):
+            nsg = as_json(
+                network.network_security_groups.begin_create_or_update(
+                    target.details["resource_group"], nsg_name, body
+                ).result()
+            )
+        return {"nsg_id": nsg["id"], "rules": [rule["name"] for rule in rules]}
+
+    def _attach_nsg(self, ctx: StepContext, target: Target, nic_id: str, nsg_id: str) -> dict[str, Any]:
+        network = self._client("network", target.account)
+        _, group, nic_name = id_parts(nic_id)
+        with azure_errors(f"attach the isolation NSG to {nic_id}", calls.permission("nic.write")):
+            nic = as_json(network.network_interfaces.get(group, nic_name))
+            ctx.case.write_json(f"{self._artifact_dir(target)}/containment/{safe_name(nic_name)}-before.json", nic)
+            previous = nic.get("properties", {}).get("networkSecurityGroup", {}).get("id")
+            nic.setdefault("properties", {})["networkSecurityGroup"] = {"id": nsg_id}
+            network.network_interfaces.begin_create_or_update(group, nic_name, nic).result()
+        return {"nic": nic_id, "previous_nsg": previous, "nsg": nsg_id}
+
+    # -- logs ----------------------------------------------------------------------------------------------------
+    def plan_pull_logs(self, request: LogPullRequest) -> Plan:
+        """Activity Log pages per subscription (raw pages kept), then a coverage report."""
+        return activity.plan_pull(self, request)
+
+
+def _rule(name: str, priority: int, direction: str, access: str, examiner: str | None) -> dict[str, Any]:
+    inbound = direction == "Inbound"
+    return {
+        "name": name,
+        "properties": {
+            "priority": priority,
+            "direction": direction,
+            "access": access,
+            "protocol": "*",
+            "sourceAddressPrefix": (examiner or "*") if inbound else "*",
+            "sourcePortRange": "*",
+            "destinationAddressPrefix": "*" if inbound else (examiner or "*"),
+            "destinationPortRange": "*",
+        },
+    }

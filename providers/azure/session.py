@@ -1,0 +1,288 @@
+"""Azure SDK clients that record every ARM call into the bound case and tag the tool's own activity."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from azure.core import PipelineClient
+from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import HeadersPolicy, RetryPolicy, SansIOHTTPPolicy, UserAgentPolicy
+from azure.core.pipeline.transport import RequestsTransport
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.monitor import MonitorManagementClient
+from azure.mgmt.network import NetworkManagementClient
+from azure.mgmt.resource.locks import ManagementLockClient
+
+from cloudir import __version__
+from cloudir.case import Case
+from cloudir.custody import ApiCall
+from cloudir.errors import CloudAccessError, CloudirError, TargetNotFoundError
+
+RESPONDER_USER_AGENT = f"cloudir/{__version__}"
+ARM_ENDPOINT = "https://management.azure.com"
+ARM_SCOPE = "https://management.azure.com/.default"
+ACTIVITY_LOG_PATH = "/providers/microsoft.insights/eventtypes/management/values"
+_LOCATION_IN_PATH = re.compile(r"/locations/([^/]+)/", re.IGNORECASE)
+
+CLIENT_CLASSES: dict[str, Any] = {
+    "compute": ComputeManagementClient,
+    "network": NetworkManagementClient,
+    "locks": ManagementLockClient,
+    "monitor": MonitorManagementClient,
+}
+
+
+class StaticTokenCredential:
+    """A TokenCredential for a bearer token the responder already holds (``az account get-access-token``)."""
+
+    def __init__(self, token: str, expires_on: int | None = None) -> None:
+        self._token = token
+        self._expires_on = expires_on or int(time.time()) + 3600
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        """Return the held token whatever the scope."""
+        return AccessToken(self._token, self._expires_on)
+
+
+def token_identity(token: str) -> str:
+    """The principal named in a JWT access token (upn, unique_name, app id or object id), without verifying it."""
+    parts = token.split(".")
+    if len(parts) < 2:
+        return "unknown (opaque token)"
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload))
+    except (binascii.Error, ValueError):
+        return "unknown (token is not a JWT)"
+    name = claims.get("upn") or claims.get("unique_name") or claims.get("appid") or claims.get("oid") or "unknown"
+    return f"{name} (oid {claims.get('oid', '?')}, tenant {claims.get('tid', '?')})"
+
+
+def arm_operation(method: str, url: str) -> tuple[str, str]:
+    """(resource provider, operation) of an ARM request in RBAC form: ``Microsoft.Compute``, ``snapshots/write``."""
+    path = unquote(urlsplit(url).path)
+    segments = [part for part in path.split("/") if part]
+    lowered = [part.lower() for part in segments]
+    if "providers" in lowered:
+        index = len(lowered) - 1 - lowered[::-1].index("providers")
+        namespace = segments[index + 1] if index + 1 < len(segments) else "Microsoft.Resources"
+        rest = segments[index + 2 :]
+    else:
+        namespace, rest = "Microsoft.Resources", segments
+    verbs = {"GET": "read", "HEAD": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
+    # POST targets an action segment, e.g. snapshots/{name}/beginGetAccess -> snapshots/beginGetAccess/action
+    return namespace, "/".join([*rest[0::2], verbs.get(method.upper(), "action")])
+
+
+class CustodyRecorder(SansIOHTTPPolicy[Any, Any]):
+    """Records every HTTP attempt (including throttled ones and LRO polls) into the bound case."""
+
+    def __init__(self, session: AzureSession) -> None:
+        self._session = session
+
+    def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
+        """Record one finished call."""
+        http_request, http_response = request.http_request, response.http_response
+        status = http_response.status_code
+        service, operation = self._describe(http_request)
+        if status == 429:
+            self._session.throttled[f"{service}/{operation}"] += 1
+        outcome = "ok" if status < 400 else _error_code(http_response) or f"HTTP {status}"
+        self._record(http_request, (service, operation), http_response.headers.get("x-ms-request-id"), outcome, status)
+
+    def on_exception(self, request: PipelineRequest[Any]) -> None:
+        """Record a call that never got a response (connection refused, TLS failure)."""
+        service, operation = self._describe(request.http_request)
+        self._record(request.http_request, (service, operation), None, "no-response", None)
+
+    def _describe(self, http_request: Any) -> tuple[str, str]:
+        if "sig=" in (urlsplit(http_request.url).query or ""):
+            return "Storage.Blob", "GetBlob"
+        return arm_operation(http_request.method, http_request.url)
+
+    def _record(
+        self, http_request: Any, call: tuple[str, str], request_id: str | None, outcome: str, status: int | None
+    ) -> None:
+        service, operation = call
+        case = self._session.case
+        if case is None:
+            return
+        case.record_api_call(
+            ApiCall(
+                service=service,
+                operation=operation,
+                region=_request_region(http_request),
+                request_id=request_id,
+                outcome=outcome,
+                http_status=status,
+            )
+        )
+
+
+class RawPageSink(SansIOHTTPPolicy[Any, Any]):
+    """Hands each successful Activity Log page's exact body to a callback before the SDK parses it."""
+
+    def __init__(self) -> None:
+        self.callback: Callable[[bytes], None] | None = None
+
+    def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
+        """Store the raw page (only 200 responses of the Activity Log list)."""
+        path = urlsplit(request.http_request.url).path.lower()
+        if self.callback is not None and response.http_response.status_code == 200 and path.endswith(ACTIVITY_LOG_PATH):
+            self.callback(response.http_response.body())
+
+
+class AzureSession:
+    """Credentials, endpoint and cached ARM clients per (kind, subscription), bound to a case."""
+
+    def __init__(
+        self,
+        credential: TokenCredential,
+        *,
+        base_url: str = ARM_ENDPOINT,
+        connection_verify: bool | str = True,
+        polling_interval: float = 5.0,
+        retry_total: int = 6,
+        retry_backoff_factor: float = 0.8,
+    ) -> None:
+        self.credential = credential
+        self.base_url = base_url.rstrip("/")
+        self.connection_verify = connection_verify
+        self.polling_interval = polling_interval
+        self.retry_total = retry_total
+        self.retry_backoff_factor = retry_backoff_factor
+        self.case: Case | None = None
+        self.throttled: Counter[str] = Counter()
+        self.page_sink = RawPageSink()
+        self._recorder = CustodyRecorder(self)
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    def bind(self, case: Case | None) -> None:
+        """Record later calls into ``case`` (None: record nothing); the user agent carries the case id."""
+        self.case = case
+        self._clients.clear()
+
+    @property
+    def user_agent(self) -> str:
+        """``cloudir/<version>`` plus the case id when bound."""
+        return RESPONDER_USER_AGENT + (f" case/{self.case.case_id}" if self.case else "")
+
+    def client(self, kind: str, subscription_id: str) -> Any:
+        """A cached ARM client (compute, network, locks, monitor) for one subscription."""
+        key = (kind, subscription_id)
+        if key not in self._clients:
+            per_retry: list[SansIOHTTPPolicy[Any, Any]] = [self._recorder]
+            if kind == "monitor":
+                per_retry.append(self.page_sink)
+            self._clients[key] = CLIENT_CLASSES[kind](
+                self.credential,
+                subscription_id,
+                base_url=self.base_url,
+                credential_scopes=[ARM_SCOPE],
+                connection_verify=self.connection_verify,
+                user_agent=self.user_agent,
+                polling_interval=self.polling_interval,
+                retry_total=self.retry_total,
+                retry_backoff_factor=self.retry_backoff_factor,
+                per_retry_policies=per_retry,
+            )
+        return self._clients[key]
+
+    def blob_client(self) -> PipelineClient[Any, Any]:
+        """A plain HTTP pipeline for SAS blob reads: same user agent, retries, TLS settings and custody recording."""
+        return PipelineClient(
+            base_url="",
+            policies=[
+                HeadersPolicy(),
+                UserAgentPolicy(user_agent=self.user_agent),
+                RetryPolicy(retry_total=self.retry_total, retry_backoff_factor=self.retry_backoff_factor),
+                self._recorder,
+            ],
+            transport=RequestsTransport(connection_verify=self.connection_verify),
+        )
+
+    def access_token(self) -> str:
+        """A token for ARM (used to name the identity the tool acts as)."""
+        try:
+            return self.credential.get_token(ARM_SCOPE).token
+        except ClientAuthenticationError as exc:
+            raise CloudAccessError(
+                f"cannot get an Azure access token: {exc.message.splitlines()[0] if exc.message else exc}",
+                hint="run 'az login', set AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or pass --token",
+            ) from None
+
+
+def _error_code(http_response: Any) -> str | None:
+    try:
+        body = json.loads(http_response.body() or b"{}")
+    except (ValueError, TypeError):
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("code")) if isinstance(error, dict) and error.get("code") else None
+
+
+def _request_region(http_request: Any) -> str | None:
+    match = _LOCATION_IN_PATH.search(urlsplit(http_request.url).path)
+    if match:
+        return match.group(1)
+    if http_request.method in {"PUT", "PATCH"}:
+        try:
+            body = json.loads(http_request.body or b"{}")
+        except (ValueError, TypeError):
+            return None
+        location = body.get("location") if isinstance(body, dict) else None
+        return str(location) if location else None
+    return None
+
+
+def describe_error(exc: AzureError, action: str, permission: str | None = None) -> CloudirError:
+    """Turn an Azure SDK failure into a one-line error naming the call and, on denial, the missing permission."""
+    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) != 403:
+        return CloudAccessError(
+            f"Azure authentication failed while trying to {action}",
+            hint="run 'az login', set AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or pass --token",
+        )
+    if isinstance(exc, ServiceRequestError):
+        return CloudAccessError(f"cannot reach Azure Resource Manager while trying to {action}: {exc.message}")
+    if isinstance(exc, HttpResponseError):
+        code = (exc.error.code if exc.error else None) or str(exc.status_code)
+        message = ((exc.error.message if exc.error else None) or exc.reason or "").splitlines()[0].strip()
+        if isinstance(exc, ResourceNotFoundError) or exc.status_code == 404:
+            return TargetNotFoundError(f"{action}: {code}: {message}")
+        if exc.status_code == 403 or code in {"AuthorizationFailed", "LinkedAuthorizationFailed"}:
+            return CloudAccessError(
+                f"access denied ({action}): {code}: {message}",
+                hint=f"grant {permission} to the responder identity (cloudir iam-policy azure)"
+                if permission
+                else "grant the responder identity the role listed by 'cloudir iam-policy azure'",
+            )
+        if exc.status_code == 429:
+            return CloudAccessError(f"Azure throttled the request after retries ({action}): {message or code}")
+        return CloudAccessError(f"{action} failed: {code}: {message}")
+    return CloudAccessError(f"Azure SDK error while trying to {action}: {exc}")
+
+
+@contextmanager
+def azure_errors(action: str, permission: str | None = None) -> Iterator[None]:
+    """Translate Azure SDK exceptions raised inside the block into :class:`CloudirError`."""
+    try:
+        yield
+    except AzureError as exc:
+        raise describe_error(exc, action, permission) from None

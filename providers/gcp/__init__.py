@@ -1,0 +1,41 @@
+"""Google Cloud adapter: Compute Engine (REST) acquisition and containment, Cloud Audit Log collection."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from google.auth.credentials import Credentials
+
+from cloudir.errors import CloudirError
+from providers.gcp.provider import GcpProvider
+from providers.gcp.session import GcpApi, anonymous_credentials
+
+
+def create_provider(
+    *,
+    project: str | None = None,
+    credentials: Credentials | None = None,
+    api_endpoint: str | None = None,
+    url_scheme: str = "https",
+    anonymous: bool = False,
+    forensic_project: str | None = None,
+    principal: str | None = None,
+    **tuning: Any,
+) -> GcpProvider:
+    """A :class:`GcpProvider` for ``project``.
+
+    ``api_endpoint`` (``host:port`` or ``http://host:port``) points both Compute and Logging at another
+    endpoint; ``anonymous`` sends no token (local fakes only). ``tuning`` passes ``log_page_size``,
+    ``log_max_retries`` and ``log_backoff`` to the provider.
+    """
+    project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
+    if not project:
+        raise CloudirError("no Google Cloud project given", hint="pass --project or set GOOGLE_CLOUD_PROJECT")
+    if anonymous and credentials is None:
+        credentials = anonymous_credentials()
+    api = GcpApi(project=project, credentials=credentials, api_endpoint=api_endpoint, url_scheme=url_scheme)
+    return GcpProvider(api, principal=principal, forensic_project=forensic_project, **tuning)
+
+
+__all__ = ["GcpProvider", "create_provider"]

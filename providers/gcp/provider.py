@@ -1,0 +1,536 @@
+"""The Google Cloud adapter: Compute Engine acquisition and containment, Cloud Audit Log collection."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from functools import partial
+from typing import Any, ClassVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import compute_v1
+
+from cloudir.case import Case, safe_name
+from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
+from cloudir.plan import Plan, Step, StepContext, StepKind
+from cloudir.provider import (
+    AcquireOptions,
+    Capability,
+    ContainOptions,
+    LogPullRequest,
+    Target,
+    TargetKind,
+    TargetQuery,
+)
+from providers.gcp.logs import plan_audit_pull
+from providers.gcp.permissions import all_permissions, call
+from providers.gcp.session import GcpApi, gcp_errors
+
+CASE_LABEL = "cloudir-case-id"
+_LABEL_BAD = re.compile(r"[^a-z0-9_-]")
+_NAME_BAD = re.compile(r"[^a-z0-9-]")
+_IGM_LINK = re.compile(r"projects/[^/]+/zones/([^/]+)/instanceGroupManagers/([^/]+)$")
+
+
+def label_value(value: str) -> str:
+    """A value usable as a GCP label (lowercase letters, digits, ``_`` and ``-``, at most 63 chars)."""
+    return _LABEL_BAD.sub("_", value.lower())[:63]
+
+
+def resource_name(*parts: str) -> str:
+    """A valid, deterministic GCE resource name (``[a-z]([-a-z0-9]*[a-z0-9])?``, at most 63 chars)."""
+    joined = _NAME_BAD.sub("-", "-".join(parts).lower()).strip("-")
+    if len(joined) > 63:
+        digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
+        joined = f"{joined[:54].rstrip('-')}-{digest}"
+    return joined if joined[:1].isalpha() else f"c-{joined}"[:63]
+
+
+def case_short(case_id: str) -> str:
+    """An 8-character stable abbreviation of a case id for resource names (the full id is in labels)."""
+    return hashlib.sha256(case_id.encode()).hexdigest()[:8]
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _last(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    result: dict[str, Any] = type(message).to_dict(message, preserving_proto_field_name=False)
+    return result
+
+
+class GcpProvider:
+    """Google Cloud adapter over google-cloud-compute (REST) and google-cloud-logging (JSON API)."""
+
+    cloud: ClassVar[str] = "gcp"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.PRESERVE, Capability.SNAPSHOT, Capability.COPY, Capability.ISOLATE, Capability.PULL_LOGS}
+    )
+
+    def __init__(
+        self,
+        api: GcpApi,
+        *,
+        principal: str | None = None,
+        forensic_project: str | None = None,
+        log_page_size: int = 1000,
+        log_max_retries: int = 6,
+        log_backoff: float = 1.0,
+    ) -> None:
+        self.api = api
+        self.project = api.project
+        self.principal = principal
+        self.forensic_project = forensic_project
+        self.log_page_size = log_page_size
+        self.log_max_retries = log_max_retries
+        self.log_backoff = log_backoff
+
+    # -- protocol basics ------------------------------------------------------------------------
+    def bind(self, case: Case | None) -> None:
+        """Record later API calls into ``case`` (None: record nothing)."""
+        self.api.bind(case)
+        if case is not None:
+            case.set_cloud_identity(self.cloud, self.identity())
+
+    def identity(self) -> str:
+        """The service account (or configured principal) the adapter acts as; makes no API call."""
+        email = getattr(self.api.credentials, "service_account_email", None)
+        return self.principal or (str(email) if email else "application-default-credentials")
+
+    def required_permissions(self) -> list[str]:
+        """Every IAM permission the gcp plans may use (from the one planned-call table)."""
+        return all_permissions()
+
+    # -- targets ---------------------------------------------------------------------------------
+    def find_target(self, query: TargetQuery) -> Target:
+        """Resolve an instance by name, numeric id, internal or external IP, in one zone or all zones."""
+        if query.kind is not TargetKind.INSTANCE:
+            raise CapabilityNotSupportedError(f"the gcp provider resolves instances only, not {query.kind.value}")
+        where = f"zone {query.location}" if query.location else "all zones"
+        client = self.api.compute(compute_v1.InstancesClient)
+        with gcp_errors(f"list instances in project {self.project} ({where})", "compute.instances.list"):
+            if query.location:
+                found = [(query.location, inst) for inst in client.list(project=self.project, zone=query.location)]
+            else:
+                found = [
+                    (_last(scope), inst)
+                    for scope, scoped in client.aggregated_list(project=self.project)
+                    for inst in scoped.instances
+                ]
+        matches = [(zone, inst) for zone, inst in found if self._matches(inst, query.value)]
+        if not matches:
+            what = "with IP" if _is_ip(query.value) else "named"
+            raise TargetNotFoundError(f"no instance {what} {query.value} in project {self.project} ({where})")
+        if len(matches) > 1:
+            zones = ", ".join(sorted(zone for zone, _ in matches))
+            raise CloudirError(f"{len(matches)} instances match {query.value} (zones {zones})", hint="pass --zone")
+        zone, inst = matches[0]
+        return self._target(zone, inst)
+
+    @staticmethod
+    def _matches(inst: Any, value: str) -> bool:
+        if value in {inst.name, str(inst.id)}:
+            return True
+        for nic in inst.network_interfaces:
+            if value == nic.network_i_p or any(value == ac.nat_i_p for ac in nic.access_configs):
+                return True
+        return False
+
+    def _target(self, zone: str, inst: Any) -> Target:
+        metadata = {item.key: item.value for item in inst.metadata.items}
+        igm = _IGM_LINK.search(metadata.get("created-by", ""))
+        details = {
+            "zone": zone,
+            "self_link": inst.self_link,
+            "disks": [{"name": _last(d.source), "device_name": d.device_name, "boot": d.boot} for d in inst.disks],
+            "networks": sorted({nic.network for nic in inst.network_interfaces}),
+            "internal_ips": [nic.network_i_p for nic in inst.network_interfaces],
+            "external_ips": [ac.nat_i_p for nic in inst.network_interfaces for ac in nic.access_configs if ac.nat_i_p],
+            "service_accounts": [sa.email for sa in inst.service_accounts],
+            "managed_instance_group": {"zone": igm[1], "name": igm[2]} if igm else None,
+            "regional_group": bool(metadata.get("created-by")) and igm is None,
+        }
+        return Target(self.cloud, TargetKind.INSTANCE, str(inst.id), zone, self.project, inst.name, details)
+
+    # -- acquisition -----------------------------------------------------------------------------
+    def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
+        """Deletion protection, abandon from the MIG, capture metadata, snapshot each disk, copy each snapshot."""
+        if options.raw_image:
+            raise CapabilityNotSupportedError(
+                "the gcp provider cannot export raw disk images",
+                hint="snapshots and forensic-project image copies are taken; export an image to GCS separately",
+            )
+        zone, name = target.location, str(target.name)
+        forensic = options.forensic_account or self.forensic_project
+        steps = [
+            Step(
+                "preserve:deletion-protection",
+                f"Turn on deletion protection for {name}",
+                StepKind.PRESERVE,
+                [
+                    call("compute", "instances.setDeletionProtection", zone, resource=name, deletionProtection=True),
+                    call("compute", "zoneOperations.wait", zone),
+                ],
+                lambda ctx: self._protect(target),
+            )
+        ]
+        notes: list[str] = []
+        igm = target.details.get("managed_instance_group")
+        if igm:
+            steps.append(
+                Step(
+                    "preserve:abandon-from-group",
+                    f"Abandon {name} from managed instance group {igm['name']} so the group cannot delete it",
+                    StepKind.PRESERVE,
+                    [
+                        call("compute", "instanceGroupManagers.listManagedInstances", igm["zone"], group=igm["name"]),
+                        call(
+                            "compute",
+                            "instanceGroupManagers.abandonInstances",
+                            igm["zone"],
+                            group=igm["name"],
+                            instances=name,
+                        ),
+                        call("compute", "zoneOperations.wait", igm["zone"]),
+                    ],
+                    lambda ctx: self._abandon(target, igm),
+                )
+            )
+            notes.append(f"{name} leaves group {igm['name']}; the group's target size drops by one.")
+        elif target.details.get("regional_group"):
+            notes.append(
+                f"{name} belongs to a regional managed instance group; abandoning it is not supported, "
+                "protect the group manually."
+            )
+        disks = [str(disk["name"]) for disk in target.details["disks"]]
+        steps.append(
+            Step(
+                "capture:metadata",
+                f"Capture metadata of {name}: instance, disks, firewall rules, service account, serial port",
+                StepKind.READ,
+                [
+                    call("compute", "instances.get", zone, instance=name),
+                    *[call("compute", "disks.get", zone, disk=disk) for disk in disks],
+                    call("compute", "firewalls.list", "global"),
+                    call("compute", "instances.getSerialPortOutput", zone, instance=name, port=1),
+                ],
+                lambda ctx: self._capture(ctx, target),
+            )
+        )
+        for disk in disks:
+            steps.append(
+                Step(
+                    f"snapshot:{disk}",
+                    f"Snapshot disk {disk} (labelled {CASE_LABEL})",
+                    StepKind.ACQUIRE,
+                    [
+                        call("compute", "snapshots.list", "global", filter=f"labels.{CASE_LABEL}=<case>"),
+                        call("compute", "disks.createSnapshot", zone, disk=disk, labels=f"{CASE_LABEL}=<case>"),
+                        call("compute", "zoneOperations.wait", zone),
+                    ],
+                    partial(self._snapshot, target=target, disk=disk),
+                )
+            )
+        if forensic:
+            for disk in disks:
+                steps.append(
+                    Step(
+                        f"copy:{disk}",
+                        f"Copy the snapshot of {disk} into forensic project {forensic} as an image",
+                        StepKind.ACQUIRE,
+                        [
+                            call("compute", "images.list", "global", project=forensic),
+                            call("compute", "images.insert", "global", project=forensic, sourceSnapshot=f"<{disk}>"),
+                            call("compute", "globalOperations.wait", "global", project=forensic),
+                        ],
+                        partial(self._copy, forensic=forensic, disk=disk),
+                    )
+                )
+        else:
+            notes.append("no forensic project given: snapshots stay in the source project (pass --forensic-project).")
+        return Plan("acquire", self.cloud, target.ref, steps, notes)
+
+    def _protect(self, target: Target) -> dict[str, Any]:
+        zone, name = target.location, str(target.name)
+        request = compute_v1.SetDeletionProtectionInstanceRequest(
+            project=self.project, zone=zone, resource=name, deletion_protection=True
+        )
+        with gcp_errors(f"set deletion protection on {name}", "compute.instances.setDeletionProtection"):
+            op = self.api.compute(compute_v1.InstancesClient).set_deletion_protection_unary(request=request)
+            self.api.wait(op, project=self.project, zone=zone)
+        return {"deletion_protection": True, "operation": op.name}
+
+    def _abandon(self, target: Target, igm: dict[str, str]) -> dict[str, Any]:
+        client = self.api.compute(compute_v1.InstanceGroupManagersClient)
+        suffix = f"zones/{target.location}/instances/{target.name}"
+        with gcp_errors(f"abandon {target.name} from group {igm['name']}", "compute.instanceGroupManagers.update"):
+            members = [
+                m.instance
+                for m in client.list_managed_instances(
+                    project=self.project, zone=igm["zone"], instance_group_manager=igm["name"]
+                )
+            ]
+            if not any(url.endswith(suffix) for url in members):
+                return {"group": igm["name"], "abandoned": False, "reason": "not a member any more"}
+            request = compute_v1.AbandonInstancesInstanceGroupManagerRequest(
+                project=self.project,
+                zone=igm["zone"],
+                instance_group_manager=igm["name"],
+                instance_group_managers_abandon_instances_request_resource=(
+                    compute_v1.InstanceGroupManagersAbandonInstancesRequest(instances=[target.details["self_link"]])
+                ),
+            )
+            op = client.abandon_instances_unary(request=request)
+            self.api.wait(op, project=self.project, zone=igm["zone"])
+        return {"group": igm["name"], "abandoned": True, "operation": op.name}
+
+    def _capture(self, ctx: StepContext, target: Target) -> dict[str, Any]:
+        zone, name = target.location, str(target.name)
+        base = f"metadata/gcp/{safe_name(self.project)}/{safe_name(zone)}/{safe_name(name)}"
+        instances = self.api.compute(compute_v1.InstancesClient)
+        raw: list[bytes] = []
+        artifacts: list[str] = []
+        with gcp_errors(f"capture metadata of {name}", "compute.instances.get"), self.api.raw_bodies(raw.append):
+            inst = instances.get(project=self.project, zone=zone, instance=name)
+            artifacts.append(ctx.case.write_bytes(f"{base}/instance.json", raw.pop()).path)
+            for disk in target.details["disks"]:
+                self.api.compute(compute_v1.DisksClient).get(project=self.project, zone=zone, disk=disk["name"])
+                artifacts.append(ctx.case.write_bytes(f"{base}/disks/{safe_name(disk['name'])}.json", raw.pop()).path)
+            rules = list(self.api.compute(compute_v1.FirewallsClient).list(project=self.project))
+            raw.clear()
+            serial = instances.get_serial_port_output(
+                request=compute_v1.GetSerialPortOutputInstanceRequest(
+                    project=self.project, zone=zone, instance=name, port=1
+                )
+            )
+            raw.clear()
+        tags = set(inst.tags.items)
+        accounts = {sa.email for sa in inst.service_accounts}
+        networks = {nic.network for nic in inst.network_interfaces}
+        applying = [
+            _as_dict(rule)
+            for rule in rules
+            if rule.network in networks
+            and not rule.disabled
+            and (
+                (not rule.target_tags and not rule.target_service_accounts)
+                or tags & set(rule.target_tags)
+                or accounts & set(rule.target_service_accounts)
+            )
+        ]
+        metadata = {item.key: item.value for item in inst.metadata.items}
+        summary = {
+            "instance": {
+                "name": inst.name,
+                "id": str(inst.id),
+                "zone": zone,
+                "status": inst.status,
+                "deletion_protection": inst.deletion_protection,
+            },
+            "labels": dict(inst.labels),
+            "tags": sorted(tags),
+            "service_accounts": [_as_dict(sa) for sa in inst.service_accounts],
+            "network_interfaces": [_as_dict(nic) for nic in inst.network_interfaces],
+            "metadata": metadata,
+            "startup_script": metadata.get("startup-script"),
+            "managed_instance_group": target.details.get("managed_instance_group"),
+        }
+        artifacts += [
+            ctx.case.write_json(f"{base}/firewall-rules.json", applying).path,
+            ctx.case.write_bytes(f"{base}/serial-port-1.txt", serial.contents.encode()).path,
+            ctx.case.write_json(f"{base}/summary.json", summary).path,
+        ]
+        return {"artifacts": artifacts, "firewall_rules": [rule["name"] for rule in applying]}
+
+    def _snapshot(self, ctx: StepContext, target: Target, disk: str) -> dict[str, Any]:
+        case_label = label_value(ctx.case.case_id)
+        zone = target.location
+        snapshots = self.api.compute(compute_v1.SnapshotsClient)
+        with gcp_errors(f"snapshot disk {disk}", "compute.disks.createSnapshot"):
+            listing = compute_v1.ListSnapshotsRequest(
+                project=self.project, filter=f'labels.{CASE_LABEL} = "{case_label}"'
+            )
+            for existing in snapshots.list(request=listing):
+                if existing.labels.get(CASE_LABEL) == case_label and existing.source_disk.endswith(
+                    f"zones/{zone}/disks/{disk}"
+                ):
+                    return self._snapshot_result(existing, reused=True)
+            snapshot = compute_v1.Snapshot(
+                name=resource_name("cir", case_short(ctx.case.case_id), disk),
+                description=f"cloudir case {ctx.case.case_id}: disk {disk} of instance {target.name}",
+                labels={
+                    CASE_LABEL: case_label,
+                    "cloudir-source-instance": label_value(str(target.name)),
+                    "cloudir-source-disk": label_value(disk),
+                },
+            )
+            op = self.api.compute(compute_v1.DisksClient).create_snapshot_unary(
+                project=self.project, zone=zone, disk=disk, snapshot_resource=snapshot
+            )
+            self.api.wait(op, project=self.project, zone=zone)
+            created = snapshots.get(project=self.project, snapshot=snapshot.name)
+        return self._snapshot_result(created, reused=False)
+
+    @staticmethod
+    def _snapshot_result(snapshot: Any, *, reused: bool) -> dict[str, Any]:
+        return {
+            "snapshot": snapshot.name,
+            "snapshot_id": str(snapshot.id),
+            "self_link": snapshot.self_link,
+            "source_disk": snapshot.source_disk,
+            "storage_bytes": int(snapshot.storage_bytes),
+            "reused": reused,
+        }
+
+    def _copy(self, ctx: StepContext, forensic: str, disk: str) -> dict[str, Any]:
+        source = ctx.results.get(f"snapshot:{disk}")
+        if not source:
+            raise CloudirError(f"no snapshot of {disk} to copy", hint="the snapshot step must finish first")
+        case_label = label_value(ctx.case.case_id)
+        images = self.api.compute(compute_v1.ImagesClient)
+        with gcp_errors(f"copy snapshot {source['snapshot']} into project {forensic}", "compute.images.create"):
+            listing = compute_v1.ListImagesRequest(project=forensic, filter=f'labels.{CASE_LABEL} = "{case_label}"')
+            for existing in images.list(request=listing):
+                if existing.source_snapshot_id == source["snapshot_id"]:
+                    return {
+                        "project": forensic,
+                        "image": existing.name,
+                        "self_link": existing.self_link,
+                        "reused": True,
+                    }
+            image = compute_v1.Image(
+                name=resource_name("cir", case_short(ctx.case.case_id), disk, "copy"),
+                source_snapshot=source["self_link"],
+                description=f"cloudir case {ctx.case.case_id}: copy of snapshot {source['snapshot']}",
+                labels={
+                    CASE_LABEL: case_label,
+                    "cloudir-source-project": label_value(self.project),
+                    "cloudir-source-snapshot": label_value(source["snapshot"]),
+                },
+            )
+            op = images.insert_unary(project=forensic, image_resource=image)
+            self.api.wait(op, project=forensic, zone=None)
+        return {"project": forensic, "image": image.name, "self_link": str(op.target_link), "reused": False}
+
+    # -- containment -----------------------------------------------------------------------------
+    def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
+        """Deny-all ingress/egress rules on a network tag (examiner range still allowed), then tag the instance."""
+        name = str(target.name)
+        tag = resource_name("cloudir-isolate", target.id)
+        rules = self._isolation_rules(target, tag, options.examiner_cidr)
+        steps = [
+            Step(
+                "contain:firewall-rules",
+                f"Create {len(rules)} firewall rules for network tag {tag}: deny all ingress and egress"
+                + (f", allow {options.examiner_cidr} first" if options.examiner_cidr else ""),
+                StepKind.CONTAIN,
+                [
+                    call(
+                        "compute",
+                        "firewalls.insert",
+                        "global",
+                        name=rule.name,
+                        direction=rule.direction,
+                        priority=rule.priority,
+                    )
+                    for rule in rules
+                ]
+                + [call("compute", "globalOperations.wait", "global")],
+                lambda ctx: self._create_rules(rules),
+            ),
+            Step(
+                "contain:tag-instance",
+                f"Add network tag {tag} to {name} (activates the rules)",
+                StepKind.CONTAIN,
+                [
+                    call("compute", "instances.get", target.location, instance=name),
+                    call("compute", "instances.setTags", target.location, instance=name, add=tag),
+                    call("compute", "zoneOperations.wait", target.location),
+                ],
+                lambda ctx: self._tag(target, tag),
+            ),
+        ]
+        notes = [
+            (
+                "deny rules use priority 1 and examiner allows priority 0; an existing allow rule at priority 0 "
+                "that targets this instance would still apply. The metadata server (169.254.169.254) stays reachable."
+            )
+        ]
+        if options.revoke_credentials:
+            notes.append(
+                "the gcp provider cannot revoke credentials (no 'revoke' capability): disable the service account "
+                f"{', '.join(target.details.get('service_accounts') or ['(none)'])} or its keys in IAM yourself."
+            )
+        return Plan("contain", self.cloud, target.ref, steps, notes)
+
+    def _isolation_rules(self, target: Target, tag: str, examiner_cidr: str | None) -> list[compute_v1.Firewall]:
+        rules: list[compute_v1.Firewall] = []
+        for index, network in enumerate(target.details["networks"]):
+            prefix = f"cloudir-{target.id}-n{index}"
+            for direction in ("INGRESS", "EGRESS"):
+                ranges = "source_ranges" if direction == "INGRESS" else "destination_ranges"
+                common = {"network": network, "direction": direction, "target_tags": [tag]}
+                if examiner_cidr:
+                    rules.append(
+                        compute_v1.Firewall(
+                            name=resource_name(prefix, "allow-examiner", direction),
+                            priority=0,
+                            allowed=[compute_v1.Allowed(I_p_protocol="all")],
+                            **{ranges: [examiner_cidr]},
+                            **common,
+                            description="cloudir containment: examiner access",
+                        )
+                    )
+                rules.append(
+                    compute_v1.Firewall(
+                        name=resource_name(prefix, "deny-all", direction),
+                        priority=1,
+                        denied=[compute_v1.Denied(I_p_protocol="all")],
+                        **{ranges: ["0.0.0.0/0"]},
+                        **common,
+                        description="cloudir containment: deny all",
+                    )
+                )
+        return rules
+
+    def _create_rules(self, rules: list[Any]) -> dict[str, Any]:
+        client = self.api.compute(compute_v1.FirewallsClient)
+        created, existing = [], []
+        for rule in rules:
+            with gcp_errors(f"create firewall rule {rule.name}", "compute.firewalls.create"):
+                try:
+                    op = client.insert_unary(project=self.project, firewall_resource=rule)
+                except gexc.Conflict:
+                    existing.append(rule.name)
+                    continue
+                self.api.wait(op, project=self.project, zone=None)
+            created.append(rule.name)
+        return {"created": created, "already_present": existing}
+
+    def _tag(self, target: Target, tag: str) -> dict[str, Any]:
+        zone, name = target.location, str(target.name)
+        client = self.api.compute(compute_v1.InstancesClient)
+        with gcp_errors(f"add network tag {tag} to {name}", "compute.instances.setTags"):
+            inst = client.get(project=self.project, zone=zone, instance=name)
+            items = list(inst.tags.items)
+            if tag in items:
+                return {"tag": tag, "tags": items, "changed": False}
+            tags = compute_v1.Tags(items=[*items, tag], fingerprint=inst.tags.fingerprint)
+            op = client.set_tags_unary(project=self.project, zone=zone, instance=name, tags_resource=tags)
+            self.api.wait(op, project=self.project, zone=zone)
+        return {"tag": tag, "tags": [*items, tag], "changed": True}
+
+    # -- logs ------------------------------------------------------------------------------------
+    def plan_pull_logs(self, request: LogPullRequest) -> Plan:
+        """Cloud Audit Logs (admin activity, data access, system event, policy denied) for the window."""
+        return plan_audit_pull(self, request)

@@ -1,0 +1,262 @@
+"""google-cloud clients that report every HTTP call to the case's custody log and tag the tool's activity.
+
+Compute Engine clients use their REST transport; Cloud Logging uses the library's JSON-over-HTTP
+connection. Both run over a ``google.auth`` AuthorizedSession whose response hook records each call
+(operation derived from the URL, zone, operation id, outcome) and can hand raw response bodies to
+the caller before the SDK parses them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import google.auth
+import requests
+from google.api_core import exceptions as gexc
+from google.api_core.gapic_v1.client_info import ClientInfo
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.auth.exceptions import DefaultCredentialsError
+from google.auth.transport.requests import AuthorizedSession
+from google.cloud import compute_v1
+from google.cloud import logging as gcp_logging
+
+from cloudir import __version__
+from cloudir.case import Case
+from cloudir.custody import ApiCall
+from cloudir.errors import CloudAccessError, CloudirError, TargetNotFoundError
+
+RESPONDER_USER_AGENT = f"cloudir/{__version__}"
+COMPUTE_HOST = "compute.googleapis.com"
+LOGGING_ENDPOINT = "https://logging.googleapis.com"
+_SCOPE_PREFIXES = {"zones", "regions"}
+_COLLECTION_VERBS = {"GET": "list", "POST": "insert"}
+_ITEM_VERBS = {"GET": "get", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}
+_RENAMED_VERBS = {"serialPort": "getSerialPortOutput"}
+
+ClientT = TypeVar("ClientT")
+BodySink = Callable[[bytes], None]
+
+
+def describe_request(method: str, url: str) -> tuple[str, str, str | None]:
+    """(service, operation, zone or "global") of a Compute/Logging REST call, from its method and URL."""
+    path = unquote(urlsplit(url).path)
+    if path.startswith("/v2/"):
+        resource, _, verb = path.removeprefix("/v2/").partition(":")
+        return "logging", f"{resource.split('/')[-1]}.{verb or method.lower()}", None
+    parts = path.split("/projects/", 1)[-1].split("/")[1:]
+    if parts[:1] == ["aggregated"]:
+        return "compute", f"{parts[1]}.aggregatedList", None
+    location: str | None = "global"
+    if parts[:1] == ["global"]:
+        parts = parts[1:]
+    elif parts[:1] and parts[0] in _SCOPE_PREFIXES:
+        location, parts = parts[1], parts[2:]
+    if not parts:
+        return "compute", f"projects.{method.lower()}", location
+    collection = parts[0]
+    if collection == "operations":
+        collection = "globalOperations" if location == "global" else "zoneOperations"
+    if len(parts) == 1:
+        verb = _COLLECTION_VERBS.get(method, method.lower())
+    elif len(parts) == 2:
+        verb = _ITEM_VERBS.get(method, method.lower())
+    else:
+        verb = _RENAMED_VERBS.get(parts[2], parts[2])
+    return "compute", f"{collection}.{verb}", location
+
+
+class GcpApi:
+    """Authenticated Compute Engine and Logging clients bound to a case for custody recording."""
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        credentials: Credentials | None = None,
+        api_endpoint: str | None = None,
+        url_scheme: str = "https",
+    ) -> None:
+        self.project = project
+        self.credentials = credentials or _default_credentials()
+        self.api_endpoint = api_endpoint
+        self.url_scheme = url_scheme
+        self.case: Case | None = None
+        self.case_tag: str | None = None
+        self._clients: dict[type[Any], Any] = {}
+        self._logging: gcp_logging.Client | None = None
+        self._body_sinks: list[BodySink] = []
+
+    def bind(self, case: Case | None) -> None:
+        """Record later calls into ``case`` (None stops recording); tags the user agent with the case id."""
+        self.case = case
+        self.case_tag = case.case_id if case else self.case_tag
+        self._clients.clear()
+        self._logging = None
+
+    @property
+    def user_agent(self) -> str:
+        """``cloudir/<version>`` plus the case id when bound."""
+        return RESPONDER_USER_AGENT + (f" case/{self.case_tag}" if self.case_tag else "")
+
+    # -- clients ---------------------------------------------------------------------------------
+    def _instrument(self, session: AuthorizedSession) -> AuthorizedSession:
+        """Tag the session's requests and record each one (a call that got no response too)."""
+        session.headers["User-Agent"] = self.user_agent
+        session.hooks["response"].append(self._on_response)
+        send = session.request
+
+        def request(method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+            try:
+                response: requests.Response = send(method, url, *args, **kwargs)  # type: ignore[no-untyped-call]
+            except requests.RequestException as exc:
+                if self.case is not None:
+                    service, operation, location = describe_request(method, url)
+                    self.case.record_api_call(ApiCall(service, operation, location, None, type(exc).__name__))
+                raise
+            return response
+
+        session.request = request  # type: ignore[method-assign]
+        return session
+
+    def compute(self, client_class: type[ClientT]) -> ClientT:
+        """A cached Compute Engine client (e.g. ``compute_v1.InstancesClient``) on the recording session."""
+        if client_class not in self._clients:
+            transport_class = client_class.get_transport_class("rest")  # type: ignore[attr-defined]
+            host = self.api_endpoint or COMPUTE_HOST
+            transport = transport_class(
+                host=host,
+                credentials=self.credentials,
+                client_info=ClientInfo(user_agent=self.user_agent),  # type: ignore[no-untyped-call]
+                url_scheme=self.url_scheme,
+            )
+            # The transport builds its own AuthorizedSession: have it record every call it makes.
+            self._instrument(transport._session)
+            self._clients[client_class] = client_class(transport=transport)  # type: ignore[call-arg]
+        client: ClientT = self._clients[client_class]
+        return client
+
+    def logging(self) -> gcp_logging.Client:
+        """The Cloud Logging client, forced onto the JSON-over-HTTP API so raw bodies can be kept."""
+        if self._logging is None:
+            endpoint = self.api_endpoint or LOGGING_ENDPOINT
+            if "://" not in endpoint:
+                endpoint = f"{self.url_scheme}://{endpoint}"
+            self._logging = gcp_logging.Client(  # type: ignore[no-untyped-call]
+                project=self.project,
+                credentials=self.credentials,
+                _http=self._instrument(AuthorizedSession(self.credentials)),  # type: ignore[no-untyped-call]
+                _use_grpc=False,
+                client_info=ClientInfo(user_agent=self.user_agent),  # type: ignore[no-untyped-call]
+                client_options={"api_endpoint": endpoint},
+            )
+        return self._logging
+
+    # -- recording --------------------------------------------------------------------------------
+    @contextmanager
+    def raw_bodies(self, sink: BodySink) -> Iterator[None]:
+        """Hand every successful response body received inside the block to ``sink``, before the SDK parses it."""
+        self._body_sinks.append(sink)
+        try:
+            yield
+        finally:
+            self._body_sinks.remove(sink)
+
+    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        if response.ok:
+            for sink in list(self._body_sinks):
+                sink(response.content)
+        if self.case is None:
+            return response
+        service, operation, location = describe_request(response.request.method or "GET", response.url)
+        request_id, outcome = _response_facts(response, parse_body=service == "compute" or not response.ok)
+        self.case.record_api_call(
+            ApiCall(service, operation, location, request_id, outcome, http_status=response.status_code)
+        )
+        return response
+
+    # -- operations -------------------------------------------------------------------------------
+    def wait(self, operation: compute_v1.Operation, *, project: str, zone: str | None, timeout: float = 600) -> None:
+        """Block until a zonal or global Compute operation is DONE; raise if it finished with an error."""
+        deadline = time.monotonic() + timeout
+        current = operation
+        while current.status != compute_v1.Operation.Status.DONE:
+            if time.monotonic() > deadline:
+                raise CloudAccessError(f"operation {operation.name} ({operation.operation_type}) did not finish")
+            if zone:
+                current = self.compute(compute_v1.ZoneOperationsClient).wait(
+                    project=project, zone=zone, operation=operation.name
+                )
+            else:
+                current = self.compute(compute_v1.GlobalOperationsClient).wait(
+                    project=project, operation=operation.name
+                )
+        if current.error and current.error.errors:
+            first = current.error.errors[0]
+            raise CloudAccessError(
+                f"operation {current.name} ({current.operation_type} on {current.target_link}) failed: "
+                f"{first.code}: {first.message}"
+            )
+
+
+@contextmanager
+def gcp_errors(action: str, permission: str | None = None) -> Iterator[None]:
+    """Translate google-api-core / transport exceptions raised inside the block into :class:`CloudirError`."""
+    try:
+        yield
+    except gexc.NotFound as exc:
+        raise TargetNotFoundError(f"{action}: not found: {_message(exc)}") from None
+    except gexc.Forbidden as exc:
+        needs = f"; the responder needs {permission}" if permission else ""
+        raise CloudAccessError(
+            f"permission denied while trying to {action}: {_message(exc)}{needs}",
+            hint="grant the permissions listed by the gcp provider's required_permissions()",
+        ) from None
+    except gexc.GoogleAPICallError as exc:
+        raise CloudAccessError(f"{action} failed: HTTP {exc.code}: {_message(exc)}") from None
+    except requests.RequestException as exc:
+        raise CloudAccessError(f"cannot reach the Google Cloud endpoint while trying to {action}: {exc}") from None
+
+
+def _message(exc: gexc.GoogleAPICallError) -> str:
+    return str(exc.message).splitlines()[0] if exc.message else type(exc).__name__
+
+
+def _response_facts(response: requests.Response, *, parse_body: bool) -> tuple[str | None, str]:
+    """(operation id or request id, outcome) read from a Compute/Logging response."""
+    request_id = response.headers.get("x-goog-request-id") or response.headers.get("x-request-id")
+    if not parse_body or not response.headers.get("content-type", "").startswith("application/json"):
+        return request_id, "ok" if response.ok else str(response.status_code)
+    try:
+        payload = json.loads(response.content or b"{}")
+    except ValueError:
+        return request_id, "ok" if response.ok else str(response.status_code)
+    if not isinstance(payload, dict):
+        return request_id, "ok" if response.ok else str(response.status_code)
+    if payload.get("kind") == "compute#operation":
+        request_id = str(payload.get("name"))
+    if response.ok:
+        return request_id, "ok"
+    error = payload.get("error") or {}
+    return request_id, str(error.get("status") or error.get("code") or response.status_code)
+
+
+def _default_credentials() -> Credentials:
+    try:
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    except DefaultCredentialsError as exc:
+        raise CloudirError(
+            f"no Google Cloud credentials found: {exc}".splitlines()[0],
+            hint="run 'gcloud auth application-default login' or set GOOGLE_APPLICATION_CREDENTIALS",
+        ) from None
+    resolved: Credentials = credentials
+    return resolved
+
+
+def anonymous_credentials() -> Credentials:
+    """Credentials that send no token (local fake endpoints only)."""
+    return AnonymousCredentials()  # type: ignore[no-untyped-call]

@@ -1,0 +1,113 @@
+from datetime import timedelta
+
+import pytest
+
+from cloudir.analyze.sensitive import CATALOG
+from tests.analyze.builder import T0, event, routine
+from tests.analyze.conftest import Analyze
+
+INCIDENT = T0 + timedelta(days=21, hours=11)
+BASE = ["ListBuckets", "DescribeInstances", "ListUsers"]
+
+
+@pytest.mark.parametrize(
+    ("cloud", "service", "operation", "rule"),
+    [
+        ("aws", "cloudtrail", "StopLogging", "aws-trail-tampering"),
+        ("aws", "ec2", "DeleteFlowLogs", "aws-flow-logs-deleted"),
+        (
+            "azure",
+            "Microsoft.Insights",
+            "MICROSOFT.INSIGHTS/DIAGNOSTICSETTINGS/DELETE",
+            "azure-diagnostic-settings-deleted",
+        ),
+        ("gcp", "logging.googleapis.com", "google.logging.v2.ConfigServiceV2.DeleteSink", "gcp-log-sink-changed"),
+        ("gcp", "iam.googleapis.com", "google.iam.admin.v1.CreateServiceAccountKey", "gcp-service-account-key"),
+        ("aws", "lambda", "UpdateFunctionConfiguration20150331v2", None),
+    ],
+)
+def test_log_tampering_and_persistence_in_three_clouds(
+    analyze: Analyze, cloud: str, service: str, operation: str, rule: str | None
+) -> None:
+    rows = routine(BASE, days=22)
+    hit = event(operation, cloud=cloud, service=service, time=INCIDENT, source_ip="203.0.113.50")
+    _, findings = analyze([*rows, hit])
+    sensitive = [f for f in findings if f["analyzer"] == "sensitive_actions"]
+    if rule is None:  # a configuration change without layers is not sensitive
+        assert sensitive == []
+        return
+    assert [f["rule"] for f in sensitive] == [rule]
+    assert sensitive[0]["event_ids"] == [hit["event_id"]]
+    assert "never seen for this identity" in sensitive[0]["explanation"]
+    assert "from a network or user agent rare or new for this identity" in sensitive[0]["explanation"]
+    assert sensitive[0]["score"] >= 50
+
+
+def test_usual_network_and_agent_lower_the_score(analyze: Analyze) -> None:
+    rows = routine(BASE, days=22)
+    usual = event("CreateUser", time=INCIDENT)
+    elsewhere = event("CreateUser", time=INCIDENT + timedelta(hours=3), source_ip="203.0.113.50")
+    _, findings = analyze([*rows, usual, elsewhere], min_score=0)
+    scores = {f["event_ids"][0]: f["score"] for f in findings if f["rule"] == "aws-iam-user-created"}
+    assert scores[usual["event_id"]] < 50 <= scores[elsewhere["event_id"]]
+
+
+def test_routine_sensitive_action_is_tempered_below_threshold(analyze: Analyze) -> None:
+    rows = routine([*BASE, "CreateAccessKey"], days=22)
+    _, findings = analyze(rows)
+    assert [f for f in findings if f["rule"] == "aws-access-key-created"] == []
+
+
+def test_snapshot_shared_with_another_account(analyze: Analyze) -> None:
+    share = {"requestParameters": {"createVolumePermission": {"add": {"items": [{"userId": "222222222222"}]}}}}
+    keep_private = {"requestParameters": {"createVolumePermission": {"remove": {"items": [{"userId": "2"}]}}}}
+    rows = routine(BASE, days=22)
+    shared = event("ModifySnapshotAttribute", service="ec2", time=INCIDENT, raw=share)
+    private = event("ModifySnapshotAttribute", service="ec2", time=INCIDENT + timedelta(hours=3), raw=keep_private)
+    _, findings = analyze([*rows, shared, private])
+    exfil = [f for f in findings if f["rule"] == "aws-snapshot-shared"]
+    assert [f["event_ids"] for f in exfil] == [[shared["event_id"]]]
+    assert exfil[0]["mitre"] == ["T1537"]
+
+
+def test_bulk_secret_reads_need_many_distinct_secrets(analyze: Analyze) -> None:
+    rows = routine(BASE, days=22)
+    same_secret = [
+        event(
+            "GetSecretValue",
+            service="secretsmanager",
+            time=INCIDENT + timedelta(seconds=i),
+            raw={"requestParameters": {"secretId": "db"}},
+        )
+        for i in range(10)
+    ]
+    many = [
+        event(
+            "GetSecretValue",
+            service="secretsmanager",
+            time=INCIDENT + timedelta(hours=2, seconds=i),
+            raw={"requestParameters": {"secretId": f"s{i}"}},
+        )
+        for i in range(6)
+    ]
+    _, findings = analyze([*rows, *same_secret, *many])
+    bulk = [f for f in findings if f["rule"] == "aws-secrets-bulk"]
+    assert len(bulk) == 1
+    assert set(bulk[0]["event_ids"]) == {e["event_id"] for e in many}
+
+
+def test_responder_activity_never_scores(analyze: Analyze) -> None:
+    rows = routine(BASE, days=22)
+    rows.append(
+        event("DeleteTrail", service="cloudtrail", time=INCIDENT, is_responder=True, user_agent="cloudir/0.1.0")
+    )
+    rows.append(event("CreateAccessKey", time=INCIDENT, is_responder=True, user_agent="cloudir/0.1.0"))
+    _, findings = analyze(rows)
+    assert findings == []
+
+
+def test_catalog_rule_ids_are_unique_and_scores_in_range() -> None:
+    ids = [rule.rule_id for rule in CATALOG]
+    assert len(ids) == len(set(ids))
+    assert all(0 < rule.score <= 100 for rule in CATALOG)
+    assert {rule.cloud for rule in CATALOG} == {"aws", "azure", "gcp"}

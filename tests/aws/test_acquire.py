@@ -1,0 +1,158 @@
+"""Acquisition of an EC2 instance against moto: preserve, capture, snapshot, copy, share, custody."""
+
+import json
+
+import pytest
+
+from cloudir.custody import read_records, verify_case
+from cloudir.errors import CloudirError
+from cloudir.plan import StepKind
+from cloudir.provider import AcquireOptions, TargetKind, TargetQuery
+from moto_fixtures.aws import FORENSIC_ACCOUNT, FORENSIC_REGION, AwsSandbox
+from moto_fixtures.sandbox import PlantedIncident
+from tests.aws.conftest import Acquire
+
+
+def test_preserves_captures_and_snapshots_the_planted_instance(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    iid = aws_incident.extra["instance_id"]
+    assert not aws_sandbox.is_preserved(aws_incident)
+    case, result = acquire(iid)
+    assert result.ok
+    assert aws_sandbox.is_preserved(aws_incident)
+    members = aws_sandbox.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[iid])
+    assert members["AutoScalingInstances"][0]["ProtectedFromScaleIn"] is True
+    base = case.root / "artifacts" / "aws" / iid
+    for name in ("instance.json", "tags.json", "user-data.json", "volumes.json", "network-interfaces.json",
+                 "security-groups.json", "instance-profile.json", "console-output.json", "autoscaling.json"):
+        assert (base / name).is_file(), name
+    assert b"203.0.113.50" in (base / "user-data.bin").read_bytes()
+    profile = json.loads((base / "instance-profile.json").read_text())
+    assert profile["Roles"][0]["InlinePolicies"]["app-data"]["Statement"][0]["Action"] == "s3:*"
+    assert profile["Roles"][0]["AttachedPolicies"][0]["Document"]["Statement"][0]["Action"] == "logs:*"
+    snapshots = aws_sandbox.snapshots_for_case(case.case_id)
+    assert len(snapshots) == 2
+    described = aws_sandbox.client("ec2").describe_snapshots(SnapshotIds=snapshots)["Snapshots"]
+    tags = [{t["Key"]: t["Value"] for t in s["Tags"]} for s in described]
+    assert {t["cloudir:source-volume"] for t in tags} == set(aws_incident.extra["volumes"])
+    assert all(t["cloudir:case-id"] == case.case_id and t["cloudir:instance-id"] == iid for t in tags)
+    records = read_records(case.root / "custody.jsonl")
+    snap_record = next(r for r in records if r["details"].get("step") == "snapshot.create")
+    assert "CreateSnapshots" in [c["operation"] for c in snap_record["api_calls"]]
+    assert all(r["caller"]["aws"].startswith("arn:aws:") for r in records[1:])
+    assert verify_case(case.root).ok
+
+
+def test_rerun_of_the_same_case_reuses_tagged_snapshots(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    iid = aws_incident.extra["instance_id"]
+    case, _ = acquire(iid)
+    first = aws_sandbox.snapshots_for_case(case.case_id)
+    (case.root / "state.json").unlink()  # forget the run state: only the tags can prevent duplicates now
+    _, again = acquire(iid)
+    assert aws_sandbox.snapshots_for_case(case.case_id) == first
+    assert sorted(again.results["snapshot.create"]["reused"]) == first
+
+
+@pytest.mark.parametrize(("mode", "state"), [("standby", "Standby"), ("detach", None)])
+def test_asg_modes(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire, mode: str, state: str | None):
+    iid = aws_incident.extra["instance_id"]
+    acquire(iid, group_mode=mode)
+    members = aws_sandbox.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[iid])["AutoScalingInstances"]
+    assert (members[0]["LifecycleState"] if members else None) == state
+    assert aws_sandbox.is_preserved(aws_incident)
+
+
+def test_snapshot_all_volumes_of_a_multi_volume_instance(aws_sandbox: AwsSandbox, multi_volume_instance: str, acquire: Acquire):
+    case, result = acquire(multi_volume_instance)
+    assert len(result.results["snapshot.create"]["snapshots"]) == 4
+    assert len(aws_sandbox.snapshots_for_case(case.case_id)) == 4
+    assert "preserve.autoscaling" not in result.results
+
+
+def test_reencrypts_aws_managed_volumes_and_shares_with_the_forensic_account(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    key = aws_incident.encryption_key
+    case, result = acquire(aws_incident.extra["instance_id"], forensic_account=FORENSIC_ACCOUNT, encryption_key=key)
+    copies = result.results["copy.snapshots"]["copies"]
+    assert len(copies) == 1  # only the aws/ebs volume needs a re-encrypted copy
+    ec2 = aws_sandbox.client("ec2")
+    copy = ec2.describe_snapshots(SnapshotIds=list(copies.values()))["Snapshots"][0]
+    assert copy["Encrypted"] and copy["KmsKeyId"] == key
+    shared = result.results["share.snapshots"]["shared"]
+    assert len(shared) == 2 and next(iter(copies)) not in shared
+    for snapshot_id in shared:
+        perms = ec2.describe_snapshot_attribute(SnapshotId=snapshot_id, Attribute="createVolumePermission")
+        assert perms["CreateVolumePermissions"] == [{"UserId": FORENSIC_ACCOUNT}]
+    grants = aws_sandbox.client("kms").list_grants(KeyId=key)["Grants"]
+    assert [g["GranteePrincipal"] for g in grants] == [f"arn:aws:iam::{FORENSIC_ACCOUNT}:root"]
+    assert len(aws_sandbox.snapshots_for_case(case.case_id)) == 3
+
+
+def test_cross_region_copy_uses_the_key_of_the_forensic_region(aws_sandbox: AwsSandbox, customer_key_instance, acquire: Acquire):
+    iid, _ = customer_key_instance
+    from moto_fixtures.aws import create_customer_key
+
+    west_key = create_customer_key(aws_sandbox, FORENSIC_REGION, "forensics-west")
+    case, result = acquire(iid, forensic_location=FORENSIC_REGION, encryption_key=west_key)
+    copies = result.results["copy.snapshots"]["copies"]
+    described = aws_sandbox.client("ec2", FORENSIC_REGION).describe_snapshots(SnapshotIds=list(copies.values()))
+    assert len(described["Snapshots"]) == 2
+    assert {s.get("KmsKeyId") for s in described["Snapshots"] if s["Encrypted"]} == {west_key}
+
+
+def test_aws_managed_key_without_kms_key_is_refused_before_any_change(
+    aws_sandbox: AwsSandbox, aws_managed_key_instance: str
+):
+    provider = aws_sandbox.provider()
+    target = provider.find_target(TargetQuery(TargetKind.INSTANCE, aws_managed_key_instance, "us-east-1"))
+    with pytest.raises(CloudirError, match=r"AWS-managed key .*cannot be shared.*--kms-key"):
+        provider.plan_acquire(target, AcquireOptions(forensic_account=FORENSIC_ACCOUNT))
+
+
+def test_unknown_kms_key_names_the_missing_permission(aws_sandbox: AwsSandbox, aws_managed_key_instance: str):
+    provider = aws_sandbox.provider()
+    target = provider.find_target(TargetQuery(TargetKind.INSTANCE, aws_managed_key_instance, "us-east-1"))
+    bogus = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+    with pytest.raises(CloudirError, match="kms:DescribeKey") as info:
+        provider.plan_acquire(target, AcquireOptions(forensic_account=FORENSIC_ACCOUNT, encryption_key=bogus))
+    assert "\n" not in str(info.value)
+
+
+def test_kms_failure_during_copy_is_a_clear_error_and_blocks_sharing(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    with aws_sandbox.fail_next("CopySnapshot", "KMS.DisabledException"):
+        case, result = acquire(
+            aws_incident.extra["instance_id"],
+            forensic_account=FORENSIC_ACCOUNT,
+            encryption_key=aws_incident.encryption_key,
+            raise_on_failure=False,
+        )
+    failed = result.failed
+    assert failed is not None and failed.step_id == "copy.snapshots"
+    assert "KMS error" in failed.error and "kms:ReEncryptTo" in failed.error
+    assert [o.status for o in result.outcomes if o.step_id == "share.snapshots"] == ["blocked"]
+    failed_record = next(r for r in read_records(case.root / "custody.jsonl") if r["outcome"] == "failed")
+    assert "KMS.DisabledException" in failed_record["error"]
+    assert "KMS.DisabledException" in [c["outcome"] for c in failed_record["api_calls"]]
+
+
+def test_plan_steps_have_stable_ids_and_kinds(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident):
+    provider = aws_sandbox.provider()
+    target = provider.find_target(aws_incident.target)
+    options = AcquireOptions(forensic_account=FORENSIC_ACCOUNT, encryption_key=aws_incident.encryption_key, raw_image=True)
+    first, second = provider.plan_acquire(target, options), provider.plan_acquire(target, options)
+    assert [s.id for s in first.steps] == [s.id for s in second.steps]
+    kinds = {s.id: s.kind for s in first.steps}
+    assert kinds["preserve.termination-protection"] is StepKind.PRESERVE
+    assert kinds["capture.instance"] is StepKind.READ
+    assert kinds["snapshot.create"] is StepKind.ACQUIRE
+    assert list(kinds).index("preserve.autoscaling") < list(kinds).index("capture.instance")
+    permissions = set(provider.required_permissions())
+    for step in first.steps:
+        for call in step.calls:
+            assert f"{call.service}:{call.operation}" in permissions

@@ -1,0 +1,113 @@
+"""`cloudir acquire aws` / `cloudir contain aws` as a responder runs them: exit codes and one-line errors."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+from moto_fixtures.aws import FORENSIC_ACCOUNT, AwsSandbox
+from moto_fixtures.sandbox import PlantedIncident
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def _one_line_error(output: str) -> str:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert "Traceback" not in output
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path):
+    before = aws_sandbox.state()
+    iid = aws_incident.extra["instance_id"]
+    result = _run(
+        "acquire", "aws", "--ip", aws_incident.alternate_targets[0].value, "--region", "us-east-1",
+        "--forensic-account", FORENSIC_ACCOUNT, "--kms-key", aws_incident.encryption_key or "",
+        "--case", str(tmp_path / "c"), "--dry-run",
+    )
+    assert result.exit_code == 0, result.output
+    for text in ("ec2:CreateSnapshots", "ec2:CopySnapshot", "ec2:ModifySnapshotAttribute", iid, "nothing was changed"):
+        assert text in result.output.replace("\n", " ") or text in result.output
+    contain = _run("contain", "aws", "--instance", iid, "--region", "us-east-1", "--dry-run")
+    assert contain.exit_code == 0 and "ec2:ModifyNetworkInterface" in contain.output
+    assert aws_sandbox.state() == before
+    assert not (tmp_path / "c").exists()
+
+
+def test_acquire_contain_and_verify_end_to_end(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path):
+    iid, case = aws_incident.extra["instance_id"], str(tmp_path / "case")
+    refused = _run("contain", "aws", "--instance", iid, "--region", "us-east-1", "--case", case)
+    assert refused.exit_code == 2 and "acquire" in _one_line_error(refused.output)
+    acquired = _run(
+        "acquire", "aws", "--instance", iid, "--region", "us-east-1", "--case", case,
+        "--forensic-account", FORENSIC_ACCOUNT, "--kms-key", aws_incident.encryption_key or "",
+    )
+    assert acquired.exit_code == 0, acquired.output
+    again = _run("acquire", "aws", "--instance", iid, "--region", "us-east-1", "--case", case)
+    assert again.exit_code == 2 and "--resume" in _one_line_error(again.output)
+    contained = _run("contain", "aws", "--instance", iid, "--region", "us-east-1", "--case", case)
+    assert contained.exit_code == 0, contained.output
+    assert aws_sandbox.is_isolated(aws_incident) and aws_sandbox.is_preserved(aws_incident)
+    verified = _run("verify", case)
+    assert verified.exit_code == 0 and "OK" in verified.output
+
+
+def test_failure_exits_3_and_resume_finishes(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path):
+    iid, case = aws_incident.extra["instance_id"], str(tmp_path / "case")
+    with aws_sandbox.fail_next("CreateSnapshots", "InternalError"):
+        failed = _run("acquire", "aws", "--instance", iid, "--region", "us-east-1", "--case", case)
+    assert failed.exit_code == 3
+    assert "snapshot.create failed" in failed.output and "--resume" in failed.output
+    blocked = _run("contain", "aws", "--instance", iid, "--region", "us-east-1", "--case", case)
+    assert blocked.exit_code == 2
+    resumed = _run("acquire", "aws", "--instance", iid, "--region", "us-east-1", "--case", case, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    case_id = (Path(case) / "case.json").read_text().split('"case_id": "')[1].split('"')[0]
+    assert len(aws_sandbox.snapshots_for_case(case_id)) == 2
+
+
+def test_contain_with_force_skips_the_precondition(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path):
+    result = _run(
+        "contain", "aws", "--access-key", aws_incident.access_key or "", "--case", str(tmp_path / "k"), "--force"
+    )
+    assert result.exit_code == 0, result.output
+    keys = aws_sandbox.client("iam").list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"]
+    assert {k["Status"] for k in keys} == {"Inactive"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["--instance", "i-0123456789abcdef0"], None, "no EC2 instance matches i-0123456789abcdef0"),
+        (["--instance", "i-1", "--ip", "10.0.0.1"], None, "exactly one target"),
+        (["--instance", "{iid}"], "UnauthorizedOperation", "access denied calling DescribeInstances"),
+        (["--instance", "{iid}", "--kms-key", "arn:aws:kms:us-east-1:123456789012:key/nope",
+          "--forensic-account", FORENSIC_ACCOUNT], None, "kms:DescribeKey"),
+    ],
+)
+def test_one_line_errors(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path, args, code, needle):
+    args = [a.replace("{iid}", aws_incident.extra["instance_id"]) for a in args]
+    command = ["acquire", "aws", *args, "--region", "us-east-1", "--case", str(tmp_path / "c"), "--dry-run"]
+    if code:
+        with aws_sandbox.fail_next("DescribeInstances", code):
+            result = _run(*command)
+    else:
+        result = _run(*command)
+    assert result.exit_code == 2
+    assert needle in _one_line_error(result.output)
+
+
+def test_missing_credentials_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    result = _run("acquire", "aws", "--instance", "i-0123456789abcdef0", "--region", "us-east-1", "--dry-run")
+    assert result.exit_code == 2
+    assert "no AWS credentials" in _one_line_error(result.output)

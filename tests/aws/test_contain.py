@@ -1,0 +1,55 @@
+"""Containment: isolation, instance profile swap, session revocation, key deactivation, precondition."""
+
+import json
+
+from cloudir.plan import run_plan
+from cloudir.provider import ContainOptions, TargetKind, TargetQuery
+from moto_fixtures.aws import AwsSandbox
+from moto_fixtures.sandbox import PlantedIncident
+from providers.aws.contain import QUARANTINE_PROFILE, REVOKE_POLICY
+from tests.aws.conftest import Acquire
+
+
+def test_contain_isolates_swaps_the_profile_and_revokes_role_sessions(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    case, _ = acquire(aws_incident.extra["instance_id"])
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    target = provider.find_target(aws_incident.target)
+    assert not aws_sandbox.is_isolated(aws_incident)
+    result = run_plan(provider.plan_contain(target, ContainOptions(examiner_cidr="198.51.100.7/32")), case)
+    assert result.ok and aws_sandbox.is_isolated(aws_incident)
+    ec2, iam = aws_sandbox.client("ec2"), aws_sandbox.client("iam")
+    group = ec2.describe_security_groups(GroupIds=[result.results["contain.isolation-group"]["group_id"]])["SecurityGroups"][0]
+    assert group["IpPermissions"][0]["IpRanges"][0]["CidrIp"] == "198.51.100.7/32"
+    assert group["IpPermissionsEgress"] == []
+    association = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
+    assert association[0]["IamInstanceProfile"]["Arn"].endswith(f"/{QUARANTINE_PROFILE}")
+    policy = iam.get_role_policy(RoleName="web-app-role", PolicyName=REVOKE_POLICY)["PolicyDocument"]
+    statement = policy["Statement"][0]
+    assert statement["Effect"] == "Deny" and "aws:TokenIssueTime" in statement["Condition"]["DateLessThan"]
+    # running it again changes nothing and creates no second group
+    again = run_plan(provider.plan_contain(target, ContainOptions()), case)
+    assert again.ok and all(o.status == "resumed" for o in again.outcomes)
+
+
+def test_key_compromise_deactivates_keys_and_denies_sessions(
+    aws_sandbox: AwsSandbox, compromised_user: tuple[str, str], tmp_path
+):
+    from cloudir.case import Case
+
+    user, key = compromised_user
+    case = Case.create(tmp_path / "c")
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    target = provider.find_target(TargetQuery(TargetKind.ACCESS_KEY, key))
+    acquired = run_plan(provider.plan_acquire(target, None), case)  # type: ignore[arg-type]
+    user_file = json.loads((case.root / f"artifacts/aws/iam-user/{user}/user.json").read_text())
+    assert len(user_file["AccessKeys"]) == 2 and "deploy" in user_file["InlinePolicies"]
+    assert acquired.ok
+    result = run_plan(provider.plan_contain(target, ContainOptions()), case)
+    assert result.ok
+    iam = aws_sandbox.client("iam")
+    assert {k["Status"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]} == {"Inactive"}
+    assert REVOKE_POLICY in iam.list_user_policies(UserName=user)["PolicyNames"]

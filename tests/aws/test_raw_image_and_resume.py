@@ -1,0 +1,109 @@
+"""Raw images through the EBS direct APIs, dry runs, injected failures and --resume."""
+
+import base64
+import hashlib
+
+import pytest
+from rich.console import Console
+
+from cloudir.case import Case
+from cloudir.custody import read_records, verify_case
+from cloudir.errors import PreconditionError
+from cloudir.plan import require_completed
+from cloudir.provider import AcquireOptions, ContainOptions
+from moto_fixtures.aws import BLOCK, FORENSIC_ACCOUNT, AwsSandbox, launch_instance
+from moto_fixtures.sandbox import PlantedIncident
+from providers.aws.raw_image import BlockChecksumError, write_raw_image
+from tests.aws.conftest import Acquire
+
+GIB = 1024**3
+
+
+def _direct_snapshot(aws_sandbox: AwsSandbox, blocks: dict[int, bytes]) -> str:
+    """A snapshot written through StartSnapshot / PutSnapshotBlock / CompleteSnapshot."""
+    ebs = aws_sandbox.client("ebs")
+    snapshot_id = ebs.start_snapshot(VolumeSize=1, Description="direct")["SnapshotId"]
+    for index, data in blocks.items():
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        ebs.put_snapshot_block(
+            SnapshotId=snapshot_id, BlockIndex=index, BlockData=data, DataLength=len(data),
+            Checksum=checksum, ChecksumAlgorithm="SHA256",
+        )
+    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(blocks))
+    return snapshot_id
+
+
+def test_raw_image_is_sparse_and_hashes_like_the_disk(aws_sandbox: AwsSandbox, tmp_path):
+    blocks = {0: b"A" * BLOCK, 5: b"B" * BLOCK}
+    snapshot_id = _direct_snapshot(aws_sandbox, blocks)
+    case = Case.create(tmp_path / "c")
+    ebs = aws_sandbox.provider().clients.client("ebs")
+    result = write_raw_image(ebs, snapshot_id, case, f"images/aws/{snapshot_id}.raw", Console(quiet=True))
+    image = case.root / result["path"]
+    assert image.stat().st_size == GIB and result["size"] == GIB
+    assert image.stat().st_blocks * 512 < 1024 * 1024  # holes were not written
+    with image.open("rb") as handle:
+        assert handle.read(6 * BLOCK) == blocks[0] + bytes(4 * BLOCK) + blocks[5]
+    # verify re-hashes the file as written (holes read back as zeros): the streamed SHA-256 must match it
+    assert verify_case(case.root).ok
+
+
+def test_checksum_mismatch_discards_the_image(aws_sandbox: AwsSandbox, tmp_path):
+    snapshot_id = _direct_snapshot(aws_sandbox, {0: b"A" * BLOCK, 3: b"C" * BLOCK})
+    aws_sandbox.corrupt_block(snapshot_id, 3)
+    case = Case.create(tmp_path / "c")
+    ebs = aws_sandbox.provider().clients.client("ebs")
+    with pytest.raises(BlockChecksumError, match=f"block 3 of {snapshot_id}: checksum mismatch"):
+        write_raw_image(ebs, snapshot_id, case, "images/aws/x.raw", Console(quiet=True))
+    assert not list((case.root / "images").rglob("*.raw*"))
+
+
+def test_acquire_with_raw_image_reads_the_new_snapshot(aws_sandbox: AwsSandbox, acquire: Acquire):
+    instance_id = launch_instance(aws_sandbox)
+    volume = aws_sandbox.client("ec2").describe_volumes()["Volumes"][-1]["VolumeId"]
+    aws_sandbox.seed_disk(volume, {2048: b"stolen-customer-data".ljust(BLOCK, b"\0")})
+    case, result = acquire(instance_id, raw_image=True)
+    (snapshot_id, image), = result.results["image.raw"]["images"].items()
+    assert image["path"] == f"images/aws/{snapshot_id}.raw" and image["blocks"] == 1
+    with (case.root / image["path"]).open("rb") as handle:
+        handle.seek(2048 * BLOCK)
+        assert handle.read(BLOCK).startswith(b"stolen-customer-data")
+    assert (case.root / image["path"]).stat().st_size == GIB
+
+
+def test_dry_run_changes_nothing(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident):
+    provider = aws_sandbox.provider()
+    provider.bind(None)
+    before = aws_sandbox.state()
+    target = provider.find_target(aws_incident.target)
+    acquire_plan = provider.plan_acquire(
+        target, AcquireOptions(forensic_account=FORENSIC_ACCOUNT, encryption_key=aws_incident.encryption_key, raw_image=True)
+    )
+    contain_plan = provider.plan_contain(target, ContainOptions(examiner_cidr="198.51.100.7/32"))
+    assert aws_sandbox.state() == before
+    operations = {c.operation for plan in (acquire_plan, contain_plan) for s in plan.steps for c in s.calls}
+    assert {"CreateSnapshots", "CopySnapshot", "ModifySnapshotAttribute", "GetSnapshotBlock",
+            "ModifyNetworkInterfaceAttribute", "PutRolePolicy"} <= operations
+
+
+def test_failure_mid_acquisition_blocks_containment_and_resume_finishes_without_duplicates(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    iid = aws_incident.extra["instance_id"]
+    with aws_sandbox.fail_next("CreateTags", "RequestLimitExceeded"):  # right after CreateSnapshots succeeded
+        case, result = acquire(iid, raise_on_failure=False)
+    assert result.failed is not None and result.failed.step_id == "snapshot.create"
+    assert [o.status for o in result.outcomes if o.step_id == "snapshot.wait"] == ["blocked"]
+    assert len(aws_sandbox.snapshots_for_case(case.case_id)) == 2  # made before the failure
+    actions = [(r["action"], r["outcome"]) for r in read_records(case.root / "custody.jsonl")]
+    assert ("acquire.acquire", "failed") in actions and actions[-1] == ("acquire.failed", "failed")
+    with pytest.raises(PreconditionError):
+        require_completed(case, "acquire", result.plan.target, force=False)
+
+    _, resumed = acquire(iid)
+    assert resumed.ok
+    assert {o.status for o in resumed.outcomes if o.step_id.startswith("preserve.")} == {"resumed"}
+    assert len(aws_sandbox.snapshots_for_case(case.case_id)) == 2
+    assert sorted(resumed.results["snapshot.create"]["reused"]) == aws_sandbox.snapshots_for_case(case.case_id)
+    require_completed(case, "acquire", resumed.plan.target, force=False)
+    assert verify_case(case.root).ok

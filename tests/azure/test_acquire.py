@@ -1,0 +1,178 @@
+"""Acquisition of an Azure VM against the fake ARM server: preserve, capture, snapshot, copy, image, custody."""
+
+import hashlib
+import json
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from cloudir.custody import read_records, verify_case
+from cloudir.plan import StepKind
+from cloudir.provider import AcquireOptions
+from moto_fixtures.azure import RESOURCE_GROUP, SOC_SUBSCRIPTION, VM_NAME, AzureSandbox
+from moto_fixtures.sandbox import PlantedIncident
+from providers.azure import CASE_TAG
+from tests.azure.conftest import Acquire
+
+
+def test_preserves_with_locks_and_scale_in_protection(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    assert not azure_sandbox.is_preserved(azure_incident)
+    case, result = acquire()
+    assert result.ok
+    assert azure_sandbox.is_preserved(azure_incident)
+    for resource_id in [azure_incident.extra["vm_id"], *azure_incident.extra["disk_ids"]]:
+        [lock] = azure_sandbox.fake.locks_on(resource_id)
+        assert lock["name"] == f"cloudir-{case.case_id}"
+        assert lock["properties"]["level"] == "CanNotDelete"
+    member = azure_sandbox.fake.get(azure_incident.extra["vmss_vm_id"])
+    assert member is not None and member["properties"]["protectionPolicy"]["protectFromScaleIn"] is True
+    # the lock is real: the unmodified SDK cannot delete the VM any more
+    compute = azure_sandbox.provider().session.client("compute", azure_incident.extra["subscription_id"])  # type: ignore[attr-defined]
+    with pytest.raises(HttpResponseError, match="ScopeLocked"):
+        compute.virtual_machines.begin_delete(RESOURCE_GROUP, VM_NAME).result()
+    assert azure_sandbox.fake.get(azure_incident.extra["vm_id"]) is not None
+
+
+def test_snapshots_every_disk_tagged_and_copies_to_the_soc(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    case, result = acquire()
+    snapshots = azure_sandbox.snapshots_for_case(case.case_id)
+    assert len(snapshots) == 6  # 3 disks, each snapshotted and copied
+    sources = {azure_sandbox.fake.get(s)["properties"]["creationData"]["sourceResourceId"] for s in snapshots}  # type: ignore[index]
+    assert set(azure_incident.extra["disk_ids"]) <= sources
+    copies = [s for s in snapshots if f"/subscriptions/{SOC_SUBSCRIPTION}/" in s]
+    assert len(copies) == 3 and all("/resourceGroups/rg-cloudir-evidence/" in c for c in copies)
+    for snapshot_id in snapshots:
+        snapshot = azure_sandbox.fake.get(snapshot_id)
+        assert snapshot is not None
+        assert snapshot["properties"]["creationData"]["createOption"] == "Copy"
+        assert snapshot["tags"][CASE_TAG] == case.case_id
+        assert snapshot["tags"]["cloudir-tool"].startswith("cloudir/")
+        assert azure_sandbox.fake.blobs[snapshot_id.lower()]  # the copy holds the disk's bytes
+    # the CMK-encrypted data disk's snapshot keeps its disk encryption set
+    cmk = azure_sandbox.fake.get(result.results["snapshot-data-lun1"]["snapshot_id"])
+    assert cmk is not None and cmk["properties"]["encryption"]["type"] == "EncryptionAtRestWithCustomerKey"
+
+
+def test_rerun_after_lost_state_reuses_the_snapshots(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    case, _ = acquire()
+    first = azure_sandbox.snapshots_for_case(case.case_id)
+    created = azure_sandbox.fake.created["microsoft.compute/snapshots"]
+    (case.root / "state.json").unlink()  # forget the run: only the deterministic names prevent duplicates now
+    _, again = acquire()
+    assert azure_sandbox.snapshots_for_case(case.case_id) == first
+    assert azure_sandbox.fake.created["microsoft.compute/snapshots"] == created
+    assert again.results["snapshot-os"]["reused"] is True
+    assert again.results["copy-os"]["reused"] is True
+
+
+def test_metadata_artifacts_and_encryption_settings(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    case, _ = acquire()
+    base = case.root / "artifacts" / "azure" / RESOURCE_GROUP / VM_NAME / "metadata"
+    for name in ("vm", "disks", "nics", "nsgs", "public_ips", "vmss", "tags", "encryption"):
+        assert (base / f"{name}.json").is_file(), name
+    vm = json.loads((base / "vm.json").read_text())
+    assert vm["id"] == azure_incident.extra["vm_id"] and vm["tags"]["env"] == "prod"
+    nsgs = json.loads((base / "nsgs.json").read_text())
+    assert "allow-ssh-any" in [rule["name"] for rule in nsgs[0]["properties"]["securityRules"]]
+    assert json.loads((base / "public_ips.json").read_text())[0]["properties"]["ipAddress"] == "20.62.10.45"
+    encryption = json.loads((base / "encryption.json").read_text())["disks"]
+    types = sorted(entry["encryption"]["type"] for entry in encryption.values())
+    assert types == ["EncryptionAtRestWithCustomerKey", *["EncryptionAtRestWithPlatformKey"] * 2]
+
+
+def test_raw_image_hashes_match_the_served_bytes_and_access_is_revoked(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    case, result = acquire(raw_image=True)
+    for role, disk_id in zip(("os", "data-lun0", "data-lun1"), azure_incident.extra["disk_ids"], strict=True):
+        image = result.results[f"image-{role}"]
+        served = azure_sandbox.fake.blobs[disk_id.lower()]
+        assert image["sha256"] == hashlib.sha256(served).hexdigest()
+        assert image["size"] == len(served)
+        assert image["ranges"] == 5  # 1 MiB + footer in 256 KiB ranges
+        assert image["sparse_bytes"] == 256 * 1024  # the zero hole is left sparse
+        assert (case.root / image["path"]).read_bytes() == served
+        assert image["access_revoked"] is True
+    assert azure_sandbox.fake.grants == {}
+    assert all(
+        azure_sandbox.fake.get(s)["properties"]["diskState"] != "ActiveSAS"  # type: ignore[index]
+        for s in azure_sandbox.snapshots_for_case(case.case_id)
+    )
+    records = read_records(case.root / "custody.jsonl")
+    image_record = next(r for r in records if r["details"].get("step") == "image-os")
+    operations = [(c["service"], c["operation"]) for c in image_record["api_calls"]]
+    assert operations.count(("Storage.Blob", "GetBlob")) == 5
+    assert ("Microsoft.Compute", "snapshots/beginGetAccess/action") in operations
+    assert ("Microsoft.Compute", "snapshots/endGetAccess/action") in operations
+    assert all("sig=" not in json.dumps(r) for r in records)  # the SAS never lands in custody
+    assert verify_case(case.root).ok
+
+
+def test_every_arm_call_is_in_custody_with_request_id_and_user_agent(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    before = len(azure_sandbox.fake.requests)
+    case, _ = acquire(raw_image=True)
+    served = azure_sandbox.fake.requests[before:]
+    recorded = [call for record in read_records(case.root / "custody.jsonl") for call in record["api_calls"]]
+    assert len(recorded) == len(served) > 40
+    assert all(r["user_agent"].startswith(f"cloudir/") for r in served)
+    assert all(f"case/{case.case_id}" in r["user_agent"] for r in served)
+    assert all(call["request_id"] for call in recorded)
+    failed = {(c["operation"], c["outcome"], c["http_status"]) for c in recorded if c["outcome"] != "ok"}
+    assert failed == {("snapshots/read", "ResourceNotFound", 404)}  # the "does it exist yet" checks
+    assert {f"{c['service']}/{c['operation']}" for c in recorded} == {r["operation"] for r in served}
+    assert case.custody.caller["azure"].startswith("responder@contoso.example")
+
+
+def test_plan_lists_every_call_and_permissions_cover_what_ran(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    provider = azure_sandbox.provider()
+    target = provider.find_target(azure_incident.target)
+    plan = provider.plan_acquire(target, AcquireOptions(raw_image=True))
+    ids = [step.id for step in plan.steps]
+    assert ids == [step.id for step in provider.plan_acquire(target, AcquireOptions(raw_image=True)).steps]
+    assert ids[:3] == ["metadata", "preserve-locks", "preserve-scale-in"]
+    assert {step.kind for step in plan.steps} == {StepKind.READ, StepKind.PRESERVE, StepKind.ACQUIRE}
+    planned = {(call.service, call.operation) for step in plan.steps for call in step.calls}
+    case, _ = acquire(raw_image=True)
+    recorded = {(c["service"], c["operation"]) for r in read_records(case.root / "custody.jsonl") for c in r["api_calls"]}
+    assert recorded <= planned, recorded - planned
+    permissions = set(provider.required_permissions())
+    assert {"Microsoft.Compute/snapshots/write", "Microsoft.Authorization/locks/write"} <= permissions
+    assert {f"{s}/{o}" for s, o in recorded if s != "Storage.Blob"} <= permissions
+
+
+def test_dry_run_plan_changes_nothing(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident):
+    before = azure_sandbox.state()
+    provider = azure_sandbox.provider()
+    provider.bind(None)
+    plan = provider.plan_acquire(provider.find_target(azure_incident.target), AcquireOptions(raw_image=True))
+    assert len(plan.steps) == 12
+    assert azure_sandbox.state() == before
+
+
+def test_injected_failure_blocks_later_changes_and_resume_completes(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    with azure_sandbox.fail_next("snapshot"):
+        case, failed = acquire(raise_on_failure=False)
+    statuses = {o.step_id: o.status for o in failed.outcomes}
+    assert statuses["metadata"] == statuses["preserve-locks"] == "done"
+    assert statuses["snapshot-os"] == "failed"
+    assert all(statuses[s] == "blocked" for s in statuses if s.startswith(("snapshot-data", "copy-")))
+    assert "InternalError" in (failed.failed.error if failed.failed else "")
+    assert azure_sandbox.snapshots_for_case(case.case_id) == []
+    _, resumed = acquire()
+    assert resumed.ok
+    assert {o.step_id: o.status for o in resumed.outcomes}["preserve-locks"] == "resumed"
+    assert len(azure_sandbox.snapshots_for_case(case.case_id)) == 6

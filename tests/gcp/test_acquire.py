@@ -1,0 +1,103 @@
+"""Acquisition against the fake Compute API: preserve, capture, snapshot, copy; custody and user agent."""
+
+from __future__ import annotations
+
+import json
+
+from cloudir.case import Case
+from cloudir.custody import read_records, verify_case
+from cloudir.plan import StepKind, run_plan
+from cloudir.provider import AcquireOptions, Target
+from moto_fixtures.gcp import FORENSIC_PROJECT, INSTANCE, MIG, PROJECT, STARTUP_SCRIPT, ZONE, GcpSandbox
+from moto_fixtures.sandbox import PlantedIncident
+from providers.gcp import GcpProvider
+from providers.gcp.provider import CASE_LABEL, label_value
+
+OPTIONS = AcquireOptions(forensic_account=FORENSIC_PROJECT)
+
+
+def _api_calls(case: Case) -> list[dict[str, object]]:
+    return [call for record in read_records(case.root / "custody.jsonl") for call in record["api_calls"]]
+
+
+def test_plan_steps_and_kinds(provider: GcpProvider, target: Target) -> None:
+    plan = provider.plan_acquire(target, OPTIONS)
+    assert [(s.id, s.kind) for s in plan.steps] == [
+        ("preserve:deletion-protection", StepKind.PRESERVE),
+        ("preserve:abandon-from-group", StepKind.PRESERVE),
+        ("capture:metadata", StepKind.READ),
+        (f"snapshot:{INSTANCE}", StepKind.ACQUIRE),
+        (f"snapshot:{INSTANCE}-data", StepKind.ACQUIRE),
+        (f"copy:{INSTANCE}", StepKind.ACQUIRE),
+        (f"copy:{INSTANCE}-data", StepKind.ACQUIRE),
+    ]
+    assert plan.target == target.ref
+    assert [s.id for s in provider.plan_acquire(target, OPTIONS).steps] == [s.id for s in plan.steps]
+
+
+def test_acquire_preserves_snapshots_copies_and_captures(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case, target: Target
+) -> None:
+    result = run_plan(provider.plan_acquire(target, OPTIONS), case)
+    assert result.ok
+    fake = gcp_sandbox.fake
+    project = fake.project(PROJECT)
+    instance = project.instances[ZONE][INSTANCE]
+    assert instance["deletionProtection"] is True
+    igm = project.igms[ZONE][MIG]
+    assert instance["selfLink"] not in igm["_managed"]
+    assert igm["targetSize"] == 2
+    assert gcp_sandbox.is_preserved(incident)
+
+    case_label = label_value(case.case_id)
+    snapshots = [s for s in project.snapshots.values() if s["labels"].get(CASE_LABEL) == case_label]
+    assert sorted(s["sourceDisk"].rsplit("/", 1)[-1] for s in snapshots) == [INSTANCE, f"{INSTANCE}-data"]
+    images = list(fake.project(FORENSIC_PROJECT).images.values())
+    assert {i["sourceSnapshotId"] for i in images} == {s["id"] for s in snapshots}
+    assert all(i["labels"][CASE_LABEL] == case_label for i in images)
+    assert len(gcp_sandbox.snapshots_for_case(case.case_id)) == 4
+
+    base = case.root / f"metadata/gcp/{PROJECT}/{ZONE}/{INSTANCE}"
+    summary = json.loads((base / "summary.json").read_text())
+    assert summary["startup_script"] == STARTUP_SCRIPT
+    assert summary["service_accounts"][0]["email"].startswith("web-frontend@")
+    assert summary["labels"] == {"app": "web-frontend", "env": "prod"}
+    rules = {r["name"] for r in json.loads((base / "firewall-rules.json").read_text())}
+    assert rules == {"default-allow-internal", "allow-http", "allow-all-debug"}  # not allow-db-admin (tag db)
+    assert json.loads((base / "instance.json").read_text())["networkInterfaces"][0]["accessConfigs"][0]["natIP"]
+    assert "203.0.113.66:4444" in (base / "serial-port-1.txt").read_text()
+    assert verify_case(case.root).ok
+
+
+def test_every_request_is_in_custody_with_user_agent(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, case: Case, target: Target
+) -> None:
+    run_plan(provider.plan_acquire(target, OPTIONS), case)
+    wire = gcp_sandbox.fake.requests  # everything the fake received, target resolution included
+    recorded = _api_calls(case)
+    assert [c["operation"] for c in recorded] == [r["operation"] for r in wire]
+    assert all(r["user_agent"].startswith("cloudir/") and f"case/{case.case_id}" in r["user_agent"] for r in wire)
+    snapshot_calls = [c for c in recorded if c["operation"] == "disks.createSnapshot"]
+    assert len(snapshot_calls) == 2
+    assert all(c["region"] == ZONE and str(c["request_id"]).startswith("operation-") for c in snapshot_calls)
+    assert {c["operation"] for c in recorded} >= {"zoneOperations.wait", "globalOperations.wait", "images.insert"}
+
+
+def test_rerun_does_not_duplicate_snapshots_or_copies(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, case: Case, target: Target
+) -> None:
+    run_plan(provider.plan_acquire(target, OPTIONS), case)
+    first = gcp_sandbox.snapshots_for_case(case.case_id)
+    (case.root / "state.json").unlink()  # forget the run: every step executes again
+    rerun = run_plan(provider.plan_acquire(target, OPTIONS), case)
+    assert gcp_sandbox.snapshots_for_case(case.case_id) == first
+    assert all(rerun.results[f"snapshot:{d}"]["reused"] for d in (INSTANCE, f"{INSTANCE}-data"))
+    assert all(rerun.results[f"copy:{d}"]["reused"] for d in (INSTANCE, f"{INSTANCE}-data"))
+    assert rerun.results["preserve:abandon-from-group"]["abandoned"] is False
+
+
+def test_without_forensic_project_no_copy_steps(gcp_sandbox: GcpSandbox, incident: PlantedIncident) -> None:
+    provider = gcp_sandbox.gcp_provider(forensic_project=None)
+    plan = provider.plan_acquire(provider.find_target(incident.target), AcquireOptions())
+    assert not [s for s in plan.steps if s.id.startswith("copy:")]
+    assert any("no forensic project" in note for note in plan.notes)

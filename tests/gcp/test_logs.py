@@ -1,0 +1,117 @@
+"""Cloud Audit Log collection: paging, raw pages as evidence, throttling, early stop and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from cloudir.case import Case
+from cloudir.custody import read_records, verify_case
+from cloudir.errors import CloudirError, StepFailedError
+from cloudir.plan import StepKind, run_plan
+from cloudir.provider import LogPullRequest
+from moto_fixtures.gcp import ATTACKER, PROJECT, WINDOW_END, WINDOW_START, GcpSandbox
+from moto_fixtures.gcp_server import LogFilter
+from moto_fixtures.sandbox import PlantedIncident
+from providers.gcp import GcpProvider
+from providers.gcp.logs import COVERAGE_FILE, audit_filter
+
+FOLDER = f"logs/gcp/audit/{PROJECT}"
+
+
+def _request(**extra: object) -> LogPullRequest:
+    return LogPullRequest(start=WINDOW_START, end=WINDOW_END, extra=dict(extra))
+
+
+def _expected(gcp_sandbox: GcpSandbox, request: LogPullRequest) -> list[dict[str, object]]:
+    predicate = LogFilter(audit_filter(PROJECT, request)).compile()
+    return sorted((e for e in gcp_sandbox.fake.log_entries if predicate(e)), key=lambda e: str(e["timestamp"]))
+
+
+def _pages(case: Case) -> list[dict[str, object]]:
+    return [json.loads(path.read_bytes()) for path in sorted((case.root / FOLDER).glob("page-*.json"))]
+
+
+def test_pages_are_stored_raw_and_in_custody(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case
+) -> None:
+    request = _request()
+    plan = provider.plan_pull_logs(request)
+    assert [(s.id, s.kind) for s in plan.steps] == [(f"logs:audit:{PROJECT}", StepKind.READ)]
+    assert run_plan(plan, case).ok
+    expected = _expected(gcp_sandbox, request)
+    assert len(expected) > gcp_sandbox.log_page_size  # the window needs several pages
+    paths = sorted((case.root / FOLDER).glob("page-*.json"))
+    assert len(paths) == math.ceil(len(expected) / gcp_sandbox.log_page_size)
+    size = gcp_sandbox.log_page_size
+    first_raw = json.dumps({"entries": expected[:size], "nextPageToken": str(size)}).encode()
+    assert paths[0].read_bytes() == first_raw  # the exact HTTP response body
+    assert [e for page in _pages(case) for e in page["entries"]] == expected
+    stored = {a["path"]: a for r in read_records(case.root / "custody.jsonl") for a in r["artifacts"]}
+    assert all(f"{FOLDER}/{p.name}" in stored for p in paths)
+    assert verify_case(case.root).ok
+    coverage = json.loads((case.root / COVERAGE_FILE).read_text())
+    source = coverage["sources"][0]
+    assert (source["status"], source["items"], source["details"]["pages"]) == ("complete", len(expected), len(paths))
+    assert coverage["window_start"] == WINDOW_START
+    assert not coverage["warnings"]
+    methods = {e["protoPayload"]["methodName"] for e in expected}
+    assert set(incident.extra["attacker_methods"]) <= methods
+
+
+def test_filter_on_principal_and_resource(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case
+) -> None:
+    request = LogPullRequest(start=WINDOW_START, end=WINDOW_END, principals=[ATTACKER])
+    run_plan(provider.plan_pull_logs(request), case)
+    entries = [e for page in _pages(case) for e in page["entries"]]
+    assert {e["protoPayload"]["authenticationInfo"]["principalEmail"] for e in entries} == {ATTACKER}
+    assert {e["protoPayload"]["methodName"] for e in entries} >= set(incident.extra["attacker_methods"])
+    narrowed = _expected(gcp_sandbox, LogPullRequest(WINDOW_START, WINDOW_END, resources=["sinks/org-audit-export"]))
+    assert [e["protoPayload"]["methodName"] for e in narrowed] == ["google.logging.v2.ConfigServiceV2.DeleteSink"]
+
+
+def test_throttling_is_retried_and_reported(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case
+) -> None:
+    gcp_sandbox.throttle("pull_logs", 2)
+    assert run_plan(provider.plan_pull_logs(_request()), case).ok
+    statuses = [r["status"] for r in gcp_sandbox.fake.requests if r["operation"] == "entries.list"]
+    assert statuses[:3] == [429, 429, 200]
+    source = json.loads((case.root / COVERAGE_FILE).read_text())["sources"][0]
+    assert (source["status"], source["details"]["throttled_responses"]) == ("complete", 2)
+    outcomes = [c["outcome"] for r in read_records(case.root / "custody.jsonl") for c in r["api_calls"]]
+    assert outcomes.count("RESOURCE_EXHAUSTED") == 2
+
+
+def test_early_stop_is_reported_and_resume_continues(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case
+) -> None:
+    request = _request()
+    expected = _expected(gcp_sandbox, request)
+    gcp_sandbox.throttle("pull_logs", 4, after=1)  # page 1 passes, then 4 attempts (1 + 3 retries) fail
+    with pytest.raises(StepFailedError, match="stopped early"):
+        run_plan(provider.plan_pull_logs(request), case)
+    coverage = json.loads((case.root / COVERAGE_FILE).read_text())
+    source = coverage["sources"][0]
+    assert source["status"] == "stopped"
+    assert "RESOURCE_EXHAUSTED" in source["stopped_reason"]
+    assert source["details"]["pages"] == 1
+    assert source["items"] == gcp_sandbox.log_page_size
+    assert any("stopped early" in w for w in coverage["warnings"])
+
+    resumed = run_plan(provider.plan_pull_logs(request), case)
+    assert resumed.ok
+    assert [e for page in _pages(case) for e in page["entries"]] == expected
+    source = json.loads((case.root / COVERAGE_FILE).read_text())["sources"][0]
+    assert (source["status"], source["items"]) == ("complete", len(expected))
+    assert verify_case(case.root).ok
+
+
+def test_bad_window_and_log_kind_are_refused(provider: GcpProvider) -> None:
+    with pytest.raises(CloudirError, match="not an ISO 8601 time"):
+        provider.plan_pull_logs(LogPullRequest(start="yesterday", end=WINDOW_END))
+    with pytest.raises(CloudirError, match="unknown audit log kind"):
+        provider.plan_pull_logs(_request(log_kinds=["firewall"]))

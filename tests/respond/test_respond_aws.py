@@ -1,0 +1,154 @@
+"""A GuardDuty finding on the AWS sandbox's planted incident, end to end: evidence, timeline, findings, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+from cloudir.custody import read_records, verify_case
+from cloudir.playbook import approve_pending, respond
+from cloudir.serverless.aws_lambda import handler
+from cloudir.triggers import parse_triggers
+from tests.respond.conftest import AwsIncident, sample
+
+runner = CliRunner()
+
+
+def test_guardduty_finding_end_to_end_with_approval_and_duplicate(aws_incident: AwsIncident, case_root: Path) -> None:
+    [trigger] = parse_triggers(aws_incident.finding)
+    case_dir = case_root / "gd"
+    first = respond(trigger, case_dir, provider_factory=aws_incident.provider_factory, params=aws_incident.params)
+    assert first.status == "awaiting-approval", first.message
+    assert first.playbook == "ec2-instance-compromise"
+    sandbox, incident = aws_incident.sandbox, aws_incident.incident
+    assert sandbox.is_preserved(incident)
+    assert not sandbox.is_isolated(incident)
+    case_id = json.loads((case_dir / "case.json").read_text())["case_id"]
+    assert sandbox.snapshots_for_case(case_id)
+    assert (case_dir / "timeline.duckdb").is_file()
+    assert (case_dir / "report.html").is_file()
+    assert "awaiting approval" in (case_dir / "report.html").read_text()
+
+    again = respond(trigger, case_dir, provider_factory=aws_incident.provider_factory, params=aws_incident.params)
+    assert again.status == "duplicate"
+    assert "already handled" in again.message
+    assert "nothing new" in again.message
+
+    [approved] = approve_pending(case_dir, provider_factory=aws_incident.provider_factory)
+    assert approved.status == "completed", approved.message
+    assert sandbox.is_isolated(incident)
+    records = read_records(case_dir / "custody.jsonl")
+    actions = [r["action"] for r in records]
+    assert "containment.approved" in actions
+    assert actions.count("trigger.received") == 1
+    assert "trigger.duplicate" in actions
+    assert actions[-1] == "response.completed"
+    assert verify_case(case_dir).ok
+    assert respond(trigger, case_dir, provider_factory=aws_incident.provider_factory).status == "duplicate"
+    assert_policy_covers_calls(case_dir)
+
+
+def test_cli_respond_resumes_after_a_failed_step_then_approves(
+    aws_incident: AwsIncident, case_root: Path, tmp_path: Path
+) -> None:
+    finding = tmp_path / "finding.json"
+    finding.write_text(json.dumps(aws_incident.finding))
+    case_dir = case_root / "cli"
+    params = [arg for key, value in aws_incident.params.items() for arg in ("--param", f"{key}={value}")]
+    base = ["respond", "--trigger", str(finding), "--case", str(case_dir), *params]
+    sandbox, incident = aws_incident.sandbox, aws_incident.incident
+    with sandbox.fail_next("CreateSnapshots"):
+        failed = runner.invoke(app, base)
+    assert failed.exit_code == 3, failed.output
+    assert "snapshot" in failed.output
+    assert "--resume" in failed.output
+    assert sandbox.is_preserved(incident)
+    assert not sandbox.is_isolated(incident)
+
+    refused = runner.invoke(app, base)
+    assert refused.exit_code == 2
+    assert "re-run with --resume" in refused.output
+
+    resumed = runner.invoke(app, [*base, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "awaiting-approval" in resumed.output
+    assert "resumed" in resumed.output  # the steps that had finished were not repeated
+    assert not sandbox.is_isolated(incident)
+
+    approved = runner.invoke(app, ["respond", "--case", str(case_dir), "--approve"])
+    assert approved.exit_code == 0, approved.output
+    assert sandbox.is_isolated(incident)
+    summary = runner.invoke(app, ["report", str(case_dir), "--format", "json", "--out", str(tmp_path / "s.json")])
+    assert summary.exit_code == 0, summary.output
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["actions_taken"]["containment"] == "performed"
+    assert data["evidence"]["custody_verified"] is True
+    assert data["detected"]["detections"][0]["finding_id"] == "gd-finding-1"
+    assert any(incident.target.value in resource for resource in data["affected"]["resources"])
+
+
+def test_lambda_handler_revokes_a_leaked_key_when_preapproved(
+    aws_incident: AwsIncident, case_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = sample("securityhub_custom_action.json")
+    finding = event["detail"]["findings"][0]
+    account = aws_incident.sandbox.client("sts").get_caller_identity()["Account"]
+    key = aws_incident.incident.access_key
+    finding.update(AwsAccountId=account, LastObservedAt=aws_incident.finding["detail"]["updatedAt"])
+    finding["Resources"][0]["Id"] = f"AWS::IAM::AccessKey:{key}"
+    monkeypatch.setenv("CLOUDIR_CASE_ROOT", str(case_root))
+    monkeypatch.setenv("CLOUDIR_PARAMS", json.dumps({"log_window_before_hours": 96}))
+    monkeypatch.setenv("CLOUDIR_APPROVE_CONTAINMENT", "true")
+    result = handler(event, None, provider_factory=aws_incident.provider_factory)
+    [outcome] = result["outcomes"]
+    assert outcome["status"] == "completed", outcome["message"]
+    assert outcome["playbook"] == "iam-credential-compromise"
+    iam = aws_incident.sandbox.client("iam")
+    statuses = {
+        k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"]
+    }
+    assert statuses[key] == "Inactive"
+    case_dir = Path(outcome["case_dir"])
+    assert case_dir.parent == case_root
+    assert (case_dir / "report.html").is_file()
+    assert verify_case(case_dir).ok
+    again = handler(event, None, provider_factory=aws_incident.provider_factory)
+    assert again["outcomes"][0]["status"] == "duplicate"
+    rejected = handler({"detail-type": "x", "source": "aws.guardduty", "detail": {}}, None)
+    assert rejected["status"] == "rejected"
+    assert "missing field" in rejected["error"]
+
+
+# Operations whose IAM action is not "<service>:<Operation>".
+IAM_ACTION_EXCEPTIONS = {
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "ListObjects"): "s3:ListBucket",
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "HeadBucket"): "s3:ListBucket",
+    ("s3", "GetObjectLockConfiguration"): "s3:GetBucketObjectLockConfiguration",
+    ("s3", "GetBucketLocation"): "s3:GetBucketLocation",
+}
+
+
+def iam_action(service: str, operation: str) -> str:
+    """The IAM action authorising one API call."""
+    return IAM_ACTION_EXCEPTIONS.get((service, operation), f"{service}:{operation}")
+
+
+def assert_policy_covers_calls(case_dir: Path) -> None:
+    result = runner.invoke(app, ["iam-policy", "aws"])
+    assert result.exit_code == 0, result.output
+    policy = json.loads(result.output)
+    allowed = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert not [action for action in allowed if "*" in action]
+    made = {
+        iam_action(call["service"], call["operation"])
+        for record in read_records(case_dir / "custody.jsonl")
+        for call in record["api_calls"]
+    }
+    assert len(made) > 20  # acquisition, log collection and containment all ran
+    assert made - allowed == set(), f"the generated policy misses {sorted(made - allowed)}"

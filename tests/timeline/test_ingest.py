@@ -1,0 +1,288 @@
+"""Normalizer: every supported shape, quarantine, de-duplication, responder tagging, case build."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cloudir.case import Case
+from cloudir.custody import ApiCall, read_records, verify_case
+from cloudir.errors import CloudirError
+from cloudir.timeline.ingest import build_case_timeline, ingest_paths
+from cloudir.timeline.schema import EVENTS_COLUMNS
+
+DATA = Path(__file__).parent / "data"
+
+
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def one_event(db: Path, event_id: str) -> dict[str, object]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        cursor = con.execute("SELECT * FROM events WHERE event_id = ?", [event_id])
+        row = cursor.fetchone()
+        assert row is not None, f"event {event_id} missing"
+        return dict(zip([d[0] for d in cursor.description], row, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("fixture", "source_format", "count"),
+    [
+        ("cloudtrail_records.json.gz", "cloudtrail", 2),
+        ("cloudtrail_array.json", "cloudtrail", 2),
+        ("cloudtrail_logstash.jsonl", "cloudtrail", 2),
+        ("lookup_events_page.json", "cloudtrail", 2),
+        ("cloudtrail_export.csv", "cloudtrail_csv", 2),
+        ("gcp_entries_page.json", "gcp_audit", 2),
+        ("gcp_audit.jsonl", "gcp_audit", 2),
+        ("azure_activity_page.json", "azure_activity", 2),
+        ("azure_diagnostic_records.json", "azure_activity", 1),
+        ("entra_signin_graph.json", "entra_signin", 2),
+        ("entra_audit_graph.json", "entra_audit", 1),
+    ],
+)
+def test_each_shape_is_detected_and_ingested(tmp_path: Path, fixture: str, source_format: str, count: int) -> None:
+    db = tmp_path / "t.duckdb"
+    stats = ingest_paths(db, [DATA / fixture])
+    assert (stats.ingested, stats.duplicates, stats.quarantined) == (count, 0, 0)
+    assert stats.per_format == {source_format: count}
+    found = rows(
+        db, "SELECT source_format, count(*), min(source_position), max(source_position) FROM events GROUP BY 1"
+    )
+    assert found == [(source_format, count, 0, count - 1)]
+    assert rows(db, "SELECT count(*) FROM events WHERE time IS NULL OR operation IS NULL OR raw IS NULL") == [(0,)]
+
+
+def test_cloudtrail_fields(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [DATA / "cloudtrail_records.json.gz", DATA / "cloudtrail_logstash.jsonl"])
+    failed = one_event(db, "00000000-0000-4000-8000-000000000002")
+    assert failed["time"] == datetime(2024, 5, 1, 10, 2)
+    assert failed["cloud"] == "aws"
+    assert failed["account"] == "111122223333"
+    assert failed["region"] == "eu-west-1"
+    assert failed["service"] == "s3"
+    assert failed["operation"] == "GetObject"
+    assert failed["actor"] == "arn:aws:sts::111122223333:assumed-role/Admin/alice"
+    assert failed["actor_type"] == "AssumedRole"
+    assert failed["session"] == "ASIAEXAMPLE0001"
+    assert failed["source_ip"] == "203.0.113.7"
+    assert failed["resources"] == ["arn:aws:s3:::evidence-bucket"]
+    assert (failed["status"], failed["error_code"]) == ("failure", "AccessDenied")
+    assert failed["request_id"] == "REQ0002"
+    assert failed["event_uid"] == "aws:00000000-0000-4000-8000-000000000002"
+    assert failed["read_only"] is True
+    assert failed["source_position"] == 1
+    assert json.loads(str(failed["raw"]))["eventName"] == "GetObject"
+    logstash = one_event(db, "00000000-0000-4000-8000-000000000006")
+    assert logstash["time"] == datetime(2024, 5, 1, 10, 6)
+    assert str(logstash["source_file"]).endswith("cloudtrail_logstash.jsonl")
+
+
+def test_lookup_events_unwraps_the_cloudtrail_event_string(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [DATA / "lookup_events_page.json"])
+    event = one_event(db, "00000000-0000-4000-8000-000000000008")
+    assert event["service"] == "sts"
+    assert event["operation"] == "GetCallerIdentity"
+    assert json.loads(str(event["raw"]))["eventSource"] == "sts.amazonaws.com"
+
+
+def test_csv_export_with_python_repr_fields(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [DATA / "cloudtrail_export.csv"])
+    event = one_event(db, "csv-event-2")
+    assert event["operation"] == "GetObject"
+    assert event["actor_type"] == "AWSAccount"
+    assert event["actor"] == "ANONYMOUS_PRINCIPAL"
+    assert event["resources"] == ["honey-bucket"]
+    assert event["source_ip"] == "198.51.100.10"
+    assert event["time"] == datetime(2022, 2, 18, 14, 54, 56)
+    assert event["source_position"] == 1
+
+
+def test_gcp_fields(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [DATA / "gcp_entries_page.json"])
+    denied = one_event(db, "gcp-insert-2")
+    assert denied["cloud"] == "gcp"
+    assert denied["account"] == "demo-proj"
+    assert denied["region"] == "europe-west1-b"
+    assert denied["service"] == "compute.googleapis.com"
+    assert denied["operation"] == "v1.compute.instances.get"
+    assert denied["actor"] == "ci@demo-proj.iam.gserviceaccount.com"
+    assert denied["actor_type"] == "ServiceAccount"
+    assert str(denied["session"]).endswith("/keys/abc")
+    assert (denied["status"], denied["error_code"]) == ("failure", "7")
+    assert denied["read_only"] is True
+    assert denied["time"] == datetime(2024, 5, 2, 8, 0, 2, 123456)
+
+
+def test_azure_activity_rest_and_diagnostic_fields(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [DATA / "azure_activity_page.json", DATA / "azure_diagnostic_records.json"])
+    deleted = one_event(db, "az-event-1")
+    assert deleted["operation"] == "Microsoft.Compute/virtualMachines/delete"
+    assert deleted["service"] == "Microsoft.Compute"
+    assert deleted["account"] == "11111111-2222-3333-4444-555555555555"
+    assert (deleted["actor"], deleted["actor_type"]) == ("mallory@contoso.com", "User")
+    assert deleted["source_ip"] == "203.0.113.99"
+    assert deleted["session"] == "token-1"
+    assert deleted["request_id"] == "client-req-1"
+    assert deleted["status"] == "success"
+    failed = one_event(db, "az-event-2")
+    assert (failed["status"], failed["error_code"], failed["read_only"]) == ("failure", "Forbidden", True)
+    (diag,) = rows(db, "SELECT operation, account, actor, region, status FROM events WHERE request_id = 'diag-corr-1'")
+    assert diag == (
+        "MICROSOFT.KEYVAULT/VAULTS/WRITE",
+        "11111111-2222-3333-4444-555555555555",
+        "mallory@contoso.com",
+        "westeurope",
+        "success",
+    )
+
+
+def test_entra_fields(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [DATA / "entra_signin_graph.json", DATA / "entra_audit_graph.json"])
+    failed = one_event(db, "signin-2")
+    assert (failed["cloud"], failed["source_format"]) == ("azure", "entra_signin")
+    assert (failed["actor"], failed["status"], failed["error_code"]) == ("mallory@contoso.com", "failure", "50126")
+    assert one_event(db, "signin-1")["status"] == "success"
+    audit = one_event(db, "audit-1")
+    assert audit["operation"] == "Add member to role"
+    assert audit["actor"] == "mallory@contoso.com"
+    assert audit["resources"] == ["eve@contoso.com"]
+    assert audit["time"] == datetime(2024, 5, 4, 7, 5, 0, 123456)
+
+
+def test_panther_wrapper_holds_mixed_clouds(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    stats = ingest_paths(db, [DATA / "panther_cases.jsonl"])
+    assert stats.per_format == {"cloudtrail": 1, "gcp_audit": 1}
+    assert rows(db, "SELECT cloud, source_position FROM events ORDER BY 2") == [("aws", 0), ("gcp", 1)]
+
+
+def test_malformed_input_is_quarantined_with_position_and_reason(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    stats = ingest_paths(db, [DATA / "malformed.jsonl", DATA / "notes.txt"])
+    assert (stats.ingested, stats.duplicates, stats.quarantined) == (1, 0, 4)
+    quarantined = rows(db, "SELECT source_file, source_position, reason FROM quarantine ORDER BY 1, 2")
+    malformed, notes = str(DATA / "malformed.jsonl"), str(DATA / "notes.txt")
+    assert [(f, p) for f, p, _ in quarantined] == [(malformed, 1), (malformed, 2), (malformed, 3), (notes, None)]
+    reasons = [reason for _, _, reason in quarantined]
+    assert reasons[0] == "not valid JSON"
+    assert reasons[1] == "no parsable event time (cloudtrail)"
+    assert reasons[2].startswith("unrecognized record (keys: hello")
+    assert reasons[3].startswith("unrecognized file format")
+
+
+def test_positions_count_records_not_blank_lines(tmp_path: Path) -> None:
+    lines = (DATA / "gcp_audit.jsonl").read_text().splitlines()
+    path = tmp_path / "gaps.jsonl"
+    path.write_text(f"\n{lines[0]}\n\n{lines[1]}\n")
+    ingest_paths(tmp_path / "t.duckdb", [path])
+    assert rows(tmp_path / "t.duckdb", "SELECT event_id, source_position FROM events ORDER BY 2") == [
+        ("gcp-insert-3", 0),
+        ("gcp-insert-4", 1),
+    ]
+
+
+def test_reingest_changes_nothing_and_duplicates_are_dropped_once(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    first = ingest_paths(db, [DATA])
+    assert first.quarantined == 4
+    before = rows(db, "SELECT * FROM events ORDER BY event_uid")
+    quarantine_before = rows(db, "SELECT * FROM quarantine ORDER BY ALL")
+    again = ingest_paths(db, [DATA])
+    assert (again.ingested, again.duplicates, again.quarantined) == (0, first.ingested + first.duplicates, 4)
+    assert rows(db, "SELECT * FROM events ORDER BY event_uid") == before
+    assert rows(db, "SELECT * FROM quarantine ORDER BY ALL") == quarantine_before
+    copy = tmp_path / "copy.json.gz"
+    shutil.copy(DATA / "cloudtrail_records.json.gz", copy)
+    stats = ingest_paths(tmp_path / "two.duckdb", [DATA / "cloudtrail_records.json.gz", copy])
+    assert (stats.ingested, stats.duplicates) == (2, 2)
+    kept = rows(tmp_path / "two.duckdb", "SELECT DISTINCT source_file FROM events")
+    assert kept == [(str(DATA / "cloudtrail_records.json.gz"),)]
+
+
+def test_every_column_is_filled_in_order(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [DATA / "cloudtrail_array.json"])
+    with duckdb.connect(str(db), read_only=True) as con:
+        columns = [d[0] for d in con.execute("SELECT * FROM events").description]
+    assert tuple(columns) == EVENTS_COLUMNS
+
+
+def test_responder_calls_are_tagged_by_user_agent_and_request_id(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [DATA / "lookup_events_page.json", DATA / "cloudtrail_array.json"])
+    assert rows(db, "SELECT event_id FROM events WHERE is_responder") == [("00000000-0000-4000-8000-000000000007",)]
+    ingest_paths(db, [DATA / "cloudtrail_array.json"], responder_request_ids=["REQ0004"])
+    assert rows(db, "SELECT request_id FROM events WHERE is_responder ORDER BY 1") == [("REQ0004",), ("REQ0007",)]
+
+
+def test_nothing_but_unknown_files_gives_zero_events(tmp_path: Path) -> None:
+    stats = ingest_paths(tmp_path / "t.duckdb", [DATA / "notes.txt"])
+    assert (stats.ingested, stats.quarantined) == (0, 1)
+    with pytest.raises(CloudirError, match="no such file"):
+        ingest_paths(tmp_path / "t.duckdb", [tmp_path / "missing.json"])
+
+
+def test_ocsf_view(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [DATA / "cloudtrail_records.json.gz", DATA / "gcp_audit.jsonl"])
+    found = rows(
+        db,
+        "SELECT class_uid, activity_name, type_uid, api.operation, actor.user.uid, src_endpoint.ip, cloud.provider, "
+        "status, status_code, metadata.original_uid FROM events_ocsf ORDER BY time",
+    )
+    assert found[1] == (
+        6003,
+        "Read",
+        600302,
+        "GetObject",
+        "arn:aws:sts::111122223333:assumed-role/Admin/alice",
+        "203.0.113.7",
+        "AWS",
+        "Failure",
+        "AccessDenied",
+        "00000000-0000-4000-8000-000000000002",
+    )
+    assert found[2][1:4] == ("Delete", 600304, "v1.compute.instances.delete")
+    assert found[2][6] == "GCP"
+
+
+def test_build_case_timeline_records_custody_and_tags_own_calls(tmp_path: Path) -> None:
+    case = Case.create(tmp_path / "case", case_id="cir-timeline")
+    with case.action("logs.pull", target="aws"):
+        case.write_bytes("logs/aws/cloudtrail/page-0001.json", (DATA / "cloudtrail_array.json").read_bytes())
+        case.write_bytes("logs/gcp/entries-0001.json", (DATA / "gcp_entries_page.json").read_bytes())
+        case.record_api_call(ApiCall("cloudtrail", "LookupEvents", "eu-west-1", "REQ0003", "ok"))
+    stats = build_case_timeline(case)
+    assert (stats.ingested, stats.duplicates, stats.quarantined) == (4, 0, 0)
+    db = case.root / "timeline.duckdb"
+    assert rows(db, "SELECT source_file, request_id FROM events WHERE is_responder") == [
+        ("logs/aws/cloudtrail/page-0001.json", "REQ0003")
+    ]
+    record = read_records(case.root / "custody.jsonl")[-1]
+    assert record["action"] == "timeline.build"
+    assert record["details"]["ingested"] == 4
+    assert [artifact["path"] for artifact in record["artifacts"]] == ["timeline.duckdb"]
+    result = verify_case(case.root)
+    assert result.ok, result.problems
+    assert not [w for w in result.warnings if "timeline" in w]
+
+
+def test_build_case_timeline_without_logs_fails_and_is_recorded(tmp_path: Path) -> None:
+    case = Case.create(tmp_path / "case")
+    with pytest.raises(CloudirError, match="no logs"):
+        build_case_timeline(case)
+    assert read_records(case.root / "custody.jsonl")[-1]["outcome"] == "failed"
