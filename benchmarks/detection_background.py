@@ -391,7 +391,7 @@ def generate_background(out: Path, *, start: datetime, days: int = 30, target_ev
     writer = Writer(out)
     _periodic_jobs(writer, start, days, rng)
     fixed = writer.count
-    per_scale = 330_000 * days / 30  # human + CI + analyst records at scale 1.0 (measured)
+    per_scale = 278_000 * days / 30  # human + CI + analyst records at scale 1.0 (measured)
     scale = max(0.05, (target_events - fixed) / per_scale)
     _ci(writer, start, days, rng, scale)
     _human_days(writer, start, days, rng, scale)

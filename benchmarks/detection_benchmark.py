@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.detection_background import ACCOUNTS, MAIN_REGION, generate_background
 from cloudir.analyze import run_analysis
-from cloudir.analyze.sigma import load_rules
+from cloudir.analyze.sigma import SIGMA_EVENTS_SQL, load_rules
 from cloudir.timeline.ingest import IngestStats, ingest_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ START = datetime(2026, 3, 1)
 DAYS = 30
 BASELINE_DAYS = 23
 PROD = ACCOUNTS["prod"]
-INGEST_CHUNK_FILES = 240
+INGEST_CHUNK_FILES = 60
 """Files per ingest_paths call: one call over all 1M events ran out of the ingest's 1 GB memory limit."""
 STRATUS_AGENT = re.compile(r"stratus-red-team_[0-9a-f-]+")
 
@@ -115,12 +115,13 @@ def prepare_attacks(out: Path, rng: random.Random) -> list[tuple[str, str, str]]
 def sigma_alone(con: duckdb.DuckDBPyConnection) -> None:
     """``sigma_findings``: every SigmaHQ rule hit grouped per rule, actor, session and hour (the baseline)."""
     loaded = load_rules(SIGMA)
+    con.execute(SIGMA_EVENTS_SQL.format(source="(SELECT * FROM events WHERE NOT is_responder)"))
     con.execute("CREATE OR REPLACE TABLE sigma_findings (analyzer VARCHAR, rule VARCHAR, event_ids VARCHAR[])")
     for rule, where in loaded.converted:
         try:
             con.execute(
-                f"INSERT INTO sigma_findings SELECT 'sigma (SigmaHQ alone)', ?, list(event_id) FROM events "
-                f"WHERE NOT is_responder AND {where} GROUP BY actor, session, date_trunc('hour', time)",
+                f"INSERT INTO sigma_findings SELECT 'sigma (SigmaHQ alone)', ?, list(event_id) FROM sigma_events "
+                f"WHERE {where} GROUP BY actor, session, date_trunc('hour', time)",
                 [str(rule.id)],
             )
         except duckdb.Error:
@@ -161,12 +162,19 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cloudir-detection-benchmark"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--reuse-background", action="store_true", help="keep a background generated before")
     args = parser.parse_args()
-    shutil.rmtree(args.work, ignore_errors=True)
     rng = random.Random(args.seed)
 
     started = time.monotonic()
-    background = generate_background(args.work / "background", start=START, days=DAYS, target_events=args.events)
+    if args.reuse_background and (args.work / "background").is_dir():
+        background = None
+        shutil.rmtree(args.work / "attacks", ignore_errors=True)
+        for stale in args.work.glob("timeline.duckdb*"):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    else:
+        shutil.rmtree(args.work, ignore_errors=True)
+        background = generate_background(args.work / "background", start=START, days=DAYS, target_events=args.events)
     labels = prepare_attacks(args.work / "attacks", rng)
     generated = time.monotonic() - started
 

@@ -30,7 +30,8 @@ SEED_FILES = (
 _RECORD_SQL = """
 SELECT json_merge_patch(s.raw, json_object(
     'eventID', uid[1:8] || '-' || uid[9:12] || '-4' || uid[14:16] || '-8' || uid[18:20] || '-' || uid[21:32],
-    'eventTime', strftime(TIMESTAMP '2026-01-01' + to_microseconds((i * $span // $events)::BIGINT), '%Y-%m-%dT%H:%M:%SZ'),
+    'eventTime', strftime(TIMESTAMP '2026-01-01' + to_microseconds((i::HUGEINT * $span // $events)::BIGINT),
+                          '%Y-%m-%dT%H:%M:%SZ'),
     '@timestamp', NULL,
     'requestID', upper(uid[1:16]),
     'recipientAccountId', account,

@@ -102,7 +102,7 @@ def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--data", type=Path, help="folder of generated files (default $TMPDIR/cloudir-bench/events-N-...)")
+    parser.add_argument("--data", type=Path, help="generated files (default $TMPDIR/cloudir-bench/events-N-...)")
     parser.add_argument("--work", type=Path, help="folder for the databases (default $TMPDIR/cloudir-bench/work)")
     parser.add_argument("--gzip", action="store_true", help="generate gzip files")
     parser.add_argument("--shape", choices=("jsonl", "records"), default="jsonl")
@@ -136,9 +136,11 @@ def main() -> None:
     work.mkdir(parents=True)
     input_mib = sum(Path(f).stat().st_size for f in files) / 2**20
 
-    bare: dict[str, dict[str, Any]] = {} if args.skip_bare else {
-        reader: _run_phase(reader, str(work / f"{reader}.duckdb"), *files) for reader in BARE_READS
-    }
+    bare: dict[str, dict[str, Any]] = (
+        {}
+        if args.skip_bare
+        else {reader: _run_phase(reader, str(work / f"{reader}.duckdb"), *files) for reader in BARE_READS}
+    )
     ingest = _run_phase("ingest", str(work / "timeline.duckdb"), *files)
     query = _run_phase("query", "--queries", str(args.queries), str(work / "timeline.duckdb"))
     events = ingest["stats"]["records"]
@@ -172,6 +174,7 @@ def main() -> None:
         f"{summary['ingest_peak_rss_mib']} | {summary['actor_query_median_s']} / {summary['actor_query_max_s']} | "
         f"{summary['timeline_db_mib']} |"
     )
+
 
 if __name__ == "__main__":
     main()

@@ -156,14 +156,15 @@ def _guardduty(finding: dict[str, Any]) -> Trigger:
         target = TargetQuery(
             TargetKind.INSTANCE, str(_require(finding, "resource.instanceDetails.instanceId", what)), region
         )
-    elif resource_type == "AccessKey":
-        key_id = str(_require(finding, "resource.accessKeyDetails.accessKeyId", what))
+    elif _get(finding, "resource.accessKeyDetails.accessKeyId"):  # AccessKey, S3Bucket, ... findings name the key
+        key_id = str(_get(finding, "resource.accessKeyDetails.accessKeyId"))
         principal = _get(finding, "resource.accessKeyDetails.userName")
         target = TargetQuery(TargetKind.ACCESS_KEY, key_id, region)
     else:
         raise TriggerError(
-            f"{what}: resource.resourceType {resource_type!r} is not supported",
-            hint="supported: Instance, AccessKey (use a manual trigger for other resources)",
+            f"{what}: resource.resourceType {resource_type!r} names neither an instance nor an access key "
+            "(missing field resource.accessKeyDetails.accessKeyId)",
+            hint="use a manual trigger (--instance, --access-key) for this finding",
         )
     time_path = "service.eventLastSeen" if _get(finding, "service.eventLastSeen") else "updatedAt"
     return Trigger(
@@ -282,7 +283,7 @@ def _defender(alert: dict[str, Any]) -> Trigger:
             f"{what}: the alerted resource {resource_id} is not a virtual machine",
             hint="supported: Microsoft.Compute/virtualMachines (use a manual trigger for other resources)",
         )
-    subscription, group, vm_name = match.groups()
+    subscription, group, _vm_name = match.groups()
     alert_id = str(lowered.get("id") or _require(props, "systemalertid", what))
     location = _AZURE_LOCATION.search(alert_id)
     time_path = "starttimeutc" if props.get("starttimeutc") else "timegeneratedutc"
@@ -291,7 +292,7 @@ def _defender(alert: dict[str, Any]) -> Trigger:
         cloud="azure",
         account=subscription,
         region=location.group(1) if location else None,
-        target=TargetQuery(TargetKind.INSTANCE, vm_name, group),
+        target=TargetQuery(TargetKind.INSTANCE, resource_id, group),
         time=_iso(_require(props, time_path, what), what, prefix + time_path),
         severity=_severity_label(_require(props, "severity", what), what, prefix + "severity"),
         finding_type=str(_require(props, "alerttype", what)),
@@ -425,6 +426,8 @@ def manual_trigger(
     """A trigger typed in by a responder (``--instance``, ``--access-key``, ``--principal``)."""
     if cloud not in CLOUDS:
         raise TriggerError(f"unknown cloud {cloud!r}", hint=f"choose one of {', '.join(CLOUDS)}")
+    if cloud != "aws" and not account:
+        raise TriggerError(f"a manual {cloud} trigger needs --account (the subscription / project)")
     severity = _severity_label(severity, "manual trigger", "--severity")
     when = _iso(time, "manual trigger", "--time") if time else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     key = f"{cloud}|{kind.value}|{value}|{location or ''}|{account}"

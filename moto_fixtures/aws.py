@@ -17,6 +17,7 @@ import botocore.loaders
 import botocore.session
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
+from moto.core.botocore_stubber import MockRawResponse
 from moto.ebs.models import EBSSnapshot, ebs_backends
 from moto.ec2.models.elastic_block_store import EBSBackend as Ec2EbsBackend
 from moto.kms.models import kms_backends
@@ -56,6 +57,9 @@ class AwsSandbox:
         self.disks: dict[str, dict[int, bytes]] = {}  # volume id -> block index -> data
         self._stack = ExitStack()
         self._clients: dict[tuple[str, str], Any] = {}
+        self._failures: dict[str, str] = {}  # operation -> error code of its next call
+        self._throttles: dict[str, int] = {}  # operation -> how many more sends answer RequestLimitExceeded
+        self.throttled: list[str] = []  # operations answered with a throttle, in order
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> AwsSandbox:
@@ -64,9 +68,13 @@ class AwsSandbox:
         self._stack.enter_context(mock_aws())
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "create_snapshot", self._wrap_create_snapshot()))
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "copy_snapshot", self._wrap_copy_snapshot()))
-        core = botocore.session.get_session()
-        core.register_component("data_loader", _MODEL_LOADER)
-        self.session = boto3.Session(botocore_session=core, region_name=self.region)
+        # Armed before any client exists, so clients made earlier and later (the CLI's own sessions) all see it.
+        for handler in (("before-call.*.*", self._inject_failure), ("before-send.*.*", self._inject_throttle)):
+            botocore.handlers.BUILTIN_HANDLERS.append(handler)
+            self._stack.callback(botocore.handlers.BUILTIN_HANDLERS.remove, handler)
+        # Sessions made inside the sandbox (ours, the CLI's) parse each service model once per process.
+        self._stack.enter_context(mock.patch.object(botocore.session, "create_loader", return_value=_MODEL_LOADER))
+        self.session = boto3.Session(region_name=self.region)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -129,30 +137,46 @@ class AwsSandbox:
     # -- failure injection at the botocore layer -----------------------------------------------------------
     @contextmanager
     def fail_next(self, operation: str, error_code: str = "InternalError") -> Iterator[None]:
-        """The next call of ``operation`` (any service, any session) fails with ``error_code``."""
-        fired: list[str] = []
-
-        def fail(**kwargs: Any) -> Any:
-            if fired:
-                return None
-            fired.append(operation)
-            status = 500 if error_code in {"InternalError", "ServiceUnavailable"} else 400
-            parsed = {
-                "Error": {"Code": error_code, "Message": f"injected {error_code} for {operation}"},
-                "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "sandbox-injected"},
-            }
-            return AWSResponse("https://sandbox.invalid/", status, {}, None), parsed
-
-        event = f"before-call.*.{operation}"
-        entry = (event, fail)
-        botocore.handlers.BUILTIN_HANDLERS.append(entry)
-        assert self.session is not None
-        self.session.events.register(event, fail)
+        """The next call of ``operation`` (any service, any client of any session) fails with ``error_code``."""
+        self._failures[operation] = error_code
         try:
             yield
         finally:
-            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
-            self.session.events.unregister(event, fail)
+            self._failures.pop(operation, None)
+
+    def _inject_failure(self, model: Any, **_: Any) -> Any:
+        """A before-call handler: short-circuits a call armed by :meth:`fail_next` with an error response."""
+        error_code = self._failures.pop(model.name, None)
+        if error_code is None:
+            return None
+        status = 500 if error_code in {"InternalError", "ServiceUnavailable"} else 400
+        parsed = {
+            "Error": {"Code": error_code, "Message": f"injected {error_code} for {model.name}"},
+            "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "sandbox-injected"},
+        }
+        return AWSResponse("https://sandbox.invalid/", status, {}, None), parsed
+
+    @contextmanager
+    def throttle(self, operation: str, times: int) -> Iterator[None]:
+        """EC2 answers the next ``times`` sends of ``operation`` with RequestLimitExceeded (the SDK retries these)."""
+        self._throttles[operation] = times
+        try:
+            yield
+        finally:
+            self._throttles.pop(operation, None)
+
+    def _inject_throttle(self, event_name: str, **_: Any) -> Any:
+        """A before-send handler (inside the SDK's retry loop): answers an armed send with a throttling error."""
+        operation = event_name.rsplit(".", 1)[-1]
+        if self._throttles.get(operation, 0) <= 0:
+            return None
+        self._throttles[operation] -= 1
+        self.throttled.append(operation)
+        body = (
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
+            "</Error></Errors><RequestID>sandbox-throttle</RequestID></Response>"
+        )
+        return AWSResponse("https://sandbox.invalid/", 503, {}, MockRawResponse(body))
 
     # -- the planted incident ------------------------------------------------------------------------------
     def plant_incident(self) -> PlantedIncident:

@@ -36,6 +36,7 @@ ERROR_STATUS = {
     "ResourceNotFound": 404,
     "NotFound": 404,
     "Conflict": 409,
+    "OperationNotAllowed": 409,
     "ScopeLocked": 409,
     "TooManyRequests": 429,
     "BadRequest": 400,
@@ -216,6 +217,7 @@ class FakeAzure:
                 {
                     "method": method,
                     "path": path,
+                    "query": unquote(split.query),
                     "operation": full_operation,
                     "user_agent": headers.get("user-agent", ""),
                 }
@@ -301,6 +303,7 @@ class FakeAzure:
             source_resource = self.resources.get(_norm(source).lower())
             if source_resource is None:
                 return _error(404, "NotFound", f"source resource {source} of the snapshot was not found")
+            body["properties"]["creationData"]["sourceUniqueId"] = source_resource["properties"].get("uniqueId")
             body.setdefault("properties", {}).update(
                 {
                     "diskSizeGB": source_resource["properties"].get("diskSizeGB"),
@@ -426,8 +429,8 @@ class FakeAzure:
             event
             for event in self.activity.get(subscription.lower(), [])
             if start <= _parse_time(event["eventTimestamp"]) <= end
-            and (not group or event.get("resourceGroupName", "").lower() == group)
-            and (not resource or event.get("resourceId", "").lower().startswith(resource))
+            and (not group or (event.get("resourceGroupName") or "").lower() == group)
+            and (not resource or (event.get("resourceId") or "").lower().startswith(resource))
         ]
         matching.sort(key=lambda event: event["eventTimestamp"], reverse=True)
         offset = int(query.get("$skiptoken", "0"))
@@ -450,6 +453,9 @@ class FakeAzure:
                     "user_agent": headers.get("user-agent", ""),
                 }
             )
+            code = self._failure_for("Storage.Blob/GetBlob")
+            if code is not None:
+                return _error(ERROR_STATUS.get(code, 500), code, "injected failure of Storage.Blob/GetBlob")
             snapshot_key = self.grants.get(query["sig"])
             if snapshot_key is None:
                 return (
@@ -479,7 +485,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {key.lower(): value for key, value in self.headers.items()}
         fake: FakeAzure = self.server.fake  # type: ignore[attr-defined]
-        status, response_headers, payload = fake.handle(self.command, self.path, headers, body)
+        try:
+            status, response_headers, payload = fake.handle(self.command, self.path, headers, body)
+        except Exception as exc:  # a fake bug must surface as a 500, not a dropped connection
+            status, response_headers, payload = _error(500, "FakeServerError", f"{type(exc).__name__}: {exc}")
         self.send_response(status)
         response_headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
         response_headers.setdefault("x-ms-correlation-request-id", str(uuid.uuid4()))

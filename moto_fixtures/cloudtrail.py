@@ -653,6 +653,7 @@ def plant_attacker_trail(
     start: datetime,
     bucket: str | None = None,
     baseline_days: int = 14,
+    trail_file_days: int = 2,
     org_id: str | None = None,
     trail_name: str = "management-events",
     seed: int = 7,
@@ -660,8 +661,9 @@ def plant_attacker_trail(
     """Create a benign baseline before ``start`` and the attack from ``attacker_ip`` at ``start``.
 
     Management events go into :data:`STORE` (LookupEvents). With ``bucket``, a multi-region trail with
-    log file validation and S3 data events is created, every record (data events included) is written as
-    signed trail files, and the trail is stopped, as the attacker's final ``StopLogging`` did.
+    log file validation and S3 data events is created, the records of the last ``trail_file_days`` before
+    ``start`` and the attack (data events included) are written as signed trail files (fewer S3 writes
+    keep the sandbox quick), and the trail is stopped, as the attacker's final ``StopLogging`` did.
     Returns every record, oldest first.
     """
     start = start.astimezone(UTC)
@@ -675,7 +677,9 @@ def plant_attacker_trail(
     records.sort(key=lambda r: r["eventTime"])
     STORE.add(records)
     if bucket is not None:
-        _write_trail(records, account_id=account_id, region=region, bucket=bucket, org_id=org_id, trail_name=trail_name)
+        since = _iso(start - timedelta(days=trail_file_days))
+        recent = [r for r in records if r["eventTime"] >= since]
+        _write_trail(recent, account_id=account_id, region=region, bucket=bucket, org_id=org_id, trail_name=trail_name)
     return records
 
 

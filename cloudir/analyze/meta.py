@@ -9,10 +9,12 @@ from cloudir.analyze.novelty import label_factor
 
 INCIDENT_GAP_HOURS = 2
 NOVEL_CONTEXT = 1.1
+NEW_IDENTITY_CONTEXT = 1.2
 SOMEWHAT_USUAL_CONTEXT = 0.85
 USUAL_CONTEXT = 0.6
 """Tempered findings are also weighed by where they came from: a network and user agent the identity uses every
-day (USUAL) lower the score, a rare or new one (or an identity without a baseline) raises it."""
+day (USUAL) lower the score, a rare or new one raises it, and an identity absent from the baseline raises it most.
+For such an identity the operation itself is judged by how many identities of the organisation use it."""
 """Findings of one identity further apart than this start a new incident."""
 
 
@@ -22,6 +24,7 @@ def write_findings(con: duckdb.DuckDBPyConnection, analyzers: list[AnalyzerMeta]
     con.executemany("INSERT INTO weights VALUES (?, ?)", [[a.name, a.default_weight] for a in analyzers])
     id_factor = label_factor("n.id_label", 0.35, 0.6, 0.85, 1.0)
     peer_factor = label_factor("coalesce(n.peer_label, n.org_label)", 0.7, 0.85, 1.0, 1.1)
+    org_factor = label_factor("n.org_label", 0.8, 0.9, 1.0, 1.1)
     con.execute(FINDINGS_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE numbered AS SELECT row_number() OVER () AS cid, * FROM candidates")
     con.execute(
@@ -47,10 +50,12 @@ def write_findings(con: duckdb.DuckDBPyConnection, analyzers: list[AnalyzerMeta]
         INSERT INTO findings
         WITH tempered AS (
             SELECT c.*,
-                   CASE WHEN c.temper AND n.id_label IS NOT NULL
-                        THEN {id_factor} * CASE WHEN n.new_identity THEN 1.0 ELSE {peer_factor} END
-                        ELSE 1.0 END
-                   * CASE WHEN NOT c.temper OR x.cid IS NULL OR x.new_identity OR x.worst >= 2 THEN {NOVEL_CONTEXT}
+                   CASE WHEN NOT c.temper OR n.id_label IS NULL THEN 1.0
+                        WHEN n.new_identity THEN {org_factor}
+                        ELSE {id_factor} * {peer_factor} END
+                   * CASE WHEN NOT c.temper OR x.cid IS NULL THEN {NOVEL_CONTEXT}
+                          WHEN x.new_identity THEN {NEW_IDENTITY_CONTEXT}
+                          WHEN x.worst >= 2 THEN {NOVEL_CONTEXT}
                           WHEN x.worst = 1 THEN {SOMEWHAT_USUAL_CONTEXT} ELSE {USUAL_CONTEXT} END AS factor,
                    CASE WHEN c.temper AND n.phrase IS NOT NULL THEN '. ' || c.op_key || ' by this identity: '
                         || n.phrase ELSE '' END

@@ -31,6 +31,11 @@ DIMENSION_WEIGHT: dict[str, float] = {
 }
 """Probability-like weight of one UNSEEN value in each dimension; a day's score combines the dimensions."""
 
+CONTEXT_DIMENSIONS = ("network", "user agent", "account")
+USUAL_CONTEXT_FACTOR = 0.6
+"""A day whose novelties are all in what was done, none in where from or with what tool, scores lower."""
+CONTEXT_SQL = ", ".join(f"'{dim}'" for dim in CONTEXT_DIMENSIONS)
+
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
     """Insert one candidate per (identity, day) whose novel combinations add up."""
@@ -68,7 +73,10 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
             FROM per_value GROUP BY ALL
         ),
         per_day AS (
-            SELECT identity, day, 100 * (1 - exp(sum(ln(1 - p)))) AS score,
+            SELECT identity, day,
+                   100 * (1 - exp(sum(ln(1 - p))))
+                       * CASE WHEN any_value(new_identity) OR bool_or(dim IN ({CONTEXT_SQL})) THEN 1.0
+                              ELSE {USUAL_CONTEXT_FACTOR} END AS score,
                    string_agg(words, '; ' ORDER BY p DESC) AS words,
                    list_distinct(flatten(list(ids))) AS ids, list_distinct(flatten(list(actors))) AS actors,
                    list_distinct(flatten(list(sess))) AS sess, any_value(new_identity) AS new_identity,

@@ -27,7 +27,7 @@ def build_peer_groups(con: duckdb.DuckDBPyConnection) -> None:
         r"""
         CREATE OR REPLACE TEMP TABLE op_sets AS
         SELECT identity,
-               regexp_extract(regexp_extract(identity, '([^/:]+)$', 1), '^([A-Za-z0-9]+)', 1) AS name_prefix,
+               regexp_extract(regexp_extract(identity, '([^/:]+)$', 1), '^([A-Za-z]+)', 1) AS name_prefix,
                list(DISTINCT value) AS ops, count(DISTINCT value) AS n_ops
         FROM profile WHERE dim = 'operation' GROUP BY identity
         """

@@ -469,10 +469,13 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _catalog(con: duckdb.DuckDBPyConnection) -> None:
+    named = sorted({op for rule in CATALOG for op in rule.operations if op != "*"})
+    any_operation = " OR ".join(f"(cloud = '{r.cloud}' AND {r.condition})" for r in CATALOG if r.operations == ("*",))
     con.execute(
-        r"""
+        f"""
         CREATE OR REPLACE TEMP TABLE sens_ev AS
-        SELECT *, lower(regexp_replace(operation, '20\d{6}(v\d+)?$', '')) AS op_base FROM ev
+        SELECT * FROM (SELECT *, lower(regexp_replace(operation, '20\\d{{6}}(v\\d+)?$', '')) AS op_base FROM ev)
+        WHERE op_base IN ({", ".join(f"'{op}'" for op in named)}) OR {any_operation}
         """
     )
     con.execute(

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import duckdb
+import yaml
 from sigma.collection import SigmaCollection
 from sigma.conversion.base import TextQueryBackend
 from sigma.conversion.state import ConversionState
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
-from sigma.types import SigmaCompareExpression
+from sigma.types import CompareOperators
 
 from cloudir.analyze.base import MAX_EVENT_IDS, AnalyzerMeta
 
@@ -39,7 +41,27 @@ LOGSOURCE_FILTER: dict[tuple[str | None, str | None], str] = {
 }
 """Sigma (product, service) -> timeline rows the rule applies to; other log sources are not in the timeline."""
 
-COLUMN_FIELDS = {"gcp.audit.method_name": "operation", "operationName": "operation", "ActivityDisplayName": "operation"}
+COLUMN_FIELDS = {
+    "gcp.audit.method_name": "operation",
+    "operationName": "operation",
+    "ActivityDisplayName": "operation",
+    "eventName": "operation",
+    "eventSource": "event_source",
+    "userIdentity.type": "actor_type",
+    "errorCode": "error_code",
+    "sourceIPAddress": "source_ip",
+    "userAgent": "user_agent",
+    "awsRegion": "region",
+}
+"""Sigma fields read from a column of ``sigma_events`` instead of the raw JSON (cheap filters run first)."""
+
+SIGMA_EVENTS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE sigma_events AS
+SELECT *, json_extract_string(raw, '$.eventSource') AS event_source
+FROM {{source}}
+WHERE source_format IN ({", ".join(sorted({f.split("= ")[1] for f in LOGSOURCE_FILTER.values()}))})
+"""
+"""The rows Sigma rules run over: ``{source}`` is ``ev`` here, ``events`` for a rules-only baseline."""
 
 
 def _json_path(parts: list[str]) -> str:
@@ -85,13 +107,13 @@ class DuckDBSigmaBackend(TextQueryBackend):
     case_sensitive_match_expression: ClassVar[str | None] = "{field} LIKE {value} ESCAPE '\\'"
     re_expression: ClassVar[str | None] = "regexp_matches({field}, '{regex}')"
     re_escape_char: ClassVar[str] = "'"
-    re_escape: ClassVar[tuple[str, ...]] = ("'",)
+    re_escape: ClassVar[list[str]] = ["'"]
     compare_op_expression: ClassVar[str | None] = "TRY_CAST({field} AS DOUBLE) {operator} {value}"
-    compare_operators: ClassVar[dict[SigmaCompareExpression.CompareOperators, str] | None] = {
-        SigmaCompareExpression.CompareOperators.LT: "<",
-        SigmaCompareExpression.CompareOperators.LTE: "<=",
-        SigmaCompareExpression.CompareOperators.GT: ">",
-        SigmaCompareExpression.CompareOperators.GTE: ">=",
+    compare_operators: ClassVar[dict[CompareOperators, str] | None] = {
+        CompareOperators.LT: "<",
+        CompareOperators.LTE: "<=",
+        CompareOperators.GT: ">",
+        CompareOperators.GTE: ">=",
     }
     field_null_expression: ClassVar[str | None] = "{field} IS NULL"
     field_exists_expression: ClassVar[str | None] = "{field} IS NOT NULL"
@@ -123,40 +145,55 @@ class SigmaLoad:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _rule_label(rule: SigmaRule) -> str:
-    source = getattr(rule.source, "path", None) if rule.source else None
-    return f"{Path(source).name if source else rule.id}: {rule.title}"
-
-
 def load_rules(directory: Path) -> SigmaLoad:
     """Parse every ``*.yml`` rule under ``directory`` and convert those whose log source is in the timeline."""
-    result = SigmaLoad()
     paths = sorted(directory.rglob("*.yml")) + sorted(directory.rglob("*.yaml"))
-    collection = SigmaCollection.load_ruleset(paths, collect_errors=True)
-    for error in collection.errors:
-        result.failed.append((str(getattr(error, "source", "") or "?"), f"parse error: {error}"))
+    converted, failed = _load_cached(tuple((str(p), p.stat().st_mtime_ns) for p in paths))
+    return SigmaLoad(converted=list(converted), failed=list(failed))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(
+    files: tuple[tuple[str, int], ...],
+) -> tuple[tuple[tuple[SigmaRule, str], ...], tuple[tuple[str, str], ...]]:
+    """Parse and convert once per set of rule files (path, modification time)."""
+    result = SigmaLoad()
     backend = DuckDBSigmaBackend()
-    for rule in collection.rules:
-        if not isinstance(rule, SigmaRule):
-            result.failed.append((str(getattr(rule, "title", "?")), "correlation/filter rules are not supported"))
-            continue
-        if rule.errors:
-            result.failed.append((_rule_label(rule), f"parse error: {rule.errors[0]}"))
-            continue
-        source_filter = LOGSOURCE_FILTER.get((rule.logsource.product, rule.logsource.service))
-        if source_filter is None:
-            result.failed.append(
-                (_rule_label(rule), f"log source {rule.logsource.product}/{rule.logsource.service} not in the timeline")
-            )
-            continue
+    for name, _ in files:
+        path = Path(name)
         try:
-            queries = backend.convert_rule(rule)
-        except (SigmaError, NotImplementedError, TypeError) as exc:
-            result.failed.append((_rule_label(rule), f"conversion: {exc}"))
+            collection = SigmaCollection.from_yaml(path.read_text(encoding="utf-8"), collect_errors=True)
+        except (yaml.YAMLError, SigmaError, UnicodeDecodeError) as exc:
+            result.failed.append((path.name, f"parse error: {str(exc).splitlines()[0]}"))
             continue
-        where = " OR ".join(f"({query})" for query in queries)
-        result.converted.append((rule, f"({source_filter}) AND ({where})"))
-    return result
+        for rule in collection.rules:
+            _convert(backend, rule, path.name, result)
+        if not collection.rules:
+            result.failed.append((path.name, "parse error: no rule in the file"))
+    return tuple(result.converted), tuple(result.failed)
+
+
+def _convert(backend: DuckDBSigmaBackend, rule: object, file_name: str, result: SigmaLoad) -> None:
+    label = f"{file_name}: {getattr(rule, 'title', '?')}"
+    if not isinstance(rule, SigmaRule):
+        result.failed.append((label, "correlation/filter rules are not supported"))
+        return
+    if rule.errors:
+        result.failed.append((label, f"parse error: {rule.errors[0]}"))
+        return
+    source_filter = LOGSOURCE_FILTER.get((rule.logsource.product, rule.logsource.service))
+    if source_filter is None:
+        result.failed.append(
+            (label, f"log source {rule.logsource.product}/{rule.logsource.service} not in the timeline")
+        )
+        return
+    try:
+        queries = backend.convert_rule(rule)
+    except (SigmaError, NotImplementedError, TypeError) as exc:
+        result.failed.append((label, f"conversion: {str(exc).splitlines()[0]}"))
+        return
+    where = " OR ".join(f"({query})" for query in queries)
+    result.converted.append((rule, f"({source_filter}) AND ({where})"))
 
 
 def _mitre(rule: SigmaRule) -> list[str]:
@@ -166,6 +203,7 @@ def _mitre(rule: SigmaRule) -> list[str]:
 def run(con: duckdb.DuckDBPyConnection, directory: Path) -> SigmaLoad:
     """Run every convertible rule over ``ev``; a rule whose SQL DuckDB rejects moves to ``failed``."""
     loaded = load_rules(directory)
+    con.execute(SIGMA_EVENTS_SQL.format(source="ev"))
     working: list[tuple[SigmaRule, str]] = []
     for rule, where in loaded.converted:
         level = rule.level.name.lower() if rule.level else "medium"
@@ -179,7 +217,7 @@ def run(con: duckdb.DuckDBPyConnection, directory: Path) -> SigmaLoad:
                        $description || ' (Sigma rule ' || $rule_id || ', level ' || $level || ', author '
                            || $author || ') x' || count(*),
                        $mitre, list(event_id ORDER BY time)[1:{MAX_EVENT_IDS}], op_key, true
-                FROM ev WHERE {where}
+                FROM sigma_events WHERE {where}
                 GROUP BY identity, session, op_key, date_trunc('hour', time)
                 """,
                 {
@@ -194,6 +232,7 @@ def run(con: duckdb.DuckDBPyConnection, directory: Path) -> SigmaLoad:
             )
             working.append((rule, where))
         except duckdb.Error as exc:
-            loaded.failed.append((_rule_label(rule), f"DuckDB rejected the SQL: {str(exc).splitlines()[0]}"))
+            label = f"{Path(str(rule.source.path)).name if rule.source else rule.id}: {rule.title}"
+            loaded.failed.append((label, f"DuckDB rejected the SQL: {str(exc).splitlines()[0]}"))
     loaded.converted = working
     return loaded

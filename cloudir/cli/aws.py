@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from cloudir.cli.common import case_path, console, execute_plan, render_plan
 from cloudir.errors import CloudirError
 from cloudir.plan import require_completed
 from cloudir.provider import AcquireOptions, ContainOptions, Provider, Target, TargetKind, TargetQuery, get_provider
+
+if TYPE_CHECKING:
+    from providers.aws.evidence_bucket import S3EvidenceMirror
 
 RegionOpt = Annotated[
     str | None, typer.Option("--region", help="Region of the target (default: your AWS profile's region).")
@@ -46,6 +49,16 @@ def _resolve(provider: Provider, query: TargetQuery, case: Case | None) -> Targe
         target = provider.find_target(query)
         act.details |= {"ref": target.ref, "kind": target.kind.value, "name": target.name, **target.details}
     return target
+
+
+def _evidence_bucket(
+    provider: Provider, case: Case, bucket: str | None, mode: str | None, days: int | None
+) -> S3EvidenceMirror | None:
+    """The case's S3 evidence bucket mirror: the one given, or the one an earlier run of the case chose."""
+    from providers.aws.evidence_bucket import attach_evidence_bucket
+
+    clients = provider.clients  # type: ignore[attr-defined]
+    return attach_evidence_bucket(clients, case, bucket, retention_mode=mode, retain_days=days)
 
 
 @acquire_app.command("aws")
@@ -134,18 +147,13 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
         return
     the_case = Case.open_or_create(case_path(case, safe_name(query.value)), resume=resume)
     provider.bind(the_case)
-    if evidence_bucket or resume:
-        from providers.aws.evidence_bucket import attach_evidence_bucket
-
-        attach_evidence_bucket(
-            provider.clients,  # type: ignore[attr-defined]
-            the_case,
-            evidence_bucket,
-            retention_mode=retention_mode,
-            retain_days=retain_days,
-        )
-    target = _resolve(provider, query, the_case)
-    execute_plan(provider.plan_acquire(target, options), the_case)
+    mirror = _evidence_bucket(provider, the_case, evidence_bucket, retention_mode, retain_days)
+    try:
+        target = _resolve(provider, query, the_case)
+        execute_plan(provider.plan_acquire(target, options), the_case)
+    finally:
+        if mirror is not None:
+            mirror.upload_custody(the_case)
 
 
 @contain_app.command("aws")
@@ -184,7 +192,8 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     \b
     Examples:
       cloudir contain aws --instance i-0abc123 --region us-east-1 --case cases/IR-42 --dry-run
-      cloudir contain aws --instance i-0abc123 --region us-east-1 --case cases/IR-42 --examiner-cidr 198.51.100.7/32
+      cloudir contain aws --instance i-0abc123 --region us-east-1 --case cases/IR-42 \\
+          --examiner-cidr 198.51.100.7/32
       cloudir contain aws --access-key AKIA… --case cases/IR-42
       cloudir contain aws --instance i-0abc123 --force   # no acquisition first: only when you must
 
@@ -207,7 +216,12 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
             f"no case at {root}", hint="acquire the target into a case first (cloudir acquire aws), or pass --force"
         )
     provider.bind(the_case)
-    target = _resolve(provider, query, the_case)
-    require_completed(the_case, "acquire", target.ref, force=force)
-    execute_plan(provider.plan_contain(target, options), the_case)
+    mirror = _evidence_bucket(provider, the_case, None, None, None)
+    try:
+        target = _resolve(provider, query, the_case)
+        require_completed(the_case, "acquire", target.ref, force=force)
+        execute_plan(provider.plan_contain(target, options), the_case)
+    finally:
+        if mirror is not None:
+            mirror.upload_custody(the_case)
     console.print(f"[green]contained[/] {target.ref}", highlight=False)

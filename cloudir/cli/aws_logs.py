@@ -107,6 +107,12 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     trail_bucket: Annotated[
         str | None, typer.Option(help="Bucket holding the trail files (default: from the trails).")
     ] = None,
+    trail_prefix: Annotated[
+        str | None, typer.Option(help="S3 key prefix of the trail files in --trail-bucket.")
+    ] = None,
+    account: Annotated[
+        list[str] | None, typer.Option(help="Also collect this member account's files from an organisation trail.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and change nothing.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted pull of the same window.")] = False,
     profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
@@ -120,7 +126,11 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
         access_keys=access_key or [],
         resources=instance or [],
         locations=region or [],
-        extra={"all_regions": all_regions, **({"trail_bucket": trail_bucket} if trail_bucket else {})},
+        extra={
+            "all_regions": all_regions,
+            "accounts": account or [],
+            **({"trail_bucket": trail_bucket, "trail_prefix": trail_prefix or ""} if trail_bucket else {}),
+        },
     )
     provider = get_provider("aws", region=region[0] if region else None, profile=profile, all_regions=all_regions)
     plan = provider.plan_pull_logs(request)

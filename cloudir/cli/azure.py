@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from cloudir.case import CASE_FILE, Case, safe_name
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
@@ -306,4 +308,32 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     else:
         the_case = Case.create(case_dir, description=f"Azure Activity Log pull {window_start} .. {window_end}")
     provider.bind(the_case)
-    execute_plan(plan, the_case)
+    try:
+        execute_plan(plan, the_case)
+    finally:
+        _coverage_summary(the_case)
+
+
+def _coverage_summary(case: Case) -> None:
+    path = case.root / "logs/azure/coverage.json"
+    if not path.is_file():
+        return
+    coverage = json.loads(path.read_text(encoding="utf-8"))
+    table = Table(title=f"Activity Log {coverage['window_start']} .. {coverage['window_end']}", expand=True)
+    for column in ("subscription", "scope", "status", "events", "pages", "throttled", "first event", "last event"):
+        table.add_column(column)
+    for source in coverage["sources"]:
+        details = source["details"]
+        table.add_row(
+            source["location"],
+            source["scope"],
+            source["status"],
+            str(source["items"]),
+            str(details.get("pages", "-")),
+            str(details.get("throttled", "-")),
+            source["first_event"] or "-",
+            source["last_event"] or "-",
+        )
+    console.print(table)
+    for warning in coverage["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

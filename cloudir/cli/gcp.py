@@ -11,7 +11,7 @@ from cloudir.case import CASE_FILE, Case, safe_name
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
 from cloudir.cli.common import case_path, console, execute_plan, render_plan
 from cloudir.errors import CloudirError
-from cloudir.plan import require_completed
+from cloudir.plan import Plan, require_completed
 from cloudir.provider import (
     AcquireOptions,
     ContainOptions,
@@ -38,7 +38,7 @@ EndpointOpt = Annotated[
     str | None,
     typer.Option(
         "--api-endpoint",
-        help="Send Compute and Logging calls to this endpoint (e.g. a Private Service Connect address).",
+        help="Send Compute, IAM and Logging calls to this endpoint (e.g. a Private Service Connect address).",
     ),
 ]
 AnonymousOpt = Annotated[
@@ -57,6 +57,16 @@ def _query(instance: str | None, ip: str | None, zone: str | None) -> TargetQuer
     if bool(instance) == bool(ip):
         raise CloudirError("name exactly one target", hint="use --instance NAME or --ip ADDRESS")
     return TargetQuery(TargetKind.INSTANCE, str(instance or ip).strip(), zone)
+
+
+def _refuse_silent_resume(case: Case, plan: Plan, resume: bool) -> None:
+    """A failed earlier run of the same plan in this case continues only when the responder says --resume."""
+    run = case.load_state().get("runs", {}).get(plan.key, {})
+    if run.get("status") == "failed" and not resume:
+        raise CloudirError(
+            f"an earlier {plan.name} of {plan.target} in case {case.case_id} failed",
+            hint="add --resume to continue it from the failed step",
+        )
 
 
 def _resolve(provider: Provider, query: TargetQuery, case: Case) -> Target:
@@ -88,8 +98,9 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     In order:
       1. preserve: deletion protection; abandon it from its managed instance group
          (so the group cannot delete or recreate it; the group's size drops by one)
-      2. capture: instance, disks, applicable firewall rules, service account, labels,
-         metadata incl. startup-script, serial port output -> metadata/gcp/<project>/<zone>/<instance>/
+      2. capture: instance, disks, applicable firewall rules, service account (IAM record and keys),
+         labels, metadata incl. startup-script, serial port output
+         -> metadata/gcp/<project>/<zone>/<instance>/
       3. snapshot every attached disk, labelled cloudir-case-id (a re-run never duplicates them)
       4. with --forensic-project: an image copy of each snapshot in that project
     Raw disk image export is not supported on gcp. Every API call and artifact SHA-256 goes
@@ -173,7 +184,9 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     provider.bind(the_case)
     target = _resolve(provider, query, the_case)
     require_completed(the_case, "acquire", target.ref, force=force)
-    execute_plan(provider.plan_contain(target, options), the_case)
+    plan = provider.plan_contain(target, options)
+    _refuse_silent_resume(the_case, plan, resume)
+    execute_plan(plan, the_case)
     console.print(f"[green]contained[/] {target.ref}", highlight=False)
 
 
@@ -212,6 +225,8 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
     logs/gcp/audit/<project>/page-00001.json, … before it is parsed. Throttling
     (429 RESOURCE_EXHAUSTED) is retried with backoff; if collection still stops early,
     logs/gcp/coverage.json says so and --resume continues from the last page.
+    A pull narrowed by --principal/--resource/--log-kind keeps its pages in
+    logs/gcp/audit/<project>/<scope id>/ and its report in logs/gcp/coverage-<scope id>.json.
 
     \b
     Examples:

@@ -214,6 +214,10 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
             )
         if chosen.containment_requires_approval and any(s.action == "contain" for s in chosen.steps):
             response.plan.notes.append("containment steps run only after approval (--approve-containment / --approve)")
+        settings = {**chosen.parameters, **params}
+        response.plan.notes.append(
+            "parameters: " + ", ".join(f"{key}={value}" for key, value in sorted(settings.items()) if value is not None)
+        )
         render_plan(response.plan)
 
 

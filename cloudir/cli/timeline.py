@@ -41,7 +41,8 @@ def _report(stats: IngestStats, target: Path) -> None:
     formats = ", ".join(f"{name} {count}" for name, count in sorted(stats.per_format.items())) or "none"
     console.print(
         f"{target}: {stats.ingested} ingested, {stats.duplicates} duplicate, {stats.quarantined} quarantined "
-        f"from {stats.files} files ({formats})",
+        f"from {stats.files} files ({formats})"
+        + (f"; {stats.skipped} files skipped (no events)" if stats.skipped else ""),
         highlight=False,
         soft_wrap=True,
     )

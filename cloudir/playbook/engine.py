@@ -9,6 +9,7 @@ shared runner gives custody records and resume. Each finding's progress is recor
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,13 +41,23 @@ REPORT_FILE = "report.html"
 
 
 def default_provider(trigger: Trigger) -> Provider:
-    """The real adapter for the trigger's cloud, configured for its account and region."""
+    """The adapter for the trigger's cloud, for its account and region.
+
+    ``CLOUDIR_PROVIDER_CONFIG`` (a JSON object keyed by cloud) adds adapter settings, e.g.
+    ``{"gcp": {"forensic_project": "vault"}, "azure": {"soc_subscription": "..."}}``.
+    """
     config: dict[str, Any] = {
         "aws": {"region": trigger.region} if trigger.region else {},
         "azure": {"subscription_id": trigger.account},
         "gcp": {"project": trigger.account},
     }[trigger.cloud]
-    return get_provider(trigger.cloud, **config)
+    try:
+        extra = json.loads(os.environ.get("CLOUDIR_PROVIDER_CONFIG") or "{}")
+    except json.JSONDecodeError as exc:
+        raise CloudirError(f"CLOUDIR_PROVIDER_CONFIG is not valid JSON: {exc}") from None
+    if not isinstance(extra, dict) or not isinstance(extra.get(trigger.cloud, {}), dict):
+        raise CloudirError('CLOUDIR_PROVIDER_CONFIG must be a JSON object like {"gcp": {...}}')
+    return get_provider(trigger.cloud, **{**config, **extra.get(trigger.cloud, {})})
 
 
 @dataclass
@@ -106,12 +117,12 @@ def target_tags(trigger: Trigger, target: Target) -> dict[str, str] | None:
         if isinstance(resource.get("Tags"), dict):
             tags.update({str(k): str(v) for k, v in resource["Tags"].items()})
     resolved = target.details.get("tags")
+    if not tags and resolved is None:
+        return None
     if isinstance(resolved, dict):
         tags.update({str(k): str(v) for k, v in resolved.items()})
     elif isinstance(resolved, list):
         tags.update({str(t.get("Key", t.get("key"))): str(t.get("Value", t.get("value"))) for t in resolved})
-    if not tags and target.details.get("symbolic"):
-        return None
     return tags
 
 
@@ -194,6 +205,7 @@ class _Builder:
         self.result = ResponsePlan(playbook, trigger, target, Plan(f"playbook:{playbook.id}", trigger.cloud, "", []))
         self._acquire: Plan | None = None
         self._acquire_ids: dict[str, str] = {}
+        self._unverified: set[str] = set()  # steps whose tag condition could not be checked
 
     def build(self) -> ResponsePlan:
         steps: list[Step] = []
@@ -202,10 +214,13 @@ class _Builder:
         for pb_step in self.playbook.steps:
             reason = pb_step.when.trigger_reason(self.trigger)
             if reason is None and pb_step.when.uses_tags:
-                if tags is None:
-                    notes.append(f"{pb_step.id}: tag conditions are checked once the target is resolved")
-                else:
+                if tags is not None:
                     reason = pb_step.when.tags_reason(tags)
+                elif self.offline:
+                    notes.append(f"{pb_step.id}: tag conditions are checked once the target is resolved")
+                else:  # the condition cannot be checked: a responder must look before it runs
+                    self._unverified.add(pb_step.id)
+                    notes.append(f"{pb_step.id}: target tags unknown, so it runs only after approval")
             if reason is not None:
                 self.result.skipped.append((pb_step.id, reason))
                 notes.append(f"{pb_step.id}: skipped ({reason})")
@@ -228,7 +243,7 @@ class _Builder:
         if action in ACQUIRE_ACTIONS:
             return self._acquire_steps(pb_step)
         if action == "pull_logs":
-            return self._provider_steps(pb_step, Capability.PULL_LOGS, "pull_logs", self._log_plan)
+            return self._log_steps(pb_step)
         if action == "contain":
             return self._contain_steps(pb_step)
         # the report and the notification describe the case as it is now: every run writes them afresh
@@ -272,35 +287,29 @@ class _Builder:
         chosen = [s for s in plan.steps if _acquire_group(s) == pb_step.action]
         if not chosen:
             return [], f"nothing to {pb_step.action} for {self.target.kind.value} {self.target.id}"
-        notes = "; ".join(plan.notes) if pb_step.action == "copy" or len(self.playbook.steps) == 1 else None
-        return _adopt(chosen, pb_step.id, self._acquire_ids), notes
+        first = not self._acquire_ids  # the acquisition plan's notes are shown once, with its first group
+        return _adopt(chosen, pb_step.id, self._acquire_ids), ("; ".join(plan.notes) or None) if first else None
 
-    def _log_plan(self) -> Plan:
-        assert self.provider is not None
-        return self.provider.plan_pull_logs(log_request(self.trigger, self.target, self.params))
-
-    def _provider_steps(
-        self, pb_step: PlaybookStep, capability: Capability, what: str, make: Callable[[], Plan]
-    ) -> tuple[list[Step], str | None]:
-        if self.provider is not None and capability not in self.provider.capabilities:
-            return [], f"the {self.trigger.cloud} provider cannot {capability.value.replace('_', ' ')}; skipped"
-        if self.offline:
+    def _log_steps(self, pb_step: PlaybookStep) -> tuple[list[Step], str | None]:
+        request = log_request(self.trigger, self.target, self.params)
+        if self.provider is None:
             self.result.deferred.append(pb_step.id)
-            request = log_request(self.trigger, self.target, self.params)
             window = {"start": request.start, "end": request.end}
-            return [_deferred_step(pb_step, self.trigger.cloud, StepKind.READ, what, **window)], None
+            return [_deferred_step(pb_step, self.trigger.cloud, StepKind.READ, "pull_logs", **window)], None
+        if Capability.PULL_LOGS not in self.provider.capabilities:
+            return [], f"the {self.trigger.cloud} provider cannot pull logs; skipped"
         try:
-            plan = make()
+            plan = self.provider.plan_pull_logs(request)
         except ImportError as exc:
-            return [
-                _missing_step(pb_step, f"the {self.trigger.cloud} provider's {what} is not in this build ({exc})")
-            ], None
+            message = f"the {self.trigger.cloud} provider's log collection is not in this build ({exc})"
+            return [_missing_step(pb_step, message)], None
         return _adopt(plan.steps, pb_step.id, {}), "; ".join(plan.notes) or None
 
     def _contain_steps(self, pb_step: PlaybookStep) -> tuple[list[Step], str | None]:
         if self.provider is not None and not ({Capability.ISOLATE, Capability.REVOKE} & self.provider.capabilities):
             return [], f"the {self.trigger.cloud} provider cannot contain; skipped"
-        if self.playbook.containment_requires_approval and not self.approved:
+        needs_approval = self.playbook.containment_requires_approval or pb_step.id in self._unverified
+        if needs_approval and not self.approved:
             self.result.awaiting_approval = True
             return [_approval_step(pb_step, self.trigger)], "held back until a responder approves containment"
         options = ContainOptions(
@@ -449,48 +458,37 @@ def respond(
 ) -> Outcome:
     """Respond to one finding into ``case_dir``: idempotent on the finding id, resumable, approval-gated."""
     console = console or Console(stderr=True, quiet=True)
+    previous = response_history(case_dir).get(trigger.finding_id)
+    status = previous["action"].removeprefix("response.") if previous else None
+    if previous is not None:
+        playbook_id = playbook_id or previous["details"].get("playbook")
+        params = {**previous["details"].get("params", {}), **(params or {})}
+    # choose the playbook before touching the case: a finding no playbook handles leaves nothing behind
+    playbook = select_playbook(trigger, playbooks if playbooks is not None else load_playbooks(), playbook_id)
     case = (
         Case.open(case_dir)
         if (case_dir / CASE_FILE).exists()
         else Case.create(case_dir, description=f"response to {trigger.source} finding {trigger.finding_id}")
     )
-    previous = response_history(case_dir).get(trigger.finding_id)
-    if previous is not None:
-        status = previous["action"].removeprefix("response.")
-        done = status == "completed" or (status == "awaiting-approval" and not approve)
-        if done:
-            hint = f"; approve containment with: cloudir respond --case {case_dir} --approve" if not approve else ""
-            message = f"finding {trigger.finding_id} was already handled in case {case.case_id} ({status}){hint}"
-            case.custody.append(
-                "trigger.duplicate",
-                details={"finding_id": trigger.finding_id, "previous": status, "source": trigger.source},
-            )
-            return Outcome(
-                trigger.finding_id,
-                case_dir,
-                "duplicate",
-                message + "; nothing new was done",
-                previous["details"].get("playbook"),
-            )
-        if status in {"started", "failed"} and not resume:
-            raise CloudirError(
-                f"the response to finding {trigger.finding_id} in {case_dir} stopped before it finished ({status})",
-                hint="re-run with --resume to continue from the failed step",
-            )
-        playbook_id = playbook_id or previous["details"].get("playbook")
-        params = {**previous["details"].get("params", {}), **(params or {})}
-    else:
+    if status == "completed" or (status == "awaiting-approval" and not approve):
+        hint = f"; approve containment with: cloudir respond --case {case_dir} --approve" if not approve else ""
+        case.custody.append(
+            "trigger.duplicate",
+            details={"finding_id": trigger.finding_id, "previous": status, "source": trigger.source},
+        )
+        message = f"finding {trigger.finding_id} was already handled in case {case.case_id} ({status}){hint}"
+        return Outcome(trigger.finding_id, case_dir, "duplicate", message + "; nothing new was done", playbook.id)
+    if status in {"started", "failed"} and not resume:
+        raise CloudirError(
+            f"the response to finding {trigger.finding_id} in {case_dir} stopped before it finished ({status})",
+            hint="re-run with --resume to continue from the failed step",
+        )
+    if previous is None:
         with case.action("trigger.received", target=trigger.finding_id, finding_id=trigger.finding_id) as act:
             case.write_json(_trigger_path(trigger.finding_id), trigger.as_dict())
             act.details.update(
-                {
-                    "source": trigger.source,
-                    "cloud": trigger.cloud,
-                    "severity": trigger.severity,
-                    "finding_type": trigger.finding_type,
-                }
+                source=trigger.source, cloud=trigger.cloud, severity=trigger.severity, finding_type=trigger.finding_type
             )
-    playbook = select_playbook(trigger, playbooks if playbooks is not None else load_playbooks(), playbook_id)
     return _run_response(
         case,
         trigger,
@@ -527,9 +525,11 @@ def _run_response(
                 case.set_cloud_identity(trigger.cloud, provider.identity())
                 target = provider.find_target(trigger.target)
                 act.details["target"] = target.ref
-            response = build_response_plan(
-                playbook, trigger, provider, target, approved=approve, params=params, run_number=run_number
-            )
+            with case.action("playbook.plan", target=target.ref, finding_id=trigger.finding_id) as act:
+                response = build_response_plan(
+                    playbook, trigger, provider, target, approved=approve, params=params, run_number=run_number
+                )
+                act.details.update(playbook=playbook.id, steps=len(response.plan.steps), skipped=dict(response.skipped))
         except CloudirError as exc:
             _record(case, "failed", trigger, playbook, None, params=params, error=str(exc))
             raise

@@ -85,14 +85,22 @@ class Condition:
         return None
 
     def tags_reason(self, tags: dict[str, str] | None) -> str | None:
-        """Why the target's tags rule the step out (None when allowed); unknown tags never allow if_tags."""
+        """Why the target's tags rule the step out (None when allowed).
+
+        ``unless_tags`` rules it out when the target carries every listed tag (e.g. env=production AND
+        role=database); ``if_tags`` requires every listed tag.
+        """
         lowered = {k.lower(): v.lower() for k, v in (tags or {}).items()}
-        for key, values in self.unless_tags.items():
-            if lowered.get(key.lower()) in {v.lower() for v in values}:
-                return f"target is tagged {key}={lowered[key.lower()]}"
-        for key, values in self.if_tags.items():
-            if lowered.get(key.lower()) not in {v.lower() for v in values}:
-                return f"target is not tagged {key} in {', '.join(values)}"
+
+        def has(key: str, values: tuple[str, ...]) -> bool:
+            return lowered.get(key.lower()) in {v.lower() for v in values}
+
+        if self.unless_tags and all(has(key, values) for key, values in self.unless_tags.items()):
+            found = ", ".join(f"{key}={lowered[key.lower()]}" for key in self.unless_tags)
+            return f"target is tagged {found}"
+        missing = [key for key, values in self.if_tags.items() if not has(key, values)]
+        if missing:
+            return f"target lacks tag {missing[0]} in {', '.join(self.if_tags[missing[0]])}"
         return None
 
     @property

@@ -19,7 +19,8 @@ word-break:break-all}.ok{color:#116329;font-weight:bold}.bad{color:#b3261e;font-
 .sev-critical{background:#fde2e1}.sev-high{background:#feecd6}.sev-medium{background:#fff7d1}
 .muted{color:#5c6670}.cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #d8dee4;
 border-radius:6px;padding:.6em 1em;min-width:10em}.card b{display:block;font-size:1.4em}
-svg text{font:11px system-ui,sans-serif}details{margin:.3em 0}input{padding:3px 6px;width:20em}
+svg text{font:11px system-ui,sans-serif}code.wide{display:inline-block;min-width:16em}
+details{margin:.3em 0}input{padding:3px 6px;width:20em}
 """
 _JS = """
 document.querySelectorAll('input[data-filter]').forEach(function (box) {
@@ -45,6 +46,20 @@ def _e(value: Any) -> str:
     if isinstance(value, list | tuple):
         return escape(", ".join(map(str, value)))
     return escape(str(value), quote=True)
+
+
+def _long_text(text: str, limit: int = 300) -> str:
+    """Escaped text; beyond ``limit`` characters the rest folds into a <details> element."""
+    if len(text) <= limit:
+        return _e(text)
+    return f"{_e(text[:limit])}<details><summary>more</summary>{_e(text[limit:])}</details>"
+
+
+def _response_status(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return "-"
+    status = str(record["action"]).removeprefix("response.")
+    return "in progress" if status == "started" else status
 
 
 def _table(table_id: str, headers: list[str], rows: list[list[str]], *, filterable: bool = False) -> str:
@@ -89,10 +104,10 @@ def _chart_svg(chart: ActivityChart) -> str:
             f"<title>finding (score {score}): {_e(title)}</title></path>"
         )
     axis_y = top + row_h * len(chart.actors) + 14
-    for tick in range(5):
+    for tick, anchor in enumerate(("start", "middle", "middle", "middle", "end")):
         epoch = chart.start + span * tick / 4
         label = datetime.fromtimestamp(epoch, UTC).strftime("%m-%d %H:%M")
-        parts.append(f'<text x="{x(epoch):.1f}" y="{axis_y}" text-anchor="middle">{label}</text>')
+        parts.append(f'<text x="{x(epoch):.1f}" y="{axis_y}" text-anchor="{anchor}">{label}</text>')
     parts.append(
         f'<text x="{left}" y="{axis_y + 16}" class="muted">blue: events (area ~ count), grey: cloudir\'s own calls, '
         "red diamond: finding</text></svg>"
@@ -130,7 +145,7 @@ def render_html(data: ReportData, summary: dict[str, Any]) -> str:
                 _e(t["severity"]),
                 _e(t["time"]),
                 f"{_e(t['target']['kind'])} <code>{_e(t['target']['value'])}</code>",
-                _e(data.responses.get(t["finding_id"], {}).get("action", "-")),
+                _e(_response_status(data.responses.get(t["finding_id"]))),
             ]
             for t in data.triggers
         ],
@@ -143,9 +158,9 @@ def render_html(data: ReportData, summary: dict[str, Any]) -> str:
                 f'<span class="sev-{_e(f["severity"])}">{_e(f["score"])}</span>',
                 _e(f["severity"]),
                 _e(f["title"]),
-                f"<code>{_e(f['actor'])}</code>",
+                f"<code class='wide'>{_e(f['actor'])}</code>",
                 _e(f["first_time"]),
-                _e(f["explanation"]),
+                _long_text(str(f["explanation"])),
                 _e(f["mitre"]),
                 _e(f["event_count"]),
                 _e(f"{f['analyzer']}/{f['rule']}"),
@@ -162,7 +177,7 @@ def render_html(data: ReportData, summary: dict[str, Any]) -> str:
                 f"<code>{_e(i['incident_id'])}</code>",
                 _e(i["score"]),
                 _e(i["severity"]),
-                f"<code>{_e(i['identity'])}</code>",
+                f"<code class='wide'>{_e(i['identity'])}</code>",
                 _e(i["first_time"]),
                 _e(i["last_time"]),
                 _e(i["finding_count"]),

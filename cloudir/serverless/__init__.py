@@ -39,9 +39,12 @@ def handle_payload(payload: Any, provider_factory: ProviderFactory | None = None
     playbooks_dir = os.environ.get("CLOUDIR_PLAYBOOKS")
     playbooks = load_playbooks(Path(playbooks_dir) if playbooks_dir else None)
     try:
-        params = json.loads(os.environ.get("CLOUDIR_PARAMS") or "{}")
+        loaded = json.loads(os.environ.get("CLOUDIR_PARAMS") or "{}")
     except json.JSONDecodeError as exc:
         raise CloudirError(f"CLOUDIR_PARAMS is not a JSON object: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise CloudirError("CLOUDIR_PARAMS must be a JSON object")
+    params = {key: None if value == "" else value for key, value in loaded.items()}  # empty template parameters
     approve = os.environ.get("CLOUDIR_APPROVE_CONTAINMENT", "").lower() == "true"
     outcomes = []
     for trigger in triggers:

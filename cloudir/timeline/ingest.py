@@ -21,7 +21,7 @@ import duckdb
 from cloudir.errors import CloudirError
 from cloudir.timeline.db import connect_for_ingest
 from cloudir.timeline.formats import CONTAINERS, MAPPED_COLUMNS, RECORD_FORMATS
-from cloudir.timeline.schema import EVENTS_COLUMNS
+from cloudir.timeline.schema import EVENTS_COLUMNS, EVENTS_INDEXES
 
 if TYPE_CHECKING:
     from cloudir.case import Case
@@ -29,11 +29,16 @@ if TYPE_CHECKING:
 TIMELINE_FILE = "timeline.duckdb"
 RESPONDER_AGENT = "cloudir/"
 SNIFF_BYTES = 1 << 16
-BATCH_BYTES = 256 << 20  # uncompressed-equivalent bytes read per transaction
+BATCH_BYTES = 64 << 20  # uncompressed-equivalent input per transaction: stays within the memory limit
 MAX_OBJECT_BYTES = 256 << 20  # largest JSON document (one file of records)
 MAX_LINE_BYTES = 16 << 20  # largest JSON Lines line
 GZIP_RATIO = 10
 QUARANTINE_RAW_CHARS = 1 << 20
+# Evidence the log collectors keep next to the logs that holds no events: coverage reports, the request
+# behind a page series, trail and bucket listings, digest validation, CloudTrail digests and their S3
+# metadata. Skipped (and counted), not quarantined.
+NOT_EVENT_FILES = ("coverage.json", "request.json", "trails.json", "s3-listing.json", "digest-validation.json")
+NOT_EVENT_FOLDERS = ("CloudTrail-Digest", "s3-meta")
 
 
 @dataclass
@@ -44,6 +49,7 @@ class IngestStats:
     ingested: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    skipped: int = 0  # files that hold no events (empty, coverage reports, CloudTrail digests)
     per_format: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -59,6 +65,7 @@ class IngestStats:
             "ingested": self.ingested,
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
+            "skipped_files": self.skipped,
             "per_format": dict(sorted(self.per_format.items())),
         }
 
@@ -84,8 +91,8 @@ def ingest_paths(
 
     ``source_root``: record source files relative to this folder (a case root) instead of as given.
     """
-    files = _discover(paths, source_root)
-    stats = IngestStats(files=len(files))
+    files, skipped = _discover(paths, source_root)
+    stats = IngestStats(files=len(files), skipped=skipped)
     con = connect_for_ingest(db_path)
     try:
         _prepare(con, responder_request_ids)
@@ -95,6 +102,7 @@ def ingest_paths(
             "UPDATE events SET is_responder = true WHERE NOT is_responder "
             "AND request_id IN (SELECT request_id FROM responder_ids)"
         )
+        con.execute(EVENTS_INDEXES)
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -119,17 +127,18 @@ def build_case_timeline(case: Case) -> IngestStats:
         stats = ingest_paths(
             case.root / TIMELINE_FILE, [logs], responder_request_ids=request_ids, source_root=case.root
         )
-        if stats.ingested + stats.duplicates == 0 and stats.quarantined > 0:
-            raise CloudirError(f"none of the {stats.files} log files under {logs} held a readable event")
         act.details.update(stats.as_dict())
         case.record_existing(TIMELINE_FILE)
+        if stats.ingested + stats.duplicates == 0:
+            raise CloudirError(f"none of the {stats.files} log files under {logs} held a readable event")
     return stats
 
 
 # -- files ----------------------------------------------------------------------------------------------
 
 
-def _discover(paths: Sequence[Path], source_root: Path | None) -> list[_SourceFile]:
+def _discover(paths: Sequence[Path], source_root: Path | None) -> tuple[list[_SourceFile], int]:
+    """The files to read, and how many were skipped as holding no events."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -144,17 +153,22 @@ def _discover(paths: Sequence[Path], source_root: Path | None) -> list[_SourceFi
             found.append(path)
         else:
             raise CloudirError(f"{path}: no such file or folder")
-    files = []
-    for number, path in enumerate(dict.fromkeys(found)):
+    unique = list(dict.fromkeys(found))
+    files: list[_SourceFile] = []
+    for path in unique:
+        if path.name in NOT_EVENT_FILES or set(path.parts) & set(NOT_EVENT_FOLDERS):
+            continue
         reader, compression = _sniff(path)
+        if reader == "empty":
+            continue
         name = path.resolve().relative_to(source_root.resolve()).as_posix() if source_root else str(path)
         weight = path.stat().st_size * (GZIP_RATIO if compression == "gzip" else 1)
-        files.append(_SourceFile(number, path, name, reader, compression, weight))
-    return files
+        files.append(_SourceFile(len(files), path, name, reader, compression, weight))
+    return files, len(unique) - len(files)
 
 
 def _sniff(path: Path) -> tuple[str | None, str]:
-    """Pick a reader from the first bytes: json (one document), jsonl, csv, or None."""
+    """Pick a reader from the first bytes: json (one document), jsonl, csv, empty, or None (unknown)."""
     with path.open("rb") as handle:
         compression = "gzip" if handle.read(2) == b"\x1f\x8b" else "none"
     try:
@@ -163,6 +177,8 @@ def _sniff(path: Path) -> tuple[str | None, str]:
     except (OSError, EOFError, zlib.error):
         return None, compression
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
+    if not text:
+        return "empty", compression
     first_line, newline, _ = text.partition("\n")
     if text.startswith(("{", "[")):
         if not newline:
@@ -248,10 +264,9 @@ def _stage_documents(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile]) -
             continue
         attempts = [False, True] if source.reader == "jsonl" else [False]
         for line_by_line in attempts:
+            read_sql = _read_file_sql(source, line_by_line=line_by_line)
             try:
-                con.execute(
-                    f"INSERT INTO docs SELECT {source.number}, * FROM ({_read_file_sql(source, line_by_line=line_by_line)})"
-                )
+                con.execute(f"INSERT INTO docs SELECT {source.number}, * FROM ({read_sql})")
                 break
             except duckdb.Error as exc:
                 if line_by_line or source.reader != "jsonl":
@@ -303,10 +318,10 @@ def _staged_sql() -> str:
     for fmt in RECORD_FORMATS:
         mapped = ", ".join(f"{fmt.columns[column]} AS {column}" for column in MAPPED_COLUMNS if column != "event_id")
         selects.append(
-            f"SELECT file_no, position, rec, '{fmt.cloud}' AS cloud, '{fmt.name}' AS source_format, {mapped}, "
+            f"SELECT rec_row, file_no, position, '{fmt.cloud}' AS cloud, '{fmt.name}' AS source_format, {mapped}, "
             f"coalesce(nullif({fmt.columns['event_id']}, ''), md5(rec::VARCHAR)) AS event_id "
-            f"FROM (SELECT file_no, position, rec, json_transform(rec, {_literal(fmt.transform_spec)}) AS p "
-            f"FROM recs WHERE fmt = '{fmt.name}')"
+            f"FROM (SELECT rowid AS rec_row, file_no, position, rec, "
+            f"json_transform(rec, {_literal(fmt.transform_spec)}) AS p FROM recs WHERE fmt = '{fmt.name}')"
         )
     union = "\nUNION ALL\n".join(selects)
     return f"""
@@ -328,8 +343,8 @@ FROM (
         'unrecognized record (keys: ' || array_to_string(json_keys(rec)[1:8], ', ') || ')', rec::VARCHAR
     FROM recs WHERE fmt = 'unknown'
     UNION ALL
-    SELECT file_no, position, problem || ' (' || source_format || ')', rec::VARCHAR FROM staged
-    WHERE problem IS NOT NULL
+    SELECT s.file_no, s.position, s.problem || ' (' || s.source_format || ')', r.rec::VARCHAR
+    FROM staged s JOIN recs r ON r.rowid = s.rec_row WHERE s.problem IS NOT NULL
     UNION ALL
     SELECT file_no, NULL, reason, NULL FROM file_problems
 ) q JOIN files f ON f.file_no = q.file_no;
@@ -346,7 +361,7 @@ _EVENT_SELECT = {
     "source_file": "f.name",
     "source_position": "s.position",
     "is_responder": f"coalesce(contains(s.user_agent, '{RESPONDER_AGENT}'), false)",
-    "raw": "s.rec",
+    "raw": "r.rec",
 }
 
 _INSERT_SQL = f"""
@@ -357,7 +372,7 @@ WHERE s.problem IS NULL
 GROUP BY s.event_uid;
 INSERT INTO events ({", ".join(EVENTS_COLUMNS)})
 SELECT {", ".join(_EVENT_SELECT.get(column, f"s.{column}") for column in EVENTS_COLUMNS)}
-FROM staged s JOIN files f ON f.file_no = s.file_no
+FROM staged s JOIN files f ON f.file_no = s.file_no JOIN recs r ON r.rowid = s.rec_row
 WHERE s.rowid IN (SELECT keep_rowid FROM keep);
 """
 

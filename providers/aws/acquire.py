@@ -108,6 +108,12 @@ class AcquirePlanner:
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
         self.facts = gather_facts(clients, target)
+        state = self.facts.instance["State"]["Name"]
+        if state in {"shutting-down", "terminated"}:
+            raise CloudirError(
+                f"instance {target.id} is {state}: it can no longer be preserved",
+                hint="look for its volumes and snapshots (DeleteOnTermination=false volumes survive)",
+            )
         self.case_label = clients.case_tag or "<case id>"
         self.base = f"artifacts/aws/{target.id}"
 
@@ -223,6 +229,8 @@ class AcquirePlanner:
                 ),
             ),
         ]
+        if not devices:  # instance-store only: nothing to keep
+            steps = [step for step in steps if step.id != "preserve.delete-on-termination"]
         if self.facts.asg_name:
             steps.append(self._asg_step(self.facts.asg_name))
         return steps

@@ -44,7 +44,7 @@ API_CALLS: dict[tuple[str, str], tuple[str, ...]] = {
     ("ebs", "ListSnapshotBlocks"): ("ebs:ListSnapshotBlocks", "kms:Decrypt"),
     ("ebs", "GetSnapshotBlock"): ("ebs:GetSnapshotBlock", "kms:Decrypt"),
     ("iam", "GetInstanceProfile"): ("iam:GetInstanceProfile",),
-    ("iam", "CreateInstanceProfile"): ("iam:CreateInstanceProfile",),
+    ("iam", "CreateInstanceProfile"): ("iam:CreateInstanceProfile", "iam:TagInstanceProfile"),
     ("iam", "ListRolePolicies"): ("iam:ListRolePolicies",),
     ("iam", "GetRolePolicy"): ("iam:GetRolePolicy",),
     ("iam", "ListAttachedRolePolicies"): ("iam:ListAttachedRolePolicies",),
@@ -63,6 +63,12 @@ API_CALLS: dict[tuple[str, str], tuple[str, ...]] = {
     ("iam", "PutUserPolicy"): ("iam:PutUserPolicy",),
     ("s3", "GetObjectLockConfiguration"): ("s3:GetBucketObjectLockConfiguration",),
     ("s3", "PutObject"): ("s3:PutObject", "s3:PutObjectRetention"),
+    ("s3", "CreateMultipartUpload"): ("s3:PutObject", "s3:PutObjectRetention"),
+    ("s3", "UploadPart"): ("s3:PutObject",),
+    ("s3", "CompleteMultipartUpload"): ("s3:PutObject",),
+    ("s3", "AbortMultipartUpload"): ("s3:AbortMultipartUpload",),
+    ("s3", "HeadObject"): ("s3:GetObject",),
+    ("s3", "PutObjectRetention"): ("s3:PutObjectRetention",),
 }
 
 

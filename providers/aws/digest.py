@@ -27,7 +27,7 @@ NO_DIGEST = "no_digest"
 HASH_MISMATCH = "hash_mismatch"
 BAD_SIGNATURE = "bad_signature"
 CHAIN_BROKEN = "chain_broken"
-MISSING = "missing"  # named by a valid digest but absent from the bucket
+MISSING = "missing"  # named by a valid digest, but not in the bucket listing or not downloaded
 LOG_STATUSES = (VERIFIED, NO_DIGEST, HASH_MISMATCH, BAD_SIGNATURE, CHAIN_BROKEN, MISSING)
 
 _REQUIRED = ("digestS3Bucket", "digestS3Object", "digestEndTime", "digestStartTime", "digestPublicKeyFingerprint")
@@ -192,7 +192,7 @@ def validate(
             and listed_prefixes is not None
             and (bucket, folder) in listed_prefixes
         ):
-            reason = "named by a valid digest but not in the bucket (deleted?)"
+            reason = "named by a valid digest but not collected: deleted from the bucket, or its download failed"
             logs.append(
                 {"bucket": bucket, "key": key, "status": MISSING, "reason": reason, "digest": digest.stored.key}
             )

@@ -296,7 +296,8 @@ class LogPull:
             Step("coverage", "Write the coverage report", StepKind.READ, [], self._coverage),
         ]
         scope = ",".join(f"{k}={v}" for k, v in lookup_scopes(self.request) if k) or "all"
-        target = f"cloudtrail:{iso_utc(self.start)}/{iso_utc(self.end)}:{scope}"
+        where = "all-regions" if self.all_regions else ",".join(regions)
+        target = f"cloudtrail:{where}:{iso_utc(self.start)}/{iso_utc(self.end)}:{scope}"
         notes = [
             (
                 "LookupEvents returns management events of the last 90 days only; data events (S3 object reads) "
@@ -617,7 +618,11 @@ class LogPull:
 
     def _validate(self, ctx: StepContext) -> dict[str, Any]:
         listing = self._listing(ctx.case)
-        wanted = [o for o in listing["objects"] if o["in_window"]]
+        wanted = [  # what was downloaded: a failed download is reported by the coverage, not validated here
+            o
+            for o in listing["objects"]
+            if o["in_window"] and (ctx.case.root / f"{S3_META_DIR}/{o['bucket']}/{o['key']}.json").is_file()
+        ]
         digests = [self._stored_digest(ctx.case, o["bucket"], o["key"]) for o in wanted if o["kind"] == "digest"]
         log_hashes = {
             (o["bucket"], o["key"]): uncompressed_sha256(
@@ -723,35 +728,34 @@ class LogPull:
 
     def _s3_coverage(self, case: Case, report: CoverageReport, listed: dict[str, Any] | None) -> None:
         listing = self._listing(case)
-        if not listing["buckets"]:
-            report.add_source(
-                SourceCoverage(
-                    "cloudtrail:s3",
-                    "-",
-                    status="unavailable",
-                    stopped_reason="no trail bucket (none discovered and no --trail-bucket)",
-                )
-            )
-            return
+        unavailable = None
         if listed is None:
-            report.warn("the S3 listing step did not finish: trail file coverage is unknown")
+            unavailable = "listing the trail bucket failed (see the custody log); re-run with --resume"
+        elif not listing["buckets"]:
+            unavailable = "no trail bucket (none discovered and no --trail-bucket)"
+        if unavailable:
+            report.add_source(SourceCoverage("cloudtrail:s3", "-", status="unavailable", stopped_reason=unavailable))
+            return
         stats = _s3_stats(case)
-        files: dict[str, int] = {}
+        files: dict[str, list[bool]] = {}
         for item in listing["objects"]:
             if item["kind"] == "log" and item["in_window"]:
-                files[item["region"]] = files.get(item["region"], 0) + 1
-        for region in sorted(files):
+                on_disk = (case.root / f"{S3_DIR}/{item['bucket']}/{item['key']}").is_file()
+                files.setdefault(item["region"], []).append(on_disk)
+        for region, present in sorted(files.items()):
             count, first, last = stats.get(region, (0, None, None))
+            missing = present.count(False)
             report.add_source(
                 SourceCoverage(
                     source="cloudtrail:s3",
                     location=region,
                     scope=",".join(b for b, _ in listing["buckets"]),
-                    status="complete" if count else "empty",
+                    status="partial" if missing else "complete" if count else "empty",
                     items=count,
                     first_event=first,
                     last_event=last,
-                    details={"files": files[region]},
+                    stopped_reason=f"{missing} of {len(present)} listed files not downloaded" if missing else None,
+                    details={"files": len(present) - missing},
                 )
             )
             if last and parse_utc(last) < self.end - timedelta(hours=1):
@@ -775,24 +779,35 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
     return items
 
 
-def _lookup_stats(case: Case) -> dict[str, tuple[int, datetime | None, datetime | None]]:
-    """Events and first/last event time per stored LookupEvents series folder (DuckDB over the raw pages)."""
-    files = sorted(str(p) for p in (case.root / LOOKUP_DIR).glob("*/*/page-*.json"))
+def _event_spans(files: list[str], *, group: str, array: str, time_sql: str, gzip: bool) -> list[tuple[Any, ...]]:
+    """(group, events, first, last) over JSON files holding an event array, grouped by a path regex (DuckDB)."""
     if not files:
-        return {}
-    rows = (
+        return []
+    compression = "gzip" if gzip else "none"
+    return (
         duckdb.connect()
         .execute(
-            """
-        SELECT regexp_extract(filename, '(logs/aws/lookup-events/[^/]+/[^/]+)/page-', 1) AS folder,
-               count(DISTINCT e->>'EventId'), min(CAST(e->>'EventTime' AS DOUBLE)), max(CAST(e->>'EventTime' AS DOUBLE))
-        FROM (SELECT filename, unnest(from_json(json->'Events', '["json"]')) AS e
-              FROM read_json_objects($files, filename = true, maximum_object_size = 268435456))
-        GROUP BY folder
+            f"""
+        SELECT regexp_extract(filename, $group, 1) AS grp, count(*), min({time_sql}), max({time_sql})
+        FROM (SELECT filename, unnest(from_json(json->'{array}', '["json"]')) AS e
+              FROM read_json_objects($files, filename = true, compression = '{compression}',
+                                     maximum_object_size = 268435456))
+        GROUP BY grp
         """,
-            {"files": files},
+            {"files": files, "group": group},
         )
         .fetchall()
+    )
+
+
+def _lookup_stats(case: Case) -> dict[str, tuple[int, datetime | None, datetime | None]]:
+    """Events and first/last event time per stored LookupEvents series folder."""
+    rows = _event_spans(
+        sorted(str(p) for p in (case.root / LOOKUP_DIR).glob("*/*/page-*.json")),
+        group="(logs/aws/lookup-events/[^/]+/[^/]+)/page-",
+        array="Events",
+        time_sql="CAST(e->>'EventTime' AS DOUBLE)",
+        gzip=False,
     )
     return {
         str(folder): (int(count), datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(last, UTC))
@@ -801,24 +816,13 @@ def _lookup_stats(case: Case) -> dict[str, tuple[int, datetime | None, datetime 
 
 
 def _s3_stats(case: Case) -> dict[str, tuple[int, str | None, str | None]]:
-    """Records and first/last eventTime per region over the downloaded trail log files (DuckDB)."""
-    files = sorted(str(p) for p in (case.root / S3_DIR).glob("**/CloudTrail/*/*/*/*/*.json.gz"))
-    if not files:
-        return {}
-    rows = (
-        duckdb.connect()
-        .execute(
-            """
-        SELECT regexp_extract(filename, '/CloudTrail/([^/]+)/', 1) AS region,
-               count(*), min(r->>'eventTime'), max(r->>'eventTime')
-        FROM (SELECT filename, unnest(from_json(json->'Records', '["json"]')) AS r
-              FROM read_json_objects($files, filename = true, compression = 'gzip',
-                                     maximum_object_size = 268435456))
-        GROUP BY region
-        """,
-            {"files": files},
-        )
-        .fetchall()
+    """Records and first/last eventTime per region over the downloaded trail log files."""
+    rows = _event_spans(
+        sorted(str(p) for p in (case.root / S3_DIR).glob("**/CloudTrail/*/*/*/*/*.json.gz")),
+        group="/CloudTrail/([^/]+)/",
+        array="Records",
+        time_sql="e->>'eventTime'",
+        gzip=True,
     )
     return {str(region): (int(count), first, last) for region, count, first, last in rows}
 

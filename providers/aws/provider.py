@@ -92,11 +92,13 @@ class AwsProvider:
 
     def plan_pull_logs(self, request: LogPullRequest) -> Plan:
         """CloudTrail collection (engineer B's providers.aws.logs)."""
-        from providers.aws.logs import plan_pull_logs  # type: ignore[import-untyped,unused-ignore]
+        from providers.aws.logs import plan_pull_logs
 
         plan: Plan = plan_pull_logs(self.clients, request)
         return plan
 
     def required_permissions(self) -> list[str]:
-        """Every IAM action of the calls in providers.aws.calls.API_CALLS."""
-        return required_permissions()
+        """Every IAM action of the planned-call tables: acquisition/containment (calls.py) and log pulls (logs.py)."""
+        from providers.aws.logs import required_permissions as log_permissions
+
+        return sorted({*required_permissions(), *log_permissions()})

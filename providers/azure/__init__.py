@@ -23,6 +23,7 @@ def create_provider(
     retry_total: int = 6,
     retry_backoff_factor: float = 0.8,
     image_chunk_size: int = 4 * 1024 * 1024,
+    image_workers: int = 8,
 ) -> AzureProvider:
     """An Azure provider for one subscription.
 
@@ -50,4 +51,5 @@ def create_provider(
         soc_subscription=soc_subscription,
         soc_resource_group=soc_resource_group,
         image_chunk_size=image_chunk_size,
+        image_workers=image_workers,
     )

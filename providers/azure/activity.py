@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from functools import partial
+from itertools import count
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -11,6 +14,7 @@ from azure.core.exceptions import AzureError
 
 from cloudir.case import safe_name
 from cloudir.coverage import CoverageReport, SourceCoverage, parse_utc
+from cloudir.custody import CUSTODY_FILE, read_records
 from cloudir.plan import Plan, Step, StepContext, StepKind
 from providers.azure import calls
 from providers.azure.session import describe_error
@@ -33,9 +37,10 @@ def activity_filter(start: str, end: str, scope: tuple[str, str] | None) -> str:
     return text
 
 
-def page_path(subscription: str, number: int) -> str:
-    """Where raw page ``number`` (1-based) of a subscription's Activity Log is stored."""
-    return f"logs/azure/activity/{safe_name(subscription)}/page-{number:05d}.json"
+def page_dir(subscription: str, scope: tuple[str, str] | None) -> str:
+    """Folder of a subscription's raw pages: ``logs/azure/activity/<subscription>[/<scope>]``."""
+    base = f"logs/azure/activity/{safe_name(subscription)}"
+    return base if scope is None else f"{base}/{safe_name(scope[1].rsplit('/', 1)[-1])}"
 
 
 def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
@@ -47,6 +52,7 @@ def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
     ] or [None]
     max_pages: int | None = request.extra.get("max_pages")
     coverage: dict[str, dict[str, Any]] = {}
+    target = f"activity:{','.join(subscriptions)}:{request.start}/{request.end}"
     steps = [
         Step(
             f"activity-{subscription}",
@@ -63,6 +69,7 @@ def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
                 request=request,
                 scopes=scopes,
                 limits=(max_pages, coverage),
+                plan_target=target,
             ),
         )
         for subscription in subscriptions
@@ -82,8 +89,7 @@ def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
         notes.append(f"the Activity Log keeps {RETENTION_DAYS} days: events before {oldest:%Y-%m-%d} are gone")
     if request.principals:
         notes.append("the Activity Log API cannot filter by caller: every event in the window is pulled")
-    target = ",".join(subscriptions)
-    return Plan("logs", provider.cloud, f"activity:{target}:{request.start}/{request.end}", steps, notes)
+    return Plan("logs", provider.cloud, target, steps, notes)
 
 
 def _pull(
@@ -94,24 +100,35 @@ def _pull(
     request: LogPullRequest,
     scopes: list[tuple[str, str] | None],
     limits: tuple[int | None, dict[str, dict[str, Any]]],
+    plan_target: str,
 ) -> dict[str, Any]:
-    """Page through one subscription's Activity Log; each page body is stored before the SDK parses it."""
+    """Page through one subscription's Activity Log; each page body is stored before the SDK parses it.
+
+    A re-run after a failure continues from the nextLink of the last page an earlier attempt stored, and no
+    page file is ever overwritten (a second pull into the same case numbers its pages after the first's).
+    """
     max_pages, coverage = limits
     session = provider.session
     monitor = session.client("monitor", subscription)
     throttled_before = session.throttled[ACTIVITY_OPERATION]
+    earlier = _earlier_attempts(ctx, plan_target, f"activity-{subscription}")
     stored: list[str] = []
-
-    def store(body: bytes) -> None:
-        stored.append(ctx.case.write_bytes(page_path(subscription, len(stored) + 1), body).path)
-
     scope_text = " or ".join(f"{scope[0]} eq {scope[1]}" for scope in scopes if scope) or "subscription"
     report: dict[str, Any] = {"subscription": subscription, "scope": scope_text, "stopped_early": False, "reason": None}
-    session.page_sink.callback = store
     try:
         for scope in scopes:
-            pages = monitor.activity_logs.list(filter=activity_filter(request.start, request.end, scope)).by_page()
-            for page in pages:
+            folder = page_dir(subscription, scope)
+            resumed = [path for path in earlier if path.rsplit("/", 1)[0] == folder]
+            stored.extend(resumed)
+            next_link = json.loads((ctx.case.root / resumed[-1]).read_bytes()).get("nextLink") if resumed else None
+            if resumed and not next_link:
+                continue  # this scope was complete before the failure
+            numbers = count(_last_page_number(ctx.case.root / folder) + 1)
+            session.page_sink.callback = lambda body, folder=folder, numbers=numbers: stored.append(
+                ctx.case.write_bytes(f"{folder}/page-{next(numbers):05d}.json", body).path
+            )
+            listing = monitor.activity_logs.list(filter=activity_filter(request.start, request.end, scope))
+            for page in listing.by_page(continuation_token=next_link) if next_link else listing.by_page():
                 for _ in page:
                     pass
                 if max_pages is not None and len(stored) >= max_pages:
@@ -133,6 +150,23 @@ def _pull(
         )
         coverage[subscription] = report
     return report
+
+
+def _earlier_attempts(ctx: StepContext, plan_target: str, step_id: str) -> list[str]:
+    """Pages that failed earlier runs of this step of this pull stored (from the custody log, in order)."""
+    return [
+        artifact["path"]
+        for record in read_records(ctx.case.root / CUSTODY_FILE)
+        if record["target"] == plan_target
+        and record["details"].get("step") == step_id
+        and record["outcome"] == "failed"
+        for artifact in record["artifacts"]
+        if artifact["path"].endswith(".json")
+    ]
+
+
+def _last_page_number(folder: Path) -> int:
+    return max((int(page.stem.split("-")[1]) for page in folder.glob("page-*.json")), default=0)
 
 
 def _span(case_root: Any, files: list[str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from cloudir import __version__
 from cloudir.case import Case, safe_name
 from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
-from cloudir.plan import Plan, Step, StepContext, StepKind
+from cloudir.plan import Plan, Step, StepContext, StepFunc, StepKind
 from cloudir.provider import (
     AcquireOptions,
     Capability,
@@ -80,12 +80,14 @@ class AzureProvider:
         soc_subscription: str | None = None,
         soc_resource_group: str = "rg-cloudir-evidence",
         image_chunk_size: int = 4 * 1024 * 1024,
+        image_workers: int = 8,
     ) -> None:
         self.session = session
         self.subscription_id = subscription_id
         self.soc_subscription = soc_subscription
         self.soc_resource_group = soc_resource_group
         self.image_chunk_size = image_chunk_size
+        self.image_workers = image_workers
 
     # -- protocol basics ----------------------------------------------------------------------------------
     def bind(self, case: Case | None) -> None:
@@ -289,7 +291,12 @@ class AzureProvider:
                             call("snapshot.write", copy_region, createOption=create_option, resourceGroup=soc_group),
                             call("compute.poll", copy_region),
                         ],
-                        partial(self._copy, disk=disk, destination=(dest_subscription, soc_group, copy_region)),
+                        partial(
+                            self._copy,
+                            target=target,
+                            disk=disk,
+                            destination=(dest_subscription, soc_group, copy_region),
+                        ),
                     )
                 )
         if options.raw_image:
@@ -305,13 +312,30 @@ class AzureProvider:
                             call("blob.read", region, chunk=self.image_chunk_size),
                             call("snapshot.revoke", region),
                         ],
-                        partial(self._image, target=target, disk=disk),
+                        partial(self._image, disk=disk),
                     )
                 )
-        notes = []
+        notes = ["disk snapshots of a running VM are crash-consistent (no guest flush); memory is not captured"]
         if copying and copy_region != region:
             notes.append("cross-region copies use CopyStart; Azure may require incremental source snapshots for it")
-        return Plan("acquire", self.cloud, target.ref, steps, notes)
+        return Plan("acquire", self.cloud, target.ref, self._regional(steps), notes)
+
+    def _regional(self, steps: list[Step]) -> list[Step]:
+        """Make each step tell the custody recorder which region its calls act in (ARM URLs rarely say)."""
+
+        def in_region(run: StepFunc, region: str | None) -> StepFunc:
+            def wrapped(ctx: StepContext) -> dict[str, Any] | None:
+                self.session.region = region
+                try:
+                    return run(ctx)
+                finally:
+                    self.session.region = None
+
+            return wrapped
+
+        for step in steps:
+            step.run = in_region(step.run, step.calls[0].region if step.calls else None)
+        return steps
 
     def _capture_metadata(self, ctx: StepContext, target: Target) -> dict[str, Any]:
         compute, network = self._client("compute", target.account), self._client("network", target.account)
@@ -418,12 +442,15 @@ class AzureProvider:
                     }
                 body = {"location": target.location, "tags": self._tags(ctx.case, disk["id"]), "properties": properties}
                 snapshot = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
+        ctx.case.write_json(f"{self._artifact_dir(target)}/snapshots/{safe_name(name)}.json", snapshot)
         return {"snapshot_id": snapshot["id"], "source_disk": disk["id"], "reused": reused}
 
     def _tags(self, case: Case, source: str) -> dict[str, str]:
         return {CASE_TAG: case.case_id, SOURCE_TAG: source[-256:], "cloudir-tool": f"cloudir/{__version__}"}
 
-    def _copy(self, ctx: StepContext, disk: dict[str, Any], destination: tuple[str, str, str]) -> dict[str, Any]:
+    def _copy(
+        self, ctx: StepContext, target: Target, disk: dict[str, Any], destination: tuple[str, str, str]
+    ) -> dict[str, Any]:
         subscription, group, region = destination
         source_id = ctx.results[f"snapshot-{disk['role']}"]["snapshot_id"]
         compute = self._client("compute", subscription)
@@ -441,20 +468,25 @@ class AzureProvider:
                     "properties": {"creationData": {"createOption": create_option, "sourceResourceId": source_id}},
                 }
                 copy = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
+        ctx.case.write_json(
+            f"{self._artifact_dir(target)}/snapshots/{safe_name(subscription)}-{safe_name(name)}.json", copy
+        )
         return {"copy_id": copy["id"], "source_snapshot": source_id, "reused": reused}
 
-    def _image(self, ctx: StepContext, target: Target, disk: dict[str, Any]) -> dict[str, Any]:
+    def _image(self, ctx: StepContext, disk: dict[str, Any]) -> dict[str, Any]:
         snapshot_id = ctx.results[f"snapshot-{disk['role']}"]["snapshot_id"]
         subscription, group, name = id_parts(snapshot_id)
         rel_path = f"images/azure/{safe_name(name)}.vhd"
-        return export_snapshot(
+        image = export_snapshot(
             self.session,
             self._client("compute", subscription),
             ctx.case,
             (group, name),
             rel_path,
             chunk_size=self.image_chunk_size,
+            workers=self.image_workers,
         )
+        return {**image, "snapshot_id": snapshot_id, "source_disk": disk["id"]}
 
     # -- containment ----------------------------------------------------------------------------------------
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
@@ -491,13 +523,13 @@ class AzureProvider:
                     partial(self._attach_nsg, target=target, nic_id=nic_id, nsg_id=nsg_id),
                 )
             )
-        notes = []
+        notes = ["an NSG decides new flows; connections already established may live on until they close or time out"]
         if options.revoke_credentials:
             notes.append(
                 "credential revocation is not available through Azure Resource Manager: revoke the principal's "
                 "Entra sessions (Microsoft Graph revokeSignInSessions) and remove its role assignments yourself"
             )
-        return Plan("contain", self.cloud, target.ref, steps, notes)
+        return Plan("contain", self.cloud, target.ref, self._regional(steps), notes)
 
     def _create_isolation_nsg(
         self, ctx: StepContext, target: Target, nsg_name: str, examiner: str | None

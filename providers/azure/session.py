@@ -128,7 +128,7 @@ class CustodyRecorder(SansIOHTTPPolicy[Any, Any]):
             ApiCall(
                 service=service,
                 operation=operation,
-                region=_request_region(http_request),
+                region=_request_region(http_request) or self._session.region,
                 request_id=request_id,
                 outcome=outcome,
                 http_status=status,
@@ -169,6 +169,7 @@ class AzureSession:
         self.retry_total = retry_total
         self.retry_backoff_factor = retry_backoff_factor
         self.case: Case | None = None
+        self.region: str | None = None  # region of the resource the running step works on (for custody)
         self.throttled: Counter[str] = Counter()
         self.page_sink = RawPageSink()
         self._recorder = CustodyRecorder(self)

@@ -15,6 +15,7 @@ from providers.gcp.session import GcpApi, anonymous_credentials
 def create_provider(
     *,
     project: str | None = None,
+    zone: str | None = None,
     credentials: Credentials | None = None,
     api_endpoint: str | None = None,
     url_scheme: str = "https",
@@ -26,7 +27,8 @@ def create_provider(
     """A :class:`GcpProvider` for ``project``.
 
     ``api_endpoint`` (``host:port`` or ``http://host:port``) points both Compute and Logging at another
-    endpoint; ``anonymous`` sends no token (local fakes only). ``tuning`` passes ``log_page_size``,
+    endpoint; ``zone`` is where targets are looked up when a query names none (default: every zone,
+    via aggregatedList); ``anonymous`` sends no token (local fakes only). ``tuning`` passes ``log_page_size``,
     ``log_max_retries`` and ``log_backoff`` to the provider.
     """
     project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
@@ -35,7 +37,7 @@ def create_provider(
     if anonymous and credentials is None:
         credentials = anonymous_credentials()
     api = GcpApi(project=project, credentials=credentials, api_endpoint=api_endpoint, url_scheme=url_scheme)
-    return GcpProvider(api, principal=principal, forensic_project=forensic_project, **tuning)
+    return GcpProvider(api, zone=zone, principal=principal, forensic_project=forensic_project, **tuning)
 
 
 __all__ = ["GcpProvider", "create_provider"]

@@ -8,11 +8,14 @@ resumes from its last page token on ``--resume``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import requests
 from google.api_core import exceptions as gexc
 
 from cloudir.case import Case, safe_name
@@ -56,6 +59,22 @@ def audit_filter(project: str, request: LogPullRequest) -> str:
     return " AND ".join(clauses)
 
 
+def coverage_file(scope: str) -> str:
+    """``logs/gcp/coverage.json`` for a whole-project pull, ``logs/gcp/coverage-<scope>.json`` for a scoped one."""
+    return COVERAGE_FILE.replace(".json", f"-{scope}.json") if scope else COVERAGE_FILE
+
+
+def scope_id(request: LogPullRequest) -> str:
+    """'' for a whole-project pull; else 8 hex characters naming its principal/key/resource/log-kind scope.
+
+    Scoped pulls keep their pages in their own folder, so they never overwrite a whole-project pull's pages.
+    """
+    scope = [request.principals, request.access_keys, request.resources, request.extra.get("log_kinds") or []]
+    if not any(scope):
+        return ""
+    return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def _utc(value: str, what: str) -> str:
     try:
         return iso_utc(parse_utc(value))
@@ -71,10 +90,11 @@ def plan_audit_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
     projects: list[str] = list(request.extra.get("projects") or [provider.project])
     unknown = set(request.extra.get("log_kinds") or []) - set(AUDIT_LOGS)
     if unknown:
-        raise CloudAccessError(
+        raise CloudirError(
             f"unknown audit log kind(s): {', '.join(sorted(unknown))}", hint=f"choose from {', '.join(AUDIT_LOGS)}"
         )
-    target = f"gcp:{','.join(projects)}:{request.start}/{request.end}"
+    scope = scope_id(request)
+    target = f"gcp:{','.join(projects)}:{request.start}/{request.end}" + (f":{scope}" if scope else "")
     steps = [
         Step(
             f"logs:audit:{project}",
@@ -91,70 +111,117 @@ def plan_audit_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
                     pageSize=provider.log_page_size,
                 )
             ],
-            partial(_pull_project, provider=provider, request=request, target=target, project=project),
+            _ProjectPull(provider, request, target, project, scope).run,
         )
         for project in projects
     ]
-    notes = [f"raw pages go to logs/gcp/audit/<project>/page-NNNNN.json; coverage to {COVERAGE_FILE}"]
+    folder = "logs/gcp/audit/<project>" + (f"/{scope}" if scope else "")
+    notes = [f"raw pages go to {folder}/page-NNNNN.json; coverage to {coverage_file(scope)}"]
     return Plan("logs", provider.cloud, target, steps, notes)
 
 
-def _pull_project(
-    ctx: StepContext, *, provider: GcpProvider, request: LogPullRequest, target: str, project: str
-) -> dict[str, Any]:
-    case = ctx.case
-    log_filter = audit_filter(project, request)
-    progress = _load_progress(case, target, project)
-    progress.update(stopped_early=False, reason=None)
-    api = provider.api
-    folder = f"logs/gcp/audit/{safe_name(project)}"
-    attempts = 0
-    while True:
-        body: dict[str, Any] = {
-            "resourceNames": [f"projects/{project}"],
-            "filter": log_filter,
-            "orderBy": "timestamp asc",
-            "pageSize": provider.log_page_size,
-        }
-        if progress["next_page_token"]:
-            body["pageToken"] = progress["next_page_token"]
-        page_path = f"{folder}/page-{progress['pages'] + 1:05d}.json"
-        try:
-            with api.raw_bodies(partial(_store_page, case, page_path)):
-                response = api.logging().logging_api.api_request(method="POST", path="/entries:list", data=body)
-        except _THROTTLED as exc:
-            attempts += 1
-            progress["throttled"] += 1
-            if attempts > provider.log_max_retries:
-                reason = f"entries.list still throttled ({exc.code} {_status(exc)}) after {attempts - 1} retries"
-                _stop(case, request, target, project, progress, reason=reason)
-                raise CloudAccessError(
-                    f"audit log collection for {project} stopped early: {reason}",
-                    hint=f"pages so far are kept and {COVERAGE_FILE} says so; re-run with --resume to continue",
-                ) from None
-            time.sleep(provider.log_backoff * 2 ** (attempts - 1))
-            continue
-        except gexc.GoogleAPICallError as exc:
-            reason = f"entries.list failed: {exc.code} {_status(exc)}"
-            _stop(case, request, target, project, progress, reason=reason)
-            with gcp_errors(f"list audit log entries of project {project}", "logging.logEntries.list"):
-                raise
+_FRESH_PROGRESS: dict[str, Any] = {
+    "pages": 0,
+    "entries": 0,
+    "throttled": 0,
+    "next_page_token": None,
+    "first_timestamp": None,
+    "last_timestamp": None,
+    "stopped_early": False,
+    "reason": None,
+    "complete": False,
+}
+
+
+class _ProjectPull:
+    """Pages through one project's audit logs; progress lives in the case state so a re-run continues."""
+
+    def __init__(self, provider: GcpProvider, request: LogPullRequest, target: str, project: str, scope: str) -> None:
+        self.provider = provider
+        self.request = request
+        self.target = target
+        self.project = project
+        self.scope = scope
+        self.folder = f"logs/gcp/audit/{safe_name(project)}" + (f"/{scope}" if scope else "")
+        self.query = {"resourceNames": [f"projects/{project}"], "filter": audit_filter(project, request)}
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        """Fetch every page from where the last run stopped; store each raw body before it is parsed."""
+        case = ctx.case
+        self._claim_folder(case)
+        progress = self._load(case)
+        progress.update(stopped_early=False, reason=None)
         attempts = 0
-        entries = response.get("entries", [])
-        stamps = [str(entry["timestamp"]) for entry in entries if entry.get("timestamp")]
-        progress["pages"] += 1
-        progress["entries"] += len(entries)
-        if stamps:
-            progress["first_timestamp"] = progress["first_timestamp"] or min(stamps)
-            progress["last_timestamp"] = max(stamps)
-        progress["next_page_token"] = response.get("nextPageToken")
-        _save_progress(case, target, project, progress)
-        if not progress["next_page_token"]:
-            break
-    progress["complete"] = True
-    _save_progress(case, target, project, progress)
-    _write_coverage(case, request, target)
-    return {key: progress[key] for key in ("pages", "entries", "throttled", "first_timestamp", "last_timestamp")}
+        while True:
+            body = {**self.query, "orderBy": "timestamp asc", "pageSize": self.provider.log_page_size}
+            if progress["next_page_token"]:
+                body["pageToken"] = progress["next_page_token"]
+            page_path = f"{self.folder}/page-{progress['pages'] + 1:05d}.json"
+            try:
+                with self.provider.api.raw_bodies(partial(_store_page, case, page_path)):
+                    response = self.provider.api.logging().logging_api.api_request(
+                        method="POST", path="/entries:list", data=body
+                    )
+            except _THROTTLED as exc:
+                attempts += 1
+                progress["throttled"] += 1
+                if attempts > self.provider.log_max_retries:
+                    reason = f"entries.list still throttled ({exc.code} {_status(exc)}) after {attempts - 1} retries"
+                    self._stop(case, progress, reason)
+                    raise CloudAccessError(
+                        f"audit log collection for {self.project} stopped early: {reason}",
+                        hint=f"pages so far are kept and {coverage_file(self.scope)} says so; "
+                        "re-run with --resume to continue",
+                    ) from None
+                time.sleep(self.provider.log_backoff * 2 ** (attempts - 1))
+                continue
+            except (gexc.GoogleAPICallError, requests.RequestException) as exc:
+                detail = (
+                    f"{exc.code} {_status(exc)}" if isinstance(exc, gexc.GoogleAPICallError) else type(exc).__name__
+                )
+                self._stop(case, progress, f"entries.list failed: {detail}")
+                with gcp_errors(f"list audit log entries of project {self.project}", "logging.logEntries.list"):
+                    raise
+            attempts = 0
+            entries = response.get("entries", [])
+            stamps = [str(entry["timestamp"]) for entry in entries if entry.get("timestamp")]
+            progress["pages"] += 1
+            progress["entries"] += len(entries)
+            if stamps:
+                progress["first_timestamp"] = progress["first_timestamp"] or min(stamps)
+                progress["last_timestamp"] = max(stamps)
+            progress["next_page_token"] = response.get("nextPageToken")
+            progress["complete"] = not progress["next_page_token"]
+            self._save(case, progress)
+            if progress["complete"]:
+                break
+        _write_coverage(case, self.request, self.target, self.scope)
+        return {key: progress[key] for key in ("pages", "entries", "throttled", "first_timestamp", "last_timestamp")}
+
+    def _claim_folder(self, case: Case) -> None:
+        """Record the query in ``<folder>/request.json``; refuse a folder holding a different query's pages."""
+        existing = case.root / self.folder / "request.json"
+        if not existing.is_file():
+            case.write_json(f"{self.folder}/request.json", self.query)
+        elif json.loads(existing.read_text(encoding="utf-8")) != self.query:
+            raise CloudirError(
+                f"{self.folder} already holds audit log pages of a different window or scope",
+                hint="pull into a new --case folder for a different window",
+            )
+
+    def _stop(self, case: Case, progress: dict[str, Any], reason: str) -> None:
+        progress.update(stopped_early=True, reason=reason)
+        self._save(case, progress)
+        _write_coverage(case, self.request, self.target, self.scope)
+
+    def _load(self, case: Case) -> dict[str, Any]:
+        saved = case.load_state().get(_STATE_KEY, {}).get(self.target, {}).get(self.project)
+        return {**_FRESH_PROGRESS, **(saved if saved and not saved.get("complete") else {})}
+
+    def _save(self, case: Case, progress: dict[str, Any]) -> None:
+        state = case.load_state()
+        state.setdefault(_STATE_KEY, {}).setdefault(self.target, {})[self.project] = dict(progress)
+        case.save_state(state)
 
 
 def _store_page(case: Case, rel_path: str, raw: bytes) -> None:
@@ -169,39 +236,7 @@ def _status(exc: gexc.GoogleAPICallError) -> str:
     return str(reason or exc.message).splitlines()[0]
 
 
-def _stop(
-    case: Case, request: LogPullRequest, target: str, project: str, progress: dict[str, Any], *, reason: str
-) -> None:
-    progress.update(stopped_early=True, reason=reason)
-    _save_progress(case, target, project, progress)
-    _write_coverage(case, request, target)
-
-
-def _load_progress(case: Case, target: str, project: str) -> dict[str, Any]:
-    saved = case.load_state().get(_STATE_KEY, {}).get(target, {}).get(project)
-    fresh = {
-        "pages": 0,
-        "entries": 0,
-        "throttled": 0,
-        "next_page_token": None,
-        "first_timestamp": None,
-        "last_timestamp": None,
-        "stopped_early": False,
-        "reason": None,
-        "complete": False,
-    }
-    if saved and not saved.get("complete"):
-        fresh.update(saved)
-    return fresh
-
-
-def _save_progress(case: Case, target: str, project: str, progress: dict[str, Any]) -> None:
-    state = case.load_state()
-    state.setdefault(_STATE_KEY, {}).setdefault(target, {})[project] = dict(progress)
-    case.save_state(state)
-
-
-def _write_coverage(case: Case, request: LogPullRequest, target: str) -> None:
+def _write_coverage(case: Case, request: LogPullRequest, target: str, scope: str) -> None:
     """``logs/gcp/coverage.json`` (cloudir.coverage): window, span covered, pages, throttling, early stops."""
     projects: dict[str, dict[str, Any]] = case.load_state().get(_STATE_KEY, {}).get(target, {})
     report = CoverageReport("gcp", ",".join(sorted(projects)), request.start, request.end)
@@ -235,4 +270,4 @@ def _write_coverage(case: Case, request: LogPullRequest, target: str) -> None:
         firsts = [p["first_timestamp"] for p in projects.values() if p["first_timestamp"]]
         oldest = parse_utc(min(firsts)[:19] + "Z") if firsts else parse_utc(request.start)
         report.add_retention("gcp:data-access-logs (_Default bucket)", DATA_ACCESS_RETENTION_DAYS, oldest)
-    case.write_json(COVERAGE_FILE, report.to_dict())
+    case.write_json(coverage_file(scope), report.to_dict())

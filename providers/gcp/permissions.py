@@ -38,8 +38,16 @@ PERMISSIONS: dict[tuple[str, str], tuple[str, ...]] = {
         "compute.instanceGroupManagers.update",
         "compute.instances.update",
     ),
+    ("compute", "regionInstanceGroupManagers.listManagedInstances"): ("compute.instanceGroupManagers.get",),
+    ("compute", "regionInstanceGroupManagers.abandonInstances"): (
+        "compute.instanceGroupManagers.update",
+        "compute.instances.update",
+    ),
     ("compute", "zoneOperations.wait"): ("compute.zoneOperations.get",),
+    ("compute", "regionOperations.wait"): ("compute.regionOperations.get",),
     ("compute", "globalOperations.wait"): ("compute.globalOperations.get",),
+    ("iam", "serviceAccounts.get"): ("iam.serviceAccounts.get",),
+    ("iam", "serviceAccounts.keys.list"): ("iam.serviceAccountKeys.list",),
     ("logging", "entries.list"): ("logging.logEntries.list", "logging.privateLogEntries.list"),
 }
 

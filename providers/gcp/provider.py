@@ -30,7 +30,7 @@ from providers.gcp.session import GcpApi, gcp_errors
 CASE_LABEL = "cloudir-case-id"
 _LABEL_BAD = re.compile(r"[^a-z0-9_-]")
 _NAME_BAD = re.compile(r"[^a-z0-9-]")
-_IGM_LINK = re.compile(r"projects/[^/]+/zones/([^/]+)/instanceGroupManagers/([^/]+)$")
+_IGM_LINK = re.compile(r"projects/[^/]+/(zones|regions)/([^/]+)/instanceGroupManagers/([^/]+)$")
 
 
 def label_value(value: str) -> str:
@@ -41,15 +41,17 @@ def label_value(value: str) -> str:
 def resource_name(*parts: str) -> str:
     """A valid, deterministic GCE resource name (``[a-z]([-a-z0-9]*[a-z0-9])?``, at most 63 chars)."""
     joined = _NAME_BAD.sub("-", "-".join(parts).lower()).strip("-")
+    if not joined[:1].isalpha():
+        joined = f"c-{joined}"
     if len(joined) > 63:
         digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
         joined = f"{joined[:54].rstrip('-')}-{digest}"
-    return joined if joined[:1].isalpha() else f"c-{joined}"[:63]
+    return joined
 
 
-def case_short(case_id: str) -> str:
-    """An 8-character stable abbreviation of a case id for resource names (the full id is in labels)."""
-    return hashlib.sha256(case_id.encode()).hexdigest()[:8]
+def evidence_prefix(case_id: str, project: str) -> str:
+    """``cir-`` and 8 hex characters naming one case's evidence from one project (the full id is in labels)."""
+    return "cir-" + hashlib.sha256(f"{case_id}/{project}".encode()).hexdigest()[:8]
 
 
 def _is_ip(value: str) -> bool:
@@ -62,6 +64,13 @@ def _is_ip(value: str) -> bool:
 
 def _last(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _group_api(igm: dict[str, str]) -> tuple[str, str]:
+    """(Compute collection, operation scope) of a zonal or regional managed instance group."""
+    if igm["scope"] == "regions":
+        return "regionInstanceGroupManagers", "region"
+    return "instanceGroupManagers", "zone"
 
 
 def _as_dict(message: Any) -> dict[str, Any]:
@@ -81,6 +90,7 @@ class GcpProvider:
         self,
         api: GcpApi,
         *,
+        zone: str | None = None,
         principal: str | None = None,
         forensic_project: str | None = None,
         log_page_size: int = 1000,
@@ -91,6 +101,7 @@ class GcpProvider:
         self.project = api.project
         self.principal = principal
         self.forensic_project = forensic_project
+        self.default_zone = zone
         self.log_page_size = log_page_size
         self.log_max_retries = log_max_retries
         self.log_backoff = log_backoff
@@ -116,11 +127,12 @@ class GcpProvider:
         """Resolve an instance by name, numeric id, internal or external IP, in one zone or all zones."""
         if query.kind is not TargetKind.INSTANCE:
             raise CapabilityNotSupportedError(f"the gcp provider resolves instances only, not {query.kind.value}")
-        where = f"zone {query.location}" if query.location else "all zones"
+        zone = query.location or self.default_zone
+        where = f"zone {zone}" if zone else "all zones"
         client = self.api.compute(compute_v1.InstancesClient)
         with gcp_errors(f"list instances in project {self.project} ({where})", "compute.instances.list"):
-            if query.location:
-                found = [(query.location, inst) for inst in client.list(project=self.project, zone=query.location)]
+            if zone:
+                found = [(zone, inst) for inst in client.list(project=self.project, zone=zone)]
             else:
                 found = [
                     (_last(scope), inst)
@@ -157,8 +169,7 @@ class GcpProvider:
             "internal_ips": [nic.network_i_p for nic in inst.network_interfaces],
             "external_ips": [ac.nat_i_p for nic in inst.network_interfaces for ac in nic.access_configs if ac.nat_i_p],
             "service_accounts": [sa.email for sa in inst.service_accounts],
-            "managed_instance_group": {"zone": igm[1], "name": igm[2]} if igm else None,
-            "regional_group": bool(metadata.get("created-by")) and igm is None,
+            "managed_instance_group": {"scope": igm[1], "location": igm[2], "name": igm[3]} if igm else None,
         }
         return Target(self.cloud, TargetKind.INSTANCE, str(inst.id), zone, self.project, inst.name, details)
 
@@ -187,31 +198,21 @@ class GcpProvider:
         notes: list[str] = []
         igm = target.details.get("managed_instance_group")
         if igm:
+            api, where = _group_api(igm)
             steps.append(
                 Step(
                     "preserve:abandon-from-group",
                     f"Abandon {name} from managed instance group {igm['name']} so the group cannot delete it",
                     StepKind.PRESERVE,
                     [
-                        call("compute", "instanceGroupManagers.listManagedInstances", igm["zone"], group=igm["name"]),
-                        call(
-                            "compute",
-                            "instanceGroupManagers.abandonInstances",
-                            igm["zone"],
-                            group=igm["name"],
-                            instances=name,
-                        ),
-                        call("compute", "zoneOperations.wait", igm["zone"]),
+                        call("compute", f"{api}.listManagedInstances", igm["location"], group=igm["name"]),
+                        call("compute", f"{api}.abandonInstances", igm["location"], group=igm["name"], instances=name),
+                        call("compute", f"{where}Operations.wait", igm["location"]),
                     ],
                     lambda ctx: self._abandon(target, igm),
                 )
             )
             notes.append(f"{name} leaves group {igm['name']}; the group's target size drops by one.")
-        elif target.details.get("regional_group"):
-            notes.append(
-                f"{name} belongs to a regional managed instance group; abandoning it is not supported, "
-                "protect the group manually."
-            )
         disks = [str(disk["name"]) for disk in target.details["disks"]]
         steps.append(
             Step(
@@ -223,6 +224,11 @@ class GcpProvider:
                     *[call("compute", "disks.get", zone, disk=disk) for disk in disks],
                     call("compute", "firewalls.list", "global"),
                     call("compute", "instances.getSerialPortOutput", zone, instance=name, port=1),
+                    *[
+                        call("iam", operation, None, serviceAccount=email)
+                        for email in target.details["service_accounts"]
+                        for operation in ("serviceAccounts.get", "serviceAccounts.keys.list")
+                    ],
                 ],
                 lambda ctx: self._capture(ctx, target),
             )
@@ -237,6 +243,7 @@ class GcpProvider:
                         call("compute", "snapshots.list", "global", filter=f"labels.{CASE_LABEL}=<case>"),
                         call("compute", "disks.createSnapshot", zone, disk=disk, labels=f"{CASE_LABEL}=<case>"),
                         call("compute", "zoneOperations.wait", zone),
+                        call("compute", "snapshots.get", "global"),
                     ],
                     partial(self._snapshot, target=target, disk=disk),
                 )
@@ -271,27 +278,33 @@ class GcpProvider:
         return {"deletion_protection": True, "operation": op.name}
 
     def _abandon(self, target: Target, igm: dict[str, str]) -> dict[str, Any]:
-        client = self.api.compute(compute_v1.InstanceGroupManagersClient)
+        regional = igm["scope"] == "regions"
+        where = {"region": igm["location"]} if regional else {"zone": igm["location"]}
+        group = {"project": self.project, "instance_group_manager": igm["name"], **where}
         suffix = f"zones/{target.location}/instances/{target.name}"
+        instances = [target.details["self_link"]]
         with gcp_errors(f"abandon {target.name} from group {igm['name']}", "compute.instanceGroupManagers.update"):
-            members = [
-                m.instance
-                for m in client.list_managed_instances(
-                    project=self.project, zone=igm["zone"], instance_group_manager=igm["name"]
+            if regional:
+                client: Any = self.api.compute(compute_v1.RegionInstanceGroupManagersClient)
+                request: Any = compute_v1.AbandonInstancesRegionInstanceGroupManagerRequest(
+                    **group,
+                    region_instance_group_managers_abandon_instances_request_resource=(
+                        compute_v1.RegionInstanceGroupManagersAbandonInstancesRequest(instances=instances)
+                    ),
                 )
-            ]
+            else:
+                client = self.api.compute(compute_v1.InstanceGroupManagersClient)
+                request = compute_v1.AbandonInstancesInstanceGroupManagerRequest(
+                    **group,
+                    instance_group_managers_abandon_instances_request_resource=(
+                        compute_v1.InstanceGroupManagersAbandonInstancesRequest(instances=instances)
+                    ),
+                )
+            members = [m.instance for m in client.list_managed_instances(**group)]
             if not any(url.endswith(suffix) for url in members):
                 return {"group": igm["name"], "abandoned": False, "reason": "not a member any more"}
-            request = compute_v1.AbandonInstancesInstanceGroupManagerRequest(
-                project=self.project,
-                zone=igm["zone"],
-                instance_group_manager=igm["name"],
-                instance_group_managers_abandon_instances_request_resource=(
-                    compute_v1.InstanceGroupManagersAbandonInstancesRequest(instances=[target.details["self_link"]])
-                ),
-            )
             op = client.abandon_instances_unary(request=request)
-            self.api.wait(op, project=self.project, zone=igm["zone"])
+            self.api.wait(op, project=self.project, zone=where.get("zone"), region=where.get("region"))
         return {"group": igm["name"], "abandoned": True, "operation": op.name}
 
     def _capture(self, ctx: StepContext, target: Target) -> dict[str, Any]:
@@ -314,6 +327,9 @@ class GcpProvider:
                 )
             )
             raw.clear()
+        account_errors = self._capture_service_accounts(
+            ctx.case, base, artifacts, list(target.details["service_accounts"])
+        )
         tags = set(inst.tags.items)
         accounts = {sa.email for sa in inst.service_accounts}
         networks = {nic.network for nic in inst.network_interfaces}
@@ -344,13 +360,34 @@ class GcpProvider:
             "metadata": metadata,
             "startup_script": metadata.get("startup-script"),
             "managed_instance_group": target.details.get("managed_instance_group"),
+            "service_account_capture_errors": account_errors,
         }
         artifacts += [
             ctx.case.write_json(f"{base}/firewall-rules.json", applying).path,
             ctx.case.write_bytes(f"{base}/serial-port-1.txt", serial.contents.encode()).path,
             ctx.case.write_json(f"{base}/summary.json", summary).path,
         ]
-        return {"artifacts": artifacts, "firewall_rules": [rule["name"] for rule in applying]}
+        result = {"artifacts": artifacts, "firewall_rules": [rule["name"] for rule in applying]}
+        return result | ({"service_account_capture_errors": account_errors} if account_errors else {})
+
+    def _capture_service_accounts(
+        self, case: Case, base: str, artifacts: list[str], emails: list[str]
+    ) -> dict[str, str]:
+        """Raw IAM records of each attached service account and its keys; a refusal is reported, not fatal."""
+        errors: dict[str, str] = {}
+        for email in emails:
+            folder = f"{base}/service-accounts/{safe_name(email)}"
+            try:
+                account = self.api.iam_get(f"projects/-/serviceAccounts/{email}")
+                keys = self.api.iam_get(f"projects/-/serviceAccounts/{email}/keys")
+            except gexc.GoogleAPICallError as exc:
+                errors[email] = f"{exc.code} {str(exc.message).splitlines()[0]}"
+                continue
+            artifacts += [
+                case.write_bytes(f"{folder}/account.json", account).path,
+                case.write_bytes(f"{folder}/keys.json", keys).path,
+            ]
+        return errors
 
     def _snapshot(self, ctx: StepContext, target: Target, disk: str) -> dict[str, Any]:
         case_label = label_value(ctx.case.case_id)
@@ -366,7 +403,7 @@ class GcpProvider:
                 ):
                     return self._snapshot_result(existing, reused=True)
             snapshot = compute_v1.Snapshot(
-                name=resource_name("cir", case_short(ctx.case.case_id), disk),
+                name=resource_name(evidence_prefix(ctx.case.case_id, self.project), zone, disk),
                 description=f"cloudir case {ctx.case.case_id}: disk {disk} of instance {target.name}",
                 labels={
                     CASE_LABEL: case_label,
@@ -409,7 +446,7 @@ class GcpProvider:
                         "reused": True,
                     }
             image = compute_v1.Image(
-                name=resource_name("cir", case_short(ctx.case.case_id), disk, "copy"),
+                name=resource_name(source["snapshot"], "copy"),
                 source_snapshot=source["self_link"],
                 description=f"cloudir case {ctx.case.case_id}: copy of snapshot {source['snapshot']}",
                 labels={

@@ -33,7 +33,9 @@ from cloudir.errors import CloudAccessError, CloudirError, TargetNotFoundError
 RESPONDER_USER_AGENT = f"cloudir/{__version__}"
 COMPUTE_HOST = "compute.googleapis.com"
 LOGGING_ENDPOINT = "https://logging.googleapis.com"
-_SCOPE_PREFIXES = {"zones", "regions"}
+IAM_ENDPOINT = "https://iam.googleapis.com"
+# Regional collections whose API name carries a "region" prefix because a zonal one exists too.
+_ALSO_ZONAL = {"instanceGroupManagers", "instanceGroups", "disks", "autoscalers", "instances", "instanceTemplates"}
 _COLLECTION_VERBS = {"GET": "list", "POST": "insert"}
 _ITEM_VERBS = {"GET": "get", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}
 _RENAMED_VERBS = {"serialPort": "getSerialPortOutput"}
@@ -43,24 +45,33 @@ BodySink = Callable[[bytes], None]
 
 
 def describe_request(method: str, url: str) -> tuple[str, str, str | None]:
-    """(service, operation, zone or "global") of a Compute/Logging REST call, from its method and URL."""
+    """(service, operation, zone / region / "global") of a Compute or Logging REST call, from its method and URL.
+
+    Operation names follow the API's method names: ``instances.setDeletionProtection``,
+    ``regionInstanceGroupManagers.abandonInstances``, ``zoneOperations.wait``, ``entries.list``.
+    """
     path = unquote(urlsplit(url).path)
     if path.startswith("/v2/"):
         resource, _, verb = path.removeprefix("/v2/").partition(":")
         return "logging", f"{resource.split('/')[-1]}.{verb or method.lower()}", None
+    if path.startswith("/v1/projects/") and "/serviceAccounts/" in path:
+        tail = path.split("/serviceAccounts/", 1)[1].split("/")[1:]
+        return "iam", ".".join(["serviceAccounts", *tail, "list" if tail else "get"]), None
     parts = path.split("/projects/", 1)[-1].split("/")[1:]
     if parts[:1] == ["aggregated"]:
         return "compute", f"{parts[1]}.aggregatedList", None
-    location: str | None = "global"
+    scope, location = "global", "global"
     if parts[:1] == ["global"]:
         parts = parts[1:]
-    elif parts[:1] and parts[0] in _SCOPE_PREFIXES:
-        location, parts = parts[1], parts[2:]
+    elif parts[:1] and parts[0] in {"zones", "regions"}:
+        scope, location, parts = parts[0], parts[1], parts[2:]
     if not parts:
         return "compute", f"projects.{method.lower()}", location
     collection = parts[0]
     if collection == "operations":
-        collection = "globalOperations" if location == "global" else "zoneOperations"
+        collection = {"global": "globalOperations", "zones": "zoneOperations", "regions": "regionOperations"}[scope]
+    elif scope == "regions" and collection in _ALSO_ZONAL:
+        collection = "region" + collection[0].upper() + collection[1:]
     if len(parts) == 1:
         verb = _COLLECTION_VERBS.get(method, method.lower())
     elif len(parts) == 2:
@@ -89,6 +100,7 @@ class GcpApi:
         self.case_tag: str | None = None
         self._clients: dict[type[Any], Any] = {}
         self._logging: gcp_logging.Client | None = None
+        self._iam: AuthorizedSession | None = None
         self._body_sinks: list[BodySink] = []
 
     def bind(self, case: Case | None) -> None:
@@ -97,6 +109,7 @@ class GcpApi:
         self.case_tag = case.case_id if case else self.case_tag
         self._clients.clear()
         self._logging = None
+        self._iam = None
 
     @property
     def user_agent(self) -> str:
@@ -156,6 +169,22 @@ class GcpApi:
             )
         return self._logging
 
+    def iam_get(self, path: str) -> bytes:
+        """GET an IAM v1 resource (e.g. ``projects/-/serviceAccounts/<email>/keys``) and return the raw body.
+
+        No IAM client library is installed, so this uses google-auth's AuthorizedSession directly; errors
+        become the same google-api-core exceptions the SDK clients raise.
+        """
+        if self._iam is None:
+            self._iam = self._instrument(AuthorizedSession(self.credentials))  # type: ignore[no-untyped-call]
+        base = self.api_endpoint or IAM_ENDPOINT
+        if "://" not in base:
+            base = f"{self.url_scheme}://{base}"
+        response = self._iam.get(f"{base}/v1/{path}", timeout=60)
+        if not response.ok:
+            raise gexc.from_http_response(response)  # type: ignore[no-untyped-call]
+        return bytes(response.content)
+
     # -- recording --------------------------------------------------------------------------------
     @contextmanager
     def raw_bodies(self, sink: BodySink) -> Iterator[None]:
@@ -180,21 +209,30 @@ class GcpApi:
         return response
 
     # -- operations -------------------------------------------------------------------------------
-    def wait(self, operation: compute_v1.Operation, *, project: str, zone: str | None, timeout: float = 600) -> None:
-        """Block until a zonal or global Compute operation is DONE; raise if it finished with an error."""
+    def wait(
+        self,
+        operation: compute_v1.Operation,
+        *,
+        project: str,
+        zone: str | None = None,
+        region: str | None = None,
+        timeout: float = 600,
+    ) -> None:
+        """Block until a zonal, regional or global Compute operation is DONE; raise if it finished with an error."""
         deadline = time.monotonic() + timeout
         current = operation
         while current.status != compute_v1.Operation.Status.DONE:
             if time.monotonic() > deadline:
                 raise CloudAccessError(f"operation {operation.name} ({operation.operation_type}) did not finish")
             if zone:
-                current = self.compute(compute_v1.ZoneOperationsClient).wait(
-                    project=project, zone=zone, operation=operation.name
-                )
+                client: Any = self.compute(compute_v1.ZoneOperationsClient)
+                current = client.wait(project=project, zone=zone, operation=operation.name)
+            elif region:
+                client = self.compute(compute_v1.RegionOperationsClient)
+                current = client.wait(project=project, region=region, operation=operation.name)
             else:
-                current = self.compute(compute_v1.GlobalOperationsClient).wait(
-                    project=project, operation=operation.name
-                )
+                client = self.compute(compute_v1.GlobalOperationsClient)
+                current = client.wait(project=project, operation=operation.name)
         if current.error and current.error.errors:
             first = current.error.errors[0]
             raise CloudAccessError(
@@ -219,7 +257,12 @@ def gcp_errors(action: str, permission: str | None = None) -> Iterator[None]:
     except gexc.GoogleAPICallError as exc:
         raise CloudAccessError(f"{action} failed: HTTP {exc.code}: {_message(exc)}") from None
     except requests.RequestException as exc:
-        raise CloudAccessError(f"cannot reach the Google Cloud endpoint while trying to {action}: {exc}") from None
+        url = exc.request.url if exc.request is not None else None
+        where = str(url).split("?")[0] if url else "the endpoint"
+        raise CloudAccessError(
+            f"cannot reach the Google Cloud endpoint while trying to {action}: {type(exc).__name__} calling {where}",
+            hint="check network access to Google APIs (or --api-endpoint)",
+        ) from None
 
 
 def _message(exc: gexc.GoogleAPICallError) -> str:

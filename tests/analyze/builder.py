@@ -94,7 +94,7 @@ def write_db(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-_TYPES = {column: "VARCHAR" for column in EVENTS_COLUMNS} | {
+_TYPES = dict.fromkeys(EVENTS_COLUMNS, "VARCHAR") | {
     "time": "TIMESTAMP",
     "resources": "VARCHAR[]",
     "read_only": "BOOLEAN",

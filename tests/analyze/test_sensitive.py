@@ -78,6 +78,7 @@ def test_bulk_secret_reads_need_many_distinct_secrets(analyze: Analyze) -> None:
             service="secretsmanager",
             time=INCIDENT + timedelta(seconds=i),
             raw={"requestParameters": {"secretId": "db"}},
+            source_ip="203.0.113.50",
         )
         for i in range(10)
     ]
@@ -87,6 +88,7 @@ def test_bulk_secret_reads_need_many_distinct_secrets(analyze: Analyze) -> None:
             service="secretsmanager",
             time=INCIDENT + timedelta(hours=2, seconds=i),
             raw={"requestParameters": {"secretId": f"s{i}"}},
+            source_ip="203.0.113.50",
         )
         for i in range(6)
     ]

@@ -17,7 +17,9 @@ Acquire = Callable[..., tuple[Case, RunResult]]
 def acquire(aws_sandbox: AwsSandbox, tmp_path: Path) -> Acquire:
     """Run an acquisition of an instance into ``tmp_path/<name>`` (created or reopened) and return the case."""
 
-    def run(instance_id: str, *, name: str = "case", raise_on_failure: bool = True, **options: object) -> tuple[Case, RunResult]:
+    def run(
+        instance_id: str, *, name: str = "case", raise_on_failure: bool = True, **options: object
+    ) -> tuple[Case, RunResult]:
         root = tmp_path / name
         case = Case.open(root) if (root / "case.json").exists() else Case.create(root)
         provider = aws_sandbox.provider()

@@ -8,7 +8,7 @@ from cloudir.custody import read_records, verify_case
 from cloudir.errors import CloudirError
 from cloudir.plan import StepKind
 from cloudir.provider import AcquireOptions, TargetKind, TargetQuery
-from moto_fixtures.aws import FORENSIC_ACCOUNT, FORENSIC_REGION, AwsSandbox
+from moto_fixtures.aws import FORENSIC_ACCOUNT, FORENSIC_REGION, AwsSandbox, create_customer_key
 from moto_fixtures.sandbox import PlantedIncident
 from tests.aws.conftest import Acquire
 
@@ -24,8 +24,17 @@ def test_preserves_captures_and_snapshots_the_planted_instance(
     members = aws_sandbox.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[iid])
     assert members["AutoScalingInstances"][0]["ProtectedFromScaleIn"] is True
     base = case.root / "artifacts" / "aws" / iid
-    for name in ("instance.json", "tags.json", "user-data.json", "volumes.json", "network-interfaces.json",
-                 "security-groups.json", "instance-profile.json", "console-output.json", "autoscaling.json"):
+    for name in (
+        "instance.json",
+        "tags.json",
+        "user-data.json",
+        "volumes.json",
+        "network-interfaces.json",
+        "security-groups.json",
+        "instance-profile.json",
+        "console-output.json",
+        "autoscaling.json",
+    ):
         assert (base / name).is_file(), name
     assert b"203.0.113.50" in (base / "user-data.bin").read_bytes()
     profile = json.loads((base / "instance-profile.json").read_text())
@@ -57,15 +66,21 @@ def test_rerun_of_the_same_case_reuses_tagged_snapshots(
 
 
 @pytest.mark.parametrize(("mode", "state"), [("standby", "Standby"), ("detach", None)])
-def test_asg_modes(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire, mode: str, state: str | None):
+def test_asg_modes(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire, mode: str, state: str | None
+):
     iid = aws_incident.extra["instance_id"]
     acquire(iid, group_mode=mode)
-    members = aws_sandbox.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[iid])["AutoScalingInstances"]
+    members = aws_sandbox.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[iid])[
+        "AutoScalingInstances"
+    ]
     assert (members[0]["LifecycleState"] if members else None) == state
     assert aws_sandbox.is_preserved(aws_incident)
 
 
-def test_snapshot_all_volumes_of_a_multi_volume_instance(aws_sandbox: AwsSandbox, multi_volume_instance: str, acquire: Acquire):
+def test_snapshot_all_volumes_of_a_multi_volume_instance(
+    aws_sandbox: AwsSandbox, multi_volume_instance: str, acquire: Acquire
+):
     case, result = acquire(multi_volume_instance)
     assert len(result.results["snapshot.create"]["snapshots"]) == 4
     assert len(aws_sandbox.snapshots_for_case(case.case_id)) == 4
@@ -81,9 +96,11 @@ def test_reencrypts_aws_managed_volumes_and_shares_with_the_forensic_account(
     assert len(copies) == 1  # only the aws/ebs volume needs a re-encrypted copy
     ec2 = aws_sandbox.client("ec2")
     copy = ec2.describe_snapshots(SnapshotIds=list(copies.values()))["Snapshots"][0]
-    assert copy["Encrypted"] and copy["KmsKeyId"] == key
+    assert copy["Encrypted"]
+    assert copy["KmsKeyId"] == key
     shared = result.results["share.snapshots"]["shared"]
-    assert len(shared) == 2 and next(iter(copies)) not in shared
+    assert len(shared) == 2
+    assert next(iter(copies)) not in shared
     for snapshot_id in shared:
         perms = ec2.describe_snapshot_attribute(SnapshotId=snapshot_id, Attribute="createVolumePermission")
         assert perms["CreateVolumePermissions"] == [{"UserId": FORENSIC_ACCOUNT}]
@@ -92,12 +109,12 @@ def test_reencrypts_aws_managed_volumes_and_shares_with_the_forensic_account(
     assert len(aws_sandbox.snapshots_for_case(case.case_id)) == 3
 
 
-def test_cross_region_copy_uses_the_key_of_the_forensic_region(aws_sandbox: AwsSandbox, customer_key_instance, acquire: Acquire):
+def test_cross_region_copy_uses_the_key_of_the_forensic_region(
+    aws_sandbox: AwsSandbox, customer_key_instance, acquire: Acquire
+):
     iid, _ = customer_key_instance
-    from moto_fixtures.aws import create_customer_key
-
     west_key = create_customer_key(aws_sandbox, FORENSIC_REGION, "forensics-west")
-    case, result = acquire(iid, forensic_location=FORENSIC_REGION, encryption_key=west_key)
+    _, result = acquire(iid, forensic_location=FORENSIC_REGION, encryption_key=west_key)
     copies = result.results["copy.snapshots"]["copies"]
     described = aws_sandbox.client("ec2", FORENSIC_REGION).describe_snapshots(SnapshotIds=list(copies.values()))
     assert len(described["Snapshots"]) == 2
@@ -133,8 +150,10 @@ def test_kms_failure_during_copy_is_a_clear_error_and_blocks_sharing(
             raise_on_failure=False,
         )
     failed = result.failed
-    assert failed is not None and failed.step_id == "copy.snapshots"
-    assert "KMS error" in failed.error and "kms:ReEncryptTo" in failed.error
+    assert failed is not None
+    assert failed.step_id == "copy.snapshots"
+    assert "KMS error" in failed.error
+    assert "kms:ReEncryptTo" in failed.error
     assert [o.status for o in result.outcomes if o.step_id == "share.snapshots"] == ["blocked"]
     failed_record = next(r for r in read_records(case.root / "custody.jsonl") if r["outcome"] == "failed")
     assert "KMS.DisabledException" in failed_record["error"]
@@ -144,7 +163,9 @@ def test_kms_failure_during_copy_is_a_clear_error_and_blocks_sharing(
 def test_plan_steps_have_stable_ids_and_kinds(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident):
     provider = aws_sandbox.provider()
     target = provider.find_target(aws_incident.target)
-    options = AcquireOptions(forensic_account=FORENSIC_ACCOUNT, encryption_key=aws_incident.encryption_key, raw_image=True)
+    options = AcquireOptions(
+        forensic_account=FORENSIC_ACCOUNT, encryption_key=aws_incident.encryption_key, raw_image=True
+    )
     first, second = provider.plan_acquire(target, options), provider.plan_acquire(target, options)
     assert [s.id for s in first.steps] == [s.id for s in second.steps]
     kinds = {s.id: s.kind for s in first.steps}
@@ -153,6 +174,7 @@ def test_plan_steps_have_stable_ids_and_kinds(aws_sandbox: AwsSandbox, aws_incid
     assert kinds["snapshot.create"] is StepKind.ACQUIRE
     assert list(kinds).index("preserve.autoscaling") < list(kinds).index("capture.instance")
     permissions = set(provider.required_permissions())
+    assert {"ec2:CreateSnapshots", "kms:CreateGrant", "ebs:GetSnapshotBlock", "cloudtrail:LookupEvents"} <= permissions
     for step in first.steps:
         for call in step.calls:
             assert f"{call.service}:{call.operation}" in permissions

@@ -19,19 +19,24 @@ def test_contain_isolates_swaps_the_profile_and_revokes_role_sessions(
     target = provider.find_target(aws_incident.target)
     assert not aws_sandbox.is_isolated(aws_incident)
     result = run_plan(provider.plan_contain(target, ContainOptions(examiner_cidr="198.51.100.7/32")), case)
-    assert result.ok and aws_sandbox.is_isolated(aws_incident)
+    assert result.ok
+    assert aws_sandbox.is_isolated(aws_incident)
     ec2, iam = aws_sandbox.client("ec2"), aws_sandbox.client("iam")
-    group = ec2.describe_security_groups(GroupIds=[result.results["contain.isolation-group"]["group_id"]])["SecurityGroups"][0]
+    group = ec2.describe_security_groups(GroupIds=[result.results["contain.isolation-group"]["group_id"]])[
+        "SecurityGroups"
+    ][0]
     assert group["IpPermissions"][0]["IpRanges"][0]["CidrIp"] == "198.51.100.7/32"
     assert group["IpPermissionsEgress"] == []
     association = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
     assert association[0]["IamInstanceProfile"]["Arn"].endswith(f"/{QUARANTINE_PROFILE}")
     policy = iam.get_role_policy(RoleName="web-app-role", PolicyName=REVOKE_POLICY)["PolicyDocument"]
     statement = policy["Statement"][0]
-    assert statement["Effect"] == "Deny" and "aws:TokenIssueTime" in statement["Condition"]["DateLessThan"]
+    assert statement["Effect"] == "Deny"
+    assert "aws:TokenIssueTime" in statement["Condition"]["DateLessThan"]
     # running it again changes nothing and creates no second group
     again = run_plan(provider.plan_contain(target, ContainOptions()), case)
-    assert again.ok and all(o.status == "resumed" for o in again.outcomes)
+    assert again.ok
+    assert all(o.status == "resumed" for o in again.outcomes)
 
 
 def test_key_compromise_deactivates_keys_and_denies_sessions(
@@ -46,7 +51,8 @@ def test_key_compromise_deactivates_keys_and_denies_sessions(
     target = provider.find_target(TargetQuery(TargetKind.ACCESS_KEY, key))
     acquired = run_plan(provider.plan_acquire(target, None), case)  # type: ignore[arg-type]
     user_file = json.loads((case.root / f"artifacts/aws/iam-user/{user}/user.json").read_text())
-    assert len(user_file["AccessKeys"]) == 2 and "deploy" in user_file["InlinePolicies"]
+    assert len(user_file["AccessKeys"]) == 2
+    assert "deploy" in user_file["InlinePolicies"]
     assert acquired.ok
     result = run_plan(provider.plan_contain(target, ContainOptions()), case)
     assert result.ok

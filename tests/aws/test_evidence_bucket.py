@@ -15,7 +15,8 @@ def test_artifacts_land_in_an_object_lock_bucket_with_checksum_and_retention(aws
     provider = aws_sandbox.provider()
     provider.bind(case)
     mirror = attach_evidence_bucket(provider.clients, case, "evidence", retention_mode="GOVERNANCE", retain_days=30)
-    assert mirror is not None and mirror.object_lock
+    assert mirror is not None
+    assert mirror.object_lock
     artifact = case.write_bytes("artifacts/aws/note.txt", b"evidence bytes")
     key = f"{case.case_id}/artifacts/aws/note.txt"
     head = s3.head_object(Bucket="evidence", Key=key, ChecksumMode="ENABLED")
@@ -34,6 +35,27 @@ def test_plain_bucket_gets_no_retention(aws_sandbox: AwsSandbox, tmp_path):
     provider = aws_sandbox.provider()
     provider.bind(case)
     mirror = attach_evidence_bucket(provider.clients, case, "plain", retention_mode="COMPLIANCE", retain_days=1)
-    assert mirror is not None and not mirror.object_lock
+    assert mirror is not None
+    assert not mirror.object_lock
     case.write_bytes("a.txt", b"x")
     assert "ObjectLockMode" not in s3.head_object(Bucket="plain", Key=f"{case.case_id}/a.txt")
+
+
+def test_large_artifacts_go_up_in_checksummed_parts(aws_sandbox: AwsSandbox, tmp_path):
+    s3 = aws_sandbox.client("s3")
+    s3.create_bucket(Bucket="evidence", ObjectLockEnabledForBucket=True)
+    case = Case.create(tmp_path / "c")
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    mirror = attach_evidence_bucket(provider.clients, case, "evidence", retention_mode="COMPLIANCE", retain_days=1)
+    assert mirror is not None
+    mirror.part_size = 5 * 1024 * 1024
+    data = bytes(range(256)) * (44 * 1024)  # 11 MiB: three parts
+    artifact = case.write_bytes("images/aws/snap-1.raw", data)
+    key = f"{case.case_id}/images/aws/snap-1.raw"
+    head = s3.head_object(Bucket="evidence", Key=key)
+    assert head["Metadata"]["sha256"] == artifact.sha256
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert head["ContentLength"] == len(data)
+    assert s3.get_object(Bucket="evidence", Key=key)["Body"].read() == data
+    assert not s3.list_multipart_uploads(Bucket="evidence").get("Uploads")

@@ -26,8 +26,12 @@ def _direct_snapshot(aws_sandbox: AwsSandbox, blocks: dict[int, bytes]) -> str:
     for index, data in blocks.items():
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
         ebs.put_snapshot_block(
-            SnapshotId=snapshot_id, BlockIndex=index, BlockData=data, DataLength=len(data),
-            Checksum=checksum, ChecksumAlgorithm="SHA256",
+            SnapshotId=snapshot_id,
+            BlockIndex=index,
+            BlockData=data,
+            DataLength=len(data),
+            Checksum=checksum,
+            ChecksumAlgorithm="SHA256",
         )
     ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(blocks))
     return snapshot_id
@@ -40,7 +44,8 @@ def test_raw_image_is_sparse_and_hashes_like_the_disk(aws_sandbox: AwsSandbox, t
     ebs = aws_sandbox.provider().clients.client("ebs")
     result = write_raw_image(ebs, snapshot_id, case, f"images/aws/{snapshot_id}.raw", Console(quiet=True))
     image = case.root / result["path"]
-    assert image.stat().st_size == GIB and result["size"] == GIB
+    assert image.stat().st_size == GIB
+    assert result["size"] == GIB
     assert image.stat().st_blocks * 512 < 1024 * 1024  # holes were not written
     with image.open("rb") as handle:
         assert handle.read(6 * BLOCK) == blocks[0] + bytes(4 * BLOCK) + blocks[5]
@@ -63,8 +68,9 @@ def test_acquire_with_raw_image_reads_the_new_snapshot(aws_sandbox: AwsSandbox, 
     volume = aws_sandbox.client("ec2").describe_volumes()["Volumes"][-1]["VolumeId"]
     aws_sandbox.seed_disk(volume, {2048: b"stolen-customer-data".ljust(BLOCK, b"\0")})
     case, result = acquire(instance_id, raw_image=True)
-    (snapshot_id, image), = result.results["image.raw"]["images"].items()
-    assert image["path"] == f"images/aws/{snapshot_id}.raw" and image["blocks"] == 1
+    ((snapshot_id, image),) = result.results["image.raw"]["images"].items()
+    assert image["path"] == f"images/aws/{snapshot_id}.raw"
+    assert image["blocks"] == 1
     with (case.root / image["path"]).open("rb") as handle:
         handle.seek(2048 * BLOCK)
         assert handle.read(BLOCK).startswith(b"stolen-customer-data")
@@ -77,13 +83,20 @@ def test_dry_run_changes_nothing(aws_sandbox: AwsSandbox, aws_incident: PlantedI
     before = aws_sandbox.state()
     target = provider.find_target(aws_incident.target)
     acquire_plan = provider.plan_acquire(
-        target, AcquireOptions(forensic_account=FORENSIC_ACCOUNT, encryption_key=aws_incident.encryption_key, raw_image=True)
+        target,
+        AcquireOptions(forensic_account=FORENSIC_ACCOUNT, encryption_key=aws_incident.encryption_key, raw_image=True),
     )
     contain_plan = provider.plan_contain(target, ContainOptions(examiner_cidr="198.51.100.7/32"))
     assert aws_sandbox.state() == before
     operations = {c.operation for plan in (acquire_plan, contain_plan) for s in plan.steps for c in s.calls}
-    assert {"CreateSnapshots", "CopySnapshot", "ModifySnapshotAttribute", "GetSnapshotBlock",
-            "ModifyNetworkInterfaceAttribute", "PutRolePolicy"} <= operations
+    assert {
+        "CreateSnapshots",
+        "CopySnapshot",
+        "ModifySnapshotAttribute",
+        "GetSnapshotBlock",
+        "ModifyNetworkInterfaceAttribute",
+        "PutRolePolicy",
+    } <= operations
 
 
 def test_failure_mid_acquisition_blocks_containment_and_resume_finishes_without_duplicates(
@@ -92,11 +105,13 @@ def test_failure_mid_acquisition_blocks_containment_and_resume_finishes_without_
     iid = aws_incident.extra["instance_id"]
     with aws_sandbox.fail_next("CreateTags", "RequestLimitExceeded"):  # right after CreateSnapshots succeeded
         case, result = acquire(iid, raise_on_failure=False)
-    assert result.failed is not None and result.failed.step_id == "snapshot.create"
+    assert result.failed is not None
+    assert result.failed.step_id == "snapshot.create"
     assert [o.status for o in result.outcomes if o.step_id == "snapshot.wait"] == ["blocked"]
     assert len(aws_sandbox.snapshots_for_case(case.case_id)) == 2  # made before the failure
     actions = [(r["action"], r["outcome"]) for r in read_records(case.root / "custody.jsonl")]
-    assert ("acquire.acquire", "failed") in actions and actions[-1] == ("acquire.failed", "failed")
+    assert ("acquire.acquire", "failed") in actions
+    assert actions[-1] == ("acquire.failed", "failed")
     with pytest.raises(PreconditionError):
         require_completed(case, "acquire", result.plan.target, force=False)
 

@@ -15,7 +15,8 @@ def test_every_alternate_name_resolves_to_the_same_instance(aws_sandbox: AwsSand
     assert expected.id == aws_incident.extra["instance_id"]
     assert expected.ref == f"aws:123456789012:us-east-1:{expected.id}"
     values = {q.value for q in aws_incident.alternate_targets}
-    assert any(v.startswith("eni-") for v in values) and len(values) == 3
+    assert any(v.startswith("eni-") for v in values)
+    assert len(values) == 3
     for query in aws_incident.alternate_targets:
         assert provider.find_target(query).ref == expected.ref, query.value
 
@@ -33,7 +34,7 @@ def test_unknown_and_malformed_targets_fail_clearly(aws_sandbox: AwsSandbox):
     provider = aws_sandbox.provider()
     with pytest.raises(TargetNotFoundError, match="i-0123456789abcdef0"):
         provider.find_target(TargetQuery(TargetKind.INSTANCE, "i-0123456789abcdef0", "us-east-1"))
-    with pytest.raises(TargetNotFoundError, match="10.9.9.9"):
+    with pytest.raises(TargetNotFoundError, match=r"10\.9\.9\.9"):
         provider.find_target(TargetQuery(TargetKind.INSTANCE, "10.9.9.9", "us-east-1"))
     with pytest.raises(CloudirError, match="not an instance id"):
         provider.find_target(TargetQuery(TargetKind.INSTANCE, "web-server", "us-east-1"))
@@ -45,3 +46,11 @@ def test_access_key_resolves_to_its_user(aws_sandbox: AwsSandbox, compromised_us
     assert (target.kind, target.name, target.details["user"]) == (TargetKind.ACCESS_KEY, user, user)
     with pytest.raises(TargetNotFoundError):
         aws_sandbox.provider().find_target(TargetQuery(TargetKind.ACCESS_KEY, "AKIAXXXXXXXXXXXXXXXX"))
+
+
+def test_throttling_is_retried_with_backoff(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident):
+    provider = aws_sandbox.provider()
+    with aws_sandbox.throttle("DescribeInstances", times=1):
+        target = provider.find_target(aws_incident.target)
+    assert target.id == aws_incident.extra["instance_id"]
+    assert aws_sandbox.throttled == ["DescribeInstances"]

@@ -57,8 +57,14 @@ def cli(azure_sandbox: AzureSandbox) -> Cli:
     """Run ``cloudir <args>`` with the connection options that point at the fake."""
 
     def run(*args: str, connect: bool = True) -> CliResult:
-        extra = ["--endpoint", azure_sandbox.fake.base_url, "--ca-bundle", azure_sandbox.fake.ca_file,
-                 "--token", sandbox_token()]
+        extra = [
+            "--endpoint",
+            azure_sandbox.fake.base_url,
+            "--ca-bundle",
+            azure_sandbox.fake.ca_file,
+            "--token",
+            sandbox_token(),
+        ]
         if connect and args[0] != "logs":
             extra += ["--subscription", SUBSCRIPTION, "--polling-interval", "0"]
         elif connect:

@@ -7,6 +7,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from cloudir.custody import read_records, verify_case
+from cloudir.errors import CapabilityNotSupportedError
 from cloudir.plan import StepKind
 from cloudir.provider import AcquireOptions
 from moto_fixtures.azure import RESOURCE_GROUP, SOC_SUBSCRIPTION, VM_NAME, AzureSandbox
@@ -27,7 +28,8 @@ def test_preserves_with_locks_and_scale_in_protection(
         assert lock["name"] == f"cloudir-{case.case_id}"
         assert lock["properties"]["level"] == "CanNotDelete"
     member = azure_sandbox.fake.get(azure_incident.extra["vmss_vm_id"])
-    assert member is not None and member["properties"]["protectionPolicy"]["protectFromScaleIn"] is True
+    assert member is not None
+    assert member["properties"]["protectionPolicy"]["protectFromScaleIn"] is True
     # the lock is real: the unmodified SDK cannot delete the VM any more
     compute = azure_sandbox.provider().session.client("compute", azure_incident.extra["subscription_id"])  # type: ignore[attr-defined]
     with pytest.raises(HttpResponseError, match="ScopeLocked"):
@@ -44,7 +46,8 @@ def test_snapshots_every_disk_tagged_and_copies_to_the_soc(
     sources = {azure_sandbox.fake.get(s)["properties"]["creationData"]["sourceResourceId"] for s in snapshots}  # type: ignore[index]
     assert set(azure_incident.extra["disk_ids"]) <= sources
     copies = [s for s in snapshots if f"/subscriptions/{SOC_SUBSCRIPTION}/" in s]
-    assert len(copies) == 3 and all("/resourceGroups/rg-cloudir-evidence/" in c for c in copies)
+    assert len(copies) == 3
+    assert all("/resourceGroups/rg-cloudir-evidence/" in c for c in copies)
     for snapshot_id in snapshots:
         snapshot = azure_sandbox.fake.get(snapshot_id)
         assert snapshot is not None
@@ -54,7 +57,8 @@ def test_snapshots_every_disk_tagged_and_copies_to_the_soc(
         assert azure_sandbox.fake.blobs[snapshot_id.lower()]  # the copy holds the disk's bytes
     # the CMK-encrypted data disk's snapshot keeps its disk encryption set
     cmk = azure_sandbox.fake.get(result.results["snapshot-data-lun1"]["snapshot_id"])
-    assert cmk is not None and cmk["properties"]["encryption"]["type"] == "EncryptionAtRestWithCustomerKey"
+    assert cmk is not None
+    assert cmk["properties"]["encryption"]["type"] == "EncryptionAtRestWithCustomerKey"
 
 
 def test_rerun_after_lost_state_reuses_the_snapshots(
@@ -78,8 +82,11 @@ def test_metadata_artifacts_and_encryption_settings(
     base = case.root / "artifacts" / "azure" / RESOURCE_GROUP / VM_NAME / "metadata"
     for name in ("vm", "disks", "nics", "nsgs", "public_ips", "vmss", "tags", "encryption"):
         assert (base / f"{name}.json").is_file(), name
+    snapshots = sorted(p.name for p in (base.parent / "snapshots").glob("*.json"))
+    assert len(snapshots) == 6  # each snapshot and each SOC copy as ARM returned it (timeCreated, source)
     vm = json.loads((base / "vm.json").read_text())
-    assert vm["id"] == azure_incident.extra["vm_id"] and vm["tags"]["env"] == "prod"
+    assert vm["id"] == azure_incident.extra["vm_id"]
+    assert vm["tags"]["env"] == "prod"
     nsgs = json.loads((base / "nsgs.json").read_text())
     assert "allow-ssh-any" in [rule["name"] for rule in nsgs[0]["properties"]["securityRules"]]
     assert json.loads((base / "public_ips.json").read_text())[0]["properties"]["ipAddress"] == "20.62.10.45"
@@ -124,7 +131,7 @@ def test_every_arm_call_is_in_custody_with_request_id_and_user_agent(
     served = azure_sandbox.fake.requests[before:]
     recorded = [call for record in read_records(case.root / "custody.jsonl") for call in record["api_calls"]]
     assert len(recorded) == len(served) > 40
-    assert all(r["user_agent"].startswith(f"cloudir/") for r in served)
+    assert all(r["user_agent"].startswith("cloudir/") for r in served)
     assert all(f"case/{case.case_id}" in r["user_agent"] for r in served)
     assert all(call["request_id"] for call in recorded)
     failed = {(c["operation"], c["outcome"], c["http_status"]) for c in recorded if c["outcome"] != "ok"}
@@ -145,7 +152,9 @@ def test_plan_lists_every_call_and_permissions_cover_what_ran(
     assert {step.kind for step in plan.steps} == {StepKind.READ, StepKind.PRESERVE, StepKind.ACQUIRE}
     planned = {(call.service, call.operation) for step in plan.steps for call in step.calls}
     case, _ = acquire(raw_image=True)
-    recorded = {(c["service"], c["operation"]) for r in read_records(case.root / "custody.jsonl") for c in r["api_calls"]}
+    recorded = {
+        (c["service"], c["operation"]) for r in read_records(case.root / "custody.jsonl") for c in r["api_calls"]
+    }
     assert recorded <= planned, recorded - planned
     permissions = set(provider.required_permissions())
     assert {"Microsoft.Compute/snapshots/write", "Microsoft.Authorization/locks/write"} <= permissions
@@ -176,3 +185,39 @@ def test_injected_failure_blocks_later_changes_and_resume_completes(
     assert resumed.ok
     assert {o.step_id: o.status for o in resumed.outcomes}["preserve-locks"] == "resumed"
     assert len(azure_sandbox.snapshots_for_case(case.case_id)) == 6
+
+
+def test_cross_region_copy_uses_copy_start(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    case, result = acquire(forensic_location="westus")
+    copy = azure_sandbox.fake.get(result.results["copy-os"]["copy_id"])
+    assert copy is not None
+    assert copy["location"] == "westus"
+    assert copy["properties"]["creationData"]["createOption"] == "CopyStart"
+    assert copy["properties"]["creationData"]["sourceResourceId"] == result.results["snapshot-os"]["snapshot_id"]
+    records = read_records(case.root / "custody.jsonl")
+    copy_calls = next(r for r in records if r["details"].get("step") == "copy-os")["api_calls"]
+    assert {c["region"] for c in copy_calls if c["operation"] == "snapshots/write"} == {"westus"}
+
+
+def test_unsupported_group_mode_is_refused(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident):
+    provider = azure_sandbox.provider()
+    target = provider.find_target(azure_incident.target)
+    with pytest.raises(CapabilityNotSupportedError, match="standby"):
+        provider.plan_acquire(target, AcquireOptions(group_mode="standby"))
+
+
+def test_failed_image_read_still_revokes_access_and_leaves_no_partial_file(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    with azure_sandbox.fail_next("Storage.Blob/GetBlob", "ServerBusy"):
+        case, failed = acquire(raw_image=True, raise_on_failure=False)
+    assert failed.failed is not None
+    assert failed.failed.step_id == "image-os"
+    assert "HTTP 500" in (failed.failed.error or "")
+    assert azure_sandbox.fake.grants == {}  # the SAS was revoked despite the failure
+    assert not [p for p in (case.root / "images").rglob("*") if p.is_file()]
+    _, resumed = acquire(raw_image=True)
+    assert resumed.ok
+    assert (case.root / resumed.results["image-os"]["path"]).is_file()

@@ -3,6 +3,7 @@
 import json
 import time
 
+import duckdb
 import pytest
 
 from cloudir.case import Case
@@ -10,6 +11,7 @@ from cloudir.custody import read_records, verify_case
 from cloudir.errors import StepFailedError
 from cloudir.plan import run_plan
 from cloudir.provider import LogPullRequest
+from cloudir.timeline.ingest import build_case_timeline
 from moto_fixtures.azure import ATTACKER, RESOURCE_GROUP, SUBSCRIPTION, AzureSandbox
 from moto_fixtures.sandbox import PlantedIncident
 from tests.azure.conftest import Cli
@@ -39,7 +41,8 @@ def test_pages_follow_next_link_and_are_stored_raw_before_parsing(
     assert [p.name for p in pages] == [f"page-{n:05d}.json" for n in range(1, 4)]  # 25 events, 10 a page
     bodies = [json.loads(p.read_bytes()) for p in pages]
     assert all(set(body) == {"value", "nextLink"} for body in bodies)
-    assert all(body["nextLink"] for body in bodies[:-1]) and bodies[-1]["nextLink"] is None
+    assert all(body["nextLink"] for body in bodies[:-1])
+    assert bodies[-1]["nextLink"] is None
     stored = sorted(e["eventDataId"] for body in bodies for e in body["value"])
     assert stored == served_events(azure_sandbox, start, end)
     assert ATTACKER in {e["caller"] for body in bodies for e in body["value"]}
@@ -62,7 +65,8 @@ def test_throttling_honours_retry_after_and_is_reported(
     assert result.ok
     coverage = json.loads((case.root / "logs/azure/coverage.json").read_text())
     [source] = coverage["sources"]
-    assert source["details"]["throttled"] == 2 and source["status"] == "complete"
+    assert source["details"]["throttled"] == 2
+    assert source["status"] == "complete"
     assert coverage["window_start"] == azure_incident.window_start
     assert source["items"] == 12 + 1  # the attacker's 6 operations (started + succeeded) and one baseline event
     assert azure_incident.window_start <= source["first_event"] <= source["last_event"] <= azure_incident.window_end
@@ -78,7 +82,7 @@ def test_throttled_out_stops_early_keeps_pages_and_resume_completes(
     request = LogPullRequest(start=azure_incident.window_start, end=azure_incident.window_end)
     provider = azure_sandbox.provider()
     provider.bind(case)
-    first_page_then_throttled = [0] * 3  # more 429s than the sandbox's 2 retries
+    first_page_then_throttled = [0] * 3  # more 429s than the sandbox's 2 retries, from page 3 on
     original = azure_sandbox.fake._activity_log
 
     def throttle_after_first_page(path, query):
@@ -92,22 +96,43 @@ def test_throttled_out_stops_early_keeps_pages_and_resume_completes(
         run_plan(provider.plan_pull_logs(request), case)
     coverage = json.loads((case.root / "logs/azure/coverage.json").read_text())
     assert coverage["sources"][0]["status"] == "stopped"
-    assert coverage["sources"][0]["details"]["pages"] == 1
+    assert coverage["sources"][0]["details"]["pages"] == 2  # page 3 was throttled out
     assert any("stopped early" in warning for warning in coverage["warnings"])
-    assert (case.root / PAGES / "page-00001.json").is_file()
+    kept = {p.name: p.read_bytes() for p in (case.root / PAGES).glob("page-*.json")}
+    assert sorted(kept) == ["page-00001.json", "page-00002.json"]
+    requests = len(azure_sandbox.fake.requests)
     result = run_plan(provider.plan_pull_logs(request), case)
-    assert result.ok and result.results[f"activity-{SUBSCRIPTION}"]["pages"] == 3
+    assert result.ok
+    assert result.results[f"activity-{SUBSCRIPTION}"]["pages"] == 3
+    assert result.results[f"activity-{SUBSCRIPTION}"]["events"] == 13
+    assert len(azure_sandbox.fake.requests) - requests == 1  # continued from page 2's nextLink
+    assert "$skiptoken=10" in azure_sandbox.fake.requests[-1]["query"]
+    assert all((case.root / PAGES / name).read_bytes() == body for name, body in kept.items())  # not overwritten
+    assert verify_case(case.root).ok
 
 
-def test_resource_group_scope_is_sent_in_the_filter(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path):
+def test_a_second_window_never_overwrites_the_first(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path
+):
+    case = Case.create(tmp_path / "case")
+    pull(azure_sandbox, case, LogPullRequest(start=azure_incident.window_start, end=azure_incident.window_end))
+    first = {p.name: p.read_bytes() for p in (case.root / PAGES).glob("page-*.json")}
+    second = pull(azure_sandbox, case, LogPullRequest(start="2026-01-01T00:00:00Z", end=azure_incident.window_start))
+    assert second.results[f"activity-{SUBSCRIPTION}"]["files"][0] == f"{PAGES}/page-00003.json"
+    assert all((case.root / PAGES / name).read_bytes() == body for name, body in first.items())
+    assert verify_case(case.root).ok
+
+
+def test_resource_group_scope_is_sent_in_the_filter(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path
+):
     case = Case.create(tmp_path / "case")
     request = LogPullRequest(
         start=azure_incident.window_start, end=azure_incident.window_end, extra={"resource_groups": [RESOURCE_GROUP]}
     )
     result = pull(azure_sandbox, case, request)
     pulled = result.results[f"activity-{SUBSCRIPTION}"]
-    assert pulled["events"] == 8  # NSG rule, runCommand, snapshot write and beginGetAccess, twice each
-    assert f"resourceGroupName eq '{RESOURCE_GROUP}'" in azure_sandbox.fake.requests[-1]["path"] or True
+    assert pulled["events"] == 9  # NSG rule, runCommand, snapshot write, beginGetAccess (x2 each), one deployment
     assert pulled["scope"] == f"resourceGroupName eq {RESOURCE_GROUP}"
 
 
@@ -115,10 +140,26 @@ def test_cli_logs_pull_and_dry_run(cli: Cli, azure_sandbox: AzureSandbox, azure_
     case_dir = tmp_path / "logs-case"
     window = ["--start", azure_incident.window_start, "--end", azure_incident.window_end]
     dry = cli("logs", "pull", "azure", "--case", str(case_dir), *window, "--dry-run")
-    assert dry.exit_code == 0 and "eventtypes/values/read" in dry.output
+    assert dry.exit_code == 0
+    assert "eventtypes/values/read" in dry.output
     assert not case_dir.exists()
     done = cli("logs", "pull", "azure", "--case", str(case_dir), *window)
     assert done.exit_code == 0, done.output
     assert (case_dir / PAGES / "page-00001.json").is_file()
+    assert "complete" in done.output
+    assert SUBSCRIPTION in done.output
     assert cli("logs", "pull", "azure", "--case", str(case_dir), *window).exit_code == 2
     assert cli("logs", "pull", "azure", "--case", str(case_dir), *window, "--resume").exit_code == 0
+
+
+def test_pulled_pages_ingest_into_the_timeline(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path):
+    case = Case.create(tmp_path / "case")
+    pull(azure_sandbox, case, LogPullRequest(start=azure_incident.window_start, end=azure_incident.window_end))
+    stats = build_case_timeline(case)
+    assert (stats.ingested, stats.quarantined) == (13, 0)
+    with duckdb.connect(str(case.root / "timeline.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT operation, source_ip FROM events WHERE actor = ? AND status = 'success' ORDER BY time", [ATTACKER]
+        ).fetchall()
+    assert ("Microsoft.Authorization/roleAssignments/write", "203.0.113.66") in rows
+    assert len(rows) == 12

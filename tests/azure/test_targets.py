@@ -33,7 +33,7 @@ def test_unknown_targets_fail_with_one_line_naming_them(azure_sandbox: AzureSand
     provider = azure_sandbox.provider()
     with pytest.raises(TargetNotFoundError, match="no VM named 'ghost-vm'") as by_name:
         provider.find_target(TargetQuery(TargetKind.INSTANCE, "ghost-vm"))
-    with pytest.raises(TargetNotFoundError, match="10.9.9.9"):
+    with pytest.raises(TargetNotFoundError, match=r"10\.9\.9\.9"):
         provider.find_target(TargetQuery(TargetKind.INSTANCE, "10.9.9.9"))
     ghost_id = azure_incident.extra["vm_id"].replace(VM_NAME, "ghost-vm")
     with pytest.raises(TargetNotFoundError, match="ResourceNotFound") as by_id:
@@ -46,8 +46,9 @@ def test_unknown_targets_fail_with_one_line_naming_them(azure_sandbox: AzureSand
 
 def test_denied_read_names_the_missing_permission(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident):
     provider = azure_sandbox.provider()
-    with azure_sandbox.fail_next("Microsoft.Compute/virtualMachines/read", "AuthorizationFailed"), pytest.raises(
-        CloudirError, match=r"access denied .*\(grant Microsoft\.Compute/virtualMachines/read to"
+    with (
+        azure_sandbox.fail_next("Microsoft.Compute/virtualMachines/read", "AuthorizationFailed"),
+        pytest.raises(CloudirError, match=r"access denied .*\(grant Microsoft\.Compute/virtualMachines/read to"),
     ):
         provider.find_target(azure_incident.target)
 

@@ -7,8 +7,22 @@ import json
 from cloudir.case import Case
 from cloudir.custody import read_records, verify_case
 from cloudir.plan import StepKind, run_plan
-from cloudir.provider import AcquireOptions, Target
-from moto_fixtures.gcp import FORENSIC_PROJECT, INSTANCE, MIG, PROJECT, STARTUP_SCRIPT, ZONE, GcpSandbox
+from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, Target, TargetKind, TargetQuery
+from moto_fixtures.gcp import (
+    ATTACKER_KEY_ID,
+    FORENSIC_PROJECT,
+    INSTANCE,
+    MIG,
+    PROJECT,
+    REGION,
+    REGIONAL_INSTANCE,
+    REGIONAL_MIG,
+    REGIONAL_ZONE,
+    SERVICE_ACCOUNT,
+    STARTUP_SCRIPT,
+    ZONE,
+    GcpSandbox,
+)
 from moto_fixtures.sandbox import PlantedIncident
 from providers.gcp import GcpProvider
 from providers.gcp.provider import CASE_LABEL, label_value
@@ -66,6 +80,11 @@ def test_acquire_preserves_snapshots_copies_and_captures(
     assert rules == {"default-allow-internal", "allow-http", "allow-all-debug"}  # not allow-db-admin (tag db)
     assert json.loads((base / "instance.json").read_text())["networkInterfaces"][0]["accessConfigs"][0]["natIP"]
     assert "203.0.113.66:4444" in (base / "serial-port-1.txt").read_text()
+    keys = json.loads((base / f"service-accounts/{SERVICE_ACCOUNT}/keys.json").read_text())["keys"]
+    assert any(key["name"].endswith(ATTACKER_KEY_ID) and key["keyType"] == "USER_MANAGED" for key in keys)
+    assert (
+        json.loads((base / f"service-accounts/{SERVICE_ACCOUNT}/account.json").read_text())["email"] == SERVICE_ACCOUNT
+    )
     assert verify_case(case.root).ok
 
 
@@ -101,3 +120,48 @@ def test_without_forensic_project_no_copy_steps(gcp_sandbox: GcpSandbox, inciden
     plan = provider.plan_acquire(provider.find_target(incident.target), AcquireOptions())
     assert not [s for s in plan.steps if s.id.startswith("copy:")]
     assert any("no forensic project" in note for note in plan.notes)
+
+
+def test_each_step_makes_only_the_calls_it_planned(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case, target: Target
+) -> None:
+    plans = [provider.plan_acquire(target, OPTIONS), provider.plan_contain(target, ContainOptions())]
+    plans.append(provider.plan_pull_logs(LogPullRequest(start=incident.window_start, end=incident.window_end)))
+    for plan in plans:
+        run_plan(plan, case)
+    planned = {s.id: {(c.service, c.operation) for c in s.calls} for plan in plans for s in plan.steps}
+    made: dict[str, set[tuple[str, str]]] = {}
+    for record in read_records(case.root / "custody.jsonl"):
+        step = record["details"].get("step")
+        if step:
+            made.setdefault(step, set()).update((c["service"], c["operation"]) for c in record["api_calls"])
+    assert set(made) == set(planned)
+    for step, calls in made.items():
+        assert calls <= planned[step], step
+
+
+def test_regional_group_member_is_abandoned(gcp_sandbox: GcpSandbox, provider: GcpProvider, case: Case) -> None:
+    target = provider.find_target(TargetQuery(TargetKind.INSTANCE, REGIONAL_INSTANCE))
+    assert target.details["managed_instance_group"] == {"scope": "regions", "location": REGION, "name": REGIONAL_MIG}
+    result = run_plan(provider.plan_acquire(target, OPTIONS), case)
+    assert result.results["preserve:abandon-from-group"]["abandoned"] is True
+    project = gcp_sandbox.fake.project(PROJECT)
+    instance = project.instances[REGIONAL_ZONE][REGIONAL_INSTANCE]
+    assert instance["deletionProtection"] is True
+    assert instance["selfLink"] not in project.igms[REGION][REGIONAL_MIG]["_managed"]
+    operations = [c["operation"] for c in _api_calls(case)]
+    assert "regionInstanceGroupManagers.abandonInstances" in operations
+    assert "regionOperations.wait" in operations
+
+
+def test_refused_service_account_read_is_reported_not_fatal(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, case: Case, target: Target
+) -> None:
+    gcp_sandbox.fake.inject("serviceAccounts.keys.list", "PERMISSION_DENIED")
+    result = run_plan(provider.plan_acquire(target, OPTIONS), case)
+    assert result.ok
+    errors = result.results["capture:metadata"]["service_account_capture_errors"]
+    assert list(errors) == [SERVICE_ACCOUNT]
+    assert errors[SERVICE_ACCOUNT].startswith("403")
+    outcomes = [(c["operation"], c["outcome"]) for c in _api_calls(case)]
+    assert ("serviceAccounts.keys.list", "PERMISSION_DENIED") in outcomes

@@ -88,7 +88,14 @@ def test_contain_without_acquisition_needs_force(
     assert "no completed acquire" in out
     assert "--force" in out
     assert not gcp_sandbox.is_isolated(incident)
+    with gcp_sandbox.fail_next("isolate"):
+        code, out = _run(gcp_sandbox, *contain, "--force")
+    assert code == 3
     code, out = _run(gcp_sandbox, *contain, "--force")
+    assert code == 2
+    assert "add --resume" in out
+    assert not gcp_sandbox.is_isolated(incident)
+    code, out = _run(gcp_sandbox, *contain, "--force", "--resume")
     assert code == 0, out
     assert gcp_sandbox.is_isolated(incident)
 
@@ -116,7 +123,7 @@ def test_logs_pull_stores_pages(gcp_sandbox: GcpSandbox, incident: PlantedIncide
     assert not case.exists()
     code, out = _run(gcp_sandbox, *args, "--principal", incident.attacker_principal, "--case", str(case))
     assert code == 0, out
-    pages = sorted((case / f"logs/gcp/audit/{PROJECT}").glob("page-*.json"))
+    pages = sorted((case / f"logs/gcp/audit/{PROJECT}").glob("*/page-*.json"))
     entries = json.loads(pages[0].read_text())["entries"]
     assert {e["protoPayload"]["authenticationInfo"]["principalEmail"] for e in entries} == {incident.attacker_principal}
     assert set(incident.extra["attacker_methods"]) <= {e["protoPayload"]["methodName"] for e in entries}

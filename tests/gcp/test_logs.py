@@ -16,7 +16,7 @@ from moto_fixtures.gcp import ATTACKER, PROJECT, WINDOW_END, WINDOW_START, GcpSa
 from moto_fixtures.gcp_server import LogFilter
 from moto_fixtures.sandbox import PlantedIncident
 from providers.gcp import GcpProvider
-from providers.gcp.logs import COVERAGE_FILE, audit_filter
+from providers.gcp.logs import COVERAGE_FILE, audit_filter, coverage_file, scope_id
 
 FOLDER = f"logs/gcp/audit/{PROJECT}"
 
@@ -30,8 +30,8 @@ def _expected(gcp_sandbox: GcpSandbox, request: LogPullRequest) -> list[dict[str
     return sorted((e for e in gcp_sandbox.fake.log_entries if predicate(e)), key=lambda e: str(e["timestamp"]))
 
 
-def _pages(case: Case) -> list[dict[str, object]]:
-    return [json.loads(path.read_bytes()) for path in sorted((case.root / FOLDER).glob("page-*.json"))]
+def _pages(case: Case, folder: str = FOLDER) -> list[dict[str, object]]:
+    return [json.loads(path.read_bytes()) for path in sorted((case.root / folder).glob("page-*.json"))]
 
 
 def test_pages_are_stored_raw_and_in_custody(
@@ -64,9 +64,13 @@ def test_pages_are_stored_raw_and_in_custody(
 def test_filter_on_principal_and_resource(
     gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case
 ) -> None:
+    run_plan(provider.plan_pull_logs(_request()), case)
+    whole = _pages(case)
     request = LogPullRequest(start=WINDOW_START, end=WINDOW_END, principals=[ATTACKER])
     run_plan(provider.plan_pull_logs(request), case)
-    entries = [e for page in _pages(case) for e in page["entries"]]
+    assert _pages(case) == whole  # the scoped pull did not overwrite the whole-project pages
+    entries = [e for page in _pages(case, f"{FOLDER}/{scope_id(request)}") for e in page["entries"]]
+    assert entries == _expected(gcp_sandbox, request)
     assert {e["protoPayload"]["authenticationInfo"]["principalEmail"] for e in entries} == {ATTACKER}
     assert {e["protoPayload"]["methodName"] for e in entries} >= set(incident.extra["attacker_methods"])
     narrowed = _expected(gcp_sandbox, LogPullRequest(WINDOW_START, WINDOW_END, resources=["sinks/org-audit-export"]))
@@ -115,3 +119,34 @@ def test_bad_window_and_log_kind_are_refused(provider: GcpProvider) -> None:
         provider.plan_pull_logs(LogPullRequest(start="yesterday", end=WINDOW_END))
     with pytest.raises(CloudirError, match="unknown audit log kind"):
         provider.plan_pull_logs(_request(log_kinds=["firewall"]))
+
+
+def test_unreachable_logging_endpoint_stops_early_and_says_so(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, case: Case
+) -> None:
+    provider = gcp_sandbox.gcp_provider(api_endpoint="http://127.0.0.1:9")
+    provider.bind(case)
+    with pytest.raises(StepFailedError, match="cannot reach the Google Cloud endpoint") as caught:
+        run_plan(provider.plan_pull_logs(_request()), case)
+    assert "\n" not in str(caught.value)
+    source = json.loads((case.root / COVERAGE_FILE).read_text())["sources"][0]
+    assert source["status"] == "stopped"
+    assert source["stopped_reason"] == "entries.list failed: ConnectionError"
+
+
+def test_a_different_window_never_overwrites_pages(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case
+) -> None:
+    run_plan(provider.plan_pull_logs(_request()), case)
+    pages = {p.name: p.read_bytes() for p in (case.root / FOLDER).glob("page-*.json")}
+    later = LogPullRequest(start="2026-11-20T09:00:00Z", end=WINDOW_END)
+    with pytest.raises(StepFailedError, match="different window or scope"):
+        run_plan(provider.plan_pull_logs(later), case)
+    assert {p.name: p.read_bytes() for p in (case.root / FOLDER).glob("page-*.json")} == pages
+    scoped = LogPullRequest(start=WINDOW_START, end=WINDOW_END, resources=["sinks/"])
+    assert run_plan(provider.plan_pull_logs(scoped), case).ok
+    assert (case.root / coverage_file(scope_id(scoped))).is_file()
+    assert json.loads((case.root / COVERAGE_FILE).read_text())["sources"][0]["items"] == sum(
+        len(page["entries"])
+        for page in _pages(case)  # type: ignore[arg-type]
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from moto_fixtures.gcp import FORENSIC_PROJECT, RESPONDER, WINDOW_END, WINDOW_ST
 from moto_fixtures.sandbox import PlantedIncident
 from providers.gcp import GcpProvider
 from providers.gcp.permissions import PERMISSIONS, call
+from providers.gcp.provider import label_value, resource_name
 from providers.gcp.session import describe_request
 
 BASE = "http://127.0.0.1:1/compute/v1/projects/p"
@@ -81,12 +83,27 @@ def test_every_planned_call_is_in_the_permission_table(provider: GcpProvider, ta
         ("POST", f"{BASE}/zones/z1/operations/op-1/wait", ("compute", "zoneOperations.wait", "z1")),
         ("POST", f"{BASE}/global/operations/op-1/wait", ("compute", "globalOperations.wait", "global")),
         ("POST", "http://127.0.0.1:1/v2/entries:list", ("logging", "entries.list", None)),
+        (
+            "POST",
+            f"{BASE}/regions/r1/instanceGroupManagers/g/abandonInstances",
+            ("compute", "regionInstanceGroupManagers.abandonInstances", "r1"),
+        ),
+        ("POST", f"{BASE}/regions/r1/operations/op-1/wait", ("compute", "regionOperations.wait", "r1")),
+        ("GET", f"{BASE}/regions/r1/subnetworks/default", ("compute", "subnetworks.get", "r1")),
+        (
+            "GET",
+            "http://h/v1/projects/-/serviceAccounts/a@p.iam.gserviceaccount.com",
+            ("iam", "serviceAccounts.get", None),
+        ),
+        (
+            "GET",
+            "http://h/v1/projects/-/serviceAccounts/a@p.iam.gserviceaccount.com/keys",
+            ("iam", "serviceAccounts.keys.list", None),
+        ),
     ],
 )
 def test_request_attribution(method: str, url: str, expected: tuple[str, str, str | None]) -> None:
     assert describe_request(method, url) == expected
-    if expected[0] == "compute" and expected[1] in {op for _, op in PERMISSIONS}:
-        assert (expected[0], expected[1]) in PERMISSIONS
 
 
 def test_unreachable_endpoint_is_one_line_error() -> None:
@@ -104,3 +121,18 @@ def test_call_without_response_is_recorded(tmp_path: Path) -> None:
         provider.find_target(TargetQuery(TargetKind.INSTANCE, "vm", "z1"))
     calls = [c for r in read_records(case.root / "custody.jsonl") for c in r["api_calls"]]
     assert [(c["operation"], c["region"], c["outcome"]) for c in calls] == [("instances.list", "z1", "ConnectionError")]
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [("cir-1a2b3c4d", "us-central1-a", "web-1"), ("9-starts-with-digit",), ("x" * 80, "Upper_Case"), ("a-", "-" * 70)],
+)
+def test_resource_names_are_valid_gce_names(parts: tuple[str, ...]) -> None:
+    name = resource_name(*parts)
+    assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name), name
+    assert resource_name(*parts) == name
+
+
+def test_label_values_are_valid() -> None:
+    assert label_value("CIR-20261125-ABcd.12") == "cir-20261125-abcd_12"
+    assert len(label_value("x" * 100)) == 63

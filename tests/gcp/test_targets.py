@@ -20,7 +20,7 @@ def test_finds_instance_by_name_or_ip(
 ) -> None:
     target = provider.find_target(TargetQuery(TargetKind.INSTANCE, value, zone))
     assert (target.name, target.location, target.account) == (INSTANCE, ZONE, "victim-prod")
-    assert target.details["managed_instance_group"] == {"zone": ZONE, "name": MIG}
+    assert target.details["managed_instance_group"] == {"scope": "zones", "location": ZONE, "name": MIG}
     assert target.details["external_ips"] == [EXTERNAL_IP]
     assert len(target.details["disks"]) == 2
 
@@ -47,3 +47,11 @@ def test_not_found_is_one_line(provider: GcpProvider, incident: PlantedIncident,
     assert value in message
     assert "victim-prod" in message
     assert "\n" not in message
+
+
+def test_configured_zone_is_the_default(gcp_sandbox: GcpSandbox, incident: PlantedIncident) -> None:
+    provider = gcp_sandbox.gcp_provider(zone="europe-west1-b")
+    assert provider.find_target(TargetQuery(TargetKind.INSTANCE, "batch-worker-1")).location == "europe-west1-b"
+    with pytest.raises(TargetNotFoundError, match="zone europe-west1-b"):
+        provider.find_target(TargetQuery(TargetKind.INSTANCE, INSTANCE))
+    assert provider.find_target(TargetQuery(TargetKind.INSTANCE, INSTANCE, ZONE)).name == INSTANCE

@@ -159,3 +159,14 @@ def test_signing_string_follows_the_documented_format() -> None:
     assert (
         validate([StoredDigest("b", "k", b"not gzip", None, None)], {}, {})["digests"][0]["status"] == "bad_signature"
     )
+
+
+def test_restarted_logging_is_a_gap_not_a_break(cloudtrail_store: CloudTrailStore, s3: Any, logs_case: Case) -> None:
+    before = activity_records(account_id=ACCOUNT, region=REGION, start=T0, hours=2)
+    after = activity_records(account_id=ACCOUNT, region=REGION, start=T0 + timedelta(hours=4), hours=2, seed=3)
+    write_trail_files(s3, BUCKET, ACCOUNT, REGION, before, STORE.signer)
+    write_trail_files(s3, BUCKET, ACCOUNT, REGION, after, STORE.signer)  # a new chain: logging was off in between
+    report = _pull(logs_case)
+    assert set(_status(report).values()) == {"verified"}
+    assert report["digest_counts"]["chain_gaps"] == 1
+    assert report["digest_counts"]["chain_broken"] == 0

@@ -14,11 +14,14 @@ import boto3
 
 from cloudir.case import Case
 from cloudir.custody import read_records, verify_case
+from cloudir.plan import Step, run_plan
 from moto_fixtures.cloudtrail import STORE, CloudTrailStore, activity_records, plant_attacker_trail, write_trail_files
-from providers.aws.logs import TokenBucket
-from tests.logs.conftest import ACCOUNT, BUCKET, REGION, T0, pages, pull_request, read_json, run_pull
+from providers.aws.logs import TokenBucket, plan_pull_logs
+from providers.aws.session import AwsClients
+from tests.logs.conftest import ACCOUNT, BUCKET, REGION, T0, pages, pull_request, read_json, run_pull, session
 
 INSTANCE = "i-0123456789abcdef0"
+VALIDATION = "logs/aws/digest-validation.json"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/web-app-role"
 
 
@@ -80,6 +83,11 @@ def test_resume_after_a_failure_mid_pagination_fetches_no_page_twice(
     first = run_pull(logs_case, request)
     assert first.failed is not None
     assert first.failed.step_id == "lookup-events"
+    coverage = read_json(logs_case, "logs/aws/coverage.json")  # the READ steps after the failure still ran
+    stopped = next(s for s in coverage["sources"] if s["location"] == REGION)
+    assert stopped["status"] == "stopped"
+    assert stopped["stopped_reason"].startswith("error: ")
+    assert "InternalFailure" in stopped["stopped_reason"]
     stored = pages(logs_case, REGION, "all")
     assert len(stored) == 3
     cursor = json.loads(stored[-1].read_bytes())["NextToken"]
@@ -240,3 +248,31 @@ def test_coverage_report_fields(cloudtrail_store: CloudTrailStore, logs_case: Ca
     assert lookups[(REGION, "all")]["status"] == "complete"
     assert lookups[(REGION, "all")]["items"] > 0
     assert coverage["covered"]["first_event"] <= coverage["covered"]["last_event"]
+
+
+def test_a_file_gone_between_listing_and_download_is_reported(
+    cloudtrail_store: CloudTrailStore, s3: Any, logs_case: Case
+) -> None:
+    records = activity_records(account_id=ACCOUNT, region=REGION, start=T0, hours=4)
+    keys = write_trail_files(s3, BUCKET, ACCOUNT, REGION, records, STORE.signer)
+    log_key = next(k for k in keys if "/CloudTrail/" in k)
+    clients = AwsClients(region=REGION, session=session())
+    clients.bind(logs_case)
+    plan = plan_pull_logs(clients, pull_request(T0, T0 + timedelta(hours=4), extra={"trail_bucket": BUCKET}))
+
+    def delete_after_listing(step: Step, status: str) -> None:
+        if step.id == "s3-list" and status == "done":
+            s3.delete_object(Bucket=BUCKET, Key=log_key)
+
+    result = run_plan(plan, logs_case, observer=delete_after_listing, raise_on_failure=False)
+    assert result.failed is not None
+    assert result.failed.step_id == "s3-download"
+    assert "NoSuchKey" in (result.failed.error or "")
+    coverage = read_json(logs_case, "logs/aws/coverage.json")
+    (trail_files,) = [s for s in coverage["sources"] if s["source"] == "cloudtrail:s3"]
+    assert trail_files["status"] == "partial"
+    assert trail_files["stopped_reason"] == "1 of 4 listed files not downloaded"
+    assert any("cloudtrail:s3" in w and "incomplete" in w for w in coverage["warnings"])
+    statuses = {row["key"]: row["status"] for row in read_json(logs_case, VALIDATION)["log_files"]}
+    assert statuses.pop(log_key) == "missing"  # named by its digest, listed, then gone from the bucket
+    assert set(statuses.values()) == {"verified"}

@@ -169,3 +169,20 @@ def test_malformed_trigger_runs_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "missing field resource.instanceDetails.instanceId" in result.output
     assert not case.exists()
+
+
+def test_manual_triggers_plan_offline() -> None:
+    result = runner.invoke(
+        app,
+        ["playbook", "plan", "--cloud", "aws", "--access-key", "AKIAEXAMPLEKEY000001", "--location", "eu-west-1"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "playbook iam-credential-compromise" in result.output
+    assert "manual finding manual-" in result.output
+    missing = runner.invoke(app, ["playbook", "plan", "--instance", "i-1"])
+    assert missing.exit_code == 2
+    assert "needs --cloud" in missing.output
+    both = runner.invoke(app, ["playbook", "plan", "--cloud", "aws", "--instance", "i-1", "--access-key", "AKIAX"])
+    assert both.exit_code == 2
+    assert "name what to respond to" in both.output

@@ -1,4 +1,4 @@
-"""A GuardDuty finding on the AWS sandbox's planted incident, end to end: evidence, timeline, findings, report."""
+"""AWS findings on the sandbox's planted incident, end to end through the CLI and the Lambda handler."""
 
 from __future__ import annotations
 
@@ -10,46 +10,12 @@ from typer.testing import CliRunner
 
 from cloudir.cli import app
 from cloudir.custody import read_records, verify_case
-from cloudir.playbook import approve_pending, respond
+from cloudir.playbook import respond
 from cloudir.serverless.aws_lambda import handler
 from cloudir.triggers import parse_triggers
 from tests.respond.conftest import AwsIncident, sample
 
 runner = CliRunner()
-
-
-def test_guardduty_finding_end_to_end_with_approval_and_duplicate(aws_incident: AwsIncident, case_root: Path) -> None:
-    [trigger] = parse_triggers(aws_incident.finding)
-    case_dir = case_root / "gd"
-    first = respond(trigger, case_dir, provider_factory=aws_incident.provider_factory, params=aws_incident.params)
-    assert first.status == "awaiting-approval", first.message
-    assert first.playbook == "ec2-instance-compromise"
-    sandbox, incident = aws_incident.sandbox, aws_incident.incident
-    assert sandbox.is_preserved(incident)
-    assert not sandbox.is_isolated(incident)
-    case_id = json.loads((case_dir / "case.json").read_text())["case_id"]
-    assert sandbox.snapshots_for_case(case_id)
-    assert (case_dir / "timeline.duckdb").is_file()
-    assert (case_dir / "report.html").is_file()
-    assert "awaiting approval" in (case_dir / "report.html").read_text()
-
-    again = respond(trigger, case_dir, provider_factory=aws_incident.provider_factory, params=aws_incident.params)
-    assert again.status == "duplicate"
-    assert "already handled" in again.message
-    assert "nothing new" in again.message
-
-    [approved] = approve_pending(case_dir, provider_factory=aws_incident.provider_factory)
-    assert approved.status == "completed", approved.message
-    assert sandbox.is_isolated(incident)
-    records = read_records(case_dir / "custody.jsonl")
-    actions = [r["action"] for r in records]
-    assert "containment.approved" in actions
-    assert actions.count("trigger.received") == 1
-    assert "trigger.duplicate" in actions
-    assert actions[-1] == "response.completed"
-    assert verify_case(case_dir).ok
-    assert respond(trigger, case_dir, provider_factory=aws_incident.provider_factory).status == "duplicate"
-    assert_policy_covers_calls(case_dir)
 
 
 def test_cli_respond_resumes_after_a_failed_step_then_approves(
@@ -78,10 +44,30 @@ def test_cli_respond_resumes_after_a_failed_step_then_approves(
     assert "awaiting-approval" in resumed.output
     assert "resumed" in resumed.output  # the steps that had finished were not repeated
     assert not sandbox.is_isolated(incident)
+    case_id = json.loads((case_dir / "case.json").read_text())["case_id"]
+    assert sandbox.snapshots_for_case(case_id)
+    assert (case_dir / "timeline.duckdb").is_file()
+    assert "awaiting approval" in (case_dir / "report.html").read_text()
+
+    [trigger] = parse_triggers(aws_incident.finding)  # the same finding delivered again, through the library
+    again = respond(trigger, case_dir, provider_factory=aws_incident.provider_factory)
+    assert again.status == "duplicate"
+    assert "already handled" in again.message
+    assert "nothing new" in again.message
 
     approved = runner.invoke(app, ["respond", "--case", str(case_dir), "--approve"])
     assert approved.exit_code == 0, approved.output
     assert sandbox.is_isolated(incident)
+    nothing = runner.invoke(app, ["respond", "--case", str(case_dir), "--approve"])
+    assert nothing.exit_code == 2
+    assert "nothing in" in nothing.output
+    assert "awaits approval" in nothing.output
+    actions = [r["action"] for r in read_records(case_dir / "custody.jsonl")]
+    assert "containment.approved" in actions
+    assert actions.count("trigger.received") == 1
+    assert "trigger.duplicate" in actions
+    assert actions[-1] == "response.completed"
+    assert_policy_covers_calls(case_dir)
     summary = runner.invoke(app, ["report", str(case_dir), "--format", "json", "--out", str(tmp_path / "s.json")])
     assert summary.exit_code == 0, summary.output
     data = json.loads((tmp_path / "s.json").read_text())
@@ -91,9 +77,22 @@ def test_cli_respond_resumes_after_a_failed_step_then_approves(
     assert any(incident.target.value in resource for resource in data["affected"]["resources"])
 
 
+def assert_resolved_plan_changes_nothing(aws_incident: AwsIncident) -> None:
+    sandbox, incident = aws_incident.sandbox, aws_incident.incident
+    before = sandbox.state()
+    args = ["playbook", "plan", "--cloud", "aws", "--instance", incident.target.value, "--location", sandbox.region]
+    result = runner.invoke(app, [*args, "--resolve"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "ec2:CreateSnapshots" in result.output
+    assert "ec2:ModifyInstanceAttribute" in result.output
+    assert "playbook ec2-instance-compromise" in result.output
+    assert sandbox.state() == before
+
+
 def test_lambda_handler_revokes_a_leaked_key_when_preapproved(
     aws_incident: AwsIncident, case_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert_resolved_plan_changes_nothing(aws_incident)  # --resolve reads the cloud but changes nothing
     event = sample("securityhub_custom_action.json")
     finding = event["detail"]["findings"][0]
     account = aws_incident.sandbox.client("sts").get_caller_identity()["Account"]

@@ -69,7 +69,7 @@ EXPECTED = {
         "00000000-0000-0000-0000-000000000000",
         "eastus",
         TargetKind.INSTANCE,
-        "web-vm-1",
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/prod-rg/providers/Microsoft.Compute/virtualMachines/web-vm-1",
         "high",
         "VM_SuspiciousCommandLineExecution",
         "2517538088322968242_f8b2a1c4-7d1e-4b8a-9c11-3f2a9e0d1b22",
@@ -81,7 +81,7 @@ EXPECTED = {
         "00000000-0000-0000-0000-000000000000",
         "eastus",
         TargetKind.INSTANCE,
-        "web-vm-1",
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/prod-rg/providers/Microsoft.Compute/virtualMachines/web-vm-1",
         "medium",
         "VM_SuspiciousCommandLineExecution",
         "2517538088322968242_a0b1c2d3-0000-4000-8000-000000000001",
@@ -136,7 +136,10 @@ def test_malformed_finding_names_the_missing_field() -> None:
     [
         (lambda e: e["detail"].pop("severity"), "missing field severity"),
         (lambda e: e["detail"].pop("accountId"), "missing field accountId"),
-        (lambda e: e["detail"]["resource"].update(resourceType="S3Bucket"), "resourceType 'S3Bucket' is not supported"),
+        (
+            lambda e: e["detail"]["resource"].update(resourceType="S3Bucket"),
+            r"'S3Bucket' names neither an instance nor an access key \(missing field resource\.accessKeyDetails",
+        ),
         (lambda e: e["detail"]["service"].update(eventLastSeen="yesterday"), "eventLastSeen is not an ISO 8601 time"),
         (lambda e: e.update(source="aws.inspector"), "not a finding cloudir handles"),
     ],
@@ -226,3 +229,13 @@ def test_manual_trigger_is_stable_per_target() -> None:
         manual_trigger("oracle", TargetKind.INSTANCE, "i-1")
     with pytest.raises(TriggerError, match="unknown severity"):
         manual_trigger("aws", TargetKind.INSTANCE, "i-1", severity="urgent")
+    with pytest.raises(TriggerError, match="needs --account"):
+        manual_trigger("gcp", TargetKind.INSTANCE, "web-1", location="us-central1-a")
+
+
+def test_guardduty_s3_finding_targets_the_access_key() -> None:
+    finding = sample("guardduty_iam_access_key.json")
+    finding["resource"]["resourceType"] = "S3Bucket"
+    finding["resource"]["s3BucketDetails"] = [{"name": "customer-data"}]
+    [trigger] = parse_triggers(finding)
+    assert (trigger.target.kind, trigger.target.value) == (TargetKind.ACCESS_KEY, "AKIAEXAMPLEKEY000001")

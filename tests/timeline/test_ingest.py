@@ -19,6 +19,15 @@ from cloudir.timeline.schema import EVENTS_COLUMNS
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every fixture file ingested once."""
+    path = tmp_path_factory.mktemp("timeline") / "t.duckdb"
+    stats = ingest_paths(path, [DATA])
+    assert (stats.duplicates, stats.quarantined) == (0, 4)
+    return path
+
+
 def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute(sql).fetchall()
@@ -48,21 +57,23 @@ def one_event(db: Path, event_id: str) -> dict[str, object]:
         ("entra_audit_graph.json", "entra_audit", 1),
     ],
 )
-def test_each_shape_is_detected_and_ingested(tmp_path: Path, fixture: str, source_format: str, count: int) -> None:
-    db = tmp_path / "t.duckdb"
-    stats = ingest_paths(db, [DATA / fixture])
-    assert (stats.ingested, stats.duplicates, stats.quarantined) == (count, 0, 0)
-    assert stats.per_format == {source_format: count}
+def test_each_shape_is_detected_and_ingested(db: Path, fixture: str, source_format: str, count: int) -> None:
     found = rows(
-        db, "SELECT source_format, count(*), min(source_position), max(source_position) FROM events GROUP BY 1"
+        db,
+        "SELECT source_format, count(*), min(source_position), max(source_position) FROM events "
+        f"WHERE source_file = '{DATA / fixture}' GROUP BY 1",
     )
     assert found == [(source_format, count, 0, count - 1)]
     assert rows(db, "SELECT count(*) FROM events WHERE time IS NULL OR operation IS NULL OR raw IS NULL") == [(0,)]
 
 
-def test_cloudtrail_fields(tmp_path: Path) -> None:
-    db = tmp_path / "t.duckdb"
-    ingest_paths(db, [DATA / "cloudtrail_records.json.gz", DATA / "cloudtrail_logstash.jsonl"])
+def test_a_single_file_reports_its_format(tmp_path: Path) -> None:
+    stats = ingest_paths(tmp_path / "t.duckdb", [DATA / "cloudtrail_records.json.gz"])
+    assert (stats.files, stats.ingested, stats.duplicates, stats.quarantined) == (1, 2, 0, 0)
+    assert stats.per_format == {"cloudtrail": 2}
+
+
+def test_cloudtrail_fields(db: Path) -> None:
     failed = one_event(db, "00000000-0000-4000-8000-000000000002")
     assert failed["time"] == datetime(2024, 5, 1, 10, 2)
     assert failed["cloud"] == "aws"
@@ -86,18 +97,14 @@ def test_cloudtrail_fields(tmp_path: Path) -> None:
     assert str(logstash["source_file"]).endswith("cloudtrail_logstash.jsonl")
 
 
-def test_lookup_events_unwraps_the_cloudtrail_event_string(tmp_path: Path) -> None:
-    db = tmp_path / "t.duckdb"
-    ingest_paths(db, [DATA / "lookup_events_page.json"])
+def test_lookup_events_unwraps_the_cloudtrail_event_string(db: Path) -> None:
     event = one_event(db, "00000000-0000-4000-8000-000000000008")
     assert event["service"] == "sts"
     assert event["operation"] == "GetCallerIdentity"
     assert json.loads(str(event["raw"]))["eventSource"] == "sts.amazonaws.com"
 
 
-def test_csv_export_with_python_repr_fields(tmp_path: Path) -> None:
-    db = tmp_path / "t.duckdb"
-    ingest_paths(db, [DATA / "cloudtrail_export.csv"])
+def test_csv_export_with_python_repr_fields(db: Path) -> None:
     event = one_event(db, "csv-event-2")
     assert event["operation"] == "GetObject"
     assert event["actor_type"] == "AWSAccount"
@@ -108,9 +115,7 @@ def test_csv_export_with_python_repr_fields(tmp_path: Path) -> None:
     assert event["source_position"] == 1
 
 
-def test_gcp_fields(tmp_path: Path) -> None:
-    db = tmp_path / "t.duckdb"
-    ingest_paths(db, [DATA / "gcp_entries_page.json"])
+def test_gcp_fields(db: Path) -> None:
     denied = one_event(db, "gcp-insert-2")
     assert denied["cloud"] == "gcp"
     assert denied["account"] == "demo-proj"
@@ -125,9 +130,7 @@ def test_gcp_fields(tmp_path: Path) -> None:
     assert denied["time"] == datetime(2024, 5, 2, 8, 0, 2, 123456)
 
 
-def test_azure_activity_rest_and_diagnostic_fields(tmp_path: Path) -> None:
-    db = tmp_path / "t.duckdb"
-    ingest_paths(db, [DATA / "azure_activity_page.json", DATA / "azure_diagnostic_records.json"])
+def test_azure_activity_rest_and_diagnostic_fields(db: Path) -> None:
     deleted = one_event(db, "az-event-1")
     assert deleted["operation"] == "Microsoft.Compute/virtualMachines/delete"
     assert deleted["service"] == "Microsoft.Compute"
@@ -149,9 +152,7 @@ def test_azure_activity_rest_and_diagnostic_fields(tmp_path: Path) -> None:
     )
 
 
-def test_entra_fields(tmp_path: Path) -> None:
-    db = tmp_path / "t.duckdb"
-    ingest_paths(db, [DATA / "entra_signin_graph.json", DATA / "entra_audit_graph.json"])
+def test_entra_fields(db: Path) -> None:
     failed = one_event(db, "signin-2")
     assert (failed["cloud"], failed["source_format"]) == ("azure", "entra_signin")
     assert (failed["actor"], failed["status"], failed["error_code"]) == ("mallory@contoso.com", "failure", "50126")
@@ -163,11 +164,13 @@ def test_entra_fields(tmp_path: Path) -> None:
     assert audit["time"] == datetime(2024, 5, 4, 7, 5, 0, 123456)
 
 
-def test_panther_wrapper_holds_mixed_clouds(tmp_path: Path) -> None:
-    db = tmp_path / "t.duckdb"
-    stats = ingest_paths(db, [DATA / "panther_cases.jsonl"])
-    assert stats.per_format == {"cloudtrail": 1, "gcp_audit": 1}
-    assert rows(db, "SELECT cloud, source_position FROM events ORDER BY 2") == [("aws", 0), ("gcp", 1)]
+def test_panther_wrapper_holds_mixed_clouds(db: Path) -> None:
+    found = rows(
+        db,
+        "SELECT cloud, source_format, source_position FROM events "
+        f"WHERE source_file = '{DATA / 'panther_cases.jsonl'}' ORDER BY 3",
+    )
+    assert found == [("aws", "cloudtrail", 0), ("gcp", "gcp_audit", 1)]
 
 
 def test_malformed_input_is_quarantined_with_position_and_reason(tmp_path: Path) -> None:
@@ -213,9 +216,7 @@ def test_reingest_changes_nothing_and_duplicates_are_dropped_once(tmp_path: Path
     assert kept == [(str(DATA / "cloudtrail_records.json.gz"),)]
 
 
-def test_every_column_is_filled_in_order(tmp_path: Path) -> None:
-    db = tmp_path / "t.duckdb"
-    ingest_paths(db, [DATA / "cloudtrail_array.json"])
+def test_every_column_is_filled_in_order(db: Path) -> None:
     with duckdb.connect(str(db), read_only=True) as con:
         columns = [d[0] for d in con.execute("SELECT * FROM events").description]
     assert tuple(columns) == EVENTS_COLUMNS
@@ -236,28 +237,39 @@ def test_nothing_but_unknown_files_gives_zero_events(tmp_path: Path) -> None:
         ingest_paths(tmp_path / "t.duckdb", [tmp_path / "missing.json"])
 
 
-def test_ocsf_view(tmp_path: Path) -> None:
-    db = tmp_path / "t.duckdb"
-    ingest_paths(db, [DATA / "cloudtrail_records.json.gz", DATA / "gcp_audit.jsonl"])
+def test_ocsf_view(db: Path) -> None:
     found = rows(
         db,
         "SELECT class_uid, activity_name, type_uid, api.operation, actor.user.uid, src_endpoint.ip, cloud.provider, "
-        "status, status_code, metadata.original_uid FROM events_ocsf ORDER BY time",
+        "status, status_code, metadata.original_uid FROM events_ocsf WHERE metadata.original_uid IN "
+        "('00000000-0000-4000-8000-000000000002', 'gcp-insert-3') ORDER BY time",
     )
-    assert found[1] == (
-        6003,
-        "Read",
-        600302,
-        "GetObject",
-        "arn:aws:sts::111122223333:assumed-role/Admin/alice",
-        "203.0.113.7",
-        "AWS",
-        "Failure",
-        "AccessDenied",
-        "00000000-0000-4000-8000-000000000002",
-    )
-    assert found[2][1:4] == ("Delete", 600304, "v1.compute.instances.delete")
-    assert found[2][6] == "GCP"
+    assert found == [
+        (
+            6003,
+            "Read",
+            600302,
+            "GetObject",
+            "arn:aws:sts::111122223333:assumed-role/Admin/alice",
+            "203.0.113.7",
+            "AWS",
+            "Failure",
+            "AccessDenied",
+            "00000000-0000-4000-8000-000000000002",
+        ),
+        (
+            6003,
+            "Delete",
+            600304,
+            "v1.compute.instances.delete",
+            "ci@demo-proj.iam.gserviceaccount.com",
+            "198.51.100.20",
+            "GCP",
+            "Success",
+            None,
+            "gcp-insert-3",
+        ),
+    ]
 
 
 def test_build_case_timeline_records_custody_and_tags_own_calls(tmp_path: Path) -> None:
@@ -265,9 +277,13 @@ def test_build_case_timeline_records_custody_and_tags_own_calls(tmp_path: Path) 
     with case.action("logs.pull", target="aws"):
         case.write_bytes("logs/aws/cloudtrail/page-0001.json", (DATA / "cloudtrail_array.json").read_bytes())
         case.write_bytes("logs/gcp/entries-0001.json", (DATA / "gcp_entries_page.json").read_bytes())
+        case.write_json("logs/gcp/coverage.json", {"complete": True})
+        case.write_json("logs/aws/lookup-events/us-east-1/all/request.json", {"StartTime": "x"})
+        case.write_bytes("logs/azure/activity/page-00001.json", b"")
+        case.write_json("logs/aws/s3/AWSLogs/1/CloudTrail-Digest/eu-west-1/d.json", {"digestStartTime": "x"})
         case.record_api_call(ApiCall("cloudtrail", "LookupEvents", "eu-west-1", "REQ0003", "ok"))
     stats = build_case_timeline(case)
-    assert (stats.ingested, stats.duplicates, stats.quarantined) == (4, 0, 0)
+    assert (stats.ingested, stats.duplicates, stats.quarantined, stats.skipped) == (4, 0, 0, 4)
     db = case.root / "timeline.duckdb"
     assert rows(db, "SELECT source_file, request_id FROM events WHERE is_responder") == [
         ("logs/aws/cloudtrail/page-0001.json", "REQ0003")
@@ -279,6 +295,21 @@ def test_build_case_timeline_records_custody_and_tags_own_calls(tmp_path: Path) 
     result = verify_case(case.root)
     assert result.ok, result.problems
     assert not [w for w in result.warnings if "timeline" in w]
+
+
+def test_build_case_timeline_with_no_events_registers_the_database_and_fails(tmp_path: Path) -> None:
+    case = Case.create(tmp_path / "case")
+    with case.action("logs.pull"):
+        case.write_json("logs/aws/trails.json", {"trails": []})
+        case.write_json("logs/aws/notes.json", {"hello": "world"})
+    with pytest.raises(CloudirError, match="held a readable event"):
+        build_case_timeline(case)
+    record = read_records(case.root / "custody.jsonl")[-1]
+    assert (record["outcome"], record["details"]["quarantined"], record["details"]["skipped_files"]) == ("failed", 1, 1)
+    assert [artifact["path"] for artifact in record["artifacts"]] == ["timeline.duckdb"]
+    result = verify_case(case.root)
+    assert result.ok, result.problems
+    assert result.warnings == []
 
 
 def test_build_case_timeline_without_logs_fails_and_is_recorded(tmp_path: Path) -> None:

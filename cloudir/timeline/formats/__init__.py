@@ -25,26 +25,13 @@ from cloudir.timeline.formats import (
     entra_signin,
     gcp_audit,
 )
+from cloudir.timeline.schema import EVENTS_COLUMNS
 
-# Columns every record format provides (``cloud``, ``source_*``, ``raw`` and the keys are added by ingest).
-MAPPED_COLUMNS = (
-    "time",
-    "account",
-    "region",
-    "service",
-    "operation",
-    "actor",
-    "actor_type",
-    "session",
-    "source_ip",
-    "user_agent",
-    "resources",
-    "status",
-    "error_code",
-    "request_id",
-    "event_id",
-    "read_only",
+# Columns ingest fills itself; every record format maps all the others.
+INGEST_COLUMNS = frozenset(
+    {"event_uid", "cloud", "source_format", "source_file", "source_position", "is_responder", "raw"}
 )
+MAPPED_COLUMNS = tuple(column for column in EVENTS_COLUMNS if column not in INGEST_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,85 @@
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+import cloudir.cli  # noqa: F401 - registers the commands
+from cloudir.analyze import run_analysis
+from cloudir.cli.apps import app
+from cloudir.errors import CloudirError
+from tests.analyze.builder import T0, event, routine, write_db
+
+INCIDENT = T0 + timedelta(days=21, hours=2)
+INTRUDER = {"source_ip": "192.0.2.66", "user_agent": "curl/8.0"}
+
+
+def _timeline(tmp_path: Path) -> tuple[Path, list[dict[str, object]]]:
+    rows = routine(["ListBuckets", "DescribeInstances", "ListUsers"], days=22)
+    for name in ("bob", "carol"):
+        rows += routine(
+            ["ListBuckets", "DescribeInstances", "ListUsers", "GetRole"],
+            days=22,
+            actor=f"arn:aws:iam::111111111111:user/{name}",
+        )
+    attack = [
+        event("StopLogging", service="cloudtrail", time=INCIDENT, **INTRUDER),
+        event("CreateUser", time=INCIDENT + timedelta(minutes=5), **INTRUDER),
+        event("CreateAccessKey", time=INCIDENT + timedelta(minutes=6), **INTRUDER),
+    ]
+    return write_db(tmp_path / "t.duckdb", rows + attack), attack
+
+
+def test_findings_and_one_incident_for_a_short_attack(tmp_path: Path) -> None:
+    db, _attack = _timeline(tmp_path)
+    summary = run_analysis(db, baseline_until=T0 + timedelta(days=21))
+    with duckdb.connect(str(db), read_only=True) as con:
+        incidents = con.execute(
+            "SELECT identity, score, finding_count, analyzers, finding_ids FROM incidents"
+        ).fetchall()
+        finding_scores = [r[0] for r in con.execute("SELECT score FROM findings").fetchall()]
+        unlinked = con.execute("SELECT count(*) FROM findings WHERE incident_id IS NULL").fetchone()
+        peers = con.execute("SELECT identity, peer FROM peer_groups ORDER BY ALL").fetchall()
+    assert summary.findings == len(finding_scores) >= 3
+    assert len(incidents) == 1
+    identity, score, count, analyzers, finding_ids = incidents[0]
+    assert identity == "arn:aws:iam::111111111111:user/alice"
+    assert score >= max(finding_scores)
+    assert count == summary.findings == len(finding_ids)
+    assert {"sensitive_actions", "pattern_of_life"} <= set(analyzers)
+    assert unlinked == (0,)
+    assert ("arn:aws:iam::111111111111:user/bob", "arn:aws:iam::111111111111:user/carol") in peers
+
+
+def test_default_window_is_the_first_seventy_percent(tmp_path: Path) -> None:
+    db, _ = _timeline(tmp_path)
+    summary = run_analysis(db)
+    assert T0 + timedelta(days=14) < summary.window.baseline_until < T0 + timedelta(days=16)
+    assert summary.window.incident_since == summary.window.baseline_until
+
+
+def test_missing_or_empty_timeline_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(CloudirError, match="does not exist"):
+        run_analysis(tmp_path / "nope.duckdb")
+    with pytest.raises(CloudirError, match="has no events to analyze"):
+        run_analysis(write_db(tmp_path / "empty.duckdb", []))
+
+
+def test_cli_json_and_table(tmp_path: Path) -> None:
+    db, attack = _timeline(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["analyze", str(db), "--baseline-until", "2026-01-22", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["summary"]["baseline_until"] == "2026-01-22T00:00:00"
+    ids = {i for finding in document["findings"] for i in finding["event_ids"]}
+    assert {e["event_id"] for e in attack} <= ids
+    table = runner.invoke(app, ["analyze", str(db), "--incident-since", "2026-01-22T00:00:00"])
+    assert table.exit_code == 0
+    assert "Incidents (1)" in table.stdout
+    missing = runner.invoke(app, ["analyze", str(tmp_path / "nope.duckdb")])
+    assert missing.exit_code == 2
+    assert "does not exist" in missing.output
+    assert "Traceback" not in missing.output

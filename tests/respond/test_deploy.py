@@ -1,0 +1,51 @@
+"""Deployment artifacts: the SAM template routes GuardDuty findings to the handler with the generated policy."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+
+runner = CliRunner()
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def _policy(cloud: str) -> dict[str, Any]:
+    result = runner.invoke(app, ["iam-policy", cloud])
+    assert result.exit_code == 0, result.output
+    policy: dict[str, Any] = json.loads(result.output)
+    return policy
+
+
+def test_sam_template_uses_the_generated_policy_and_routes_guardduty() -> None:
+    template = yaml.safe_load((DEPLOY / "aws" / "template.yaml").read_text())
+    resources = template["Resources"]
+    statement = resources["ResponderPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    generated = _policy("aws")["Statement"][0]["Action"]
+    assert statement["Action"] == generated, "deploy/aws/template.yaml is stale: run python deploy/aws/render_policy.py"
+    assert not [action for action in statement["Action"] if "*" in action]
+    function = resources["ResponderFunction"]["Properties"]
+    module, _, name = function["Handler"].rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
+    pattern = function["Events"]["GuardDutyFindings"]["Properties"]["Pattern"]
+    assert pattern["source"] == ["aws.guardduty"]
+    assert pattern["detail-type"] == ["GuardDuty Finding"]
+    assert function["Environment"]["Variables"]["CLOUDIR_CASE_ROOT"] == "/mnt/cases"
+
+
+def test_azure_and_gcp_roles_are_generated_without_credentials() -> None:
+    role = _policy("azure")
+    assert role["IsCustom"] is True
+    assert role["Actions"]
+    assert all(action.startswith("Microsoft.") for action in role["Actions"] + role["DataActions"])
+    custom = _policy("gcp")
+    assert custom["includedPermissions"]
+    assert all("*" not in permission for permission in custom["includedPermissions"])
+    binding = json.loads((DEPLOY / "azure" / "cloudir_respond" / "function.json").read_text())
+    assert binding["bindings"][0]["type"] == "eventGridTrigger"

@@ -1,0 +1,143 @@
+"""Defender for Cloud and Security Command Center findings, end to end on the Azure and GCP sandboxes.
+
+Each source runs once through its serverless handler (Event Grid / Pub/Sub envelope) and once through the
+CLI, with containment held for approval and then approved.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+from cloudir.custody import read_records, verify_case
+from cloudir.serverless.azure_function import main as azure_main
+from cloudir.serverless.gcp_function import handle_pubsub
+from moto_fixtures.azure import sandbox_token
+from moto_fixtures.sandbox import open_sandbox
+from tests.respond.conftest import sample
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def serverless_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Case root for the handlers."""
+    root = tmp_path / "cases"
+    monkeypatch.setenv("CLOUDIR_CASE_ROOT", str(root))
+    monkeypatch.delenv("CLOUDIR_APPROVE_CONTAINMENT", raising=False)
+    return root
+
+
+def _check_case(case_dir: Path) -> dict[str, Any]:
+    """A finished response left evidence, a timeline with findings, a report and a verifiable custody log."""
+    assert (case_dir / "timeline.duckdb").is_file()
+    assert (case_dir / "report.html").is_file()
+    assert list((case_dir / "notifications").glob("*.md"))
+    actions = [r["action"] for r in read_records(case_dir / "custody.jsonl")]
+    assert "timeline.build" in actions
+    assert verify_case(case_dir).ok
+    summary = runner.invoke(
+        app, ["report", str(case_dir), "--format", "json", "--out", str(case_dir.parent / "s.json")]
+    )
+    assert summary.exit_code == 0, summary.output
+    data: dict[str, Any] = json.loads((case_dir.parent / "s.json").read_text())
+    assert data["evidence"]["timeline_events"] > 0
+    assert data["evidence"]["findings"] > 0
+    return data
+
+
+def test_defender_alert_through_event_grid_function_and_cli(
+    serverless_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_sandbox("azure") as sandbox:
+        incident = sandbox.plant_incident()
+        config = {key: value for key, value in sandbox.provider_config().items() if key != "credential"}
+        config["token"] = sandbox_token()  # the same bearer token, as JSON-able settings
+        monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"azure": config}))
+        params = {"forensic_account": incident.forensic_account, "log_window_before_hours": 96}
+        monkeypatch.setenv("CLOUDIR_PARAMS", json.dumps(params))
+        activity = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        events = sample("defender_eventgrid.json")
+        alert = events[0]["data"]["properties"]
+        alert["resourceIdentifiers"][0]["azureResourceId"] = incident.extra["vm_id"]
+        alert["startTimeUtc"] = activity
+        result = azure_main(events[0])
+        [outcome] = result["outcomes"]
+        assert outcome["status"] == "awaiting-approval", outcome["message"]
+        assert outcome["playbook"] == "azure-vm-compromise"
+        assert sandbox.is_preserved(incident)
+        assert not sandbox.is_isolated(incident)
+        assert azure_main(events[0])["outcomes"][0]["status"] == "duplicate"
+
+        workflow = sample("defender_workflow_automation.json")
+        workflow["ResourceIdentifiers"][0]["AzureResourceId"] = incident.extra["vm_id"]
+        workflow["StartTimeUtc"] = activity
+        finding = tmp_path / "alert.json"
+        finding.write_text(json.dumps(workflow))
+        case_dir = tmp_path / "cli-case"
+        cli = runner.invoke(
+            app,
+            ["respond", "--trigger", str(finding), "--case", str(case_dir), "--approve-containment"]
+            + [arg for key, value in params.items() for arg in ("--param", f"{key}={value}")],
+        )
+        assert cli.exit_code == 0, cli.output
+        assert "completed" in cli.output
+        assert sandbox.is_isolated(incident)
+        assert sandbox.snapshots_for_case(json.loads((case_dir / "case.json").read_text())["case_id"])
+    assert _check_case(case_dir)["actions_taken"]["containment"] == "performed"
+    assert _check_case(Path(outcome["case_dir"]))["actions_taken"]["containment"] == "awaiting approval"
+
+
+def test_scc_finding_through_pubsub_function_then_cli_approval(
+    serverless_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto_fixtures.gcp import FORENSIC_PROJECT, PROJECT, WINDOW_END
+
+    with open_sandbox("gcp") as sandbox:
+        incident = sandbox.plant_incident()
+        assert sandbox.server is not None
+        config = {
+            "api_endpoint": sandbox.server.endpoint,
+            "anonymous": True,
+            "forensic_project": FORENSIC_PROJECT,
+            "log_backoff": 0.01,
+        }
+        monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"gcp": config}))
+        monkeypatch.setenv(
+            "CLOUDIR_PARAMS", json.dumps({"forensic_account": FORENSIC_PROJECT, "log_window_before_hours": 24 * 7})
+        )
+        notification = sample("scc_notification.json")
+        finding = notification["finding"]
+        finding["resourceName"] = (
+            f"//compute.googleapis.com/projects/{PROJECT}/zones/{incident.target.location}/instances/"
+            f"{incident.target.value}"
+        )
+        finding["eventTime"] = (
+            datetime.fromisoformat(WINDOW_END.replace("Z", "+00:00")) - timedelta(minutes=30)
+        ).strftime("%Y-%m-%dT%H:%M:%SZ")
+        cloud_event = sample("scc_cloudevent.json")
+        cloud_event["data"]["message"]["data"] = base64.b64encode(json.dumps(notification).encode()).decode()
+        result = handle_pubsub(cloud_event)
+        [outcome] = result["outcomes"]
+        assert outcome["status"] == "awaiting-approval", outcome["message"]
+        assert outcome["playbook"] == "gce-instance-compromise"
+        assert sandbox.is_preserved(incident)
+        assert not sandbox.is_isolated(incident)
+        case_dir = Path(outcome["case_dir"])
+
+        push = {"message": {"data": cloud_event["data"]["message"]["data"], "messageId": "2"}}
+        assert handle_pubsub(push)["outcomes"][0]["status"] == "duplicate"
+
+        approved = runner.invoke(app, ["respond", "--case", str(case_dir), "--approve"])
+        assert approved.exit_code == 0, approved.output
+        assert sandbox.is_isolated(incident)
+        assert sandbox.snapshots_for_case(json.loads((case_dir / "case.json").read_text())["case_id"])
+    assert _check_case(case_dir)["actions_taken"]["containment"] == "performed"
