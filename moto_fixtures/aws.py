@@ -23,11 +23,14 @@ from moto.ec2.models.elastic_block_store import EBSBackend as Ec2EbsBackend
 from moto.kms.models import kms_backends
 
 from cloudir.provider import TargetKind, TargetQuery
+from moto_fixtures.cloudtrail import fake_cloudtrail, plant_attacker_trail
 from moto_fixtures.guard import sandbox_environment
 from moto_fixtures.sandbox import PlantedIncident
 from providers.aws import AwsProvider
 
 ACCOUNT = "123456789012"
+ATTACKER_IP = "203.0.113.66"
+TRAIL_BUCKET = "cloudir-sandbox-trail"
 REGION = "us-east-1"
 FORENSIC_ACCOUNT = "111122223333"
 FORENSIC_REGION = "us-west-2"
@@ -50,8 +53,9 @@ class AwsSandbox:
 
     cloud = "aws"
 
-    def __init__(self, region: str = REGION) -> None:
+    def __init__(self, region: str = REGION, *, trail_files: bool = True) -> None:
         self.region = region
+        self.trail_files = trail_files  # also write signed trail files to S3 (slower; the demo wants them)
         self.regions = {region, FORENSIC_REGION}
         self.session: boto3.Session | None = None
         self.disks: dict[str, dict[int, bytes]] = {}  # volume id -> block index -> data
@@ -66,6 +70,7 @@ class AwsSandbox:
         self._stack.enter_context(sandbox_environment())
         self._stack.enter_context(mock.patch.dict("os.environ", {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}))
         self._stack.enter_context(mock_aws())
+        self._stack.enter_context(fake_cloudtrail())
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "create_snapshot", self._wrap_create_snapshot()))
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "copy_snapshot", self._wrap_copy_snapshot()))
         # Armed before any client exists, so clients made earlier and later (the CLI's own sessions) all see it.
@@ -195,12 +200,12 @@ class AwsSandbox:
         mark_aws_managed(self, ec2.describe_volumes(VolumeIds=[data_volume])["Volumes"][0]["KmsKeyId"], self.region)
         self.seed_disk(root_volume, {0: b"\xeb\x63\x90BOOT".ljust(BLOCK, b"\0"), 7: b"/etc/passwd".ljust(BLOCK, b"\0")})
         self.seed_disk(data_volume, {2048: b"stolen-customer-data".ljust(BLOCK, b"\0")})
-        user_arn, access_key = create_user_with_key(self, "ci-deployer")
+        _, access_key = create_user_with_key(self, "ci-deployer")
         eni = instance["NetworkInterfaces"][0]
         incident = PlantedIncident(
             cloud="aws",
             target=TargetQuery(TargetKind.INSTANCE, instance_id, self.region),
-            attacker_principal=user_arn,
+            attacker_principal=f"arn:aws:sts::{ACCOUNT}:assumed-role/web-app-role/{instance_id}",
             window_start=(now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             window_end=(now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             forensic_account=FORENSIC_ACCOUNT,
@@ -220,8 +225,16 @@ class AwsSandbox:
                 "forensic_region": FORENSIC_REGION,
             },
         )
-        # <- Attacker CloudTrail activity (engineer B's moto_fixtures.cloudtrail) is planted here, using `incident`.
-        return incident  # noqa: RET504 - keeps the single place above for planting CloudTrail activity
+        plant_attacker_trail(
+            account_id=ACCOUNT,
+            region=self.region,
+            instance_id=instance_id,
+            role_arn=f"arn:aws:iam::{ACCOUNT}:role/web-app-role",
+            attacker_ip=ATTACKER_IP,
+            start=now - timedelta(minutes=90),
+            bucket=TRAIL_BUCKET if self.trail_files else None,
+        )
+        return incident
 
     # -- inspection ----------------------------------------------------------------------------------------
     def snapshots_for_case(self, case_id: str) -> list[str]:

@@ -33,15 +33,6 @@ RESPONDER = "responder@contoso.example"
 DISK_BYTES = 1024 * 1024  # served size of each planted disk (plus a 512-byte VHD footer)
 ISOLATION_PREFIX = "cloudir-isolate-"
 
-# Generic step names (used by the shared contract tests) -> the ARM operation that step performs.
-OPERATION_ALIASES = {
-    "preserve": "Microsoft.Authorization/locks/write",
-    "snapshot": "Microsoft.Compute/snapshots/write",
-    "copy": "Microsoft.Compute/snapshots/write",
-    "isolate": "Microsoft.Network/networkSecurityGroups/write",
-    "pull_logs": "Microsoft.Insights/eventtypes/values/read",
-}
-
 
 def rid(subscription: str, group: str, resource_type: str, name: str) -> str:
     """An ARM resource id."""
@@ -440,13 +431,12 @@ class AzureSandbox:
 
     @contextmanager
     def fail_next(self, operation: str, error_code: str = "InternalError") -> Iterator[None]:
-        """Fail every call of an ARM operation (``Microsoft.Compute/snapshots/write`` or an alias) in the block."""
-        name = OPERATION_ALIASES.get(operation, operation)
-        self.fake.failures[name] = error_code
+        """Fail every call of an operation (``Microsoft.Compute/snapshots/write``, ``snapshots/write``) in the block."""
+        self.fake.failures[operation] = error_code
         try:
             yield
         finally:
-            self.fake.failures.pop(name, None)
+            self.fake.failures.pop(operation, None)
 
     def throttle(self, operation: str, *retry_after: int) -> None:
         """Answer the next calls of ``operation`` with 429 and these Retry-After values."""

@@ -226,7 +226,7 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
     (429 RESOURCE_EXHAUSTED) is retried with backoff; if collection still stops early,
     logs/gcp/coverage.json says so and --resume continues from the last page.
     A pull narrowed by --principal/--resource/--log-kind keeps its pages in
-    logs/gcp/audit/<project>/<scope id>/ and its report in logs/gcp/coverage-<scope id>.json.
+    logs/gcp/audit/<project>/<scope id>/ and its report in logs/gcp/scopes/<scope id>/coverage.json.
 
     \b
     Examples:

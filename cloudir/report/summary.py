@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
 from cloudir.report.data import ReportData
@@ -25,7 +24,11 @@ def build_summary(data: ReportData) -> dict[str, Any]:
         for t in data.triggers
     ]
     targets = sorted({str(r["target"]) for r in data.records if r["action"].endswith(".start") and r["target"]})
-    steps = Counter(r["action"] for r in data.records if r["outcome"] == "ok" and r["api_calls"])
+    steps = list(
+        dict.fromkeys(
+            str(r["details"]["title"]) for r in data.records if r["outcome"] == "ok" and r["details"].get("title")
+        )
+    )
     contained = [r for r in data.records if ".contain" in r["action"] and r["outcome"] == "ok"]
     awaiting = sorted(
         {
@@ -53,7 +56,7 @@ def build_summary(data: ReportData) -> dict[str, Any]:
             ],
         },
         "actions_taken": {
-            "steps_with_cloud_calls": dict(sorted(steps.items())),
+            "steps_done": steps,
             "containment": "performed" if contained else ("awaiting approval" if awaiting else "not performed"),
             "awaiting_approval": awaiting,
             "api_calls": data.api_call_count,
@@ -83,7 +86,7 @@ def render_summary(summary: dict[str, Any], fmt: str) -> str:
         f"# Incident summary: case {_md(summary['case_id'])}",
         "",
         "## When detected",
-        f"- first detection: {_md(detected['first_detection'] or 'unknown')}",
+        f"- first detection (finding received): {_md(detected['first_detection'] or 'unknown')}",
         f"- earliest suspicious activity in the logs: {_md(detected['earliest_suspicious_activity'] or 'none found')}",
     ]
     lines += [
@@ -105,7 +108,7 @@ def render_summary(summary: dict[str, Any], fmt: str) -> str:
         f"- containment: {actions['containment']}",
         f"- {actions['api_calls']} cloud API calls, each recorded in the custody log",
     ]
-    lines += [f"- {_md(step)}: {count} record(s)" for step, count in actions["steps_with_cloud_calls"].items()]
+    lines += [f"- done: {_md(step)}" for step in actions["steps_done"]]
     verdict = "verified" if evidence["custody_verified"] else "BROKEN: " + "; ".join(evidence["verification_problems"])
     lines += [
         "",

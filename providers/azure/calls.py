@@ -55,7 +55,9 @@ CALLS: dict[str, ArmCall] = {
     "nsg.join": ArmCall("Microsoft.Network", "networkSecurityGroups/join/action", "checked by ARM on the NIC write"),
     "pip.read": ArmCall("Microsoft.Network", "publicIPAddresses/read", "public_ip_addresses.get / list_all"),
     "network.poll": ArmCall("Microsoft.Network", "locations/operations/read", "long-running operation status"),
-    "lock.write": ArmCall("Microsoft.Authorization", "locks/write", "management_locks.create_or_update_by_scope"),
+    "lock.write": ArmCall(
+        "Microsoft.Authorization", "locks/write", "management_locks.create_or_update_at_resource_level"
+    ),
     "activity.read": ArmCall("Microsoft.Insights", "eventtypes/values/read", "activity_logs.list"),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from functools import partial
 from typing import Any, ClassVar
@@ -190,12 +191,15 @@ class AzureProvider:
         subscription, group, name = id_parts(vm["id"])
         props = vm.get("properties", {})
         storage = props.get("storageProfile", {})
-        disks = [{"role": "os", "id": storage["osDisk"]["managedDisk"]["id"], "name": storage["osDisk"].get("name")}]
-        disks += [
-            {"role": f"data-lun{disk['lun']}", "id": disk["managedDisk"]["id"], "name": disk.get("name")}
-            for disk in storage.get("dataDisks", [])
-            if disk.get("managedDisk", {}).get("id")
-        ]
+        attached = [("os", storage.get("osDisk") or {})]
+        attached += [(f"data-lun{disk['lun']}", disk) for disk in storage.get("dataDisks", [])]
+        unmanaged = [role for role, disk in attached if not disk.get("managedDisk", {}).get("id")]
+        if unmanaged:
+            raise CapabilityNotSupportedError(
+                f"{name} has unmanaged (VHD blob) disks: {', '.join(unmanaged)}",
+                hint="copy those VHD blobs with a storage tool; cloudir snapshots managed disks only",
+            )
+        disks = [{"role": role, "id": disk["managedDisk"]["id"], "name": disk.get("name")} for role, disk in attached]
         for disk in disks:
             disk["name"] = disk["name"] or disk["id"].rsplit("/", 1)[1]
         return Target(
@@ -395,9 +399,16 @@ class AzureProvider:
         name = f"cloudir-{ctx.case.case_id}"
         locked = []
         for resource_id in [target.id, *(d["id"] for d in target.details["disks"])]:
+            _, group, resource_name = id_parts(resource_id)
+            namespace, resource_type = resource_id.split("/providers/")[1].split("/")[:2]
             with azure_errors(f"lock {resource_id}", calls.permission("lock.write")):
-                locks.management_locks.create_or_update_by_scope(
-                    resource_id.lstrip("/"),
+                # the resource-level form keeps the id's slashes unescaped (the by-scope form escapes them)
+                locks.management_locks.create_or_update_at_resource_level(
+                    group,
+                    namespace,
+                    "",
+                    resource_type,
+                    resource_name,
                     name,
                     {"properties": {"level": LOCK_LEVEL, "notes": f"cloudir case {ctx.case.case_id}: evidence"}},
                 )
@@ -556,13 +567,18 @@ class AzureProvider:
     def _attach_nsg(self, ctx: StepContext, target: Target, nic_id: str, nsg_id: str) -> dict[str, Any]:
         network = self._client("network", target.account)
         _, group, nic_name = id_parts(nic_id)
+        before_path = f"{self._artifact_dir(target)}/containment/{safe_name(nic_name)}-before.json"
         with azure_errors(f"attach the isolation NSG to {nic_id}", calls.permission("nic.write")):
             nic = as_json(network.network_interfaces.get(group, nic_name))
-            ctx.case.write_json(f"{self._artifact_dir(target)}/containment/{safe_name(nic_name)}-before.json", nic)
-            previous = nic.get("properties", {}).get("networkSecurityGroup", {}).get("id")
-            nic.setdefault("properties", {})["networkSecurityGroup"] = {"id": nsg_id}
-            network.network_interfaces.begin_create_or_update(group, nic_name, nic).result()
-        return {"nic": nic_id, "previous_nsg": previous, "nsg": nsg_id}
+            if (ctx.case.root / before_path).is_file():  # a re-run keeps the state saved before the first change
+                before = json.loads((ctx.case.root / before_path).read_text(encoding="utf-8"))
+            else:
+                before = nic
+                ctx.case.write_json(before_path, nic)
+            previous = before.get("properties", {}).get("networkSecurityGroup", {}).get("id")
+            isolated = {**nic, "properties": {**nic.get("properties", {}), "networkSecurityGroup": {"id": nsg_id}}}
+            network.network_interfaces.begin_create_or_update(group, nic_name, isolated).result()
+        return {"nic": nic_id, "previous_nsg": previous, "nsg": nsg_id, "saved": before_path}
 
     # -- logs ----------------------------------------------------------------------------------------------------
     def plan_pull_logs(self, request: LogPullRequest) -> Plan:

@@ -60,8 +60,8 @@ def audit_filter(project: str, request: LogPullRequest) -> str:
 
 
 def coverage_file(scope: str) -> str:
-    """``logs/gcp/coverage.json`` for a whole-project pull, ``logs/gcp/coverage-<scope>.json`` for a scoped one."""
-    return COVERAGE_FILE.replace(".json", f"-{scope}.json") if scope else COVERAGE_FILE
+    """``logs/gcp/coverage.json`` for a whole-project pull, ``logs/gcp/scopes/<scope>/coverage.json`` otherwise."""
+    return f"logs/gcp/scopes/{scope}/coverage.json" if scope else COVERAGE_FILE
 
 
 def scope_id(request: LogPullRequest) -> str:

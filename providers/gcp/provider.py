@@ -511,33 +511,31 @@ class GcpProvider:
         return Plan("contain", self.cloud, target.ref, steps, notes)
 
     def _isolation_rules(self, target: Target, tag: str, examiner_cidr: str | None) -> list[compute_v1.Firewall]:
+        """Per network and direction: allow the examiner range (priority 0), then deny everything (priority 1)."""
         rules: list[compute_v1.Firewall] = []
         for index, network in enumerate(target.details["networks"]):
             prefix = f"cloudir-{target.id}-n{index}"
             for direction in ("INGRESS", "EGRESS"):
                 ranges = "source_ranges" if direction == "INGRESS" else "destination_ranges"
-                common = {"network": network, "direction": direction, "target_tags": [tag]}
-                if examiner_cidr:
+                wanted = [("allow-examiner", 0, examiner_cidr)] if examiner_cidr else []
+                for purpose, priority, cidr in [*wanted, ("deny-all", 1, "0.0.0.0/0")]:
+                    action = (
+                        {"allowed": [compute_v1.Allowed(I_p_protocol="all")]}
+                        if purpose == "allow-examiner"
+                        else {"denied": [compute_v1.Denied(I_p_protocol="all")]}
+                    )
                     rules.append(
                         compute_v1.Firewall(
-                            name=resource_name(prefix, "allow-examiner", direction),
-                            priority=0,
-                            allowed=[compute_v1.Allowed(I_p_protocol="all")],
-                            **{ranges: [examiner_cidr]},
-                            **common,
-                            description="cloudir containment: examiner access",
+                            name=resource_name(prefix, purpose, direction),
+                            network=network,
+                            direction=direction,
+                            priority=priority,
+                            target_tags=[tag],
+                            description=f"cloudir containment: {purpose}",
+                            **{ranges: [cidr]},
+                            **action,
                         )
                     )
-                rules.append(
-                    compute_v1.Firewall(
-                        name=resource_name(prefix, "deny-all", direction),
-                        priority=1,
-                        denied=[compute_v1.Denied(I_p_protocol="all")],
-                        **{ranges: ["0.0.0.0/0"]},
-                        **common,
-                        description="cloudir containment: deny all",
-                    )
-                )
         return rules
 
     def _create_rules(self, rules: list[Any]) -> dict[str, Any]:

@@ -83,3 +83,10 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
     assert missing.exit_code == 2
     assert "does not exist" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_cli_lists_the_analyzers() -> None:
+    result = CliRunner().invoke(app, ["analyzers"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in ("pattern_of_life", "peer_groups", "recon_burst", "beaconing", "sensitive_actions", "sigma"):
+        assert name in result.stdout

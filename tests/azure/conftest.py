@@ -45,11 +45,14 @@ def acquire(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_pa
     return run
 
 
-def contain(provider: Provider, incident: PlantedIncident, case: Case, **options: object) -> RunResult:
+def contain(
+    provider: Provider, incident: PlantedIncident, case: Case, *, raise_on_failure: bool = True, **options: object
+) -> RunResult:
     """Run the containment plan of the planted VM into ``case``."""
     provider.bind(case)
     target = provider.find_target(incident.target)
-    return run_plan(provider.plan_contain(target, ContainOptions(**options)), case)  # type: ignore[arg-type]
+    plan = provider.plan_contain(target, ContainOptions(**options))  # type: ignore[arg-type]
+    return run_plan(plan, case, raise_on_failure=raise_on_failure)
 
 
 @pytest.fixture

@@ -173,7 +173,7 @@ def test_dry_run_plan_changes_nothing(azure_sandbox: AzureSandbox, azure_inciden
 def test_injected_failure_blocks_later_changes_and_resume_completes(
     azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
 ):
-    with azure_sandbox.fail_next("snapshot"):
+    with azure_sandbox.fail_next("Microsoft.Compute/snapshots/write"):
         case, failed = acquire(raise_on_failure=False)
     statuses = {o.step_id: o.status for o in failed.outcomes}
     assert statuses["metadata"] == statuses["preserve-locks"] == "done"

@@ -85,7 +85,9 @@ def test_cli_contain_in_a_case_without_completed_acquisition_is_refused(
     cli: Cli, azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path
 ):
     case_dir = str(tmp_path / "ir")
-    with azure_sandbox.fail_next("snapshot", "OperationNotAllowed"):  # a 409: not retried by the SDK
+    with azure_sandbox.fail_next(
+        "Microsoft.Compute/snapshots/write", "OperationNotAllowed"
+    ):  # a 409: not retried by the SDK
         assert cli("acquire", "azure", VM_NAME, "--case", case_dir).exit_code == 3
     refused = cli("contain", "azure", VM_NAME, "--case", case_dir)
     assert refused.exit_code == 2
@@ -94,3 +96,18 @@ def test_cli_contain_in_a_case_without_completed_acquisition_is_refused(
     forced = cli("contain", "azure", VM_NAME, "--case", case_dir, "--force")
     assert forced.exit_code == 0
     assert azure_sandbox.is_isolated(azure_incident)
+
+
+def test_rerun_keeps_the_nic_state_saved_before_the_first_change(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    case, _ = acquire()
+    provider = azure_sandbox.provider()
+    contain(provider, azure_incident, case)
+    (case.root / "state.json").unlink()  # forget the run: the NIC is already isolated when it runs again
+    again = contain(provider, azure_incident, case)
+    assert again.results["isolate-nic-0"]["previous_nsg"].endswith("/networkSecurityGroups/nsg-web")
+    saved = json.loads((case.root / again.results["isolate-nic-0"]["saved"]).read_text())
+    assert saved["properties"]["networkSecurityGroup"]["id"].endswith("/networkSecurityGroups/nsg-web")
+    assert azure_sandbox.is_isolated(azure_incident)
+    assert verify_case(case.root).ok

@@ -64,3 +64,15 @@ def test_get_provider_builds_the_azure_adapter(azure_sandbox: AzureSandbox):
     provider = get_provider("azure", **azure_sandbox.provider_config())
     assert provider.cloud == "azure"
     assert "responder@contoso.example" in provider.identity()
+
+
+def test_unmanaged_disks_are_refused_clearly(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident):
+    vm = azure_sandbox.fake.get(azure_incident.extra["vm_id"])
+    assert vm is not None
+    vm["properties"]["storageProfile"]["dataDisks"][1].pop("managedDisk")
+    vm["properties"]["storageProfile"]["dataDisks"][1]["vhd"] = {
+        "uri": "https://legacy.blob.core.windows.net/vhds/d.vhd"
+    }
+    azure_sandbox.fake.put(vm)
+    with pytest.raises(CapabilityNotSupportedError, match=r"unmanaged .*data-lun1"):
+        azure_sandbox.provider().find_target(azure_incident.target)

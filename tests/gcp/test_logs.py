@@ -150,3 +150,15 @@ def test_a_different_window_never_overwrites_pages(
         len(page["entries"])
         for page in _pages(case)  # type: ignore[arg-type]
     )
+
+
+def test_timeline_reads_every_page_and_skips_the_bookkeeping(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case
+) -> None:
+    from cloudir.timeline.ingest import build_case_timeline
+
+    run_plan(provider.plan_pull_logs(_request()), case)
+    run_plan(provider.plan_pull_logs(LogPullRequest(WINDOW_START, WINDOW_END, principals=[ATTACKER])), case)
+    stats = build_case_timeline(case)
+    assert stats.quarantined == 0
+    assert stats.per_format == {"gcp_audit": len(_expected(gcp_sandbox, _request()))}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from cloudir.case import Case
+from cloudir.custody import read_records
 from cloudir.plan import Plan, PlannedCall, Step, StepKind
 from cloudir.playbook import build_response_plan, load_playbook
 from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest, Target, TargetKind, TargetQuery
@@ -28,14 +30,25 @@ class StubProvider:
     def identity(self) -> str:
         return "stub"
 
+    failures = 0  # how many more times the snapshot step fails
+
     def find_target(self, query: TargetQuery) -> Target:
-        raise NotImplementedError
+        return _target({})
 
     def _plan(self, name: str, *steps: tuple[str, StepKind]) -> Plan:
         return Plan(name, "aws", "t", [Step(i, i, k, [PlannedCall("ec2", i)], lambda ctx: {}) for i, k in steps])
 
     def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
-        return self._plan("acquire", ("preserve", StepKind.PRESERVE), ("snapshot.create", StepKind.ACQUIRE))
+        plan = self._plan("acquire", ("preserve", StepKind.PRESERVE), ("snapshot.create", StepKind.ACQUIRE))
+
+        def snapshot(ctx: Any) -> dict[str, Any]:
+            if StubProvider.failures:
+                StubProvider.failures -= 1
+                raise RuntimeError("snapshot quota exceeded")
+            return {"snapshots": ["snap-1"]}
+
+        plan.steps[1].run = snapshot
+        return plan
 
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
         return self._plan("contain", ("isolate", StepKind.CONTAIN))
@@ -101,3 +114,34 @@ def test_severity_gate_and_approval(tmp_path: Path) -> None:
     assert "contain.awaiting-approval" in [s.id for s in held.plan.steps]
     approved = build_response_plan(_playbook(tmp_path, True), trigger, StubProvider(), _target({}), approved=True)
     assert [s.id for s in approved.plan.steps if s.kind is StepKind.CONTAIN] == ["contain.isolate"]
+
+
+def test_serverless_delivery_failure_is_retried_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudir.errors import StepFailedError
+    from cloudir.serverless.aws_lambda import handler
+
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "t.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "id": "t",
+                "title": "T",
+                "steps": [{"id": "snap", "action": "snapshot"}, {"id": "report", "action": "report"}],
+            }
+        )
+    )
+    monkeypatch.setenv("CLOUDIR_PLAYBOOKS", str(books))
+    monkeypatch.setenv("CLOUDIR_CASE_ROOT", str(tmp_path / "cases"))
+    event = json.loads((DATA / "guardduty_ec2_eventbridge.json").read_text())
+    StubProvider.failures = 1
+    with pytest.raises(StepFailedError, match="snapshot quota exceeded"):
+        handler(event, None, provider_factory=lambda trigger: StubProvider())
+    [outcome] = handler(event, None, provider_factory=lambda trigger: StubProvider())["outcomes"]  # the retry
+    assert outcome["status"] == "completed"
+    records = read_records(Path(outcome["case_dir"]) / "custody.jsonl")
+    assert [r["details"].get("step") for r in records if r["action"] == "playbook:t.acquire"] == [
+        "snap.snapshot.create",
+        "snap.snapshot.create",
+    ]
+    assert [r["outcome"] for r in records if r["action"] == "playbook:t.acquire"] == ["failed", "ok"]

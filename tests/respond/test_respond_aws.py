@@ -89,7 +89,7 @@ def assert_resolved_plan_changes_nothing(aws_incident: AwsIncident) -> None:
     assert sandbox.state() == before
 
 
-def test_lambda_handler_revokes_a_leaked_key_when_preapproved(
+def test_lambda_handler_contains_instance_and_key_when_preapproved(
     aws_incident: AwsIncident, case_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert_resolved_plan_changes_nothing(aws_incident)  # --resolve reads the cloud but changes nothing
@@ -120,6 +120,13 @@ def test_lambda_handler_revokes_a_leaked_key_when_preapproved(
     rejected = handler({"detail-type": "x", "source": "aws.guardduty", "detail": {}}, None)
     assert rejected["status"] == "rejected"
     assert "missing field" in rejected["error"]
+
+    monkeypatch.setenv("CLOUDIR_PARAMS", json.dumps(aws_incident.params))  # the GuardDuty EC2 finding
+    [instance] = handler(aws_incident.finding, None, provider_factory=aws_incident.provider_factory)["outcomes"]
+    assert instance["status"] == "completed", instance["message"]
+    assert instance["playbook"] == "ec2-instance-compromise"
+    assert aws_incident.sandbox.is_isolated(aws_incident.incident)
+    assert verify_case(Path(instance["case_dir"])).ok
 
 
 # Operations whose IAM action is not "<service>:<Operation>".

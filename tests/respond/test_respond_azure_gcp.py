@@ -96,8 +96,8 @@ def test_defender_alert_through_event_grid_function_and_cli(
     assert _check_case(Path(outcome["case_dir"]))["actions_taken"]["containment"] == "awaiting approval"
 
 
-def test_scc_finding_through_pubsub_function_then_cli_approval(
-    serverless_env: Path, monkeypatch: pytest.MonkeyPatch
+def test_scc_finding_through_pubsub_function_and_cli_then_approval(
+    serverless_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from moto_fixtures.gcp import FORENSIC_PROJECT, PROJECT, WINDOW_END
 
@@ -133,11 +133,21 @@ def test_scc_finding_through_pubsub_function_then_cli_approval(
         assert not sandbox.is_isolated(incident)
         case_dir = Path(outcome["case_dir"])
 
-        push = {"message": {"data": cloud_event["data"]["message"]["data"], "messageId": "2"}}
+        push = sample("scc_pubsub_push.json")
+        push["message"]["data"] = cloud_event["data"]["message"]["data"]
         assert handle_pubsub(push)["outcomes"][0]["status"] == "duplicate"
+
+        finding_file = tmp_path / "push.json"  # the same SCC finding through the CLI, into its own case
+        finding_file.write_text(json.dumps(push))
+        cli_case = tmp_path / "cli-case"
+        cli = runner.invoke(app, ["respond", "--trigger", str(finding_file), "--case", str(cli_case)])
+        assert cli.exit_code == 0, cli.output
+        assert "awaiting-approval" in cli.output
+        assert not sandbox.is_isolated(incident)
 
         approved = runner.invoke(app, ["respond", "--case", str(case_dir), "--approve"])
         assert approved.exit_code == 0, approved.output
         assert sandbox.is_isolated(incident)
         assert sandbox.snapshots_for_case(json.loads((case_dir / "case.json").read_text())["case_id"])
     assert _check_case(case_dir)["actions_taken"]["containment"] == "performed"
+    assert _check_case(cli_case)["actions_taken"]["containment"] == "awaiting approval"

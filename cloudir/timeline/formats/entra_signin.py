@@ -63,5 +63,5 @@ COLUMNS = {
     "error_code": f"nullif({_ERROR}, '0')",
     "request_id": _get("correlationId"),
     "event_id": _get("id"),
-    "read_only": "true",
+    "read_only": "NULL",  # a sign-in neither reads nor changes a resource
 }

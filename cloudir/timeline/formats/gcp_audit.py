@@ -53,5 +53,5 @@ COLUMNS = {
     "error_code": "nullif(p.protoPayload.status.code, '0')",
     "request_id": "coalesce(p.protoPayload.requestMetadata.requestAttributes.id, p.operation.id)",
     "event_id": "p.insertId",
-    "read_only": "coalesce(p.logName LIKE '%data_access', false) OR is_read_operation(p.protoPayload.methodName)",
+    "read_only": "is_read_operation(p.protoPayload.methodName)",
 }
