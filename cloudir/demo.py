@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 from rich.console import Console
 
 from cloudir.case import Case
@@ -93,8 +94,11 @@ def _investigate(case: Case, clouds: list[str], console: Console, sigma_rules: P
     summary = run_analysis(db_path, sigma_rules=sigma_rules)
     with case.action("analyze", target="timeline.duckdb", findings=summary.findings):
         case.record_existing("timeline.duckdb")
-    report_path = write_report(case.root, case.root / "report.html")
+    report_path = write_report(case.root, case.root / "report.html", case=case)
     result = DemoResult(case=case, clouds=clouds, events=stats.ingested, findings=summary.findings, report=report_path)
-    result.top_findings = summary.top(5)
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        top = "SELECT score, actor, title FROM findings ORDER BY score DESC, first_time LIMIT 5"
+        rows = con.execute(top).fetchall()
+    result.top_findings = [(int(score), str(actor), str(title)) for score, actor, title in rows]
     result.verification = verify_case(case.root)
     return result

@@ -206,7 +206,7 @@ class AwsSandbox:
             cloud="aws",
             target=TargetQuery(TargetKind.INSTANCE, instance_id, self.region),
             attacker_principal=f"arn:aws:sts::{ACCOUNT}:assumed-role/web-app-role/{instance_id}",
-            window_start=(now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            window_start=(now - timedelta(days=15)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             window_end=(now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             forensic_account=FORENSIC_ACCOUNT,
             encryption_key=key_arn,
