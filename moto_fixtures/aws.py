@@ -23,7 +23,7 @@ from moto.ec2.models.elastic_block_store import EBSBackend as Ec2EbsBackend
 from moto.kms.models import kms_backends
 
 from cloudir.provider import TargetKind, TargetQuery
-from moto_fixtures.cloudtrail import fake_cloudtrail, plant_attacker_trail
+from moto_fixtures.cloudtrail import fake_cloudtrail, plant_attacker_trail, record_responder_calls
 from moto_fixtures.guard import sandbox_environment
 from moto_fixtures.sandbox import PlantedIncident
 from providers.aws import AwsProvider
@@ -80,6 +80,7 @@ class AwsSandbox:
         # Sessions made inside the sandbox (ours, the CLI's) parse each service model once per process.
         self._stack.enter_context(mock.patch.object(botocore.session, "create_loader", return_value=_MODEL_LOADER))
         self.session = boto3.Session(region_name=self.region)
+        record_responder_calls(self.session, ACCOUNT)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -758,3 +758,66 @@ def activity_records(
         for hour in range(hours)
         for index in range(per_hour)
     ]
+
+
+RESPONDER_IP = "198.51.100.10"
+_READ_PREFIXES = ("Describe", "Get", "List", "Lookup", "Head")
+
+
+def record_responder_calls(session: boto3.Session, account_id: str) -> None:
+    """Log every call made with cloudir's user agent through ``session`` into :data:`STORE`, as CloudTrail would.
+
+    The records carry the call's real request id and user agent, so the timeline can tell the
+    responder's own activity from the attacker's, exactly as it must on a real account.
+    """
+    identity = {
+        "type": "IAMUser",
+        "principalId": "AIDASANDBOXRESPONDER",
+        "arn": f"arn:aws:iam::{account_id}:user/incident-responder",
+        "accountId": account_id,
+        "accessKeyId": "AKIAIOSFODNN7EXAMPLE",
+        "userName": "incident-responder",
+    }
+
+    def remember_agent(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["cloudir_user_agent"] = params.get("headers", {}).get("User-Agent", "")
+
+    def log_call(model: Any, parsed: dict[str, Any], context: dict[str, Any], event_name: str, **_: Any) -> None:
+        agent = context.get("cloudir_user_agent", "")
+        if "cloudir/" not in agent:
+            return
+        service = model.service_model.endpoint_prefix
+        source = f"{service}.amazonaws.com"
+        region = context.get("client_region") or session.region_name or "us-east-1"
+        error = parsed.get("Error", {}).get("Code")
+        record: dict[str, Any] = {
+            "eventVersion": "1.09",
+            "userIdentity": identity,
+            "eventTime": _iso(datetime.now(UTC)),
+            "eventSource": source,
+            "eventName": model.name,
+            "awsRegion": "us-east-1" if source in _GLOBAL_SERVICES else region,
+            "sourceIPAddress": RESPONDER_IP,
+            "userAgent": agent,
+            "requestParameters": None,
+            "responseElements": None,
+            "requestID": parsed.get("ResponseMetadata", {}).get("RequestId") or str(uuid.uuid4()),
+            "eventID": str(uuid.uuid4()),
+            "readOnly": model.name.startswith(_READ_PREFIXES),
+            "eventType": "AwsApiCall",
+            "managementEvent": True,
+            "recipientAccountId": account_id,
+            "eventCategory": "Management",
+        }
+        if error:
+            record["errorCode"] = error
+        STORE.add([record])
+
+    def note_region(context: dict[str, Any], **kwargs: Any) -> None:
+        request_signer = kwargs.get("request_signer")
+        if request_signer is not None:
+            context["client_region"] = request_signer.region_name
+
+    session.events.register("before-call.*.*", remember_agent)
+    session.events.register("before-call.*.*", note_region)
+    session.events.register("after-call.*.*", log_call)

@@ -53,7 +53,8 @@ def write_findings(con: duckdb.DuckDBPyConnection, analyzers: list[AnalyzerMeta]
                    CASE WHEN NOT c.temper OR n.id_label IS NULL THEN 1.0
                         WHEN n.new_identity THEN {org_factor}
                         ELSE {id_factor} * {peer_factor} END
-                   * CASE WHEN NOT c.temper OR x.cid IS NULL THEN {NOVEL_CONTEXT}
+                   * CASE WHEN NOT c.temper THEN 1.0
+                          WHEN x.cid IS NULL THEN {NOVEL_CONTEXT}
                           WHEN x.new_identity THEN {NEW_IDENTITY_CONTEXT}
                           WHEN x.worst >= 2 THEN {NOVEL_CONTEXT}
                           WHEN x.worst = 1 THEN {SOMEWHAT_USUAL_CONTEXT} ELSE {USUAL_CONTEXT} END AS factor,

@@ -62,12 +62,12 @@ def test_authorization_failure_burst(analyze: Analyze) -> None:
             time=INCIDENT + timedelta(seconds=i),
             error_code="Client.UnauthorizedOperation",
         )
-        for i in range(8)
+        for i in range(10)
     ]
     _, findings = analyze([*rows, *denied])
     burst = [f for f in findings if f["rule"] == "failure-burst"]
     assert len(burst) == 1
-    assert "8 AccessDenied/Unauthorized failures" in burst[0]["explanation"]
+    assert "10 AccessDenied/Unauthorized failures" in burst[0]["explanation"]
 
 
 def _beacon(start, period, count, actor, jitter=0.05, skip=()):  # type: ignore[no-untyped-def]
