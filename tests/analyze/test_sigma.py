@@ -24,7 +24,7 @@ def test_sigmahq_cloud_rules_convert_and_unconvertible_ones_are_listed() -> None
 
 def test_field_mapping() -> None:
     assert field_sql("eventName") == "operation"
-    assert field_sql("requestParameters.userName") == "json_extract_string(raw, '$.\"requestParameters\".\"userName\"')"
+    assert field_sql("requestParameters.userName") == 'json_extract_string(raw, \'$."requestParameters"."userName"\')'
     assert field_sql("gcp.audit.method_name") == "operation"
     assert '\'$."protoPayload"."methodName"\'' in field_sql("data.protoPayload.methodName")
     assert '\'$."properties"."message"\'' in field_sql("Properties.message")
