@@ -48,6 +48,14 @@ def sandbox_environment() -> Iterator[None]:
         os.environ.pop(key, None)
     original_connect = socket.socket.connect
     original_connect_ex = socket.socket.connect_ex
+    original_getaddrinfo = socket.getaddrinfo
+    own_names = {socket.gethostname(), socket.getfqdn()}
+
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and name not in own_names and not _is_local((name,)):
+            raise RealCloudAccessError(f"blocked a name lookup of {name!r}: tests and the demo must not reach a cloud")
+        return original_getaddrinfo(host, *args, **kwargs)
 
     def guarded_connect(self: socket.socket, address: Any) -> None:
         if not _is_local(address):
@@ -65,11 +73,13 @@ def sandbox_environment() -> Iterator[None]:
 
     socket.socket.connect = guarded_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = guarded_getaddrinfo
     try:
         yield
     finally:
         socket.socket.connect = original_connect  # type: ignore[method-assign]
         socket.socket.connect_ex = original_connect_ex  # type: ignore[method-assign]
+        socket.getaddrinfo = original_getaddrinfo
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

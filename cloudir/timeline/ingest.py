@@ -35,10 +35,10 @@ MAX_LINE_BYTES = 16 << 20  # largest JSON Lines line
 GZIP_RATIO = 10
 QUARANTINE_RAW_CHARS = 1 << 20
 # Evidence the log collectors keep next to the logs that holds no events: coverage reports, the request
-# behind a page series, trail and bucket listings, digest validation, CloudTrail digests and their S3
-# metadata. Skipped (and counted), not quarantined.
+# behind a page series, trail and bucket listings, digest validation, CloudTrail digests, their S3 metadata
+# and the digest public keys. Skipped (and counted), not quarantined.
 NOT_EVENT_FILES = ("coverage.json", "request.json", "trails.json", "s3-listing.json", "digest-validation.json")
-NOT_EVENT_FOLDERS = ("CloudTrail-Digest", "s3-meta")
+NOT_EVENT_FOLDERS = ("CloudTrail-Digest", "s3-meta", "public-keys")
 
 
 @dataclass

@@ -279,11 +279,12 @@ def test_build_case_timeline_records_custody_and_tags_own_calls(tmp_path: Path) 
         case.write_bytes("logs/gcp/entries-0001.json", (DATA / "gcp_entries_page.json").read_bytes())
         case.write_json("logs/gcp/coverage.json", {"complete": True})
         case.write_json("logs/aws/lookup-events/us-east-1/all/request.json", {"StartTime": "x"})
+        case.write_json("logs/aws/public-keys/us-east-1/page-00001.json", {"PublicKeyList": []})
         case.write_bytes("logs/azure/activity/page-00001.json", b"")
         case.write_json("logs/aws/s3/AWSLogs/1/CloudTrail-Digest/eu-west-1/d.json", {"digestStartTime": "x"})
         case.record_api_call(ApiCall("cloudtrail", "LookupEvents", "eu-west-1", "REQ0003", "ok"))
     stats = build_case_timeline(case)
-    assert (stats.ingested, stats.duplicates, stats.quarantined, stats.skipped) == (4, 0, 0, 4)
+    assert (stats.ingested, stats.duplicates, stats.quarantined, stats.skipped) == (4, 0, 0, 5)
     db = case.root / "timeline.duckdb"
     assert rows(db, "SELECT source_file, request_id FROM events WHERE is_responder") == [
         ("logs/aws/cloudtrail/page-0001.json", "REQ0003")
