@@ -339,7 +339,7 @@ def _human_days(writer: Writer, start: datetime, days: int, rng: random.Random, 
             if base.weekday() >= 5 and rng.random() > 0.05:
                 continue
             travel = rng.random() < 0.05
-            network = f"{rng.randint(100, 190)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}" if travel else None
+            network = f"{rng.randint(100, 190)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.9" if travel else None
             session = f"{person.name}"
             identity = _role_identity(person.account, person.role, session)
             calls = int(person.calls_per_day * rng.uniform(0.4, 1.3))

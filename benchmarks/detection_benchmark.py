@@ -27,6 +27,7 @@ import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.detection_background import ACCOUNTS, MAIN_REGION, generate_background
+from benchmarks.detection_background import ACCOUNTS, MAIN_REGION, _role_identity, generate_background
 from cloudir.analyze import run_analysis
 from cloudir.analyze.sigma import SIGMA_EVENTS_SQL, load_rules
 from cloudir.timeline.ingest import IngestStats, ingest_paths
@@ -57,16 +58,73 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
 
 
-def _neutralise(record: dict[str, Any], shift: timedelta, accounts: set[str], time_key: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Victim:
+    """A background identity whose credentials the attacker holds in the ``known`` mode."""
+
+    account: str
+    role: str
+    session: str
+
+    def identity(self) -> dict[str, Any]:
+        return _role_identity(self.account, self.role, self.session)
+
+
+PERSON_VICTIMS = [
+    Victim(ACCOUNTS["prod"] if index % 3 else ACCOUNTS["staging"], "AWSReservedSSO_Developer_91c3",
+           f"dev{index:02d}@corp.example")
+    for index in range(4, 15)
+] + [
+    Victim(PROD, "github-actions-deploy", "GitHubActions-run"),
+    Victim(PROD, "terraform-ci", "tf-run"),
+]  # fmt: skip
+"""Stratus victims: the 11 developers with a full baseline (dev15 joins on day 25) and the two CI roles."""
+WORKLOAD_VICTIMS = [
+    Victim(PROD, role, f"{role}-session")
+    for role in ("config-sync", "inventory-collector", "metrics-exporter", "eks-cluster-autoscaler", "ebs-backup")
+]
+"""flaws2 victims: the background's workload roles (flaws2's attacker holds Lambda and ECS task credentials)."""
+INSTANCE_VICTIMS = [Victim(PROD, "eks-node-role", f"i-0{node:016x}") for node in range(10)]
+"""OTRF victims: the background's EC2 instance-profile sessions (OTRF's attacker holds instance credentials)."""
+
+
+def _principal(record: dict[str, Any]) -> str | None:
+    """The principal an attack event runs as, or None for AWS services and cross-account callers."""
+    identity = record.get("userIdentity") or {}
+    if identity.get("type") not in {"IAMUser", "AssumedRole", "Root", "FederatedUser"}:
+        return None
+    return str(identity.get("arn") or identity.get("principalId") or "") or None
+
+
+def _neutralise(
+    record: dict[str, Any],
+    shift: timedelta,
+    accounts: set[str],
+    time_key: str,
+    victims: dict[str, Victim] | None = None,
+) -> dict[str, Any]:
+    """Shift, map accounts to the background, neutralise artefacts; re-attribute principals found in ``victims``."""
+    victim = (victims or {}).get(_principal(record) or "")
     text = json.dumps(record)
     for account in accounts:
-        text = text.replace(account, PROD)
+        text = text.replace(account, victim.account if victim else PROD)
     text = STRATUS_AGENT.sub("aws-sdk-go/1.44.0 (go1.21; linux; amd64)", text)
     out: dict[str, Any] = json.loads(text)
     out[time_key] = (_parse_time(record[time_key]) + shift).strftime("%Y-%m-%dT%H:%M:%SZ")
     if out.get("awsRegion") and not re.fullmatch(r"[a-z]{2}-[a-z]+-\d", out["awsRegion"]):
         out["awsRegion"] = MAIN_REGION
+    if victim:
+        out["userIdentity"] = victim.identity()
+        out["recipientAccountId"] = victim.account
     return out
+
+
+def _victims(
+    records: list[dict[str, Any]], attacker_ids: set[str], pool: list[Victim], rng: random.Random
+) -> dict[str, Victim]:
+    """``known`` mode: one victim drawn from ``pool`` (seeded) for all the principals of the attacker events."""
+    victim = rng.choice(pool)
+    return {p: victim for r in records if r.get("eventID") in attacker_ids and (p := _principal(r))}
 
 
 def _accounts(records: list[dict[str, Any]]) -> set[str]:
@@ -79,15 +137,28 @@ def _incident_moment(rng: random.Random) -> datetime:
     return START + timedelta(days=BASELINE_DAYS, seconds=rng.uniform(0, (DAYS - BASELINE_DAYS - 0.5) * 86400))
 
 
-def prepare_attacks(out: Path, rng: random.Random) -> list[tuple[str, str, str]]:
-    """Write time-shifted attack files into ``out``; return labels (event_id, dataset, technique or '')."""
-    out.mkdir(parents=True, exist_ok=True)
+def _attack_labels(dataset: str) -> set[str]:
+    with (DATASETS / dataset / "labels.csv").open() as handle:
+        return {row["eventID"] for row in csv.DictReader(handle) if row["is_attack"] == "True"}
+
+
+def prepare_attacks(out: Path, seed: int, attacker_identity: str) -> list[tuple[str, str, str]]:
+    """Write time-shifted attack files into ``out``; return labels (event_id, dataset, technique or '').
+
+    ``attacker_identity``: ``new`` keeps the datasets' own principals; ``known`` re-attributes the principals of
+    the attacker events to background identities (see ``_victims``). Attack moments do not depend on the mode.
+    """
+    rng = random.Random(seed)
+    pick = random.Random(f"{seed}-victims") if attacker_identity == "known" else None
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     labels: list[tuple[str, str, str]] = []
     for path in sorted((DATASETS / "stratus-red-team-detonations-aws" / "logs").glob("*.json")):
         records = json.loads(path.read_text())
         shift = _incident_moment(rng) - min(_parse_time(r["eventTime"]) for r in records)
         accounts = _accounts(records)
-        shifted = [_neutralise(r, shift, accounts, "eventTime") for r in records]
+        victims = _victims(records, {r["eventID"] for r in records}, PERSON_VICTIMS, pick) if pick else None
+        shifted = [_neutralise(r, shift, accounts, "eventTime", victims) for r in records]
         (out / path.name).write_text(json.dumps(shifted))
         labels += [(r["eventID"], "stratus", path.stem) for r in records]
 
@@ -95,20 +166,22 @@ def prepare_attacks(out: Path, rng: random.Random) -> list[tuple[str, str, str]]
     records = [r for f in flaws for r in json.loads(gzip.decompress(f.read_bytes()))["Records"]]
     shift = _incident_moment(rng) - min(_parse_time(r["eventTime"]) for r in records)
     accounts = _accounts(records)
+    attacker = _attack_labels("flaws2-cloudtrail")
+    victims = _victims(records, attacker, WORKLOAD_VICTIMS, pick) if pick else None
     with gzip.open(out / "flaws2.json.gz", "wt") as handle:
-        json.dump({"Records": [_neutralise(r, shift, accounts, "eventTime") for r in records]}, handle)
-    with (DATASETS / "flaws2-cloudtrail" / "labels.csv").open() as handle:
-        labels += [(row["eventID"], "flaws2", "") for row in csv.DictReader(handle) if row["is_attack"] == "True"]
+        json.dump({"Records": [_neutralise(r, shift, accounts, "eventTime", victims) for r in records]}, handle)
+    labels += [(event_id, "flaws2", "") for event_id in sorted(attacker)]
 
     otrf_file = next((DATASETS / "otrf-aws-cloud-breach-s3").glob("*.jsonl"))
     records = [json.loads(line) for line in otrf_file.read_text().splitlines() if line.strip()]
     shift = _incident_moment(rng) - min(_parse_time(r["@timestamp"]) for r in records)
     accounts = _accounts(records)
+    attacker = _attack_labels("otrf-aws-cloud-breach-s3")
+    victims = _victims(records, attacker, INSTANCE_VICTIMS, pick) if pick else None
     (out / "otrf_breach.jsonl").write_text(
-        "".join(json.dumps(_neutralise(r, shift, accounts, "@timestamp")) + "\n" for r in records)
+        "".join(json.dumps(_neutralise(r, shift, accounts, "@timestamp", victims)) + "\n" for r in records)
     )
-    with (DATASETS / "otrf-aws-cloud-breach-s3" / "labels.csv").open() as handle:
-        labels += [(row["eventID"], "otrf-breach", "") for row in csv.DictReader(handle) if row["is_attack"] == "True"]
+    labels += [(event_id, "otrf-breach", "") for event_id in sorted(attacker)]
     return labels
 
 
@@ -156,31 +229,23 @@ def score(con: duckdb.DuckDBPyConnection, table: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000, help="background size")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/cloudir-detection-benchmark"))
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--reuse-background", action="store_true", help="keep a background generated before")
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
-
+def ingest_background(work: Path, events: int, reuse: bool) -> dict[str, Any]:
+    """Generate and ingest the background once into ``background.duckdb`` (kept for ``--reuse-background``)."""
+    db, meta = work / "background.duckdb", work / "background.json"
+    if reuse and db.is_file() and meta.is_file():
+        cached: dict[str, Any] = json.loads(meta.read_text())
+        return cached
     started = time.monotonic()
-    if args.reuse_background and (args.work / "background").is_dir():
-        background = None
-        shutil.rmtree(args.work / "attacks", ignore_errors=True)
-        for stale in args.work.glob("timeline.duckdb*"):
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    if reuse and (work / "background").is_dir():
+        generated = None
     else:
-        shutil.rmtree(args.work, ignore_errors=True)
-        background = generate_background(args.work / "background", start=START, days=DAYS, target_events=args.events)
-    labels = prepare_attacks(args.work / "attacks", rng)
-    generated = time.monotonic() - started
-
-    db = args.work / "timeline.duckdb"
+        shutil.rmtree(work / "background", ignore_errors=True)
+        generated = generate_background(work / "background", start=START, days=DAYS, target_events=events)
+    generate_seconds = time.monotonic() - started
+    for stale in (db, meta, work / "background.duckdb.wal"):
+        stale.unlink(missing_ok=True)
     started = time.monotonic()
-    files = sorted((args.work / "background").iterdir()) + sorted((args.work / "attacks").iterdir())
+    files = sorted((work / "background").iterdir())
     stats = IngestStats()
     for chunk in range(0, len(files), INGEST_CHUNK_FILES):  # bounded batches: see INGEST_CHUNK_FILES
         part = ingest_paths(db, files[chunk : chunk + INGEST_CHUNK_FILES])
@@ -188,6 +253,25 @@ def main() -> None:
         stats.ingested += part.ingested
         stats.duplicates += part.duplicates
         stats.quarantined += part.quarantined
+    with duckdb.connect(str(db)) as con:
+        con.execute("CHECKPOINT")  # the file alone is copied for each mode
+    result = {
+        "background_generated": generated,
+        "ingest": stats.as_dict(),
+        "seconds": {"generate": round(generate_seconds, 1), "ingest": round(time.monotonic() - started, 1)},
+    }
+    meta.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_mode(work: Path, seed: int, mode: str) -> dict[str, Any]:
+    """Mix one mode's attack files into a copy of the background timeline, analyze and score."""
+    labels = prepare_attacks(work / f"attacks-{mode}", seed, mode)
+    db = work / f"timeline-{mode}.duckdb"
+    db.with_name(db.name + ".wal").unlink(missing_ok=True)
+    shutil.copyfile(work / "background.duckdb", db)
+    started = time.monotonic()
+    stats = ingest_paths(db, sorted((work / f"attacks-{mode}").iterdir()))
     ingest_seconds = time.monotonic() - started
 
     started = time.monotonic()
@@ -208,17 +292,17 @@ def main() -> None:
         sigma_seconds = time.monotonic() - started
         sigma_rows = score(con, "sigma_findings")
     background_events = events - attack_events
-    per_million = 1_000_000 / background_events
-    result = {
-        "background_generated": background,
+    for row in [*cloudir_rows, *sigma_rows]:
+        row["false_per_million"] = round(row["false_findings"] * 1_000_000 / background_events, 1)
+    return {
+        "attacker_identity": mode,
         "events": events,
         "background_events": background_events,
         "attack_events": attack_events,
         "labelled": totals,
-        "ingest": stats.as_dict(),
+        "attack_files_ingested": stats.as_dict(),
         "seconds": {
-            "generate": round(generated, 1),
-            "ingest": round(ingest_seconds, 1),
+            "ingest_attacks": round(ingest_seconds, 1),
             "analyze": round(analyze_seconds, 1),
             "sigma_alone": round(sigma_seconds, 1),
         },
@@ -227,22 +311,53 @@ def main() -> None:
         "cloudir": cloudir_rows,
         "sigma_alone": sigma_rows,
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    print()
+
+
+def print_table(result: dict[str, Any]) -> None:
+    totals = result["labelled"]
+    print(f"\nattacker identity: {result['attacker_identity']}")
     print(
         "| analyzer | Stratus techniques (of 35) | flaws2 recall | OTRF breach recall | findings | "
         "false findings | false / 1M background |"
     )
     print("|---|---|---|---|---|---|---|")
-    for row in [*cloudir_rows, *sigma_rows]:
-        name = row["analyzer"] if row in cloudir_rows else f"SigmaHQ alone: {row['analyzer']}"
+    for row in [*result["cloudir"], *result["sigma_alone"]]:
         print(
-            f"| {name} | {row['techniques']} | {row['flaws2']}/{totals.get('flaws2', 0)} | "
+            f"| {row['analyzer']} | {row['techniques']} | {row['flaws2']}/{totals.get('flaws2', 0)} | "
             f"{row['otrf']}/{totals.get('otrf-breach', 0)} | {row['findings']} | {row['false_findings']} | "
-            f"{row['false_findings'] * per_million:.1f} |"
+            f"{row['false_per_million']:.1f} |"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="background size")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cloudir-detection-benchmark"))
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--reuse-background", action="store_true", help="keep the background (files and timeline) of a run before"
+    )
+    parser.add_argument(
+        "--attacker-identity",
+        choices=["new", "known", "both"],
+        default="both",
+        help="new: the datasets' own attacker principals; known: re-attributed to background identities",
+    )
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    background = ingest_background(args.work, args.events, args.reuse_background)
+    modes = ["new", "known"] if args.attacker_identity == "both" else [args.attacker_identity]
+    result = {
+        "seed": args.seed,
+        "background": background,
+        "modes": {m: run_mode(args.work, args.seed, m) for m in modes},
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    for mode in modes:
+        print_table(result["modes"][mode])
 
 
 if __name__ == "__main__":

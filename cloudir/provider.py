@@ -129,6 +129,20 @@ class Provider(Protocol):
         """Every cloud permission the adapter's plans may use (for least-privilege policies)."""
 
 
+class CallRecorder(Protocol):
+    """What an adapter sends its API calls through: records each one into the bound case."""
+
+    def bind(self, case: Case | None) -> None:
+        """Record every later call into ``case`` (None: record nothing)."""
+
+
+def bind_recorder(provider: Provider, recorder: CallRecorder, case: Case | None) -> None:
+    """Bind ``provider``'s call recorder to ``case`` and note the cloud identity it acts as in the case."""
+    recorder.bind(case)
+    if case is not None:
+        case.set_cloud_identity(provider.cloud, provider.identity())
+
+
 def require(provider: Provider, capability: Capability) -> None:
     """Raise a clear error when ``provider`` lacks ``capability``."""
     if capability not in provider.capabilities:

@@ -20,6 +20,9 @@ META = AnalyzerMeta(
 
 MIN_BEATS = 10
 JITTER = 0.15
+MAX_MISSED_PER_BEAT = 1.0
+"""A channel is periodic only if at least half of the expected beats are present (missed <= observed intervals):
+a few calls scattered over days fit almost any period with thousands of "missed" beats."""
 FLOW_TABLE = "flow_logs"
 """Optional table of VPC flow records: time, src_addr, dst_addr, dst_port, bytes."""
 
@@ -70,7 +73,8 @@ def _beacon_sql(source: str, label: str) -> str:
                    || 'size variation ' || round(100 * size_cv) || '%; this channel was not periodic in the baseline',
                ['T1071', 'T1029'], e.ids[1:{MAX_EVENT_IDS}]
         FROM regularity r JOIN events e USING (key)
-        WHERE r.in_incident AND regular >= 0.7 AND r.key NOT IN (SELECT key FROM known)
+        WHERE r.in_incident AND regular >= 0.7 AND missed <= {MAX_MISSED_PER_BEAT} * n
+          AND r.key NOT IN (SELECT key FROM known)
     """
 
 

@@ -61,14 +61,14 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         per_value AS (
             SELECT identity, CAST(time AS DATE) AS day, dim, value, max(p) AS p, any_value(phrase) AS phrase,
                    any_value(new_identity) AS new_identity, count(*) AS n, min(time) AS t0, max(time) AS t1,
-                   list(event_id ORDER BY time) AS ids, list(DISTINCT actor) AS actors, list(DISTINCT session) AS sess
+                   list(DISTINCT actor) AS actors, list(DISTINCT session) AS sess
             FROM hits WHERE p > 0 GROUP BY ALL
         ),
         per_dim AS (
             SELECT identity, day, dim, max(p) AS p,
                    string_agg(dim || ' ' || value || ' (' || n || ' events): ' || phrase, '; ' ORDER BY p DESC)
                        AS words,
-                   flatten(list(ids)) AS ids, flatten(list(actors)) AS actors, flatten(list(sess)) AS sess,
+                   flatten(list(actors)) AS actors, flatten(list(sess)) AS sess,
                    any_value(new_identity) AS new_identity, min(t0) AS t0, max(t1) AS t1
             FROM per_value GROUP BY ALL
         ),
@@ -78,10 +78,19 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                        * CASE WHEN any_value(new_identity) OR bool_or(dim IN ({CONTEXT_SQL})) THEN 1.0
                               ELSE {USUAL_CONTEXT_FACTOR} END AS score,
                    string_agg(words, '; ' ORDER BY p DESC) AS words,
-                   list_distinct(flatten(list(ids))) AS ids, list_distinct(flatten(list(actors))) AS actors,
+                   list_distinct(flatten(list(actors))) AS actors,
                    list_distinct(flatten(list(sess))) AS sess, any_value(new_identity) AS new_identity,
                    min(t0) AS t0, max(t1) AS t1
             FROM per_dim GROUP BY ALL
+        ),
+        -- supporting events, most novel first: on a day with one new network (travel) and a burst of new
+        -- operations from another, the kept event ids must not be only the first hundreds of ordinary calls
+        per_event AS (
+            SELECT identity, CAST(time AS DATE) AS day, event_id, min(time) AS time, sum(p) AS strength
+            FROM hits WHERE p > 0 GROUP BY ALL
+        ),
+        ranked AS (
+            SELECT identity, day, list(event_id ORDER BY strength DESC, time) AS ids FROM per_event GROUP BY ALL
         )
         SELECT 'pattern_of_life', CASE WHEN new_identity THEN 'new-identity' ELSE 'novel-activity' END, score,
                actors[1], identity, CASE WHEN len(sess) = 1 THEN sess[1] END,
@@ -89,7 +98,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                CASE WHEN new_identity THEN 'New identity with unusual activity: ' ELSE 'Unusual activity: ' END
                    || identity || ' on ' || day,
                words, ['T1078.004'], ids[1:{MAX_EVENT_IDS}]
-        FROM per_day
+        FROM per_day JOIN ranked USING (identity, day)
         WHERE score >= 20
         """
     )

@@ -414,6 +414,8 @@ CATALOG: tuple[SensitiveRule, ...] = (
 )
 
 BULK_WINDOW_MINUTES = 10
+EPISODE_GAP_MINUTES = 60
+"""Hits of one rule, identity, session and operation less than this apart form one finding (one episode)."""
 FAILED_FACTOR = 0.85
 INSTANCE_CREDENTIALS_SCORE = 70
 INSTANCE_CREDENTIALS_NEW_ROLE_SCORE = 50
@@ -430,14 +432,17 @@ def _select(rule: SensitiveRule) -> str:
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
-    """Insert one candidate per rule, identity, session, operation and hour (bulk rules: per 10 minutes)."""
+    """Insert one candidate per rule, identity, session, operation and episode (bulk rules: per 10 minutes)."""
     _catalog(con)
     _instance_credentials(con)
 
 
 def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
     """EC2 instance-profile sessions (session name = instance id) calling from a network that the role's
-    instance sessions never used in the baseline: credentials taken off the instance (T1552.005)."""
+    instance sessions never used in the baseline: credentials taken off the instance (T1552.005).
+
+    One finding per session and network over the whole incident window: the misuse is one fact, however many
+    hours it spans."""
     con.execute(
         f"""
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
@@ -463,7 +468,7 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
                ['T1552.005'], list(i.event_id ORDER BY i.time)[1:{MAX_EVENT_IDS}]
         FROM inst i LEFT JOIN known k USING (identity)
         WHERE i.in_incident AND NOT list_contains(coalesce(k.networks, []), i.network)
-        GROUP BY i.identity, i.actor, i.network, date_trunc('hour', i.time)
+        GROUP BY i.identity, i.actor, i.network
         """
     )
 
@@ -492,17 +497,27 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
                                 title, explanation, mitre, event_ids, op_key, temper)
         WITH hits AS ({hits}),
+        gapped AS (
+            SELECT *, coalesce(time - lag(time) OVER (PARTITION BY rule, identity, session, op_key ORDER BY time)
+                               > INTERVAL '{EPISODE_GAP_MINUTES} minutes', true) AS starts
+            FROM hits
+        ),
+        episodes AS (
+            SELECT g.*, CASE WHEN r.bulk_min IS NULL
+                THEN sum(CAST(g.starts AS INTEGER)) OVER (PARTITION BY g.rule, g.identity, g.session, g.op_key
+                                                           ORDER BY g.time ROWS UNBOUNDED PRECEDING)
+                ELSE epoch(time_bucket(INTERVAL '{BULK_WINDOW_MINUTES} minutes', g.time)) END AS bucket
+            FROM gapped g JOIN sens_rules r USING (rule)
+        ),
         grouped AS (
-            SELECT h.rule, h.identity, h.session, h.op_key,
-                   CASE WHEN r.bulk_min IS NULL THEN date_trunc('hour', h.time)
-                        ELSE time_bucket(INTERVAL '{BULK_WINDOW_MINUTES} minutes', h.time) END AS bucket,
+            SELECT h.rule, h.identity, h.session, h.op_key, h.bucket,
                    any_value(h.actor) AS actor, min(h.time) AS t0, max(h.time) AS t1, count(*) AS n,
                    bool_and(h.failed) AS all_failed, count(DISTINCT h.bulk_value) AS distinct_values,
                    list(h.event_id ORDER BY h.time) AS ids,
                    any_value(r.title) AS title, any_value(r.mitre) AS mitre, any_value(r.score) AS score,
                    any_value(r.bulk_min) AS bulk_min
-            FROM hits h JOIN sens_rules r USING (rule)
-            GROUP BY h.rule, h.identity, h.session, h.op_key, bucket
+            FROM episodes h JOIN sens_rules r USING (rule)
+            GROUP BY h.rule, h.identity, h.session, h.op_key, h.bucket
         )
         SELECT 'sensitive_actions', rule,
                score * CASE WHEN all_failed THEN {FAILED_FACTOR} ELSE 1 END,

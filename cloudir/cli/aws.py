@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cloudir.case import CASE_FILE, Case, safe_name
+from cloudir.case import Case, safe_name
 from cloudir.cli.apps import acquire_app, contain_app
-from cloudir.cli.common import case_path, console, execute_plan, render_plan
+from cloudir.cli.common import (
+    CaseOpt,
+    DryRunOpt,
+    ExaminerCidrOpt,
+    ForceOpt,
+    ResumeOpt,
+    case_path,
+    console,
+    execute_plan,
+    open_case,
+    open_containment_case,
+    resolve_acquired_target,
+    resolve_target,
+    show_dry_run,
+)
 from cloudir.errors import CloudirError
-from cloudir.plan import require_completed
-from cloudir.provider import AcquireOptions, ContainOptions, Provider, Target, TargetKind, TargetQuery, get_provider
+from cloudir.provider import AcquireOptions, ContainOptions, Provider, TargetKind, TargetQuery, get_provider
 
 if TYPE_CHECKING:
     from providers.aws.evidence_bucket import S3EvidenceMirror
@@ -21,10 +33,6 @@ RegionOpt = Annotated[
     str | None, typer.Option("--region", help="Region of the target (default: your AWS profile's region).")
 ]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS CLI profile to use (default: AWS_PROFILE).")]
-CaseOpt = Annotated[
-    Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>).", show_default=False)
-]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print every API call the plan would make; change nothing.")]
 
 
 def _query(
@@ -40,15 +48,6 @@ def _query(
     option, value = given[0]
     kind = TargetKind.ACCESS_KEY if option == "access-key" else TargetKind.INSTANCE
     return TargetQuery(kind, value.strip(), region)
-
-
-def _resolve(provider: Provider, query: TargetQuery, case: Case | None) -> Target:
-    if case is None:
-        return provider.find_target(query)
-    with case.action("target.resolve", target=query.value) as act:
-        target = provider.find_target(query)
-        act.details |= {"ref": target.ref, "kind": target.kind.value, "name": target.name, **target.details}
-    return target
 
 
 def _evidence_bucket(
@@ -74,7 +73,7 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
         bool, typer.Option("--all-regions", help="Search every enabled region for the target.")
     ] = False,
     case: CaseOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in the same --case.")] = False,
+    resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
     forensic_account: Annotated[
         str | None, typer.Option("--forensic-account", help="Account id to share the snapshots with.")
@@ -142,14 +141,12 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
         group_mode=asg_mode,
     )
     if dry_run:
-        provider.bind(None)
-        render_plan(provider.plan_acquire(provider.find_target(query), options))
+        show_dry_run(provider, lambda: provider.plan_acquire(provider.find_target(query), options))
         return
-    the_case = Case.open_or_create(case_path(case, safe_name(query.value)), resume=resume)
-    provider.bind(the_case)
+    the_case = open_case(provider, case_path(case, safe_name(query.value)), resume=resume)
     mirror = _evidence_bucket(provider, the_case, evidence_bucket, retention_mode, retain_days)
     try:
-        target = _resolve(provider, query, the_case)
+        target = resolve_target(provider, query, the_case)
         execute_plan(provider.plan_acquire(target, options), the_case)
     finally:
         if mirror is not None:
@@ -164,12 +161,8 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
         str | None, typer.Option("--access-key", help="Compromised access key: deactivate its user's keys.")
     ] = None,
     case: CaseOpt = None,
-    examiner_cidr: Annotated[
-        str | None, typer.Option("--examiner-cidr", help="Still allow traffic from this CIDR (e.g. 198.51.100.7/32).")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Contain even without a completed acquisition in the case (logged).")
-    ] = False,
+    examiner_cidr: ExaminerCidrOpt = None,
+    force: ForceOpt = False,
     keep_credentials: Annotated[
         bool, typer.Option("--keep-credentials", help="Isolate the network only; leave roles and sessions alone.")
     ] = False,
@@ -203,23 +196,12 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     provider = get_provider("aws", region=region, profile=profile)
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=not keep_credentials)
     if dry_run:
-        provider.bind(None)
-        render_plan(provider.plan_contain(provider.find_target(query), options))
+        show_dry_run(provider, lambda: provider.plan_contain(provider.find_target(query), options))
         return
-    root = case_path(case, safe_name(query.value))
-    if (root / CASE_FILE).exists():
-        the_case = Case.open(root)
-    elif force:
-        the_case = Case.create(root)
-    else:
-        raise CloudirError(
-            f"no case at {root}", hint="acquire the target into a case first (cloudir acquire aws), or pass --force"
-        )
-    provider.bind(the_case)
+    the_case = open_containment_case(provider, case_path(case, safe_name(query.value)), cloud="aws", force=force)
     mirror = _evidence_bucket(provider, the_case, None, None, None)
     try:
-        target = _resolve(provider, query, the_case)
-        require_completed(the_case, "acquire", target.ref, force=force)
+        target = resolve_acquired_target(provider, query, the_case, force=force)
         execute_plan(provider.plan_contain(target, options), the_case)
     finally:
         if mirror is not None:

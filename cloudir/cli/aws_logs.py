@@ -5,15 +5,25 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cloudir.case import CASE_FILE, Case
+from cloudir.case import Case
 from cloudir.cli.apps import pull_app
-from cloudir.cli.common import console, execute_plan, render_plan
+from cloudir.cli.common import (
+    AfterOpt,
+    AroundOpt,
+    BeforeOpt,
+    DryRunOpt,
+    EndOpt,
+    PullCaseOpt,
+    ResumeOpt,
+    StartOpt,
+    console,
+    pull_logs,
+)
 from cloudir.coverage import iso_utc, parse_utc
 from cloudir.errors import CloudirError
 from cloudir.provider import LogPullRequest, get_provider
@@ -93,12 +103,12 @@ def _summary(case: Case) -> None:
 
 @pull_app.command("aws")
 def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
-    case_dir: Annotated[Path, typer.Option("--case", help="Case folder (created when missing).")],
-    start: Annotated[str | None, typer.Option(help="Window start, ISO 8601 UTC.")] = None,
-    end: Annotated[str | None, typer.Option(help="Window end, ISO 8601 UTC.")] = None,
-    around: Annotated[str | None, typer.Option(help="Trigger time to build the window around.")] = None,
-    before: Annotated[str, typer.Option(help="With --around: how far back (e.g. 24h, 3d).")] = "24h",
-    after: Annotated[str, typer.Option(help="With --around: how far forward.")] = "6h",
+    case_dir: PullCaseOpt,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    around: AroundOpt = None,
+    before: BeforeOpt = "24h",
+    after: AfterOpt = "6h",
     principal: Annotated[list[str] | None, typer.Option(help="IAM user or role session name (repeatable).")] = None,
     access_key: Annotated[list[str] | None, typer.Option(help="Access key id, AKIA/ASIA... (repeatable).")] = None,
     instance: Annotated[list[str] | None, typer.Option(help="EC2 instance id (repeatable).")] = None,
@@ -113,8 +123,8 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     account: Annotated[
         list[str] | None, typer.Option(help="Also collect this member account's files from an organisation trail.")
     ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the plan and change nothing.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted pull of the same window.")] = False,
+    dry_run: DryRunOpt = False,
+    resume: ResumeOpt = False,
     profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
 ) -> None:
     """Pull CloudTrail for a window and scope into a case; raw pages and files are kept as evidence."""
@@ -133,20 +143,5 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
         },
     )
     provider = get_provider("aws", region=region[0] if region else None, profile=profile, all_regions=all_regions)
-    plan = provider.plan_pull_logs(request)
-    if dry_run:
-        render_plan(plan)
-        return
-    if (case_dir / CASE_FILE).exists():
-        case = Case.open(case_dir)
-        if plan.key in case.load_state().get("runs", {}) and not resume:
-            raise CloudirError(
-                f"this window was already pulled into {case_dir}", hint="add --resume to continue or repeat it"
-            )
-    else:
-        case = Case.create(case_dir, description=f"CloudTrail pull {window_start} .. {window_end}")
-    provider.bind(case)
-    try:
-        execute_plan(plan, case)
-    finally:
-        _summary(case)
+    description = f"CloudTrail pull {window_start} .. {window_end}"
+    pull_logs(provider, request, case_dir, dry_run=dry_run, resume=resume, description=description, summary=_summary)

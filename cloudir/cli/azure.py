@@ -10,18 +10,38 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cloudir.case import CASE_FILE, Case, safe_name
+from cloudir.case import Case, safe_name
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
 from cloudir.cli.aws_logs import resolve_window
-from cloudir.cli.common import case_path, console, execute_plan, render_plan
+from cloudir.cli.common import (
+    AfterOpt,
+    AroundOpt,
+    BeforeOpt,
+    CaseOpt,
+    DryRunOpt,
+    EndOpt,
+    ExaminerCidrOpt,
+    ForceOpt,
+    PullCaseOpt,
+    ResumeOpt,
+    StartOpt,
+    case_path,
+    console,
+    execute_plan,
+    open_case,
+    open_containment_case,
+    pull_logs,
+    refuse_repeat,
+    resolve_acquired_target,
+    resolve_target,
+    show_dry_run,
+)
 from cloudir.errors import CloudirError
-from cloudir.plan import Plan, require_completed
 from cloudir.provider import (
     AcquireOptions,
     ContainOptions,
     LogPullRequest,
     Provider,
-    Target,
     TargetKind,
     TargetQuery,
     get_provider,
@@ -35,11 +55,6 @@ SubscriptionOpt = Annotated[
 GroupOpt = Annotated[
     str | None, typer.Option("--resource-group", help="Only look in this resource group (or region) for a VM name.")
 ]
-CaseOpt = Annotated[
-    Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>).", show_default=False)
-]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print every ARM call the plan would make; change nothing.")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in the same --case.")]
 TokenOpt = Annotated[
     str | None,
     typer.Option(
@@ -83,18 +98,6 @@ def _provider(
     if soc_resource_group:
         config["soc_resource_group"] = soc_resource_group
     return get_provider("azure", **config)
-
-
-def _resolve(provider: Provider, query: TargetQuery, case: Case) -> Target:
-    with case.action("target.resolve", target=query.value) as act:
-        target = provider.find_target(query)
-        act.details |= {"ref": target.ref, "name": target.name, **target.details}
-    return target
-
-
-def _refuse_repeat(case: Case, plan: Plan, resume: bool) -> None:
-    if plan.key in case.load_state().get("runs", {}) and not resume:
-        raise CloudirError(f"this {plan.name} already ran in {case.root}", hint="add --resume to continue or repeat it")
 
 
 @acquire_app.command("azure")
@@ -167,12 +170,10 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
         raw_image=raw_image,
     )
     if dry_run:
-        provider.bind(None)
-        render_plan(provider.plan_acquire(provider.find_target(query), options))
+        show_dry_run(provider, lambda: provider.plan_acquire(provider.find_target(query), options))
         return
-    the_case = Case.open_or_create(case_path(case, safe_name(target.rsplit("/", 1)[-1])), resume=resume)
-    provider.bind(the_case)
-    resolved = _resolve(provider, query, the_case)
+    the_case = open_case(provider, case_path(case, safe_name(target.rsplit("/", 1)[-1])), resume=resume)
+    resolved = resolve_target(provider, query, the_case)
     execute_plan(provider.plan_acquire(resolved, options), the_case)
 
 
@@ -182,13 +183,8 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
     subscription: SubscriptionOpt = None,
     resource_group: GroupOpt = None,
     case: CaseOpt = None,
-    examiner_cidr: Annotated[
-        str | None,
-        typer.Option("--examiner-cidr", help="Still allow traffic to/from this CIDR (e.g. 198.51.100.7/32)."),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Contain even without a completed acquisition in the case (logged).")
-    ] = False,
+    examiner_cidr: ExaminerCidrOpt = None,
+    force: ForceOpt = False,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
     token: TokenOpt = None,
@@ -218,23 +214,13 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
     query = TargetQuery(TargetKind.INSTANCE, target.strip(), resource_group)
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=True)
     if dry_run:
-        provider.bind(None)
-        render_plan(provider.plan_contain(provider.find_target(query), options))
+        show_dry_run(provider, lambda: provider.plan_contain(provider.find_target(query), options))
         return
     root = case_path(case, safe_name(target.rsplit("/", 1)[-1]))
-    if (root / CASE_FILE).exists():
-        the_case = Case.open(root)
-    elif force:
-        the_case = Case.create(root)
-    else:
-        raise CloudirError(
-            f"no case at {root}", hint="acquire the VM into a case first (cloudir acquire azure), or pass --force"
-        )
-    provider.bind(the_case)
-    resolved = _resolve(provider, query, the_case)
-    require_completed(the_case, "acquire", resolved.ref, force=force)
+    the_case = open_containment_case(provider, root, cloud="azure", force=force, what="the VM")
+    resolved = resolve_acquired_target(provider, query, the_case, force=force)
     plan = provider.plan_contain(resolved, options)
-    _refuse_repeat(the_case, plan, resume)
+    refuse_repeat(the_case, plan, resume)
     for note in plan.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     execute_plan(plan, the_case)
@@ -243,12 +229,12 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
 
 @pull_app.command("azure")
 def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
-    case_dir: Annotated[Path, typer.Option("--case", help="Case folder (created when missing).")],
-    start: Annotated[str | None, typer.Option(help="Window start, ISO 8601 UTC.")] = None,
-    end: Annotated[str | None, typer.Option(help="Window end, ISO 8601 UTC.")] = None,
-    around: Annotated[str | None, typer.Option(help="Trigger time to build the window around.")] = None,
-    before: Annotated[str, typer.Option(help="With --around: how far back (e.g. 24h, 3d).")] = "24h",
-    after: Annotated[str, typer.Option(help="With --around: how far forward.")] = "6h",
+    case_dir: PullCaseOpt,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    around: AroundOpt = None,
+    before: BeforeOpt = "24h",
+    after: AfterOpt = "6h",
     subscription: Annotated[
         list[str] | None,
         typer.Option("--subscription", help="Subscription to pull (repeatable; default: AZURE_SUBSCRIPTION_ID)."),
@@ -298,20 +284,10 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
             **({"max_pages": max_pages} if max_pages else {}),
         },
     )
-    plan = provider.plan_pull_logs(request)
-    if dry_run:
-        render_plan(plan)
-        return
-    if (case_dir / CASE_FILE).exists():
-        the_case = Case.open(case_dir)
-        _refuse_repeat(the_case, plan, resume)
-    else:
-        the_case = Case.create(case_dir, description=f"Azure Activity Log pull {window_start} .. {window_end}")
-    provider.bind(the_case)
-    try:
-        execute_plan(plan, the_case)
-    finally:
-        _coverage_summary(the_case)
+    description = f"Azure Activity Log pull {window_start} .. {window_end}"
+    pull_logs(
+        provider, request, case_dir, dry_run=dry_run, resume=resume, description=description, summary=_coverage_summary
+    )
 
 
 def _coverage_summary(case: Case) -> None:

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cloudir.case import CASE_FILE, Case, safe_name
+from cloudir.case import Case, safe_name
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
-from cloudir.cli.common import case_path, console, execute_plan, render_plan
+from cloudir.cli.common import (
+    CaseOpt,
+    DryRunOpt,
+    ExaminerCidrOpt,
+    ForceOpt,
+    ResumeOpt,
+    case_path,
+    console,
+    execute_plan,
+    open_case,
+    open_containment_case,
+    resolve_acquired_target,
+    resolve_target,
+    show_dry_run,
+)
 from cloudir.errors import CloudirError
-from cloudir.plan import Plan, require_completed
+from cloudir.plan import Plan
 from cloudir.provider import (
     AcquireOptions,
     ContainOptions,
     LogPullRequest,
     Provider,
-    Target,
     TargetKind,
     TargetQuery,
     get_provider,
@@ -29,11 +41,6 @@ ProjectOpt = Annotated[
 ZoneOpt = Annotated[str | None, typer.Option("--zone", help="Zone of the instance (default: search all zones).")]
 InstanceOpt = Annotated[str | None, typer.Option("--instance", help="Instance name (or numeric id).")]
 IpOpt = Annotated[str | None, typer.Option("--ip", help="Internal or external IP of the instance.")]
-CaseOpt = Annotated[
-    Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>).", show_default=False)
-]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in the same --case.")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print every API call the plan would make; change nothing.")]
 EndpointOpt = Annotated[
     str | None,
     typer.Option(
@@ -67,13 +74,6 @@ def _refuse_silent_resume(case: Case, plan: Plan, resume: bool) -> None:
             f"an earlier {plan.name} of {plan.target} in case {case.case_id} failed",
             hint="add --resume to continue it from the failed step",
         )
-
-
-def _resolve(provider: Provider, query: TargetQuery, case: Case) -> Target:
-    with case.action("target.resolve", target=query.value) as act:
-        target = provider.find_target(query)
-        act.details |= {"ref": target.ref, "name": target.name, **target.details}
-    return target
 
 
 @acquire_app.command("gcp")
@@ -119,12 +119,10 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     provider = _provider(project, api_endpoint, anonymous, forensic_project=forensic_project)
     options = AcquireOptions(forensic_account=forensic_project)
     if dry_run:
-        provider.bind(None)
-        render_plan(provider.plan_acquire(provider.find_target(query), options))
+        show_dry_run(provider, lambda: provider.plan_acquire(provider.find_target(query), options))
         return
-    the_case = Case.open_or_create(case_path(case, safe_name(query.value)), resume=resume)
-    provider.bind(the_case)
-    target = _resolve(provider, query, the_case)
+    the_case = open_case(provider, case_path(case, safe_name(query.value)), resume=resume)
+    target = resolve_target(provider, query, the_case)
     execute_plan(provider.plan_acquire(target, options), the_case)
 
 
@@ -134,13 +132,8 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     ip: IpOpt = None,
     project: ProjectOpt = None,
     zone: ZoneOpt = None,
-    examiner_cidr: Annotated[
-        str | None,
-        typer.Option("--examiner-cidr", help="Still allow traffic to/from this CIDR (e.g. 198.51.100.7/32)."),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Contain even without a completed acquisition in the case (logged).")
-    ] = False,
+    examiner_cidr: ExaminerCidrOpt = None,
+    force: ForceOpt = False,
     case: CaseOpt = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
@@ -169,21 +162,10 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     provider = _provider(project, api_endpoint, anonymous)
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=False)
     if dry_run:
-        provider.bind(None)
-        render_plan(provider.plan_contain(provider.find_target(query), options))
+        show_dry_run(provider, lambda: provider.plan_contain(provider.find_target(query), options))
         return
-    root = case_path(case, safe_name(query.value))
-    if (root / CASE_FILE).exists():
-        the_case = Case.open(root)
-    elif force:
-        the_case = Case.create(root)
-    else:
-        raise CloudirError(
-            f"no case at {root}", hint="acquire the target into a case first (cloudir acquire gcp), or pass --force"
-        )
-    provider.bind(the_case)
-    target = _resolve(provider, query, the_case)
-    require_completed(the_case, "acquire", target.ref, force=force)
+    the_case = open_containment_case(provider, case_path(case, safe_name(query.value)), cloud="gcp", force=force)
+    target = resolve_acquired_target(provider, query, the_case, force=force)
     plan = provider.plan_contain(target, options)
     _refuse_silent_resume(the_case, plan, resume)
     execute_plan(plan, the_case)
@@ -247,10 +229,8 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
         extra={"projects": projects, "log_kinds": list(log_kind or [])},
     )
     if dry_run:
-        provider.bind(None)
-        render_plan(provider.plan_pull_logs(request))
+        show_dry_run(provider, lambda: provider.plan_pull_logs(request))
         return
     default_name = safe_name(f"gcp-logs-{'-'.join(projects) or 'default'}")
-    the_case = Case.open_or_create(case_path(case, default_name), resume=resume)
-    provider.bind(the_case)
+    the_case = open_case(provider, case_path(case, default_name), resume=resume)
     execute_plan(provider.plan_pull_logs(request), the_case)

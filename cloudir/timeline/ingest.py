@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 TIMELINE_FILE = "timeline.duckdb"
 RESPONDER_AGENT = "cloudir/"
 SNIFF_BYTES = 1 << 16
-BATCH_BYTES = 64 << 20  # uncompressed-equivalent input per transaction: stays within the memory limit
+BATCH_BYTES = 192 << 20  # input per transaction: over a row group of records (written directly, not via the WAL)
 MAX_OBJECT_BYTES = 256 << 20  # largest JSON document (one file of records)
 MAX_LINE_BYTES = 16 << 20  # largest JSON Lines line
 GZIP_RATIO = 10
@@ -222,40 +223,140 @@ def _prepare(con: duckdb.DuckDBPyConnection, responder_request_ids: Iterable[str
 
 
 def _read_file_sql(source: _SourceFile, *, line_by_line: bool = False) -> str:
-    """SELECT doc_no, doc (JSON or NULL), keys, bad (text of an invalid record) for one file, in file order.
+    """SELECT file_no, position, rec (JSON or NULL), bad (text of an invalid record) for one file, in file order.
 
-    JSON Lines are read with ``read_json_objects``; a file with a malformed line is re-read line by line
-    so the bad lines can be quarantined. Blank lines are not records.
+    ``position`` is NULL: inserted in file order (``preserve_insertion_order``), a record's position is its
+    row id in ``staged`` minus the file's first. JSON Lines are read with ``read_json_objects``; a file with a
+    malformed line is re-read line by line so the bad lines can be quarantined. Blank lines are not records.
     """
     path, compression = _literal(str(source.path)), _literal(source.compression)
     if source.reader == "csv":
         return (
-            "SELECT doc_no, doc, json_keys(doc) AS keys, NULL AS bad FROM ("
-            "SELECT row_number() OVER () - 1 AS doc_no, to_json(t) AS doc "
-            f"FROM read_csv({path}, header=true, all_varchar=true, normalize_names=true, compression={compression}) t)"
+            f"SELECT {source.number} AS file_no, NULL::BIGINT AS position, to_json(t) AS rec, NULL::VARCHAR AS bad "
+            f"FROM read_csv({path}, header=true, all_varchar=true, normalize_names=true, compression={compression}) t"
         )
     if line_by_line:
         return (
-            "SELECT doc_no, doc, json_keys(doc) AS keys, CASE WHEN doc IS NULL THEN line END AS bad FROM ("
-            "SELECT row_number() OVER () - 1 AS doc_no, line, CASE WHEN json_valid(line) THEN line::JSON END AS doc "
+            f"SELECT {source.number} AS file_no, NULL::BIGINT AS position, "
+            "CASE WHEN json_valid(line) THEN line::JSON END AS rec, "
+            "CASE WHEN NOT json_valid(line) THEN line END AS bad "
             f"FROM read_csv({path}, columns={{'line': 'VARCHAR'}}, delim=chr(31), quote='', escape='', "
             f"header=false, auto_detect=false, compression={compression}, max_line_size={MAX_LINE_BYTES}, "
-            f"buffer_size={MAX_LINE_BYTES * 2}) WHERE trim(line) <> '')"
+            f"buffer_size={MAX_LINE_BYTES * 2}) WHERE trim(line) <> ''"
         )
-    layout = "unstructured" if source.reader == "json" else "newline_delimited"
+    layout, largest = (
+        ("unstructured", MAX_OBJECT_BYTES) if source.reader == "json" else ("newline_delimited", MAX_LINE_BYTES)
+    )
     return (
-        "SELECT row_number() OVER () - 1 AS doc_no, json AS doc, json_keys(json) AS keys, NULL AS bad "
-        f"FROM read_json_objects({path}, format='{layout}', compression={compression}, "
-        f"maximum_object_size={MAX_OBJECT_BYTES})"
+        f"SELECT {source.number} AS file_no, NULL::BIGINT AS position, json AS rec, NULL::VARCHAR AS bad "
+        f"FROM read_json_objects({path}, format='{layout}', compression={compression}, maximum_object_size={largest})"
     )
 
 
-def _stage_documents(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile]) -> None:
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE docs (file_no INTEGER, doc_no BIGINT, doc JSON, keys VARCHAR[], bad VARCHAR)"
+def _read_documents_sql(sources: list[_SourceFile], compression: str) -> str:
+    """Like :func:`_read_file_sql` for many JSON document files at once (one parallel ``read_json_objects``)."""
+    paths = "[" + ", ".join(_literal(str(source.path)) for source in sources) + "]"
+    numbers = ", ".join(f"({source.number}, {_literal(str(source.path))})" for source in sources)
+    return (
+        "SELECT n.file_no, NULL::BIGINT AS position, d.json AS rec, NULL::VARCHAR AS bad "
+        f"FROM read_json_objects({paths}, format='unstructured', compression='{compression}', "
+        f"maximum_object_size={MAX_OBJECT_BYTES}, filename=true) d "
+        f"JOIN (VALUES {numbers}) n(file_no, path) ON n.path = d.filename"
     )
+
+
+_STRUCT_REF = re.compile(r"(?<![\w.\"])p\.")
+
+
+def _per_format(expressions: dict[str, str], column: str) -> str:
+    branches = " ".join(f"WHEN '{name}' THEN {expression}" for name, expression in expressions.items())
+    return f"CASE fmt {branches} END AS {column}"
+
+
+def _staged_select(source: str, *, containers: bool) -> str:
+    """Classify and map the records of ``source`` (file_no, position, rec, bad) in one streaming projection.
+
+    ``fmt`` is the container name (``containers``), the record format, ``unknown``, or NULL (not JSON). Each
+    record is parsed by ``json_keys`` (classification) and once more by its own format's ``json_transform``.
+    """
+    container_case = " ".join(f"WHEN {c.detect} THEN '{c.name}'" for c in CONTAINERS) if containers else ""
+    format_case = " ".join(f"WHEN {f.detect} THEN '{f.name}'" for f in RECORD_FORMATS)
+    structs = ", ".join(
+        f"CASE WHEN fmt = '{f.name}' THEN json_transform(rec, {_literal(f.transform_spec)}) END AS p_{f.name}"
+        for f in RECORD_FORMATS
+    )
+    columns = {"cloud": {f.name: f"'{f.cloud}'" for f in RECORD_FORMATS}}
+    for column in MAPPED_COLUMNS:
+        columns[column] = {f.name: _STRUCT_REF.sub(f"p_{f.name}.", f.columns[column]) for f in RECORD_FORMATS}
+    columns["event_id"] = {
+        name: f"coalesce(nullif({expression}, ''), md5(rec::VARCHAR))"
+        for name, expression in columns["event_id"].items()
+    }
+    mapped = ", ".join(_per_format(expressions, column) for column, expressions in columns.items())
+    return f"""
+    SELECT *, cloud || ':' || event_id AS event_uid,
+        CASE WHEN cloud IS NULL THEN NULL WHEN time IS NULL THEN 'no parsable event time'
+             WHEN nullif(operation, '') IS NULL THEN 'no operation name' END AS problem
+    FROM (
+        SELECT file_no, position, rec, bad, fmt, {mapped}
+        FROM (
+            SELECT file_no, position, rec, bad, fmt, {structs}
+            FROM (
+                SELECT file_no, position, rec, bad,
+                    CASE WHEN rec IS NULL THEN NULL {container_case} {format_case} ELSE 'unknown' END AS fmt
+                FROM (SELECT file_no, position, rec, rec AS doc, bad, json_keys(rec) AS keys FROM ({source}))
+            )
+        )
+    )
+    """
+
+
+def _unwrap_sql() -> str:
+    """Records of the documents in ``staged`` from files with containers, numbered in order per file."""
+    elements_case = " ".join(f"WHEN '{c.name}' THEN {c.records}" for c in CONTAINERS)
+    return f"""
+    CREATE OR REPLACE TEMP TABLE unwrapped AS
+    SELECT file_no, first_position + i - 1 AS position, rec, CASE WHEN i = 1 THEN bad END AS bad
+    FROM (
+        SELECT file_no, bad, first_position, unnest(elems) AS rec, generate_subscripts(elems, 1) AS i
+        FROM (
+            SELECT file_no, bad, elems,
+                sum(len(elems)) OVER (PARTITION BY file_no ORDER BY doc_row) - len(elems) AS first_position
+            FROM (
+                SELECT file_no, rowid AS doc_row, bad,
+                    CASE WHEN fmt IS NULL THEN [NULL::JSON] ELSE CASE fmt {elements_case} ELSE [doc] END END AS elems
+                FROM (SELECT *, rowid, rec AS doc FROM staged) SEMI JOIN container_files USING (file_no)
+            )
+        )
+    );
+    DELETE FROM staged WHERE file_no IN (SELECT file_no FROM container_files);
+    INSERT INTO staged {_staged_select("SELECT * FROM unwrapped", containers=False)};
+    DROP TABLE unwrapped;
+    """
+
+
+def _stage(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile]) -> None:
+    """Fill ``staged`` (one row per record, mapped) and ``file_problems`` for a batch of files."""
+    empty = "SELECT NULL::INTEGER AS file_no, NULL::BIGINT AS position, NULL::JSON AS rec, NULL::VARCHAR AS bad"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {_staged_select(empty, containers=True)} LIMIT 0")
     con.execute("CREATE OR REPLACE TEMP TABLE file_problems (file_no INTEGER, reason VARCHAR)")
-    for source in batch:
+    single = [source for source in batch if source.reader != "json"]
+    for compression in ("none", "gzip"):
+        documents = [source for source in batch if source.reader == "json" and source.compression == compression]
+        if len(documents) > 1:
+            try:
+                con.execute(
+                    f"INSERT INTO staged {_staged_select(_read_documents_sql(documents, compression), containers=True)}"
+                )
+            except duckdb.Error:
+                con.execute(
+                    "DELETE FROM staged WHERE file_no IN (SELECT unnest($n))", {"n": [s.number for s in documents]}
+                )
+                single.extend(documents)
+                continue
+        else:
+            single.extend(documents)
+    for source in sorted(single, key=lambda s: s.number):
         if source.reader is None:
             con.execute(
                 "INSERT INTO file_problems VALUES (?, ?)",
@@ -266,7 +367,7 @@ def _stage_documents(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile]) -
         for line_by_line in attempts:
             read_sql = _read_file_sql(source, line_by_line=line_by_line)
             try:
-                con.execute(f"INSERT INTO docs SELECT {source.number}, * FROM ({read_sql})")
+                con.execute(f"INSERT INTO staged {_staged_select(read_sql, containers=True)}")
                 break
             except duckdb.Error as exc:
                 if line_by_line or source.reader != "jsonl":
@@ -274,80 +375,36 @@ def _stage_documents(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile]) -
                     con.execute(
                         "INSERT INTO file_problems VALUES (?, ?)", [source.number, f"unreadable file: {message}"]
                     )
+    container_names = ", ".join(f"'{c.name}'" for c in CONTAINERS)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE container_files AS "
+        f"SELECT DISTINCT file_no FROM staged WHERE fmt IN ({container_names})"
+    )
+    if _scalar(con, "SELECT count(*) FROM container_files"):
+        con.execute(_unwrap_sql())
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE files AS SELECT f.*, r.first_row FROM files f LEFT JOIN ("
+        "SELECT file_no, min(rowid) AS first_row FROM staged WHERE position IS NULL GROUP BY file_no) r USING (file_no)"
+    )
 
 
-def _records_sql() -> str:
-    """Unwrap containers into ``recs`` (file_no, position, rec, bad, fmt)."""
-    container_case = " ".join(f"WHEN {c.detect} THEN '{c.name}'" for c in CONTAINERS)
-    elements_case = " ".join(f"WHEN '{c.name}' THEN {c.records}" for c in CONTAINERS)
-    format_case = " ".join(f"WHEN {f.detect} THEN '{f.name}'" for f in RECORD_FORMATS)
-    return f"""
-    CREATE OR REPLACE TEMP TABLE docs_kind AS
-    SELECT file_no, doc_no,
-        CASE WHEN doc IS NULL THEN 'invalid' {container_case} ELSE 'record' END AS container
-    FROM docs;
-    CREATE OR REPLACE TEMP TABLE container_files AS
-    SELECT DISTINCT file_no FROM docs_kind WHERE container NOT IN ('record', 'invalid');
-    CREATE OR REPLACE TEMP TABLE recs AS
-    SELECT file_no, position, rec, bad,
-        CASE WHEN rec IS NULL THEN NULL {format_case} ELSE 'unknown' END AS fmt
-    FROM (
-        SELECT d.file_no, d.doc_no AS position, d.doc AS rec, d.keys, d.bad
-        FROM docs d ANTI JOIN container_files c ON c.file_no = d.file_no
-        UNION ALL
-        SELECT file_no, first_position + i - 1, rec, json_keys(rec), CASE WHEN i = 1 THEN bad END
-        FROM (
-            SELECT file_no, first_position, bad, unnest(elems) AS rec, generate_subscripts(elems, 1) AS i
-            FROM (
-                SELECT file_no, bad, elems,
-                    sum(len(elems)) OVER (PARTITION BY file_no ORDER BY doc_no) - len(elems) AS first_position
-                FROM (
-                    SELECT d.file_no, d.doc_no, d.bad,
-                        CASE k.container WHEN 'record' THEN [d.doc] WHEN 'invalid' THEN [NULL::JSON]
-                            {elements_case} END AS elems
-                    FROM docs d JOIN docs_kind k USING (file_no, doc_no) SEMI JOIN container_files c USING (file_no)
-                )
-            )
-        )
-    ) r(file_no, position, rec, keys, bad);
-    """
-
-
-def _staged_sql() -> str:
-    selects = []
-    for fmt in RECORD_FORMATS:
-        mapped = ", ".join(f"{fmt.columns[column]} AS {column}" for column in MAPPED_COLUMNS if column != "event_id")
-        selects.append(
-            f"SELECT rec_row, file_no, position, '{fmt.cloud}' AS cloud, '{fmt.name}' AS source_format, {mapped}, "
-            f"coalesce(nullif({fmt.columns['event_id']}, ''), md5(rec::VARCHAR)) AS event_id "
-            f"FROM (SELECT rowid AS rec_row, file_no, position, rec, "
-            f"json_transform(rec, {_literal(fmt.transform_spec)}) AS p FROM recs WHERE fmt = '{fmt.name}')"
-        )
-    union = "\nUNION ALL\n".join(selects)
-    return f"""
-    CREATE OR REPLACE TEMP TABLE staged AS
-    SELECT m.*, m.cloud || ':' || m.event_id AS event_uid,
-        CASE WHEN m.time IS NULL THEN 'no parsable event time'
-             WHEN nullif(m.operation, '') IS NULL THEN 'no operation name' END AS problem
-    FROM ({union}) m
-    """
-
+# A record's position: set when unwrapped from a container, else its row id minus its file's first.
+_POSITION = "coalesce(s.position, s.row_id - f.first_row)"
 
 _QUARANTINE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE new_quarantine AS
-SELECT f.name AS source_file, q.position AS source_position, q.reason, left(q.raw, {QUARANTINE_RAW_CHARS}) AS raw
+SELECT f.name AS source_file, {_POSITION} AS source_position, s.reason, left(s.raw, {QUARANTINE_RAW_CHARS}) AS raw
 FROM (
-    SELECT file_no, position, 'not valid JSON' AS reason, bad AS raw FROM recs WHERE fmt IS NULL
+    SELECT file_no, position, rowid AS row_id, 'not valid JSON' AS reason, bad AS raw FROM staged WHERE fmt IS NULL
     UNION ALL
-    SELECT file_no, position,
+    SELECT file_no, position, rowid,
         'unrecognized record (keys: ' || array_to_string(json_keys(rec)[1:8], ', ') || ')', rec::VARCHAR
-    FROM recs WHERE fmt = 'unknown'
+    FROM staged WHERE fmt = 'unknown'
     UNION ALL
-    SELECT s.file_no, s.position, s.problem || ' (' || s.source_format || ')', r.rec::VARCHAR
-    FROM staged s JOIN recs r ON r.rowid = s.rec_row WHERE s.problem IS NOT NULL
+    SELECT file_no, position, rowid, problem || ' (' || fmt || ')', rec::VARCHAR FROM staged WHERE problem IS NOT NULL
     UNION ALL
-    SELECT file_no, NULL, reason, NULL FROM file_problems
-) q JOIN files f ON f.file_no = q.file_no;
+    SELECT file_no, NULL, NULL, reason, NULL FROM file_problems
+) s JOIN files f ON f.file_no = s.file_no;
 INSERT INTO quarantine
 SELECT * FROM new_quarantine n
 WHERE NOT EXISTS (
@@ -358,44 +415,44 @@ WHERE NOT EXISTS (
 """
 
 _EVENT_SELECT = {
+    "source_format": "s.fmt",
     "source_file": "f.name",
-    "source_position": "s.position",
+    "source_position": _POSITION,
     "is_responder": f"coalesce(contains(s.user_agent, '{RESPONDER_AGENT}'), false)",
-    "raw": "r.rec",
+    "raw": "s.rec",
 }
 
+# The first record (by file, then position or row id: the same order) of each new event id.
 _INSERT_SQL = f"""
 CREATE OR REPLACE TEMP TABLE keep AS
-SELECT arg_min(s.rowid, (s.file_no, s.position)) AS keep_rowid
+SELECT arg_min(s.rowid, (s.file_no, coalesce(s.position, s.rowid))) AS keep_rowid,
+    arg_min(s.fmt, (s.file_no, coalesce(s.position, s.rowid))) AS fmt
 FROM staged s ANTI JOIN events e ON e.event_uid = s.event_uid
-WHERE s.problem IS NULL
+WHERE s.cloud IS NOT NULL AND s.problem IS NULL
 GROUP BY s.event_uid;
 INSERT INTO events ({", ".join(EVENTS_COLUMNS)})
 SELECT {", ".join(_EVENT_SELECT.get(column, f"s.{column}") for column in EVENTS_COLUMNS)}
-FROM staged s JOIN files f ON f.file_no = s.file_no JOIN recs r ON r.rowid = s.rec_row
-WHERE s.rowid IN (SELECT keep_rowid FROM keep);
+FROM (SELECT *, rowid AS row_id FROM staged) s JOIN files f ON f.file_no = s.file_no
+WHERE s.row_id IN (SELECT keep_rowid FROM keep);
 """
 
 
 def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile], stats: IngestStats) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE files (file_no INTEGER, name VARCHAR)")
     con.executemany("INSERT INTO files VALUES (?, ?)", [[source.number, source.name] for source in batch])
-    _stage_documents(con, batch)
-    con.execute(_records_sql())
-    con.execute(_staged_sql())
+    _stage(con, batch)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(_QUARANTINE_SQL)
         con.execute(_INSERT_SQL)
         quarantined = _scalar(con, "SELECT count(*) FROM new_quarantine")
-        valid = _scalar(con, "SELECT count(*) FROM staged WHERE problem IS NULL")
-        rows = con.execute(
-            "SELECT source_format, count(*) FROM staged WHERE rowid IN (SELECT keep_rowid FROM keep) GROUP BY 1"
-        ).fetchall()
+        valid = _scalar(con, "SELECT count(*) FROM staged WHERE cloud IS NOT NULL AND problem IS NULL")
+        rows = con.execute("SELECT fmt, count(*) FROM keep GROUP BY 1").fetchall()
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    con.execute("DROP TABLE staged; DROP TABLE keep")
     inserted = 0
     for name, count in rows:
         stats.per_format[name] = stats.per_format.get(name, 0) + int(count)

@@ -9,15 +9,7 @@ import boto3
 from cloudir.case import Case
 from cloudir.errors import CapabilityNotSupportedError
 from cloudir.plan import Plan
-from cloudir.provider import (
-    AcquireOptions,
-    Capability,
-    ContainOptions,
-    LogPullRequest,
-    Target,
-    TargetKind,
-    TargetQuery,
-)
+from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest, Target, TargetKind, TargetQuery
 from providers.aws.acquire import AcquirePlanner, plan_acquire_access_key
 from providers.aws.calls import required_permissions
 from providers.aws.contain import plan_contain

@@ -22,6 +22,7 @@ from cloudir.provider import (
     Target,
     TargetKind,
     TargetQuery,
+    bind_recorder,
 )
 from providers.azure import activity, calls
 from providers.azure.calls import call
@@ -93,9 +94,7 @@ class AzureProvider:
     # -- protocol basics ----------------------------------------------------------------------------------
     def bind(self, case: Case | None) -> None:
         """Record every later ARM call into ``case``."""
-        self.session.bind(case)
-        if case is not None:
-            case.set_cloud_identity("azure", self.identity())
+        bind_recorder(self, self.session, case)
 
     def identity(self) -> str:
         """The principal named in the ARM access token."""

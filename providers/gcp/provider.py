@@ -22,6 +22,7 @@ from cloudir.provider import (
     Target,
     TargetKind,
     TargetQuery,
+    bind_recorder,
 )
 from providers.gcp.logs import plan_audit_pull
 from providers.gcp.permissions import all_permissions, call
@@ -109,9 +110,7 @@ class GcpProvider:
     # -- protocol basics ------------------------------------------------------------------------
     def bind(self, case: Case | None) -> None:
         """Record later API calls into ``case`` (None: record nothing)."""
-        self.api.bind(case)
-        if case is not None:
-            case.set_cloud_identity(self.cloud, self.identity())
+        bind_recorder(self, self.api, case)
 
     def identity(self) -> str:
         """The service account (or configured principal) the adapter acts as; makes no API call."""

@@ -59,3 +59,45 @@ def test_new_identity_with_tools_never_seen_in_the_organisation(analyze: Analyze
     assert len(new) == 1
     assert set(new[0]["event_ids"]) == {e["event_id"] for e in intruder}
     assert "identity not seen in the baseline" in new[0]["explanation"]
+
+
+def test_known_identity_stolen_credentials_score_high_and_its_routine_work_does_not(analyze: Analyze) -> None:
+    """Stolen credentials of a known identity: new network, new tool and new operations on the same day as
+    the owner's routine work; only the thief's calls support the finding."""
+    rows = routine(ALICE_OPS, days=22)
+    routine_today = [e for e in rows if e["time"] >= T0 + timedelta(days=21)]
+    theft = [
+        event(
+            op,
+            time=T0 + timedelta(days=21, hours=2, minutes=i),
+            service=service,
+            source_ip="203.0.113.50",
+            user_agent="aws-sdk-go/1.44.0 (go1.21; linux; amd64)",
+        )
+        for i, (service, op) in enumerate([("iam", "ListRoles"), ("iam", "CreateUser"), ("ec2", "DescribeSnapshots")])
+    ]
+    _, findings = analyze(rows + theft)
+    pol = [f for f in findings if f["analyzer"] == "pattern_of_life"]
+    assert len(pol) == 1
+    assert pol[0]["rule"] == "novel-activity"
+    assert pol[0]["score"] >= 60
+    assert set(pol[0]["event_ids"]) == {e["event_id"] for e in theft}
+    assert routine_today
+    assert not {e["event_id"] for e in routine_today} & set(pol[0]["event_ids"])
+    assert "network 203.0.113.0/24" in pol[0]["explanation"]
+
+
+def test_most_novel_events_come_first_in_the_event_ids(analyze: Analyze) -> None:
+    """A travel day (one new network for ordinary calls) and stolen-credential calls on the same day: the calls
+    with the most novel values lead the supporting events, ahead of earlier ordinary calls."""
+    rows = routine(ALICE_OPS, days=21)
+    travel = routine(ALICE_OPS, days=1, per_day=8, start=T0 + timedelta(days=21), source_ip="100.64.7.9")
+    theft = [
+        event(op, time=T0 + timedelta(days=21, hours=20, minutes=i), source_ip="203.0.113.50", user_agent="curl/8")
+        for i, op in enumerate(["CreateUser", "CreateAccessKey"])
+    ]
+    _, findings = analyze(rows + travel + theft)
+    pol = [f for f in findings if f["analyzer"] == "pattern_of_life"]
+    assert len(pol) == 1
+    assert len(pol[0]["event_ids"]) == len(travel) + len(theft)
+    assert set(pol[0]["event_ids"][:2]) == {e["event_id"] for e in theft}

@@ -113,3 +113,34 @@ def test_catalog_rule_ids_are_unique_and_scores_in_range() -> None:
     assert len(ids) == len(set(ids))
     assert all(0 < rule.score <= 100 for rule in CATALOG)
     assert {rule.cloud for rule in CATALOG} == {"aws", "azure", "gcp"}
+
+
+def test_instance_credentials_used_elsewhere_give_one_finding_per_session_and_network(analyze: Analyze) -> None:
+    node = "arn:aws:sts::111111111111:assumed-role/node-role/i-0123456789abcdef0"
+    rows = routine(["GetAuthorizationToken"], days=22, actor=node, actor_type="AssumedRole", source_ip="10.0.1.5")
+    stolen = [
+        event(op, actor=node, actor_type="AssumedRole", time=INCIDENT + timedelta(hours=hours), source_ip=ip)
+        for hours, op, ip in [
+            (0, "ListBuckets", "203.0.113.9"),
+            (3, "GetObject", "203.0.113.10"),
+            (26, "ListBuckets", "203.0.113.9"),
+            (27, "ListBuckets", "192.0.2.7"),
+        ]
+    ]
+    _, findings = analyze([*rows, *stolen])
+    elsewhere = [f for f in findings if f["rule"] == "aws-instance-credentials-elsewhere"]
+    assert sorted((f["title"].split(":")[0], len(f["event_ids"])) for f in elsewhere) == [
+        ("Instance credentials used from 192.0.2.0/24", 1),
+        ("Instance credentials used from 203.0.113.0/24", 3),
+    ]
+    assert {i for f in elsewhere for i in f["event_ids"]} == {e["event_id"] for e in stolen}
+
+
+def test_repeated_sensitive_call_is_one_finding_per_episode_across_hour_boundaries(analyze: Analyze) -> None:
+    rows = routine(BASE, days=22)
+    start = T0 + timedelta(days=21, hours=11, minutes=50)
+    episode = [event("StopLogging", service="cloudtrail", time=start + timedelta(minutes=m)) for m in (0, 15, 40)]
+    later = event("StopLogging", service="cloudtrail", time=start + timedelta(hours=5))
+    _, findings = analyze([*rows, *episode, later])
+    tampering = sorted((f["event_ids"] for f in findings if f["rule"] == "aws-trail-tampering"), key=len, reverse=True)
+    assert tampering == [[e["event_id"] for e in episode], [later["event_id"]]]

@@ -23,7 +23,7 @@ def test_a_connection_off_this_machine_is_refused() -> None:
 
 def test_a_real_aws_endpoint_is_refused_through_boto3() -> None:
     client = boto3.client("sts", region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
-    with pytest.raises(HTTPClientError, match="blocked a name lookup of 'sts.us-east-1.amazonaws.com'"):
+    with pytest.raises(HTTPClientError, match=r"blocked a name lookup of 'sts\.us-east-1\.amazonaws\.com'"):
         client.get_caller_identity()
 
 
