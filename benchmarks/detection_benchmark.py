@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.detection_background import ACCOUNTS, MAIN_REGION, _role_identity, generate_background
 from cloudir.analyze import run_analysis
 from cloudir.analyze.sigma import SIGMA_EVENTS_SQL, load_rules
-from cloudir.timeline.ingest import IngestStats, ingest_paths
+from cloudir.timeline.ingest import ingest_paths
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -49,8 +49,6 @@ START = datetime(2026, 3, 1)
 DAYS = 30
 BASELINE_DAYS = 23
 PROD = ACCOUNTS["prod"]
-INGEST_CHUNK_FILES = 60
-"""Files per ingest_paths call: one call over all 1M events ran out of the ingest's 1 GB memory limit."""
 STRATUS_AGENT = re.compile(r"stratus-red-team_[0-9a-f-]+")
 
 
@@ -246,13 +244,7 @@ def ingest_background(work: Path, events: int, reuse: bool) -> dict[str, Any]:
         stale.unlink(missing_ok=True)
     started = time.monotonic()
     files = sorted((work / "background").iterdir())
-    stats = IngestStats()
-    for chunk in range(0, len(files), INGEST_CHUNK_FILES):  # bounded batches: see INGEST_CHUNK_FILES
-        part = ingest_paths(db, files[chunk : chunk + INGEST_CHUNK_FILES])
-        stats.files += part.files
-        stats.ingested += part.ingested
-        stats.duplicates += part.duplicates
-        stats.quarantined += part.quarantined
+    stats = ingest_paths(db, files)
     with duckdb.connect(str(db)) as con:
         con.execute("CHECKPOINT")  # the file alone is copied for each mode
     result = {

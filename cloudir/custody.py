@@ -64,6 +64,7 @@ class ApiCall:
     outcome: str  # "ok" or the error code
     time: str = field(default_factory=utc_now)
     http_status: int | None = None
+    client_request_id: str | None = None  # id the tool sent (Azure x-ms-client-request-id), as audit logs show it
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-dict form stored in custody records."""
@@ -75,6 +76,7 @@ class ApiCall:
             "outcome": self.outcome,
             "time": self.time,
             "http_status": self.http_status,
+            "client_request_id": self.client_request_id,
         }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -70,12 +71,18 @@ def run_demo(
                     observer,
                 )
                 if Capability.PULL_LOGS in provider.capabilities:
-                    request = LogPullRequest(start=incident.window_start, end=incident.window_end)
+                    # Up to now: the pull then also shows the tool's own acquisition calls, tagged as responder.
+                    request = LogPullRequest(start=incident.window_start, end=max(incident.window_end, _now()))
                     _run(provider.plan_pull_logs(request), case, console, observer)
                 if Capability.ISOLATE in provider.capabilities:
                     _run(provider.plan_contain(target, ContainOptions()), case, console, observer)
                 provider.bind(None)
         return _investigate(case, clouds, console, sigma_rules)
+
+
+def _now() -> str:
+    """A minute from now, so that calls made within the current second are inside the window."""
+    return (datetime.now(UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _run(plan: Plan, case: Case, console: Console, observer: StepObserver | None) -> None:

@@ -76,6 +76,7 @@ class Plan:
     target: str
     steps: list[Step]
     notes: list[str] = field(default_factory=list)
+    symbolic: bool = False  # built offline for an unresolved target: listed, never run
 
     @property
     def key(self) -> str:
@@ -113,6 +114,24 @@ class RunResult:
 
 
 StepObserver = Callable[[Step, str], None]
+OFFLINE_HINT = "resolve the target first: run without --dry-run, or plan with --resolve"
+
+
+def offline_plan(plan: Plan, conditions: dict[str, str] | None = None) -> Plan:
+    """``plan`` as built for an unresolved (symbolic) target: every step refuses to run, and so does the runner.
+
+    ``conditions`` maps step ids to when the step exists (e.g. "if the instance is in an Auto Scaling group"),
+    for steps that depend on the target's state; they are shown in front of the step's title.
+    """
+
+    def refusing(step: Step) -> Step:
+        def run(ctx: StepContext) -> dict[str, Any]:
+            raise PreconditionError(f"step {step.id} was planned offline for an unresolved target", hint=OFFLINE_HINT)
+
+        condition = (conditions or {}).get(step.id)
+        return Step(step.id, f"{condition}: {step.title}" if condition else step.title, step.kind, step.calls, run)
+
+    return Plan(plan.name, plan.cloud, plan.target, [refusing(s) for s in plan.steps], plan.notes, symbolic=True)
 
 
 def run_plan(
@@ -127,6 +146,11 @@ def run_plan(
 
     After a failure only READ steps still run; every other later step is recorded as blocked.
     """
+    if plan.symbolic:
+        raise PreconditionError(
+            f"plan {plan.name} for {plan.target} was built offline for an unresolved target and cannot run",
+            hint=OFFLINE_HINT,
+        )
     console = console or Console(stderr=True, quiet=True)
     state = case.load_state()
     run_state = state.setdefault("runs", {}).setdefault(plan.key, {"steps": {}})

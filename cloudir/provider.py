@@ -61,6 +61,11 @@ class Target:
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def symbolic(self) -> bool:
+        """True for a target named by a finding but not resolved: plans for it list calls and never run."""
+        return bool(self.details.get("symbolic"))
+
+    @property
     def ref(self) -> str:
         """Stable reference used in custody records and run state."""
         return f"{self.cloud}:{self.account}:{self.location}:{self.id}"

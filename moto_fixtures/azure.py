@@ -30,6 +30,7 @@ PUBLIC_IP = "20.62.10.45"
 ATTACKER = "jdoe@contoso.example"
 ATTACKER_IP = "203.0.113.66"
 RESPONDER = "responder@contoso.example"
+RESPONDER_IP = "198.51.100.10"
 DISK_BYTES = 1024 * 1024  # served size of each planted disk (plus a 512-byte VHD footer)
 ISOLATION_PREFIX = "cloudir-isolate-"
 
@@ -71,6 +72,7 @@ class AzureSandbox:
         self.incident: PlantedIncident | None = None
 
     def __enter__(self) -> AzureSandbox:
+        self.fake.on_write = self._log_own_write
         self.fake.start()
         return self
 
@@ -97,6 +99,18 @@ class AzureSandbox:
         return create_provider(**self.provider_config())
 
     # -- the incident -------------------------------------------------------------------------------------
+    def _log_own_write(self, operation: str, path: str, headers: dict[str, str]) -> None:
+        """Log a write made through the fake into the Activity Log, with the client request id it carried."""
+        event = _event(
+            dt.datetime.now(dt.UTC),
+            RESPONDER,
+            operation,
+            path,
+            RESPONDER_IP,
+            client_request_id=headers.get("x-ms-client-request-id"),
+        )
+        self.fake.activity.setdefault(SUBSCRIPTION.lower(), []).append(event)
+
     def plant_incident(self) -> PlantedIncident:
         """A VMSS member VM with OS + 2 data disks, a NIC with private/public IP, an NSG, and attacker activity."""
         vm_id = self._plant_workload()
@@ -473,6 +487,8 @@ def _event(
     *,
     status: str = "Succeeded",
     correlation_id: str | None = None,
+    client_request_id: str | None = None,
+    method: str = "PUT",
 ) -> dict[str, Any]:
     """One Activity Log record in the REST shape of ``eventtypes/management/values``."""
     namespace = operation.split("/", maxsplit=1)[0]
@@ -493,7 +509,11 @@ def _event(
         "eventDataId": event_id,
         "eventName": {"value": "BeginRequest" if status == "Started" else "EndRequest", "localizedValue": ""},
         "category": {"value": "Administrative", "localizedValue": "Administrative"},
-        "httpRequest": {"clientRequestId": str(uuid.uuid4()), "clientIpAddress": client_ip, "method": "PUT"},
+        "httpRequest": {
+            "clientRequestId": client_request_id or str(uuid.uuid4()),
+            "clientIpAddress": client_ip,
+            "method": method,
+        },
         "id": f"{resource_id}/events/{event_id}/ticks/{ticks}",
         "level": "Informational",
         "resourceGroupName": group,

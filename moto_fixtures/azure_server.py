@@ -18,6 +18,7 @@ import tempfile
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,9 @@ class FakeAzure:
         self.failures: dict[str, str] = {}  # operation -> error code, while a fail_next context is open
         self.throttles: dict[str, list[int]] = {}  # operation -> Retry-After values still to serve
         self._operations: dict[str, dict[str, Any]] = {}
+        # Called after each successful ARM write with (operation, resource path, request headers), so a sandbox
+        # can log the caller's own changes into the Activity Log as Azure does.
+        self.on_write: Callable[[str, str, dict[str, str]], None] | None = None
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -233,7 +237,10 @@ class FakeAzure:
                 return _error(
                     429, "TooManyRequests", "Rate limit exceeded, retry later", {"Retry-After": str(retry_after)}
                 )
-            return self._arm(method, path, query, body)
+            response = self._arm(method, path, query, body)
+        if self.on_write is not None and method != "GET" and response[0] < 400 and "/operations/" not in path.lower():
+            self.on_write(full_operation, path, headers)
+        return response
 
     def _failure_for(self, operation: str) -> str | None:
         lowered = operation.lower()

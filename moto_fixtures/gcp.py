@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,8 +66,36 @@ class GcpSandbox:
 
     def __enter__(self) -> GcpSandbox:
         self.server = FakeGcpServer()
+        self.server.fake.on_write = self._log_own_write
         self.server.start()
         return self
+
+    def _log_own_write(self, method: str, operation: str, path: str, user_agent: str) -> None:
+        """Write a change made through the fake into the Admin Activity audit log, with the caller's user agent."""
+        assert self.server is not None
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        resource = path.split("/v1/", 1)[-1]
+        service = "iam.googleapis.com" if "/iam" in path.split("/v1/", 1)[0] else "compute.googleapis.com"
+        self.server.fake.log_entries.append(
+            {
+                "insertId": hashlib.sha256(f"{stamp}|{method}|{path}".encode()).hexdigest()[:16],
+                "logName": f"projects/{PROJECT}/logs/{AUDIT_ACTIVITY}",
+                "resource": {"type": "gce_instance", "labels": {"project_id": PROJECT}},
+                "timestamp": stamp,
+                "receiveTimestamp": stamp,
+                "severity": "NOTICE",
+                "protoPayload": {
+                    "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+                    "authenticationInfo": {"principalEmail": RESPONDER},
+                    "requestMetadata": {"callerIp": "198.51.100.10", "callerSuppliedUserAgent": user_agent},
+                    "serviceName": service,
+                    "methodName": f"v1.compute.{operation}" if service == "compute.googleapis.com" else operation,
+                    "resourceName": resource,
+                    "request": {},
+                    "status": {},
+                },
+            }
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.server is not None:

@@ -85,6 +85,9 @@ class FakeGcp:
         self.requests: list[dict[str, Any]] = []  # method, path, operation, user_agent, status
         self.injections: dict[str, list[Injection]] = {}
         self.log_page_size = 50
+        # Called after each successful change (method, operation, path, user agent), so a sandbox can write the
+        # caller's own changes into the audit log as Cloud Audit Logs does.
+        self.on_write: Callable[[str, str, str, str], None] | None = None
         self._ids = itertools.count(1_000_000_001)
 
     # -- test controls ----------------------------------------------------------------------------
@@ -148,6 +151,8 @@ class FakeGcp:
             self.requests.append(
                 {"method": method, "path": path, "operation": operation, "user_agent": user_agent, "status": status}
             )
+        if self.on_write is not None and status < 400 and method != "GET" and operation != "entries.list":
+            self.on_write(method, operation, path, user_agent)
         return status, payload
 
     def _maybe_fail(self, operation: str) -> None:

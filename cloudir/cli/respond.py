@@ -23,6 +23,7 @@ from cloudir.playbook import (
     default_provider,
     load_playbook,
     load_playbooks,
+    offline_provider,
     respond,
     select_playbook,
     symbolic_target,
@@ -174,8 +175,8 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
     resolve: Annotated[
         bool,
         typer.Option(
-            help="Resolve the target and build the provider plans (read-only describe calls) to list "
-            "every API call; without it no cloud call is made."
+            help="Resolve the target (read-only describe calls) to list the exact API calls; without it no "
+            "cloud call is made and the target's unknown details are shown as <placeholders>."
         ),
     ] = False,
 ) -> None:
@@ -206,11 +207,12 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
                 chosen, found, provider, provider.find_target(found.target), approved=True, params=params
             )
         else:
-            response = build_response_plan(chosen, found, None, symbolic_target(found), approved=True, params=params)
-        if response.deferred:
+            response = build_response_plan(
+                chosen, found, offline_provider(found), symbolic_target(found), approved=True, params=params
+            )
             response.plan.notes.append(
-                f"target not resolved (no cloud call made): the calls of {', '.join(response.deferred)} are listed "
-                "with --resolve, which makes read-only describe calls"
+                "target not resolved (no cloud call made); --resolve lists the exact calls using read-only describe "
+                "calls"
             )
         if chosen.containment_requires_approval and any(s.action == "contain" for s in chosen.steps):
             response.plan.notes.append("containment steps run only after approval (--approve-containment / --approve)")

@@ -6,6 +6,7 @@ from cloudir.playbook.engine import (
     approve_pending,
     build_response_plan,
     default_provider,
+    offline_provider,
     respond,
     symbolic_target,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "default_provider",
     "load_playbook",
     "load_playbooks",
+    "offline_provider",
     "respond",
     "select_playbook",
     "symbolic_target",

@@ -21,7 +21,7 @@ from rich.console import Console
 from cloudir.case import CASE_FILE, Case, safe_name
 from cloudir.custody import read_records
 from cloudir.errors import CapabilityNotSupportedError, CloudirError
-from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind, StepObserver, run_plan
+from cloudir.plan import Plan, Step, StepContext, StepKind, StepObserver, run_plan
 from cloudir.playbook.model import ACQUIRE_ACTIONS, Playbook, PlaybookStep, load_playbooks, select_playbook
 from cloudir.provider import (
     AcquireOptions,
@@ -51,13 +51,37 @@ def default_provider(trigger: Trigger) -> Provider:
         "azure": {"subscription_id": trigger.account},
         "gcp": {"project": trigger.account},
     }[trigger.cloud]
+    return get_provider(trigger.cloud, **{**config, **_extra_config(trigger.cloud)})
+
+
+# Enough configuration to build each adapter without credentials or any cloud call (for offline plans).
+_OFFLINE_CREDENTIALS: dict[str, dict[str, Any]] = {
+    "aws": {},
+    "azure": {"token": "offline-plan"},
+    "gcp": {"anonymous": True},
+}
+
+
+def offline_provider(trigger: Trigger) -> Provider:
+    """The adapter for the trigger's cloud built without credentials, to plan offline (it is never called)."""
+    config: dict[str, Any] = {
+        "aws": {"region": trigger.region or "us-east-1"},
+        "azure": {"subscription_id": trigger.account or "<subscription>"},
+        "gcp": {"project": trigger.account or "<project>"},
+    }[trigger.cloud]
+    return get_provider(
+        trigger.cloud, **{**config, **_extra_config(trigger.cloud), **_OFFLINE_CREDENTIALS[trigger.cloud]}
+    )
+
+
+def _extra_config(cloud: str) -> dict[str, Any]:
     try:
         extra = json.loads(os.environ.get("CLOUDIR_PROVIDER_CONFIG") or "{}")
     except json.JSONDecodeError as exc:
         raise CloudirError(f"CLOUDIR_PROVIDER_CONFIG is not valid JSON: {exc}") from None
-    if not isinstance(extra, dict) or not isinstance(extra.get(trigger.cloud, {}), dict):
+    if not isinstance(extra, dict) or not isinstance(extra.get(cloud, {}), dict):
         raise CloudirError('CLOUDIR_PROVIDER_CONFIG must be a JSON object like {"gcp": {...}}')
-    return get_provider(trigger.cloud, **{**config, **extra.get(trigger.cloud, {})})
+    return dict(extra.get(cloud, {}))
 
 
 @dataclass
@@ -70,7 +94,6 @@ class ResponsePlan:
     plan: Plan
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (playbook step id, reason)
     awaiting_approval: bool = False  # containment steps were held back for approval
-    deferred: list[str] = field(default_factory=list)  # playbook steps whose calls need the resolved target
 
 
 @dataclass
@@ -96,13 +119,17 @@ class Outcome:
 
 # -- target -------------------------------------------------------------------------------------------------
 def symbolic_target(trigger: Trigger) -> Target:
-    """The target as the finding names it, without asking the cloud (for offline plans)."""
+    """The target as the finding names it, without asking the cloud (for offline plans).
+
+    Azure findings give the resource group as the query's location; the VM's region is the finding's.
+    """
     query = trigger.target
+    location = trigger.region if trigger.cloud == "azure" else query.location or trigger.region
     return Target(
         cloud=trigger.cloud,
         kind=query.kind,
         id=query.value,
-        location=query.location or trigger.region or "<location>",
+        location=location or "<location>",
         account=trigger.account or "<account>",
         details={"symbolic": True},
     )
@@ -187,7 +214,7 @@ class _Builder:
         self,
         playbook: Playbook,
         trigger: Trigger,
-        provider: Provider | None,
+        provider: Provider,
         target: Target,
         params: dict[str, Any],
         *,
@@ -201,7 +228,7 @@ class _Builder:
         self.params = params
         self.approved = approved
         self.run_number = run_number
-        self.offline = provider is None
+        self.offline = target.symbolic
         self.result = ResponsePlan(playbook, trigger, target, Plan(f"playbook:{playbook.id}", trigger.cloud, "", []))
         self._acquire: Plan | None = None
         self._acquire_ids: dict[str, str] = {}
@@ -235,6 +262,7 @@ class _Builder:
             target=self.target.ref,
             steps=steps,
             notes=notes,
+            symbolic=self.offline,
         )
         return self.result
 
@@ -258,7 +286,6 @@ class _Builder:
         return [Step(pb_step.id + suffix, pb_step.title, kind, [], run)], None
 
     def _acquire_plan(self) -> Plan:
-        assert self.provider is not None
         if self._acquire is None:
             actions = {s.action for s in self.playbook.steps}
             options = AcquireOptions(
@@ -272,11 +299,6 @@ class _Builder:
         return self._acquire
 
     def _acquire_steps(self, pb_step: PlaybookStep) -> tuple[list[Step], str | None]:
-        if self.offline:
-            self.result.deferred.append(pb_step.id)
-            kind = StepKind.PRESERVE if pb_step.action == "preserve" else StepKind.ACQUIRE
-            return [_deferred_step(pb_step, self.trigger.cloud, kind, f"acquire/{pb_step.action}")], None
-        assert self.provider is not None
         capability = {"preserve": Capability.PRESERVE, "snapshot": Capability.SNAPSHOT, "copy": Capability.COPY}
         if capability[pb_step.action] not in self.provider.capabilities:
             return [], f"the {self.trigger.cloud} provider cannot {pb_step.action}; skipped"
@@ -292,10 +314,6 @@ class _Builder:
 
     def _log_steps(self, pb_step: PlaybookStep) -> tuple[list[Step], str | None]:
         request = log_request(self.trigger, self.target, self.params)
-        if self.provider is None:
-            self.result.deferred.append(pb_step.id)
-            window = {"start": request.start, "end": request.end}
-            return [_deferred_step(pb_step, self.trigger.cloud, StepKind.READ, "pull_logs", **window)], None
         if Capability.PULL_LOGS not in self.provider.capabilities:
             return [], f"the {self.trigger.cloud} provider cannot pull logs; skipped"
         try:
@@ -306,7 +324,7 @@ class _Builder:
         return _adopt(plan.steps, pb_step.id, {}), "; ".join(plan.notes) or None
 
     def _contain_steps(self, pb_step: PlaybookStep) -> tuple[list[Step], str | None]:
-        if self.provider is not None and not ({Capability.ISOLATE, Capability.REVOKE} & self.provider.capabilities):
+        if not ({Capability.ISOLATE, Capability.REVOKE} & self.provider.capabilities):
             return [], f"the {self.trigger.cloud} provider cannot contain; skipped"
         needs_approval = self.playbook.containment_requires_approval or pb_step.id in self._unverified
         if needs_approval and not self.approved:
@@ -315,10 +333,6 @@ class _Builder:
         options = ContainOptions(
             examiner_cidr=self.params["examiner_cidr"], revoke_credentials=bool(self.params["revoke_credentials"])
         )
-        if self.offline:
-            self.result.deferred.append(pb_step.id)
-            return [_deferred_step(pb_step, self.trigger.cloud, StepKind.CONTAIN, "contain")], None
-        assert self.provider is not None
         plan = self.provider.plan_contain(self.target, options)
         return _adopt(plan.steps, pb_step.id, {}), "; ".join(plan.notes) or None
 
@@ -326,29 +340,19 @@ class _Builder:
 def build_response_plan(
     playbook: Playbook,
     trigger: Trigger,
-    provider: Provider | None,
+    provider: Provider,
     target: Target,
     *,
     approved: bool,
     params: dict[str, Any] | None = None,
     run_number: int = 1,
 ) -> ResponsePlan:
-    """The flat plan for ``playbook`` on ``trigger``; without a provider every provider plan is deferred (offline)."""
+    """The flat plan for ``playbook`` on ``trigger``; for a symbolic target it is an offline plan that cannot run."""
     merged = {**playbook.parameters, **(params or {})}
     return _Builder(playbook, trigger, provider, target, merged, approved=approved, run_number=run_number).build()
 
 
 # -- engine steps -------------------------------------------------------------------------------------------
-def _deferred_step(pb_step: PlaybookStep, cloud: str, kind: StepKind, plan: str, **params: Any) -> Step:
-    """A placeholder for provider steps that need the resolved target (offline plans only)."""
-
-    def run(ctx: StepContext) -> dict[str, Any]:
-        raise CloudirError(f"step {pb_step.id} was planned offline and cannot run", hint="resolve the target first")
-
-    call = PlannedCall(cloud, "<calls listed once the target is resolved>", None, {"plan": plan, **params})
-    return Step(pb_step.id, pb_step.title, kind, [call], run)
-
-
 def _missing_step(pb_step: PlaybookStep, message: str) -> Step:
     """A step whose implementation is missing from this build: it fails with a clear error when run."""
 

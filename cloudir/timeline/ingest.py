@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from cloudir.errors import CloudirError
-from cloudir.timeline.db import connect_for_ingest
+from cloudir.timeline.db import MEMORY_LIMIT, connect_for_ingest
 from cloudir.timeline.formats import CONTAINERS, MAPPED_COLUMNS, RECORD_FORMATS
 from cloudir.timeline.schema import EVENTS_COLUMNS, EVENTS_INDEXES
 
@@ -34,6 +34,7 @@ BATCH_BYTES = 192 << 20  # input per transaction: over a row group of records (w
 MAX_OBJECT_BYTES = 256 << 20  # largest JSON document (one file of records)
 MAX_LINE_BYTES = 16 << 20  # largest JSON Lines line
 GZIP_RATIO = 10
+FILES_PER_READ = 256  # JSON document files read by one parallel read_json_objects
 QUARANTINE_RAW_CHARS = 1 << 20
 # Evidence the log collectors keep next to the logs that holds no events: coverage reports, the request
 # behind a page series, trail and bucket listings, digest validation, CloudTrail digests, their S3 metadata
@@ -78,7 +79,11 @@ class _SourceFile:
     name: str  # what goes into source_file
     reader: str | None  # json | jsonl | csv | None (unrecognized)
     compression: str
-    weight: int
+    size: int  # uncompressed bytes (estimated for multi-member gzip)
+
+    def largest(self, cap: int) -> int:
+        """A bound for one JSON value or line: JSON buffers are sized by it, so small files get small buffers."""
+        return min(cap, max(1 << 20, 2 * self.size))
 
 
 def ingest_paths(
@@ -87,18 +92,27 @@ def ingest_paths(
     *,
     responder_request_ids: Iterable[str] = (),
     source_root: Path | None = None,
+    memory_limit: str = MEMORY_LIMIT,
 ) -> IngestStats:
     """Ingest log files and folders (recursively; plain or gzip) into the timeline at ``db_path``.
 
+    Any number and size of files: they are read in batches of about ``BATCH_BYTES`` of input, one transaction
+    each, and DuckDB spills to ``<db>.tmp/`` what does not fit ``memory_limit``.
     ``source_root``: record source files relative to this folder (a case root) instead of as given.
     """
     files, skipped = _discover(paths, source_root)
     stats = IngestStats(files=len(files), skipped=skipped)
-    con = connect_for_ingest(db_path)
+    con = connect_for_ingest(db_path, memory_limit=memory_limit)
     try:
         _prepare(con, responder_request_ids)
         for batch in _batches(files):
-            _ingest_batch(con, batch, stats)
+            try:
+                _ingest_batch(con, batch, stats)
+            except duckdb.OutOfMemoryException as exc:
+                raise CloudirError(
+                    f"timeline ingest ran out of memory (memory_limit {memory_limit}) on {batch[0].name} "
+                    f"and {len(batch) - 1} more files: {str(exc).strip().splitlines()[0]}"
+                ) from None
         con.execute(
             "UPDATE events SET is_responder = true WHERE NOT is_responder "
             "AND request_id IN (SELECT request_id FROM responder_ids)"
@@ -120,10 +134,11 @@ def build_case_timeline(case: Case) -> IngestStats:
             raise CloudirError(f"{logs}: the case holds no logs", hint="pull logs into the case first")
         custody = case.root / CUSTODY_FILE
         request_ids = {
-            call["request_id"]
+            call[key]
             for record in (read_records(custody) if custody.is_file() else [])
             for call in record.get("api_calls", [])
-            if call.get("request_id")
+            for key in ("request_id", "client_request_id")
+            if call.get(key)
         }
         stats = ingest_paths(
             case.root / TIMELINE_FILE, [logs], responder_request_ids=request_ids, source_root=case.root
@@ -163,9 +178,19 @@ def _discover(paths: Sequence[Path], source_root: Path | None) -> tuple[list[_So
         if reader == "empty":
             continue
         name = path.resolve().relative_to(source_root.resolve()).as_posix() if source_root else str(path)
-        weight = path.stat().st_size * (GZIP_RATIO if compression == "gzip" else 1)
-        files.append(_SourceFile(len(files), path, name, reader, compression, weight))
+        files.append(_SourceFile(len(files), path, name, reader, compression, _uncompressed_size(path, compression)))
     return files, len(unique) - len(files)
+
+
+def _uncompressed_size(path: Path, compression: str) -> int:
+    """The file's size, for gzip the size its trailer records (else an estimate)."""
+    size = path.stat().st_size
+    if compression != "gzip":
+        return size
+    with path.open("rb") as handle:
+        handle.seek(max(size - 4, 0))
+        recorded = int.from_bytes(handle.read(4), "little")  # of the last gzip member, modulo 4 GiB
+    return recorded if recorded >= size else size * GZIP_RATIO
 
 
 def _sniff(path: Path) -> tuple[str | None, str]:
@@ -200,7 +225,7 @@ def _batches(files: list[_SourceFile]) -> Iterator[list[_SourceFile]]:
     weight = 0
     for source in files:
         batch.append(source)
-        weight += source.weight
+        weight += source.size
         if weight >= BATCH_BYTES:
             yield batch
             batch, weight = [], 0
@@ -222,7 +247,7 @@ def _prepare(con: duckdb.DuckDBPyConnection, responder_request_ids: Iterable[str
     )
 
 
-def _read_file_sql(source: _SourceFile, *, line_by_line: bool = False) -> str:
+def _read_file_sql(source: _SourceFile, *, line_by_line: bool = False, unbounded: bool = False) -> str:
     """SELECT file_no, position, rec (JSON or NULL), bad (text of an invalid record) for one file, in file order.
 
     ``position`` is NULL: inserted in file order (``preserve_insertion_order``), a record's position is its
@@ -244,9 +269,10 @@ def _read_file_sql(source: _SourceFile, *, line_by_line: bool = False) -> str:
             f"header=false, auto_detect=false, compression={compression}, max_line_size={MAX_LINE_BYTES}, "
             f"buffer_size={MAX_LINE_BYTES * 2}) WHERE trim(line) <> ''"
         )
-    layout, largest = (
+    layout, cap = (
         ("unstructured", MAX_OBJECT_BYTES) if source.reader == "json" else ("newline_delimited", MAX_LINE_BYTES)
     )
+    largest = cap if unbounded else source.largest(cap)
     return (
         f"SELECT {source.number} AS file_no, NULL::BIGINT AS position, json AS rec, NULL::VARCHAR AS bad "
         f"FROM read_json_objects({path}, format='{layout}', compression={compression}, maximum_object_size={largest})"
@@ -260,7 +286,7 @@ def _read_documents_sql(sources: list[_SourceFile], compression: str) -> str:
     return (
         "SELECT n.file_no, NULL::BIGINT AS position, d.json AS rec, NULL::VARCHAR AS bad "
         f"FROM read_json_objects({paths}, format='unstructured', compression='{compression}', "
-        f"maximum_object_size={MAX_OBJECT_BYTES}, filename=true) d "
+        f"maximum_object_size={max(source.largest(MAX_OBJECT_BYTES) for source in sources)}, filename=true) d "
         f"JOIN (VALUES {numbers}) n(file_no, path) ON n.path = d.filename"
     )
 
@@ -311,28 +337,61 @@ def _staged_select(source: str, *, containers: bool) -> str:
     """
 
 
-def _unwrap_sql() -> str:
-    """Records of the documents in ``staged`` from files with containers, numbered in order per file."""
-    elements_case = " ".join(f"WHEN '{c.name}' THEN {c.records}" for c in CONTAINERS)
-    return f"""
-    CREATE OR REPLACE TEMP TABLE unwrapped AS
-    SELECT file_no, first_position + i - 1 AS position, rec, CASE WHEN i = 1 THEN bad END AS bad
-    FROM (
-        SELECT file_no, bad, first_position, unnest(elems) AS rec, generate_subscripts(elems, 1) AS i
-        FROM (
-            SELECT file_no, bad, elems,
-                sum(len(elems)) OVER (PARTITION BY file_no ORDER BY doc_row) - len(elems) AS first_position
-            FROM (
-                SELECT file_no, rowid AS doc_row, bad,
-                    CASE WHEN fmt IS NULL THEN [NULL::JSON] ELSE CASE fmt {elements_case} ELSE [doc] END END AS elems
-                FROM (SELECT *, rowid, rec AS doc FROM staged) SEMI JOIN container_files USING (file_no)
-            )
-        )
-    );
-    DELETE FROM staged WHERE file_no IN (SELECT file_no FROM container_files);
-    INSERT INTO staged {_staged_select("SELECT * FROM unwrapped", containers=False)};
-    DROP TABLE unwrapped;
+def _unwrap_sql(last_document_row: int) -> str:
+    """Replace the documents of files with containers in ``staged`` by their records, numbered in file order.
+
+    Only files with several documents (JSON Lines of pages) need the running count of records per document; it
+    is computed from list lengths alone so no window holds the records.
     """
+    elements_case = " ".join(f"WHEN '{c.name}' THEN {c.records}" for c in CONTAINERS)
+    documents = f"""
+        SELECT file_no, rowid AS doc_row, bad,
+            CASE WHEN fmt IS NULL THEN [NULL::JSON] ELSE CASE fmt {elements_case} ELSE [doc] END END AS elems
+        FROM (SELECT *, rowid, rec AS doc FROM staged WHERE rowid <= {last_document_row})
+        SEMI JOIN container_files USING (file_no)"""
+    records = f"""
+        SELECT file_no, coalesce(o.first_position, 0) + i - 1 AS position, rec, CASE WHEN i = 1 THEN bad END AS bad
+        FROM (SELECT file_no, doc_row, bad, unnest(elems) AS rec, generate_subscripts(elems, 1) AS i FROM ({documents}))
+        LEFT JOIN offsets o USING (doc_row)"""
+    return f"""
+    CREATE OR REPLACE TEMP TABLE offsets AS
+    SELECT doc_row, sum(n) OVER (PARTITION BY file_no ORDER BY doc_row) - n AS first_position
+    FROM (SELECT file_no, doc_row, len(elems) AS n FROM ({documents}))
+    WHERE file_no IN (
+        SELECT file_no FROM staged SEMI JOIN container_files USING (file_no) GROUP BY 1 HAVING count(*) > 1
+    );
+    INSERT INTO staged {_staged_select(records, containers=False)};
+    DELETE FROM staged WHERE rowid <= {last_document_row} AND file_no IN (SELECT file_no FROM container_files);
+    DROP TABLE offsets;
+    """
+
+
+def _stage_file(con: duckdb.DuckDBPyConnection, source: _SourceFile) -> None:
+    """Read one file into ``staged``: small buffers first, then the largest, then JSON Lines line by line."""
+    if source.reader is None:
+        con.execute(
+            "INSERT INTO file_problems VALUES (?, ?)",
+            [source.number, "unrecognized file format (not JSON, JSON Lines or CloudTrail CSV)"],
+        )
+        return
+    problem = _try_stage(con, _read_file_sql(source))
+    if problem and "maximum_object_size" in problem:
+        problem = _try_stage(con, _read_file_sql(source, unbounded=True))
+    if problem and source.reader == "jsonl":
+        problem = _try_stage(con, _read_file_sql(source, line_by_line=True))
+    if problem:
+        con.execute("INSERT INTO file_problems VALUES (?, ?)", [source.number, f"unreadable file: {problem}"])
+
+
+def _try_stage(con: duckdb.DuckDBPyConnection, read_sql: str) -> str | None:
+    """Map and insert what ``read_sql`` reads into ``staged``; the error's first line if DuckDB cannot read it."""
+    try:
+        con.execute(f"INSERT INTO staged {_staged_select(read_sql, containers=True)}")
+    except duckdb.OutOfMemoryException:
+        raise
+    except duckdb.Error as exc:
+        return str(exc).strip().splitlines()[0][:300]
+    return None
 
 
 def _stage(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile]) -> None:
@@ -343,45 +402,19 @@ def _stage(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile]) -> None:
     single = [source for source in batch if source.reader != "json"]
     for compression in ("none", "gzip"):
         documents = [source for source in batch if source.reader == "json" and source.compression == compression]
-        if len(documents) > 1:
-            try:
-                con.execute(
-                    f"INSERT INTO staged {_staged_select(_read_documents_sql(documents, compression), containers=True)}"
-                )
-            except duckdb.Error:
-                con.execute(
-                    "DELETE FROM staged WHERE file_no IN (SELECT unnest($n))", {"n": [s.number for s in documents]}
-                )
-                single.extend(documents)
-                continue
-        else:
-            single.extend(documents)
+        for start in range(0, len(documents), FILES_PER_READ):
+            chunk = documents[start : start + FILES_PER_READ]
+            if len(chunk) == 1 or _try_stage(con, _read_documents_sql(chunk, compression)):
+                single.extend(chunk)  # one of them is not readable: read each on its own
     for source in sorted(single, key=lambda s: s.number):
-        if source.reader is None:
-            con.execute(
-                "INSERT INTO file_problems VALUES (?, ?)",
-                [source.number, "unrecognized file format (not JSON, JSON Lines or CloudTrail CSV)"],
-            )
-            continue
-        attempts = [False, True] if source.reader == "jsonl" else [False]
-        for line_by_line in attempts:
-            read_sql = _read_file_sql(source, line_by_line=line_by_line)
-            try:
-                con.execute(f"INSERT INTO staged {_staged_select(read_sql, containers=True)}")
-                break
-            except duckdb.Error as exc:
-                if line_by_line or source.reader != "jsonl":
-                    message = str(exc).strip().splitlines()[0][:300]
-                    con.execute(
-                        "INSERT INTO file_problems VALUES (?, ?)", [source.number, f"unreadable file: {message}"]
-                    )
+        _stage_file(con, source)
     container_names = ", ".join(f"'{c.name}'" for c in CONTAINERS)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE container_files AS "
         f"SELECT DISTINCT file_no FROM staged WHERE fmt IN ({container_names})"
     )
     if _scalar(con, "SELECT count(*) FROM container_files"):
-        con.execute(_unwrap_sql())
+        con.execute(_unwrap_sql(_scalar(con, "SELECT max(rowid) FROM staged")))
     con.execute(
         "CREATE OR REPLACE TEMP TABLE files AS SELECT f.*, r.first_row FROM files f LEFT JOIN ("
         "SELECT file_no, min(rowid) AS first_row FROM staged WHERE position IS NULL GROUP BY file_no) r USING (file_no)"

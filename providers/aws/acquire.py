@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from cloudir.errors import CloudAccessError, CloudirError
-from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind
+from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import AcquireOptions, Target
 from providers.aws.calls import planned
 from providers.aws.common import (
@@ -86,6 +86,35 @@ def gather_facts(clients: AwsClients, target: Target) -> InstanceFacts:
     return InstanceFacts(instance, volumes, members[0]["AutoScalingGroupName"] if members else None, managers)
 
 
+def symbolic_instance(target: Target) -> dict[str, Any]:
+    """An instance description whose unknown parts are placeholders (offline plans of an unresolved target)."""
+    iid = target.id
+    return {
+        "InstanceId": iid,
+        "State": {"Name": "<state>"},
+        "VpcId": f"<VPC of {iid}>",
+        "BlockDeviceMappings": [
+            {"DeviceName": f"<each EBS device of {iid}>", "Ebs": {"VolumeId": f"<each volume of {iid}>"}}
+        ],
+        "NetworkInterfaces": [
+            {"NetworkInterfaceId": f"<each interface of {iid}>", "Groups": [{"GroupId": f"<security groups of {iid}>"}]}
+        ],
+        "IamInstanceProfile": {"Arn": f"arn:aws:iam::{target.account}:instance-profile/<instance profile of {iid}>"},
+    }
+
+
+def symbolic_facts(target: Target) -> InstanceFacts:
+    """Facts of an unresolved instance: one placeholder volume, assumed encrypted with aws/ebs, and a group.
+
+    Steps that exist only for some instances (Auto Scaling, instance profile, re-encrypting copies) are thus
+    all listed; :meth:`AcquirePlanner.plan` marks them conditional.
+    """
+    instance = symbolic_instance(target)
+    key = f"<KMS key of each volume of {target.id}>"
+    volume = {"VolumeId": f"<each volume of {target.id}>", "Encrypted": True, "KmsKeyId": key}
+    return InstanceFacts(instance, [volume], f"<Auto Scaling group of {target.id}>", {key: AWS_MANAGED})
+
+
 class AcquirePlanner:
     """Builds the acquisition plan of one EC2 instance."""
 
@@ -107,7 +136,7 @@ class AcquirePlanner:
         self.dest_region = options.forensic_location or target.location
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
-        self.facts = gather_facts(clients, target)
+        self.facts = symbolic_facts(target) if target.symbolic else gather_facts(clients, target)
         state = self.facts.instance["State"]["Name"]
         if state in {"shutting-down", "terminated"}:
             raise CloudirError(
@@ -120,19 +149,43 @@ class AcquirePlanner:
     # -- plan ---------------------------------------------------------------------------------------------
     def plan(self) -> Plan:
         """The ordered steps: preserve first, then captures, snapshots, copies, sharing and images."""
-        self._check_encryption()
+        if not self.target.symbolic:
+            self._check_encryption()
         steps = [*self._preserve_steps(), *self._capture_steps(), *self._snapshot_steps()]
         notes = []
         if self.facts.asg_name and self.options.group_mode == "protect":
+            member = (
+                f"if {self.target.id} is in an Auto Scaling group"
+                if self.target.symbolic
+                else f"{self.target.id} is in Auto Scaling group {self.facts.asg_name}"
+            )
             notes.append(
-                f"{self.target.id} is in Auto Scaling group {self.facts.asg_name}: scale-in protection does not stop "
-                "health-check replacement; use --asg-mode standby to take it out of service"
+                f"{member}: scale-in protection does not stop health-check replacement; use --asg-mode standby to "
+                "take it out of service"
             )
         if self.options.forensic_account:
             notes.append(
                 f"snapshots are shared with {self.options.forensic_account}; that account must copy them to own them"
             )
-        return Plan(name="acquire", cloud="aws", target=self.target.ref, steps=steps, notes=notes)
+        plan = Plan(name="acquire", cloud="aws", target=self.target.ref, steps=steps, notes=notes)
+        return offline_plan(plan, self._conditions()) if self.target.symbolic else plan
+
+    def _conditions(self) -> dict[str, str]:
+        """When the state-dependent steps of an offline plan exist."""
+        group = "if the instance is in an Auto Scaling group"
+        conditions = {
+            "preserve.delete-on-termination": "if the instance has EBS volumes",
+            "preserve.autoscaling": group,
+            "capture.instance-profile": "if the instance has an instance profile",
+            "capture.autoscaling": group,
+        }
+        if self.dest_region == self.region:
+            conditions["copy.snapshots"] = (
+                "for each volume encrypted with aws/ebs (cannot be shared)"
+                if self.options.forensic_account
+                else "for each volume not encrypted with --kms-key"
+            )
+        return conditions
 
     def _needs_reencryption(self, volume: dict[str, Any]) -> bool:
         key = volume.get("KmsKeyId")
@@ -474,7 +527,8 @@ class AcquirePlanner:
         steps = [
             Step(
                 "snapshot.create",
-                f"Snapshot all {len(volume_ids)} attached volumes at once (crash-consistent)",
+                f"Snapshot all {'' if self.target.symbolic else f'{len(volume_ids)} '}attached volumes at once "
+                "(crash-consistent)",
                 StepKind.ACQUIRE,
                 [
                     planned("ec2", "DescribeSnapshots", region, OwnerIds=["self"], Filters=case_tags),
@@ -487,7 +541,7 @@ class AcquirePlanner:
                         Tags=case_tags,
                     ),
                     *[
-                        planned("ec2", "CreateTags", region, Resources=[f"<snapshot of {v}>"], Tags={TAG_VOLUME: v})
+                        planned("ec2", "CreateTags", region, Resources=[_snapshot_of(v)], Tags={TAG_VOLUME: v})
                         for v in volume_ids
                     ],
                 ],
@@ -562,13 +616,14 @@ class AcquirePlanner:
         reencrypt = [v for v in to_copy if by_volume[v].get("Encrypted")]
         calls = [planned("ec2", "DescribeSnapshots", dest, Filters={TAG_CASE: self.case_label})]
         for vid in to_copy:
-            params: dict[str, Any] = {"SourceSnapshotId": f"<snapshot of {vid}>", "SourceRegion": region}
+            params: dict[str, Any] = {"SourceSnapshotId": _snapshot_of(vid), "SourceRegion": region}
             if vid in reencrypt:
                 params |= {"Encrypted": True, "KmsKeyId": key}
             calls.append(planned("ec2", "CopySnapshot", dest, **params))
         calls.append(planned("ec2", "DescribeSnapshots", dest, SnapshotIds="<copies>"))
         what = "Re-encrypt and copy" if reencrypt else "Copy"
-        return Step("copy.snapshots", f"{what} {len(to_copy)} snapshot(s) to {dest}", StepKind.ACQUIRE, calls, run)
+        count = "the" if self.target.symbolic else str(len(to_copy))
+        return Step("copy.snapshots", f"{what} {count} snapshot(s) to {dest}", StepKind.ACQUIRE, calls, run)
 
     def _share_step(self, account: str) -> Step:
         region = self.dest_region
@@ -673,6 +728,13 @@ def _copy_error(exc: ClientError, snapshot_id: str, source_key: str | None, targ
     return describe_error(exc, f"copy snapshot {snapshot_id}")
 
 
+def _snapshot_of(volume_id: str) -> str:
+    """How a plan names the snapshot of a volume (``<each snapshot of i-…>`` for a placeholder volume)."""
+    if volume_id.startswith("<each volume of "):
+        return volume_id.replace("<each volume of ", "<each snapshot of ", 1)
+    return f"<snapshot of {volume_id}>"
+
+
 def _attached_volume_ids(ec2: Any, instance_id: str) -> list[str]:
     instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     return [m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
@@ -704,7 +766,7 @@ def _snake(operation: str) -> str:
 
 def plan_acquire_access_key(clients: AwsClients, target: Target) -> Plan:
     """Capture the IAM user behind a compromised access key: keys and their last use, policies, groups, MFA."""
-    user = target.details["user"]
+    user = key_owner(target)
     iam = clients.client("iam")
 
     def run(ctx: StepContext) -> dict[str, Any]:
@@ -751,4 +813,10 @@ def plan_acquire_access_key(clients: AwsClients, target: Target) -> Plan:
         ],
         run,
     )
-    return Plan(name="acquire", cloud="aws", target=target.ref, steps=[step])
+    plan = Plan(name="acquire", cloud="aws", target=target.ref, steps=[step])
+    return offline_plan(plan) if target.symbolic else plan
+
+
+def key_owner(target: Target) -> str:
+    """The IAM user owning an access-key target (a placeholder when the target is unresolved)."""
+    return str(target.details.get("user") or f"<owner of {target.id}>")

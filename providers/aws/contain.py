@@ -8,8 +8,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from cloudir.custody import utc_now
-from cloudir.plan import Plan, Step, StepContext, StepKind
+from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import ContainOptions, Target, TargetKind
+from providers.aws.acquire import key_owner, symbolic_instance
 from providers.aws.calls import planned
 from providers.aws.common import TAG_CASE, tag_list
 from providers.aws.session import AwsClients, aws_errors
@@ -45,8 +46,11 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
     """Isolation security group on every interface, quarantine instance profile, revoke the old role's sessions."""
     region, iid = target.location, target.id
     ec2 = clients.client("ec2", region)
-    with aws_errors(f"describe instance {iid}"):
-        instance = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    if target.symbolic:
+        instance = symbolic_instance(target)
+    else:
+        with aws_errors(f"describe instance {iid}"):
+            instance = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     vpc_id = instance.get("VpcId")
     eni_ids = [e["NetworkInterfaceId"] for e in instance.get("NetworkInterfaces", [])]
     profile_arn = (instance.get("IamInstanceProfile") or {}).get("Arn")
@@ -111,7 +115,9 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
         ),
         Step(
             "contain.isolate-interfaces",
-            f"Replace the security groups of {len(eni_ids)} network interface(s) with the isolation group",
+            "Replace the security groups of "
+            + ("each network interface" if target.symbolic else f"{len(eni_ids)} network interface(s)")
+            + " with the isolation group",
             StepKind.CONTAIN,
             [
                 planned("ec2", "DescribeNetworkInterfaces", region, NetworkInterfaceIds=eni_ids),
@@ -130,24 +136,33 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
         ),
     ]
     if profile_arn and options.revoke_credentials:
-        steps += _profile_steps(clients, region, iid, profile_arn.rsplit("/", 1)[-1])
-    return Plan(
+        profile_name = profile_arn.rsplit("/", 1)[-1]
+        roles = ["<each role of the instance profile>"] if target.symbolic else _profile_roles(clients, profile_name)
+        steps += _profile_steps(clients, region, iid, profile_name, roles)
+    plan = Plan(
         name="contain",
         cloud="aws",
         target=target.ref,
         steps=steps,
         notes=["security group changes do not cut connections already tracked; watch for them in flow logs"],
     )
+    if not target.symbolic:
+        return plan
+    condition = "if the instance has an instance profile"
+    return offline_plan(
+        plan, {"contain.replace-instance-profile": condition, "contain.revoke-role-sessions": condition}
+    )
 
 
-def _profile_steps(clients: AwsClients, region: str, iid: str, profile_name: str) -> list[Step]:
+def _profile_roles(clients: AwsClients, profile_name: str) -> list[str]:
+    with aws_errors(f"read instance profile {profile_name}"):
+        profile = clients.client("iam").get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
+    return [r["RoleName"] for r in profile["Roles"]]
+
+
+def _profile_steps(clients: AwsClients, region: str, iid: str, profile_name: str, roles: list[str]) -> list[Step]:
     ec2 = clients.client("ec2", region)
     iam = clients.client("iam")
-    with aws_errors(f"read instance profile {profile_name}"):
-        roles = [
-            r["RoleName"]
-            for r in iam.get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]["Roles"]
-        ]
 
     def replace(ctx: StepContext) -> dict[str, Any]:
         with aws_errors(f"replace the instance profile of {iid}"):
@@ -205,14 +220,17 @@ def _profile_steps(clients: AwsClients, region: str, iid: str, profile_name: str
 
 def plan_contain_access_key(clients: AwsClients, target: Target, options: ContainOptions) -> Plan:
     """Deactivate every active access key of the key's user and deny the user's existing sessions."""
-    user = target.details["user"]
+    user = key_owner(target)
     iam = clients.client("iam")
-    with aws_errors(f"list the access keys of {user}"):
-        keys = [
-            k["AccessKeyId"]
-            for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
-            if k["Status"] == "Active"
-        ]
+    if target.symbolic:
+        keys = ["<each active key of the user>"]
+    else:
+        with aws_errors(f"list the access keys of {user}"):
+            keys = [
+                k["AccessKeyId"]
+                for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+                if k["Status"] == "Active"
+            ]
 
     def deactivate(ctx: StepContext) -> dict[str, Any]:
         with aws_errors(f"deactivate the access keys of {user}"):
@@ -260,7 +278,8 @@ def plan_contain_access_key(clients: AwsClients, target: Target, options: Contai
                 revoke,
             )
         )
-    return Plan(name="contain", cloud="aws", target=target.ref, steps=steps)
+    plan = Plan(name="contain", cloud="aws", target=target.ref, steps=steps)
+    return offline_plan(plan) if target.symbolic else plan
 
 
 def plan_contain(clients: AwsClients, target: Target, options: ContainOptions) -> Plan:

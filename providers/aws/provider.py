@@ -71,16 +71,21 @@ class AwsProvider:
 
     def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
         """Preserve, capture, snapshot, copy/share and optionally image an instance; capture a key's user."""
+        clients = self._clients_for(target)
         if target.kind is TargetKind.ACCESS_KEY:
-            return plan_acquire_access_key(self.clients, target)
+            return plan_acquire_access_key(clients, target)
         planner = AcquirePlanner(
-            self.clients, target, options, poll_seconds=self.poll_seconds, timeout_seconds=self.timeout_seconds
+            clients, target, options, poll_seconds=self.poll_seconds, timeout_seconds=self.timeout_seconds
         )
         return planner.plan()
 
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
         """Isolate an instance and revoke its role sessions, or disable a key and revoke its user's sessions."""
-        return plan_contain(self.clients, target, options)
+        return plan_contain(self._clients_for(target), target, options)
+
+    def _clients_for(self, target: Target) -> AwsClients:
+        """The clients a plan uses: ones that refuse every call for an unresolved (symbolic) target."""
+        return self.clients.offline_copy() if target.symbolic else self.clients
 
     def plan_pull_logs(self, request: LogPullRequest) -> Plan:
         """CloudTrail collection (engineer B's providers.aws.logs)."""

@@ -55,6 +55,13 @@ class AwsClients:
         self.case: Case | None = None
         self.case_tag = case_tag
         self._clients: dict[tuple[str, str], Any] = {}
+        self.offline = False
+
+    def offline_copy(self) -> AwsClients:
+        """Clients for an offline plan: same session and region, but no boto3 client is ever created."""
+        clients = AwsClients(session=self.session, region=self.default_region, case_tag=self.case_tag)
+        clients.offline = True
+        return clients
 
     def bind(self, case: Case | None) -> None:
         """Record later calls into ``case`` (None stops recording); tags the user agent with the case id."""
@@ -65,6 +72,8 @@ class AwsClients:
     def client(self, service: str, region: str | None = None) -> Any:
         """A cached client for ``service`` in ``region`` (default region when None)."""
         region = region or self.default_region
+        if self.offline:
+            return _OfflineClient(service)
         key = (service, region)
         if key not in self._clients:
             agent = RESPONDER_USER_AGENT + (f" case/{self.case_tag}" if self.case_tag else "")
@@ -109,6 +118,16 @@ class AwsClients:
             self.case.record_api_call(ApiCall(service, operation, region, None, f"{type(exc).__name__}"))
 
         return record
+
+
+class _OfflineClient:
+    """Stands in for a boto3 client in an offline plan: any use of it is refused."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __getattr__(self, name: str) -> Any:
+        raise CloudirError(f"{self.service}.{name} was not called: the plan was built offline for an unresolved target")
 
 
 def describe_error(exc: BaseException, action: str) -> CloudirError:

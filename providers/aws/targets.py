@@ -100,7 +100,12 @@ def find_instance(clients: AwsClients, query: TargetQuery, account: str, all_reg
         location=region,
         account=account,
         name=tags.get("Name"),
-        details={"matched_by": query.value, "vpc_id": instance.get("VpcId"), "state": instance["State"]["Name"]},
+        details={
+            "matched_by": query.value,
+            "vpc_id": instance.get("VpcId"),
+            "state": instance["State"]["Name"],
+            "tags": tags,
+        },
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
 
@@ -13,7 +14,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from cloudir import __version__
 from cloudir.case import Case, safe_name
 from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
-from cloudir.plan import Plan, Step, StepContext, StepFunc, StepKind
+from cloudir.plan import Plan, Step, StepContext, StepFunc, StepKind, offline_plan
 from cloudir.provider import (
     AcquireOptions,
     Capability,
@@ -225,6 +226,8 @@ class AzureProvider:
                 f"Azure scale sets have no {options.group_mode!r} mode",
                 hint="use group mode 'protect' (protectFromScaleIn on the instance)",
             )
+        symbolic = target.symbolic
+        target = _symbolic_vm(target) if symbolic else target
         region, disks = target.location, target.details["disks"]
         soc_subscription = options.forensic_account or self.soc_subscription
         copy_region = options.forensic_location or region
@@ -243,7 +246,7 @@ class AzureProvider:
             ),
             Step(
                 "preserve-locks",
-                f"Put a {LOCK_LEVEL} lock on the VM and its {len(disks)} disks",
+                f"Put a {LOCK_LEVEL} lock on the VM and its {'' if symbolic else f'{len(disks)} '}disks",
                 StepKind.PRESERVE,
                 [
                     call("lock.write", region, scope=rid, level=LOCK_LEVEL)
@@ -321,7 +324,13 @@ class AzureProvider:
         notes = ["disk snapshots of a running VM are crash-consistent (no guest flush); memory is not captured"]
         if copying and copy_region != region:
             notes.append("cross-region copies use CopyStart; Azure may require incremental source snapshots for it")
-        return Plan("acquire", self.cloud, target.ref, self._regional(steps), notes)
+        plan = Plan("acquire", self.cloud, target.ref, self._regional(steps), notes)
+        if not symbolic:
+            return plan
+        each_data_disk = "for each data disk, if any"
+        conditions = {"preserve-scale-in": "if the VM is a scale set instance"}
+        conditions |= {f"{kind}-{DATA_DISK_ROLE}": each_data_disk for kind in ("snapshot", "copy", "image")}
+        return offline_plan(plan, conditions)
 
     def _regional(self, steps: list[Step]) -> list[Step]:
         """Make each step tell the custody recorder which region its calls act in (ARM URLs rarely say)."""
@@ -501,6 +510,8 @@ class AzureProvider:
     # -- containment ----------------------------------------------------------------------------------------
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
         """An isolation NSG denying all traffic except the examiner, attached to every NIC of the VM."""
+        symbolic = target.symbolic
+        target = _symbolic_vm(target) if symbolic else target
         region, group = target.location, target.details["resource_group"]
         nsg_name = f"{ISOLATION_PREFIX}{target.name}"[:80]
         nsg_id = f"/subscriptions/{target.account}/resourceGroups/{group}/providers/Microsoft.Network"
@@ -521,7 +532,7 @@ class AzureProvider:
         for index, nic_id in enumerate(target.details["nics"]):
             steps.append(
                 Step(
-                    f"isolate-nic-{index}",
+                    f"isolate-nic-{'<n>' if symbolic else index}",
                     f"Attach {nsg_name} to NIC {nic_id.rsplit('/', 1)[1]}",
                     StepKind.CONTAIN,
                     [
@@ -539,7 +550,8 @@ class AzureProvider:
                 "credential revocation is not available through Azure Resource Manager: revoke the principal's "
                 "Entra sessions (Microsoft Graph revokeSignInSessions) and remove its role assignments yourself"
             )
-        return Plan("contain", self.cloud, target.ref, self._regional(steps), notes)
+        plan = Plan("contain", self.cloud, target.ref, self._regional(steps), notes)
+        return offline_plan(plan, {"isolate-nic-<n>": "for each NIC of the VM"}) if symbolic else plan
 
     def _create_isolation_nsg(
         self, ctx: StepContext, target: Target, nsg_name: str, examiner: str | None
@@ -583,6 +595,35 @@ class AzureProvider:
     def plan_pull_logs(self, request: LogPullRequest) -> Plan:
         """Activity Log pages per subscription (raw pages kept), then a coverage report."""
         return activity.plan_pull(self, request)
+
+
+DATA_DISK_ROLE = "data-lun<n>"
+
+
+def _symbolic_vm(target: Target) -> Target:
+    """An unresolved VM (named by a finding) with placeholders for what only ARM knows."""
+    if _VM_ID.match(target.id):
+        subscription, group, name = id_parts(target.id)
+    else:
+        subscription, group, name = target.account, "<resource group>", target.id
+    base = f"/subscriptions/{subscription}/resourceGroups/{group}/providers"
+    disks = [
+        {"role": "os", "id": f"{base}/Microsoft.Compute/disks/<OS disk of {name}>", "name": f"<OS disk of {name}>"},
+        {
+            "role": DATA_DISK_ROLE,
+            "id": f"{base}/Microsoft.Compute/disks/<each data disk of {name}>",
+            "name": f"<each data disk of {name}>",
+        },
+    ]
+    details = {
+        **target.details,
+        "resource_group": group,
+        "vmss_id": f"{base}/Microsoft.Compute/virtualMachineScaleSets/<scale set of {name}>",
+        "disks": disks,
+        "nics": [f"{base}/Microsoft.Network/networkInterfaces/<each NIC of {name}>"],
+    }
+    vm_id = target.id if _VM_ID.match(target.id) else f"{base}/Microsoft.Compute/virtualMachines/{name}"
+    return replace(target, id=vm_id, account=subscription, name=name, details=details)
 
 
 def _rule(name: str, priority: int, direction: str, access: str, examiner: str | None) -> dict[str, Any]:

@@ -132,6 +132,7 @@ class CustodyRecorder(SansIOHTTPPolicy[Any, Any]):
                 request_id=request_id,
                 outcome=outcome,
                 http_status=status,
+                client_request_id=http_request.headers.get("x-ms-client-request-id"),
             )
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
 
@@ -13,7 +14,7 @@ from google.cloud import compute_v1
 
 from cloudir.case import Case, safe_name
 from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
-from cloudir.plan import Plan, Step, StepContext, StepKind
+from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import (
     AcquireOptions,
     Capability,
@@ -169,6 +170,7 @@ class GcpProvider:
             "external_ips": [ac.nat_i_p for nic in inst.network_interfaces for ac in nic.access_configs if ac.nat_i_p],
             "service_accounts": [sa.email for sa in inst.service_accounts],
             "managed_instance_group": {"scope": igm[1], "location": igm[2], "name": igm[3]} if igm else None,
+            "tags": dict(inst.labels),  # labels: what playbook tag conditions check (network tags are not labels)
         }
         return Target(self.cloud, TargetKind.INSTANCE, str(inst.id), zone, self.project, inst.name, details)
 
@@ -180,6 +182,8 @@ class GcpProvider:
                 "the gcp provider cannot export raw disk images",
                 hint="snapshots and forensic-project image copies are taken; export an image to GCS separately",
             )
+        symbolic = target.symbolic
+        target = _symbolic_instance(target) if symbolic else target
         zone, name = target.location, str(target.name)
         forensic = options.forensic_account or self.forensic_project
         steps = [
@@ -211,7 +215,8 @@ class GcpProvider:
                     lambda ctx: self._abandon(target, igm),
                 )
             )
-            notes.append(f"{name} leaves group {igm['name']}; the group's target size drops by one.")
+            member = "if it is in a managed instance group, " if symbolic else ""
+            notes.append(f"{member}{name} leaves group {igm['name']}; the group's target size drops by one.")
         disks = [str(disk["name"]) for disk in target.details["disks"]]
         steps.append(
             Step(
@@ -264,7 +269,10 @@ class GcpProvider:
                 )
         else:
             notes.append("no forensic project given: snapshots stay in the source project (pass --forensic-project).")
-        return Plan("acquire", self.cloud, target.ref, steps, notes)
+        plan = Plan("acquire", self.cloud, target.ref, steps, notes)
+        if not symbolic:
+            return plan
+        return offline_plan(plan, {"preserve:abandon-from-group": "if the instance is in a managed instance group"})
 
     def _protect(self, target: Target) -> dict[str, Any]:
         zone, name = target.location, str(target.name)
@@ -461,8 +469,10 @@ class GcpProvider:
     # -- containment -----------------------------------------------------------------------------
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
         """Deny-all ingress/egress rules on a network tag (examiner range still allowed), then tag the instance."""
+        symbolic = target.symbolic
+        target = _symbolic_instance(target) if symbolic else target
         name = str(target.name)
-        tag = resource_name("cloudir-isolate", target.id)
+        tag = f"cloudir-isolate-{target.id}" if symbolic else resource_name("cloudir-isolate", target.id)
         rules = self._isolation_rules(target, tag, options.examiner_cidr)
         steps = [
             Step(
@@ -507,13 +517,14 @@ class GcpProvider:
                 "the gcp provider cannot revoke credentials (no 'revoke' capability): disable the service account "
                 f"{', '.join(target.details.get('service_accounts') or ['(none)'])} or its keys in IAM yourself."
             )
-        return Plan("contain", self.cloud, target.ref, steps, notes)
+        plan = Plan("contain", self.cloud, target.ref, steps, notes)
+        return offline_plan(plan, {"contain:firewall-rules": "for each network of the instance"}) if symbolic else plan
 
     def _isolation_rules(self, target: Target, tag: str, examiner_cidr: str | None) -> list[compute_v1.Firewall]:
         """Per network and direction: allow the examiner range (priority 0), then deny everything (priority 1)."""
         rules: list[compute_v1.Firewall] = []
         for index, network in enumerate(target.details["networks"]):
-            prefix = f"cloudir-{target.id}-n{index}"
+            prefix = f"cloudir-{target.id}-n{'<k>' if target.symbolic else index}"
             for direction in ("INGRESS", "EGRESS"):
                 ranges = "source_ranges" if direction == "INGRESS" else "destination_ranges"
                 wanted = [("allow-examiner", 0, examiner_cidr)] if examiner_cidr else []
@@ -525,7 +536,11 @@ class GcpProvider:
                     )
                     rules.append(
                         compute_v1.Firewall(
-                            name=resource_name(prefix, purpose, direction),
+                            name=(
+                                f"{prefix}-{purpose}-{direction.lower()}"
+                                if target.symbolic
+                                else resource_name(prefix, purpose, direction)
+                            ),
                             network=network,
                             direction=direction,
                             priority=priority,
@@ -568,3 +583,17 @@ class GcpProvider:
     def plan_pull_logs(self, request: LogPullRequest) -> Plan:
         """Cloud Audit Logs (admin activity, data access, system event, policy denied) for the window."""
         return plan_audit_pull(self, request)
+
+
+def _symbolic_instance(target: Target) -> Target:
+    """An unresolved instance (named by a finding) with placeholders for what only the API knows."""
+    name = target.name or target.id
+    details = {
+        **target.details,
+        "self_link": f"<self link of {name}>",
+        "disks": [{"name": f"<each disk of {name}>", "device_name": "<device>", "boot": None}],
+        "networks": [f"<each network of {name}>"],
+        "service_accounts": [f"<service account of {name}>"],
+        "managed_instance_group": {"scope": "zones", "location": target.location, "name": f"<group of {name}>"},
+    }
+    return replace(target, id=f"<id of {name}>", name=name, details=details)

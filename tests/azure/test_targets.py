@@ -17,6 +17,7 @@ def test_name_id_and_both_ips_resolve_to_the_same_vm(azure_sandbox: AzureSandbox
     assert expected.ref == f"azure:{SUBSCRIPTION}:eastus:{expected.id}"
     assert [d["role"] for d in expected.details["disks"]] == ["os", "data-lun0", "data-lun1"]
     assert expected.details["vmss_id"].endswith("/virtualMachineScaleSets/vmss-web")
+    assert expected.details["tags"] == {"env": "prod", "app": "storefront"}  # what playbook tag conditions check
     assert {q.value for q in azure_incident.alternate_targets} == {expected.id, PRIVATE_IP, PUBLIC_IP}
     for query in azure_incident.alternate_targets:
         assert provider.find_target(query).ref == expected.ref, query.value

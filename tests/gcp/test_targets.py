@@ -23,6 +23,7 @@ def test_finds_instance_by_name_or_ip(
     assert target.details["managed_instance_group"] == {"scope": "zones", "location": ZONE, "name": MIG}
     assert target.details["external_ips"] == [EXTERNAL_IP]
     assert len(target.details["disks"]) == 2
+    assert target.details["tags"] == {"app": "web-frontend", "env": "prod"}  # labels, for playbook tag conditions
 
 
 def test_finds_by_numeric_id_and_alternate_targets(provider: GcpProvider, incident: PlantedIncident) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from datetime import datetime
@@ -318,3 +319,30 @@ def test_build_case_timeline_without_logs_fails_and_is_recorded(tmp_path: Path) 
     with pytest.raises(CloudirError, match="no logs"):
         build_case_timeline(case)
     assert read_records(case.root / "custody.jsonl")[-1]["outcome"] == "failed"
+
+
+def test_many_small_files_in_one_call_under_a_small_memory_limit(tmp_path: Path) -> None:
+    template = json.loads((DATA / "cloudtrail_array.json").read_text())[0]
+
+    def records(first: int, count: int) -> list[dict[str, object]]:
+        return [{**template, "eventID": f"many-{number}"} for number in range(first, first + count)]
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for hour in range(300):  # hourly CloudTrail delivery files
+        with gzip.open(logs / f"hour-{hour:03d}.json.gz", "wt") as handle:
+            json.dump({"Records": records(hour * 20, 20)}, handle)
+    pages = "\n".join(json.dumps({"Records": records(10_000 + page * 3, 3)}) for page in range(2))
+    (logs / "pages.jsonl").write_text(pages + "\n")  # several containers in one file: positions run on
+    stats = ingest_paths(tmp_path / "t.duckdb", [logs], memory_limit="192MB")
+    assert (stats.files, stats.ingested, stats.duplicates, stats.quarantined) == (301, 6006, 0, 0)
+    assert rows(
+        tmp_path / "t.duckdb",
+        "SELECT count(*), count(DISTINCT source_file), max(source_position) FROM events WHERE source_file LIKE '%.gz'",
+    ) == [(6000, 300, 19)]
+    assert rows(
+        tmp_path / "t.duckdb",
+        "SELECT list(source_position ORDER BY event_id) FROM events WHERE source_file LIKE '%pages.jsonl'",
+    ) == [([0, 1, 2, 3, 4, 5],)]
+    position = rows(tmp_path / "t.duckdb", "SELECT source_position FROM events WHERE event_id = 'many-4321'")
+    assert position == [(4321 % 20,)]
