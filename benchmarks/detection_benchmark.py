@@ -1,19 +1,25 @@
 """Detection benchmark: labelled attacks mixed into a month of benign background, then ingest + analyze.
 
-Usage: ``uv run python benchmarks/detection_benchmark.py [--events N] [--work DIR]``
+Usage: ``uv run python benchmarks/detection_benchmark.py [--events N] [--work DIR] [--json FILE]
+[--reuse-background] [--attacker-identity new|known|both]``
 
-* Background: ``detection_background.py`` (documented there; knows nothing of the attack files), 30 days.
+* Background: ``detection_background.py`` (documented there; knows nothing of the attack files), 30 days,
+  generated and ingested once into ``background.duckdb``; each mode adds its attack files to a copy of it.
 * Attacks, time-shifted into the last 7 days (each Stratus technique at its own random moment, relative timing
-  kept): the 35 Stratus Red Team detonations, flaws2 (attacker = labels.csv), OTRF cloud-breach-s3
-  (attacker = labels.csv); their benign events stay in as background. The upstream anonymisation artefacts are
-  neutralised so they cannot give detections away: every account id of an attack file is mapped to the
-  background's prod account, fake regions become us-east-1, and the Stratus tool's own user agent
-  ``stratus-red-team_<uuid>`` becomes a plain Go SDK user agent.
+  kept, the same moments in every mode): the 35 Stratus Red Team detonations, flaws2 (attacker = labels.csv),
+  OTRF cloud-breach-s3 (attacker = labels.csv); their benign events stay in as background. The upstream
+  anonymisation artefacts are neutralised so they cannot give detections away: every account id of an attack
+  file is mapped to the background's account, fake regions become us-east-1, and the Stratus tool's own user
+  agent ``stratus-red-team_<uuid>`` becomes a plain Go SDK user agent.
+* Attacker identity: ``new`` keeps the datasets' principals (absent from the background); ``known`` re-attributes
+  the principals of each file's attacker calls to one background identity drawn (seeded, per file) from the pool
+  matching the stolen credentials' kind - people and CI for Stratus, workload roles for flaws2, instance sessions
+  for OTRF - keeping the attacker's source IPs, user agents, regions and operations.
 * Learning window: the first 23 days (``baseline_until``).
-* Metrics per analyzer and in total: Stratus techniques with at least one event in a finding's ``event_ids``;
-  recall on labelled attacker events of the other datasets; findings that contain no attack event, per 1M
-  background events; the same for the SigmaHQ rules alone (each rule hit grouped per actor/session/hour, no
-  threshold, no tempering) as the baseline; ingest and analysis times.
+* Metrics per mode, per analyzer and in total: Stratus techniques with at least one event in a finding's
+  ``event_ids``; recall on labelled attacker events of the other datasets; findings that contain no attack event,
+  per 1M background events; the same for the SigmaHQ rules alone (each rule hit grouped per actor/session/hour,
+  no threshold, no tempering) as the baseline; ingest and analysis times.
 """
 
 from __future__ import annotations
@@ -99,30 +105,39 @@ def _neutralise(
     shift: timedelta,
     accounts: set[str],
     time_key: str,
-    victims: dict[str, Victim] | None = None,
+    theft: Theft | None = None,
 ) -> dict[str, Any]:
-    """Shift, map accounts to the background, neutralise artefacts; re-attribute principals found in ``victims``."""
-    victim = (victims or {}).get(_principal(record) or "")
+    """Shift, map accounts to the background (the victim's account in ``known`` mode), neutralise artefacts and
+    re-attribute the thief's principals to the victim."""
     text = json.dumps(record)
     for account in accounts:
-        text = text.replace(account, victim.account if victim else PROD)
+        text = text.replace(account, theft.victim.account if theft else PROD)
     text = STRATUS_AGENT.sub("aws-sdk-go/1.44.0 (go1.21; linux; amd64)", text)
     out: dict[str, Any] = json.loads(text)
     out[time_key] = (_parse_time(record[time_key]) + shift).strftime("%Y-%m-%dT%H:%M:%SZ")
     if out.get("awsRegion") and not re.fullmatch(r"[a-z]{2}-[a-z]+-\d", out["awsRegion"]):
         out["awsRegion"] = MAIN_REGION
-    if victim:
-        out["userIdentity"] = victim.identity()
-        out["recipientAccountId"] = victim.account
+    if theft and _principal(record) in theft.principals:
+        out["userIdentity"] = theft.victim.identity()
     return out
 
 
-def _victims(
-    records: list[dict[str, Any]], attacker_ids: set[str], pool: list[Victim], rng: random.Random
-) -> dict[str, Victim]:
-    """``known`` mode: one victim drawn from ``pool`` (seeded) for all the principals of the attacker events."""
-    victim = rng.choice(pool)
-    return {p: victim for r in records if r.get("eventID") in attacker_ids and (p := _principal(r))}
+@dataclass(frozen=True)
+class Theft:
+    """``known`` mode, one attack file: the principals of its attacker calls all act as ``victim``."""
+
+    victim: Victim
+    principals: frozenset[str]
+
+
+def _theft(
+    records: list[dict[str, Any]], attacker_ids: set[str], pool: list[Victim], rng: random.Random | None
+) -> Theft | None:
+    """One victim drawn from ``pool`` (seeded, one draw per file) for the principals of the attacker calls."""
+    if rng is None:
+        return None
+    principals = frozenset(p for r in records if r.get("eventID") in attacker_ids and (p := _principal(r)))
+    return Theft(rng.choice(pool), principals)
 
 
 def _accounts(records: list[dict[str, Any]]) -> set[str]:
@@ -144,7 +159,7 @@ def prepare_attacks(out: Path, seed: int, attacker_identity: str) -> list[tuple[
     """Write time-shifted attack files into ``out``; return labels (event_id, dataset, technique or '').
 
     ``attacker_identity``: ``new`` keeps the datasets' own principals; ``known`` re-attributes the principals of
-    the attacker events to background identities (see ``_victims``). Attack moments do not depend on the mode.
+    the attacker events to background identities (see ``_theft``). Attack moments do not depend on the mode.
     """
     rng = random.Random(seed)
     pick = random.Random(f"{seed}-victims") if attacker_identity == "known" else None
@@ -155,8 +170,8 @@ def prepare_attacks(out: Path, seed: int, attacker_identity: str) -> list[tuple[
         records = json.loads(path.read_text())
         shift = _incident_moment(rng) - min(_parse_time(r["eventTime"]) for r in records)
         accounts = _accounts(records)
-        victims = _victims(records, {r["eventID"] for r in records}, PERSON_VICTIMS, pick) if pick else None
-        shifted = [_neutralise(r, shift, accounts, "eventTime", victims) for r in records]
+        theft = _theft(records, {r["eventID"] for r in records}, PERSON_VICTIMS, pick)
+        shifted = [_neutralise(r, shift, accounts, "eventTime", theft) for r in records]
         (out / path.name).write_text(json.dumps(shifted))
         labels += [(r["eventID"], "stratus", path.stem) for r in records]
 
@@ -165,9 +180,9 @@ def prepare_attacks(out: Path, seed: int, attacker_identity: str) -> list[tuple[
     shift = _incident_moment(rng) - min(_parse_time(r["eventTime"]) for r in records)
     accounts = _accounts(records)
     attacker = _attack_labels("flaws2-cloudtrail")
-    victims = _victims(records, attacker, WORKLOAD_VICTIMS, pick) if pick else None
+    theft = _theft(records, attacker, WORKLOAD_VICTIMS, pick)
     with gzip.open(out / "flaws2.json.gz", "wt") as handle:
-        json.dump({"Records": [_neutralise(r, shift, accounts, "eventTime", victims) for r in records]}, handle)
+        json.dump({"Records": [_neutralise(r, shift, accounts, "eventTime", theft) for r in records]}, handle)
     labels += [(event_id, "flaws2", "") for event_id in sorted(attacker)]
 
     otrf_file = next((DATASETS / "otrf-aws-cloud-breach-s3").glob("*.jsonl"))
@@ -175,9 +190,9 @@ def prepare_attacks(out: Path, seed: int, attacker_identity: str) -> list[tuple[
     shift = _incident_moment(rng) - min(_parse_time(r["@timestamp"]) for r in records)
     accounts = _accounts(records)
     attacker = _attack_labels("otrf-aws-cloud-breach-s3")
-    victims = _victims(records, attacker, INSTANCE_VICTIMS, pick) if pick else None
+    theft = _theft(records, attacker, INSTANCE_VICTIMS, pick)
     (out / "otrf_breach.jsonl").write_text(
-        "".join(json.dumps(_neutralise(r, shift, accounts, "@timestamp", victims)) + "\n" for r in records)
+        "".join(json.dumps(_neutralise(r, shift, accounts, "@timestamp", theft)) + "\n" for r in records)
     )
     labels += [(event_id, "otrf-breach", "") for event_id in sorted(attacker)]
     return labels
@@ -313,9 +328,11 @@ def print_table(result: dict[str, Any]) -> None:
         "false findings | false / 1M background |"
     )
     print("|---|---|---|---|---|---|---|")
-    for row in [*result["cloudir"], *result["sigma_alone"]]:
+    rows = [(row["analyzer"], row) for row in result["cloudir"]]
+    rows += [(f"SigmaHQ alone: {row['analyzer']}", row) for row in result["sigma_alone"]]
+    for name, row in rows:
         print(
-            f"| {row['analyzer']} | {row['techniques']} | {row['flaws2']}/{totals.get('flaws2', 0)} | "
+            f"| {name} | {row['techniques']} | {row['flaws2']}/{totals.get('flaws2', 0)} | "
             f"{row['otrf']}/{totals.get('otrf-breach', 0)} | {row['findings']} | {row['false_findings']} | "
             f"{row['false_per_million']:.1f} |"
         )

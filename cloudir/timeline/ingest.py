@@ -1,9 +1,10 @@
 """Normalize control-plane logs into the timeline, in DuckDB SQL from file to ``events``.
 
-Per batch of files: read documents (``read_json_objects`` / line-wise ``read_csv`` / ``read_csv``),
-unwrap containers into records, classify each record by its top-level keys, map it with its format's
-SQL, quarantine what cannot be mapped, drop duplicates (same cloud and event id), insert the rest.
-Python only sniffs each file's first bytes to pick a reader.
+Per batch of files, one streaming statement per file (or per group of one-document files) reads records
+(``read_json_objects`` / line-wise ``read_csv`` / ``read_csv``), classifies each by its top-level keys and
+maps it with its format's SQL into ``staged``; containers are then unwrapped and mapped the same way. One
+transaction quarantines what cannot be mapped, drops duplicates (same cloud and event id) and inserts the
+rest. Python only sniffs each file's first bytes to pick a reader.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import boto3
@@ -71,7 +72,7 @@ class AwsProvider:
 
     def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
         """Preserve, capture, snapshot, copy/share and optionally image an instance; capture a key's user."""
-        clients = self._clients_for(target)
+        clients, target = self._clients_for(target), self._named(target)
         if target.kind is TargetKind.ACCESS_KEY:
             return plan_acquire_access_key(clients, target)
         planner = AcquirePlanner(
@@ -81,7 +82,14 @@ class AwsProvider:
 
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
         """Isolate an instance and revoke its role sessions, or disable a key and revoke its user's sessions."""
-        return plan_contain(self._clients_for(target), target, options)
+        return plan_contain(self._clients_for(target), self._named(target), options)
+
+    @staticmethod
+    def _named(target: Target) -> Target:
+        """An unresolved instance named by IP or ENI id stands as ``<instance with …>`` in plans."""
+        if target.symbolic and target.kind is TargetKind.INSTANCE and not target.id.startswith("i-"):
+            return replace(target, id=f"<instance with {target.id}>")
+        return target
 
     def _clients_for(self, target: Target) -> AwsClients:
         """The clients a plan uses: ones that refuse every call for an unresolved (symbolic) target."""

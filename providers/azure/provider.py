@@ -119,11 +119,7 @@ class AzureProvider:
         value = query.value.strip()
         if _VM_ID.match(value):
             return self._target_from_id(value)
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            return self._target_by_name(value, query.location)
-        return self._target_by_ip(value)
+        return self._target_by_ip(value) if _is_ip(value) else self._target_by_name(value, query.location)
 
     def _target_from_id(self, vm_id: str) -> Target:
         subscription, group, name = id_parts(vm_id)
@@ -600,12 +596,22 @@ class AzureProvider:
 DATA_DISK_ROLE = "data-lun<n>"
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _symbolic_vm(target: Target) -> Target:
     """An unresolved VM (named by a finding) with placeholders for what only ARM knows."""
     if _VM_ID.match(target.id):
         subscription, group, name = id_parts(target.id)
     else:
         subscription, group, name = target.account, "<resource group>", target.id
+        if _is_ip(name):
+            name = f"<VM with {name}>"
     base = f"/subscriptions/{subscription}/resourceGroups/{group}/providers"
     disks = [
         {"role": "os", "id": f"{base}/Microsoft.Compute/disks/<OS disk of {name}>", "name": f"<OS disk of {name}>"},

@@ -588,6 +588,8 @@ class GcpProvider:
 def _symbolic_instance(target: Target) -> Target:
     """An unresolved instance (named by a finding) with placeholders for what only the API knows."""
     name = target.name or target.id
+    if _is_ip(name) or name.isdigit():
+        name = f"<instance {name}>"
     details = {
         **target.details,
         "self_link": f"<self link of {name}>",

@@ -1,5 +1,6 @@
 """The contract every cloud provider passes, run against each available sandbox (Sandbox + Provider protocols only)."""
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,7 +9,15 @@ import pytest
 from cloudir.case import Case
 from cloudir.errors import CapabilityNotSupportedError
 from cloudir.plan import StepKind, run_plan
-from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest, Provider, require
+from cloudir.provider import (
+    AcquireOptions,
+    Capability,
+    ContainOptions,
+    LogPullRequest,
+    Provider,
+    Target,
+    require,
+)
 from moto_fixtures.sandbox import PlantedIncident, Sandbox, available_sandboxes, open_sandbox
 
 CLOUDS = sorted(available_sandboxes())
@@ -46,6 +55,52 @@ def test_finds_the_target_by_id_and_every_alternate(sandbox: Sandbox, incident: 
     assert target.ref
     for query in incident.alternate_targets:
         assert provider.find_target(query).ref == target.ref, query.value
+
+
+def _id_pattern(offline_id: str) -> re.Pattern[str]:
+    """An offline step id as a pattern: each ``<placeholder>`` (e.g. ``snapshot-data-lun<n>``) stands for any text."""
+    parts = re.split(r"(<[^>]*>)", offline_id)
+    return re.compile("".join(".+" if part.startswith("<") else re.escape(part) for part in parts))
+
+
+def test_offline_plans_list_every_step_and_call_of_the_resolved_plans(sandbox: Sandbox, incident: PlantedIncident):
+    """A plan for the target as a finding names it (unresolved) covers the resolved plan, step by step.
+
+    Offline plans are a documented superset: per step the same or more operations (placeholders stand for every
+    item), and the steps the resolved plan lacks are all conditional ("if ..." / "for each ...").
+    """
+    provider = sandbox.provider()
+    provider.bind(None)
+    resolved = provider.find_target(incident.target)
+    assert isinstance(resolved.details["tags"], dict)  # what playbook tag conditions check
+    symbolic = Target(
+        resolved.cloud,
+        resolved.kind,
+        incident.target.value,
+        resolved.location,
+        resolved.account,
+        None,
+        {"symbolic": True},
+    )
+    options = _options(incident, provider)
+    builders = [lambda t: provider.plan_acquire(t, options)]
+    if Capability.ISOLATE in provider.capabilities:
+        builders.append(lambda t: provider.plan_contain(t, ContainOptions(examiner_cidr="198.51.100.7/32")))
+    for build in builders:
+        real, offline = build(resolved), build(symbolic)
+        assert offline.symbolic
+        assert not real.symbolic
+        matched = set()
+        for step in real.steps:
+            twins = [s for s in offline.steps if _id_pattern(s.id).fullmatch(step.id)]
+            assert len(twins) == 1, (step.id, [s.id for s in offline.steps])
+            twin = twins[0]
+            matched.add(twin.id)
+            assert twin.kind == step.kind, step.id
+            operations = {(c.service, c.operation) for c in step.calls}
+            assert operations <= {(c.service, c.operation) for c in twin.calls}, step.id
+        extra = [s.title for s in offline.steps if s.id not in matched]
+        assert all(title.startswith(("if ", "for each ")) for title in extra), extra
 
 
 def test_acquire_preserves_snapshots_every_disk_and_copies(sandbox: Sandbox, incident: PlantedIncident, tmp_path: Path):
