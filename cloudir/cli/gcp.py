@@ -232,5 +232,6 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
         show_dry_run(provider, lambda: provider.plan_pull_logs(request))
         return
     default_name = safe_name(f"gcp-logs-{'-'.join(projects) or 'default'}")
-    the_case = open_case(provider, case_path(case, default_name), resume=resume)
-    execute_plan(provider.plan_pull_logs(request), the_case)
+    plan = provider.plan_pull_logs(request)
+    the_case = open_case(provider, case_path(case, default_name), resume=resume, repeat_of=plan)
+    execute_plan(plan, the_case)

@@ -129,6 +129,35 @@ def test_logs_pull_stores_pages(gcp_sandbox: GcpSandbox, incident: PlantedIncide
     assert set(incident.extra["attacker_methods"]) <= {e["protoPayload"]["methodName"] for e in entries}
 
 
+def test_logs_pull_joins_an_acquisition_case_but_refuses_a_repeat(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path
+) -> None:
+    case = tmp_path / "IR-5"
+    code, out = _run(
+        gcp_sandbox, "acquire", "gcp", "--instance", incident.target.value, "--project", PROJECT, "--case", str(case)
+    )
+    assert code == 0, out
+    pull = [
+        "logs",
+        "pull",
+        "gcp",
+        "--project",
+        PROJECT,
+        "--start",
+        WINDOW_START,
+        "--end",
+        WINDOW_END,
+        "--case",
+        str(case),
+    ]
+    code, out = _run(gcp_sandbox, *pull)
+    assert code == 0, out
+    assert sorted((case / f"logs/gcp/audit/{PROJECT}").glob("page-*.json"))
+    code, out = _run(gcp_sandbox, *pull)
+    assert code == 2
+    assert "--resume" in out
+
+
 @pytest.mark.parametrize(
     "args",
     [
