@@ -26,6 +26,9 @@ from moto_fixtures.sandbox import PlantedIncident
 runner = CliRunner()
 
 
+PULL = ["logs", "pull", "gcp", "--project", PROJECT, "--start", WINDOW_START, "--end", WINDOW_END]
+
+
 def _run(gcp_sandbox: GcpSandbox, *args: str) -> tuple[int, str]:
     assert gcp_sandbox.server is not None
     result = runner.invoke(app, [*args, "--api-endpoint", gcp_sandbox.server.endpoint, "--anonymous"])
@@ -67,20 +70,7 @@ def test_contain_without_acquisition_needs_force(
     gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path
 ) -> None:
     case = tmp_path / "IR-2"
-    code, _ = _run(
-        gcp_sandbox,
-        "logs",
-        "pull",
-        "gcp",
-        "--project",
-        PROJECT,
-        "--start",
-        WINDOW_START,
-        "--end",
-        WINDOW_END,
-        "--case",
-        str(case),
-    )
+    code, _ = _run(gcp_sandbox, *PULL, "--case", str(case))
     assert code == 0
     contain = ["contain", "gcp", "--instance", INSTANCE, "--project", PROJECT, "--case", str(case)]
     code, out = _run(gcp_sandbox, *contain)
@@ -116,7 +106,7 @@ def test_failure_exit_3_then_resume(gcp_sandbox: GcpSandbox, incident: PlantedIn
 
 def test_logs_pull_stores_pages(gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path) -> None:
     case = tmp_path / "IR-4"
-    args = ["logs", "pull", "gcp", "--project", PROJECT, "--start", WINDOW_START, "--end", WINDOW_END]
+    args = PULL
     code, out = _run(gcp_sandbox, *args, "--dry-run")
     assert code == 0
     assert "entries.list" in out
@@ -137,19 +127,7 @@ def test_logs_pull_joins_an_acquisition_case_but_refuses_a_repeat(
         gcp_sandbox, "acquire", "gcp", "--instance", incident.target.value, "--project", PROJECT, "--case", str(case)
     )
     assert code == 0, out
-    pull = [
-        "logs",
-        "pull",
-        "gcp",
-        "--project",
-        PROJECT,
-        "--start",
-        WINDOW_START,
-        "--end",
-        WINDOW_END,
-        "--case",
-        str(case),
-    ]
+    pull = [*PULL, "--case", str(case)]
     code, out = _run(gcp_sandbox, *pull)
     assert code == 0, out
     assert sorted((case / f"logs/gcp/audit/{PROJECT}").glob("page-*.json"))
