@@ -63,7 +63,7 @@ def run_demo(
                         AcquireOptions(
                             forensic_account=incident.forensic_account,
                             encryption_key=incident.encryption_key,
-                            raw_image=Capability.IMAGE in provider.capabilities and cloud == "aws",
+                            raw_image=Capability.IMAGE in provider.capabilities,
                         ),
                     ),
                     case,
