@@ -6,7 +6,6 @@ attack window, contain; then build one timeline, analyze it, write the report an
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,10 +15,8 @@ from rich.console import Console
 
 from cloudir.case import Case
 from cloudir.custody import VerifyResult, verify_case
-from cloudir.plan import Plan, Step, run_plan
+from cloudir.plan import Plan, StepObserver, run_plan
 from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest
-
-StepObserver = Callable[[Step, str], None]
 
 
 @dataclass
