@@ -64,16 +64,17 @@ def render_plan(plan: Plan, *, out: Console | None = None) -> None:
     out.print("[bold]dry run:[/] nothing was changed.")
 
 
+def print_step_status(step: Step, status: str) -> None:
+    """A live status line on stderr for each finished, resumed, failed or blocked step."""
+    if status == "running":
+        return
+    style = _STATUS_STYLE.get(status, "white")
+    err_console.print(f"[{style}]{status:>8}[/] {step.title}", highlight=False)
+
+
 def execute_plan(plan: Plan, case: Case) -> RunResult:
     """Run a plan with live step status lines on stderr."""
-
-    def observe(step: Step, status: str) -> None:
-        if status == "running":
-            return
-        style = _STATUS_STYLE.get(status, "white")
-        err_console.print(f"[{style}]{status:>8}[/] {step.title}", highlight=False)
-
-    result = run_plan(plan, case, console=err_console, observer=observe)
+    result = run_plan(plan, case, console=err_console, observer=print_step_status)
     err_console.print(
         f"[green]{plan.name} complete[/] case {case.case_id} at {case.root} "
         f"(custody head {case.custody.head[:16]}…, {case.custody.length} records)",

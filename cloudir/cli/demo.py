@@ -11,9 +11,8 @@ import typer
 from rich.table import Table
 
 from cloudir.cli.apps import app
-from cloudir.cli.common import console, err_console
+from cloudir.cli.common import console, err_console, print_step_status
 from cloudir.errors import CloudirError
-from cloudir.plan import Step
 
 
 class DemoCloud(StrEnum):
@@ -50,11 +49,7 @@ def demo(
     if out.exists() and any(out.iterdir()):
         raise CloudirError(f"{out} already exists and is not empty", hint="choose another --out")
 
-    def observe(step: Step, status: str) -> None:
-        if status != "running":
-            err_console.print(f"  {status:>8} {step.title}", highlight=False)
-
-    result = run_demo(out, clouds, console=err_console, observer=observe, sigma_rules=sigma_rules)
+    result = run_demo(out, clouds, console=err_console, observer=print_step_status, sigma_rules=sigma_rules)
     table = Table(title="Top findings")
     table.add_column("score", justify="right")
     table.add_column("actor")
