@@ -779,8 +779,11 @@ def record_responder_calls(session: boto3.Session, account_id: str) -> None:
         "userName": "incident-responder",
     }
 
-    def remember_agent(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    def remember_call(params: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
         context["cloudir_user_agent"] = params.get("headers", {}).get("User-Agent", "")
+        request_signer = kwargs.get("request_signer")
+        if request_signer is not None:
+            context["client_region"] = request_signer.region_name
 
     def log_call(model: Any, parsed: dict[str, Any], context: dict[str, Any], event_name: str, **_: Any) -> None:
         agent = context.get("cloudir_user_agent", "")
@@ -813,11 +816,5 @@ def record_responder_calls(session: boto3.Session, account_id: str) -> None:
             record["errorCode"] = error
         STORE.add([record])
 
-    def note_region(context: dict[str, Any], **kwargs: Any) -> None:
-        request_signer = kwargs.get("request_signer")
-        if request_signer is not None:
-            context["client_region"] = request_signer.region_name
-
-    session.events.register("before-call.*.*", remember_agent)
-    session.events.register("before-call.*.*", note_region)
+    session.events.register("before-call.*.*", remember_call)
     session.events.register("after-call.*.*", log_call)
