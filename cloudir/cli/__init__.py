@@ -16,4 +16,4 @@ from cloudir.cli.apps import app
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(prog_name="cloudir")

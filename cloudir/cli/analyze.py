@@ -6,15 +6,16 @@ import json
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import duckdb
 import typer
 from rich.table import Table
 
-from cloudir.analyze import ANALYZERS, AnalysisSummary, run_analysis
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console
+
+if TYPE_CHECKING:
+    from cloudir.analyze import AnalysisSummary
 
 _TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S"]
 _SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
@@ -28,6 +29,8 @@ class OutputFormat(StrEnum):
 
 
 def _rows(db_path: Path, sql: str) -> list[dict[str, Any]]:
+    import duckdb
+
     with duckdb.connect(str(db_path), read_only=True) as con:
         cursor = con.execute(sql)
         names = [d[0] for d in cursor.description]
@@ -127,6 +130,8 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
     limit: Annotated[int, typer.Option(help="Rows shown per table.")] = 30,
 ) -> None:
     """Score the timeline: write findings and incidents tables into DB_PATH and print them ranked."""
+    from cloudir.analyze import run_analysis
+
     summary = run_analysis(
         db_path,
         sigma_rules=sigma_rules,
@@ -145,6 +150,8 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
 @app.command("analyzers")
 def list_analyzers() -> None:
     """List the analyzers with their description, MITRE techniques and default weight."""
+    from cloudir.analyze import ANALYZERS
+
     table = Table(title="Analyzers", expand=True, show_lines=True)
     for column in ("name", "weight", "MITRE", "description"):
         table.add_column(column, overflow="fold")

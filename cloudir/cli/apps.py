@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from cloudir import __version__
 from cloudir.cli.common import err_console
 from cloudir.errors import CloudirError
 
@@ -35,21 +36,40 @@ class CloudirGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-def _sub(help_text: str) -> typer.Typer:
-    return typer.Typer(help=help_text, no_args_is_help=True, pretty_exceptions_show_locals=False)
+def sub_app(help_text: str) -> typer.Typer:
+    """A command group: plain-text help (readable in any terminal, no rich import at start)."""
+    return typer.Typer(help=help_text, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
 app = typer.Typer(
     cls=CloudirGroup,
     help="cloudir: preserve cloud evidence, collect control-plane logs, build a timeline, find the attacker.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
-acquire_app = _sub("Preserve a target and acquire its evidence (snapshots, copies, metadata, raw images).")
-contain_app = _sub("Contain a target after acquisition: isolate the network, revoke credentials.")
-logs_app = _sub("Control-plane log collection.")
-pull_app = _sub("Pull control-plane logs for a window and scope into a case, raw pages kept as evidence.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cloudir {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """cloudir: preserve cloud evidence, collect control-plane logs, build a timeline, find the attacker."""
+
+
+acquire_app = sub_app("Preserve a target and acquire its evidence (snapshots, copies, metadata, raw images).")
+contain_app = sub_app("Contain a target after acquisition: isolate the network, revoke credentials.")
+logs_app = sub_app("Control-plane log collection.")
+pull_app = sub_app("Pull control-plane logs for a window and scope into a case, raw pages kept as evidence.")
 
 app.add_typer(acquire_app, name="acquire")
 app.add_typer(contain_app, name="contain")

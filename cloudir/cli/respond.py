@@ -5,39 +5,22 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.table import Table
 
 from cloudir.case import safe_name
-from cloudir.cli.apps import app
-from cloudir.cli.common import console, err_console, render_plan
+from cloudir.cli.apps import app, sub_app
+from cloudir.cli.common import console, err_console, print_step_status, render_plan
 from cloudir.errors import CloudirError
-from cloudir.plan import Step
-from cloudir.playbook import (
-    Outcome,
-    approve_pending,
-    build_response_plan,
-    default_provider,
-    load_playbook,
-    load_playbooks,
-    offline_provider,
-    respond,
-    select_playbook,
-    symbolic_target,
-)
-from cloudir.playbook.model import PARAMETERS
 from cloudir.provider import TargetKind, get_provider
-from cloudir.serverless.policy import least_privilege_policy
-from cloudir.triggers import Trigger, load_triggers, manual_trigger
 
-playbook_app = typer.Typer(
-    help="Response playbooks: list, validate, and print what one would do for a finding.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-)
+if TYPE_CHECKING:
+    from cloudir.playbook import Outcome
+    from cloudir.triggers import Trigger
+
+playbook_app = sub_app("Response playbooks: list, validate, and print what one would do for a finding.")
 app.add_typer(playbook_app, name="playbook")
 
 PlaybooksOpt = Annotated[
@@ -64,6 +47,10 @@ SeverityOpt = Annotated[str, typer.Option(help="Manual trigger severity.")]
 
 def _params(values: list[str] | None) -> dict[str, Any]:
     """``KEY=VALUE`` overrides, typed as the playbook parameter they set (strings stay strings)."""
+    import yaml
+
+    from cloudir.playbook.model import PARAMETERS
+
     params: dict[str, Any] = {}
     for item in values or []:
         key, sep, value = item.partition("=")
@@ -93,6 +80,8 @@ def _triggers(
     account: str,
     severity: str,
 ) -> list[Trigger]:
+    from cloudir.triggers import load_triggers, manual_trigger
+
     named = [
         (k, v)
         for k, v in (
@@ -120,6 +109,8 @@ def _triggers(
 @playbook_app.command("list")
 def list_playbooks(playbooks: PlaybooksOpt = None) -> None:
     """List the available playbooks and what each applies to."""
+    from cloudir.playbook import load_playbooks
+
     table = Table(title="Playbooks")
     table.add_column("id", no_wrap=True)
     for column in ("title", "priority", "applies to", "steps", "containment"):
@@ -154,6 +145,8 @@ def validate_playbooks(
     playbooks: PlaybooksOpt = None,
 ) -> None:
     """Validate playbooks; errors name the file, the step and the field."""
+    from cloudir.playbook import load_playbook, load_playbooks
+
     books = [load_playbook(path) for path in paths] if paths else load_playbooks(playbooks)
     for book in books:
         console.print(f"[green]valid[/] {book.path}: {book.id} ({len(book.steps)} steps)", highlight=False)
@@ -181,6 +174,15 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
     ] = False,
 ) -> None:
     """Print every step a playbook would run for a finding, and each API call, without changing anything."""
+    from cloudir.playbook import (
+        build_response_plan,
+        default_provider,
+        load_playbooks,
+        offline_provider,
+        select_playbook,
+        symbolic_target,
+    )
+
     params = _params(param)
     books = load_playbooks(playbooks)
     for found in _triggers(
@@ -223,12 +225,6 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
         render_plan(response.plan)
 
 
-def _observer(step: Step, status: str) -> None:
-    if status != "running":
-        style = {"done": "green", "resumed": "dim green", "failed": "bold red", "blocked": "yellow"}.get(status, "")
-        err_console.print(f"[{style}]{status:>8}[/] {step.title}", highlight=False)
-
-
 def _report_outcome(outcome: Outcome) -> None:
     style = {"completed": "green", "awaiting-approval": "yellow", "duplicate": "cyan"}.get(outcome.status, "bold red")
     console.print(f"[{style}]{outcome.status}[/] {outcome.message}", highlight=False, soft_wrap=True)
@@ -263,11 +259,13 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
     cloudir respond --trigger finding.json --case ./case-1;
     cloudir respond --case ./case-1 --approve
     """
+    from cloudir.playbook import approve_pending, load_playbooks, respond
+
     books = load_playbooks(playbooks)
     if approve:
         if case is None:
             raise CloudirError("--approve needs --case DIR")
-        outcomes = approve_pending(case, playbooks=books, console=err_console, observer=_observer)
+        outcomes = approve_pending(case, playbooks=books, console=err_console, observer=print_step_status)
         for outcome in outcomes:
             _report_outcome(outcome)
         _exit_for(outcomes)
@@ -313,7 +311,7 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
             resume=resume,
             params=params,
             console=err_console,
-            observer=_observer,
+            observer=print_step_status,
         )
         _report_outcome(outcome)
         outcomes.append(outcome)
@@ -373,6 +371,8 @@ def iam_policy(
 
     Needs no cloud credentials. Example: cloudir iam-policy aws > cloudir-policy.json
     """
+    from cloudir.serverless.policy import least_privilege_policy
+
     provider = get_provider(cloud.value, **_OFFLINE_CONFIG[cloud.value])
     text = json.dumps(least_privilege_policy(cloud.value, provider.required_permissions()), indent=2) + "\n"
     if out is None:

@@ -8,23 +8,20 @@ import json
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cloudir.case import Case
-from cloudir.cli.apps import app
+from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console
 from cloudir.errors import CloudirError
-from cloudir.timeline.db import export_parquet, run_query
-from cloudir.timeline.ingest import IngestStats, build_case_timeline, ingest_paths
 
-timeline_app = typer.Typer(
-    help="The DuckDB timeline: normalize control-plane logs, then query them.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-)
+if TYPE_CHECKING:
+    from cloudir.timeline.ingest import IngestStats
+
+timeline_app = sub_app("The DuckDB timeline: normalize control-plane logs, then query them.")
 app.add_typer(timeline_app, name="timeline")
 
 
@@ -61,12 +58,16 @@ def ingest(
     db: Annotated[Path, typer.Option("--db", help="Timeline database to create or extend.")],
 ) -> None:
     """Normalize CloudTrail, GCP audit, Azure Activity and Entra logs into a timeline database."""
+    from cloudir.timeline.ingest import ingest_paths
+
     _report(ingest_paths(db, paths), db)
 
 
 @timeline_app.command()
 def build(case_dir: Annotated[Path, typer.Argument(help="Case folder; reads everything under logs/.")]) -> None:
     """Build timeline.duckdb in a case from its logs, recorded in the custody log."""
+    from cloudir.timeline.ingest import build_case_timeline
+
     case = Case.open(case_dir)
     _report(build_case_timeline(case), case_dir / "timeline.duckdb")
 
@@ -111,6 +112,8 @@ def query(
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
 ) -> None:
     """Run SQL on a read-only connection that cannot write, attach, install or read other files."""
+    from cloudir.timeline.db import run_query
+
     columns, rows = run_query(db, sql)
     _print_rows(columns, rows, output, title=None)
 
@@ -127,6 +130,8 @@ def show(
     limit: Annotated[int, typer.Option(help="At most this many events.")] = 200,
 ) -> None:
     """Show events in time order as a table, filtered by actor, operation, time and cloud."""
+    from cloudir.timeline.db import run_query
+
     filters: list[tuple[str, object]] = []
     if actor:
         filters.append(("contains(lower(actor), lower(?))", actor))
@@ -154,5 +159,7 @@ def export(
     parquet: Annotated[Path, typer.Option("--parquet", help="Folder for Hive-partitioned Parquet.")],
 ) -> None:
     """Export events as Parquet partitioned by cloud and date (cloud=aws/date=2024-01-31/...)."""
+    from cloudir.timeline.db import export_parquet
+
     export_parquet(db, parquet)
     console.print(f"exported events to {parquet} (partitioned by cloud, date)", highlight=False)

@@ -1,0 +1,111 @@
+"""User configuration: defaults a responder sets once (forensic destinations, roles, signing key).
+
+Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``~/.config/cloudir/config.toml``);
+``CLOUDIR_*`` environment variables override the file. A missing file is an empty configuration.
+
+.. code-block:: toml
+
+    [forensic]                  # where evidence copies go, per cloud
+    aws = "111122223333"        # account id
+    azure = "9a8b7c6d-..."      # subscription id
+    gcp = "forensics-vault"     # project id
+
+    [roles.aws]                 # role to act as, per target account ("default": any other account)
+    "444455556666" = "arn:aws:iam::444455556666:role/cloudir-responder"
+    default = "cloudir-responder"
+
+    [signing]
+    key = "~/.config/cloudir/custody-signing.pem"
+
+Environment: ``CLOUDIR_FORENSIC_AWS|AZURE|GCP``, ``CLOUDIR_ROLE_AWS|AZURE|GCP`` (the default role of that cloud),
+``CLOUDIR_SIGNING_KEY``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloudir.errors import CloudirError
+
+CLOUDS = ("aws", "azure", "gcp")
+_DEFAULT_ROLE = "default"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration (file merged with the environment)."""
+
+    path: Path | None = None  # the file it was read from, when there was one
+    forensic: dict[str, str] = field(default_factory=dict)  # cloud -> account / subscription / project
+    roles: dict[str, dict[str, str]] = field(default_factory=dict)  # cloud -> {account or "default": role}
+    signing_key: Path | None = None
+
+    def forensic_for(self, cloud: str) -> str | None:
+        """The forensic destination configured for ``cloud``."""
+        return self.forensic.get(cloud)
+
+    def role_for(self, cloud: str, account: str | None) -> str | None:
+        """The role to act as in ``account`` of ``cloud``: the account's own, else the cloud's default."""
+        roles = self.roles.get(cloud, {})
+        return roles.get(account or "") or roles.get(_DEFAULT_ROLE)
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the configuration file is looked for."""
+    env = os.environ if env is None else env
+    if env.get("CLOUDIR_CONFIG"):
+        return Path(env["CLOUDIR_CONFIG"]).expanduser()
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    return base / "cloudir" / "config.toml"
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Read the configuration file (if any) and apply ``CLOUDIR_*`` overrides."""
+    env = os.environ if env is None else env
+    path = config_path(env)
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise CloudirError(f"cannot read the configuration {path}: {exc}") from None
+    unknown = set(data) - {"forensic", "roles", "signing"}
+    if unknown:
+        raise CloudirError(
+            f"{path}: unknown section(s) {', '.join(sorted(unknown))}", hint="known: forensic, roles, signing"
+        )
+    forensic = _strings(data.get("forensic", {}), f"{path} [forensic]", keys=CLOUDS)
+    roles_section = data.get("roles", {})
+    if not isinstance(roles_section, dict) or set(roles_section) - set(CLOUDS):
+        raise CloudirError(f"{path} [roles]: expected [roles.aws], [roles.azure] or [roles.gcp] tables")
+    roles = {cloud: _strings(table, f"{path} [roles.{cloud}]") for cloud, table in roles_section.items()}
+    signing = _strings(data.get("signing", {}), f"{path} [signing]", keys=("key",))
+    for cloud in CLOUDS:
+        if env.get(f"CLOUDIR_FORENSIC_{cloud.upper()}"):
+            forensic[cloud] = env[f"CLOUDIR_FORENSIC_{cloud.upper()}"]
+        if env.get(f"CLOUDIR_ROLE_{cloud.upper()}"):
+            roles.setdefault(cloud, {})[_DEFAULT_ROLE] = env[f"CLOUDIR_ROLE_{cloud.upper()}"]
+    key = env.get("CLOUDIR_SIGNING_KEY") or signing.get("key")
+    return Config(
+        path=path if path.is_file() else None,
+        forensic=forensic,
+        roles=roles,
+        signing_key=Path(key).expanduser() if key else None,
+    )
+
+
+def _strings(table: object, where: str, *, keys: tuple[str, ...] | None = None) -> dict[str, str]:
+    """A TOML table of string values, optionally restricted to ``keys``."""
+    if not isinstance(table, dict):
+        raise CloudirError(f"{where}: expected a table of names to strings")
+    for key, value in table.items():
+        if keys is not None and key not in keys:
+            raise CloudirError(f"{where}: unknown key {key!r}", hint=f"known: {', '.join(keys)}")
+        if not isinstance(value, str) or not value:
+            raise CloudirError(f"{where}: {key} must be a non-empty string")
+    return dict(table)

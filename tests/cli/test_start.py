@@ -1,0 +1,59 @@
+"""Ecosystem conventions and fast start: --version, python -m cloudir, completion, lazy heavy imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from cloudir import __version__
+
+HEAVY = ("sigma", "duckdb", "boto3", "botocore", "azure", "google", "yaml", "moto", "rich.markdown")
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
+    )
+
+
+def _loaded_after(argv: list[str]) -> set[str]:
+    """Top-level modules (and rich.markdown) imported by running the CLI with ``argv`` in a fresh interpreter."""
+    code = (
+        "import sys, json\n"
+        "from cloudir.cli import app\n"
+        f"try:\n    app({argv!r}, prog_name='cloudir')\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = _run("-c", code)
+    modules = set(json.loads(done.stderr.strip().splitlines()[-1]))
+    return {name for name in HEAVY if name in modules or any(m.startswith(name + ".") for m in modules)}
+
+
+def test_version_and_python_dash_m() -> None:
+    done = _run("-m", "cloudir", "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"cloudir {__version__}"
+    assert "Usage: cloudir" in _run("-m", "cloudir", "--help").stdout
+
+
+def test_help_imports_no_heavy_library() -> None:
+    assert _loaded_after(["--help"]) == set()
+    assert _loaded_after(["acquire", "aws", "--help"]) == set()
+
+
+def test_timeline_query_imports_only_duckdb(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    duckdb.connect(str(db)).close()
+    assert _loaded_after(["timeline", "query", str(db), "SELECT 1 AS one", "--format", "json"]) == {"duckdb"}
+
+
+def test_shell_completion_completes_commands() -> None:
+    done = _run(
+        "-m", "cloudir", env={"_CLOUDIR_COMPLETE": "complete_bash", "COMP_WORDS": "cloudir acquire ", "COMP_CWORD": "2"}
+    )
+    assert done.stdout.split() == ["aws", "azure", "gcp"]
