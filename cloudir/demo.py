@@ -17,6 +17,7 @@ from cloudir.case import Case
 from cloudir.custody import VerifyResult, verify_case
 from cloudir.plan import Plan, StepObserver, run_plan
 from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest
+from cloudir.textsafe import esc
 
 
 @dataclass
@@ -47,13 +48,15 @@ def run_demo(
     with sandbox_environment():
         case = Case.create(out, description=f"cloudir demo: planted incident on {', '.join(clouds)} (sandboxed)")
         for cloud in clouds:
-            console.rule(f"[bold]{cloud}: planted incident")
+            console.rule(f"[bold]{esc(cloud)}: planted incident")
             with open_sandbox(cloud) as sandbox:
                 incident = sandbox.plant_incident()
                 provider = sandbox.provider()
                 provider.bind(case)
                 target = provider.find_target(incident.target)
-                console.print(f"target {target.ref} (attacker acted as {incident.attacker_principal})", highlight=False)
+                console.print(
+                    f"target {esc(target.ref)} (attacker acted as {esc(incident.attacker_principal)})", soft_wrap=True
+                )
                 _run(
                     provider.plan_acquire(
                         target,
@@ -83,7 +86,7 @@ def _now() -> str:
 
 
 def _run(plan: Plan, case: Case, console: Console, observer: StepObserver | None) -> None:
-    console.print(f"[bold]{plan.name}[/] {plan.cloud} {plan.target}: {len(plan.steps)} steps", highlight=False)
+    console.print(f"[bold]{esc(plan.name)}[/] {plan.cloud} {esc(plan.target)}: {len(plan.steps)} steps", soft_wrap=True)
     run_plan(plan, case, console=console, observer=observer)
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console
+from cloudir.textsafe import esc
 
 if TYPE_CHECKING:
     from cloudir.analyze import AnalysisSummary
@@ -71,12 +72,12 @@ def _print_tables(
         incident_table.add_row(
             str(incident["score"]),
             f"[{style}]{incident['severity']}[/]",
-            incident["identity"],
+            esc(incident["identity"]),
             str(incident["first_time"]),
             str(incident["last_time"]),
             str(incident["finding_count"]),
-            ", ".join(incident["analyzers"]),
-            incident["title"],
+            esc(", ".join(incident["analyzers"])),
+            esc(incident["title"]),
         )
     console.print(incident_table)
     finding_table = Table(title=f"Findings ({summary.findings}, top {min(limit, len(findings))})", expand=True)
@@ -87,25 +88,23 @@ def _print_tables(
         finding_table.add_row(
             str(finding["score"]),
             f"[{style}]{finding['severity']}[/]",
-            finding["analyzer"],
+            esc(finding["analyzer"]),
             str(finding["first_time"]),
-            finding["title"],
-            finding["explanation"],
+            esc(finding["title"]),
+            esc(finding["explanation"]),
             str(len(finding["event_ids"] or [])),
         )
     console.print(finding_table)
     console.print(
         f"{summary.events} events; baseline before {summary.window.baseline_until}, scored from "
-        f"{summary.window.incident_since}; {summary.seconds} s",
-        highlight=False,
+        f"{summary.window.incident_since}; {summary.seconds} s"
     )
     if summary.sigma_rules_converted or summary.sigma_rules_failed:
         err_console.print(
-            f"sigma: {summary.sigma_rules_converted} rules converted, {len(summary.sigma_rules_failed)} not:",
-            highlight=False,
+            f"sigma: {summary.sigma_rules_converted} rules converted, {len(summary.sigma_rules_failed)} not:"
         )
         for rule, reason in summary.sigma_rules_failed:
-            err_console.print(f"  [yellow]skipped[/] {rule}: {reason}", highlight=False, soft_wrap=True)
+            err_console.print(f"  [yellow]skipped[/] {esc(rule)}: {esc(reason)}", soft_wrap=True)
 
 
 @app.command()

@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 from cloudir import __version__
 from cloudir.cli.common import err_console
 from cloudir.errors import CloudirError
+from cloudir.textsafe import esc
 
 
 class CloudirGroup(TyperGroup):
@@ -21,7 +22,7 @@ class CloudirGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CloudirError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {esc(exc)}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
@@ -29,8 +30,7 @@ class CloudirGroup(TyperGroup):
             if os.environ.get("CLOUDIR_DEBUG"):
                 raise
             err_console.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set CLOUDIR_DEBUG=1 for a traceback)",
-                highlight=False,
+                f"[bold red]internal error:[/] {type(exc).__name__}: {esc(exc)} (set CLOUDIR_DEBUG=1 for a traceback)",
                 soft_wrap=True,
             )
             raise typer.Exit(1) from None

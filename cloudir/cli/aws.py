@@ -25,6 +25,7 @@ from cloudir.cli.common import (
 )
 from cloudir.errors import CloudirError
 from cloudir.provider import AcquireOptions, ContainOptions, Provider, TargetKind, TargetQuery, get_provider
+from cloudir.textsafe import esc
 
 if TYPE_CHECKING:
     from providers.aws.evidence_bucket import S3EvidenceMirror
@@ -206,4 +207,4 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     finally:
         if mirror is not None:
             mirror.upload_custody(the_case)
-    console.print(f"[green]contained[/] {target.ref}", highlight=False)
+    console.print(f"[green]contained[/] {esc(target.ref)}", soft_wrap=True)

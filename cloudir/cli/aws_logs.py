@@ -27,6 +27,7 @@ from cloudir.cli.common import (
 from cloudir.coverage import iso_utc, parse_utc
 from cloudir.errors import CloudirError
 from cloudir.provider import LogPullRequest, get_provider
+from cloudir.textsafe import esc
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -67,20 +68,25 @@ def _summary(case: Case) -> None:
     if not coverage_path.is_file():
         return
     coverage: dict[str, Any] = json.loads(coverage_path.read_text(encoding="utf-8"))
-    table = Table(title=f"CloudTrail {coverage['window_start']} .. {coverage['window_end']}", expand=True)
+    table = Table(title=esc(f"CloudTrail {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
     for column in ("source", "region", "scope", "status", "events", "first event", "last event", "files"):
         table.add_column(column)
     for source in coverage["sources"]:
         files = source["details"].get("files")
         table.add_row(
-            source["source"].split(":")[-1],
-            source["location"],
-            source["scope"],
-            source["status"],
-            str(source["items"]),
-            source["first_event"] or "-",
-            source["last_event"] or "-",
-            str(files) if files is not None else "-",
+            *map(
+                esc,
+                (
+                    source["source"].split(":")[-1],
+                    source["location"],
+                    source["scope"],
+                    source["status"],
+                    source["items"],
+                    source["first_event"] or "-",
+                    source["last_event"] or "-",
+                    files if files is not None else "-",
+                ),
+            )
         )
     console.print(table)
     validation_path = case.root / "logs/aws/digest-validation.json"
@@ -89,16 +95,14 @@ def _summary(case: Case) -> None:
         console.print(
             "trail file integrity: "
             + ", ".join(f"{name.replace('_', ' ')} {counts.get(name, 0)}" for name in _INTEGRITY_ORDER),
-            highlight=False,
         )
     for retention in coverage["retention"]:
         console.print(
-            f"{retention['source']}: oldest event {retention['oldest_event']} leaves it in "
+            f"{esc(retention['source'])}: oldest event {retention['oldest_event']} leaves it in "
             f"{retention['days_left']:.1f} days",
-            highlight=False,
         )
     for warning in coverage["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
 
 
 @pull_app.command("aws")

@@ -46,6 +46,7 @@ from cloudir.provider import (
     TargetQuery,
     get_provider,
 )
+from cloudir.textsafe import esc
 
 TargetArg = Annotated[str, typer.Argument(help="The VM: its name, its ARM resource id, or a private or public IP.")]
 SubscriptionOpt = Annotated[
@@ -222,9 +223,9 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
     plan = provider.plan_contain(resolved, options)
     refuse_repeat(the_case, plan, resume)
     for note in plan.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {esc(note)}", soft_wrap=True)
     execute_plan(plan, the_case)
-    console.print(f"[green]contained[/] {resolved.ref}", highlight=False)
+    console.print(f"[green]contained[/] {esc(resolved.ref)}", soft_wrap=True)
 
 
 @pull_app.command("azure")
@@ -295,21 +296,26 @@ def _coverage_summary(case: Case) -> None:
     if not path.is_file():
         return
     coverage = json.loads(path.read_text(encoding="utf-8"))
-    table = Table(title=f"Activity Log {coverage['window_start']} .. {coverage['window_end']}", expand=True)
+    table = Table(title=esc(f"Activity Log {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
     for column in ("subscription", "scope", "status", "events", "pages", "throttled", "first event", "last event"):
         table.add_column(column)
     for source in coverage["sources"]:
         details = source["details"]
         table.add_row(
-            source["location"],
-            source["scope"],
-            source["status"],
-            str(source["items"]),
-            str(details.get("pages", "-")),
-            str(details.get("throttled", "-")),
-            source["first_event"] or "-",
-            source["last_event"] or "-",
+            *map(
+                esc,
+                (
+                    source["location"],
+                    source["scope"],
+                    source["status"],
+                    source["items"],
+                    details.get("pages", "-"),
+                    details.get("throttled", "-"),
+                    source["first_event"] or "-",
+                    source["last_event"] or "-",
+                ),
+            )
         )
     console.print(table)
     for warning in coverage["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)

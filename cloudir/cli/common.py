@@ -14,6 +14,7 @@ from cloudir.case import CASE_FILE, Case
 from cloudir.errors import CloudirError
 from cloudir.plan import Plan, RunResult, Step, StepKind, require_completed, run_plan
 from cloudir.provider import LogPullRequest, Provider, Target, TargetQuery
+from cloudir.textsafe import esc, text_console
 
 CaseOpt = Annotated[
     Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>).", show_default=False)
@@ -33,8 +34,8 @@ AroundOpt = Annotated[str | None, typer.Option(help="Trigger time to build the w
 BeforeOpt = Annotated[str, typer.Option(help="With --around: how far back (e.g. 24h, 3d).")]
 AfterOpt = Annotated[str, typer.Option(help="With --around: how far forward.")]
 
-console = Console()
-err_console = Console(stderr=True)
+console = text_console()
+err_console = text_console(stderr=True)
 
 _STATUS_STYLE = {
     "running": "cyan",
@@ -49,18 +50,18 @@ _KIND_STYLE = {StepKind.READ: "blue", StepKind.PRESERVE: "green", StepKind.ACQUI
 def render_plan(plan: Plan, *, out: Console | None = None) -> None:
     """Print every step of a plan and each API call it would make (the dry-run output)."""
     out = out or console
-    table = Table(title=f"Plan: {plan.name} {plan.cloud} {plan.target}", show_lines=True, expand=True)
+    table = Table(title=esc(f"Plan: {plan.name} {plan.cloud} {plan.target}"), show_lines=True, expand=True)
     table.add_column("#", justify="right")
     table.add_column("step")
     table.add_column("kind")
     table.add_column("API calls", overflow="fold")
     for index, step in enumerate(plan.steps, start=1):
-        calls = "\n".join(call.describe() for call in step.calls) or "-"
+        calls = "\n".join(esc(call.describe()) for call in step.calls) or "-"
         style = _KIND_STYLE[step.kind]
-        table.add_row(str(index), step.title, f"[{style}]{step.kind}[/]", calls)
+        table.add_row(str(index), esc(step.title), f"[{style}]{step.kind}[/]", calls)
     out.print(table)
     for note in plan.notes:
-        out.print(f"[yellow]note:[/] {note}", highlight=False)
+        out.print(f"[yellow]note:[/] {esc(note)}", soft_wrap=True)
     out.print("[bold]dry run:[/] nothing was changed.")
 
 
@@ -69,16 +70,15 @@ def print_step_status(step: Step, status: str) -> None:
     if status == "running":
         return
     style = _STATUS_STYLE.get(status, "white")
-    err_console.print(f"[{style}]{status:>8}[/] {step.title}", highlight=False)
+    err_console.print(f"[{style}]{status:>8}[/] {esc(step.title)}")
 
 
 def execute_plan(plan: Plan, case: Case) -> RunResult:
     """Run a plan with live step status lines on stderr."""
     result = run_plan(plan, case, console=err_console, observer=print_step_status)
     err_console.print(
-        f"[green]{plan.name} complete[/] case {case.case_id} at {case.root} "
-        f"(custody head {case.custody.head[:16]}…, {case.custody.length} records)",
-        highlight=False,
+        f"[green]{esc(plan.name)} complete[/] case {esc(case.case_id)} at {esc(case.root)} "
+        f"(custody head {case.custody.head[:16]}…, {case.custody.length} records)"
     )
     return result
 

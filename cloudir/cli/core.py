@@ -10,6 +10,7 @@ import typer
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console
 from cloudir.custody import verify_case
+from cloudir.textsafe import esc
 
 
 @app.command()
@@ -26,15 +27,14 @@ def verify(
     """
     result = verify_case(case_dir, expect_head=expect_head)
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
     if not result.ok:
-        err_console.print(f"[bold red]BROKEN:[/] {result.first_problem}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]BROKEN:[/] {esc(result.first_problem)}", soft_wrap=True)
         for problem in result.problems[1:]:
-            err_console.print(f"  also: {problem}", highlight=False, soft_wrap=True)
+            err_console.print(f"  also: {esc(problem)}", soft_wrap=True)
         raise typer.Exit(1)
     console.print(
         f"[green]OK[/] {result.records} custody records chained, {result.artifacts_checked} artifacts match; "
-        f"head {result.head}",
-        highlight=False,
+        f"head {esc(result.head)}",
         soft_wrap=True,
     )

@@ -13,6 +13,7 @@ from rich.table import Table
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console, print_step_status
 from cloudir.errors import CloudirError
+from cloudir.textsafe import esc
 
 
 class DemoCloud(StrEnum):
@@ -55,15 +56,14 @@ def demo(
     table.add_column("actor")
     table.add_column("finding")
     for score, actor, title in result.top_findings:
-        table.add_row(str(score), actor, title)
+        table.add_row(str(score), esc(actor), esc(title))
     console.print(table)
     verdict = result.verification
     if verdict is None or not verdict.ok:
         raise CloudirError(f"custody verification failed: {verdict.first_problem if verdict else 'not run'}")
     console.print(
-        f"[green]demo complete[/]: case {result.case.case_id} in {out}\n"
-        f"  {result.events} timeline events, {result.findings} findings, report {result.report}\n"
+        f"[green]demo complete[/]: case {esc(result.case.case_id)} in {esc(out)}\n"
+        f"  {result.events} timeline events, {result.findings} findings, report {esc(result.report)}\n"
         f"  custody verified: {verdict.records} records, {verdict.artifacts_checked} artifacts, head {verdict.head}\n"
-        f'  next: cloudir timeline query {out / "timeline.duckdb"} "SELECT * FROM findings ORDER BY score DESC"',
-        highlight=False,
+        f'  next: cloudir timeline query {esc(out / "timeline.duckdb")} "SELECT * FROM findings ORDER BY score DESC"',
     )

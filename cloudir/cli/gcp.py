@@ -34,6 +34,7 @@ from cloudir.provider import (
     TargetQuery,
     get_provider,
 )
+from cloudir.textsafe import esc
 
 ProjectOpt = Annotated[
     str | None, typer.Option("--project", help="Project of the target (default: GOOGLE_CLOUD_PROJECT).")
@@ -169,7 +170,7 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     plan = provider.plan_contain(target, options)
     _refuse_silent_resume(the_case, plan, resume)
     execute_plan(plan, the_case)
-    console.print(f"[green]contained[/] {target.ref}", highlight=False)
+    console.print(f"[green]contained[/] {esc(target.ref)}", soft_wrap=True)
 
 
 @pull_app.command("gcp")

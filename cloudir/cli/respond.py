@@ -15,6 +15,7 @@ from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, print_step_status, render_plan
 from cloudir.errors import CloudirError
 from cloudir.provider import TargetKind, get_provider
+from cloudir.textsafe import esc
 
 if TYPE_CHECKING:
     from cloudir.playbook import Outcome
@@ -129,11 +130,11 @@ def list_playbooks(playbooks: PlaybooksOpt = None) -> None:
         has_contain = any(s.action == "contain" for s in book.steps)
         approval = "needs approval" if book.containment_requires_approval else "automatic"
         table.add_row(
-            book.id,
-            book.title,
+            esc(book.id),
+            esc(book.title),
             str(book.priority),
-            scope,
-            " → ".join(s.id for s in book.steps),
+            esc(scope),
+            esc(" → ".join(s.id for s in book.steps)),
             approval if has_contain else "never",
         )
     console.print(table)
@@ -149,7 +150,7 @@ def validate_playbooks(
 
     books = [load_playbook(path) for path in paths] if paths else load_playbooks(playbooks)
     for book in books:
-        console.print(f"[green]valid[/] {book.path}: {book.id} ({len(book.steps)} steps)", highlight=False)
+        console.print(f"[green]valid[/] {esc(book.path)}: {esc(book.id)} ({len(book.steps)} steps)", soft_wrap=True)
 
 
 @playbook_app.command("plan")
@@ -197,9 +198,9 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
     ):
         chosen = select_playbook(found, books, playbook)
         console.print(
-            f"[bold]{found.source}[/] finding {found.finding_id} ({found.finding_type}, {found.severity}) "
-            f"on {found.cloud} {found.target.kind.value} {found.target.value} → playbook [bold]{chosen.id}[/]",
-            highlight=False,
+            f"[bold]{esc(found.source)}[/] finding {esc(found.finding_id)} ({esc(found.finding_type)}, "
+            f"{esc(found.severity)}) on {esc(found.cloud)} {found.target.kind.value} {esc(found.target.value)} "
+            f"→ playbook [bold]{esc(chosen.id)}[/]",
             soft_wrap=True,
         )
         if resolve:
@@ -227,7 +228,7 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
 
 def _report_outcome(outcome: Outcome) -> None:
     style = {"completed": "green", "awaiting-approval": "yellow", "duplicate": "cyan"}.get(outcome.status, "bold red")
-    console.print(f"[{style}]{outcome.status}[/] {outcome.message}", highlight=False, soft_wrap=True)
+    console.print(f"[{style}]{esc(outcome.status)}[/] {esc(outcome.message)}", soft_wrap=True)
 
 
 @app.command("respond")
@@ -343,7 +344,7 @@ def report_command(
     from cloudir.report import write_report
 
     path = write_report(case_dir, out or case_dir / f"report.{fmt.value}", fmt=fmt.value)
-    console.print(f"[green]report written[/] {path}", highlight=False)
+    console.print(f"[green]report written[/] {esc(path)}", soft_wrap=True)
 
 
 class PolicyCloud(StrEnum):
@@ -379,4 +380,4 @@ def iam_policy(
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
-        err_console.print(f"written {out}", highlight=False)
+        err_console.print(f"written {esc(out)}", soft_wrap=True)

@@ -17,6 +17,7 @@ from cloudir.case import Case
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console
 from cloudir.errors import CloudirError
+from cloudir.textsafe import csv_cell, esc, markdown_cell
 
 if TYPE_CHECKING:
     from cloudir.timeline.ingest import IngestStats
@@ -37,17 +38,13 @@ class OutputFormat(StrEnum):
 def _report(stats: IngestStats, target: Path) -> None:
     formats = ", ".join(f"{name} {count}" for name, count in sorted(stats.per_format.items())) or "none"
     console.print(
-        f"{target}: {stats.ingested} ingested, {stats.duplicates} duplicate, {stats.quarantined} quarantined "
+        f"{esc(target)}: {stats.ingested} ingested, {stats.duplicates} duplicate, {stats.quarantined} quarantined "
         f"from {stats.files} files ({formats})"
         + (f"; {stats.skipped} files skipped (no events)" if stats.skipped else ""),
-        highlight=False,
         soft_wrap=True,
     )
     if stats.quarantined:
-        err_console.print(
-            f"[yellow]note:[/] {stats.quarantined} records quarantined; see `SELECT * FROM quarantine`",
-            highlight=False,
-        )
+        err_console.print(f"[yellow]note:[/] {stats.quarantined} records quarantined; see `SELECT * FROM quarantine`")
     if stats.ingested + stats.duplicates == 0:
         raise CloudirError("nothing readable was ingested")
 
@@ -89,19 +86,19 @@ def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], output: OutputF
     elif output is OutputFormat.csv:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([_cell(value) for value in row] for row in rows)
+        writer.writerow(map(csv_cell, columns))
+        writer.writerows([csv_cell(value) if isinstance(value, str) else _cell(value) for value in row] for row in rows)
         typer.echo(buffer.getvalue(), nl=False)
     elif output is OutputFormat.markdown:
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+        lines = ["| " + " | ".join(map(markdown_cell, columns)) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(markdown_cell(_cell(v)) for v in row) + " |" for row in rows]
         typer.echo("\n".join(lines))
     else:
         table = Table(title=title, show_lines=False)
         for column in columns:
-            table.add_column(column, overflow="fold")
+            table.add_column(esc(column), overflow="fold")
         for row in rows:
-            table.add_row(*(_cell(value) for value in row))
+            table.add_row(*(esc(_cell(value)) for value in row))
         console.print(table)
 
 
@@ -162,4 +159,4 @@ def export(
     from cloudir.timeline.db import export_parquet
 
     export_parquet(db, parquet)
-    console.print(f"exported events to {parquet} (partitioned by cloud, date)", highlight=False)
+    console.print(f"exported events to {esc(parquet)} (partitioned by cloud, date)", soft_wrap=True)

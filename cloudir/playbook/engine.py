@@ -33,6 +33,7 @@ from cloudir.provider import (
     TargetKind,
     get_provider,
 )
+from cloudir.textsafe import esc
 from cloudir.triggers import Trigger
 
 ProviderFactory = Callable[[Trigger], Provider]
@@ -411,7 +412,7 @@ def _notify_step(trigger: Trigger, fmt: str) -> Callable[[StepContext], dict[str
         summary = incident_summary(ctx.case.root)
         rel = f"notifications/{safe_name(trigger.finding_id)}.{fmt}"
         ctx.case.write_bytes(rel, render_summary(summary, fmt).encode())
-        ctx.console.print(f"incident summary written to {ctx.case.root / rel}", highlight=False)
+        ctx.console.print(f"incident summary written to {esc(ctx.case.root / rel)}", soft_wrap=True)
         return {"channel": "file", "path": rel}
 
     return run

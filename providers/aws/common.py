@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cloudir.errors import CloudirError
+from cloudir.textsafe import esc
 from providers.aws.session import aws_errors
 
 TAG_CASE = "cloudir:case-id"
@@ -46,7 +47,7 @@ def wait_for_snapshots(
         console=console,
         transient=False,
     ) as progress:
-        tasks = {sid: progress.add_task(f"{label} {sid}", total=100) for sid in snapshot_ids}
+        tasks = {sid: progress.add_task(esc(f"{label} {sid}"), total=100) for sid in snapshot_ids}
         while True:
             with aws_errors(f"check the progress of {', '.join(snapshot_ids)}"):
                 snapshots = ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]

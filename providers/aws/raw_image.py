@@ -11,6 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from cloudir.case import Case
 from cloudir.errors import CloudirError
+from cloudir.textsafe import esc
 from providers.aws.session import aws_errors
 
 GIB = 1024**3
@@ -55,7 +56,7 @@ def write_raw_image(ebs: Any, snapshot_id: str, case: Case, rel_path: str, conso
         with (
             case.open_artifact(rel_path) as writer,
             Progress(
-                TextColumn(f"image {snapshot_id}"),
+                TextColumn(f"image {esc(snapshot_id)}"),
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
