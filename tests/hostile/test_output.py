@@ -14,7 +14,7 @@ from cloudir.cli import app
 from tests.respond.conftest import sample
 
 runner = CliRunner()
-CLOUDIR = str(Path(sys.executable).parent / "cloudir")
+CLOUDIR = [sys.executable, "-m", "cloudir"]
 LINK = "[link=https://evil.example]docs[/link]"
 CLEAR = "\x1b[2J\x1b[HFAKE: custody verified OK"
 CLOSE = "[/bold]"
@@ -50,7 +50,7 @@ def test_query_table_on_a_terminal_shows_planted_markup_and_escapes_as_text(tmp_
     assert ingested.exit_code == 0, ingested.output
     env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "400", "TERM": "xterm-256color"}
     shown = subprocess.run(
-        [CLOUDIR, "timeline", "query", str(db), "SELECT actor, operation, user_agent FROM events"],
+        [*CLOUDIR, "timeline", "query", str(db), "SELECT actor, operation, user_agent FROM events"],
         capture_output=True,
         text=True,
         env=env,
