@@ -14,6 +14,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,6 +86,9 @@ class FakeGcp:
         self.requests: list[dict[str, Any]] = []  # method, path, operation, user_agent, status
         self.injections: dict[str, list[Injection]] = {}
         self.log_page_size = 50
+        # Snapshots and images are created by operations that take time and report progress, as on GCE; the
+        # resource is CREATING (snapshot) or PENDING (image) until its operation is DONE.
+        self.long_operation_seconds = 0.1
         # Called after each successful change (method, operation, path, user agent), so a sandbox can write the
         # caller's own changes into the audit log as Cloud Audit Logs does.
         self.on_write: Callable[[str, str, str, str], None] | None = None
@@ -134,6 +138,8 @@ class FakeGcp:
         operation = "unknown"
         try:
             handler, operation, args = self._route(method, path)
+            if operation.endswith("Operations.wait"):
+                time.sleep(self._remaining(args[0], args[-1]))  # ``wait`` blocks until the operation is DONE
             with self.lock:
                 self._maybe_fail(operation)
                 status, payload = 200, handler(*args, query=query, body=body)
@@ -282,9 +288,16 @@ class FakeGcp:
         store = self.project(project).igms.get(zone, {})
         return self._found(store, name, f"projects/{project}/zones/{zone}/instanceGroupManagers/{name}")
 
-    def _operation(self, project: str, op_type: str, target: str, *where: str) -> dict[str, Any]:
-        """A RUNNING operation under ``where``: ``("zones", zone)``, ``("regions", region)`` or ``("global",)``."""
+    def _operation(
+        self, project: str, op_type: str, target: str, *where: str, creating: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A RUNNING operation under ``where``: ``("zones", zone)``, ``("regions", region)`` or ``("global",)``.
+
+        With ``creating`` (the new resource) it takes :attr:`long_operation_seconds` and turns the resource READY
+        when it finishes; other operations finish when first polled.
+        """
         name = f"operation-{self.new_id()}"
+        seconds = self.long_operation_seconds if creating is not None else 0.0
         op = {
             "kind": "compute#operation",
             "id": self.new_id(),
@@ -296,17 +309,34 @@ class FakeGcp:
             "selfLink": link(project, *where, "operations", name),
             **({where[0][:-1]: link(project, *where)} if len(where) == 2 else {}),
         }
-        self.project(project).operations[name] = op
+        self.project(project).operations[name] = op | {
+            "_started": time.monotonic(),
+            "_seconds": seconds,
+            "_creating": creating,
+        }
         return copy.deepcopy(op)
+
+    def _remaining(self, project: str, name: str) -> float:
+        """Seconds until operation ``name`` finishes (0 when unknown or done)."""
+        with self.lock:
+            op = self.project(project).operations.get(name)
+            if op is None:
+                return 0.0
+            return max(0.0, op["_started"] + op["_seconds"] - time.monotonic())
 
     def _poll(self, project: str, name: str, *, finish: bool) -> dict[str, Any]:
         op = self.project(project).operations.get(name)
         if op is None:
             raise FakeError(404, "NOT_FOUND", f"operation {name} not found")
-        if finish or op.get("polled"):
+        elapsed = time.monotonic() - op["_started"]
+        if elapsed >= op["_seconds"] and (finish or op["_seconds"] > 0 or op.get("_polled")):
             op.update(status="DONE", progress=100)
-        op["polled"] = True
-        return {key: value for key, value in op.items() if key != "polled"}
+            if op["_creating"] is not None:
+                op["_creating"]["status"] = "READY"
+        elif op["_seconds"]:
+            op["progress"] = min(99, int(100 * elapsed / op["_seconds"]))
+        op["_polled"] = True
+        return {key: value for key, value in op.items() if not key.startswith("_")}
 
     @staticmethod
     def _page(items: list[dict[str, Any]], query: dict[str, str], key: str = "items") -> dict[str, Any]:
@@ -359,7 +389,22 @@ class FakeGcp:
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
         instance = self._instance(project, zone, name)
-        instance["deletionProtection"] = query.get("deletionProtection", "true").lower() == "true"
+        wanted = query.get("deletionProtection", "true").lower() == "true"
+        groups = [
+            igm["name"]
+            for scoped in self.project(project).igms.values()
+            for igm in scoped.values()
+            if instance["selfLink"] in igm["_managed"]
+        ]
+        if wanted and groups:
+            # GCE documents that deletion protection cannot be applied to members of a managed instance group.
+            raise FakeError(
+                400,
+                "INVALID_ARGUMENT",
+                f"Invalid value for field 'deletionProtection': 'true'. Deletion protection cannot be enabled on "
+                f"instance '{name}' because it is part of managed instance group '{groups[0]}'.",
+            )
+        instance["deletionProtection"] = wanted
         return self._operation(project, "setDeletionProtection", instance["selfLink"], "zones", zone)
 
     def set_tags(
@@ -397,7 +442,7 @@ class FakeGcp:
     ) -> dict[str, Any]:
         disk = self.disks_get(project, zone, name, query=query, body=body)
         snap_name = body.get("name") or f"{name}-{self.new_id()}"
-        self._insert(
+        snapshot = self._insert(
             project,
             "snapshots",
             snap_name,
@@ -410,10 +455,10 @@ class FakeGcp:
                 "sourceDiskId": disk["id"],
                 "diskSizeGb": disk["sizeGb"],
                 "storageBytes": str(int(disk["sizeGb"]) * 1024**3 // 10),
-                "status": "READY",
+                "status": "CREATING",
             },
         )
-        return self._operation(project, "createSnapshot", disk["selfLink"], "zones", zone)
+        return self._operation(project, "createSnapshot", disk["selfLink"], "zones", zone, creating=snapshot)
 
     def snapshots_list(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         items = self._compute_filter(list(self.project(project).snapshots.values()), query.get("filter"))
@@ -432,6 +477,10 @@ class FakeGcp:
         if match is None:
             raise FakeError(400, "INVALID_ARGUMENT", "sourceSnapshot must name a snapshot")
         snapshot = self.snapshots_get(match[1], match[2], query=query, body=body)
+        if snapshot["status"] != "READY":
+            raise FakeError(
+                400, "resourceNotReady", f"The resource '{source}' is not ready (status {snapshot['status']})"
+            )
         image = self._insert(
             project,
             "images",
@@ -443,10 +492,10 @@ class FakeGcp:
                 "sourceSnapshot": snapshot["selfLink"],
                 "sourceSnapshotId": snapshot["id"],
                 "diskSizeGb": snapshot["diskSizeGb"],
-                "status": "READY",
+                "status": "PENDING",
             },
         )
-        return self._operation(project, "insert", image["selfLink"], "global")
+        return self._operation(project, "insert", image["selfLink"], "global", creating=image)
 
     def firewalls_list(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         items = self._compute_filter(list(self.project(project).firewalls.values()), query.get("filter"))

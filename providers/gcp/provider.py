@@ -186,18 +186,7 @@ class GcpProvider:
         target = _symbolic_instance(target) if symbolic else target
         zone, name = target.location, str(target.name)
         forensic = options.forensic_account or self.forensic_project
-        steps = [
-            Step(
-                "preserve:deletion-protection",
-                f"Turn on deletion protection for {name}",
-                StepKind.PRESERVE,
-                [
-                    call("compute", "instances.setDeletionProtection", zone, resource=name, deletionProtection=True),
-                    call("compute", "zoneOperations.wait", zone),
-                ],
-                lambda ctx: self._protect(target),
-            )
-        ]
+        steps: list[Step] = []
         notes: list[str] = []
         igm = target.details.get("managed_instance_group")
         if igm:
@@ -216,7 +205,22 @@ class GcpProvider:
                 )
             )
             member = "if it is in a managed instance group, " if symbolic else ""
-            notes.append(f"{member}{name} leaves group {igm['name']}; the group's target size drops by one.")
+            notes.append(
+                f"{member}{name} leaves group {igm['name']} first (GCE refuses deletion protection on group members); "
+                "the group's target size drops by one."
+            )
+        steps.append(
+            Step(
+                "preserve:deletion-protection",
+                f"Turn on deletion protection for {name}",
+                StepKind.PRESERVE,
+                [
+                    call("compute", "instances.setDeletionProtection", zone, resource=name, deletionProtection=True),
+                    call("compute", "zoneOperations.wait", zone),
+                ],
+                lambda ctx: self._protect(target),
+            )
+        )
         disks = [str(disk["name"]) for disk in target.details["disks"]]
         steps.append(
             Step(
@@ -275,12 +279,19 @@ class GcpProvider:
         return offline_plan(plan, {"preserve:abandon-from-group": "if the instance is in a managed instance group"})
 
     def _protect(self, target: Target) -> dict[str, Any]:
+        """Deletion protection; skipped, with GCE's reason, while the instance is still in a managed group."""
         zone, name = target.location, str(target.name)
         request = compute_v1.SetDeletionProtectionInstanceRequest(
             project=self.project, zone=zone, resource=name, deletion_protection=True
         )
         with gcp_errors(f"set deletion protection on {name}", "compute.instances.setDeletionProtection"):
-            op = self.api.compute(compute_v1.InstancesClient).set_deletion_protection_unary(request=request)
+            try:
+                op = self.api.compute(compute_v1.InstancesClient).set_deletion_protection_unary(request=request)
+            except gexc.BadRequest as exc:
+                if not target.details.get("managed_instance_group"):
+                    raise
+                # Never let the refusal block the snapshots: the abandon already keeps the group from deleting it.
+                return {"deletion_protection": False, "skipped": f"refused for a group member: {exc.message}"}
             self.api.wait(op, project=self.project, zone=zone)
         return {"deletion_protection": True, "operation": op.name}
 

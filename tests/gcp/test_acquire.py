@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud import compute_v1
 
 from cloudir.case import Case
 from cloudir.custody import read_records, verify_case
@@ -23,6 +28,7 @@ from moto_fixtures.gcp import (
     ZONE,
     GcpSandbox,
 )
+from moto_fixtures.gcp_server import link
 from moto_fixtures.sandbox import PlantedIncident
 from providers.gcp import GcpProvider
 from providers.gcp.provider import CASE_LABEL, label_value
@@ -37,8 +43,8 @@ def _api_calls(case: Case) -> list[dict[str, object]]:
 def test_plan_steps_and_kinds(provider: GcpProvider, target: Target) -> None:
     plan = provider.plan_acquire(target, OPTIONS)
     assert [(s.id, s.kind) for s in plan.steps] == [
-        ("preserve:deletion-protection", StepKind.PRESERVE),
         ("preserve:abandon-from-group", StepKind.PRESERVE),
+        ("preserve:deletion-protection", StepKind.PRESERVE),
         ("capture:metadata", StepKind.READ),
         (f"snapshot:{INSTANCE}", StepKind.ACQUIRE),
         (f"snapshot:{INSTANCE}-data", StepKind.ACQUIRE),
@@ -154,6 +160,42 @@ def test_regional_group_member_is_abandoned(gcp_sandbox: GcpSandbox, provider: G
     assert "regionOperations.wait" in operations
 
 
+def test_fake_refuses_deletion_protection_on_a_group_member_in_googles_error_format(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, target: Target
+) -> None:
+    request = compute_v1.SetDeletionProtectionInstanceRequest(
+        project=PROJECT, zone=ZONE, resource=INSTANCE, deletion_protection=True
+    )
+    with pytest.raises(gexc.BadRequest, match="managed instance group"):
+        provider.api.compute(compute_v1.InstancesClient).set_deletion_protection_unary(request=request)
+    assert gcp_sandbox.fake.project(PROJECT).instances[ZONE][INSTANCE]["deletionProtection"] is False
+
+
+def test_group_member_is_abandoned_before_deletion_protection(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, case: Case, target: Target
+) -> None:
+    result = run_plan(provider.plan_acquire(target, OPTIONS), case)
+    assert result.ok
+    assert result.results["preserve:abandon-from-group"]["abandoned"] is True
+    assert result.results["preserve:deletion-protection"]["deletion_protection"] is True
+    operations = [c["operation"] for c in _api_calls(case)]
+    assert operations.index("instanceGroupManagers.abandonInstances") < operations.index(
+        "instances.setDeletionProtection"
+    )
+
+
+def test_refused_protection_of_a_group_member_is_recorded_and_snapshots_go_on(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, case: Case, target: Target
+) -> None:
+    plan = provider.plan_acquire(target, OPTIONS)
+    still_member = replace(plan, steps=[s for s in plan.steps if "abandon" not in s.id])
+    result = run_plan(still_member, case)
+    assert result.ok
+    assert result.results["preserve:deletion-protection"]["deletion_protection"] is False
+    assert "managed instance group" in result.results["preserve:deletion-protection"]["skipped"]
+    assert len(gcp_sandbox.snapshots_for_case(case.case_id)) == 4  # two snapshots and their two copies
+
+
 def test_refused_service_account_read_is_reported_not_fatal(
     gcp_sandbox: GcpSandbox, provider: GcpProvider, case: Case, target: Target
 ) -> None:
@@ -165,3 +207,23 @@ def test_refused_service_account_read_is_reported_not_fatal(
     assert errors[SERVICE_ACCOUNT].startswith("403")
     outcomes = [(c["operation"], c["outcome"]) for c in _api_calls(case)]
     assert ("serviceAccounts.keys.list", "PERMISSION_DENIED") in outcomes
+
+
+def test_snapshot_operation_takes_time_and_reports_progress(gcp_sandbox: GcpSandbox, provider: GcpProvider) -> None:
+    gcp_sandbox.fake.long_operation_seconds = 0.5
+    disks = provider.api.compute(compute_v1.DisksClient)
+    op = disks.create_snapshot_unary(
+        project=PROJECT, zone=ZONE, disk=INSTANCE, snapshot_resource=compute_v1.Snapshot(name="slow-snap")
+    )
+    operations = provider.api.compute(compute_v1.ZoneOperationsClient)
+    running = operations.get(project=PROJECT, zone=ZONE, operation=op.name)
+    assert running.status == compute_v1.Operation.Status.RUNNING
+    assert 0 <= running.progress < 100
+    assert gcp_sandbox.fake.project(PROJECT).snapshots["slow-snap"]["status"] == "CREATING"
+    image = compute_v1.Image(name="too-early", source_snapshot=link(PROJECT, "global", "snapshots", "slow-snap"))
+    with pytest.raises(gexc.BadRequest, match="not ready"):
+        provider.api.compute(compute_v1.ImagesClient).insert_unary(project=FORENSIC_PROJECT, image_resource=image)
+    done = operations.wait(project=PROJECT, zone=ZONE, operation=op.name)
+    assert done.status == compute_v1.Operation.Status.DONE
+    assert done.progress == 100
+    assert gcp_sandbox.fake.project(PROJECT).snapshots["slow-snap"]["status"] == "READY"
