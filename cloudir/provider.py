@@ -8,6 +8,7 @@ and raises :class:`~cloudir.errors.CapabilityNotSupportedError` from the matchin
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -111,6 +112,7 @@ class Provider(Protocol):
 
     cloud: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
+    targets: ClassVar[Mapping[TargetKind, frozenset[Capability]]]  # what it can do to each kind of target
 
     def bind(self, case: Case | None) -> None:
         """Send every later API call to ``case``'s custody log (None: record nothing, e.g. dry run)."""
@@ -155,6 +157,18 @@ def require(provider: Provider, capability: Capability) -> None:
             f"the {provider.cloud} provider cannot {capability.value.replace('_', ' ')}",
             hint=f"supported: {', '.join(sorted(c.value for c in provider.capabilities))}",
         )
+
+
+def require_target(provider: Provider, kind: TargetKind, capability: Capability | None = None) -> None:
+    """Raise a clear error when ``provider`` cannot target ``kind`` (or cannot do ``capability`` to it)."""
+    supported = provider.targets.get(kind)
+    if supported is None or (capability is not None and capability not in supported):
+        verb = capability.value.replace("_", " ") if supported and capability else "handle"
+        what = f"{verb} targets of kind {kind.value!r}"
+        offered = "; ".join(
+            f"{k.value} ({', '.join(sorted(c.value for c in caps))})" for k, caps in provider.targets.items()
+        )
+        raise CapabilityNotSupportedError(f"the {provider.cloud} provider cannot {what}", hint=f"it targets: {offered}")
 
 
 def get_provider(cloud: str, **config: Any) -> Provider:

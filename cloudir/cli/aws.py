@@ -36,19 +36,24 @@ RegionOpt = Annotated[
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS CLI profile to use (default: AWS_PROFILE).")]
 
 
-def _query(
-    instance: str | None, ip: str | None, eni: str | None, access_key: str | None, region: str | None
-) -> TargetQuery:
-    given = [
-        (kind, value)
-        for kind, value in (("instance", instance), ("ip", ip), ("eni", eni), ("access-key", access_key))
-        if value
-    ]
+PrincipalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--principal",
+        help="Compromised IAM user or role: ARN (…:user/NAME, …:role/NAME, sts …:assumed-role/ROLE/SESSION) or name.",
+    ),
+]
+_KINDS = {"access-key": TargetKind.ACCESS_KEY, "principal": TargetKind.PRINCIPAL}
+
+
+def _query(region: str | None, **named: str | None) -> TargetQuery:
+    given = [(option, value) for option, value in named.items() if value]
     if len(given) != 1:
-        raise CloudirError("name exactly one target", hint="use one of --instance, --ip, --eni or --access-key")
+        options = ", ".join(f"--{option.replace('_', '-')}" for option in named)
+        raise CloudirError("name exactly one target", hint=f"use one of {options}")
     option, value = given[0]
-    kind = TargetKind.ACCESS_KEY if option == "access-key" else TargetKind.INSTANCE
-    return TargetQuery(kind, value.strip(), region)
+    kind = _KINDS.get(option.replace("_", "-"), TargetKind.INSTANCE)
+    return TargetQuery(kind, str(value).strip(), region)
 
 
 def _evidence_bucket(
@@ -67,8 +72,10 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
     ip: Annotated[str | None, typer.Option("--ip", help="Private or public IP of the instance.")] = None,
     eni: Annotated[str | None, typer.Option("--eni", help="Network interface id (eni-…) of the instance.")] = None,
     access_key: Annotated[
-        str | None, typer.Option("--access-key", help="Compromised access key id: capture its IAM user.")
+        str | None,
+        typer.Option("--access-key", help="Compromised access key id: capture its IAM user (AKIA…) or role (ASIA…)."),
     ] = None,
+    principal: PrincipalOpt = None,
     region: RegionOpt = None,
     all_regions: Annotated[
         bool, typer.Option("--all-regions", help="Search every enabled region for the target.")
@@ -129,10 +136,12 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
           --kms-key arn:aws:kms:us-east-1:111122223333:key/… --raw-image
       cloudir acquire aws --instance i-0abc123 --case cases/IR-42 --resume   # after a failure
       cloudir acquire aws --access-key AKIA… --case cases/IR-42              # key compromise
+      cloudir acquire aws --access-key ASIA… --case cases/IR-42              # stolen session: its role
+      cloudir acquire aws --principal arn:aws:iam::123456789012:user/bob --case cases/IR-42
 
     Exit codes: 0 done, 2 bad input / access problem, 3 a step failed (fix it, re-run with --resume).
     """
-    query = _query(instance, ip, eni, access_key, region)
+    query = _query(region, instance=instance, ip=ip, eni=eni, access_key=access_key, principal=principal)
     provider = get_provider("aws", region=region, profile=profile, all_regions=all_regions)
     options = AcquireOptions(
         forensic_account=forensic_account,
@@ -159,8 +168,12 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     instance: Annotated[str | None, typer.Option("--instance", help="EC2 instance id to isolate.")] = None,
     ip: Annotated[str | None, typer.Option("--ip", help="Private or public IP of the instance to isolate.")] = None,
     access_key: Annotated[
-        str | None, typer.Option("--access-key", help="Compromised access key: deactivate its user's keys.")
+        str | None,
+        typer.Option(
+            "--access-key", help="Compromised key: deactivate its user's keys (AKIA…) or revoke its role (ASIA…)."
+        ),
     ] = None,
+    principal: PrincipalOpt = None,
     case: CaseOpt = None,
     examiner_cidr: ExaminerCidrOpt = None,
     force: ForceOpt = False,
@@ -179,9 +192,12 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
         replaces the groups of every network interface
       - the instance profile is swapped for an empty quarantine profile
       - the old role denies every session issued before now
-    Access key:
+    Access key (AKIA…):
       - every active key of its user is deactivated
       - the user denies every session issued before now
+    IAM user (--principal): every key deactivated, an inline deny-all policy, console password removed
+    Role, role session or temporary key (ASIA…): the role denies every session issued before now
+    Each step's result in custody.jsonl says how to undo it.
 
     \b
     Examples:
@@ -189,11 +205,12 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
       cloudir contain aws --instance i-0abc123 --region us-east-1 --case cases/IR-42 \\
           --examiner-cidr 198.51.100.7/32
       cloudir contain aws --access-key AKIA… --case cases/IR-42
+      cloudir contain aws --principal arn:aws:iam::123456789012:user/bob --case cases/IR-42
       cloudir contain aws --instance i-0abc123 --force   # no acquisition first: only when you must
 
     Exit codes: 0 done, 2 refused / bad input / access problem, 3 a step failed (re-run to continue).
     """
-    query = _query(instance, ip, None, access_key, region)
+    query = _query(region, instance=instance, ip=ip, access_key=access_key, principal=principal)
     provider = get_provider("aws", region=region, profile=profile)
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=not keep_credentials)
     if dry_run:

@@ -113,7 +113,13 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     around: AroundOpt = None,
     before: BeforeOpt = "24h",
     after: AfterOpt = "6h",
-    principal: Annotated[list[str] | None, typer.Option(help="IAM user or role session name (repeatable).")] = None,
+    principal: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="User name, role session name, or ARN of a user, role session or role (a role ARN takes every event "
+            "of the account: its sessions are named anything) (repeatable)."
+        ),
+    ] = None,
     access_key: Annotated[list[str] | None, typer.Option(help="Access key id, AKIA/ASIA... (repeatable).")] = None,
     instance: Annotated[list[str] | None, typer.Option(help="EC2 instance id (repeatable).")] = None,
     region: Annotated[list[str] | None, typer.Option(help="Region to collect (repeatable).")] = None,

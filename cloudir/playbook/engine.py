@@ -205,7 +205,9 @@ def log_request(trigger: Trigger, target: Target, params: dict[str, Any]) -> Log
             request.access_keys.append(target.id)
         elif target.kind is TargetKind.INSTANCE:
             request.resources.append(target.id)
-        if trigger.principal:
+        elif target.kind is TargetKind.PRINCIPAL:
+            request.principals.append(target.id)
+        if trigger.principal and trigger.principal not in request.principals:
             request.principals.append(trigger.principal)
     return request
 

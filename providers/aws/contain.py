@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cloudir.custody import utc_now
 from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import ContainOptions, Target, TargetKind
-from providers.aws.acquire import key_owner, symbolic_instance
+from providers.aws.acquire import symbolic_instance
 from providers.aws.calls import planned
 from providers.aws.common import TAG_CASE, tag_list
+from providers.aws.principals import REVOKE_POLICY, now_iso, plan_contain_principal, revoke_policy
 from providers.aws.session import AwsClients, aws_errors
 
 ISOLATION_GROUP = "cloudir-isolation"
 QUARANTINE_PROFILE = "cloudir-quarantine"
-REVOKE_POLICY = "cloudir-revoke-older-sessions"
-
-
-def revoke_policy(issued_before: str) -> str:
-    """An inline policy denying everything to sessions issued before ``issued_before`` (ISO 8601 UTC)."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "CloudirRevokeOlderSessions",
-                    "Effect": "Deny",
-                    "Action": "*",
-                    "Resource": "*",
-                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": issued_before}},
-                }
-            ],
-        }
-    )
-
-
-def _now() -> str:
-    return utc_now()[:19] + "Z"
 
 
 def plan_contain_instance(clients: AwsClients, target: Target, options: ContainOptions) -> Plan:
@@ -186,7 +162,7 @@ def _profile_steps(clients: AwsClients, region: str, iid: str, profile_name: str
         return {"replaced": active[0]["IamInstanceProfile"]["Arn"], "quarantine": quarantine["Arn"]}
 
     def revoke(ctx: StepContext) -> dict[str, Any]:
-        cutoff = _now()
+        cutoff = now_iso()
         with aws_errors(f"revoke the sessions of roles {', '.join(roles)}"):
             for role in roles:
                 iam.put_role_policy(RoleName=role, PolicyName=REVOKE_POLICY, PolicyDocument=revoke_policy(cutoff))
@@ -218,72 +194,8 @@ def _profile_steps(clients: AwsClients, region: str, iid: str, profile_name: str
     ]
 
 
-def plan_contain_access_key(clients: AwsClients, target: Target, options: ContainOptions) -> Plan:
-    """Deactivate every active access key of the key's user and deny the user's existing sessions."""
-    user = key_owner(target)
-    iam = clients.client("iam")
-    if target.symbolic:
-        keys = ["<each active key of the user>"]
-    else:
-        with aws_errors(f"list the access keys of {user}"):
-            keys = [
-                k["AccessKeyId"]
-                for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
-                if k["Status"] == "Active"
-            ]
-
-    def deactivate(ctx: StepContext) -> dict[str, Any]:
-        with aws_errors(f"deactivate the access keys of {user}"):
-            active = [
-                k["AccessKeyId"]
-                for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
-                if k["Status"] == "Active"
-            ]
-            for key in active:
-                iam.update_access_key(UserName=user, AccessKeyId=key, Status="Inactive")
-        return {"user": user, "deactivated": active}
-
-    def revoke(ctx: StepContext) -> dict[str, Any]:
-        cutoff = _now()
-        with aws_errors(f"revoke the sessions of {user}"):
-            iam.put_user_policy(UserName=user, PolicyName=REVOKE_POLICY, PolicyDocument=revoke_policy(cutoff))
-        return {"user": user, "issued_before": cutoff}
-
-    steps = [
-        Step(
-            "contain.deactivate-access-keys",
-            f"Deactivate the access keys of {user} (the compromised key {target.id} and any other active key)",
-            StepKind.CONTAIN,
-            [
-                planned("iam", "ListAccessKeys", None, UserName=user),
-                *[
-                    planned("iam", "UpdateAccessKey", None, UserName=user, AccessKeyId=k, Status="Inactive")
-                    for k in keys
-                ],
-            ],
-            deactivate,
-        ),
-    ]
-    if options.revoke_credentials:
-        steps.append(
-            Step(
-                "contain.revoke-user-sessions",
-                f"Deny every session of {user} issued before now",
-                StepKind.CONTAIN,
-                [
-                    planned(
-                        "iam", "PutUserPolicy", None, UserName=user, PolicyName=REVOKE_POLICY, TokenIssueTime="<now>"
-                    )
-                ],
-                revoke,
-            )
-        )
-    plan = Plan(name="contain", cloud="aws", target=target.ref, steps=steps)
-    return offline_plan(plan) if target.symbolic else plan
-
-
 def plan_contain(clients: AwsClients, target: Target, options: ContainOptions) -> Plan:
-    """The containment plan for an instance or an access key."""
-    if target.kind is TargetKind.ACCESS_KEY:
-        return plan_contain_access_key(clients, target, options)
+    """The containment plan for an instance, a principal or an access key."""
+    if target.kind in {TargetKind.ACCESS_KEY, TargetKind.PRINCIPAL}:
+        return plan_contain_principal(clients, target, options)
     return plan_contain_instance(clients, target, options)

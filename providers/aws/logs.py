@@ -31,6 +31,7 @@ from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind
 from cloudir.provider import LogPullRequest
 from providers.aws.digest import StoredDigest, public_keys_from_pages, uncompressed_sha256, validate
+from providers.aws.principals import parse_principal_arn
 from providers.aws.session import AwsClients, aws_errors, describe_error
 
 LOG_ROOT = "logs/aws"
@@ -158,15 +159,32 @@ class Series:
         return [{"AttributeKey": self.key, "AttributeValue": self.value or ""}] if self.key else []
 
 
+def _principal_scope(principal: str) -> tuple[str | None, str | None]:
+    """The lookup attribute for one principal: a user's name, a role session's name; a role needs every event.
+
+    CloudTrail's ``Username`` is the session name for assumed-role sessions, so a role (whose sessions can be
+    named anything) cannot be looked up by its name: its events are filtered from the whole account's.
+    """
+    parsed = parse_principal_arn(principal)
+    if parsed is None:
+        return ("Username", principal)
+    found = parsed[1]
+    if found.type == "user":
+        return ("Username", found.name)
+    return ("Username", found.session) if found.session else (None, None)
+
+
 def lookup_scopes(request: LogPullRequest) -> list[tuple[str | None, str | None]]:
     """The lookup attributes a request asks for (LookupEvents takes one per call); none means everything."""
     scopes: list[tuple[str | None, str | None]] = []
-    scopes += [("Username", name) for name in request.principals]
+    scopes += [_principal_scope(name) for name in request.principals]
     scopes += [("AccessKeyId", key) for key in request.access_keys]
     for resource in request.resources:
         scopes.append(("ResourceName", resource))
         if resource.startswith("i-"):
             scopes.append(("Username", resource))  # instance-role sessions are named after the instance
+    if (None, None) in scopes:  # a role's sessions: only the whole account's events hold them all
+        return [(None, None)]
     return list(dict.fromkeys(scopes)) or [(None, None)]
 
 

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import ClassVar
 
 import boto3
 
 from cloudir.case import Case
-from cloudir.errors import CapabilityNotSupportedError
 from cloudir.plan import Plan
-from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest, Target, TargetKind, TargetQuery
-from providers.aws.acquire import AcquirePlanner, plan_acquire_access_key
+from cloudir.provider import (
+    AcquireOptions,
+    Capability,
+    ContainOptions,
+    LogPullRequest,
+    Target,
+    TargetKind,
+    TargetQuery,
+    require_target,
+)
+from providers.aws.acquire import AcquirePlanner
 from providers.aws.calls import required_permissions
 from providers.aws.contain import plan_contain
+from providers.aws.principals import find_access_key, find_principal, plan_acquire_principal
 from providers.aws.session import AwsClients, aws_errors
-from providers.aws.targets import find_access_key, find_instance
+from providers.aws.targets import find_instance
 
 
 class AwsProvider:
@@ -23,6 +33,11 @@ class AwsProvider:
 
     cloud: ClassVar[str] = "aws"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    targets: ClassVar[Mapping[TargetKind, frozenset[Capability]]] = {
+        TargetKind.INSTANCE: frozenset(Capability) - {Capability.PULL_LOGS},
+        TargetKind.ACCESS_KEY: frozenset({Capability.PRESERVE, Capability.REVOKE}),
+        TargetKind.PRINCIPAL: frozenset({Capability.PRESERVE, Capability.REVOKE}),
+    }
 
     def __init__(
         self,
@@ -60,28 +75,31 @@ class AwsProvider:
         return self._caller()["arn"]
 
     def find_target(self, query: TargetQuery) -> Target:
-        """Resolve an instance (id, IP, ENI) or an access key to its owner; read-only."""
+        """Resolve an instance (id, IP, ENI), a principal (user, role, role session) or an access key; read-only."""
+        require_target(self, query.kind)
         account = self._caller()["account"]
         if query.kind is TargetKind.ACCESS_KEY:
             return find_access_key(self.clients, query, account)
-        if query.kind is TargetKind.INSTANCE:
-            return find_instance(self.clients, query, account, self.all_regions)
-        raise CapabilityNotSupportedError(
-            f"the aws provider cannot target a {query.kind.value}", hint="target an instance or an access key"
-        )
+        if query.kind is TargetKind.PRINCIPAL:
+            return find_principal(self.clients, query, account)
+        return find_instance(self.clients, query, account, self.all_regions)
 
     def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
-        """Preserve, capture, snapshot, copy/share and optionally image an instance; capture a key's user."""
+        """Preserve, capture, snapshot, copy/share and optionally image an instance; capture a principal's IAM state."""
+        require_target(self, target.kind, Capability.PRESERVE)
         clients, target = self._clients_for(target), self._named(target)
-        if target.kind is TargetKind.ACCESS_KEY:
-            return plan_acquire_access_key(clients, target)
+        if target.kind is not TargetKind.INSTANCE:
+            return plan_acquire_principal(clients, target)
         planner = AcquirePlanner(
             clients, target, options, poll_seconds=self.poll_seconds, timeout_seconds=self.timeout_seconds
         )
         return planner.plan()
 
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
-        """Isolate an instance and revoke its role sessions, or disable a key and revoke its user's sessions."""
+        """Isolate an instance and revoke its role sessions, or contain a principal or access key."""
+        require_target(
+            self, target.kind, Capability.ISOLATE if target.kind is TargetKind.INSTANCE else Capability.REVOKE
+        )
         return plan_contain(self._clients_for(target), self._named(target), options)
 
     @staticmethod

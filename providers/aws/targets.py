@@ -107,29 +107,3 @@ def find_instance(clients: AwsClients, query: TargetQuery, account: str, all_reg
             "tags": tags,
         },
     )
-
-
-def find_access_key(clients: AwsClients, query: TargetQuery, account: str) -> Target:
-    """Find the IAM user that owns an access key."""
-    with aws_errors(f"find the owner of access key {query.value}"):
-        try:
-            owner = clients.client("iam").get_access_key_last_used(AccessKeyId=query.value)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchEntity", "AccessDenied", "InvalidClientTokenId"}:
-                raise TargetNotFoundError(
-                    f"access key {query.value} does not belong to an IAM user in account {account}",
-                    hint="run with credentials of the account that owns the key",
-                ) from None
-            raise
-    user = owner.get("UserName")
-    if not user or user == "root":
-        raise CloudirError(f"access key {query.value} belongs to the root user; rotate it from the console")
-    return Target(
-        cloud="aws",
-        kind=TargetKind.ACCESS_KEY,
-        id=query.value,
-        location="global",
-        account=account,
-        name=user,
-        details={"user": user},
-    )

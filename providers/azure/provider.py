@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from cloudir.provider import (
     TargetKind,
     TargetQuery,
     bind_recorder,
+    require_target,
 )
 from providers.azure import activity, calls
 from providers.azure.calls import call
@@ -74,6 +76,11 @@ class AzureProvider:
             Capability.PULL_LOGS,
         }
     )
+    targets: ClassVar[Mapping[TargetKind, frozenset[Capability]]] = {
+        TargetKind.INSTANCE: frozenset(
+            {Capability.PRESERVE, Capability.SNAPSHOT, Capability.COPY, Capability.IMAGE, Capability.ISOLATE}
+        ),
+    }
 
     def __init__(
         self,
@@ -111,11 +118,7 @@ class AzureProvider:
     # -- target resolution -----------------------------------------------------------------------------------
     def find_target(self, query: TargetQuery) -> Target:
         """Resolve a VM by resource id, private/public IP or name (read-only)."""
-        if query.kind is not TargetKind.INSTANCE:
-            raise CapabilityNotSupportedError(
-                f"the azure provider targets virtual machines, not {query.kind.value}s",
-                hint="name the VM by name, resource id or IP",
-            )
+        require_target(self, query.kind)
         value = query.value.strip()
         if _VM_ID.match(value):
             return self._target_from_id(value)
@@ -217,6 +220,7 @@ class AzureProvider:
     # -- acquisition -------------------------------------------------------------------------------------------
     def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
         """Metadata, locks, scale-in protection, full snapshots, copies to the SOC, optional SAS images."""
+        require_target(self, target.kind, Capability.SNAPSHOT)
         if options.group_mode != "protect":
             raise CapabilityNotSupportedError(
                 f"Azure scale sets have no {options.group_mode!r} mode",
@@ -506,6 +510,7 @@ class AzureProvider:
     # -- containment ----------------------------------------------------------------------------------------
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
         """An isolation NSG denying all traffic except the examiner, attached to every NIC of the VM."""
+        require_target(self, target.kind, Capability.ISOLATE)
         symbolic = target.symbolic
         target = _symbolic_vm(target) if symbolic else target
         region, group = target.location, target.details["resource_group"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from cloudir.provider import (
     TargetKind,
     TargetQuery,
     bind_recorder,
+    require_target,
 )
 from providers.gcp.logs import plan_audit_pull
 from providers.gcp.permissions import all_permissions, call
@@ -87,6 +89,9 @@ class GcpProvider:
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.PRESERVE, Capability.SNAPSHOT, Capability.COPY, Capability.ISOLATE, Capability.PULL_LOGS}
     )
+    targets: ClassVar[Mapping[TargetKind, frozenset[Capability]]] = {
+        TargetKind.INSTANCE: frozenset({Capability.PRESERVE, Capability.SNAPSHOT, Capability.COPY, Capability.ISOLATE}),
+    }
 
     def __init__(
         self,
@@ -125,8 +130,7 @@ class GcpProvider:
     # -- targets ---------------------------------------------------------------------------------
     def find_target(self, query: TargetQuery) -> Target:
         """Resolve an instance by name, numeric id, internal or external IP, in one zone or all zones."""
-        if query.kind is not TargetKind.INSTANCE:
-            raise CapabilityNotSupportedError(f"the gcp provider resolves instances only, not {query.kind.value}")
+        require_target(self, query.kind)
         zone = query.location or self.default_zone
         where = f"zone {zone}" if zone else "all zones"
         client = self.api.compute(compute_v1.InstancesClient)
@@ -177,6 +181,7 @@ class GcpProvider:
     # -- acquisition -----------------------------------------------------------------------------
     def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
         """Deletion protection, abandon from the MIG, capture metadata, snapshot each disk, copy each snapshot."""
+        require_target(self, target.kind, Capability.SNAPSHOT)
         if options.raw_image:
             raise CapabilityNotSupportedError(
                 "the gcp provider cannot export raw disk images",
@@ -480,6 +485,7 @@ class GcpProvider:
     # -- containment -----------------------------------------------------------------------------
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
         """Deny-all ingress/egress rules on a network tag (examiner range still allowed), then tag the instance."""
+        require_target(self, target.kind, Capability.ISOLATE)
         symbolic = target.symbolic
         target = _symbolic_instance(target) if symbolic else target
         name = str(target.name)

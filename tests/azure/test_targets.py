@@ -41,7 +41,7 @@ def test_unknown_targets_fail_with_one_line_naming_them(azure_sandbox: AzureSand
         provider.find_target(TargetQuery(TargetKind.INSTANCE, ghost_id))
     for error in (by_name.value, by_id.value):
         assert "\n" not in str(error)
-    with pytest.raises(CapabilityNotSupportedError, match="virtual machines"):
+    with pytest.raises(CapabilityNotSupportedError, match="cannot handle targets of kind 'access-key'"):
         provider.find_target(TargetQuery(TargetKind.ACCESS_KEY, "AKIAEXAMPLE"))
 
 

@@ -16,6 +16,8 @@ from cloudir.provider import (
     LogPullRequest,
     Provider,
     Target,
+    TargetKind,
+    TargetQuery,
     require,
 )
 from moto_fixtures.sandbox import PlantedIncident, Sandbox, available_sandboxes, open_sandbox
@@ -184,3 +186,13 @@ def test_missing_capabilities_raise(sandbox: Sandbox):
         with pytest.raises(CapabilityNotSupportedError):
             require(provider, capability)
     assert provider.required_permissions()
+
+
+def test_declares_what_it_can_do_to_each_kind_of_target_and_refuses_the_rest(sandbox: Sandbox):
+    provider = sandbox.provider()
+    assert TargetKind.INSTANCE in provider.targets
+    for kind, capabilities in provider.targets.items():
+        assert capabilities <= provider.capabilities, kind
+    for kind in set(TargetKind) - set(provider.targets):
+        with pytest.raises(CapabilityNotSupportedError, match=f"cannot handle targets of kind '{kind.value}'"):
+            provider.find_target(TargetQuery(kind, "x"))
