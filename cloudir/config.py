@@ -17,8 +17,11 @@ Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``
     [signing]
     key = "~/.config/cloudir/custody-signing.pem"
 
+    [accounts]                  # findings ``cloudir respond`` may act on, per cloud (default: the caller's own)
+    aws = ["123456789012"]
+
 Environment: ``CLOUDIR_FORENSIC_AWS|AZURE|GCP``, ``CLOUDIR_ROLE_AWS|AZURE|GCP`` (the default role of that cloud),
-``CLOUDIR_SIGNING_KEY``.
+``CLOUDIR_SIGNING_KEY``, ``CLOUDIR_ACCOUNTS_AWS|AZURE|GCP`` (comma-separated).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Config:
     forensic: dict[str, str] = field(default_factory=dict)  # cloud -> account / subscription / project
     roles: dict[str, dict[str, str]] = field(default_factory=dict)  # cloud -> {account or "default": role}
     signing_key: Path | None = None
+    accounts: dict[str, list[str]] = field(default_factory=dict)  # cloud -> accounts a finding may name
 
     def forensic_for(self, cloud: str) -> str | None:
         """The forensic destination configured for ``cloud``."""
@@ -74,10 +78,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise CloudirError(f"cannot read the configuration {path}: {exc}") from None
-    unknown = set(data) - {"forensic", "roles", "signing"}
+    unknown = set(data) - {"forensic", "roles", "signing", "accounts"}
     if unknown:
         raise CloudirError(
-            f"{path}: unknown section(s) {', '.join(sorted(unknown))}", hint="known: forensic, roles, signing"
+            f"{path}: unknown section(s) {', '.join(sorted(unknown))}", hint="known: forensic, roles, signing, accounts"
         )
     forensic = _strings(data.get("forensic", {}), f"{path} [forensic]", keys=CLOUDS)
     roles_section = data.get("roles", {})
@@ -85,18 +89,34 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         raise CloudirError(f"{path} [roles]: expected [roles.aws], [roles.azure] or [roles.gcp] tables")
     roles = {cloud: _strings(table, f"{path} [roles.{cloud}]") for cloud, table in roles_section.items()}
     signing = _strings(data.get("signing", {}), f"{path} [signing]", keys=("key",))
+    accounts = _account_lists(data.get("accounts", {}), f"{path} [accounts]")
     for cloud in CLOUDS:
         if env.get(f"CLOUDIR_FORENSIC_{cloud.upper()}"):
             forensic[cloud] = env[f"CLOUDIR_FORENSIC_{cloud.upper()}"]
         if env.get(f"CLOUDIR_ROLE_{cloud.upper()}"):
             roles.setdefault(cloud, {})[_DEFAULT_ROLE] = env[f"CLOUDIR_ROLE_{cloud.upper()}"]
+        if env.get(f"CLOUDIR_ACCOUNTS_{cloud.upper()}"):
+            accounts[cloud] = [
+                item.strip() for item in env[f"CLOUDIR_ACCOUNTS_{cloud.upper()}"].split(",") if item.strip()
+            ]
     key = env.get("CLOUDIR_SIGNING_KEY") or signing.get("key")
     return Config(
         path=path if path.is_file() else None,
         forensic=forensic,
         roles=roles,
         signing_key=Path(key).expanduser() if key else None,
+        accounts=accounts,
     )
+
+
+def _account_lists(table: object, where: str) -> dict[str, list[str]]:
+    """The [accounts] table: per cloud, a list of account / subscription / project ids."""
+    if not isinstance(table, dict) or set(table) - set(CLOUDS):
+        raise CloudirError(f"{where}: expected aws, azure or gcp = [ids]")
+    for cloud, ids in table.items():
+        if not isinstance(ids, list) or not all(isinstance(item, str) and item for item in ids):
+            raise CloudirError(f"{where}: {cloud} must be a list of non-empty strings")
+    return {cloud: list(ids) for cloud, ids in table.items()}
 
 
 def _strings(table: object, where: str, *, keys: tuple[str, ...] | None = None) -> dict[str, str]:

@@ -120,6 +120,9 @@ class Provider(Protocol):
     def identity(self) -> str:
         """The cloud identity the adapter acts as (ARN, object id, service account)."""
 
+    def home_account(self) -> str:
+        """The account / subscription / project the adapter acts in: the only one it may change."""
+
     def find_target(self, query: TargetQuery) -> Target:
         """Resolve a target or raise TargetNotFoundError; read-only."""
 

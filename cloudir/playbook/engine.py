@@ -19,8 +19,9 @@ from typing import Any
 from rich.console import Console
 
 from cloudir.case import CASE_FILE, Case, safe_name
+from cloudir.config import load_config
 from cloudir.custody import read_records
-from cloudir.errors import CapabilityNotSupportedError, CloudirError
+from cloudir.errors import CapabilityNotSupportedError, CloudirError, PreconditionError
 from cloudir.plan import Plan, Step, StepContext, StepKind, StepObserver, run_plan
 from cloudir.playbook.model import ACQUIRE_ACTIONS, Playbook, PlaybookStep, load_playbooks, select_playbook
 from cloudir.provider import (
@@ -450,6 +451,30 @@ def _record(
 
 
 # -- running ------------------------------------------------------------------------------------------------
+_SCOPE = {"aws": "account", "azure": "subscription", "gcp": "project"}
+
+
+def check_trigger_account(
+    trigger: Trigger, account: str, allowed: list[str] | None, *, what: str = "this tool acts in"
+) -> None:
+    """Refuse a finding about another account than ``account`` (or one outside ``allowed``), before any change.
+
+    A finding is data anyone allowed to import findings can write; only its account decides nothing.
+    """
+    scope = _SCOPE[trigger.cloud]
+    named = trigger.account or account
+    if allowed is not None and named not in allowed:
+        raise PreconditionError(
+            f"refused: the finding names {scope} {named}, which is not in the configured [accounts] {trigger.cloud} "
+            f"list ({', '.join(allowed) or 'empty'}); nothing was changed"
+        )
+    if named != account:
+        raise PreconditionError(
+            f"refused: the finding names {scope} {named} but {what} {scope} {account}; nothing was "
+            f"changed (a cross-{scope} response needs a role configured for {named} in [roles.{trigger.cloud}])"
+        )
+
+
 def respond(
     trigger: Trigger,
     case_dir: Path,
@@ -530,7 +555,11 @@ def _run_response(
         try:
             with case.action("trigger.resolve", target=trigger.target.value, finding_id=trigger.finding_id) as act:
                 case.set_cloud_identity(trigger.cloud, provider.identity())
+                home = provider.home_account()
+                act.details["home_account"] = home
+                check_trigger_account(trigger, home, load_config().accounts.get(trigger.cloud))
                 target = provider.find_target(trigger.target)
+                check_trigger_account(trigger, target.account, None, what="the target was found in")
                 act.details["target"] = target.ref
             with case.action("playbook.plan", target=target.ref, finding_id=trigger.finding_id) as act:
                 response = build_response_plan(

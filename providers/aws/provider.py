@@ -74,6 +74,10 @@ class AwsProvider:
         """The caller's ARN."""
         return self._caller()["arn"]
 
+    def home_account(self) -> str:
+        """The caller's account (sts:GetCallerIdentity)."""
+        return self._caller()["account"]
+
     def find_target(self, query: TargetQuery) -> Target:
         """Resolve an instance (id, IP, ENI), a principal (user, role, role session) or an access key; read-only."""
         require_target(self, query.kind)

@@ -108,6 +108,10 @@ class AzureProvider:
         """The principal named in the ARM access token."""
         return token_identity(self.session.access_token())
 
+    def home_account(self) -> str:
+        """The subscription the adapter was configured for."""
+        return self.subscription_id
+
     def required_permissions(self) -> list[str]:
         """Azure RBAC actions the plans use (from the one call table)."""
         return calls.required_permissions()

@@ -123,6 +123,10 @@ class GcpProvider:
         email = getattr(self.api.credentials, "service_account_email", None)
         return self.principal or (str(email) if email else "application-default-credentials")
 
+    def home_account(self) -> str:
+        """The project the adapter was configured for."""
+        return self.project
+
     def required_permissions(self) -> list[str]:
         """Every IAM permission the gcp plans may use (from the one planned-call table)."""
         return all_permissions()

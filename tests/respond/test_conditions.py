@@ -30,6 +30,9 @@ class StubProvider:
     def identity(self) -> str:
         return "stub"
 
+    def home_account(self) -> str:
+        return "123456789012"
+
     failures = 0  # how many more times the snapshot step fails
 
     def find_target(self, query: TargetQuery) -> Target:
@@ -82,7 +85,7 @@ def _playbook(tmp_path: Path, approval: bool) -> Any:
 
 def _target(tags: dict[str, str] | None) -> Target:
     details: dict[str, Any] = {} if tags is None else {"tags": tags}
-    return Target("aws", TargetKind.INSTANCE, "i-1", "us-east-1", "1", details=details)
+    return Target("aws", TargetKind.INSTANCE, "i-1", "us-east-1", "123456789012", details=details)
 
 
 @pytest.mark.parametrize(
