@@ -107,11 +107,18 @@ def query(
     db: Annotated[Path, typer.Argument(help="Timeline database (opened read-only).")],
     sql: Annotated[str, typer.Argument(help="One SQL statement over events, events_ocsf, quarantine.")],
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="Stop the query after this many seconds (default 60; 0: no limit).")
+    ] = None,
+    memory_limit: Annotated[
+        str | None, typer.Option(help="DuckDB memory limit for the query (default 1GB), e.g. 4GB.")
+    ] = None,
 ) -> None:
-    """Run SQL on a read-only connection that cannot write, attach, install or read other files."""
+    """Run one SQL statement on a read-only connection that cannot write, attach, install or read other files."""
     from cloudir.timeline.db import run_query
 
-    columns, rows = run_query(db, sql)
+    limits: dict[str, Any] = {"timeout": timeout, "memory_limit": memory_limit}
+    columns, rows = run_query(db, sql, **{key: value for key, value in limits.items() if value is not None})
     _print_rows(columns, rows, output, title=None)
 
 

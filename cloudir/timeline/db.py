@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from cloudir.errors import CloudirError
 from cloudir.timeline.schema import EVENTS_DDL, EVENTS_OCSF_VIEW
 
 MEMORY_LIMIT = "1GB"
+QUERY_TIMEOUT_SECONDS = 60.0
 
 # Helpers the format SQL uses; temporary, so nothing but the schema lands in the database file.
 _MACROS = """
@@ -42,7 +44,7 @@ def connect_for_ingest(db_path: Path, *, memory_limit: str = MEMORY_LIMIT) -> du
     return con
 
 
-def connect_read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
+def connect_read_only(db_path: Path, *, memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
     """A connection that can read the timeline and nothing else: no writes, files, attach or extensions."""
     if not db_path.is_file():
         raise CloudirError(f"{db_path}: no timeline database here", hint="run `cloudir timeline build` or `ingest`")
@@ -55,6 +57,7 @@ def connect_read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
                 "autoinstall_known_extensions": False,
                 "autoload_known_extensions": False,
                 "allow_community_extensions": False,
+                "memory_limit": memory_limit,
             },
         )
     except duckdb.Error as exc:
@@ -65,18 +68,46 @@ def connect_read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def run_query(db_path: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one SQL statement on a read-only connection; return column names and rows."""
-    con = connect_read_only(db_path)
+def run_query(
+    db_path: Path,
+    sql: str,
+    params: list[Any] | None = None,
+    *,
+    timeout: float = QUERY_TIMEOUT_SECONDS,
+    memory_limit: str = MEMORY_LIMIT,
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run exactly one SQL statement on a read-only connection; return column names and rows.
+
+    DuckDB's parser decides what one statement is. The statement is interrupted after ``timeout`` seconds
+    (0: no limit) and may use at most ``memory_limit``.
+    """
+    con = connect_read_only(db_path, memory_limit=memory_limit)
+    timer = threading.Timer(timeout, con.interrupt) if timeout > 0 else None
     try:
+        statements = con.extract_statements(sql)
+        if len(statements) != 1:
+            raise CloudirError(f"query refused: expected exactly one SQL statement, got {len(statements)}")
+        if timer is not None:
+            timer.start()
         result = con.execute(sql, params or [])
         if result.description is None:
             return [], []
         columns = [column[0] for column in result.description]
         return columns, result.fetchall()
+    except duckdb.InterruptException:
+        raise CloudirError(
+            f"query stopped after the {timeout:g} s time limit", hint="narrow it, or raise --timeout"
+        ) from None
+    except duckdb.OutOfMemoryException:
+        raise CloudirError(
+            f"query stopped: it needs more than the {memory_limit} memory limit",
+            hint="narrow it, or raise --memory-limit",
+        ) from None
     except duckdb.Error as exc:
         raise CloudirError(f"query refused or failed: {_first_line(exc)}") from None
     finally:
+        if timer is not None:
+            timer.cancel()
         con.close()
 
 
