@@ -16,7 +16,8 @@ from cloudir.analyze import beaconing, pattern_of_life, peers, recon, sensitive,
 from cloudir.analyze.base import CANDIDATES_DDL, AnalysisWindow, AnalyzerMeta, table_exists
 from cloudir.analyze.meta import write_findings, write_incidents
 from cloudir.analyze.novelty import build_novelty
-from cloudir.analyze.prepare import build_event_view, build_profiles, resolve_window
+from cloudir.analyze.prepare import build_event_view, build_profiles
+from cloudir.analyze.window import resolve_window
 from cloudir.errors import CloudirError
 
 ANALYZERS: tuple[AnalyzerMeta, ...] = (
@@ -53,7 +54,12 @@ def run_analysis(
     incident_since: datetime | None = None,
     min_score: int = DEFAULT_MIN_SCORE,
 ) -> AnalysisSummary:
-    """Run every analyzer over ``events`` in ``db_path`` and (re)write the ``findings`` and ``incidents`` tables."""
+    """Run every analyzer over ``events`` in ``db_path`` and (re)write ``findings``, ``incidents`` and
+    ``analysis_window``.
+
+    Without explicit bounds the window comes from the case around ``db_path`` (its trigger, its log pull), or
+    else from the data (see :mod:`cloudir.analyze.window`).
+    """
     if not db_path.exists():
         raise CloudirError(f"timeline database {db_path} does not exist", hint="build it with `cloudir timeline`")
     if sigma_rules is not None and not sigma_rules.is_dir():
@@ -62,23 +68,24 @@ def run_analysis(
     with duckdb.connect(str(db_path)) as con:
         if not table_exists(con, "events"):
             raise CloudirError(f"{db_path} has no events table", hint="build it with `cloudir timeline`")
-        window = resolve_window(con, baseline_until, incident_since)
+        window = resolve_window(con, _case_root(db_path), baseline_until, incident_since)
         build_event_view(con, window)
         build_profiles(con)
         peers.build_peer_groups(con)
-        build_novelty(con)
+        build_novelty(con, tenant=window.tenant)
         con.execute(CANDIDATES_DDL)
         pattern_of_life.run(con)
-        recon.run(con)
+        recon.run(con, tenant=window.tenant)
         beaconing.run(con)
         sensitive.run(con)
         sigma_load = sigma.run(con, sigma_rules) if sigma_rules is not None else sigma.SigmaLoad()
-        write_findings(con, list(ANALYZERS), min_score)
+        write_findings(con, list(ANALYZERS), min_score, tenant=window.tenant)
         write_incidents(con)
         events = _scalar(con, "SELECT count(*) FROM ev")
         by_analyzer = dict(con.execute("SELECT analyzer, count(*) FROM findings GROUP BY analyzer").fetchall())
         findings = _scalar(con, "SELECT count(*) FROM findings")
         incidents = _scalar(con, "SELECT count(*) FROM incidents")
+        _store_window(con, window, events, min_score)
     return AnalysisSummary(
         window=window,
         events=events,
@@ -88,6 +95,37 @@ def run_analysis(
         sigma_rules_converted=len(sigma_load.converted),
         sigma_rules_failed=sigma_load.failed,
         seconds=round(time.monotonic() - started, 2),
+    )
+
+
+def _case_root(db_path: Path) -> Path | None:
+    """The case folder holding the timeline, when it is one (it has ``case.json``)."""
+    root = db_path.resolve().parent
+    return root if (root / "case.json").is_file() else None
+
+
+def _store_window(con: duckdb.DuckDBPyConnection, window: AnalysisWindow, events: int, min_score: int) -> None:
+    """``analysis_window``: the window the findings were computed with, and why (one row)."""
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE analysis_window (
+            baseline_until TIMESTAMP, incident_since TIMESTAMP, basis VARCHAR, reason VARCHAR,
+            history VARCHAR, history_reason VARCHAR, events BIGINT, min_score INTEGER, analyzed_at TIMESTAMP
+        )
+        """
+    )
+    con.execute(
+        "INSERT INTO analysis_window VALUES (?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+        [
+            window.baseline_until,
+            window.incident_since,
+            window.basis,
+            window.reason,
+            window.history,
+            window.history_reason,
+            events,
+            min_score,
+        ],
     )
 
 

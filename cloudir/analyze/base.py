@@ -20,10 +20,31 @@ class AnalyzerMeta:
 
 @dataclass(frozen=True)
 class AnalysisWindow:
-    """The learning window (``time < baseline_until``) and the scored window (``time >= incident_since``)."""
+    """The learning window (``time < baseline_until``), the scored window (``time >= incident_since``) and why.
+
+    ``basis``: options | trigger | log-pull | change-point | last-day | short-history.
+    ``history``: ``identity`` (rarity against each identity's own baseline) or ``tenant`` (history too short:
+    rarity against peers and the other identities of the tenant, over the whole timeline).
+    """
 
     baseline_until: datetime
     incident_since: datetime
+    basis: str = "options"
+    reason: str = "set by --baseline-until / --incident-since"
+    history: str = "identity"
+    history_reason: str = ""
+
+    @property
+    def tenant(self) -> bool:
+        """Whether rarity falls back to peers and the tenant (no usable per-identity baseline)."""
+        return self.history == "tenant"
+
+    def describe(self) -> str:
+        """One paragraph for the console: the window, why, and how rarity is judged."""
+        return (
+            f"scored from {self.incident_since:%Y-%m-%d %H:%M:%S} ({self.basis}: {self.reason}); "
+            f"rarity learned before {self.baseline_until:%Y-%m-%d %H:%M:%S}; {self.history_reason}"
+        )
 
 
 CANDIDATES_DDL = """
@@ -41,7 +62,8 @@ CREATE OR REPLACE TEMP TABLE candidates (
     mitre       VARCHAR[],
     event_ids   VARCHAR[],
     op_key      VARCHAR,          -- set when the finding is about one operation: tempered by pattern of life
-    temper      BOOLEAN NOT NULL DEFAULT false
+    temper      BOOLEAN NOT NULL DEFAULT false,
+    floor       DOUBLE NOT NULL DEFAULT 0  -- tempering never lowers the score below this
 )
 """
 

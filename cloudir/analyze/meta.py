@@ -5,28 +5,35 @@ from __future__ import annotations
 import duckdb
 
 from cloudir.analyze.base import FINDINGS_DDL, INCIDENTS_DDL, SEVERITY_SQL, AnalyzerMeta
-from cloudir.analyze.novelty import label_factor
 
 INCIDENT_GAP_HOURS = 2
+"""Findings of one identity further apart than this start a new incident."""
+FAMILIAR_MIN_DAYS = 3
+FAMILIAR_MIN_SPAN_DAYS = 7
+"""Familiarity lowers a sensitive action's score only with real history: the same identity did the same operation
+on at least FAMILIAR_MIN_DAYS distinct baseline days other than the finding's own, spanning at least
+FAMILIAR_MIN_SPAN_DAYS days."""
+FAMILIAR_FACTORS = (0.35, 0.6, 0.85)
+"""Familiar on >= 30 %, >= 5 %, < 5 % of the identity's baseline days."""
 NOVEL_CONTEXT = 1.1
 NEW_IDENTITY_CONTEXT = 1.2
 SOMEWHAT_USUAL_CONTEXT = 0.85
 USUAL_CONTEXT = 0.6
-"""Tempered findings are also weighed by where they came from: a network and user agent the identity uses every
-day (USUAL) lower the score, a rare or new one raises it, and an identity absent from the baseline raises it most.
-For such an identity the operation itself is judged by how many identities of the organisation use it."""
-"""Findings of one identity further apart than this start a new incident."""
+UNSEEN_IN_ORGANISATION = 1.1
+"""Tempered findings are also weighed by where they came from: a network and user agent the identity uses lower the
+score of a familiar action (only), a rare or new one raises it, an identity absent from the baseline raises it most.
+An operation no other identity did raises it too. Nothing lowers a finding below its floor."""
 
 
-def write_findings(con: duckdb.DuckDBPyConnection, analyzers: list[AnalyzerMeta], min_score: int) -> None:
+def write_findings(
+    con: duckdb.DuckDBPyConnection, analyzers: list[AnalyzerMeta], min_score: int, *, tenant: bool
+) -> None:
     """Weight and temper the candidates; keep those scoring at least ``min_score`` as ``findings``."""
     con.execute("CREATE OR REPLACE TEMP TABLE weights (analyzer VARCHAR, weight DOUBLE)")
     con.executemany("INSERT INTO weights VALUES (?, ?)", [[a.name, a.default_weight] for a in analyzers])
-    id_factor = label_factor("n.id_label", 0.35, 0.6, 0.85, 1.0)
-    peer_factor = label_factor("coalesce(n.peer_label, n.org_label)", 0.7, 0.85, 1.0, 1.1)
-    org_factor = label_factor("n.org_label", 0.8, 0.9, 1.0, 1.1)
     con.execute(FINDINGS_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE numbered AS SELECT row_number() OVER () AS cid, * FROM candidates")
+    _familiarity(con, tenant=tenant)
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE context AS
@@ -41,25 +48,38 @@ def write_findings(con: duckdb.DuckDBPyConnection, analyzers: list[AnalyzerMeta]
             JOIN novelty n ON n.identity = ev.identity AND n.dim = 'user agent' AND n.value = ev.ua_family
         )
         SELECT cid, bool_or(new_identity) AS new_identity,
-               max(CASE id_label WHEN 'UNSEEN' THEN 3 WHEN 'RARE' THEN 2 WHEN 'INFREQUENT' THEN 1 ELSE 0 END) AS worst
+               max(CASE id_label WHEN 'UNSEEN' THEN 3 WHEN 'RARE' THEN 2 WHEN 'INFREQUENT' THEN 1
+                                 WHEN 'FREQUENT' THEN 0 ELSE 2 END) AS worst
         FROM labels GROUP BY cid
         """
     )
+    high, mid, low = FAMILIAR_FACTORS
     con.execute(
         f"""
         INSERT INTO findings
         WITH tempered AS (
             SELECT c.*,
-                   CASE WHEN NOT c.temper OR n.id_label IS NULL THEN 1.0
-                        WHEN n.new_identity THEN {org_factor}
-                        ELSE {id_factor} * {peer_factor} END
+                   CASE WHEN NOT c.temper THEN 1.0
+                        WHEN f.familiar THEN CASE WHEN f.share >= 0.3 THEN {high} WHEN f.share >= 0.05 THEN {mid}
+                                                  ELSE {low} END
+                        WHEN o.org_label = 'UNSEEN' THEN {UNSEEN_IN_ORGANISATION}
+                        ELSE 1.0 END
                    * CASE WHEN NOT c.temper THEN 1.0
                           WHEN x.cid IS NULL THEN {NOVEL_CONTEXT}
                           WHEN x.new_identity THEN {NEW_IDENTITY_CONTEXT}
                           WHEN x.worst >= 2 THEN {NOVEL_CONTEXT}
+                          WHEN NOT coalesce(f.familiar, false) THEN 1.0
                           WHEN x.worst = 1 THEN {SOMEWHAT_USUAL_CONTEXT} ELSE {USUAL_CONTEXT} END AS factor,
-                   CASE WHEN c.temper AND n.phrase IS NOT NULL THEN '. ' || c.op_key || ' by this identity: '
-                        || n.phrase ELSE '' END
+                   CASE WHEN NOT c.temper OR c.op_key IS NULL THEN ''
+                        WHEN f.familiar THEN '. Familiar: ' || c.op_key || ' by this identity on ' || f.n_days
+                             || ' other baseline days since ' || f.since
+                        WHEN coalesce(f.n_days, 0) = 0
+                            THEN '. ' || c.op_key || ': never seen for this identity on another baseline day'
+                        ELSE '. ' || c.op_key || ': seen for this identity on only ' || f.n_days
+                             || ' other baseline days (familiar needs {FAMILIAR_MIN_DAYS} over '
+                             || '{FAMILIAR_MIN_SPAN_DAYS} days)'
+                   END
+                   || CASE WHEN c.temper AND o.org_label = 'UNSEEN' THEN ', nor for any other identity' ELSE '' END
                    || CASE WHEN NOT c.temper OR x.cid IS NULL THEN ''
                            WHEN x.new_identity THEN ''
                            WHEN x.worst >= 2 THEN '; from a network or user agent rare or new for this identity'
@@ -67,11 +87,14 @@ def write_findings(con: duckdb.DuckDBPyConnection, analyzers: list[AnalyzerMeta]
                    w.weight
             FROM numbered c
             JOIN weights w USING (analyzer)
-            LEFT JOIN novelty n ON n.identity = c.identity AND n.dim = 'operation' AND n.value = c.op_key
+            LEFT JOIN familiarity f USING (cid)
+            LEFT JOIN (SELECT identity, value, org_label FROM novelty WHERE dim = 'operation') o
+                ON o.identity = c.identity AND o.value = c.op_key
             LEFT JOIN context x USING (cid)
         ),
         scored AS (
-            SELECT *, CAST(round(least(100, raw_score * weight * factor)) AS INTEGER) AS score FROM tempered
+            SELECT *, CAST(round(least(100, greatest(floor, raw_score * weight * factor))) AS INTEGER) AS score
+            FROM tempered
         )
         SELECT substr(md5(analyzer || rule || coalesce(identity, '') || coalesce(session, '')
                           || coalesce(CAST(first_time AS VARCHAR), '') || coalesce(op_key, '')), 1, 12),
@@ -82,6 +105,35 @@ def write_findings(con: duckdb.DuckDBPyConnection, analyzers: list[AnalyzerMeta]
                                    ORDER BY score DESC) = 1
         """,
         {"min_score": min_score},
+    )
+
+
+def _familiarity(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
+    """``familiarity`` per tempered candidate: distinct baseline days (other than the finding's) the identity did
+    the operation, and whether that makes it familiar (never in tenant mode: there is no baseline)."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE familiarity AS
+        WITH c AS (
+            SELECT cid, identity, op_key, CAST(first_time AS DATE) AS day FROM numbered
+            WHERE temper AND op_key IS NOT NULL
+        ),
+        days AS (
+            SELECT DISTINCT e.identity, e.op_key, CAST(e.time AS DATE) AS day
+            FROM ev e SEMI JOIN (SELECT DISTINCT identity, op_key FROM c) k USING (identity, op_key)
+            WHERE e.in_baseline
+        ),
+        counted AS (  -- the finding's own day never counts: a burst within one day is not a habit
+            SELECT c.cid, count(d.day) AS op_days, min(d.day) AS since,
+                   greatest(max(d.day), c.day) - least(min(d.day), c.day) AS span
+            FROM c LEFT JOIN days d ON d.identity = c.identity AND d.op_key = c.op_key AND d.day <> c.day
+            GROUP BY c.cid, c.day
+        )
+        SELECT cid, op_days AS n_days, since,
+               op_days / greatest(t.n_days, 1) AS share,
+               NOT {tenant} AND op_days >= {FAMILIAR_MIN_DAYS} AND span >= {FAMILIAR_MIN_SPAN_DAYS} AS familiar
+        FROM counted JOIN numbered USING (cid) LEFT JOIN identity_totals t ON t.identity = numbered.identity
+        """
     )
 
 

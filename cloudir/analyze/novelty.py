@@ -16,13 +16,33 @@ def label_factor(label_column: str, frequent: float, infrequent: float, rare: fl
     return LABEL_FACTOR_SQL.format(label=label_column, f=frequent, i=infrequent, r=rare, u=unseen)
 
 
-def build_novelty(con: duckdb.DuckDBPyConnection) -> None:
-    """``novelty``: labels and a one-line wording of how usual each combination was in the baseline.
+TENANT_MIN_IDENTITIES = 5
+"""Tenant-wide rarity needs at least this many other identities to compare with; with fewer, nothing is rare."""
 
+
+def build_novelty(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
+    """``novelty``: labels and a one-line wording of how usual each combination was in the reference.
+
+    ``basis`` is ``identity`` (judged against the identity's own baseline), ``new`` (an identity absent from the
+    baseline: judged against the organisation) or ``tenant`` (history too short for any baseline: judged against
+    its peers, else the other identities of the whole timeline; ``UNJUDGED`` with too few identities).
     Identity label: share of the identity's baseline days with that value (UNSEEN 0, RARE <= 1 day or < 5 %,
-    INFREQUENT < 30 %, else FREQUENT). Identities without a baseline are judged against the whole organisation.
-    Peer label: share of the identity's peers that used the value (RARE < 20 %, INFREQUENT < 50 %).
+    INFREQUENT < 30 %, else FREQUENT). Peer label: share of the identity's peers that used the value
+    (RARE < 20 %, INFREQUENT < 50 %).
     """
+    others = "1" if tenant else "0"
+    # the organisation: every identity of the baseline; in tenant mode the other identities of the same account
+    org_size = (
+        "SELECT home_account, greatest(count(*) - 1, 1) AS n FROM identity_totals GROUP BY home_account"
+        if tenant
+        else "SELECT NULL AS home_account, greatest(count(*), 1) AS n FROM identity_totals"
+    )
+    org_join = (
+        "LEFT JOIN tenant_profile g ON g.home_account = t.home_account AND g.dim = c.dim AND g.value = c.value "
+        "LEFT JOIN org_size o ON o.home_account = t.home_account"
+        if tenant
+        else "LEFT JOIN global_profile g ON g.dim = c.dim AND g.value = c.value CROSS JOIN org_size o"
+    )
     combos = " UNION ALL ".join(
         f"SELECT DISTINCT identity, '{dim}' AS dim, CAST({col} AS VARCHAR) AS value FROM ev WHERE {col} IS NOT NULL"
         for dim, col in PROFILE_DIMENSIONS.items()
@@ -31,23 +51,25 @@ def build_novelty(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE novelty AS
         WITH c AS ({combos}),
-        org_size AS (SELECT greatest(count(*), 1) AS n FROM identity_totals),
+        org_size AS ({org_size}),
         joined AS (
             SELECT c.identity, c.dim, c.value,
                    coalesce(p.n_events, 0) AS id_events, coalesce(p.n_days, 0) AS id_days,
                    t.n_days AS total_days, t.identity IS NULL AS new_identity,
                    pp.peers_seen, pp2.n_peers,
-                   coalesce(g.n_identities, 0) AS org_identities, (SELECT n FROM org_size) AS org_n
+                   greatest(coalesce(g.n_identities, 0) - {others}, 0) AS org_identities,
+                   coalesce(o.n, 1) AS org_n
             FROM c
             LEFT JOIN profile p USING (identity, dim, value)
             LEFT JOIN identity_totals t USING (identity)
             LEFT JOIN peer_profile pp USING (identity, dim, value)
             LEFT JOIN (SELECT identity, count(*) AS n_peers FROM peer_groups GROUP BY identity) pp2 USING (identity)
-            LEFT JOIN global_profile g USING (dim, value)
+            {org_join}
         ),
         labelled AS (
             SELECT *,
-                CASE WHEN org_identities = 0 THEN 'UNSEEN'
+                CASE WHEN {tenant} AND org_n < {TENANT_MIN_IDENTITIES} THEN 'UNJUDGED'
+                     WHEN org_identities = 0 THEN 'UNSEEN'
                      WHEN org_identities <= greatest(1, org_n * 0.05) THEN 'RARE'
                      WHEN org_identities < org_n * 0.3 THEN 'INFREQUENT'
                      ELSE 'FREQUENT' END AS org_label,
@@ -58,19 +80,27 @@ def build_novelty(con: duckdb.DuckDBPyConnection) -> None:
                      ELSE 'FREQUENT' END AS peer_label
             FROM joined
         )
-        SELECT *,
-            CASE WHEN new_identity THEN org_label
+        SELECT * REPLACE ({tenant} OR new_identity AS new_identity),
+            CASE WHEN {tenant} THEN 'tenant' WHEN new_identity THEN 'new' ELSE 'identity' END AS basis,
+            CASE WHEN {tenant} THEN coalesce(peer_label, org_label)
+                 WHEN new_identity THEN org_label
                  WHEN id_events = 0 THEN 'UNSEEN'
                  WHEN id_days <= 1 OR id_days < total_days * 0.05 THEN 'RARE'
                  WHEN id_days < total_days * 0.3 THEN 'INFREQUENT'
                  ELSE 'FREQUENT' END AS id_label,
-            CASE WHEN new_identity
+            CASE WHEN {tenant} AND n_peers IS NOT NULL
+                     THEN 'no baseline; ' || lower(peer_label) || ' for its peer group (' || coalesce(peers_seen, 0)
+                          || ' of ' || n_peers || ' peers)'
+                 WHEN {tenant}
+                     THEN 'no baseline; used by ' || org_identities || ' of ' || org_n
+                          || ' other identities of its account'
+                 WHEN new_identity
                      THEN 'identity not seen in the baseline; ' || lower(org_label) || ' in the organisation ('
                           || org_identities || ' of ' || org_n || ' identities)'
                  WHEN id_events = 0 THEN 'never seen for this identity in ' || total_days || ' baseline days'
                  ELSE 'seen for this identity on ' || id_days || ' of ' || total_days || ' baseline days'
             END
-            || CASE WHEN new_identity THEN ''
+            || CASE WHEN new_identity OR {tenant} THEN ''
                     WHEN n_peers IS NULL THEN ', ' || lower(org_label) || ' in the organisation'
                     ELSE ', ' || lower(peer_label) || ' for its peer group (' || coalesce(peers_seen, 0) || ' of '
                          || n_peers || ' peers)'

@@ -52,7 +52,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
                                 title, explanation, mitre, event_ids)
         WITH hits AS (
-            SELECT e.*, n.phrase, n.new_identity,
+            SELECT e.*, n.phrase, n.new_identity, n.basis,
                    least(0.95, (CASE e.dim {weights} END) * {id_factor}
                        * CASE WHEN n.new_identity THEN 1.0 ELSE {peer_factor} END) AS p
             FROM ({per_event}) e JOIN novelty n USING (identity, dim, value)
@@ -60,7 +60,8 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         ),
         per_value AS (
             SELECT identity, CAST(time AS DATE) AS day, dim, value, max(p) AS p, any_value(phrase) AS phrase,
-                   any_value(new_identity) AS new_identity, count(*) AS n, min(time) AS t0, max(time) AS t1,
+                   any_value(new_identity) AS new_identity, any_value(basis) AS basis, count(*) AS n,
+                   min(time) AS t0, max(time) AS t1,
                    list(DISTINCT actor) AS actors, list(DISTINCT session) AS sess
             FROM hits WHERE p > 0 GROUP BY ALL
         ),
@@ -69,7 +70,8 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                    string_agg(dim || ' ' || value || ' (' || n || ' events): ' || phrase, '; ' ORDER BY p DESC)
                        AS words,
                    flatten(list(actors)) AS actors, flatten(list(sess)) AS sess,
-                   any_value(new_identity) AS new_identity, min(t0) AS t0, max(t1) AS t1
+                   any_value(new_identity) AS new_identity, any_value(basis) AS basis, min(t0) AS t0,
+                   max(t1) AS t1
             FROM per_value GROUP BY ALL
         ),
         per_day AS (
@@ -80,7 +82,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                    string_agg(words, '; ' ORDER BY p DESC) AS words,
                    list_distinct(flatten(list(actors))) AS actors,
                    list_distinct(flatten(list(sess))) AS sess, any_value(new_identity) AS new_identity,
-                   min(t0) AS t0, max(t1) AS t1
+                   any_value(basis) AS basis, min(t0) AS t0, max(t1) AS t1
             FROM per_dim GROUP BY ALL
         ),
         -- supporting events, most novel first: on a day with one new network (travel) and a burst of new
@@ -92,10 +94,13 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         ranked AS (
             SELECT identity, day, list(event_id ORDER BY strength DESC, time) AS ids FROM per_event GROUP BY ALL
         )
-        SELECT 'pattern_of_life', CASE WHEN new_identity THEN 'new-identity' ELSE 'novel-activity' END, score,
+        SELECT 'pattern_of_life',
+               CASE basis WHEN 'new' THEN 'new-identity' WHEN 'tenant' THEN 'tenant-rarity' ELSE 'novel-activity' END,
+               score,
                actors[1], identity, CASE WHEN len(sess) = 1 THEN sess[1] END,
                t0, t1,
-               CASE WHEN new_identity THEN 'New identity with unusual activity: ' ELSE 'Unusual activity: ' END
+               CASE basis WHEN 'new' THEN 'New identity with unusual activity: '
+                          WHEN 'tenant' THEN 'Activity unlike the other identities: ' ELSE 'Unusual activity: ' END
                    || identity || ' on ' || day,
                words, ['T1078.004'], ids[1:{MAX_EVENT_IDS}]
         FROM per_day JOIN ranked USING (identity, day)

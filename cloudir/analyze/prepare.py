@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 import duckdb
 
 from cloudir.analyze.base import AnalysisWindow
-from cloudir.errors import CloudirError
-
-BASELINE_FRACTION = 0.7
-"""Without explicit times, the first 70 % of the timeline is the learning window."""
 
 PROFILE_DIMENSIONS: dict[str, str] = {
     "operation": "op_key",
@@ -22,25 +16,6 @@ PROFILE_DIMENSIONS: dict[str, str] = {
     "account": "account",
 }
 """Pattern-of-life dimensions: the word used in explanations -> the ``ev`` column."""
-
-
-def resolve_window(
-    con: duckdb.DuckDBPyConnection, baseline_until: datetime | None, incident_since: datetime | None
-) -> AnalysisWindow:
-    """Fill in the missing bound: one defaults to the other, both to 70 % through the timeline."""
-    row = con.execute("SELECT min(time), max(time), count(*) FROM events WHERE NOT is_responder").fetchone()
-    if row is None or not row[2]:
-        raise CloudirError("the timeline has no events to analyze (table events is empty)")
-    first, last = row[0], row[1]
-    if baseline_until is None and incident_since is None:
-        baseline_until = first + timedelta(seconds=(last - first).total_seconds() * BASELINE_FRACTION)
-    baseline_until = baseline_until or incident_since
-    incident_since = incident_since or baseline_until
-    assert baseline_until is not None
-    assert incident_since is not None
-    return AnalysisWindow(
-        baseline_until=baseline_until.replace(tzinfo=None), incident_since=incident_since.replace(tzinfo=None)
-    )
 
 
 def build_event_view(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> None:
@@ -69,6 +44,7 @@ def build_event_view(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> 
             END AS network,
             CASE
                 WHEN user_agent ILIKE '%console%.amazonaws.com%' OR user_agent ILIKE 'signin.amazonaws.com%'
+                     OR user_agent ILIKE '%ConsoleFrontend%'
                     THEN 'aws-console'
                 WHEN regexp_matches(user_agent, '^[a-z0-9.-]+\.amazonaws\.com$') OR user_agent = 'AWS Internal'
                     THEN 'aws-service'
@@ -79,19 +55,21 @@ def build_event_view(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> 
             CAST(hour(time) // 3 AS VARCHAR) AS hour_block,
             (status = 'failure' OR error_code IS NOT NULL) AS failed,
             time < $baseline_until AS in_baseline,
-            time >= $incident_since AS in_incident
+            time >= $incident_since AS in_incident,
+            -- what rarity is learned from: the baseline, or in tenant mode (short history) the whole timeline
+            $tenant OR time < $baseline_until AS in_reference
         FROM events
         WHERE NOT is_responder
         """,
-        {"baseline_until": window.baseline_until, "incident_since": window.incident_since},
+        {"baseline_until": window.baseline_until, "incident_since": window.incident_since, "tenant": window.tenant},
     )
 
 
 def build_profiles(con: duckdb.DuckDBPyConnection) -> None:
-    """Baseline counts per identity and organisation-wide, for every pattern-of-life dimension."""
+    """Reference counts (baseline, or the whole timeline in tenant mode) per identity and tenant-wide."""
     unpivot = " UNION ALL ".join(
         f"SELECT identity, '{dim}' AS dim, CAST({col} AS VARCHAR) AS value, time FROM ev "
-        f"WHERE in_baseline AND {col} IS NOT NULL"
+        f"WHERE in_reference AND {col} IS NOT NULL"
         for dim, col in PROFILE_DIMENSIONS.items()
     )
     con.execute(
@@ -105,8 +83,8 @@ def build_profiles(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE identity_totals AS
         SELECT identity, count(*) AS n_events, count(DISTINCT CAST(time AS DATE)) AS n_days,
-               min(time) AS first_seen
-        FROM ev WHERE in_baseline GROUP BY identity
+               min(time) AS first_seen, mode(account) AS home_account
+        FROM ev WHERE in_reference GROUP BY identity
         """
     )
     con.execute(
@@ -114,5 +92,12 @@ def build_profiles(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP TABLE global_profile AS
         SELECT dim, value, count(DISTINCT identity) AS n_identities, sum(n_events) AS n_events
         FROM profile GROUP BY ALL
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE tenant_profile AS
+        SELECT t.home_account, p.dim, p.value, count(DISTINCT p.identity) AS n_identities
+        FROM profile p JOIN identity_totals t USING (identity) GROUP BY ALL
         """
     )

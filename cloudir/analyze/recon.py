@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 
 from cloudir.analyze.base import MAX_EVENT_IDS, AnalyzerMeta
+from cloudir.analyze.novelty import TENANT_MIN_IDENTITIES
 
 META = AnalyzerMeta(
     name="recon_burst",
@@ -22,6 +23,9 @@ META = AnalyzerMeta(
 WINDOW_MINUTES = 10
 MIN_DISTINCT_RECON = 10
 MIN_FAILURES = 5
+CONSOLE_FACTOR = 0.5
+"""An enumeration burst made (80 % of its calls or more) through the AWS console scores this much: a console page
+load issues dozens of Describe calls."""
 
 _RECON = (
     r"regexp_matches(operation, '(^|[./])(List|Describe|Get|Search|Lookup|list|get|aggregatedList|"
@@ -33,8 +37,11 @@ _DENIED = (
 )
 
 
-def run(con: duckdb.DuckDBPyConnection) -> None:
-    """Insert candidates for enumeration bursts and failure bursts."""
+def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
+    """Insert candidates for enumeration bursts and failure bursts.
+
+    Without a baseline (``tenant``) the yardstick is the median identity's largest burst over the whole timeline,
+    when there are enough identities to compare with."""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE recon_buckets AS
@@ -45,6 +52,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                list(event_id ORDER BY time) FILTER (WHERE {_DENIED}) AS denied_ids,
                list(DISTINCT op_key) FILTER (WHERE {_DENIED}) AS denied_ops,
                any_value(actor) AS actor, min(time) AS t0, max(time) AS t1,
+               avg(CASE WHEN ua_family = 'aws-console' THEN 1 ELSE 0 END) >= 0.8 AS console,
                CASE WHEN count(DISTINCT session) = 1 THEN any_value(session) END AS session
         FROM ev WHERE NOT aws_service GROUP BY ALL
         """
@@ -57,24 +65,37 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
             SELECT identity, max(distinct_recon) AS max_recon, max(denied) AS max_denied
             FROM recon_buckets WHERE NOT in_incident GROUP BY identity
         ),
+        everyone AS (
+            SELECT identity, max(distinct_recon) AS max_recon, max(denied) AS max_denied
+            FROM recon_buckets GROUP BY identity
+        ),
         org AS (  -- what a typical identity's largest burst is: the yardstick for identities without a baseline
             SELECT coalesce(median(max_recon), 0) AS max_recon, coalesce(median(max_denied), 0) AS max_denied
-            FROM base
+            FROM base WHERE NOT {tenant}
+            UNION ALL
+            SELECT median(max_recon), median(max_denied) FROM everyone
+            WHERE {tenant} HAVING count(*) > {TENANT_MIN_IDENTITIES}
+            UNION ALL
+            SELECT 0, 0 WHERE {tenant} AND (SELECT count(*) FROM everyone) <= {TENANT_MIN_IDENTITIES}
         ),
         bursts AS (
             SELECT b.*, coalesce(base.max_recon, org.max_recon) AS max_recon,
                    coalesce(base.max_denied, org.max_denied) AS max_denied,
-                   CASE WHEN base.identity IS NULL THEN 'a typical identity' ELSE 'this identity' END AS yardstick
+                   CASE WHEN base.identity IS NOT NULL THEN 'this identity in the baseline'
+                        WHEN {tenant} THEN 'a typical identity over the timeline'
+                        ELSE 'a typical identity in the baseline' END AS yardstick
             FROM recon_buckets b LEFT JOIN base USING (identity) CROSS JOIN org WHERE b.in_incident
         )
         SELECT 'recon_burst', 'enumeration-burst',
                least(90, 30 + 3 * distinct_recon)
                    * CASE WHEN max_recon >= 0.7 * distinct_recon THEN 0.3
-                          WHEN max_recon >= 0.4 * distinct_recon THEN 0.6 ELSE 1 END,
+                          WHEN max_recon >= 0.4 * distinct_recon THEN 0.6 ELSE 1 END
+                   * CASE WHEN console THEN {CONSOLE_FACTOR} ELSE 1 END,
                actor, identity, session, t0, t1,
                'Enumeration burst: ' || distinct_recon || ' distinct read operations by ' || identity,
-               distinct_recon || ' distinct List/Describe/Get operations within {WINDOW_MINUTES} minutes; '
-                   || 'largest burst of ' || yardstick || ' in the baseline: ' || max_recon,
+               distinct_recon || ' distinct List/Describe/Get operations within {WINDOW_MINUTES} minutes'
+                   || CASE WHEN console THEN ' through the AWS console (page loads)' ELSE '' END
+                   || '; largest burst of ' || yardstick || ': ' || max_recon,
                ['T1580', 'T1526'], recon_ids[1:{MAX_EVENT_IDS}]
         FROM bursts WHERE distinct_recon >= {MIN_DISTINCT_RECON}
         UNION ALL
@@ -86,7 +107,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                'Authorization failure burst: ' || denied || ' denied calls by ' || identity,
                denied || ' AccessDenied/Unauthorized failures within {WINDOW_MINUTES} minutes on '
                    || array_to_string(denied_ops[1:5], ', ')
-                   || '; largest failure burst of ' || yardstick || ' in the baseline: ' || max_denied,
+                   || '; largest failure burst of ' || yardstick || ': ' || max_denied,
                ['T1580', 'T1087.004'], denied_ids[1:{MAX_EVENT_IDS}]
         FROM bursts WHERE denied >= {MIN_FAILURES}
         """

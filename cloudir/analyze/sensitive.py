@@ -35,6 +35,8 @@ class SensitiveRule:
     condition: str = "true"
     bulk_value: str | None = None
     bulk_min: int = 0
+    floor: int | None = None
+    """Tempering never lowers a finding below this (default: half the score)."""
 
 
 def _req(path: str) -> str:
@@ -485,17 +487,20 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE sens_rules (rule VARCHAR, title VARCHAR, mitre VARCHAR, score INTEGER, "
-        "bulk_min INTEGER)"
+        "bulk_min INTEGER, floor INTEGER)"
     )
     con.executemany(
-        "INSERT INTO sens_rules VALUES (?, ?, ?, ?, ?)",
-        [[r.rule_id, r.title, r.mitre, r.score, r.bulk_min if r.bulk_value else None] for r in CATALOG],
+        "INSERT INTO sens_rules VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            [r.rule_id, r.title, r.mitre, r.score, r.bulk_min if r.bulk_value else None, r.floor or r.score // 2]
+            for r in CATALOG
+        ],
     )
     hits = " UNION ALL ".join(_select(rule) for rule in CATALOG)
     con.execute(
         f"""
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
-                                title, explanation, mitre, event_ids, op_key, temper)
+                                title, explanation, mitre, event_ids, op_key, temper, floor)
         WITH hits AS ({hits}),
         gapped AS (
             SELECT *, coalesce(time - lag(time) OVER (PARTITION BY rule, identity, session, op_key ORDER BY time)
@@ -515,7 +520,7 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
                    bool_and(h.failed) AS all_failed, count(DISTINCT h.bulk_value) AS distinct_values,
                    list(h.event_id ORDER BY h.time) AS ids,
                    any_value(r.title) AS title, any_value(r.mitre) AS mitre, any_value(r.score) AS score,
-                   any_value(r.bulk_min) AS bulk_min
+                   any_value(r.bulk_min) AS bulk_min, any_value(r.floor) AS floor
             FROM episodes h JOIN sens_rules r USING (rule)
             GROUP BY h.rule, h.identity, h.session, h.op_key, h.bucket
         )
@@ -527,7 +532,7 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
                    || CASE WHEN bulk_min IS NOT NULL THEN ' (' || distinct_values || ' distinct targets within '
                            || '{BULK_WINDOW_MINUTES} minutes)' ELSE '' END
                    || CASE WHEN all_failed THEN ', every attempt failed' ELSE '' END,
-               [mitre], ids[1:{MAX_EVENT_IDS}], op_key, true
+               [mitre], ids[1:{MAX_EVENT_IDS}], op_key, true, floor
         FROM grouped
         WHERE bulk_min IS NULL OR distinct_values >= bulk_min
         """

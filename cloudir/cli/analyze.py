@@ -47,6 +47,10 @@ def _print_json(summary: AnalysisSummary, incidents: list[dict[str, Any]], findi
         "summary": {
             "baseline_until": summary.window.baseline_until,
             "incident_since": summary.window.incident_since,
+            "window_basis": summary.window.basis,
+            "window_reason": summary.window.reason,
+            "history": summary.window.history,
+            "history_reason": summary.window.history_reason,
             "events": summary.events,
             "findings": summary.findings,
             "incidents": summary.incidents,
@@ -96,8 +100,7 @@ def _print_tables(
         )
     console.print(finding_table)
     console.print(
-        f"{summary.events} events; baseline before {summary.window.baseline_until}, scored from "
-        f"{summary.window.incident_since}; {summary.seconds} s"
+        f"{summary.events} events; {esc(summary.window.describe())}; {summary.seconds} s"
     )
     if summary.sigma_rules_converted or summary.sigma_rules_failed:
         err_console.print(
@@ -115,13 +118,20 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
     ] = None,
     baseline_until: Annotated[
         datetime | None,
-        typer.Option(formats=_TIME_FORMATS, help="End of the learning window (UTC). Default: --incident-since."),
+        typer.Option(
+            formats=_TIME_FORMATS,
+            help="End of the learning window (UTC). Default: --incident-since, else chosen from the case or data.",
+        ),
     ] = None,
     incident_since: Annotated[
         datetime | None,
         typer.Option(
             formats=_TIME_FORMATS,
-            help="Start of the scored window (UTC). Default: --baseline-until, or 70 % through the timeline.",
+            help=(
+                "Start of the scored window (UTC). Default: --baseline-until, else 24 h before the case's trigger, "
+                "its log-pull window, a change point in the data or the last day (printed, and stored in "
+                "analysis_window)."
+            ),
         ),
     ] = None,
     min_score: Annotated[int, typer.Option(min=0, max=100, help="Keep findings scoring at least this.")] = 50,

@@ -1,0 +1,180 @@
+"""Each dev dataset as a responder runs it: ingest the files as they are, ``run_analysis`` with defaults, score.
+
+Usage: ``uv run python benchmarks/dev_datasets.py [--work DIR] [--json FILE] [--sigma]``
+
+* Stratus Red Team detonations alone; flaws2 alone; OTRF cloud-breach-s3 alone; Stratus and OTRF together
+  (two logs years apart in one timeline). Metric: Stratus techniques with an event in some finding's
+  ``event_ids``; labelled attacker events of flaws2 / OTRF in findings; OTRF benign events in findings.
+* Panther rule-test fixtures (``panther-rule-tests``): each platform's fixtures in one timeline and each fixture
+  alone in its own timeline. An event counts as alerted when it is in a finding's ``event_ids``. Precision and
+  recall against ``expected_alert``, for the rule-based analyzers (rule catalog, Sigma) and for all analyzers.
+* No option is set: the window, the history mode and the minimum score are the defaults a responder gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cloudir.analyze import run_analysis
+from cloudir.timeline.ingest import ingest_paths
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+SIGMA = REPO.parent / "shared" / "sigma-rules"
+STRATUS = DATASETS / "stratus-red-team-detonations-aws"
+FLAWS2 = DATASETS / "flaws2-cloudtrail"
+OTRF = DATASETS / "otrf-aws-cloud-breach-s3"
+PANTHER = DATASETS / "panther-rule-tests"
+RULE_BASED = ("sensitive_actions", "sigma")
+
+
+def _analyze(work: Path, name: str, paths: list[Path], sigma: bool) -> duckdb.DuckDBPyConnection:
+    db = work / f"{name}.duckdb"
+    for stale in (db, db.with_name(db.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    ingest_paths(db, paths)
+    run_analysis(db, sigma_rules=SIGMA if sigma else None)
+    return duckdb.connect(str(db))
+
+
+def _labels(path: Path) -> dict[str, str]:
+    with path.open() as handle:
+        return {row["eventID"]: row.get("technique_id") or row["is_attack"] for row in csv.DictReader(handle)}
+
+
+def _flagged(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute("SELECT DISTINCT unnest(event_ids) FROM findings").fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def labelled_runs(work: Path, sigma: bool) -> dict[str, Any]:
+    """Stratus, flaws2, OTRF alone and Stratus + OTRF together."""
+    stratus = _labels(STRATUS / "labels.csv")
+    flaws2 = {k for k, v in _labels(FLAWS2 / "labels.csv").items() if v == "True"}
+    otrf_all = _labels(OTRF / "labels.csv")
+    otrf = {k for k, v in otrf_all.items() if v == "True"}
+    otrf_benign = set(otrf_all) - otrf
+    runs = {
+        "stratus": [STRATUS / "logs"],
+        "flaws2": [FLAWS2 / "logs"],
+        "otrf": [*OTRF.glob("*.jsonl")],
+        "stratus+otrf": [STRATUS / "logs", *OTRF.glob("*.jsonl")],
+    }
+    result: dict[str, Any] = {}
+    for name, paths in runs.items():
+        with _analyze(work, name, paths, sigma) as con:
+            flagged = _flagged(con)
+            findings = con.execute("SELECT count(*) FROM findings").fetchone()
+            window = con.execute("SELECT basis, history FROM analysis_window").fetchone()
+        entry: dict[str, Any] = {
+            "findings": findings[0] if findings else 0,
+            "window": list(window) if window else None,
+        }
+        if "stratus" in name:
+            entry["stratus_techniques"] = f"{len({stratus[e] for e in flagged if e in stratus})}/35"
+        if "otrf" in name:
+            entry["otrf_attacker"] = f"{len(flagged & otrf)}/{len(otrf)}"
+            entry["otrf_benign_flagged"] = f"{len(flagged & otrf_benign)}/{len(otrf_benign)}"
+        if name == "flaws2":
+            entry["flaws2_attacker"] = f"{len(flagged & flaws2)}/{len(flaws2)}"
+        result[name] = entry
+    return result
+
+
+def _precision_recall(truth: list[bool], predicted: list[bool]) -> dict[str, float]:
+    tp = sum(t and p for t, p in zip(truth, predicted, strict=True))
+    fp = sum(p and not t for t, p in zip(truth, predicted, strict=True))
+    fn = sum(t and not p for t, p in zip(truth, predicted, strict=True))
+    return {
+        "precision": round(tp / (tp + fp), 3) if tp + fp else 0.0,
+        "recall": round(tp / (tp + fn), 3) if tp + fn else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
+
+
+def _panther_predictions(con: duckdb.DuckDBPyConnection, fixture_file: str) -> dict[int, tuple[bool, bool]]:
+    """Line number in the fixture file -> (flagged by a rule-based analyzer, flagged by any analyzer)."""
+    rows = con.execute(
+        """
+        WITH f AS (SELECT analyzer, unnest(event_ids) AS event_id FROM findings)
+        SELECT e.source_position, bool_or(f.analyzer IN $rule_based), true
+        FROM f JOIN events e USING (event_id) WHERE e.source_file LIKE '%' || $file GROUP BY ALL
+        """,
+        {"rule_based": list(RULE_BASED), "file": fixture_file},
+    ).fetchall()
+    return {int(row[0]): (bool(row[1]), bool(row[2])) for row in rows}
+
+
+def panther_runs(work: Path, sigma: bool, each_alone: bool) -> dict[str, Any]:
+    """Per platform: all fixtures in one timeline, and (``each_alone``) every fixture in its own timeline."""
+    result: dict[str, Any] = {}
+    for fixtures in sorted(PANTHER.glob("*.jsonl")):
+        cases = [json.loads(line) for line in fixtures.read_text().splitlines() if line.strip()]
+        platform = fixtures.stem
+        folder = work / f"panther-{platform}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        events_file = folder / f"{platform}.jsonl"
+        events_file.write_text("".join(json.dumps(case["event"]) + "\n" for case in cases))
+        truth = [bool(case["expected_alert"]) for case in cases]
+        with _analyze(work, f"panther-{platform}", [events_file], sigma) as con:
+            predicted = _panther_predictions(con, events_file.name)
+        entry: dict[str, Any] = {
+            "cases": len(cases),
+            "together": {
+                "rule_based": _precision_recall(
+                    truth, [predicted.get(i, (False, False))[0] for i in range(len(cases))]
+                ),
+                "all": _precision_recall(truth, [predicted.get(i, (False, False))[1] for i in range(len(cases))]),
+            },
+        }
+        if each_alone:
+            alone_rule, alone_all = [], []
+            for index, case in enumerate(cases):
+                single = folder / f"case-{index:04d}.jsonl"
+                single.write_text(json.dumps(case["event"]) + "\n")
+                with _analyze(work, "panther-one", [single], sigma) as con:
+                    hit = _panther_predictions(con, single.name).get(0, (False, False))
+                alone_rule.append(hit[0])
+                alone_all.append(hit[1])
+            entry["alone"] = {
+                "rule_based": _precision_recall(truth, alone_rule),
+                "all": _precision_recall(truth, alone_all),
+            }
+        result[platform] = entry
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cloudir-dev-datasets"))
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--sigma", action="store_true", help="also load the SigmaHQ rules (not a default)")
+    parser.add_argument("--each-alone", action="store_true", help="also analyze every Panther fixture alone (slow)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    result = {
+        "sigma": args.sigma,
+        "labelled": labelled_runs(args.work, args.sigma),
+        "panther": panther_runs(args.work, args.sigma, args.each_alone),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

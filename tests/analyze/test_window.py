@@ -1,0 +1,125 @@
+"""The default window: from the case's trigger, else the data; short history falls back to tenant rarity."""
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+from typer.testing import CliRunner
+
+import cloudir.cli  # noqa: F401 - registers the commands
+from cloudir.analyze import run_analysis
+from cloudir.cli.apps import app
+from tests.analyze.builder import T0, event, routine, write_db
+
+STRANGER = {"source_ip": "192.0.2.66", "user_agent": "curl/8.0"}
+TEAM = [f"arn:aws:iam::111111111111:user/dev{index}" for index in range(6)]
+
+
+def _team(days: int, *, start: timedelta = timedelta(0)) -> list[dict[str, object]]:
+    rows = []
+    for actor in TEAM:
+        rows += routine(["ListBuckets", "DescribeInstances"], days=days, per_day=2, start=T0 + start, actor=actor)
+    return rows
+
+
+def _stored(db: Path) -> tuple[object, ...]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        row = con.execute("SELECT basis, history, incident_since, reason FROM analysis_window").fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_long_history_scores_the_last_day_and_says_so_through_the_cli(tmp_path: Path) -> None:
+    attack = event("CreateAccessKey", actor=TEAM[0], time=T0 + timedelta(days=19, hours=13), **STRANGER)
+    db = write_db(tmp_path / "t.duckdb", [*_team(20), attack])
+    result = CliRunner().invoke(app, ["analyze", str(db), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["window_basis"] == "last-day"
+    assert summary["history"] == "identity"
+    assert summary["incident_since"] == "2026-01-19T13:00:00"  # 24 h before the last event
+    assert _stored(db)[:2] == ("last-day", "identity")
+    table = CliRunner().invoke(app, ["analyze", str(db)], env={"COLUMNS": "300"})
+    assert "last-day: no change point in the last week" in table.stdout
+    assert "per-identity baselines" in table.stdout
+
+
+def test_a_burst_of_first_seen_activity_in_the_last_week_is_the_change_point(tmp_path: Path) -> None:
+    intruder = [
+        event(op, actor=TEAM[1], time=T0 + timedelta(days=16, hours=3, minutes=i), **STRANGER)
+        for i, op in enumerate(f"Op{n}" for n in range(30))
+    ]
+    db = write_db(tmp_path / "t.duckdb", [*_team(20), *intruder])
+    summary = run_analysis(db)
+    assert summary.window.basis == "change-point"
+    assert summary.window.incident_since == T0 + timedelta(days=16)
+    assert "30 first-seen principal/operation pairs" in summary.window.reason
+
+
+def test_a_short_log_is_scored_whole_with_tenant_rarity_not_everyone_new(tmp_path: Path) -> None:
+    rows = _team(1)
+    first_hit = event("StopLogging", service="cloudtrail", actor=TEAM[2], time=T0 + timedelta(hours=9), **STRANGER)
+    odd = [
+        event(f"Get{n}", service="secretsmanager", actor=TEAM[3], time=T0 + timedelta(hours=10, minutes=n), **STRANGER)
+        for n in range(3)
+    ]
+    db = write_db(tmp_path / "t.duckdb", [*rows, first_hit, *odd])
+    summary = run_analysis(db)
+    assert (summary.window.basis, summary.window.history) == ("short-history", "tenant")
+    assert summary.window.incident_since == T0 + timedelta(hours=9)
+    assert "rarity is judged against peer groups and the other identities" in summary.window.history_reason
+    with duckdb.connect(str(db), read_only=True) as con:
+        findings = con.execute("SELECT rule, identity, event_ids, explanation FROM findings").fetchall()
+    rules = {(rule, identity) for rule, identity, _, _ in findings}
+    assert ("aws-trail-tampering", TEAM[2]) in rules  # the first event of the log is scored
+    assert ("tenant-rarity", TEAM[3]) in rules  # what no other identity of the account does
+    assert not any(rule == "new-identity" for rule, _ in rules)
+    assert {identity for _, identity in rules} <= {TEAM[2], TEAM[3]}
+    tenant = next(f for f in findings if f[0] == "tenant-rarity" and f[1] == TEAM[3])
+    assert "secretsmanager:Get0 (1 events): no baseline; unseen for its peer group (0 of 5 peers)" in tenant[3]
+
+
+def test_the_case_trigger_sets_the_window(tmp_path: Path) -> None:
+    case = tmp_path / "case"
+    case.mkdir()
+    (case / "case.json").write_text("{}")
+    (case / "triggers").mkdir()
+    trigger_time = T0 + timedelta(days=12, hours=6)
+    (case / "triggers" / "f1.json").write_text(
+        json.dumps({"finding_id": "gd-1[bold]", "source": "guardduty", "time": trigger_time.isoformat() + "Z"})
+    )
+    db = write_db(case / "timeline.duckdb", _team(20))
+    summary = run_analysis(db)
+    assert summary.window.basis == "trigger"
+    assert summary.window.incident_since == trigger_time - timedelta(hours=24)
+    assert "guardduty gd-1[bold]" in summary.window.reason
+    assert _stored(db)[2] == trigger_time - timedelta(hours=24)
+    result = CliRunner().invoke(app, ["analyze", str(db)], env={"COLUMNS": "300"})
+    assert "gd-1[bold]" in result.stdout  # printed as text, never as console markup
+
+
+def test_familiarity_needs_several_days_over_a_week_and_never_goes_below_the_floor(tmp_path: Path) -> None:
+    burst = [
+        event("GetPasswordData", service="ec2", actor=TEAM[4], time=T0 + timedelta(days=3, minutes=m))
+        for m in range(0, 12, 2)
+    ]
+    habit = [
+        event("CreateAccessKey", actor=TEAM[5], time=T0 + timedelta(days=day, hours=15)) for day in range(0, 20, 2)
+    ]
+    db = write_db(tmp_path / "t.duckdb", [*_team(20), *burst, *habit])
+    run_analysis(db, baseline_until=T0 + timedelta(days=19), min_score=0)
+    with duckdb.connect(str(db), read_only=True) as con:
+        scores = dict(
+            con.execute(
+                "SELECT rule, max(score) FROM findings WHERE analyzer = 'sensitive_actions' GROUP BY rule"
+            ).fetchall()
+        )
+        habit_scores = [
+            r[0] for r in con.execute("SELECT score FROM findings WHERE rule = 'aws-access-key-created'").fetchall()
+        ]
+        words = con.execute("SELECT explanation FROM findings WHERE rule = 'aws-password-data'").fetchone()
+    assert scores["aws-password-data"] >= 60  # six calls in 12 minutes of one day are not a habit
+    assert words is not None
+    assert "never seen for this identity on another baseline day" in words[0]
+    assert set(habit_scores) == {55 // 2}  # a familiar key rotation sinks to the floor, not below
