@@ -99,9 +99,7 @@ def _print_tables(
             str(len(finding["event_ids"] or [])),
         )
     console.print(finding_table)
-    console.print(
-        f"{summary.events} events; {esc(summary.window.describe())}; {summary.seconds} s"
-    )
+    console.print(f"{summary.events} events; {esc(summary.window.describe())}; {summary.seconds} s")
     if summary.sigma_rules_converted or summary.sigma_rules_failed:
         err_console.print(
             f"sigma: {summary.sigma_rules_converted} rules converted, {len(summary.sigma_rules_failed)} not:"
