@@ -89,6 +89,7 @@ class AzureSandbox:
             "soc_subscription": SOC_SUBSCRIPTION,
             "soc_resource_group": SOC_RESOURCE_GROUP,
             "polling_interval": 0,
+            "copy_poll_interval": 0.05,
             "retry_total": 2,
             "retry_backoff_factor": 0.01,
             "image_chunk_size": 256 * 1024,

@@ -16,6 +16,7 @@ import re
 import ssl
 import tempfile
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -78,6 +79,31 @@ def _resource_type(resource_id: str) -> tuple[str, str]:
     return lowered[index + 1], "/".join(lowered[index + 2 :][0::2])
 
 
+_RULE_ENUMS = {
+    "access": {"Allow", "Deny"},
+    "direction": {"Inbound", "Outbound"},
+    "protocol": {"Tcp", "Udp", "Icmp", "Esp", "Ah", "*"},
+}
+
+
+def _invalid_body(type_path: str, body: dict[str, Any]) -> str | None:
+    """Why ARM would refuse this body for the documented enums and ranges of locks and NSG rules (None: valid)."""
+    properties = body.get("properties") or {}
+    if type_path == "locks" and properties.get("level") not in {"CanNotDelete", "ReadOnly"}:
+        return f"The lock level {properties.get('level')!r} is invalid: it must be CanNotDelete or ReadOnly"
+    if type_path != "networksecuritygroups":
+        return None
+    for rule in properties.get("securityRules") or []:
+        fields = rule.get("properties") or {}
+        priority = fields.get("priority")
+        if type(priority) is not int or not 100 <= priority <= 4096:
+            return f"Security rule {rule.get('name')!r} has an invalid priority {priority!r} (an integer 100-4096)"
+        for name, allowed in _RULE_ENUMS.items():
+            if fields.get(name) not in allowed:
+                return f"Security rule {rule.get('name')!r} has an invalid {name} {fields.get(name)!r}"
+    return None
+
+
 def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1/localhost (it is its own CA); returns (cert, key) paths."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -135,6 +161,10 @@ class FakeAzure:
         self.failures: dict[str, str] = {}  # operation -> error code, while a fail_next context is open
         self.throttles: dict[str, list[int]] = {}  # operation -> Retry-After values still to serve
         self._operations: dict[str, dict[str, Any]] = {}
+        # A CopyStart snapshot copies in the background after its PUT succeeded, as in Azure: its
+        # completionPercent grows from 0 to 100 over this many seconds.
+        self.copy_seconds = 0.2
+        self._copies: dict[str, float] = {}  # lower-case snapshot id -> monotonic start of its background copy
         # Called after each successful ARM write with (operation, resource path, request headers), so a sandbox
         # can log the caller's own changes into the Activity Log as Azure does.
         self.on_write: Callable[[str, str, dict[str, str]], None] | None = None
@@ -228,6 +258,9 @@ class FakeAzure:
             )
             if not headers.get("authorization", "").startswith("Bearer "):
                 return _error(401, "AuthenticationFailed", "missing bearer token")
+            if "api-version" not in query:
+                return _error(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
+            self._advance_copies()
             code = self._failure_for(full_operation)
             if code is not None:
                 return _error(ERROR_STATUS.get(code, 500), code, f"injected failure of {full_operation}")
@@ -241,6 +274,38 @@ class FakeAzure:
         if self.on_write is not None and method != "GET" and response[0] < 400 and "/operations/" not in path.lower():
             self.on_write(full_operation, path, headers)
         return response
+
+    def _advance_copies(self) -> None:
+        now = time.monotonic()
+        for key, started in list(self._copies.items()):
+            done = min(100.0, round(100 * (now - started) / self.copy_seconds, 1)) if self.copy_seconds else 100.0
+            resource = self.resources.get(key)
+            if resource is None or done >= 100:
+                self._copies.pop(key)
+            if resource is not None:
+                resource["properties"]["completionPercent"] = done
+
+    def _snapshot_refusal(self, body: dict[str, Any], source: dict[str, Any]) -> Response | None:
+        """Azure's documented refusals for a new snapshot's source and create option."""
+        properties = body.get("properties", {})
+        option = properties.get("creationData", {}).get("createOption")
+        source_is_snapshot = _resource_type(source["id"].lower())[1] == "snapshots"
+        if option == "CopyStart":
+            if not (source_is_snapshot and source["properties"].get("incremental")):
+                return _error(
+                    400,
+                    "BadRequest",
+                    "CopyStart is only supported for incremental snapshots; the source must be an incremental snapshot",
+                )
+            if not properties.get("incremental"):
+                return _error(400, "BadRequest", "A snapshot created with CopyStart must be incremental")
+        elif option == "Copy" and str(source.get("location", "")).lower() != str(body.get("location", "")).lower():
+            return _error(
+                400,
+                "BadRequest",
+                f"The source {source['id']} is in {source.get('location')}; copying to another region needs CopyStart",
+            )
+        return None
 
     def _failure_for(self, operation: str) -> str | None:
         lowered = operation.lower()
@@ -302,6 +367,9 @@ class FakeAzure:
     def _write(self, path: str, method: str, body: dict[str, Any]) -> Response:
         key = path.lower()
         namespace, type_path = _resource_type(key)
+        invalid = _invalid_body(type_path, body)
+        if invalid is not None:
+            return _error(400, "InvalidRequestContent", invalid)
         existing = self.resources.get(key)
         if existing is None and method == "PATCH":
             return self._not_found(key)
@@ -310,6 +378,10 @@ class FakeAzure:
             source_resource = self.resources.get(_norm(source).lower())
             if source_resource is None:
                 return _error(404, "NotFound", f"source resource {source} of the snapshot was not found")
+            refusal = self._snapshot_refusal(body, source_resource)
+            if refusal is not None:
+                return refusal
+            copying = body["properties"]["creationData"]["createOption"] == "CopyStart"
             body["properties"]["creationData"]["sourceUniqueId"] = source_resource["properties"].get("uniqueId")
             body.setdefault("properties", {}).update(
                 {
@@ -318,9 +390,11 @@ class FakeAzure:
                     "timeCreated": utc(dt.datetime.now(dt.UTC)),
                     "uniqueId": str(uuid.uuid4()),
                     "diskState": "Unattached",
-                    "completionPercent": 100.0,
+                    "completionPercent": 0.0 if copying else 100.0,
                 }
             )
+            if copying:
+                self._copies[key] = time.monotonic()
             self.blobs[key] = self.blobs.get(_norm(source).lower(), b"")
         merged = copy.deepcopy(existing) if existing else {}
         properties = {**merged.get("properties", {}), **body.get("properties", {})}

@@ -24,6 +24,7 @@ def create_provider(
     retry_backoff_factor: float = 0.8,
     image_chunk_size: int = 4 * 1024 * 1024,
     image_workers: int = 8,
+    copy_poll_interval: float = 30.0,
 ) -> AzureProvider:
     """An Azure provider for one subscription.
 
@@ -52,4 +53,5 @@ def create_provider(
         soc_resource_group=soc_resource_group,
         image_chunk_size=image_chunk_size,
         image_workers=image_workers,
+        copy_poll_interval=copy_poll_interval,
     )

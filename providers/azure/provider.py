@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
 
 from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.compute import models
 
 from cloudir import __version__
 from cloudir.case import Case, safe_name
@@ -91,6 +93,8 @@ class AzureProvider:
         soc_resource_group: str = "rg-cloudir-evidence",
         image_chunk_size: int = 4 * 1024 * 1024,
         image_workers: int = 8,
+        copy_poll_interval: float = 30.0,
+        copy_timeout: float = 6 * 3600,
     ) -> None:
         self.session = session
         self.subscription_id = subscription_id
@@ -98,6 +102,8 @@ class AzureProvider:
         self.soc_resource_group = soc_resource_group
         self.image_chunk_size = image_chunk_size
         self.image_workers = image_workers
+        self.copy_poll_interval = copy_poll_interval
+        self.copy_timeout = copy_timeout
 
     # -- protocol basics ----------------------------------------------------------------------------------
     def bind(self, case: Case | None) -> None:
@@ -223,7 +229,7 @@ class AzureProvider:
 
     # -- acquisition -------------------------------------------------------------------------------------------
     def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
-        """Metadata, locks, scale-in protection, full snapshots, copies to the SOC, optional SAS images."""
+        """Metadata, locks, scale-in protection, incremental snapshots, copies to the SOC, optional SAS images."""
         require_target(self, target.kind, Capability.SNAPSHOT)
         if options.group_mode != "protect":
             raise CapabilityNotSupportedError(
@@ -277,7 +283,7 @@ class AzureProvider:
             steps.append(
                 Step(
                     f"snapshot-{disk['role']}",
-                    f"Full snapshot of {disk['role']} disk {disk['name']}",
+                    f"Incremental snapshot of {disk['role']} disk {disk['name']}",
                     StepKind.ACQUIRE,
                     [
                         call("snapshot.read", region),
@@ -325,9 +331,18 @@ class AzureProvider:
                         partial(self._image, disk=disk),
                     )
                 )
-        notes = ["disk snapshots of a running VM are crash-consistent (no guest flush); memory is not captured"]
+        notes = [
+            (
+                "each disk's incremental snapshot of a running VM is crash-consistent on its own (no guest flush), "
+                "but the disks are snapshotted one after another: not consistent with each other; memory is not "
+                "captured"
+            )
+        ]
         if copying and copy_region != region:
-            notes.append("cross-region copies use CopyStart; Azure may require incremental source snapshots for it")
+            notes.append(
+                "cross-region copies use CopyStart from the incremental snapshots; each copy step waits until Azure "
+                "reports the background copy 100% complete"
+            )
         plan = Plan("acquire", self.cloud, target.ref, self._regional(steps), notes)
         if not symbolic:
             return plan
@@ -454,16 +469,15 @@ class AzureProvider:
             snapshot = self._existing_snapshot(compute, group, name)
             reused = snapshot is not None
             if snapshot is None:
-                properties: dict[str, Any] = {
-                    "creationData": {"createOption": "Copy", "sourceResourceId": disk["id"]},
-                    "incremental": False,
-                }
-                if options.encryption_key:
-                    properties["encryption"] = {
-                        "type": "EncryptionAtRestWithCustomerKey",
-                        "diskEncryptionSetId": options.encryption_key,
-                    }
-                body = {"location": target.location, "tags": self._tags(ctx.case, disk["id"]), "properties": properties}
+                encryption = (
+                    models.Encryption(
+                        type="EncryptionAtRestWithCustomerKey", disk_encryption_set_id=options.encryption_key
+                    )
+                    if options.encryption_key
+                    else None
+                )
+                tags = self._tags(ctx.case, disk["id"])
+                body = _snapshot_model(target.location, tags, "Copy", disk["id"], encryption)
                 snapshot = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
         ctx.case.write_json(f"{self._artifact_dir(target)}/snapshots/{safe_name(name)}.json", snapshot)
         return {"snapshot_id": snapshot["id"], "source_disk": disk["id"], "reused": reused}
@@ -485,16 +499,29 @@ class AzureProvider:
                 source_subscription, source_group, source_name = id_parts(source_id)
                 source = as_json(self._client("compute", source_subscription).snapshots.get(source_group, source_name))
                 create_option = "Copy" if source["location"] == region else "CopyStart"
-                body = {
-                    "location": region,
-                    "tags": self._tags(ctx.case, source_id),
-                    "properties": {"creationData": {"createOption": create_option, "sourceResourceId": source_id}},
-                }
+                body = _snapshot_model(region, self._tags(ctx.case, source_id), create_option, source_id)
                 copy = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
+            copy = self._await_background_copy(ctx, compute, group, name, copy)
         ctx.case.write_json(
             f"{self._artifact_dir(target)}/snapshots/{safe_name(subscription)}-{safe_name(name)}.json", copy
         )
         return {"copy_id": copy["id"], "source_snapshot": source_id, "reused": reused}
+
+    def _await_background_copy(
+        self, ctx: StepContext, compute: Any, group: str, name: str, copy: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Poll a CopyStart copy until its ``completionPercent`` reaches 100 (the PUT succeeds long before)."""
+        deadline = time.monotonic() + self.copy_timeout
+        while float(copy.get("properties", {}).get("completionPercent", 100.0)) < 100.0:
+            if time.monotonic() > deadline:
+                raise CloudirError(
+                    f"copy {copy['id']} is still at {copy['properties']['completionPercent']}%",
+                    hint="the background copy goes on in Azure; run again with --resume to wait for it",
+                )
+            ctx.console.print(f"copy {name}: {copy['properties']['completionPercent']}%")
+            time.sleep(self.copy_poll_interval)
+            copy = as_json(compute.snapshots.get(group, name))
+        return copy
 
     def _image(self, ctx: StepContext, disk: dict[str, Any]) -> dict[str, Any]:
         snapshot_id = ctx.results[f"snapshot-{disk['role']}"]["snapshot_id"]
@@ -611,6 +638,21 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _snapshot_model(
+    location: str, tags: dict[str, str], create_option: str, source_id: str, encryption: Any = None
+) -> Any:
+    """An incremental snapshot (CopyStart accepts only incremental sources, and copies stay incremental)."""
+    return models.Snapshot(
+        location=location,
+        tags=tags,
+        properties=models.SnapshotProperties(
+            creation_data=models.CreationData(create_option=create_option, source_resource_id=source_id),
+            incremental=True,
+            encryption=encryption,
+        ),
+    )
 
 
 def _symbolic_vm(target: Target) -> Target:

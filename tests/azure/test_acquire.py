@@ -2,9 +2,13 @@
 
 import hashlib
 import json
+import ssl
+import urllib.error
+import urllib.request
 
 import pytest
 from azure.core.exceptions import HttpResponseError
+from azure.mgmt.compute import models
 
 from cloudir.custody import read_records, verify_case
 from cloudir.errors import CapabilityNotSupportedError
@@ -187,14 +191,28 @@ def test_injected_failure_blocks_later_changes_and_resume_completes(
     assert len(azure_sandbox.snapshots_for_case(case.case_id)) == 6
 
 
-def test_cross_region_copy_uses_copy_start(
+def test_cross_region_copy_uses_copy_start_from_incremental_snapshots_and_waits_for_it(
     azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
 ):
+    azure_sandbox.fake.copy_seconds = 0.3
     case, result = acquire(forensic_location="westus")
+    assert result.ok
+    source = azure_sandbox.fake.get(result.results["snapshot-os"]["snapshot_id"])
+    assert source is not None
+    assert source["properties"]["incremental"] is True
     copy = azure_sandbox.fake.get(result.results["copy-os"]["copy_id"])
     assert copy is not None
     assert copy["location"] == "westus"
     assert copy["properties"]["creationData"]["createOption"] == "CopyStart"
+    assert copy["properties"]["incremental"] is True
+    # the step ended only once Azure reported the background copy complete, and that is what it recorded
+    saved = [
+        p for p in (case.root / "artifacts").rglob("*.json") if copy["name"] in p.name and SOC_SUBSCRIPTION in p.name
+    ]
+    assert [json.loads(p.read_text())["properties"]["completionPercent"] for p in saved] == [100.0]
+    copy_id = copy["id"].lower()
+    gets = [r for r in azure_sandbox.fake.requests if r["method"] == "GET" and r["path"].lower() == copy_id]
+    assert len(gets) >= 2  # polled while the copy progressed
     assert copy["properties"]["creationData"]["sourceResourceId"] == result.results["snapshot-os"]["snapshot_id"]
     records = read_records(case.root / "custody.jsonl")
     copy_calls = next(r for r in records if r["details"].get("step") == "copy-os")["api_calls"]
@@ -221,3 +239,83 @@ def test_failed_image_read_still_revokes_access_and_leaves_no_partial_file(
     _, resumed = acquire(raw_image=True)
     assert resumed.ok
     assert (case.root / resumed.results["image-os"]["path"]).is_file()
+
+
+def test_fake_refuses_copy_start_from_a_full_snapshot_and_a_cross_region_copy(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident
+):
+    compute = azure_sandbox.provider().session.client("compute", azure_incident.extra["subscription_id"])  # type: ignore[attr-defined]
+    disk_id = azure_incident.extra["disk_ids"][0]
+
+    def snapshot(name: str, location: str, option: str, source: str, *, incremental: bool) -> object:
+        body = models.Snapshot(
+            location=location,
+            properties=models.SnapshotProperties(
+                creation_data=models.CreationData(create_option=option, source_resource_id=source),
+                incremental=incremental,
+            ),
+        )
+        return compute.snapshots.begin_create_or_update(RESOURCE_GROUP, name, body).result()
+
+    full = snapshot("full", "eastus", "Copy", disk_id, incremental=False)
+    with pytest.raises(HttpResponseError, match="only supported for incremental snapshots"):
+        snapshot("copy-of-full", "westus", "CopyStart", full.id, incremental=True)  # type: ignore[attr-defined]
+    with pytest.raises(HttpResponseError, match="needs CopyStart"):
+        snapshot("plain-copy", "westus", "Copy", full.id, incremental=False)  # type: ignore[attr-defined]
+
+
+def test_fake_refuses_a_request_without_api_version(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident):
+    error = _refused_raw_request(azure_sandbox, azure_incident.extra["vm_id"])
+    assert error["code"] == "MissingApiVersionParameter"
+
+
+@pytest.mark.parametrize(
+    ("type_path", "body", "reason"),
+    [
+        ("locks", {"properties": {"level": "Bogus"}}, "lock level"),
+        (
+            "networkSecurityGroups",
+            {"properties": {"securityRules": [{"name": "r", "properties": {"priority": "banana"}}]}},
+            "priority",
+        ),
+        (
+            "networkSecurityGroups",
+            {
+                "properties": {
+                    "securityRules": [
+                        {
+                            "name": "r",
+                            "properties": {"priority": 100, "access": "Maybe", "direction": "Inbound", "protocol": "*"},
+                        }
+                    ]
+                }
+            },
+            "access",
+        ),
+    ],
+)
+def test_fake_refuses_invalid_enums_and_ranges(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, type_path: str, body: dict, reason: str
+):
+    provider = "Microsoft.Authorization" if type_path == "locks" else "Microsoft.Network"
+    path = (
+        f"/subscriptions/{azure_incident.extra['subscription_id']}/resourceGroups/{RESOURCE_GROUP}/providers/"
+        f"{provider}/{type_path}/bad?api-version=2024-05-01"
+    )
+    assert reason in _refused_raw_request(azure_sandbox, path, body)["message"]
+
+
+def _refused_raw_request(sandbox: AzureSandbox, path: str, body: dict | None = None) -> dict:
+    """The ARM error of a hand-made request (a GET, or a PUT of ``body``) that the fake must answer with 400."""
+    token = sandbox.provider().session.access_token()  # type: ignore[attr-defined]
+    request = urllib.request.Request(
+        f"{sandbox.fake.base_url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method="GET" if body is None else "PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    context = ssl.create_default_context(cafile=sandbox.fake.ca_file)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, context=context)
+    assert refused.value.code == 400
+    return json.loads(refused.value.read())["error"]
