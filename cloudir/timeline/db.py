@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,11 @@ import duckdb
 from cloudir.errors import CloudirError
 from cloudir.timeline.schema import EVENTS_DDL, EVENTS_OCSF_VIEW
 
-MEMORY_LIMIT = "1GB"
+MEMORY_LIMIT = "1GB"  # of a query connection
 QUERY_TIMEOUT_SECONDS = 60.0
+MIN_MEMORY_MIB = 512
+MAX_MEMORY_MIB = 1536  # with Python and DuckDB's own overhead, ingest peaks below 2 GiB
+DUCKDB_MAGIC = b"DUCK"  # at byte 8 of every DuckDB database file
 
 # Helpers the format SQL uses; temporary, so nothing but the schema lands in the database file.
 _MACROS = """
@@ -25,8 +30,33 @@ CREATE OR REPLACE TEMP MACRO py_json(s) AS
 """
 
 
-def connect_for_ingest(db_path: Path, *, memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+def default_memory_limit() -> str:
+    """DuckDB's memory limit for ingest: a quarter of the machine's (or the cgroup's) memory, 512 MiB-1.5 GiB."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cgroup = Path("/sys/fs/cgroup/memory.max")
+    with contextlib.suppress(OSError, ValueError):
+        total = min(total, int(cgroup.read_text().strip()))
+    return f"{max(MIN_MEMORY_MIB, min(MAX_MEMORY_MIB, total // 4 >> 20))}MiB"
+
+
+def _refuse_foreign(db_path: Path) -> None:
+    """Refuse to write into a file that is not a DuckDB database (a log given to ``--db`` by mistake)."""
+    if not db_path.exists():
+        return
+    if not db_path.is_file():
+        raise CloudirError(f"{db_path}: not a file; give the timeline database file to --db")
+    with db_path.open("rb") as handle:
+        header = handle.read(12)
+    if header[8:12] != DUCKDB_MAGIC:
+        raise CloudirError(
+            f"{db_path}: not a timeline database (not a DuckDB file); refusing to write into it",
+            hint="--db names the database to create or extend, e.g. --db timeline.duckdb",
+        )
+
+
+def connect_for_ingest(db_path: Path, *, memory_limit: str) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) a timeline database for writing, with bounded memory and a spill folder."""
+    _refuse_foreign(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(
         str(db_path),
@@ -38,6 +68,10 @@ def connect_for_ingest(db_path: Path, *, memory_limit: str = MEMORY_LIMIT) -> du
     )
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
+    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
+    if tables and "events" not in tables:
+        con.close()
+        raise CloudirError(f"{db_path}: a DuckDB database without an events table, not a timeline; refusing it")
     con.execute(EVENTS_DDL)
     con.execute(EVENTS_OCSF_VIEW)
     con.execute(_MACROS)

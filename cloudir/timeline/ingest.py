@@ -1,27 +1,34 @@
-"""Normalize control-plane logs into the timeline, in DuckDB SQL from file to ``events``.
+"""Normalize control-plane logs into the timeline, in DuckDB SQL from file to ``events``, accounting for every record.
 
-Per batch of files, one streaming statement per file (or per group of one-document files) reads records
-(``read_json_objects`` / line-wise ``read_csv`` / ``read_csv``), classifies each by its top-level keys and
-maps it with its format's SQL into ``staged``; containers are then unwrapped and mapped the same way. One
-transaction quarantines what cannot be mapped, drops duplicates (same cloud and event id) and inserts the
-rest. Python only sniffs each file's first bytes to pick a reader.
+Per batch of files, one streaming statement per file (or per group of one-document files) reads documents
+(``read_json_objects`` / ``read_csv``), unwraps containers into records, classifies each record by its
+top-level keys and maps it with its format's SQL into ``staged``. Files DuckDB cannot read whole (invalid
+UTF-8, truncated gzip, oversized lines, malformed JSON) and JSON documents too large to hold are first
+rewritten record by record by :mod:`cloudir.timeline.reader`. One transaction per batch quarantines what
+cannot be mapped, drops exact duplicates (same cloud, event id and content), flags id collisions, inserts
+the rest and writes one ``ingest_files`` row per file.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
+import shutil
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 
 from cloudir.errors import CloudirError
-from cloudir.timeline.db import MEMORY_LIMIT, connect_for_ingest
+from cloudir.timeline import reader
+from cloudir.timeline.db import connect_for_ingest, default_memory_limit
 from cloudir.timeline.formats import CONTAINERS, MAPPED_COLUMNS, RECORD_FORMATS
 from cloudir.timeline.schema import EVENTS_COLUMNS, EVENTS_INDEXES
 
@@ -29,14 +36,17 @@ if TYPE_CHECKING:
     from cloudir.case import Case
 
 TIMELINE_FILE = "timeline.duckdb"
+TARGET_TABLE = "events"
 RESPONDER_AGENT = "cloudir/"
 SNIFF_BYTES = 1 << 16
 BATCH_BYTES = 192 << 20  # input per transaction: over a row group of records (written directly, not via the WAL)
-MAX_OBJECT_BYTES = 256 << 20  # largest JSON document (one file of records)
-MAX_LINE_BYTES = 16 << 20  # largest JSON Lines line
+SPLIT_BYTES = 32 << 20  # JSON documents larger than this are split record by record before DuckDB reads them
+MAX_LINE_BYTES = reader.MAX_RECORD_BYTES
 GZIP_RATIO = 10
-FILES_PER_READ = 256  # JSON document files read by one parallel read_json_objects
+FILES_PER_READ = 128  # JSON document files read by one parallel read_json_objects
 QUARANTINE_RAW_CHARS = 1 << 20
+# DuckDB reads its path arguments as glob patterns: files whose names hold these are read through a copy.
+GLOB_CHARS = re.compile(r"[*?\[\]{}]")
 # Evidence the log collectors keep next to the logs that holds no events: coverage reports, the request
 # behind a page series, trail and bucket listings, digest validation, CloudTrail digests, their S3 metadata
 # and the digest public keys. Skipped (and counted), not quarantined.
@@ -44,21 +54,50 @@ NOT_EVENT_FILES = ("coverage.json", "request.json", "trails.json", "s3-listing.j
 NOT_EVENT_FOLDERS = ("CloudTrail-Digest", "s3-meta", "public-keys")
 
 
+@dataclass(frozen=True)
+class FileAccount:
+    """One file's accounting: ``records`` = ``events`` + ``duplicates`` + ``quarantined``."""
+
+    file: str
+    sha256: str
+    format: str
+    records: int
+    events: int
+    duplicates: int
+    quarantined: int
+    bytes: int
+    repaired: int = 0  # records kept after repair (invalid UTF-8), counted in events or where they ended
+    id_collisions: int = 0
+
+
 @dataclass
 class IngestStats:
-    """What one ingest run did. Input records = ingested + duplicates + quarantined."""
+    """What one ingest run did. Input records = ingested + duplicates + quarantined, per file and in total."""
 
     files: int = 0
     ingested: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    id_collisions: int = 0  # new events sharing their cloud and event id with an event of different content
+    repaired: int = 0
     skipped: int = 0  # files that hold no events (empty, coverage reports, CloudTrail digests)
+    unchanged: int = 0  # files already ingested with the same name and SHA-256 (not read again)
     per_format: dict[str, int] = field(default_factory=dict)
+    accounts: list[FileAccount] = field(default_factory=list)
 
     @property
     def records(self) -> int:
         """Input records seen (unreadable files count as one each)."""
         return self.ingested + self.duplicates + self.quarantined
+
+    def add(self, account: FileAccount) -> None:
+        """Count one file's accounting into the totals."""
+        self.accounts.append(account)
+        self.ingested += account.events
+        self.duplicates += account.duplicates
+        self.quarantined += account.quarantined
+        self.repaired += account.repaired
+        self.id_collisions += account.id_collisions
 
     def as_dict(self) -> dict[str, object]:
         """Plain-dict form for custody details and JSON output."""
@@ -68,7 +107,10 @@ class IngestStats:
             "ingested": self.ingested,
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
+            "id_collisions": self.id_collisions,
+            "repaired": self.repaired,
             "skipped_files": self.skipped,
+            "unchanged_files": self.unchanged,
             "per_format": dict(sorted(self.per_format.items())),
         }
 
@@ -76,14 +118,17 @@ class IngestStats:
 @dataclass(frozen=True)
 class _SourceFile:
     number: int
-    path: Path
+    path: Path  # the file as given
     name: str  # what goes into source_file
     reader: str | None  # json | jsonl | csv | None (unrecognized)
     compression: str
     size: int  # uncompressed bytes (estimated for multi-member gzip)
+    read_path: Path  # what DuckDB reads: the file, or a copy / clean rewrite of it
+    rewritten: bool = False  # read_path is a clean JSON Lines rewrite (placeholders for refused records)
 
-    def largest(self, cap: int) -> int:
+    def largest(self) -> int:
         """A bound for one JSON value or line: JSON buffers are sized by it, so small files get small buffers."""
+        cap = SPLIT_BYTES if self.reader == "json" else MAX_LINE_BYTES
         return min(cap, max(1 << 20, 2 * self.size))
 
 
@@ -93,27 +138,32 @@ def ingest_paths(
     *,
     responder_request_ids: Iterable[str] = (),
     source_root: Path | None = None,
-    memory_limit: str = MEMORY_LIMIT,
+    memory_limit: str | None = None,
 ) -> IngestStats:
     """Ingest log files and folders (recursively; plain or gzip) into the timeline at ``db_path``.
 
     Any number and size of files: they are read in batches of about ``BATCH_BYTES`` of input, one transaction
-    each, and DuckDB spills to ``<db>.tmp/`` what does not fit ``memory_limit``.
+    each, and DuckDB spills to ``<db>.tmp/`` what does not fit ``memory_limit`` (default: from the machine).
     ``source_root``: record source files relative to this folder (a case root) instead of as given.
     """
-    files, skipped = _discover(paths, source_root)
-    stats = IngestStats(files=len(files), skipped=skipped)
-    con = connect_for_ingest(db_path, memory_limit=memory_limit)
+    limit = memory_limit or default_memory_limit()
+    con = connect_for_ingest(db_path, memory_limit=limit)
     try:
-        _prepare(con, responder_request_ids)
-        for batch in _batches(files):
-            try:
-                _ingest_batch(con, batch, stats)
-            except duckdb.OutOfMemoryException as exc:
-                raise CloudirError(
-                    f"timeline ingest ran out of memory (memory_limit {memory_limit}) on {batch[0].name} "
-                    f"and {len(batch) - 1} more files: {str(exc).strip().splitlines()[0]}"
-                ) from None
+        with tempfile.TemporaryDirectory(prefix=db_path.name + ".ingest-", dir=db_path.parent) as work:
+            files, skipped = _discover(paths, source_root, Path(work))
+            stats = IngestStats(files=len(files), skipped=skipped)
+            _prepare(con, responder_request_ids)
+            with ThreadPoolExecutor(max_workers=1) as hasher:
+                for batch in _batches(files):
+                    digests = {source.number: hasher.submit(_sha256, source.path) for source in batch}
+                    try:
+                        _ingest_batch(con, batch, digests, stats, Path(work))
+                    except duckdb.OutOfMemoryException as exc:
+                        raise CloudirError(
+                            f"timeline ingest ran out of memory (memory_limit {limit}) on {batch[0].name} "
+                            f"and {len(batch) - 1} more files: {str(exc).strip().splitlines()[0]}",
+                            hint="raise --memory-limit",
+                        ) from None
         con.execute(
             "UPDATE events SET is_responder = true WHERE NOT is_responder "
             "AND request_id IN (SELECT request_id FROM responder_ids)"
@@ -125,7 +175,7 @@ def ingest_paths(
     return stats
 
 
-def build_case_timeline(case: Case) -> IngestStats:
+def build_case_timeline(case: Case, *, memory_limit: str | None = None) -> IngestStats:
     """Build ``timeline.duckdb`` in the case from everything under ``logs/`` and register its hash."""
     from cloudir.custody import CUSTODY_FILE, read_records
 
@@ -142,11 +192,15 @@ def build_case_timeline(case: Case) -> IngestStats:
             if call.get(key)
         }
         stats = ingest_paths(
-            case.root / TIMELINE_FILE, [logs], responder_request_ids=request_ids, source_root=case.root
+            case.root / TIMELINE_FILE,
+            [logs],
+            responder_request_ids=request_ids,
+            source_root=case.root,
+            memory_limit=memory_limit,
         )
         act.details.update(stats.as_dict())
         case.record_existing(TIMELINE_FILE)
-        if stats.ingested + stats.duplicates == 0:
+        if stats.ingested + stats.duplicates == 0 and not stats.unchanged:
             raise CloudirError(f"none of the {stats.files} log files under {logs} held a readable event")
     return stats
 
@@ -154,7 +208,7 @@ def build_case_timeline(case: Case) -> IngestStats:
 # -- files ----------------------------------------------------------------------------------------------
 
 
-def _discover(paths: Sequence[Path], source_root: Path | None) -> tuple[list[_SourceFile], int]:
+def _discover(paths: Sequence[Path], source_root: Path | None, work: Path) -> tuple[list[_SourceFile], int]:
     """The files to read, and how many were skipped as holding no events."""
     found: list[Path] = []
     for path in paths:
@@ -175,11 +229,17 @@ def _discover(paths: Sequence[Path], source_root: Path | None) -> tuple[list[_So
     for path in unique:
         if path.name in NOT_EVENT_FILES or set(path.parts) & set(NOT_EVENT_FOLDERS):
             continue
-        reader, compression = _sniff(path)
-        if reader == "empty":
+        kind, compression = _sniff(path)
+        if kind == "empty":
             continue
         name = path.resolve().relative_to(source_root.resolve()).as_posix() if source_root else str(path)
-        files.append(_SourceFile(len(files), path, name, reader, compression, _uncompressed_size(path, compression)))
+        number = len(files)
+        read_path = path
+        if GLOB_CHARS.search(str(path.resolve())):
+            read_path = work / f"copy-{number}"
+            shutil.copyfile(path, read_path)
+        size = _uncompressed_size(path, compression)
+        files.append(_SourceFile(number, path, name, kind, compression, size, read_path))
     return files, len(unique) - len(files)
 
 
@@ -202,7 +262,9 @@ def _sniff(path: Path) -> tuple[str | None, str]:
         with gzip.open(path, "rb") if compression == "gzip" else path.open("rb") as handle:
             head = handle.read(SNIFF_BYTES)
     except (OSError, EOFError, zlib.error):
-        return None, compression
+        head = _readable_head(path) if compression == "gzip" else b""
+        if not head:
+            return None, compression
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
     if not text:
         return "empty", compression
@@ -212,6 +274,8 @@ def _sniff(path: Path) -> tuple[str | None, str]:
             return "json", compression
         try:
             json.loads(first_line)
+        except RecursionError:
+            return "jsonl", compression
         except ValueError:
             return "json", compression
         return "jsonl", compression
@@ -219,6 +283,24 @@ def _sniff(path: Path) -> tuple[str | None, str]:
     if "," in header and "event name" in header.replace("_", " ") and "event id" in header.replace("_", " "):
         return "csv", compression
     return None, compression
+
+
+def _readable_head(path: Path) -> bytes:
+    """The first bytes of a gzip file that breaks early (a truncated one still starts with records)."""
+    inflater = zlib.decompressobj(wbits=31)
+    with path.open("rb") as handle:
+        try:
+            return inflater.decompress(handle.read(SNIFF_BYTES), SNIFF_BYTES)
+        except zlib.error:
+            return b""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _batches(files: list[_SourceFile]) -> Iterator[list[_SourceFile]]:
@@ -248,51 +330,47 @@ def _prepare(con: duckdb.DuckDBPyConnection, responder_request_ids: Iterable[str
     )
 
 
-def _read_file_sql(source: _SourceFile, *, line_by_line: bool = False, unbounded: bool = False) -> str:
-    """SELECT file_no, position, rec (JSON or NULL), bad (text of an invalid record) for one file, in file order.
+def _read_file_sql(source: _SourceFile) -> str:
+    """SELECT file_no, doc (JSON or NULL), bad (text of an invalid record), placeholder for one file, in order.
 
-    ``position`` is NULL: inserted in file order (``preserve_insertion_order``), a record's position is its
-    row id in ``staged`` minus the file's first. JSON Lines are read with ``read_json_objects``; a file with a
-    malformed line is re-read line by line so the bad lines can be quarantined. Blank lines are not records.
+    A record's position is its row number in the file: with ``preserve_insertion_order`` a file's records
+    land in ``staged`` in file order, so it is its row id minus the file's first. Blank lines are not records.
     """
-    path, compression = _literal(str(source.path)), _literal(source.compression)
+    path, compression = _literal(str(source.read_path)), _literal(source.compression)
     if source.reader == "csv":
         return (
-            f"SELECT {source.number} AS file_no, NULL::BIGINT AS position, to_json(t) AS rec, NULL::VARCHAR AS bad "
+            f"SELECT {source.number} AS file_no, to_json(t) AS doc, NULL::VARCHAR AS bad, false AS placeholder "
             f"FROM read_csv({path}, header=true, all_varchar=true, normalize_names=true, compression={compression}) t"
         )
-    if line_by_line:
+    if source.rewritten:
         return (
-            f"SELECT {source.number} AS file_no, NULL::BIGINT AS position, "
-            "CASE WHEN json_valid(line) THEN line::JSON END AS rec, "
-            "CASE WHEN NOT json_valid(line) THEN line END AS bad "
-            f"FROM read_csv({path}, columns={{'line': 'VARCHAR'}}, delim=chr(31), quote='', escape='', "
-            f"header=false, auto_detect=false, compression={compression}, max_line_size={MAX_LINE_BYTES}, "
-            f"buffer_size={MAX_LINE_BYTES * 2}) WHERE trim(line) <> ''"
+            f"SELECT {source.number} AS file_no, CASE WHEN json::VARCHAR <> 'null' THEN json END AS doc, "
+            "NULL::VARCHAR AS bad, json::VARCHAR = 'null' AS placeholder "
+            f"FROM read_json_objects({path}, format='newline_delimited', maximum_object_size={2 * MAX_LINE_BYTES})"
         )
-    layout, cap = (
-        ("unstructured", MAX_OBJECT_BYTES) if source.reader == "json" else ("newline_delimited", MAX_LINE_BYTES)
-    )
-    largest = cap if unbounded else source.largest(cap)
+    layout = "unstructured" if source.reader == "json" else "newline_delimited"
     return (
-        f"SELECT {source.number} AS file_no, NULL::BIGINT AS position, json AS rec, NULL::VARCHAR AS bad "
-        f"FROM read_json_objects({path}, format='{layout}', compression={compression}, maximum_object_size={largest})"
+        f"SELECT {source.number} AS file_no, json AS doc, NULL::VARCHAR AS bad, false AS placeholder "
+        f"FROM read_json_objects({path}, format='{layout}', compression={compression}, "
+        f"maximum_object_size={source.largest()})"
     )
 
 
 def _read_documents_sql(sources: list[_SourceFile], compression: str) -> str:
     """Like :func:`_read_file_sql` for many JSON document files at once (one parallel ``read_json_objects``)."""
-    paths = "[" + ", ".join(_literal(str(source.path)) for source in sources) + "]"
-    numbers = ", ".join(f"({source.number}, {_literal(str(source.path))})" for source in sources)
+    paths = "[" + ", ".join(_literal(str(source.read_path)) for source in sources) + "]"
+    numbers = ", ".join(f"({source.number}, {_literal(str(source.read_path))})" for source in sources)
     return (
-        "SELECT n.file_no, NULL::BIGINT AS position, d.json AS rec, NULL::VARCHAR AS bad "
+        "SELECT n.file_no, d.json AS doc, NULL::VARCHAR AS bad, false AS placeholder "
         f"FROM read_json_objects({paths}, format='unstructured', compression='{compression}', "
-        f"maximum_object_size={max(source.largest(MAX_OBJECT_BYTES) for source in sources)}, filename=true) d "
+        f"maximum_object_size={max(source.largest() for source in sources)}, filename=true) d "
         f"JOIN (VALUES {numbers}) n(file_no, path) ON n.path = d.filename"
     )
 
 
 _STRUCT_REF = re.compile(r"(?<![\w.\"])p\.")
+# A record can only nest deeper than the limit if it holds that many brackets: those few are checked exactly.
+_DEEP_SUSPECT = f"strlen(rec::VARCHAR) - strlen(replace(replace(rec::VARCHAR, '[', ''), '{{', '')) > {reader.MAX_DEPTH}"
 
 
 def _per_format(expressions: dict[str, str], column: str) -> str:
@@ -300,13 +378,15 @@ def _per_format(expressions: dict[str, str], column: str) -> str:
     return f"CASE fmt {branches} END AS {column}"
 
 
-def _staged_select(source: str, *, containers: bool) -> str:
-    """Classify and map the records of ``source`` (file_no, position, rec, bad) in one streaming projection.
+def _staged_select(source: str) -> str:
+    """Unwrap, classify and map the documents of ``source`` (file_no, doc, bad, placeholder) in one projection.
 
-    ``fmt`` is the container name (``containers``), the record format, ``unknown``, or NULL (not JSON). Each
-    record is parsed by ``json_keys`` (classification) and once more by its own format's ``json_transform``.
+    A container document becomes its records (``unnest``, in order); any other document is one record, in
+    canonical (minified) form. ``fmt`` is the record format, ``unknown``, ``placeholder`` (a record the
+    careful reader refused) or NULL (not JSON). ``content_hash`` is the hash of the canonical record text.
     """
-    container_case = " ".join(f"WHEN {c.detect} THEN '{c.name}'" for c in CONTAINERS) if containers else ""
+    container = " ".join(f"WHEN {c.detect} THEN '{c.name}'" for c in CONTAINERS)
+    elements = " ".join(f"WHEN '{c.name}' THEN {c.records}" for c in CONTAINERS)
     format_case = " ".join(f"WHEN {f.detect} THEN '{f.name}'" for f in RECORD_FORMATS)
     structs = ", ".join(
         f"CASE WHEN fmt = '{f.name}' THEN json_transform(rec, {_literal(f.transform_spec)}) END AS p_{f.name}"
@@ -321,73 +401,59 @@ def _staged_select(source: str, *, containers: bool) -> str:
     }
     mapped = ", ".join(_per_format(expressions, column) for column, expressions in columns.items())
     return f"""
-    SELECT *, cloud || ':' || event_id AS event_uid,
-        CASE WHEN cloud IS NULL THEN NULL WHEN time IS NULL THEN 'no parsable event time'
+    SELECT *, CASE WHEN cloud IS NULL THEN NULL WHEN time IS NULL THEN 'no parsable event time'
              WHEN nullif(operation, '') IS NULL THEN 'no operation name' END AS problem
     FROM (
-        SELECT file_no, position, rec, bad, fmt, {mapped}
+        SELECT file_no, rec, bad, fmt, hash(rec::VARCHAR) AS content_hash,
+            CASE WHEN fmt NOT IN ('placeholder', 'unknown') THEN {_DEEP_SUSPECT} END AS deep_suspect, {mapped}
         FROM (
-            SELECT file_no, position, rec, bad, fmt, {structs}
+            SELECT file_no, rec, bad, fmt, {structs}
             FROM (
-                SELECT file_no, position, rec, bad,
-                    CASE WHEN rec IS NULL THEN NULL {container_case} {format_case} ELSE 'unknown' END AS fmt
-                FROM (SELECT file_no, position, rec, rec AS doc, bad, json_keys(rec) AS keys FROM ({source}))
+                SELECT file_no, rec, bad,
+                    CASE WHEN placeholder THEN 'placeholder' WHEN rec IS NULL THEN NULL {format_case}
+                         ELSE 'unknown' END AS fmt
+                FROM (
+                    SELECT file_no, rec, bad, placeholder,
+                        CASE WHEN container IS NULL THEN doc_keys ELSE json_keys(rec) END AS keys
+                    FROM (
+                        SELECT file_no, bad, placeholder, container, keys AS doc_keys,
+                            unnest(CASE WHEN doc IS NULL THEN [NULL::JSON] WHEN container IS NULL THEN [json(doc)]
+                                   ELSE CASE container {elements} END END) AS rec
+                        FROM (
+                            SELECT *, CASE {container} END AS container
+                            FROM (SELECT file_no, doc, bad, placeholder, json_keys(doc) AS keys FROM ({source}))
+                        )
+                    )
+                )
             )
         )
     )
     """
 
 
-def _unwrap_sql(last_document_row: int) -> str:
-    """Replace the documents of files with containers in ``staged`` by their records, numbered in file order.
-
-    Only files with several documents (JSON Lines of pages) need the running count of records per document; it
-    is computed from list lengths alone so no window holds the records.
-    """
-    elements_case = " ".join(f"WHEN '{c.name}' THEN {c.records}" for c in CONTAINERS)
-    documents = f"""
-        SELECT file_no, rowid AS doc_row, bad,
-            CASE WHEN fmt IS NULL THEN [NULL::JSON] ELSE CASE fmt {elements_case} ELSE [doc] END END AS elems
-        FROM (SELECT *, rowid, rec AS doc FROM staged WHERE rowid <= {last_document_row})
-        SEMI JOIN container_files USING (file_no)"""
-    records = f"""
-        SELECT file_no, coalesce(o.first_position, 0) + i - 1 AS position, rec, CASE WHEN i = 1 THEN bad END AS bad
-        FROM (SELECT file_no, doc_row, bad, unnest(elems) AS rec, generate_subscripts(elems, 1) AS i FROM ({documents}))
-        LEFT JOIN offsets o USING (doc_row)"""
-    return f"""
-    CREATE OR REPLACE TEMP TABLE offsets AS
-    SELECT doc_row, sum(n) OVER (PARTITION BY file_no ORDER BY doc_row) - n AS first_position
-    FROM (SELECT file_no, doc_row, len(elems) AS n FROM ({documents}))
-    WHERE file_no IN (
-        SELECT file_no FROM staged SEMI JOIN container_files USING (file_no) GROUP BY 1 HAVING count(*) > 1
-    );
-    INSERT INTO staged {_staged_select(records, containers=False)};
-    DELETE FROM staged WHERE rowid <= {last_document_row} AND file_no IN (SELECT file_no FROM container_files);
-    DROP TABLE offsets;
-    """
-
-
-def _stage_file(con: duckdb.DuckDBPyConnection, source: _SourceFile) -> None:
-    """Read one file into ``staged``: small buffers first, then the largest, then JSON Lines line by line."""
+def _stage_file(con: duckdb.DuckDBPyConnection, source: _SourceFile, work: Path) -> list[reader.Problem]:
+    """Read one file into ``staged``; if DuckDB cannot read it whole, through the careful reader."""
     if source.reader is None:
-        con.execute(
-            "INSERT INTO file_problems VALUES (?, ?)",
-            [source.number, "unrecognized file format (not JSON, JSON Lines or CloudTrail CSV)"],
-        )
-        return
-    problem = _try_stage(con, _read_file_sql(source))
-    if problem and "maximum_object_size" in problem:
-        problem = _try_stage(con, _read_file_sql(source, unbounded=True))
-    if problem and source.reader == "jsonl":
-        problem = _try_stage(con, _read_file_sql(source, line_by_line=True))
+        return [reader.Problem(-1, "unrecognized file format (not JSON, JSON Lines or CloudTrail CSV)", "")]
+    if not (source.reader == "json" and source.size > SPLIT_BYTES):
+        problem = _try_stage(con, _read_file_sql(source))
+        if problem is None:
+            return []
+        if source.reader == "csv":
+            return [reader.Problem(-1, f"unreadable file: {problem}", "")]
+    clean = work / f"clean-{source.number}.jsonl"
+    result = reader.rewrite(source.path, source.compression, source.reader, clean)
+    problem = _try_stage(con, _read_file_sql(replace(source, read_path=clean, rewritten=True)))
+    clean.unlink()
     if problem:
-        con.execute("INSERT INTO file_problems VALUES (?, ?)", [source.number, f"unreadable file: {problem}"])
+        return [reader.Problem(-1, f"unreadable file: {problem}", "")]
+    return result.problems
 
 
 def _try_stage(con: duckdb.DuckDBPyConnection, read_sql: str) -> str | None:
     """Map and insert what ``read_sql`` reads into ``staged``; the error's first line if DuckDB cannot read it."""
     try:
-        con.execute(f"INSERT INTO staged {_staged_select(read_sql, containers=True)}")
+        con.execute(f"INSERT INTO staged {_staged_select(read_sql)}")
     except duckdb.OutOfMemoryException:
         raise
     except duckdb.Error as exc:
@@ -395,52 +461,73 @@ def _try_stage(con: duckdb.DuckDBPyConnection, read_sql: str) -> str | None:
     return None
 
 
-def _stage(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile]) -> None:
+def _stage(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile], work: Path) -> None:
     """Fill ``staged`` (one row per record, mapped) and ``file_problems`` for a batch of files."""
-    empty = "SELECT NULL::INTEGER AS file_no, NULL::BIGINT AS position, NULL::JSON AS rec, NULL::VARCHAR AS bad"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {_staged_select(empty, containers=True)} LIMIT 0")
-    con.execute("CREATE OR REPLACE TEMP TABLE file_problems (file_no INTEGER, reason VARCHAR)")
-    single = [source for source in batch if source.reader != "json"]
+    empty = "SELECT NULL::INTEGER AS file_no, NULL::JSON AS doc, NULL::VARCHAR AS bad, false AS placeholder"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {_staged_select(empty)} LIMIT 0")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE file_problems (file_no INTEGER, position BIGINT, reason VARCHAR, "
+        "raw VARCHAR, raw_hex VARCHAR, repaired BOOLEAN)"
+    )
+    single = [source for source in batch if source.reader != "json" or source.size > SPLIT_BYTES]
     for compression in ("none", "gzip"):
-        documents = [source for source in batch if source.reader == "json" and source.compression == compression]
+        documents = [
+            source
+            for source in batch
+            if source.reader == "json" and source.compression == compression and source.size <= SPLIT_BYTES
+        ]
         for start in range(0, len(documents), FILES_PER_READ):
             chunk = documents[start : start + FILES_PER_READ]
             if len(chunk) == 1 or _try_stage(con, _read_documents_sql(chunk, compression)):
                 single.extend(chunk)  # one of them is not readable: read each on its own
+    problems: list[tuple[object, ...]] = []
     for source in sorted(single, key=lambda s: s.number):
-        _stage_file(con, source)
-    container_names = ", ".join(f"'{c.name}'" for c in CONTAINERS)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE container_files AS "
-        f"SELECT DISTINCT file_no FROM staged WHERE fmt IN ({container_names})"
-    )
-    if _scalar(con, "SELECT count(*) FROM container_files"):
-        con.execute(_unwrap_sql(_scalar(con, "SELECT max(rowid) FROM staged")))
+        problems.extend(
+            (source.number, None if p.position < 0 else p.position, p.reason, p.raw, p.raw_hex, p.repaired)
+            for p in _stage_file(con, source, work)
+        )
+    if problems:
+        con.executemany("INSERT INTO file_problems VALUES (?, ?, ?, ?, ?, ?)", problems)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE files AS SELECT f.*, r.first_row FROM files f LEFT JOIN ("
-        "SELECT file_no, min(rowid) AS first_row FROM staged WHERE position IS NULL GROUP BY file_no) r USING (file_no)"
+        "SELECT file_no, min(rowid) AS first_row FROM staged GROUP BY file_no) r USING (file_no)"
     )
+    _refuse_deep(con)
 
 
-# A record's position: set when unwrapped from a container, else its row id minus its file's first.
-_POSITION = "coalesce(s.position, s.row_id - f.first_row)"
+def _refuse_deep(con: duckdb.DuckDBPyConnection) -> None:
+    """Quarantine records nested deeper than ``reader.MAX_DEPTH`` (checked exactly for the few suspects)."""
+    suspects = con.execute("SELECT rowid, rec::VARCHAR FROM staged WHERE deep_suspect").fetchall()
+    deep = [row_id for row_id, text in suspects if reader.depth_of(text) > reader.MAX_DEPTH]
+    if deep:
+        con.execute(
+            f"UPDATE staged SET problem = 'nested deeper than {reader.MAX_DEPTH} levels' WHERE rowid IN "
+            "(SELECT unnest($rows::BIGINT[]))",
+            {"rows": deep},
+        )
+
+
+# A record's position: its row id minus its file's first (see _read_file_sql).
+_POSITION = "s.row_id - f.first_row"
+_VALID = "s.cloud IS NOT NULL AND s.problem IS NULL"
 
 _QUARANTINE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE new_quarantine AS
-SELECT f.name AS source_file, {_POSITION} AS source_position, s.reason, left(s.raw, {QUARANTINE_RAW_CHARS}) AS raw
+SELECT s.file_no, f.name AS source_file, s.position AS source_position, s.reason,
+    left(s.raw, {QUARANTINE_RAW_CHARS}) AS raw, s.raw_hex, s.repaired, s.from_reader
 FROM (
-    SELECT file_no, position, rowid AS row_id, 'not valid JSON' AS reason, bad AS raw FROM staged WHERE fmt IS NULL
+    SELECT s.file_no, {_POSITION} AS position, CASE
+            WHEN s.fmt IS NULL THEN 'not valid JSON'
+            WHEN s.fmt = 'unknown' THEN 'unrecognized record (keys: ' || array_to_string(json_keys(s.rec)[1:8], ', ') || ')'
+            ELSE s.problem || ' (' || s.fmt || ')' END AS reason,
+        coalesce(s.bad, s.rec::VARCHAR) AS raw, NULL AS raw_hex, false AS repaired, false AS from_reader
+    FROM (SELECT *, rowid AS row_id FROM staged) s JOIN files f USING (file_no)
+    WHERE s.fmt IS NULL OR s.fmt = 'unknown' OR s.problem IS NOT NULL
     UNION ALL
-    SELECT file_no, position, rowid,
-        'unrecognized record (keys: ' || array_to_string(json_keys(rec)[1:8], ', ') || ')', rec::VARCHAR
-    FROM staged WHERE fmt = 'unknown'
-    UNION ALL
-    SELECT file_no, position, rowid, problem || ' (' || fmt || ')', rec::VARCHAR FROM staged WHERE problem IS NOT NULL
-    UNION ALL
-    SELECT file_no, NULL, NULL, reason, NULL FROM file_problems
-) s JOIN files f ON f.file_no = s.file_no;
-INSERT INTO quarantine
-SELECT * FROM new_quarantine n
+    SELECT file_no, position, reason, raw, raw_hex, repaired, true FROM file_problems
+) s JOIN files f USING (file_no);
+INSERT INTO quarantine (source_file, source_position, reason, raw, raw_hex, repaired, target_table)
+SELECT source_file, source_position, reason, raw, raw_hex, repaired, '{TARGET_TABLE}' FROM new_quarantine n
 WHERE NOT EXISTS (
     SELECT 1 FROM quarantine q
     WHERE q.source_file = n.source_file AND q.source_position IS NOT DISTINCT FROM n.source_position
@@ -448,52 +535,151 @@ WHERE NOT EXISTS (
 );
 """
 
-_EVENT_SELECT = {
-    "source_format": "s.fmt",
-    "source_file": "f.name",
-    "source_position": _POSITION,
-    "is_responder": f"coalesce(contains(s.user_agent, '{RESPONDER_AGENT}'), false)",
-    "raw": "s.rec",
-}
-
-# The first record (by file, then position or row id: the same order) of each new event id.
+# Identity: an exact duplicate has the same cloud, event id and content hash as a kept event (earlier in this
+# batch, by file and position, or already in the timeline). The same id with other content is a separate event;
+# all events of such an id are flagged id_collision, and all but the first get the content hash in event_uid.
 _INSERT_SQL = f"""
+CREATE OR REPLACE TEMP TABLE candidates AS
+SELECT rowid AS row_id, file_no, cloud, event_id, content_hash, fmt FROM staged s WHERE {_VALID};
+CREATE OR REPLACE TEMP TABLE prior AS
+SELECT e.cloud, e.event_id, e.content_hash FROM events e
+SEMI JOIN (SELECT DISTINCT cloud, event_id FROM candidates) c USING (cloud, event_id);
 CREATE OR REPLACE TEMP TABLE keep AS
-SELECT arg_min(s.rowid, (s.file_no, coalesce(s.position, s.rowid))) AS keep_rowid,
-    arg_min(s.fmt, (s.file_no, coalesce(s.position, s.rowid))) AS fmt
-FROM staged s ANTI JOIN events e ON e.event_uid = s.event_uid
-WHERE s.cloud IS NOT NULL AND s.problem IS NULL
-GROUP BY s.event_uid;
+SELECT k.*, count(*) OVER ids + coalesce(p.n, 0) > 1 AS id_collision,
+    CASE WHEN p.n IS NULL AND row_number() OVER (ids ORDER BY k.keep_rowid) = 1 THEN k.cloud || ':' || k.event_id
+         ELSE k.cloud || ':' || k.event_id || '~' || lpad(lower(hex(k.content_hash)), 16, '0') END AS event_uid
+FROM (
+    SELECT min(row_id) AS keep_rowid, cloud, event_id, content_hash, arg_min(file_no, row_id) AS file_no,
+        arg_min(fmt, row_id) AS fmt
+    FROM candidates c ANTI JOIN prior p USING (cloud, event_id, content_hash)
+    GROUP BY cloud, event_id, content_hash
+) k LEFT JOIN (SELECT cloud, event_id, count(*) AS n FROM prior GROUP BY ALL) p USING (cloud, event_id)
+WINDOW ids AS (PARTITION BY k.cloud, k.event_id);
 INSERT INTO events ({", ".join(EVENTS_COLUMNS)})
-SELECT {", ".join(_EVENT_SELECT.get(column, f"s.{column}") for column in EVENTS_COLUMNS)}
-FROM (SELECT *, rowid AS row_id FROM staged) s JOIN files f ON f.file_no = s.file_no
-WHERE s.row_id IN (SELECT keep_rowid FROM keep);
+SELECT {
+    ", ".join(
+        {
+            "event_uid": "k.event_uid",
+            "source_format": "s.fmt",
+            "source_file": "f.name",
+            "source_position": _POSITION,
+            "is_responder": f"coalesce(contains(s.user_agent, '{RESPONDER_AGENT}'), false)",
+            "raw": "s.rec",
+            "id_collision": "k.id_collision",
+        }.get(column, f"s.{column}")
+        for column in EVENTS_COLUMNS
+    )
+}
+FROM (SELECT *, rowid AS row_id FROM staged) s JOIN keep k ON k.keep_rowid = s.row_id JOIN files f
+    ON f.file_no = s.file_no;
+"""
+
+_FLAG_PRIOR_COLLISIONS = """
+UPDATE events SET id_collision = true WHERE NOT id_collision
+AND (cloud, event_id) IN (SELECT cloud, event_id FROM keep WHERE id_collision)
+"""
+
+_ACCOUNT_SQL = """
+SELECT f.file_no, coalesce(r.records, 0) + coalesce(q.outside, 0), coalesce(r.valid, 0), coalesce(k.events, 0),
+    coalesce(q.quarantined, 0), coalesce(q.repaired, 0), coalesce(k.collisions, 0), coalesce(k.formats, r.formats, '')
+FROM files f
+LEFT JOIN (
+    SELECT file_no, count(*) FILTER (fmt IS DISTINCT FROM 'placeholder') AS records,
+        count(*) FILTER (cloud IS NOT NULL AND problem IS NULL) AS valid,
+        string_agg(DISTINCT fmt, ',' ORDER BY fmt) FILTER (fmt IS NOT NULL AND fmt NOT IN ('placeholder', 'unknown'))
+            AS formats
+    FROM staged GROUP BY file_no
+) r USING (file_no)
+LEFT JOIN (
+    SELECT file_no, count(*) AS events, count(*) FILTER (id_collision) AS collisions,
+        string_agg(DISTINCT fmt, ',' ORDER BY fmt) AS formats
+    FROM keep GROUP BY file_no
+) k USING (file_no)
+LEFT JOIN (
+    SELECT q.file_no, count(*) FILTER (NOT repaired) AS quarantined, count(*) FILTER (repaired) AS repaired,
+        count(*) FILTER (NOT repaired AND from_reader) AS outside
+    FROM new_quarantine q GROUP BY q.file_no
+) q USING (file_no)
+ORDER BY f.file_no
 """
 
 
-def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile], stats: IngestStats) -> None:
+def _ingest_batch(
+    con: duckdb.DuckDBPyConnection,
+    batch: list[_SourceFile],
+    digests: dict[int, Future[str]],
+    stats: IngestStats,
+    work: Path,
+) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE files (file_no INTEGER, name VARCHAR)")
     con.executemany("INSERT INTO files VALUES (?, ?)", [[source.number, source.name] for source in batch])
-    _stage(con, batch)
+    _stage(con, batch, work)
+    hashes = {number: future.result() for number, future in digests.items()}
+    unchanged = _unchanged(con, batch, hashes)
+    if unchanged:
+        for table in ("staged", "file_problems", "files"):
+            con.execute(f"DELETE FROM {table} WHERE file_no IN (SELECT unnest(?::INTEGER[]))", [sorted(unchanged)])
+        stats.unchanged += len(unchanged)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(_QUARANTINE_SQL)
         con.execute(_INSERT_SQL)
-        quarantined = _scalar(con, "SELECT count(*) FROM new_quarantine")
-        valid = _scalar(con, "SELECT count(*) FROM staged WHERE cloud IS NOT NULL AND problem IS NULL")
+        if _scalar(con, "SELECT count(*) FROM keep k WHERE id_collision AND NOT ends_with(k.event_uid, k.event_id)"):
+            con.execute(_FLAG_PRIOR_COLLISIONS)
+        accounts = _accounts(con, {s.number: s for s in batch}, hashes)
+        if accounts:
+            con.executemany(
+                "INSERT INTO ingest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                [
+                    [a.file, a.sha256, TARGET_TABLE, a.format, a.records, a.events, a.duplicates, a.quarantined,
+                     a.repaired, a.id_collisions, a.bytes, reader_name]
+                    for a, reader_name in accounts
+                ],
+            )
         rows = con.execute("SELECT fmt, count(*) FROM keep GROUP BY 1").fetchall()
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    con.execute("DROP TABLE staged; DROP TABLE keep")
-    inserted = 0
+    con.execute("DROP TABLE staged; DROP TABLE keep; DROP TABLE candidates; DROP TABLE prior")
     for name, count in rows:
         stats.per_format[name] = stats.per_format.get(name, 0) + int(count)
-        inserted += int(count)
-    stats.ingested += inserted
-    stats.duplicates += valid - inserted
-    stats.quarantined += quarantined
+    for account, _ in accounts:
+        stats.add(account)
+
+
+def _unchanged(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile], hashes: dict[int, str]) -> set[int]:
+    """Files of the batch already ingested under the same name with the same SHA-256."""
+    done = con.execute(
+        "SELECT file, sha256 FROM ingest_files WHERE target_table = ? AND file IN (SELECT unnest(?::VARCHAR[]))",
+        [TARGET_TABLE, [source.name for source in batch]],
+    ).fetchall()
+    seen = set(done)
+    return {source.number for source in batch if (source.name, hashes[source.number]) in seen}
+
+
+def _accounts(
+    con: duckdb.DuckDBPyConnection, sources: dict[int, _SourceFile], hashes: dict[int, str]
+) -> list[tuple[FileAccount, str]]:
+    accounts = []
+    for number, records, valid, events, quarantined, repaired, collisions, formats in con.execute(
+        _ACCOUNT_SQL
+    ).fetchall():
+        source = sources[number]
+        account = FileAccount(
+            file=source.name,
+            sha256=hashes[number],
+            format=formats,
+            records=int(records),
+            events=int(events),
+            duplicates=int(valid) - int(events),
+            quarantined=int(quarantined),
+            bytes=source.path.stat().st_size,
+            repaired=int(repaired),
+            id_collisions=int(collisions),
+        )
+        accounts.append((account, source.reader or "unknown"))
+    return accounts
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:

@@ -28,13 +28,34 @@ CREATE TABLE IF NOT EXISTS events (
     source_file     VARCHAR,              -- file the record was read from
     source_position BIGINT,               -- record index (0-based) inside that file
     is_responder    BOOLEAN NOT NULL DEFAULT false,  -- the tool's own calls (cloudir user agent or custody request id)
-    raw             JSON USING COMPRESSION zstd  -- the original record
+    raw             JSON USING COMPRESSION zstd,  -- the original record (minified)
+    content_hash    UBIGINT,              -- hash of raw: same cloud, event_id and content_hash = exact duplicate
+    id_collision    BOOLEAN NOT NULL DEFAULT false  -- another event has this cloud and event_id, other content
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     source_file     VARCHAR NOT NULL,
-    source_position BIGINT,
+    source_position BIGINT,               -- record index in the file; NULL for the whole file
     reason          VARCHAR NOT NULL,
-    raw             VARCHAR
+    raw             VARCHAR,              -- the record (or the rest of the file), invalid UTF-8 as U+FFFD
+    raw_hex         VARCHAR,              -- the original bytes when they were not valid UTF-8
+    repaired        BOOLEAN NOT NULL DEFAULT false,  -- a note: the record was kept after repair, not refused
+    target_table    VARCHAR NOT NULL DEFAULT 'events'  -- the table the record was meant for
+);
+-- One row per file read: records = events + duplicates + quarantined (events: rows added to target_table).
+CREATE TABLE IF NOT EXISTS ingest_files (
+    file            VARCHAR NOT NULL,     -- as source_file
+    sha256          VARCHAR NOT NULL,     -- of the file's bytes as stored
+    target_table    VARCHAR NOT NULL,     -- events (flows for network flow logs)
+    format          VARCHAR NOT NULL,     -- record formats found, comma-separated
+    records         BIGINT NOT NULL,
+    events          BIGINT NOT NULL,
+    duplicates      BIGINT NOT NULL,
+    quarantined     BIGINT NOT NULL,
+    repaired        BIGINT NOT NULL,      -- records kept after repair (invalid UTF-8 decoded with U+FFFD)
+    id_collisions   BIGINT NOT NULL,      -- new events whose id another event with other content has
+    bytes           BIGINT NOT NULL,      -- file size
+    reader          VARCHAR NOT NULL,     -- json | jsonl | csv | unknown
+    ingested_at     TIMESTAMP NOT NULL
 );
 """
 
@@ -65,6 +86,8 @@ EVENTS_COLUMNS = (
     "source_position",
     "is_responder",
     "raw",
+    "content_hash",
+    "id_collision",
 )
 
 _LAST_WORD = "lower(regexp_extract(operation, '([^./:]+)$', 1))"

@@ -9,13 +9,13 @@ CONTAINERS = (
     # CloudTrail S3 delivery files: {"Records": [...]}.
     {
         "name": "cloudtrail_records",
-        "detect": "list_contains(keys, 'Records')",
+        "detect": "list_contains(keys, 'Records') AND json_type(doc, '$.Records') = 'ARRAY'",
         "records": "json_extract(doc, '$.Records[*]')",
     },
     # LookupEvents response pages: {"Events": [{"CloudTrailEvent": "<json string>", ...}], "NextToken": ...}.
     {
         "name": "cloudtrail_lookup_page",
-        "detect": "list_contains(keys, 'Events')",
+        "detect": "list_contains(keys, 'Events') AND json_type(doc, '$.Events') = 'ARRAY'",
         "records": (
             "list_transform(json_extract(doc, '$.Events[*]'), "
             "lambda e: coalesce(try((e ->> 'CloudTrailEvent')::JSON), e))"
@@ -24,7 +24,7 @@ CONTAINERS = (
     # GCP logging entries:list pages: {"entries": [...], "nextPageToken": ...}.
     {
         "name": "gcp_entries_page",
-        "detect": "list_contains(keys, 'entries')",
+        "detect": "list_contains(keys, 'entries') AND json_type(doc, '$.entries') = 'ARRAY'",
         "records": "json_extract(doc, '$.entries[*]')",
     },
     # Azure REST list pages: {"value": [...], "nextLink": ...}.
@@ -36,7 +36,7 @@ CONTAINERS = (
     # Azure diagnostic settings (Event Hub / storage): {"records": [...]}.
     {
         "name": "azure_diagnostic_records",
-        "detect": "list_contains(keys, 'records')",
+        "detect": "list_contains(keys, 'records') AND json_type(doc, '$.records') = 'ARRAY'",
         "records": "json_extract(doc, '$.records[*]')",
     },
     # Panther rule test cases: the raw record is in "event".
