@@ -35,17 +35,52 @@ class OutputFormat(StrEnum):
     markdown = "markdown"
 
 
+SHOWN_FILES = 40  # per-file rows printed; all of them are in the ingest_files table
+
+_MEMORY_LIMIT = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-limit",
+        help="DuckDB memory limit for the ingest, e.g. 4GB (default: a quarter of the machine's memory, "
+        "512MiB-1.5GiB); what does not fit spills to disk.",
+    ),
+]
+
+
 def _report(stats: IngestStats, target: Path) -> None:
+    """Print the accounting: one row per file (problem files first), then the totals."""
+    table = Table("file", "format", "records", "events", "duplicates", "quarantined", "id collisions", "sha256")
+    accounts = sorted(stats.accounts, key=lambda a: (not (a.quarantined or a.id_collisions or a.repaired), a.file))
+    for account in accounts[:SHOWN_FILES]:
+        table.add_row(
+            esc(account.file),
+            esc(account.format or "-"),
+            str(account.records),
+            str(account.events),
+            str(account.duplicates),
+            str(account.quarantined) + (f" (+{account.repaired} repaired)" if account.repaired else ""),
+            str(account.id_collisions),
+            account.sha256[:16],
+        )
+    if accounts:
+        console.print(table)
+    if len(accounts) > SHOWN_FILES:
+        console.print(f"... and {len(accounts) - SHOWN_FILES} more files: SELECT * FROM ingest_files")
     formats = ", ".join(f"{name} {count}" for name, count in sorted(stats.per_format.items())) or "none"
     console.print(
-        f"{esc(target)}: {stats.ingested} ingested, {stats.duplicates} duplicate, {stats.quarantined} quarantined "
-        f"from {stats.files} files ({formats})"
-        + (f"; {stats.skipped} files skipped (no events)" if stats.skipped else ""),
+        f"{esc(target)}: {stats.records} records = {stats.ingested} ingested + {stats.duplicates} duplicate + "
+        f"{stats.quarantined} quarantined, from {stats.files} files ({formats}); "
+        f"{stats.id_collisions} id collisions"
+        + (f"; {stats.skipped} files skipped (no events)" if stats.skipped else "")
+        + (f"; {stats.unchanged} files already ingested (same SHA-256), not read again" if stats.unchanged else ""),
         soft_wrap=True,
     )
-    if stats.quarantined:
-        err_console.print(f"[yellow]note:[/] {stats.quarantined} records quarantined; see `SELECT * FROM quarantine`")
-    if stats.ingested + stats.duplicates == 0:
+    if stats.quarantined or stats.repaired:
+        err_console.print(
+            f"[yellow]note:[/] {stats.quarantined} records quarantined, {stats.repaired} repaired; "
+            "see `SELECT * FROM quarantine`"
+        )
+    if stats.ingested + stats.duplicates == 0 and not stats.unchanged:
         raise CloudirError("nothing readable was ingested")
 
 
@@ -53,20 +88,24 @@ def _report(stats: IngestStats, target: Path) -> None:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Log files or folders (plain or gzip; read recursively).")],
     db: Annotated[Path, typer.Option("--db", help="Timeline database to create or extend.")],
+    memory_limit: _MEMORY_LIMIT = None,
 ) -> None:
-    """Normalize CloudTrail, GCP audit, Azure Activity and Entra logs into a timeline database."""
+    """Normalize CloudTrail, GCP audit, Azure Activity, Entra and Kubernetes audit logs into a timeline database."""
     from cloudir.timeline.ingest import ingest_paths
 
-    _report(ingest_paths(db, paths), db)
+    _report(ingest_paths(db, paths, memory_limit=memory_limit), db)
 
 
 @timeline_app.command()
-def build(case_dir: Annotated[Path, typer.Argument(help="Case folder; reads everything under logs/.")]) -> None:
+def build(
+    case_dir: Annotated[Path, typer.Argument(help="Case folder; reads everything under logs/.")],
+    memory_limit: _MEMORY_LIMIT = None,
+) -> None:
     """Build timeline.duckdb in a case from its logs, recorded in the custody log."""
     from cloudir.timeline.ingest import build_case_timeline
 
     case = Case.open(case_dir)
-    _report(build_case_timeline(case), case_dir / "timeline.duckdb")
+    _report(build_case_timeline(case, memory_limit=memory_limit), case_dir / "timeline.duckdb")
 
 
 def _cell(value: Any) -> str:

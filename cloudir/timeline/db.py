@@ -58,24 +58,33 @@ def connect_for_ingest(db_path: Path, *, memory_limit: str) -> duckdb.DuckDBPyCo
     """Open (creating if needed) a timeline database for writing, with bounded memory and a spill folder."""
     _refuse_foreign(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(
-        str(db_path),
-        config={
-            "memory_limit": memory_limit,
-            "temp_directory": str(db_path.with_name(db_path.name + ".tmp")),
-            "preserve_insertion_order": True,
-        },
-    )
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
-    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
-    if tables and "events" not in tables:
+    try:
+        con = duckdb.connect(
+            str(db_path),
+            config={
+                "memory_limit": memory_limit,
+                "temp_directory": str(db_path.with_name(db_path.name + ".tmp")),
+                "preserve_insertion_order": True,
+            },
+        )
+    except duckdb.Error as exc:
+        raise CloudirError(f"{db_path}: cannot open for ingest: {_first_line(exc)}") from None
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")
+        tables = {
+            row[0] for row in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()
+        }
+        if not tables or "events" in tables:
+            con.execute(EVENTS_DDL)
+            con.execute(EVENTS_OCSF_VIEW)
+            con.execute(_MACROS)
+            return con
+    except duckdb.Error as exc:
         con.close()
-        raise CloudirError(f"{db_path}: a DuckDB database without an events table, not a timeline; refusing it")
-    con.execute(EVENTS_DDL)
-    con.execute(EVENTS_OCSF_VIEW)
-    con.execute(_MACROS)
-    return con
+        raise CloudirError(f"{db_path}: cannot prepare the timeline: {_first_line(exc)}") from None
+    con.close()
+    raise CloudirError(f"{db_path}: a DuckDB database without an events table, not a timeline; refusing it")
 
 
 def connect_read_only(db_path: Path, *, memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:

@@ -402,7 +402,9 @@ def _staged_select(source: str) -> str:
     mapped = ", ".join(_per_format(expressions, column) for column, expressions in columns.items())
     return f"""
     SELECT *, CASE WHEN cloud IS NULL THEN NULL WHEN time IS NULL THEN 'no parsable event time'
-             WHEN nullif(operation, '') IS NULL THEN 'no operation name' END AS problem
+             WHEN nullif(operation, '') IS NULL THEN 'no operation name'
+             WHEN strlen(rec::VARCHAR) > {MAX_LINE_BYTES} THEN 'record of more than {MAX_LINE_BYTES} bytes'
+             END AS problem
     FROM (
         SELECT file_no, rec, bad, fmt, hash(rec::VARCHAR) AS content_hash,
             CASE WHEN fmt NOT IN ('placeholder', 'unknown') THEN {_DEEP_SUSPECT} END AS deep_suspect, {mapped}
@@ -518,7 +520,8 @@ SELECT s.file_no, f.name AS source_file, s.position AS source_position, s.reason
 FROM (
     SELECT s.file_no, {_POSITION} AS position, CASE
             WHEN s.fmt IS NULL THEN 'not valid JSON'
-            WHEN s.fmt = 'unknown' THEN 'unrecognized record (keys: ' || array_to_string(json_keys(s.rec)[1:8], ', ') || ')'
+            WHEN s.fmt = 'unknown'
+                THEN 'unrecognized record (keys: ' || array_to_string(json_keys(s.rec)[1:8], ', ') || ')'
             ELSE s.problem || ' (' || s.fmt || ')' END AS reason,
         coalesce(s.bad, s.rec::VARCHAR) AS raw, NULL AS raw_hex, false AS repaired, false AS from_reader
     FROM (SELECT *, rowid AS row_id FROM staged) s JOIN files f USING (file_no)
@@ -631,8 +634,20 @@ def _ingest_batch(
             con.executemany(
                 "INSERT INTO ingest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
                 [
-                    [a.file, a.sha256, TARGET_TABLE, a.format, a.records, a.events, a.duplicates, a.quarantined,
-                     a.repaired, a.id_collisions, a.bytes, reader_name]
+                    [
+                        a.file,
+                        a.sha256,
+                        TARGET_TABLE,
+                        a.format,
+                        a.records,
+                        a.events,
+                        a.duplicates,
+                        a.quarantined,
+                        a.repaired,
+                        a.id_collisions,
+                        a.bytes,
+                        reader_name,
+                    ]
                     for a, reader_name in accounts
                 ],
             )

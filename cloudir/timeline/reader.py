@@ -51,7 +51,7 @@ class CleanFile:
     problems: list[Problem]
 
 
-class _Truncated(Exception):
+class _TruncatedError(Exception):
     """The input ended inside a record."""
 
 
@@ -260,15 +260,15 @@ class _Buffer:
                 return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def value(self) -> str:
-        """The raw text of the next JSON value; raises _Truncated, ValueError (malformed) or OverflowError."""
+        """The raw text of the next JSON value; raises _TruncatedError, ValueError (malformed) or OverflowError."""
         while True:
             try:
                 _, end = _DECODER.raw_decode(self.text, self.pos)
             except RecursionError:
                 raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
             except json.JSONDecodeError as exc:
-                incomplete = exc.pos >= len(self.text) - 1 or "Unterminated" in exc.msg
-                if not incomplete and not (exc.msg.startswith("Expecting") and exc.pos >= len(self.text) - 64):
+                # an error close to the end of the buffer may only mean the value continues in the next chunk
+                if "Unterminated" not in exc.msg and exc.pos < len(self.text) - 64:
                     raise ValueError(f"not valid JSON: {exc.msg}") from None
                 if len(self.text) - self.pos > MAX_RECORD_BYTES:
                     raise OverflowError from None
@@ -276,7 +276,7 @@ class _Buffer:
                     try:
                         _, end = _DECODER.raw_decode(self.text, self.pos)
                     except (json.JSONDecodeError, RecursionError):
-                        raise _Truncated from None
+                        raise _TruncatedError from None
                     return self._take(end)
                 continue
             if end == len(self.text) and not self.ended:
@@ -301,7 +301,7 @@ def _document(path: Path, compression: str) -> Iterator[Item]:
     buf = _Buffer(path, compression)
     try:
         yield from _document_items(buf)
-    except _Truncated:
+    except _TruncatedError:
         yield None, _tail(buf, _truncation_reason(path, buf.broken, buf.byte_offset(len(buf.text))))
     except OverflowError:
         at = buf.byte_offset(buf.pos)
@@ -357,9 +357,9 @@ def _elements(buf: _Buffer, prefix: str, suffix: str) -> Iterator[Item]:
         if char == ",":
             buf.pos += 1
             continue
-        if char == "]" or char == "":
+        if char in {"]", ""}:
             if char == "" and buf.broken:
-                raise _Truncated
+                raise _TruncatedError
             return
         raise ValueError(f"not valid JSON: expected ',' or ']', found {char!r}")
 

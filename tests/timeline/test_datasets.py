@@ -69,6 +69,14 @@ def test_dataset_accounting(
             stats.ingested,
         )
         assert con.execute("SELECT count(*) FROM quarantine").fetchone() == (stats.quarantined,)
+        per_file = con.execute(
+            "SELECT file, records, events, duplicates, quarantined, sha256 FROM ingest_files ORDER BY file"
+        ).fetchall()
+    assert [row[0] for row in per_file] == sorted(str(f) for f in files)
+    for _, records, events, duplicates, quarantined, sha256 in per_file:
+        assert records == events + duplicates + quarantined
+        assert len(sha256) == 64
+    assert sum(row[1] for row in per_file) == expected
     if clean:
         assert (stats.duplicates, stats.quarantined) == (0, 0)
     else:

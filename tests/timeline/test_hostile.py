@@ -1,0 +1,254 @@
+"""Hostile input files, each with its exact expected accounting: records = events + duplicates + quarantined."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+from cloudir.timeline import ingest, reader
+from cloudir.timeline.ingest import ingest_paths
+
+runner = CliRunner()
+
+
+def record(number: int, **extra: Any) -> dict[str, Any]:
+    """A CloudTrail record; every one has its own content."""
+    return {
+        "eventVersion": "1.08",
+        "eventTime": f"2024-05-01T10:{number // 60:02d}:{number % 60:02d}Z",
+        "eventSource": "s3.amazonaws.com",
+        "eventName": "GetObject",
+        "eventID": f"id-{number}",
+        "userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::111122223333:user/u{number}"},
+        "userAgent": f"agent {number}",
+        **extra,
+    }
+
+
+def jsonl(records: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def files_table(db: Path) -> dict[str, tuple[int, int, int, int]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT file, records, events, duplicates, quarantined FROM ingest_files").fetchall()
+    table = {Path(row[0]).name: tuple(row[1:]) for row in rows}
+    for name, (records, events, duplicates, quarantined) in table.items():
+        assert records == events + duplicates + quarantined, name
+    return table
+
+
+def query(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def test_same_event_id_with_different_content_is_kept_and_flagged(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(json.dumps({"Records": [{**record(n), "eventID": "1"} for n in range(16)]}))
+    db = tmp_path / "t.duckdb"
+    result = runner.invoke(app, ["timeline", "ingest", str(scenario), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "16 records = 16 ingested + 0 duplicate + 0 quarantined" in result.output
+    assert "16 id collisions" in result.output
+    assert files_table(db) == {"scenario.json": (16, 16, 0, 0)}
+    assert query(db, "SELECT count(*), count(DISTINCT event_uid), bool_and(id_collision) FROM events") == [
+        (16, 16, True)
+    ]
+    assert query(db, "SELECT event_uid FROM events WHERE source_position = 0") == [("aws:1",)]
+    # the same file again: nothing changes; a copy under another name: all exact duplicates
+    before = query(db, "SELECT * FROM events ORDER BY event_uid")
+    again = ingest_paths(db, [scenario])
+    assert (again.ingested, again.duplicates, again.unchanged) == (0, 0, 1)
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(scenario.read_bytes().replace(b'", "', b'","'))  # other whitespace, same records
+    assert ingest_paths(db, [copy]).duplicates == 16
+    assert query(db, "SELECT * FROM events ORDER BY event_uid") == before
+    # a 17th record with the same id: kept, flagged, and the earlier events stay flagged
+    extra = tmp_path / "extra.jsonl"
+    extra.write_bytes(jsonl([{**record(99), "eventID": "1"}, {**record(100), "eventID": "2"}]))
+    stats = ingest_paths(db, [extra])
+    assert (stats.ingested, stats.id_collisions) == (2, 1)
+    assert query(db, "SELECT count(*) FILTER (id_collision), count(*) FROM events") == [(17, 18)]
+
+
+def test_invalid_utf8_is_kept_with_replacement_and_original_bytes(tmp_path: Path) -> None:
+    lines = jsonl([record(0), record(1), record(2)]).replace(b"agent 1", b"agent \xff\xfe1")
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(lines)
+    db = tmp_path / "t.duckdb"
+    stats = ingest_paths(db, [path])
+    assert files_table(db) == {"latin.jsonl": (3, 3, 0, 0)}
+    assert stats.repaired == 1
+    assert query(db, "SELECT user_agent, source_position FROM events WHERE event_id = 'id-1'") == [
+        ("agent \ufffd\ufffd1", 1)
+    ]
+    (reason, raw_hex, repaired, position) = query(
+        db, "SELECT reason, raw_hex, repaired, source_position FROM quarantine"
+    )[0]
+    assert reason.startswith("invalid UTF-8 at byte ")
+    assert bytes.fromhex(raw_hex) == lines.splitlines()[1]
+    assert (repaired, position) == (True, 1)
+
+
+def test_invalid_utf8_inside_a_records_document(tmp_path: Path) -> None:
+    document = json.dumps({"Records": [record(n) for n in range(4)]}).encode().replace(b"agent 2", b"agent \xc32")
+    path = tmp_path / "doc.json"
+    path.write_bytes(document)
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [path])
+    assert files_table(db) == {"doc.json": (4, 4, 0, 0)}
+    assert query(db, "SELECT source_position, user_agent FROM events WHERE event_id = 'id-2'") == [(2, "agent \ufffd2")]
+
+
+def test_an_oversized_line_is_quarantined_and_its_neighbours_kept(tmp_path: Path) -> None:
+    huge = record(1, requestParameters={"padding": "x" * (reader.MAX_RECORD_BYTES + 10)})
+    path = tmp_path / "huge.jsonl"
+    path.write_bytes(jsonl([record(0), huge, record(2)]))
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [path])
+    assert files_table(db) == {"huge.jsonl": (3, 2, 0, 1)}
+    start = len(jsonl([record(0)]))
+    [(position, reason)] = query(db, "SELECT source_position, reason FROM quarantine")
+    assert position == 1
+    assert reason in (
+        f"record of more than {reader.MAX_RECORD_BYTES} bytes at byte {start}",  # DuckDB refused the file
+        f"record of more than {reader.MAX_RECORD_BYTES} bytes (cloudtrail)",  # DuckDB read it
+    )
+    assert query(db, "SELECT list(source_position ORDER BY 1) FROM events") == [([0, 2],)]
+
+
+def _complete_lines(data: bytes) -> int:
+    """Independent oracle: complete lines in what a truncated gzip still yields."""
+    return zlib.decompressobj(wbits=31).decompress(data).count(b"\n")
+
+
+def test_truncated_gzip_keeps_every_record_before_the_break(tmp_path: Path) -> None:
+    compressed = gzip.compress(jsonl([record(n) for n in range(400)]), mtime=0)
+    cut = compressed[: len(compressed) // 2]
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(cut)
+    kept = _complete_lines(cut)
+    assert 0 < kept < 400
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [path])
+    assert files_table(db) == {"cut.jsonl.gz": (kept + 1, kept, 0, 1)}
+    [(position, reason)] = query(db, "SELECT source_position, reason FROM quarantine")
+    decompressed = len(zlib.decompressobj(wbits=31).decompress(cut))
+    assert position == kept
+    assert reason == f"truncated gzip at byte {decompressed} of the decompressed data ({len(cut)} bytes compressed)"
+
+
+def test_truncated_gzip_records_document(tmp_path: Path) -> None:
+    compressed = gzip.compress(json.dumps({"Records": [record(n) for n in range(300)]}).encode(), mtime=0)
+    cut = compressed[: len(compressed) * 2 // 3]
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(cut)
+    text = zlib.decompressobj(wbits=31).decompress(cut).decode()
+    kept = len(re.findall(r'"userAgent": "agent \d+"}', text))  # the last key: records complete before the break
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [path])
+    assert files_table(db) == {"cut.json.gz": (kept + 1, kept, 0, 1)}
+    assert query(db, "SELECT source_position, starts_with(reason, 'truncated gzip at byte') FROM quarantine") == [
+        (kept, True)
+    ]
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["deep-first-line", "deep-middle-line"])
+def test_over_deep_records_are_quarantined_with_position(tmp_path: Path, first: bool) -> None:
+    deep = json.dumps(record(1, requestParameters="DEEP")).replace('"DEEP"', "[" * 1000 + "]" * 1000)
+    lines = [json.dumps(record(0)), json.dumps(record(2))]
+    lines.insert(0 if first else 1, deep)
+    path = tmp_path / "deep.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [path])
+    assert files_table(db) == {"deep.jsonl": (3, 2, 0, 1)}
+    assert query(db, "SELECT source_position, reason FROM quarantine") == [
+        (0 if first else 1, f"nested deeper than {reader.MAX_DEPTH} levels (cloudtrail)")
+    ]
+
+
+def test_records_that_is_not_a_list_gets_a_quarantine_row(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text('{"Records": "x"}')
+    db = tmp_path / "t.duckdb"
+    stats = ingest_paths(db, [path])
+    assert (stats.records, stats.quarantined) == (1, 1)
+    assert files_table(db) == {"x.json": (1, 0, 0, 1)}
+    assert query(db, "SELECT source_position, reason FROM quarantine") == [(0, "unrecognized record (keys: Records)")]
+
+
+def test_file_names_are_never_patterns(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    names = ["a*.json", "a?.json", "a[1].json", "a1.json", "ab.json"]
+    for number, name in enumerate(names):
+        (logs / name).write_text(json.dumps({"Records": [record(number)]}))
+    (logs / "b*.jsonl").write_bytes(jsonl([record(10), record(11)]))
+    db = tmp_path / "t.duckdb"
+    stats = ingest_paths(db, [logs])
+    assert (stats.ingested, stats.duplicates, stats.quarantined) == (7, 0, 0)
+    assert files_table(db) == dict.fromkeys(names, (1, 1, 0, 0)) | {"b*.jsonl": (2, 2, 0, 0)}
+    found = query(db, "SELECT source_file, source_position, event_id FROM events ORDER BY event_id")
+    assert sorted((Path(f).name, p, e) for f, p, e in found) == sorted(
+        [(name, 0, f"id-{n}") for n, name in enumerate(names)] + [("b*.jsonl", 0, "id-10"), ("b*.jsonl", 1, "id-11")]
+    )
+
+
+def test_a_file_that_is_not_a_timeline_is_refused_as_db(tmp_path: Path) -> None:
+    logs = tmp_path / "log.jsonl"
+    logs.write_bytes(jsonl([record(0)]))
+    target = tmp_path / "existing.json"
+    target.write_text(json.dumps({"Records": [record(1)]}))
+    before = target.read_bytes()
+    result = runner.invoke(app, ["timeline", "ingest", str(logs), "--db", str(target)])
+    assert result.exit_code != 0
+    assert "not a timeline database" in result.output
+    assert target.read_bytes() == before
+    other = tmp_path / "other.duckdb"
+    with duckdb.connect(str(other)) as con:
+        con.execute("CREATE TABLE findings (x INTEGER)")
+    result = runner.invoke(app, ["timeline", "ingest", str(logs), "--db", str(other)])
+    assert result.exit_code != 0
+    assert "without an events table" in result.output
+
+
+def test_a_large_document_is_split_by_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "SPLIT_BYTES", 4096)  # the same path a 2 GB CloudTrail document takes
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 1000)  # records cross buffer refills
+    records = [record(n) for n in range(60)]
+    records[30]["userAgent"] = "é" * 700  # multi-byte characters across chunk boundaries
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"Records": records}, indent=2))
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"Records": records}).replace('"eventID": "id-40"', '"eventID" "id-40"'))
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps(records[:50]))
+    db = tmp_path / "t.duckdb"
+    result = runner.invoke(app, ["timeline", "ingest", str(path), str(broken), str(array), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert files_table(db) == {"big.json": (60, 60, 0, 0), "broken.json": (41, 0, 40, 1), "array.json": (50, 0, 50, 0)}
+    assert query(db, "SELECT user_agent, source_position FROM events WHERE event_id = 'id-30'") == [("é" * 700, 30)]
+    [(position, reason)] = query(db, "SELECT source_position, reason FROM quarantine")
+    assert position == 40
+    assert reason.startswith("not valid JSON: Expecting ':' delimiter at byte ")
+
+
+def test_memory_limit_option(tmp_path: Path) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(jsonl([record(0)]))
+    db = tmp_path / "t.duckdb"
+    result = runner.invoke(app, ["timeline", "ingest", str(path), "--db", str(db), "--memory-limit", "12KB"])
+    assert result.exit_code != 0
+    result = runner.invoke(app, ["timeline", "ingest", str(path), "--db", str(db), "--memory-limit", "600MB"])
+    assert result.exit_code == 0, result.output
