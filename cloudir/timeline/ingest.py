@@ -578,7 +578,7 @@ FROM (SELECT *, rowid AS row_id FROM staged) s JOIN keep k ON k.keep_rowid = s.r
 """
 
 _FLAG_PRIOR_COLLISIONS = """
-UPDATE events SET id_collision = true WHERE NOT id_collision
+UPDATE events SET id_collision = true WHERE id_collision IS NOT TRUE
 AND (cloud, event_id) IN (SELECT cloud, event_id FROM keep WHERE id_collision)
 """
 

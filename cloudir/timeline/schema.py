@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS events (
     is_responder    BOOLEAN NOT NULL DEFAULT false,  -- the tool's own calls (cloudir user agent or custody request id)
     raw             JSON USING COMPRESSION zstd,  -- the original record (minified)
     content_hash    UBIGINT,              -- hash of raw: same cloud, event_id and content_hash = exact duplicate
-    id_collision    BOOLEAN NOT NULL DEFAULT false  -- another event has this cloud and event_id, other content
+    id_collision    BOOLEAN DEFAULT false  -- another event has this cloud and event_id, other content
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     source_file     VARCHAR NOT NULL,
