@@ -1,11 +1,14 @@
-"""Timeline ingest benchmark: cloudir ingest vs bare DuckDB ``read_json`` over the same files, same run.
+"""Timeline ingest benchmark: cloudir ingest vs bare DuckDB reads of the same files, same run.
 
-    uv run python benchmarks/ingest_bench.py --events 1000000
+    uv run python benchmarks/ingest_bench.py --events 1000000 --shape jsonl
+    uv run python benchmarks/ingest_bench.py --events 1000000 --shape records
+    uv run python benchmarks/ingest_bench.py --big-document-mib 2048     # one {"Records": [...]} document
 
-Generates the events first when ``--data`` holds no files (benchmarks/generate_events.py). Each phase runs in
-its own process so its peak RSS (``getrusage``) is its own: bare read (``CREATE TABLE AS SELECT * FROM
-read_json(...)`` into a fresh database, same memory limit), cloudir ingest (``ingest_paths``), then per-actor
-queries on the read-only query connection. Prints a JSON summary and a Markdown table row.
+Generates the events first when ``--data`` holds no files (benchmarks/generate_events.py): JSON Lines files of
+100,000 records, or CloudTrail ``{"Records": [...]}`` files of 5,000 records (the size of busy S3 delivery
+files). Each phase runs in its own process so its peak RSS (``getrusage``) is its own: bare reads into a fresh
+database with the same memory limit, cloudir ingest (``ingest_paths``, defaults), then per-actor queries on the
+read-only query connection. Prints a JSON summary and a Markdown table row.
 """
 
 from __future__ import annotations
@@ -28,23 +31,34 @@ def _peak_mib() -> float:
 
 
 BARE_READS = {
-    # read_json with schema auto-detection; real CloudTrail has keys differing only in case
-    # (principalId / principalid), which read_json rejects unless ignore_errors skips those records.
-    "read_json": "SELECT * FROM read_json($files, union_by_name=true, ignore_errors=true)",
-    # Each record as validated JSON text: the least work any JSON ingest can do.
-    "read_json_objects": "SELECT * FROM read_json_objects($files)",
+    "jsonl": {
+        # read_json with schema auto-detection; real CloudTrail has keys differing only in case
+        # (principalId / principalid), which read_json rejects unless ignore_errors skips those records.
+        "read_json": "SELECT * FROM read_json($files, union_by_name=true, ignore_errors=true)",
+        # Each record as validated JSON text: the least work any JSON ingest can do.
+        "read_json_objects": "SELECT * FROM read_json_objects($files)",
+    },
+    "records": {
+        # The documents with auto-detected structure, one row per record.
+        "read_json": "SELECT unnest(Records) FROM read_json($files, union_by_name=true, ignore_errors=true, "
+        "maximum_object_size=268435456)",
+        # Each record as JSON text out of its document.
+        "read_json_objects": "SELECT unnest(json_extract(json, '$.Records[*]')) AS json "
+        "FROM read_json_objects($files, maximum_object_size=268435456)",
+    },
 }
+CHUNKS = {"jsonl": 100_000, "records": 5_000}
 
 
-def phase_bare(files: list[str], db: str, reader: str) -> dict[str, Any]:
+def phase_bare(files: list[str], db: str, shape: str, reader: str) -> dict[str, Any]:
     """Bare DuckDB: read every file into a table with one reader, same memory limit as ingest."""
     import duckdb
 
-    from cloudir.timeline.db import MEMORY_LIMIT
+    from cloudir.timeline.db import default_memory_limit
 
-    con = duckdb.connect(db, config={"memory_limit": MEMORY_LIMIT, "temp_directory": db + ".tmp"})
+    con = duckdb.connect(db, config={"memory_limit": default_memory_limit(), "temp_directory": db + ".tmp"})
     started = time.perf_counter()
-    con.execute(f"CREATE TABLE bare AS {BARE_READS[reader]}", {"files": files})
+    con.execute(f"CREATE TABLE bare AS {BARE_READS[shape][reader]}", {"files": files})
     con.execute("CHECKPOINT")
     seconds = time.perf_counter() - started
     row = con.execute("SELECT count(*) FROM bare").fetchone()
@@ -108,6 +122,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=("jsonl", "records"), default="jsonl")
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--big-document-mib", type=int, help="instead: ingest one Records document of this size")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -115,8 +130,8 @@ def main() -> None:
     if args.phase:
         db, *files = args.rest
         phases = {
-            "read_json": lambda: phase_bare(files, db, "read_json"),
-            "read_json_objects": lambda: phase_bare(files, db, "read_json_objects"),
+            "read_json": lambda: phase_bare(files, db, args.shape, "read_json"),
+            "read_json_objects": lambda: phase_bare(files, db, args.shape, "read_json_objects"),
             "ingest": lambda: phase_ingest(files, db),
             "query": lambda: phase_query(db, args.queries),
         }
@@ -124,13 +139,16 @@ def main() -> None:
         return
 
     scratch = Path(tempfile.gettempdir()) / "cloudir-bench"
-    data = args.data or scratch / f"events-{args.events}-{args.shape}{'-gz' if args.gzip else ''}"
     work = args.work or scratch / "work"
+    if args.big_document_mib:
+        big_document(scratch, work, args.big_document_mib)
+        return
+    data = args.data or scratch / f"events-{args.events}-{args.shape}{'-gz' if args.gzip else ''}"
     if not data.is_dir() or not any(data.iterdir()):
         from generate_events import generate
 
         print(f"generating {args.events} events into {data} ...", file=sys.stderr)
-        generate(data, args.events, chunk=100_000, actors=2_000, shape=args.shape, gzip=args.gzip)
+        generate(data, args.events, chunk=CHUNKS[args.shape], actors=2_000, shape=args.shape, gzip=args.gzip)
     files = sorted(str(p) for p in data.iterdir() if p.is_file())
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -139,12 +157,16 @@ def main() -> None:
     bare: dict[str, dict[str, Any]] = (
         {}
         if args.skip_bare
-        else {reader: _run_phase(reader, str(work / f"{reader}.duckdb"), *files) for reader in BARE_READS}
+        else {
+            reader: _run_phase(reader, "--shape", args.shape, str(work / f"{reader}.duckdb"), *files)
+            for reader in BARE_READS[args.shape]
+        }
     )
     ingest = _run_phase("ingest", str(work / "timeline.duckdb"), *files)
     query = _run_phase("query", "--queries", str(args.queries), str(work / "timeline.duckdb"))
     events = ingest["stats"]["records"]
     summary = {
+        "shape": args.shape,
         "events": events,
         "files": len(files),
         "input_mib": round(input_mib),
@@ -170,10 +192,35 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     ratios = " / ".join(f"{reader} {value['ingest_speed_ratio']}" for reader, value in summary["bare"].items())
     print(
-        f"| {events:,} | {len(files)} | {summary['ingest_events_per_s']:,} | {ratios} | "
+        f"| {args.shape} | {events:,} | {len(files)} | {summary['ingest_events_per_s']:,} | {ratios} | "
         f"{summary['ingest_peak_rss_mib']} | {summary['actor_query_median_s']} / {summary['actor_query_max_s']} | "
         f"{summary['timeline_db_mib']} |"
     )
+
+
+def big_document(scratch: Path, work: Path, mib: int) -> None:
+    """Generate one CloudTrail document of about ``mib`` MiB (if missing) and ingest it with the defaults."""
+    from generate_events import generate
+
+    events = mib * 2**20 // 1200  # about 1.2 KB per generated record
+    data = scratch / f"document-{mib}mib"
+    if not data.is_dir() or not any(data.iterdir()):
+        print(f"generating one document of {events} events into {data} ...", file=sys.stderr)
+        generate(data, events, chunk=events, actors=2_000, shape="records", gzip=False)
+    files = sorted(str(p) for p in data.iterdir() if p.is_file())
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ingest = _run_phase("ingest", str(work / "timeline.duckdb"), *files)
+    summary = {
+        "document_mib": round(sum(Path(f).stat().st_size for f in files) / 2**20),
+        "events": ingest["stats"]["records"],
+        "ingested": ingest["stats"]["ingested"],
+        "quarantined": ingest["stats"]["quarantined"],
+        "ingest_seconds": round(ingest["seconds"], 1),
+        "ingest_events_per_s": round(ingest["stats"]["records"] / ingest["seconds"]),
+        "ingest_peak_rss_mib": round(ingest["peak_rss_mib"]),
+    }
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

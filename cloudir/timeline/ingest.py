@@ -47,6 +47,8 @@ FILES_PER_READ = 128  # JSON document files read by one parallel read_json_objec
 QUARANTINE_RAW_CHARS = 1 << 20
 # DuckDB reads its path arguments as glob patterns: files whose names hold these are read through a copy.
 GLOB_CHARS = re.compile(r"[*?\[\]{}]")
+# A line of a CloudWatch Logs export to S3: the event's ingestion time, a space, the message.
+CLOUDWATCH_EXPORT_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z [{\[]")
 # Evidence the log collectors keep next to the logs that holds no events: coverage reports, the request
 # behind a page series, trail and bucket listings, digest validation, CloudTrail digests, their S3 metadata
 # and the digest public keys. Skipped (and counted), not quarantined.
@@ -120,7 +122,7 @@ class _SourceFile:
     number: int
     path: Path  # the file as given
     name: str  # what goes into source_file
-    reader: str | None  # json | jsonl | csv | None (unrecognized)
+    reader: str | None  # json | jsonl | csv | csv_la (Log Analytics) | cwl_export | None (unrecognized)
     compression: str
     size: int  # uncompressed bytes (estimated for multi-member gzip)
     read_path: Path  # what DuckDB reads: the file, or a copy / clean rewrite of it
@@ -282,6 +284,10 @@ def _sniff(path: Path) -> tuple[str | None, str]:
     header = first_line.lower()
     if "," in header and "event name" in header.replace("_", " ") and "event id" in header.replace("_", " "):
         return "csv", compression
+    if "," in header and "timegenerated" in header:
+        return "csv_la", compression
+    if CLOUDWATCH_EXPORT_LINE.match(first_line):
+        return "cwl_export", compression
     return None, compression
 
 
@@ -337,10 +343,21 @@ def _read_file_sql(source: _SourceFile) -> str:
     land in ``staged`` in file order, so it is its row id minus the file's first. Blank lines are not records.
     """
     path, compression = _literal(str(source.read_path)), _literal(source.compression)
-    if source.reader == "csv":
+    if source.reader in ("csv", "csv_la"):
+        normalize = str(source.reader == "csv").lower()  # CloudTrail CSV names are normalized (event_name)
         return (
             f"SELECT {source.number} AS file_no, to_json(t) AS doc, NULL::VARCHAR AS bad, false AS placeholder "
-            f"FROM read_csv({path}, header=true, all_varchar=true, normalize_names=true, compression={compression}) t"
+            f"FROM read_csv({path}, header=true, all_varchar=true, normalize_names={normalize}, "
+            f"compression={compression}) t"
+        )
+    if source.reader == "cwl_export":  # "<ISO time> <message>" lines of a CloudWatch Logs export to S3
+        return (
+            f"SELECT {source.number} AS file_no, try(substr(line, strpos(line, ' ') + 1)::JSON) AS doc, "
+            "CASE WHEN try(substr(line, strpos(line, ' ') + 1)::JSON) IS NULL THEN line END AS bad, "
+            "false AS placeholder "
+            f"FROM read_csv({path}, columns={{'line': 'VARCHAR'}}, delim=chr(31), quote='', escape='', "
+            f"header=false, auto_detect=false, compression={compression}, max_line_size={MAX_LINE_BYTES}, "
+            f"buffer_size={MAX_LINE_BYTES * 2}) WHERE trim(line) <> ''"
         )
     if source.rewritten:
         return (
@@ -392,9 +409,15 @@ def _staged_select(source: str) -> str:
         f"CASE WHEN fmt = '{f.name}' THEN json_transform(rec, {_literal(f.transform_spec)}) END AS p_{f.name}"
         for f in RECORD_FORMATS
     )
-    columns = {"cloud": {f.name: f"'{f.cloud}'" for f in RECORD_FORMATS}}
+    columns = {
+        "cloud": {f.name: _STRUCT_REF.sub(f"p_{f.name}.", f.cloud_sql or f"'{f.cloud}'") for f in RECORD_FORMATS}
+    }
     for column in MAPPED_COLUMNS:
         columns[column] = {f.name: _STRUCT_REF.sub(f"p_{f.name}.", f.columns[column]) for f in RECORD_FORMATS}
+    columns["operation"] = {  # trimmed, runs of blanks as one space; the original stays in raw
+        name: f"regexp_replace(trim({expression}), '\\s+', ' ', 'g')"
+        for name, expression in columns["operation"].items()
+    }
     columns["event_id"] = {
         name: f"coalesce(nullif({expression}, ''), md5(rec::VARCHAR))"
         for name, expression in columns["event_id"].items()
@@ -406,16 +429,16 @@ def _staged_select(source: str) -> str:
              WHEN strlen(rec::VARCHAR) > {MAX_LINE_BYTES} THEN 'record of more than {MAX_LINE_BYTES} bytes'
              END AS problem
     FROM (
-        SELECT file_no, rec, bad, fmt, hash(rec::VARCHAR) AS content_hash,
+        SELECT file_no, rec, bad, fmt, container, hash(rec::VARCHAR) AS content_hash,
             CASE WHEN fmt NOT IN ('placeholder', 'unknown') THEN {_DEEP_SUSPECT} END AS deep_suspect, {mapped}
         FROM (
-            SELECT file_no, rec, bad, fmt, {structs}
+            SELECT file_no, rec, bad, fmt, container, {structs}
             FROM (
-                SELECT file_no, rec, bad,
+                SELECT file_no, rec, bad, container,
                     CASE WHEN placeholder THEN 'placeholder' WHEN rec IS NULL THEN NULL {format_case}
                          ELSE 'unknown' END AS fmt
                 FROM (
-                    SELECT file_no, rec, bad, placeholder,
+                    SELECT file_no, rec, bad, placeholder, container,
                         CASE WHEN container IS NULL THEN doc_keys ELSE json_keys(rec) END AS keys
                     FROM (
                         SELECT file_no, bad, placeholder, container, keys AS doc_keys,
@@ -436,12 +459,19 @@ def _staged_select(source: str) -> str:
 def _stage_file(con: duckdb.DuckDBPyConnection, source: _SourceFile, work: Path) -> list[reader.Problem]:
     """Read one file into ``staged``; if DuckDB cannot read it whole, through the careful reader."""
     if source.reader is None:
-        return [reader.Problem(-1, "unrecognized file format (not JSON, JSON Lines or CloudTrail CSV)", "")]
+        return [
+            reader.Problem(
+                -1,
+                "unrecognized file format (not JSON, JSON Lines, CloudTrail or Log Analytics CSV, CloudWatch Logs "
+                "export)",
+                "",
+            )
+        ]
     if not (source.reader == "json" and source.size > SPLIT_BYTES):
         problem = _try_stage(con, _read_file_sql(source))
         if problem is None:
             return []
-        if source.reader == "csv":
+        if source.reader not in ("json", "jsonl"):
             return [reader.Problem(-1, f"unreadable file: {problem}", "")]
     clean = work / f"clean-{source.number}.jsonl"
     result = reader.rewrite(source.path, source.compression, source.reader, clean)

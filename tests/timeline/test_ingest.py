@@ -56,6 +56,17 @@ def one_event(db: Path, event_id: str) -> dict[str, object]:
         ("azure_diagnostic_records.json", "azure_activity", 1),
         ("entra_signin_graph.json", "entra_signin", 2),
         ("entra_audit_graph.json", "entra_audit", 1),
+        ("eks_audit_cloudwatch.json", "k8s_audit", 2),
+        ("aks_kube_audit.json", "aks_kube_audit", 2),
+        ("gke_audit.jsonl", "gcp_audit", 2),
+        ("cloudwatch_export_trail", "cloudtrail", 2),
+        ("cloudtrail_lake_results.json", "cloudtrail", 2),
+        ("la_audit_logs.jsonl", "la_audit_logs", 2),
+        ("la_audit_logs.csv", "la_audit_logs", 2),
+        ("la_signin_logs.jsonl", "la_signin_logs", 2),
+        ("la_signin_logs.csv", "la_signin_logs", 2),
+        ("la_azure_activity.jsonl", "la_azure_activity", 2),
+        ("la_azure_activity.csv", "la_azure_activity", 2),
     ],
 )
 def test_each_shape_is_detected_and_ingested(db: Path, fixture: str, source_format: str, count: int) -> None:

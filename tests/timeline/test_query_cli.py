@@ -90,7 +90,7 @@ def test_ingest_cli_prints_counts_and_exit_codes(tmp_path: Path) -> None:
     target = tmp_path / "cli.duckdb"
     result = runner.invoke(app, ["timeline", "ingest", str(DATA / "malformed.jsonl"), "--db", str(target)])
     assert result.exit_code == 0, result.output
-    assert "1 ingested, 0 duplicate, 3 quarantined" in result.output
+    assert "4 records = 1 ingested + 0 duplicate + 3 quarantined" in result.output
     result = runner.invoke(app, ["timeline", "ingest", str(DATA / "notes.txt"), "--db", str(tmp_path / "n.duckdb")])
     assert result.exit_code == 2
     assert "nothing readable was ingested" in result.output
@@ -119,5 +119,5 @@ def test_build_cli(tmp_path: Path) -> None:
         case.write_bytes("logs/aws/page.json", (DATA / "cloudtrail_array.json").read_bytes())
     result = runner.invoke(app, ["timeline", "build", str(case.root)])
     assert result.exit_code == 0, result.output
-    assert "2 ingested, 0 duplicate, 0 quarantined" in result.output
+    assert "2 records = 2 ingested + 0 duplicate + 0 quarantined" in result.output
     assert runner.invoke(app, ["verify", str(case.root)]).exit_code == 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudir.timeline.formats import (
+    aks_kube_audit,
     azure_activity,
     cloudtrail,
     cloudtrail_csv,
@@ -24,6 +25,10 @@ from cloudir.timeline.formats import (
     entra_audit,
     entra_signin,
     gcp_audit,
+    k8s_audit,
+    la_audit_logs,
+    la_azure_activity,
+    la_signin_logs,
 )
 from cloudir.timeline.schema import EVENTS_COLUMNS
 
@@ -53,6 +58,7 @@ class RecordFormat:
     detect: str
     fields: dict[str, Any]
     columns: dict[str, str]
+    cloud_sql: str | None = None  # when the cloud depends on the record or its container (``container``)
 
     @property
     def transform_spec(self) -> str:
@@ -64,9 +70,26 @@ CONTAINERS: tuple[Container, ...] = tuple(Container(**spec) for spec in containe
 
 RECORD_FORMATS: tuple[RecordFormat, ...] = tuple(
     RecordFormat(
-        name=module.NAME, cloud=module.CLOUD, detect=module.DETECT, fields=module.FIELDS, columns=module.COLUMNS
+        name=module.NAME,
+        cloud=module.CLOUD,
+        detect=module.DETECT,
+        fields=module.FIELDS,
+        columns=module.COLUMNS,
+        cloud_sql=getattr(module, "CLOUD_SQL", None),
     )
-    for module in (cloudtrail, cloudtrail_csv, gcp_audit, entra_signin, entra_audit, azure_activity)
+    for module in (
+        cloudtrail,
+        cloudtrail_csv,
+        gcp_audit,
+        k8s_audit,
+        aks_kube_audit,
+        entra_signin,
+        entra_audit,
+        azure_activity,
+        la_audit_logs,
+        la_signin_logs,
+        la_azure_activity,
+    )
 )
 
 

@@ -39,6 +39,22 @@ CONTAINERS = (
         "detect": "list_contains(keys, 'records') AND json_type(doc, '$.records') = 'ARRAY'",
         "records": "json_extract(doc, '$.records[*]')",
     },
+    # CloudWatch Logs filter-log-events / get-log-events output: {"events": [{"message": "<json string>", ...}]}
+    # (EKS control-plane audit logs, a trail delivered to CloudWatch Logs); the message is the record.
+    {
+        "name": "cloudwatch_logs_events",
+        "detect": "list_contains(keys, 'events') AND json_type(doc, '$.events') = 'ARRAY'",
+        "records": (
+            "list_transform(json_extract(doc, '$.events[*]'), lambda e: coalesce(try((e ->> 'message')::JSON), e))"
+        ),
+    },
+    # CloudTrail Lake get-query-results: {"QueryResultRows": [[{"eventID": ...}, {"eventTime": ...}], ...]}.
+    {
+        "name": "cloudtrail_lake_results",
+        "detect": "list_contains(keys, 'QueryResultRows') AND json_type(doc, '$.QueryResultRows') = 'ARRAY'",
+        "records": "list_transform(json_extract(doc, '$.QueryResultRows[*]'), "
+        "lambda row: list_reduce(json_extract(row, '$[*]'), lambda a, b: json_merge_patch(a, b)))",
+    },
     # Panther rule test cases: the raw record is in "event".
     {
         "name": "panther_test_case",

@@ -40,7 +40,8 @@ COLUMNS = {
     "time": "utc_ts(coalesce(p.timestamp, p.receiveTimestamp))",
     "account": "coalesce(p.resource.labels.project_id, regexp_extract(p.logName, '^projects/([^/]+)/', 1))",
     "region": "coalesce(p.resource.labels.location, p.resource.labels.region, p.resource.labels.zone)",
-    "service": "p.protoPayload.serviceName",
+    # GKE's Kubernetes API audit (serviceName k8s.io) joins EKS and AKS audit events as service kubernetes
+    "service": "CASE WHEN p.protoPayload.serviceName = 'k8s.io' THEN 'kubernetes' ELSE p.protoPayload.serviceName END",
     "operation": "p.protoPayload.methodName",
     "actor": _ACTOR,
     "actor_type": f"CASE WHEN {_ACTOR} LIKE '%.gserviceaccount.com' THEN 'ServiceAccount' "

@@ -1,0 +1,117 @@
+"""Kubernetes audit (EKS, AKS, GKE), CloudWatch Logs, CloudTrail Lake and Log Analytics exports: mapped fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+
+DATA = Path(__file__).parent / "data"
+NEW_FORMATS = [
+    "eks_audit_cloudwatch.json",
+    "aks_kube_audit.json",
+    "gke_audit.jsonl",
+    "cloudwatch_export_trail",
+    "cloudtrail_lake_results.json",
+    "la_audit_logs.jsonl",
+    "la_audit_logs.csv",
+    "la_signin_logs.jsonl",
+    "la_signin_logs.csv",
+    "la_azure_activity.jsonl",
+    "la_azure_activity.csv",
+]
+COLUMNS = "cloud, service, operation, actor, actor_type, session, source_ip, resources, status, error_code, read_only"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("formats") / "t.duckdb"
+    result = CliRunner().invoke(
+        app, ["timeline", "ingest", *(str(DATA / name) for name in NEW_FORMATS), "--db", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "22 records = 22 ingested + 0 duplicate + 0 quarantined" in result.output
+    return path
+
+
+def event(db: Path, event_id: str) -> tuple[object, ...]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        row = con.execute(f"SELECT {COLUMNS} FROM events WHERE event_id = ?", [event_id]).fetchone()
+    assert row is not None, event_id
+    return row
+
+
+def test_kubernetes_audit_from_eks_aks_and_gke(db: Path) -> None:
+    assert event(db, "10000000-aaaa-4bbb-8ccc-000000000000/ResponseComplete") == (
+        "aws",
+        "kubernetes",
+        "create pods/exec",
+        "arn:aws:sts::111122223333:assumed-role/eks-admin/mallory",
+        "User",
+        "ASIAEXAMPLEEKS01",
+        "198.51.100.20",
+        ["namespaces/default/pods/web-0"],
+        "success",
+        None,
+        False,
+    )
+    denied = event(db, "20000000-aaaa-4bbb-8ccc-000000000000/ResponseComplete")
+    assert denied[2:5] == ("get secrets", "system:serviceaccount:default:web", "ServiceAccount")
+    assert denied[8:] == ("failure", "Forbidden", True)
+    aks = event(db, "40000000-aaaa-4bbb-8ccc-000000000000/ResponseComplete")
+    assert aks[:4] == ("azure", "kubernetes", "delete deployments", "mallory@contoso.com")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute(
+            "SELECT account FROM events WHERE source_format = 'aks_kube_audit' GROUP BY ALL"
+        ).fetchall() == [("11111111-2222-3333-4444-555555555555",)]
+    gke = event(db, "gke-insert-1")
+    assert gke[:4] == ("gcp", "kubernetes", "io.k8s.core.v1.pods.exec.create", "mallory@example.com")
+
+
+def test_trail_through_cloudwatch_logs_export_and_cloudtrail_lake(db: Path) -> None:
+    assert event(db, "cwl-event-1")[:4] == (
+        "aws",
+        "cloudtrail",
+        "StopLogging",
+        "arn:aws:iam::111122223333:user/mallory",
+    )
+    assert event(db, "lake-event-2")[:3] == ("aws", "cloudtrail", "DeleteTrail")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT time FROM events WHERE event_id = 'lake-event-1'").fetchone() == (
+            datetime(2024, 5, 1, 14, 1),
+        )
+
+
+@pytest.mark.parametrize("suffix", ["", "-csv"], ids=["json", "portal-csv"])
+def test_log_analytics_rows_in_both_export_shapes(db: Path, suffix: str) -> None:
+    audit = event(db, f"Directory_la-audit{suffix}-1")
+    assert audit[:5] == ("azure", "Core Directory", "Add member to role", "mallory@contoso.com", "User")  # trimmed
+    assert audit[6:9] == ("203.0.113.99", ["backdoor@contoso.com"], "success")
+    app_audit = event(db, f"Directory_la-audit{suffix}-2")
+    assert (app_audit[3], app_audit[4], app_audit[8], app_audit[9]) == (
+        "automation",
+        "ServicePrincipal",
+        "failure",
+        "Insufficient privileges",
+    )
+    signin = event(db, f"la-signin-2{suffix}")
+    assert signin[2:4] == ("Sign-in activity", "victim@contoso.com")
+    assert signin[8:10] == ("failure", "50126")
+    activity = event(db, f"la-act-1{suffix}")
+    assert activity[2:6] == ("MICROSOFT.AUTHORIZATION/ROLEASSIGNMENTS/WRITE", "mallory@contoso.com", "User", "la-uti-1")
+    assert event(db, f"la-act-2{suffix}")[8:] == ("failure", "Forbidden", True)
+    with duckdb.connect(str(db), read_only=True) as con:
+        times = con.execute(
+            "SELECT list(time ORDER BY time) FROM events WHERE event_id IN (?, ?)",
+            [f"Directory_la-audit{suffix}-1", f"la-signin-1{suffix}"],
+        ).fetchone()
+    assert times is not None
+    assert [t.replace(microsecond=t.microsecond // 1000 * 1000) for t in times[0]] == [
+        datetime(2024, 5, 1, 15, 1, 0, 123000),
+        datetime(2024, 5, 1, 16, 1, 0, 500000),
+    ]
