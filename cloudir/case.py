@@ -255,6 +255,13 @@ class Case:
         loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return loaded
 
+    def run_status(self, plan_key: str) -> str | None:
+        """How the last run of a plan ended in this case: completed, failed, interrupted, or None (never ran)."""
+        run = self.load_state().get("runs", {}).get(plan_key)
+        if run is None:
+            return None
+        return str(run.get("status") or "interrupted")
+
     def save_state(self, state: dict[str, Any]) -> None:
         """Persist the run state atomically."""
         path = self.root / STATE_FILE

@@ -174,10 +174,35 @@ def require_target(provider: Provider, kind: TargetKind, capability: Capability 
         raise CapabilityNotSupportedError(f"the {provider.cloud} provider cannot {what}", hint=f"it targets: {offered}")
 
 
-def get_provider(cloud: str, **config: Any) -> Provider:
-    """Load the adapter for ``cloud`` (``providers.<cloud>.create_provider(**config)``)."""
+def _adapter(cloud: str) -> Any:
     if cloud not in CLOUDS:
         raise CloudirError(f"unknown cloud {cloud!r}", hint=f"choose one of {', '.join(CLOUDS)}")
-    module = importlib.import_module(f"providers.{cloud}")
-    provider: Provider = module.create_provider(**config)
+    return importlib.import_module(f"providers.{cloud}")
+
+
+def get_provider(cloud: str, **config: Any) -> Provider:
+    """Load the adapter for ``cloud`` (``providers.<cloud>.create_provider(**config)``)."""
+    provider: Provider = _adapter(cloud).create_provider(**config)
     return provider
+
+
+def offline_provider(cloud: str, **config: Any) -> Provider:
+    """The adapter built with the provider's ``OFFLINE_CONFIG`` (no credentials), to plan for symbolic targets."""
+    return get_provider(cloud, **{**config, **_adapter(cloud).OFFLINE_CONFIG})
+
+
+def credentials_found(cloud: str, **config: Any) -> bool:
+    """Whether ``cloud``'s standard credential chain has credentials, decided without calling the cloud."""
+    return bool(_adapter(cloud).credentials_found(**config))
+
+
+def symbolic_target(cloud: str, query: TargetQuery, *, account: str | None = None) -> Target:
+    """The target as the responder named it, unresolved: plans for it list their calls and never run."""
+    return Target(
+        cloud=cloud,
+        kind=query.kind,
+        id=query.value,
+        location=query.location or "<location>",
+        account=account or "<account>",
+        details={"symbolic": True},
+    )

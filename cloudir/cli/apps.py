@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Annotated, Any
 
@@ -62,8 +63,15 @@ def _root(
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the cloud SDKs' own log messages on stderr.")
+    ] = False,
 ) -> None:
     """cloudir: preserve cloud evidence, collect control-plane logs, build a timeline, find the attacker."""
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:  # a handler on the root logger keeps SDK warnings off the terminal (no last-resort printing)
+        logging.getLogger().addHandler(logging.NullHandler())
 
 
 acquire_app = sub_app("Preserve a target and acquire its evidence (snapshots, copies, metadata, raw images).")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cloudir import ops
 from cloudir.case import Case, safe_name
 from cloudir.cli.apps import acquire_app, contain_app
 from cloudir.cli.common import (
@@ -13,17 +15,17 @@ from cloudir.cli.common import (
     DryRunOpt,
     ExaminerCidrOpt,
     ForceOpt,
+    ForensicOpt,
     ResumeOpt,
     case_path,
     console,
-    execute_plan,
-    open_case,
-    open_containment_case,
-    resolve_acquired_target,
-    resolve_target,
+    forensic_destination,
+    hidden,
+    one_target,
+    print_run,
+    progress,
     show_dry_run,
 )
-from cloudir.errors import CloudirError
 from cloudir.provider import AcquireOptions, ContainOptions, Provider, TargetKind, TargetQuery, get_provider
 from cloudir.textsafe import esc
 
@@ -34,47 +36,52 @@ RegionOpt = Annotated[
     str | None, typer.Option("--region", help="Region of the target (default: your AWS profile's region).")
 ]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS CLI profile to use (default: AWS_PROFILE).")]
-
-
 PrincipalOpt = Annotated[
     str | None,
     typer.Option(
         "--principal",
-        help="Compromised IAM user or role: ARN (…:user/NAME, …:role/NAME, sts …:assumed-role/ROLE/SESSION) or name.",
+        help="Compromised IAM user or role by name (an ARN also works with --target): …:user/NAME, …:role/NAME, "
+        "sts …:assumed-role/ROLE/SESSION.",
     ),
 ]
-_KINDS = {"access-key": TargetKind.ACCESS_KEY, "principal": TargetKind.PRINCIPAL}
+_ACCESS_KEY = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{12,}$")
+_PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(user|role|assumed-role)/")
+TARGET_HELP = (
+    "instance id, private/public IP, ENI id (eni-…), access key id (AKIA… user, ASIA… session: its role), "
+    "or IAM user/role ARN"
+)
 
 
-def _query(region: str | None, **named: str | None) -> TargetQuery:
-    given = [(option, value) for option, value in named.items() if value]
-    if len(given) != 1:
-        options = ", ".join(f"--{option.replace('_', '-')}" for option in named)
-        raise CloudirError("name exactly one target", hint=f"use one of {options}")
-    option, value = given[0]
-    kind = _KINDS.get(option.replace("_", "-"), TargetKind.INSTANCE)
-    return TargetQuery(kind, str(value).strip(), region)
+def _query(value: str, region: str | None, *, principal: bool) -> TargetQuery:
+    if principal or _PRINCIPAL_ARN.match(value):
+        return TargetQuery(TargetKind.PRINCIPAL, value, region)
+    kind = TargetKind.ACCESS_KEY if _ACCESS_KEY.match(value) else TargetKind.INSTANCE
+    return TargetQuery(kind, value, region)
 
 
-def _evidence_bucket(
-    provider: Provider, case: Case, bucket: str | None, mode: str | None, days: int | None
-) -> S3EvidenceMirror | None:
-    """The case's S3 evidence bucket mirror: the one given, or the one an earlier run of the case chose."""
-    from providers.aws.evidence_bucket import attach_evidence_bucket
+class _Mirrors:
+    """The S3 evidence bucket mirror of the case, attached once the case is open; custody uploaded at the end."""
 
-    clients = provider.clients  # type: ignore[attr-defined]
-    return attach_evidence_bucket(clients, case, bucket, retention_mode=mode, retain_days=days)
+    def __init__(self, provider: Provider, bucket: str | None, mode: str | None, days: int | None) -> None:
+        self._provider, self._bucket, self._mode, self._days = provider, bucket, mode, days
+        self._attached: list[tuple[S3EvidenceMirror, Case]] = []
+
+    def attach(self, case: Case) -> None:
+        from providers.aws.evidence_bucket import attach_evidence_bucket
+
+        clients = self._provider.clients  # type: ignore[attr-defined]
+        mirror = attach_evidence_bucket(clients, case, self._bucket, retention_mode=self._mode, retain_days=self._days)
+        if mirror is not None:
+            self._attached.append((mirror, case))
+
+    def upload_custody(self) -> None:
+        for mirror, case in self._attached:
+            mirror.upload_custody(case)
 
 
 @acquire_app.command("aws")
 def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
-    instance: Annotated[str | None, typer.Option("--instance", help="EC2 instance id, e.g. i-0abc123.")] = None,
-    ip: Annotated[str | None, typer.Option("--ip", help="Private or public IP of the instance.")] = None,
-    eni: Annotated[str | None, typer.Option("--eni", help="Network interface id (eni-…) of the instance.")] = None,
-    access_key: Annotated[
-        str | None,
-        typer.Option("--access-key", help="Compromised access key id: capture its IAM user (AKIA…) or role (ASIA…)."),
-    ] = None,
+    target: Annotated[str | None, typer.Option("--target", help=f"The {TARGET_HELP}.", show_default=False)] = None,
     principal: PrincipalOpt = None,
     region: RegionOpt = None,
     all_regions: Annotated[
@@ -83,9 +90,7 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
     case: CaseOpt = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
-    forensic_account: Annotated[
-        str | None, typer.Option("--forensic-account", help="Account id to share the snapshots with.")
-    ] = None,
+    forensic: ForensicOpt = None,
     forensic_region: Annotated[
         str | None, typer.Option("--forensic-region", help="Region to copy the snapshots to (default: the target's).")
     ] = None,
@@ -116,6 +121,11 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
     ] = "COMPLIANCE",
     retain_days: Annotated[int, typer.Option("--retain-days", help="Object Lock retention in days.")] = 365,
     profile: ProfileOpt = None,
+    instance: Annotated[str | None, hidden("--instance")] = None,
+    ip: Annotated[str | None, hidden("--ip")] = None,
+    eni: Annotated[str | None, hidden("--eni")] = None,
+    access_key: Annotated[str | None, hidden("--access-key")] = None,
+    forensic_account: Annotated[str | None, hidden("--forensic-account")] = None,
 ) -> None:
     """Preserve an EC2 instance and acquire its evidence into a case folder.
 
@@ -125,54 +135,48 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
       2. capture: instance, tags, user data, volumes, interfaces, security groups, instance profile
          and role policies, console output -> artifacts/aws/<instance>/
       3. snapshot every volume at once, tagged cloudir:case-id (a re-run never duplicates them)
-      4. optional: copy/re-encrypt, share with --forensic-account, --raw-image
+      4. optional: copy/re-encrypt, share with --forensic (account id), --raw-image
     Every API call and artifact SHA-256 goes into custody.jsonl; check it with `cloudir verify`.
 
     \b
     Examples:
-      cloudir acquire aws --instance i-0abc123 --region us-east-1 --dry-run
-      cloudir acquire aws --ip 10.0.3.7 --region eu-west-1 --case cases/IR-42
-      cloudir acquire aws --instance i-0abc123 --forensic-account 111122223333 \\
+      cloudir acquire aws --target i-0abc123 --region us-east-1 --dry-run   # no credentials needed
+      cloudir acquire aws --target 10.0.3.7 --region eu-west-1 --case cases/IR-42
+      cloudir acquire aws --target i-0abc123 --forensic 111122223333 \\
           --kms-key arn:aws:kms:us-east-1:111122223333:key/… --raw-image
-      cloudir acquire aws --instance i-0abc123 --case cases/IR-42 --resume   # after a failure
-      cloudir acquire aws --access-key AKIA… --case cases/IR-42              # key compromise
-      cloudir acquire aws --access-key ASIA… --case cases/IR-42              # stolen session: its role
-      cloudir acquire aws --principal arn:aws:iam::123456789012:user/bob --case cases/IR-42
+      cloudir acquire aws --target i-0abc123 --case cases/IR-42 --resume   # after a failure
+      cloudir acquire aws --target AKIA… --case cases/IR-42                # key compromise
+      cloudir acquire aws --target ASIA… --case cases/IR-42                # stolen session: its role
+      cloudir acquire aws --target arn:aws:iam::123456789012:user/bob --case cases/IR-42
 
     Exit codes: 0 done, 2 bad input / access problem, 3 a step failed (fix it, re-run with --resume).
     """
-    query = _query(region, instance=instance, ip=ip, eni=eni, access_key=access_key, principal=principal)
-    provider = get_provider("aws", region=region, profile=profile, all_regions=all_regions)
+    name = one_target(target, instance=instance, ip=ip, eni=eni, access_key=access_key, principal=principal)
+    query = _query(name, region, principal=bool(principal))
+    config = {"region": region, "profile": profile, "all_regions": all_regions}
     options = AcquireOptions(
-        forensic_account=forensic_account,
+        forensic_account=forensic_destination("aws", forensic, forensic_account),
         forensic_location=forensic_region,
         encryption_key=kms_key,
         raw_image=raw_image,
         group_mode=asg_mode,
     )
     if dry_run:
-        show_dry_run(provider, lambda: provider.plan_acquire(provider.find_target(query), options))
+        show_dry_run("aws", config, lambda p, t: p.plan_acquire(t, options), query)
         return
-    the_case = open_case(provider, case_path(case, safe_name(query.value)), resume=resume)
-    mirror = _evidence_bucket(provider, the_case, evidence_bucket, retention_mode, retain_days)
+    provider = get_provider("aws", **config)
+    mirrors = _Mirrors(provider, evidence_bucket, retention_mode, retain_days)
+    root = case_path(case, safe_name(query.value))
     try:
-        target = resolve_target(provider, query, the_case)
-        execute_plan(provider.plan_acquire(target, options), the_case)
+        request = ops.AcquireRequest(query, root, options, resume=resume, on_case=mirrors.attach)
+        print_run(ops.acquire(provider, request, progress()))
     finally:
-        if mirror is not None:
-            mirror.upload_custody(the_case)
+        mirrors.upload_custody()
 
 
 @contain_app.command("aws")
 def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
-    instance: Annotated[str | None, typer.Option("--instance", help="EC2 instance id to isolate.")] = None,
-    ip: Annotated[str | None, typer.Option("--ip", help="Private or public IP of the instance to isolate.")] = None,
-    access_key: Annotated[
-        str | None,
-        typer.Option(
-            "--access-key", help="Compromised key: deactivate its user's keys (AKIA…) or revoke its role (ASIA…)."
-        ),
-    ] = None,
+    target: Annotated[str | None, typer.Option("--target", help=f"The {TARGET_HELP}.", show_default=False)] = None,
     principal: PrincipalOpt = None,
     case: CaseOpt = None,
     examiner_cidr: ExaminerCidrOpt = None,
@@ -181,8 +185,12 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
         bool, typer.Option("--keep-credentials", help="Isolate the network only; leave roles and sessions alone.")
     ] = False,
     dry_run: DryRunOpt = False,
+    resume: ResumeOpt = False,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
+    instance: Annotated[str | None, hidden("--instance")] = None,
+    ip: Annotated[str | None, hidden("--ip")] = None,
+    access_key: Annotated[str | None, hidden("--access-key")] = None,
 ) -> None:
     """Contain a target after acquisition (refused until `cloudir acquire aws` completed in the case, or --force).
 
@@ -195,33 +203,37 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     Access key (AKIA…):
       - every active key of its user is deactivated
       - the user denies every session issued before now
-    IAM user (--principal): every key deactivated, an inline deny-all policy, console password removed
+    IAM user (a user ARN, or --principal NAME): every key deactivated, an inline deny-all policy, console
+    password removed
     Role, role session or temporary key (ASIA…): the role denies every session issued before now
     Each step's result in custody.jsonl says how to undo it.
 
     \b
     Examples:
-      cloudir contain aws --instance i-0abc123 --region us-east-1 --case cases/IR-42 --dry-run
-      cloudir contain aws --instance i-0abc123 --region us-east-1 --case cases/IR-42 \\
+      cloudir contain aws --target i-0abc123 --region us-east-1 --case cases/IR-42 --dry-run
+      cloudir contain aws --target i-0abc123 --region us-east-1 --case cases/IR-42 \\
           --examiner-cidr 198.51.100.7/32
-      cloudir contain aws --access-key AKIA… --case cases/IR-42
-      cloudir contain aws --principal arn:aws:iam::123456789012:user/bob --case cases/IR-42
-      cloudir contain aws --instance i-0abc123 --force   # no acquisition first: only when you must
+      cloudir contain aws --target AKIA… --case cases/IR-42
+      cloudir contain aws --principal bob --case cases/IR-42
+      cloudir contain aws --target i-0abc123 --case cases/IR-42 --resume   # after a failed step
+      cloudir contain aws --target i-0abc123 --force   # no acquisition first: only when you must
 
     Exit codes: 0 done, 2 refused / bad input / access problem, 3 a step failed (re-run to continue).
     """
-    query = _query(region, instance=instance, ip=ip, access_key=access_key, principal=principal)
-    provider = get_provider("aws", region=region, profile=profile)
+    name = one_target(target, instance=instance, ip=ip, access_key=access_key, principal=principal)
+    query = _query(name, region, principal=bool(principal))
+    config = {"region": region, "profile": profile}
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=not keep_credentials)
     if dry_run:
-        show_dry_run(provider, lambda: provider.plan_contain(provider.find_target(query), options))
+        show_dry_run("aws", config, lambda p, t: p.plan_contain(t, options), query)
         return
-    the_case = open_containment_case(provider, case_path(case, safe_name(query.value)), cloud="aws", force=force)
-    mirror = _evidence_bucket(provider, the_case, None, None, None)
+    provider = get_provider("aws", **config)
+    mirrors = _Mirrors(provider, None, None, None)
+    root = case_path(case, safe_name(query.value))
     try:
-        target = resolve_acquired_target(provider, query, the_case, force=force)
-        execute_plan(provider.plan_contain(target, options), the_case)
+        request = ops.ContainRequest(query, root, options, resume=resume, force=force, on_case=mirrors.attach)
+        report = ops.contain(provider, request, progress())
     finally:
-        if mirror is not None:
-            mirror.upload_custody(the_case)
-    console.print(f"[green]contained[/] {esc(target.ref)}", soft_wrap=True)
+        mirrors.upload_custody()
+    print_run(report)
+    console.print(f"[green]contained[/] {esc(report.target.ref if report.target else query.value)}", soft_wrap=True)

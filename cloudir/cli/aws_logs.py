@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cloudir.case import Case
 from cloudir.cli.apps import pull_app
 from cloudir.cli.common import (
     AfterOpt,
@@ -26,7 +26,7 @@ from cloudir.cli.common import (
 )
 from cloudir.coverage import iso_utc, parse_utc
 from cloudir.errors import CloudirError
-from cloudir.provider import LogPullRequest, get_provider
+from cloudir.provider import LogPullRequest
 from cloudir.textsafe import esc
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -63,8 +63,8 @@ def resolve_window(start: str | None, end: str | None, around: str | None, befor
     return _time(start, "--start"), _time(end, "--end")
 
 
-def _summary(case: Case) -> None:
-    coverage_path = case.root / "logs/aws/coverage.json"
+def _summary(case_dir: Path) -> None:
+    coverage_path = case_dir / "logs/aws/coverage.json"
     if not coverage_path.is_file():
         return
     coverage: dict[str, Any] = json.loads(coverage_path.read_text(encoding="utf-8"))
@@ -89,7 +89,7 @@ def _summary(case: Case) -> None:
             )
         )
     console.print(table)
-    validation_path = case.root / "logs/aws/digest-validation.json"
+    validation_path = case_dir / "logs/aws/digest-validation.json"
     if validation_path.is_file():
         counts = json.loads(validation_path.read_text(encoding="utf-8"))["counts"]
         console.print(
@@ -152,6 +152,10 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
             **({"trail_bucket": trail_bucket, "trail_prefix": trail_prefix or ""} if trail_bucket else {}),
         },
     )
-    provider = get_provider("aws", region=region[0] if region else None, profile=profile, all_regions=all_regions)
+    config = {"region": region[0] if region else None, "profile": profile, "all_regions": all_regions}
     description = f"CloudTrail pull {window_start} .. {window_end}"
-    pull_logs(provider, request, case_dir, dry_run=dry_run, resume=resume, description=description, summary=_summary)
+    try:
+        pull_logs("aws", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
+    finally:
+        if not dry_run:
+            _summary(case_dir)

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cloudir.case import Case, safe_name
+from cloudir import ops
+from cloudir.case import safe_name
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
 from cloudir.cli.aws_logs import resolve_window
 from cloudir.cli.common import (
@@ -22,33 +23,31 @@ from cloudir.cli.common import (
     EndOpt,
     ExaminerCidrOpt,
     ForceOpt,
+    ForensicOpt,
     PullCaseOpt,
     ResumeOpt,
     StartOpt,
     case_path,
     console,
-    execute_plan,
-    open_case,
-    open_containment_case,
+    forensic_destination,
+    hidden,
+    one_target,
+    print_run,
+    progress,
     pull_logs,
-    refuse_repeat,
-    resolve_acquired_target,
-    resolve_target,
     show_dry_run,
 )
 from cloudir.errors import CloudirError
-from cloudir.provider import (
-    AcquireOptions,
-    ContainOptions,
-    LogPullRequest,
-    Provider,
-    TargetKind,
-    TargetQuery,
-    get_provider,
-)
+from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery, get_provider
 from cloudir.textsafe import esc
 
-TargetArg = Annotated[str, typer.Argument(help="The VM: its name, its ARM resource id, or a private or public IP.")]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target", help="The VM: its name, its ARM resource id, or a private or public IP.", show_default=False
+    ),
+]
+OldTargetArg = Annotated[str | None, typer.Argument(hidden=True, show_default=False)]
 SubscriptionOpt = Annotated[
     str | None,
     typer.Option("--subscription", help="Subscription id holding the target (default: AZURE_SUBSCRIPTION_ID)."),
@@ -75,7 +74,7 @@ CaBundleOpt = Annotated[
 PollOpt = Annotated[float, typer.Option("--polling-interval", help="Seconds between long-running-operation polls.")]
 
 
-def _provider(
+def _config(
     subscription: str | None,
     token: str | None,
     endpoint: str | None,
@@ -84,7 +83,7 @@ def _provider(
     polling_interval: float,
     soc_subscription: str | None = None,
     soc_resource_group: str | None = None,
-) -> Provider:
+) -> dict[str, object]:
     subscription = subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
     if not subscription:
         raise CloudirError("no subscription given", hint="pass --subscription or set AZURE_SUBSCRIPTION_ID")
@@ -98,20 +97,19 @@ def _provider(
     }
     if soc_resource_group:
         config["soc_resource_group"] = soc_resource_group
-    return get_provider("azure", **config)
+    return config
 
 
 @acquire_app.command("azure")
 def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
-    target: TargetArg,
+    old_target: OldTargetArg = None,
+    target: TargetOpt = None,
     subscription: SubscriptionOpt = None,
     resource_group: GroupOpt = None,
     case: CaseOpt = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
-    soc_subscription: Annotated[
-        str | None, typer.Option("--soc-subscription", help="Subscription to copy every snapshot into.")
-    ] = None,
+    forensic: ForensicOpt = None,
     soc_resource_group: Annotated[
         str | None,
         typer.Option(
@@ -132,6 +130,7 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
     endpoint: EndpointOpt = None,
     ca_bundle: CaBundleOpt = None,
     polling_interval: PollOpt = 5.0,
+    soc_subscription: Annotated[str | None, hidden("--soc-subscription")] = None,
 ) -> None:
     """Preserve an Azure VM and acquire its evidence into a case folder.
 
@@ -141,46 +140,50 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
          -> artifacts/azure/<resource group>/<vm>/metadata/
       2. preserve: a CanNotDelete lock on the VM and every disk; protectFromScaleIn on a scale set member
       3. snapshot the OS disk and every data disk (full copies), tagged cloudir-case-id (a re-run reuses them)
-      4. optional: copy into --soc-subscription / --copy-region; --raw-image streams each snapshot as a VHD
+      4. optional: copy into --forensic (subscription) / --copy-region; --raw-image streams each snapshot as a VHD
          through a read-only SAS, hashing it, then revokes the SAS
     Every ARM call and artifact SHA-256 goes into custody.jsonl; check it with `cloudir verify`.
 
     \b
     Examples:
-      cloudir acquire azure web-vm-01 --subscription 6f1c2a9e-... --dry-run
-      cloudir acquire azure 10.0.1.4 --subscription 6f1c2a9e-... --case cases/IR-42
-      cloudir acquire azure /subscriptions/.../virtualMachines/web-vm-01 --soc-subscription 9a8b7c6d-... --raw-image
-      cloudir acquire azure web-vm-01 --subscription 6f1c2a9e-... --case cases/IR-42 --resume   # after a failure
+      cloudir acquire azure --target web-vm-01 --subscription 6f1c2a9e-... --dry-run
+      cloudir acquire azure --target 10.0.1.4 --subscription 6f1c2a9e-... --case cases/IR-42
+      cloudir acquire azure --target /subscriptions/.../virtualMachines/web-vm-01 --forensic 9a8b7c6d-... \\
+          --raw-image
+      cloudir acquire azure --target web-vm-01 --subscription 6f1c2a9e-... --case cases/IR-42 --resume # after failure
 
     Exit codes: 0 done, 2 bad input / access problem, 3 a step failed (fix it, re-run with --resume).
     """
-    provider = _provider(
+    name = one_target(target, positional=old_target)
+    destination = forensic_destination("azure", forensic, soc_subscription)
+    config = _config(
         subscription,
         token,
         endpoint,
         ca_bundle,
         polling_interval=polling_interval,
-        soc_subscription=soc_subscription,
+        soc_subscription=destination,
         soc_resource_group=soc_resource_group,
     )
-    query = TargetQuery(TargetKind.INSTANCE, target.strip(), resource_group)
+    query = TargetQuery(TargetKind.INSTANCE, name, resource_group)
     options = AcquireOptions(
-        forensic_account=soc_subscription,
+        forensic_account=destination,
         forensic_location=copy_region,
         encryption_key=disk_encryption_set,
         raw_image=raw_image,
     )
     if dry_run:
-        show_dry_run(provider, lambda: provider.plan_acquire(provider.find_target(query), options))
+        show_dry_run("azure", config, lambda p, t: p.plan_acquire(t, options), query)
         return
-    the_case = open_case(provider, case_path(case, safe_name(target.rsplit("/", 1)[-1])), resume=resume)
-    resolved = resolve_target(provider, query, the_case)
-    execute_plan(provider.plan_acquire(resolved, options), the_case)
+    root = case_path(case, safe_name(name.rsplit("/", 1)[-1]))
+    request = ops.AcquireRequest(query, root, options, resume=resume)
+    print_run(ops.acquire(get_provider("azure", **config), request, progress()))
 
 
 @contain_app.command("azure")
 def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
-    target: TargetArg,
+    old_target: OldTargetArg = None,
+    target: TargetOpt = None,
     subscription: SubscriptionOpt = None,
     resource_group: GroupOpt = None,
     case: CaseOpt = None,
@@ -205,27 +208,25 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
 
     \b
     Examples:
-      cloudir contain azure web-vm-01 --subscription 6f1c2a9e-... --case cases/IR-42 --dry-run
-      cloudir contain azure web-vm-01 --subscription 6f1c2a9e-... --case cases/IR-42 --examiner-cidr 198.51.100.7/32
-      cloudir contain azure 10.0.1.4 --subscription 6f1c2a9e-... --force   # no acquisition first: only when you must
+      cloudir contain azure --target web-vm-01 --subscription 6f1c2a9e-... --case cases/IR-42 --dry-run
+      cloudir contain azure --target web-vm-01 --subscription 6f1c2a9e-... --case cases/IR-42 \\
+          --examiner-cidr 198.51.100.7/32
+      cloudir contain azure --target 10.0.1.4 --subscription 6f1c2a9e-... --force   # no acquisition first
 
     Exit codes: 0 done, 2 refused / bad input / access problem, 3 a step failed (re-run with --resume).
     """
-    provider = _provider(subscription, token, endpoint, ca_bundle, polling_interval=polling_interval)
-    query = TargetQuery(TargetKind.INSTANCE, target.strip(), resource_group)
+    name = one_target(target, positional=old_target)
+    config = _config(subscription, token, endpoint, ca_bundle, polling_interval=polling_interval)
+    query = TargetQuery(TargetKind.INSTANCE, name, resource_group)
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=True)
     if dry_run:
-        show_dry_run(provider, lambda: provider.plan_contain(provider.find_target(query), options))
+        show_dry_run("azure", config, lambda p, t: p.plan_contain(t, options), query)
         return
-    root = case_path(case, safe_name(target.rsplit("/", 1)[-1]))
-    the_case = open_containment_case(provider, root, cloud="azure", force=force, what="the VM")
-    resolved = resolve_acquired_target(provider, query, the_case, force=force)
-    plan = provider.plan_contain(resolved, options)
-    refuse_repeat(the_case, plan, resume)
-    for note in plan.notes:
-        console.print(f"[yellow]note:[/] {esc(note)}", soft_wrap=True)
-    execute_plan(plan, the_case)
-    console.print(f"[green]contained[/] {esc(resolved.ref)}", soft_wrap=True)
+    root = case_path(case, safe_name(name.rsplit("/", 1)[-1]))
+    request = ops.ContainRequest(query, root, options, resume=resume, force=force)
+    report = ops.contain(get_provider("azure", **config), request, progress())
+    print_run(report)
+    console.print(f"[green]contained[/] {esc(report.target.ref if report.target else name)}", soft_wrap=True)
 
 
 @pull_app.command("azure")
@@ -274,7 +275,7 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     """
     window_start, window_end = resolve_window(start, end, around, before, after)
     subscriptions = subscription or []
-    provider = _provider(subscriptions[0] if subscriptions else None, token, endpoint, ca_bundle, polling_interval=5.0)
+    config = _config(subscriptions[0] if subscriptions else None, token, endpoint, ca_bundle, polling_interval=5.0)
     request = LogPullRequest(
         start=window_start,
         end=window_end,
@@ -286,13 +287,15 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
         },
     )
     description = f"Azure Activity Log pull {window_start} .. {window_end}"
-    pull_logs(
-        provider, request, case_dir, dry_run=dry_run, resume=resume, description=description, summary=_coverage_summary
-    )
+    try:
+        pull_logs("azure", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
+    finally:
+        if not dry_run:
+            _coverage_summary(case_dir)
 
 
-def _coverage_summary(case: Case) -> None:
-    path = case.root / "logs/azure/coverage.json"
+def _coverage_summary(case_dir: Path) -> None:
+    path = case_dir / "logs/azure/coverage.json"
     if not path.is_file():
         return
     coverage = json.loads(path.read_text(encoding="utf-8"))

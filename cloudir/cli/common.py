@@ -4,22 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from cloudir.case import CASE_FILE, Case
+from cloudir import ops
+from cloudir.config import load_config
 from cloudir.errors import CloudirError
-from cloudir.plan import Plan, RunResult, Step, StepKind, require_completed, run_plan
-from cloudir.provider import LogPullRequest, Provider, Target, TargetQuery
+from cloudir.ops import Progress, RunReport
+from cloudir.plan import Plan, Step, StepKind
+from cloudir.provider import LogPullRequest, Provider, Target, TargetQuery, get_provider
 from cloudir.textsafe import esc, text_console
 
 CaseOpt = Annotated[
     Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>).", show_default=False)
 ]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in the same --case.")]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue a failed or interrupted run in the same --case (done steps are kept)."),
+]
+ForensicOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--forensic",
+        help="Forensic account / subscription / project receiving evidence copies (default: config [forensic]).",
+        show_default=False,
+    ),
+]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print every API call the plan would make; change nothing.")]
 ExaminerCidrOpt = Annotated[
     str | None, typer.Option("--examiner-cidr", help="Still allow traffic from this CIDR (e.g. 198.51.100.7/32).")
@@ -28,6 +41,12 @@ ForceOpt = Annotated[
     bool, typer.Option("--force", help="Contain even without a completed acquisition in the case (logged).")
 ]
 PullCaseOpt = Annotated[Path, typer.Option("--case", help="Case folder (created when missing).")]
+
+
+def hidden(name: str) -> Any:
+    """An older spelling of an option, still accepted and not shown in --help."""
+    return typer.Option(name, hidden=True, show_default=False)
+
 StartOpt = Annotated[str | None, typer.Option(help="Window start, ISO 8601 UTC.")]
 EndOpt = Annotated[str | None, typer.Option(help="Window end, ISO 8601 UTC.")]
 AroundOpt = Annotated[str | None, typer.Option(help="Trigger time to build the window around.")]
@@ -73,14 +92,20 @@ def print_step_status(step: Step, status: str) -> None:
     err_console.print(f"[{style}]{status:>8}[/] {esc(step.title)}")
 
 
-def execute_plan(plan: Plan, case: Case) -> RunResult:
-    """Run a plan with live step status lines on stderr."""
-    result = run_plan(plan, case, console=err_console, observer=print_step_status)
+def progress() -> Progress:
+    """Live step status lines on stderr."""
+    return Progress(console=err_console, observer=print_step_status)
+
+
+def print_run(report: RunReport) -> None:
+    """The plan's notes and the closing line of a run: the case and its custody head."""
+    case = report.case
+    for note in report.run.plan.notes:
+        err_console.print(f"[yellow]note:[/] {esc(note)}", soft_wrap=True)
     err_console.print(
-        f"[green]{esc(plan.name)} complete[/] case {esc(case.case_id)} at {esc(case.root)} "
+        f"[green]{esc(report.run.plan.name)} complete[/] case {esc(case.case_id)} at {esc(case.root)} "
         f"(custody head {case.custody.head[:16]}…, {case.custody.length} records)"
     )
-    return result
 
 
 def case_path(value: Path | None, default_name: str) -> Path:
@@ -88,82 +113,39 @@ def case_path(value: Path | None, default_name: str) -> Path:
     return value if value is not None else Path("cases") / default_name
 
 
-def show_dry_run(provider: Provider, plan: Callable[[], Plan]) -> None:
-    """Print the plan ``plan()`` builds with ``provider`` recording nothing (--dry-run)."""
-    provider.bind(None)
-    render_plan(plan())
+def one_target(given: str | None, **aliases: str | None) -> str:
+    """The target named by ``--target`` or by one of the older option names kept as hidden aliases."""
+    values = [value.strip() for value in (given, *aliases.values()) if value and value.strip()]
+    if len(values) != 1:
+        raise CloudirError("name exactly one target", hint="pass --target ID, NAME or IP")
+    return values[0]
 
 
-def refuse_repeat(case: Case, plan: Plan, resume: bool) -> None:
-    """Refuse to run ``plan`` again in ``case`` unless the responder said --resume."""
-    if plan.key in case.load_state().get("runs", {}) and not resume:
-        raise CloudirError(
-            f"this {plan.name} plan already ran in {case.root}", hint="add --resume to continue or repeat it"
-        )
+def forensic_destination(cloud: str, *given: str | None) -> str | None:
+    """The forensic account / subscription / project: the option, else the configuration's ``[forensic]``."""
+    return next((value for value in given if value), None) or load_config().forensic_for(cloud)
 
 
-def open_case(
-    provider: Provider, root: Path, *, resume: bool, repeat_of: Plan | None = None, description: str = ""
-) -> Case:
-    """Open or create the case at ``root`` for an acquisition or log pull and bind ``provider`` to it.
-
-    An existing case needs --resume; with ``repeat_of`` (a log pull) only a repeat of that plan does.
-    """
-    if repeat_of is not None and (root / CASE_FILE).exists():
-        case = Case.open(root)
-        refuse_repeat(case, repeat_of, resume)
-    else:
-        case = Case.open_or_create(root, resume=resume, description=description)
-    provider.bind(case)
-    return case
+def show_dry_run(
+    cloud: str, config: dict[str, Any], build: Callable[[Provider, Target], Plan], query: TargetQuery
+) -> None:
+    """Print the plan ``build`` makes (resolved with credentials, from the names as given without)."""
+    render_plan(ops.dry_run(cloud, config, build, query))
 
 
 def pull_logs(
-    provider: Provider,
-    request: LogPullRequest,
+    cloud: str,
+    config: dict[str, Any],
+    pull: LogPullRequest,
     case_dir: Path,
     *,
     dry_run: bool,
     resume: bool,
     description: str,
-    summary: Callable[[Case], None],
 ) -> None:
-    """Print (--dry-run) or run a log pull into ``case_dir``, then print ``summary`` of what it covered."""
-    plan = provider.plan_pull_logs(request)
+    """Print (--dry-run) or run a log pull into ``case_dir``."""
     if dry_run:
-        render_plan(plan)
+        render_plan(ops.dry_run_logs(cloud, config, pull))
         return
-    case = open_case(provider, case_dir, resume=resume, repeat_of=plan, description=description)
-    try:
-        execute_plan(plan, case)
-    finally:
-        summary(case)
-
-
-def open_containment_case(provider: Provider, root: Path, *, cloud: str, force: bool, what: str = "the target") -> Case:
-    """Open the case holding the acquisition of what is to be contained (a new one only with --force); bind to it."""
-    if (root / CASE_FILE).exists():
-        case = Case.open(root)
-    elif force:
-        case = Case.create(root)
-    else:
-        raise CloudirError(
-            f"no case at {root}", hint=f"acquire {what} into a case first (cloudir acquire {cloud}), or pass --force"
-        )
-    provider.bind(case)
-    return case
-
-
-def resolve_target(provider: Provider, query: TargetQuery, case: Case) -> Target:
-    """Resolve the target, recording what it resolved to in the case's custody log."""
-    with case.action("target.resolve", target=query.value) as act:
-        target = provider.find_target(query)
-        act.details |= {"ref": target.ref, "kind": target.kind.value, "name": target.name, **target.details}
-    return target
-
-
-def resolve_acquired_target(provider: Provider, query: TargetQuery, case: Case, *, force: bool) -> Target:
-    """Resolve the target to contain; refuse unless the case holds its completed acquisition (or --force)."""
-    target = resolve_target(provider, query, case)
-    require_completed(case, "acquire", target.ref, force=force)
-    return target
+    request = ops.LogsRequest(pull, case_dir, resume=resume, description=description)
+    print_run(ops.collect_logs(get_provider(cloud, **config), request, progress()))

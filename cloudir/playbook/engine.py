@@ -34,6 +34,7 @@ from cloudir.provider import (
     TargetKind,
     get_provider,
 )
+from cloudir.provider import offline_provider as offline_adapter
 from cloudir.textsafe import esc
 from cloudir.triggers import Trigger
 
@@ -56,14 +57,6 @@ def default_provider(trigger: Trigger) -> Provider:
     return get_provider(trigger.cloud, **{**config, **_extra_config(trigger.cloud)})
 
 
-# Enough configuration to build each adapter without credentials or any cloud call (for offline plans).
-_OFFLINE_CREDENTIALS: dict[str, dict[str, Any]] = {
-    "aws": {},
-    "azure": {"token": "offline-plan"},
-    "gcp": {"anonymous": True},
-}
-
-
 def offline_provider(trigger: Trigger) -> Provider:
     """The adapter for the trigger's cloud built without credentials, to plan offline (it is never called)."""
     config: dict[str, Any] = {
@@ -71,9 +64,7 @@ def offline_provider(trigger: Trigger) -> Provider:
         "azure": {"subscription_id": trigger.account or "<subscription>"},
         "gcp": {"project": trigger.account or "<project>"},
     }[trigger.cloud]
-    return get_provider(
-        trigger.cloud, **{**config, **_extra_config(trigger.cloud), **_OFFLINE_CREDENTIALS[trigger.cloud]}
-    )
+    return offline_adapter(trigger.cloud, **{**config, **_extra_config(trigger.cloud)})
 
 
 def _extra_config(cloud: str) -> dict[str, Any]:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from providers.azure.provider import CASE_TAG, AzureProvider
 from providers.azure.session import ARM_ENDPOINT, AzureSession, StaticTokenCredential
 
-__all__ = ["CASE_TAG", "AzureProvider", "create_provider"]
+__all__ = ["CASE_TAG", "OFFLINE_CONFIG", "AzureProvider", "create_provider", "credentials_found"]
+
+# Credential settings that build the adapter without credentials or any call (plans of symbolic targets).
+OFFLINE_CONFIG: dict[str, Any] = {"token": "offline-plan"}
+_CREDENTIAL_VARIABLES = ("AZURE_ACCESS_TOKEN", "AZURE_CLIENT_ID", "IDENTITY_ENDPOINT", "MSI_ENDPOINT")
+
+
+def credentials_found(**config: Any) -> bool:
+    """Whether a token, AZURE_* credentials, a managed identity or an Azure CLI login is there (no call made)."""
+    if config.get("token") or config.get("credential"):
+        return True
+    if any(os.environ.get(name) for name in _CREDENTIAL_VARIABLES):
+        return True
+    cli_dir = Path(os.environ.get("AZURE_CONFIG_DIR") or Path.home() / ".azure")
+    return (cli_dir / "msal_token_cache.json").is_file() or (cli_dir / "msal_token_cache.bin").is_file()
 
 
 def create_provider(

@@ -9,7 +9,10 @@ from google.auth.credentials import Credentials
 
 from cloudir.errors import CloudirError
 from providers.gcp.provider import GcpProvider
-from providers.gcp.session import GcpApi, anonymous_credentials
+from providers.gcp.session import GcpApi, anonymous_credentials, credentials_found
+
+# Credential settings that build the adapter without credentials or any call (plans of symbolic targets).
+OFFLINE_CONFIG: dict[str, Any] = {"anonymous": True}
 
 
 def create_provider(
@@ -40,4 +43,4 @@ def create_provider(
     return GcpProvider(api, zone=zone, principal=principal, forensic_project=forensic_project, **tuning)
 
 
-__all__ = ["GcpProvider", "create_provider"]
+__all__ = ["OFFLINE_CONFIG", "GcpProvider", "create_provider", "credentials_found"]

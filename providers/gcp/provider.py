@@ -336,7 +336,7 @@ class GcpProvider:
 
     def _capture(self, ctx: StepContext, target: Target) -> dict[str, Any]:
         zone, name = target.location, str(target.name)
-        base = f"metadata/gcp/{safe_name(self.project)}/{safe_name(zone)}/{safe_name(name)}"
+        base = f"artifacts/gcp/{safe_name(self.project)}/{safe_name(zone)}/{safe_name(name)}"
         instances = self.api.compute(compute_v1.InstancesClient)
         raw: list[bytes] = []
         artifacts: list[str] = []

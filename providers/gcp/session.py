@@ -9,9 +9,11 @@ the caller before the SDK parses them.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -288,7 +290,32 @@ def _response_facts(response: requests.Response, *, parse_body: bool) -> tuple[s
     return request_id, str(error.get("status") or error.get("code") or response.status_code)
 
 
+# A key file, or a Google runtime whose metadata server serves credentials (Cloud Run, Functions, App Engine).
+_ADC_VARIABLES = ("GOOGLE_APPLICATION_CREDENTIALS", "GCE_METADATA_HOST", "K_SERVICE", "FUNCTION_TARGET", "GAE_ENV")
+
+
+def credentials_found(**config: Any) -> bool:
+    """Whether application default credentials exist (variable, gcloud login, or a Google machine), without a call.
+
+    ``google.auth.default`` would otherwise probe the metadata server for many seconds before giving up.
+    """
+    if config.get("anonymous") or config.get("credentials"):
+        return True
+    if any(os.environ.get(name) for name in _ADC_VARIABLES):
+        return True
+    gcloud_dir = Path(os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud")
+    if (gcloud_dir / "application_default_credentials.json").is_file():
+        return True
+    product = Path("/sys/class/dmi/id/product_name")
+    return product.is_file() and product.read_text(encoding="utf-8", errors="replace").startswith("Google")
+
+
 def _default_credentials() -> Credentials:
+    if not credentials_found():
+        raise CloudAccessError(
+            "no Google Cloud credentials found (no GOOGLE_APPLICATION_CREDENTIALS, no gcloud login, not on Google)",
+            hint="run 'gcloud auth application-default login' or set GOOGLE_APPLICATION_CREDENTIALS",
+        )
     try:
         credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     except DefaultCredentialsError as exc:

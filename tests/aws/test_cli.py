@@ -82,6 +82,13 @@ def test_acquire_contain_and_verify_end_to_end(aws_sandbox: AwsSandbox, aws_inci
     assert contained.exit_code == 0, contained.output
     assert aws_sandbox.is_isolated(aws_incident)
     assert aws_sandbox.is_preserved(aws_incident)
+    repeat = ["contain", "aws", "--target", iid, "--region", "us-east-1", "--case", case]
+    refused_repeat = _run(*repeat)
+    assert refused_repeat.exit_code == 2
+    assert "(completed)" in _one_line_error(refused_repeat.output)
+    rechecked = _run(*repeat, "--resume")
+    assert rechecked.exit_code == 0, rechecked.output
+    assert "resumed" in rechecked.output and "   done" not in rechecked.output
     verified = _run("verify", case)
     assert verified.exit_code == 0
     assert "OK" in verified.output
@@ -150,7 +157,9 @@ def test_missing_credentials_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pa
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    result = _run("acquire", "aws", "--instance", "i-0123456789abcdef0", "--region", "us-east-1", "--dry-run")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    case = str(tmp_path / "case")
+    result = _run("acquire", "aws", "--target", "i-0123456789abcdef0", "--region", "us-east-1", "--case", case)
     assert result.exit_code == 2
     assert "no AWS credentials" in _one_line_error(result.output)
 

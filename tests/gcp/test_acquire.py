@@ -77,7 +77,7 @@ def test_acquire_preserves_snapshots_copies_and_captures(
     assert all(i["labels"][CASE_LABEL] == case_label for i in images)
     assert len(gcp_sandbox.snapshots_for_case(case.case_id)) == 4
 
-    base = case.root / f"metadata/gcp/{PROJECT}/{ZONE}/{INSTANCE}"
+    base = case.root / f"artifacts/gcp/{PROJECT}/{ZONE}/{INSTANCE}"
     summary = json.loads((base / "summary.json").read_text())
     assert summary["startup_script"] == STARTUP_SCRIPT
     assert summary["service_accounts"][0]["email"].startswith("web-frontend@")

@@ -99,7 +99,7 @@ def test_failure_exit_3_then_resume(gcp_sandbox: GcpSandbox, incident: PlantedIn
     assert "Traceback" not in out
     code, out = _run(gcp_sandbox, *args)
     assert code == 2
-    assert "already holds a case" in out
+    assert "already ran" in out and "(failed)" in out
     code, out = _run(gcp_sandbox, *args, "--resume")
     assert code == 0, out
 
@@ -107,7 +107,7 @@ def test_failure_exit_3_then_resume(gcp_sandbox: GcpSandbox, incident: PlantedIn
 def test_logs_pull_stores_pages(gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path) -> None:
     case = tmp_path / "IR-4"
     args = PULL
-    code, out = _run(gcp_sandbox, *args, "--dry-run")
+    code, out = _run(gcp_sandbox, *args, "--case", str(case), "--dry-run")
     assert code == 0
     assert "entries.list" in out
     assert not case.exists()
@@ -141,7 +141,7 @@ def test_logs_pull_joins_an_acquisition_case_but_refuses_a_repeat(
     [
         ["acquire", "gcp", "--instance", "ghost-vm", "--project", PROJECT],
         ["acquire", "gcp", "--project", PROJECT],
-        ["logs", "pull", "gcp", "--project", PROJECT, "--start", "last tuesday", "--end", WINDOW_END],
+        ["logs", "pull", "gcp", "--project", PROJECT, "--start", "last tuesday", "--end", WINDOW_END, "--case", "c"],
     ],
 )
 def test_bad_input_is_one_line_exit_2(gcp_sandbox: GcpSandbox, incident: PlantedIncident, args: list[str]) -> None:

@@ -1,0 +1,191 @@
+"""The operations layer: one function per use case, shared by every front end.
+
+Each function takes a typed request and returns a typed result; front ends (the CLI, the playbook engine,
+the demo, the serverless handlers) only parse their input into a request and present the result.
+
+Re-run rule, the same on every cloud: a case folder can be joined by any later acquisition, containment or
+log pull; running a plan that already ran in the case needs ``resume``, which continues a failed or
+interrupted run and never repeats a completed step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cloudir.case import CASE_FILE, Case
+from cloudir.errors import CloudirError
+from cloudir.plan import Plan, RunResult, StepObserver, require_completed, run_plan
+from cloudir.provider import (
+    AcquireOptions,
+    ContainOptions,
+    LogPullRequest,
+    Provider,
+    Target,
+    TargetQuery,
+    credentials_found,
+    get_provider,
+    offline_provider,
+    symbolic_target,
+)
+
+CaseHook = Callable[[Case], None]  # called once the case is open, before anything runs (e.g. attach a mirror)
+NO_CREDENTIALS_NOTE = "no {cloud} credentials found: nothing was resolved, identifiers are shown as given"
+
+
+@dataclass(frozen=True)
+class AcquireRequest:
+    """Preserve a target and acquire its evidence into a case."""
+
+    query: TargetQuery
+    case_dir: Path
+    options: AcquireOptions = field(default_factory=AcquireOptions)
+    resume: bool = False
+    on_case: CaseHook | None = None
+
+
+@dataclass(frozen=True)
+class ContainRequest:
+    """Contain a target whose acquisition completed in the case (``force``: without one, recorded)."""
+
+    query: TargetQuery
+    case_dir: Path
+    options: ContainOptions = field(default_factory=ContainOptions)
+    resume: bool = False
+    force: bool = False
+    on_case: CaseHook | None = None
+
+
+@dataclass(frozen=True)
+class LogsRequest:
+    """Collect control-plane logs into a case (created when missing)."""
+
+    pull: LogPullRequest
+    case_dir: Path
+    resume: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run reports progress: a console for long steps and an observer of step status."""
+
+    console: Console | None = None
+    observer: StepObserver | None = None
+
+
+@dataclass
+class RunReport:
+    """What a run did: the case, the runner's result and, for target operations, the resolved target."""
+
+    case: Case
+    run: RunResult
+    target: Target | None = None
+
+
+def open_case(provider: Provider, root: Path, *, description: str = "") -> Case:
+    """Join the case at ``root`` (created when missing) and send ``provider``'s calls to its custody log."""
+    case = Case.open(root) if (root / CASE_FILE).exists() else Case.create(root, description=description)
+    provider.bind(case)
+    return case
+
+
+def check_rerun(case: Case, plan: Plan, *, resume: bool) -> None:
+    """Refuse a second run of ``plan`` in ``case`` unless ``resume`` (which never repeats a completed step)."""
+    status = case.run_status(plan.key)
+    if status is None or resume:
+        return
+    hint = (
+        "it is complete; --resume re-checks it without repeating any step"
+        if status == "completed"
+        else "add --resume to continue it from where it stopped"
+    )
+    raise CloudirError(f"this {plan.name} of {plan.target} already ran in {case.root} ({status})", hint=hint)
+
+
+def resolve_target(provider: Provider, query: TargetQuery, case: Case) -> Target:
+    """Resolve the target, recording what it resolved to in the case's custody log."""
+    with case.action("target.resolve", target=query.value) as act:
+        target = provider.find_target(query)
+        act.details |= {"ref": target.ref, "kind": target.kind.value, "name": target.name, **target.details}
+    return target
+
+
+def _run(plan: Plan, case: Case, resume: bool, progress: Progress) -> RunResult:
+    check_rerun(case, plan, resume=resume)
+    return run_plan(plan, case, console=progress.console, observer=progress.observer)
+
+
+def acquire(provider: Provider, request: AcquireRequest, progress: Progress | None = None) -> RunReport:
+    """Resolve the target, then preserve, capture, snapshot, copy and optionally image it."""
+    case = open_case(provider, request.case_dir)
+    if request.on_case is not None:
+        request.on_case(case)
+    target = resolve_target(provider, request.query, case)
+    plan = provider.plan_acquire(target, request.options)
+    return RunReport(case, _run(plan, case, request.resume, progress or Progress()), target)
+
+
+def contain(provider: Provider, request: ContainRequest, progress: Progress | None = None) -> RunReport:
+    """Isolate a target and/or revoke its credentials, only after its acquisition completed in the case."""
+    root = request.case_dir
+    if (root / CASE_FILE).exists():
+        case = Case.open(root)
+    elif request.force:
+        case = Case.create(root)
+    else:
+        raise CloudirError(
+            f"no case at {root}",
+            hint=f"acquire the target into a case first (cloudir acquire {provider.cloud}), or pass --force",
+        )
+    provider.bind(case)
+    if request.on_case is not None:
+        request.on_case(case)
+    target = resolve_target(provider, request.query, case)
+    require_completed(case, "acquire", target.ref, force=request.force)
+    plan = provider.plan_contain(target, request.options)
+    return RunReport(case, _run(plan, case, request.resume, progress or Progress()), target)
+
+
+def collect_logs(provider: Provider, request: LogsRequest, progress: Progress | None = None) -> RunReport:
+    """Pull control-plane logs for a window and scope into the case; raw pages are kept as evidence."""
+    plan = provider.plan_pull_logs(request.pull)
+    case = open_case(provider, request.case_dir, description=request.description)
+    return RunReport(case, _run(plan, case, request.resume, progress or Progress()))
+
+
+def _dry_provider(cloud: str, config: dict[str, Any]) -> Provider | None:
+    """The adapter to plan with: bound to nothing when credentials exist, else None (plan offline)."""
+    if not credentials_found(cloud, **config):
+        return None
+    provider = get_provider(cloud, **config)
+    provider.bind(None)
+    return provider
+
+
+def dry_run(cloud: str, config: dict[str, Any], build: Callable[[Provider, Target], Plan], query: TargetQuery) -> Plan:
+    """The plan ``build`` makes for the target, changing nothing and recording nothing.
+
+    With credentials the target is resolved (read-only calls); without any, the plan is built offline
+    from the declared calls with the target's identifiers as given, and no cloud call is made.
+    """
+    provider = _dry_provider(cloud, config)
+    if provider is not None:
+        return build(provider, provider.find_target(query))
+    plan = build(offline_provider(cloud, **config), symbolic_target(cloud, query))
+    plan.notes.append(NO_CREDENTIALS_NOTE.format(cloud=cloud))
+    return plan
+
+
+def dry_run_logs(cloud: str, config: dict[str, Any], request: LogPullRequest) -> Plan:
+    """The log pull plan, changing nothing; built offline when there are no credentials."""
+    provider = _dry_provider(cloud, config)
+    if provider is not None:
+        return provider.plan_pull_logs(request)
+    plan = offline_provider(cloud, **config).plan_pull_logs(request)
+    plan.notes.append(NO_CREDENTIALS_NOTE.format(cloud=cloud))
+    return plan

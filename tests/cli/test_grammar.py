@@ -1,0 +1,96 @@
+"""One grammar on every cloud: the same option names, hidden old spellings, dry runs that need no credentials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+
+runner = CliRunner()
+CLOUDS = ("aws", "azure", "gcp")
+SCOPE = {"aws": ["--region", "eu-west-1"], "azure": ["--subscription", "6f1c2a9e"], "gcp": ["--project", "prod-1"]}
+OLD_SPELLINGS = {
+    ("acquire", "aws"): ["--instance", "--ip", "--eni", "--access-key", "--forensic-account"],
+    ("contain", "aws"): ["--instance", "--ip", "--access-key"],
+    ("acquire", "azure"): ["--soc-subscription"],
+    ("acquire", "gcp"): ["--instance", "--ip", "--forensic-project"],
+    ("contain", "gcp"): ["--instance", "--ip"],
+}
+
+
+@pytest.fixture
+def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Nothing any SDK's standard credential chain could find."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AZURE_ACCESS_TOKEN", "AZURE_CLIENT_ID", "IDENTITY_ENDPOINT", "MSI_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GCE_METADATA_HOST", "K_SERVICE", "FUNCTION_TARGET", "GAE_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AZURE_CONFIG_DIR", str(tmp_path / "azure"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.mark.parametrize("verb", ["acquire", "contain"])
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_same_options_on_every_cloud(verb: str, cloud: str) -> None:
+    result = runner.invoke(app, [verb, cloud, "--help"])
+    assert result.exit_code == 0, result.output
+    for option in ("--target", "--case", "--dry-run", "--resume"):
+        assert option in result.output
+    if verb == "acquire":
+        assert "--forensic " in result.output
+    for old in OLD_SPELLINGS.get((verb, cloud), []):
+        assert f"{old} " not in result.output, f"{old} should be a hidden alias"
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_log_pulls_take_the_same_window_options(cloud: str) -> None:
+    result = runner.invoke(app, ["logs", "pull", cloud, "--help"])
+    for option in ("--case", "--start", "--end", "--around", "--before", "--after", "--dry-run", "--resume"):
+        assert option in result.output
+
+
+@pytest.mark.usefixtures("no_credentials")
+@pytest.mark.parametrize("verb", ["acquire", "contain"])
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_dry_run_needs_no_credentials(verb: str, cloud: str, tmp_path: Path) -> None:
+    case = tmp_path / "case"
+    result = runner.invoke(app, [verb, cloud, "--target", "web-1", *SCOPE[cloud], "--case", str(case), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"no {cloud} credentials found" in result.output
+    assert "web-1" in result.output
+    assert "dry run: nothing was changed" in result.output
+    assert not case.exists()
+
+
+@pytest.mark.usefixtures("no_credentials")
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_log_pull_dry_run_needs_no_credentials(cloud: str, tmp_path: Path) -> None:
+    args = ["logs", "pull", cloud, *SCOPE[cloud], "--case", str(tmp_path / "c"), "--around", "2026-11-20T10:00Z"]
+    result = runner.invoke(app, [*args, "--before", "2h", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"no {cloud} credentials found" in result.output
+
+
+@pytest.mark.usefixtures("no_credentials")
+def test_old_spelling_still_works_and_forensic_comes_from_the_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CLOUDIR_FORENSIC_AWS", "111122223333")
+    result = runner.invoke(app, ["acquire", "aws", "--instance", "i-0abc", "--region", "eu-west-1", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "111122223333" in result.output
+
+
+def test_two_targets_are_refused() -> None:
+    result = runner.invoke(app, ["acquire", "gcp", "--target", "a", "--instance", "b", "--project", "p", "--dry-run"])
+    assert result.exit_code == 2
+    assert "name exactly one target" in result.output
