@@ -88,7 +88,8 @@ def test_acquire_contain_and_verify_end_to_end(aws_sandbox: AwsSandbox, aws_inci
     assert "(completed)" in _one_line_error(refused_repeat.output)
     rechecked = _run(*repeat, "--resume")
     assert rechecked.exit_code == 0, rechecked.output
-    assert "resumed" in rechecked.output and "   done" not in rechecked.output
+    assert "resumed" in rechecked.output
+    assert "   done" not in rechecked.output
     verified = _run("verify", case)
     assert verified.exit_code == 0
     assert "OK" in verified.output

@@ -99,7 +99,8 @@ def test_failure_exit_3_then_resume(gcp_sandbox: GcpSandbox, incident: PlantedIn
     assert "Traceback" not in out
     code, out = _run(gcp_sandbox, *args)
     assert code == 2
-    assert "already ran" in out and "(failed)" in out
+    assert "already ran" in out
+    assert "(failed)" in out
     code, out = _run(gcp_sandbox, *args, "--resume")
     assert code == 0, out
 
