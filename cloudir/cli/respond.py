@@ -227,7 +227,9 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
 
 
 def _report_outcome(outcome: Outcome) -> None:
-    style = {"completed": "green", "awaiting-approval": "yellow", "duplicate": "cyan"}.get(outcome.status, "bold red")
+    style = {"completed": "green", "awaiting-approval": "yellow", "duplicate": "cyan"}.get(outcome.status, "yellow")
+    if outcome.status == "failed":
+        style = "bold red"
     console.print(f"[{style}]{esc(outcome.status)}[/] {esc(outcome.message)}", soft_wrap=True)
 
 

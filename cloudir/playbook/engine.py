@@ -89,13 +89,16 @@ class ResponsePlan:
     awaiting_approval: bool = False  # containment steps were held back for approval
 
 
+COMPLETED_WITH_SKIPS = "completed with skipped steps"
+
+
 @dataclass
 class Outcome:
     """What one delivery of a finding did."""
 
     finding_id: str
     case_dir: Path
-    status: str  # completed | awaiting-approval | failed | duplicate
+    status: str  # completed | completed with skipped steps | awaiting-approval | failed | duplicate
     message: str
     playbook: str | None = None
 
@@ -233,8 +236,13 @@ class _Builder:
         steps: list[Step] = []
         notes: list[str] = []
         tags = target_tags(self.trigger, self.target)
+        # an instance is acquired by its snapshots; a key or principal by the capture of its state
+        evidence = {"snapshot"} if self.target.kind is TargetKind.INSTANCE else set(ACQUIRE_ACTIONS)
+        acquired = False
         for pb_step in self.playbook.steps:
             reason = pb_step.when.trigger_reason(self.trigger)
+            if reason is None and pb_step.action == "contain" and not acquired:
+                reason = f"no acquisition of {self.target.ref} runs before it in this plan"
             if reason is None and pb_step.when.uses_tags:
                 if tags is not None:
                     reason = pb_step.when.tags_reason(tags)
@@ -249,6 +257,7 @@ class _Builder:
                 continue
             new_steps, note = self._expand(pb_step)
             steps.extend(new_steps)
+            acquired = acquired or (pb_step.action in evidence and bool(new_steps))
             if note:
                 notes.append(f"{pb_step.id}: {note}")
         self.result.plan = Plan(
@@ -597,7 +606,11 @@ def _run_response(
             f"cloudir respond --case {case.root} --approve"
         )
         return Outcome(trigger.finding_id, case.root, "awaiting-approval", message, playbook.id)
-    _record(case, "completed", trigger, playbook, target, params=params)
+    _record(case, "completed", trigger, playbook, target, params=params, skipped=dict(response.skipped))
+    if response.skipped:
+        skipped = "; ".join(f"skipped: {step_id}: {reason}" for step_id, reason in response.skipped)
+        message = f"playbook {playbook.id} completed with skipped steps for {trigger.finding_id} ({skipped})"
+        return Outcome(trigger.finding_id, case.root, COMPLETED_WITH_SKIPS, message, playbook.id)
     return Outcome(
         trigger.finding_id,
         case.root,

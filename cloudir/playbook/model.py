@@ -306,6 +306,13 @@ def _check_order(check: _Checker, steps: list[PlaybookStep]) -> None:
             before = needs[step.action]
             if before not in position or position[before] > position[step.action]:
                 raise check.fail(f"step {step.id!r}: ", f"field action: {step.action} needs a {before} step before it")
+        if step.action == "contain" and not any(
+            position.get(action, len(steps)) < position["contain"] for action in ACQUIRE_ACTIONS
+        ):
+            raise check.fail(
+                f"step {step.id!r}: ",
+                f"field action: contain needs an acquisition step ({', '.join(ACQUIRE_ACTIONS)}) before it",
+            )
     actions = [step.action for step in steps]
     for action in set(actions):
         if actions.count(action) > 1:
