@@ -12,7 +12,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,18 +20,73 @@ from types import TracebackType
 from typing import Any, BinaryIO, Protocol
 
 from cloudir import __version__
-from cloudir.custody import CUSTODY_FILE, ApiCall, ArtifactRef, CustodyLog, utc_now
+from cloudir.caselock import CaseLock
+from cloudir.custody import (
+    CASE_META_FILE,
+    CUSTODY_FILE,
+    RECOVERY_ACTION,
+    UNSEALED_ACTION,
+    ApiCall,
+    ArtifactRef,
+    CustodyLog,
+    utc_now,
+)
+from cloudir.durable import split_lines
 from cloudir.errors import CloudirError
+from cloudir.hashing import sha256_file
+from cloudir.seal import SEALS_FILE, append_seal, make_seal, parse_seal
+from cloudir.signing import KEY_ENV, Signer, load_signer
 
-CASE_FILE = "case.json"
+CASE_FILE = CASE_META_FILE
 STATE_FILE = "state.json"
+REPORTS_DIR = "reports"
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._=@+-]")
+
+# Who hears the case's notices (waiting for the lock, key created, head sealed): the CLI prints them.
+_listeners: list[Callable[[str], None]] = []
+
+
+def add_notice_listener(listener: Callable[[str], None]) -> None:
+    """Receive every notice a case gives (one line of text each)."""
+    _listeners.append(listener)
+
+
+def _notify(message: str) -> None:
+    for listener in _listeners:
+        listener(message)
 
 
 def safe_name(value: str) -> str:
     """A string usable as one path component (resource ids, ARNs, names)."""
     cleaned = _SAFE_PART.sub("_", value).strip("._")
     return cleaned or "_"
+
+
+def case_root_of(path: Path) -> Path | None:
+    """The case folder ``path`` lies in (the nearest folder above it holding case.json), or None."""
+    for folder in path.resolve().parents:
+        if (folder / CASE_FILE).is_file():
+            return folder
+    return None
+
+
+def output_in_case(root: Path, out: Path) -> str | None:
+    """Where an output file (a report) lands in the case, relative to it; None when outside the case.
+
+    Inside a case only ``reports/`` takes outputs: evidence (artifacts/, images/, logs/), custody.jsonl,
+    case.json and the seals can never be overwritten this way, whatever symlinks the path goes through.
+    """
+    case_root = root.resolve()
+    target = out.resolve()
+    if not target.is_relative_to(case_root):
+        return None
+    rel = target.relative_to(case_root)
+    if len(rel.parts) < 2 or rel.parts[0] != REPORTS_DIR:
+        raise CloudirError(
+            f"refusing to write {out}: it is {rel.as_posix() or 'the case folder'} inside case {root}",
+            hint=f"inside a case, outputs go under {REPORTS_DIR}/; evidence and custody files are never overwritten",
+        )
+    return rel.as_posix()
 
 
 class ArtifactMirror(Protocol):
@@ -112,55 +167,216 @@ class ActionContext:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class Case:
-    """An evidence case folder. Use :meth:`create` or :meth:`open`."""
+class _Sealer:
+    """Seals the chain head after every record with the signing key kept outside the case."""
 
-    def __init__(self, root: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, root: Path, case_id: str, case_key: str | None) -> None:
+        self.root = root
+        self.case_id = case_id
+        self.case_key = case_key  # fingerprint recorded at case creation (None while creating)
+        self._signer: Signer | None = None
+
+    @property
+    def signer(self) -> Signer:
+        """The signing key, loaded (or created, with a notice) on first use; never one inside the case."""
+        if self._signer is None:
+            signer = load_signer()
+            if signer.path.resolve().is_relative_to(self.root.resolve()):
+                raise CloudirError(
+                    f"the signing key {signer.path} is inside the case folder",
+                    hint=f"keep it outside every case (default under the user's config folder, or {KEY_ENV})",
+                )
+            if self.case_key is not None and signer.fingerprint != self.case_key:
+                raise CloudirError(
+                    f"case {self.case_id} is sealed with key {self.case_key}, not this machine's key "
+                    f"{signer.fingerprint} ({signer.path})",
+                    hint=f"point {KEY_ENV} at the case's signing key file",
+                )
+            if signer.created:
+                _notify(f"created signing key {signer.path}, fingerprint {signer.fingerprint}")
+            self._signer = signer
+        return self._signer
+
+    def __call__(self, records: int, head: str) -> None:
+        seal = make_seal(self.signer, case_id=self.case_id, records=records, head=head, time=utc_now())
+        try:
+            append_seal(self.root, seal)
+        except OSError as exc:
+            raise CloudirError(
+                f"record {records} was written but could not be sealed ({exc.strerror or exc})",
+                hint="fix the disk and re-run: the next command records the unsealed records and seals again",
+            ) from None
+
+
+class Case:
+    """An evidence case folder, held under its lock. Use :meth:`create` or :meth:`open`, then close it.
+
+    A case is a context manager; closing releases the lock (the outermost close also announces the sealed
+    head). Several Case objects on one folder in one thread share one custody writer.
+    """
+
+    def __init__(self, root: Path, meta: dict[str, Any], lock: CaseLock) -> None:
         self.root = root
         self.meta = meta
         self.case_id: str = meta["case_id"]
-        self.custody = CustodyLog(root / CUSTODY_FILE, self.case_id)
+        self._hold = lock
+        self._sealer = _Sealer(root, self.case_id, meta.get("signing_key"))
+        shared = lock.custody
+        self.custody: CustodyLog = shared or CustodyLog(
+            root / CUSTODY_FILE, self.case_id, meta["created"], on_append=self._sealer
+        )
+        if shared is None:
+            lock.custody = self.custody
+            self._recover()
         self.mirrors: list[ArtifactMirror] = []
         self._lock = threading.RLock()
         self._actions: list[ActionContext] = []
+        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, *, case_id: str | None = None, description: str = "") -> Case:
+    def create(
+        cls,
+        root: Path,
+        *,
+        case_id: str | None = None,
+        description: str = "",
+        wait: bool | None = None,
+        purpose: str | None = None,
+    ) -> Case:
         """Create a new case folder (fails if one exists there)."""
+        root.mkdir(parents=True, exist_ok=True)
+        lock = CaseLock.acquire(root, purpose=purpose, wait=wait, notify=_notify)
+        try:
+            return cls._create_locked(root, lock, case_id=case_id, description=description)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _create_locked(cls, root: Path, lock: CaseLock, *, case_id: str | None, description: str) -> Case:
         if (root / CASE_FILE).exists():
             raise CloudirError(f"{root} already holds a case", hint="use --resume to continue it or pick a new --case")
-        root.mkdir(parents=True, exist_ok=True)
+        if (root / CUSTODY_FILE).exists():
+            raise CloudirError(f"{root} holds a custody log but no {CASE_FILE}", hint="examine it with cloudir verify")
+        sealer = _Sealer(root, "", None)
         meta = {
             "case_id": case_id or f"cir-{utc_now()[:10].replace('-', '')}-{uuid.uuid4().hex[:8]}",
             "created": utc_now(),
             "tool_version": __version__,
             "description": description,
+            "signing_key": sealer.signer.fingerprint,
         }
-        case = cls(root, meta)
+        case = cls(root, meta, lock)
         with case.action("case.create", target=str(root)) as act:
             act.details.update(meta)
             case.write_json(CASE_FILE, meta)
         return case
 
     @classmethod
-    def open(cls, root: Path) -> Case:
-        """Open an existing case folder."""
-        case_file = root / CASE_FILE
-        if not case_file.is_file():
+    def open(cls, root: Path, *, wait: bool | None = None, purpose: str | None = None) -> Case:
+        """Open an existing case folder, taking its lock."""
+        if not (root / CASE_FILE).is_file():
             raise CloudirError(f"{root} is not a cloudir case (no {CASE_FILE})")
-        return cls(root, json.loads(case_file.read_text(encoding="utf-8")))
+        lock = CaseLock.acquire(root, purpose=purpose, wait=wait, notify=_notify)
+        try:
+            return cls._open_locked(root, lock)
+        except BaseException:
+            lock.release()
+            raise
 
     @classmethod
-    def open_or_create(cls, root: Path, *, resume: bool, case_id: str | None = None, description: str = "") -> Case:
-        """Open the case when resuming or when it exists and is resumable, else create it."""
-        if (root / CASE_FILE).exists():
-            if not resume:
-                raise CloudirError(
-                    f"{root} already holds a case", hint="add --resume to continue it, or choose another --case folder"
-                )
-            return cls.open(root)
-        return cls.create(root, case_id=case_id, description=description)
+    def _open_locked(cls, root: Path, lock: CaseLock) -> Case:
+        try:
+            meta = json.loads((root / CASE_FILE).read_text(encoding="utf-8"))
+            meta["case_id"], meta["created"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CloudirError(f"{root / CASE_FILE} is not a readable case file") from None
+        return cls(root, meta, lock)
+
+    @classmethod
+    def open_or_create(
+        cls,
+        root: Path,
+        *,
+        resume: bool,
+        case_id: str | None = None,
+        description: str = "",
+        wait: bool | None = None,
+        purpose: str | None = None,
+    ) -> Case:
+        """Open the case when resuming (it must not exist otherwise), else create it; decided under the lock."""
+        root.mkdir(parents=True, exist_ok=True)
+        lock = CaseLock.acquire(root, purpose=purpose, wait=wait, notify=_notify)
+        try:
+            if (root / CASE_FILE).exists():
+                return cls._resume_locked(root, lock, resume=resume)
+            return cls._create_locked(root, lock, case_id=case_id, description=description)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _resume_locked(cls, root: Path, lock: CaseLock, *, resume: bool) -> Case:
+        if not resume:
+            raise CloudirError(
+                f"{root} already holds a case", hint="add --resume to continue it, or choose another --case folder"
+            )
+        return cls._open_locked(root, lock)
+
+    def close(self) -> None:
+        """Release the case; the outermost close announces the sealed head and the key."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._hold.outermost:
+            _notify(
+                f"custody head {self.custody.head} ({self.custody.length} records) sealed by key "
+                f"{self._sealer.signer.fingerprint}"
+            )
+        self._hold.release()
+
+    def __enter__(self) -> Case:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _recover(self) -> None:
+        """On first open: record a torn last line (moved aside) and records a crash left unsealed."""
+        taken = self.custody.take_torn_tail(self.root)
+        if taken is not None:
+            name, torn = taken
+            digest, size = sha256_file(self.root / name)
+            self.custody.append(
+                RECOVERY_ACTION,
+                target=CUSTODY_FILE,
+                artifacts=[ArtifactRef(name, digest, size)],
+                details={"torn_bytes": len(torn), "moved_to": name},
+            )
+            _notify(f"custody log of {self.root}: a torn last record ({len(torn)} bytes) was moved to {name}")
+        sealed = self._sealed_records()
+        if self.custody.length > sealed:
+            self.custody.append(UNSEALED_ACTION, details={"sealed_records": sealed, "records": self.custody.length})
+
+    def _sealed_records(self) -> int:
+        """How many records the newest readable seal covers (0 when none); a torn seal line is dropped."""
+        path = self.root / SEALS_FILE
+        if not path.is_file():
+            return 0
+        data = path.read_bytes()
+        lines, torn = split_lines(data)
+        if torn:
+            with path.open("r+b") as handle:
+                handle.truncate(len(data) - len(torn))
+        for line in reversed(lines):
+            try:
+                return parse_seal(line).records
+            except ValueError:
+                continue
+        return 0
 
     # -- custody ----------------------------------------------------------------------------------------
     @contextmanager
@@ -239,8 +455,6 @@ class Case:
 
     def record_existing(self, rel_path: str) -> ArtifactRef:
         """Hash a file that another library wrote into the case (e.g. a DuckDB database) and register it."""
-        from cloudir.hashing import sha256_file
-
         digest, size = sha256_file(self.root / rel_path)
         artifact = ArtifactRef(rel_path, digest, size)
         self.register_artifact(artifact)

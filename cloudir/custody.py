@@ -1,31 +1,47 @@
 """Hash-chained chain-of-custody log (JSON Lines) and its offline verification.
 
-Each record holds the previous record's hash and its own hash over its canonical JSON form
-(sorted keys, no whitespace, without the ``hash`` field). Changing a byte, deleting a record or
-reordering records breaks the chain at a named sequence number.
+Each record is stored as one line of canonical JSON. A record's hash is the SHA-256 of its stored line,
+exactly as written; each record names the previous record's hash in ``prev_hash``, and the first one
+names ``genesis_hash(case id, creation time)``. Appends are one write and an fsync; a line torn by a
+crash or a full disk is moved to ``custody.torn`` at the next open and recorded. Seals
+(:mod:`cloudir.seal`) sign the head after every record.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
+import itertools
 import json
+import os
+import re
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cloudir import TOOL_NAME, __version__
+from cloudir.durable import append_line, canonical_json, split_lines
+from cloudir.errors import CloudirError
 from cloudir.hashing import sha256_file
+from cloudir.seal import SEALS_FILE, Seal, parse_seal
+from cloudir.signing import fingerprint
+from cloudir.textsafe import visible
 
 CUSTODY_FILE = "custody.jsonl"
-GENESIS_HASH = "0" * 64
+CASE_META_FILE = "case.json"
+TORN_FILE = "custody.torn"
+RECOVERY_ACTION = "custody.recovered"
+UNSEALED_ACTION = "custody.unsealed-found"
 
-# Files in a case folder that are working state, not evidence.
-NON_EVIDENCE_FILES = frozenset({CUSTODY_FILE, "state.json"})
-NON_EVIDENCE_SUFFIXES = (".wal", ".tmp", ".lock")
+# Files in a case folder that are working state or the custody machinery itself, not recorded evidence.
+NON_EVIDENCE_FILES = frozenset({CUSTODY_FILE, SEALS_FILE, "state.json", "case.lock"})
+NON_EVIDENCE_SUFFIXES = (".wal", ".tmp")
+_HEX_HEAD = re.compile(r"[0-9a-f]{16,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def utc_now() -> str:
@@ -33,15 +49,14 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical_json(obj: Any) -> bytes:
-    """Deterministic JSON encoding used for record hashes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+def line_hash(line: bytes) -> str:
+    """The hash of a stored record: SHA-256 of its line without the newline."""
+    return hashlib.sha256(line).hexdigest()
 
 
-def record_hash(record: dict[str, Any]) -> str:
-    """SHA-256 over a record's canonical form, excluding its own ``hash`` field."""
-    body = {key: value for key, value in record.items() if key != "hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+def genesis_hash(case_id: str, created: str) -> str:
+    """What the first record names as its predecessor: binds the chain to one case and creation time."""
+    return hashlib.sha256(canonical_json({"case_id": case_id, "created": created})).hexdigest()
 
 
 def local_operator() -> str:
@@ -94,26 +109,32 @@ class ArtifactRef:
 
 
 class CustodyLog:
-    """Append-only writer for ``custody.jsonl``; thread-safe."""
+    """Append-only writer for ``custody.jsonl``; thread-safe. Hold the case lock while using it."""
 
-    def __init__(self, path: Path, case_id: str) -> None:
+    def __init__(
+        self, path: Path, case_id: str, created: str, *, on_append: Callable[[int, str], None] | None = None
+    ) -> None:
         self.path = path
         self.case_id = case_id
         self.caller: dict[str, str] = {"operator": local_operator()}
+        self.on_append = on_append  # called with (records, head) after each durable append: the sealer
         self._lock = threading.Lock()
-        self._seq, self._last_hash = self._tail()
+        self._genesis = genesis_hash(case_id, created)
+        self._seq, self._last_hash, self._torn = self._tail()
 
-    def _tail(self) -> tuple[int, str]:
-        if not self.path.exists():
-            return 0, GENESIS_HASH
-        last: dict[str, Any] | None = None
-        with self.path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    last = json.loads(line)
-        if last is None:
-            return 0, GENESIS_HASH
-        return int(last["seq"]), str(last["hash"])
+    def _tail(self) -> tuple[int, str, bytes]:
+        data = self.path.read_bytes() if self.path.exists() else b""
+        lines, torn = split_lines(data)
+        if not lines:
+            return 0, self._genesis, torn
+        try:
+            seq = int(json.loads(lines[-1])["seq"])
+        except (ValueError, KeyError, TypeError):
+            raise CloudirError(
+                f"{self.path}: the last record (line {len(lines)}) is not a custody record",
+                hint="nothing was appended; examine the case with cloudir verify",
+            ) from None
+        return seq, line_hash(lines[-1]), torn
 
     @property
     def head(self) -> str:
@@ -124,6 +145,24 @@ class CustodyLog:
     def length(self) -> int:
         """Number of records written."""
         return self._seq
+
+    def take_torn_tail(self, case_root: Path) -> tuple[str, bytes] | None:
+        """Move a torn last line (a crash or full disk mid-append) to a ``custody.torn`` file; return (name, bytes)."""
+        if not self._torn:
+            return None
+        with self._lock:
+            torn = self._torn
+            name = next(
+                candidate
+                for candidate in (TORN_FILE, *(f"custody-{n}.torn" for n in range(2, 10_000)))
+                if not (case_root / candidate).exists()
+            )
+            append_line(case_root / name, torn)
+            with self.path.open("r+b") as handle:
+                handle.truncate(self.path.stat().st_size - len(torn))
+                os.fsync(handle.fileno())
+            self._torn = b""
+            return name, torn
 
     def append(
         self,
@@ -136,7 +175,7 @@ class CustodyLog:
         details: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> dict[str, Any]:
-        """Append one record and return it (with its hash)."""
+        """Append one record durably, seal the new head, and return the record."""
         with self._lock:
             record: dict[str, Any] = {
                 "seq": self._seq + 1,
@@ -154,19 +193,28 @@ class CustodyLog:
                 "details": details or {},
                 "prev_hash": self._last_hash,
             }
-            record["hash"] = record_hash(record)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(canonical_json(record).decode() + "\n")
-                handle.flush()
+            line = canonical_json(record)
+            try:
+                append_line(self.path, line + b"\n")
+            except OSError as exc:
+                raise CloudirError(
+                    f"could not append to {self.path} ({exc.strerror or exc}): the {action} record was not written",
+                    hint="free space or fix the disk, then re-run the command (with --resume where it applies)",
+                ) from None
             self._seq = record["seq"]
-            self._last_hash = record["hash"]
+            self._last_hash = line_hash(line)
+            if self.on_append is not None:
+                self.on_append(self._seq, self._last_hash)
             return record
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Read every custody record (no verification)."""
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """Read every complete custody record (no verification; a torn last line is left out)."""
+    lines, _ = split_lines(path.read_bytes())
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+# -- verification -----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -176,9 +224,11 @@ class VerifyResult:
     ok: bool
     records: int = 0
     artifacts_checked: int = 0
-    head: str = GENESIS_HASH
+    head: str = ""
+    key: str | None = None  # fingerprint of the key that signed the newest seal
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # recorded replacements and recoveries
 
     @property
     def first_problem(self) -> str | None:
@@ -186,73 +236,291 @@ class VerifyResult:
         return self.problems[0] if self.problems else None
 
 
-def _verify_chain(lines: list[str], result: VerifyResult) -> dict[str, tuple[str, int, int]]:
-    """Check sequence and hash links; return the newest recorded hash per artifact path."""
-    artifacts: dict[str, tuple[str, int, int]] = {}
-    prev_hash = GENESIS_HASH
-    for index, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            result.problems.append(f"custody record {index}: not valid JSON (line {index} was altered)")
-            return artifacts
-        seq = record.get("seq")
-        if seq != index:
+@dataclass(frozen=True)
+class _Recorded:
+    seq: int
+    action: str
+    sha256: str
+    size: int
+
+
+@dataclass
+class _Chain:
+    heads: list[str] = field(default_factory=list)  # heads[i] = hash of record i+1
+    artifacts: dict[str, list[_Recorded]] = field(default_factory=dict)
+    case_key: str | None = None  # fingerprint recorded at case creation
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+def _parse_record(line: bytes) -> dict[str, Any] | str:
+    """The record on a line, or why the line is not a record as cloudir writes it."""
+    try:
+        record = json.loads(line, object_pairs_hook=_reject_duplicates)
+    except UnicodeDecodeError:
+        return "is not UTF-8 text"
+    except ValueError as exc:
+        return "holds a duplicated key" if str(exc) == "duplicate key" else "is not valid JSON"
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    if canonical_json(record) != line:
+        return "is not stored the way cloudir writes records (re-spaced, re-ordered or re-encoded)"
+    return record
+
+
+def _record_artifacts(record: dict[str, Any]) -> list[ArtifactRef] | None:
+    entries = record.get("artifacts")
+    if not isinstance(entries, list):
+        return None
+    refs = []
+    for entry in entries:
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("sha256"), str)
+            and _SHA256.fullmatch(entry["sha256"])
+            and type(entry.get("size")) is int
+        ):
+            return None
+        refs.append(ArtifactRef(entry["path"], entry["sha256"], entry["size"]))
+    return refs
+
+
+def _verify_chain(lines: list[bytes], case_id: str, created: str, result: VerifyResult) -> _Chain | None:
+    """Check each stored line and its link; None after the first break (later records prove nothing)."""
+    chain = _Chain()
+    prev_hash = genesis_hash(case_id, created)
+    for seq, line in enumerate(lines, start=1):
+        record = _parse_record(line)
+        if isinstance(record, str):
+            result.problems.append(f"custody record {seq}: the line {record}: the record was altered")
+            return None
+        if record.get("seq") != seq:
             result.problems.append(
-                f"custody record {index}: sequence is {seq}, expected {index} (a record was deleted or reordered)"
-            )
-            return artifacts
-        if record.get("prev_hash") != prev_hash:
-            result.problems.append(
-                f"custody record {seq}: prev_hash does not match record {seq - 1} "
+                f"custody record {seq}: its sequence number is {visible(record.get('seq'))}, expected {seq} "
                 "(a record was deleted, inserted or reordered)"
             )
-            return artifacts
-        if record_hash(record) != record.get("hash"):
-            result.problems.append(f"custody record {seq}: content does not match its hash (record was altered)")
-            return artifacts
-        for artifact in record.get("artifacts", []):
-            artifacts[artifact["path"]] = (artifact["sha256"], int(artifact["size"]), seq)
-        prev_hash = record["hash"]
-        result.records = seq
-        result.head = prev_hash
-    return artifacts
-
-
-def verify_case(case_dir: Path, expect_head: str | None = None) -> VerifyResult:
-    """Recompute the custody chain and every recorded artifact's SHA-256, offline."""
-    result = VerifyResult(ok=False)
-    custody_path = case_dir / CUSTODY_FILE
-    if not custody_path.is_file():
-        result.problems.append(f"{custody_path}: no custody log in this folder")
-        return result
-    lines = [line for line in custody_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    artifacts = _verify_chain(lines, result)
-    if result.problems:
-        return result
-    if expect_head is not None and expect_head != result.head:
-        result.problems.append(
-            f"custody chain head is {result.head}, expected {expect_head} (records were removed or added at the end)"
-        )
-    for rel_path, (expected, size, seq) in artifacts.items():
-        file_path = case_dir / rel_path
-        if not file_path.is_file():
-            result.problems.append(f"artifact {rel_path} (recorded in record {seq}) is missing")
-            continue
-        actual, actual_size = sha256_file(file_path)
-        result.artifacts_checked += 1
-        if actual != expected or actual_size != size:
+            return None
+        if record.get("prev_hash") != prev_hash:
+            first = "the case id and creation time in case.json" if seq == 1 else f"record {seq - 1}"
             result.problems.append(
-                f"artifact {rel_path}: SHA-256 {actual} does not match {expected} recorded in record {seq}"
+                f"custody record {seq}: prev_hash does not match {first} "
+                "(a record was changed, deleted, inserted or reordered)"
             )
-    for file_path in sorted(case_dir.rglob("*")):
-        rel = file_path.relative_to(case_dir).as_posix()
-        if (
-            file_path.is_file()
-            and rel not in artifacts
-            and rel not in NON_EVIDENCE_FILES
-            and not rel.endswith(NON_EVIDENCE_SUFFIXES)
-        ):
-            result.warnings.append(f"{rel}: present in the case folder but not recorded in the custody log")
+            return None
+        if record.get("case_id") != case_id:
+            result.problems.append(f"custody record {seq}: names case {visible(record.get('case_id'))}, not {case_id}")
+            return None
+        refs = _record_artifacts(record)
+        if refs is None:
+            result.problems.append(f"custody record {seq}: its artifact list is malformed")
+            return None
+        action = visible(record.get("action"))
+        for ref in refs:
+            chain.artifacts.setdefault(ref.path, []).append(_Recorded(seq, action, ref.sha256, ref.size))
+        details: dict[str, Any] = record["details"] if isinstance(record.get("details"), dict) else {}
+        if seq == 1 and isinstance(details.get("signing_key"), str):
+            chain.case_key = details["signing_key"]
+        if record.get("action") == RECOVERY_ACTION:
+            result.notes.append(
+                f"record {seq}: a torn record of {visible(details.get('torn_bytes'))} bytes left by an interrupted "
+                f"write was moved to {visible(details.get('moved_to'))}"
+            )
+        elif record.get("action") == UNSEALED_ACTION:
+            result.notes.append(
+                f"record {seq}: records {visible(details.get('sealed_records'))}+1 to {seq - 1} were found unsealed "
+                "when the case was next opened (a command stopped between writing and sealing)"
+            )
+        prev_hash = line_hash(line)
+        chain.heads.append(prev_hash)
+    return chain
+
+
+def _outside_or_linked(case_dir: Path, rel: str) -> str | None:
+    """Why an artifact path cannot be checked safely (it leaves the case, or goes through a symlink)."""
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or ".." in pure.parts or "\\" in rel or "\x00" in rel:
+        return "points outside the case folder"
+    current = case_dir
+    for part in pure.parts:
+        current = current / part
+        if current.is_symlink():
+            return f"goes through a symbolic link ({visible(current.relative_to(case_dir).as_posix())})"
+    return None
+
+
+def _check_artifacts(case_dir: Path, chain: _Chain, result: VerifyResult) -> None:
+    for rel, history in chain.artifacts.items():
+        latest = history[-1]
+        name = visible(rel)
+        for earlier, later in itertools.pairwise(history):
+            if (later.sha256, later.size) != (earlier.sha256, earlier.size):
+                result.notes.append(
+                    f"artifact {name}: content recorded in record {earlier.seq} was replaced in record "
+                    f"{later.seq} by {later.action}"
+                )
+        unsafe = _outside_or_linked(case_dir, rel)
+        if unsafe is not None:
+            result.problems.append(f"artifact {name} (record {latest.seq}) {unsafe}; not read")
+            continue
+        file_path = case_dir / rel
+        if not file_path.is_file():
+            result.problems.append(f"artifact {name} (recorded in record {latest.seq}) is missing")
+            continue
+        try:
+            actual, actual_size = sha256_file(file_path)
+        except OSError as exc:
+            result.problems.append(f"artifact {name} (record {latest.seq}) cannot be read: {visible(exc.strerror)}")
+            continue
+        result.artifacts_checked += 1
+        if (actual, actual_size) != (latest.sha256, latest.size):
+            result.problems.append(
+                f"artifact {name}: SHA-256 {actual} ({actual_size} bytes) does not match {latest.sha256} "
+                f"({latest.size} bytes) recorded in record {latest.seq} by {latest.action}"
+            )
+
+
+def _list_unrecorded(case_dir: Path, chain: _Chain, result: VerifyResult) -> None:
+    for folder, dirs, files in os.walk(case_dir):
+        base = Path(folder)
+        for name in sorted(dirs):
+            if (base / name).is_symlink():
+                rel = (base / name).relative_to(case_dir).as_posix()
+                result.warnings.append(f"{visible(rel)}: a symbolic link in the case folder (not followed)")
+        for name in sorted(files):
+            rel = (base / name).relative_to(case_dir).as_posix()
+            if rel in chain.artifacts or rel in NON_EVIDENCE_FILES or rel.endswith(NON_EVIDENCE_SUFFIXES):
+                continue
+            kind = "a symbolic link" if (base / name).is_symlink() else "present"
+            result.warnings.append(f"{visible(rel)}: {kind} in the case folder but not recorded in the custody log")
+
+
+def _check_seals(case_dir: Path, chain: _Chain, case_id: str, trusted: str | None, result: VerifyResult) -> None:
+    """The newest seal must cover the whole chain, and every seal must match the chain and the trusted key."""
+    path = case_dir / SEALS_FILE
+    if path.is_symlink():
+        result.problems.append(f"{SEALS_FILE} is a symbolic link; seals not read")
+        return
+    lines, _ = split_lines(path.read_bytes()) if path.is_file() else ([], b"")
+    total = len(chain.heads)
+    seals: list[Seal] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            seal = parse_seal(line)
+        except ValueError:
+            result.problems.append(f"seal {number}: not a seal record (the seals file was altered)")
+            return
+        invalid = seal.problem()
+        if invalid is None and seal.case_id != case_id:
+            invalid = f"it seals case {visible(seal.case_id)}"
+        if invalid is None and not (0 < seal.records <= total and chain.heads[seal.records - 1] == seal.head):
+            invalid = (
+                f"it seals record {seal.records} with head {visible(seal.head)}, which this chain does not hold "
+                "(sealed records were changed, removed or re-chained)"
+            )
+        if invalid is not None:
+            result.problems.append(f"seal {number}: {invalid}")
+            return
+        seals.append(seal)
+    if trusted is None:
+        result.problems.append("no signing key is recorded at case creation and no --public-key was given")
+        return
+    if not seals:
+        result.problems.append(
+            f"UNSEALED: the chain of {total} records carries no seal, so nothing shows the signing key's holder "
+            "wrote it (it may have been rebuilt)"
+        )
+        return
+    foreign = next((seal for seal in seals if seal.key != trusted), None)
+    if foreign is not None:
+        result.problems.append(
+            f"WRONG KEY: seal {seals.index(foreign) + 1} is signed by {foreign.key}, not the expected {trusted}: "
+            "someone other than the expected key holder sealed this chain"
+        )
+        return
+    latest = seals[-1]
+    result.key = latest.key
+    if latest.records != total:
+        result.problems.append(
+            f"STALE SEAL: the newest seal covers {latest.records} of {total} records; records "
+            f"{latest.records + 1} to {total} were written after it without a seal"
+        )
+
+
+def _check_expected_head(expect_head: str, chain: _Chain, result: VerifyResult) -> None:
+    wanted = expect_head.strip().lower()
+    if not _HEX_HEAD.fullmatch(wanted):
+        result.problems.append(
+            f"--expect-head {visible(expect_head)} is not a chain head (16 to 64 hexadecimal digits as printed)"
+        )
+        return
+    found = [seq for seq, head in enumerate(chain.heads, start=1) if head.startswith(wanted)]
+    if not found:
+        result.problems.append(
+            f"expected head {wanted} is not in this chain: the records up to it were changed or removed"
+        )
+    elif len(found) > 1:
+        result.problems.append(f"--expect-head {wanted} matches records {found}; give more digits")
+    else:
+        result.notes.append(f"expected head {wanted} is record {found[0]} of {len(chain.heads)}")
+
+
+def _case_meta(case_dir: Path, result: VerifyResult) -> tuple[str, str] | None:
+    path = case_dir / CASE_META_FILE
+    try:
+        meta = json.loads(path.read_bytes())
+        case_id, created = meta["case_id"], meta["created"]
+    except (OSError, ValueError, KeyError, TypeError):
+        result.problems.append(f"{CASE_META_FILE} is missing or unreadable: the chain's first record cannot be checked")
+        return None
+    if not (isinstance(case_id, str) and isinstance(created, str)):
+        result.problems.append(f"{CASE_META_FILE} does not name a case id and creation time")
+        return None
+    return case_id, created
+
+
+def _custody_lines(case_dir: Path, result: VerifyResult) -> list[bytes] | None:
+    path = case_dir / CUSTODY_FILE
+    if path.is_symlink():
+        result.problems.append(f"{CUSTODY_FILE} is a symbolic link; not read")
+        return None
+    if not path.is_file():
+        result.problems.append(f"{case_dir}: no custody log in this folder")
+        return None
+    lines, torn = split_lines(path.read_bytes())
+    if torn:
+        result.problems.append(
+            f"{CUSTODY_FILE} ends in a torn record ({len(torn)} bytes without a newline): an interrupted write; "
+            "any cloudir command on the case moves it to custody.torn and records that"
+        )
+    if not lines:
+        result.problems.append(f"{CUSTODY_FILE} holds no record: an empty chain proves nothing")
+        return None
+    return lines
+
+
+def verify_case(case_dir: Path, expect_head: str | None = None, public_key: bytes | None = None) -> VerifyResult:
+    """Check a case offline: each stored record line and its link, the seals, and every artifact's SHA-256."""
+    result = VerifyResult(ok=False)
+    meta = _case_meta(case_dir, result)
+    lines = _custody_lines(case_dir, result)
+    if meta is None or lines is None:
+        return result
+    chain = _verify_chain(lines, *meta, result)
+    if chain is None:
+        return result
+    result.records = len(chain.heads)
+    result.head = chain.heads[-1]
+    trusted = fingerprint(public_key) if public_key is not None else chain.case_key
+    _check_seals(case_dir, chain, meta[0], trusted, result)
+    if expect_head is not None:
+        _check_expected_head(expect_head, chain, result)
+    _check_artifacts(case_dir, chain, result)
+    _list_unrecorded(case_dir, chain, result)
     result.ok = not result.problems
     return result

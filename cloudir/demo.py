@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 from rich.console import Console
 
-from cloudir.case import Case
+from cloudir.case import REPORTS_DIR, Case
 from cloudir.custody import VerifyResult, verify_case
 from cloudir.plan import Plan, StepObserver, run_plan
 from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest
@@ -45,8 +45,8 @@ def run_demo(
     from moto_fixtures.guard import sandbox_environment
     from moto_fixtures.sandbox import open_sandbox
 
-    with sandbox_environment():
-        case = Case.create(out, description=f"cloudir demo: planted incident on {', '.join(clouds)} (sandboxed)")
+    description = f"cloudir demo: planted incident on {', '.join(clouds)} (sandboxed)"
+    with sandbox_environment(), Case.create(out, description=description) as case:
         for cloud in clouds:
             console.rule(f"[bold]{esc(cloud)}: planted incident")
             with open_sandbox(cloud) as sandbox:
@@ -101,7 +101,7 @@ def _investigate(case: Case, clouds: list[str], console: Console, sigma_rules: P
     summary = run_analysis(db_path, sigma_rules=sigma_rules)
     with case.action("analyze", target="timeline.duckdb", findings=summary.findings):
         case.record_existing("timeline.duckdb")
-    report_path = write_report(case.root, case.root / "report.html", case=case)
+    report_path = write_report(case.root, case.root / REPORTS_DIR / "report.html", case=case)
     result = DemoResult(case=case, clouds=clouds, events=stats.ingested, findings=summary.findings, report=report_path)
     with duckdb.connect(str(db_path), read_only=True) as con:
         top = "SELECT score, actor, title FROM findings ORDER BY score DESC, first_time LIMIT 5"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,7 +13,7 @@ import typer
 from rich.table import Table
 
 from cloudir.cli.apps import app
-from cloudir.cli.common import console, err_console
+from cloudir.cli.common import console, err_console, held
 from cloudir.textsafe import esc
 
 if TYPE_CHECKING:
@@ -136,16 +137,31 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
     output: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
     limit: Annotated[int, typer.Option(help="Rows shown per table.")] = 30,
 ) -> None:
-    """Score the timeline: write findings and incidents tables into DB_PATH and print them ranked."""
-    from cloudir.analyze import run_analysis
+    """Score the timeline: write findings and incidents tables into DB_PATH and print them ranked.
 
-    summary = run_analysis(
+    A database inside a case is re-registered in its custody log with its new hash.
+    """
+    from cloudir.analyze import run_analysis
+    from cloudir.case import Case, case_root_of
+
+    analysis = partial(
+        run_analysis,
         db_path,
         sigma_rules=sigma_rules,
         baseline_until=baseline_until,
         incident_since=incident_since,
         min_score=min_score,
     )
+    root = case_root_of(db_path)
+    if root is None:
+        summary = analysis()
+    else:
+        case = held(Case.open(root))
+        rel = db_path.resolve().relative_to(root).as_posix()
+        with case.action("analyze", target=rel) as act:
+            summary = analysis()
+            act.details.update(findings=summary.findings, incidents=summary.incidents)
+            case.record_existing(rel)
     incidents = _rows(db_path, "SELECT * FROM incidents ORDER BY score DESC, first_time")
     findings = _rows(db_path, "SELECT * FROM findings ORDER BY score DESC, first_time")
     if output is OutputFormat.json:

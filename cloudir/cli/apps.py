@@ -10,7 +10,8 @@ import typer
 from typer.core import TyperGroup
 
 from cloudir import __version__
-from cloudir.cli.common import err_console
+from cloudir.caselock import set_wait_by_default
+from cloudir.cli.common import command_scope, err_console
 from cloudir.errors import CloudirError
 from cloudir.textsafe import esc
 
@@ -21,7 +22,8 @@ class CloudirGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         """Run the command, turning errors into messages."""
         try:
-            return super().invoke(ctx)
+            with command_scope():
+                return super().invoke(ctx)
         except CloudirError as exc:
             err_console.print(f"[bold red]error:[/] {esc(exc)}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
@@ -66,12 +68,21 @@ def _root(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the cloud SDKs' own log messages on stderr.")
     ] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            envvar="CLOUDIR_NO_WAIT",
+            help="Fail at once when another command holds the case (default: wait).",
+        ),
+    ] = False,
 ) -> None:
     """cloudir: preserve cloud evidence, collect control-plane logs, build a timeline, find the attacker."""
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     else:  # a handler on the root logger keeps SDK warnings off the terminal (no last-resort printing)
         logging.getLogger().addHandler(logging.NullHandler())
+    set_wait_by_default(not no_wait)
 
 
 acquire_app = sub_app("Preserve a target and acquire its evidence (snapshots, copies, metadata, raw images).")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cloudir import ops
+from cloudir.case import Case, add_notice_listener
 from cloudir.config import load_config
 from cloudir.errors import CloudirError
 from cloudir.ops import Progress, RunReport
@@ -47,6 +50,7 @@ def hidden(name: str) -> Any:
     """An older spelling of an option, still accepted and not shown in --help."""
     return typer.Option(name, hidden=True, show_default=False)
 
+
 StartOpt = Annotated[str | None, typer.Option(help="Window start, ISO 8601 UTC.")]
 EndOpt = Annotated[str | None, typer.Option(help="Window end, ISO 8601 UTC.")]
 AroundOpt = Annotated[str | None, typer.Option(help="Trigger time to build the window around.")]
@@ -55,6 +59,13 @@ AfterOpt = Annotated[str, typer.Option(help="With --around: how far forward.")]
 
 console = text_console()
 err_console = text_console(stderr=True)
+
+
+def _print_notice(message: str) -> None:
+    err_console.print(Text(message, style="dim"), soft_wrap=True)
+
+
+add_notice_listener(_print_notice)
 
 _STATUS_STYLE = {
     "running": "cyan",
@@ -104,8 +115,27 @@ def print_run(report: RunReport) -> None:
         err_console.print(f"[yellow]note:[/] {esc(note)}", soft_wrap=True)
     err_console.print(
         f"[green]{esc(report.run.plan.name)} complete[/] case {esc(case.case_id)} at {esc(case.root)} "
-        f"(custody head {case.custody.head[:16]}…, {case.custody.length} records)"
+        f"(custody head {case.custody.head}, {case.custody.length} records)"
     )
+
+
+_held_cases: list[ExitStack] = []
+
+
+@contextmanager
+def command_scope() -> Iterator[None]:
+    """The span of one command: every case it holds is closed (lock released, head announced) at its end."""
+    with ExitStack() as stack:
+        _held_cases.append(stack)
+        try:
+            yield
+        finally:
+            _held_cases.remove(stack)
+
+
+def held(case: Case) -> Case:
+    """Keep ``case`` (and its lock) for the rest of the running command; it is closed when the command ends."""
+    return _held_cases[-1].enter_context(case)
 
 
 def case_path(value: Path | None, default_name: str) -> Path:

@@ -1,4 +1,4 @@
-"""Core commands: verify."""
+"""Core commands: verify, key."""
 
 from __future__ import annotations
 
@@ -7,10 +7,20 @@ from typing import Annotated
 
 import typer
 
+from cloudir.case import CASE_FILE
+from cloudir.caselock import CaseLock
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console
 from cloudir.custody import verify_case
+from cloudir.signing import KEY_ENV, load_public_key, load_signer
 from cloudir.textsafe import esc
+
+key_app = typer.Typer(
+    help="The Ed25519 key that seals custody chains (kept outside every case).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(key_app, name="key")
 
 
 @app.command()
@@ -18,14 +28,32 @@ def verify(
     case_dir: Annotated[Path, typer.Argument(help="Case folder holding custody.jsonl.")],
     expect_head: Annotated[
         str | None,
-        typer.Option(help="Chain head hash noted at acquisition time; detects records removed from the end."),
+        typer.Option(help="A chain head printed earlier (full, or at least 16 hex digits): it must be in the chain."),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="PEM public key the seals must be signed with (default: the key recorded at creation)."),
     ] = None,
 ) -> None:
-    """Check a case offline: the custody hash chain and every artifact's SHA-256.
+    """Check a case offline: every stored custody record and its link, the seals, and every artifact's SHA-256.
 
-    Exit 0 when intact; exit 1 naming the first broken artifact or record.
+    Exit 0 only when the chain is intact, the newest seal covers all of it and is signed by the expected key,
+    and every recorded artifact matches; else exit 1 with one line per problem.
     """
-    result = verify_case(case_dir, expect_head=expect_head)
+    trusted = load_public_key(public_key) if public_key is not None else None
+    lock: CaseLock | None = None
+    if (case_dir / CASE_FILE).is_file():
+        try:
+            lock = CaseLock.acquire(case_dir, notify=lambda m: err_console.print(esc(m), style="dim"))
+        except OSError:  # a read-only copy of a case: verify without the writer lock
+            lock = None
+    try:
+        result = verify_case(case_dir, expect_head=expect_head, public_key=trusted)
+    finally:
+        if lock is not None:
+            lock.release()
+    for note in result.notes:
+        err_console.print(f"[cyan]note:[/] {esc(note)}", soft_wrap=True)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
     if not result.ok:
@@ -34,7 +62,24 @@ def verify(
             err_console.print(f"  also: {esc(problem)}", soft_wrap=True)
         raise typer.Exit(1)
     console.print(
-        f"[green]OK[/] {result.records} custody records chained, {result.artifacts_checked} artifacts match; "
-        f"head {esc(result.head)}",
+        f"[green]OK[/] {result.records} custody records chained and sealed, {result.artifacts_checked} artifacts "
+        f"match; head {esc(result.head)}; key {esc(result.key)}",
         soft_wrap=True,
     )
+
+
+@key_app.command("show")
+def key_show(
+    public_out: Annotated[
+        Path | None, typer.Option(help="Also write the public key (PEM) here, for `verify --public-key`.")
+    ] = None,
+) -> None:
+    """Print where the signing key is, its fingerprint and its public key (created on first use)."""
+    signer = load_signer()
+    console.print(f"signing key {esc(signer.path)}\nfingerprint {signer.fingerprint}", soft_wrap=True)
+    typer.echo(signer.public_pem(), nl=False)
+    if public_out is not None:
+        public_out.write_text(signer.public_pem(), encoding="utf-8")
+        err_console.print(f"public key written to {esc(public_out)}")
+    if signer.created:
+        err_console.print(f"created now; set {KEY_ENV} to keep it elsewhere")

@@ -39,7 +39,7 @@ def demo(
 
     Plants a compromised instance (in an autoscaling group, encrypted volume) and attacker API activity,
     then preserves, snapshots, copies, images, pulls logs, contains, builds the timeline, analyzes it,
-    writes report.html and verifies the chain of custody.
+    writes reports/report.html and verifies the chain of custody.
 
     Example: cloudir demo --out ./demo-case && cloudir verify ./demo-case
     """

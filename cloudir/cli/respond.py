@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cloudir.case import safe_name
+from cloudir.case import REPORTS_DIR, safe_name
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, print_step_status, render_plan
 from cloudir.errors import CloudirError
@@ -227,7 +227,9 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
 
 
 def _report_outcome(outcome: Outcome) -> None:
-    style = {"completed": "green", "awaiting-approval": "yellow", "duplicate": "cyan"}.get(outcome.status, "yellow")
+    style = {"completed": "green", "awaiting-approval": "yellow", "duplicate": "cyan", "in-progress": "cyan"}.get(
+        outcome.status, "yellow"
+    )
     if outcome.status == "failed":
         style = "bold red"
     console.print(f"[{style}]{esc(outcome.status)}[/] {esc(outcome.message)}", soft_wrap=True)
@@ -337,7 +339,10 @@ class ReportFormat(StrEnum):
 @app.command("report")
 def report_command(
     case_dir: Annotated[Path, typer.Argument(help="Case folder.")],
-    out: Annotated[Path | None, typer.Option(help="Output file (default: CASE_DIR/report.<format>).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output file (default: CASE_DIR/reports/report.<format>); inside the case only reports/."),
+    ] = None,
     fmt: Annotated[
         ReportFormat, typer.Option("--format", help="html: full report; md/json: incident summary.")
     ] = ReportFormat.html,
@@ -345,7 +350,7 @@ def report_command(
     """Write the investigation report (one self-contained HTML file) or the incident summary (md/json)."""
     from cloudir.report import write_report
 
-    path = write_report(case_dir, out or case_dir / f"report.{fmt.value}", fmt=fmt.value)
+    path = write_report(case_dir, out or case_dir / REPORTS_DIR / f"report.{fmt.value}", fmt=fmt.value)
     console.print(f"[green]report written[/] {esc(path)}", soft_wrap=True)
 
 

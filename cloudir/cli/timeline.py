@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cloudir.case import Case
+from cloudir.case import Case, case_root_of
 from cloudir.cli.apps import app, sub_app
-from cloudir.cli.common import console, err_console
+from cloudir.cli.common import console, err_console, held
 from cloudir.errors import CloudirError
 from cloudir.textsafe import csv_cell, esc, markdown_cell
 
@@ -93,6 +93,12 @@ def ingest(
     """Normalize CloudTrail, GCP audit, Azure Activity, Entra and Kubernetes audit logs into a timeline database."""
     from cloudir.timeline.ingest import ingest_paths
 
+    root = case_root_of(db)
+    if root is not None:
+        raise CloudirError(
+            f"{db} is inside case {root}: ingesting outside files would change its evidence without a record",
+            hint=f"pull the logs into the case and run: cloudir timeline build {root}",
+        )
     _report(ingest_paths(db, paths, memory_limit=memory_limit), db)
 
 
@@ -104,7 +110,7 @@ def build(
     """Build timeline.duckdb in a case from its logs, recorded in the custody log."""
     from cloudir.timeline.ingest import build_case_timeline
 
-    case = Case.open(case_dir)
+    case = held(Case.open(case_dir))
     _report(build_case_timeline(case, memory_limit=memory_limit), case_dir / "timeline.duckdb")
 
 

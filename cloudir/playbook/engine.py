@@ -18,7 +18,8 @@ from typing import Any
 
 from rich.console import Console
 
-from cloudir.case import CASE_FILE, Case, safe_name
+from cloudir.case import CASE_FILE, REPORTS_DIR, Case, safe_name
+from cloudir.caselock import CaseBusyError
 from cloudir.config import load_config
 from cloudir.custody import read_records
 from cloudir.errors import CapabilityNotSupportedError, CloudirError, PreconditionError
@@ -40,7 +41,7 @@ from cloudir.triggers import Trigger
 
 ProviderFactory = Callable[[Trigger], Provider]
 TIMELINE_DB = "timeline.duckdb"
-REPORT_FILE = "report.html"
+REPORT_FILE = f"{REPORTS_DIR}/report.html"
 
 
 def default_provider(trigger: Trigger) -> Provider:
@@ -98,7 +99,7 @@ class Outcome:
 
     finding_id: str
     case_dir: Path
-    status: str  # completed | completed with skipped steps | awaiting-approval | failed | duplicate
+    status: str  # completed | completed with skipped steps | awaiting-approval | failed | duplicate | in-progress
     message: str
     playbook: str | None = None
 
@@ -491,17 +492,57 @@ def respond(
     """Respond to one finding into ``case_dir``: idempotent on the finding id, resumable, approval-gated."""
     console = console or Console(stderr=True, quiet=True)
     previous = response_history(case_dir).get(trigger.finding_id)
-    status = previous["action"].removeprefix("response.") if previous else None
     if previous is not None:
         playbook_id = playbook_id or previous["details"].get("playbook")
-        params = {**previous["details"].get("params", {}), **(params or {})}
     # choose the playbook before touching the case: a finding no playbook handles leaves nothing behind
     playbook = select_playbook(trigger, playbooks if playbooks is not None else load_playbooks(), playbook_id)
-    case = (
-        Case.open(case_dir)
-        if (case_dir / CASE_FILE).exists()
-        else Case.create(case_dir, description=f"response to {trigger.source} finding {trigger.finding_id}")
-    )
+    case = _locked_case(trigger, case_dir)
+    if case is None:
+        message = f"finding {trigger.finding_id} is being handled by another delivery right now; this one did nothing"
+        return Outcome(trigger.finding_id, case_dir, "in-progress", message, playbook.id)
+    with case:
+        return _respond_locked(
+            case,
+            trigger,
+            playbook,
+            provider_factory,
+            approve=approve,
+            resume=resume,
+            params=params,
+            console=console,
+            observer=observer,
+        )
+
+
+def _locked_case(trigger: Trigger, case_dir: Path) -> Case | None:
+    """The response's case, locked for the whole response; None when another delivery of this finding holds it."""
+    purpose = f"respond to finding {trigger.finding_id}"
+    description = f"response to {trigger.source} finding {trigger.finding_id}"
+    try:
+        return Case.open_or_create(case_dir, resume=True, description=description, wait=False, purpose=purpose)
+    except CaseBusyError as busy:
+        if busy.purpose == purpose:
+            return None
+    return Case.open_or_create(case_dir, resume=True, description=description, purpose=purpose)
+
+
+def _respond_locked(
+    case: Case,
+    trigger: Trigger,
+    playbook: Playbook,
+    provider_factory: ProviderFactory,
+    *,
+    approve: bool,
+    resume: bool,
+    params: dict[str, Any] | None,
+    console: Console,
+    observer: StepObserver | None,
+) -> Outcome:
+    case_dir = case.root
+    previous = response_history(case_dir).get(trigger.finding_id)  # read again under the lock
+    status = previous["action"].removeprefix("response.") if previous else None
+    if previous is not None:
+        params = {**previous["details"].get("params", {}), **(params or {})}
     if status == "completed" or (status == "awaiting-approval" and not approve):
         hint = f"; approve containment with: cloudir respond --case {case_dir} --approve" if not approve else ""
         case.custody.append(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cloudir.case import Case
-from cloudir.custody import ApiCall, read_records, verify_case
+from cloudir.custody import ApiCall, genesis_hash, line_hash, read_records, verify_case
 
 
 @pytest.fixture
@@ -27,9 +27,11 @@ def case(tmp_path: Path) -> Case:
 def test_records_are_chained_and_carry_calls_and_hashes(case: Case) -> None:
     records = read_records(case.root / "custody.jsonl")
     assert [r["seq"] for r in records] == [1, 2, 3, 4]
-    assert records[0]["prev_hash"] == "0" * 64
-    for prev, rec in itertools.pairwise(records):
-        assert rec["prev_hash"] == prev["hash"]
+    lines = (case.root / "custody.jsonl").read_bytes().splitlines()
+    assert records[0]["prev_hash"] == genesis_hash("cir-test", case.meta["created"])
+    for (prev, _), (_, rec) in itertools.pairwise(zip(lines, records, strict=True)):
+        assert rec["prev_hash"] == line_hash(prev)  # the hash of the stored bytes, as written
+    assert case.custody.head == line_hash(lines[-1])
     acquire = records[1]
     assert acquire["api_calls"][0]["operation"] == "DescribeInstances"
     assert acquire["api_calls"][0]["request_id"] == "req-1"
@@ -89,28 +91,47 @@ def test_reordered_records_are_detected(case: Case) -> None:
     assert "record 3" in str(result.first_problem)
 
 
-def test_truncated_tail_is_detected_with_expected_head(case: Case) -> None:
-    head = case.custody.head
+def test_dropped_last_record_breaks_its_seal(case: Case) -> None:
     path = case.root / "custody.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1]) + "\n")
-    assert verify_case(case.root).ok  # undetectable without an anchor ...
-    result = verify_case(case.root, expect_head=head)  # ... detected with the noted head
+    result = verify_case(case.root)
     assert not result.ok
-    assert "head" in str(result.first_problem)
+    assert "seal 4: it seals record 4" in str(result.first_problem)
 
 
-def test_rehashed_forged_record_still_breaks_the_link(case: Case) -> None:
-    from cloudir.custody import record_hash
+def test_dropped_records_and_seals_are_caught_by_the_noted_head(case: Case) -> None:
+    head = case.custody.head
+    for name in ("custody.jsonl", "seals.jsonl"):
+        path = case.root / name
+        path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
+    assert verify_case(case.root).ok  # a consistent, sealed shorter chain: only an anchor outside the case shows it
+    result = verify_case(case.root, expect_head=head)
+    assert not result.ok
+    assert f"expected head {head} is not in this chain" in str(result.first_problem)
 
+
+def test_rechained_forged_record_breaks_the_seals(case: Case) -> None:
     path = case.root / "custody.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
     records[1]["details"]["note"] = "forged"
-    records[1]["hash"] = record_hash(records[1])
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    _rechain(path, records)
     result = verify_case(case.root)
     assert not result.ok
-    assert "record 3" in str(result.first_problem)
+    assert "seal 2:" in str(result.first_problem)
+    assert "does not hold" in str(result.first_problem)
+
+
+def _rechain(path: Path, records: list[dict[str, object]]) -> None:
+    """Rewrite the log with every link recomputed, as an attacker without the signing key would."""
+    from cloudir.durable import canonical_json
+
+    lines = []
+    for record in records:
+        if lines:
+            record["prev_hash"] = line_hash(lines[-1])
+        lines.append(canonical_json(record))
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
 
 
 def test_unrecorded_file_is_a_warning(case: Case) -> None:

@@ -15,7 +15,7 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
     assert result.exit_code == 0, result.output
     assert "demo complete" in result.output
     assert verify_case(out).ok
-    assert (out / "report.html").is_file()
+    assert (out / "reports" / "report.html").is_file()
     assert list((out / "images" / "aws").glob("*.raw"))
     with duckdb.connect(str(out / "timeline.duckdb"), read_only=True) as con:
         clouds = dict(con.execute("SELECT cloud, count(*) FROM events GROUP BY cloud").fetchall())

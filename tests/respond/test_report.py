@@ -87,7 +87,7 @@ def hostile_case(tmp_path: Path) -> Path:
 
 
 def test_html_report_escapes_attacker_strings_and_is_self_contained(hostile_case: Path) -> None:
-    out = write_report(hostile_case, hostile_case / "report.html")
+    out = write_report(hostile_case, hostile_case / "reports" / "report.html")
     html = out.read_text(encoding="utf-8")
     assert html.count("<script>") == 1  # only the report's own script
     for marker in ("PWNED-UA", "PWNED-IMG", "PWNED-TITLE"):

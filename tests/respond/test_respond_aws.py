@@ -47,7 +47,7 @@ def test_cli_respond_resumes_after_a_failed_step_then_approves(
     case_id = json.loads((case_dir / "case.json").read_text())["case_id"]
     assert sandbox.snapshots_for_case(case_id)
     assert (case_dir / "timeline.duckdb").is_file()
-    assert "awaiting approval" in (case_dir / "report.html").read_text()
+    assert "awaiting approval" in (case_dir / "reports" / "report.html").read_text()
 
     [trigger] = parse_triggers(aws_incident.finding)  # the same finding delivered again, through the library
     again = respond(trigger, case_dir, provider_factory=aws_incident.provider_factory)
@@ -113,7 +113,7 @@ def test_lambda_handler_contains_instance_and_key_when_preapproved(
     assert statuses[key] == "Inactive"
     case_dir = Path(outcome["case_dir"])
     assert case_dir.parent == case_root
-    assert (case_dir / "report.html").is_file()
+    assert (case_dir / "reports" / "report.html").is_file()
     assert verify_case(case_dir).ok
     again = handler(event, None, provider_factory=aws_incident.provider_factory)
     assert again["outcomes"][0]["status"] == "duplicate"

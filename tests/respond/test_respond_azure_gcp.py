@@ -38,7 +38,7 @@ def serverless_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def _check_case(case_dir: Path) -> dict[str, Any]:
     """A finished response left evidence, a timeline with findings, a report and a verifiable custody log."""
     assert (case_dir / "timeline.duckdb").is_file()
-    assert (case_dir / "report.html").is_file()
+    assert (case_dir / "reports" / "report.html").is_file()
     assert list((case_dir / "notifications").glob("*.md"))
     actions = [r["action"] for r in read_records(case_dir / "custody.jsonl")]
     assert "timeline.build" in actions

@@ -1,0 +1,13 @@
+"""Settings every test shares."""
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def signing_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test seals with its own key in a temporary folder, never the user's (subprocesses inherit it)."""
+    path = tmp_path_factory.mktemp("signing") / "signing-key.pem"
+    monkeypatch.setenv("CLOUDIR_SIGNING_KEY", str(path))
+    return path
