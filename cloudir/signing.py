@@ -1,8 +1,9 @@
 """The Ed25519 key that seals custody chains: one file outside every case, created on first use.
 
-The key lives at ``$CLOUDIR_SIGNING_KEY`` when set, else ``$XDG_CONFIG_HOME/cloudir/signing-key.pem``
-(``~/.config/cloudir/signing-key.pem``). Its fingerprint is ``SHA256:`` and the hex SHA-256 of the raw
-32-byte public key; verification needs only the public key, which each seal carries.
+The key lives at ``$CLOUDIR_SIGNING_KEY`` when set, else at ``[signing] key`` of the configuration file
+(:mod:`cloudir.config`), else ``$XDG_CONFIG_HOME/cloudir/signing-key.pem`` (``~/.config/cloudir/signing-key.pem``).
+Its fingerprint is ``SHA256:`` and the hex SHA-256 of the raw 32-byte public key; verification needs only
+the public key, which each seal carries.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from cloudir.config import load_config
 from cloudir.errors import CloudirError
 
 KEY_ENV = "CLOUDIR_SIGNING_KEY"
@@ -24,9 +26,9 @@ ALGORITHM = "ed25519"
 
 def default_key_path() -> Path:
     """Where the signing key is read from (and created when missing)."""
-    override = os.environ.get(KEY_ENV)
-    if override:
-        return Path(override).expanduser()
+    configured = load_config().signing_key  # $CLOUDIR_SIGNING_KEY or the config file's [signing] key
+    if configured is not None:
+        return configured
     config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(config) / "cloudir" / "signing-key.pem"
 
