@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 import cloudir.cli  # noqa: F401 - registers the commands
 from cloudir.analyze import run_analysis
+from cloudir.case import Case
 from cloudir.cli.apps import app
 from tests.analyze.builder import T0, event, routine, write_db
 
@@ -82,8 +83,7 @@ def test_a_short_log_is_scored_whole_with_tenant_rarity_not_everyone_new(tmp_pat
 
 def test_the_case_trigger_sets_the_window(tmp_path: Path) -> None:
     case = tmp_path / "case"
-    case.mkdir()
-    (case / "case.json").write_text("{}")
+    Case.create(case).close()  # a real case: analyze records the database it rewrites in its custody log
     (case / "triggers").mkdir()
     trigger_time = T0 + timedelta(days=12, hours=6)
     (case / "triggers" / "f1.json").write_text(
