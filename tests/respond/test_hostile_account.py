@@ -41,8 +41,9 @@ def test_finding_for_another_account_is_refused_before_any_change(aws_incident: 
     finding["account"] = finding["detail"]["accountId"] = "999999999999"  # the instance id is in the caller's account
     code, output, case_dir = _respond(aws_incident, tmp_path, finding)
     assert code == 2, output
-    assert output.startswith("error: refused: the finding names account 999999999999 but this tool acts in account ")
-    assert len(output.strip().splitlines()) == 1
+    head_line, error_line = output.strip().splitlines()  # the sealed head of the case, then the one-line refusal
+    assert head_line.startswith("custody head ")
+    assert error_line.startswith("error: refused: the finding names account 999999999999 but this tool acts in account")
     assert not aws_incident.sandbox.is_preserved(aws_incident.incident)
     assert not aws_incident.sandbox.is_isolated(aws_incident.incident)
     assert _changing_calls(case_dir) == []
