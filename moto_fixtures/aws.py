@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ import botocore.loaders
 import botocore.session
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
-from moto.core.botocore_stubber import MockRawResponse
+from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 from moto.ebs.models import EBSSnapshot, ebs_backends
 from moto.ec2.models.elastic_block_store import EBSBackend as Ec2EbsBackend
 from moto.kms.models import kms_backends
@@ -48,6 +49,12 @@ def block_checksum(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+def _profile_parameter(request: dict[str, Any]) -> str:
+    """The instance profile ARN (or name) of a serialized EC2 query request."""
+    body = request.get("body") or {}
+    return str(body.get("IamInstanceProfile.Arn") or body.get("IamInstanceProfile.Name") or "")
+
+
 class AwsSandbox:
     """moto's mock_aws with fake credentials, disk content for EBS direct reads, and failure injection."""
 
@@ -64,6 +71,9 @@ class AwsSandbox:
         self._failures: dict[str, str] = {}  # operation -> error code of its next call
         self._throttles: dict[str, int] = {}  # operation -> how many more sends answer RequestLimitExceeded
         self.throttled: list[str] = []  # operations answered with a throttle, in order
+        # A new instance profile is unknown to EC2 for this long (real accounts: several seconds).
+        self.iam_propagation_seconds = 0.5
+        self._new_profiles: dict[str, float] = {}  # profile name the tool created -> monotonic creation time
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> AwsSandbox:
@@ -74,9 +84,12 @@ class AwsSandbox:
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "create_snapshot", self._wrap_create_snapshot()))
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "copy_snapshot", self._wrap_copy_snapshot()))
         # Armed before any client exists, so clients made earlier and later (the CLI's own sessions) all see it.
-        for handler in (("before-call.*.*", self._inject_failure), ("before-send.*.*", self._inject_throttle)):
-            botocore.handlers.BUILTIN_HANDLERS.append(handler)
-            self._stack.callback(botocore.handlers.BUILTIN_HANDLERS.remove, handler)
+        handler = ("before-call.*.*", self._inject_failure)
+        botocore.handlers.BUILTIN_HANDLERS.append(handler)
+        self._stack.callback(botocore.handlers.BUILTIN_HANDLERS.remove, handler)
+        # botocore calls every before-send handler, so a throttle must answer instead of moto, not beside it: a
+        # throttled request is refused before it executes, as AWS does, and only the SDK's retry runs it again.
+        self._stack.enter_context(mock.patch.object(BotocoreStubber, "__call__", self._throttled_stubber()))
         # Sessions made inside the sandbox (ours, the CLI's) parse each service model once per process.
         self._stack.enter_context(mock.patch.object(botocore.session, "create_loader", return_value=_MODEL_LOADER))
         self.session = boto3.Session(region_name=self.region)
@@ -150,9 +163,29 @@ class AwsSandbox:
         finally:
             self._failures.pop(operation, None)
 
-    def _inject_failure(self, model: Any, **_: Any) -> Any:
-        """A before-call handler: short-circuits a call armed by :meth:`fail_next` with an error response."""
+    def _unpropagated_profile(self, model: Any, params: dict[str, Any]) -> bool:
+        """IAM is eventually consistent: EC2 does not know an instance profile for a few seconds after creation."""
+        if model.name not in {"AssociateIamInstanceProfile", "ReplaceIamInstanceProfileAssociation"}:
+            return False
+        created = self._new_profiles.get(_profile_parameter(params).rsplit("/", 1)[-1])
+        return created is not None and time.monotonic() - created < self.iam_propagation_seconds
+
+    def _inject_failure(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
+        """A before-call handler: short-circuits a call armed by :meth:`fail_next` (or refused by IAM propagation)."""
         error_code = self._failures.pop(model.name, None)
+        user_agent = str((params.get("headers") or {}).get("User-Agent", ""))
+        if model.name == "CreateInstanceProfile" and "cloudir/" in user_agent:  # the tool's own new profile
+            self._new_profiles[str((params.get("body") or {}).get("InstanceProfileName"))] = time.monotonic()
+        if error_code is None and self._unpropagated_profile(model, params):
+            message = (
+                f"Value ({_profile_parameter(params)}) for parameter iamInstanceProfile.arn is invalid. "
+                "Invalid IAM Instance Profile ARN"
+            )
+            parsed = {
+                "Error": {"Code": "InvalidParameterValue", "Message": message},
+                "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "sandbox-iam-propagation"},
+            }
+            return AWSResponse("https://sandbox.invalid/", 400, {}, None), parsed
         if error_code is None:
             return None
         status = 500 if error_code in {"InternalError", "ServiceUnavailable"} else 400
@@ -171,18 +204,23 @@ class AwsSandbox:
         finally:
             self._throttles.pop(operation, None)
 
-    def _inject_throttle(self, event_name: str, **_: Any) -> Any:
-        """A before-send handler (inside the SDK's retry loop): answers an armed send with a throttling error."""
-        operation = event_name.rsplit(".", 1)[-1]
-        if self._throttles.get(operation, 0) <= 0:
-            return None
-        self._throttles[operation] -= 1
-        self.throttled.append(operation)
-        body = (
-            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
-            "</Error></Errors><RequestID>sandbox-throttle</RequestID></Response>"
-        )
-        return AWSResponse("https://sandbox.invalid/", 503, {}, MockRawResponse(body))
+    def _throttled_stubber(self) -> Any:
+        """moto's request handler, answering an armed send with RequestLimitExceeded instead of executing it."""
+        original = BotocoreStubber.__call__
+
+        def stub(stubber: BotocoreStubber, event_name: str, request: Any, **kwargs: Any) -> Any:
+            operation = event_name.rsplit(".", 1)[-1]
+            if not stubber.enabled or self._throttles.get(operation, 0) <= 0:
+                return original(stubber, event_name, request, **kwargs)
+            self._throttles[operation] -= 1
+            self.throttled.append(operation)
+            body = (
+                "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
+                "</Error></Errors><RequestID>sandbox-throttle</RequestID></Response>"
+            )
+            return AWSResponse(request.url, 503, {}, MockRawResponse(body))
+
+        return stub
 
     # -- the planted incident ------------------------------------------------------------------------------
     def plant_incident(self) -> PlantedIncident:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -17,6 +19,22 @@ TAG_VOLUME = "cloudir:source-volume"
 TAG_SNAPSHOT = "cloudir:source-snapshot"
 TAG_INSTANCE = "cloudir:instance-id"
 AWS_MANAGED = "AWS"
+# IAM is eventually consistent: EC2 refuses a just-created instance profile with this error for several seconds.
+IAM_PROPAGATION_DELAYS = (1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
+_T = TypeVar("_T")
+
+
+def until_iam_propagates(call: Callable[[], _T], *, delays: tuple[float, ...] = IAM_PROPAGATION_DELAYS) -> _T:
+    """``call()``, retried after each delay while EC2 answers that the instance profile is invalid (not yet known)."""
+    for delay in delays:
+        try:
+            return call()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") != "InvalidParameterValue" or "Instance Profile" not in str(error.get("Message")):
+                raise
+        time.sleep(delay)
+    return call()
 
 
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import ContainOptions, Target, TargetKind
 from providers.aws.acquire import symbolic_instance
 from providers.aws.calls import planned
-from providers.aws.common import TAG_CASE, tag_list
+from providers.aws.common import TAG_CASE, tag_list, until_iam_propagates
 from providers.aws.principals import REVOKE_POLICY, now_iso, plan_contain_principal, revoke_policy
 from providers.aws.session import AwsClients, aws_errors
 
@@ -156,8 +156,10 @@ def _profile_steps(clients: AwsClients, region: str, iid: str, profile_name: str
             active = [a for a in associations if a.get("State") in {"associated", "associating"}]
             if not active or active[0]["IamInstanceProfile"]["Arn"] == quarantine["Arn"]:
                 return {"replaced": None, "quarantine": quarantine["Arn"]}
-            ec2.replace_iam_instance_profile_association(
-                AssociationId=active[0]["AssociationId"], IamInstanceProfile={"Arn": quarantine["Arn"]}
+            until_iam_propagates(
+                lambda: ec2.replace_iam_instance_profile_association(
+                    AssociationId=active[0]["AssociationId"], IamInstanceProfile={"Arn": quarantine["Arn"]}
+                )
             )
         return {"replaced": active[0]["IamInstanceProfile"]["Arn"], "quarantine": quarantine["Arn"]}
 

@@ -178,3 +178,13 @@ def test_plan_steps_have_stable_ids_and_kinds(aws_sandbox: AwsSandbox, aws_incid
     for step in first.steps:
         for call in step.calls:
             assert f"{call.service}:{call.operation}" in permissions
+
+
+def test_throttled_snapshot_calls_are_refused_before_they_run_and_leave_no_orphans(
+    aws_sandbox: AwsSandbox, multi_volume_instance: str, acquire: Acquire
+):
+    with aws_sandbox.throttle("CreateSnapshots", 2):
+        case, result = acquire(multi_volume_instance)
+    assert result.ok
+    assert aws_sandbox.throttled == ["CreateSnapshots", "CreateSnapshots"]  # the SDK retried twice
+    assert len(aws_sandbox.snapshots_for_case(case.case_id)) == 4  # one per volume: the throttled sends made none

@@ -2,6 +2,7 @@
 
 import json
 
+from cloudir.custody import read_records
 from cloudir.plan import run_plan
 from cloudir.provider import ContainOptions, TargetKind, TargetQuery
 from moto_fixtures.aws import AwsSandbox
@@ -59,3 +60,22 @@ def test_key_compromise_deactivates_keys_and_denies_sessions(
     iam = aws_sandbox.client("iam")
     assert {k["Status"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]} == {"Inactive"}
     assert REVOKE_POLICY in iam.list_user_policies(UserName=user)["PolicyNames"]
+
+
+def test_quarantine_profile_swap_waits_for_iam_propagation(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    case, _ = acquire(aws_incident.extra["instance_id"])
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    target = provider.find_target(aws_incident.target)
+    result = run_plan(provider.plan_contain(target, ContainOptions()), case)
+    assert result.ok
+    swaps = [
+        call["outcome"]
+        for record in read_records(case.root / "custody.jsonl")
+        for call in record["api_calls"]
+        if call["operation"] == "ReplaceIamInstanceProfileAssociation"
+    ]
+    assert len(swaps) == 2  # refused once while EC2 did not know the new profile, then accepted
+    assert swaps[0] != swaps[1]
