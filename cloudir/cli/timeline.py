@@ -75,12 +75,19 @@ def _report(stats: IngestStats, target: Path) -> None:
         + (f"; {stats.unchanged} files already ingested (same SHA-256), not read again" if stats.unchanged else ""),
         soft_wrap=True,
     )
-    if stats.quarantined or stats.repaired:
+    flows = stats.flows
+    if flows.files:
+        console.print(
+            f"{esc(target)}: {flows.ingested} flow records, {flows.duplicates} duplicate, "
+            f"{flows.quarantined} quarantined from {flows.files} flow-log files (table flows)",
+            soft_wrap=True,
+        )
+    if stats.quarantined or stats.repaired or flows.quarantined:
         err_console.print(
-            f"[yellow]note:[/] {stats.quarantined} records quarantined, {stats.repaired} repaired; "
+            f"[yellow]note:[/] {stats.quarantined + flows.quarantined} records quarantined, {stats.repaired} repaired; "
             "see `SELECT * FROM quarantine`"
         )
-    if stats.ingested + stats.duplicates == 0 and not stats.unchanged:
+    if stats.ingested + stats.duplicates + flows.ingested + flows.duplicates == 0 and not stats.unchanged:
         raise CloudirError("nothing readable was ingested")
 
 

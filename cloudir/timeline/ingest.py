@@ -29,6 +29,7 @@ import duckdb
 from cloudir.errors import CloudirError
 from cloudir.timeline import reader
 from cloudir.timeline.db import connect_for_ingest, default_memory_limit
+from cloudir.timeline.flows import FlowStats, detect_flow_log, ingest_flows
 from cloudir.timeline.formats import CONTAINERS, MAPPED_COLUMNS, RECORD_FORMATS
 from cloudir.timeline.schema import EVENTS_COLUMNS, EVENTS_INDEXES
 
@@ -86,6 +87,7 @@ class IngestStats:
     unchanged: int = 0  # files already ingested with the same name and SHA-256 (not read again)
     per_format: dict[str, int] = field(default_factory=dict)
     accounts: list[FileAccount] = field(default_factory=list)
+    flows: FlowStats = field(default_factory=FlowStats)  # flow-log files go to the ``flows`` table
 
     @property
     def records(self) -> int:
@@ -114,6 +116,7 @@ class IngestStats:
             "skipped_files": self.skipped,
             "unchanged_files": self.unchanged,
             "per_format": dict(sorted(self.per_format.items())),
+            "flows": self.flows.as_dict(),
         }
 
 
@@ -170,6 +173,7 @@ def ingest_paths(
             "UPDATE events SET is_responder = true WHERE NOT is_responder "
             "AND request_id IN (SELECT request_id FROM responder_ids)"
         )
+        ingest_flows(con, paths, source_root, stats.flows)
         con.execute(EVENTS_INDEXES)
         con.execute("CHECKPOINT")
     finally:
@@ -202,7 +206,7 @@ def build_case_timeline(case: Case, *, memory_limit: str | None = None) -> Inges
         )
         act.details.update(stats.as_dict())
         case.record_existing(TIMELINE_FILE)
-        if stats.ingested + stats.duplicates == 0 and not stats.unchanged:
+        if stats.ingested + stats.duplicates + stats.flows.ingested + stats.flows.duplicates == 0 and not stats.unchanged:
             raise CloudirError(f"none of the {stats.files} log files under {logs} held a readable event")
     return stats
 
@@ -229,7 +233,7 @@ def _discover(paths: Sequence[Path], source_root: Path | None, work: Path) -> tu
     unique = list(dict.fromkeys(found))
     files: list[_SourceFile] = []
     for path in unique:
-        if path.name in NOT_EVENT_FILES or set(path.parts) & set(NOT_EVENT_FOLDERS):
+        if path.name in NOT_EVENT_FILES or set(path.parts) & set(NOT_EVENT_FOLDERS) or detect_flow_log(path):
             continue
         kind, compression = _sniff(path)
         if kind == "empty":
