@@ -1,11 +1,7 @@
 import random
 from datetime import timedelta
-from pathlib import Path
 
-import duckdb
-
-from cloudir.analyze import run_analysis
-from tests.analyze.builder import T0, event, routine, write_db
+from tests.analyze.builder import T0, event, routine
 from tests.analyze.conftest import Analyze
 
 INCIDENT = T0 + timedelta(days=21, hours=11)
@@ -110,20 +106,3 @@ def test_periodic_job_known_from_the_baseline_and_random_activity_are_not_beacon
     ]
     _, findings = analyze(rows)
     assert [f for f in findings if f["analyzer"] == "beaconing"] == []
-
-
-def test_flow_log_beacon_when_the_table_exists(tmp_path: Path) -> None:
-    db = write_db(tmp_path / "t.duckdb", routine(BASE, days=22))
-    with duckdb.connect(str(db)) as con:
-        con.execute(
-            "CREATE TABLE flow_logs (time TIMESTAMP, src_addr VARCHAR, dst_addr VARCHAR, dst_port INTEGER, "
-            "bytes BIGINT)"
-        )
-        con.executemany(
-            "INSERT INTO flow_logs VALUES (?, '10.0.0.5', '203.0.113.9', 443, 512)",
-            [[INCIDENT + timedelta(seconds=60 * i)] for i in range(30)],
-        )
-    run_analysis(db, baseline_until=T0.replace(day=21))
-    with duckdb.connect(str(db), read_only=True) as con:
-        rows = con.execute("SELECT rule, title FROM findings WHERE analyzer = 'beaconing'").fetchall()
-    assert rows == [("flow-beacon", "Periodic activity every 60 s: 10.0.0.5 -> 203.0.113.9:443")]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from cloudir.timeline.flows import aws, azure, gcp
+from cloudir.timeline.flows import aws, azure, gcp, inventory
 from cloudir.timeline.flows.schema import FLOWS_COLUMNS, FLOWS_DDL
 
 SNIFF_BYTES = 1 << 16
@@ -35,6 +35,7 @@ class FlowStats:
     duplicates: int = 0
     quarantined: int = 0
     per_format: dict[str, int] = field(default_factory=dict)
+    instances: int = 0  # inventory rows (instances owning the interfaces), not flow records
 
     def as_dict(self) -> dict[str, object]:
         """Plain-dict form for custody details and JSON output."""
@@ -45,6 +46,7 @@ class FlowStats:
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
             "per_format": dict(sorted(self.per_format.items())),
+            "instances": self.instances,
         }
 
 
@@ -53,7 +55,7 @@ class _FlowFile:
     number: int
     path: Path
     name: str
-    kind: str  # aws_text | aws_cloudwatch | aws_parquet | azure | gcp
+    kind: str  # aws_text | aws_cloudwatch | aws_parquet | azure | gcp | aws_instances (inventory)
     compression: str
     fields: tuple[str, ...]  # AWS: the record's field names
     header: bool  # AWS text: the first line names the fields
@@ -90,6 +92,8 @@ def detect_flow_log(path: Path) -> str | None:
             return "azure"
         if any(marker in text for marker in gcp.DETECT_MARKERS):
             return "gcp"
+        if inventory.DETECT_MARKER in text:
+            return "aws_instances"
         if _CLOUDWATCH_PAGE.search(text) and (
             (path.parent / SERIES_REQUEST).is_file() or _DEFAULT_RECORD.search(_first_message(text))
         ):
@@ -154,6 +158,7 @@ def ingest_flows(
 ) -> None:
     """Ingest every flow-log file among ``paths`` into ``flows`` (created if missing), batch by batch."""
     con.execute(FLOWS_DDL)
+    con.execute(inventory.INSTANCES_DDL)
     files = discover(paths, source_root)
     stats.files += len(files)
     for batch in _batches(files):
@@ -190,14 +195,15 @@ def _chunks(files: list[_FlowFile]) -> Iterator[list[_FlowFile]]:
         yield files[start : start + FILES_PER_READ]
 
 
-_STAGED = ", ".join(["file_no", "position", *FLOWS_COLUMNS, "raw", "problem"])
+_STAGED = ", ".join(["file_no", "position", *FLOWS_COLUMNS, "raw", "problem", "flow_uid"])
 
 
 def _insert(con: duckdb.DuckDBPyConnection, mapped: dict[str, str], source: str, problem: str) -> None:
     """Insert the mapped rows of ``source`` into ``flow_staged``; ``problem`` names a structural defect."""
     select = ", ".join(f"{mapped[column]} AS {column}" for column in FLOWS_COLUMNS)
     con.execute(
-        f"INSERT INTO flow_staged ({_STAGED}) SELECT file_no, position, {select}, raw, {problem} FROM ({source})"
+        f"INSERT INTO flow_staged ({_STAGED}) SELECT *, {_UID} AS flow_uid FROM (SELECT * EXCLUDE (problem), "
+        f"{_PROBLEM} AS problem FROM (SELECT file_no, position, {select}, raw, {problem} AS problem FROM ({source})))"
     )
 
 
@@ -298,6 +304,13 @@ def _stage_documents(con: duckdb.DuckDBPyConnection, files: list[_FlowFile]) -> 
         f"WHERE file_no IN (SELECT file_no FROM flow_kinds WHERE kind = 'gcp')",
         gcp.problem(),
     )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE flow_instances AS "
+        + inventory.load_sql(
+            "SELECT file_no, doc FROM flow_docs WHERE file_no IN (SELECT file_no FROM flow_kinds "
+            "WHERE kind = 'aws_instances')"
+        )
+    )
     con.execute("DROP TABLE flow_docs")
 
 
@@ -323,10 +336,10 @@ _PROBLEM = (
     "WHEN coalesce(log_status, 'OK') = 'OK' AND (src_addr IS NULL OR dst_addr IS NULL) "
     "THEN 'no source or destination address' END)"
 )
-_UID = "md5_number(list_value(" + ", ".join(f"CAST({c} AS VARCHAR)" for c in FLOWS_COLUMNS) + ")::VARCHAR)"
+_UID = "md5_number(concat_ws('|', source_format, interface, network, raw))"
+"""Exact duplicates: the same record (line, tuple of the same interface, log entry) of the same format."""
 
 _FINISH_SQL = f"""
-UPDATE flow_staged SET problem = {_PROBLEM};
 CREATE OR REPLACE TEMP TABLE flow_new_quarantine AS
 SELECT f.name AS source_file, s.position AS source_position, s.problem || ' (' || coalesce(s.source_format, '?')
        || ')' AS reason, s.raw
@@ -340,11 +353,12 @@ WHERE NOT EXISTS (
       AND q.reason = n.reason
 );
 CREATE OR REPLACE TEMP TABLE flow_keep AS
-SELECT {_UID} AS flow_uid, s.*, f.name AS source_file FROM flow_staged s JOIN flow_kinds f USING (file_no)
-WHERE s.problem IS NULL
-QUALIFY row_number() OVER (PARTITION BY flow_uid ORDER BY s.file_no, s.position) = 1;
-DELETE FROM flow_keep WHERE flow_uid IN (SELECT flow_uid FROM flows);
+SELECT s.*, f.name AS source_file FROM flow_staged s JOIN flow_kinds f USING (file_no)
+WHERE s.problem IS NULL AND s.flow_uid NOT IN (SELECT flow_uid FROM flows)
+QUALIFY row_number() OVER (PARTITION BY s.flow_uid ORDER BY s.file_no, s.position) = 1;
 INSERT INTO flows SELECT flow_uid, {", ".join(FLOWS_COLUMNS)}, source_file, position, raw FROM flow_keep;
+DELETE FROM instances WHERE (cloud, instance) IN (SELECT (cloud, instance) FROM flow_instances);
+INSERT INTO instances SELECT i.* EXCLUDE (file_no), k.name FROM flow_instances i JOIN flow_kinds k USING (file_no);
 """
 
 
@@ -360,12 +374,17 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[_FlowFile], stats:
     for source in batch:
         if source.kind == "aws_parquet":
             _stage_parquet(con, source)
-    documents = [f for f in batch if f.kind in {"azure", "gcp"}]
+    documents = [f for f in batch if f.kind in {"azure", "gcp", "aws_instances"}]
     if documents:
         _stage_documents(con, documents)
+    con.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS flow_instances AS "
+        "SELECT * EXCLUDE (source_file), 0 AS file_no FROM instances LIMIT 0"
+    )
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(_FINISH_SQL)
+        stats.instances += _scalar(con, "SELECT count(*) FROM flow_instances")
         quarantined = _scalar(con, "SELECT count(*) FROM flow_new_quarantine")
         valid = _scalar(con, "SELECT count(*) FROM flow_staged WHERE problem IS NULL")
         rows = con.execute("SELECT source_format, count(*) FROM flow_keep GROUP BY 1").fetchall()
@@ -373,7 +392,9 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[_FlowFile], stats:
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    con.execute("DROP TABLE flow_staged; DROP TABLE flow_keep; DROP TABLE flow_new_quarantine")
+    con.execute(
+        "DROP TABLE flow_staged; DROP TABLE flow_keep; DROP TABLE flow_new_quarantine; DROP TABLE flow_instances"
+    )
     inserted = 0
     for name, count in rows:
         stats.per_format[name] = stats.per_format.get(name, 0) + int(count)
@@ -394,6 +415,7 @@ def _staged_types(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
         *((column, types[column]) for column in FLOWS_COLUMNS),
         ("raw", "VARCHAR"),
         ("problem", "VARCHAR"),
+        ("flow_uid", "UHUGEINT"),
     ]
 
 
