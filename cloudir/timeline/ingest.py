@@ -206,7 +206,10 @@ def build_case_timeline(case: Case, *, memory_limit: str | None = None) -> Inges
         )
         act.details.update(stats.as_dict())
         case.record_existing(TIMELINE_FILE)
-        if stats.ingested + stats.duplicates + stats.flows.ingested + stats.flows.duplicates == 0 and not stats.unchanged:
+        if (
+            stats.ingested + stats.duplicates + stats.flows.ingested + stats.flows.duplicates == 0
+            and not stats.unchanged
+        ):
             raise CloudirError(f"none of the {stats.files} log files under {logs} held a readable event")
     return stats
 
