@@ -144,7 +144,7 @@ def test_bad_records_are_quarantined_with_file_position_and_reason(db: Path) -> 
 
 
 def test_parquet_delivery_and_hostile_values(tmp_path: Path) -> None:
-    """Parquet columns use ``_``; attacker-chosen values and file names stay data."""
+    """Parquet columns use ``_``; attacker-chosen values, column names and file names stay data."""
     folder = tmp_path / "it's here"
     folder.mkdir()
     target = folder / "flows.parquet"
@@ -155,7 +155,8 @@ def test_parquet_delivery_and_hostile_values(tmp_path: Path) -> None:
             "1764590400, 1764590460, 'ACCEPT', 'OK', 'egress'), "
             "(5, '111122223333', 'eni-2', '10.0.0.2', NULL, 1, 443, 6, 2, 100, 1764590400, 1764590460, 'ACCEPT', "
             "'OK', 'egress')) t(version, account_id, interface_id, srcaddr, dstaddr, srcport, dstport, protocol, "
-            'packets, bytes, start, "end", action, log_status, flow_direction)) TO $target (FORMAT parquet)',
+            'packets, bytes, start, "end", action, log_status, "x"") AS VARCHAR), 1 AS flow_direction, (""")) '
+            "TO $target (FORMAT parquet)",
             {"target": str(target)},
         )
     shutil.copy(FLOW_DATA / "azure/nsg-PT1H.json", folder / "x'.json")

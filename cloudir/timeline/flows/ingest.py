@@ -182,6 +182,11 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _identifier(name: str) -> str:
+    """A column name from the file, quoted: the file chose it."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _paths(files: Sequence[_FlowFile]) -> str:
     return "[" + ", ".join(_literal(str(f.path)) for f in files) + "]"
 
@@ -255,8 +260,8 @@ def _stage_parquet(con: duckdb.DuckDBPyConnection, source: _FlowFile) -> None:
         _file_problem(con, source, exc)
         return
     present = {name.replace("_", "-"): name for name in names}
-    mapped = aws.columns({name: f'CAST("{column}" AS VARCHAR)' for name, column in present.items()})
-    quoted = ", ".join(f'CAST("{name}" AS VARCHAR)' for name in names if name != "file_row_number")
+    mapped = aws.columns({name: f"CAST({_identifier(column)} AS VARCHAR)" for name, column in present.items()})
+    quoted = ", ".join(f"CAST({_identifier(name)} AS VARCHAR)" for name in names if name != "file_row_number")
     source_sql = (
         f"SELECT {source.number} AS file_no, file_row_number AS position, concat_ws(' ', {quoted}) AS raw, * "
         f"FROM read_parquet({path}, file_row_number=true)"
