@@ -351,7 +351,8 @@ SELECT f.name AS source_file, s.position AS source_position, s.problem || ' (' |
 FROM flow_staged s JOIN flow_kinds f USING (file_no) WHERE s.problem IS NOT NULL
 UNION ALL
 SELECT f.name, NULL, p.reason, NULL FROM flow_file_problems p JOIN flow_kinds f USING (file_no);
-INSERT INTO quarantine SELECT * FROM flow_new_quarantine n
+INSERT INTO quarantine (source_file, source_position, reason, raw, target_table)
+SELECT n.*, 'flows' FROM flow_new_quarantine n
 WHERE NOT EXISTS (
     SELECT 1 FROM quarantine q
     WHERE q.source_file = n.source_file AND q.source_position IS NOT DISTINCT FROM n.source_position
