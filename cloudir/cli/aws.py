@@ -21,6 +21,7 @@ from cloudir.cli.common import (
     console,
     forensic_destination,
     hidden,
+    hold,
     one_target,
     print_run,
     progress,
@@ -67,6 +68,7 @@ class _Mirrors:
         self._attached: list[tuple[S3EvidenceMirror, Case]] = []
 
     def attach(self, case: Case) -> None:
+        hold(case)
         from providers.aws.evidence_bucket import attach_evidence_bucket
 
         clients = self._provider.clients  # type: ignore[attr-defined]

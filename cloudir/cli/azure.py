@@ -31,6 +31,7 @@ from cloudir.cli.common import (
     console,
     forensic_destination,
     hidden,
+    hold,
     one_target,
     print_run,
     progress,
@@ -176,7 +177,7 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
         show_dry_run("azure", config, lambda p, t: p.plan_acquire(t, options), query)
         return
     root = case_path(case, safe_name(name.rsplit("/", 1)[-1]))
-    request = ops.AcquireRequest(query, root, options, resume=resume)
+    request = ops.AcquireRequest(query, root, options, resume=resume, on_case=hold)
     print_run(ops.acquire(get_provider("azure", **config), request, progress()))
 
 
@@ -223,7 +224,7 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
         show_dry_run("azure", config, lambda p, t: p.plan_contain(t, options), query)
         return
     root = case_path(case, safe_name(name.rsplit("/", 1)[-1]))
-    request = ops.ContainRequest(query, root, options, resume=resume, force=force)
+    request = ops.ContainRequest(query, root, options, resume=resume, force=force, on_case=hold)
     report = ops.contain(get_provider("azure", **config), request, progress())
     print_run(report)
     console.print(f"[green]contained[/] {esc(report.target.ref if report.target else name)}", soft_wrap=True)

@@ -138,6 +138,11 @@ def held(case: Case) -> Case:
     return _held_cases[-1].enter_context(case)
 
 
+def hold(case: Case) -> None:
+    """Case hook for ``cloudir.ops`` requests: hold the opened case (sealed, head announced) until the command ends."""
+    held(case)
+
+
 def case_path(value: Path | None, default_name: str) -> Path:
     """The case folder to use: the given one or ``./cases/<default_name>``."""
     return value if value is not None else Path("cases") / default_name
@@ -177,5 +182,5 @@ def pull_logs(
     if dry_run:
         render_plan(ops.dry_run_logs(cloud, config, pull))
         return
-    request = ops.LogsRequest(pull, case_dir, resume=resume, description=description)
+    request = ops.LogsRequest(pull, case_dir, resume=resume, description=description, on_case=hold)
     print_run(ops.collect_logs(get_provider(cloud, **config), request, progress()))

@@ -27,6 +27,7 @@ from cloudir.cli.common import (
     console,
     forensic_destination,
     hidden,
+    hold,
     one_target,
     print_run,
     progress,
@@ -110,7 +111,7 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     if dry_run:
         show_dry_run("gcp", config, lambda p, t: p.plan_acquire(t, options), query)
         return
-    request = ops.AcquireRequest(query, case_path(case, safe_name(query.value)), options, resume=resume)
+    request = ops.AcquireRequest(query, case_path(case, safe_name(query.value)), options, resume=resume, on_case=hold)
     print_run(ops.acquire(get_provider("gcp", **config), request, progress()))
 
 
@@ -153,7 +154,8 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     if dry_run:
         show_dry_run("gcp", config, lambda p, t: p.plan_contain(t, options), query)
         return
-    request = ops.ContainRequest(query, case_path(case, safe_name(query.value)), options, resume=resume, force=force)
+    root = case_path(case, safe_name(query.value))
+    request = ops.ContainRequest(query, root, options, resume=resume, force=force, on_case=hold)
     report = ops.contain(get_provider("gcp", **config), request, progress())
     print_run(report)
     console.print(f"[green]contained[/] {esc(report.target.ref if report.target else query.value)}", soft_wrap=True)

@@ -68,6 +68,7 @@ class LogsRequest:
     case_dir: Path
     resume: bool = False
     description: str = ""
+    on_case: CaseHook | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ def collect_logs(provider: Provider, request: LogsRequest, progress: Progress | 
     """Pull control-plane logs for a window and scope into the case; raw pages are kept as evidence."""
     plan = provider.plan_pull_logs(request.pull)
     case = open_case(provider, request.case_dir, description=request.description)
+    if request.on_case is not None:
+        request.on_case(case)
     return RunReport(case, _run(plan, case, request.resume, progress or Progress()))
 
 

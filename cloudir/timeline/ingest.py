@@ -576,8 +576,9 @@ WHERE NOT EXISTS (
 """
 
 # Identity: an exact duplicate has the same cloud, event id and content hash as a kept event (earlier in this
-# batch, by file and position, or already in the timeline). The same id with other content is a separate event;
-# all events of such an id are flagged id_collision, and all but the first get the content hash in event_uid.
+# batch by file number, i.e. the order given, then position; or already in the timeline). The same id with other
+# content is a separate event; all events of such an id are flagged id_collision, and all but the first get the
+# content hash in event_uid.
 _INSERT_SQL = f"""
 CREATE OR REPLACE TEMP TABLE candidates AS
 SELECT rowid AS row_id, file_no, cloud, event_id, content_hash, fmt FROM staged s WHERE {_VALID};
@@ -586,11 +587,12 @@ SELECT e.cloud, e.event_id, e.content_hash FROM events e
 SEMI JOIN (SELECT DISTINCT cloud, event_id FROM candidates) c USING (cloud, event_id);
 CREATE OR REPLACE TEMP TABLE keep AS
 SELECT k.*, count(*) OVER ids + coalesce(p.n, 0) > 1 AS id_collision,
-    CASE WHEN p.n IS NULL AND row_number() OVER (ids ORDER BY k.keep_rowid) = 1 THEN k.cloud || ':' || k.event_id
+    CASE WHEN p.n IS NULL AND row_number() OVER (ids ORDER BY k.file_no, k.keep_rowid) = 1
+         THEN k.cloud || ':' || k.event_id
          ELSE k.cloud || ':' || k.event_id || '~' || lpad(lower(hex(k.content_hash)), 16, '0') END AS event_uid
 FROM (
-    SELECT min(row_id) AS keep_rowid, cloud, event_id, content_hash, arg_min(file_no, row_id) AS file_no,
-        arg_min(fmt, row_id) AS fmt
+    SELECT arg_min(row_id, (file_no, row_id)) AS keep_rowid, cloud, event_id, content_hash, min(file_no) AS file_no,
+        arg_min(fmt, (file_no, row_id)) AS fmt
     FROM candidates c ANTI JOIN prior p USING (cloud, event_id, content_hash)
     GROUP BY cloud, event_id, content_hash
 ) k LEFT JOIN (SELECT cloud, event_id, count(*) AS n FROM prior GROUP BY ALL) p USING (cloud, event_id)

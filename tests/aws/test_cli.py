@@ -19,9 +19,14 @@ def _run(*args: str):
 
 
 def _one_line_error(output: str) -> str:
+    """The one error line, after the sealed head of the case when the command had opened one."""
     lines = [line for line in output.strip().splitlines() if line.strip()]
     assert "Traceback" not in output
+    if len(lines) == 2:
+        assert lines[0].startswith("custody head "), output
+        lines = lines[1:]
     assert len(lines) == 1, output
+    assert lines[0].startswith("error: "), output
     return lines[0]
 
 
