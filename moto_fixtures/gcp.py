@@ -70,8 +70,11 @@ class GcpSandbox:
         self.server.start()
         return self
 
-    def _log_own_write(self, method: str, operation: str, path: str, user_agent: str) -> None:
-        """Write a change made through the fake into the Admin Activity audit log, with the caller's user agent."""
+    def _log_own_write(self, method: str, operation: str, path: str, user_agent: str, lro: str | None) -> None:
+        """Write a change made through the fake into the Admin Activity audit log, with the caller's user agent.
+
+        A change answered with a long-running operation names it in ``operation.id``, as Compute audit logs do.
+        """
         assert self.server is not None
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         resource = path.split("/v1/", 1)[-1]
@@ -94,6 +97,7 @@ class GcpSandbox:
                     "request": {},
                     "status": {},
                 },
+                **({"operation": {"id": lro, "producer": service, "first": True}} if lro else {}),
             }
         )
 

@@ -91,7 +91,8 @@ class FakeGcp:
         self.long_operation_seconds = 0.1
         # Called after each successful change (method, operation, path, user agent), so a sandbox can write the
         # caller's own changes into the audit log as Cloud Audit Logs does.
-        self.on_write: Callable[[str, str, str, str], None] | None = None
+        # (method, operation, path, user agent, long-running operation name or None)
+        self.on_write: Callable[[str, str, str, str, str | None], None] | None = None
         self._ids = itertools.count(1_000_000_001)
 
     # -- test controls ----------------------------------------------------------------------------
@@ -158,7 +159,8 @@ class FakeGcp:
                 {"method": method, "path": path, "operation": operation, "user_agent": user_agent, "status": status}
             )
         if self.on_write is not None and status < 400 and method != "GET" and operation != "entries.list":
-            self.on_write(method, operation, path, user_agent)
+            lro = payload.get("name") if payload.get("kind") == "compute#operation" else None
+            self.on_write(method, operation, path, user_agent, lro)
         return status, payload
 
     def _maybe_fail(self, operation: str) -> None:

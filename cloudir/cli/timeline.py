@@ -202,7 +202,8 @@ def show(
     where = " AND ".join(clause for clause, _ in filters) or "true"
     sql = (
         "SELECT time, cloud, account, region, operation, actor, source_ip, status, error_code, "
-        "CASE WHEN is_responder THEN 'cloudir' ELSE '' END AS responder "
+        "CASE WHEN is_responder THEN 'cloudir' WHEN contains(coalesce(user_agent, ''), 'cloudir/') "
+        "THEN 'claims cloudir (no recorded request id)' ELSE '' END AS responder "
         f"FROM events WHERE {where} ORDER BY time, event_uid LIMIT {int(limit)}"
     )
     columns, rows = run_query(db, sql, [value for _, value in filters])

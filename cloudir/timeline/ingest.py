@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 TIMELINE_FILE = "timeline.duckdb"
 TARGET_TABLE = "events"
-RESPONDER_AGENT = "cloudir/"
 SNIFF_BYTES = 1 << 16
 BATCH_BYTES = 192 << 20  # input per transaction: over a row group of records (written directly, not via the WAL)
 SPLIT_BYTES = 32 << 20  # JSON documents larger than this are split record by record before DuckDB reads them
@@ -605,7 +604,7 @@ SELECT {
             "source_format": "s.fmt",
             "source_file": "f.name",
             "source_position": _POSITION,
-            "is_responder": f"coalesce(contains(s.user_agent, '{RESPONDER_AGENT}'), false)",
+            "is_responder": "false",  # set after the load, by the request ids the case's custody log recorded
             "raw": "s.rec",
             "id_collision": "k.id_collision",
         }.get(column, f"s.{column}")

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS events (
     read_only       BOOLEAN,
     source_file     VARCHAR,              -- file the record was read from
     source_position BIGINT,               -- record index (0-based) inside that file
-    is_responder    BOOLEAN NOT NULL DEFAULT false,  -- the tool's own calls (cloudir user agent or custody request id)
+    is_responder    BOOLEAN NOT NULL DEFAULT false,  -- the tool's own calls: request id recorded in the custody log
     raw             JSON USING COMPRESSION zstd,  -- the original record (minified)
     content_hash    UBIGINT,              -- hash of raw: same cloud, event_id and content_hash = exact duplicate
     id_collision    BOOLEAN DEFAULT false  -- another event has this cloud and event_id, other content

@@ -23,6 +23,9 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
             con.execute("SELECT cloud, count(*) FROM events WHERE is_responder GROUP BY cloud").fetchall()
         )
         findings = con.execute("SELECT count(*) FROM findings").fetchone()
+        impersonations = con.execute(
+            "SELECT count(*) FROM findings WHERE analyzer = 'responder_impersonation'"
+        ).fetchone()
         responder_in_findings = con.execute(
             "SELECT count(*) FROM findings f JOIN events e ON list_contains(f.event_ids, e.event_id) "
             "WHERE e.is_responder"
@@ -32,6 +35,7 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
     assert findings is not None
     assert findings[0] > 0
     assert responder_in_findings == (0,)
+    assert impersonations == (0,)  # every call the tool made is matched by its recorded request id
 
 
 def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:

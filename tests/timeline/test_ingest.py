@@ -236,11 +236,11 @@ def test_every_column_is_filled_in_order(db: Path) -> None:
     assert tuple(columns) == EVENTS_COLUMNS
 
 
-def test_responder_calls_are_tagged_by_user_agent_and_request_id(tmp_path: Path) -> None:
+def test_responder_calls_are_tagged_by_request_id_only(tmp_path: Path) -> None:
     db = tmp_path / "t.duckdb"
     ingest_paths(db, [DATA / "lookup_events_page.json", DATA / "cloudtrail_array.json"])
-    assert rows(db, "SELECT event_id FROM events WHERE is_responder") == [("00000000-0000-4000-8000-000000000007",)]
-    ingest_paths(db, [DATA / "cloudtrail_array.json"], responder_request_ids=["REQ0004"])
+    assert rows(db, "SELECT event_id FROM events WHERE is_responder") == []  # a cloudir user agent proves nothing
+    ingest_paths(db, [DATA / "cloudtrail_array.json"], responder_request_ids=["REQ0004", "REQ0007"])
     assert rows(db, "SELECT request_id FROM events WHERE is_responder ORDER BY 1") == [("REQ0004",), ("REQ0007",)]
 
 
