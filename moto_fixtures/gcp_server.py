@@ -75,6 +75,15 @@ class Injection:
     after: int = 0  # successful calls to let through first
 
 
+def _is_read(operation: str) -> bool:
+    """Whether a POST method only reads (``entries.list``, ``listManagedInstances``, ``*Operations.wait``).
+
+    Cloud Audit Logs write reads to the Data Access log, off by default for Compute; only changes reach Admin Activity.
+    """
+    verb = operation.rsplit(".", 1)[-1]
+    return verb.startswith(("list", "get", "aggregatedList")) or verb == "wait"
+
+
 class FakeGcp:
     """The fake cloud's state and request handling (independent of the HTTP server)."""
 
@@ -158,7 +167,7 @@ class FakeGcp:
             self.requests.append(
                 {"method": method, "path": path, "operation": operation, "user_agent": user_agent, "status": status}
             )
-        if self.on_write is not None and status < 400 and method != "GET" and operation != "entries.list":
+        if self.on_write is not None and status < 400 and method != "GET" and not _is_read(operation):
             lro = payload.get("name") if payload.get("kind") == "compute#operation" else None
             self.on_write(method, operation, path, user_agent, lro)
         return status, payload

@@ -597,6 +597,7 @@ FROM (
 ) k LEFT JOIN (SELECT cloud, event_id, count(*) AS n FROM prior GROUP BY ALL) p USING (cloud, event_id)
 WINDOW ids AS (PARTITION BY k.cloud, k.event_id);
 INSERT INTO events ({", ".join(EVENTS_COLUMNS)})
+-- is_responder is set after the load, by the request ids the case's custody log recorded
 SELECT {
     ", ".join(
         {
@@ -604,7 +605,7 @@ SELECT {
             "source_format": "s.fmt",
             "source_file": "f.name",
             "source_position": _POSITION,
-            "is_responder": "false",  # set after the load, by the request ids the case's custody log recorded
+            "is_responder": "false",
             "raw": "s.rec",
             "id_collision": "k.id_collision",
         }.get(column, f"s.{column}")
