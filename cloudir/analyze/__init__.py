@@ -16,7 +16,7 @@ from cloudir.analyze import beaconing, impersonation, pattern_of_life, peers, re
 from cloudir.analyze.base import CANDIDATES_DDL, AnalysisWindow, AnalyzerMeta, table_exists
 from cloudir.analyze.meta import write_findings, write_incidents
 from cloudir.analyze.novelty import build_novelty
-from cloudir.analyze.prepare import build_event_view, build_profiles
+from cloudir.analyze.prepare import build_event_view, build_profiles, resolve_principals
 from cloudir.analyze.window import resolve_window
 from cloudir.errors import CloudirError
 
@@ -71,6 +71,7 @@ def run_analysis(
             raise CloudirError(f"{db_path} has no events table", hint="build it with `cloudir timeline`")
         window = resolve_window(con, _case_root(db_path), baseline_until, incident_since)
         build_event_view(con, window)
+        resolve_principals(con)
         build_profiles(con)
         peers.build_peer_groups(con)
         build_novelty(con, tenant=window.tenant)

@@ -63,7 +63,8 @@ CREATE OR REPLACE TEMP TABLE candidates (
     event_ids   VARCHAR[],
     op_key      VARCHAR,          -- set when the finding is about one operation: tempered by pattern of life
     temper      BOOLEAN NOT NULL DEFAULT false,
-    floor       DOUBLE NOT NULL DEFAULT 0  -- tempering never lowers the score below this
+    floor       DOUBLE NOT NULL DEFAULT 0,  -- tempering never lowers the score below this
+    event_count BIGINT                      -- every supporting event, when event_ids is capped
 )
 """
 
@@ -82,7 +83,9 @@ CREATE OR REPLACE TABLE findings (
     title       VARCHAR NOT NULL,
     explanation VARCHAR NOT NULL,
     mitre       VARCHAR[],
-    event_ids   VARCHAR[],          -- timeline events.event_id values that support the finding
+    event_ids   VARCHAR[],          -- the events that carry the anomaly (events.event_id): capped, deterministic
+    event_count BIGINT NOT NULL,    -- how many events support it in all (event_ids keeps at most 100)
+    profile     JSON,               -- everything behind the score: full explanation, factors, familiarity
     incident_id VARCHAR
 )
 """
@@ -110,7 +113,12 @@ SEVERITY_SQL = (
 """Severity from a 0-100 score expression."""
 
 MAX_EVENT_IDS = 500
-"""Findings keep at most this many supporting event ids (the first ones in time)."""
+"""Candidates keep at most this many supporting event ids (each analyzer's most telling first)."""
+FINDING_EVENT_IDS = 100
+"""Findings keep at most this many of them, in a deterministic order (the analyzer's most telling first, then by
+time and id); ``event_count`` says how many there are in all."""
+MAX_EXPLANATION = 400
+"""Explanations longer than this are cut (the full text stays in ``profile``)."""
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import duckdb
 
-from cloudir.analyze.base import FINDINGS_DDL, INCIDENTS_DDL, SEVERITY_SQL, AnalyzerMeta
+from cloudir.analyze.base import (
+    FINDING_EVENT_IDS,
+    FINDINGS_DDL,
+    INCIDENTS_DDL,
+    MAX_EXPLANATION,
+    SEVERITY_SQL,
+    AnalyzerMeta,
+)
 
 INCIDENT_GAP_HOURS = 2
 """Findings of one identity further apart than this start a new incident."""
@@ -84,7 +91,7 @@ def write_findings(
                            WHEN x.new_identity THEN ''
                            WHEN x.worst >= 2 THEN '; from a network or user agent rare or new for this identity'
                            ELSE '; from a network and user agent this identity uses' END AS novelty_words,
-                   w.weight
+                   w.weight, f.familiar AS f_familiar, f.n_days AS f_days, f.since AS f_since
             FROM numbered c
             JOIN weights w USING (analyzer)
             LEFT JOIN familiarity f USING (cid)
@@ -99,7 +106,17 @@ def write_findings(
         SELECT substr(md5(analyzer || rule || coalesce(identity, '') || coalesce(session, '')
                           || coalesce(CAST(first_time AS VARCHAR), '') || coalesce(op_key, '')), 1, 12),
                analyzer, rule, score, {SEVERITY_SQL.format(s="score")}, actor, identity, session, first_time,
-               last_time, title, explanation || novelty_words, mitre, event_ids, NULL
+               last_time, title,
+               CASE WHEN length(explanation || novelty_words) > {MAX_EXPLANATION}
+                    THEN left(explanation || novelty_words, {MAX_EXPLANATION - 3}) || '...'
+                    ELSE explanation || novelty_words END,
+               mitre, event_ids[1:{FINDING_EVENT_IDS}], coalesce(event_count, len(event_ids)),
+               json_object('explanation', explanation || novelty_words, 'raw_score', raw_score,
+                           'analyzer_weight', weight, 'factor', round(factor, 3), 'floor', floor,
+                           'familiar', f_familiar, 'familiar_days', f_days, 'familiar_since', f_since,
+                           'event_ids_kept', least(len(event_ids), {FINDING_EVENT_IDS}),
+                           'event_count', coalesce(event_count, len(event_ids))),
+               NULL
         FROM scored WHERE score >= $min_score
         QUALIFY row_number() OVER (PARTITION BY analyzer, rule, identity, session, first_time, op_key
                                    ORDER BY score DESC) = 1

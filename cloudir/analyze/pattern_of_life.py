@@ -35,6 +35,9 @@ CONTEXT_DIMENSIONS = ("network", "user agent", "account")
 USUAL_CONTEXT_FACTOR = 0.6
 """A day whose novelties are all in what was done, none in where from or with what tool, scores lower."""
 CONTEXT_SQL = ", ".join(f"'{dim}'" for dim in CONTEXT_DIMENSIONS)
+VALUES_SAID = 2
+"""The explanation names the two most novel values of each dimension (where from and with what first) and counts
+the rest; the finding's ``profile`` keeps the full text."""
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
@@ -50,7 +53,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"""
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
-                                title, explanation, mitre, event_ids)
+                                title, explanation, mitre, event_ids, event_count)
         WITH hits AS (
             SELECT e.*, n.phrase, n.new_identity, n.basis,
                    least(0.95, (CASE e.dim {weights} END) * {id_factor}
@@ -59,7 +62,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
             WHERE n.id_label IN ('RARE', 'UNSEEN')
         ),
         per_value AS (
-            SELECT identity, CAST(time AS DATE) AS day, dim, value, max(p) AS p, any_value(phrase) AS phrase,
+            SELECT identity, CAST(time AS DATE) AS day, dim, value, max(p) AS p, min(phrase) AS phrase,
                    any_value(new_identity) AS new_identity, any_value(basis) AS basis, count(*) AS n,
                    min(time) AS t0, max(time) AS t1,
                    list(DISTINCT actor) AS actors, list(DISTINCT session) AS sess
@@ -67,7 +70,10 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         ),
         per_dim AS (
             SELECT identity, day, dim, max(p) AS p,
-                   string_agg(dim || ' ' || value || ' (' || n || ' events): ' || phrase, '; ' ORDER BY p DESC)
+                   array_to_string(list(dim || ' ' || value || ' (' || n || ' events): ' || phrase
+                                        ORDER BY p DESC, value)[1:{VALUES_SAID}], '; ')
+                   || CASE WHEN count(*) > {VALUES_SAID} THEN ' (+' || (count(*) - {VALUES_SAID}) || ' more)'
+                           ELSE '' END
                        AS words,
                    flatten(list(actors)) AS actors, flatten(list(sess)) AS sess,
                    any_value(new_identity) AS new_identity, any_value(basis) AS basis, min(t0) AS t0,
@@ -79,7 +85,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                    100 * (1 - exp(sum(ln(1 - p))))
                        * CASE WHEN any_value(new_identity) OR bool_or(dim IN ({CONTEXT_SQL})) THEN 1.0
                               ELSE {USUAL_CONTEXT_FACTOR} END AS score,
-                   string_agg(words, '; ' ORDER BY p DESC) AS words,
+                   string_agg(words, '; ' ORDER BY dim IN ({CONTEXT_SQL}) DESC, p DESC, dim) AS words,
                    list_distinct(flatten(list(actors))) AS actors,
                    list_distinct(flatten(list(sess))) AS sess, any_value(new_identity) AS new_identity,
                    any_value(basis) AS basis, min(t0) AS t0, max(t1) AS t1
@@ -88,11 +94,12 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         -- supporting events, most novel first: on a day with one new network (travel) and a burst of new
         -- operations from another, the kept event ids must not be only the first hundreds of ordinary calls
         per_event AS (
-            SELECT identity, CAST(time AS DATE) AS day, event_id, min(time) AS time, sum(p) AS strength
+            SELECT identity, CAST(time AS DATE) AS day, event_id, min(time) AS time, round(sum(p), 9) AS strength
             FROM hits WHERE p > 0 GROUP BY ALL
         ),
         ranked AS (
-            SELECT identity, day, list(event_id ORDER BY strength DESC, time) AS ids FROM per_event GROUP BY ALL
+            SELECT identity, day, list(event_id ORDER BY strength DESC, time, event_id) AS ids
+            FROM per_event GROUP BY ALL
         )
         SELECT 'pattern_of_life',
                CASE basis WHEN 'new' THEN 'new-identity' WHEN 'tenant' THEN 'tenant-rarity' ELSE 'novel-activity' END,
@@ -102,7 +109,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                CASE basis WHEN 'new' THEN 'New identity with unusual activity: '
                           WHEN 'tenant' THEN 'Activity unlike the other identities: ' ELSE 'Unusual activity: ' END
                    || identity || ' on ' || day,
-               words, ['T1078.004'], ids[1:{MAX_EVENT_IDS}]
+               words, ['T1078.004'], ids[1:{MAX_EVENT_IDS}], len(ids)
         FROM per_day JOIN ranked USING (identity, day)
         WHERE score >= 20
         """

@@ -33,7 +33,12 @@ def build_event_view(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> 
                 WHEN regexp_matches(actor, ':assumed-role/AWSReservedSSO_|:assumed-role/[^/]+/[^/]*@') THEN actor
                 ELSE regexp_replace(actor, '^arn:aws:sts::(\d+):assumed-role/([^/]+)/.*$', 'arn:aws:iam::\1:role/\2')
             END AS identity,
-            (actor_type = 'AWSService' OR coalesce(actor, '') LIKE '%.amazonaws.com') AS aws_service,
+            -- services acting for the account: AWS services and service-linked roles, Google-managed service agents
+            (actor_type = 'AWSService' OR coalesce(actor, '') LIKE '%.amazonaws.com'
+             OR regexp_matches(coalesce(actor, ''), ':role/aws-service-role/|:assumed-role/AWSServiceRoleFor')
+             OR regexp_matches(coalesce(actor, ''),
+                               '@(gcp-sa-[a-z0-9-]+\.iam|cloudservices|container-engine-robot|compute-system)'
+                               || '\.gserviceaccount\.com$')) AS aws_service,
             regexp_replace(lower(coalesce(service, '')), '\.amazonaws\.com$', '') AS service,
             regexp_replace(lower(coalesce(service, '')), '\.amazonaws\.com$', '') || ':' || operation AS op_key,
             CASE
@@ -62,6 +67,46 @@ def build_event_view(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> 
         WHERE NOT is_responder
         """,
         {"baseline_until": window.baseline_until, "incident_since": window.incident_since, "tenant": window.tenant},
+    )
+
+
+def resolve_principals(con: duckdb.DuckDBPyConnection) -> None:
+    """Join AWS principals logged without an ARN (a principal id, an access key, a bare user or role name) to the
+    one identity they belong to, found in the events that carry both; ambiguous ones stay as logged."""
+    unresolved = con.execute(
+        "SELECT count(*) FROM ev WHERE cloud = 'aws' AND NOT aws_service AND actor NOT LIKE 'arn:%' "
+        "AND actor <> 'anonymous'"
+    ).fetchone()
+    if not unresolved or not unresolved[0]:
+        return
+    con.execute(
+        r"""
+        CREATE OR REPLACE TEMP TABLE principal_map AS
+        WITH u AS (
+            SELECT DISTINCT actor, account, session FROM ev
+            WHERE cloud = 'aws' AND NOT aws_service AND actor NOT LIKE 'arn:%' AND actor <> 'anonymous'
+        ),
+        known AS (
+            SELECT DISTINCT identity, account, session,
+                   split_part(json_extract_string(raw, '$.userIdentity.principalId'), ':', 1) AS principal_id,
+                   regexp_extract(identity, '[:/]([^/:]+)$', 1) AS name
+            FROM ev WHERE cloud = 'aws' AND actor LIKE 'arn:%' AND NOT aws_service
+        ),
+        matches AS (
+            SELECT u.actor, u.account, k.identity FROM u JOIN known k
+                ON k.account = u.account AND k.principal_id = split_part(u.actor, ':', 1)
+            UNION ALL
+            SELECT u.actor, u.account, k.identity FROM u JOIN known k ON k.account = u.account AND k.name = u.actor
+            UNION ALL
+            SELECT u.actor, u.account, k.identity FROM u JOIN known k ON k.session = u.session
+        )
+        SELECT actor, account, min(identity) AS identity FROM matches
+        GROUP BY actor, account HAVING count(DISTINCT identity) = 1
+        """
+    )
+    con.execute(
+        "UPDATE ev SET identity = m.identity FROM principal_map m "
+        "WHERE ev.actor = m.actor AND ev.account IS NOT DISTINCT FROM m.account AND ev.cloud = 'aws'"
     )
 
 

@@ -48,8 +48,8 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         SELECT identity, in_incident, time_bucket(INTERVAL '{WINDOW_MINUTES} minutes', time) AS bucket,
                count(DISTINCT CASE WHEN {_RECON} THEN op_key END) AS distinct_recon,
                count(*) FILTER (WHERE {_DENIED}) AS denied,
-               list(event_id ORDER BY time) FILTER (WHERE {_RECON}) AS recon_ids,
-               list(event_id ORDER BY time) FILTER (WHERE {_DENIED}) AS denied_ids,
+               list(event_id ORDER BY time, event_id) FILTER (WHERE {_RECON}) AS recon_ids,
+               list(event_id ORDER BY time, event_id) FILTER (WHERE {_DENIED}) AS denied_ids,
                list(DISTINCT op_key) FILTER (WHERE {_DENIED}) AS denied_ops,
                any_value(actor) AS actor, min(time) AS t0, max(time) AS t1,
                avg(CASE WHEN ua_family = 'aws-console' THEN 1 ELSE 0 END) >= 0.8 AS console,
@@ -60,7 +60,7 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
     con.execute(
         f"""
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
-                                title, explanation, mitre, event_ids)
+                                title, explanation, mitre, event_ids, event_count)
         WITH base AS (
             SELECT identity, max(distinct_recon) AS max_recon, max(denied) AS max_denied
             FROM recon_buckets WHERE NOT in_incident GROUP BY identity
@@ -96,7 +96,7 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
                distinct_recon || ' distinct List/Describe/Get operations within {WINDOW_MINUTES} minutes'
                    || CASE WHEN console THEN ' through the AWS console (page loads)' ELSE '' END
                    || '; largest burst of ' || yardstick || ': ' || max_recon,
-               ['T1580', 'T1526'], recon_ids[1:{MAX_EVENT_IDS}]
+               ['T1580', 'T1526'], recon_ids[1:{MAX_EVENT_IDS}], len(recon_ids)
         FROM bursts WHERE distinct_recon >= {MIN_DISTINCT_RECON}
         UNION ALL
         SELECT 'recon_burst', 'failure-burst',
@@ -108,7 +108,7 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
                denied || ' AccessDenied/Unauthorized failures within {WINDOW_MINUTES} minutes on '
                    || array_to_string(denied_ops[1:5], ', ')
                    || '; largest failure burst of ' || yardstick || ': ' || max_denied,
-               ['T1580', 'T1087.004'], denied_ids[1:{MAX_EVENT_IDS}]
+               ['T1580', 'T1087.004'], denied_ids[1:{MAX_EVENT_IDS}], len(denied_ids)
         FROM bursts WHERE denied >= {MIN_FAILURES}
         """
     )

@@ -421,6 +421,8 @@ EPISODE_GAP_MINUTES = 60
 FAILED_FACTOR = 0.85
 INSTANCE_CREDENTIALS_SCORE = 70
 INSTANCE_CREDENTIALS_NEW_ROLE_SCORE = 50
+INSTANCE_AGENTS = "'amazon-ssm-agent|amazon-cloudwatch-agent|CWAgent/|ec2-instance-connect'"
+PRIVATE_ADDRESS = r"'^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.)'"
 
 
 def _select(rule: SensitiveRule) -> str:
@@ -441,20 +443,35 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
 
 def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
     """EC2 instance-profile sessions (session name = instance id) calling from a network that the role's
-    instance sessions never used in the baseline: credentials taken off the instance (T1552.005).
+    instance sessions never used in the baseline, nor its instances' own agents: credentials taken off the
+    instance (T1552.005).
+
+    An agent (SSM, CloudWatch) is recognised by evidence: its user agent calling from a private address, or for
+    at least 6 hours from one network - a user agent string alone is attacker-chosen and proves nothing.
 
     One finding per session and network over the whole incident window: the misuse is one fact, however many
     hours it spans."""
     con.execute(
         f"""
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
-                                title, explanation, mitre, event_ids)
+                                title, explanation, mitre, event_ids, event_count)
         WITH inst AS (
             SELECT * FROM ev
             WHERE cloud = 'aws' AND NOT aws_service
               AND regexp_matches(actor, ':assumed-role/[^/]+/i-[0-9a-fA-F]{{8,17}}$')
         ),
-        known AS (SELECT identity, list(DISTINCT network) AS networks FROM inst WHERE in_baseline GROUP BY identity)
+        agents AS (
+            SELECT identity, network FROM inst
+            WHERE regexp_matches(coalesce(user_agent, ''), {INSTANCE_AGENTS}, 'i')
+            GROUP BY identity, network
+            HAVING bool_or(regexp_matches(coalesce(source_ip, ''), {PRIVATE_ADDRESS}))
+                OR max(time) - min(time) >= INTERVAL 6 HOUR
+        ),
+        known AS (
+            SELECT identity, list(DISTINCT network ORDER BY network) AS networks
+            FROM (SELECT identity, network FROM inst WHERE in_baseline UNION ALL SELECT identity, network FROM agents)
+            GROUP BY identity
+        )
         SELECT 'sensitive_actions', 'aws-instance-credentials-elsewhere',
                CASE WHEN any_value(k.networks) IS NULL THEN {INSTANCE_CREDENTIALS_NEW_ROLE_SCORE}
                     ELSE {INSTANCE_CREDENTIALS_SCORE} END,
@@ -464,10 +481,11 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
                    || count(*) || ' APIs (' || array_to_string(list(DISTINCT i.op_key)[1:5], ', ') || ') from '
                    || i.network || ' with ' || any_value(i.ua_family) || '; '
                    || CASE WHEN any_value(k.networks) IS NULL
-                           THEN 'the role has no instance activity in the baseline to compare with'
-                           ELSE 'its instances used only ' || array_to_string(any_value(k.networks)[1:3], ', ')
+                           THEN 'the role has no instance activity in the baseline nor agent calls to compare with'
+                           ELSE 'its instances and their agents used only '
+                                || array_to_string(any_value(k.networks)[1:3], ', ')
                       END,
-               ['T1552.005'], list(i.event_id ORDER BY i.time)[1:{MAX_EVENT_IDS}]
+               ['T1552.005'], list(i.event_id ORDER BY i.time, i.event_id)[1:{MAX_EVENT_IDS}], count(*)
         FROM inst i LEFT JOIN known k USING (identity)
         WHERE i.in_incident AND NOT list_contains(coalesce(k.networks, []), i.network)
         GROUP BY i.identity, i.actor, i.network
@@ -500,7 +518,7 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"""
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
-                                title, explanation, mitre, event_ids, op_key, temper, floor)
+                                title, explanation, mitre, event_ids, op_key, temper, floor, event_count)
         WITH hits AS ({hits}),
         gapped AS (
             SELECT *, coalesce(time - lag(time) OVER (PARTITION BY rule, identity, session, op_key ORDER BY time)
@@ -518,7 +536,7 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
             SELECT h.rule, h.identity, h.session, h.op_key, h.bucket,
                    any_value(h.actor) AS actor, min(h.time) AS t0, max(h.time) AS t1, count(*) AS n,
                    bool_and(h.failed) AS all_failed, count(DISTINCT h.bulk_value) AS distinct_values,
-                   list(h.event_id ORDER BY h.time) AS ids,
+                   list(h.event_id ORDER BY h.time, h.event_id) AS ids,
                    any_value(r.title) AS title, any_value(r.mitre) AS mitre, any_value(r.score) AS score,
                    any_value(r.bulk_min) AS bulk_min, any_value(r.floor) AS floor
             FROM episodes h JOIN sens_rules r USING (rule)
@@ -532,7 +550,7 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
                    || CASE WHEN bulk_min IS NOT NULL THEN ' (' || distinct_values || ' distinct targets within '
                            || '{BULK_WINDOW_MINUTES} minutes)' ELSE '' END
                    || CASE WHEN all_failed THEN ', every attempt failed' ELSE '' END,
-               [mitre], ids[1:{MAX_EVENT_IDS}], op_key, true, floor
+               [mitre], ids[1:{MAX_EVENT_IDS}], op_key, true, floor, n
         FROM grouped
         WHERE bulk_min IS NULL OR distinct_values >= bulk_min
         """

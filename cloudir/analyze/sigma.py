@@ -211,12 +211,13 @@ def run(con: duckdb.DuckDBPyConnection, directory: Path) -> SigmaLoad:
             con.execute(
                 f"""
                 INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
-                                        title, explanation, mitre, event_ids, op_key, temper)
+                                        title, explanation, mitre, event_ids, op_key, temper, floor, event_count)
                 SELECT 'sigma', $rule_id, $score, any_value(actor), identity, session, min(time), max(time),
                        'Sigma: ' || $title || ' by ' || identity,
                        $description || ' (Sigma rule ' || $rule_id || ', level ' || $level || ', author '
                            || $author || ') x' || count(*),
-                       $mitre, list(event_id ORDER BY time)[1:{MAX_EVENT_IDS}], op_key, true
+                       $mitre, list(event_id ORDER BY time, event_id)[1:{MAX_EVENT_IDS}], op_key, true,
+                       $score / 2, count(*)
                 FROM sigma_events WHERE {where}
                 GROUP BY identity, session, op_key, date_trunc('hour', time)
                 """,

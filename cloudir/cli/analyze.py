@@ -97,7 +97,7 @@ def _print_tables(
             str(finding["first_time"]),
             esc(finding["title"]),
             esc(finding["explanation"]),
-            str(len(finding["event_ids"] or [])),
+            str(finding["event_count"]),
         )
     console.print(finding_table)
     console.print(f"{summary.events} events; {esc(summary.window.describe())}; {summary.seconds} s")

@@ -123,3 +123,39 @@ def test_familiarity_needs_several_days_over_a_week_and_never_goes_below_the_flo
     assert words is not None
     assert "never seen for this identity on another baseline day" in words[0]
     assert set(habit_scores) == {55 // 2}  # a familiar key rotation sinks to the floor, not below
+
+
+def test_findings_cap_their_evidence_with_a_count_a_short_explanation_and_the_profile(tmp_path: Path) -> None:
+    sweep = [
+        event(
+            "Describe" + chr(65 + n // 26) + chr(97 + n % 26),
+            service="ec2",
+            actor=TEAM[0],
+            time=T0 + timedelta(days=19, hours=13, seconds=n),
+            **STRANGER,
+        )
+        for n in range(150)
+    ]
+    db = write_db(tmp_path / "t.duckdb", [*_team(20), *sweep])
+    first = run_analysis(db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT rule, event_ids, event_count, explanation, profile FROM findings ORDER BY finding_id"
+        ).fetchall()
+    run_analysis(db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        again = con.execute(
+            "SELECT rule, event_ids, event_count, explanation, profile FROM findings ORDER BY finding_id"
+        ).fetchall()
+    assert first.findings == len(rows) > 0
+    assert [r[:4] for r in rows] == [r[:4] for r in again]  # the same evidence, in the same order, every run
+    recon = next(r for r in rows if r[0] == "enumeration-burst")
+    sweep_ids = [e["event_id"] for e in sweep]
+    assert recon[1] == sweep_ids[: len(recon[1])]  # by time: the first ones of the burst
+    assert len(recon[1]) == 100
+    assert recon[2] == 150
+    novel = next(r for r in rows if r[0] == "novel-activity")
+    assert len(novel[3]) <= 400
+    profile = json.loads(novel[4])
+    assert len(profile["explanation"]) > 400  # 150 new operations spelt out in full
+    assert profile["event_count"] == novel[2] >= 150
