@@ -103,8 +103,8 @@ def write_findings(
             SELECT *, CAST(round(least(100, greatest(floor, raw_score * weight * factor))) AS INTEGER) AS score
             FROM tempered
         )
-        SELECT substr(md5(analyzer || rule || coalesce(identity, '') || coalesce(session, '')
-                          || coalesce(CAST(first_time AS VARCHAR), '') || coalesce(op_key, '')), 1, 12),
+        SELECT substr(md5(concat_ws(chr(31), analyzer, rule, coalesce(identity, ''), coalesce(session, ''),
+                                    coalesce(CAST(first_time AS VARCHAR), ''), coalesce(op_key, ''))), 1, 12),
                analyzer, rule, score, {SEVERITY_SQL.format(s="score")}, actor, identity, session, first_time,
                last_time, title,
                CASE WHEN length(explanation || novelty_words) > {MAX_EXPLANATION}
@@ -118,8 +118,10 @@ def write_findings(
                            'event_count', coalesce(event_count, len(event_ids))),
                NULL
         FROM scored WHERE score >= $min_score
-        QUALIFY row_number() OVER (PARTITION BY analyzer, rule, identity, session, first_time, op_key
-                                   ORDER BY score DESC) = 1
+        -- one finding per id: the same key spelt NULL or '' is one finding too
+        QUALIFY row_number() OVER (PARTITION BY analyzer, rule, coalesce(identity, ''), coalesce(session, ''),
+                                                first_time, coalesce(op_key, '')
+                                   ORDER BY score DESC, raw_score DESC, title, explanation) = 1
         """,
         {"min_score": min_score},
     )
