@@ -69,8 +69,11 @@ def hostile_case(tmp_path: Path) -> Path:
         )
         con.execute(
             """
-            INSERT INTO findings VALUES ('f1', 'recon', 'burst', 91, 'critical', ?, ?, 'ASIAX',
-                TIMESTAMP '2026-11-20 12:40:00', TIMESTAMP '2026-11-20 13:00:00', ?, ?, ['T1087'], ['e40', 'e44'], 'i1')
+            INSERT INTO findings BY NAME SELECT 'f1' AS finding_id, 'recon' AS analyzer, 'burst' AS rule, 91 AS score,
+                'critical' AS severity, ?::VARCHAR AS actor, ?::VARCHAR AS identity, 'ASIAX' AS session,
+                TIMESTAMP '2026-11-20 12:40:00' AS first_time, TIMESTAMP '2026-11-20 13:00:00' AS last_time,
+                ?::VARCHAR AS title, ?::VARCHAR AS explanation, ['T1087'] AS mitre, ['e40', 'e44'] AS event_ids,
+                2 AS event_count, 'i1' AS incident_id
             """,
             [HOSTILE_ACTOR, HOSTILE_ACTOR, HOSTILE_TITLE, f"user agent {HOSTILE_UA} listed every user"],
         )
