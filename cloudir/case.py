@@ -35,6 +35,7 @@ from cloudir.durable import split_lines
 from cloudir.errors import CloudirError
 from cloudir.hashing import sha256_file
 from cloudir.seal import SEALS_FILE, append_seal, make_seal, parse_seal
+from cloudir.sealstore import store_latest_seal
 from cloudir.signing import KEY_ENV, Signer, load_signer
 
 CASE_FILE = CASE_META_FILE
@@ -225,6 +226,7 @@ class Case:
         self.custody: CustodyLog = shared or CustodyLog(
             root / CUSTODY_FILE, self.case_id, meta["created"], on_append=self._sealer
         )
+        self._opened_at = self.custody.length  # records before this command (a seal copy is due if it appends)
         if shared is None:
             lock.custody = self.custody
             self._recover()
@@ -324,17 +326,34 @@ class Case:
             )
         return cls._open_locked(root, lock)
 
-    def close(self) -> None:
-        """Release the case; the outermost close announces the sealed head and the key."""
+    def close(self, *, failing: bool = False) -> None:
+        """Release the case; the outermost close stores the newest seal (when a seal store is configured) and
+        announces the sealed head and the key.
+
+        A seal that could not be stored is recorded and raised after the announcement, unless the command is
+        already ``failing`` (then its own error is the one to show, and the failed upload is in the chain).
+        """
         if self._closed:
             return
         self._closed = True
-        if self._hold.outermost:
-            _notify(
-                f"custody head {self.custody.head} ({self.custody.length} records) sealed by key "
-                f"{self._sealer.signer.fingerprint}"
-            )
-        self._hold.release()
+        error: CloudirError | None = None
+        try:
+            if self._hold.outermost:
+                stored = ""
+                if self.custody.length > self._opened_at:
+                    try:
+                        url = store_latest_seal(self)
+                        stored = f"; seal of record {self.custody.length - 1} stored write-once in {url}" if url else ""
+                    except CloudirError as exc:
+                        error = exc
+                _notify(
+                    f"custody head {self.custody.head} ({self.custody.length} records) sealed by key "
+                    f"{self._sealer.signer.fingerprint}{stored}"
+                )
+        finally:
+            self._hold.release()
+        if error is not None and not failing:
+            raise error
 
     def __enter__(self) -> Case:
         return self
@@ -342,7 +361,7 @@ class Case:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(failing=exc_type is not None)
 
     def _recover(self) -> None:
         """On first open: record a torn last line (moved aside) and records a crash left unsealed."""

@@ -20,8 +20,13 @@ Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``
     [accounts]                  # findings ``cloudir respond`` may act on, per cloud (default: the caller's own)
     aws = ["123456789012"]
 
+    [seals]                     # write-once copies of every command's seal (cloudir.sealstore)
+    store = "s3://forensic-seals/cloudir"
+    retain_days = 365
+
 Environment: ``CLOUDIR_FORENSIC_AWS|AZURE|GCP``, ``CLOUDIR_ROLE_AWS|AZURE|GCP`` (the default role of that cloud),
-``CLOUDIR_SIGNING_KEY``, ``CLOUDIR_ACCOUNTS_AWS|AZURE|GCP`` (comma-separated).
+``CLOUDIR_SIGNING_KEY``, ``CLOUDIR_ACCOUNTS_AWS|AZURE|GCP`` (comma-separated), ``CLOUDIR_SEAL_STORE``,
+``CLOUDIR_SEAL_RETAIN_DAYS``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from cloudir.errors import CloudirError
 
 CLOUDS = ("aws", "azure", "gcp")
 _DEFAULT_ROLE = "default"
+DEFAULT_SEAL_RETAIN_DAYS = 365
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Config:
     roles: dict[str, dict[str, str]] = field(default_factory=dict)  # cloud -> {account or "default": role}
     signing_key: Path | None = None
     accounts: dict[str, list[str]] = field(default_factory=dict)  # cloud -> accounts a finding may name
+    seal_store: str | None = None  # URL of the write-once store every command's seal is copied to
+    seal_retain_days: int = DEFAULT_SEAL_RETAIN_DAYS
 
     def forensic_for(self, cloud: str) -> str | None:
         """The forensic destination configured for ``cloud``."""
@@ -78,10 +86,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise CloudirError(f"cannot read the configuration {path}: {exc}") from None
-    unknown = set(data) - {"forensic", "roles", "signing", "accounts"}
+    unknown = set(data) - {"forensic", "roles", "signing", "accounts", "seals"}
     if unknown:
         raise CloudirError(
-            f"{path}: unknown section(s) {', '.join(sorted(unknown))}", hint="known: forensic, roles, signing, accounts"
+            f"{path}: unknown section(s) {', '.join(sorted(unknown))}",
+            hint="known: forensic, roles, signing, accounts, seals",
         )
     forensic = _strings(data.get("forensic", {}), f"{path} [forensic]", keys=CLOUDS)
     roles_section = data.get("roles", {})
@@ -100,13 +109,33 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
                 item.strip() for item in env[f"CLOUDIR_ACCOUNTS_{cloud.upper()}"].split(",") if item.strip()
             ]
     key = env.get("CLOUDIR_SIGNING_KEY") or signing.get("key")
+    store, retain_days = _seals(data.get("seals", {}), env, f"{path} [seals]")
     return Config(
         path=path if path.is_file() else None,
         forensic=forensic,
         roles=roles,
         signing_key=Path(key).expanduser() if key else None,
         accounts=accounts,
+        seal_store=store,
+        seal_retain_days=retain_days,
     )
+
+
+def _seals(table: object, env: Mapping[str, str], where: str) -> tuple[str | None, int]:
+    """The [seals] table (store URL, retention in days), ``CLOUDIR_SEAL_STORE|RETAIN_DAYS`` taking precedence."""
+    if not isinstance(table, dict) or set(table) - {"store", "retain_days"}:
+        raise CloudirError(f"{where}: expected store = URL and retain_days = N")
+    store = env.get("CLOUDIR_SEAL_STORE") or table.get("store")
+    days: object = env.get("CLOUDIR_SEAL_RETAIN_DAYS") or table.get("retain_days", DEFAULT_SEAL_RETAIN_DAYS)
+    if store is not None and (not isinstance(store, str) or not store):
+        raise CloudirError(f"{where}: store must be a URL such as s3://bucket/prefix")
+    try:
+        retain_days = int(days) if isinstance(days, int | str) and not isinstance(days, bool) else 0
+    except ValueError:
+        retain_days = 0
+    if retain_days < 1:
+        raise CloudirError(f"{where}: retain_days must be a whole number of days, at least 1")
+    return store or None, retain_days
 
 
 def _account_lists(table: object, where: str) -> dict[str, list[str]]:

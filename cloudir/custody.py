@@ -28,6 +28,7 @@ from cloudir.durable import append_line, canonical_json, split_lines
 from cloudir.errors import CloudirError
 from cloudir.hashing import sha256_file
 from cloudir.seal import SEALS_FILE, Seal, parse_seal
+from cloudir.sealstore import STORE_ACTION, check_stored_seals, stored_records
 from cloudir.signing import fingerprint
 from cloudir.textsafe import visible
 
@@ -249,6 +250,7 @@ class _Chain:
     heads: list[str] = field(default_factory=list)  # heads[i] = hash of record i+1
     artifacts: dict[str, list[_Recorded]] = field(default_factory=dict)
     case_key: str | None = None  # fingerprint recorded at case creation
+    store_records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # seal.store records
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -326,6 +328,8 @@ def _verify_chain(lines: list[bytes], case_id: str, created: str, result: Verify
         details: dict[str, Any] = record["details"] if isinstance(record.get("details"), dict) else {}
         if seq == 1 and isinstance(details.get("signing_key"), str):
             chain.case_key = details["signing_key"]
+        if record.get("action") == STORE_ACTION:
+            chain.store_records.append((seq, record))
         if record.get("action") == RECOVERY_ACTION:
             result.notes.append(
                 f"record {seq}: a torn record of {visible(details.get('torn_bytes'))} bytes left by an interrupted "
@@ -504,8 +508,13 @@ def _custody_lines(case_dir: Path, result: VerifyResult) -> list[bytes] | None:
     return lines
 
 
-def verify_case(case_dir: Path, expect_head: str | None = None, public_key: bytes | None = None) -> VerifyResult:
-    """Check a case offline: each stored record line and its link, the seals, and every artifact's SHA-256."""
+def verify_case(
+    case_dir: Path, expect_head: str | None = None, public_key: bytes | None = None, *, remote: bool = False
+) -> VerifyResult:
+    """Check a case offline: each stored record line and its link, the seals, and every artifact's SHA-256.
+
+    With ``remote``, also compare the seal copies in the write-once store(s) the chain records with it.
+    """
     result = VerifyResult(ok=False)
     meta = _case_meta(case_dir, result)
     lines = _custody_lines(case_dir, result)
@@ -520,6 +529,14 @@ def verify_case(case_dir: Path, expect_head: str | None = None, public_key: byte
     _check_seals(case_dir, chain, meta[0], trusted, result)
     if expect_head is not None:
         _check_expected_head(expect_head, chain, result)
+    recorded = stored_records(chain.store_records)
+    if remote:
+        check_stored_seals(case_dir, meta[0], chain.heads, recorded, trusted=trusted, result=result)
+    elif recorded:
+        stores = visible(", ".join(sorted({entry.store for entry in recorded})))
+        result.notes.append(
+            f"{len(recorded)} seal(s) were stored write-once in {stores}; add --remote to compare them with this chain"
+        )
     _check_artifacts(case_dir, chain, result)
     _list_unrecorded(case_dir, chain, result)
     result.ok = not result.problems

@@ -34,6 +34,10 @@ def verify(
         Path | None,
         typer.Option(help="PEM public key the seals must be signed with (default: the key recorded at creation)."),
     ] = None,
+    remote: Annotated[
+        bool,
+        typer.Option(help="Also compare the seal copies in the write-once seal store the chain names (needs access)."),
+    ] = False,
 ) -> None:
     """Check a case offline: every stored custody record and its link, the seals, and every artifact's SHA-256.
 
@@ -48,7 +52,7 @@ def verify(
         except OSError:  # a read-only copy of a case: verify without the writer lock
             lock = None
     try:
-        result = verify_case(case_dir, expect_head=expect_head, public_key=trusted)
+        result = verify_case(case_dir, expect_head=expect_head, public_key=trusted, remote=remote)
     finally:
         if lock is not None:
             lock.release()
