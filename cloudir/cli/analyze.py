@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console, held
+from cloudir.cli.rows import FormatOpt, RowFormat, json_value, print_rows
 from cloudir.textsafe import esc
 
 if TYPE_CHECKING:
     from cloudir.analyze import AnalysisSummary
 
 _TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S"]
-_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
-
-
-class OutputFormat(StrEnum):
-    """How to print the result."""
-
-    table = "table"
-    json = "json"
 
 
 def _rows(db_path: Path, sql: str) -> list[dict[str, Any]]:
@@ -37,10 +28,6 @@ def _rows(db_path: Path, sql: str) -> list[dict[str, Any]]:
         cursor = con.execute(sql)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-
-def _json_default(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _print_json(summary: AnalysisSummary, incidents: list[dict[str, Any]], findings: list[dict[str, Any]]) -> None:
@@ -63,43 +50,45 @@ def _print_json(summary: AnalysisSummary, incidents: list[dict[str, Any]], findi
         "incidents": incidents,
         "findings": findings,
     }
-    typer.echo(json.dumps(document, default=_json_default, indent=2))
+    typer.echo(json.dumps(json_value(document), indent=2, ensure_ascii=False))
 
 
 def _print_tables(
     summary: AnalysisSummary, incidents: list[dict[str, Any]], findings: list[dict[str, Any]], limit: int
 ) -> None:
-    incident_table = Table(title=f"Incidents ({summary.incidents})", expand=True)
-    for column in ("score", "severity", "identity", "first", "last", "findings", "analyzers", "title"):
-        incident_table.add_column(column, overflow="fold")
-    for incident in incidents[:limit]:
-        style = _SEVERITY_STYLE[incident["severity"]]
-        incident_table.add_row(
-            str(incident["score"]),
-            f"[{style}]{incident['severity']}[/]",
-            esc(incident["identity"]),
-            str(incident["first_time"]),
-            str(incident["last_time"]),
-            str(incident["finding_count"]),
-            esc(", ".join(incident["analyzers"])),
-            esc(incident["title"]),
-        )
-    console.print(incident_table)
-    finding_table = Table(title=f"Findings ({summary.findings}, top {min(limit, len(findings))})", expand=True)
-    for column in ("score", "severity", "analyzer", "first", "title", "why", "events"):
-        finding_table.add_column(column, overflow="fold")
-    for finding in findings[:limit]:
-        style = _SEVERITY_STYLE[finding["severity"]]
-        finding_table.add_row(
-            str(finding["score"]),
-            f"[{style}]{finding['severity']}[/]",
-            esc(finding["analyzer"]),
-            str(finding["first_time"]),
-            esc(finding["title"]),
-            esc(finding["explanation"]),
-            str(finding["event_count"]),
-        )
-    console.print(finding_table)
+    print_rows(
+        ["score", "severity", "identity", "first", "last", "findings", "analyzers", "title"],
+        [
+            [
+                i["score"],
+                i["severity"],
+                i["identity"],
+                i["first_time"],
+                i["last_time"],
+                i["finding_count"],
+                ", ".join(i["analyzers"]),
+                i["title"],
+            ]
+            for i in incidents[:limit]
+        ],
+        title=f"Incidents ({summary.incidents})",
+    )
+    print_rows(
+        ["score", "severity", "analyzer", "first", "title", "why", "events"],
+        [
+            [
+                f["score"],
+                f["severity"],
+                f["analyzer"],
+                f["first_time"],
+                f["title"],
+                f["explanation"],
+                f["event_count"],
+            ]
+            for f in findings[:limit]
+        ],
+        title=f"Findings ({summary.findings}, top {min(limit, len(findings))})",
+    )
     console.print(f"{summary.events} events; {esc(summary.window.describe())}; {summary.seconds} s")
     if summary.sigma_rules_converted or summary.sigma_rules_failed:
         err_console.print(
@@ -134,7 +123,14 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
         ),
     ] = None,
     min_score: Annotated[int, typer.Option(min=0, max=100, help="Keep findings scoring at least this.")] = 50,
-    output: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
+    output: Annotated[
+        RowFormat,
+        typer.Option(
+            "--format",
+            help="table (fits the terminal; tab-separated when piped), json (summary, incidents and findings), "
+            "or jsonl, csv, md (the findings).",
+        ),
+    ] = RowFormat.table,
     limit: Annotated[int, typer.Option(help="Rows shown per table.")] = 30,
 ) -> None:
     """Score the timeline: write findings and incidents tables into DB_PATH and print them ranked.
@@ -164,20 +160,19 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
             case.record_existing(rel)
     incidents = _rows(db_path, "SELECT * FROM incidents ORDER BY score DESC, first_time")
     findings = _rows(db_path, "SELECT * FROM findings ORDER BY score DESC, first_time")
-    if output is OutputFormat.json:
+    if output is RowFormat.json:
         _print_json(summary, incidents, findings)
-    else:
+    elif output is RowFormat.table:
         _print_tables(summary, incidents, findings, limit)
+    else:
+        columns = list(findings[0]) if findings else ["score", "title"]
+        print_rows(columns, [list(finding.values()) for finding in findings], output)
 
 
 @app.command("analyzers")
-def list_analyzers() -> None:
+def list_analyzers(output: FormatOpt = RowFormat.table) -> None:
     """List the analyzers with their description, MITRE techniques and default weight."""
     from cloudir.analyze import ANALYZERS
 
-    table = Table(title="Analyzers", expand=True, show_lines=True)
-    for column in ("name", "weight", "MITRE", "description"):
-        table.add_column(column, overflow="fold")
-    for meta in ANALYZERS:
-        table.add_row(meta.name, str(meta.default_weight), ", ".join(meta.mitre) or "-", meta.description)
-    console.print(table)
+    rows = [[meta.name, meta.default_weight, ", ".join(meta.mitre) or "-", meta.description] for meta in ANALYZERS]
+    print_rows(["name", "weight", "MITRE", "description"], rows, output, title="Analyzers")

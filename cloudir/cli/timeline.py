@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cloudir.case import Case, case_root_of
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, held
+from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.errors import CloudirError
-from cloudir.textsafe import csv_cell, esc, markdown_cell
+from cloudir.textsafe import esc
 
 if TYPE_CHECKING:
     from cloudir.timeline.ingest import IngestStats
 
 timeline_app = sub_app("The DuckDB timeline: normalize control-plane logs, then query them.")
 app.add_typer(timeline_app, name="timeline")
-
-
-class OutputFormat(StrEnum):
-    """How ``timeline query`` prints rows."""
-
-    table = "table"
-    csv = "csv"
-    json = "json"
-    markdown = "markdown"
 
 
 SHOWN_FILES = 40  # per-file rows printed; all of them are in the ingest_files table
@@ -49,21 +36,24 @@ _MEMORY_LIMIT = Annotated[
 
 def _report(stats: IngestStats, target: Path) -> None:
     """Print the accounting: one row per file (problem files first), then the totals."""
-    table = Table("file", "format", "records", "events", "duplicates", "quarantined", "id collisions", "sha256")
     accounts = sorted(stats.accounts, key=lambda a: (not (a.quarantined or a.id_collisions or a.repaired), a.file))
-    for account in accounts[:SHOWN_FILES]:
-        table.add_row(
-            esc(account.file),
-            esc(account.format or "-"),
-            str(account.records),
-            str(account.events),
-            str(account.duplicates),
-            str(account.quarantined) + (f" (+{account.repaired} repaired)" if account.repaired else ""),
-            str(account.id_collisions),
-            account.sha256[:16],
-        )
     if accounts:
-        console.print(table)
+        print_rows(
+            ["file", "format", "records", "events", "duplicates", "quarantined", "id collisions", "sha256"],
+            [
+                [
+                    a.file,
+                    a.format or "-",
+                    a.records,
+                    a.events,
+                    a.duplicates,
+                    f"{a.quarantined}" + (f" (+{a.repaired} repaired)" if a.repaired else ""),
+                    a.id_collisions,
+                    a.sha256[:16],
+                ]
+                for a in accounts[:SHOWN_FILES]
+            ],
+        )
     if len(accounts) > SHOWN_FILES:
         console.print(f"... and {len(accounts) - SHOWN_FILES} more files: SELECT * FROM ingest_files")
     formats = ", ".join(f"{name} {count}" for name, count in sorted(stats.per_format.items())) or "none"
@@ -121,44 +111,11 @@ def build(
     _report(build_case_timeline(case, memory_limit=memory_limit), case_dir / "timeline.duckdb")
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, list | dict):
-        return json.dumps(value, default=str)
-    return str(value)
-
-
-def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], output: OutputFormat, title: str | None) -> None:
-    if output is OutputFormat.json:
-        records = [dict(zip(columns, row, strict=True)) for row in rows]
-        typer.echo(json.dumps(records, default=str, indent=2))
-    elif output is OutputFormat.csv:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(map(csv_cell, columns))
-        writer.writerows([csv_cell(value) if isinstance(value, str) else _cell(value) for value in row] for row in rows)
-        typer.echo(buffer.getvalue(), nl=False)
-    elif output is OutputFormat.markdown:
-        lines = ["| " + " | ".join(map(markdown_cell, columns)) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(markdown_cell(_cell(v)) for v in row) + " |" for row in rows]
-        typer.echo("\n".join(lines))
-    else:
-        table = Table(title=title, show_lines=False)
-        for column in columns:
-            table.add_column(esc(column), overflow="fold")
-        for row in rows:
-            table.add_row(*(esc(_cell(value)) for value in row))
-        console.print(table)
-
-
 @timeline_app.command()
 def query(
     db: Annotated[Path, typer.Argument(help="Timeline database (opened read-only).")],
     sql: Annotated[str, typer.Argument(help="One SQL statement over events, events_ocsf, quarantine.")],
-    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+    output: FormatOpt = RowFormat.table,
     timeout: Annotated[
         float | None, typer.Option(min=0, help="Stop the query after this many seconds (default 60; 0: no limit).")
     ] = None,
@@ -171,7 +128,7 @@ def query(
 
     limits: dict[str, Any] = {"timeout": timeout, "memory_limit": memory_limit}
     columns, rows = run_query(db, sql, **{key: value for key, value in limits.items() if value is not None})
-    _print_rows(columns, rows, output, title=None)
+    print_rows(columns, rows, output)
 
 
 @timeline_app.command()
@@ -183,9 +140,15 @@ def show(
     since: Annotated[datetime | None, typer.Option(help="From this UTC time.")] = None,
     until: Annotated[datetime | None, typer.Option(help="Until this UTC time (exclusive).")] = None,
     cloud: Annotated[str | None, typer.Option(help="aws, azure or gcp.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many events.")] = 200,
+    limit: Annotated[int, typer.Option(min=1, help="Events per page.")] = 50,
+    page: Annotated[int, typer.Option(min=1, help="Page to show (1: the newest events).")] = 1,
+    oldest_first: Annotated[bool, typer.Option(help="Page from the oldest event instead.")] = False,
+    output: FormatOpt = RowFormat.table,
 ) -> None:
-    """Show events in time order as a table, filtered by actor, operation, time and cloud."""
+    """Show events newest first, a page at a time, filtered by actor, operation, time and cloud.
+
+    Says how many events matched. Example: cloudir timeline show case/timeline.duckdb --actor web-app-role --page 2
+    """
     from cloudir.timeline.db import run_query
 
     filters: list[tuple[str, object]] = []
@@ -200,14 +163,26 @@ def show(
     if cloud:
         filters.append(("cloud = ?", cloud.lower()))
     where = " AND ".join(clause for clause, _ in filters) or "true"
+    params = [value for _, value in filters]
+    order = "ASC" if oldest_first else "DESC"
     sql = (
         "SELECT time, cloud, account, region, operation, actor, source_ip, status, error_code, "
         "CASE WHEN is_responder THEN 'cloudir' WHEN contains(coalesce(user_agent, ''), 'cloudir/') "
-        "THEN 'claims cloudir (no recorded request id)' ELSE '' END AS responder "
-        f"FROM events WHERE {where} ORDER BY time, event_uid LIMIT {int(limit)}"
+        "THEN 'claims cloudir (no recorded request id)' ELSE '' END AS responder, count(*) OVER () AS matched "
+        f"FROM events WHERE {where} ORDER BY time {order}, event_uid {order} "
+        f"LIMIT {int(limit)} OFFSET {(int(page) - 1) * int(limit)}"
     )
-    columns, rows = run_query(db, sql, [value for _, value in filters])
-    _print_rows(columns, rows, OutputFormat.table, title=f"{len(rows)} events")
+    columns, rows = run_query(db, sql, params)
+    total = (
+        int(rows[0][-1]) if rows else int(run_query(db, f"SELECT count(*) FROM events WHERE {where}", params)[1][0][0])
+    )
+    first = (page - 1) * limit + 1
+    shown = f"{first}-{first + len(rows) - 1}" if rows else "none"
+    more = f"; next: --page {page + 1}" if first + len(rows) - 1 < total else ""
+    title = f"{total} events match; showing {shown}, {'oldest' if oldest_first else 'newest'} first{more}"
+    print_rows(columns[:-1], [row[:-1] for row in rows], output, title=title)
+    if output is not RowFormat.table:
+        err_console.print(title, soft_wrap=True)
 
 
 @timeline_app.command()

@@ -76,7 +76,7 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
     result = runner.invoke(app, ["analyze", str(db), "--baseline-until", "2026-01-22", "--format", "json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["summary"]["baseline_until"] == "2026-01-22T00:00:00"
+    assert document["summary"]["baseline_until"] == "2026-01-22T00:00:00Z"
     ids = {i for finding in document["findings"] for i in finding["event_ids"]}
     assert {e["event_id"] for e in attack} <= ids
     table = runner.invoke(app, ["analyze", str(db), "--incident-since", "2026-01-22T00:00:00"])

@@ -39,7 +39,7 @@ def test_long_history_scores_the_last_day_and_says_so_through_the_cli(tmp_path: 
     summary = json.loads(result.stdout)["summary"]
     assert summary["window_basis"] == "last-day"
     assert summary["history"] == "identity"
-    assert summary["incident_since"] == "2026-01-19T13:00:00"  # 24 h before the last event
+    assert summary["incident_since"] == "2026-01-19T13:00:00Z"  # 24 h before the last event
     assert _stored(db)[:2] == ("last-day", "identity")
     table = CliRunner().invoke(app, ["analyze", str(db)], env={"COLUMNS": "300"})
     assert "last-day: no change point in the last week" in table.stdout
