@@ -22,8 +22,10 @@ from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 from moto.ebs.models import EBSSnapshot, ebs_backends
 from moto.ec2.models.elastic_block_store import EBSBackend as Ec2EbsBackend
 from moto.kms.models import kms_backends
+from moto.sts.models import STSBackend
 
 from cloudir.provider import TargetKind, TargetQuery
+from moto_fixtures.aws_accounts import cross_account_copy, strict_assume_role
 from moto_fixtures.cloudtrail import fake_cloudtrail, plant_attacker_trail, record_responder_calls
 from moto_fixtures.guard import sandbox_environment
 from moto_fixtures.sandbox import PlantedIncident
@@ -83,6 +85,8 @@ class AwsSandbox:
         self._stack.enter_context(fake_cloudtrail())
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "create_snapshot", self._wrap_create_snapshot()))
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "copy_snapshot", self._wrap_copy_snapshot()))
+        assume_role = strict_assume_role(STSBackend.assume_role)
+        self._stack.enter_context(mock.patch.object(STSBackend, "assume_role", assume_role))
         # Armed before any client exists, so clients made earlier and later (the CLI's own sessions) all see it.
         handler = ("before-call.*.*", self._inject_failure)
         botocore.handlers.BUILTIN_HANDLERS.append(handler)
@@ -137,16 +141,12 @@ class AwsSandbox:
         return create_snapshot
 
     def _wrap_copy_snapshot(self) -> Any:
-        original = Ec2EbsBackend.copy_snapshot
-
-        def copy_snapshot(backend: Any, source_snapshot_id: str, source_region: str, *args: Any, **kwargs: Any) -> Any:
-            copy = original(backend, source_snapshot_id, source_region, *args, **kwargs)
-            source = ebs_backends[backend.account_id][source_region].snapshots.get(source_snapshot_id)
+        def register(backend: Any, copy: Any, account: str, region: str, source_id: str) -> None:
+            source = ebs_backends[account][region].snapshots.get(source_id)
             if source is not None:
                 self._register_blocks(backend, copy, {i: b.block_data for i, b in source.blocks.items()})
-            return copy
 
-        return copy_snapshot
+        return cross_account_copy(Ec2EbsBackend.copy_snapshot, register)
 
     def corrupt_block(self, snapshot_id: str, index: int, region: str | None = None) -> None:
         """Make the EBS direct API send a wrong checksum for one block of a snapshot."""

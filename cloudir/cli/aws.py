@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 RegionOpt = Annotated[
     str | None, typer.Option("--region", help="Region of the target (default: your AWS profile's region).")
 ]
+RoleArnOpt = Annotated[
+    str | None,
+    typer.Option("--role-arn", help="Role to assume in the target's account (each assumption goes into custody)."),
+]
+ExternalIdOpt = Annotated[str | None, typer.Option("--external-id", help="External id the --role-arn trust requires.")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS CLI profile to use (default: AWS_PROFILE).")]
 PrincipalOpt = Annotated[
     str | None,
@@ -71,7 +76,7 @@ class _Mirrors:
         hold(case)
         from providers.aws.evidence_bucket import attach_evidence_bucket
 
-        clients = self._provider.clients  # type: ignore[attr-defined]
+        clients = self._provider.evidence_clients  # type: ignore[attr-defined]
         mirror = attach_evidence_bucket(clients, case, self._bucket, retention_mode=self._mode, retain_days=self._days)
         if mirror is not None:
             self._attached.append((mirror, case))
@@ -122,6 +127,22 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
         typer.Option("--retention-mode", help="Object Lock mode for the evidence bucket: COMPLIANCE or GOVERNANCE."),
     ] = "COMPLIANCE",
     retain_days: Annotated[int, typer.Option("--retain-days", help="Object Lock retention in days.")] = 365,
+    role_arn: RoleArnOpt = None,
+    external_id: ExternalIdOpt = None,
+    forensic_role_arn: Annotated[
+        str | None,
+        typer.Option(
+            "--forensic-role-arn",
+            help="Role in the forensic account: it copies the shared snapshots into itself, then the share is removed.",
+        ),
+    ] = None,
+    forensic_external_id: Annotated[
+        str | None, typer.Option("--forensic-external-id", help="External id the --forensic-role-arn trust requires.")
+    ] = None,
+    forensic_kms_key: Annotated[
+        str | None,
+        typer.Option("--forensic-kms-key", help="Customer-managed key ARN in the forensic account for its copies."),
+    ] = None,
     profile: ProfileOpt = None,
     instance: Annotated[str | None, hidden("--instance")] = None,
     ip: Annotated[str | None, hidden("--ip")] = None,
@@ -138,6 +159,9 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
          and role policies, console output -> artifacts/aws/<instance>/
       3. snapshot every volume at once, tagged cloudir:case-id (a re-run never duplicates them)
       4. optional: copy/re-encrypt, share with --forensic (account id), --raw-image
+      5. with --forensic-role-arn: the forensic account copies the shared snapshots into itself
+         under --forensic-kms-key, then the share and the key grant are removed
+    The plan notes say where each copy ends and who can delete it.
     Every API call and artifact SHA-256 goes into custody.jsonl; check it with `cloudir verify`.
 
     \b
@@ -147,6 +171,10 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
       cloudir acquire aws --target i-0abc123 --forensic 111122223333 \\
           --kms-key arn:aws:kms:us-east-1:111122223333:key/… --raw-image
       cloudir acquire aws --target i-0abc123 --case cases/IR-42 --resume   # after a failure
+      cloudir acquire aws --target i-0abc123 --kms-key arn:aws:kms:…:444455556666:key/… \\
+          --role-arn arn:aws:iam::444455556666:role/cloudir-responder --external-id IR-42 \\
+          --forensic-role-arn arn:aws:iam::111122223333:role/cloudir-forensic \\
+          --forensic-kms-key arn:aws:kms:…:111122223333:key/… --evidence-bucket ir-evidence-locked
       cloudir acquire aws --target AKIA… --case cases/IR-42                # key compromise
       cloudir acquire aws --target ASIA… --case cases/IR-42                # stolen session: its role
       cloudir acquire aws --target arn:aws:iam::123456789012:user/bob --case cases/IR-42
@@ -155,13 +183,25 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
     """
     name = one_target(target, instance=instance, ip=ip, eni=eni, access_key=access_key, principal=principal)
     query = _query(name, region, principal=bool(principal))
-    config = {"region": region, "profile": profile, "all_regions": all_regions}
+    config = {
+        "region": region,
+        "profile": profile,
+        "all_regions": all_regions,
+        "role_arn": role_arn,
+        "external_id": external_id,
+        "forensic_role_arn": forensic_role_arn,
+        "forensic_external_id": forensic_external_id,
+    }
+    forensic_id = forensic_destination("aws", forensic, forensic_account)
+    if forensic_role_arn and not forensic_id and forensic_role_arn.count(":") >= 5:
+        forensic_id = forensic_role_arn.split(":")[4]
     options = AcquireOptions(
-        forensic_account=forensic_destination("aws", forensic, forensic_account),
+        forensic_account=forensic_id,
         forensic_location=forensic_region,
         encryption_key=kms_key,
         raw_image=raw_image,
         group_mode=asg_mode,
+        extra={"forensic_kms_key": forensic_kms_key} if forensic_kms_key else {},
     )
     if dry_run:
         show_dry_run("aws", config, lambda p, t: p.plan_acquire(t, options), query)
@@ -189,6 +229,8 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     dry_run: DryRunOpt = False,
     resume: ResumeOpt = False,
     region: RegionOpt = None,
+    role_arn: RoleArnOpt = None,
+    external_id: ExternalIdOpt = None,
     profile: ProfileOpt = None,
     instance: Annotated[str | None, hidden("--instance")] = None,
     ip: Annotated[str | None, hidden("--ip")] = None,
@@ -224,7 +266,7 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     """
     name = one_target(target, instance=instance, ip=ip, access_key=access_key, principal=principal)
     query = _query(name, region, principal=bool(principal))
-    config = {"region": region, "profile": profile}
+    config = {"region": region, "profile": profile, "role_arn": role_arn, "external_id": external_id}
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=not keep_credentials)
     if dry_run:
         show_dry_run("aws", config, lambda p, t: p.plan_contain(t, options), query)

@@ -135,6 +135,10 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     ] = None,
     dry_run: DryRunOpt = False,
     resume: ResumeOpt = False,
+    role_arn: Annotated[
+        str | None, typer.Option(help="Role to assume: in the member account, or the log-archive account of a trail.")
+    ] = None,
+    external_id: Annotated[str | None, typer.Option(help="External id the --role-arn trust requires.")] = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
 ) -> None:
     """Pull CloudTrail for a window and scope into a case; raw pages and files are kept as evidence."""
@@ -152,7 +156,13 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
             **({"trail_bucket": trail_bucket, "trail_prefix": trail_prefix or ""} if trail_bucket else {}),
         },
     )
-    config = {"region": region[0] if region else None, "profile": profile, "all_regions": all_regions}
+    config = {
+        "region": region[0] if region else None,
+        "profile": profile,
+        "all_regions": all_regions,
+        "role_arn": role_arn,
+        "external_id": external_id,
+    }
     description = f"CloudTrail pull {window_start} .. {window_end}"
     try:
         pull_logs("aws", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)

@@ -154,10 +154,11 @@ def contain(provider: Provider, request: ContainRequest, progress: Progress | No
 
 def collect_logs(provider: Provider, request: LogsRequest, progress: Progress | None = None) -> RunReport:
     """Pull control-plane logs for a window and scope into the case; raw pages are kept as evidence."""
-    plan = provider.plan_pull_logs(request.pull)
+    provider.plan_pull_logs(request.pull)  # refuse an impossible pull before a case folder is made
     case = open_case(provider, request.case_dir, description=request.description)
     if request.on_case is not None:
         request.on_case(case)
+    plan = provider.plan_pull_logs(request.pull)  # planned once bound: as the identities assumed for the case
     return RunReport(case, _run(plan, case, request.resume, progress or Progress()))
 
 

@@ -47,15 +47,36 @@ REPORT_FILE = f"{REPORTS_DIR}/report.html"
 def default_provider(trigger: Trigger) -> Provider:
     """The adapter for the trigger's cloud, for its account and region.
 
+    An AWS finding from an account that the configuration (:mod:`cloudir.config`, ``[roles.aws]``) maps to
+    a role is handled through that role; so is the forensic account (``[forensic] aws``) when it is mapped.
     ``CLOUDIR_PROVIDER_CONFIG`` (a JSON object keyed by cloud) adds adapter settings, e.g.
     ``{"gcp": {"forensic_project": "vault"}, "azure": {"soc_subscription": "..."}}``.
     """
     config: dict[str, Any] = {
-        "aws": {"region": trigger.region} if trigger.region else {},
+        "aws": ({"region": trigger.region} if trigger.region else {}) | _aws_roles(trigger.account),
         "azure": {"subscription_id": trigger.account},
         "gcp": {"project": trigger.account},
     }[trigger.cloud]
     return get_provider(trigger.cloud, **{**config, **_extra_config(trigger.cloud)})
+
+
+def _aws_roles(account: str | None) -> dict[str, str]:
+    """The roles the configuration names for the finding's account and for the forensic account."""
+    config = load_config()
+    roles: dict[str, str] = {}
+    member = config.role_for("aws", account)
+    if member and account:
+        roles["role_arn"] = _role_arn(member, account)
+    forensic = config.forensic_for("aws")
+    forensic_role = config.roles.get("aws", {}).get(forensic or "")
+    if forensic and forensic_role:
+        roles["forensic_role_arn"] = _role_arn(forensic_role, forensic)
+    return roles
+
+
+def _role_arn(role: str, account: str) -> str:
+    """A configured role: an ARN as it is, a bare name in ``account``."""
+    return role if role.startswith("arn:") else f"arn:aws:iam::{account}:role/{role}"
 
 
 def offline_provider(trigger: Trigger) -> Provider:
@@ -294,11 +315,14 @@ class _Builder:
         if self._acquire is None:
             actions = {s.action for s in self.playbook.steps}
             options = AcquireOptions(
-                forensic_account=self.params["forensic_account"] if "copy" in actions else None,
+                forensic_account=(self.params["forensic_account"] or load_config().forensic_for(self.trigger.cloud))
+                if "copy" in actions
+                else None,
                 forensic_location=self.params["forensic_location"],
                 encryption_key=self.params["encryption_key"],
                 raw_image=bool(self.params["raw_image"]),
                 group_mode=str(self.params["group_mode"]),
+                extra={"forensic_kms_key": self.params["forensic_kms_key"]} if self.params["forensic_kms_key"] else {},
             )
             self._acquire = self.provider.plan_acquire(self.target, options)
         return self._acquire

@@ -28,6 +28,7 @@ PARAMETERS: dict[str, tuple[type, ...]] = {
     "forensic_account": (str, type(None)),
     "forensic_location": (str, type(None)),
     "encryption_key": (str, type(None)),
+    "forensic_kms_key": (str, type(None)),  # AWS: the forensic account's key for the copies it owns
     "raw_image": (bool,),
     "group_mode": (str,),
     "examiner_cidr": (str, type(None)),
@@ -41,6 +42,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "forensic_account": None,
     "forensic_location": None,
     "encryption_key": None,
+    "forensic_kms_key": None,
     "raw_image": False,
     "group_mode": "protect",
     "examiner_cidr": None,

@@ -124,12 +124,15 @@ class AcquirePlanner:
         target: Target,
         options: AcquireOptions,
         *,
+        forensic: AwsClients | None = None,
         poll_seconds: float,
         timeout_seconds: float,
     ) -> None:
         if options.group_mode not in ASG_MODES:
             raise CloudirError(f"unknown Auto Scaling mode {options.group_mode!r}", hint=f"use one of {ASG_MODES}")
         self.clients = clients
+        self.forensic = forensic if options.forensic_account else None  # the forensic account's own clients
+        self.forensic_key = options.extra.get("forensic_kms_key")
         self.target = target
         self.options = options
         self.region = target.location
@@ -149,6 +152,11 @@ class AcquirePlanner:
     # -- plan ---------------------------------------------------------------------------------------------
     def plan(self) -> Plan:
         """The ordered steps: preserve first, then captures, snapshots, copies, sharing and images."""
+        if self.forensic is not None and not self.forensic_key:
+            raise CloudirError(
+                "the forensic account copies the snapshots under its own key",
+                hint="pass --forensic-kms-key with the ARN of a customer-managed key in the forensic account",
+            )
         if not self.target.symbolic:
             self._check_encryption()
         steps = [*self._preserve_steps(), *self._capture_steps(), *self._snapshot_steps()]
@@ -163,10 +171,7 @@ class AcquirePlanner:
                 f"{member}: scale-in protection does not stop health-check replacement; use --asg-mode standby to "
                 "take it out of service"
             )
-        if self.options.forensic_account:
-            notes.append(
-                f"snapshots are shared with {self.options.forensic_account}; that account must copy them to own them"
-            )
+        notes += self._ownership_notes()
         plan = Plan(name="acquire", cloud="aws", target=self.target.ref, steps=steps, notes=notes)
         return offline_plan(plan, self._conditions()) if self.target.symbolic else plan
 
@@ -559,6 +564,8 @@ class AcquirePlanner:
             steps.append(self._copy_step())
         if self.options.forensic_account:
             steps.append(self._share_step(self.options.forensic_account))
+            if self.forensic is not None:
+                steps += [self._own_copy_step(self.forensic, self.options.forensic_account), self._unshare_step()]
         if self.options.raw_image:
             steps.append(self._raw_image_step())
         return steps
@@ -685,6 +692,118 @@ class AcquirePlanner:
                     OperationType="add",
                     UserIds=[account],
                 ),
+            ],
+            run,
+        )
+
+    def _ownership_notes(self) -> list[str]:
+        """Where the snapshots end and who can delete them."""
+        victim, forensic = self.target.account, self.options.forensic_account
+        if not forensic:
+            return [f"snapshots stay in account {victim}: anyone there with ec2:DeleteSnapshot can delete them"]
+        if self.forensic is None:
+            return [
+                (
+                    f"snapshots are shared with {forensic} but owned by {victim}, which can still delete them: "
+                    "pass --forensic-role-arn so that the forensic account copies them into itself"
+                )
+            ]
+        return [
+            (
+                f"snapshot copies end in account {forensic} ({self.dest_region}) under its key {self.forensic_key}, "
+                f"owned by {forensic}: account {victim} cannot delete them; the share and key grant are then removed"
+            )
+        ]
+
+    def _own_copy_step(self, forensic: AwsClients, account: str) -> Step:
+        """The forensic account copies each shared snapshot into itself, under its own key."""
+        region, key = self.dest_region, self.forensic_key
+        ec2 = forensic.client("ec2", region)
+
+        def run(ctx: StepContext) -> dict[str, Any]:
+            shared: list[str] = ctx.results["share.snapshots"]["shared"]
+            owned: dict[str, str] = {}
+            for snapshot_id in shared:
+                tags = {TAG_CASE: ctx.case.case_id, TAG_SNAPSHOT: snapshot_id}
+                with aws_errors(f"copy shared snapshot {snapshot_id} into forensic account {account}"):
+                    found = ec2.describe_snapshots(OwnerIds=["self"], Filters=tag_filters(tags))["Snapshots"]
+                    earlier = [s["SnapshotId"] for s in found if s["State"] != "error"]
+                    owned[snapshot_id] = (
+                        earlier[0]
+                        if earlier
+                        else ec2.copy_snapshot(
+                            SourceSnapshotId=snapshot_id,
+                            SourceRegion=region,
+                            Encrypted=True,
+                            KmsKeyId=key,
+                            Description=f"cloudir case {ctx.case.case_id}: forensic copy of {snapshot_id}",
+                            TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+                        )["SnapshotId"]
+                    )
+            wait_for_snapshots(
+                ec2,
+                sorted(owned.values()),
+                console=ctx.console,
+                poll_seconds=self.poll_seconds,
+                timeout_seconds=self.timeout_seconds,
+                label="forensic copy",
+            )
+            return {"account": account, "region": region, "kms_key": key, "owned": owned}
+
+        return Step(
+            "own.copy",
+            f"Forensic account {account} copies each shared snapshot into itself under its key {key}",
+            StepKind.ACQUIRE,
+            [
+                planned("ec2", "DescribeSnapshots", region, OwnerIds=["self"], Filters={TAG_CASE: self.case_label}),
+                planned(
+                    "ec2",
+                    "CopySnapshot",
+                    region,
+                    SourceSnapshotId="<each shared snapshot>",
+                    Encrypted=True,
+                    KmsKeyId=key,
+                    account=account,
+                ),
+                planned("ec2", "DescribeSnapshots", region, SnapshotIds="<forensic copies>", account=account),
+            ],
+            run,
+        )
+
+    def _unshare_step(self) -> Step:
+        """Once the forensic account owns its copies: remove the victim-side share and the temporary key grant."""
+        region = self.dest_region
+        ec2, kms = self.clients.client("ec2", region), self.clients.client("kms", region)
+
+        def run(ctx: StepContext) -> dict[str, Any]:
+            share = ctx.results["share.snapshots"]
+            with aws_errors(f"remove the share with {share['account']}"):
+                for snapshot_id in share["shared"]:
+                    ec2.modify_snapshot_attribute(
+                        SnapshotId=snapshot_id,
+                        Attribute="createVolumePermission",
+                        OperationType="remove",
+                        UserIds=[share["account"]],
+                    )
+                for key, grant in sorted(share["kms_grants"].items()):
+                    kms.revoke_grant(KeyId=key, GrantId=grant)
+            return {"unshared": share["shared"], "revoked_grants": share["kms_grants"]}
+
+        return Step(
+            "own.unshare",
+            "Remove the victim-side share and the temporary key grant (the forensic copies no longer need them)",
+            StepKind.ACQUIRE,
+            [
+                planned(
+                    "ec2",
+                    "ModifySnapshotAttribute",
+                    region,
+                    SnapshotId="<each shared snapshot>",
+                    Attribute="createVolumePermission",
+                    OperationType="remove",
+                    UserIds=[self.options.forensic_account],
+                ),
+                planned("kms", "RevokeGrant", region, KeyId="<each snapshot key>", GrantId="<grant made to share>"),
             ],
             run,
         )

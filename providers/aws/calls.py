@@ -41,6 +41,8 @@ API_CALLS: dict[tuple[str, str], tuple[str, ...]] = {
     ("autoscaling", "DetachInstances"): ("autoscaling:DetachInstances",),
     ("kms", "DescribeKey"): ("kms:DescribeKey",),
     ("kms", "CreateGrant"): ("kms:CreateGrant",),
+    ("kms", "RevokeGrant"): ("kms:RevokeGrant",),
+    ("sts", "AssumeRole"): ("sts:AssumeRole",),
     ("ebs", "ListSnapshotBlocks"): ("ebs:ListSnapshotBlocks", "kms:Decrypt"),
     ("ebs", "GetSnapshotBlock"): ("ebs:GetSnapshotBlock", "kms:Decrypt"),
     ("iam", "GetInstanceProfile"): ("iam:GetInstanceProfile",),

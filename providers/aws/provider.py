@@ -9,6 +9,7 @@ from typing import ClassVar
 import boto3
 
 from cloudir.case import Case
+from cloudir.errors import CloudirError
 from cloudir.plan import Plan
 from cloudir.provider import (
     AcquireOptions,
@@ -48,20 +49,54 @@ class AwsProvider:
         all_regions: bool = False,
         poll_seconds: float = 5.0,
         timeout_seconds: float = 6 * 3600.0,
+        role_arn: str | None = None,
+        external_id: str | None = None,
+        forensic_role_arn: str | None = None,
+        forensic_external_id: str | None = None,
     ) -> None:
-        self.clients = AwsClients(profile=profile, region=region, session=session)
+        self._own = AwsClients(profile=profile, region=region, session=session)  # the responder's own credentials
+        self.clients = self._own  # the target account's: the own ones, or those of ``role_arn`` once bound
+        self.forensic_clients: AwsClients | None = None  # the forensic account's, with ``forensic_role_arn``
+        self.roles = {"target": (role_arn, external_id), "forensic": (forensic_role_arn, forensic_external_id)}
         self.all_regions = all_regions
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
         self._identity: dict[str, str] | None = None
 
     def bind(self, case: Case | None) -> None:
-        """Record every later call into ``case`` and note the AWS identity in its custody log."""
-        self.clients.bind(case)
+        """Record every later call into ``case``, assume the configured roles and note each identity in custody."""
+        self._own.bind(case)
+        self.clients = self._assume("target", case) or self._own
+        self.forensic_clients = self._assume("forensic", case)
+        self._identity = None
         if case is not None:
             with case.action("identity.aws") as act:
                 act.details["arn"] = self.identity()
                 case.set_cloud_identity(self.cloud, act.details["arn"])
+
+    def _assume(self, purpose: str, case: Case | None) -> AwsClients | None:
+        """Clients of the role configured for ``purpose`` (None without one); the assumption is recorded."""
+        role_arn, external_id = self.roles[purpose]
+        if not role_arn:
+            return None
+        if case is None:
+            return self._own.assume_role(role_arn, external_id=external_id)[0]
+        with case.action("identity.assume-role", target=role_arn) as act:
+            clients, user = self._own.assume_role(role_arn, external_id=external_id)
+            act.details |= {
+                "purpose": purpose,
+                "assumed_arn": user["Arn"],
+                "assumed_role_id": user["AssumedRoleId"],
+                "expires": user["Expiration"],
+                "external_id_given": bool(external_id),
+            }
+        clients.bind(case)
+        return clients
+
+    @property
+    def evidence_clients(self) -> AwsClients:
+        """Where evidence storage (the S3 evidence bucket) is reached: the forensic account when a role leads there."""
+        return self.forensic_clients or self.clients
 
     def _caller(self) -> dict[str, str]:
         if self._identity is None:
@@ -94,8 +129,17 @@ class AwsProvider:
         clients, target = self._clients_for(target), self._named(target)
         if target.kind is not TargetKind.INSTANCE:
             return plan_acquire_principal(clients, target)
+        forensic = self.forensic_clients
+        if forensic is not None and options.forensic_account:
+            self._check_forensic_account(options.forensic_account)
+            forensic = forensic.offline_copy() if target.symbolic else forensic
         planner = AcquirePlanner(
-            clients, target, options, poll_seconds=self.poll_seconds, timeout_seconds=self.timeout_seconds
+            clients,
+            target,
+            options,
+            forensic=forensic,
+            poll_seconds=self.poll_seconds,
+            timeout_seconds=self.timeout_seconds,
         )
         return planner.plan()
 
@@ -105,6 +149,15 @@ class AwsProvider:
             self, target.kind, Capability.ISOLATE if target.kind is TargetKind.INSTANCE else Capability.REVOKE
         )
         return plan_contain(self._clients_for(target), self._named(target), options)
+
+    def _check_forensic_account(self, account: str) -> None:
+        """Refuse a forensic account other than the one the forensic role is in."""
+        role_arn = str(self.roles["forensic"][0])
+        if role_arn.split(":")[4:5] != [account]:
+            raise CloudirError(
+                f"the forensic account {account} is not the account of the forensic role {role_arn}",
+                hint="leave --forensic-account out: it is taken from --forensic-role-arn",
+            )
 
     @staticmethod
     def _named(target: Target) -> Target:

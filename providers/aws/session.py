@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -62,6 +65,38 @@ class AwsClients:
         clients = AwsClients(session=self.session, region=self.default_region, case_tag=self.case_tag)
         clients.offline = True
         return clients
+
+    def assume_role(self, role_arn: str, *, external_id: str | None) -> tuple[AwsClients, dict[str, Any]]:
+        """Clients acting as ``role_arn``, and the first AssumeRole answer's AssumedRoleUser and expiry.
+
+        The session is named after the case (``cloudir-<case id>``), so CloudTrail in the role's account
+        names the responder; its credentials are refreshed before they expire through this object's STS
+        client, so every AssumeRole call lands in the bound case's custody log.
+        """
+        session_name = re.sub(r"[^\w+=,.@-]", "-", f"cloudir-{self.case_tag or 'dry-run'}")[:64]
+        params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name}
+        if external_id:
+            params["ExternalId"] = external_id
+        first: dict[str, Any] = {}
+
+        def fetch() -> dict[str, str]:
+            with aws_errors(f"assume role {role_arn} (sts:AssumeRole)"):
+                answer = self.client("sts").assume_role(**params)
+            creds = answer["Credentials"]
+            first.setdefault("user", {**answer["AssumedRoleUser"], "Expiration": creds["Expiration"].isoformat()})
+            return {
+                "access_key": creds["AccessKeyId"],
+                "secret_key": creds["SecretAccessKey"],
+                "token": creds["SessionToken"],
+                "expiry_time": creds["Expiration"].isoformat(),
+            }
+
+        credentials = RefreshableCredentials.create_from_metadata(fetch(), fetch, "sts-assume-role")
+        core = botocore.session.get_session()
+        # botocore has no public setter for refreshable credentials; this attribute is what it reads them from
+        core._credentials = credentials  # type: ignore[attr-defined]
+        session = boto3.Session(botocore_session=core, region_name=self.default_region)
+        return AwsClients(session=session, region=self.default_region, case_tag=self.case_tag), first["user"]
 
     def bind(self, case: Case | None) -> None:
         """Record later calls into ``case`` (None stops recording); tags the user agent with the case id."""
