@@ -243,6 +243,14 @@ class GcpSandbox:
             "selfLink": link(PROJECT, "zones", OTHER_ZONE, "instances", "batch-worker-1"),
         }
         _plant_regional_group_member(fake)
+        fake.iam_policies[PROJECT] = {
+            "version": 1,
+            "etag": "BwYTq2mE1Yc=",
+            "bindings": [
+                {"role": "roles/editor", "members": [f"serviceAccount:{SERVICE_ACCOUNT}", f"user:{ADMIN}"]},
+                {"role": "roles/logging.viewer", "members": [f"serviceAccount:{RESPONDER}"]},
+            ],
+        }
         fake.service_accounts[SERVICE_ACCOUNT] = {
             "account": {
                 "name": f"projects/{PROJECT}/serviceAccounts/{SERVICE_ACCOUNT}",

@@ -92,6 +92,7 @@ class FakeGcp:
         self.projects: dict[str, Project] = {}
         self.log_entries: list[dict[str, Any]] = []
         self.service_accounts: dict[str, dict[str, Any]] = {}  # email -> {"account": {...}, "keys": [...]}
+        self.iam_policies: dict[str, dict[str, Any]] = {}  # project -> its IAM policy (Resource Manager v1)
         self.requests: list[dict[str, Any]] = []  # method, path, operation, user_agent, status
         self.injections: dict[str, list[Injection]] = {}
         self.log_page_size = 50
@@ -137,7 +138,10 @@ class FakeGcp:
                     "firewalls": copy.deepcopy(p.firewalls),
                 }
                 for name, p in self.projects.items()
-            } | {"_service_accounts": copy.deepcopy(self.service_accounts)}
+            } | {
+                "_service_accounts": copy.deepcopy(self.service_accounts),
+                "_iam_policies": copy.deepcopy(self.iam_policies),
+            }
 
     # -- dispatch ---------------------------------------------------------------------------------
     def handle(self, method: str, raw_path: str, body: dict[str, Any], user_agent: str) -> tuple[int, dict[str, Any]]:
@@ -198,8 +202,11 @@ class FakeGcp:
             if route_method == method and len(pattern) == len(parts):
                 args: list[str] = []
                 for want, got in zip(pattern, parts, strict=True):
+                    verb = want[1:] if want.startswith("*:") else None  # a custom method: NAME:verb
                     if want == "*":
                         args.append(got)
+                    elif verb and got.endswith(verb) and len(got) > len(verb):
+                        args.append(got[: -len(verb)])
                     elif want != got:
                         break
                 else:
@@ -266,6 +273,14 @@ class FakeGcp:
         return [
             ("GET", ["*", "serviceAccounts", "*"], self.service_account_get, "serviceAccounts.get"),
             ("GET", ["*", "serviceAccounts", "*", "keys"], self.service_account_keys, "serviceAccounts.keys.list"),
+            ("POST", ["*", "serviceAccounts", "*:disable"], self.service_account_disable, "serviceAccounts.disable"),
+            (
+                "POST",
+                ["*", "serviceAccounts", "*", "keys", "*:disable"],
+                self.service_account_key_disable,
+                "serviceAccounts.keys.disable",
+            ),
+            ("POST", ["*:getIamPolicy"], self.project_iam_policy, "projects.getIamPolicy"),
         ]
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -581,7 +596,37 @@ class FakeGcp:
     def service_account_keys(
         self, project: str, email: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        return {"keys": self._service_account(email)["keys"]}
+        keys = self._service_account(email)["keys"]
+        wanted = query.get("keyTypes")
+        if wanted not in {None, "USER_MANAGED", "SYSTEM_MANAGED"}:
+            raise FakeError(400, "INVALID_ARGUMENT", f"Invalid value for keyTypes: {wanted}")
+        return {"keys": [k for k in keys if wanted in {None, k["keyType"]}]}
+
+    def service_account_disable(
+        self, project: str, email: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._service_account(email)["account"]["disabled"] = True
+        return {}
+
+    def service_account_key_disable(
+        self, project: str, email: str, key_id: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        name = f"projects/{project}/serviceAccounts/{email}/keys/{key_id}"
+        keys = [k for k in self._service_account(email)["keys"] if k["name"].rsplit("/", 1)[-1] == key_id]
+        if not keys:
+            raise FakeError(404, "NOT_FOUND", f"Service account key {name} does not exist.")
+        if keys[0]["keyType"] != "USER_MANAGED":
+            raise FakeError(400, "FAILED_PRECONDITION", f"Key {name} is managed by Google and cannot be disabled.")
+        keys[0]["disabled"] = True
+        return {}
+
+    def project_iam_policy(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        version = (body.get("options") or {}).get("requestedPolicyVersion", 1)
+        if version not in {0, 1, 3}:
+            raise FakeError(400, "INVALID_ARGUMENT", f"Invalid requestedPolicyVersion: {version}")
+        if project not in self.projects:
+            raise FakeError(403, "PERMISSION_DENIED", f"The caller does not have permission on project {project}")
+        return copy.deepcopy(self.iam_policies.get(project, {"version": 1, "etag": "BwAAAAAAAAA="}))
 
     # -- logging ----------------------------------------------------------------------------------
     def entries_list(self, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,10 @@ ZoneOpt = Annotated[str | None, typer.Option("--zone", help="Zone of the instanc
 TargetOpt = Annotated[
     str | None,
     typer.Option(
-        "--target", help="The instance: its name, numeric id, or internal or external IP.", show_default=False
+        "--target",
+        help="The instance (its name, numeric id, or internal or external IP) or a compromised service account "
+        "(NAME@PROJECT.iam.gserviceaccount.com).",
+        show_default=False,
     ),
 ]
 EndpointOpt = Annotated[
@@ -66,6 +69,13 @@ def _config(project: str | None, endpoint: str | None, anonymous: bool, **extra:
     return config
 
 
+def _query(value: str, zone: str | None) -> TargetQuery:
+    """A service account by its email; anything else names an instance."""
+    if "@" in value:
+        return TargetQuery(TargetKind.PRINCIPAL, value)
+    return TargetQuery(TargetKind.INSTANCE, value, zone)
+
+
 @acquire_app.command("gcp")
 def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     target: TargetOpt = None,
@@ -79,6 +89,7 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     anonymous: AnonymousOpt = False,
     instance: Annotated[str | None, hidden("--instance")] = None,
     ip: Annotated[str | None, hidden("--ip")] = None,
+    principal: Annotated[str | None, hidden("--principal")] = None,
     forensic_project: Annotated[str | None, hidden("--forensic-project")] = None,
 ) -> None:
     """Preserve a Compute Engine instance and acquire its evidence into a case folder.
@@ -92,6 +103,8 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
          -> artifacts/gcp/<project>/<zone>/<instance>/
       3. snapshot every attached disk, labelled cloudir-case-id (a re-run never duplicates them)
       4. with --forensic (project): an image copy of each snapshot in that project
+    A service account (--target EMAIL): the account, its keys and the project IAM policy
+    -> artifacts/gcp/service-accounts/<email>/
     Raw disk image export is not supported on gcp. Every API call and artifact SHA-256 goes
     into custody.jsonl; check it with `cloudir verify`.
 
@@ -104,7 +117,7 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
 
     Exit codes: 0 done, 2 bad input / not found / access problem, 3 a step failed (fix it, re-run with --resume).
     """
-    query = TargetQuery(TargetKind.INSTANCE, one_target(target, instance=instance, ip=ip), zone)
+    query = _query(one_target(target, instance=instance, ip=ip, principal=principal), zone)
     destination = forensic_destination("gcp", forensic, forensic_project)
     config = _config(project, api_endpoint, anonymous, forensic_project=destination)
     options = AcquireOptions(forensic_account=destination)
@@ -129,6 +142,7 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     anonymous: AnonymousOpt = False,
     instance: Annotated[str | None, hidden("--instance")] = None,
     ip: Annotated[str | None, hidden("--ip")] = None,
+    principal: Annotated[str | None, hidden("--principal")] = None,
 ) -> None:
     """Isolate a Compute Engine instance (refused until `cloudir acquire gcp` completed in the case, or --force).
 
@@ -138,17 +152,19 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
         deny all ingress and all egress (priority 1); with --examiner-cidr, allow that range
         first (priority 0)
       - adds the tag to the instance, which activates the rules
-    Credentials are not revoked on gcp: disable the instance's service account or its keys in IAM.
+    A service account (--principal): every user-managed key is disabled, then the account;
+    each step records in custody the gcloud command that undoes it.
 
     \b
     Examples:
       cloudir contain gcp --target web-1 --project prod-1 --zone us-central1-a --case cases/IR-42 --dry-run
       cloudir contain gcp --target web-1 --project prod-1 --case cases/IR-42 --examiner-cidr 198.51.100.7/32
       cloudir contain gcp --target 10.128.0.17 --project prod-1 --force   # no acquisition first: only when you must
+      cloudir contain gcp --target web@prod-1.iam.gserviceaccount.com --project prod-1 --case cases/IR-42
 
     Exit codes: 0 done, 2 refused / bad input / access problem, 3 a step failed (fix it, re-run with --resume).
     """
-    query = TargetQuery(TargetKind.INSTANCE, one_target(target, instance=instance, ip=ip), zone)
+    query = _query(one_target(target, instance=instance, ip=ip, principal=principal), zone)
     config = _config(project, api_endpoint, anonymous)
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=False)
     if dry_run:

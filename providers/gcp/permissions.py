@@ -48,6 +48,9 @@ PERMISSIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("compute", "globalOperations.wait"): ("compute.globalOperations.get",),
     ("iam", "serviceAccounts.get"): ("iam.serviceAccounts.get",),
     ("iam", "serviceAccounts.keys.list"): ("iam.serviceAccountKeys.list",),
+    ("iam", "serviceAccounts.keys.disable"): ("iam.serviceAccountKeys.disable",),
+    ("iam", "serviceAccounts.disable"): ("iam.serviceAccounts.disable",),
+    ("cloudresourcemanager", "projects.getIamPolicy"): ("resourcemanager.projects.getIamPolicy",),
     ("logging", "entries.list"): ("logging.logEntries.list", "logging.privateLogEntries.list"),
 }
 

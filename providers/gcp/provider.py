@@ -29,6 +29,11 @@ from cloudir.provider import (
 )
 from providers.gcp.logs import plan_audit_pull
 from providers.gcp.permissions import all_permissions, call
+from providers.gcp.principals import (
+    find_service_account,
+    plan_acquire_service_account,
+    plan_contain_service_account,
+)
 from providers.gcp.session import GcpApi, gcp_errors
 
 CASE_LABEL = "cloudir-case-id"
@@ -87,10 +92,18 @@ class GcpProvider:
 
     cloud: ClassVar[str] = "gcp"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.PRESERVE, Capability.SNAPSHOT, Capability.COPY, Capability.ISOLATE, Capability.PULL_LOGS}
+        {
+            Capability.PRESERVE,
+            Capability.SNAPSHOT,
+            Capability.COPY,
+            Capability.ISOLATE,
+            Capability.REVOKE,
+            Capability.PULL_LOGS,
+        }
     )
     targets: ClassVar[Mapping[TargetKind, frozenset[Capability]]] = {
         TargetKind.INSTANCE: frozenset({Capability.PRESERVE, Capability.SNAPSHOT, Capability.COPY, Capability.ISOLATE}),
+        TargetKind.PRINCIPAL: frozenset({Capability.PRESERVE, Capability.REVOKE}),  # service accounts
     }
 
     def __init__(
@@ -135,6 +148,8 @@ class GcpProvider:
     def find_target(self, query: TargetQuery) -> Target:
         """Resolve an instance by name, numeric id, internal or external IP, in one zone or all zones."""
         require_target(self, query.kind)
+        if query.kind is TargetKind.PRINCIPAL:
+            return find_service_account(self.api, query)
         zone = query.location or self.default_zone
         where = f"zone {zone}" if zone else "all zones"
         client = self.api.compute(compute_v1.InstancesClient)
@@ -185,7 +200,9 @@ class GcpProvider:
     # -- acquisition -----------------------------------------------------------------------------
     def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
         """Deletion protection, abandon from the MIG, capture metadata, snapshot each disk, copy each snapshot."""
-        require_target(self, target.kind, Capability.SNAPSHOT)
+        require_target(self, target.kind, Capability.PRESERVE)
+        if target.kind is TargetKind.PRINCIPAL:
+            return plan_acquire_service_account(self.api, target)
         if options.raw_image:
             raise CapabilityNotSupportedError(
                 "the gcp provider cannot export raw disk images",
@@ -489,6 +506,9 @@ class GcpProvider:
     # -- containment -----------------------------------------------------------------------------
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
         """Deny-all ingress/egress rules on a network tag (examiner range still allowed), then tag the instance."""
+        if target.kind is TargetKind.PRINCIPAL:
+            require_target(self, target.kind, Capability.REVOKE)
+            return plan_contain_service_account(self.api, target)
         require_target(self, target.kind, Capability.ISOLATE)
         symbolic = target.symbolic
         target = _symbolic_instance(target) if symbolic else target

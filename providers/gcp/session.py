@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ RESPONDER_USER_AGENT = f"cloudir/{__version__}"
 COMPUTE_HOST = "compute.googleapis.com"
 LOGGING_ENDPOINT = "https://logging.googleapis.com"
 IAM_ENDPOINT = "https://iam.googleapis.com"
+RESOURCE_MANAGER_ENDPOINT = "https://cloudresourcemanager.googleapis.com"
 # Regional collections whose API name carries a "region" prefix because a zonal one exists too.
 _ALSO_ZONAL = {"instanceGroupManagers", "instanceGroups", "disks", "autoscalers", "instances", "instanceTemplates"}
 _COLLECTION_VERBS = {"GET": "list", "POST": "insert"}
@@ -57,8 +59,12 @@ def describe_request(method: str, url: str) -> tuple[str, str, str | None]:
         resource, _, verb = path.removeprefix("/v2/").partition(":")
         return "logging", f"{resource.split('/')[-1]}.{verb or method.lower()}", None
     if path.startswith("/v1/projects/") and "/serviceAccounts/" in path:
-        tail = path.split("/serviceAccounts/", 1)[1].split("/")[1:]
-        return "iam", ".".join(["serviceAccounts", *tail, "list" if tail else "get"]), None
+        rest, _, verb = path.split("/serviceAccounts/", 1)[1].partition(":")
+        tail = rest.split("/")[1:]  # e.g. ["keys"] or ["keys", "<key id>"]
+        default = "list" if len(tail) % 2 else "get"
+        return "iam", ".".join(["serviceAccounts", *tail[::2], verb or default]), None
+    if re.fullmatch(r"/v1/projects/[^/:]+:\w+", path):
+        return "cloudresourcemanager", f"projects.{path.rsplit(':', 1)[1]}", None
     parts = path.split("/projects/", 1)[-1].split("/")[1:]
     if parts[:1] == ["aggregated"]:
         return "compute", f"{parts[1]}.aggregatedList", None
@@ -172,17 +178,23 @@ class GcpApi:
         return self._logging
 
     def iam_get(self, path: str) -> bytes:
-        """GET an IAM v1 resource (e.g. ``projects/-/serviceAccounts/<email>/keys``) and return the raw body.
+        """GET an IAM v1 resource (e.g. ``projects/-/serviceAccounts/<email>/keys``) and return the raw body."""
+        return self.rest("GET", path)
 
-        No IAM client library is installed, so this uses google-auth's AuthorizedSession directly; errors
+    def rest(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, endpoint: str = IAM_ENDPOINT
+    ) -> bytes:
+        """Call a v1 REST method of IAM (or of ``endpoint``, e.g. Resource Manager) and return the raw body.
+
+        No client library for them is installed, so this uses google-auth's AuthorizedSession directly; errors
         become the same google-api-core exceptions the SDK clients raise.
         """
         if self._iam is None:
             self._iam = self._instrument(AuthorizedSession(self.credentials))  # type: ignore[no-untyped-call]
-        base = self.api_endpoint or IAM_ENDPOINT
+        base = self.api_endpoint or endpoint
         if "://" not in base:
             base = f"{self.url_scheme}://{base}"
-        response = self._iam.get(f"{base}/v1/{path}", timeout=60)
+        response = self._iam.request(method, f"{base}/v1/{path}", json=body, timeout=60)  # type: ignore[no-untyped-call]
         if not response.ok:
             raise gexc.from_http_response(response)  # type: ignore[no-untyped-call]
         return bytes(response.content)

@@ -1,0 +1,97 @@
+"""A compromised service account: captured (account, keys, project roles), then its keys and itself disabled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import cloudir.cli.gcp  # noqa: F401 - registers the gcp commands
+from cloudir.cli.apps import app
+from cloudir.custody import read_records, verify_case
+from moto_fixtures.gcp import ATTACKER_KEY_ID, PROJECT, SERVICE_ACCOUNT, GcpSandbox
+from moto_fixtures.sandbox import PlantedIncident
+
+runner = CliRunner()
+
+
+def _run(gcp_sandbox: GcpSandbox, *args: str) -> tuple[int, str]:
+    assert gcp_sandbox.server is not None
+    result = runner.invoke(
+        app, [*args, "--api-endpoint", gcp_sandbox.server.endpoint, "--anonymous"], env={"COLUMNS": "250"}
+    )
+    return result.exit_code, result.output
+
+
+def _keys(gcp_sandbox: GcpSandbox) -> dict[str, bool]:
+    keys = gcp_sandbox.fake.service_accounts[SERVICE_ACCOUNT]["keys"]
+    return {k["name"].rsplit("/", 1)[-1]: bool(k.get("disabled")) for k in keys}
+
+
+def test_service_account_is_captured_then_its_keys_and_itself_disabled(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path
+) -> None:
+    case = tmp_path / "sa"
+    target = ["--principal", SERVICE_ACCOUNT, "--project", PROJECT]
+    code, out = _run(gcp_sandbox, "contain", "gcp", *target, "--dry-run")
+    assert code == 0, out
+    for operation in ("serviceAccounts.keys.list", "serviceAccounts.keys.disable", "serviceAccounts.disable"):
+        assert operation in out
+    code, out = _run(gcp_sandbox, "contain", "gcp", *target, "--case", str(case))
+    assert code == 2  # no case with its captured state yet
+    assert not any(_keys(gcp_sandbox).values())
+
+    code, out = _run(gcp_sandbox, "acquire", "gcp", *target, "--case", str(case))
+    assert code == 0, out
+    folder = case / "artifacts/gcp/service-accounts" / SERVICE_ACCOUNT
+    assert json.loads((folder / "account.json").read_bytes())["email"] == SERVICE_ACCOUNT
+    assert len(json.loads((folder / "keys.json").read_bytes())["keys"]) == 2
+    policy = json.loads((folder / "project-iam-policy.json").read_bytes())
+    assert any(f"serviceAccount:{SERVICE_ACCOUNT}" in b["members"] for b in policy["bindings"])
+
+    code, out = _run(gcp_sandbox, "contain", "gcp", *target, "--case", str(case))
+    assert code == 0, out
+    keys = _keys(gcp_sandbox)
+    assert keys[ATTACKER_KEY_ID] is True
+    assert [k for k, disabled in keys.items() if not disabled] != []  # the Google-managed key cannot be disabled
+    assert gcp_sandbox.fake.service_accounts[SERVICE_ACCOUNT]["account"]["disabled"] is True
+    results = [r["details"]["result"] for r in read_records(case / "custody.jsonl") if r["action"] == "contain.contain"]
+    undo = [u for r in results for u in r["undo"]]
+    assert f"gcloud iam service-accounts keys enable {ATTACKER_KEY_ID} --iam-account={SERVICE_ACCOUNT}" in undo
+    assert f"gcloud iam service-accounts enable {SERVICE_ACCOUNT}" in undo
+    operations = {c["operation"] for r in read_records(case / "custody.jsonl") for c in r["api_calls"]}
+    assert {"projects.getIamPolicy", "serviceAccounts.keys.disable", "serviceAccounts.disable"} <= operations
+    assert verify_case(case).ok
+
+
+@pytest.mark.parametrize("value", ["user:alice@example.com", "alice@example.com", "../../etc/passwd", "x;rm -rf"])
+def test_what_is_not_a_service_account_is_refused_in_one_line(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, value: str
+) -> None:
+    code, out = _run(gcp_sandbox, "acquire", "gcp", "--principal", value, "--project", PROJECT, "--dry-run")
+    assert code == 2
+    assert "Traceback" not in out
+
+
+def test_playbook_captures_and_contains_a_service_account(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert gcp_sandbox.server is not None
+    config = {"api_endpoint": gcp_sandbox.server.endpoint, "anonymous": True, "log_backoff": 0.01}
+    monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"gcp": config}))
+    plan = runner.invoke(
+        app, ["playbook", "plan", "--cloud", "gcp", "--principal", SERVICE_ACCOUNT, "--account", PROJECT], env={"COLUMNS": "250"}
+    )
+    assert plan.exit_code == 0, plan.output
+    assert "playbook gcp-service-account-compromise" in plan.output
+    assert "instances" not in plan.output
+    case = tmp_path / "pb"
+    args = ["respond", "--cloud", "gcp", "--principal", SERVICE_ACCOUNT, "--account", PROJECT, "--case", str(case)]
+    window = ["--param", "log_window_before_hours=720"]  # the sandbox's audit log lies days before now
+    result = runner.invoke(app, [*args, *window, "--approve-containment"])
+    assert result.exit_code == 0, result.output
+    assert (case / "artifacts/gcp/service-accounts" / SERVICE_ACCOUNT / "keys.json").is_file()
+    assert gcp_sandbox.fake.service_accounts[SERVICE_ACCOUNT]["account"]["disabled"] is True
+    assert verify_case(case).ok
