@@ -37,7 +37,8 @@ def test_is_a_provider_with_honest_capabilities(provider: GcpProvider, incident:
     assert provider.cloud == "gcp"
     assert provider.identity() == RESPONDER
     assert Capability.IMAGE not in provider.capabilities
-    assert Capability.REVOKE not in provider.capabilities
+    assert Capability.REVOKE not in provider.targets[TargetKind.INSTANCE]  # revocation is for service accounts
+    assert Capability.REVOKE in provider.targets[TargetKind.PRINCIPAL]
     with pytest.raises(CapabilityNotSupportedError, match="cannot image"):
         require(provider, Capability.IMAGE)
     target = provider.find_target(incident.target)
