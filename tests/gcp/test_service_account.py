@@ -73,25 +73,3 @@ def test_what_is_not_a_service_account_is_refused_in_one_line(
     code, out = _run(gcp_sandbox, "acquire", "gcp", "--principal", value, "--project", PROJECT, "--dry-run")
     assert code == 2
     assert "Traceback" not in out
-
-
-def test_playbook_captures_and_contains_a_service_account(
-    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert gcp_sandbox.server is not None
-    config = {"api_endpoint": gcp_sandbox.server.endpoint, "anonymous": True, "log_backoff": 0.01}
-    monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"gcp": config}))
-    plan = runner.invoke(
-        app, ["playbook", "plan", "--cloud", "gcp", "--principal", SERVICE_ACCOUNT, "--account", PROJECT], env={"COLUMNS": "250"}
-    )
-    assert plan.exit_code == 0, plan.output
-    assert "playbook gcp-service-account-compromise" in plan.output
-    assert "instances" not in plan.output
-    case = tmp_path / "pb"
-    args = ["respond", "--cloud", "gcp", "--principal", SERVICE_ACCOUNT, "--account", PROJECT, "--case", str(case)]
-    window = ["--param", "log_window_before_hours=720"]  # the sandbox's audit log lies days before now
-    result = runner.invoke(app, [*args, *window, "--approve-containment"])
-    assert result.exit_code == 0, result.output
-    assert (case / "artifacts/gcp/service-accounts" / SERVICE_ACCOUNT / "keys.json").is_file()
-    assert gcp_sandbox.fake.service_accounts[SERVICE_ACCOUNT]["account"]["disabled"] is True
-    assert verify_case(case).ok
