@@ -49,7 +49,7 @@ def _acquire_args(incident: PlantedIncident, accounts: dict[str, Any], *extra: s
     return [
         "acquire",
         "aws",
-        "--instance",
+        "--target",
         incident.extra["instance_id"],
         "--region",
         "us-east-1",
@@ -141,7 +141,7 @@ def test_a_wrong_external_id_is_refused_in_one_line_and_changes_nothing(
 def test_the_plan_says_a_shared_snapshot_stays_deletable_without_a_forensic_role(
     aws_sandbox: AwsSandbox, aws_incident: PlantedIncident
 ):
-    args = ["acquire", "aws", "--instance", aws_incident.extra["instance_id"], "--region", "us-east-1"]
+    args = ["acquire", "aws", "--target", aws_incident.extra["instance_id"], "--region", "us-east-1"]
     key = ["--kms-key", aws_incident.encryption_key or ""]
     shared = runner.invoke(app, [*args, *key, "--forensic-account", FORENSIC_ACCOUNT, "--dry-run"])
     assert shared.exit_code == 0, shared.output

@@ -34,7 +34,7 @@ def test_service_account_is_captured_then_its_keys_and_itself_disabled(
     gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path
 ) -> None:
     case = tmp_path / "sa"
-    target = ["--principal", SERVICE_ACCOUNT, "--project", PROJECT]
+    target = ["--target", SERVICE_ACCOUNT, "--project", PROJECT]
     code, out = _run(gcp_sandbox, "contain", "gcp", *target, "--dry-run")
     assert code == 0, out
     for operation in ("serviceAccounts.keys.list", "serviceAccounts.keys.disable", "serviceAccounts.disable"):
@@ -70,6 +70,6 @@ def test_service_account_is_captured_then_its_keys_and_itself_disabled(
 def test_what_is_not_a_service_account_is_refused_in_one_line(
     gcp_sandbox: GcpSandbox, incident: PlantedIncident, value: str
 ) -> None:
-    code, out = _run(gcp_sandbox, "acquire", "gcp", "--principal", value, "--project", PROJECT, "--dry-run")
+    code, out = _run(gcp_sandbox, "acquire", "gcp", "--target", value, "--project", PROJECT, "--dry-run")
     assert code == 2
     assert "Traceback" not in out
