@@ -9,10 +9,12 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from cloudir.provider import Provider, TargetKind, TargetQuery
 from moto_fixtures.azure_server import FakeAzure, utc
+from moto_fixtures.graph_server import FakeGraph
 from moto_fixtures.sandbox import PlantedIncident
 from providers.azure import CASE_TAG, create_provider
 from providers.azure.session import StaticTokenCredential
@@ -69,14 +71,18 @@ class AzureSandbox:
 
     def __init__(self, *, page_size: int = 10) -> None:
         self.fake = FakeAzure(page_size=page_size)
+        self.graph = FakeGraph(page_size=page_size)
         self.incident: PlantedIncident | None = None
 
     def __enter__(self) -> AzureSandbox:
         self.fake.on_write = self._log_own_write
         self.fake.start()
+        ca_file = Path(self.fake.ca_file)  # Graph is served with the same self-signed certificate
+        self.graph.start(ca_file, ca_file.with_name("fake-azure-key.pem"))
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.graph.stop()
         self.fake.stop()
 
     def provider_config(self) -> dict[str, Any]:
@@ -85,6 +91,7 @@ class AzureSandbox:
             "subscription_id": SUBSCRIPTION,
             "credential": StaticTokenCredential(sandbox_token()),
             "base_url": self.fake.base_url,
+            "graph_url": self.graph.base_url,
             "connection_verify": self.fake.ca_file,
             "soc_subscription": SOC_SUBSCRIPTION,
             "soc_resource_group": SOC_RESOURCE_GROUP,
@@ -119,6 +126,8 @@ class AzureSandbox:
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         window_start, window_end = now - dt.timedelta(hours=3), now - dt.timedelta(minutes=5)
         self.fake.activity[SUBSCRIPTION.lower()] = self._baseline_events(now) + self._attacker_events(now, vm_id)
+        self.graph.records["signIns"] = _baseline_sign_ins(now) + _attacker_sign_ins(now)
+        self.graph.records["directoryAudits"] = _directory_audits(now)
         self.incident = PlantedIncident(
             cloud="azure",
             target=TargetQuery(TargetKind.INSTANCE, VM_NAME),
@@ -531,3 +540,108 @@ def _event(
         "subscriptionId": SUBSCRIPTION,
         "tenantId": TENANT,
     }
+
+
+# -- Entra ID (Microsoft Graph v1.0 signIn and directoryAudit resources) -----------------------------------
+ATTACKER_USER_ID = "7e1f3a2b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
+GLOBAL_ADMIN_ROLE = "62e90394-69f5-4237-9190-012177145e10"  # the Global Administrator role template id
+
+
+def _sign_in(
+    when: dt.datetime, upn: str, ip: str, *, error_code: int = 0, reason: str | None = None, app: str = "Azure Portal"
+) -> dict[str, Any]:
+    user_id = ATTACKER_USER_ID if upn == ATTACKER else str(uuid.uuid5(uuid.NAMESPACE_DNS, upn))
+    return {
+        "id": str(uuid.uuid4()),
+        "createdDateTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "userDisplayName": upn.split("@", 1)[0],
+        "userPrincipalName": upn,
+        "userId": user_id,
+        "appId": "c44b4083-3bb0-49c1-b47d-974e53cbdf3c",
+        "appDisplayName": app,
+        "ipAddress": ip,
+        "clientAppUsed": "Browser",
+        "correlationId": str(uuid.uuid4()),
+        "conditionalAccessStatus": "notApplied",
+        "isInteractive": True,
+        "riskDetail": "none",
+        "riskLevelAggregated": "none",
+        "riskLevelDuringSignIn": "none",
+        "riskState": "none",
+        "riskEventTypes_v2": [],
+        "resourceDisplayName": "Windows Azure Service Management API",
+        "resourceId": "797f4846-ba00-4fd7-ba43-dac1f8f63013",
+        "status": {"errorCode": error_code, "failureReason": reason, "additionalDetails": None},
+        "deviceDetail": {"deviceId": "", "displayName": "", "operatingSystem": "Linux", "browser": "Firefox 128.0"},
+        "location": {
+            "city": "Amsterdam" if ip == ATTACKER_IP else "Seattle",
+            "state": "",
+            "countryOrRegion": "NL" if ip == ATTACKER_IP else "US",
+            "geoCoordinates": {},
+        },
+        "appliedConditionalAccessPolicies": [],
+    }
+
+
+def _baseline_sign_ins(now: dt.datetime) -> list[dict[str, Any]]:
+    return [
+        _sign_in(now - dt.timedelta(hours=hours), user, "198.51.100.20")
+        for hours in range(4, 72, 8)
+        for user in ("alice@contoso.example", ATTACKER)
+    ]
+
+
+def _attacker_sign_ins(now: dt.datetime) -> list[dict[str, Any]]:
+    failures = [
+        _sign_in(now - dt.timedelta(minutes=175 - i), ATTACKER, ATTACKER_IP, error_code=50126,
+                 reason="Error validating credentials due to invalid username or password.")
+        for i in range(4)
+    ]  # fmt: skip
+    return [*failures, _sign_in(now - dt.timedelta(minutes=170), ATTACKER, ATTACKER_IP)]
+
+
+def _directory_audits(now: dt.datetime) -> list[dict[str, Any]]:
+    initiator = {
+        "user": {
+            "id": ATTACKER_USER_ID,
+            "displayName": "jdoe",
+            "userPrincipalName": ATTACKER,
+            "ipAddress": ATTACKER_IP,
+        },
+        "app": None,
+    }
+
+    def audit(minutes: int, activity: str, category: str, target: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"Directory_{uuid.uuid4()}",
+            "category": category,
+            "correlationId": str(uuid.uuid4()),
+            "result": "success",
+            "resultReason": "",
+            "activityDisplayName": activity,
+            "activityDateTime": (now - dt.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "loggedByService": "Core Directory",
+            "operationType": "Add",
+            "initiatedBy": initiator,
+            "targetResources": [target],
+            "additionalDetails": [],
+        }
+
+    role_target = {
+        "id": ATTACKER_USER_ID, "displayName": None, "type": "User", "userPrincipalName": ATTACKER,
+        "modifiedProperties": [
+            {"displayName": "Role.TemplateId", "oldValue": None, "newValue": f'"{GLOBAL_ADMIN_ROLE}"'},
+            {"displayName": "Role.DisplayName", "oldValue": None, "newValue": '"Global Administrator"'},
+        ],
+    }  # fmt: skip
+    app_target = {
+        "id": "4b8c1d2e-5555-4666-8777-988899990000", "displayName": "backup-sync", "type": "ServicePrincipal",
+        "userPrincipalName": None,
+        "modifiedProperties": [
+            {"displayName": "KeyDescription", "oldValue": "[]", "newValue": '["[KeyIdentifier=..."]'}
+        ],
+    }  # fmt: skip
+    return [
+        audit(160, "Add member to role", "RoleManagement", role_target),
+        audit(155, "Add service principal credentials", "ApplicationManagement", app_target),
+    ]

@@ -251,25 +251,43 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     max_pages: Annotated[
         int | None, typer.Option("--max-pages", help="Stop after this many pages (recorded as an early stop).")
     ] = None,
+    entra: Annotated[
+        bool,
+        typer.Option(
+            "--entra", help="Also pull Entra ID sign-ins and directory audits from Microsoft Graph (AuditLog.Read.All)."
+        ),
+    ] = False,
+    principal: Annotated[
+        list[str] | None,
+        typer.Option("--principal", help="Entra logs of this user principal name only (repeatable; with --entra)."),
+    ] = None,
     dry_run: DryRunOpt = False,
     resume: ResumeOpt = False,
     token: TokenOpt = None,
     endpoint: EndpointOpt = None,
+    graph_endpoint: Annotated[
+        str | None,
+        typer.Option("--graph-endpoint", help="Microsoft Graph endpoint (default: https://graph.microsoft.com)."),
+    ] = None,
     ca_bundle: CaBundleOpt = None,
 ) -> None:
-    """Pull the Azure Activity Log for a window and scope into a case; every raw page is kept as evidence.
+    """Pull the Azure Activity Log (and with --entra the Entra ID logs) for a window into a case, as evidence.
 
     \b
     Pages are stored as logs/azure/activity/<subscription>/page-00001.json exactly as ARM returned them
     ({"value": [...], "nextLink": ...}) before they are parsed; 429 answers are retried after Retry-After;
     logs/azure/coverage.json says what span was covered, how often Azure throttled, and any early stop.
-    The Activity Log keeps 90 days.
+    The Activity Log keeps 90 days. With --entra, Microsoft Graph auditLogs/signIns and
+    auditLogs/directoryAudits pages go to logs/azure/entra/<tenant>/signins|audits/ the same way
+    (Entra keeps them 30 days, 7 on the free tier).
 
     \b
     Examples:
       cloudir logs pull azure --case cases/IR-42 --subscription 6f1c2a9e-... --around 2026-05-01T10:00Z --before 3d
       cloudir logs pull azure --case cases/IR-42 --start 2026-05-01T00:00Z --end 2026-05-02T00:00Z \\
           --subscription 6f1c2a9e-... --resource-group rg-prod-web
+      cloudir logs pull azure --case cases/IR-42 --subscription 6f1c2a9e-... --around 2026-05-01T10:00Z \\
+          --entra --principal jdoe@contoso.example
       cloudir logs pull azure --case cases/IR-42 --start ... --end ... --resume   # after throttling stopped it
 
     Exit codes: 0 done, 2 bad input / access problem, 3 a pull failed (pages so far are kept; --resume).
@@ -277,11 +295,17 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     window_start, window_end = resolve_window(start, end, around, before, after)
     subscriptions = subscription or []
     config = _config(subscriptions[0] if subscriptions else None, token, endpoint, ca_bundle, polling_interval=5.0)
+    if graph_endpoint:
+        config["graph_url"] = graph_endpoint
+    if principal and not entra:
+        raise CloudirError("--principal filters the Entra logs", hint="add --entra")
     request = LogPullRequest(
         start=window_start,
         end=window_end,
+        principals=principal or [],
         resources=resource or [],
         extra={
+            "entra": entra,
             "subscriptions": subscriptions,
             "resource_groups": resource_group or [],
             **({"max_pages": max_pages} if max_pages else {}),
@@ -300,8 +324,9 @@ def _coverage_summary(case_dir: Path) -> None:
     if not path.is_file():
         return
     coverage = json.loads(path.read_text(encoding="utf-8"))
-    table = Table(title=esc(f"Activity Log {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
-    for column in ("subscription", "scope", "status", "events", "pages", "throttled", "first event", "last event"):
+    table = Table(title=esc(f"Azure logs {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
+    columns = ("source", "location", "scope", "status", "events", "pages", "throttled", "first event", "last event")
+    for column in columns:
         table.add_column(column)
     for source in coverage["sources"]:
         details = source["details"]
@@ -309,6 +334,7 @@ def _coverage_summary(case_dir: Path) -> None:
             *map(
                 esc,
                 (
+                    source["source"],
                     source["location"],
                     source["scope"],
                     source["status"],

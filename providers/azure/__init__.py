@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.azure.provider import CASE_TAG, AzureProvider
-from providers.azure.session import ARM_ENDPOINT, AzureSession, StaticTokenCredential
+from providers.azure.session import ARM_ENDPOINT, GRAPH_ENDPOINT, AzureSession, StaticTokenCredential
 
 __all__ = ["CASE_TAG", "OFFLINE_CONFIG", "AzureProvider", "create_provider", "credentials_found"]
 
@@ -32,6 +32,7 @@ def create_provider(
     credential: Any = None,
     token: str | None = None,
     base_url: str | None = None,
+    graph_url: str | None = None,
     connection_verify: bool | str = True,
     soc_subscription: str | None = None,
     soc_resource_group: str = "rg-cloudir-evidence",
@@ -57,6 +58,7 @@ def create_provider(
     session = AzureSession(
         credential,
         base_url=base_url or ARM_ENDPOINT,
+        graph_url=graph_url or GRAPH_ENDPOINT,
         connection_verify=connection_verify,
         polling_interval=polling_interval,
         retry_total=retry_total,

@@ -16,7 +16,7 @@ from cloudir.case import safe_name
 from cloudir.coverage import CoverageReport, SourceCoverage, parse_utc
 from cloudir.custody import CUSTODY_FILE, read_records
 from cloudir.plan import Plan, Step, StepContext, StepKind
-from providers.azure import calls
+from providers.azure import calls, entra
 from providers.azure.session import describe_error
 
 if TYPE_CHECKING:
@@ -74,13 +74,16 @@ def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
         )
         for subscription in subscriptions
     ]
+    entra_pulled: dict[str, Any] = {}
+    if request.extra.get("entra"):
+        steps += entra.plan_steps(provider, request, target, entra_pulled)
     steps.append(
         Step(
             "activity-coverage",
             "Write the coverage report (window, span covered, pages, throttling, early stops)",
             StepKind.READ,
             [],
-            lambda ctx: _write_coverage(ctx, request, subscriptions, coverage),
+            lambda ctx: _write_coverage(ctx, request, subscriptions, (coverage, entra_pulled)),
         )
     )
     notes = []
@@ -89,6 +92,8 @@ def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
         notes.append(f"the Activity Log keeps {RETENTION_DAYS} days: events before {oldest:%Y-%m-%d} are gone")
     if request.principals:
         notes.append("the Activity Log API cannot filter by caller: every event in the window is pulled")
+    if request.extra.get("entra"):
+        notes += entra.plan_notes(request)
     return Plan("logs", provider.cloud, target, steps, notes)
 
 
@@ -197,9 +202,13 @@ def _span(case_root: Any, files: list[str]) -> dict[str, Any]:
 
 
 def _write_coverage(
-    ctx: StepContext, request: LogPullRequest, subscriptions: list[str], coverage: dict[str, dict[str, Any]]
+    ctx: StepContext,
+    request: LogPullRequest,
+    subscriptions: list[str],
+    pulled_now: tuple[dict[str, dict[str, Any]], dict[str, Any]],
 ) -> dict[str, Any]:
     """Coverage of this run's pulls and of pulls an earlier run finished (resumed steps)."""
+    coverage, entra_now = pulled_now
     report = CoverageReport("azure", ",".join(subscriptions), request.start, request.end)
     for subscription in subscriptions:
         pulled = ctx.results.get(f"activity-{subscription}") or coverage.get(subscription)
@@ -222,6 +231,12 @@ def _write_coverage(
         )
         if pulled["first_event"]:
             report.add_retention(SOURCE, RETENTION_DAYS, parse_utc(pulled["first_event"]))
+    if request.extra.get("entra"):
+        earlier = {log.key: ctx.results[f"entra-{log.key}"] for log in entra.LOGS if f"entra-{log.key}" in ctx.results}
+        for source, first_event in entra.coverage_sources(earlier | entra_now):
+            report.add_source(source)
+            if first_event:
+                report.add_retention(source.source, entra.RETENTION_DAYS, parse_utc(first_event))
     ctx.case.write_json(COVERAGE_PATH, report.to_dict())
     return {
         "pages": sum(source.details.get("pages", 0) for source in report.sources),

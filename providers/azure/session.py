@@ -7,6 +7,7 @@ import binascii
 import json
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +24,13 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import HeadersPolicy, RetryPolicy, SansIOHTTPPolicy, UserAgentPolicy
+from azure.core.pipeline.policies import (
+    BearerTokenCredentialPolicy,
+    HeadersPolicy,
+    RetryPolicy,
+    SansIOHTTPPolicy,
+    UserAgentPolicy,
+)
 from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.monitor import MonitorManagementClient
@@ -38,6 +45,9 @@ from cloudir.errors import CloudAccessError, CloudirError, TargetNotFoundError
 RESPONDER_USER_AGENT = f"cloudir/{__version__}"
 ARM_ENDPOINT = "https://management.azure.com"
 ARM_SCOPE = "https://management.azure.com/.default"
+GRAPH_ENDPOINT = "https://graph.microsoft.com"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+GRAPH_SERVICE = "Microsoft.Graph"
 ACTIVITY_LOG_PATH = "/providers/microsoft.insights/eventtypes/management/values"
 _LOCATION_IN_PATH = re.compile(r"/locations/([^/]+)/", re.IGNORECASE)
 
@@ -61,15 +71,25 @@ class StaticTokenCredential:
         return AccessToken(self._token, self._expires_on)
 
 
-def token_identity(token: str) -> str:
-    """The principal named in a JWT access token (upn, unique_name, app id or object id), without verifying it."""
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT access token, unverified ({} when it is opaque or not a JWT)."""
     parts = token.split(".")
     if len(parts) < 2:
-        return "unknown (opaque token)"
+        return {}
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
-        claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload))
+        claims = json.loads(base64.urlsafe_b64decode(payload))
     except (binascii.Error, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def token_identity(token: str) -> str:
+    """The principal named in a JWT access token (upn, unique_name, app id or object id), without verifying it."""
+    if len(token.split(".")) < 2:
+        return "unknown (opaque token)"
+    claims = token_claims(token)
+    if not claims:
         return "unknown (token is not a JWT)"
     name = claims.get("upn") or claims.get("unique_name") or claims.get("appid") or claims.get("oid") or "unknown"
     return f"{name} (oid {claims.get('oid', '?')}, tenant {claims.get('tid', '?')})"
@@ -105,7 +125,9 @@ class CustodyRecorder(SansIOHTTPPolicy[Any, Any]):
         if status == 429:
             self._session.throttled[f"{service}/{operation}"] += 1
         outcome = "ok" if status < 400 else _error_code(http_response) or f"HTTP {status}"
-        self._record(http_request, (service, operation), http_response.headers.get("x-ms-request-id"), outcome, status)
+        headers = http_response.headers
+        request_id = headers.get("x-ms-request-id") or headers.get("request-id")  # Graph names it request-id
+        self._record(http_request, (service, operation), request_id, outcome, status)
 
     def on_exception(self, request: PipelineRequest[Any]) -> None:
         """Record a call that never got a response (connection refused, TLS failure)."""
@@ -113,8 +135,12 @@ class CustodyRecorder(SansIOHTTPPolicy[Any, Any]):
         self._record(request.http_request, (service, operation), None, "no-response", None)
 
     def _describe(self, http_request: Any) -> tuple[str, str]:
-        if "sig=" in (urlsplit(http_request.url).query or ""):
+        url = urlsplit(http_request.url)
+        if "sig=" in (url.query or ""):
             return "Storage.Blob", "GetBlob"
+        if url.netloc.lower() == urlsplit(self._session.graph_url).netloc.lower():
+            path = url.path.strip("/").split("/", 1)[-1]  # without the version: auditLogs/signIns
+            return GRAPH_SERVICE, f"{path}/{'read' if http_request.method == 'GET' else 'action'}"
         return arm_operation(http_request.method, http_request.url)
 
     def _record(
@@ -132,9 +158,18 @@ class CustodyRecorder(SansIOHTTPPolicy[Any, Any]):
                 request_id=request_id,
                 outcome=outcome,
                 http_status=status,
-                client_request_id=http_request.headers.get("x-ms-client-request-id"),
+                client_request_id=http_request.headers.get("x-ms-client-request-id")
+                or http_request.headers.get("client-request-id"),
             )
         )
+
+
+class ClientRequestIdPolicy(SansIOHTTPPolicy[Any, Any]):
+    """Gives each Graph request a ``client-request-id`` (Graph echoes it and logs it with the request)."""
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        """Set a fresh id unless one is set."""
+        request.http_request.headers.setdefault("client-request-id", str(uuid.uuid4()))
 
 
 class RawPageSink(SansIOHTTPPolicy[Any, Any]):
@@ -158,6 +193,7 @@ class AzureSession:
         credential: TokenCredential,
         *,
         base_url: str = ARM_ENDPOINT,
+        graph_url: str = GRAPH_ENDPOINT,
         connection_verify: bool | str = True,
         polling_interval: float = 5.0,
         retry_total: int = 6,
@@ -165,6 +201,7 @@ class AzureSession:
     ) -> None:
         self.credential = credential
         self.base_url = base_url.rstrip("/")
+        self.graph_url = graph_url.rstrip("/")
         self.connection_verify = connection_verify
         self.polling_interval = polling_interval
         self.retry_total = retry_total
@@ -219,6 +256,30 @@ class AzureSession:
             ],
             transport=RequestsTransport(connection_verify=self.connection_verify),
         )
+
+    def graph_client(self) -> PipelineClient[Any, Any]:
+        """A Microsoft Graph pipeline: Graph-scoped token, a client-request-id per call, retries after
+        ``Retry-After`` on 429, the case's user agent and custody recording."""
+        return PipelineClient(
+            base_url=self.graph_url,
+            policies=[
+                HeadersPolicy(),
+                UserAgentPolicy(user_agent=self.user_agent),
+                ClientRequestIdPolicy(),
+                RetryPolicy(retry_total=self.retry_total, retry_backoff_factor=self.retry_backoff_factor),
+                BearerTokenCredentialPolicy(self.credential, GRAPH_SCOPE),
+                self._recorder,
+            ],
+            transport=RequestsTransport(connection_verify=self.connection_verify),
+        )
+
+    def tenant_id(self) -> str:
+        """The tenant the credential's Graph token belongs to (its ``tid`` claim), or ``unknown-tenant``."""
+        try:
+            token = self.credential.get_token(GRAPH_SCOPE).token
+        except ClientAuthenticationError:
+            return "unknown-tenant"
+        return token_claims(token).get("tid") or "unknown-tenant"
 
     def access_token(self) -> str:
         """A token for ARM (used to name the identity the tool acts as)."""
