@@ -29,6 +29,7 @@ from cloudir.custody import (
     ApiCall,
     ArtifactRef,
     CustodyLog,
+    read_records,
     utc_now,
 )
 from cloudir.durable import split_lines
@@ -494,6 +495,18 @@ class Case:
         if run is None:
             return None
         return str(run.get("status") or "interrupted")
+
+    def failed_step_files(self, plan_target: str, step_id: str, suffix: str = ".json") -> list[str]:
+        """Files that failed earlier runs of one step of a plan stored, in custody order (to resume a paged pull)."""
+        return [
+            artifact["path"]
+            for record in read_records(self.root / CUSTODY_FILE)
+            if record["target"] == plan_target
+            and record["details"].get("step") == step_id
+            and record["outcome"] == "failed"
+            for artifact in record["artifacts"]
+            if artifact["path"].endswith(suffix)
+        ]
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Persist the run state atomically."""

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from functools import partial
 from itertools import count
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -14,10 +13,9 @@ from azure.core.exceptions import AzureError
 
 from cloudir.case import safe_name
 from cloudir.coverage import CoverageReport, SourceCoverage, parse_utc
-from cloudir.custody import CUSTODY_FILE, read_records
 from cloudir.plan import Plan, Step, StepContext, StepKind
 from providers.azure import calls, entra
-from providers.azure.session import describe_error
+from providers.azure.session import describe_error, last_page_number
 
 if TYPE_CHECKING:
     from cloudir.provider import LogPullRequest
@@ -116,7 +114,7 @@ def _pull(
     session = provider.session
     monitor = session.client("monitor", subscription)
     throttled_before = session.throttled[ACTIVITY_OPERATION]
-    earlier = _earlier_attempts(ctx, plan_target, f"activity-{subscription}")
+    earlier = ctx.case.failed_step_files(plan_target, f"activity-{subscription}")
     stored: list[str] = []
     scope_text = " or ".join(f"{scope[0]} eq {scope[1]}" for scope in scopes if scope) or "subscription"
     report: dict[str, Any] = {"subscription": subscription, "scope": scope_text, "stopped_early": False, "reason": None}
@@ -128,7 +126,7 @@ def _pull(
             next_link = json.loads((ctx.case.root / resumed[-1]).read_bytes()).get("nextLink") if resumed else None
             if resumed and not next_link:
                 continue  # this scope was complete before the failure
-            numbers = count(_last_page_number(ctx.case.root / folder) + 1)
+            numbers = count(last_page_number(ctx.case.root / folder) + 1)
             session.page_sink.callback = lambda body, folder=folder, numbers=numbers: stored.append(
                 ctx.case.write_bytes(f"{folder}/page-{next(numbers):05d}.json", body).path
             )
@@ -155,23 +153,6 @@ def _pull(
         )
         coverage[subscription] = report
     return report
-
-
-def _earlier_attempts(ctx: StepContext, plan_target: str, step_id: str) -> list[str]:
-    """Pages that failed earlier runs of this step of this pull stored (from the custody log, in order)."""
-    return [
-        artifact["path"]
-        for record in read_records(ctx.case.root / CUSTODY_FILE)
-        if record["target"] == plan_target
-        and record["details"].get("step") == step_id
-        and record["outcome"] == "failed"
-        for artifact in record["artifacts"]
-        if artifact["path"].endswith(".json")
-    ]
-
-
-def _last_page_number(folder: Path) -> int:
-    return max((int(page.stem.split("-")[1]) for page in folder.glob("page-*.json")), default=0)
 
 
 def _span(case_root: Any, files: list[str]) -> dict[str, Any]:

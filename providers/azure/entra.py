@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from functools import partial
 from itertools import count
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -23,10 +22,9 @@ from azure.core.rest import HttpRequest
 
 from cloudir.case import safe_name
 from cloudir.coverage import SourceCoverage, parse_utc
-from cloudir.custody import CUSTODY_FILE, read_records
 from cloudir.errors import CloudAccessError
 from cloudir.plan import PlannedCall, Step, StepContext, StepKind
-from providers.azure.session import GRAPH_SERVICE, describe_error
+from providers.azure.session import GRAPH_SERVICE, describe_error, last_page_number
 
 if TYPE_CHECKING:
     from cloudir.provider import LogPullRequest
@@ -144,14 +142,14 @@ def _pull(
     client = session.graph_client()
     tenant = session.tenant_id()
     folder = page_dir(tenant, log)
-    stored = _earlier_pages(ctx, plan_target, f"entra-{log.key}")
+    stored = ctx.case.failed_step_files(plan_target, f"entra-{log.key}")
     throttled_before = session.throttled[f"{GRAPH_SERVICE}/{log.operation}"]
     scope = " or ".join(f"{log.principal_property} eq {p}" for p in request.principals) or "tenant"
     report: dict[str, Any] = {"tenant": tenant, "scope": scope, "stopped_early": False, "reason": None}
     url: str | None = first_url(session.graph_url, log, request)
     if stored:
         url = json.loads((ctx.case.root / stored[-1]).read_bytes()).get("@odata.nextLink")
-    numbers = count(_last_page_number(ctx.case.root / folder) + 1)
+    numbers = count(last_page_number(ctx.case.root / folder) + 1)
     try:
         while url:
             _check_same_endpoint(url, session.graph_url)
@@ -186,23 +184,6 @@ def _check_same_endpoint(url: str, base_url: str) -> None:
         raise CloudAccessError(
             f"Microsoft Graph returned a nextLink to {got.scheme}://{got.netloc}, not {want.netloc}: not followed"
         )
-
-
-def _earlier_pages(ctx: StepContext, plan_target: str, step_id: str) -> list[str]:
-    """Pages that failed earlier runs of this step stored (from the custody log, in order)."""
-    return [
-        artifact["path"]
-        for record in read_records(ctx.case.root / CUSTODY_FILE)
-        if record["target"] == plan_target
-        and record["details"].get("step") == step_id
-        and record["outcome"] == "failed"
-        for artifact in record["artifacts"]
-        if artifact["path"].endswith(".json")
-    ]
-
-
-def _last_page_number(folder: Path) -> int:
-    return max((int(page.stem.split("-")[1]) for page in folder.glob("page-*.json")), default=0)
 
 
 def _span(case_root: Any, files: list[str], time_property: str) -> dict[str, Any]:

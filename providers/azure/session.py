@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -290,6 +291,11 @@ class AzureSession:
                 f"cannot get an Azure access token: {exc.message.splitlines()[0] if exc.message else exc}",
                 hint="run 'az login', set AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or pass --token",
             ) from None
+
+
+def last_page_number(folder: Path) -> int:
+    """The highest N of the ``page-NNNNN.json`` files in ``folder`` (0 when none): a new pull numbers after it."""
+    return max((int(page.stem.split("-")[1]) for page in folder.glob("page-*.json")), default=0)
 
 
 def _error_code(http_response: Any) -> str | None:
