@@ -1,5 +1,6 @@
 """``cloudir demo``: the whole flow against sandboxed clouds with a planted incident, no credentials.
 
+The sandboxes come from the registry's ``cloudir.sandboxes: demo`` hook (cloudir's own: ``moto_fixtures``).
 For each cloud: plant the incident, acquire the compromised workload, pull the control-plane logs for the
 attack window, contain; then build one timeline, analyze it, write the report and verify the case.
 """
@@ -17,6 +18,7 @@ from cloudir.case import REPORTS_DIR, Case
 from cloudir.custody import VerifyResult, verify_case
 from cloudir.plan import Plan, StepObserver, run_plan
 from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest
+from cloudir.registry import demo_sandboxes
 from cloudir.textsafe import esc
 
 
@@ -42,14 +44,12 @@ def run_demo(
     sigma_rules: Path | None = None,
 ) -> DemoResult:
     """Run the full flow on each sandboxed cloud into one case at ``out``."""
-    from moto_fixtures.guard import sandbox_environment
-    from moto_fixtures.sandbox import open_sandbox
-
+    sandboxes = demo_sandboxes()
     description = f"cloudir demo: planted incident on {', '.join(clouds)} (sandboxed)"
-    with sandbox_environment(), Case.create(out, description=description) as case:
+    with sandboxes.sandbox_environment(), Case.create(out, description=description) as case:
         for cloud in clouds:
             console.rule(f"[bold]{esc(cloud)}: planted incident")
-            with open_sandbox(cloud) as sandbox:
+            with sandboxes.open_sandbox(cloud) as sandbox:
                 incident = sandbox.plant_incident()
                 provider = sandbox.provider()
                 provider.bind(case)

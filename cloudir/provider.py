@@ -1,13 +1,13 @@
 """The one interface every cloud adapter implements, with declared capabilities.
 
-Adapters live in the top-level ``providers`` package (the only code that imports cloud SDKs) and are
-loaded lazily by :func:`get_provider`. An adapter that cannot do something leaves the capability out
-and raises :class:`~cloudir.errors.CapabilityNotSupportedError` from the matching method.
+Adapters live outside ``cloudir/`` (cloudir's own in the top-level ``providers`` package, the only code that
+imports cloud SDKs) and are found through :mod:`cloudir.registry`, lazily, by :func:`get_provider`.
+An adapter that cannot do something leaves the capability out and raises
+:class:`~cloudir.errors.CapabilityNotSupportedError` from the matching method.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from cloudir.case import Case
 from cloudir.errors import CapabilityNotSupportedError, CloudirError
 from cloudir.plan import Plan
+from cloudir.registry import provider_module
 
 CLOUDS = ("aws", "azure", "gcp")
 
@@ -153,6 +154,23 @@ def bind_recorder(provider: Provider, recorder: CallRecorder, case: Case | None)
         case.set_cloud_identity(provider.cloud, provider.identity())
 
 
+class CustodyCopy(Protocol):
+    """A copy of the case kept elsewhere, whose custody log is uploaded when a command ends."""
+
+    def upload_custody(self, case: Case) -> str:
+        """Upload the case's custody log; where it went."""
+
+
+@runtime_checkable
+class EvidenceMirroring(Protocol):
+    """An adapter that mirrors every artifact of a case to write-once storage (AWS: an S3 bucket with Object Lock)."""
+
+    def attach_evidence_mirror(
+        self, case: Case, destination: str | None, *, retention_mode: str | None, retain_days: int | None
+    ) -> CustodyCopy | None:
+        """Mirror ``case`` to ``destination`` (or the one an earlier run chose); None when there is neither."""
+
+
 def require(provider: Provider, capability: Capability) -> None:
     """Raise a clear error when ``provider`` lacks ``capability``."""
     if capability not in provider.capabilities:
@@ -177,7 +195,7 @@ def require_target(provider: Provider, kind: TargetKind, capability: Capability 
 def _adapter(cloud: str) -> Any:
     if cloud not in CLOUDS:
         raise CloudirError(f"unknown cloud {cloud!r}", hint=f"choose one of {', '.join(CLOUDS)}")
-    return importlib.import_module(f"providers.{cloud}")
+    return provider_module(cloud)
 
 
 def get_provider(cloud: str, **config: Any) -> Provider:

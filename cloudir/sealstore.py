@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cloudir.config import load_config
 from cloudir.errors import CloudirError
+from cloudir.registry import SEAL_STORES, registered, seal_store_class
 from cloudir.seal import SEALS_FILE, Seal, parse_seal
 from cloudir.textsafe import visible
 
@@ -59,10 +60,10 @@ class SealStore(Protocol):
 
 def open_store(url: str, *, retain_days: int, case: Case | None = None) -> SealStore:
     """The store a URL names; its calls are recorded into ``case`` when given."""
-    if url.startswith("s3://"):
-        from providers.aws.seal_store import S3SealStore
-
-        return S3SealStore(url, retain_days=retain_days, case=case)
+    scheme = url.partition("://")[0]
+    if "://" in url and scheme in registered(SEAL_STORES):
+        store: SealStore = seal_store_class(scheme)(url, retain_days=retain_days, case=case)
+        return store
     raise CloudirError(
         f"seal store {visible(url)} is not supported",
         hint=f"supported: {SUPPORTED}; Azure immutable blobs and GCS locked buckets are not implemented yet",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -27,11 +27,17 @@ from cloudir.cli.common import (
     progress,
     show_dry_run,
 )
-from cloudir.provider import AcquireOptions, ContainOptions, Provider, TargetKind, TargetQuery, get_provider
+from cloudir.provider import (
+    AcquireOptions,
+    ContainOptions,
+    CustodyCopy,
+    EvidenceMirroring,
+    Provider,
+    TargetKind,
+    TargetQuery,
+    get_provider,
+)
 from cloudir.textsafe import esc
-
-if TYPE_CHECKING:
-    from providers.aws.evidence_bucket import S3EvidenceMirror
 
 RegionOpt = Annotated[
     str | None, typer.Option("--region", help="Region of the target (default: your AWS profile's region).")
@@ -70,14 +76,15 @@ class _Mirrors:
 
     def __init__(self, provider: Provider, bucket: str | None, mode: str | None, days: int | None) -> None:
         self._provider, self._bucket, self._mode, self._days = provider, bucket, mode, days
-        self._attached: list[tuple[S3EvidenceMirror, Case]] = []
+        self._attached: list[tuple[CustodyCopy, Case]] = []
 
     def attach(self, case: Case) -> None:
         hold(case)
-        from providers.aws.evidence_bucket import attach_evidence_bucket
-
-        clients = self._provider.evidence_clients  # type: ignore[attr-defined]
-        mirror = attach_evidence_bucket(clients, case, self._bucket, retention_mode=self._mode, retain_days=self._days)
+        if not isinstance(self._provider, EvidenceMirroring):
+            return
+        mirror = self._provider.attach_evidence_mirror(
+            case, self._bucket, retention_mode=self._mode, retain_days=self._days
+        )
         if mirror is not None:
             self._attached.append((mirror, case))
 

@@ -24,6 +24,7 @@ from cloudir.provider import (
 from providers.aws.acquire import AcquirePlanner
 from providers.aws.calls import required_permissions
 from providers.aws.contain import plan_contain
+from providers.aws.evidence_bucket import S3EvidenceMirror, attach_evidence_bucket
 from providers.aws.principals import find_access_key, find_principal, plan_acquire_principal
 from providers.aws.session import AwsClients, aws_errors
 from providers.aws.targets import find_instance
@@ -97,6 +98,14 @@ class AwsProvider:
     def evidence_clients(self) -> AwsClients:
         """Where evidence storage (the S3 evidence bucket) is reached: the forensic account when a role leads there."""
         return self.forensic_clients or self.clients
+
+    def attach_evidence_mirror(
+        self, case: Case, destination: str | None, *, retention_mode: str | None, retain_days: int | None
+    ) -> S3EvidenceMirror | None:
+        """Mirror every artifact of ``case`` to the S3 bucket ``destination`` (see :mod:`.evidence_bucket`)."""
+        return attach_evidence_bucket(
+            self.evidence_clients, case, destination, retention_mode=retention_mode, retain_days=retain_days
+        )
 
     def _caller(self) -> dict[str, str]:
         if self._identity is None:

@@ -1,0 +1,52 @@
+"""The registry: the one way cloudir reaches provider adapters and demo sandboxes, through entry points.
+
+Group ``cloudir.providers``: one entry per cloud naming a module with ``create_provider(**config)``,
+``OFFLINE_CONFIG`` and ``credentials_found(**config)``. Group ``cloudir.sandboxes``: the entry ``demo`` names a
+:class:`~cloudir.sandbox.SandboxHook` (fake credentials, then one sandboxed cloud at a time). Group
+``cloudir.seal_stores``: one entry per URL scheme (``s3``) naming a :class:`~cloudir.sealstore.SealStore` class.
+cloudir's own entries are declared in its ``pyproject.toml``; an installed package can declare its own the same way.
+Nothing under ``cloudir/`` imports ``providers`` or ``moto_fixtures`` (tests/core/test_boundaries.py checks).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, cast
+
+from cloudir.errors import CloudirError
+
+if TYPE_CHECKING:
+    from cloudir.sandbox import SandboxHook
+
+PROVIDERS = "cloudir.providers"
+SANDBOXES = "cloudir.sandboxes"
+SEAL_STORES = "cloudir.seal_stores"
+
+
+def _load(group: str, name: str) -> Any:
+    for entry in entry_points(group=group, name=name):
+        return entry.load()
+    raise CloudirError(
+        f"nothing is registered as {name!r} in the entry-point group {group}",
+        hint="reinstall cloudir (uv sync) or the package that provides it",
+    )
+
+
+def registered(group: str) -> list[str]:
+    """The names registered in ``group``, sorted."""
+    return sorted({entry.name for entry in entry_points(group=group)})
+
+
+def provider_module(cloud: str) -> Any:
+    """The adapter module registered for ``cloud``."""
+    return _load(PROVIDERS, cloud)
+
+
+def demo_sandboxes() -> SandboxHook:
+    """The sandboxes the demo runs on."""
+    return cast("SandboxHook", _load(SANDBOXES, "demo"))
+
+
+def seal_store_class(scheme: str) -> Any:
+    """The seal store class registered for URLs ``scheme://...``."""
+    return _load(SEAL_STORES, scheme)
