@@ -10,7 +10,6 @@ Nothing under ``cloudir/`` imports ``providers`` or ``moto_fixtures`` (tests/cor
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, cast
 
 from cloudir.errors import CloudirError
@@ -24,6 +23,8 @@ SEAL_STORES = "cloudir.seal_stores"
 
 
 def _load(group: str, name: str) -> Any:
+    from importlib.metadata import entry_points
+
     for entry in entry_points(group=group, name=name):
         return entry.load()
     raise CloudirError(
@@ -34,6 +35,8 @@ def _load(group: str, name: str) -> Any:
 
 def registered(group: str) -> list[str]:
     """The names registered in ``group``, sorted."""
+    from importlib.metadata import entry_points
+
     return sorted({entry.name for entry in entry_points(group=group)})
 
 

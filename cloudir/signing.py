@@ -12,13 +12,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from cloudir.config import load_config
 from cloudir.errors import CloudirError
+
+if TYPE_CHECKING:  # cryptography is imported by the functions that use it (fast start of every command)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 KEY_ENV = "CLOUDIR_SIGNING_KEY"
 ALGORITHM = "ed25519"
@@ -49,6 +49,8 @@ class Signer:
     @property
     def public_raw(self) -> bytes:
         """The raw 32-byte public key."""
+        from cryptography.hazmat.primitives import serialization
+
         return self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     @property
@@ -58,6 +60,8 @@ class Signer:
 
     def public_pem(self) -> str:
         """The public key as PEM (what ``cloudir verify --public-key`` reads)."""
+        from cryptography.hazmat.primitives import serialization
+
         return (
             self.key.public_key()
             .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -71,6 +75,10 @@ class Signer:
 
 def load_signer(path: Path | None = None) -> Signer:
     """Load the signing key, creating it (mode 0600, folder 0700) when it does not exist yet."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     path = path or default_key_path()
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -101,6 +109,10 @@ def load_signer(path: Path | None = None) -> Signer:
 
 def load_public_key(path: Path) -> bytes:
     """The raw public key from a PEM public key file (``cloudir key show --public-out``)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         loaded = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError, UnsupportedAlgorithm) as exc:
@@ -112,6 +124,9 @@ def load_public_key(path: Path) -> bytes:
 
 def signature_valid(public_raw: bytes, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` is a valid Ed25519 signature of ``data`` by ``public_raw``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, data)
     except (InvalidSignature, ValueError):
