@@ -1,0 +1,382 @@
+"""The detection catalog as data: YAML rules under ``cloudir/analyze/rules/`` compiled by one engine to DuckDB SQL.
+
+A rule names its platform, the operations it applies to (normalised: lower case, API-version suffix removed,
+whitespace collapsed, dashes unified - Entra names carry trailing spaces and en dashes), an optional condition
+over columns and raw JSON fields, a score, a floor, a MITRE technique and an explanation template. Every value of a
+rule reaches SQL as a bind parameter; only the structure (column names from a fixed list, operators) is SQL text.
+
+Condition grammar (``where``)::
+
+    {all: [cond, ...]} | {any: [cond, ...]} | {not: cond}
+    {field: NAME, equals: V} | {field: NAME, in: [V, ...]}         # case-insensitive
+    {field: NAME, contains: S} | {field: NAME, regex: RE} | {field: NAME, exists: true|false}
+
+``NAME`` is a timeline column (``COLUMNS``), ``raw`` (the whole record as text) or a JSON path into the raw record
+(``$.requestParameters.policyArn``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import duckdb
+import yaml
+
+from cloudir.errors import CloudirError
+
+PLATFORMS: dict[str, str] = {
+    "aws": "cloud = 'aws' AND service <> 'kubernetes'",
+    "azure": "cloud = 'azure' AND source_format IN ('azure_activity', 'la_azure_activity')",
+    "entra": "source_format IN ('entra_audit', 'entra_signin', 'la_audit_logs', 'la_signin_logs')",
+    "gcp": "cloud = 'gcp' AND service <> 'kubernetes'",
+    "kubernetes": "service = 'kubernetes'",
+}
+"""Where a rule applies: platform -> the timeline rows of that platform."""
+
+COLUMNS = (
+    "operation",
+    "actor",
+    "actor_type",
+    "user_agent",
+    "source_ip",
+    "error_code",
+    "service",
+    "region",
+    "account",
+    "session",
+)
+"""Timeline columns a condition may read by name."""
+
+OPERATORS = ("equals", "in", "contains", "regex", "exists")
+PLACEHOLDERS: dict[str, str] = {
+    "title": "title",
+    "operation": "op_key",
+    "count": "CAST(n AS VARCHAR)",
+    "distinct": "CAST(distinct_values AS VARCHAR)",
+    "identity": "identity",
+}
+"""Explanation template placeholders -> the column of the grouped hits that fills them."""
+
+OP_NORMALISE_SQL = (
+    "trim(regexp_replace(regexp_replace(lower(regexp_replace(operation, '20\\d{6}(v\\d+)?$', '')), "
+    "'[\u2013\u2014]', '-', 'g'), '\\s+', ' ', 'g'))"
+)
+"""SQL that normalises ``operation`` the way :func:`normalise_operation` does."""
+
+SEVERITY_BANDS = (("critical", 80), ("high", 60), ("medium", 40), ("low", 0))
+
+
+def normalise_operation(name: str) -> str:
+    """Lower case, API-version suffix (``20150331v2``) removed, dashes unified, whitespace collapsed and trimmed."""
+    name = re.sub(r"20\d{6}(v\d+)?$", "", name).lower()
+    name = re.sub("[\u2013\u2014]", "-", name)
+    return re.sub(r"\s+", " ", name).strip()
+
+
+def severity_of(score: int) -> str:
+    """The severity band of a score (the same bands as findings: see ``SEVERITY_SQL``)."""
+    return next(name for name, low in SEVERITY_BANDS if score >= low)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One catalog rule, validated and compiled (its SQL fragments name bind parameters of the catalog)."""
+
+    rule_id: str
+    title: str
+    platform: str
+    severity: str
+    score: int
+    floor: int
+    mitre: str
+    explanation: str
+    operations: tuple[str, ...]
+    operation_regex: str | None
+    references: tuple[str, ...]
+    samples: dict[str, list[dict[str, Any]]]
+    id_sql: str
+    match_sql: str
+    """The whole match: platform, operations and condition, over ``op_norm`` and the ``ev`` columns."""
+    prefilter_sql: str
+    """The cheap part of the match (operations, or the whole match when the rule names none)."""
+    bulk_sql: str | None
+    bulk_min: int
+    explanation_sql: str
+    """The explanation template over the grouped hits (columns of ``PLACEHOLDERS``)."""
+
+
+class _Compiler:
+    """Turns rules into SQL whose every value is a named bind parameter (one namespace per catalog)."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+
+    def bind(self, value: Any) -> str:
+        name = f"p_{len(self.params)}"
+        self.params[name] = value
+        return f"${name}"
+
+    def field(self, name: object, rule_id: str) -> str:
+        if not isinstance(name, str):
+            raise CloudirError(f"rule {rule_id}: field must be a string, got {name!r}")
+        if name in COLUMNS:
+            return name
+        if name == "raw":
+            return "CAST(raw AS VARCHAR)"
+        if name.startswith("$."):
+            return f"json_extract_string(raw, {self.bind(name)})"
+        raise CloudirError(f"rule {rule_id}: unknown field {name!r} (a column of {COLUMNS}, 'raw' or a '$.' path)")
+
+    def condition(self, cond: object, rule_id: str) -> str:
+        if not isinstance(cond, dict) or not cond:
+            raise CloudirError(f"rule {rule_id}: a condition is a mapping, got {cond!r}")
+        if set(cond) in ({"all"}, {"any"}):
+            key = next(iter(cond))
+            parts = cond[key]
+            if not isinstance(parts, list) or not parts:
+                raise CloudirError(f"rule {rule_id}: '{key}' needs a non-empty list")
+            joiner = " AND " if key == "all" else " OR "
+            return "(" + joiner.join(f"coalesce({self.condition(part, rule_id)}, false)" for part in parts) + ")"
+        if set(cond) == {"not"}:
+            return f"(NOT coalesce({self.condition(cond['not'], rule_id)}, false))"
+        ops = [op for op in OPERATORS if op in cond]
+        if set(cond) - {"field", *OPERATORS} or len(ops) != 1 or "field" not in cond:
+            raise CloudirError(f"rule {rule_id}: a condition has 'field' and one of {OPERATORS}: {cond!r}")
+        column = self.field(cond["field"], rule_id)
+        op, value = ops[0], cond[ops[0]]
+        if op == "exists":
+            return f"({column} IS {'NOT ' if value else ''}NULL)"
+        if op == "in":
+            if not isinstance(value, list) or not value:
+                raise CloudirError(f"rule {rule_id}: 'in' needs a non-empty list")
+            return f"(lower({column}) IN ({', '.join(self.bind(str(v).lower()) for v in value)}))"
+        if op == "equals":
+            return f"(lower({column}) = {self.bind(str(value).lower())})"
+        if op == "contains":
+            return f"contains(lower({column}), {self.bind(str(value).lower())})"
+        try:
+            re.compile(str(value))
+        except re.error as exc:
+            raise CloudirError(f"rule {rule_id}: bad regex {value!r}: {exc}") from exc
+        return f"regexp_matches({column}, {self.bind(str(value))})"
+
+    def explanation(self, template: str) -> str:
+        """The template as one concatenation: literal parts bound, placeholders read from columns in one pass
+        (a value that looks like a placeholder stays text)."""
+        parts = [
+            f"coalesce({PLACEHOLDERS[piece[1:-1]]}, '')" if index % 2 else self.bind(piece)
+            for index, piece in enumerate(re.split(r"(\{\w+\})", template))
+            if piece
+        ]
+        return " || ".join(parts) or "''"
+
+
+_REQUIRED = ("id", "title", "platform", "severity", "score", "mitre", "match", "samples")
+_ALLOWED = {*_REQUIRED, "floor", "explanation", "bulk", "references"}
+
+
+def _validate(doc: object, source: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise CloudirError(f"{source}: each rule is a mapping")
+    rule_id = str(doc.get("id", "?"))
+    missing = [key for key in _REQUIRED if key not in doc]
+    unknown = sorted(set(doc) - _ALLOWED)
+    if missing or unknown:
+        raise CloudirError(f"{source}: rule {rule_id}: missing {missing}, unknown {unknown}")
+    if doc["platform"] not in PLATFORMS:
+        raise CloudirError(f"rule {rule_id}: platform must be one of {sorted(PLATFORMS)}")
+    score = int(doc["score"])
+    if not 0 < score <= 100 or doc["severity"] != severity_of(score):
+        raise CloudirError(f"rule {rule_id}: score {score} must be 1-100 with severity {severity_of(score)!r}")
+    match = doc["match"]
+    if not isinstance(match, dict) or not match or set(match) - {"operations", "operation_regex", "where"}:
+        raise CloudirError(f"rule {rule_id}: match has operations, operation_regex and/or where")
+    bulk = doc.get("bulk")
+    if bulk is not None and (not isinstance(bulk, dict) or set(bulk) != {"field", "min"}):
+        raise CloudirError(f"rule {rule_id}: bulk has field and min")
+    samples = doc["samples"]
+    if not isinstance(samples, dict) or not samples.get("positive") or not samples.get("negative"):
+        raise CloudirError(f"rule {rule_id}: samples need positive and negative events")
+    unknown_placeholders = set(re.findall(r"\{(\w+)\}", str(doc.get("explanation", "")))) - set(PLACEHOLDERS)
+    if unknown_placeholders:
+        raise CloudirError(f"rule {rule_id}: unknown placeholders {sorted(unknown_placeholders)}")
+    return doc
+
+
+def _rule(doc: dict[str, Any], compiler: _Compiler) -> Rule:
+    rule_id = str(doc["id"])
+    match = doc["match"]
+    operations = tuple(sorted({normalise_operation(str(op)) for op in match.get("operations") or []}))
+    operation_regex = match.get("operation_regex")
+    ops: list[str] = []
+    if operations:
+        ops.append(f"op_norm IN ({', '.join(compiler.bind(op) for op in operations)})")
+    if operation_regex is not None:
+        ops.append(f"regexp_matches(op_norm, {compiler.bind(str(operation_regex))})")
+    where_sql = compiler.condition(match["where"], rule_id) if "where" in match else "true"
+    platform = str(doc["platform"])
+    op_sql = "(" + " OR ".join(ops) + ")" if ops else "true"
+    match_sql = f"({PLATFORMS[platform]}) AND {op_sql} AND coalesce({where_sql}, false)"
+    bulk = doc.get("bulk")
+    score = int(doc["score"])
+    return Rule(
+        rule_id=rule_id,
+        title=str(doc["title"]),
+        platform=platform,
+        severity=str(doc["severity"]),
+        score=score,
+        floor=int(doc.get("floor", score // 2)),
+        mitre=str(doc["mitre"]),
+        explanation=str(doc.get("explanation", "{title} - {operation} x{count}")),
+        operations=operations,
+        operation_regex=operation_regex,
+        references=tuple(str(r) for r in doc.get("references") or ()),
+        samples={"positive": list(doc["samples"]["positive"]), "negative": list(doc["samples"]["negative"])},
+        id_sql=compiler.bind(rule_id),
+        match_sql=match_sql,
+        prefilter_sql=op_sql if ops else match_sql,
+        bulk_sql=compiler.field(bulk["field"], rule_id) if bulk else None,
+        bulk_min=int(bulk["min"]) if bulk else 0,
+        explanation_sql=compiler.explanation(str(doc.get("explanation", "{title} - {operation} x{count}"))),
+    )
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every rule and the bind parameters of their compiled SQL."""
+
+    rules: tuple[Rule, ...]
+    params: dict[str, Any]
+
+    def bound(self, sql: str) -> dict[str, Any]:
+        """The parameters ``sql`` names (DuckDB refuses extra ones)."""
+        return {name: self.params[name] for name in set(re.findall(r"\$(p_\d+)", sql))}
+
+
+@functools.cache
+def load_catalog() -> Catalog:
+    """Read, validate and compile every ``rules/*.yaml`` of the package (once per process)."""
+    compiler = _Compiler()
+    rules: list[Rule] = []
+    folder = resources.files("cloudir.analyze") / "rules"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        docs = yaml.safe_load(entry.read_text(encoding="utf-8"))
+        if not isinstance(docs, list):
+            raise CloudirError(f"{entry.name}: a rule file is a list of rules")
+        rules.extend(_rule(_validate(doc, entry.name), compiler) for doc in docs)
+    ids = [rule.rule_id for rule in rules]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise CloudirError(f"duplicate rule ids in the catalog: {duplicates}")
+    return Catalog(rules=tuple(rules), params=compiler.params)
+
+
+def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev") -> Catalog:
+    """``rule_hits``: one row per (rule, event) the catalog matches in ``source`` (a table with the ``ev``
+    columns). The operation filter runs once over ``source``; each rule then reads only the rows it names."""
+    catalog = load_catalog()
+    prefilter = " OR ".join(f"({rule.prefilter_sql})" for rule in catalog.rules)
+    sql = f"""
+        CREATE OR REPLACE TEMP TABLE rule_ev AS
+        SELECT * FROM (SELECT *, {OP_NORMALISE_SQL} AS op_norm FROM {source}) WHERE {prefilter}
+    """
+    con.execute(sql, catalog.bound(sql))
+    selects = " UNION ALL ".join(
+        f"SELECT {rule.id_sql} AS rule, event_id, time, actor, identity, session, op_key, failed, "
+        f"CAST({rule.bulk_sql or 'NULL'} AS VARCHAR) AS bulk_value FROM rule_ev WHERE {rule.match_sql}"
+        for rule in catalog.rules
+    )
+    sql = f"CREATE OR REPLACE TEMP TABLE rule_hits AS {selects}"
+    con.execute(sql, catalog.bound(sql))
+    return catalog
+
+
+TECHNIQUES: dict[str, tuple[str, str]] = {
+    "T1021": ("Remote Services", "Lateral Movement"),
+    "T1021.004": ("Remote Services: SSH", "Lateral Movement"),
+    "T1040": ("Network Sniffing", "Credential Access"),
+    "T1053": ("Scheduled Task/Job", "Persistence"),
+    "T1059": ("Command and Scripting Interpreter", "Execution"),
+    "T1070": ("Indicator Removal", "Defense Evasion"),
+    "T1078.001": ("Valid Accounts: Default Accounts", "Initial Access"),
+    "T1078.004": ("Valid Accounts: Cloud Accounts", "Initial Access"),
+    "T1098": ("Account Manipulation", "Persistence"),
+    "T1098.001": ("Account Manipulation: Additional Cloud Credentials", "Persistence"),
+    "T1098.003": ("Account Manipulation: Additional Cloud Roles", "Privilege Escalation"),
+    "T1098.004": ("Account Manipulation: SSH Authorized Keys", "Persistence"),
+    "T1136.003": ("Create Account: Cloud Account", "Persistence"),
+    "T1199": ("Trusted Relationship", "Initial Access"),
+    "T1484.002": ("Domain or Tenant Policy Modification: Trust Modification", "Privilege Escalation"),
+    "T1485": ("Data Destruction", "Impact"),
+    "T1486": ("Data Encrypted for Impact", "Impact"),
+    "T1490": ("Inhibit System Recovery", "Impact"),
+    "T1496": ("Resource Hijacking", "Impact"),
+    "T1528": ("Steal Application Access Token", "Credential Access"),
+    "T1530": ("Data from Cloud Storage", "Collection"),
+    "T1537": ("Transfer Data to Cloud Account", "Exfiltration"),
+    "T1546": ("Event Triggered Execution", "Persistence"),
+    "T1550.001": ("Use Alternate Authentication Material: Application Access Token", "Lateral Movement"),
+    "T1552": ("Unsecured Credentials", "Credential Access"),
+    "T1552.005": ("Unsecured Credentials: Cloud Instance Metadata API", "Credential Access"),
+    "T1552.007": ("Unsecured Credentials: Container API", "Credential Access"),
+    "T1555.006": ("Credentials from Password Stores: Cloud Secrets Management Stores", "Credential Access"),
+    "T1556": ("Modify Authentication Process", "Credential Access"),
+    "T1556.006": ("Modify Authentication Process: Multi-Factor Authentication", "Defense Evasion"),
+    "T1556.009": ("Modify Authentication Process: Conditional Access Policies", "Defense Evasion"),
+    "T1562": ("Impair Defenses", "Defense Evasion"),
+    "T1562.001": ("Impair Defenses: Disable or Modify Tools", "Defense Evasion"),
+    "T1562.007": ("Impair Defenses: Disable or Modify Cloud Firewall", "Defense Evasion"),
+    "T1562.008": ("Impair Defenses: Disable or Modify Cloud Logs", "Defense Evasion"),
+    "T1584.001": ("Compromise Infrastructure: Domains", "Resource Development"),
+    "T1609": ("Container Administration Command", "Execution"),
+    "T1611": ("Escape to Host", "Privilege Escalation"),
+    "T1648": ("Serverless Execution", "Execution"),
+    "T1649": ("Steal or Forge Authentication Certificates", "Credential Access"),
+    "T1651": ("Cloud Administration Command", "Execution"),
+}
+"""ATT&CK (enterprise, cloud platforms) techniques the catalog names: id -> (name, tactic)."""
+
+TACTIC_ORDER = (
+    "Initial Access",
+    "Execution",
+    "Persistence",
+    "Privilege Escalation",
+    "Defense Evasion",
+    "Credential Access",
+    "Lateral Movement",
+    "Collection",
+    "Exfiltration",
+    "Impact",
+    "Resource Development",
+)
+
+
+def coverage_table() -> str:
+    """Markdown: per ATT&CK technique, the catalog rules of each platform (docs/analyzers.md embeds it)."""
+    rules = load_catalog().rules
+    platforms = sorted(PLATFORMS)
+    lines = [
+        "| tactic | technique | " + " | ".join(platforms) + " |",
+        "|---|---|" + "---|" * len(platforms),
+    ]
+    used = sorted(
+        {rule.mitre for rule in rules},
+        key=lambda t: (TACTIC_ORDER.index(TECHNIQUES[t][1]), t),
+    )
+    for technique in used:
+        name, tactic = TECHNIQUES[technique]
+        cells = [
+            ", ".join(f"`{r.rule_id}`" for r in rules if r.mitre == technique and r.platform == platform) or "-"
+            for platform in platforms
+        ]
+        lines.append(f"| {tactic} | {technique} {name} | " + " | ".join(cells) + " |")
+    counts = ", ".join(f"{p} {sum(r.platform == p for r in rules)}" for p in platforms)
+    lines.append("")
+    lines.append(f"{len(rules)} rules ({counts}) over {len(used)} techniques.")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""The rule catalog as data: every rule's own samples, hostile values, Entra spellings, the generated coverage."""
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from cloudir.analyze.base import AnalysisWindow
+from cloudir.analyze.catalog import PLATFORMS, coverage_table, load_catalog, match_events, normalise_operation
+from cloudir.analyze.prepare import build_event_view
+from cloudir.errors import CloudirError
+from tests.analyze.builder import T0, event, routine, write_db
+from tests.analyze.conftest import Analyze
+
+PLATFORM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "aws": {"cloud": "aws"},
+    "azure": {"cloud": "azure", "service": "Microsoft.Resources"},
+    "entra": {"cloud": "azure", "service": "Core Directory", "source_format": "entra_audit"},
+    "gcp": {"cloud": "gcp", "service": "cloudresourcemanager.googleapis.com"},
+    "kubernetes": {"cloud": "kubernetes", "service": "kubernetes", "source_format": "k8s_audit"},
+}
+INCIDENT = T0 + timedelta(days=21, hours=11)
+
+
+def _sample_event(platform: str, sample: dict[str, Any]) -> dict[str, Any]:
+    fields = {**PLATFORM_DEFAULTS[platform], **sample}
+    return event(fields.pop("operation"), time=INCIDENT, **fields)
+
+
+def _hits(tmp_path: Path, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    db = write_db(tmp_path / "samples.duckdb", rows)
+    with duckdb.connect(str(db)) as con:
+        build_event_view(con, AnalysisWindow(T0, T0))
+        match_events(con)
+        return {(str(r), str(e)) for r, e in con.execute("SELECT rule, event_id FROM rule_hits").fetchall()}
+
+
+def test_every_rule_matches_its_positive_samples_and_none_of_its_negatives(tmp_path: Path) -> None:
+    rows, expected = [], []
+    for rule in load_catalog().rules:
+        for kind in ("positive", "negative"):
+            for sample in rule.samples[kind]:
+                row = _sample_event(rule.platform, sample)
+                rows.append(row)
+                expected.append((rule.rule_id, kind, row["event_id"]))
+    hits = _hits(tmp_path, rows)
+    wrong = [(rule, kind) for rule, kind, event_id in expected if ((rule, event_id) in hits) != (kind == "positive")]
+    assert wrong == []
+
+
+def test_catalog_covers_every_platform_and_keeps_rules_well_formed() -> None:
+    rules = load_catalog().rules
+    assert {rule.platform for rule in rules} == set(PLATFORMS)
+    assert len({rule.rule_id for rule in rules}) == len(rules)
+    assert all(0 < rule.floor <= rule.score <= 100 and rule.references for rule in rules)
+
+
+def test_attacker_values_are_data_never_sql_or_template(tmp_path: Path) -> None:
+    quote = event("StopLogging' OR '1'='1", service="cloudtrail", time=INCIDENT)
+    injected = event("DeleteTrail", service="cloudtrail", time=INCIDENT, raw={"requestParameters": {"name": "'); --"}})
+    placeholder = event(
+        "CreateUser", actor="arn:aws:iam::111111111111:user/{count}{title}", time=INCIDENT, source_ip="203.0.113.9"
+    )
+    hits = _hits(tmp_path, [quote, injected, placeholder])
+    assert {rule for rule, _ in hits} == {"aws-trail-tampering", "aws-iam-user-created"}
+    assert ("aws-trail-tampering", quote["event_id"]) not in hits
+
+
+def test_a_placeholder_in_an_identity_stays_text_in_the_explanation(analyze: Analyze) -> None:
+    actor = "arn:aws:iam::111111111111:user/{count}"
+    rows = routine(["ListBuckets"], days=22, actor=actor)
+    _, findings = analyze([*rows, event("CreateUser", actor=actor, time=INCIDENT, source_ip="203.0.113.9")])
+    [finding] = [f for f in findings if f["rule"] == "aws-iam-user-created"]
+    assert finding["explanation"].startswith("IAM user created - iam:CreateUser x1")
+    assert "user/{count}" in finding["title"]
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "Update application \u2013 Certificates and secrets management ",
+        "Update application - Certificates and secrets management",
+        "UPDATE APPLICATION  -  CERTIFICATES AND SECRETS MANAGEMENT",
+    ],
+)
+def test_entra_names_with_trailing_spaces_and_en_dashes_are_one_finding(analyze: Analyze, spelling: str) -> None:
+    admin = {"actor": "admin@contoso.example", "cloud": "azure", "service": "Core Directory"}
+    rows = routine(["Update user"], days=22, source_format="entra_audit", **admin)
+    added = event(spelling, time=INCIDENT, source_format="entra_audit", source_ip="203.0.113.9", **admin)
+    _, findings = analyze([*rows, added])
+    assert [(f["rule"], f["event_ids"]) for f in findings if f["analyzer"] == "sensitive_actions"] == [
+        ("entra-credentials-added", [added["event_id"]])
+    ]
+    assert normalise_operation(spelling) == "update application - certificates and secrets management"
+
+
+def test_gcp_iam_policy_change_reaches_the_default_minimum_score(analyze: Analyze) -> None:
+    sa = {"actor": "ops@example.iam.gserviceaccount.com", "cloud": "gcp", "service": "compute.googleapis.com"}
+    rows = routine(["v1.compute.instances.list"], days=22, **sa)
+    change = event("SetIamPolicy", time=INCIDENT, **{**sa, "service": "cloudresourcemanager.googleapis.com"})
+    _, findings = analyze([*rows, change])
+    assert [f["rule"] for f in findings if f["analyzer"] == "sensitive_actions"] == ["gcp-iam-policy-changed"]
+
+
+def test_coverage_table_in_the_docs_is_the_catalog() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "analyzers.md").read_text(encoding="utf-8")
+    assert coverage_table() in docs  # regenerate: print(cloudir.analyze.catalog.coverage_table())
+
+
+def test_a_rule_with_an_unknown_field_is_refused() -> None:
+    from cloudir.analyze.catalog import _Compiler
+
+    with pytest.raises(CloudirError, match="unknown field"):
+        _Compiler().condition({"field": "raw); DROP TABLE events; --", "equals": "x"}, "bad-rule")
