@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console, print_step_status
+from cloudir.cli.rows import print_rows
 from cloudir.errors import CloudirError
 from cloudir.textsafe import esc
 
@@ -51,13 +51,7 @@ def demo(
         raise CloudirError(f"{out} already exists and is not empty", hint="choose another --out")
 
     result = run_demo(out, clouds, console=err_console, observer=print_step_status, sigma_rules=sigma_rules)
-    table = Table(title="Top findings")
-    table.add_column("score", justify="right")
-    table.add_column("actor")
-    table.add_column("finding")
-    for score, actor, title in result.top_findings:
-        table.add_row(str(score), esc(actor), esc(title))
-    console.print(table)
+    print_rows(["score", "actor", "finding"], result.top_findings, title="Top findings")
     verdict = result.verification
     if verdict is None or not verdict.ok:
         raise CloudirError(f"custody verification failed: {verdict.first_problem if verdict else 'not run'}")

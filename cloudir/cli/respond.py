@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cloudir.case import REPORTS_DIR, safe_name
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, print_step_status, render_plan
+from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.errors import CloudirError
 from cloudir.provider import TargetKind, get_provider
 from cloudir.textsafe import esc
@@ -108,14 +108,11 @@ def _triggers(
 
 
 @playbook_app.command("list")
-def list_playbooks(playbooks: PlaybooksOpt = None) -> None:
+def list_playbooks(playbooks: PlaybooksOpt = None, output: FormatOpt = RowFormat.table) -> None:
     """List the available playbooks and what each applies to."""
     from cloudir.playbook import load_playbooks
 
-    table = Table(title="Playbooks")
-    table.add_column("id", no_wrap=True)
-    for column in ("title", "priority", "applies to", "steps", "containment"):
-        table.add_column(column)
+    rows = []
     for book in load_playbooks(playbooks):
         match = book.match
         scope = " ".join(
@@ -129,15 +126,9 @@ def list_playbooks(playbooks: PlaybooksOpt = None) -> None:
         )
         has_contain = any(s.action == "contain" for s in book.steps)
         approval = "needs approval" if book.containment_requires_approval else "automatic"
-        table.add_row(
-            esc(book.id),
-            esc(book.title),
-            str(book.priority),
-            esc(scope),
-            esc(" → ".join(s.id for s in book.steps)),
-            approval if has_contain else "never",
-        )
-    console.print(table)
+        steps = " → ".join(s.id for s in book.steps)
+        rows.append([book.id, book.title, book.priority, scope, steps, approval if has_contain else "never"])
+    print_rows(["id", "title", "priority", "applies to", "steps", "containment"], rows, output, title="Playbooks")
 
 
 @playbook_app.command("validate")

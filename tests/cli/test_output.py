@@ -77,6 +77,7 @@ def _commands(db: Path) -> list[list[str]]:
         ["timeline", "show", str(db)],
         ["analyze", str(db)],
         ["analyzers"],
+        ["playbook", "list"],
     ]
 
 
@@ -104,7 +105,12 @@ def test_piped_output_is_plain_text_with_whole_values(db: Path) -> None:
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_json_outputs_parse_with_unique_keys_and_utc_times(db: Path, fmt: str) -> None:
     sql = "SELECT time, actor, actor, operation FROM events ORDER BY time LIMIT 5"
-    for command in [["timeline", "query", str(db), sql], ["timeline", "show", str(db)], ["analyzers"]]:
+    for command in [
+        ["timeline", "query", str(db), sql],
+        ["timeline", "show", str(db)],
+        ["analyzers"],
+        ["playbook", "list"],
+    ]:
         out = _cli(*command, "--format", fmt, terminal=False)
         documents = [out] if fmt == "json" else out.splitlines()
         for text in documents:
