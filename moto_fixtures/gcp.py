@@ -131,6 +131,7 @@ class GcpSandbox:
         fake = self.fake
         self._plant_compute(fake)
         fake.log_entries.extend(_baseline_entries() + _attacker_entries())
+        fake.workspace_activities = _workspace_activities()
         return PlantedIncident(
             cloud=self.cloud,
             target=TargetQuery(TargetKind.INSTANCE, INSTANCE, ZONE),
@@ -547,3 +548,72 @@ def _attacker_entries() -> list[dict[str, Any]]:
             {"policy": {"bindings": [{"role": "roles/compute.imageUser", "members": ["allUsers"]}]}},
         ),
     ]
+
+
+# -- Google Workspace (Admin SDK Reports activities) --------------------------------------------------------
+WORKSPACE_CUSTOMER = "C03az79cb"
+WORKSPACE_PHISHED = "jdoe@victim.example"  # the Workspace user whose password the attacker phished
+
+
+def _activity(minute: int, application: str, actor: str, ip: str, name: str, **parameters: str) -> dict[str, Any]:
+    when = dt.datetime(2026, 11, 20, tzinfo=dt.UTC) + dt.timedelta(minutes=minute)
+    digest = hashlib.sha256(f"{application}:{actor}:{minute}:{name}".encode()).hexdigest()
+    return {
+        "kind": "admin#reports#activity",
+        "id": {
+            "time": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "uniqueQualifier": str(int(digest[:15], 16)),
+            "applicationName": application,
+            "customerId": WORKSPACE_CUSTOMER,
+        },
+        "etag": f'"{digest[:20]}"',
+        "actor": {"callerType": "USER", "email": actor, "profileId": str(int(digest[15:30], 16))},
+        "ipAddress": ip,
+        "events": [
+            {
+                "type": {"login": "login", "admin": "USER_SETTINGS", "token": "auth"}[application],
+                "name": name,
+                "parameters": [{"name": key, "value": value} for key, value in parameters.items()],
+            }
+        ],
+    }
+
+
+def _workspace_activities() -> dict[str, list[dict[str, Any]]]:
+    """A phished Workspace user: password guesses and a sign-in from the attacker's address, then persistence."""
+    guesses = [
+        _activity(9 * 60 + 40 + i, "login", WORKSPACE_PHISHED, ATTACKER_IP, "login_failure",
+                  login_type="google_password", login_failure_type="login_failure_invalid_password")
+        for i in range(3)
+    ]  # fmt: skip
+    return {
+        "login": [
+            _activity(8 * 60 + 5, "login", ADMIN, "198.51.100.20", "login_success", login_type="google_password"),
+            *guesses,
+            _activity(
+                9 * 60 + 44, "login", WORKSPACE_PHISHED, ATTACKER_IP, "login_success", login_type="google_password"
+            ),
+        ],
+        "admin": [
+            _activity(
+                9 * 60 + 50,
+                "admin",
+                WORKSPACE_PHISHED,
+                ATTACKER_IP,
+                "ASSIGN_ROLE",
+                ROLE_NAME="_SEED_ADMIN_ROLE",
+                USER_EMAIL="backdoor.ops@victim.example",
+            ),
+        ],
+        "token": [
+            _activity(
+                9 * 60 + 52,
+                "token",
+                WORKSPACE_PHISHED,
+                ATTACKER_IP,
+                "authorize",
+                app_name="Mail Sync Pro",
+                client_id="1093.apps.googleusercontent.com",
+            ),
+        ],
+    }

@@ -1,4 +1,4 @@
-"""A local fake of the Compute Engine REST v1 and Cloud Logging v2 ``entries:list`` APIs.
+"""A local fake of the Compute Engine REST v1, Cloud Logging v2 ``entries:list`` and Admin SDK Reports APIs.
 
 Unmodified google-cloud clients talk to it over HTTP on 127.0.0.1. It keeps state (instances, disks,
 snapshots, images, firewalls, managed instance groups, operations, log entries), answers with the
@@ -8,6 +8,7 @@ JSON shapes of the real APIs, and can throttle (429 RESOURCE_EXHAUSTED) or fail 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -23,6 +24,17 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 COMPUTE_PREFIX = "/compute/v1/projects/"
 IAM_PREFIX = "/v1/projects/"
+REPORTS_PREFIX = "/admin/reports/v1/activity/"
+# Admin SDK Reports API: the applicationName values activities.list documents, and its query parameters.
+REPORTS_APPLICATIONS = {
+    "access_transparency", "admin", "calendar", "chat", "chrome", "context_aware_access", "data_studio", "drive",
+    "gcp", "gplus", "groups", "groups_enterprise", "jamboard", "keep", "login", "meet", "mobile", "rules", "saml",
+    "token", "user_accounts", "vault",
+}  # fmt: skip
+REPORTS_PARAMETERS = {
+    "actorIpAddress", "customerId", "endTime", "eventName", "filters", "groupIdFilter", "maxResults",
+    "orgUnitID", "pageToken", "startTime", "alt", "prettyPrint",
+}  # fmt: skip
 PUBLIC_BASE = "https://www.googleapis.com/compute/v1/projects/"
 _STATUS_FOR_CODE = {
     "RESOURCE_EXHAUSTED": 429,
@@ -96,6 +108,8 @@ class FakeGcp:
         self.requests: list[dict[str, Any]] = []  # method, path, operation, user_agent, status
         self.injections: dict[str, list[Injection]] = {}
         self.log_page_size = 50
+        self.workspace_activities: dict[str, list[dict[str, Any]]] = {}  # Reports API application -> activities
+        self.reports_page_size = 1000  # what a page holds at most (maxResults caps it further)
         # Snapshots and images are created by operations that take time and report progress, as on GCE; the
         # resource is CREATING (snapshot) or PENDING (image) until its operation is DONE.
         self.long_operation_seconds = 0.1
@@ -151,7 +165,7 @@ class FakeGcp:
         path = unquote(split.path)
         operation = "unknown"
         try:
-            handler, operation, args = self._route(method, path)
+            handler, operation, args = self._route(method, path, split.path)
             if operation.endswith("Operations.wait"):
                 time.sleep(self._remaining(args[0], args[-1]))  # ``wait`` blocks until the operation is DONE
             with self.lock:
@@ -190,9 +204,16 @@ class FakeGcp:
         status = _STATUS_FOR_CODE.get(injection.code, 500)
         raise FakeError(status, injection.code, f"injected {injection.code} for {operation}")
 
-    def _route(self, method: str, path: str) -> tuple[Callable[..., dict[str, Any]], str, tuple[str, ...]]:
+    def _route(
+        self, method: str, path: str, raw_path: str
+    ) -> tuple[Callable[..., dict[str, Any]], str, tuple[str, ...]]:
         if path == "/v2/entries:list" and method == "POST":
             return self.entries_list, "entries.list", ()
+        if raw_path.startswith(REPORTS_PREFIX) and method == "GET":  # segments decoded one by one: %2F stays inside
+            parts = [unquote(part) for part in raw_path.removeprefix(REPORTS_PREFIX).split("/")]
+            if len(parts) != 4 or parts[0] != "users" or parts[2] != "applications":
+                raise FakeError(404, "NOT_FOUND", f"no route for {method} {path}")
+            return self.activities_list, "activities.list", (parts[1], parts[3])
         prefix = next((p for p in (COMPUTE_PREFIX, IAM_PREFIX) if path.startswith(p)), None)
         if prefix is None:
             raise FakeError(404, "NOT_FOUND", f"unknown path {path}")
@@ -629,6 +650,43 @@ class FakeGcp:
         return copy.deepcopy(self.iam_policies.get(project, {"version": 1, "etag": "BwAAAAAAAAA="}))
 
     # -- logging ----------------------------------------------------------------------------------
+    def activities_list(
+        self, user_key: str, application: str, *, query: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Admin SDK Reports ``activities.list``: newest first, startTime/endTime RFC 3339, maxResults 1-1000."""
+        if application not in REPORTS_APPLICATIONS:
+            raise FakeError(400, "INVALID_ARGUMENT", f"Invalid value '{application}'. Values must match the enum.")
+        unknown = set(query) - REPORTS_PARAMETERS
+        if unknown:
+            raise FakeError(400, "INVALID_ARGUMENT", f"Invalid JSON payload. Unknown name {sorted(unknown)[0]!r}")
+        size = query.get("maxResults", "1000")
+        if not size.isdigit() or not 1 <= int(size) <= 1000:
+            raise FakeError(400, "INVALID_ARGUMENT", f"Invalid value '{size}' for maxResults: 1 to 1000")
+        start, end = (_rfc3339(query[name], name) if name in query else None for name in ("startTime", "endTime"))
+        if start is not None and end is not None and start > end:
+            raise FakeError(400, "INVALID_ARGUMENT", "Start time must be less than or equal to the end time")
+        matching = sorted(
+            (
+                activity
+                for activity in self.workspace_activities.get(application, [])
+                if user_key in {"all", activity["actor"].get("email"), activity["actor"].get("profileId")}
+                and (start is None or _rfc3339(activity["id"]["time"], "time") >= start)
+                and (end is None or _rfc3339(activity["id"]["time"], "time") <= end)
+            ),
+            key=lambda activity: activity["id"]["time"],
+            reverse=True,
+        )
+        if not query.get("pageToken", "0").isdigit():
+            raise FakeError(400, "INVALID_ARGUMENT", "Invalid page token")
+        offset = int(query.get("pageToken", "0"))
+        count = min(int(size), self.reports_page_size)
+        page: dict[str, Any] = {"kind": "admin#reports#activities", "etag": f'"{self.new_id()}"'}
+        if matching[offset : offset + count]:
+            page["items"] = matching[offset : offset + count]
+        if offset + count < len(matching):
+            page["nextPageToken"] = str(offset + count)
+        return page
+
     def entries_list(self, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         projects = [name.removeprefix("projects/") for name in body.get("resourceNames", [])]
         predicate = LogFilter(body.get("filter", "")).compile()
@@ -718,6 +776,16 @@ class LogFilter:
             raise FakeError(400, "INVALID_ARGUMENT", f"unexpected {kind} in filter")
         _, name, op, value = token
         return lambda entry: _compare(_field(entry, name), op, value)
+
+
+def _rfc3339(value: str, name: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise FakeError(400, "INVALID_ARGUMENT", f"Invalid value '{value}' for {name}: not RFC 3339") from None
+    if parsed.tzinfo is None:
+        raise FakeError(400, "INVALID_ARGUMENT", f"Invalid value '{value}' for {name}: no time zone")
+    return parsed
 
 
 def _field(entry: dict[str, Any], dotted: str) -> Any:

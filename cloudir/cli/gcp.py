@@ -203,12 +203,22 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
             "--log-kind", help="admin_activity, data_access, system_event or policy_denied (repeatable; default: all)."
         ),
     ] = None,
+    workspace: Annotated[
+        bool,
+        typer.Option("--workspace", help="Also pull Google Workspace admin, login and token activity reports."),
+    ] = False,
+    workspace_admin: Annotated[
+        str | None,
+        typer.Option(
+            "--workspace-admin", help="Workspace administrator the service account acts as (domain-wide delegation)."
+        ),
+    ] = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
     api_endpoint: EndpointOpt = None,
     anonymous: AnonymousOpt = False,
 ) -> None:
-    """Pull Cloud Audit Logs for a window into a case; every raw page is kept as evidence.
+    """Pull Cloud Audit Logs (and with --workspace the Workspace reports) for a window into a case, as evidence.
 
     \b
     Each entries:list response body is stored unmodified as
@@ -217,6 +227,8 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
     logs/gcp/coverage.json says so and --resume continues from the last page.
     A pull narrowed by --principal/--resource/--log-kind keeps its pages in
     logs/gcp/audit/<project>/<scope id>/ and its report in logs/gcp/scopes/<scope id>/coverage.json.
+    With --workspace, Admin SDK Reports pages (admin, login, token; per --principal when given) go to
+    logs/gcp/workspace/<application>/<user>/ the same way, with logs/gcp/workspace/coverage.json.
 
     \b
     Examples:
@@ -224,6 +236,8 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
       cloudir logs pull gcp --case cases/IR-42 --project prod-1 --start 2026-11-20T08:00:00Z \\
           --end 2026-11-20T12:00:00Z --principal web@prod-1.iam.gserviceaccount.com
       cloudir logs pull gcp --case cases/IR-42 --project prod-1 --start … --end … --resume   # after throttling
+      cloudir logs pull gcp --case cases/IR-42 --project prod-1 --around … --workspace \\
+          --workspace-admin admin@victim.example --principal jdoe@victim.example
 
     Exit codes: 0 done, 2 bad input / access problem, 3 collection stopped early (re-run with --resume).
     """
@@ -234,7 +248,12 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
         end=window_end,
         principals=list(principal or []),
         resources=list(resource or []),
-        extra={"projects": projects, "log_kinds": list(log_kind or [])},
+        extra={
+            "projects": projects,
+            "log_kinds": list(log_kind or []),
+            "workspace": workspace,
+            "workspace_admin": workspace_admin,
+        },
     )
     config = _config(projects[0] if projects else None, api_endpoint, anonymous)
     description = f"Cloud Audit Logs pull {window_start} .. {window_end}"

@@ -23,6 +23,7 @@ from cloudir.coverage import CoverageReport, SourceCoverage, iso_utc, parse_utc
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, Step, StepContext, StepKind
 from cloudir.provider import LogPullRequest
+from providers.gcp import workspace
 from providers.gcp.permissions import call
 from providers.gcp.session import gcp_errors
 
@@ -117,6 +118,9 @@ def plan_audit_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
     ]
     folder = "logs/gcp/audit/<project>" + (f"/{scope}" if scope else "")
     notes = [f"raw pages go to {folder}/page-NNNNN.json; coverage to {coverage_file(scope)}"]
+    if request.extra.get("workspace"):
+        steps += workspace.plan_steps(provider, request, target)
+        notes += workspace.plan_notes(request)
     return Plan("logs", provider.cloud, target, steps, notes)
 
 

@@ -38,6 +38,8 @@ COMPUTE_HOST = "compute.googleapis.com"
 LOGGING_ENDPOINT = "https://logging.googleapis.com"
 IAM_ENDPOINT = "https://iam.googleapis.com"
 RESOURCE_MANAGER_ENDPOINT = "https://cloudresourcemanager.googleapis.com"
+ADMIN_ENDPOINT = "https://admin.googleapis.com"
+REPORTS_SCOPE = "https://www.googleapis.com/auth/admin.reports.audit.readonly"
 # Regional collections whose API name carries a "region" prefix because a zonal one exists too.
 _ALSO_ZONAL = {"instanceGroupManagers", "instanceGroups", "disks", "autoscalers", "instances", "instanceTemplates"}
 _COLLECTION_VERBS = {"GET": "list", "POST": "insert"}
@@ -55,6 +57,8 @@ def describe_request(method: str, url: str) -> tuple[str, str, str | None]:
     ``regionInstanceGroupManagers.abandonInstances``, ``zoneOperations.wait``, ``entries.list``.
     """
     path = unquote(urlsplit(url).path)
+    if path.startswith("/admin/reports/v1/activity/"):
+        return "admin", "activities.list", None
     if path.startswith("/v2/"):
         resource, _, verb = path.removeprefix("/v2/").partition(":")
         return "logging", f"{resource.split('/')[-1]}.{verb or method.lower()}", None
@@ -109,6 +113,7 @@ class GcpApi:
         self._clients: dict[type[Any], Any] = {}
         self._logging: gcp_logging.Client | None = None
         self._iam: AuthorizedSession | None = None
+        self._workspace: dict[str | None, AuthorizedSession] = {}
         self._body_sinks: list[BodySink] = []
 
     def bind(self, case: Case | None) -> None:
@@ -118,6 +123,7 @@ class GcpApi:
         self._clients.clear()
         self._logging = None
         self._iam = None
+        self._workspace = {}
 
     @property
     def user_agent(self) -> str:
@@ -195,6 +201,30 @@ class GcpApi:
         if "://" not in base:
             base = f"{self.url_scheme}://{base}"
         response = self._iam.request(method, f"{base}/v1/{path}", json=body, timeout=60)  # type: ignore[no-untyped-call]
+        if not response.ok:
+            raise gexc.from_http_response(response)  # type: ignore[no-untyped-call]
+        return bytes(response.content)
+
+    def workspace_get(self, path: str, subject: str | None) -> bytes:
+        """GET an Admin SDK Reports path (``activity/users/all/applications/login?...``) and return the raw body.
+
+        With ``subject``, service-account credentials act as that Workspace administrator (domain-wide
+        delegation for the ``admin.reports.audit.readonly`` scope); without it, the credentials as they are.
+        """
+        if subject not in self._workspace:
+            credentials = self.credentials
+            if subject:
+                if not hasattr(credentials, "with_subject"):
+                    raise CloudirError(
+                        "--workspace-admin needs service-account credentials (domain-wide delegation)",
+                        hint="use a service account key or impersonation, or drop --workspace-admin",
+                    )
+                credentials = credentials.with_subject(subject).with_scopes([REPORTS_SCOPE])
+            self._workspace[subject] = self._instrument(AuthorizedSession(credentials))  # type: ignore[no-untyped-call]
+        base = self.api_endpoint or ADMIN_ENDPOINT
+        if "://" not in base:
+            base = f"{self.url_scheme}://{base}"
+        response = self._workspace[subject].request("GET", f"{base}/admin/reports/v1/{path}", timeout=60)  # type: ignore[no-untyped-call]
         if not response.ok:
             raise gexc.from_http_response(response)  # type: ignore[no-untyped-call]
         return bytes(response.content)

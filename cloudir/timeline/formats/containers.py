@@ -27,6 +27,13 @@ CONTAINERS = (
         "detect": "list_contains(keys, 'entries') AND json_type(doc, '$.entries') = 'ARRAY'",
         "records": "json_extract(doc, '$.entries[*]')",
     },
+    # Admin SDK Reports activities.list pages: {"kind": "admin#reports#activities", "items": [...]}; an empty
+    # page has no "items".
+    {
+        "name": "workspace_reports_page",
+        "detect": "doc ->> 'kind' = 'admin#reports#activities'",
+        "records": "coalesce(json_extract(doc, '$.items[*]'), []::JSON[])",
+    },
     # Azure REST list pages: {"value": [...], "nextLink": ...}.
     {
         "name": "azure_rest_page",
