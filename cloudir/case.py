@@ -37,7 +37,7 @@ from cloudir.errors import CloudirError
 from cloudir.hashing import sha256_file
 from cloudir.seal import SEALS_FILE, append_seal, make_seal, parse_seal
 from cloudir.sealstore import store_latest_seal
-from cloudir.signing import KEY_ENV, Signer, load_signer
+from cloudir.signing import KEY_ENV, KMS_ENV, SealSigner, load_seal_signer
 
 CASE_FILE = CASE_META_FILE
 STATE_FILE = "state.json"
@@ -172,18 +172,18 @@ class ActionContext:
 class _Sealer:
     """Seals the chain head after every record with the signing key kept outside the case."""
 
-    def __init__(self, root: Path, case_id: str, case_key: str | None) -> None:
+    def __init__(self, root: Path, case_id: str, case_key: str | None, signer: SealSigner | None = None) -> None:
         self.root = root
         self.case_id = case_id
         self.case_key = case_key  # fingerprint recorded at case creation (None while creating)
-        self._signer: Signer | None = None
+        self._signer = signer
 
     @property
-    def signer(self) -> Signer:
+    def signer(self) -> SealSigner:
         """The signing key, loaded (or created, with a notice) on first use; never one inside the case."""
         if self._signer is None:
-            signer = load_signer()
-            if signer.path.resolve().is_relative_to(self.root.resolve()):
+            signer = load_seal_signer()
+            if signer.path is not None and signer.path.resolve().is_relative_to(self.root.resolve()):
                 raise CloudirError(
                     f"the signing key {signer.path} is inside the case folder",
                     hint=f"keep it outside every case (default under the user's config folder, or {KEY_ENV})",
@@ -191,13 +191,17 @@ class _Sealer:
             if self.case_key is not None and signer.fingerprint != self.case_key:
                 raise CloudirError(
                     f"case {self.case_id} is sealed with key {self.case_key}, not this machine's key "
-                    f"{signer.fingerprint} ({signer.path})",
-                    hint=f"point {KEY_ENV} at the case's signing key file",
+                    f"{signer.fingerprint} ({signer.location})",
+                    hint=f"point {KEY_ENV} (or {KMS_ENV}) at the case's signing key",
                 )
             if signer.created:
                 _notify(f"created signing key {signer.path}, fingerprint {signer.fingerprint}")
             self._signer = signer
         return self._signer
+
+    def take_calls(self) -> list[ApiCall]:
+        """Cloud calls the signer made for earlier seals (a KMS key's Sign calls), for the next record."""
+        return self._signer.take_calls() if self._signer is not None else []
 
     def __call__(self, records: int, head: str) -> None:
         seal = make_seal(self.signer, case_id=self.case_id, records=records, head=head, time=utc_now())
@@ -217,15 +221,19 @@ class Case:
     head). Several Case objects on one folder in one thread share one custody writer.
     """
 
-    def __init__(self, root: Path, meta: dict[str, Any], lock: CaseLock) -> None:
+    def __init__(self, root: Path, meta: dict[str, Any], lock: CaseLock, *, signer: SealSigner | None = None) -> None:
         self.root = root
         self.meta = meta
         self.case_id: str = meta["case_id"]
         self._hold = lock
-        self._sealer = _Sealer(root, self.case_id, meta.get("signing_key"))
+        self._sealer = _Sealer(root, self.case_id, meta.get("signing_key"), signer)
         shared = lock.custody
         self.custody: CustodyLog = shared or CustodyLog(
-            root / CUSTODY_FILE, self.case_id, meta["created"], on_append=self._sealer
+            root / CUSTODY_FILE,
+            self.case_id,
+            meta["created"],
+            on_append=self._sealer,
+            carried_calls=self._sealer.take_calls,
         )
         self._opened_at = self.custody.length  # records before this command (a seal copy is due if it appends)
         if shared is None:
@@ -262,15 +270,18 @@ class Case:
             raise CloudirError(f"{root} already holds a case", hint="use --resume to continue it or pick a new --case")
         if (root / CUSTODY_FILE).exists():
             raise CloudirError(f"{root} holds a custody log but no {CASE_FILE}", hint="examine it with cloudir verify")
-        sealer = _Sealer(root, "", None)
+        signer = _Sealer(root, "", None).signer
         meta = {
             "case_id": case_id or f"cir-{utc_now()[:10].replace('-', '')}-{uuid.uuid4().hex[:8]}",
             "created": utc_now(),
             "tool_version": __version__,
             "description": description,
-            "signing_key": sealer.signer.fingerprint,
+            "signing_key": signer.fingerprint,
+            "signing_algorithm": signer.algorithm,
         }
-        case = cls(root, meta, lock)
+        if signer.key_id is not None:
+            meta["signing_key_id"] = signer.key_id
+        case = cls(root, meta, lock, signer=signer)
         with case.action("case.create", target=str(root)) as act:
             act.details.update(meta)
             case.write_json(CASE_FILE, meta)

@@ -16,6 +16,7 @@ Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``
 
     [signing]
     key = "~/.config/cloudir/custody-signing.pem"
+    # kms = "arn:aws:kms:us-east-1:111122223333:alias/cloudir-seal"   # sign seals with a KMS key instead
 
     [accounts]                  # findings ``cloudir respond`` may act on, per cloud (default: the caller's own)
     aws = ["123456789012"]
@@ -25,8 +26,8 @@ Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``
     retain_days = 365
 
 Environment: ``CLOUDIR_FORENSIC_AWS|AZURE|GCP``, ``CLOUDIR_ROLE_AWS|AZURE|GCP`` (the default role of that cloud),
-``CLOUDIR_SIGNING_KEY``, ``CLOUDIR_ACCOUNTS_AWS|AZURE|GCP`` (comma-separated), ``CLOUDIR_SEAL_STORE``,
-``CLOUDIR_SEAL_RETAIN_DAYS``.
+``CLOUDIR_SIGNING_KEY``, ``CLOUDIR_SIGNING_KMS``, ``CLOUDIR_ACCOUNTS_AWS|AZURE|GCP`` (comma-separated),
+``CLOUDIR_SEAL_STORE``, ``CLOUDIR_SEAL_RETAIN_DAYS``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Config:
     forensic: dict[str, str] = field(default_factory=dict)  # cloud -> account / subscription / project
     roles: dict[str, dict[str, str]] = field(default_factory=dict)  # cloud -> {account or "default": role}
     signing_key: Path | None = None
+    signing_kms: str | None = None  # KMS key that signs seals instead of the key file
     accounts: dict[str, list[str]] = field(default_factory=dict)  # cloud -> accounts a finding may name
     seal_store: str | None = None  # URL of the write-once store every command's seal is copied to
     seal_retain_days: int = DEFAULT_SEAL_RETAIN_DAYS
@@ -97,7 +99,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if not isinstance(roles_section, dict) or set(roles_section) - set(CLOUDS):
         raise CloudirError(f"{path} [roles]: expected [roles.aws], [roles.azure] or [roles.gcp] tables")
     roles = {cloud: _strings(table, f"{path} [roles.{cloud}]") for cloud, table in roles_section.items()}
-    signing = _strings(data.get("signing", {}), f"{path} [signing]", keys=("key",))
+    signing = _strings(data.get("signing", {}), f"{path} [signing]", keys=("key", "kms"))
     accounts = _account_lists(data.get("accounts", {}), f"{path} [accounts]")
     for cloud in CLOUDS:
         if env.get(f"CLOUDIR_FORENSIC_{cloud.upper()}"):
@@ -115,6 +117,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         forensic=forensic,
         roles=roles,
         signing_key=Path(key).expanduser() if key else None,
+        signing_kms=env.get("CLOUDIR_SIGNING_KMS") or signing.get("kms"),
         accounts=accounts,
         seal_store=store,
         seal_retain_days=retain_days,

@@ -113,12 +113,19 @@ class CustodyLog:
     """Append-only writer for ``custody.jsonl``; thread-safe. Hold the case lock while using it."""
 
     def __init__(
-        self, path: Path, case_id: str, created: str, *, on_append: Callable[[int, str], None] | None = None
+        self,
+        path: Path,
+        case_id: str,
+        created: str,
+        *,
+        on_append: Callable[[int, str], None] | None = None,
+        carried_calls: Callable[[], list[ApiCall]] | None = None,
     ) -> None:
         self.path = path
         self.case_id = case_id
         self.caller: dict[str, str] = {"operator": local_operator()}
         self.on_append = on_append  # called with (records, head) after each durable append: the sealer
+        self.carried_calls = carried_calls  # calls made after the previous record (sealing it), listed in the next
         self._lock = threading.Lock()
         self._genesis = genesis_hash(case_id, created)
         self._seq, self._last_hash, self._torn = self._tail()
@@ -189,7 +196,10 @@ class CustodyLog:
                 "target": target,
                 "outcome": outcome,
                 "error": error,
-                "api_calls": [call.as_dict() for call in api_calls or []],
+                "api_calls": [
+                    call.as_dict()
+                    for call in [*(self.carried_calls() if self.carried_calls else []), *(api_calls or [])]
+                ],
                 "artifacts": [artifact.as_dict() for artifact in artifacts or []],
                 "details": details or {},
                 "prev_hash": self._last_hash,

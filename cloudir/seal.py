@@ -1,6 +1,6 @@
 """Seals: signed statements "this case's custody chain had N records ending in head H at time T".
 
-One seal is appended to ``CASE/seals.jsonl`` after every custody record, signed with the Ed25519 key
+One seal is appended to ``CASE/seals.jsonl`` after every custody record, signed with the key
 kept outside the case (:mod:`cloudir.signing`). Each seal carries its public key, so verification is
 offline; which key to trust comes from ``--public-key`` or the fingerprint recorded at case creation.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudir.durable import append_line, canonical_json
-from cloudir.signing import ALGORITHM, Signer, fingerprint, signature_valid
+from cloudir.signing import ALGORITHM, ALGORITHMS, SealSigner, fingerprint, signature_valid
 
 SEALS_FILE = "seals.jsonl"
 
@@ -27,7 +27,7 @@ class Seal:
     head: str
     time: str
     key: str  # fingerprint of public_key
-    public_key: str  # raw Ed25519 public key, hex
+    public_key: str  # hex: raw Ed25519 public key, or DER SubjectPublicKeyInfo (KMS keys)
     signature: str  # hex, over the canonical JSON of every other field
     algorithm: str = ALGORITHM
 
@@ -43,16 +43,20 @@ class Seal:
             signature = bytes.fromhex(self.signature)
         except ValueError:
             return "its key or signature is not hex"
-        if self.algorithm != ALGORITHM or fingerprint(public_raw) != self.key:
+        if self.algorithm not in ALGORITHMS:
+            return f"its algorithm is not one cloudir signs with ({', '.join(ALGORITHMS)})"
+        if fingerprint(public_raw) != self.key:
             return "its key does not match the fingerprint it names"
-        if not signature_valid(public_raw, signature, self.payload()):
+        if not signature_valid(self.algorithm, public_raw, signature, self.payload()):
             return "its signature does not match its content (the seal was altered or forged)"
         return None
 
 
-def make_seal(signer: Signer, *, case_id: str, records: int, head: str, time: str) -> Seal:
+def make_seal(signer: SealSigner, *, case_id: str, records: int, head: str, time: str) -> Seal:
     """Sign the chain head."""
-    unsigned = Seal(case_id, records, head, time, signer.fingerprint, signer.public_raw.hex(), signature="")
+    unsigned = Seal(
+        case_id, records, head, time, signer.fingerprint, signer.public_raw.hex(), "", algorithm=signer.algorithm
+    )
     return Seal(**{**asdict(unsigned), "signature": signer.sign(unsigned.payload()).hex()})
 
 

@@ -1,9 +1,11 @@
-"""The Ed25519 key that seals custody chains: one file outside every case, created on first use.
+"""The key that seals custody chains: an Ed25519 file outside every case (created on first use), or a KMS key.
 
-The key lives at ``$CLOUDIR_SIGNING_KEY`` when set, else at ``[signing] key`` of the configuration file
+The file key lives at ``$CLOUDIR_SIGNING_KEY`` when set, else at ``[signing] key`` of the configuration file
 (:mod:`cloudir.config`), else ``$XDG_CONFIG_HOME/cloudir/signing-key.pem`` (``~/.config/cloudir/signing-key.pem``).
-Its fingerprint is ``SHA256:`` and the hex SHA-256 of the raw 32-byte public key; verification needs only
-the public key, which each seal carries.
+With ``[signing] kms`` (``$CLOUDIR_SIGNING_KMS``) set to an AWS KMS asymmetric key ARN, seals are signed by KMS
+(ECC_NIST_P256 with ECDSA_SHA_256) and the private key never leaves it.
+A fingerprint is ``SHA256:`` and the hex SHA-256 of the public key as seals carry it (the raw 32 bytes for
+Ed25519, the DER SubjectPublicKeyInfo otherwise); verification needs only that public key.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cloudir.config import load_config
 from cloudir.errors import CloudirError
@@ -20,8 +22,13 @@ from cloudir.errors import CloudirError
 if TYPE_CHECKING:  # cryptography is imported by the functions that use it (fast start of every command)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from cloudir.custody import ApiCall
+
 KEY_ENV = "CLOUDIR_SIGNING_KEY"
+KMS_ENV = "CLOUDIR_SIGNING_KMS"
 ALGORITHM = "ed25519"
+ECDSA_P256 = "ecdsa-p256-sha256"
+ALGORITHMS = (ALGORITHM, ECDSA_P256)
 
 
 def default_key_path() -> Path:
@@ -38,13 +45,61 @@ def fingerprint(public_raw: bytes) -> str:
     return "SHA256:" + hashlib.sha256(public_raw).hexdigest()
 
 
+class SealSigner(Protocol):
+    """Whatever signs seals: the Ed25519 key file, or a KMS key."""
+
+    @property
+    def algorithm(self) -> str:
+        """The seal algorithm name (one of ``ALGORITHMS``)."""
+
+    @property
+    def key_id(self) -> str | None:
+        """The KMS key ARN; None for a key file."""
+
+    @property
+    def created(self) -> bool:
+        """Whether this process created the key (first use)."""
+
+    @property
+    def path(self) -> Path | None:
+        """The key file, when the key is one."""
+
+    @property
+    def location(self) -> str:
+        """Where the key is, as printed."""
+
+    @property
+    def public_raw(self) -> bytes:
+        """The public key as seals carry it."""
+
+    @property
+    def fingerprint(self) -> str:
+        """``SHA256:<hex>`` of the public key."""
+
+    def public_pem(self) -> str:
+        """The public key as PEM (what ``cloudir verify --public-key`` reads)."""
+
+    def sign(self, data: bytes) -> bytes:
+        """A signature over ``data``."""
+
+    def take_calls(self) -> list[ApiCall]:
+        """The cloud calls made since the last call (recorded in the next custody record)."""
+
+
 @dataclass(frozen=True)
 class Signer:
-    """A loaded private signing key."""
+    """A loaded private Ed25519 signing key file."""
 
     key: Ed25519PrivateKey
     path: Path
     created: bool  # made by this process (first use)
+    algorithm: str = ALGORITHM
+    key_id: str | None = None
+
+    @property
+    def location(self) -> str:
+        """The key file."""
+        return str(self.path)
 
     @property
     def public_raw(self) -> bytes:
@@ -71,6 +126,26 @@ class Signer:
     def sign(self, data: bytes) -> bytes:
         """An Ed25519 signature over ``data``."""
         return self.key.sign(data)
+
+    def take_calls(self) -> list[ApiCall]:
+        """A key file makes no cloud call."""
+        return []
+
+
+def load_seal_signer() -> SealSigner:
+    """The configured KMS key when ``[signing] kms`` / ``$CLOUDIR_SIGNING_KMS`` is set, else the key file."""
+    kms = load_config().signing_kms
+    if kms is None:
+        return load_signer()
+    if kms.startswith("arn:aws") and ":kms:" in kms:
+        from providers.aws.kms_signer import KmsSigner
+
+        return KmsSigner(kms)
+    raise CloudirError(
+        f"signing key {kms} is not supported",
+        hint="supported: an AWS KMS asymmetric key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME); "
+        "Azure Key Vault and Cloud KMS keys are not implemented yet",
+    )
 
 
 def load_signer(path: Path | None = None) -> Signer:
@@ -108,27 +183,51 @@ def load_signer(path: Path | None = None) -> Signer:
 
 
 def load_public_key(path: Path) -> bytes:
-    """The raw public key from a PEM public key file (``cloudir key show --public-out``)."""
+    """The public key from a PEM file (``cloudir key show --public-out``), in the form seals carry it."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
         loaded = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError, UnsupportedAlgorithm) as exc:
         raise CloudirError(f"cannot read the public key {path}: {exc}") from None
-    if not isinstance(loaded, Ed25519PublicKey):
-        raise CloudirError(f"{path} is not an Ed25519 public key")
-    return loaded.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if isinstance(loaded, Ed25519PublicKey):
+        return loaded.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if isinstance(loaded, ec.EllipticCurvePublicKey):
+        return loaded.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    raise CloudirError(f"{path} is not an Ed25519 or EC public key")
 
 
-def signature_valid(public_raw: bytes, signature: bytes, data: bytes) -> bool:
-    """Whether ``signature`` is a valid Ed25519 signature of ``data`` by ``public_raw``."""
-    from cryptography.exceptions import InvalidSignature
+def public_pem(algorithm: str, public: bytes) -> str:
+    """PEM of a public key in the form seals carry it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    key = (
+        Ed25519PublicKey.from_public_bytes(public)
+        if algorithm == ALGORITHM
+        else serialization.load_der_public_key(public)
+    )
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def signature_valid(algorithm: str, public: bytes, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` is a valid ``algorithm`` signature of ``data`` by the public key ``public``."""
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, data)
-    except (InvalidSignature, ValueError):
+        if algorithm == ALGORITHM:
+            Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
+            return True
+        key = serialization.load_der_public_key(public)
+        if algorithm == ECDSA_P256 and isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            return True
+    except (InvalidSignature, ValueError, UnsupportedAlgorithm):
         return False
-    return True
+    return False

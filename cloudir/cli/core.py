@@ -12,7 +12,7 @@ from cloudir.caselock import CaseLock
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console
 from cloudir.custody import verify_case
-from cloudir.signing import KEY_ENV, load_public_key, load_signer
+from cloudir.signing import KEY_ENV, load_public_key, load_seal_signer
 from cloudir.textsafe import esc
 
 key_app = typer.Typer(
@@ -78,9 +78,15 @@ def key_show(
         Path | None, typer.Option(help="Also write the public key (PEM) here, for `verify --public-key`.")
     ] = None,
 ) -> None:
-    """Print where the signing key is, its fingerprint and its public key (created on first use)."""
-    signer = load_signer()
-    console.print(f"signing key {esc(signer.path)}\nfingerprint {signer.fingerprint}", soft_wrap=True)
+    """Print where the signing key is (a key file, or the KMS key configured), its fingerprint and public key.
+
+    A key file is created on first use.
+    """
+    signer = load_seal_signer()
+    console.print(
+        f"signing key {esc(signer.location)}\nalgorithm {signer.algorithm}\nfingerprint {signer.fingerprint}",
+        soft_wrap=True,
+    )
     typer.echo(signer.public_pem(), nl=False)
     if public_out is not None:
         public_out.write_text(signer.public_pem(), encoding="utf-8")

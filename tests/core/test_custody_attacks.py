@@ -250,3 +250,43 @@ def test_torn_last_line_is_moved_aside_and_recorded(case_dir: Path, monkeypatch:
     code, output = _verify(case_dir)
     assert code == 0, output
     assert "a torn record of 40 bytes left by an interrupted write was moved to custody.torn" in output
+
+
+def test_full_disk_during_a_command_fails_with_one_line_and_the_next_command_recovers(
+    case_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write, real_ftruncate = os.write, os.ftruncate
+
+    def on_custody(fd: int) -> bool:
+        return Path(f"/proc/self/fd/{fd}").readlink().name == "custody.jsonl"
+
+    def disk_full_on_custody(fd: int, data: bytes) -> int:
+        if not on_custody(fd):
+            return real_write(fd, data)
+        real_write(fd, data[:25])  # the device took part of the line, then ran out of space
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def cannot_cut_back(fd: int, size: int) -> None:
+        if not on_custody(fd):
+            real_ftruncate(fd, size)
+            return
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(durable.os, "write", disk_full_on_custody)
+        patch.setattr(durable.os, "ftruncate", cannot_cut_back)
+        result = runner.invoke(app, ["report", str(case_dir)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "No space left on device" in errors[0]
+    assert "record was not written" in errors[0]
+    assert "Traceback" not in result.output
+    code, output = _verify(case_dir)
+    assert code == 1
+    assert "ends in a torn record (25 bytes without a newline)" in output
+    result = runner.invoke(app, ["report", str(case_dir)])  # space is back: the next command recovers
+    assert result.exit_code == 0, result.output
+    code, output = _verify(case_dir)
+    assert code == 0, output
+    assert "a torn record of 25 bytes left by an interrupted write was moved to custody.torn" in output
