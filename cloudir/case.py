@@ -236,6 +236,7 @@ class Case:
             carried_calls=self._sealer.take_calls,
         )
         self._opened_at = self.custody.length  # records before this command (a seal copy is due if it appends)
+        self._stored_in: str | None = None  # the seal store this command's seal went to
         if shared is None:
             lock.custody = self.custody
             self._recover()
@@ -353,11 +354,9 @@ class Case:
             if self._hold.outermost:
                 stored = ""
                 if self.custody.length > self._opened_at:
-                    try:
-                        url = store_latest_seal(self)
-                        stored = f"; seal of record {self.custody.length - 1} stored write-once in {url}" if url else ""
-                    except CloudirError as exc:
-                        error = exc
+                    error = self._anchor()
+                    if self._stored_in is not None:
+                        stored = f"; seal of record {self.custody.length - 1} stored write-once in {self._stored_in}"
                 _notify(
                     f"custody head {self.custody.head} ({self.custody.length} records) sealed by key "
                     f"{self._sealer.signer.fingerprint}{stored}"
@@ -366,6 +365,25 @@ class Case:
             self._hold.release()
         if error is not None and not failing:
             raise error
+
+    def _anchor(self) -> CloudirError | None:
+        """Timestamp the newest seal, then copy the newest seal to the seal store (each when configured).
+
+        Both are tried; the first failure is returned (each is recorded in the chain either way).
+        """
+        from cloudir.timestamp import timestamp_latest_seal  # asn1crypto only when a case is anchored
+
+        self._stored_in = None
+        first: CloudirError | None = None
+        for step in (timestamp_latest_seal, store_latest_seal):
+            try:
+                url = step(self)
+            except CloudirError as exc:
+                first = first or exc
+                continue
+            if step is store_latest_seal:
+                self._stored_in = url
+        return first
 
     def __enter__(self) -> Case:
         return self

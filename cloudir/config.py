@@ -25,9 +25,13 @@ Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``
     store = "s3://forensic-seals/cloudir"
     retain_days = 365
 
+    [timestamp]                 # RFC 3161 timestamp of every command's seal (cloudir.timestamp)
+    url = "https://tsa.example/tsr"
+    cert = "~/.config/cloudir/tsa.pem"   # the TSA certificate verify pins
+
 Environment: ``CLOUDIR_FORENSIC_AWS|AZURE|GCP``, ``CLOUDIR_ROLE_AWS|AZURE|GCP`` (the default role of that cloud),
 ``CLOUDIR_SIGNING_KEY``, ``CLOUDIR_SIGNING_KMS``, ``CLOUDIR_ACCOUNTS_AWS|AZURE|GCP`` (comma-separated),
-``CLOUDIR_SEAL_STORE``, ``CLOUDIR_SEAL_RETAIN_DAYS``.
+``CLOUDIR_SEAL_STORE``, ``CLOUDIR_SEAL_RETAIN_DAYS``, ``CLOUDIR_TSA_URL``, ``CLOUDIR_TSA_CERT``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class Config:
     accounts: dict[str, list[str]] = field(default_factory=dict)  # cloud -> accounts a finding may name
     seal_store: str | None = None  # URL of the write-once store every command's seal is copied to
     seal_retain_days: int = DEFAULT_SEAL_RETAIN_DAYS
+    tsa_url: str | None = None  # RFC 3161 time-stamp authority every command's seal is timestamped by
+    tsa_cert: Path | None = None  # its certificate, pinned by verify
 
     def forensic_for(self, cloud: str) -> str | None:
         """The forensic destination configured for ``cloud``."""
@@ -88,11 +94,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise CloudirError(f"cannot read the configuration {path}: {exc}") from None
-    unknown = set(data) - {"forensic", "roles", "signing", "accounts", "seals"}
+    unknown = set(data) - {"forensic", "roles", "signing", "accounts", "seals", "timestamp"}
     if unknown:
         raise CloudirError(
             f"{path}: unknown section(s) {', '.join(sorted(unknown))}",
-            hint="known: forensic, roles, signing, accounts, seals",
+            hint="known: forensic, roles, signing, accounts, seals, timestamp",
         )
     forensic = _strings(data.get("forensic", {}), f"{path} [forensic]", keys=CLOUDS)
     roles_section = data.get("roles", {})
@@ -112,6 +118,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             ]
     key = env.get("CLOUDIR_SIGNING_KEY") or signing.get("key")
     store, retain_days = _seals(data.get("seals", {}), env, f"{path} [seals]")
+    tsa = _strings(data.get("timestamp", {}), f"{path} [timestamp]", keys=("url", "cert"))
+    tsa_cert = env.get("CLOUDIR_TSA_CERT") or tsa.get("cert")
     return Config(
         path=path if path.is_file() else None,
         forensic=forensic,
@@ -121,6 +129,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         accounts=accounts,
         seal_store=store,
         seal_retain_days=retain_days,
+        tsa_url=env.get("CLOUDIR_TSA_URL") or tsa.get("url"),
+        tsa_cert=Path(tsa_cert).expanduser() if tsa_cert else None,
     )
 
 

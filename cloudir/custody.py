@@ -21,16 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudir import TOOL_NAME, __version__
 from cloudir.durable import append_line, canonical_json, split_lines
 from cloudir.errors import CloudirError
 from cloudir.hashing import sha256_file
 from cloudir.seal import SEALS_FILE, Seal, parse_seal
-from cloudir.sealstore import STORE_ACTION, check_stored_seals, stored_records
+from cloudir.sealstore import STORE_ACTION, TIMESTAMP_ACTION, check_stored_seals, stored_records
 from cloudir.signing import fingerprint
 from cloudir.textsafe import visible
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 CUSTODY_FILE = "custody.jsonl"
 CASE_META_FILE = "case.json"
@@ -261,6 +264,7 @@ class _Chain:
     artifacts: dict[str, list[_Recorded]] = field(default_factory=dict)
     case_key: str | None = None  # fingerprint recorded at case creation
     store_records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # seal.store records
+    timestamp_records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # seal.timestamp records
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -340,6 +344,8 @@ def _verify_chain(lines: list[bytes], case_id: str, created: str, result: Verify
             chain.case_key = details["signing_key"]
         if record.get("action") == STORE_ACTION:
             chain.store_records.append((seq, record))
+        if record.get("action") == TIMESTAMP_ACTION:
+            chain.timestamp_records.append((seq, record))
         if record.get("action") == RECOVERY_ACTION:
             result.notes.append(
                 f"record {seq}: a torn record of {visible(details.get('torn_bytes'))} bytes left by an interrupted "
@@ -519,11 +525,18 @@ def _custody_lines(case_dir: Path, result: VerifyResult) -> list[bytes] | None:
 
 
 def verify_case(
-    case_dir: Path, expect_head: str | None = None, public_key: bytes | None = None, *, remote: bool = False
+    case_dir: Path,
+    expect_head: str | None = None,
+    public_key: bytes | None = None,
+    *,
+    remote: bool = False,
+    tsa_cert: x509.Certificate | None = None,
 ) -> VerifyResult:
-    """Check a case offline: each stored record line and its link, the seals, and every artifact's SHA-256.
+    """Check a case offline: each stored record line and its link, the seals, their timestamps, and every
+    artifact's SHA-256.
 
-    With ``remote``, also compare the seal copies in the write-once store(s) the chain records with it.
+    With ``remote``, also compare the seal copies in the write-once store(s) the chain records with it;
+    ``tsa_cert`` pins the time-stamp authority's certificate.
     """
     result = VerifyResult(ok=False)
     meta = _case_meta(case_dir, result)
@@ -539,6 +552,10 @@ def verify_case(
     _check_seals(case_dir, chain, meta[0], trusted, result)
     if expect_head is not None:
         _check_expected_head(expect_head, chain, result)
+    if chain.timestamp_records:
+        from cloudir.timestamp import check_timestamps
+
+        check_timestamps(case_dir, chain.timestamp_records, tsa_cert, result)
     recorded = stored_records(chain.store_records)
     if remote:
         check_stored_seals(case_dir, meta[0], chain.heads, recorded, trusted=trusted, result=result)

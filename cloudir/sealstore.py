@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from cloudir.custody import VerifyResult
 
 STORE_ACTION = "seal.store"
+TIMESTAMP_ACTION = "seal.timestamp"  # cloudir.timestamp: the RFC 3161 token of a seal
 SUPPORTED = "s3://BUCKET[/PREFIX] (S3 Object Lock, COMPLIANCE mode)"
 WRITE_ONCE_MODE = "COMPLIANCE"
 
@@ -124,7 +125,7 @@ def stored_records(records: list[tuple[int, dict[str, Any]]]) -> list[_Recorded]
     return found
 
 
-def _local_seal_lines(case_dir: Path) -> dict[int, bytes]:
+def local_seal_lines(case_dir: Path) -> dict[int, bytes]:
     """The stored line of each local seal, by the record count it covers."""
     path = case_dir / SEALS_FILE
     lines = path.read_bytes().splitlines() if path.is_file() and not path.is_symlink() else []
@@ -151,7 +152,7 @@ def check_stored_seals(
         result.problems.append("--remote: this case records no stored seal (no seal store was configured)")
         return
     config = load_config()
-    local = _local_seal_lines(case_dir)
+    local = local_seal_lines(case_dir)
     for url in sorted({entry.store for entry in recorded}):
         try:
             store = open_store(url, retain_days=config.seal_retain_days)

@@ -11,6 +11,7 @@ from cloudir.case import CASE_FILE
 from cloudir.caselock import CaseLock
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console
+from cloudir.config import load_config
 from cloudir.custody import verify_case
 from cloudir.signing import KEY_ENV, load_public_key, load_seal_signer
 from cloudir.textsafe import esc
@@ -34,6 +35,10 @@ def verify(
         Path | None,
         typer.Option(help="PEM public key the seals must be signed with (default: the key recorded at creation)."),
     ] = None,
+    tsa_cert: Annotated[
+        Path | None,
+        typer.Option(help="Certificate of the time-stamp authority the seal timestamps must be signed by."),
+    ] = None,
     remote: Annotated[
         bool,
         typer.Option(help="Also compare the seal copies in the write-once seal store the chain names (needs access)."),
@@ -45,6 +50,12 @@ def verify(
     and every recorded artifact matches; else exit 1 with one line per problem.
     """
     trusted = load_public_key(public_key) if public_key is not None else None
+    pinned_path = tsa_cert or load_config().tsa_cert
+    pinned = None
+    if pinned_path is not None:
+        from cloudir.timestamp import load_certificate  # asn1crypto only when timestamps are checked
+
+        pinned = load_certificate(pinned_path)
     lock: CaseLock | None = None
     if (case_dir / CASE_FILE).is_file():
         try:
@@ -52,7 +63,7 @@ def verify(
         except OSError:  # a read-only copy of a case: verify without the writer lock
             lock = None
     try:
-        result = verify_case(case_dir, expect_head=expect_head, public_key=trusted, remote=remote)
+        result = verify_case(case_dir, expect_head=expect_head, public_key=trusted, remote=remote, tsa_cert=pinned)
     finally:
         if lock is not None:
             lock.release()

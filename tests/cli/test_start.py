@@ -12,7 +12,19 @@ import duckdb
 
 from cloudir import __version__
 
-HEAVY = ("sigma", "duckdb", "boto3", "botocore", "azure", "google", "yaml", "moto", "rich.markdown", "cryptography")
+HEAVY = (
+    "sigma",
+    "duckdb",
+    "boto3",
+    "botocore",
+    "azure",
+    "google",
+    "yaml",
+    "moto",
+    "rich.markdown",
+    "cryptography",
+    "asn1crypto",
+)
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
