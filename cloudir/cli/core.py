@@ -47,7 +47,8 @@ def verify(
     """Check a case offline: every stored custody record and its link, the seals, and every artifact's SHA-256.
 
     Exit 0 only when the chain is intact, the newest seal covers all of it and is signed by the expected key,
-    and every recorded artifact matches; else exit 1 with one line per problem.
+    every recorded timestamp token matches its seal, and every recorded artifact matches (with --remote: and
+    every stored seal copy agrees with the chain); else exit 1 with one line per problem.
     """
     trusted = load_public_key(public_key) if public_key is not None else None
     pinned_path = tsa_cert or load_config().tsa_cert

@@ -290,3 +290,25 @@ def test_full_disk_during_a_command_fails_with_one_line_and_the_next_command_rec
     code, output = _verify(case_dir)
     assert code == 0, output
     assert "a torn record of 25 bytes left by an interrupted write was moved to custody.torn" in output
+
+
+def test_rechained_edit_without_the_key_fails_verify(case_dir: Path) -> None:
+    records = [json.loads(line) for line in _lines(case_dir)]
+    records[1]["target"] = "i-someone-else"
+    lines: list[bytes] = []
+    for record in records:  # every link recomputed, as someone without the signing key would
+        if lines:
+            record["prev_hash"] = line_hash(lines[-1])
+        lines.append(canonical_json(record))
+    _write_lines(case_dir / "custody.jsonl", lines)
+    code, output = _verify(case_dir)
+    assert code == 1
+    assert "BROKEN: seal 2: it seals record 2 with head" in output
+    assert "which this chain does not hold" in output
+
+
+def test_truncated_chain_fails_verify(case_dir: Path) -> None:
+    _write_lines(case_dir / "custody.jsonl", _lines(case_dir)[:-1])
+    code, output = _verify(case_dir)
+    assert code == 1
+    assert "BROKEN: seal 3: it seals record 3" in output
