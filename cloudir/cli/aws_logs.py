@@ -105,6 +105,31 @@ def _summary(case_dir: Path) -> None:
         console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
 
 
+def _flow_summary(case_dir: Path) -> None:
+    coverage_path = case_dir / "logs/aws/flows/coverage.json"
+    if not coverage_path.is_file():
+        return
+    coverage: dict[str, Any] = json.loads(coverage_path.read_text(encoding="utf-8"))
+    table = Table(title=esc(f"VPC Flow Logs {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
+    for column in ("network", "source", "flow log", "since", "status", "records/files", "first", "last"):
+        table.add_column(column)
+    for source in coverage["sources"]:
+        row = (
+            source["location"],
+            source["source"].split(":")[-1],
+            source["details"].get("flow_log", "-"),
+            source["details"].get("since") or "-",
+            source["status"],
+            source["items"],
+            source["first_event"] or "-",
+            source["last_event"] or "-",
+        )
+        table.add_row(*map(esc, row))
+    console.print(table)
+    for warning in coverage["warnings"]:
+        console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
+
+
 @pull_app.command("aws")
 def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     case_dir: PullCaseOpt,
@@ -133,6 +158,13 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     account: Annotated[
         list[str] | None, typer.Option(help="Also collect this member account's files from an organisation trail.")
     ] = None,
+    flows: Annotated[
+        bool,
+        typer.Option(
+            help="Pull VPC Flow Logs instead (CloudWatch Logs and S3) of the --instance's network, or of every "
+            "network of the region, with its DescribeInstances pages."
+        ),
+    ] = False,
     dry_run: DryRunOpt = False,
     resume: ResumeOpt = False,
     role_arn: Annotated[
@@ -141,8 +173,13 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     external_id: Annotated[str | None, typer.Option(help="External id the --role-arn trust requires.")] = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
 ) -> None:
-    """Pull CloudTrail for a window and scope into a case; raw pages and files are kept as evidence."""
+    """Pull CloudTrail (or, with --flows, VPC Flow Logs) for a window and scope into a case; raw pages and files
+    are kept as evidence."""
     window_start, window_end = resolve_window(start, end, around, before, after)
+    if flows and (principal or access_key or trail_bucket or account or all_regions):
+        raise CloudirError(
+            "--flows takes --instance and one --region only", hint="flow logs are scoped by network, not principal"
+        )
     request = LogPullRequest(
         start=window_start,
         end=window_end,
@@ -152,6 +189,7 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
         locations=region or [],
         extra={
             "all_regions": all_regions,
+            "flows": flows,
             "accounts": account or [],
             **({"trail_bucket": trail_bucket, "trail_prefix": trail_prefix or ""} if trail_bucket else {}),
         },
@@ -163,9 +201,9 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
         "role_arn": role_arn,
         "external_id": external_id,
     }
-    description = f"CloudTrail pull {window_start} .. {window_end}"
+    description = f"{'VPC Flow Logs' if flows else 'CloudTrail'} pull {window_start} .. {window_end}"
     try:
         pull_logs("aws", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
     finally:
         if not dry_run:
-            _summary(case_dir)
+            (_flow_summary if flows else _summary)(case_dir)

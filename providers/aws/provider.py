@@ -180,14 +180,16 @@ class AwsProvider:
         return self.clients.offline_copy() if target.symbolic else self.clients
 
     def plan_pull_logs(self, request: LogPullRequest) -> Plan:
-        """CloudTrail collection (engineer B's providers.aws.logs)."""
+        """CloudTrail collection (providers.aws.logs); VPC Flow Logs with ``extra["flows"]`` (providers.aws.flows)."""
+        from providers.aws.flows import plan_pull_flows
         from providers.aws.logs import plan_pull_logs
 
-        plan: Plan = plan_pull_logs(self.clients, request)
+        plan: Plan = (plan_pull_flows if request.extra.get("flows") else plan_pull_logs)(self.clients, request)
         return plan
 
     def required_permissions(self) -> list[str]:
-        """Every IAM action of the planned-call tables: acquisition/containment (calls.py) and log pulls (logs.py)."""
+        """Every IAM action of the planned-call tables: acquisition/containment (calls.py), log pulls (logs, flows)."""
+        from providers.aws.flows import required_permissions as flow_permissions
         from providers.aws.logs import required_permissions as log_permissions
 
-        return sorted({*required_permissions(), *log_permissions()})
+        return sorted({*required_permissions(), *log_permissions(), *flow_permissions()})

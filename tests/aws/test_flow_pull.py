@@ -1,0 +1,144 @@
+"""``cloudir logs pull aws --flows``: the target network's VPC Flow Logs from CloudWatch Logs and S3, as evidence."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+from cloudir.custody import read_records, verify_case
+from moto_fixtures.aws import ACCOUNT, AwsSandbox, launch_instance
+from moto_fixtures.aws_flows import FLOW_BUCKET, Connection, beacon, create_flow_logs, deliver
+from moto_fixtures.sandbox import PlantedIncident as Incident
+
+runner = CliRunner()
+C2 = "198.51.100.77"
+
+
+def _plant(sandbox: AwsSandbox, instance_id: str, now: datetime) -> dict[str, Any]:
+    reservations = sandbox.client("ec2").describe_instances(InstanceIds=[instance_id])
+    instance: dict[str, Any] = reservations["Reservations"][0]["Instances"][0]
+    flow_logs = create_flow_logs(sandbox, instance["VpcId"], ACCOUNT)
+    mirror = Connection(int((now - timedelta(hours=3)).timestamp()), "151.101.2.132", 80, 90_000, 51000)
+    deliver(
+        sandbox, flow_logs, instance, ACCOUNT, [*beacon(now - timedelta(hours=13), C2, period=600, beats=72), mirror]
+    )
+    return instance
+
+
+def _pull(case: Path, instance_id: str, now: datetime, *extra: str) -> str:
+    window = ["--start", (now - timedelta(days=1)).isoformat(), "--end", now.isoformat()]
+    args = ["logs", "pull", "aws", "--flows", "--case", str(case), *window, "--instance", instance_id]
+    result = runner.invoke(app, [*args, *extra], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_flow_pull_keeps_pages_and_files_and_the_timeline_finds_the_beacon(
+    aws_sandbox: AwsSandbox, aws_incident: Incident, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    instance = _plant(aws_sandbox, aws_incident.extra["instance_id"], now)
+    case = tmp_path / "case"
+    output = _pull(case, aws_incident.extra["instance_id"], now)
+    assert "VPC Flow Logs" in output
+    assert instance["VpcId"] in output
+
+    root = case / "logs/aws/flows/us-east-1"
+    request = json.loads((root / "cloudwatch/cloudir-sandbox_vpc-flow-logs/request.json").read_text())
+    assert "${instance-id}" in request["logFormat"]
+    pages = sorted((root / "cloudwatch/cloudir-sandbox_vpc-flow-logs").glob("page-*.json"))
+    assert sum(len(json.loads(p.read_bytes())["events"]) for p in pages) == 2 * 73
+    objects = sorted((root / "s3").rglob("*.log.gz"))
+    assert objects
+    assert gzip.decompress(objects[0].read_bytes()).startswith(b"version account-id")
+    assert (root / "instances/page-00001.xml").read_bytes().startswith(b"<?xml")
+
+    coverage = json.loads((case / "logs/aws/flows/coverage.json").read_text())
+    assert coverage["locations"][instance["VpcId"]]["flow_logs"]
+    statuses = {s["source"]: (s["status"], s["items"]) for s in coverage["sources"]}
+    assert statuses["vpc-flow-logs:cloudwatch"] == ("complete", 146)
+    assert statuses["vpc-flow-logs:s3"][0] == "complete"
+
+    records = list(read_records(case / "custody.jsonl"))
+    operations = {c["operation"] for r in records for c in r.get("api_calls", [])}
+    assert {"DescribeInstances", "DescribeFlowLogs", "FilterLogEvents", "ListObjectsV2", "GetObject"} <= operations
+    assert verify_case(case).ok
+
+    trail = [
+        "logs",
+        "pull",
+        "aws",
+        "--case",
+        str(case),
+        "--start",
+        (now - timedelta(days=1)).isoformat(),
+        "--end",
+        (now + timedelta(minutes=5)).isoformat(),
+        "--instance",
+        aws_incident.extra["instance_id"],
+    ]
+    pulled = runner.invoke(app, trail, env={"COLUMNS": "300"})
+    assert pulled.exit_code == 0, pulled.output
+    built = runner.invoke(app, ["timeline", "build", str(case)], env={"COLUMNS": "300"})
+    assert built.exit_code == 0, built.output
+    analyzed = runner.invoke(app, ["analyze", str(case / "timeline.duckdb")], env={"COLUMNS": "300"})
+    assert analyzed.exit_code == 0, analyzed.output
+    with duckdb.connect(str(case / "timeline.duckdb"), read_only=True) as con:
+        joined = con.execute(
+            "SELECT count(*), count(DISTINCT instance) FROM flows WHERE dst_addr = ? AND instance IS NOT NULL", [C2]
+        ).fetchone()
+        assert joined is not None
+        assert joined[1] == 1
+        found = con.execute("SELECT title, explanation FROM findings WHERE explanation LIKE ?", [f"%{C2}%"]).fetchall()
+    assert found, "the beacon to the C2 address is a finding"
+
+
+def _calls(case: Path, operation: str) -> int:
+    records = read_records(case / "custody.jsonl")
+    return sum(1 for r in records for c in r.get("api_calls", []) if c["operation"] == operation)
+
+
+def test_resume_fetches_nothing_twice_and_hostile_object_keys_stay_inside_the_case(
+    aws_sandbox: AwsSandbox, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    instance_id = launch_instance(aws_sandbox)
+    _plant(aws_sandbox, instance_id, now)
+    listed = aws_sandbox.client("ec2").describe_flow_logs()["FlowLogs"]
+    s3_id = next(f["FlowLogId"] for f in listed if f["LogDestinationType"] == "s3")
+    day = f"AWSLogs/{ACCOUNT}/vpcflowlogs/us-east-1/{now:%Y/%m/%d}/"
+    hostile = f"{day}../../../../../../x_{s3_id}_{now:%Y%m%dT%H%M}Z_e.log.gz"
+    aws_sandbox.client("s3").put_object(Bucket=FLOW_BUCKET, Key=hostile, Body=b"not a flow log")
+    case = tmp_path / "case"
+    _pull(case, instance_id, now)
+    folder = (case / "logs/aws/flows/us-east-1/s3").resolve()
+    copied = list(folder.rglob("x_*"))
+    assert len(copied) == 1
+    assert copied[0].resolve().is_relative_to(folder)
+    assert [p.resolve() for p in tmp_path.rglob("x_*")] == [copied[0].resolve()]  # nothing outside the s3 folder
+    before = (_calls(case, "FilterLogEvents"), _calls(case, "GetObject"))
+    _pull(case, instance_id, now, "--resume")
+    assert (_calls(case, "FilterLogEvents"), _calls(case, "GetObject")) == before
+    refused = runner.invoke(
+        app, ["logs", "pull", "aws", "--flows", "--case", str(case), "--around", now.isoformat(), "--principal", "x"]
+    )
+    assert refused.exit_code != 0
+    assert "--flows takes --instance" in refused.output
+
+
+def _calls(case: Path, operation: str) -> int:
+    records = read_records(case / "custody.jsonl")
+    return sum(1 for r in records for c in r.get("api_calls", []) if c["operation"] == operation)
+
+
+def test_a_network_without_flow_logs_is_a_warning(aws_sandbox: AwsSandbox, tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    output = _pull(tmp_path / "case", launch_instance(aws_sandbox), now)
+    assert "no flow log covers this network" in output
