@@ -7,7 +7,7 @@ attack window, contain; then build one timeline, analyze it, write the report an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -74,6 +74,9 @@ def run_demo(
                     # Up to now: the pull then also shows the tool's own acquisition calls, tagged as responder.
                     request = LogPullRequest(start=incident.window_start, end=max(incident.window_end, _now()))
                     _run(provider.plan_pull_logs(request), case, console, observer)
+                    if Capability.PULL_FLOWS in provider.capabilities:  # the network side: the target's flow logs
+                        flows = replace(request, resources=[target.id], extra={"flows": True})
+                        _run(provider.plan_pull_logs(flows), case, console, observer)
                 if Capability.ISOLATE in provider.capabilities:
                     _run(provider.plan_contain(target, ContainOptions()), case, console, observer)
                 provider.bind(None)

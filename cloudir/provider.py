@@ -31,6 +31,7 @@ class Capability(StrEnum):
     ISOLATE = "isolate"
     REVOKE = "revoke"
     PULL_LOGS = "pull_logs"
+    PULL_FLOWS = "pull_flows"  # network flow logs of a target's network (LogPullRequest.extra["flows"])
 
 
 class TargetKind(StrEnum):

@@ -26,6 +26,7 @@ from moto.sts.models import STSBackend
 
 from cloudir.provider import TargetKind, TargetQuery
 from moto_fixtures.aws_accounts import cross_account_copy, strict_assume_role
+from moto_fixtures.aws_flows import plant_beacon
 from moto_fixtures.cloudtrail import fake_cloudtrail, plant_attacker_trail, record_responder_calls
 from moto_fixtures.guard import sandbox_environment
 from moto_fixtures.sandbox import PlantedIncident
@@ -262,6 +263,8 @@ class AwsSandbox:
                 "user": "ci-deployer",
                 "volumes": [root_volume, data_volume],
                 "forensic_region": FORENSIC_REGION,
+                "flow_logs": True,  # the implant beacons to ATTACKER_IP; its VPC's flow logs hold it
+                "c2": ATTACKER_IP,
             },
         )
         plant_attacker_trail(
@@ -273,6 +276,7 @@ class AwsSandbox:
             start=now - timedelta(minutes=90),
             bucket=TRAIL_BUCKET if self.trail_files else None,
         )
+        plant_beacon(self, instance_id, ACCOUNT, now, ATTACKER_IP)
         return incident
 
     # -- inspection ----------------------------------------------------------------------------------------

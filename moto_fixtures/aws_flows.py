@@ -146,3 +146,20 @@ def beacon(start: datetime, remote: str, *, period: int, beats: int, bytes_out: 
         Connection(t0 + n * period + (n * 7919) % 5, remote, 443, bytes_out + (n * 31) % 40, 40000 + n % 20000)
         for n in range(beats)
     ]
+
+
+def plant_beacon(sandbox: Any, instance_id: str, account: str, now: datetime, remote: str) -> FlowLogs:
+    """Flow logs on the instance's VPC holding an implant's 10-minute check-ins to ``remote`` over the last 12
+    hours, and one package download (what a web server also does)."""
+    ec2 = sandbox.client("ec2")
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    flow_logs = create_flow_logs(sandbox, instance["VpcId"], account)
+    mirror = Connection(int((now - timedelta(hours=3)).timestamp()), "151.101.2.132", 80, 90_000, 51000)
+    deliver(
+        sandbox,
+        flow_logs,
+        instance,
+        account,
+        [*beacon(now - timedelta(hours=13), remote, period=600, beats=72), mirror],
+    )
+    return flow_logs

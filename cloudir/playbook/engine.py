@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -296,7 +296,7 @@ class _Builder:
         action = pb_step.action
         if action in ACQUIRE_ACTIONS:
             return self._acquire_steps(pb_step)
-        if action == "pull_logs":
+        if action in {"pull_logs", "collect_flows"}:
             return self._log_steps(pb_step)
         if action == "contain":
             return self._contain_steps(pb_step)
@@ -345,6 +345,11 @@ class _Builder:
         request = log_request(self.trigger, self.target, self.params)
         if Capability.PULL_LOGS not in self.provider.capabilities:
             return [], f"the {self.trigger.cloud} provider cannot pull logs; skipped"
+        if pb_step.action == "collect_flows":
+            if Capability.PULL_FLOWS not in self.provider.capabilities:
+                return [], f"the {self.trigger.cloud} provider cannot pull flow logs yet; skipped"
+            instance = [self.target.id] if self.target.kind is TargetKind.INSTANCE else []
+            request = replace(request, resources=instance, principals=[], access_keys=[], extra={"flows": True})
         try:
             plan = self.provider.plan_pull_logs(request)
         except ImportError as exc:

@@ -18,7 +18,18 @@ from cloudir.errors import CloudirError
 from cloudir.provider import CLOUDS, TargetKind
 from cloudir.triggers import SEVERITIES, Trigger
 
-ACTIONS = ("preserve", "snapshot", "copy", "pull_logs", "timeline", "analyze", "contain", "report", "notify")
+ACTIONS = (
+    "preserve",
+    "snapshot",
+    "copy",
+    "pull_logs",
+    "collect_flows",  # the target network's flow logs and its instance inventory
+    "timeline",
+    "analyze",
+    "contain",
+    "report",
+    "notify",
+)
 SOURCES = ("guardduty", "securityhub", "defender", "scc", "manual")
 ACQUIRE_ACTIONS = ("preserve", "snapshot", "copy")
 PARAMETERS: dict[str, tuple[type, ...]] = {

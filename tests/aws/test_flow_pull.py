@@ -6,30 +6,23 @@ import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import duckdb
+import yaml
 from typer.testing import CliRunner
 
 from cloudir.cli import app
 from cloudir.custody import read_records, verify_case
-from moto_fixtures.aws import ACCOUNT, AwsSandbox, launch_instance
-from moto_fixtures.aws_flows import FLOW_BUCKET, Connection, beacon, create_flow_logs, deliver
+from cloudir.playbook import build_response_plan, load_playbook
+from cloudir.provider import TargetKind, TargetQuery
+from cloudir.triggers import load_triggers
+from moto_fixtures.aws import ACCOUNT, ATTACKER_IP, AwsSandbox, launch_instance
+from moto_fixtures.aws_flows import FLOW_BUCKET, plant_beacon
 from moto_fixtures.sandbox import PlantedIncident as Incident
+from tests.respond.conftest import DATA
 
 runner = CliRunner()
-C2 = "198.51.100.77"
-
-
-def _plant(sandbox: AwsSandbox, instance_id: str, now: datetime) -> dict[str, Any]:
-    reservations = sandbox.client("ec2").describe_instances(InstanceIds=[instance_id])
-    instance: dict[str, Any] = reservations["Reservations"][0]["Instances"][0]
-    flow_logs = create_flow_logs(sandbox, instance["VpcId"], ACCOUNT)
-    mirror = Connection(int((now - timedelta(hours=3)).timestamp()), "151.101.2.132", 80, 90_000, 51000)
-    deliver(
-        sandbox, flow_logs, instance, ACCOUNT, [*beacon(now - timedelta(hours=13), C2, period=600, beats=72), mirror]
-    )
-    return instance
+C2 = ATTACKER_IP
 
 
 def _pull(case: Path, instance_id: str, now: datetime, *extra: str) -> str:
@@ -44,7 +37,10 @@ def test_flow_pull_keeps_pages_and_files_and_the_timeline_finds_the_beacon(
     aws_sandbox: AwsSandbox, aws_incident: Incident, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    instance = _plant(aws_sandbox, aws_incident.extra["instance_id"], now)
+    instance_id = aws_incident.extra["instance_id"]
+    instance = aws_sandbox.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][
+        0
+    ]
     case = tmp_path / "case"
     output = _pull(case, aws_incident.extra["instance_id"], now)
     assert "VPC Flow Logs" in output
@@ -98,6 +94,7 @@ def test_flow_pull_keeps_pages_and_files_and_the_timeline_finds_the_beacon(
         assert joined[1] == 1
         found = con.execute("SELECT title, explanation FROM findings WHERE explanation LIKE ?", [f"%{C2}%"]).fetchall()
     assert found, "the beacon to the C2 address is a finding"
+    assert "72 connections to 203.0.113.66:443/tcp about every 599 s" in found[0][1]
 
 
 def _calls(case: Path, operation: str) -> int:
@@ -110,7 +107,7 @@ def test_resume_fetches_nothing_twice_and_hostile_object_keys_stay_inside_the_ca
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     instance_id = launch_instance(aws_sandbox)
-    _plant(aws_sandbox, instance_id, now)
+    plant_beacon(aws_sandbox, instance_id, ACCOUNT, now, C2)
     listed = aws_sandbox.client("ec2").describe_flow_logs()["FlowLogs"]
     s3_id = next(f["FlowLogId"] for f in listed if f["LogDestinationType"] == "s3")
     day = f"AWSLogs/{ACCOUNT}/vpcflowlogs/us-east-1/{now:%Y/%m/%d}/"
@@ -142,3 +139,17 @@ def test_a_network_without_flow_logs_is_a_warning(aws_sandbox: AwsSandbox, tmp_p
     now = datetime.now(UTC).replace(microsecond=0)
     output = _pull(tmp_path / "case", launch_instance(aws_sandbox), now)
     assert "no flow log covers this network" in output
+
+
+def test_a_playbook_collect_flows_step_plans_the_flow_log_pull(aws_sandbox: AwsSandbox, tmp_path: Path) -> None:
+    steps = [{"id": "logs", "action": "pull_logs"}, {"id": "net", "action": "collect_flows"}]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"id": "t", "title": "T", "steps": steps}))
+    provider = aws_sandbox.provider()
+    target = provider.find_target(TargetQuery(TargetKind.INSTANCE, launch_instance(aws_sandbox), "us-east-1"))
+    trigger = load_triggers(DATA / "guardduty_ec2_eventbridge.json")[0]
+    response = build_response_plan(load_playbook(tmp_path / "t.yaml"), trigger, provider, target, approved=False)
+    ids = [step.id for step in response.plan.steps]
+    assert "logs.lookup-events" in ids
+    assert {"net.inventory", "net.flow-logs", "net.cloudwatch", "net.s3", "net.coverage"} <= set(ids)
+    inventory = next(step for step in response.plan.steps if step.id == "net.inventory")
+    assert any(call.params.get("InstanceIds") == target.id for call in inventory.calls)

@@ -26,6 +26,9 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
         impersonations = con.execute(
             "SELECT count(*) FROM findings WHERE analyzer = 'responder_impersonation'"
         ).fetchone()
+        beacons = con.execute(
+            "SELECT explanation FROM findings WHERE analyzer = 'beaconing' AND rule = 'flow-beacon'"
+        ).fetchall()
         responder_in_findings = con.execute(
             "SELECT count(*) FROM findings f JOIN events e ON list_contains(f.event_ids, e.event_id) "
             "WHERE e.is_responder"
@@ -36,6 +39,7 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
     assert findings[0] > 0
     assert responder_in_findings == (0,)
     assert impersonations == (0,)  # every call the tool made is matched by its recorded request id
+    assert any("203.0.113.66:443/tcp about every 599 s" in text for (text,) in beacons), beacons  # the implant
 
 
 def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
