@@ -2,8 +2,8 @@
 
 Layout in the case (``logs/aws/flows/<region>/``):
 
-* ``instances/page-00001.xml`` (the raw DescribeInstances response) and ``page-00001.json`` (the same page as
-  JSON, which the ``instances`` table reads);
+* ``instances/describe-instances-xml/page-00001.xml`` (the raw DescribeInstances response) and
+  ``instances/page-00001.json`` (the same page as JSON, which the ``instances`` table reads);
 * ``flow-logs.json``: the DescribeFlowLogs answer for the network (what logs it, where to, in which format, since
   when);
 * ``cloudwatch/<log group>/page-00001.json``: raw FilterLogEvents response bodies, with ``request.json`` holding
@@ -191,9 +191,9 @@ class FlowPull:
         with capturing(ec2, "DescribeInstances") as raw, aws_errors("describe the network's instances"):
             for page in ec2.get_paginator("describe_instances").paginate(**params):
                 number += 1
-                base = f"{self.folder}/instances/page-{number:05d}"
-                ctx.case.write_bytes(f"{base}.xml", raw.last_ok())
-                ctx.case.write_json(f"{base}.json", _jsonable(page))
+                name = f"page-{number:05d}"
+                ctx.case.write_bytes(f"{self.folder}/instances/describe-instances-xml/{name}.xml", raw.last_ok())
+                ctx.case.write_json(f"{self.folder}/instances/{name}.json", _jsonable(page))
                 instances += [i for r in page["Reservations"] for i in r["Instances"]]
         vpcs = sorted({i["VpcId"] for i in instances if i.get("VpcId")})
         return {

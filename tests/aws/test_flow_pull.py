@@ -54,7 +54,7 @@ def test_flow_pull_keeps_pages_and_files_and_the_timeline_finds_the_beacon(
     objects = sorted((root / "s3").rglob("*.log.gz"))
     assert objects
     assert gzip.decompress(objects[0].read_bytes()).startswith(b"version account-id")
-    assert (root / "instances/page-00001.xml").read_bytes().startswith(b"<?xml")
+    assert (root / "instances/describe-instances-xml/page-00001.xml").read_bytes().startswith(b"<?xml")
 
     coverage = json.loads((case / "logs/aws/flows/coverage.json").read_text())
     assert coverage["locations"][instance["VpcId"]]["flow_logs"]
@@ -87,6 +87,7 @@ def test_flow_pull_keeps_pages_and_files_and_the_timeline_finds_the_beacon(
     analyzed = runner.invoke(app, ["analyze", str(case / "timeline.duckdb")], env={"COLUMNS": "300"})
     assert analyzed.exit_code == 0, analyzed.output
     with duckdb.connect(str(case / "timeline.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM quarantine").fetchone() == (0,)  # collector metadata is no event
         joined = con.execute(
             "SELECT count(*), count(DISTINCT instance) FROM flows WHERE dst_addr = ? AND instance IS NOT NULL", [C2]
         ).fetchone()
