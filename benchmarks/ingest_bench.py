@@ -1,8 +1,8 @@
 """Timeline ingest benchmark: cloudir ingest vs bare DuckDB reads of the same files, same run.
 
-    uv run python benchmarks/ingest_bench.py --events 1000000 --shape jsonl
-    uv run python benchmarks/ingest_bench.py --events 1000000 --shape records
+    uv run python benchmarks/ingest_bench.py --events 1000000 --shape jsonl --shape records   # both, one run
     uv run python benchmarks/ingest_bench.py --big-document-mib 2048     # one {"Records": [...]} document
+    uv run python benchmarks/ingest_bench.py --events 100000 --skip-bare --plaso-bin /tmp/plaso/bin   # Plaso too
 
 Generates the events first when ``--data`` holds no files (benchmarks/generate_events.py): JSON Lines files of
 100,000 records, or CloudTrail ``{"Records": [...]}`` files of 5,000 records (the size of busy S3 delivery
@@ -104,11 +104,32 @@ def phase_query(db: str, samples: int) -> dict[str, Any]:
     }
 
 
+def plaso_side_by_side(plaso_bin: Path, data: Path, work: Path) -> dict[str, Any]:
+    """Plaso on the same files: its CloudTrail parser (``jsonl/aws_cloudtrail_log``), then psort to JSON lines."""
+    storage, output = work / "plaso.plaso", work / "plaso.jsonl"
+    quiet = ["--status_view", "none", "--unattended", "--logfile", str(work / "plaso.log.gz")]
+    parsers = ["--parsers", "jsonl/aws_cloudtrail_log", "--storage_file", str(storage)]
+    started = time.perf_counter()
+    subprocess.run([str(plaso_bin / "log2timeline"), *quiet, *parsers, str(data)], check=True, capture_output=True)
+    parsed = time.perf_counter() - started
+    subprocess.run(
+        [str(plaso_bin / "psort"), *quiet, "-o", "json_line", "-w", str(output), str(storage)],
+        check=True,
+        capture_output=True,
+    )
+    seconds = time.perf_counter() - started
+    with output.open("rb") as handle:
+        events = sum(1 for _ in handle)
+    return {"log2timeline_seconds": round(parsed, 1), "seconds": round(seconds, 1), "events": events}
+
+
 def _run_phase(name: str, *args: str) -> dict[str, Any]:
-    output = subprocess.run(
-        [sys.executable, __file__, "--phase", name, *args], check=True, capture_output=True, text=True
-    ).stdout
-    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    command = [sys.executable, __file__, "--phase", name, *args]
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit status {done.returncode}"}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -116,12 +137,16 @@ def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--data", type=Path, help="generated files (default $TMPDIR/cloudir-bench/events-N-...)")
+    parser.add_argument("--data", type=Path, help="files of one shape (default $TMPDIR/cloudir-bench/events-N-SHAPE)")
     parser.add_argument("--work", type=Path, help="folder for the databases (default $TMPDIR/cloudir-bench/work)")
     parser.add_argument("--gzip", action="store_true", help="generate gzip files")
-    parser.add_argument("--shape", choices=("jsonl", "records"), default="jsonl")
+    parser.add_argument(
+        "--shape", choices=("jsonl", "records"), action="append", help="repeat for both, run one after the other"
+    )
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--bare", choices=("read_json", "read_json_objects"), action="append", help="(default: both)")
+    parser.add_argument("--plaso-bin", type=Path, help="also run Plaso (log2timeline, psort) from this bin folder")
     parser.add_argument("--big-document-mib", type=int, help="instead: ingest one Records document of this size")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
@@ -130,8 +155,8 @@ def main() -> None:
     if args.phase:
         db, *files = args.rest
         phases = {
-            "read_json": lambda: phase_bare(files, db, args.shape, "read_json"),
-            "read_json_objects": lambda: phase_bare(files, db, args.shape, "read_json_objects"),
+            "read_json": lambda: phase_bare(files, db, args.shape[0], "read_json"),
+            "read_json_objects": lambda: phase_bare(files, db, args.shape[0], "read_json_objects"),
             "ingest": lambda: phase_ingest(files, db),
             "query": lambda: phase_query(db, args.queries),
         }
@@ -143,12 +168,19 @@ def main() -> None:
     if args.big_document_mib:
         big_document(scratch, work, args.big_document_mib)
         return
-    data = args.data or scratch / f"events-{args.events}-{args.shape}{'-gz' if args.gzip else ''}"
+    rows = [run_shape(args, shape, scratch, work) for shape in args.shape or ["jsonl"]]
+    print("| shape | events | files | ingest events/s | bare reads (ratio) | ingest peak RSS MiB | query s | MiB |")
+    print("\n".join(rows))
+
+
+def run_shape(args: argparse.Namespace, shape: str, scratch: Path, work: Path) -> str:
+    """Bare reads, then ingest, then queries of one shape's files; print the JSON summary, return a table row."""
+    data = args.data or scratch / f"events-{args.events}-{shape}{'-gz' if args.gzip else ''}"
     if not data.is_dir() or not any(data.iterdir()):
         from generate_events import generate
 
         print(f"generating {args.events} events into {data} ...", file=sys.stderr)
-        generate(data, args.events, chunk=CHUNKS[args.shape], actors=2_000, shape=args.shape, gzip=args.gzip)
+        generate(data, args.events, chunk=CHUNKS[shape], actors=2_000, shape=shape, gzip=args.gzip)
     files = sorted(str(p) for p in data.iterdir() if p.is_file())
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -158,15 +190,18 @@ def main() -> None:
         {}
         if args.skip_bare
         else {
-            reader: _run_phase(reader, "--shape", args.shape, str(work / f"{reader}.duckdb"), *files)
-            for reader in BARE_READS[args.shape]
+            reader: _run_phase(reader, "--shape", shape, str(work / f"{reader}.duckdb"), *files)
+            for reader in args.bare or BARE_READS[shape]
         }
     )
     ingest = _run_phase("ingest", str(work / "timeline.duckdb"), *files)
+    if "error" in ingest:
+        raise SystemExit(f"ingest failed: {ingest['error']}")
     query = _run_phase("query", "--queries", str(args.queries), str(work / "timeline.duckdb"))
+    plaso = plaso_side_by_side(args.plaso_bin, data, work) if args.plaso_bin else None
     events = ingest["stats"]["records"]
     summary = {
-        "shape": args.shape,
+        "shape": shape,
         "events": events,
         "files": len(files),
         "input_mib": round(input_mib),
@@ -183,18 +218,25 @@ def main() -> None:
                 "ingest_speed_ratio": round(result["seconds"] / ingest["seconds"], 2),
             }
             for reader, result in bare.items()
-        },
+            if "error" not in result
+        }
+        | {reader: {"error": result["error"]} for reader, result in bare.items() if "error" in result},
         "actor_query_median_s": round(query["median_seconds"], 4),
         "actor_query_max_s": round(query["max_seconds"], 4),
         "actor_query_median_rows": query["median_rows"],
         "ingest_stats": ingest["stats"],
     }
-    print(json.dumps(summary, indent=2))
-    ratios = " / ".join(f"{reader} {value['ingest_speed_ratio']}" for reader, value in summary["bare"].items())
-    print(
-        f"| {args.shape} | {events:,} | {len(files)} | {summary['ingest_events_per_s']:,} | {ratios} | "
-        f"{summary['ingest_peak_rss_mib']} | {summary['actor_query_median_s']} / {summary['actor_query_max_s']} | "
-        f"{summary['timeline_db_mib']} |"
+    if plaso:
+        summary["plaso"] = plaso | {"cloudir_speedup": round(plaso["seconds"] / ingest["seconds"], 1)}
+    print(json.dumps(summary, indent=2), flush=True)
+    ratios = " / ".join(
+        f"{reader} {value['seconds']} s ({value['ingest_speed_ratio']}x)" if "seconds" in value else f"{reader} failed"
+        for reader, value in summary["bare"].items()
+    )
+    return (
+        f"| {shape} | {events:,} | {len(files)} | {summary['ingest_events_per_s']:,} ({summary['ingest_seconds']} s) | "
+        f"{ratios} | {summary['ingest_peak_rss_mib']} | {summary['actor_query_median_s']} / "
+        f"{summary['actor_query_max_s']} | {summary['timeline_db_mib']} |"
     )
 
 

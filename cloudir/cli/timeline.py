@@ -37,7 +37,11 @@ _MEMORY_LIMIT = Annotated[
 def _report(stats: IngestStats, target: Path) -> None:
     """Print the accounting: one row per file (problem files first), then the totals."""
     accounts = sorted(stats.accounts, key=lambda a: (not (a.quarantined or a.id_collisions or a.repaired), a.file))
-    if accounts:
+    already: list[list[object]] = [
+        [name, "already ingested", "-", "-", "-", "-", "-", sha256[:16]]
+        for name, sha256 in stats.already_ingested[: max(0, SHOWN_FILES - len(accounts))]
+    ]
+    if accounts or already:
         print_rows(
             ["file", "format", "records", "events", "duplicates", "quarantined", "id collisions", "sha256"],
             [
@@ -52,7 +56,8 @@ def _report(stats: IngestStats, target: Path) -> None:
                     a.sha256[:16],
                 ]
                 for a in accounts[:SHOWN_FILES]
-            ],
+            ]
+            + already,
         )
     if len(accounts) > SHOWN_FILES:
         console.print(f"... and {len(accounts) - SHOWN_FILES} more files: SELECT * FROM ingest_files")

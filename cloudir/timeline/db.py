@@ -77,6 +77,7 @@ def connect_for_ingest(db_path: Path, *, memory_limit: str) -> duckdb.DuckDBPyCo
         }
         if not tables or "events" in tables:
             con.execute(EVENTS_DDL)
+            _migrate(con)
             con.execute(EVENTS_OCSF_VIEW)
             con.execute(_MACROS)
             return con
@@ -85,6 +86,25 @@ def connect_for_ingest(db_path: Path, *, memory_limit: str) -> duckdb.DuckDBPyCo
         raise CloudirError(f"{db_path}: cannot prepare the timeline: {_first_line(exc)}") from None
     con.close()
     raise CloudirError(f"{db_path}: a DuckDB database without an events table, not a timeline; refusing it")
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a timeline written by an earlier cloudir to this schema (SHA-256 content hashes, operation_original)."""
+    columns = dict(
+        con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'events'").fetchall()
+    )
+    for column, kind in (("id_collision", "BOOLEAN DEFAULT false"), ("operation_original", "VARCHAR")):
+        if column not in columns:
+            con.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
+    if columns.get("content_hash") == "BLOB":
+        return
+    con.execute("DROP INDEX IF EXISTS events_actor")  # DuckDB alters no column of an indexed table; rebuilt by ingest
+    sha256 = "CASE WHEN id_collision THEN unhex(sha256(raw::VARCHAR)) END"  # as ingest sets it
+    if "content_hash" in columns:  # a 64-bit hash before
+        con.execute(f"ALTER TABLE events ALTER content_hash SET DATA TYPE BLOB USING {sha256}")
+    else:
+        con.execute("ALTER TABLE events ADD COLUMN content_hash BLOB")
+        con.execute(f"UPDATE events SET content_hash = {sha256}")
 
 
 def connect_read_only(db_path: Path, *, memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:

@@ -30,7 +30,7 @@ from cloudir.errors import CloudirError
 from cloudir.timeline import reader
 from cloudir.timeline.db import connect_for_ingest, default_memory_limit
 from cloudir.timeline.flows import FlowStats, detect_flow_log, ingest_flows
-from cloudir.timeline.formats import CONTAINERS, MAPPED_COLUMNS, RECORD_FORMATS
+from cloudir.timeline.formats import CONTAINERS, MAPPED_COLUMNS, RECORD_FORMATS, RecordFormat
 from cloudir.timeline.schema import EVENTS_COLUMNS, EVENTS_INDEXES
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class IngestStats:
     id_collisions: int = 0  # new events sharing their cloud and event id with an event of different content
     repaired: int = 0
     skipped: int = 0  # files that hold no events (empty, coverage reports, CloudTrail digests)
-    unchanged: int = 0  # files already ingested with the same name and SHA-256 (not read again)
+    already_ingested: list[tuple[str, str]] = field(default_factory=list)  # (file, SHA-256) not read again
     per_format: dict[str, int] = field(default_factory=dict)
     accounts: list[FileAccount] = field(default_factory=list)
     flows: FlowStats = field(default_factory=FlowStats)  # flow-log files go to the ``flows`` table
@@ -100,6 +100,11 @@ class IngestStats:
     def records(self) -> int:
         """Input records seen (unreadable files count as one each)."""
         return self.ingested + self.duplicates + self.quarantined
+
+    @property
+    def unchanged(self) -> int:
+        """Files already ingested with the same name and SHA-256."""
+        return len(self.already_ingested)
 
     def add(self, account: FileAccount) -> None:
         """Count one file's accounting into the totals."""
@@ -409,48 +414,90 @@ def _per_format(expressions: dict[str, str], column: str) -> str:
     return f"CASE fmt {branches} END AS {column}"
 
 
+def _lower_keys(fields: object) -> object:
+    """A ``json_transform`` structure with every key in lower case (for exports that lower-case keys)."""
+    if isinstance(fields, dict):
+        return {key.lower(): _lower_keys(value) for key, value in fields.items()}
+    if isinstance(fields, list):
+        return [_lower_keys(value) for value in fields]
+    return fields
+
+
+_KEY_TEST = re.compile(r"list_contains\(keys, '([^']*)'\)")
+
+
+def _lower_detect(detect: str) -> str:
+    """A format's detection over the record's keys in lower case."""
+    return _KEY_TEST.sub(lambda m: f"list_contains(list_transform(keys, lambda k: lower(k)), '{m[1].lower()}')", detect)
+
+
+def _transform(fmt: RecordFormat) -> str:
+    """``json_transform`` of a record of this format (its keys as documented, or all lower case)."""
+    exact = f"json_transform(rec, {_literal(fmt.transform_spec)})"
+    lower = json.dumps(_lower_keys(fmt.fields), separators=(",", ":"))
+    if lower == fmt.transform_spec:
+        return exact
+    return f"CASE WHEN lower_keys THEN json_transform(rec, {_literal(lower)}) ELSE {exact} END"
+
+
+# Operation names: runs of blanks as one space, trimmed; Azure resource-provider operations (case-insensitive,
+# ``Microsoft.Compute/virtualMachines/write`` from the Activity Log API, ``MICROSOFT.COMPUTE/...`` from
+# diagnostic settings and Log Analytics) in lower case. AWS and GCP names keep the one case their APIs use.
+_OPERATION = "CASE WHEN cloud = 'azure' AND strpos(op, '/') > 0 THEN lower(op) ELSE op END"
+_BLANKS = "trim(regexp_replace(op_raw, '\\s+', ' ', 'g'))"
+
+
 def _staged_select(source: str) -> str:
     """Unwrap, classify and map the documents of ``source`` (file_no, doc, bad, placeholder) in one projection.
 
     A container document becomes its records (``unnest``, in order); any other document is one record, in
     canonical (minified) form. ``fmt`` is the record format, ``unknown``, ``placeholder`` (a record the
-    careful reader refused) or NULL (not JSON). ``content_hash`` is the hash of the canonical record text.
+    careful reader refused) or NULL (not JSON); a record matching a format only with its keys in lower case
+    is read with ``lower_keys``.
     """
     container = " ".join(f"WHEN {c.detect} THEN '{c.name}'" for c in CONTAINERS)
     elements = " ".join(f"WHEN '{c.name}' THEN {c.records}" for c in CONTAINERS)
     format_case = " ".join(f"WHEN {f.detect} THEN '{f.name}'" for f in RECORD_FORMATS)
-    structs = ", ".join(
-        f"CASE WHEN fmt = '{f.name}' THEN json_transform(rec, {_literal(f.transform_spec)}) END AS p_{f.name}"
+    lower_case = " ".join(
+        f"WHEN {_lower_detect(f.detect)} THEN '{f.name}:lower'"
         for f in RECORD_FORMATS
+        if _lower_detect(f.detect) != f.detect
     )
+    structs = ", ".join(f"CASE WHEN fmt = '{f.name}' THEN {_transform(f)} END AS p_{f.name}" for f in RECORD_FORMATS)
     columns = {
         "cloud": {f.name: _STRUCT_REF.sub(f"p_{f.name}.", f.cloud_sql or f"'{f.cloud}'") for f in RECORD_FORMATS}
     }
     for column in MAPPED_COLUMNS:
         columns[column] = {f.name: _STRUCT_REF.sub(f"p_{f.name}.", f.columns[column]) for f in RECORD_FORMATS}
-    columns["operation"] = {  # trimmed, runs of blanks as one space; the original stays in raw
-        name: f"regexp_replace(trim({expression}), '\\s+', ' ', 'g')"
-        for name, expression in columns["operation"].items()
-    }
+    columns["op_raw"] = columns.pop("operation")
     columns["event_id"] = {
         name: f"coalesce(nullif({expression}, ''), md5(rec::VARCHAR))"
         for name, expression in columns["event_id"].items()
     }
     mapped = ", ".join(_per_format(expressions, column) for column, expressions in columns.items())
     return f"""
-    SELECT *, CASE WHEN cloud IS NULL THEN NULL WHEN time IS NULL THEN 'no parsable event time'
+    SELECT * EXCLUDE (op_raw), CASE WHEN cloud IS NULL THEN NULL WHEN time IS NULL THEN 'no parsable event time'
              WHEN nullif(operation, '') IS NULL THEN 'no operation name'
              WHEN strlen(rec::VARCHAR) > {MAX_LINE_BYTES} THEN 'record of more than {MAX_LINE_BYTES} bytes'
              END AS problem
     FROM (
-        SELECT file_no, rec, bad, fmt, container, hash(rec::VARCHAR) AS content_hash,
+    SELECT *, CASE WHEN operation IS DISTINCT FROM op_raw THEN op_raw END AS operation_original
+    FROM (
+    SELECT * EXCLUDE (op), {_OPERATION} AS operation
+    FROM (
+    SELECT *, {_BLANKS} AS op
+    FROM (
+        SELECT file_no, rec, bad, fmt, container,
             CASE WHEN fmt NOT IN ('placeholder', 'unknown') THEN {_DEEP_SUSPECT} END AS deep_suspect, {mapped}
         FROM (
             SELECT file_no, rec, bad, fmt, container, {structs}
             FROM (
+                SELECT file_no, rec, bad, container, split_part(found, ':', 1) AS fmt,
+                    ends_with(found, ':lower') AS lower_keys
+                FROM (
                 SELECT file_no, rec, bad, container,
-                    CASE WHEN placeholder THEN 'placeholder' WHEN rec IS NULL THEN NULL {format_case}
-                         ELSE 'unknown' END AS fmt
+                    CASE WHEN placeholder THEN 'placeholder' WHEN rec IS NULL THEN NULL {format_case} {lower_case}
+                         ELSE 'unknown' END AS found
                 FROM (
                     SELECT file_no, rec, bad, placeholder, container,
                         CASE WHEN container IS NULL THEN doc_keys ELSE json_keys(rec) END AS keys
@@ -464,9 +511,10 @@ def _staged_select(source: str) -> str:
                         )
                     )
                 )
+                )
             )
         )
-    )
+    ))))
     """
 
 
@@ -582,21 +630,27 @@ WHERE NOT EXISTS (
 );
 """
 
-# Identity: an exact duplicate has the same cloud, event id and content hash as a kept event (earlier in this
-# batch by file number, i.e. the order given, then position; or already in the timeline). The same id with other
-# content is a separate event; all events of such an id are flagged id_collision, and all but the first get the
-# content hash in event_uid.
+# Identity: an exact duplicate has the same cloud, event id and content (SHA-256 of the canonical record text)
+# as a kept event (earlier in this batch by file number, i.e. the order given, then position; or already in the
+# timeline). Only events whose cloud and event id another event has ("shared") need their content compared, so
+# only they are hashed. The same id with other content is a separate event; all events of such an id are
+# flagged id_collision, and all but the first get the content hash in event_uid.
 _INSERT_SQL = f"""
-CREATE OR REPLACE TEMP TABLE candidates AS
-SELECT rowid AS row_id, file_no, cloud, event_id, content_hash, fmt FROM staged s WHERE {_VALID};
 CREATE OR REPLACE TEMP TABLE prior AS
-SELECT e.cloud, e.event_id, e.content_hash FROM events e
-SEMI JOIN (SELECT DISTINCT cloud, event_id FROM candidates) c USING (cloud, event_id);
+SELECT e.cloud, e.event_id, coalesce(e.content_hash, unhex(sha256(e.raw::VARCHAR))) AS content_hash FROM events e
+SEMI JOIN (SELECT DISTINCT cloud, event_id FROM staged s WHERE {_VALID}) c USING (cloud, event_id);
+CREATE OR REPLACE TEMP TABLE shared AS
+SELECT cloud, event_id FROM staged s WHERE {_VALID} GROUP BY ALL HAVING count(*) > 1
+UNION SELECT cloud, event_id FROM prior;
+CREATE OR REPLACE TEMP TABLE candidates AS
+SELECT s.rowid AS row_id, s.file_no, s.cloud, s.event_id, s.fmt,
+    CASE WHEN h.event_id IS NOT NULL THEN unhex(sha256(s.rec::VARCHAR)) END AS content_hash
+FROM staged s LEFT JOIN shared h ON h.cloud = s.cloud AND h.event_id = s.event_id WHERE {_VALID};
 CREATE OR REPLACE TEMP TABLE keep AS
 SELECT k.*, count(*) OVER ids + coalesce(p.n, 0) > 1 AS id_collision,
     CASE WHEN p.n IS NULL AND row_number() OVER (ids ORDER BY k.file_no, k.keep_rowid) = 1
          THEN k.cloud || ':' || k.event_id
-         ELSE k.cloud || ':' || k.event_id || '~' || lpad(lower(hex(k.content_hash)), 16, '0') END AS event_uid
+         ELSE k.cloud || ':' || k.event_id || '~' || lower(hex(k.content_hash)) END AS event_uid
 FROM (
     SELECT arg_min(row_id, (file_no, row_id)) AS keep_rowid, cloud, event_id, content_hash, min(file_no) AS file_no,
         arg_min(fmt, (file_no, row_id)) AS fmt
@@ -616,6 +670,7 @@ SELECT {
             "is_responder": "false",
             "raw": "s.rec",
             "id_collision": "k.id_collision",
+            "content_hash": "k.content_hash",
         }.get(column, f"s.{column}")
         for column in EVENTS_COLUMNS
     )
@@ -625,7 +680,8 @@ FROM (SELECT *, rowid AS row_id FROM staged) s JOIN keep k ON k.keep_rowid = s.r
 """
 
 _FLAG_PRIOR_COLLISIONS = """
-UPDATE events SET id_collision = true WHERE id_collision IS NOT TRUE
+UPDATE events SET id_collision = true, content_hash = coalesce(content_hash, unhex(sha256(raw::VARCHAR)))
+WHERE id_collision IS NOT TRUE
 AND (cloud, event_id) IN (SELECT cloud, event_id FROM keep WHERE id_collision)
 """
 
@@ -661,15 +717,15 @@ def _ingest_batch(
     stats: IngestStats,
     work: Path,
 ) -> None:
+    for source, sha256 in _unchanged(con, batch, digests):
+        stats.already_ingested.append((source.name, sha256))
+        batch.remove(source)
+    if not batch:
+        return
     con.execute("CREATE OR REPLACE TEMP TABLE files (file_no INTEGER, name VARCHAR)")
     con.executemany("INSERT INTO files VALUES (?, ?)", [[source.number, source.name] for source in batch])
     _stage(con, batch, work)
-    hashes = {number: future.result() for number, future in digests.items()}
-    unchanged = _unchanged(con, batch, hashes)
-    if unchanged:
-        for table in ("staged", "file_problems", "files"):
-            con.execute(f"DELETE FROM {table} WHERE file_no IN (SELECT unnest(?::INTEGER[]))", [sorted(unchanged)])
-        stats.unchanged += len(unchanged)
+    hashes = {source.number: digests[source.number].result() for source in batch}
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(_QUARANTINE_SQL)
@@ -703,21 +759,32 @@ def _ingest_batch(
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    con.execute("DROP TABLE staged; DROP TABLE keep; DROP TABLE candidates; DROP TABLE prior")
+    con.execute("DROP TABLE staged; DROP TABLE keep; DROP TABLE candidates; DROP TABLE prior; DROP TABLE shared")
     for name, count in rows:
         stats.per_format[name] = stats.per_format.get(name, 0) + int(count)
     for account, _ in accounts:
         stats.add(account)
 
 
-def _unchanged(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile], hashes: dict[int, str]) -> set[int]:
-    """Files of the batch already ingested under the same name with the same SHA-256."""
-    done = con.execute(
-        "SELECT file, sha256 FROM ingest_files WHERE target_table = ? AND file IN (SELECT unnest(?::VARCHAR[]))",
-        [TARGET_TABLE, [source.name for source in batch]],
-    ).fetchall()
-    seen = set(done)
-    return {source.number for source in batch if (source.name, hashes[source.number]) in seen}
+def _unchanged(
+    con: duckdb.DuckDBPyConnection, batch: list[_SourceFile], digests: dict[int, Future[str]]
+) -> list[tuple[_SourceFile, str]]:
+    """Files of the batch already ingested under the same name with the same SHA-256 (not read again).
+
+    Only files whose name is in ``ingest_files`` wait for their hash here; the others are hashed while staged.
+    """
+    done = set(
+        con.execute(
+            "SELECT file, sha256 FROM ingest_files WHERE target_table = ? AND file IN (SELECT unnest(?::VARCHAR[]))",
+            [TARGET_TABLE, [source.name for source in batch]],
+        ).fetchall()
+    )
+    names = {name for name, _ in done}
+    return [
+        (source, digests[source.number].result())
+        for source in batch
+        if source.name in names and (source.name, digests[source.number].result()) in done
+    ]
 
 
 def _accounts(

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS events (
     account         VARCHAR,              -- AWS account id / Azure subscription or tenant / GCP project
     region          VARCHAR,
     service         VARCHAR,              -- iam, ec2, s3 / compute.googleapis.com / Microsoft.Compute
-    operation       VARCHAR NOT NULL,     -- eventName / methodName / operationName
+    operation       VARCHAR NOT NULL,     -- eventName / methodName / operationName, normalized (see docs/timeline.md)
     actor           VARCHAR,              -- ARN, principal email, UPN or object id
     actor_type      VARCHAR,              -- IAMUser, AssumedRole, Root, AWSService, ServiceAccount, User, ...
     session         VARCHAR,              -- access key id / session name / token or correlation id
@@ -29,8 +29,10 @@ CREATE TABLE IF NOT EXISTS events (
     source_position BIGINT,               -- record index (0-based) inside that file
     is_responder    BOOLEAN NOT NULL DEFAULT false,  -- the tool's own calls: request id recorded in the custody log
     raw             JSON USING COMPRESSION zstd,  -- the original record (minified)
-    content_hash    UBIGINT,              -- hash of raw: same cloud, event_id and content_hash = exact duplicate
-    id_collision    BOOLEAN DEFAULT false  -- another event has this cloud and event_id, other content
+    content_hash    BLOB,                 -- SHA-256 of raw (lower(hex(content_hash)) = sha256(raw::VARCHAR)), set
+                                          -- when another record has this cloud and event_id (identity compared)
+    id_collision    BOOLEAN DEFAULT false,  -- another event has this cloud and event_id, other content
+    operation_original VARCHAR            -- the operation as the record spells it, when normalizing changed it
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     source_file     VARCHAR NOT NULL,
@@ -88,6 +90,7 @@ EVENTS_COLUMNS = (
     "raw",
     "content_hash",
     "id_collision",
+    "operation_original",
 )
 
 _LAST_WORD = "lower(regexp_extract(operation, '([^./:]+)$', 1))"

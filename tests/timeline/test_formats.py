@@ -103,7 +103,7 @@ def test_log_analytics_rows_in_both_export_shapes(db: Path, suffix: str) -> None
     assert signin[2:4] == ("Sign-in activity", "victim@contoso.com")
     assert signin[8:10] == ("failure", "50126")
     activity = event(db, f"la-act-1{suffix}")
-    assert activity[2:6] == ("MICROSOFT.AUTHORIZATION/ROLEASSIGNMENTS/WRITE", "mallory@contoso.com", "User", "la-uti-1")
+    assert activity[2:6] == ("microsoft.authorization/roleassignments/write", "mallory@contoso.com", "User", "la-uti-1")
     assert event(db, f"la-act-2{suffix}")[8:] == ("failure", "Forbidden", True)
     with duckdb.connect(str(db), read_only=True) as con:
         times = con.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import zlib
@@ -65,8 +66,16 @@ def test_same_event_id_with_different_content_is_kept_and_flagged(tmp_path: Path
         (16, 16, True)
     ]
     assert query(db, "SELECT event_uid FROM events WHERE source_position = 0") == [("aws:1",)]
-    # the same file again: nothing changes; a copy under another name: all exact duplicates
+    # identity is the SHA-256 of the canonical record text, as anyone can recompute it
+    assert query(db, "SELECT count(*) FROM events WHERE lower(hex(content_hash)) = sha256(raw::VARCHAR)") == [(16,)]
+    # the same file again: not read, nothing changes; a copy under another name: all exact duplicates
     before = query(db, "SELECT * FROM events ORDER BY event_uid")
+    rerun = runner.invoke(app, ["timeline", "ingest", str(scenario), "--db", str(db)], env={"COLUMNS": "250"})
+    assert rerun.exit_code == 0, rerun.output
+    sha256 = hashlib.sha256(scenario.read_bytes()).hexdigest()
+    assert re.search(rf"scenario\.json\s.*already ingested.*{sha256[:16]}", rerun.output), rerun.output
+    assert "0 records = 0 ingested" in rerun.output
+    assert "1 files already ingested" in rerun.output
     again = ingest_paths(db, [scenario])
     assert (again.ingested, again.duplicates, again.unchanged) == (0, 0, 1)
     copy = tmp_path / "copy.json"
@@ -252,3 +261,67 @@ def test_memory_limit_option(tmp_path: Path) -> None:
     assert result.exit_code != 0
     result = runner.invoke(app, ["timeline", "ingest", str(path), "--db", str(db), "--memory-limit", "600MB"])
     assert result.exit_code == 0, result.output
+
+
+def _lower_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key.lower(): _lower_keys(item) for key, item in value.items()}
+    return value
+
+
+def test_lower_cased_key_exports_and_operation_names(tmp_path: Path) -> None:
+    export = tmp_path / "athena-export.jsonl"
+    lowered = _lower_keys(record(1, eventID="lc-1"))  # eventname, useridentity.arn, ... (Athena / Glue exports)
+    spaced = record(2, eventName="  GetObject \t")
+    export.write_bytes(jsonl([lowered, spaced, {"eventname": "x"}]))
+    db = tmp_path / "t.duckdb"
+    stats = ingest_paths(db, [export])
+    assert (stats.ingested, stats.quarantined) == (2, 1)
+    assert files_table(db) == {"athena-export.jsonl": (3, 2, 0, 1)}
+    assert query(
+        db, "SELECT event_id, source_format, service, operation, operation_original, actor FROM events ORDER BY 1"
+    ) == [
+        ("id-2", "cloudtrail", "s3", "GetObject", "  GetObject \t", "arn:aws:iam::111122223333:user/u2"),
+        ("lc-1", "cloudtrail", "s3", "GetObject", None, "arn:aws:iam::111122223333:user/u1"),
+    ]
+    assert query(db, "SELECT source_position, reason FROM quarantine") == [(2, "unrecognized record (keys: eventname)")]
+
+
+def test_a_timeline_of_an_earlier_version_is_migrated(tmp_path: Path) -> None:
+    first = tmp_path / "first.jsonl"
+    first.write_bytes(jsonl([record(1)]))
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [first])
+    with duckdb.connect(str(db)) as con:  # as an earlier cloudir wrote it: a 64-bit hash, no operation_original
+        con.execute("DROP INDEX events_actor")
+        con.execute("ALTER TABLE events DROP COLUMN operation_original")
+        con.execute("ALTER TABLE events ALTER content_hash SET DATA TYPE UBIGINT USING hash(raw::VARCHAR)")
+        con.execute("CREATE INDEX events_actor ON events (actor)")
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(jsonl([record(1), record(2)]))
+    stats = ingest_paths(db, [copy])
+    assert (stats.ingested, stats.duplicates) == (1, 1)
+    assert query(db, "SELECT event_id, content_hash FROM events ORDER BY 1") == [("id-1", None), ("id-2", None)]
+    # an id collision with the migrated event: both hashed with SHA-256, both flagged
+    collide = tmp_path / "collide.jsonl"
+    collide.write_bytes(jsonl([{**record(3), "eventID": "id-1"}]))
+    assert ingest_paths(db, [collide]).id_collisions == 1
+    assert query(
+        db, "SELECT count(*) FROM events WHERE id_collision AND lower(hex(content_hash)) = sha256(raw::VARCHAR)"
+    ) == [(2,)]
+
+
+def test_lookup_events_one_per_line(tmp_path: Path) -> None:
+    lines = tmp_path / "lookup-events.jsonl"
+    events = [
+        {"EventId": f"id-{n}", "EventName": "GetObject", "CloudTrailEvent": json.dumps(record(n))} for n in range(2)
+    ]
+    events.append({"EventId": "id-9", "EventName": "GetObject", "CloudTrailEvent": "{not json"})
+    lines.write_bytes(jsonl(events))
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [lines])
+    assert files_table(db) == {"lookup-events.jsonl": (3, 2, 0, 1)}
+    assert query(db, "SELECT event_id, source_position FROM events ORDER BY 1") == [("id-0", 0), ("id-1", 1)]
+    assert query(db, "SELECT source_position, reason FROM quarantine") == [
+        (2, "unrecognized record (keys: EventId, EventName, CloudTrailEvent)")
+    ]

@@ -36,7 +36,7 @@ from cloudir.timeline.schema import EVENTS_COLUMNS
 # Columns ingest fills itself; every record format maps all the others.
 INGEST_COLUMNS = frozenset(
     {"event_uid", "cloud", "source_format", "source_file", "source_position", "is_responder", "raw"}
-    | {"content_hash", "id_collision"}
+    | {"content_hash", "id_collision", "operation_original"}
 )
 MAPPED_COLUMNS = tuple(column for column in EVENTS_COLUMNS if column not in INGEST_COLUMNS)
 

@@ -21,6 +21,13 @@ CONTAINERS = (
             "lambda e: coalesce(try((e ->> 'CloudTrailEvent')::JSON), e))"
         ),
     },
+    # One LookupEvents event per document or line (`aws cloudtrail lookup-events | jq -c '.Events[]'`, the shape
+    # Plaso's aws_cloudtrail_log parser reads): {"EventId": ..., "CloudTrailEvent": "<json string>", ...}.
+    {
+        "name": "cloudtrail_lookup_event",
+        "detect": "list_contains(keys, 'CloudTrailEvent') AND list_contains(keys, 'EventId')",
+        "records": "[coalesce(try((doc ->> 'CloudTrailEvent')::JSON), doc)]",
+    },
     # GCP logging entries:list pages: {"entries": [...], "nextPageToken": ...}.
     {
         "name": "gcp_entries_page",
