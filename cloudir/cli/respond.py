@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cloudir.case import REPORTS_DIR, safe_name
+from cloudir.case import REPORTS_DIR
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, print_step_status, render_plan
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.errors import CloudirError
 from cloudir.provider import TargetKind, get_provider
+from cloudir.safepath import id_folder
 from cloudir.textsafe import esc
 
 if TYPE_CHECKING:
@@ -297,7 +298,7 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
         return
     outcomes = []
     for item in found:
-        case_dir = case or Path("cases") / safe_name(item.finding_id)
+        case_dir = case or Path("cases") / id_folder(item.finding_id)
         outcome = respond(
             item,
             case_dir,

@@ -70,6 +70,8 @@ def _report(stats: IngestStats, target: Path) -> None:
         + (f"; {stats.unchanged} files already ingested (same SHA-256), not read again" if stats.unchanged else ""),
         soft_wrap=True,
     )
+    for path, reason in stats.links_not_followed:
+        err_console.print(f"[yellow]skipped:[/] {esc(path)}: {esc(reason)}", soft_wrap=True)
     flows = stats.flows
     if flows.files:
         console.print(

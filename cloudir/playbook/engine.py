@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from cloudir.case import CASE_FILE, REPORTS_DIR, Case, safe_name
+from cloudir.case import CASE_FILE, REPORTS_DIR, Case
 from cloudir.caselock import CaseBusyError
 from cloudir.config import load_config
 from cloudir.custody import read_records
@@ -36,6 +36,7 @@ from cloudir.provider import (
     get_provider,
 )
 from cloudir.provider import offline_provider as offline_adapter
+from cloudir.safepath import id_folder
 from cloudir.textsafe import esc
 from cloudir.triggers import Trigger
 
@@ -443,7 +444,7 @@ def _notify_step(trigger: Trigger, fmt: str) -> Callable[[StepContext], dict[str
         from cloudir.report import incident_summary, render_summary
 
         summary = incident_summary(ctx.case.root)
-        rel = f"notifications/{safe_name(trigger.finding_id)}.{fmt}"
+        rel = f"notifications/{id_folder(trigger.finding_id)}.{fmt}"
         ctx.case.write_bytes(rel, render_summary(summary, fmt).encode())
         ctx.console.print(f"incident summary written to {esc(ctx.case.root / rel)}", soft_wrap=True)
         return {"channel": "file", "path": rel}
@@ -453,7 +454,7 @@ def _notify_step(trigger: Trigger, fmt: str) -> Callable[[StepContext], dict[str
 
 # -- response records ---------------------------------------------------------------------------------------
 def _trigger_path(finding_id: str) -> str:
-    return f"triggers/{safe_name(finding_id)}.json"
+    return f"triggers/{id_folder(finding_id)}.json"
 
 
 def response_history(case_dir: Path) -> dict[str, dict[str, Any]]:

@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cloudir.case import safe_name
 from cloudir.errors import CloudirError, StepFailedError
 from cloudir.playbook.engine import ProviderFactory, default_provider, respond
 from cloudir.playbook.model import load_playbooks
+from cloudir.safepath import id_folder
 from cloudir.triggers import TriggerError, parse_triggers
 
 DEFAULT_CASE_ROOT = "/tmp/cloudir-cases"  # noqa: S108 - the writable folder of Lambda / Functions; set CLOUDIR_CASE_ROOT
@@ -50,7 +50,7 @@ def handle_payload(payload: Any, provider_factory: ProviderFactory | None = None
     for trigger in triggers:
         outcome = respond(
             trigger,
-            root / safe_name(trigger.finding_id),
+            root / id_folder(trigger.finding_id),
             provider_factory=provider_factory or default_provider,
             playbooks=playbooks,
             approve=approve,

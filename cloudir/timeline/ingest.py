@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from cloudir.errors import CloudirError
+from cloudir.safepath import files_under
 from cloudir.timeline import reader
 from cloudir.timeline.db import connect_for_ingest, default_memory_limit
 from cloudir.timeline.flows import FlowStats, detect_flow_log, ingest_flows
@@ -92,6 +93,7 @@ class IngestStats:
     repaired: int = 0
     skipped: int = 0  # files that hold no events (empty, coverage reports, CloudTrail digests)
     already_ingested: list[tuple[str, str]] = field(default_factory=list)  # (file, SHA-256) not read again
+    links_not_followed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): links out of a folder
     per_format: dict[str, int] = field(default_factory=dict)
     accounts: list[FileAccount] = field(default_factory=list)
     flows: FlowStats = field(default_factory=FlowStats)  # flow-log files go to the ``flows`` table
@@ -127,6 +129,7 @@ class IngestStats:
             "repaired": self.repaired,
             "skipped_files": self.skipped,
             "unchanged_files": self.unchanged,
+            "links_not_followed": [{"path": path, "reason": reason} for path, reason in self.links_not_followed],
             "per_format": dict(sorted(self.per_format.items())),
             "flows": self.flows.as_dict(),
         }
@@ -167,8 +170,9 @@ def ingest_paths(
     con = connect_for_ingest(db_path, memory_limit=limit)
     try:
         with tempfile.TemporaryDirectory(prefix=db_path.name + ".ingest-", dir=db_path.parent) as work:
-            files, skipped = _discover(paths, source_root, Path(work))
-            stats = IngestStats(files=len(files), skipped=skipped)
+            links: list[tuple[str, str]] = []
+            files, skipped = _discover(paths, source_root, Path(work), links)
+            stats = IngestStats(files=len(files), skipped=skipped, links_not_followed=links)
             _prepare(con, responder_request_ids)
             with ThreadPoolExecutor(max_workers=1) as hasher:
                 for batch in _batches(files):
@@ -229,18 +233,16 @@ def build_case_timeline(case: Case, *, memory_limit: str | None = None) -> Inges
 # -- files ----------------------------------------------------------------------------------------------
 
 
-def _discover(paths: Sequence[Path], source_root: Path | None, work: Path) -> tuple[list[_SourceFile], int]:
-    """The files to read, and how many were skipped as holding no events."""
+def _discover(
+    paths: Sequence[Path], source_root: Path | None, work: Path, links: list[tuple[str, str]]
+) -> tuple[list[_SourceFile], int]:
+    """The files to read, and how many were skipped as holding no events; links not followed go to ``links``."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                )
-            )
+            kept, refused = files_under(path)
+            found.extend(kept)
+            links.extend(refused)
         elif path.is_file():
             found.append(path)
         else:

@@ -30,6 +30,7 @@ from cloudir.coverage import CoverageReport, SourceCoverage, iso_utc, parse_utc
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind
 from cloudir.provider import LogPullRequest
+from cloudir.safepath import PathClaims
 from providers.aws.digest import StoredDigest, public_keys_from_pages, uncompressed_sha256, validate
 from providers.aws.principals import parse_principal_arn
 from providers.aws.session import AwsClients, aws_errors, describe_error
@@ -43,6 +44,7 @@ TRAILS_FILE = f"{LOG_ROOT}/trails.json"
 VALIDATION_FILE = f"{LOG_ROOT}/digest-validation.json"
 COVERAGE_FILE = f"{LOG_ROOT}/coverage.json"
 LOOKUP_RETENTION_DAYS = 90
+MAX_REFUSED_IN_RECORD = 100  # refused objects named in the custody record (all of them are in the listing)
 GLOBAL_REGION = "us-east-1"  # IAM, STS global endpoint and console sign-in events are recorded here
 DEFAULT_LOOKUP_RATE = 2.0  # LookupEvents allows about 2 requests per second per account and region
 _ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "OperationNotPermittedException"}
@@ -503,15 +505,18 @@ class LogPull:
                                             self._in_window(kind, item["Key"]),
                                         )
                                     )
+        objects, refused = _claim_local_paths(objects)
         ctx.case.write_json(
             LISTING_FILE,
-            {"buckets": buckets, "folders": folders, "objects": [vars(o) for o in objects]},
+            {"buckets": buckets, "folders": folders, "objects": [vars(o) for o in objects], "refused": refused},
         )
         return {
             "buckets": [b for b, _ in buckets],
             "folders_listed": len(folders),
             "log_files": sum(1 for o in objects if o.kind == "log" and o.in_window),
             "digest_files": sum(1 for o in objects if o.kind == "digest" and o.in_window),
+            "refused_objects": refused[:MAX_REFUSED_IN_RECORD],
+            "refused_count": len(refused),
         }
 
     def _in_window(self, kind: str, key: str) -> bool:
@@ -755,7 +760,10 @@ class LogPull:
             report.add_source(SourceCoverage("cloudtrail:s3", "-", status="unavailable", stopped_reason=unavailable))
             return
         stats = _s3_stats(case)
-        files: dict[str, list[bool]] = {}
+        refused: dict[str, list[dict[str, Any]]] = {}
+        for item in listing.get("refused", []):
+            refused.setdefault(item["region"], []).append({"key": item["key"], "reason": item["reason"]})
+        files: dict[str, list[bool]] = {region: [] for region in refused}
         for item in listing["objects"]:
             if item["kind"] == "log" and item["in_window"]:
                 on_disk = (case.root / f"{S3_DIR}/{item['bucket']}/{item['key']}").is_file()
@@ -763,17 +771,22 @@ class LogPull:
         for region, present in sorted(files.items()):
             count, first, last = stats.get(region, (0, None, None))
             missing = present.count(False)
+            bad = refused.get(region, [])
+            reasons = [f"{missing} of {len(present)} listed files not downloaded"] if missing else []
+            if bad:
+                reasons.append(f"{len(bad)} objects refused (unsafe or colliding keys), first {bad[0]['key']!r}")
+                report.warn(f"cloudtrail:s3 {region}: {reasons[-1]}: {bad[0]['reason']}; the others were downloaded")
             report.add_source(
                 SourceCoverage(
                     source="cloudtrail:s3",
                     location=region,
                     scope=",".join(b for b, _ in listing["buckets"]),
-                    status="partial" if missing else "complete" if count else "empty",
+                    status="partial" if reasons else "complete" if count else "empty",
                     items=count,
                     first_event=first,
                     last_event=last,
-                    stopped_reason=f"{missing} of {len(present)} listed files not downloaded" if missing else None,
-                    details={"files": len(present) - missing},
+                    stopped_reason="; ".join(reasons) or None,
+                    details={"files": len(present) - missing, "refused": bad[:MAX_REFUSED_IN_RECORD]},
                 )
             )
             if last and parse_utc(last) < self.end - timedelta(hours=1):
@@ -781,6 +794,21 @@ class LogPull:
                     f"trail files in {region} end at {last}, before the window end {iso_utc(self.end)} "
                     "(logging stopped?); LookupEvents may still hold later management events"
                 )
+
+
+def _claim_local_paths(objects: list[_Listed]) -> tuple[list[_Listed], list[dict[str, Any]]]:
+    """Keep the objects whose keys are safe, distinct local paths; the others are refused, with their reasons."""
+    claims = PathClaims()
+    kept: list[_Listed] = []
+    refused: list[dict[str, Any]] = []
+    for item in sorted(objects, key=lambda o: (o.bucket, o.key)):
+        local = [f"{S3_DIR}/{item.bucket}/{item.key}", f"{S3_META_DIR}/{item.bucket}/{item.key}.json"]
+        reason = claims.claim(item.key, local) if item.in_window else None  # only files in the window are copied
+        if reason is None:
+            kept.append(item)
+        else:
+            refused.append({**vars(item), "reason": reason})
+    return kept, refused
 
 
 def _folders(s3: Any, bucket: str, prefix: str) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 
+from cloudir.safepath import files_under
 from cloudir.timeline.flows import aws, azure, gcp, inventory
 from cloudir.timeline.flows.schema import FLOWS_COLUMNS, FLOWS_DDL
 
@@ -131,13 +132,7 @@ def discover(paths: Sequence[Path], source_root: Path | None) -> list[_FlowFile]
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                )
-            )
+            found.extend(files_under(path)[0])  # the links it does not follow are reported by the events ingest
         elif path.is_file():
             found.append(path)
     files: list[_FlowFile] = []

@@ -1,0 +1,36 @@
+"""Hostile finding ids: ids that escape to the same name still get their own case folder and trigger file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cloudir.serverless.aws_lambda import handler
+from tests.respond.conftest import DATA
+from tests.respond.test_conditions import StubProvider
+
+
+def test_finding_ids_that_escape_alike_get_separate_case_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    steps = [{"id": "snap", "action": "snapshot"}, {"id": "report", "action": "report"}]
+    (books / "t.yaml").write_text(yaml.safe_dump({"id": "t", "title": "T", "steps": steps}))
+    monkeypatch.setenv("CLOUDIR_PLAYBOOKS", str(books))
+    monkeypatch.setenv("CLOUDIR_CASE_ROOT", str(tmp_path / "cases"))
+    case_dirs = {}
+    for finding_id in ("finding/1", "finding_1", "../../finding_1"):
+        event = json.loads((DATA / "guardduty_ec2_eventbridge.json").read_text())
+        event["detail"]["id"] = finding_id
+        [outcome] = handler(event, None, provider_factory=lambda trigger: StubProvider())["outcomes"]
+        assert outcome["status"] == "completed", outcome["message"]
+        case_dirs[finding_id] = Path(outcome["case_dir"])
+    assert len(set(case_dirs.values())) == 3
+    for finding_id, case_dir in case_dirs.items():
+        assert case_dir.parent == tmp_path / "cases"
+        [trigger_file] = (case_dir / "triggers").iterdir()
+        assert json.loads(trigger_file.read_text())["finding_id"] == finding_id
