@@ -106,3 +106,32 @@ def test_query_csv_neutralizes_formulas_and_markdown_escapes_cells(tmp_path: Pat
     lines = md_out.output.splitlines()
     assert len(lines) == 3  # the planted newline did not start a row
     assert "| x\\|y\\n\\| z \\| |" in lines[2]
+
+
+
+def test_analyze_prints_a_hostile_sigma_rule_and_its_findings_as_text(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    ingested = runner.invoke(app, ["timeline", "ingest", str(_planted_trail(tmp_path)), "--db", str(db)])
+    assert ingested.exit_code == 0, ingested.output
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    rule = {
+        "title": f"{LINK} {CLEAR} {CLOSE}",
+        "id": "5f0b3c2e-1111-4a4a-8c8c-000000000001",
+        "status": "test",
+        "logsource": {"product": "aws", "service": "cloudtrail"},
+        "detection": {"selection": {"eventSource": "iam.amazonaws.com"}, "condition": "selection"},
+        "level": "high",
+    }
+    (rules / "hostile.yml").write_text(json.dumps(rule), encoding="utf-8")
+    (rules / "[bold]broken.yml").write_text(json.dumps({**rule, "detection": {"condition": CLOSE}}))
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "400", "TERM": "xterm-256color"}
+    printed = ""
+    for args in (["analyze", str(db), "--sigma-rules", str(rules)], ["analyzers"]):
+        shown = subprocess.run([*CLOUDIR, *args], capture_output=True, text=True, env=env, check=False)
+        assert shown.returncode == 0, shown.stderr
+        printed += shown.stdout + shown.stderr
+    assert "\x1b]8;" not in printed  # no live hyperlink
+    assert "\x1b[2J" not in printed  # no screen clearing
+    assert "\\x1b[2J\\x1b[HFAKE" in printed  # the rule's title, shown as text in its finding
+    assert "[bold]broken.yml" in printed  # the rule that failed to convert, named as text
