@@ -366,17 +366,44 @@ _OFFLINE_CONFIG: dict[str, dict[str, Any]] = {
 def iam_policy(
     cloud: Annotated[PolicyCloud, typer.Argument(help="aws: IAM policy; azure: role definition; gcp: custom role.")],
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="aws: print each statement, why it exists and its scope, not the JSON.")
+    ] = False,
 ) -> None:
     """Print the least-privilege permissions for cloudir, generated from what the provider declares.
 
     Needs no cloud credentials. Example: cloudir iam-policy aws > cloudir-policy.json
+    (docs/permissions.md explains the scoping of each cloud.)
     """
     from cloudir.serverless.policy import least_privilege_policy
 
     provider = get_provider(cloud.value, **_OFFLINE_CONFIG[cloud.value])
+    if explain:
+        _explain_policy(cloud.value, provider.required_permissions())
+        return
     text = json.dumps(least_privilege_policy(cloud.value, provider.required_permissions()), indent=2) + "\n"
     if out is None:
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
         err_console.print(f"written {esc(out)}", soft_wrap=True)
+
+
+def _explain_policy(cloud: str, permissions: list[str]) -> None:
+    if cloud != "aws":
+        raise CloudirError(
+            f"--explain describes the AWS statements; the {cloud} role has no per-statement scope",
+            hint="see docs/permissions.md for how the Azure and GCP roles are scoped",
+        )
+    from providers.aws.permissions import policy_document, statements_for
+
+    table = Table(title="cloudir iam-policy aws", show_lines=True)
+    for column in ("statement", "effect", "why", "actions", "resources and conditions"):
+        table.add_column(column, overflow="fold")
+    documents = policy_document(permissions)["Statement"]
+    for statement, document in zip(statements_for(permissions), documents, strict=True):
+        resources = document["Resource"] if isinstance(document["Resource"], list) else [document["Resource"]]
+        scope = [*resources, *([json.dumps(document["Condition"])] if "Condition" in document else [])]
+        row = (statement.sid, statement.effect, statement.why, ", ".join(document["Action"]))
+        table.add_row(*map(esc, row), "\n".join(map(esc, scope)))
+    console.print(table)

@@ -16,10 +16,9 @@ def least_privilege_policy(cloud: str, permissions: list[str]) -> dict[str, Any]
     if wildcards:
         raise CloudirError(f"the {cloud} provider declares wildcard permissions: {', '.join(wildcards)}")
     if cloud == "aws":
-        return {
-            "Version": "2012-10-17",
-            "Statement": [{"Sid": "CloudirResponder", "Effect": "Allow", "Action": actions, "Resource": "*"}],
-        }
+        from providers.aws.permissions import policy_document
+
+        return policy_document(actions)
     if cloud == "azure":
         data_actions = [action for action in actions if "/blobs/" in action]
         return {

@@ -108,7 +108,6 @@ def test_query_csv_neutralizes_formulas_and_markdown_escapes_cells(tmp_path: Pat
     assert "| x\\|y\\n\\| z \\| |" in lines[2]
 
 
-
 def test_analyze_prints_a_hostile_sigma_rule_and_its_findings_as_text(tmp_path: Path) -> None:
     db = tmp_path / "t.duckdb"
     ingested = runner.invoke(app, ["timeline", "ingest", str(_planted_trail(tmp_path)), "--db", str(db)])
