@@ -395,7 +395,7 @@ def _explain_policy(cloud: str, permissions: list[str]) -> None:
             f"--explain describes the AWS statements; the {cloud} role has no per-statement scope",
             hint="see docs/permissions.md for how the Azure and GCP roles are scoped",
         )
-    from providers.aws.permissions import policy_document, statements_for
+    from cloudir.serverless.aws_policy import policy_document, statements_for
 
     table = Table(title="cloudir iam-policy aws", show_lines=True)
     for column in ("statement", "effect", "why", "actions", "resources and conditions"):

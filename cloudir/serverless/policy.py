@@ -16,7 +16,7 @@ def least_privilege_policy(cloud: str, permissions: list[str]) -> dict[str, Any]
     if wildcards:
         raise CloudirError(f"the {cloud} provider declares wildcard permissions: {', '.join(wildcards)}")
     if cloud == "aws":
-        from providers.aws.permissions import policy_document
+        from cloudir.serverless.aws_policy import policy_document
 
         return policy_document(actions)
     if cloud == "azure":

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cloudir.cli import app
-from providers.aws.permissions import is_read
+from cloudir.serverless.aws_policy import QUARANTINE_PROFILE, TAG_CASE, is_read
 
 runner = CliRunner()
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -64,6 +64,13 @@ def test_aws_policy_scopes_every_write_and_passes_parliament() -> None:
     findings = analyze_policy_string(json.dumps(policy)).findings
     assert [f.issue for f in findings] == ["RESOURCE_STAR"]
     assert all(is_read(action) for action in findings[0].detail)  # only reads are on "*"
+
+
+def test_the_policy_names_what_the_aws_provider_creates() -> None:
+    from providers.aws.common import TAG_CASE as PROVIDER_TAG
+    from providers.aws.contain import QUARANTINE_PROFILE as PROVIDER_PROFILE
+
+    assert (TAG_CASE, QUARANTINE_PROFILE) == (PROVIDER_TAG, PROVIDER_PROFILE)
 
 
 def test_sam_template_carries_the_generated_statements() -> None:

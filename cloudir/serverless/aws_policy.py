@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudir.errors import CloudirError
-from providers.aws.common import TAG_CASE
-from providers.aws.contain import QUARANTINE_PROFILE
+
+TAG_CASE = "cloudir:case-id"  # the tag the AWS provider puts on what it creates (a test holds the two equal)
+QUARANTINE_PROFILE = "cloudir-quarantine"  # the empty instance profile of an EC2 containment (likewise)
 
 ACCOUNT = "*"  # resources of the responder's own account: the statements carry the aws:ResourceAccount condition
 OWN_ACCOUNT = {"aws:ResourceAccount": "${aws:PrincipalAccount}"}
@@ -208,7 +209,7 @@ def statements_for(actions: list[str]) -> list[Statement]:
     if unscoped:
         raise CloudirError(
             f"the aws provider declares write actions with no scoped statement: {', '.join(unscoped)}",
-            hint="add a statement for them in providers/aws/permissions.py",
+            hint="add a statement for them in cloudir/serverless/aws_policy.py",
         )
     reads = Statement(
         "ReadOnly",
