@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.table import Table
 
 from cloudir.case import REPORTS_DIR
 from cloudir.cli.apps import app, sub_app
