@@ -329,6 +329,15 @@ class ReportFormat(StrEnum):
     json = "json"
 
 
+class NoticeRegime(StrEnum):
+    """Notification regimes with a draft notice."""
+
+    ccspa = "ccspa"
+    gdpr = "gdpr"
+    nis2 = "nis2"
+    sec = "sec"
+
+
 @app.command("report")
 def report_command(
     case_dir: Annotated[Path, typer.Argument(help="Case folder.")],
@@ -339,12 +348,25 @@ def report_command(
     fmt: Annotated[
         ReportFormat, typer.Option("--format", help="html: full report; md/json: incident summary.")
     ] = ReportFormat.html,
+    notice: Annotated[
+        list[NoticeRegime] | None,
+        typer.Option(
+            help="Also draft the incident notice for this regime (repeatable): notice-<regime>.md beside the "
+            "report, and a section of the HTML report, with the regime's deadlines from the detection time."
+        ),
+    ] = None,
+    contact: Annotated[str | None, typer.Option(help="Contact named in the notices.")] = None,
 ) -> None:
     """Write the investigation report (one self-contained HTML file) or the incident summary (md/json)."""
-    from cloudir.report import write_report
+    from cloudir.report import notice_path, write_report
 
-    path = write_report(case_dir, out or case_dir / REPORTS_DIR / f"report.{fmt.value}", fmt=fmt.value)
+    regimes = tuple(dict.fromkeys(r.value for r in notice or []))
+    path = write_report(
+        case_dir, out or case_dir / REPORTS_DIR / f"report.{fmt.value}", fmt=fmt.value, notices=regimes, contact=contact
+    )
     console.print(f"[green]report written[/] {esc(path)}", soft_wrap=True)
+    for regime in regimes:
+        console.print(f"[green]draft {regime} notice written[/] {esc(notice_path(path, regime))}", soft_wrap=True)
 
 
 class PolicyCloud(StrEnum):

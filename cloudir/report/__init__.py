@@ -1,4 +1,4 @@
-"""Investigation reports: one self-contained HTML file, and an incident summary in Markdown or JSON."""
+"""Investigation reports: one self-contained HTML file, an incident summary in Markdown or JSON, draft notices."""
 
 from __future__ import annotations
 
@@ -8,11 +8,21 @@ from typing import Any
 from cloudir.case import Case, output_in_case
 from cloudir.report.data import ReportData, load_report_data
 from cloudir.report.html import render_html
+from cloudir.report.notice import REGIMES, Notice, draft_notice, render_notice
 from cloudir.report.summary import build_summary, render_summary
 
 FORMATS = ("html", "md", "json")
 
-__all__ = ["FORMATS", "ReportData", "incident_summary", "load_report_data", "render_summary", "write_report"]
+__all__ = [
+    "FORMATS",
+    "REGIMES",
+    "ReportData",
+    "incident_summary",
+    "load_report_data",
+    "notice_path",
+    "render_summary",
+    "write_report",
+]
 
 
 def incident_summary(case_dir: Path) -> dict[str, Any]:
@@ -20,26 +30,57 @@ def incident_summary(case_dir: Path) -> dict[str, Any]:
     return build_summary(load_report_data(case_dir))
 
 
-def write_report(case_dir: Path, out: Path, *, fmt: str = "html", case: Case | None = None) -> Path:
-    """Write the report; inside the case it must go under reports/ and is hashed into the custody log."""
-    rel = output_in_case(case_dir, out)
-    if rel is None:
-        _write(out, _render(case_dir, fmt))
+def write_report(
+    case_dir: Path,
+    out: Path,
+    *,
+    fmt: str = "html",
+    case: Case | None = None,
+    notices: tuple[str, ...] = (),
+    contact: str | None = None,
+) -> Path:
+    """Write the report, and a draft notice (:func:`notice_path`) beside it per regime in ``notices``.
+
+    Inside the case every file must go under reports/ and is hashed into the custody log. Returns ``out``.
+    """
+    outputs = _render(case_dir, fmt, notices, contact)
+    paths = [out, *(notice_path(out, key) for key in notices)]
+    rels = [output_in_case(case_dir, path) for path in paths]
+    if all(rel is None for rel in rels):
+        for path, text in zip(paths, outputs, strict=True):
+            _write(path, text)
         return out
     if case is not None:
-        _write(case.root / rel, _render(case_dir, fmt))
-        case.record_existing(rel)
+        _write_in_case(case, rels, paths, outputs)
         return out
-    with Case.open(case_dir) as opened, opened.action("report.write", target=rel, format=fmt):
-        _write(opened.root / rel, _render(case_dir, fmt))
-        opened.record_existing(rel)
+    with Case.open(case_dir) as opened, opened.action("report.write", target=str(rels[0]), format=fmt):
+        _write_in_case(opened, rels, paths, outputs)
     return out
 
 
-def _render(case_dir: Path, fmt: str) -> str:
+def notice_path(out: Path, regime: str) -> Path:
+    """Where the draft notice for ``regime`` is written beside the report ``out``."""
+    return out.parent / f"notice-{regime}.md"
+
+
+def _write_in_case(case: Case, rels: list[str | None], paths: list[Path], outputs: list[str]) -> None:
+    for rel, path, text in zip(rels, paths, outputs, strict=True):
+        if rel is None:
+            _write(path, text)
+        else:
+            _write(case.root / rel, text)
+            case.record_existing(rel)
+
+
+def _render(case_dir: Path, fmt: str, notices: tuple[str, ...], contact: str | None) -> list[str]:
     data = load_report_data(case_dir)
     summary = build_summary(data)
-    return render_html(data, summary) if fmt == "html" else render_summary(summary, fmt)
+    drafts: list[Notice] = [
+        draft_notice(key, summary, data.story, str(data.meta.get("created")), contact) for key in notices
+    ]
+    main = render_html(data, summary, drafts) if fmt == "html" else render_summary(summary, fmt)
+    case_id = str(data.meta.get("case_id"))
+    return [main, *(render_notice(notice, case_id) for notice in drafts)]
 
 
 def _write(path: Path, text: str) -> None:

@@ -12,6 +12,7 @@ import duckdb
 from cloudir.case import CASE_FILE
 from cloudir.custody import CUSTODY_FILE, VerifyResult, read_records, verify_case
 from cloudir.errors import CloudirError
+from cloudir.report.story import Story, build_story
 
 TIMELINE_DB = "timeline.duckdb"
 MAX_ACTORS = 15
@@ -46,6 +47,8 @@ class ReportData:
     findings: list[dict[str, Any]] = field(default_factory=list)
     incidents: list[dict[str, Any]] = field(default_factory=list)
     coverage: dict[str, Any] = field(default_factory=dict)  # logs/<source>/coverage.json contents
+    story: Story = field(default_factory=Story)
+    cited_events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> the event the story cites
 
     @property
     def evidence(self) -> list[dict[str, Any]]:
@@ -92,6 +95,8 @@ def load_report_data(case_dir: Path) -> ReportData:
             _load_timeline(con, data)
         finally:
             con.close()
+    else:
+        data.story = build_story(None, set(), records, data.coverage)
     return data
 
 
@@ -108,6 +113,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = N
 def _load_timeline(con: duckdb.DuckDBPyConnection, data: ReportData) -> None:
     tables = _tables(con)
     if "events" not in tables:
+        data.story = build_story(con, set(), data.records, data.coverage)
         return
     count, first, last = con.execute("SELECT count(*), min(time), max(time) FROM events").fetchone() or (0, None, None)
     data.events = int(count)
@@ -128,6 +134,18 @@ def _load_timeline(con: duckdb.DuckDBPyConnection, data: ReportData) -> None:
         )
     if data.events:
         data.chart = _chart(con, "findings" in tables)
+    data.story = build_story(con, tables, data.records, data.coverage)
+    cited = list(dict.fromkeys(e for section in data.story.sections for s in section.sentences for e in s.events))
+    if cited:
+        rows = _rows(
+            con,
+            "SELECT DISTINCT ON (event_id) event_id, time, cloud, account, region, operation, actor, source_ip, "
+            "status, source_file, source_position FROM events WHERE list_contains(?, event_id) "
+            "ORDER BY event_id, time",
+            [cited],
+        )
+        by_id = {row["event_id"]: row for row in rows}
+        data.cited_events = {event_id: by_id[event_id] for event_id in cited if event_id in by_id}
 
 
 def _chart(con: duckdb.DuckDBPyConnection, with_findings: bool) -> ActivityChart:

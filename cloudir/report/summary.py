@@ -23,7 +23,10 @@ def build_summary(data: ReportData) -> dict[str, Any]:
         }
         for t in data.triggers
     ]
-    targets = sorted({str(r["target"]) for r in data.records if r["action"].endswith(".start") and r["target"]})
+    # what the tool acquired or contained; a log pull's scope is not an affected resource
+    targets = sorted(
+        {str(r["target"]) for r in data.records if r["action"] in {"acquire.start", "contain.start"} and r["target"]}
+    )
     steps = list(
         dict.fromkeys(
             str(r["details"]["title"]) for r in data.records if r["outcome"] == "ok" and r["details"].get("title")
@@ -39,9 +42,26 @@ def build_summary(data: ReportData) -> dict[str, Any]:
     )
     first_activity = min((f["first_time"] for f in data.findings if f.get("first_time")), default=None)
     evidence = data.evidence
+    story = data.story
     return {
         "case_id": data.meta.get("case_id"),
         "case_created": data.meta.get("created"),
+        "narrative": [
+            {"section": section.key, "title": section.title, "sentences": [s.text for s in section.sentences]}
+            for section in story.sections
+        ],
+        "impact": {
+            "resources_by_kind": story.resources,
+            "data_reads": [
+                {"store": r.store, "reads": r.reads, "objects": r.objects, "bytes_out": r.bytes_out}
+                for r in story.data_reads
+            ],
+            "external_accounts": story.external_accounts,
+            "shares": [
+                {"account": s.account, "resource": s.resource, "operation": s.operation, "time": s.time}
+                for s in story.shares
+            ],
+        },
         "detected": {
             "first_detection": min((d["received_by_cloudir"] or d["activity_time"] for d in detections), default=None),
             "earliest_suspicious_activity": f"{first_activity:%Y-%m-%dT%H:%M:%SZ}" if first_activity else None,
@@ -82,24 +102,32 @@ def render_summary(summary: dict[str, Any], fmt: str) -> str:
         raise ValueError(f"unknown summary format {fmt!r}")
     detected, affected = summary["detected"], summary["affected"]
     actions, evidence = summary["actions_taken"], summary["evidence"]
-    lines = [
-        f"# Incident summary: case {_md(summary['case_id'])}",
+    lines = [f"# Incident summary: case {md_text(summary['case_id'])}", "", "## What happened"]
+    for section in summary["narrative"]:
+        lines += [f"### {md_text(section['title'])}", *[f"- {md_text(s)}" for s in section["sentences"]]]
+    impact = summary["impact"]
+    lines += ["", "## Impact"]
+    lines += [f"- {md_text(kind)}: {md_text(', '.join(v))}" for kind, v in impact["resources_by_kind"].items()]
+    lines += [f"- accounts outside the organisation: {md_text(', '.join(impact['external_accounts']) or 'none seen')}"]
+    lines += [
         "",
         "## When detected",
-        f"- first detection (finding received): {_md(detected['first_detection'] or 'unknown')}",
-        f"- earliest suspicious activity in the logs: {_md(detected['earliest_suspicious_activity'] or 'none found')}",
+        f"- first detection (finding received): {md_text(detected['first_detection'] or 'unknown')}",
+        "- earliest suspicious activity in the logs: "
+        + md_text(detected["earliest_suspicious_activity"] or "none found"),
     ]
     lines += [
-        f"- {_md(d['source'])} finding `{_md(d['finding_id'])}` ({_md(d['finding_type'])}, {_md(d['severity'])}): "
-        f"activity at {_md(d['activity_time'])}, received {_md(d['received_by_cloudir'] or '-')}, "
-        f"response {_md(d['response_status'])}"
+        f"- {md_text(d['source'])} finding `{md_text(d['finding_id'])}` "
+        f"({md_text(d['finding_type'])}, {md_text(d['severity'])}): "
+        f"activity at {md_text(d['activity_time'])}, received {md_text(d['received_by_cloudir'] or '-')}, "
+        f"response {md_text(d['response_status'])}"
         for d in detected["detections"]
     ]
     lines += ["", "## What is affected"]
-    lines += [f"- resource `{_md(r)}`" for r in affected["resources"]] or ["- no resource resolved"]
-    lines += [f"- identity `{_md(i)}`" for i in affected["identities"]]
+    lines += [f"- resource `{md_text(r)}`" for r in affected["resources"]] or ["- no resource resolved"]
+    lines += [f"- identity `{md_text(i)}`" for i in affected["identities"]]
     lines += [
-        f"- incident {_md(i['incident_id'])} ({_md(i['severity'])}, score {i['score']}): {_md(i['title'])}"
+        f"- incident {md_text(i['incident_id'])} ({md_text(i['severity'])}, score {i['score']}): {md_text(i['title'])}"
         for i in affected["incidents"]
     ]
     lines += [
@@ -108,13 +136,13 @@ def render_summary(summary: dict[str, Any], fmt: str) -> str:
         f"- containment: {actions['containment']}",
         f"- {actions['api_calls']} cloud API calls, each recorded in the custody log",
     ]
-    lines += [f"- done: {_md(step)}" for step in actions["steps_done"]]
+    lines += [f"- done: {md_text(step)}" for step in actions["steps_done"]]
     verdict = "verified" if evidence["custody_verified"] else "BROKEN: " + "; ".join(evidence["verification_problems"])
     lines += [
         "",
         "## Evidence",
         f"- {evidence['artifacts']} artifacts, {evidence['bytes']} bytes, SHA-256 recorded in custody",
-        f"- custody log: {evidence['custody_records']} records, head `{evidence['custody_head']}`, {_md(verdict)}",
+        f"- custody log: {evidence['custody_records']} records, head `{evidence['custody_head']}`, {md_text(verdict)}",
         "- timeline events: {}; findings: {}".format(
             evidence["timeline_events"] if evidence["timeline_events"] is not None else "none", evidence["findings"]
         ),
@@ -123,7 +151,7 @@ def render_summary(summary: dict[str, Any], fmt: str) -> str:
     return "\n".join(lines)
 
 
-def _md(value: Any) -> str:
+def md_text(value: Any) -> str:
     """Neutralise Markdown/HTML control characters in attacker-controlled text."""
     text = str(value).replace("\n", " ").replace("\r", " ")
     for char in "\\`*_[]<>|#":

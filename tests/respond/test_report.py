@@ -97,17 +97,18 @@ def test_html_report_escapes_attacker_strings_and_is_self_contained(hostile_case
         assert marker in html  # the text is there, as text
     assert "<img" not in html
     assert "<b onmouseover" not in html
-    assert "&lt;script&gt;console.error(&quot;PWNED-UA&quot;)&lt;/script&gt;" in html
+    assert "&lt;script&gt;console.error(&#34;PWNED-UA&#34;)&lt;/script&gt;" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert not re.search(r"@import|url\(", html)
     for section in (
-        "Summary",
-        "Activity by actor",
-        "Top findings",
+        "What happened",
+        "Impact",
+        "Attack timeline",
         "Incidents",
         "Evidence",
         "Log coverage",
         "What cloudir did",
+        "Appendix: cited events",
     ):
         assert section in html
     assert "<svg" in html
@@ -179,5 +180,5 @@ def test_report_loads_in_headless_chromium_without_console_errors(hostile_case: 
     console_lines = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert console_lines == [], console_lines  # no script error, no CSP violation, no injected script ran
     assert 'data-ready="true"' in proc.stdout  # the report's own script ran to the end
-    assert "Top findings" in proc.stdout
+    assert "What happened" in proc.stdout
     assert "PWNED-TITLE" in proc.stdout
