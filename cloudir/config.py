@@ -64,6 +64,7 @@ class Config:
     seal_retain_days: int = DEFAULT_SEAL_RETAIN_DAYS
     tsa_url: str | None = None  # RFC 3161 time-stamp authority every command's seal is timestamped by
     tsa_cert: Path | None = None  # its certificate, pinned by verify
+    notify: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel name -> [notify.NAME] table
 
     def forensic_for(self, cloud: str) -> str | None:
         """The forensic destination configured for ``cloud``."""
@@ -94,12 +95,15 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise CloudirError(f"cannot read the configuration {path}: {exc}") from None
-    unknown = set(data) - {"forensic", "roles", "signing", "accounts", "seals", "timestamp"}
+    unknown = set(data) - {"forensic", "roles", "signing", "accounts", "seals", "timestamp", "notify"}
     if unknown:
         raise CloudirError(
             f"{path}: unknown section(s) {', '.join(sorted(unknown))}",
-            hint="known: forensic, roles, signing, accounts, seals, timestamp",
+            hint="known: forensic, roles, signing, accounts, seals, timestamp, notify",
         )
+    notify = data.get("notify", {})
+    if not isinstance(notify, dict) or not all(isinstance(table, dict) for table in notify.values()):
+        raise CloudirError(f"{path} [notify]: expected one [notify.NAME] table per channel")
     forensic = _strings(data.get("forensic", {}), f"{path} [forensic]", keys=CLOUDS)
     roles_section = data.get("roles", {})
     if not isinstance(roles_section, dict) or set(roles_section) - set(CLOUDS):
@@ -131,6 +135,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         seal_retain_days=retain_days,
         tsa_url=env.get("CLOUDIR_TSA_URL") or tsa.get("url"),
         tsa_cert=Path(tsa_cert).expanduser() if tsa_cert else None,
+        notify=notify,
     )
 
 

@@ -307,7 +307,10 @@ class _Builder:
             "timeline": (StepKind.READ, _timeline_step),
             "analyze": (StepKind.READ, _analyze_step(self.params)),
             "report": (StepKind.READ, _report_step),
-            "notify": (StepKind.READ, _notify_step(self.trigger, pb_step.params.get("format", "md"))),
+            "notify": (
+                StepKind.READ,
+                _notify_step(self.trigger, pb_step.params.get("format", "md"), pb_step.params.get("channels")),
+            ),
         }
         kind, run = local[action]
         return [Step(pb_step.id + suffix, pb_step.title, kind, [], run)], None
@@ -439,15 +442,27 @@ def _report_step(ctx: StepContext) -> dict[str, Any]:
     return {"report": path.relative_to(ctx.case.root).as_posix()}
 
 
-def _notify_step(trigger: Trigger, fmt: str) -> Callable[[StepContext], dict[str, Any]]:
+def _notify_step(trigger: Trigger, fmt: str, channels: list[str] | None) -> Callable[[StepContext], dict[str, Any]]:
+    """Write the incident summary into the case, then send it on the configured channels (all, or ``channels``)."""
+
     def run(ctx: StepContext) -> dict[str, Any]:
+        from cloudir.notify import channels_from_config, deliver, message_for
         from cloudir.report import incident_summary, render_summary
 
         summary = incident_summary(ctx.case.root)
         rel = f"notifications/{id_folder(trigger.finding_id)}.{fmt}"
         ctx.case.write_bytes(rel, render_summary(summary, fmt).encode())
         ctx.console.print(f"incident summary written to {esc(ctx.case.root / rel)}", soft_wrap=True)
-        return {"channel": "file", "path": rel}
+        message = message_for(summary, str(ctx.case.root))
+        sent = [
+            deliver(channel, message, record_call=ctx.case.record_api_call)
+            for channel in channels_from_config(load_config().notify, channels)
+        ]
+        for item in sent:
+            style = "green" if item["outcome"] == "sent" else "red"
+            detail = esc(f"{item['channel']} ({item['type']})" + (f": {item['error']}" if "error" in item else ""))
+            ctx.console.print(f"[{style}]notification {item['outcome']}[/] on {detail}", soft_wrap=True)
+        return {"channel": "file", "path": rel, "sent": sent}
 
     return run
 

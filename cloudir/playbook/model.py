@@ -65,7 +65,7 @@ _MATCH_KEYS = {"clouds", "sources", "target_kinds", "finding_types", "min_severi
 _STEP_KEYS = {"id", "action", "title", "when", "params"}
 _WHEN_KEYS = {"min_severity", "finding_types", "sources", "unless_tags", "if_tags"}
 _STEP_PARAMS: dict[str, dict[str, tuple[type, ...]]] = {
-    "notify": {"format": (str,)},
+    "notify": {"format": (str,), "channels": (list,)},
     "report": {"formats": (list,)},
 }
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -268,6 +268,8 @@ def parse_playbook(data: Any, path: Path) -> Playbook:
                 raise check.fail(where, f"field params.{key}: expected {_STEP_PARAMS[action][key][0].__name__}")
         if action == "notify" and params.get("format", "md") not in {"md", "json"}:
             raise check.fail(where, "field params.format: expected 'md' or 'json'")
+        if action == "notify" and not all(isinstance(name, str) for name in params.get("channels", [])):
+            raise check.fail(where, "field params.channels: expected a list of [notify.NAME] channel names")
         steps.append(
             PlaybookStep(
                 id=step_id,
