@@ -90,27 +90,28 @@ def _chart_view(chart: ActivityChart, records: list[dict[str, Any]]) -> ChartVie
         actor: Lane(actor if len(actor) <= 44 else "…" + actor[-43:], actor, 0.0, actor in responder)
         for actor in ordered
     }
-    lanes["cloudir actions"] = Lane("cloudir actions (custody log)", "cloudir actions", 0.0, True)
+    # cloudir's own actions get a lane of their own, outside the actor dict (an actor may be named anything)
+    actions_lane = Lane("cloudir actions (custody log)", "cloudir actions", 0.0, True)
+    rows = [*lanes.values(), actions_lane]
     separator = None
-    for index, (actor, lane) in enumerate(lanes.items()):
+    for index, lane in enumerate(rows):
         gap = 12 if lane.responder else 0
         lane.y = top + index * row_h + row_h / 2 + gap
         if lane.responder and separator is None:
             separator = lane.y - row_h / 2 - gap / 2
-        del actor
     peak = max((count for _, _, count, _ in chart.cells), default=1)
     for actor, bucket, count, _ in chart.cells:
         radius = round(2 + 8 * (count / peak) ** 0.5, 1)
         lanes[actor].dots.append((x(bucket + chart.bucket_seconds / 2), radius, f"{actor}: {count} events"))
     for actor, epoch, score, title in chart.marks:
         lanes[actor].marks.append((x(epoch), f"finding (score {score}): {title}"))
-    lanes["cloudir actions"].marks.extend((x(t), label) for t, label in actions)
-    height = int(top + row_h * len(lanes) + 12 + 44)
+    actions_lane.marks.extend((x(t), label) for t, label in actions)
+    height = int(top + row_h * len(rows) + 12 + 44)
     ticks = []
     for tick, anchor in enumerate(("start", "middle", "middle", "middle", "end")):
         epoch = start + span * tick / 4
         ticks.append((x(epoch), datetime.fromtimestamp(epoch, UTC).strftime("%m-%d %H:%M"), anchor))
-    return ChartView(width, height, left, list(lanes.values()), ticks, separator)
+    return ChartView(width, height, left, rows, ticks, separator)
 
 
 def _evidence_groups(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:

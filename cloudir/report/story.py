@@ -117,15 +117,19 @@ PRINCIPAL_OPS = (
 )
 # Operations that share a disk image, snapshot or database snapshot with other accounts, and where the
 # recipients are in the request (JSON paths into the raw record).
-SHARE_RECIPIENTS = {
-    "ModifySnapshotAttribute": "$.requestParameters.createVolumePermission.add.items[*]",
-    "ModifyImageAttribute": "$.requestParameters.launchPermission.add.items[*]",
-    "ModifyDBSnapshotAttribute": "$.requestParameters.valuesToAdd[*]",
-    "ModifyDBClusterSnapshotAttribute": "$.requestParameters.valuesToAdd[*]",
-    "SetIamPolicy": "$.protoPayload.serviceData.policyDelta.bindingDeltas[*]",
-    "v1.compute.snapshots.setIamPolicy": "$.protoPayload.serviceData.policyDelta.bindingDeltas[*]",
-    "v1.compute.images.setIamPolicy": "$.protoPayload.serviceData.policyDelta.bindingDeltas[*]",
+_GCP_MEMBERS = ("$.protoPayload.serviceData.policyDelta.bindingDeltas[*]", "$.protoPayload.request.policy.bindings[*]")
+SHARE_RECIPIENTS: dict[str, tuple[str, ...]] = {
+    "ModifySnapshotAttribute": ("$.requestParameters.createVolumePermission.add.items[*]",),
+    "ModifyImageAttribute": ("$.requestParameters.launchPermission.add.items[*]",),
+    "ModifyDBSnapshotAttribute": ("$.requestParameters.valuesToAdd[*]",),
+    "ModifyDBClusterSnapshotAttribute": ("$.requestParameters.valuesToAdd[*]",),
+    "SetIamPolicy": _GCP_MEMBERS,
+    "v1.compute.snapshots.setIamPolicy": _GCP_MEMBERS,
+    "v1.compute.images.setIamPolicy": _GCP_MEMBERS,
+    "v1.compute.disks.setIamPolicy": _GCP_MEMBERS,
 }
+# Operations that make a disk or snapshot downloadable by whoever holds a generated URL (no named recipient).
+SHARE_BY_URL = ("Microsoft.Compute/snapshots/beginGetAccess/action", "Microsoft.Compute/disks/beginGetAccess/action")
 
 
 @dataclass
@@ -311,40 +315,48 @@ def _data_reads(con: duckdb.DuckDBPyConnection) -> list[DataRead]:
 def _shares(con: duckdb.DuckDBPyConnection) -> list[ExternalShare]:
     shares: list[ExternalShare] = []
     own = {str(r[0]) for r in con.execute("SELECT DISTINCT account FROM events WHERE account IS NOT NULL").fetchall()}
-    for operation, path in SHARE_RECIPIENTS.items():
-        for event_id, time, resource, recipients in con.execute(
-            """
-            SELECT event_id, time,
-                   coalesce(json_extract_string(raw, '$.requestParameters.snapshotId'),
-                            json_extract_string(raw, '$.requestParameters.imageId'),
-                            json_extract_string(raw, '$.requestParameters.dBSnapshotIdentifier'),
-                            json_extract_string(raw, '$.requestParameters.dBClusterSnapshotIdentifier'),
-                            resources[1], '?'),
-                   json_extract(raw, ?)
-            FROM suspect_events WHERE operation = ? ORDER BY time
-            """,
-            [path, operation],
-        ).fetchall():
-            for account in _recipients(recipients):
-                if account not in own:
-                    shares.append(ExternalShare(account, str(resource), operation, time, str(event_id)))
+    for operation, paths in SHARE_RECIPIENTS.items():
+        for path in paths:
+            for event_id, time, resource, recipients in con.execute(
+                """
+                SELECT event_id, time,
+                       coalesce(json_extract_string(raw, '$.requestParameters.snapshotId'),
+                                json_extract_string(raw, '$.requestParameters.imageId'),
+                                json_extract_string(raw, '$.requestParameters.dBSnapshotIdentifier'),
+                                json_extract_string(raw, '$.requestParameters.dBClusterSnapshotIdentifier'),
+                                resources[1], '?'),
+                       json_extract(raw, ?)
+                FROM suspect_events WHERE operation = ? ORDER BY time
+                """,
+                [path, operation],
+            ).fetchall():
+                for account in _recipients(recipients):
+                    if account not in own:
+                        shares.append(ExternalShare(account, str(resource), operation, time, str(event_id)))
+    for event_id, time, resource, operation in con.execute(
+        "SELECT event_id, time, coalesce(resources[1], '?'), operation FROM suspect_events WHERE operation IN ? "
+        "AND coalesce(status, 'success') NOT IN ('failure', 'error') ORDER BY time",
+        [list(SHARE_BY_URL)],
+    ).fetchall():
+        shares.append(ExternalShare("anyone holding the access URL", str(resource), operation, time, str(event_id)))
     return shares
 
 
 def _recipients(items: list[Any] | None) -> list[str]:
-    """Account ids (or 'all' for public) named in a share request's recipient items."""
+    """Account ids, members (or 'public (all)') named in a share request's recipient items."""
     found: list[str] = []
     for item in items or []:
         if item is None:
             continue
-        text = str(item).strip('"')
-        if text.startswith("{"):
-            value = json.loads(text)
+        value = json.loads(str(item))
+        if isinstance(value, dict):
             if value.get("action", "ADD") != "ADD":
                 continue
-            text = str(value.get("userId") or value.get("group") or value.get("member") or "")
-        if text:
-            found.append("public (all)" if text.lower() in {"all", "allusers", "allauthenticatedusers"} else text)
+            value = value.get("userId") or value.get("group") or value.get("member") or value.get("members") or ""
+        for text in map(str, value if isinstance(value, list) else [value]):
+            if text:
+                public = text.lower() in {"all", "allusers", "allauthenticatedusers"}
+                found.append("public (all)" if public else text)
     return found
 
 
@@ -396,7 +408,8 @@ def _data_section(story: Story) -> Section:
     for share in story.shares:
         sentences.append(
             Sentence(
-                f"At {_ts(share.time)} they shared {share.resource} with account {share.account} "
+                f"At {_ts(share.time)} they shared {share.resource} with "
+                f"{'account ' if share.account[:1].isdigit() else ''}{share.account} "
                 f"({share.operation}): a copy can leave the organisation.",
                 [share.event_id],
             )
