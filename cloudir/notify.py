@@ -17,11 +17,14 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cloudir.custody import ApiCall
 from cloudir.errors import CloudirError
+
+if TYPE_CHECKING:
+    from cloudir.case import Case
+    from providers.aws.notify import AwsNotifier
 
 TYPES = ("sns", "slack", "teams", "webhook", "email")
 _KEYS = {
@@ -117,80 +120,56 @@ def message_for(summary: dict[str, Any], case_dir: str) -> Message:
     return Message(subject, text, case_dir, approve, summary)
 
 
-def deliver(
-    channel: Channel,
-    message: Message,
-    *,
-    record_call: Callable[[ApiCall], None],
-    session: Any = None,
-) -> dict[str, Any]:
+def deliver(channel: Channel, message: Message, *, case: Case | None) -> dict[str, Any]:
     """Send ``message`` on ``channel``; the result names the channel and the outcome, never a secret.
 
-    ``record_call`` receives every cloud API call (SNS, Secrets Manager) for the custody log; ``session`` is the
-    boto3 session to use (default: a new one from the environment).
+    Cloud API calls (SNS Publish, Secrets Manager reads) are recorded in ``case``'s custody log.
     """
-    secrets: list[str] = []
+    secrets = _Secrets(channel, case)
     try:
-        _SENDERS[channel.type](channel, message, _Secrets(channel, record_call, session, secrets), record_call)
-    except Exception as exc:  # noqa: BLE001 - any failure (network, SMTP, botocore) is reported, masked, not raised
+        _SENDERS[channel.type](channel, message, secrets)
+    except Exception as exc:  # noqa: BLE001 - any failure (network, SMTP, AWS) is reported, masked, not raised
         error = f"{type(exc).__name__}: {exc}"
-        for secret in secrets:
+        for secret in secrets.seen:
             error = error.replace(secret, "***")
         return {"channel": channel.name, "type": channel.type, "outcome": "failed", "error": error[:500]}
     return {"channel": channel.name, "type": channel.type, "outcome": "sent"}
 
 
+def _region(arn: str) -> str | None:
+    return arn.split(":")[3] or None if arn.startswith("arn:") and arn.count(":") >= 5 else None
+
+
 class _Secrets:
     """Resolves a setting or its ``*_secret`` from AWS Secrets Manager, remembering values to mask them."""
 
-    def __init__(self, channel: Channel, record: Callable[[ApiCall], None], session: Any, seen: list[str]) -> None:
-        self.channel, self.record, self.session, self.seen = channel, record, session, seen
+    def __init__(self, channel: Channel, case: Case | None) -> None:
+        self.channel, self.case = channel, case
+        self.seen: list[str] = []
+        self._aws: AwsNotifier | None = None
+
+    @property
+    def aws(self) -> AwsNotifier:
+        if self._aws is None:
+            from providers.aws.notify import AwsNotifier
+
+            self._aws = AwsNotifier(self.case)
+        return self._aws
 
     def get(self, key: str) -> str | None:
         settings = self.channel.settings
         value = settings.get(key)
         if value is None and settings.get(f"{key}_secret"):
-            value = self._from_store(str(settings[f"{key}_secret"]))
+            secret_id = str(settings[f"{key}_secret"])
+            value = self.aws.secret(secret_id, settings.get("secret_region") or _region(secret_id))
         if value is not None:
             self.seen.append(str(value))
         return None if value is None else str(value)
 
-    def _from_store(self, secret_id: str) -> str:
-        region = self.channel.settings.get("secret_region") or (
-            secret_id.split(":")[3] if secret_id.startswith("arn:") else None
-        )
-        client = _boto_session(self.session).client("secretsmanager", region_name=region)
-        try:
-            response = client.get_secret_value(SecretId=secret_id)
-        except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-            self.record(ApiCall("secretsmanager", "GetSecretValue", region, None, str(code)))
-            raise
-        request_id = response.get("ResponseMetadata", {}).get("RequestId")
-        self.record(ApiCall("secretsmanager", "GetSecretValue", region, request_id, "ok"))
-        return str(response["SecretString"])
 
-
-def _boto_session(session: Any) -> Any:
-    if session is not None:
-        return session
-    import boto3
-
-    return boto3.session.Session()
-
-
-def _send_sns(channel: Channel, message: Message, secrets: _Secrets, record: Callable[[ApiCall], None]) -> None:
+def _send_sns(channel: Channel, message: Message, secrets: _Secrets) -> None:
     topic = str(channel.settings["topic_arn"])
-    region = channel.settings.get("region") or (topic.split(":")[3] if topic.startswith("arn:") else None)
-    client = _boto_session(secrets.session).client("sns", region_name=region)
-    subject = "".join(c for c in message.subject if 32 <= ord(c) < 127)[:100] or "cloudir notification"
-    try:
-        response = client.publish(TopicArn=topic, Subject=subject, Message=message.text)
-    except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-        record(ApiCall("sns", "Publish", region, None, str(code)))
-        raise
-    record(ApiCall("sns", "Publish", region, response.get("ResponseMetadata", {}).get("RequestId"), "ok"))
+    secrets.aws.publish(topic, channel.settings.get("region") or _region(topic), message.subject, message.text)
 
 
 def _slack_escape(text: str) -> str:
@@ -230,8 +209,7 @@ def _payload(channel: Channel, message: Message) -> dict[str, Any]:
     }
 
 
-def _send_webhook(channel: Channel, message: Message, secrets: _Secrets, record: Callable[[ApiCall], None]) -> None:
-    del record  # a webhook is not a cloud API call
+def _send_webhook(channel: Channel, message: Message, secrets: _Secrets) -> None:
     url = secrets.get("url") or ""
     parts = urlsplit(url)
     if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
@@ -245,8 +223,7 @@ def _send_webhook(channel: Channel, message: Message, secrets: _Secrets, record:
             raise CloudirError(f"webhook answered HTTP {response.status}")
 
 
-def _send_email(channel: Channel, message: Message, secrets: _Secrets, record: Callable[[ApiCall], None]) -> None:
-    del record
+def _send_email(channel: Channel, message: Message, secrets: _Secrets) -> None:
     settings = channel.settings
     tls = str(settings.get("tls", "starttls"))
     if tls not in {"starttls", "ssl", "none"}:
@@ -280,7 +257,7 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-_SENDERS: dict[str, Callable[[Channel, Message, _Secrets, Callable[[ApiCall], None]], None]] = {
+_SENDERS: dict[str, Callable[[Channel, Message, _Secrets], None]] = {
     "sns": _send_sns,
     "slack": _send_webhook,
     "teams": _send_webhook,

@@ -455,7 +455,7 @@ def _notify_step(trigger: Trigger, fmt: str, channels: list[str] | None) -> Call
         ctx.console.print(f"incident summary written to {esc(ctx.case.root / rel)}", soft_wrap=True)
         message = message_for(summary, str(ctx.case.root))
         sent = [
-            deliver(channel, message, record_call=ctx.case.record_api_call)
+            deliver(channel, message, case=ctx.case)
             for channel in channels_from_config(load_config().notify, channels)
         ]
         for item in sent:

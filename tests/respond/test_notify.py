@@ -181,19 +181,17 @@ def test_attacker_text_cannot_mention_or_link_in_slack_and_a_failure_is_masked(
     box, http_port, _ = inbox
     hostile = Message("x", "<!channel> <https://evil.example|open the case> & more", "/case")
     url = f"http://127.0.0.1:{http_port}/slack"
-    sent = deliver(Channel("s", "slack", {"type": "slack", "url": url}), hostile, record_call=lambda call: None)
+    sent = deliver(Channel("s", "slack", {"type": "slack", "url": url}), hostile, case=None)
     assert sent == {"channel": "s", "type": "slack", "outcome": "sent"}
     assert box.http[-1][1]["text"] == "&lt;!channel&gt; &lt;https://evil.example|open the case&gt; &amp; more"
     secret_url = f"http://127.0.0.1:{_free_port()}/hook/{SLACK_TOKEN}"  # nothing listens there
-    failed = deliver(
-        Channel("s", "webhook", {"type": "webhook", "url": secret_url}), hostile, record_call=lambda call: None
-    )
+    failed = deliver(Channel("s", "webhook", {"type": "webhook", "url": secret_url}), hostile, case=None)
     assert failed["outcome"] == "failed"
     assert SLACK_TOKEN not in json.dumps(failed)
     refused = deliver(
         Channel("s", "webhook", {"type": "webhook", "url": "http://hooks.example.org/x"}),
         hostile,
-        record_call=lambda call: None,
+        case=None,
     )
     assert refused["outcome"] == "failed"
     assert "must be https://" in refused["error"]
