@@ -239,7 +239,7 @@ def _initial_access(con: duckdb.DuckDBPyConnection) -> Section:
         sentences.append(Sentence(f"No finding scored {SUSPECT_SCORE} or more: no suspect activity to describe."))
         return Section("access", "Initial access", sentences)
     sentences.append(
-        Sentence(f"The earliest suspect activity is at {_ts(first[1])}: {first[0]}.", list(first[3])[:MAX_CITED])
+        Sentence(f"The earliest suspect activity is at {_ts(first[1])}: {first[0]}.", list(first[3] or [])[:MAX_CITED])
     )
     for actor, sessions, ips, agents, start, end, count, ids in con.execute(
         f"""
@@ -256,7 +256,7 @@ def _initial_access(con: duckdb.DuckDBPyConnection) -> Section:
         sentences.append(
             Sentence(
                 f"Identity {actor} acted{creds}{origin}{agent}: {count} events between {_ts(start)} and {_ts(end)}.",
-                list(ids),
+                list(ids or []),
             )
         )
     return Section("access", "Initial access, identities and credentials", sentences)
@@ -281,7 +281,7 @@ def _tactics(con: duckdb.DuckDBPyConnection) -> Section:
         by_tactic.setdefault(tactic, []).append(
             Sentence(
                 f"{tactic.replace('-', ' ').capitalize()} ({technique}), {_ts(first_time)}: {title}.",
-                list(event_ids)[:MAX_CITED],
+                list(event_ids or [])[:MAX_CITED],
             )
         )
     sentences = [s for tactic in (*TACTICS, "other") for s in by_tactic.get(tactic, [])]
@@ -309,7 +309,10 @@ def _data_reads(con: duckdb.DuckDBPyConnection) -> list[DataRead]:
         """,
         [list(DATA_READ_OPS)],
     ).fetchall()
-    return [DataRead(str(r[0]), list(r[1]), int(r[2]), None if r[3] is None else int(r[3]), list(r[4])) for r in rows]
+    return [
+        DataRead(str(r[0]), list(r[1] or []), int(r[2]), None if r[3] is None else int(r[3]), list(r[4] or []))
+        for r in rows
+    ]
 
 
 def _shares(con: duckdb.DuckDBPyConnection) -> list[ExternalShare]:
@@ -386,11 +389,11 @@ def _new_principals(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return [
         {
             "principal": r[0],
-            "operations": list(r[1]),
+            "operations": list(r[1] or []),
             "time": r[2],
             "admin": bool(r[3]),
             "created": bool(r[4]),
-            "events": list(r[5]),
+            "events": list(r[5] or []),
         }
         for r in rows
     ]
@@ -438,7 +441,8 @@ def _persistence_section(story: Story) -> Section:
 def _resources(con: duckdb.DuckDBPyConnection, story: Story, records: list[dict[str, Any]]) -> dict[str, list[str]]:
     kinds: dict[str, set[str]] = {}
     for record in records:
-        if record["action"] in {"acquire.start", "contain.start"} and record["target"]:
+        action = str(record["action"])
+        if action.endswith(".start") and not action.startswith("logs.") and record["target"]:
             kinds.setdefault("instance or disk (acquired)", set()).add(str(record["target"]))
     for read in story.data_reads:
         kinds.setdefault("bucket or store", set()).add(read.store)
@@ -464,6 +468,10 @@ def _responder_section(records: list[dict[str, Any]]) -> Section:
             sentences.append(Sentence(f"cloudir collected the logs {target} at {record['time']}.", records=[seq]))
         elif action == "contain.completed":
             sentences.append(Sentence(f"cloudir contained {target} at {record['time']}.", records=[seq]))
+        elif action.startswith("playbook:") and record["outcome"] == "ok" and action.endswith((".acquire", ".contain")):
+            done = "acquired" if action.endswith(".acquire") else "contained"
+            title = record["details"].get("title") or record["details"].get("step")
+            sentences.append(Sentence(f"cloudir {done} {target} at {record['time']}: {title}.", records=[seq]))
         elif str(record["details"].get("step", "")).endswith(".awaiting-approval"):
             sentences.append(
                 Sentence(f"Containment of {target} waits for approval since {record['time']}.", records=[seq])

@@ -25,7 +25,11 @@ def build_summary(data: ReportData) -> dict[str, Any]:
     ]
     # what the tool acquired or contained; a log pull's scope is not an affected resource
     targets = sorted(
-        {str(r["target"]) for r in data.records if r["action"] in {"acquire.start", "contain.start"} and r["target"]}
+        {
+            str(r["target"])
+            for r in data.records
+            if r["action"].endswith(".start") and not r["action"].startswith("logs.") and r["target"]
+        }
     )
     steps = list(
         dict.fromkeys(
