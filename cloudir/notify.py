@@ -24,7 +24,6 @@ from cloudir.errors import CloudirError
 
 if TYPE_CHECKING:
     from cloudir.case import Case
-    from providers.aws.notify import AwsNotifier
 
 TYPES = ("sns", "slack", "teams", "webhook", "email")
 _KEYS = {
@@ -146,14 +145,15 @@ class _Secrets:
     def __init__(self, channel: Channel, case: Case | None) -> None:
         self.channel, self.case = channel, case
         self.seen: list[str] = []
-        self._aws: AwsNotifier | None = None
+        self._aws: Any = None
 
     @property
-    def aws(self) -> AwsNotifier:
+    def aws(self) -> Any:
+        """The registered AWS notifier (SNS publish, Secrets Manager read), bound to the case."""
         if self._aws is None:
-            from providers.aws.notify import AwsNotifier
+            from cloudir.registry import notifier_class
 
-            self._aws = AwsNotifier(self.case)
+            self._aws = notifier_class("aws")(self.case)
         return self._aws
 
     def get(self, key: str) -> str | None:

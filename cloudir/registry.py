@@ -4,6 +4,7 @@ Group ``cloudir.providers``: one entry per cloud naming a module with ``create_p
 ``OFFLINE_CONFIG`` and ``credentials_found(**config)``. Group ``cloudir.sandboxes``: the entry ``demo`` names a
 :class:`~cloudir.sandbox.SandboxHook` (fake credentials, then one sandboxed cloud at a time). Group
 ``cloudir.seal_stores``: one entry per URL scheme (``s3``) naming a :class:`~cloudir.sealstore.SealStore` class.
+Group ``cloudir.notifiers``: ``aws`` names the class cloudir.notify publishes to SNS and reads secrets with.
 cloudir's own entries are declared in its ``pyproject.toml``; an installed package can declare its own the same way.
 Nothing under ``cloudir/`` imports ``providers`` or ``moto_fixtures`` (tests/core/test_boundaries.py checks).
 """
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 PROVIDERS = "cloudir.providers"
 SANDBOXES = "cloudir.sandboxes"
 SEAL_STORES = "cloudir.seal_stores"
+NOTIFIERS = "cloudir.notifiers"
 
 
 def _load(group: str, name: str) -> Any:
@@ -53,3 +55,8 @@ def demo_sandboxes() -> SandboxHook:
 def seal_store_class(scheme: str) -> Any:
     """The seal store class registered for URLs ``scheme://...``."""
     return _load(SEAL_STORES, scheme)
+
+
+def notifier_class(cloud: str) -> Any:
+    """The class that publishes notifications and reads secrets on ``cloud`` (cloudir.notify)."""
+    return _load(NOTIFIERS, cloud)
