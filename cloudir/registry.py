@@ -5,6 +5,7 @@ Group ``cloudir.providers``: one entry per cloud naming a module with ``create_p
 :class:`~cloudir.sandbox.SandboxHook` (fake credentials, then one sandboxed cloud at a time). Group
 ``cloudir.seal_stores``: one entry per URL scheme (``s3``) naming a :class:`~cloudir.sealstore.SealStore` class.
 Group ``cloudir.notifiers``: ``aws`` names the class cloudir.notify publishes to SNS and reads secrets with.
+Group ``cloudir.seal_signers``: one entry per key service (``aws-kms``) naming a class built from a key id.
 cloudir's own entries are declared in its ``pyproject.toml``; an installed package can declare its own the same way.
 Nothing under ``cloudir/`` imports ``providers`` or ``moto_fixtures`` (tests/core/test_boundaries.py checks).
 """
@@ -22,6 +23,7 @@ PROVIDERS = "cloudir.providers"
 SANDBOXES = "cloudir.sandboxes"
 SEAL_STORES = "cloudir.seal_stores"
 NOTIFIERS = "cloudir.notifiers"
+SEAL_SIGNERS = "cloudir.seal_signers"
 
 
 def _load(group: str, name: str) -> Any:
@@ -60,3 +62,8 @@ def seal_store_class(scheme: str) -> Any:
 def notifier_class(cloud: str) -> Any:
     """The class that publishes notifications and reads secrets on ``cloud`` (cloudir.notify)."""
     return _load(NOTIFIERS, cloud)
+
+
+def seal_signer_class(service: str) -> Any:
+    """The class that signs seals with a key held by ``service`` (``aws-kms``)."""
+    return _load(SEAL_SIGNERS, service)

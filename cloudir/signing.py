@@ -138,9 +138,10 @@ def load_seal_signer() -> SealSigner:
     if kms is None:
         return load_signer()
     if kms.startswith("arn:aws") and ":kms:" in kms:
-        from providers.aws.kms_signer import KmsSigner
+        from cloudir.registry import seal_signer_class
 
-        return KmsSigner(kms)
+        signer: SealSigner = seal_signer_class("aws-kms")(kms)
+        return signer
     raise CloudirError(
         f"signing key {kms} is not supported",
         hint="supported: an AWS KMS asymmetric key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME); "
