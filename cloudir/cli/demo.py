@@ -60,4 +60,5 @@ def demo(
         f"  {result.events} timeline events, {result.findings} findings, report {esc(result.report)}\n"
         f"  custody verified: {verdict.records} records, {verdict.artifacts_checked} artifacts, head {verdict.head}\n"
         f'  next: cloudir timeline query {esc(out / "timeline.duckdb")} "SELECT * FROM findings ORDER BY score DESC"',
+        soft_wrap=True,  # a hash or a path is never cut across lines, on a terminal or piped
     )

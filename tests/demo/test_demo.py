@@ -14,7 +14,9 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
     result = CliRunner().invoke(app, ["demo", "--cloud", "all", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "demo complete" in result.output
-    assert verify_case(out).ok
+    verdict = verify_case(out)
+    assert verdict.ok
+    assert f"head {verdict.head}\n" in result.output  # the full head on one line, as printed to a pipe
     assert (out / "reports" / "report.html").is_file()
     assert list((out / "images" / "aws").glob("*.raw"))
     with duckdb.connect(str(out / "timeline.duckdb"), read_only=True) as con:
