@@ -123,7 +123,7 @@ def _load_timeline(con: duckdb.DuckDBPyConnection, data: ReportData) -> None:
         data.findings = _rows(
             con,
             "SELECT finding_id, analyzer, rule, score, severity, actor, session, first_time, last_time, title, "
-            "explanation, mitre, len(event_ids) AS event_count, incident_id FROM findings "
+            "explanation, mitre, coalesce(event_count, len(event_ids)) AS event_count, incident_id FROM findings "
             "ORDER BY score DESC, first_time, finding_id",
         )
     if "incidents" in tables:

@@ -18,6 +18,7 @@ from cloudir.case import Case
 from cloudir.cli import app
 from cloudir.custody import ApiCall, verify_case
 from cloudir.report import incident_summary, write_report
+from cloudir.report.data import load_report_data
 from cloudir.timeline.schema import EVENTS_DDL
 
 runner = CliRunner()
@@ -73,7 +74,7 @@ def hostile_case(tmp_path: Path) -> Path:
                 'critical' AS severity, ?::VARCHAR AS actor, ?::VARCHAR AS identity, 'ASIAX' AS session,
                 TIMESTAMP '2026-11-20 12:40:00' AS first_time, TIMESTAMP '2026-11-20 13:00:00' AS last_time,
                 ?::VARCHAR AS title, ?::VARCHAR AS explanation, ['T1087'] AS mitre, ['e40', 'e44'] AS event_ids,
-                2 AS event_count, 'i1' AS incident_id
+                250 AS event_count, 'i1' AS incident_id
             """,
             [HOSTILE_ACTOR, HOSTILE_ACTOR, HOSTILE_TITLE, f"user agent {HOSTILE_UA} listed every user"],
         )
@@ -87,6 +88,11 @@ def hostile_case(tmp_path: Path) -> Path:
     with case.action("analyze", target="timeline.duckdb"):
         case.record_existing("timeline.duckdb")
     return case.root
+
+
+def test_a_finding_counts_all_its_events_not_only_the_ids_it_lists(hostile_case: Path) -> None:
+    [finding] = load_report_data(hostile_case).findings
+    assert finding["event_count"] == 250  # event_ids is capped; event_count is the whole count
 
 
 def test_html_report_escapes_attacker_strings_and_is_self_contained(hostile_case: Path) -> None:
