@@ -258,9 +258,18 @@ class Case:
     ) -> Case:
         """Create a new case folder (fails if one exists there)."""
         root.mkdir(parents=True, exist_ok=True)
+        return cls._under_lock(
+            root, purpose, wait, lambda lock: cls._create_locked(root, lock, case_id=case_id, description=description)
+        )
+
+    @classmethod
+    def _under_lock(
+        cls, root: Path, purpose: str | None, wait: bool | None, build: Callable[[CaseLock], Case]
+    ) -> Case:
+        """Take the case's lock, then ``build`` the case holding it; the lock is released if that fails."""
         lock = CaseLock.acquire(root, purpose=purpose, wait=wait, notify=_notify)
         try:
-            return cls._create_locked(root, lock, case_id=case_id, description=description)
+            return build(lock)
         except BaseException:
             lock.release()
             raise
@@ -293,12 +302,7 @@ class Case:
         """Open an existing case folder, taking its lock."""
         if not (root / CASE_FILE).is_file():
             raise CloudirError(f"{root} is not a cloudir case (no {CASE_FILE})")
-        lock = CaseLock.acquire(root, purpose=purpose, wait=wait, notify=_notify)
-        try:
-            return cls._open_locked(root, lock)
-        except BaseException:
-            lock.release()
-            raise
+        return cls._under_lock(root, purpose, wait, lambda lock: cls._open_locked(root, lock))
 
     @classmethod
     def _open_locked(cls, root: Path, lock: CaseLock) -> Case:
@@ -322,14 +326,13 @@ class Case:
     ) -> Case:
         """Open the case when resuming (it must not exist otherwise), else create it; decided under the lock."""
         root.mkdir(parents=True, exist_ok=True)
-        lock = CaseLock.acquire(root, purpose=purpose, wait=wait, notify=_notify)
-        try:
+
+        def build(lock: CaseLock) -> Case:
             if (root / CASE_FILE).exists():
                 return cls._resume_locked(root, lock, resume=resume)
             return cls._create_locked(root, lock, case_id=case_id, description=description)
-        except BaseException:
-            lock.release()
-            raise
+
+        return cls._under_lock(root, purpose, wait, build)
 
     @classmethod
     def _resume_locked(cls, root: Path, lock: CaseLock, *, resume: bool) -> Case:
