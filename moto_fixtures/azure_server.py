@@ -147,6 +147,20 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def serve_https(
+    fake: object, handler: type[BaseHTTPRequestHandler], cert: Path, key: Path, name: str
+) -> tuple[ThreadingHTTPServer, str]:
+    """Serve ``fake`` through ``handler`` over HTTPS on an ephemeral 127.0.0.1 port in a daemon thread."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.fake = fake  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True).start()
+    return server, f"https://127.0.0.1:{server.server_address[1]}"
+
+
 class FakeAzure:
     """The fake cloud's state and request handling (thread-safe)."""
 
@@ -179,16 +193,8 @@ class FakeAzure:
         """Serve HTTPS on an ephemeral 127.0.0.1 port in a daemon thread."""
         self._tmp = tempfile.TemporaryDirectory(prefix="cloudir-fake-azure-")
         cert, key = make_certificate(Path(self._tmp.name))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        self.base_url = f"https://127.0.0.1:{server.server_address[1]}"
+        self._server, self.base_url = serve_https(self, _Handler, cert, key, "fake-azure")
         self.ca_file = str(cert)
-        threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-azure", daemon=True).start()
 
     def stop(self) -> None:
         """Stop serving and delete the certificate."""

@@ -15,7 +15,6 @@ import base64
 import datetime as dt
 import json
 import re
-import ssl
 import threading
 import uuid
 from collections.abc import Callable
@@ -23,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
+
+from moto_fixtures.azure_server import serve_https
 
 Response = tuple[int, dict[str, str], bytes]
 MAX_SIGNIN_PAGE = 1000
@@ -183,15 +184,7 @@ class FakeGraph:
 
     def start(self, cert: Path, key: Path) -> None:
         """Serve HTTPS with this certificate on an ephemeral port in a daemon thread."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        self.base_url = f"https://127.0.0.1:{server.server_address[1]}"
-        threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-graph", daemon=True).start()
+        self._server, self.base_url = serve_https(self, _Handler, cert, key, "fake-graph")
 
     def stop(self) -> None:
         """Stop serving."""

@@ -8,14 +8,13 @@ from functools import partial
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 from azure.core.exceptions import AzureError
 
 from cloudir.case import safe_name
 from cloudir.coverage import CoverageReport, SourceCoverage, parse_utc
 from cloudir.plan import Plan, Step, StepContext, StepKind
 from providers.azure import calls, entra
-from providers.azure.session import describe_error, last_page_number
+from providers.azure.session import describe_error, last_page_number, page_span
 
 if TYPE_CHECKING:
     from cloudir.provider import LogPullRequest
@@ -149,37 +148,10 @@ def _pull(
             pages=len(stored),
             files=stored,
             throttled=session.throttled[ACTIVITY_OPERATION] - throttled_before,
-            **_span(ctx.case.root, stored),
+            **page_span(ctx.case.root, stored, "eventTimestamp"),
         )
         coverage[subscription] = report
     return report
-
-
-def _span(case_root: Any, files: list[str]) -> dict[str, Any]:
-    """Events and the time span the stored pages cover, read from the raw pages with DuckDB."""
-    if not files:
-        return {"events": 0, "first_event": None, "last_event": None}
-    paths = [str(case_root / rel) for rel in files]
-    row = (
-        duckdb.connect()
-        .execute(
-            """
-        SELECT count(*), min(ts), max(ts) FROM (
-            SELECT CAST(json_extract_string(event, '$.eventTimestamp') AS TIMESTAMPTZ) AS ts
-            FROM (SELECT unnest(value) AS event FROM read_json(?, columns = {value: 'JSON[]'}))
-        )
-        """,
-            [paths],
-        )
-        .fetchone()
-    )
-    assert row is not None
-    count, first, last = row
-    return {
-        "events": int(count),
-        "first_event": first.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if first else None,
-        "last_event": last.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if last else None,
-    }
 
 
 def _write_coverage(

@@ -16,7 +16,6 @@ from itertools import count
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import duckdb
 from azure.core.exceptions import AzureError
 from azure.core.rest import HttpRequest
 
@@ -24,7 +23,7 @@ from cloudir.case import safe_name
 from cloudir.coverage import SourceCoverage, parse_utc
 from cloudir.errors import CloudAccessError
 from cloudir.plan import PlannedCall, Step, StepContext, StepKind
-from providers.azure.session import GRAPH_SERVICE, describe_error, last_page_number
+from providers.azure.session import GRAPH_SERVICE, describe_error, last_page_number, page_span
 
 if TYPE_CHECKING:
     from cloudir.provider import LogPullRequest
@@ -171,7 +170,7 @@ def _pull(
             pages=len(stored),
             files=stored,
             throttled=session.throttled[f"{GRAPH_SERVICE}/{log.operation}"] - throttled_before,
-            **_span(ctx.case.root, stored, log.time_property),
+            **page_span(ctx.case.root, stored, log.time_property),
         )
         out[log.key] = report
     return report
@@ -184,32 +183,6 @@ def _check_same_endpoint(url: str, base_url: str) -> None:
         raise CloudAccessError(
             f"Microsoft Graph returned a nextLink to {got.scheme}://{got.netloc}, not {want.netloc}: not followed"
         )
-
-
-def _span(case_root: Any, files: list[str], time_property: str) -> dict[str, Any]:
-    """Records and the time span the stored pages cover, read from the raw pages with DuckDB."""
-    if not files:
-        return {"events": 0, "first_event": None, "last_event": None}
-    row = (
-        duckdb.connect()
-        .execute(
-            """
-            SELECT count(*), min(ts), max(ts) FROM (
-                SELECT TRY_CAST(json_extract_string(record, '$.' || ?) AS TIMESTAMPTZ) AS ts
-                FROM (SELECT unnest(value) AS record FROM read_json(?, columns = {value: 'JSON[]'}))
-            )
-            """,
-            [time_property, [str(case_root / rel) for rel in files]],
-        )
-        .fetchone()
-    )
-    assert row is not None
-    total, first, last = row
-    return {
-        "events": int(total),
-        "first_event": first.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if first else None,
-        "last_event": last.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if last else None,
-    }
 
 
 def coverage_sources(pulled: dict[str, Any]) -> list[tuple[SourceCoverage, str | None]]:

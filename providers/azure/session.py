@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import re
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import duckdb
 from azure.core import PipelineClient
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import (
@@ -296,6 +298,32 @@ class AzureSession:
 def last_page_number(folder: Path) -> int:
     """The highest N of the ``page-NNNNN.json`` files in ``folder`` (0 when none): a new pull numbers after it."""
     return max((int(page.stem.split("-")[1]) for page in folder.glob("page-*.json")), default=0)
+
+
+def page_span(case_root: Path, files: list[str], time_property: str) -> dict[str, Any]:
+    """Records in stored ``{"value": [...]}`` pages and the span of their ``time_property``, read with DuckDB."""
+    if not files:
+        return {"events": 0, "first_event": None, "last_event": None}
+    row = (
+        duckdb.connect()
+        .execute(
+            """
+            SELECT count(*), min(ts), max(ts) FROM (
+                SELECT TRY_CAST(json_extract_string(record, '$.' || ?) AS TIMESTAMPTZ) AS ts
+                FROM (SELECT unnest(value) AS record FROM read_json(?, columns = {value: 'JSON[]'}))
+            )
+            """,
+            [time_property, [str(case_root / rel) for rel in files]],
+        )
+        .fetchone()
+    )
+    assert row is not None
+    total, first, last = row
+    return {
+        "events": int(total),
+        "first_event": first.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if first else None,
+        "last_event": last.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if last else None,
+    }
 
 
 def _error_code(http_response: Any) -> str | None:
