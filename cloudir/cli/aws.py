@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cloudir import ops
-from cloudir.case import Case, safe_name
+from cloudir.case import Case
 from cloudir.cli.apps import acquire_app, contain_app
 from cloudir.cli.common import (
     CaseOpt,
@@ -215,7 +215,7 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
         return
     provider = get_provider("aws", **config)
     mirrors = _Mirrors(provider, evidence_bucket, retention_mode, retain_days)
-    root = case_path(case, safe_name(query.value))
+    root = case_path(case, query.value)
     try:
         request = ops.AcquireRequest(query, root, options, resume=resume, on_case=mirrors.attach)
         print_run(ops.acquire(provider, request, progress()))
@@ -280,7 +280,7 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
         return
     provider = get_provider("aws", **config)
     mirrors = _Mirrors(provider, None, None, None)
-    root = case_path(case, safe_name(query.value))
+    root = case_path(case, query.value)
     try:
         request = ops.ContainRequest(query, root, options, resume=resume, force=force, on_case=mirrors.attach)
         report = ops.contain(provider, request, progress())

@@ -11,7 +11,6 @@ import typer
 from rich.table import Table
 
 from cloudir import ops
-from cloudir.case import safe_name
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
 from cloudir.cli.aws_logs import resolve_window
 from cloudir.cli.common import (
@@ -176,7 +175,7 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
     if dry_run:
         show_dry_run("azure", config, lambda p, t: p.plan_acquire(t, options), query)
         return
-    root = case_path(case, safe_name(name.rsplit("/", 1)[-1]))
+    root = case_path(case, name)
     request = ops.AcquireRequest(query, root, options, resume=resume, on_case=hold)
     print_run(ops.acquire(get_provider("azure", **config), request, progress()))
 
@@ -223,7 +222,7 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
     if dry_run:
         show_dry_run("azure", config, lambda p, t: p.plan_contain(t, options), query)
         return
-    root = case_path(case, safe_name(name.rsplit("/", 1)[-1]))
+    root = case_path(case, name)
     request = ops.ContainRequest(query, root, options, resume=resume, force=force, on_case=hold)
     report = ops.contain(get_provider("azure", **config), request, progress())
     print_run(report)

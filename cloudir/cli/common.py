@@ -19,10 +19,11 @@ from cloudir.errors import CloudirError
 from cloudir.ops import Progress, RunReport
 from cloudir.plan import Plan, Step, StepKind
 from cloudir.provider import LogPullRequest, Provider, Target, TargetQuery, get_provider
+from cloudir.safepath import id_folder
 from cloudir.textsafe import esc, text_console
 
 CaseOpt = Annotated[
-    Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>).", show_default=False)
+    Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>-<hash>).", show_default=False)
 ]
 ResumeOpt = Annotated[
     bool,
@@ -143,9 +144,9 @@ def hold(case: Case) -> None:
     held(case)
 
 
-def case_path(value: Path | None, default_name: str) -> Path:
-    """The case folder to use: the given one or ``./cases/<default_name>``."""
-    return value if value is not None else Path("cases") / default_name
+def case_path(value: Path | None, target: str) -> Path:
+    """The case folder to use: the given one or ``./cases/<escaped target>-<short hash>`` (distinct per target)."""
+    return value if value is not None else Path("cases") / id_folder(target)
 
 
 def one_target(given: str | None, **aliases: str | None) -> str:

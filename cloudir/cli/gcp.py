@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import typer
 
 from cloudir import ops
-from cloudir.case import safe_name
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
 from cloudir.cli.aws_logs import resolve_window
 from cloudir.cli.common import (
@@ -124,7 +123,7 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     if dry_run:
         show_dry_run("gcp", config, lambda p, t: p.plan_acquire(t, options), query)
         return
-    request = ops.AcquireRequest(query, case_path(case, safe_name(query.value)), options, resume=resume, on_case=hold)
+    request = ops.AcquireRequest(query, case_path(case, query.value), options, resume=resume, on_case=hold)
     print_run(ops.acquire(get_provider("gcp", **config), request, progress()))
 
 
@@ -170,7 +169,7 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     if dry_run:
         show_dry_run("gcp", config, lambda p, t: p.plan_contain(t, options), query)
         return
-    root = case_path(case, safe_name(query.value))
+    root = case_path(case, query.value)
     request = ops.ContainRequest(query, root, options, resume=resume, force=force, on_case=hold)
     report = ops.contain(get_provider("gcp", **config), request, progress())
     print_run(report)
