@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from unittest import mock
 
@@ -27,6 +27,7 @@ from moto.sts.models import STSBackend
 from cloudir.provider import TargetKind, TargetQuery
 from moto_fixtures.aws_accounts import cross_account_copy, strict_assume_role
 from moto_fixtures.aws_flows import plant_beacon
+from moto_fixtures.clock import incident_clock, utc_now
 from moto_fixtures.cloudtrail import fake_cloudtrail, plant_attacker_trail, record_responder_calls
 from moto_fixtures.guard import sandbox_environment
 from moto_fixtures.sandbox import PlantedIncident
@@ -227,7 +228,8 @@ class AwsSandbox:
     def plant_incident(self) -> PlantedIncident:
         """A web server in an Auto Scaling group, two volumes (one on aws/ebs), a role, a leaked access key."""
         ec2 = self.client("ec2")
-        now = datetime.now(UTC)
+        now = utc_now()
+        anchor = incident_clock(now)
         key_arn = create_customer_key(self, self.region, "cloudir-forensics")
         create_customer_key(self, FORENSIC_REGION, "cloudir-forensics")
         profile_arn = create_instance_role(self, "web-app-role", "web-app-profile")
@@ -246,8 +248,8 @@ class AwsSandbox:
             cloud="aws",
             target=TargetQuery(TargetKind.INSTANCE, instance_id, self.region),
             attacker_principal=f"arn:aws:sts::{ACCOUNT}:assumed-role/web-app-role/{instance_id}",
-            window_start=(now - timedelta(days=15)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            window_end=(now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            window_start=(anchor - timedelta(days=15)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            window_end=(now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),  # and the tool's own calls
             forensic_account=FORENSIC_ACCOUNT,
             encryption_key=key_arn,
             access_key=access_key,
@@ -273,10 +275,10 @@ class AwsSandbox:
             instance_id=instance_id,
             role_arn=f"arn:aws:iam::{ACCOUNT}:role/web-app-role",
             attacker_ip=ATTACKER_IP,
-            start=now - timedelta(minutes=90),
+            start=anchor - timedelta(minutes=90),
             bucket=TRAIL_BUCKET if self.trail_files else None,
         )
-        plant_beacon(self, instance_id, ACCOUNT, now, ATTACKER_IP)
+        plant_beacon(self, instance_id, ACCOUNT, anchor, ATTACKER_IP)
         return incident
 
     # -- inspection ----------------------------------------------------------------------------------------

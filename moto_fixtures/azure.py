@@ -14,6 +14,7 @@ from typing import Any
 
 from cloudir.provider import Provider, TargetKind, TargetQuery
 from moto_fixtures.azure_server import FakeAzure, utc
+from moto_fixtures.clock import incident_clock
 from moto_fixtures.graph_server import FakeGraph
 from moto_fixtures.sandbox import PlantedIncident
 from providers.azure import CASE_TAG, create_provider
@@ -123,7 +124,7 @@ class AzureSandbox:
         """A VMSS member VM with OS + 2 data disks, a NIC with private/public IP, an NSG, and attacker activity."""
         vm_id = self._plant_workload()
         self._plant_bystander()
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        now = incident_clock()
         window_start, window_end = now - dt.timedelta(hours=3), now - dt.timedelta(minutes=5)
         self.fake.activity[SUBSCRIPTION.lower()] = self._baseline_events(now) + self._attacker_events(now, vm_id)
         self.graph.records["signIns"] = _baseline_sign_ins(now) + _attacker_sign_ins(now)
