@@ -2,9 +2,10 @@
 
 With a seal store configured (``[seals] store`` in the configuration file or ``CLOUDIR_SEAL_STORE``), every
 command that appended to a case ends by copying its newest seal, byte for byte, to
-``<store>/<case id>/seals/<records>-<head>.json`` under a retention no one can shorten (S3 Object Lock in
-COMPLIANCE mode). The upload is a cloud call, so it is recorded too, in a ``seal.store`` record that the
-local seal after it covers and that the next command's stored seal covers in turn.
+``<store>/<case id>/seals/<records>-<head>.json`` under a retention no one can shorten: S3 Object Lock in
+COMPLIANCE mode (``s3://``) or an Azure blob version under a Locked immutability policy (``azblob://``).
+The upload is a cloud call, so it is recorded too, in a ``seal.store`` record that the local seal after it
+covers and that the next command's stored seal covers in turn.
 
 ``cloudir verify --remote`` reads every stored copy back and checks each against the local chain: a
 stored seal the local chain does not hold means local records were removed or rewritten after it.
@@ -32,8 +33,11 @@ if TYPE_CHECKING:
 
 STORE_ACTION = "seal.store"
 TIMESTAMP_ACTION = "seal.timestamp"  # cloudir.timestamp: the RFC 3161 token of a seal
-SUPPORTED = "s3://BUCKET[/PREFIX] (S3 Object Lock, COMPLIANCE mode)"
-WRITE_ONCE_MODE = "COMPLIANCE"
+SUPPORTED = (
+    "s3://BUCKET[/PREFIX] (S3 Object Lock, COMPLIANCE mode), azblob://ACCOUNT/CONTAINER[/PREFIX] (version-level "
+    "immutability, Locked)"
+)
+WRITE_ONCE_MODE = "COMPLIANCE"  # the S3 Object Lock mode no one can shorten
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class SealStore(Protocol):
     """A write-once place for seal copies (one implementation per cloud)."""
 
     url: str
+    write_once_mode: str  # the retention mode a stored copy must report (``StoredCopy.mode``)
 
     def put(self, name: str, data: bytes) -> dict[str, Any]:
         """Store ``data`` once under ``name`` with a retention that cannot be shortened; the details to record."""
@@ -67,7 +72,7 @@ def open_store(url: str, *, retain_days: int, case: Case | None = None) -> SealS
         return store
     raise CloudirError(
         f"seal store {visible(url)} is not supported",
-        hint=f"supported: {SUPPORTED}; Azure immutable blobs and GCS locked buckets are not implemented yet",
+        hint=f"supported: {SUPPORTED}",
     )
 
 
@@ -161,7 +166,7 @@ def check_stored_seals(
             result.problems.append(f"stored seals in {visible(url)} cannot be read: {visible(str(exc))}")
             continue
         for copy in copies.values():
-            problem = _copy_problem(copy, case_id, heads, trusted)
+            problem = _copy_problem(copy, case_id, heads, trusted, store.write_once_mode)
             if problem is not None:
                 result.problems.append(f"stored seal {visible(copy.name)} in {visible(url)}: {problem}")
         for entry in (entry for entry in recorded if entry.store == url):
@@ -183,7 +188,7 @@ def check_stored_seals(
         )
 
 
-def _copy_problem(copy: StoredCopy, case_id: str, heads: list[str], trusted: str | None) -> str | None:
+def _copy_problem(copy: StoredCopy, case_id: str, heads: list[str], trusted: str | None, mode: str) -> str | None:
     """Why one stored copy contradicts the local chain, or None."""
     try:
         seal: Seal = parse_seal(copy.data)
@@ -201,6 +206,6 @@ def _copy_problem(copy: StoredCopy, case_id: str, heads: list[str], trusted: str
         )
     if seal.records < 1 or heads[seal.records - 1] != seal.head:
         return f"names head {visible(seal.head)} for record {seal.records}: the local chain was rewritten after it"
-    if copy.mode != WRITE_ONCE_MODE:
-        return f"is not under {WRITE_ONCE_MODE} retention (mode {visible(copy.mode)}): it could be deleted"
+    if copy.mode != mode:
+        return f"is not under {mode} retention (mode {visible(copy.mode)}): it could be deleted"
     return None

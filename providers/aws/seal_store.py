@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 class S3SealStore:
     """``s3://bucket/prefix``: each seal one object version under COMPLIANCE Object Lock, created only if absent."""
 
+    write_once_mode = WRITE_ONCE_MODE
+
     def __init__(self, url: str, *, retain_days: int, case: Case | None = None) -> None:
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
