@@ -3,9 +3,10 @@
 With a seal store configured (``[seals] store`` in the configuration file or ``CLOUDIR_SEAL_STORE``), every
 command that appended to a case ends by copying its newest seal, byte for byte, to
 ``<store>/<case id>/seals/<records>-<head>.json`` under a retention no one can shorten: S3 Object Lock in
-COMPLIANCE mode (``s3://``) or an Azure blob version under a Locked immutability policy (``azblob://``).
-The upload is a cloud call, so it is recorded too, in a ``seal.store`` record that the local seal after it
-covers and that the next command's stored seal covers in turn.
+COMPLIANCE mode (``s3://``), an Azure blob version under a Locked immutability policy (``azblob://``) or
+an object in a GCS bucket whose retention policy is locked (``gs://``). The upload is a cloud call, so it is
+recorded too, in a ``seal.store`` record that the local seal after it covers and that the next command's stored
+seal covers in turn.
 
 ``cloudir verify --remote`` reads every stored copy back and checks each against the local chain: a
 stored seal the local chain does not hold means local records were removed or rewritten after it.
@@ -35,7 +36,7 @@ STORE_ACTION = "seal.store"
 TIMESTAMP_ACTION = "seal.timestamp"  # cloudir.timestamp: the RFC 3161 token of a seal
 SUPPORTED = (
     "s3://BUCKET[/PREFIX] (S3 Object Lock, COMPLIANCE mode), azblob://ACCOUNT/CONTAINER[/PREFIX] (version-level "
-    "immutability, Locked)"
+    "immutability, Locked), gs://BUCKET[/PREFIX] (locked retention policy)"
 )
 WRITE_ONCE_MODE = "COMPLIANCE"  # the S3 Object Lock mode no one can shorten
 

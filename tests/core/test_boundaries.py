@@ -66,7 +66,7 @@ def test_registry_names_every_cloud_and_the_demo_sandboxes() -> None:
 
     assert registered(PROVIDERS) == sorted(CLOUDS)
     assert registered(SANDBOXES) == ["demo"]
-    assert registered(SEAL_STORES) == ["azblob", "s3"]
+    assert registered(SEAL_STORES) == ["azblob", "gs", "s3"]
     assert callable(demo_sandboxes().open_sandbox)
     aws = get_provider("aws", region="us-east-1")
     assert isinstance(aws, EvidenceMirroring)
