@@ -42,6 +42,7 @@ from cloudir.signing import KEY_ENV, KMS_ENV, SealSigner, load_seal_signer
 CASE_FILE = CASE_META_FILE
 STATE_FILE = "state.json"
 REPORTS_DIR = "reports"
+TIMELINE_DB = "timeline.duckdb"  # the case's timeline database, built from logs/
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._=@+-]")
 
 # Who hears the case's notices (waiting for the lock, key created, head sealed): the CLI prints them.

@@ -14,8 +14,9 @@ from pathlib import Path
 import duckdb
 from rich.console import Console
 
-from cloudir.case import REPORTS_DIR, Case
-from cloudir.custody import VerifyResult, verify_case
+from cloudir.case import TIMELINE_DB, Case
+from cloudir.custody import VerifyResult
+from cloudir.ops.investigate import VerifyRequest, verify
 from cloudir.plan import Plan, StepObserver, run_plan
 from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest
 from cloudir.registry import demo_sandboxes
@@ -94,21 +95,17 @@ def _run(plan: Plan, case: Case, console: Console, observer: StepObserver | None
 
 
 def _investigate(case: Case, clouds: list[str], console: Console, sigma_rules: Path | None) -> DemoResult:
-    from cloudir.analyze import run_analysis
-    from cloudir.report import write_report
-    from cloudir.timeline.ingest import build_case_timeline
+    from cloudir.ops.investigate import AnalyzeRequest, ReportRequest, analyze, build_timeline, report
 
     console.rule("[bold]timeline, analysis, report")
-    stats = build_case_timeline(case)
-    db_path = case.root / "timeline.duckdb"
-    summary = run_analysis(db_path, sigma_rules=sigma_rules)
-    with case.action("analyze", target="timeline.duckdb", findings=summary.findings):
-        case.record_existing("timeline.duckdb")
-    report_path = write_report(case.root, case.root / REPORTS_DIR / "report.html", case=case)
+    stats = build_timeline(case)
+    db_path = case.root / TIMELINE_DB
+    summary = analyze(AnalyzeRequest(db_path, sigma_rules=sigma_rules), case)
+    report_path = report(ReportRequest(case.root), case)
     result = DemoResult(case=case, clouds=clouds, events=stats.ingested, findings=summary.findings, report=report_path)
     with duckdb.connect(str(db_path), read_only=True) as con:
         top = "SELECT score, actor, title FROM findings ORDER BY score DESC, first_time LIMIT 5"
         rows = con.execute(top).fetchall()
     result.top_findings = [(int(score), str(actor), str(title)) for score, actor, title in rows]
-    result.verification = verify_case(case.root)
+    result.verification = verify(VerifyRequest(case.root))
     return result

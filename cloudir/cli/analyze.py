@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cloudir.cli.apps import app
-from cloudir.cli.common import console, err_console, held
+from cloudir.cli.common import console, err_console
 from cloudir.cli.rows import FormatOpt, RowFormat, json_value, print_rows
 from cloudir.textsafe import esc
 
@@ -137,27 +136,10 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
 
     A database inside a case is re-registered in its custody log with its new hash.
     """
-    from cloudir.analyze import run_analysis
-    from cloudir.case import Case, case_root_of
+    from cloudir.ops.investigate import AnalyzeRequest, analyze
 
-    analysis = partial(
-        run_analysis,
-        db_path,
-        sigma_rules=sigma_rules,
-        baseline_until=baseline_until,
-        incident_since=incident_since,
-        min_score=min_score,
-    )
-    root = case_root_of(db_path)
-    if root is None:
-        summary = analysis()
-    else:
-        case = held(Case.open(root))
-        rel = db_path.resolve().relative_to(root).as_posix()
-        with case.action("analyze", target=rel) as act:
-            summary = analysis()
-            act.details.update(findings=summary.findings, incidents=summary.incidents)
-            case.record_existing(rel)
+    request = AnalyzeRequest(db_path, sigma_rules, baseline_until, incident_since, min_score)
+    summary = analyze(request)
     incidents = _rows(db_path, "SELECT * FROM incidents ORDER BY score DESC, first_time")
     findings = _rows(db_path, "SELECT * FROM findings ORDER BY score DESC, first_time")
     if output is RowFormat.json:

@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 
-from cloudir.case import CASE_FILE
-from cloudir.caselock import CaseLock
 from cloudir.cli.apps import app
 from cloudir.cli.common import console, err_console
 from cloudir.config import load_config
-from cloudir.custody import verify_case
+from cloudir.ops import investigate
 from cloudir.signing import KEY_ENV, load_public_key, load_seal_signer
 from cloudir.textsafe import esc
 
@@ -57,17 +55,8 @@ def verify(
         from cloudir.timestamp import load_certificate  # asn1crypto only when timestamps are checked
 
         pinned = load_certificate(pinned_path)
-    lock: CaseLock | None = None
-    if (case_dir / CASE_FILE).is_file():
-        try:
-            lock = CaseLock.acquire(case_dir, notify=lambda m: err_console.print(esc(m), style="dim"))
-        except OSError:  # a read-only copy of a case: verify without the writer lock
-            lock = None
-    try:
-        result = verify_case(case_dir, expect_head=expect_head, public_key=trusted, remote=remote, tsa_cert=pinned)
-    finally:
-        if lock is not None:
-            lock.release()
+    request = investigate.VerifyRequest(case_dir, expect_head, trusted, remote, pinned)
+    result = investigate.verify(request, on_wait=lambda message: err_console.print(esc(message), style="dim"))
     for note in result.notes:
         err_console.print(f"[cyan]note:[/] {esc(note)}", soft_wrap=True)
     for warning in result.warnings:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cloudir.case import REPORTS_DIR
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, print_step_status, render_plan
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
@@ -358,12 +357,11 @@ def report_command(
     contact: Annotated[str | None, typer.Option(help="Contact named in the notices.")] = None,
 ) -> None:
     """Write the investigation report (one self-contained HTML file) or the incident summary (md/json)."""
-    from cloudir.report import notice_path, write_report
+    from cloudir.ops.investigate import ReportRequest, report
+    from cloudir.report import notice_path
 
     regimes = tuple(dict.fromkeys(r.value for r in notice or []))
-    path = write_report(
-        case_dir, out or case_dir / REPORTS_DIR / f"report.{fmt.value}", fmt=fmt.value, notices=regimes, contact=contact
-    )
+    path = report(ReportRequest(case_dir, out, fmt.value, regimes, contact))
     console.print(f"[green]report written[/] {esc(path)}", soft_wrap=True)
     for regime in regimes:
         console.print(f"[green]draft {regime} notice written[/] {esc(notice_path(path, regime))}", soft_wrap=True)

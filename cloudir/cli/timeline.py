@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cloudir.case import Case, case_root_of
+from cloudir.case import TIMELINE_DB, Case, case_root_of
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, held
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
@@ -112,10 +112,10 @@ def build(
     memory_limit: _MEMORY_LIMIT = None,
 ) -> None:
     """Build timeline.duckdb in a case from its logs, recorded in the custody log."""
-    from cloudir.timeline.ingest import build_case_timeline
+    from cloudir.ops.investigate import build_timeline
 
     case = held(Case.open(case_dir))
-    _report(build_case_timeline(case, memory_limit=memory_limit), case_dir / "timeline.duckdb")
+    _report(build_timeline(case, memory_limit=memory_limit), case_dir / TIMELINE_DB)
 
 
 @timeline_app.command()

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from cloudir.case import CASE_FILE, REPORTS_DIR, Case
+from cloudir.case import CASE_FILE, REPORTS_DIR, TIMELINE_DB, Case
 from cloudir.caselock import CaseBusyError
 from cloudir.config import load_config
 from cloudir.custody import read_records
@@ -41,7 +41,6 @@ from cloudir.textsafe import esc
 from cloudir.triggers import Trigger
 
 ProviderFactory = Callable[[Trigger], Provider]
-TIMELINE_DB = "timeline.duckdb"
 REPORT_FILE = f"{REPORTS_DIR}/report.html"
 
 
@@ -408,37 +407,30 @@ def _approval_step(pb_step: PlaybookStep, trigger: Trigger) -> Step:
 
 
 def _timeline_step(ctx: StepContext) -> dict[str, Any]:
-    try:
-        from cloudir.timeline.ingest import build_case_timeline
-    except ImportError:
-        raise CloudirError(
-            "the timeline step needs cloudir.timeline.ingest.build_case_timeline, which this build lacks"
-        ) from None
-    stats = build_case_timeline(ctx.case)
-    return {"timeline": TIMELINE_DB, "events": getattr(stats, "ingested", None)}
+    from cloudir.ops.investigate import build_timeline
+
+    stats = build_timeline(ctx.case)
+    return {"timeline": TIMELINE_DB, "events": stats.ingested}
 
 
 def _analyze_step(params: dict[str, Any]) -> Callable[[StepContext], dict[str, Any]]:
     def run(ctx: StepContext) -> dict[str, Any]:
-        try:
-            from cloudir.analyze import run_analysis
-        except ImportError:
-            raise CloudirError("the analyze step needs cloudir.analyze.run_analysis, which this build lacks") from None
+        from cloudir.ops.investigate import AnalyzeRequest, analyze
+
         db_path = ctx.case.root / TIMELINE_DB
         if not db_path.is_file():
             raise CloudirError(f"the analyze step needs {db_path}; run the timeline step first")
         rules = params.get("sigma_rules")
-        summary = run_analysis(db_path, sigma_rules=Path(rules) if rules else None)
-        ctx.case.record_existing(TIMELINE_DB)
-        return {"findings": getattr(summary, "findings", None)}
+        summary = analyze(AnalyzeRequest(db_path, sigma_rules=Path(rules) if rules else None), ctx.case)
+        return {"findings": summary.findings}
 
     return run
 
 
 def _report_step(ctx: StepContext) -> dict[str, Any]:
-    from cloudir.report import write_report
+    from cloudir.ops.investigate import ReportRequest, report
 
-    path = write_report(ctx.case.root, ctx.case.root / REPORT_FILE, case=ctx.case)
+    path = report(ReportRequest(ctx.case.root, ctx.case.root / REPORT_FILE), ctx.case)
     return {"report": path.relative_to(ctx.case.root).as_posix()}
 
 

@@ -9,12 +9,11 @@ from typing import Any
 
 import duckdb
 
-from cloudir.case import CASE_FILE
+from cloudir.case import CASE_FILE, TIMELINE_DB
 from cloudir.custody import CUSTODY_FILE, VerifyResult, read_records, verify_case
 from cloudir.errors import CloudirError
 from cloudir.report.story import Story, build_story
 
-TIMELINE_DB = "timeline.duckdb"
 MAX_ACTORS = 15
 BUCKETS = 60
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from cloudir.case import TIMELINE_DB
 from cloudir.errors import CloudirError
 from cloudir.safepath import files_under
 from cloudir.timeline import reader
@@ -37,7 +38,6 @@ from cloudir.timeline.schema import EVENTS_COLUMNS, EVENTS_INDEXES
 if TYPE_CHECKING:
     from cloudir.case import Case
 
-TIMELINE_FILE = "timeline.duckdb"
 TARGET_TABLE = "events"
 SNIFF_BYTES = 1 << 16
 BATCH_BYTES = 192 << 20  # input per transaction: over a row group of records (written directly, not via the WAL)
@@ -205,7 +205,7 @@ def build_case_timeline(case: Case, *, memory_limit: str | None = None) -> Inges
     from cloudir.custody import CUSTODY_FILE, read_records
 
     logs = case.root / "logs"
-    with case.action("timeline.build", target=TIMELINE_FILE) as act:
+    with case.action("timeline.build", target=TIMELINE_DB) as act:
         if not logs.is_dir():
             raise CloudirError(f"{logs}: the case holds no logs", hint="pull logs into the case first")
         custody = case.root / CUSTODY_FILE
@@ -217,14 +217,14 @@ def build_case_timeline(case: Case, *, memory_limit: str | None = None) -> Inges
             if call.get(key)
         }
         stats = ingest_paths(
-            case.root / TIMELINE_FILE,
+            case.root / TIMELINE_DB,
             [logs],
             responder_request_ids=request_ids,
             source_root=case.root,
             memory_limit=memory_limit,
         )
         act.details.update(stats.as_dict())
-        case.record_existing(TIMELINE_FILE)
+        case.record_existing(TIMELINE_DB)
         if (
             stats.ingested + stats.duplicates + stats.flows.ingested + stats.flows.duplicates == 0
             and not stats.unchanged
