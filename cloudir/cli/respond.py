@@ -385,10 +385,18 @@ _OFFLINE_CONFIG: dict[str, dict[str, Any]] = {
 
 @app.command("iam-policy")
 def iam_policy(
-    cloud: Annotated[PolicyCloud, typer.Argument(help="aws: IAM policy; azure: role definition; gcp: custom role.")],
+    cloud: Annotated[
+        PolicyCloud,
+        typer.Argument(
+            help="aws: IAM policy; azure: role definitions and assignments; gcp: custom roles and bindings."
+        ),
+    ],
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
     explain: Annotated[
-        bool, typer.Option("--explain", help="aws: print each statement, why it exists and its scope, not the JSON.")
+        bool,
+        typer.Option(
+            "--explain", help="Print each statement / role / grant, why it exists and its scope, not the JSON."
+        ),
     ] = False,
 ) -> None:
     """Print the least-privilege permissions for cloudir, generated from what the provider declares.
@@ -411,20 +419,11 @@ def iam_policy(
 
 
 def _explain_policy(cloud: str, permissions: list[str]) -> None:
-    if cloud != "aws":
-        raise CloudirError(
-            f"--explain describes the AWS statements; the {cloud} role has no per-statement scope",
-            hint="see docs/permissions.md for how the Azure and GCP roles are scoped",
-        )
-    from cloudir.serverless.aws_policy import policy_document, statements_for
+    from cloudir.serverless.policy import explain_policy
 
-    table = Table(title="cloudir iam-policy aws", show_lines=True)
-    for column in ("statement", "effect", "why", "actions", "resources and conditions"):
+    table = Table(title=f"cloudir iam-policy {cloud}", show_lines=True)
+    for column in ("grant", "effect", "why", "permissions", "scope and conditions"):
         table.add_column(column, overflow="fold")
-    documents = policy_document(permissions)["Statement"]
-    for statement, document in zip(statements_for(permissions), documents, strict=True):
-        resources = document["Resource"] if isinstance(document["Resource"], list) else [document["Resource"]]
-        scope = [*resources, *([json.dumps(document["Condition"])] if "Condition" in document else [])]
-        row = (statement.sid, statement.effect, statement.why, ", ".join(document["Action"]))
-        table.add_row(*map(esc, row), "\n".join(map(esc, scope)))
+    for name, effect, why, actions, scope in explain_policy(cloud, permissions):
+        table.add_row(esc(name), esc(effect), esc(why), "\n".join(map(esc, actions)), "\n".join(map(esc, scope)))
     console.print(table)

@@ -9,10 +9,11 @@ on a bare ``*``. A fixed deny keeps the role from changing its own permissions o
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudir.errors import CloudirError
+from cloudir.serverless.policy import require_scoped
 
 TAG_CASE = "cloudir:case-id"  # the tag the AWS provider puts on what it creates (a test holds the two equal)
 QUARANTINE_PROFILE = "cloudir-quarantine"  # the empty instance profile of an EC2 containment (likewise)
@@ -205,12 +206,7 @@ def is_read(action: str) -> bool:
 def statements_for(actions: list[str]) -> list[Statement]:
     """The statements that grant ``actions``: a read statement on ``*`` and the scoped write statements."""
     writes = sorted(action for action in actions if not is_read(action))
-    unscoped = [action for action in writes if not any(action in s.actions for s in STATEMENTS)]
-    if unscoped:
-        raise CloudirError(
-            f"the aws provider declares write actions with no scoped statement: {', '.join(unscoped)}",
-            hint="add a statement for them in cloudir/serverless/aws_policy.py",
-        )
+    require_scoped("aws", writes, (s.actions for s in STATEMENTS))
     reads = Statement(
         "ReadOnly",
         "describe, list and read the target, its logs and its identities; these change nothing",
@@ -222,10 +218,20 @@ def statements_for(actions: list[str]) -> list[Statement]:
     return [reads, *used, SELF_PROTECTION]
 
 
-def policy_document(actions: list[str]) -> dict[str, Any]:
+def document(actions: list[str]) -> dict[str, Any]:
     """The IAM policy granting ``actions`` (as declared by the provider), statement by statement."""
     wanted = set(actions)
     statements = [
         s.document(sorted(s.actions if s.effect == "Deny" else s.actions & wanted)) for s in statements_for(actions)
     ]
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def explain(actions: list[str]) -> list[tuple[str, str, str, list[str], list[str]]]:
+    """One row per statement: sid, effect, why, actions, resources and conditions."""
+    rows = []
+    for statement, body in zip(statements_for(actions), document(actions)["Statement"], strict=True):
+        resources = body["Resource"] if isinstance(body["Resource"], list) else [body["Resource"]]
+        scope = [*resources, *([json.dumps(body["Condition"])] if "Condition" in body else [])]
+        rows.append((statement.sid, statement.effect, statement.why, list(body["Action"]), scope))
+    return rows
