@@ -541,6 +541,32 @@ class Case:
             if artifact["path"].endswith(suffix)
         ]
 
+    def completed_targets(self, plan_name: str) -> set[str]:
+        """Targets for which a plan of this name completed in the case."""
+        return {
+            str(record["target"])
+            for record in read_records(self.root / CUSTODY_FILE)
+            if record["action"] == f"{plan_name}.completed" and record["outcome"] == "ok"
+        }
+
+    def recorded_artifacts(self) -> dict[str, str]:
+        """Every artifact path the custody log records, with its latest recorded SHA-256."""
+        return {
+            artifact["path"]: artifact["sha256"]
+            for record in read_records(self.root / CUSTODY_FILE)
+            for artifact in record["artifacts"]
+        }
+
+    def responder_request_ids(self) -> set[str]:
+        """The request ids (and client request ids) of every cloud call this case's own runs recorded."""
+        return {
+            call[key]
+            for record in read_records(self.root / CUSTODY_FILE)
+            for call in record.get("api_calls", [])
+            for key in ("request_id", "client_request_id")
+            if call.get(key)
+        }
+
     def save_state(self, state: dict[str, Any]) -> None:
         """Persist the run state atomically."""
         path = self.root / STATE_FILE

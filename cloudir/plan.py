@@ -15,7 +15,6 @@ from typing import Any
 from rich.console import Console
 
 from cloudir.case import Case
-from cloudir.custody import read_records
 from cloudir.errors import PreconditionError, StepFailedError
 
 
@@ -223,19 +222,9 @@ def _notify(observer: StepObserver | None, step: Step, status: str) -> None:
         observer(step, status)
 
 
-def completed_targets(case: Case, plan_name: str) -> set[str]:
-    """Targets for which a plan of this name completed in the case (read from the custody log)."""
-    path = case.root / "custody.jsonl"
-    return {
-        str(record["target"])
-        for record in read_records(path)
-        if record["action"] == f"{plan_name}.completed" and record["outcome"] == "ok"
-    }
-
-
 def require_completed(case: Case, plan_name: str, target: str, *, force: bool) -> None:
     """Refuse to go on unless ``plan_name`` completed for ``target`` (``force`` overrides, and is logged)."""
-    if target in completed_targets(case, plan_name):
+    if target in case.completed_targets(plan_name):
         return
     if force:
         case.custody.append(

@@ -202,24 +202,14 @@ def ingest_paths(
 
 def build_case_timeline(case: Case, *, memory_limit: str | None = None) -> IngestStats:
     """Build ``timeline.duckdb`` in the case from everything under ``logs/`` and register its hash."""
-    from cloudir.custody import CUSTODY_FILE, read_records
-
     logs = case.root / "logs"
     with case.action("timeline.build", target=TIMELINE_DB) as act:
         if not logs.is_dir():
             raise CloudirError(f"{logs}: the case holds no logs", hint="pull logs into the case first")
-        custody = case.root / CUSTODY_FILE
-        request_ids = {
-            call[key]
-            for record in (read_records(custody) if custody.is_file() else [])
-            for call in record.get("api_calls", [])
-            for key in ("request_id", "client_request_id")
-            if call.get(key)
-        }
         stats = ingest_paths(
             case.root / TIMELINE_DB,
             [logs],
-            responder_request_ids=request_ids,
+            responder_request_ids=case.responder_request_ids(),
             source_root=case.root,
             memory_limit=memory_limit,
         )

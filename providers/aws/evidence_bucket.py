@@ -11,7 +11,6 @@ from typing import Any, BinaryIO
 from botocore.exceptions import ClientError
 
 from cloudir.case import Case
-from cloudir.custody import read_records
 from cloudir.errors import CloudirError
 from cloudir.hashing import sha256_file
 from providers.aws.session import AwsClients, aws_errors
@@ -131,7 +130,7 @@ def attach_evidence_bucket(
         mirror = S3EvidenceMirror(clients, chosen, case.case_id, retention_mode=mode, retain_days=days)
         act.details |= {"object_lock": mirror.object_lock, "mode": mode, "retain_days": days}
         if earlier.get("bucket") != chosen:
-            recorded = {a["path"]: a["sha256"] for r in read_records(case.custody.path) for a in r["artifacts"]}
+            recorded = case.recorded_artifacts()
             for rel_path, sha256 in sorted(recorded.items()):
                 mirror.upload(case.root / rel_path, rel_path, sha256)
             act.details["uploaded_existing"] = sorted(recorded)
