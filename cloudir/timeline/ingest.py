@@ -344,6 +344,7 @@ def _literal(value: str) -> str:
 
 
 def _prepare(con: duckdb.DuckDBPyConnection, responder_request_ids: Iterable[str]) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE seen AS SELECT {_KEY} AS key FROM {TARGET_TABLE}")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE responder_ids AS SELECT DISTINCT unnest($ids::VARCHAR[]) AS request_id",
         {"ids": sorted(set(responder_request_ids))},
@@ -627,75 +628,100 @@ WHERE NOT EXISTS (
 
 # Identity: an exact duplicate has the same cloud, event id and content (SHA-256 of the canonical record text)
 # as a kept event (earlier in this batch by file number, i.e. the order given, then position; or already in the
-# timeline). Only events whose cloud and event id another event has ("shared") need their content compared, so
-# only they are hashed. The same id with other content is a separate event; all events of such an id are
-# flagged id_collision, and all but the first get the content hash in event_uid.
-_INSERT_SQL = f"""
+# timeline). Only records whose cloud and event id another record has ("shared": twice in the batch, or in
+# ``prior``, the timeline's events with a key of the batch) are hashed and decided in ``decided``; every
+# other record is inserted as it is. ``prior`` is read from ``events`` only when a key of the batch is in
+# ``seen`` (64-bit hashes of the keys of the timeline's events), so the cost per event does not grow with the
+# timeline. The same id with other content is a separate event; all events of such an id are flagged
+# id_collision, and all but the first get the content hash in event_uid.
+_KEY = "hash(cloud, event_id)"
+_BATCH_KEYS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE batch_keys AS SELECT DISTINCT cloud, event_id FROM staged s WHERE {_VALID}
+    AND {_KEY} IN (SELECT key FROM seen)
+"""
+# The timeline's events with a key of the batch: their cheap columns first, ``raw`` only for those without
+# a stored content hash (a full scan of ``raw``, needed the first time such an event is met again).
+_PRIOR_SQL = """
 CREATE OR REPLACE TEMP TABLE prior AS
-SELECT e.cloud, e.event_id, coalesce(e.content_hash, unhex(sha256(e.raw::VARCHAR))) AS content_hash FROM events e
-SEMI JOIN (SELECT DISTINCT cloud, event_id FROM staged s WHERE {_VALID}) c USING (cloud, event_id);
+SELECT e.rowid AS row_id, e.cloud, e.event_id, e.content_hash, e.id_collision FROM events e
+SEMI JOIN batch_keys c USING (cloud, event_id)
+"""
+_PRIOR_HASH_SQL = """
+UPDATE prior p SET content_hash = unhex(sha256(e.raw::VARCHAR)) FROM events e
+WHERE p.content_hash IS NULL AND e.rowid = p.row_id
+"""
+_DECIDE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE shared AS
 SELECT cloud, event_id FROM staged s WHERE {_VALID} GROUP BY ALL HAVING count(*) > 1
 UNION SELECT cloud, event_id FROM prior;
 CREATE OR REPLACE TEMP TABLE candidates AS
-SELECT s.rowid AS row_id, s.file_no, s.cloud, s.event_id, s.fmt,
-    CASE WHEN h.event_id IS NOT NULL THEN unhex(sha256(s.rec::VARCHAR)) END AS content_hash
-FROM staged s LEFT JOIN shared h ON h.cloud = s.cloud AND h.event_id = s.event_id WHERE {_VALID};
+SELECT s.rowid AS row_id, s.file_no, s.cloud, s.event_id, s.fmt, unhex(sha256(s.rec::VARCHAR)) AS content_hash
+FROM staged s SEMI JOIN shared h USING (cloud, event_id) WHERE {_VALID};
 CREATE OR REPLACE TEMP TABLE keep AS
 SELECT k.*, count(*) OVER ids + coalesce(p.n, 0) > 1 AS id_collision,
     CASE WHEN p.n IS NULL AND row_number() OVER (ids ORDER BY k.file_no, k.keep_rowid) = 1
          THEN k.cloud || ':' || k.event_id
          ELSE k.cloud || ':' || k.event_id || '~' || lower(hex(k.content_hash)) END AS event_uid
 FROM (
-    SELECT arg_min(row_id, (file_no, row_id)) AS keep_rowid, cloud, event_id, content_hash, min(file_no) AS file_no,
-        arg_min(fmt, (file_no, row_id)) AS fmt
+    SELECT arg_min(row_id, (file_no, row_id)) AS keep_rowid, cloud, event_id, content_hash, min(file_no) AS file_no
     FROM candidates c ANTI JOIN prior p USING (cloud, event_id, content_hash)
     GROUP BY cloud, event_id, content_hash
 ) k LEFT JOIN (SELECT cloud, event_id, count(*) AS n FROM prior GROUP BY ALL) p USING (cloud, event_id)
 WINDOW ids AS (PARTITION BY k.cloud, k.event_id);
+CREATE OR REPLACE TEMP TABLE decided AS
+SELECT c.row_id, k.keep_rowid IS NULL AS dropped, k.event_uid, k.id_collision, c.content_hash
+FROM candidates c LEFT JOIN keep k ON k.keep_rowid = c.row_id;
+"""
+_NOT_DROPPED = f"{_VALID} AND d.dropped IS NOT TRUE"
+_INSERT_SQL = f"""
 INSERT INTO events ({", ".join(EVENTS_COLUMNS)})
 -- is_responder is set after the load, by the request ids the case's custody log recorded
 SELECT {
     ", ".join(
         {
-            "event_uid": "k.event_uid",
+            "event_uid": "coalesce(d.event_uid, s.cloud || ':' || s.event_id)",
             "source_format": "s.fmt",
             "source_file": "f.name",
             "source_position": _POSITION,
             "is_responder": "false",
             "raw": "s.rec",
-            "id_collision": "k.id_collision",
-            "content_hash": "k.content_hash",
+            "id_collision": "coalesce(d.id_collision, false)",
+            "content_hash": "d.content_hash",
         }.get(column, f"s.{column}")
         for column in EVENTS_COLUMNS
     )
 }
-FROM (SELECT *, rowid AS row_id FROM staged) s JOIN keep k ON k.keep_rowid = s.row_id JOIN files f
-    ON f.file_no = s.file_no;
+FROM (SELECT *, rowid AS row_id FROM staged) s JOIN files f ON f.file_no = s.file_no
+    LEFT JOIN decided d ON d.row_id = s.row_id
+WHERE {_NOT_DROPPED};
+INSERT INTO seen SELECT {_KEY} FROM staged s WHERE {_VALID};
 """
 
+# Events of the timeline that a new event of other content makes an id collision, not yet flagged.
+_UNFLAGGED_PRIOR_SQL = """
+SELECT count(*) FROM prior p SEMI JOIN (SELECT cloud, event_id FROM keep WHERE id_collision) k USING (cloud, event_id)
+WHERE p.id_collision IS NOT TRUE
+"""
 _FLAG_PRIOR_COLLISIONS = """
 UPDATE events SET id_collision = true, content_hash = coalesce(content_hash, unhex(sha256(raw::VARCHAR)))
 WHERE id_collision IS NOT TRUE
 AND (cloud, event_id) IN (SELECT cloud, event_id FROM keep WHERE id_collision)
 """
 
-_ACCOUNT_SQL = """
-SELECT f.file_no, coalesce(r.records, 0) + coalesce(q.outside, 0), coalesce(r.valid, 0), coalesce(k.events, 0),
-    coalesce(q.quarantined, 0), coalesce(q.repaired, 0), coalesce(k.collisions, 0), coalesce(k.formats, r.formats, '')
+_ACCOUNT_SQL = f"""
+SELECT f.file_no, coalesce(r.records, 0) + coalesce(q.outside, 0), coalesce(r.valid, 0), coalesce(r.events, 0),
+    coalesce(q.quarantined, 0), coalesce(q.repaired, 0), coalesce(r.collisions, 0),
+    coalesce(r.kept_formats, r.formats, '')
 FROM files f
 LEFT JOIN (
-    SELECT file_no, count(*) FILTER (fmt IS DISTINCT FROM 'placeholder') AS records,
-        count(*) FILTER (cloud IS NOT NULL AND problem IS NULL) AS valid,
+    SELECT s.file_no, count(*) FILTER (fmt IS DISTINCT FROM 'placeholder') AS records,
+        count(*) FILTER ({_VALID}) AS valid, count(*) FILTER ({_NOT_DROPPED}) AS events,
+        count(*) FILTER (d.id_collision) AS collisions,
         string_agg(DISTINCT fmt, ',' ORDER BY fmt) FILTER (fmt IS NOT NULL AND fmt NOT IN ('placeholder', 'unknown'))
-            AS formats
-    FROM staged GROUP BY file_no
+            AS formats,
+        string_agg(DISTINCT fmt, ',' ORDER BY fmt) FILTER ({_NOT_DROPPED}) AS kept_formats
+    FROM staged s LEFT JOIN decided d ON d.row_id = s.rowid GROUP BY s.file_no
 ) r USING (file_no)
-LEFT JOIN (
-    SELECT file_no, count(*) AS events, count(*) FILTER (id_collision) AS collisions,
-        string_agg(DISTINCT fmt, ',' ORDER BY fmt) AS formats
-    FROM keep GROUP BY file_no
-) k USING (file_no)
 LEFT JOIN (
     SELECT q.file_no, count(*) FILTER (NOT repaired) AS quarantined, count(*) FILTER (repaired) AS repaired,
         count(*) FILTER (NOT repaired AND from_reader) AS outside
@@ -703,6 +729,9 @@ LEFT JOIN (
 ) q USING (file_no)
 ORDER BY f.file_no
 """
+_PER_FORMAT_SQL = (
+    f"SELECT fmt, count(*) FROM staged s LEFT JOIN decided d ON d.row_id = s.rowid WHERE {_NOT_DROPPED} GROUP BY 1"
+)
 
 
 def _ingest_batch(
@@ -724,8 +753,14 @@ def _ingest_batch(
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(_QUARANTINE_SQL)
+        con.execute(_BATCH_KEYS_SQL)
+        # the timeline's events are read only when a key of the batch may be among them
+        con.execute(_PRIOR_SQL + ("" if _scalar(con, "SELECT count(*) FROM batch_keys") else " LIMIT 0"))
+        if _scalar(con, "SELECT count(*) FROM prior WHERE content_hash IS NULL"):
+            con.execute(_PRIOR_HASH_SQL)
+        con.execute(_DECIDE_SQL)
         con.execute(_INSERT_SQL)
-        if _scalar(con, "SELECT count(*) FROM keep k WHERE id_collision AND NOT ends_with(k.event_uid, k.event_id)"):
+        if _scalar(con, _UNFLAGGED_PRIOR_SQL):
             con.execute(_FLAG_PRIOR_COLLISIONS)
         accounts = _accounts(con, {s.number: s for s in batch}, hashes)
         if accounts:
@@ -749,12 +784,15 @@ def _ingest_batch(
                     for a, reader_name in accounts
                 ],
             )
-        rows = con.execute("SELECT fmt, count(*) FROM keep GROUP BY 1").fetchall()
+        rows = con.execute(_PER_FORMAT_SQL).fetchall()
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    con.execute("DROP TABLE staged; DROP TABLE keep; DROP TABLE candidates; DROP TABLE prior; DROP TABLE shared")
+    con.execute(
+        "DROP TABLE staged; DROP TABLE batch_keys; DROP TABLE prior; DROP TABLE shared; DROP TABLE candidates; "
+        "DROP TABLE keep; DROP TABLE decided"
+    )
     for name, count in rows:
         stats.per_format[name] = stats.per_format.get(name, 0) + int(count)
     for account, _ in accounts:

@@ -5,7 +5,11 @@ Order matters: the first match wins; a document matching none is one record.
 
 CONTAINERS = (
     # A bare JSON array of records (Stratus Red Team detonations, `aws cloudtrail lookup-events` jq output).
-    {"name": "json_array", "detect": "starts_with(ltrim(doc), '[')", "records": "json_extract(doc, '$[*]')"},
+    {
+        "name": "json_array",
+        "detect": "len(keys) = 0 AND starts_with(ltrim(doc), '[')",
+        "records": "json_extract(doc, '$[*]')",
+    },
     # CloudTrail S3 delivery files: {"Records": [...]}.
     {
         "name": "cloudtrail_records",
@@ -38,7 +42,7 @@ CONTAINERS = (
     # page has no "items".
     {
         "name": "workspace_reports_page",
-        "detect": "doc ->> 'kind' = 'admin#reports#activities'",
+        "detect": "list_contains(keys, 'kind') AND doc ->> 'kind' = 'admin#reports#activities'",
         "records": "coalesce(json_extract(doc, '$.items[*]'), []::JSON[])",
     },
     # Azure REST list pages: {"value": [...], "nextLink": ...}.
