@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.detection_background import ACCOUNTS, MAIN_REGION, _role_identity, generate_background
 from cloudir.analyze import run_analysis
-from cloudir.analyze.sigma import SIGMA_EVENTS_SQL, load_rules
+from cloudir.analyze.sigma import build_sigma_events, load_rules
 from cloudir.timeline.ingest import ingest_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,7 +201,9 @@ def prepare_attacks(out: Path, seed: int, attacker_identity: str) -> list[tuple[
 def sigma_alone(con: duckdb.DuckDBPyConnection) -> None:
     """``sigma_findings``: every SigmaHQ rule hit grouped per rule, actor, session and hour (the baseline)."""
     loaded = load_rules(SIGMA)
-    con.execute(SIGMA_EVENTS_SQL.format(source="(SELECT * FROM events WHERE NOT is_responder)"))
+    build_sigma_events(
+        con, "(SELECT * EXCLUDE (raw) FROM events WHERE NOT is_responder)", [where for _, where in loaded.converted]
+    )
     con.execute("CREATE OR REPLACE TABLE sigma_findings (analyzer VARCHAR, rule VARCHAR, event_ids VARCHAR[])")
     for rule, where in loaded.converted:
         try:

@@ -19,6 +19,7 @@ from cloudir.analyze.novelty import build_novelty
 from cloudir.analyze.prepare import build_event_view, build_profiles, resolve_principals
 from cloudir.analyze.window import resolve_window
 from cloudir.errors import CloudirError
+from cloudir.timeline.db import default_memory_limit
 
 ANALYZERS: tuple[AnalyzerMeta, ...] = (
     pattern_of_life.META,
@@ -66,7 +67,12 @@ def run_analysis(
     if sigma_rules is not None and not sigma_rules.is_dir():
         raise CloudirError(f"--sigma-rules {sigma_rules} is not a directory")
     started = time.monotonic()
-    with duckdb.connect(str(db_path)) as con:
+    # bounded like ingest: a memory cap from the machine, and what does not fit spills beside the database
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "memory_limit": default_memory_limit(),
+        "temp_directory": str(db_path.with_name(db_path.name + ".tmp")),
+    }
+    with duckdb.connect(str(db_path), config=config) as con:
         if not table_exists(con, "events"):
             raise CloudirError(f"{db_path} has no events table", hint="build it with `cloudir timeline`")
         window = resolve_window(con, _case_root(db_path), baseline_until, incident_since)
@@ -77,6 +83,7 @@ def run_analysis(
         build_novelty(con, tenant=window.tenant)
         con.execute(CANDIDATES_DDL)
         pattern_of_life.run(con)
+        peers.run(con)
         recon.run(con, tenant=window.tenant)
         beaconing.run(con)
         sensitive.run(con)

@@ -102,7 +102,8 @@ class Rule:
     match_sql: str
     """The whole match: platform, operations and condition, over ``op_norm`` and the ``ev`` columns."""
     prefilter_sql: str
-    """The cheap part of the match (operations, or the whole match when the rule names none)."""
+    """The cheap part of the match over the columns alone (operations, else the platform and the condition with
+    its raw-record parts taken as true): the rows it keeps are the only ones whose raw record is read."""
     bulk_sql: str | None
     bulk_min: int
     explanation_sql: str
@@ -164,6 +165,17 @@ class _Compiler:
             raise CloudirError(f"rule {rule_id}: bad regex {value!r}: {exc}") from exc
         return f"regexp_matches({column}, {self.bind(str(value))})"
 
+    def prefilter(self, cond: object, rule_id: str) -> str:
+        """A condition over the columns only that holds wherever ``cond`` does (parts reading the raw record
+        count as true): it picks the rows whose raw record is read."""
+        if not _reads_raw(cond):
+            return f"coalesce({self.condition(cond, rule_id)}, false)"
+        if isinstance(cond, dict) and set(cond) in ({"all"}, {"any"}):
+            key = next(iter(cond))
+            joiner = " AND " if key == "all" else " OR "
+            return "(" + joiner.join(self.prefilter(part, rule_id) for part in cond[key]) + ")"
+        return "true"
+
     def explanation(self, template: str) -> str:
         """The template as one concatenation: literal parts bound, placeholders read from columns in one pass
         (a value that looks like a placeholder stays text)."""
@@ -173,6 +185,16 @@ class _Compiler:
             if piece
         ]
         return " || ".join(parts) or "''"
+
+
+def _reads_raw(cond: object) -> bool:
+    """Whether a (validated) condition reads the raw record anywhere."""
+    if isinstance(cond, dict):
+        if "field" in cond:
+            return cond["field"] == "raw" or str(cond["field"]).startswith("$.")
+        parts = [part for value in cond.values() for part in (value if isinstance(value, list) else [value])]
+        return any(_reads_raw(part) for part in parts)
+    return False
 
 
 _REQUIRED = ("id", "title", "platform", "severity", "score", "mitre", "match", "samples")
@@ -238,11 +260,16 @@ def _rule(doc: dict[str, Any], compiler: _Compiler) -> Rule:
         samples={"positive": list(doc["samples"]["positive"]), "negative": list(doc["samples"]["negative"])},
         id_sql=compiler.bind(rule_id),
         match_sql=match_sql,
-        prefilter_sql=op_sql if ops else match_sql,
+        prefilter_sql=op_sql if ops else _column_prefilter(platform, match, compiler, rule_id),
         bulk_sql=compiler.field(bulk["field"], rule_id) if bulk else None,
         bulk_min=int(bulk["min"]) if bulk else 0,
         explanation_sql=compiler.explanation(str(doc.get("explanation", "{title} - {operation} x{count}"))),
     )
+
+
+def _column_prefilter(platform: str, match: dict[str, Any], compiler: _Compiler, rule_id: str) -> str:
+    where = compiler.prefilter(match["where"], rule_id) if "where" in match else "true"
+    return f"({PLATFORMS[platform]}) AND {where}"
 
 
 @dataclass(frozen=True)
@@ -279,12 +306,14 @@ def load_catalog() -> Catalog:
 
 def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev") -> Catalog:
     """``rule_hits``: one row per (rule, event) the catalog matches in ``source`` (a table with the ``ev``
-    columns). The operation filter runs once over ``source``; each rule then reads only the rows it names."""
+    columns). The column filter runs once over ``source``; only the rows it keeps get their raw record (from
+    ``events``, by ``event_uid``), and each rule then reads only the rows it names."""
     catalog = load_catalog()
     prefilter = " OR ".join(f"({rule.prefilter_sql})" for rule in catalog.rules)
     sql = f"""
         CREATE OR REPLACE TEMP TABLE rule_ev AS
-        SELECT * FROM (SELECT *, {OP_NORMALISE_SQL} AS op_norm FROM {source}) WHERE {prefilter}
+        WITH kept AS (SELECT * FROM (SELECT *, {OP_NORMALISE_SQL} AS op_norm FROM {source}) WHERE {prefilter})
+        SELECT kept.*, e.raw FROM kept JOIN (SELECT event_uid, raw FROM events) e USING (event_uid)
     """
     con.execute(sql, catalog.bound(sql))
     selects = " UNION ALL ".join(

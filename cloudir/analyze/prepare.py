@@ -19,13 +19,16 @@ PROFILE_DIMENSIONS: dict[str, str] = {
 
 
 def build_event_view(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> None:
-    """``ev``: the non-responder events with identity, /24 network, user-agent family and window flags."""
+    """``ev``: the non-responder events with identity, /24 network, user-agent family and window flags.
+
+    The raw record stays in ``events`` (joined by ``event_uid`` where a rule reads it): no JSON is copied into
+    the temporary tables."""
     con.execute(
         r"""
         CREATE OR REPLACE TEMP TABLE ev AS
         SELECT
-            event_id, time, cloud, source_format, account, region, operation, actor_type, session,
-            source_ip, user_agent, resources, error_code, read_only, raw,
+            event_uid, event_id, time, cloud, source_format, account, region, operation, actor_type, session,
+            source_ip, user_agent, resources, error_code, read_only,
             coalesce(nullif(actor, ''), 'anonymous') AS actor,
             CASE
                 WHEN coalesce(actor, '') = '' THEN 'anonymous'
@@ -86,11 +89,15 @@ def resolve_principals(con: duckdb.DuckDBPyConnection) -> None:
             SELECT DISTINCT actor, account, session FROM ev
             WHERE cloud = 'aws' AND NOT aws_service AND actor NOT LIKE 'arn:%' AND actor <> 'anonymous'
         ),
+        sessions AS (  -- one record per identity and session is enough to read its principal id
+            SELECT identity, account, session, min(event_uid) AS event_uid
+            FROM ev WHERE cloud = 'aws' AND actor LIKE 'arn:%' AND NOT aws_service GROUP BY ALL
+        ),
         known AS (
-            SELECT DISTINCT identity, account, session,
-                   split_part(json_extract_string(raw, '$.userIdentity.principalId'), ':', 1) AS principal_id,
-                   regexp_extract(identity, '[:/]([^/:]+)$', 1) AS name
-            FROM ev WHERE cloud = 'aws' AND actor LIKE 'arn:%' AND NOT aws_service
+            SELECT DISTINCT s.identity, s.account, s.session,
+                   split_part(json_extract_string(e.raw, '$.userIdentity.principalId'), ':', 1) AS principal_id,
+                   regexp_extract(s.identity, '[:/]([^/:]+)$', 1) AS name
+            FROM sessions s JOIN events e USING (event_uid)
         ),
         matches AS (
             SELECT u.actor, u.account, k.identity FROM u JOIN known k

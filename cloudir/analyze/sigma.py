@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +56,32 @@ COLUMN_FIELDS = {
 }
 """Sigma fields read from a column of ``sigma_events`` instead of the raw JSON (cheap filters run first)."""
 
-SIGMA_EVENTS_SQL = f"""
-CREATE OR REPLACE TEMP TABLE sigma_events AS
-SELECT *, json_extract_string(raw, '$.eventSource') AS event_source
-FROM {{source}}
-WHERE source_format IN ({", ".join(sorted({f.split("= ")[1] for f in LOGSOURCE_FILTER.values()}))})
-"""
-"""The rows Sigma rules run over: ``{source}`` is ``ev`` here, ``events`` for a rules-only baseline."""
+SOURCE_FORMATS = sorted({f.split("= ")[1] for f in LOGSOURCE_FILTER.values()})
+EVENT_SOURCE_PATH = '$."eventSource"'
+JSON_FIELD_PATHS: dict[str, list[str]] = {}
+"""Column of ``sigma_events`` -> the raw-record JSON paths it is read from (the first that is present)."""
+
+
+def build_sigma_events(con: duckdb.DuckDBPyConnection, source: str, wheres: list[str]) -> None:
+    """``sigma_events``: the rows of ``source`` (``ev`` columns, no ``raw``) of the Sigma log sources, with every
+    raw-record field the rules in ``wheres`` read as a column: each record is parsed once for all rules."""
+    columns = sorted(set(re.findall(r"\bsf_[0-9a-f]{12}\b", " ".join(wheres))))
+    paths = list(dict.fromkeys([EVENT_SOURCE_PATH, *(p for c in columns for p in JSON_FIELD_PATHS[c])]))
+    fields = "".join(
+        f", coalesce({', '.join(f'jf[{paths.index(p) + 1}]' for p in JSON_FIELD_PATHS[c])}) AS {c}" for c in columns
+    )
+    keep_raw = any("CAST(raw AS VARCHAR)" in where for where in wheres)
+    formats = ", ".join(SOURCE_FORMATS)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE sigma_events AS
+        SELECT s.*, jf[1] AS event_source{fields}{", e.raw" if keep_raw else ""}
+        FROM (SELECT * FROM {source} WHERE source_format IN ({formats})) s
+        JOIN (SELECT event_uid, json_extract_string(raw, $paths) AS jf{", raw" if keep_raw else ""}
+              FROM events WHERE source_format IN ({formats})) e USING (event_uid)
+        """,
+        {"paths": paths},
+    )
 
 
 def _json_path(parts: list[str]) -> str:
@@ -69,16 +89,17 @@ def _json_path(parts: list[str]) -> str:
 
 
 def field_sql(name: str) -> str:
-    """SQL expression for a Sigma field: a timeline column or a string extracted from the ``raw`` JSON."""
+    """SQL expression for a Sigma field: a timeline column, or a column of ``sigma_events`` extracted from the raw
+    JSON (see :func:`build_sigma_events`)."""
     if name in COLUMN_FIELDS:
         return COLUMN_FIELDS[name]
     parts = name.split(".")
     if parts[0] == "data" and len(parts) > 1:
         parts = parts[1:]
     lowered = [part[:1].lower() + part[1:] for part in parts]
-    paths = [_json_path(parts)] + ([_json_path(lowered)] if lowered != parts else [])
-    extracts = ", ".join(f"json_extract_string(raw, '{path}')" for path in paths)
-    return f"coalesce({extracts})" if len(paths) > 1 else f"json_extract_string(raw, '{paths[0]}')"
+    column = "sf_" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    JSON_FIELD_PATHS[column] = [_json_path(parts)] + ([_json_path(lowered)] if lowered != parts else [])
+    return column
 
 
 class DuckDBSigmaBackend(TextQueryBackend):
@@ -203,7 +224,7 @@ def _mitre(rule: SigmaRule) -> list[str]:
 def run(con: duckdb.DuckDBPyConnection, directory: Path) -> SigmaLoad:
     """Run every convertible rule over ``ev``; a rule whose SQL DuckDB rejects moves to ``failed``."""
     loaded = load_rules(directory)
-    con.execute(SIGMA_EVENTS_SQL.format(source="ev"))
+    build_sigma_events(con, "ev", [where for _, where in loaded.converted])
     working: list[tuple[SigmaRule, str]] = []
     for rule, where in loaded.converted:
         level = rule.level.name.lower() if rule.level else "medium"

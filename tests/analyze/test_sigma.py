@@ -1,9 +1,10 @@
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from cloudir.analyze.sigma import field_sql, load_rules
+from cloudir.analyze.sigma import JSON_FIELD_PATHS, field_sql, load_rules
 from tests.analyze.builder import T0, event, routine
 from tests.analyze.conftest import SHARED, Analyze
 
@@ -24,10 +25,18 @@ def test_sigmahq_cloud_rules_convert_and_unconvertible_ones_are_listed() -> None
 
 def test_field_mapping() -> None:
     assert field_sql("eventName") == "operation"
-    assert field_sql("requestParameters.userName") == 'json_extract_string(raw, \'$."requestParameters"."userName"\')'
+    assert JSON_FIELD_PATHS[field_sql("requestParameters.userName")] == ['$."requestParameters"."userName"']
     assert field_sql("gcp.audit.method_name") == "operation"
-    assert '\'$."protoPayload"."methodName"\'' in field_sql("data.protoPayload.methodName")
-    assert '\'$."properties"."message"\'' in field_sql("Properties.message")
+    assert '$."protoPayload"."methodName"' in JSON_FIELD_PATHS[field_sql("data.protoPayload.methodName")]
+    assert JSON_FIELD_PATHS[field_sql("Properties.message")] == ['$."Properties"."message"', '$."properties"."message"']
+
+
+def test_every_rule_reads_one_parse_of_each_record() -> None:
+    """The raw-record fields of all rules are columns of sigma_events: no rule parses the JSON again."""
+    loaded = load_rules(SIGMA)
+    wheres = " ".join(where for _, where in loaded.converted)
+    assert "json_extract" not in wheres
+    assert len(set(re.findall(r"sf_[0-9a-f]{12}", wheres))) >= 20
 
 
 def test_trail_deletion_matches_the_sigmahq_rule(analyze: Analyze) -> None:
