@@ -92,6 +92,7 @@ class ContainOptions:
 
     examiner_cidr: str | None = None
     revoke_credentials: bool = True
+    window_start: str | None = None  # ISO 8601 UTC: grants made since then (role assignments) are the attacker's
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -18,6 +18,7 @@ from moto_fixtures.clock import incident_clock
 from moto_fixtures.graph_server import FakeGraph
 from moto_fixtures.sandbox import PlantedIncident
 from providers.azure import CASE_TAG, create_provider
+from providers.azure.calls import graph_permissions
 from providers.azure.session import StaticTokenCredential
 
 SUBSCRIPTION = "6f1c2a9e-3b7d-4c1e-9a55-1d2b3c4d5e6f"
@@ -49,7 +50,12 @@ def sandbox_token() -> str:
     def part(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
 
-    claims = {"upn": RESPONDER, "oid": "5d2f8a4e-1111-4222-8333-944455556666", "tid": TENANT}
+    claims = {
+        "upn": RESPONDER,
+        "oid": "5d2f8a4e-1111-4222-8333-944455556666",
+        "tid": TENANT,
+        "roles": graph_permissions(),  # the application permissions docs/permissions.md tells responders to grant
+    }
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.sandbox"
 
 
@@ -129,6 +135,7 @@ class AzureSandbox:
         self.fake.activity[SUBSCRIPTION.lower()] = self._baseline_events(now) + self._attacker_events(now, vm_id)
         self.graph.records["signIns"] = _baseline_sign_ins(now) + _attacker_sign_ins(now)
         self.graph.records["directoryAudits"] = _directory_audits(now)
+        self._plant_principals(now)
         self.incident = PlantedIncident(
             cloud="azure",
             target=TargetQuery(TargetKind.INSTANCE, VM_NAME),
@@ -153,6 +160,31 @@ class AzureSandbox:
             },
         )
         return self.incident
+
+    def _plant_principals(self, now: dt.datetime) -> None:
+        """Entra users and service principals, and role assignments: an old one of jdoe, the backdoor jdoe made."""
+        directory = self.graph.directory
+        directory.add("users", _user(ATTACKER_USER_ID, ATTACKER, now), memberOf=[_group("Cloud Ops")],
+                      appRoleAssignments=[], authentication_methods=_methods(now))  # fmt: skip
+        alice = "alice@contoso.example"
+        directory.add("users", _user(str(uuid.uuid5(uuid.NAMESPACE_DNS, alice)), alice, now))
+        directory.add(
+            "servicePrincipals",
+            _service_principal(BACKDOOR_SP_ID, BACKDOOR_APP_ID, "backup-sync", now),
+            owners=[{"@odata.type": "#microsoft.graph.user", "id": ATTACKER_USER_ID, "userPrincipalName": ATTACKER}],
+            memberOf=[],
+            appRoleAssignments=[],
+        )
+        identity = _service_principal(MANAGED_IDENTITY_ID, str(uuid.uuid4()), VM_NAME, now)
+        directory.add("servicePrincipals", identity | {"servicePrincipalType": "ManagedIdentity"})
+        directory.objects["applications"][BACKDOOR_APPLICATION_ID] = {
+            "id": BACKDOOR_APPLICATION_ID, "appId": BACKDOOR_APP_ID, "displayName": "backup-sync",
+        }  # fmt: skip
+        for assignment_id, principal, role, created, creator in (
+            (OLD_ASSIGNMENT, ATTACKER_USER_ID, READER_ROLE, now - dt.timedelta(days=200), "admin"),
+            (BACKDOOR_ASSIGNMENT, BACKDOOR_SP_ID, CONTRIBUTOR_ROLE, now - dt.timedelta(minutes=150), ATTACKER_USER_ID),
+        ):
+            self.fake.put(_role_assignment(assignment_id, principal, role, created, creator))
 
     def disk_ids(self) -> list[str]:
         """The planted VM's OS disk then data disks."""
@@ -380,7 +412,7 @@ class AzureSandbox:
         sub_scope = f"/subscriptions/{SUBSCRIPTION}"
         nsg_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Network/networkSecurityGroups", "nsg-web")
         snapshot_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/snapshots", "snap-exfil")
-        role_assignment = f"{sub_scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
+        role_assignment = f"{sub_scope}/providers/Microsoft.Authorization/roleAssignments/{BACKDOOR_ASSIGNMENT}"
         diagnostic = f"{sub_scope}/providers/microsoft.insights/diagnosticSettings/to-sentinel"
         rule = f"{nsg_id}/securityRules/allow-ssh-any"
         steps = [
@@ -646,3 +678,82 @@ def _directory_audits(now: dt.datetime) -> list[dict[str, Any]]:
         audit(160, "Add member to role", "RoleManagement", role_target),
         audit(155, "Add service principal credentials", "ApplicationManagement", app_target),
     ]
+
+
+# -- Entra principals and role assignments (Graph v1.0 user / servicePrincipal, ARM roleAssignments 2022-04-01) -----
+BACKDOOR_SP_ID = "4b8c1d2e-5555-4666-8777-988899990000"
+BACKDOOR_APP_ID = "0f1e2d3c-4b5a-4968-8776-655443322110"
+BACKDOOR_APPLICATION_ID = "9d8c7b6a-5f4e-4d3c-8b2a-190817263544"
+MANAGED_IDENTITY_ID = "2c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f"
+OLD_ASSIGNMENT = "0a7b2c3d-1111-4222-8333-000000000001"
+BACKDOOR_ASSIGNMENT = "0a7b2c3d-1111-4222-8333-000000000002"
+_ROLES = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions"
+READER_ROLE = f"{_ROLES}/acdd72a7-3385-48ef-bd42-f606fba81ae7"
+CONTRIBUTOR_ROLE = f"{_ROLES}/b24988ac-6180-42a0-ab88-20f7382dd24c"
+
+
+def _graph_time(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _user(user_id: str, upn: str, now: dt.datetime) -> dict[str, Any]:
+    name = upn.split("@", 1)[0]
+    return {
+        "id": user_id, "userPrincipalName": upn, "displayName": name, "givenName": name, "surname": None,
+        "mail": upn, "businessPhones": [], "jobTitle": None, "mobilePhone": None, "officeLocation": None,
+        "preferredLanguage": "en-US", "userType": "Member", "accountEnabled": True,
+        "createdDateTime": _graph_time(now - dt.timedelta(days=400)),
+        "lastPasswordChangeDateTime": _graph_time(now - dt.timedelta(days=90)),
+        "signInSessionsValidFromDateTime": _graph_time(now - dt.timedelta(days=90)),
+        "onPremisesSyncEnabled": None, "creationType": None, "identities": [],
+        "signInActivity": {
+            "lastSignInDateTime": _graph_time(now - dt.timedelta(minutes=170)),
+            "lastNonInteractiveSignInDateTime": _graph_time(now - dt.timedelta(minutes=30)),
+            "lastSuccessfulSignInDateTime": _graph_time(now - dt.timedelta(minutes=170)),
+        },
+    }  # fmt: skip
+
+
+def _group(name: str) -> dict[str, Any]:
+    return {"@odata.type": "#microsoft.graph.group", "id": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+            "displayName": name, "securityEnabled": True}  # fmt: skip
+
+
+def _methods(now: dt.datetime) -> list[dict[str, Any]]:
+    """A password, and the authenticator app the attacker registered after signing in."""
+    return [
+        {"@odata.type": "#microsoft.graph.passwordAuthenticationMethod",
+         "id": "28c10230-6103-485e-b985-444c60001490", "createdDateTime": None},
+        {"@odata.type": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod",
+         "id": str(uuid.uuid4()), "displayName": "SM-A515F", "deviceTag": "SoftwareTokenActivated",
+         "createdDateTime": _graph_time(now - dt.timedelta(minutes=165))},
+    ]  # fmt: skip
+
+
+def _service_principal(sp_id: str, app_id: str, name: str, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "id": sp_id, "appId": app_id, "displayName": name, "accountEnabled": True,
+        "servicePrincipalType": "Application", "appOwnerOrganizationId": TENANT, "tags": [],
+        "keyCredentials": [],
+        "passwordCredentials": [
+            {"keyId": str(uuid.uuid4()), "displayName": "sync", "hint": "Q~x",
+             "startDateTime": _graph_time(now - dt.timedelta(minutes=155)),
+             "endDateTime": _graph_time(now + dt.timedelta(days=730)), "secretText": None}
+        ],
+    }  # fmt: skip
+
+
+def _role_assignment(name: str, principal: str, role: str, created: dt.datetime, creator: str) -> dict[str, Any]:
+    scope = f"/subscriptions/{SUBSCRIPTION}"
+    return {
+        "id": f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}",
+        "name": name,
+        "type": "Microsoft.Authorization/roleAssignments",
+        "properties": {
+            "roleDefinitionId": role, "principalId": principal,
+            "principalType": "User" if principal == ATTACKER_USER_ID else "ServicePrincipal",
+            "scope": scope, "condition": None, "conditionVersion": None, "description": None,
+            "createdOn": utc(created), "updatedOn": utc(created), "createdBy": creator, "updatedBy": creator,
+            "delegatedManagedIdentityResourceId": None,
+        },
+    }  # fmt: skip

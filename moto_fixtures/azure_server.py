@@ -44,6 +44,7 @@ ERROR_STATUS = {
     "BadRequest": 400,
     "InvalidParameter": 400,
 }
+ROLE_ASSIGNMENT_API_VERSIONS = {"2020-04-01-preview", "2022-04-01", "2022-01-01-preview"}
 _FILTER_TERMS = re.compile(r"(\w+)\s+(ge|le|eq)\s+'([^']*)'", re.IGNORECASE)
 Response = tuple[int, dict[str, str], bytes]
 
@@ -330,6 +331,8 @@ class FakeAzure:
         if method == "POST":
             return self._action(path, segments[-1], body)
         is_collection = self._is_collection(segments)
+        if _resource_type(lowered) == ("microsoft.authorization", "roleassignments"):
+            return self._role_assignments(method, path, query, body, is_collection=is_collection)
         if method == "GET":
             return self._list(lowered) if is_collection else self._get(lowered)
         if method in {"PUT", "PATCH"}:
@@ -337,6 +340,69 @@ class FakeAzure:
         if method == "DELETE":
             return self._delete(lowered)
         return _error(405, "MethodNotAllowed", f"{method} is not supported")
+
+    def _role_assignments(
+        self, method: str, path: str, query: dict[str, str], body: bytes, *, is_collection: bool
+    ) -> Response:
+        """Microsoft.Authorization/roleAssignments as the 2022-04-01 spec defines list, create and delete."""
+        if query["api-version"] not in ROLE_ASSIGNMENT_API_VERSIONS:
+            return _error(400, "InvalidApiVersionParameter", f"The api-version '{query['api-version']}' is invalid.")
+        key = path.lower()
+        if is_collection:
+            if method != "GET":
+                return _error(405, "MethodNotAllowed", f"{method} is not supported on a collection")
+            return self._list_role_assignments(key, query.get("$filter"))
+        if method == "GET":
+            return self._get(key)
+        if method == "DELETE":
+            existing = self.resources.pop(key, None)
+            return _json(200, existing) if existing else (204, {}, b"")
+        request = json.loads(body or b"{}")
+        properties = request.get("properties") or {}
+        missing = [name for name in ("roleDefinitionId", "principalId") if not properties.get(name)]
+        if missing or method != "PUT":
+            return _error(400, "InvalidRoleAssignmentRequest", f"properties.{', '.join(missing)} required")
+        if key in self.resources:
+            return _error(409, "RoleAssignmentExists", "The role assignment already exists.")
+        now = utc(dt.datetime.now(dt.UTC))
+        scope = path.split("/providers/Microsoft.Authorization/", 1)[0] or "/"
+        self.resources[key] = {
+            "id": path,
+            "name": path.rsplit("/", 1)[1],
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": {
+                "principalType": properties.get("principalType", "User"),
+                **properties,
+                "scope": scope,
+                "createdOn": now,
+                "updatedOn": now,
+            },
+        }
+        self.created["microsoft.authorization/roleassignments"] += 1
+        return _json(201, self.resources[key])
+
+    def _list_role_assignments(self, collection: str, text: str | None) -> Response:
+        """Assignments at, above or below the scope (``principalId eq '{id}'``), or at or above (``atScope()``)."""
+        match = re.fullmatch(r"\s*principalId\s+eq\s+'([0-9a-fA-F-]{36})'\s*", text or "")
+        if text and match is None and text.strip() != "atScope()":
+            return _error(
+                400,
+                "UnsupportedQuery",
+                f"The filter '{text}' is not supported. Supported filters: principalId eq '{{value}}', atScope().",
+            )
+        scope = collection.split("/providers/microsoft.authorization/", 1)[0]
+        found = []
+        for key, resource in self.resources.items():
+            if _resource_type(key) != ("microsoft.authorization", "roleassignments"):
+                continue
+            at = str(resource["properties"]["scope"]).lower().rstrip("/")
+            above = scope == at or scope.startswith(at + "/") or at in {"", "/"}
+            if (match is None and text and not above) or not (above or at.startswith(scope + "/")):
+                continue
+            if match and resource["properties"]["principalId"].lower() != match.group(1).lower():
+                continue
+            found.append(resource)
+        return _json(200, {"value": found})
 
     @staticmethod
     def _is_collection(segments: list[str]) -> bool:

@@ -1,4 +1,5 @@
-"""A fake of the Microsoft Graph audit log API (``auditLogs/signIns`` and ``auditLogs/directoryAudits``).
+"""A fake of the Microsoft Graph audit log API (``auditLogs/signIns`` and ``auditLogs/directoryAudits``)
+and of the directory objects a responder captures and contains (users, service principals).
 
 It is held to the published contract of the v1.0 endpoints the tool calls: a bearer token is required
 (401 ``InvalidAuthenticationToken``), only GET, only the documented query options, a ``$filter`` parsed as
@@ -7,6 +8,10 @@ operators each resource documents as filterable: anything else is 400 ``Request_
 of at most 1,000 sign-ins, newest first, ``@odata.nextLink`` paging with an opaque ``$skiptoken``, and
 throttling answered with 429, ``Retry-After`` and Graph's error body (``error.code``, ``error.innerError`` with
 the ``request-id``). Responses carry ``request-id`` and echo ``client-request-id`` as Graph does.
+
+Directory objects (:mod:`moto_fixtures.graph_directory`) answer 403 ``Authorization_RequestDenied`` unless the
+token's ``roles`` claim holds an application permission the v1.0 reference lists for the call, 404
+``Request_ResourceNotFound`` for an unknown id, and 400 for a ``$select`` of a property the type lacks.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from moto_fixtures.azure_server import serve_https
+from moto_fixtures.graph_directory import Directory, Response, graph_error
 
-Response = tuple[int, dict[str, str], bytes]
 MAX_SIGNIN_PAGE = 1000
 _QUERY_OPTIONS = {"$filter", "$top", "$skiptoken", "$orderby", "$select"}
 # Filterable properties of each resource and the operators the documentation lists for them.
@@ -158,15 +163,18 @@ def _time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _error(status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None) -> Response:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "innerError": {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "request-id": request_id},
-        }
-    }
-    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body).encode()
+_error = graph_error
+
+
+def _token_roles(authorization: str) -> set[str]:
+    """The application permissions in a bearer token's ``roles`` claim (unverified, as the fake trusts it)."""
+    parts = authorization.removeprefix("Bearer ").split(".")
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (IndexError, ValueError):
+        return set()
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    return {str(role) for role in roles} if isinstance(roles, list) else set()
 
 
 class FakeGraph:
@@ -178,6 +186,7 @@ class FakeGraph:
         self.throttles: dict[str, list[int]] = {}  # resource -> Retry-After values still to serve
         self.requests: list[dict[str, Any]] = []
         self.next_link_base: str | None = None  # a test may point nextLinks elsewhere (a hostile answer)
+        self.directory = Directory()
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self.base_url = ""
@@ -197,7 +206,7 @@ class FakeGraph:
         """Answer the next requests for ``signIns`` or ``directoryAudits`` with 429 and these Retry-After values."""
         self.throttles.setdefault(resource, []).extend(retry_after)
 
-    def handle(self, method: str, target: str, headers: dict[str, str]) -> Response:
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes = b"") -> Response:
         """One request: authentication, routing, query validation, throttling, then a page."""
         request_id = str(uuid.uuid4())
         url = urlsplit(target)
@@ -206,6 +215,17 @@ class FakeGraph:
             self.requests.append({"method": method, "path": url.path, "query": url.query, "headers": headers})
         if not headers.get("authorization", "").startswith("Bearer ") or len(headers["authorization"]) <= 7:
             return _error(401, "InvalidAuthenticationToken", "Access token is empty.", request_id)
+        if not url.path.startswith("/v1.0/auditLogs/"):
+            with self._lock:
+                waits = self.throttles.get(unquote(url.path).split("/")[2].split("(")[0]) or []
+                if waits:
+                    return _error(
+                        429, "TooManyRequests", "Too many requests.", request_id, {"Retry-After": str(waits.pop(0))}
+                    )
+                return self.directory.handle(method, url, _token_roles(headers["authorization"]), body, request_id)
+        if not {"AuditLog.Read.All"} & _token_roles(headers["authorization"]):
+            return _error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.",
+                          request_id)  # fmt: skip
         if method != "GET":
             return _error(405, "Request_BadRequest", f"The HTTP method '{method}' is not allowed.", request_id)
         if not url.path.startswith("/v1.0/auditLogs/") or resource not in self.records:
@@ -273,12 +293,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         headers = {key.lower(): value for key, value in self.headers.items()}
         fake: FakeGraph = self.server.fake  # type: ignore[attr-defined]
         try:
-            status, response_headers, payload = fake.handle(self.command, self.path, headers)
+            status, response_headers, payload = fake.handle(self.command, self.path, headers, body)
         except Exception as exc:  # a fake bug must surface as a 500, not a dropped connection
             status, response_headers, payload = _error(500, "UnknownError", f"{type(exc).__name__}: {exc}", "fake")
         self.send_response(status)

@@ -72,6 +72,27 @@ CaBundleOpt = Annotated[
     Path | None, typer.Option("--ca-bundle", help="CA bundle for TLS-inspecting proxies.", show_default=False)
 ]
 PollOpt = Annotated[float, typer.Option("--polling-interval", help="Seconds between long-running-operation polls.")]
+PrincipalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--principal",
+        help="An Entra principal instead of a VM: a user (UPN or object id), a service principal (object id or "
+        "appId), an app registration or a managed identity (object id). A --target with an @ is a user too.",
+        show_default=False,
+    ),
+]
+GraphEndpointOpt = Annotated[
+    str | None,
+    typer.Option("--graph-endpoint", help="Microsoft Graph endpoint (default: https://graph.microsoft.com)."),
+]
+
+
+def _query(target: str | None, old_target: str | None, principal: str | None, group: str | None) -> TargetQuery:
+    """A VM by name, id or IP; an Entra principal with --principal, or a --target that is a user principal name."""
+    name = one_target(target, positional=old_target, principal=principal)
+    if principal or ("@" in name and not name.startswith("/")):
+        return TargetQuery(TargetKind.PRINCIPAL, name)
+    return TargetQuery(TargetKind.INSTANCE, name, group)
 
 
 def _config(
@@ -83,6 +104,7 @@ def _config(
     polling_interval: float,
     soc_subscription: str | None = None,
     soc_resource_group: str | None = None,
+    graph_endpoint: str | None = None,
 ) -> dict[str, object]:
     subscription = subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
     if not subscription:
@@ -97,6 +119,8 @@ def _config(
     }
     if soc_resource_group:
         config["soc_resource_group"] = soc_resource_group
+    if graph_endpoint:
+        config["graph_url"] = graph_endpoint
     return config
 
 
@@ -130,6 +154,8 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
     endpoint: EndpointOpt = None,
     ca_bundle: CaBundleOpt = None,
     polling_interval: PollOpt = 5.0,
+    principal: PrincipalOpt = None,
+    graph_endpoint: GraphEndpointOpt = None,
     soc_subscription: Annotated[str | None, hidden("--soc-subscription")] = None,
 ) -> None:
     """Preserve an Azure VM and acquire its evidence into a case folder.
@@ -142,7 +168,11 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
       3. snapshot the OS disk and every data disk (full copies), tagged cloudir-case-id (a re-run reuses them)
       4. optional: copy into --forensic (subscription) / --copy-region; --raw-image streams each snapshot as a VHD
          through a read-only SAS, hashing it, then revokes the SAS
-    Every ARM call and artifact SHA-256 goes into custody.jsonl; check it with `cloudir verify`.
+    An Entra principal (--principal, or a --target UPN): its IAM state before any change, as served
+    -> artifacts/azure/principals/<object id>/ (Graph: the user or service principal, groups and roles,
+    app role grants, authentication methods or credentials and owners; ARM: the subscription's role
+    assignments). Graph needs the application permissions listed in docs/permissions.md.
+    Every ARM and Graph call and artifact SHA-256 goes into custody.jsonl; check it with `cloudir verify`.
 
     \b
     Examples:
@@ -151,10 +181,12 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
       cloudir acquire azure --target /subscriptions/.../virtualMachines/web-vm-01 --forensic 9a8b7c6d-... \\
           --raw-image
       cloudir acquire azure --target web-vm-01 --subscription 6f1c2a9e-... --case cases/IR-42 --resume # after failure
+      cloudir acquire azure --principal jdoe@contoso.example --subscription 6f1c2a9e-... --case cases/IR-42
 
     Exit codes: 0 done, 2 bad input / access problem, 3 a step failed (fix it, re-run with --resume).
     """
-    name = one_target(target, positional=old_target)
+    query = _query(target, old_target, principal, resource_group)
+    name = query.value
     destination = forensic_destination("azure", forensic, soc_subscription)
     config = _config(
         subscription,
@@ -164,8 +196,8 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
         polling_interval=polling_interval,
         soc_subscription=destination,
         soc_resource_group=soc_resource_group,
+        graph_endpoint=graph_endpoint,
     )
-    query = TargetQuery(TargetKind.INSTANCE, name, resource_group)
     options = AcquireOptions(
         forensic_account=destination,
         forensic_location=copy_region,
@@ -195,16 +227,36 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
     endpoint: EndpointOpt = None,
     ca_bundle: CaBundleOpt = None,
     polling_interval: PollOpt = 5.0,
+    principal: PrincipalOpt = None,
+    graph_endpoint: GraphEndpointOpt = None,
+    remove_assignments_since: Annotated[
+        str | None,
+        typer.Option(
+            "--remove-assignments-since",
+            help="Principal: remove the role assignments created for or by it since this time (ISO 8601 UTC).",
+            show_default=False,
+        ),
+    ] = None,
+    remove_assignment: Annotated[
+        list[str] | None,
+        typer.Option("--remove-assignment", help="Principal: remove this role assignment id (repeatable)."),
+    ] = None,
 ) -> None:
-    """Isolate an Azure VM after acquisition (refused until `cloudir acquire azure` completed in the case, or --force).
+    """Isolate an Azure VM, or contain an Entra principal, once `cloudir acquire azure` completed in the case.
+
+    Refused until then, unless --force.
 
     \b
     What it does:
       - creates NSG cloudir-isolate-<vm>: deny all inbound and outbound traffic (priority 4096),
         allowing only --examiner-cidr (priority 100)
       - attaches it to every NIC of the VM (the NIC as it was is saved first under containment/)
-    Not done, and said so: revoking Entra sign-in sessions or tokens is not possible through ARM;
-    revoke them in Entra ID (Microsoft Graph revokeSignInSessions) and remove role assignments yourself.
+    An Entra principal (--principal, or a --target UPN):
+      - a user: every sign-in session revoked (revokeSignInSessions), then accountEnabled=false
+      - a service principal: accountEnabled=false (a managed identity cannot be disabled: detach it yourself)
+      - with --remove-assignments-since / --remove-assignment: the role assignments created for or by it
+        in that window (or named) deleted, each saved first under containment/ with the command that
+        re-creates it; each step's result records how to undo it
 
     \b
     Examples:
@@ -212,13 +264,22 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
       cloudir contain azure --target web-vm-01 --subscription 6f1c2a9e-... --case cases/IR-42 \\
           --examiner-cidr 198.51.100.7/32
       cloudir contain azure --target 10.0.1.4 --subscription 6f1c2a9e-... --force   # no acquisition first
+      cloudir contain azure --principal jdoe@contoso.example --subscription 6f1c2a9e-... --case cases/IR-42 \
+          --remove-assignments-since 2026-05-01T08:00:00Z
 
     Exit codes: 0 done, 2 refused / bad input / access problem, 3 a step failed (re-run with --resume).
     """
-    name = one_target(target, positional=old_target)
-    config = _config(subscription, token, endpoint, ca_bundle, polling_interval=polling_interval)
-    query = TargetQuery(TargetKind.INSTANCE, name, resource_group)
-    options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=True)
+    query = _query(target, old_target, principal, resource_group)
+    name = query.value
+    config = _config(
+        subscription, token, endpoint, ca_bundle, polling_interval=polling_interval, graph_endpoint=graph_endpoint
+    )
+    options = ContainOptions(
+        examiner_cidr=examiner_cidr,
+        revoke_credentials=True,
+        window_start=remove_assignments_since,
+        extra={"role_assignments": remove_assignment or []},
+    )
     if dry_run:
         show_dry_run("azure", config, lambda p, t: p.plan_contain(t, options), query)
         return

@@ -346,6 +346,10 @@ class _Builder:
 
     def _log_steps(self, pb_step: PlaybookStep) -> tuple[list[Step], str | None]:
         request = log_request(self.trigger, self.target, self.params)
+        if pb_step.params.get("identity"):  # the identity provider's logs too: Entra ID, Google Workspace
+            request.extra["identity"] = True
+            if self.params["workspace_admin"]:
+                request.extra["workspace_admin"] = self.params["workspace_admin"]
         if Capability.PULL_LOGS not in self.provider.capabilities:
             return [], f"the {self.trigger.cloud} provider cannot pull logs; skipped"
         if pb_step.action == "collect_flows":
@@ -368,7 +372,9 @@ class _Builder:
             self.result.awaiting_approval = True
             return [_approval_step(pb_step, self.trigger)], "held back until a responder approves containment"
         options = ContainOptions(
-            examiner_cidr=self.params["examiner_cidr"], revoke_credentials=bool(self.params["revoke_credentials"])
+            examiner_cidr=self.params["examiner_cidr"],
+            revoke_credentials=bool(self.params["revoke_credentials"]),
+            window_start=_window(self.trigger, self.params)[0],
         )
         plan = self.provider.plan_contain(self.target, options)
         return _adopt(plan.steps, pb_step.id, {}), "; ".join(plan.notes) or None
@@ -447,8 +453,7 @@ def _notify_step(trigger: Trigger, fmt: str, channels: list[str] | None) -> Call
         ctx.console.print(f"incident summary written to {esc(ctx.case.root / rel)}", soft_wrap=True)
         message = message_for(summary, str(ctx.case.root))
         sent = [
-            deliver(channel, message, case=ctx.case)
-            for channel in channels_from_config(load_config().notify, channels)
+            deliver(channel, message, case=ctx.case) for channel in channels_from_config(load_config().notify, channels)
         ]
         for item in sent:
             style = "green" if item["outcome"] == "sent" else "red"

@@ -45,6 +45,7 @@ PARAMETERS: dict[str, tuple[type, ...]] = {
     "examiner_cidr": (str, type(None)),
     "revoke_credentials": (bool,),
     "sigma_rules": (str, type(None)),
+    "workspace_admin": (str, type(None)),  # GCP: the Workspace administrator the Reports API acts as
 }
 DEFAULT_PARAMETERS: dict[str, Any] = {
     "log_window_before_hours": 24,
@@ -59,6 +60,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "examiner_cidr": None,
     "revoke_credentials": True,
     "sigma_rules": None,
+    "workspace_admin": None,
 }
 _TOP_KEYS = {"id", "title", "description", "priority", "match", "parameters", "containment", "steps"}
 _MATCH_KEYS = {"clouds", "sources", "target_kinds", "finding_types", "min_severity"}
@@ -67,6 +69,7 @@ _WHEN_KEYS = {"min_severity", "finding_types", "sources", "unless_tags", "if_tag
 _STEP_PARAMS: dict[str, dict[str, tuple[type, ...]]] = {
     "notify": {"format": (str,), "channels": (list,)},
     "report": {"formats": (list,)},
+    "pull_logs": {"identity": (bool,)},  # also the identity provider's logs (Entra ID sign-ins/audits, Workspace)
 }
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 

@@ -72,7 +72,8 @@ def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
         for subscription in subscriptions
     ]
     entra_pulled: dict[str, Any] = {}
-    if request.extra.get("entra"):
+    identity_logs = bool(request.extra.get("entra") or request.extra.get("identity"))
+    if identity_logs:
         steps += entra.plan_steps(provider, request, target, entra_pulled)
     steps.append(
         Step(
@@ -89,7 +90,7 @@ def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
         notes.append(f"the Activity Log keeps {RETENTION_DAYS} days: events before {oldest:%Y-%m-%d} are gone")
     if request.principals:
         notes.append("the Activity Log API cannot filter by caller: every event in the window is pulled")
-    if request.extra.get("entra"):
+    if identity_logs:
         notes += entra.plan_notes(request)
     return Plan("logs", provider.cloud, target, steps, notes)
 

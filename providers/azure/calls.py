@@ -1,4 +1,8 @@
-"""The one table of ARM calls the Azure provider plans and makes; RBAC permissions derive from it."""
+"""The one table of ARM and Microsoft Graph calls the Azure provider plans and makes; permissions derive from it.
+
+ARM calls need Azure RBAC actions (the custom role of ``cloudir iam-policy azure``); Graph calls need Entra
+application permissions granted to the responder's app registration (:func:`graph_permissions`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudir.plan import PlannedCall
+from providers.azure.session import GRAPH_SERVICE
 
 STORAGE_SERVICE = "Storage.Blob"
 
@@ -59,6 +64,43 @@ CALLS: dict[str, ArmCall] = {
         "Microsoft.Authorization", "locks/write", "management_locks.create_or_update_at_resource_level"
     ),
     "activity.read": ArmCall("Microsoft.Insights", "eventtypes/values/read", "activity_logs.list"),
+    "role_assignment.read": ArmCall(
+        "Microsoft.Authorization", "roleAssignments/read", "GET roleAssignments?$filter=principalId eq '{id}'"
+    ),
+    "role_assignment.delete": ArmCall(
+        "Microsoft.Authorization", "roleAssignments/delete", "DELETE roleAssignments/{name}"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class GraphCall:
+    """One Microsoft Graph v1.0 call: the operation as custody records it and the application permissions it needs."""
+
+    operation: str  # e.g. users/{id}/revokeSignInSessions/action
+    permissions: tuple[str, ...]  # least-privileged application permissions, all needed
+
+    def planned(self, **params: Any) -> PlannedCall:
+        """This call as a plan entry."""
+        return PlannedCall(GRAPH_SERVICE, self.operation, None, params)
+
+
+GRAPH_CALLS: dict[str, GraphCall] = {
+    "object.read": GraphCall("directoryObjects/{id}/read", ("Directory.Read.All",)),
+    "sp_by_app.read": GraphCall("servicePrincipals(appId={appId})/read", ("Application.Read.All",)),
+    "user.read": GraphCall("users/{id}/read", ("User.Read.All", "AuditLog.Read.All")),  # signInActivity
+    "user.memberof": GraphCall("users/{id}/memberOf/read", ("GroupMember.Read.All",)),
+    "user.approles": GraphCall("users/{id}/appRoleAssignments/read", ("Directory.Read.All",)),
+    "user.methods": GraphCall("users/{id}/authentication/methods/read", ("UserAuthenticationMethod.Read.All",)),
+    "user.revoke": GraphCall("users/{id}/revokeSignInSessions/action", ("User.RevokeSessions.All",)),
+    "user.write": GraphCall("users/{id}/write", ("User.EnableDisableAccount.All", "User.Read.All")),
+    "sp.read": GraphCall("servicePrincipals/{id}/read", ("Application.Read.All",)),
+    "sp.owners": GraphCall("servicePrincipals/{id}/owners/read", ("Application.Read.All",)),
+    "sp.memberof": GraphCall("servicePrincipals/{id}/memberOf/read", ("GroupMember.Read.All",)),
+    "sp.approles": GraphCall("servicePrincipals/{id}/appRoleAssignments/read", ("Application.Read.All",)),
+    "sp.write": GraphCall("servicePrincipals/{id}/write", ("Application.ReadWrite.All",)),
+    "signins.read": GraphCall("auditLogs/signIns/read", ("AuditLog.Read.All",)),
+    "audits.read": GraphCall("auditLogs/directoryAudits/read", ("AuditLog.Read.All",)),
 }
 
 
@@ -75,3 +117,18 @@ def permission(key: str) -> str | None:
 def required_permissions() -> list[str]:
     """Every RBAC action any Azure plan may use."""
     return sorted({perm for entry in CALLS.values() if (perm := entry.permission)})
+
+
+def graph_call(key: str, **params: Any) -> PlannedCall:
+    """A planned Graph call from the table."""
+    return GRAPH_CALLS[key].planned(**params)
+
+
+def graph_permission(key: str) -> str:
+    """The Graph permissions of a table entry, as an error hint names them."""
+    return " and ".join(GRAPH_CALLS[key].permissions)
+
+
+def graph_permissions() -> list[str]:
+    """Every Microsoft Graph application permission any Azure plan may use."""
+    return sorted({perm for entry in GRAPH_CALLS.values() for perm in entry.permissions})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from functools import partial
 from itertools import count
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 GRAPH_PERMISSION = "AuditLog.Read.All"  # Microsoft Graph application permission (plus Directory.Read.All for audits)
 RETENTION_DAYS = 30  # Entra ID P1/P2; 7 days on the free tier
+OBJECT_ID = re.compile(r"^[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ class EntraLog:
     key: str
     path: str
     time_property: str
-    principal_property: str
+    principal_property: str  # filters by user principal name
+    principal_id_property: str  # filters by object id (a principal given as a GUID)
     source: str
     page_size: int | None
 
@@ -51,12 +54,15 @@ class EntraLog:
 
 
 LOGS = (
-    EntraLog("signins", "/v1.0/auditLogs/signIns", "createdDateTime", "userPrincipalName", "entra:signins", 1000),
+    EntraLog(
+        "signins", "/v1.0/auditLogs/signIns", "createdDateTime", "userPrincipalName", "userId", "entra:signins", 1000
+    ),
     EntraLog(
         "audits",
         "/v1.0/auditLogs/directoryAudits",
         "activityDateTime",
         "initiatedBy/user/userPrincipalName",
+        "initiatedBy/user/id",
         "entra:directory-audits",
         None,
     ),
@@ -69,12 +75,16 @@ def odata_literal(value: str) -> str:
 
 
 def graph_filter(log: EntraLog, start: str, end: str, principals: list[str]) -> str:
-    """The ``$filter`` of one query: the window and, when given, the principals (by user principal name)."""
+    """The ``$filter`` of one query: the window and, when given, the principals (by UPN, or object id if a GUID)."""
     text = f"{log.time_property} ge {_graph_time(start)} and {log.time_property} le {_graph_time(end)}"
     if principals:
-        either = " or ".join(f"{log.principal_property} eq {odata_literal(p)}" for p in principals)
+        either = " or ".join(f"{_principal_property(log, p)} eq {odata_literal(p)}" for p in principals)
         text += f" and ({either})" if len(principals) > 1 else f" and {either}"
     return text
+
+
+def _principal_property(log: EntraLog, principal: str) -> str:
+    return log.principal_id_property if OBJECT_ID.match(principal) else log.principal_property
 
 
 def first_url(base_url: str, log: EntraLog, request: LogPullRequest) -> str:
@@ -143,7 +153,7 @@ def _pull(
     folder = page_dir(tenant, log)
     stored = ctx.case.failed_step_files(plan_target, f"entra-{log.key}")
     throttled_before = session.throttled[f"{GRAPH_SERVICE}/{log.operation}"]
-    scope = " or ".join(f"{log.principal_property} eq {p}" for p in request.principals) or "tenant"
+    scope = " or ".join(f"{_principal_property(log, p)} eq {p}" for p in request.principals) or "tenant"
     report: dict[str, Any] = {"tenant": tenant, "scope": scope, "stopped_early": False, "reason": None}
     url: str | None = first_url(session.graph_url, log, request)
     if stored:
@@ -151,7 +161,7 @@ def _pull(
     numbers = count(last_page_number(ctx.case.root / folder) + 1)
     try:
         while url:
-            _check_same_endpoint(url, session.graph_url)
+            check_same_endpoint(url, session.graph_url)
             response = client.send_request(HttpRequest("GET", url))
             response.raise_for_status()
             body = response.read()
@@ -176,7 +186,7 @@ def _pull(
     return report
 
 
-def _check_same_endpoint(url: str, base_url: str) -> None:
+def check_same_endpoint(url: str, base_url: str) -> None:
     """Refuse a ``nextLink`` to another host or scheme than the Graph endpoint (it would carry our token)."""
     got, want = urlsplit(url), urlsplit(base_url)
     if (got.scheme, got.netloc.lower()) != (want.scheme, want.netloc.lower()):

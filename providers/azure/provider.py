@@ -29,7 +29,7 @@ from cloudir.provider import (
     bind_recorder,
     require_target,
 )
-from providers.azure import activity, calls
+from providers.azure import activity, calls, principals
 from providers.azure.calls import call
 from providers.azure.image import export_snapshot
 from providers.azure.session import AzureSession, azure_errors, token_identity
@@ -75,6 +75,7 @@ class AzureProvider:
             Capability.COPY,
             Capability.IMAGE,
             Capability.ISOLATE,
+            Capability.REVOKE,
             Capability.PULL_LOGS,
         }
     )
@@ -82,6 +83,8 @@ class AzureProvider:
         TargetKind.INSTANCE: frozenset(
             {Capability.PRESERVE, Capability.SNAPSHOT, Capability.COPY, Capability.IMAGE, Capability.ISOLATE}
         ),
+        # Entra users, service principals / app registrations, managed identities (revoke: not a managed identity)
+        TargetKind.PRINCIPAL: frozenset({Capability.PRESERVE, Capability.REVOKE}),
     }
 
     def __init__(
@@ -127,8 +130,10 @@ class AzureProvider:
 
     # -- target resolution -----------------------------------------------------------------------------------
     def find_target(self, query: TargetQuery) -> Target:
-        """Resolve a VM by resource id, private/public IP or name (read-only)."""
+        """Resolve a VM by resource id, private/public IP or name, or an Entra principal (read-only)."""
         require_target(self, query.kind)
+        if query.kind is TargetKind.PRINCIPAL:
+            return principals.find_principal(self, query)
         value = query.value.strip()
         if _VM_ID.match(value):
             return self._target_from_id(value)
@@ -229,7 +234,12 @@ class AzureProvider:
 
     # -- acquisition -------------------------------------------------------------------------------------------
     def plan_acquire(self, target: Target, options: AcquireOptions) -> Plan:
-        """Metadata, locks, scale-in protection, incremental snapshots, copies to the SOC, optional SAS images."""
+        """Metadata, locks, scale-in protection, incremental snapshots, copies to the SOC, optional SAS images.
+
+        A principal's acquisition is the capture of its IAM state (:mod:`providers.azure.principals`).
+        """
+        if target.kind is TargetKind.PRINCIPAL:
+            return principals.plan_acquire(self, target)
         require_target(self, target.kind, Capability.SNAPSHOT)
         if options.group_mode != "protect":
             raise CapabilityNotSupportedError(
@@ -540,7 +550,12 @@ class AzureProvider:
 
     # -- containment ----------------------------------------------------------------------------------------
     def plan_contain(self, target: Target, options: ContainOptions) -> Plan:
-        """An isolation NSG denying all traffic except the examiner, attached to every NIC of the VM."""
+        """An isolation NSG denying all traffic except the examiner, attached to every NIC of the VM.
+
+        A principal's containment revokes and disables it and removes role assignments (``principals``).
+        """
+        if target.kind is TargetKind.PRINCIPAL:
+            return principals.plan_contain(self, target, options)
         require_target(self, target.kind, Capability.ISOLATE)
         symbolic = target.symbolic
         target = _symbolic_vm(target) if symbolic else target
@@ -579,8 +594,8 @@ class AzureProvider:
         notes = ["an NSG decides new flows; connections already established may live on until they close or time out"]
         if options.revoke_credentials:
             notes.append(
-                "credential revocation is not available through Azure Resource Manager: revoke the principal's "
-                "Entra sessions (Microsoft Graph revokeSignInSessions) and remove its role assignments yourself"
+                "a VM's network is isolated here; contain the Entra principal that was used separately: "
+                "cloudir contain azure --principal <UPN or object id>"
             )
         plan = Plan("contain", self.cloud, target.ref, self._regional(steps), notes)
         return offline_plan(plan, {"isolate-nic-<n>": "for each NIC of the VM"}) if symbolic else plan

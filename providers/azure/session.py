@@ -114,6 +114,17 @@ def arm_operation(method: str, url: str) -> tuple[str, str]:
     return namespace, "/".join([*rest[0::2], verbs.get(method.upper(), "action")])
 
 
+_GRAPH_VERBS = {"GET": "read", "PATCH": "write", "DELETE": "delete"}
+_APP_ID_KEY = re.compile(r"\(appId='[^']*'\)")
+
+
+def graph_operation(method: str, url: str) -> str:
+    """A Graph request as custody records it, ids replaced: ``users/{id}/revokeSignInSessions/action``."""
+    path = _APP_ID_KEY.sub("(appId={appId})", unquote(urlsplit(url).path).strip("/").split("/", 1)[-1])
+    segments = [part if re.fullmatch(r"[A-Za-z]+(\(appId=\{appId\}\))?", part) else "{id}" for part in path.split("/")]
+    return "/".join([*segments, _GRAPH_VERBS.get(method.upper(), "action")])
+
+
 class CustodyRecorder(SansIOHTTPPolicy[Any, Any]):
     """Records every HTTP attempt (including throttled ones and LRO polls) into the bound case."""
 
@@ -142,8 +153,7 @@ class CustodyRecorder(SansIOHTTPPolicy[Any, Any]):
         if "sig=" in (url.query or ""):
             return "Storage.Blob", "GetBlob"
         if url.netloc.lower() == urlsplit(self._session.graph_url).netloc.lower():
-            path = url.path.strip("/").split("/", 1)[-1]  # without the version: auditLogs/signIns
-            return GRAPH_SERVICE, f"{path}/{'read' if http_request.method == 'GET' else 'action'}"
+            return GRAPH_SERVICE, graph_operation(http_request.method, http_request.url)
         return arm_operation(http_request.method, http_request.url)
 
     def _record(
@@ -263,14 +273,22 @@ class AzureSession:
     def graph_client(self) -> PipelineClient[Any, Any]:
         """A Microsoft Graph pipeline: Graph-scoped token, a client-request-id per call, retries after
         ``Retry-After`` on 429, the case's user agent and custody recording."""
+        return self._pipeline(self.graph_url, GRAPH_SCOPE, ClientRequestIdPolicy())
+
+    def arm_client(self) -> PipelineClient[Any, Any]:
+        """A plain ARM pipeline for resource providers without an installed SDK (role assignments), with the
+        same token scope, retries, user agent and custody recording as the SDK clients."""
+        return self._pipeline(self.base_url, ARM_SCOPE)
+
+    def _pipeline(self, base_url: str, scope: str, *extra: SansIOHTTPPolicy[Any, Any]) -> PipelineClient[Any, Any]:
         return PipelineClient(
-            base_url=self.graph_url,
+            base_url=base_url,
             policies=[
                 HeadersPolicy(),
                 UserAgentPolicy(user_agent=self.user_agent),
-                ClientRequestIdPolicy(),
+                *extra,
                 RetryPolicy(retry_total=self.retry_total, retry_backoff_factor=self.retry_backoff_factor),
-                BearerTokenCredentialPolicy(self.credential, GRAPH_SCOPE),
+                BearerTokenCredentialPolicy(self.credential, scope),
                 self._recorder,
             ],
             transport=RequestsTransport(connection_verify=self.connection_verify),

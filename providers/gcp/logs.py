@@ -118,7 +118,7 @@ def plan_audit_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
     ]
     folder = "logs/gcp/audit/<project>" + (f"/{scope}" if scope else "")
     notes = [f"raw pages go to {folder}/page-NNNNN.json; coverage to {coverage_file(scope)}"]
-    if request.extra.get("workspace"):
+    if request.extra.get("workspace") or request.extra.get("identity"):
         steps += workspace.plan_steps(provider, request, target)
         notes += workspace.plan_notes(request)
     return Plan("logs", provider.cloud, target, steps, notes)

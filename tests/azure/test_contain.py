@@ -3,7 +3,7 @@
 import json
 
 from cloudir.custody import verify_case
-from cloudir.provider import ContainOptions
+from cloudir.provider import Capability, ContainOptions, TargetKind
 from moto_fixtures.azure import RESOURCE_GROUP, VM_NAME, AzureSandbox
 from moto_fixtures.sandbox import PlantedIncident
 from tests.azure.conftest import Acquire, Cli, contain
@@ -50,11 +50,14 @@ def test_without_examiner_there_are_only_deny_rules(
     assert {rule["properties"]["access"] for rule in nsg["properties"]["securityRules"]} == {"Deny"}
 
 
-def test_revocation_is_declared_unsupported_not_faked(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident):
+def test_a_vm_is_isolated_and_credential_revocation_belongs_to_its_principal(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident
+):
     provider = azure_sandbox.provider()
-    assert "revoke" not in {c.value for c in provider.capabilities}
+    assert Capability.REVOKE not in provider.targets[TargetKind.INSTANCE]
+    assert Capability.REVOKE in provider.targets[TargetKind.PRINCIPAL]
     plan = provider.plan_contain(provider.find_target(azure_incident.target), ContainOptions(revoke_credentials=True))
-    assert any("not available through Azure Resource Manager" in note for note in plan.notes)
+    assert any("cloudir contain azure --principal" in note for note in plan.notes)
     assert [step.id for step in plan.steps] == ["isolate-nsg", "isolate-nic-0"]
 
 
@@ -74,7 +77,7 @@ def test_cli_contain_refuses_without_acquisition_then_works_after_it(
     assert azure_sandbox.state() == before
     done = cli("contain", "azure", VM_NAME, "--case", case_dir, "--examiner-cidr", "198.51.100.7/32")
     assert done.exit_code == 0, done.output
-    assert "revokeSignInSessions" in done.output
+    assert "cloudir contain azure --principal" in done.output
     assert azure_sandbox.is_isolated(azure_incident)
     again = cli("contain", "azure", VM_NAME, "--case", case_dir)
     assert again.exit_code == 2

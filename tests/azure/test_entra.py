@@ -11,7 +11,7 @@ from cloudir.custody import read_records, verify_case
 from cloudir.errors import StepFailedError
 from cloudir.plan import run_plan
 from cloudir.provider import LogPullRequest
-from moto_fixtures.azure import ATTACKER, ATTACKER_IP, SUBSCRIPTION, TENANT, AzureSandbox
+from moto_fixtures.azure import ATTACKER, ATTACKER_IP, SUBSCRIPTION, TENANT, AzureSandbox, sandbox_token
 from moto_fixtures.graph_server import FakeGraph
 from moto_fixtures.sandbox import PlantedIncident
 from providers.azure.entra import LOGS, graph_filter, odata_literal
@@ -121,11 +121,11 @@ def test_throttled_out_keeps_pages_and_resume_continues_from_the_next_link(
     original = azure_sandbox.graph.handle
     answered: list[int] = []
 
-    def second_page_throttled(method: str, target: str, headers: dict[str, str]):
+    def second_page_throttled(method: str, target: str, headers: dict[str, str], body: bytes = b""):
         answered.append(1)
         if "skiptoken" in target and len(answered) < 10:
             azure_sandbox.graph.throttle("signIns", 0)
-        return original(method, target, headers)
+        return original(method, target, headers, body)
 
     azure_sandbox.graph.handle = second_page_throttled  # type: ignore[method-assign]
     with pytest.raises(StepFailedError, match="throttled"):
@@ -159,9 +159,10 @@ def test_a_next_link_to_another_host_is_refused_and_never_sent_the_token(
 
 def test_the_fake_refuses_what_graph_refuses(azure_sandbox: AzureSandbox) -> None:
     graph = azure_sandbox.graph
-    token = {"authorization": "Bearer x"}
+    token = {"authorization": f"Bearer {sandbox_token()}"}
     base = "/v1.0/auditLogs/signIns"
     assert graph.handle("GET", base, {})[0] == 401
+    assert graph.handle("GET", base, {"authorization": "Bearer x"})[0] == 403  # no AuditLog.Read.All in its roles
     assert graph.handle("GET", f"{base}?$top=1001", token)[0] == 400
     assert graph.handle("GET", f"{base}?$filter=createdDateTime%20ge%20%272026-01-01T00:00:00Z%27", token)[0] == 400
     assert graph.handle("GET", f"{base}?$filter=riskState%20eq%20%27none%27", token)[0] == 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 import cloudir.cli.gcp  # noqa: F401 - registers the gcp commands
 from cloudir.cli.apps import app
 from cloudir.custody import read_records, verify_case
-from moto_fixtures.gcp import ATTACKER_KEY_ID, PROJECT, SERVICE_ACCOUNT, GcpSandbox
+from moto_fixtures.gcp import ATTACKER_KEY_ID, PROJECT, SERVICE_ACCOUNT, WINDOW_START, GcpSandbox
 from moto_fixtures.sandbox import PlantedIncident
 
 runner = CliRunner()
@@ -73,3 +74,26 @@ def test_what_is_not_a_service_account_is_refused_in_one_line(
     code, out = _run(gcp_sandbox, "acquire", "gcp", "--target", value, "--project", PROJECT, "--dry-run")
     assert code == 2
     assert "Traceback" not in out
+
+
+def test_playbook_captures_pulls_identity_logs_and_disables_the_service_account(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert gcp_sandbox.server is not None
+    config = {"api_endpoint": gcp_sandbox.server.endpoint, "anonymous": True, "log_backoff": 0.01}
+    monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"gcp": config}))
+    case = tmp_path / "pb"
+    since = datetime.now(UTC) - datetime.fromisoformat(WINDOW_START.replace("Z", "+00:00"))
+    args = ["respond", "--cloud", "gcp", "--principal", SERVICE_ACCOUNT, "--account", PROJECT, "--case", str(case),
+            "--param", f"log_window_before_hours={since.total_seconds() // 3600 + 1}"]  # fmt: skip
+    first = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert first.exit_code == 0, first.output
+    assert "principal-compromise" in first.output
+    assert (case / "artifacts/gcp/service-accounts" / SERVICE_ACCOUNT / "keys.json").is_file()
+    assert gcp_sandbox.fake.service_accounts[SERVICE_ACCOUNT]["account"].get("disabled") is not True  # approval
+    assert list(case.glob("logs/gcp/workspace/login/*/page-*.json"))  # the identity logs of the principal
+    approved = runner.invoke(app, [*args, "--approve-containment"], env={"COLUMNS": "250"})
+    assert approved.exit_code == 0, approved.output
+    assert gcp_sandbox.fake.service_accounts[SERVICE_ACCOUNT]["account"]["disabled"] is True
+    assert _keys(gcp_sandbox)[ATTACKER_KEY_ID] is True
+    assert verify_case(case).ok

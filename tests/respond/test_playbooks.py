@@ -51,10 +51,13 @@ def test_unmatched_finding_falls_back_to_preserve_and_collect() -> None:
     notification = load_triggers(DATA / "scc_notification.json")[0].raw
     notification["finding"]["resourceName"] = "//cloudresourcemanager.googleapis.com/projects/p"
     notification["finding"]["access"] = {"principalEmail": "x@example.com"}
-    from cloudir.triggers import parse_triggers
+    from cloudir.provider import TargetKind
+    from cloudir.triggers import manual_trigger, parse_triggers
 
     [trigger] = parse_triggers(notification)
-    assert select_playbook(trigger, load_playbooks()).id == "preserve-and-collect"
+    assert select_playbook(trigger, load_playbooks()).id == "principal-compromise"  # a finding on a principal
+    unmatched = manual_trigger("azure", TargetKind.ACCESS_KEY, "key-1", account="6f1c2a9e")
+    assert select_playbook(unmatched, load_playbooks()).id == "preserve-and-collect"
 
 
 def _write(tmp_path: Path, doc: object) -> Path:
@@ -111,7 +114,7 @@ def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
 def test_validate_command(tmp_path: Path) -> None:
     result = runner.invoke(app, ["playbook", "validate"])
     assert result.exit_code == 0, result.output
-    assert result.output.count("valid") == 5
+    assert result.output.count("valid") == 6
     bad = _write(tmp_path, {**BASE, "steps": [{"id": "x", "action": "explode"}]})
     result = runner.invoke(app, ["playbook", "validate", str(bad)])
     assert result.exit_code == 2
