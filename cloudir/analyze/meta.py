@@ -115,7 +115,7 @@ def write_findings(
                            'analyzer_weight', weight, 'factor', round(factor, 3), 'floor', floor,
                            'familiar', f_familiar, 'familiar_days', f_days, 'familiar_since', f_since,
                            'event_ids_kept', least(len(event_ids), {FINDING_EVENT_IDS}),
-                           'event_count', coalesce(event_count, len(event_ids))),
+                           'event_count', coalesce(event_count, len(event_ids)), 'op_key', op_key),
                NULL
         FROM scored WHERE score >= $min_score
         -- one finding per id: the same key spelt NULL or '' is one finding too

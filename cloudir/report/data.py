@@ -30,6 +30,18 @@ class ActivityChart:
     marks: list[tuple[str, float, int, str]]  # (actor, epoch, score, title)
 
 
+@dataclass(frozen=True)
+class BeaconSeries:
+    """A beacon's connections to one destination over time (hour buckets), for the report's network view."""
+
+    dst_addr: str
+    dst_port: int
+    period: float  # seconds between check-ins
+    first: float  # epoch seconds
+    last: float
+    hours: list[tuple[float, int]]  # (bucket start, connections)
+
+
 @dataclass
 class ReportData:
     """The facts in a report; every string in here may be attacker-controlled and must be escaped."""
@@ -48,6 +60,7 @@ class ReportData:
     coverage: dict[str, Any] = field(default_factory=dict)  # logs/<source>/coverage.json contents
     story: Story = field(default_factory=Story)
     cited_events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> the event the story cites
+    beacons: dict[str, BeaconSeries] = field(default_factory=dict)  # finding id -> its connections over time
 
     @property
     def evidence(self) -> list[dict[str, Any]]:
@@ -125,6 +138,8 @@ def _load_timeline(con: duckdb.DuckDBPyConnection, data: ReportData) -> None:
             "explanation, mitre, coalesce(event_count, len(event_ids)) AS event_count, incident_id FROM findings "
             "ORDER BY score DESC, first_time, finding_id",
         )
+    if "findings" in tables and "network_beacons" in tables:
+        data.beacons = _beacon_series(con)
     if "incidents" in tables:
         data.incidents = _rows(
             con,
@@ -145,6 +160,27 @@ def _load_timeline(con: duckdb.DuckDBPyConnection, data: ReportData) -> None:
         )
         by_id = {row["event_id"]: row for row in rows}
         data.cited_events = {event_id: by_id[event_id] for event_id in cited if event_id in by_id}
+
+
+def _beacon_series(con: duckdb.DuckDBPyConnection) -> dict[str, BeaconSeries]:
+    """Each network beacon finding's connections per hour to its destination, from ``network_beacons``."""
+    rows = con.execute(
+        """
+        SELECT f.finding_id, b.dst_addr, b.dst_port, b.period, epoch(b.first_time), epoch(b.last_time),
+               [(epoch(p.hour), p.connections) FOR p IN b.series]
+        FROM findings f JOIN network_beacons b
+          ON f.rule = 'flow-beacon' AND f.actor = b.workload
+         AND json_extract_string(f.profile, '$.op_key')
+             = 'flow:' || b.dst_addr || ':' || b.dst_port || '/' || b.protocol
+        ORDER BY f.finding_id
+        """
+    ).fetchall()
+    return {
+        str(fid): BeaconSeries(
+            str(addr), int(port), float(period), float(t0), float(t1), [(float(h), int(n)) for h, n in series or []]
+        )
+        for fid, addr, port, period, t0, t1, series in rows
+    }
 
 
 def _chart(con: duckdb.DuckDBPyConnection, with_findings: bool) -> ActivityChart:

@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from cloudir import __version__
 from cloudir.coverage import parse_utc
-from cloudir.report.data import ActivityChart, ReportData
+from cloudir.report.data import ActivityChart, BeaconSeries, ReportData
 from cloudir.report.notice import Notice
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
@@ -175,9 +175,52 @@ def _narrative(data: ReportData) -> tuple[list[dict[str, Any]], list[dict[str, A
     return sections, cited
 
 
+@dataclass
+class BeaconView:
+    """A beacon finding's connections per hour as bars (SVG coordinates), with its axis labels."""
+
+    width: int
+    height: int
+    caption: str
+    bars: list[tuple[float, float, float, str]]  # x, y, height, tooltip
+    ticks: list[tuple[float, str, str]]  # x, label, text-anchor
+
+
+BEACON_WIDTH, BEACON_HEIGHT, BEACON_BAR_AREA = 720, 96, 64
+
+
+def _beacon_view(series: BeaconSeries) -> BeaconView:
+    """Bars of connections per hour from the first to the last check-in (an empty hour is a gap, not a bar)."""
+    hours = series.hours
+    start = min((h for h, _ in hours), default=series.first)
+    end = max((h for h, _ in hours), default=series.last) + 3600
+    slots = max(1, round((end - start) / 3600))
+    slot = (BEACON_WIDTH - 16) / slots
+    peak = max((n for _, n in hours), default=1) or 1
+    bars = []
+    for hour, count in hours:
+        height = max(1.0, BEACON_BAR_AREA * count / peak)
+        x = 8 + (hour - start) / 3600 * slot
+        when = datetime.fromtimestamp(hour, UTC)
+        bars.append(
+            (round(x, 1), round(8 + BEACON_BAR_AREA - height, 1), round(height, 1), f"{when:%Y-%m-%d %H}:00Z: {count}")
+        )
+    ticks = [
+        (8.0, f"{datetime.fromtimestamp(start, UTC):%Y-%m-%d %H}:00Z", "start"),
+        (BEACON_WIDTH - 8.0, f"{datetime.fromtimestamp(end, UTC):%Y-%m-%d %H}:00Z", "end"),
+    ]
+    caption = (
+        f"connections per hour to {series.dst_addr}:{series.dst_port} (one about every {round(series.period)} s), "
+        f"peak {peak} in an hour"
+    )
+    return BeaconView(BEACON_WIDTH, BEACON_HEIGHT, caption, bars, ticks)
+
+
 def _incidents(data: ReportData) -> list[dict[str, Any]]:
     by_incident: dict[Any, list[dict[str, Any]]] = {}
-    for finding in data.findings:
+    for row in data.findings:
+        beacon = data.beacons.get(row["finding_id"])
+        finding = {**row, "beacon": _beacon_view(beacon) if beacon else None}
         by_incident.setdefault(finding.get("incident_id"), []).append(finding)
     incidents = [{**incident, "findings": by_incident.pop(incident["incident_id"], [])} for incident in data.incidents]
     loose = [f for findings in by_incident.values() for f in findings]
