@@ -63,7 +63,8 @@ def test_the_demo_beacon_has_its_network_view_of_connections_over_time(demo_case
     html = (demo_case / "reports" / "report.html").read_text(encoding="utf-8")
     views = re.findall(r'<tr class="beacon">(.*?)</tr>', html, re.S)
     assert len(views) == 1, "one view, for the demo's one beacon finding"
-    assert re.search(r"connections per hour to 203\.0\.113\.66:443 \(one about every (59\d|60\d) s\), peak 6 in", views[0])
+    caption = r"connections per hour to 203\.0\.113\.66:443 \(one about every (59\d|60\d) s\), peak 6 in"
+    assert re.search(caption, views[0])
     bars = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="3" height="([\d.]+)"', views[0])
     assert len(bars) >= 12, "the implant's 12 hours of check-ins, one bar an hour"
     assert max(float(h) for _, h in bars) == 64.0
