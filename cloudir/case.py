@@ -239,6 +239,7 @@ class Case:
         self._opened_at = self.custody.length  # records before this command (a seal copy is due if it appends)
         self._stored_in: str | None = None  # the seal store this command's seal went to
         if shared is None:
+            _ = self._sealer.signer  # a key that cannot be loaded or reached fails here, before any append
             lock.custody = self.custody
             self._recover()
         self.mirrors: list[ArtifactMirror] = []

@@ -10,17 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 from rich.console import Console
 
 from cloudir.case import TIMELINE_DB, Case
+from cloudir.config import load_config
 from cloudir.custody import VerifyResult
 from cloudir.ops.investigate import VerifyRequest, verify
 from cloudir.plan import Plan, StepObserver, run_plan
 from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest
 from cloudir.registry import demo_sandboxes
 from cloudir.textsafe import esc
+
+if TYPE_CHECKING:
+    from cloudir.sandbox import SandboxHook
 
 
 @dataclass
@@ -47,7 +52,30 @@ def run_demo(
     """Run the full flow on each sandboxed cloud into one case at ``out``."""
     sandboxes = demo_sandboxes()
     description = f"cloudir demo: planted incident on {', '.join(clouds)} (sandboxed)"
-    with sandboxes.sandbox_environment(), Case.create(out, description=description) as case:
+    store = load_config().seal_store
+    with sandboxes.sandbox_environment(), sandboxes.seal_store_sandbox(store):
+        result = _acquire_and_investigate(
+            out, clouds, sandboxes, description=description, console=console, observer=observer, sigma_rules=sigma_rules
+        )
+        if store is not None:  # the case's seal was stored as the case closed: compare the stored copies
+            console.print(
+                f"seal store {esc(store)} is sandboxed for the demo: it is gone when the demo ends", soft_wrap=True
+            )
+            result.verification = verify(VerifyRequest(out, remote=True))
+    return result
+
+
+def _acquire_and_investigate(
+    out: Path,
+    clouds: list[str],
+    sandboxes: SandboxHook,
+    *,
+    description: str,
+    console: Console,
+    observer: StepObserver | None,
+    sigma_rules: Path | None,
+) -> DemoResult:
+    with Case.create(out, description=description) as case:
         for cloud in clouds:
             console.rule(f"[bold]{esc(cloud)}: planted incident")
             with sandboxes.open_sandbox(cloud) as sandbox:

@@ -70,3 +70,6 @@ class SandboxHook(Protocol):
 
     def open_sandbox(self, cloud: str) -> Sandbox:
         """The sandbox for ``cloud`` (not yet started)."""
+
+    def seal_store_sandbox(self, url: str | None) -> AbstractContextManager[None]:
+        """The write-once seal store ``url`` names, provisioned in a sandbox while open (nothing for None)."""

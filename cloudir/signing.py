@@ -2,8 +2,9 @@
 
 The file key lives at ``$CLOUDIR_SIGNING_KEY`` when set, else at ``[signing] key`` of the configuration file
 (:mod:`cloudir.config`), else ``$XDG_CONFIG_HOME/cloudir/signing-key.pem`` (``~/.config/cloudir/signing-key.pem``).
-With ``[signing] kms`` (``$CLOUDIR_SIGNING_KMS``) set to an AWS KMS asymmetric key ARN, seals are signed by KMS
-(ECC_NIST_P256 with ECDSA_SHA_256) and the private key never leaves it.
+With ``[signing] kms`` (``$CLOUDIR_SIGNING_KMS``) set to an AWS KMS asymmetric key ARN (ECC_NIST_P256 with
+ECDSA_SHA_256) or an Azure Key Vault key identifier (EC P-256, ES256), that service signs the seals and the
+private key never leaves it.
 A fingerprint is ``SHA256:`` and the hex SHA-256 of the public key as seals carry it (the raw 32 bytes for
 Ed25519, the DER SubjectPublicKeyInfo otherwise); verification needs only that public key.
 """
@@ -137,16 +138,20 @@ def load_seal_signer() -> SealSigner:
     kms = load_config().signing_kms
     if kms is None:
         return load_signer()
-    if kms.startswith("arn:aws") and ":kms:" in kms:
-        from cloudir.registry import seal_signer_class
+    from cloudir.registry import seal_signer_class
 
-        signer: SealSigner = seal_signer_class("aws-kms")(kms)
-        return signer
-    raise CloudirError(
-        f"signing key {kms} is not supported",
-        hint="supported: an AWS KMS asymmetric key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME); "
-        "Azure Key Vault and Cloud KMS keys are not implemented yet",
-    )
+    if kms.startswith("arn:aws") and ":kms:" in kms:
+        service = "aws-kms"
+    elif kms.startswith("https://") and "/keys/" in kms:
+        service = "azure-keyvault"
+    else:
+        raise CloudirError(
+            f"signing key {kms} is not supported",
+            hint="supported: an AWS KMS asymmetric key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME), an "
+            "Azure Key Vault key (https://VAULT.vault.azure.net/keys/NAME[/VERSION])",
+        )
+    signer: SealSigner = seal_signer_class(service)(kms)
+    return signer
 
 
 def load_signer(path: Path | None = None) -> Signer:

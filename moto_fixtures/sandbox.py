@@ -12,8 +12,16 @@ from collections.abc import Iterator
 
 from cloudir.sandbox import PlantedIncident, Sandbox
 from moto_fixtures.guard import sandbox_environment
+from moto_fixtures.seal_stores import seal_store_sandbox
 
-__all__ = ["PlantedIncident", "Sandbox", "available_sandboxes", "open_sandbox", "sandbox_environment"]
+__all__ = [
+    "PlantedIncident",
+    "Sandbox",
+    "available_sandboxes",
+    "open_sandbox",
+    "sandbox_environment",
+    "seal_store_sandbox",
+]
 
 SANDBOXES = {
     "aws": "moto_fixtures.aws:AwsSandbox",

@@ -93,7 +93,7 @@ class BlobSealStore:
             )
         )
 
-    def _failed(self, exc: AzureError, action: str) -> CloudirError:
+    def _failed(self, exc: AzureError | OSError, action: str) -> CloudirError:
         if isinstance(exc, HttpResponseError):
             headers: Any = getattr(exc.response, "headers", {})
             code = headers.get("x-ms-error-code") or exc.status_code
@@ -106,7 +106,7 @@ class BlobSealStore:
         """Store the seal under a Locked policy; refused when the container has no version-level immutability."""
         try:
             properties = self._container.get_container_properties()
-        except AzureError as exc:
+        except (AzureError, OSError) as exc:
             raise self._failed(exc, f"read the properties of {self._where}") from None
         if not properties.immutable_storage_with_versioning_enabled:
             raise CloudirError(
@@ -124,7 +124,7 @@ class BlobSealStore:
                 ),
                 validate_content=True,
             )
-        except AzureError as exc:
+        except (AzureError, OSError) as exc:
             raise self._failed(exc, f"store the seal as {self._where}/{blob}") from None
         return {
             "version": response.get("version_id"),
@@ -147,5 +147,5 @@ class BlobSealStore:
                     mode=(policy.policy_mode or "").lower() or None,
                     retain_until=policy.expiry_time,
                 )
-        except AzureError as exc:
+        except (AzureError, OSError) as exc:
             raise self._failed(exc, f"read the stored seals in {self._where}/{self.prefix}{prefix}") from None

@@ -3,17 +3,25 @@
 from pathlib import Path
 
 import duckdb
+import pytest
 from typer.testing import CliRunner
 
+from cloudir.case import Case
 from cloudir.cli import app
-from cloudir.custody import verify_case
+from cloudir.custody import read_records, verify_case
+from moto_fixtures.sandbox import sandbox_environment, seal_store_sandbox
 
 
-def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: Path) -> None:
+def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "demo-case"
+    monkeypatch.setenv("CLOUDIR_SEAL_STORE", "s3://demo-seals/cases")  # sandboxed with the demo's clouds
     result = CliRunner().invoke(app, ["demo", "--cloud", "all", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "demo complete" in result.output
+    assert "stored write-once in s3://demo-seals/cases" in result.output
+    assert "seal store s3://demo-seals/cases is sandboxed for the demo" in result.output
+    stored = [r for r in read_records(out / "custody.jsonl") if r["action"] == "seal.store"]
+    assert [r["outcome"] for r in stored] == ["ok"]
     verdict = verify_case(out)
     assert verdict.ok
     assert f"head {verdict.head}\n" in result.output  # the full head on one line, as printed to a pipe
@@ -49,3 +57,14 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "not empty" in result.output
+
+
+@pytest.mark.parametrize("url", ["s3://demo-seals/cases", "azblob://demoseals/seals/cases", "gs://demo-seals/cases"])
+def test_the_demo_sandboxes_each_seal_store_write_once(tmp_path: Path, monkeypatch, url: str) -> None:
+    monkeypatch.setenv("CLOUDIR_SEAL_STORE", url)
+    with sandbox_environment(), seal_store_sandbox(url):
+        with Case.create(tmp_path / "case") as case:
+            case.write_json("artifacts/note.json", {"n": 1})
+        verdict = verify_case(tmp_path / "case", remote=True)
+    assert verdict.ok, verdict.problems
+    assert any(f"1 stored seal(s) in {url} compared" in note for note in verdict.notes)
