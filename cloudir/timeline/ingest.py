@@ -1,7 +1,7 @@
 """Normalize control-plane logs into the timeline, in DuckDB SQL from file to ``events``, accounting for every record.
 
 Per batch of files, one streaming statement per file (or per group of one-document files) reads documents
-(``read_json_objects`` / ``read_csv``), unwraps containers into records, classifies each record by its
+(``read_json`` of JSON values / ``read_csv``), unwraps containers into records, classifies each record by its
 top-level keys and maps it with its format's SQL into ``staged``. Files DuckDB cannot read whole (invalid
 UTF-8, truncated gzip, oversized lines, malformed JSON) and JSON documents too large to hold are first
 rewritten record by record by :mod:`cloudir.timeline.reader`. One transaction per batch quarantines what
@@ -47,7 +47,7 @@ DOCUMENT_WEIGHT = 3
 SPLIT_BYTES = 32 << 20  # JSON documents larger than this are split record by record before DuckDB reads them
 MAX_LINE_BYTES = reader.MAX_RECORD_BYTES
 GZIP_RATIO = 10
-FILES_PER_READ = 128  # JSON document files read by one parallel read_json_objects
+FILES_PER_READ = 128  # JSON document files read by one parallel read_json
 QUARANTINE_RAW_CHARS = 1 << 20
 # DuckDB reads its path arguments as glob patterns: files whose names hold these are read through a copy.
 GLOB_CHARS = re.compile(r"[*?\[\]{}]")
@@ -367,7 +367,7 @@ def _read_file_sql(source: _SourceFile) -> str:
         )
     if source.reader == "cwl_export":  # "<ISO time> <message>" lines of a CloudWatch Logs export to S3
         return (
-            f"SELECT {source.number} AS file_no, try(substr(line, strpos(line, ' ') + 1)::JSON) AS doc, "
+            f"SELECT {source.number} AS file_no, json(try(substr(line, strpos(line, ' ') + 1)::JSON)) AS doc, "
             "CASE WHEN try(substr(line, strpos(line, ' ') + 1)::JSON) IS NULL THEN line END AS bad, "
             "false AS placeholder "
             f"FROM read_csv({path}, columns={{'line': 'VARCHAR'}}, delim=chr(31), quote='', escape='', "
@@ -375,27 +375,32 @@ def _read_file_sql(source: _SourceFile) -> str:
             f"buffer_size={MAX_LINE_BYTES * 2}) WHERE trim(line) <> ''"
         )
     if source.rewritten:
-        return (
-            f"SELECT {source.number} AS file_no, CASE WHEN json::VARCHAR <> 'null' THEN json END AS doc, "
-            "NULL::VARCHAR AS bad, json::VARCHAR = 'null' AS placeholder "
-            f"FROM read_json_objects({path}, format='newline_delimited', maximum_object_size={2 * MAX_LINE_BYTES})"
+        return (  # a placeholder line (null) reads as NULL
+            f"SELECT {source.number} AS file_no, json AS doc, NULL::VARCHAR AS bad, json IS NULL AS placeholder "
+            f"FROM {_read_json(path, 'newline_delimited', 'none', 2 * MAX_LINE_BYTES)}"
         )
     layout = "unstructured" if source.reader == "json" else "newline_delimited"
     return (
         f"SELECT {source.number} AS file_no, json AS doc, NULL::VARCHAR AS bad, false AS placeholder "
-        f"FROM read_json_objects({path}, format='{layout}', compression={compression}, "
-        f"maximum_object_size={source.largest()})"
+        f"FROM {_read_json(path, layout, source.compression, source.largest())}"
+    )
+
+
+def _read_json(paths: str, layout: str, compression: str, largest: int, *, filename: bool = False) -> str:
+    """Each JSON value of ``paths`` (a SQL literal) as canonical (minified) JSON text, parsed once by the reader."""
+    return (
+        f"read_json({paths}, format='{layout}', records=false, columns={{'json': 'JSON'}}, "
+        f"compression={_literal(compression)}, maximum_object_size={largest}{', filename=true' if filename else ''})"
     )
 
 
 def _read_documents_sql(sources: list[_SourceFile], compression: str) -> str:
-    """Like :func:`_read_file_sql` for many JSON document files at once (one parallel ``read_json_objects``)."""
+    """Like :func:`_read_file_sql` for many JSON document files at once (one parallel ``read_json``)."""
     paths = "[" + ", ".join(_literal(str(source.read_path)) for source in sources) + "]"
     numbers = ", ".join(f"({source.number}, {_literal(str(source.read_path))})" for source in sources)
     return (
         "SELECT n.file_no, d.json AS doc, NULL::VARCHAR AS bad, false AS placeholder "
-        f"FROM read_json_objects({paths}, format='unstructured', compression='{compression}', "
-        f"maximum_object_size={max(source.largest() for source in sources)}, filename=true) d "
+        f"FROM {_read_json(paths, 'unstructured', compression, max(s.largest() for s in sources), filename=True)} d "
         f"JOIN (VALUES {numbers}) n(file_no, path) ON n.path = d.filename"
     )
 
@@ -499,7 +504,7 @@ def _staged_select(source: str) -> str:
                         CASE WHEN container IS NULL THEN doc_keys ELSE json_keys(rec) END AS keys
                     FROM (
                         SELECT file_no, bad, placeholder, container, keys AS doc_keys,
-                            unnest(CASE WHEN doc IS NULL THEN [NULL::JSON] WHEN container IS NULL THEN [json(doc)]
+                            unnest(CASE WHEN doc IS NULL THEN [NULL::JSON] WHEN container IS NULL THEN [doc]
                                    ELSE CASE container {elements} END END) AS rec
                         FROM (
                             SELECT *, CASE {container} END AS container
