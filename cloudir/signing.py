@@ -3,8 +3,8 @@
 The file key lives at ``$CLOUDIR_SIGNING_KEY`` when set, else at ``[signing] key`` of the configuration file
 (:mod:`cloudir.config`), else ``$XDG_CONFIG_HOME/cloudir/signing-key.pem`` (``~/.config/cloudir/signing-key.pem``).
 With ``[signing] kms`` (``$CLOUDIR_SIGNING_KMS``) set to an AWS KMS asymmetric key ARN (ECC_NIST_P256 with
-ECDSA_SHA_256) or an Azure Key Vault key identifier (EC P-256, ES256), that service signs the seals and the
-private key never leaves it.
+ECDSA_SHA_256), an Azure Key Vault key identifier (EC P-256, ES256) or a Cloud KMS key version
+(EC_SIGN_P256_SHA256), that service signs the seals and the private key never leaves it.
 A fingerprint is ``SHA256:`` and the hex SHA-256 of the public key as seals carry it (the raw 32 bytes for
 Ed25519, the DER SubjectPublicKeyInfo otherwise); verification needs only that public key.
 """
@@ -144,11 +144,14 @@ def load_seal_signer() -> SealSigner:
         service = "aws-kms"
     elif kms.startswith("https://") and "/keys/" in kms:
         service = "azure-keyvault"
+    elif kms.startswith("projects/") and "/cryptoKeys/" in kms:
+        service = "gcp-kms"
     else:
         raise CloudirError(
             f"signing key {kms} is not supported",
             hint="supported: an AWS KMS asymmetric key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME), an "
-            "Azure Key Vault key (https://VAULT.vault.azure.net/keys/NAME[/VERSION])",
+            "Azure Key Vault key (https://VAULT.vault.azure.net/keys/NAME[/VERSION]) or a Cloud KMS key version "
+            "(projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N)",
         )
     signer: SealSigner = seal_signer_class(service)(kms)
     return signer

@@ -78,10 +78,11 @@ def test_a_symmetric_or_rsa_kms_key_is_refused(aws_sandbox: AwsSandbox, monkeypa
     assert "has key spec RSA_2048" in output
 
 
-def test_a_cloud_kms_key_names_what_is_supported(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("CLOUDIR_SIGNING_KMS", "projects/p/locations/global/keyRings/r/cryptoKeys/seal")
+def test_an_unknown_key_form_names_what_is_supported(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CLOUDIR_SIGNING_KMS", "pkcs11:token=seal")
     code, output = _cli("key", "show")
     assert code == 2
     assert "is not supported" in output
     assert "AWS KMS asymmetric key ARN" in output
     assert "Azure Key Vault key" in output
+    assert "Cloud KMS key version" in output

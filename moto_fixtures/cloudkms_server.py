@@ -1,0 +1,161 @@
+"""A fake Cloud KMS v1 REST API for seal signing: getPublicKey and asymmetricSign of EC_SIGN_P256_SHA256 keys.
+
+google-cloud-kms (REST transport) talks to it over HTTP on 127.0.0.1. As the Cloud KMS contract (discovery
+document ``cloudkms.v1``) defines them: ``GET /v1/{cryptoKeyVersion}/publicKey`` answers ``pem``, ``algorithm``,
+``pemCrc32c``, ``name``, ``protectionLevel``; ``POST /v1/{cryptoKeyVersion}:asymmetricSign`` takes
+``digest.sha256`` (base64) and ``digestCrc32c``, and answers the DER ``signature`` with ``signatureCrc32c`` and
+``verifiedDigestCrc32c``. Refusals: an unknown version 404 NOT_FOUND; a version that is not ENABLED 400
+FAILED_PRECONDITION; a digest that is not SHA-256 or of the wrong length, or whose CRC32C does not match,
+400 INVALID_ARGUMENT; a malformed resource name 400 INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import google_crc32c
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+Response = tuple[int, dict[str, Any]]
+VERSION_NAME = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+/cryptoKeyVersions/\d+")
+_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 403: "PERMISSION_DENIED"}
+
+
+def _error(status: int, message: str, code: str | None = None) -> Response:
+    return status, {"error": {"code": status, "message": message, "status": code or _STATUS.get(status, "UNKNOWN")}}
+
+
+@dataclass
+class KeyVersion:
+    """One CryptoKeyVersion."""
+
+    name: str
+    private: ec.EllipticCurvePrivateKey
+    state: str = "ENABLED"
+
+
+class FakeCloudKms:
+    """Key versions served over HTTP on 127.0.0.1 (use as a context manager)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, KeyVersion] = {}
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self.host = ""
+
+    def __enter__(self) -> FakeCloudKms:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.fake = self  # type: ignore[attr-defined]
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-cloudkms", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def create_ec_key(self, project: str, ring: str, key: str) -> str:
+        """A new EC_SIGN_P256_SHA256 key version; its resource name."""
+        with self._lock:
+            prefix = f"projects/{project}/locations/global/keyRings/{ring}/cryptoKeys/{key}/cryptoKeyVersions/"
+            number = 1 + sum(name.startswith(prefix) for name in self.versions)
+            name = f"{prefix}{number}"
+            self.versions[name] = KeyVersion(name, ec.generate_private_key(ec.SECP256R1()))
+            return name
+
+    def handle(self, method: str, raw_path: str, body: bytes) -> Response:
+        """Answer one request."""
+        path = unquote(urlsplit(raw_path).path)
+        with self._lock:
+            self.requests.append((method, path))
+            if method == "GET" and path.startswith("/v1/") and path.endswith("/publicKey"):
+                return self._public_key(path.removeprefix("/v1/").removesuffix("/publicKey"))
+            if method == "POST" and path.startswith("/v1/") and path.endswith(":asymmetricSign"):
+                return self._sign(path.removeprefix("/v1/").removesuffix(":asymmetricSign"), body)
+        return _error(404, f"{method} {path} is not served by this fake")
+
+    def _find(self, name: str) -> KeyVersion | Response:
+        if not VERSION_NAME.fullmatch(name):
+            return _error(400, f"Resource name [{name}] does not match any known resource name pattern.")
+        version = self.versions.get(name)
+        if version is None:
+            return _error(404, f"{name} not found.")
+        if version.state != "ENABLED":
+            return _error(400, f"{name} is not enabled, current state is: {version.state}.", "FAILED_PRECONDITION")
+        return version
+
+    def _public_key(self, name: str) -> Response:
+        version = self._find(name)
+        if not isinstance(version, KeyVersion):
+            return version
+        pem = (
+            version.private.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+        return 200, {
+            "pem": pem,
+            "algorithm": "EC_SIGN_P256_SHA256",
+            "pemCrc32c": str(google_crc32c.value(pem.encode())),
+            "name": name,
+            "protectionLevel": "SOFTWARE",
+        }
+
+    def _sign(self, name: str, body: bytes) -> Response:
+        version = self._find(name)
+        if not isinstance(version, KeyVersion):
+            return version
+        try:
+            request = json.loads(body)
+            digest = base64.b64decode(request["digest"]["sha256"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "The request must carry digest.sha256 for an EC_SIGN_P256_SHA256 key.")
+        if len(digest) != 32:
+            return _error(400, "The digest must be 32 bytes long for SHA-256.")
+        crc = request.get("digestCrc32c")
+        if crc is not None and str(crc) != str(google_crc32c.value(digest)):
+            return _error(400, "The checksum in field digest_crc32c did not match the data in field digest.")
+        signature = version.private.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+        return 200, {
+            "signature": base64.b64encode(signature).decode(),
+            "signatureCrc32c": str(google_crc32c.value(signature)),
+            "verifiedDigestCrc32c": crc is not None,
+            "name": name,
+            "protectionLevel": "SOFTWARE",
+        }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        fake: FakeCloudKms = self.server.fake  # type: ignore[attr-defined]
+        try:
+            status, payload = fake.handle(self.command, self.path, body)
+        except Exception as exc:  # a fake bug must surface as a 500, not a dropped connection
+            status, payload = _error(500, f"{type(exc).__name__}: {exc}", "INTERNAL")
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _serve  # noqa: N815 - names fixed by the base class
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
+        """Stay quiet."""
