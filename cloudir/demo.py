@@ -51,6 +51,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the full flow on each sandboxed cloud into one case at ``out``."""
     sandboxes = demo_sandboxes()
+    opened = {cloud: sandboxes.open_sandbox(cloud) for cloud in clouds}  # a missing package fails before the case
     description = f"cloudir demo: planted incident on {', '.join(clouds)} (sandboxed)"
     store = load_config().seal_store
     with sandboxes.sandbox_environment(), sandboxes.seal_store_sandbox(store):
@@ -78,7 +79,7 @@ def _acquire_and_investigate(
     with Case.create(out, description=description) as case:
         for cloud in clouds:
             console.rule(f"[bold]{esc(cloud)}: planted incident")
-            with sandboxes.open_sandbox(cloud) as sandbox:
+            with opened[cloud] as sandbox:
                 incident = sandbox.plant_incident()
                 provider = sandbox.provider()
                 provider.bind(case)

@@ -7,6 +7,8 @@ Group ``cloudir.providers``: one entry per cloud naming a module with ``create_p
 Group ``cloudir.notifiers``: ``aws`` names the class cloudir.notify publishes to SNS and reads secrets with.
 Group ``cloudir.seal_signers``: one entry per key service (``aws-kms``) naming a class built from a key id.
 cloudir's own entries are declared in its ``pyproject.toml``; an installed package can declare its own the same way.
+Each cloud's SDKs come with an extra (``cloudir[aws]``, ``cloudir[azure]``, ``cloudir[gcp]``, the sandboxes with
+``cloudir[demo]``): an entry whose packages are missing is a one-line error naming the extra to install.
 Nothing under ``cloudir/`` imports ``providers`` or ``moto_fixtures`` (tests/core/test_boundaries.py checks).
 """
 
@@ -24,13 +26,31 @@ SANDBOXES = "cloudir.sandboxes"
 SEAL_STORES = "cloudir.seal_stores"
 NOTIFIERS = "cloudir.notifiers"
 SEAL_SIGNERS = "cloudir.seal_signers"
+_PROJECT_PACKAGES = frozenset({"cloudir", "providers", "moto_fixtures"})
+
+
+def _extra_of(module: str) -> str | None:
+    """The cloudir extra that installs what the entry module ``module`` imports (None: not one of cloudir's)."""
+    package, _, rest = module.partition(".")
+    if package == "moto_fixtures":
+        return "demo"
+    return rest.partition(".")[0] if package == "providers" else None
 
 
 def _load(group: str, name: str) -> Any:
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=group, name=name):
-        return entry.load()
+        try:
+            return entry.load()
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] in _PROJECT_PACKAGES:
+                raise  # a module of cloudir itself: a broken install or a bug, not a missing extra
+            extra = _extra_of(entry.module)
+            raise CloudirError(
+                f"{name!r} ({group}) needs the Python package {exc.name!r}, which is not installed",
+                hint=f"install cloudir[{extra}]" if extra else f"install the package that provides {entry.value}",
+            ) from None
     raise CloudirError(
         f"nothing is registered as {name!r} in the entry-point group {group}",
         hint="reinstall cloudir (uv sync) or the package that provides it",

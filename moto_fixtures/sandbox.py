@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 
+from cloudir.errors import CloudirError
 from cloudir.sandbox import PlantedIncident, Sandbox
 from moto_fixtures.guard import sandbox_environment
 from moto_fixtures.seal_stores import seal_store_sandbox
@@ -33,7 +34,16 @@ SANDBOXES = {
 def open_sandbox(cloud: str) -> Sandbox:
     """Instantiate the sandbox for ``cloud`` (not yet started)."""
     module_name, _, class_name = SANDBOXES[cloud].partition(":")
-    sandbox_class = getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in {"cloudir", "providers", "moto_fixtures"}:
+            raise
+        raise CloudirError(
+            f"the {cloud} sandbox needs the Python package {exc.name!r}, which is not installed",
+            hint="install cloudir[demo]",
+        ) from None
+    sandbox_class = getattr(module, class_name)
     sandbox: Sandbox = sandbox_class()
     return sandbox
 

@@ -6,6 +6,9 @@ import pytest
 
 from cloudir.signing import load_signer
 
+# The sandboxes' fixtures and network guard: registered here, not by the wheel, so other projects' runs never load them.
+pytest_plugins = ["moto_fixtures.plugin"]
+
 
 @pytest.fixture(autouse=True)
 def signing_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
