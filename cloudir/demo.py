@@ -25,7 +25,7 @@ from cloudir.registry import demo_sandboxes
 from cloudir.textsafe import esc
 
 if TYPE_CHECKING:
-    from cloudir.sandbox import SandboxHook
+    from cloudir.sandbox import Sandbox
 
 
 @dataclass
@@ -56,7 +56,7 @@ def run_demo(
     store = load_config().seal_store
     with sandboxes.sandbox_environment(), sandboxes.seal_store_sandbox(store):
         result = _acquire_and_investigate(
-            out, clouds, sandboxes, description=description, console=console, observer=observer, sigma_rules=sigma_rules
+            out, opened, description=description, console=console, observer=observer, sigma_rules=sigma_rules
         )
         if store is not None:  # the case's seal was stored as the case closed: compare the stored copies
             console.print(
@@ -68,8 +68,7 @@ def run_demo(
 
 def _acquire_and_investigate(
     out: Path,
-    clouds: list[str],
-    sandboxes: SandboxHook,
+    opened: dict[str, Sandbox],
     *,
     description: str,
     console: Console,
@@ -77,9 +76,9 @@ def _acquire_and_investigate(
     sigma_rules: Path | None,
 ) -> DemoResult:
     with Case.create(out, description=description) as case:
-        for cloud in clouds:
+        for cloud, unstarted in opened.items():
             console.rule(f"[bold]{esc(cloud)}: planted incident")
-            with opened[cloud] as sandbox:
+            with unstarted as sandbox:
                 incident = sandbox.plant_incident()
                 provider = sandbox.provider()
                 provider.bind(case)
@@ -110,7 +109,7 @@ def _acquire_and_investigate(
                 if Capability.ISOLATE in provider.capabilities:
                     _run(provider.plan_contain(target, ContainOptions()), case, console, observer)
                 provider.bind(None)
-        return _investigate(case, clouds, console, sigma_rules)
+        return _investigate(case, list(opened), console, sigma_rules)
 
 
 def _now() -> str:
