@@ -240,6 +240,23 @@ def run_shape(args: argparse.Namespace, shape: str, scratch: Path, work: Path) -
     )
 
 
+PARTS: dict[str, Any] = {"chunk": 100_000, "actors": 2_000, "shape": "jsonl", "gzip": False}
+
+
+def write_document(target: Path, parts: list[Path]) -> None:
+    """Join JSON Lines files into one ``{"Records": [...]}`` document, a line at a time (memory stays small)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as out:
+        out.write(b'{"Records":[')
+        separator = b""
+        for part in parts:
+            with part.open("rb") as lines:
+                for line in lines:
+                    out.write(separator + line.rstrip(b"\n"))
+                    separator = b","
+        out.write(b"]}")
+
+
 def big_document(scratch: Path, work: Path, mib: int) -> None:
     """Generate one CloudTrail document of about ``mib`` MiB (if missing) and ingest it with the defaults."""
     from generate_events import generate
@@ -248,7 +265,8 @@ def big_document(scratch: Path, work: Path, mib: int) -> None:
     data = scratch / f"document-{mib}mib"
     if not data.is_dir() or not any(data.iterdir()):
         print(f"generating one document of {events} events into {data} ...", file=sys.stderr)
-        generate(data, events, chunk=events, actors=2_000, shape="records", gzip=False)
+        with tempfile.TemporaryDirectory(dir=scratch) as parts:
+            write_document(data / "events-00000.json", generate(Path(parts), events, **PARTS))
     files = sorted(str(p) for p in data.iterdir() if p.is_file())
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -90,6 +90,30 @@ def test_same_event_id_with_different_content_is_kept_and_flagged(tmp_path: Path
     assert query(db, "SELECT count(*) FILTER (id_collision), count(*) FROM events") == [(17, 18)]
 
 
+def test_duplicates_and_collisions_with_events_of_an_earlier_run(tmp_path: Path) -> None:
+    """Events of earlier runs have no content hash until their id is met again: it is computed from raw then."""
+    db = tmp_path / "t.duckdb"
+    first = tmp_path / "first.jsonl"
+    first.write_bytes(jsonl([record(n) for n in range(3)]))
+    assert ingest_paths(db, [first]).ingested == 3
+    assert query(db, "SELECT count(*) FROM events WHERE content_hash IS NULL") == [(3,)]
+    copy = tmp_path / "copy.json"  # the same records in the other shape: exact duplicates
+    copy.write_text(json.dumps({"Records": [record(1), record(2)]}))
+    stats = ingest_paths(db, [copy])
+    assert (stats.ingested, stats.duplicates, stats.id_collisions) == (0, 2, 0)
+    other = tmp_path / "other.jsonl"  # id-0 again with other content, and a new id
+    other.write_bytes(jsonl([{**record(5), "eventID": "id-0"}, record(6)]))
+    stats = ingest_paths(db, [other])
+    assert (stats.ingested, stats.duplicates, stats.id_collisions) == (2, 0, 1)
+    assert files_table(db) == {"first.jsonl": (3, 3, 0, 0), "copy.json": (2, 0, 2, 0), "other.jsonl": (2, 2, 0, 0)}
+    assert query(
+        db,
+        "SELECT source_file LIKE '%first.jsonl', id_collision, lower(hex(content_hash)) = sha256(raw::VARCHAR) "
+        "FROM events WHERE event_id = 'id-0' ORDER BY 1",
+    ) == [(False, True, True), (True, True, True)]
+    assert query(db, "SELECT count(*) FROM events WHERE id_collision") == [(2,)]
+
+
 def test_invalid_utf8_is_kept_with_replacement_and_original_bytes(tmp_path: Path) -> None:
     lines = jsonl([record(0), record(1), record(2)]).replace(b"agent 1", b"agent \xff\xfe1")
     path = tmp_path / "latin.jsonl"
