@@ -17,12 +17,13 @@ Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``
     [signing]
     key = "~/.config/cloudir/custody-signing.pem"
     # kms = "arn:aws:kms:us-east-1:111122223333:alias/cloudir-seal"   # sign seals with a KMS key instead
+    # (or an Azure Key Vault key https://VAULT.vault.azure.net/keys/NAME, or a Cloud KMS key version)
 
     [accounts]                  # findings ``cloudir respond`` may act on, per cloud (default: the caller's own)
     aws = ["123456789012"]
 
     [seals]                     # write-once copies of every command's seal (cloudir.sealstore)
-    store = "s3://forensic-seals/cloudir"
+    store = "s3://forensic-seals/cloudir"   # or azblob://ACCOUNT/CONTAINER/PREFIX, gs://BUCKET/PREFIX
     retain_days = 365
 
     [timestamp]                 # RFC 3161 timestamp of every command's seal (cloudir.timestamp)
