@@ -7,11 +7,15 @@ Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``
 
     [forensic]                  # where evidence copies go, per cloud
     aws = "111122223333"        # account id
-    azure = "9a8b7c6d-..."      # subscription id
     gcp = "forensics-vault"     # project id
+
+    [forensic.azure]            # or per source account / subscription / project ("default": any other)
+    "6f1c2a9e-..." = "9a8b7c6d-..."
+    default = "9a8b7c6d-..."
 
     [roles.aws]                 # role to act as, per target account ("default": any other account)
     "444455556666" = "arn:aws:iam::444455556666:role/cloudir-responder"
+    "777788889999" = { role = "cloudir-responder", external_id = "IR-7777" }   # a trust that needs an external id
     default = "cloudir-responder"
 
     [signing]
@@ -56,8 +60,9 @@ class Config:
     """The effective configuration (file merged with the environment)."""
 
     path: Path | None = None  # the file it was read from, when there was one
-    forensic: dict[str, str] = field(default_factory=dict)  # cloud -> account / subscription / project
+    forensic: dict[str, dict[str, str]] = field(default_factory=dict)  # cloud -> {source or "default": destination}
     roles: dict[str, dict[str, str]] = field(default_factory=dict)  # cloud -> {account or "default": role}
+    external_ids: dict[str, dict[str, str]] = field(default_factory=dict)  # cloud -> {account or "default": id}
     signing_key: Path | None = None
     signing_kms: str | None = None  # KMS key that signs seals instead of the key file
     accounts: dict[str, list[str]] = field(default_factory=dict)  # cloud -> accounts a finding may name
@@ -67,14 +72,20 @@ class Config:
     tsa_cert: Path | None = None  # its certificate, pinned by verify
     notify: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel name -> [notify.NAME] table
 
-    def forensic_for(self, cloud: str) -> str | None:
-        """The forensic destination configured for ``cloud``."""
-        return self.forensic.get(cloud)
+    def forensic_for(self, cloud: str, account: str | None = None) -> str | None:
+        """The forensic destination for evidence from ``account`` of ``cloud``: its own, else the cloud's default."""
+        destinations = self.forensic.get(cloud, {})
+        return destinations.get(account or "") or destinations.get(_DEFAULT_ROLE)
 
     def role_for(self, cloud: str, account: str | None) -> str | None:
         """The role to act as in ``account`` of ``cloud``: the account's own, else the cloud's default."""
         roles = self.roles.get(cloud, {})
         return roles.get(account or "") or roles.get(_DEFAULT_ROLE)
+
+    def external_id_for(self, cloud: str, account: str | None) -> str | None:
+        """The external id the trust of :meth:`role_for`'s role needs (from the same entry), if any."""
+        entry = account if account and account in self.roles.get(cloud, {}) else _DEFAULT_ROLE
+        return self.external_ids.get(cloud, {}).get(entry)
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -105,16 +116,19 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     notify = data.get("notify", {})
     if not isinstance(notify, dict) or not all(isinstance(table, dict) for table in notify.values()):
         raise CloudirError(f"{path} [notify]: expected one [notify.NAME] table per channel")
-    forensic = _strings(data.get("forensic", {}), f"{path} [forensic]", keys=CLOUDS)
+    forensic = _forensic(data.get("forensic", {}), f"{path} [forensic]")
     roles_section = data.get("roles", {})
     if not isinstance(roles_section, dict) or set(roles_section) - set(CLOUDS):
         raise CloudirError(f"{path} [roles]: expected [roles.aws], [roles.azure] or [roles.gcp] tables")
-    roles = {cloud: _strings(table, f"{path} [roles.{cloud}]") for cloud, table in roles_section.items()}
+    roles: dict[str, dict[str, str]] = {}
+    external_ids: dict[str, dict[str, str]] = {}
+    for cloud, table in roles_section.items():
+        roles[cloud], external_ids[cloud] = _roles(table, f"{path} [roles.{cloud}]")
     signing = _strings(data.get("signing", {}), f"{path} [signing]", keys=("key", "kms"))
     accounts = _account_lists(data.get("accounts", {}), f"{path} [accounts]")
     for cloud in CLOUDS:
         if env.get(f"CLOUDIR_FORENSIC_{cloud.upper()}"):
-            forensic[cloud] = env[f"CLOUDIR_FORENSIC_{cloud.upper()}"]
+            forensic.setdefault(cloud, {})[_DEFAULT_ROLE] = env[f"CLOUDIR_FORENSIC_{cloud.upper()}"]
         if env.get(f"CLOUDIR_ROLE_{cloud.upper()}"):
             roles.setdefault(cloud, {})[_DEFAULT_ROLE] = env[f"CLOUDIR_ROLE_{cloud.upper()}"]
         if env.get(f"CLOUDIR_ACCOUNTS_{cloud.upper()}"):
@@ -129,6 +143,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         path=path if path.is_file() else None,
         forensic=forensic,
         roles=roles,
+        external_ids=external_ids,
         signing_key=Path(key).expanduser() if key else None,
         signing_kms=env.get("CLOUDIR_SIGNING_KMS") or signing.get("kms"),
         accounts=accounts,
@@ -138,6 +153,41 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         tsa_cert=Path(tsa_cert).expanduser() if tsa_cert else None,
         notify=notify,
     )
+
+
+def _forensic(table: object, where: str) -> dict[str, dict[str, str]]:
+    """[forensic]: per cloud one destination, or a table of source account -> destination (``default`` too)."""
+    if not isinstance(table, dict):
+        raise CloudirError(f"{where}: expected aws, azure or gcp = destination, or [forensic.CLOUD] tables")
+    unknown = sorted(set(table) - set(CLOUDS))
+    if unknown:
+        raise CloudirError(f"{where}: unknown key {unknown[0]!r}", hint=f"known: {', '.join(CLOUDS)}")
+    forensic: dict[str, dict[str, str]] = {}
+    for cloud, value in table.items():
+        if isinstance(value, dict):
+            forensic[cloud] = _strings(value, f"{where[:-1]}.{cloud}]")
+        elif isinstance(value, str) and value:
+            forensic[cloud] = {_DEFAULT_ROLE: value}
+        else:
+            raise CloudirError(f"{where}: {cloud} must be a non-empty string or a table of accounts")
+    return forensic
+
+
+def _roles(table: object, where: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A [roles.CLOUD] table: account -> role, or account -> {role = ..., external_id = ...}."""
+    if not isinstance(table, dict):
+        raise CloudirError(f"{where}: expected a table of accounts to roles")
+    roles: dict[str, str] = {}
+    external_ids: dict[str, str] = {}
+    for account, value in table.items():
+        entry = _strings(value, f"{where} {account}", keys=("role", "external_id")) if isinstance(value, dict) else {}
+        role = entry.get("role") if isinstance(value, dict) else value
+        if not isinstance(role, str) or not role:
+            raise CloudirError(f"{where}: {account} must be a role, or a table with role (and external_id)")
+        roles[account] = role
+        if entry.get("external_id"):
+            external_ids[account] = entry["external_id"]
+    return roles, external_ids
 
 
 def _seals(table: object, env: Mapping[str, str], where: str) -> tuple[str | None, int]:

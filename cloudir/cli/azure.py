@@ -187,7 +187,8 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
     """
     query = _query(target, old_target, principal, resource_group)
     name = query.value
-    destination = forensic_destination("azure", forensic, soc_subscription)
+    source = subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
+    destination = forensic_destination("azure", forensic, soc_subscription, source=source)
     config = _config(
         subscription,
         token,

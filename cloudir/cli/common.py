@@ -157,9 +157,10 @@ def one_target(given: str | None, **aliases: str | None) -> str:
     return values[0]
 
 
-def forensic_destination(cloud: str, *given: str | None) -> str | None:
-    """The forensic account / subscription / project: the option, else the configuration's ``[forensic]``."""
-    return next((value for value in given if value), None) or load_config().forensic_for(cloud)
+def forensic_destination(cloud: str, *given: str | None, source: str | None = None) -> str | None:
+    """The forensic account / subscription / project: the option, else the configuration's ``[forensic]`` for
+    evidence from ``source`` (the target's account / subscription / project, when known)."""
+    return next((value for value in given if value), None) or load_config().forensic_for(cloud, source)
 
 
 def show_dry_run(

@@ -117,7 +117,7 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     Exit codes: 0 done, 2 bad input / not found / access problem, 3 a step failed (fix it, re-run with --resume).
     """
     query = _query(one_target(target, instance=instance, ip=ip, principal=principal), zone)
-    destination = forensic_destination("gcp", forensic, forensic_project)
+    destination = forensic_destination("gcp", forensic, forensic_project, source=project)
     config = _config(project, api_endpoint, anonymous, forensic_project=destination)
     options = AcquireOptions(forensic_account=destination)
     if dry_run:

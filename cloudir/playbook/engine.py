@@ -36,6 +36,7 @@ from cloudir.provider import (
     get_provider,
 )
 from cloudir.provider import offline_provider as offline_adapter
+from cloudir.registry import provider_module
 from cloudir.safepath import id_folder
 from cloudir.textsafe import esc
 from cloudir.triggers import Trigger
@@ -45,38 +46,15 @@ REPORT_FILE = f"{REPORTS_DIR}/report.html"
 
 
 def default_provider(trigger: Trigger) -> Provider:
-    """The adapter for the trigger's cloud, for its account and region.
+    """The adapter for the trigger's cloud, for its account and region, as the configuration routes it.
 
-    An AWS finding from an account that the configuration (:mod:`cloudir.config`, ``[roles.aws]``) maps to
-    a role is handled through that role; so is the forensic account (``[forensic] aws``) when it is mapped.
-    ``CLOUDIR_PROVIDER_CONFIG`` (a JSON object keyed by cloud) adds adapter settings, e.g.
-    ``{"gcp": {"forensic_project": "vault"}, "azure": {"soc_subscription": "..."}}``.
+    Each provider module's ``trigger_config`` reads :mod:`cloudir.config` for the finding's account: AWS the role
+    (and external id) ``[roles.aws]`` maps it to and the forensic account's role; Azure and GCP the forensic
+    subscription / project ``[forensic]`` maps it to. ``CLOUDIR_PROVIDER_CONFIG`` (a JSON object keyed by cloud)
+    adds adapter settings, e.g. ``{"gcp": {"forensic_project": "vault"}, "azure": {"soc_subscription": "..."}}``.
     """
-    config: dict[str, Any] = {
-        "aws": ({"region": trigger.region} if trigger.region else {}) | _aws_roles(trigger.account),
-        "azure": {"subscription_id": trigger.account},
-        "gcp": {"project": trigger.account},
-    }[trigger.cloud]
+    config = provider_module(trigger.cloud).trigger_config(trigger.account, trigger.region, load_config())
     return get_provider(trigger.cloud, **{**config, **_extra_config(trigger.cloud)})
-
-
-def _aws_roles(account: str | None) -> dict[str, str]:
-    """The roles the configuration names for the finding's account and for the forensic account."""
-    config = load_config()
-    roles: dict[str, str] = {}
-    member = config.role_for("aws", account)
-    if member and account:
-        roles["role_arn"] = _role_arn(member, account)
-    forensic = config.forensic_for("aws")
-    forensic_role = config.roles.get("aws", {}).get(forensic or "")
-    if forensic and forensic_role:
-        roles["forensic_role_arn"] = _role_arn(forensic_role, forensic)
-    return roles
-
-
-def _role_arn(role: str, account: str) -> str:
-    """A configured role: an ARN as it is, a bare name in ``account``."""
-    return role if role.startswith("arn:") else f"arn:aws:iam::{account}:role/{role}"
 
 
 def offline_provider(trigger: Trigger) -> Provider:
@@ -317,10 +295,9 @@ class _Builder:
     def _acquire_plan(self) -> Plan:
         if self._acquire is None:
             actions = {s.action for s in self.playbook.steps}
+            configured = load_config().forensic_for(self.trigger.cloud, self.trigger.account)
             options = AcquireOptions(
-                forensic_account=(self.params["forensic_account"] or load_config().forensic_for(self.trigger.cloud))
-                if "copy" in actions
-                else None,
+                forensic_account=(self.params["forensic_account"] or configured) if "copy" in actions else None,
                 forensic_location=self.params["forensic_location"],
                 encryption_key=self.params["encryption_key"],
                 raw_image=bool(self.params["raw_image"]),

@@ -4,6 +4,7 @@ from typing import Any
 
 import boto3
 
+from cloudir.config import Config
 from providers.aws.provider import AwsProvider
 
 OFFLINE_CONFIG: dict[str, Any] = {}  # the adapter needs no credentials to be built; plans for symbolic targets
@@ -18,3 +19,25 @@ def credentials_found(**config: Any) -> bool:
     """Whether the standard credential chain (``--profile``/AWS_PROFILE, environment, files, SSO, IMDS) has any."""
     session = config.get("session") or boto3.Session(profile_name=config.get("profile"))
     return session.get_credentials() is not None
+
+
+def trigger_config(account: str | None, region: str | None, config: Config) -> dict[str, Any]:
+    """Settings for a finding from ``account``: its region, and the roles ``[roles.aws]`` maps it and the forensic
+    account (``[forensic] aws``) to, with their external ids."""
+    settings: dict[str, Any] = {"region": region} if region else {}
+    member = config.role_for("aws", account)
+    if member and account:
+        settings |= {"role_arn": _role_arn(member, account), "external_id": config.external_id_for("aws", account)}
+    forensic = config.forensic_for("aws", account)
+    forensic_role = config.roles.get("aws", {}).get(forensic or "")
+    if forensic and forensic_role:
+        settings |= {
+            "forensic_role_arn": _role_arn(forensic_role, forensic),
+            "forensic_external_id": config.external_id_for("aws", forensic),
+        }
+    return settings
+
+
+def _role_arn(role: str, account: str) -> str:
+    """A configured role: an ARN as it is, a bare name in ``account``."""
+    return role if role.startswith("arn:") else f"arn:aws:iam::{account}:role/{role}"

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cloudir.config import Config
 from providers.azure.provider import CASE_TAG, AzureProvider
 from providers.azure.session import ARM_ENDPOINT, GRAPH_ENDPOINT, AzureSession, StaticTokenCredential
 
-__all__ = ["CASE_TAG", "OFFLINE_CONFIG", "AzureProvider", "create_provider", "credentials_found"]
+__all__ = ["CASE_TAG", "OFFLINE_CONFIG", "AzureProvider", "create_provider", "credentials_found", "trigger_config"]
 
 # Credential settings that build the adapter without credentials or any call (plans of symbolic targets).
 OFFLINE_CONFIG: dict[str, Any] = {"token": "offline-plan"}
@@ -73,3 +74,10 @@ def create_provider(
         image_workers=image_workers,
         copy_poll_interval=copy_poll_interval,
     )
+
+
+def trigger_config(account: str | None, region: str | None, config: Config) -> dict[str, Any]:
+    """Settings for a finding from subscription ``account``: it, and the SOC subscription ``[forensic] azure`` maps
+    it to."""
+    soc = config.forensic_for("azure", account)
+    return {"subscription_id": account} | ({"soc_subscription": soc} if soc else {})

@@ -7,6 +7,7 @@ from typing import Any
 
 from google.auth.credentials import Credentials
 
+from cloudir.config import Config
 from cloudir.errors import CloudirError
 from providers.gcp.provider import GcpProvider
 from providers.gcp.session import GcpApi, anonymous_credentials, credentials_found
@@ -43,4 +44,10 @@ def create_provider(
     return GcpProvider(api, zone=zone, principal=principal, forensic_project=forensic_project, **tuning)
 
 
-__all__ = ["OFFLINE_CONFIG", "GcpProvider", "create_provider", "credentials_found"]
+__all__ = ["OFFLINE_CONFIG", "GcpProvider", "create_provider", "credentials_found", "trigger_config"]
+
+
+def trigger_config(account: str | None, region: str | None, config: Config) -> dict[str, Any]:
+    """Settings for a finding from project ``account``: it, and the forensic project ``[forensic] gcp`` maps it to."""
+    vault = config.forensic_for("gcp", account)
+    return {"project": account} | ({"forensic_project": vault} if vault else {})

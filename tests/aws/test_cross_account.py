@@ -153,13 +153,14 @@ def test_the_plan_says_a_shared_snapshot_stays_deletable_without_a_forensic_role
 def test_a_finding_from_a_member_account_is_routed_through_its_configured_role(
     aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path
 ):
-    create_trusted_role(aws_sandbox.session, "ir-member-responder", SECURITY_ACCOUNT, None)
+    create_trusted_role(aws_sandbox.session, "ir-member-responder", SECURITY_ACCOUNT, EXTERNAL_ID)
     forensic = account_session(FORENSIC_ACCOUNT, aws_sandbox.region)
     create_trusted_role(forensic, "ir-forensic", SECURITY_ACCOUNT, None)
     forensic_key = forensic.client("kms").create_key(Description="evidence")["KeyMetadata"]["Arn"]
     config = tmp_path / "config.toml"
     config.write_text(
-        f'[forensic]\naws = "{FORENSIC_ACCOUNT}"\n\n[roles.aws]\n"{ACCOUNT}" = "ir-member-responder"\n'
+        f'[forensic]\naws = "{FORENSIC_ACCOUNT}"\n\n[roles.aws]\n'
+        f'"{ACCOUNT}" = {{ role = "ir-member-responder", external_id = "{EXTERNAL_ID}" }}\n'  # its trust needs one
         f'"{FORENSIC_ACCOUNT}" = "arn:aws:iam::{FORENSIC_ACCOUNT}:role/ir-forensic"\n',
         encoding="utf-8",
     )

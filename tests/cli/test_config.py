@@ -79,3 +79,58 @@ def test_cloudir_config_names_the_file(tmp_path: Path) -> None:
 def test_bad_configuration_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(CloudirError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(_write(tmp_path, text))
+
+
+ROUTING = """
+[forensic]
+aws = "111122223333"
+
+[forensic.azure]
+"6f1c2a9e-3b7d-4c1e-9a55-1d2b3c4d5e6f" = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+default = "00000000-0000-0000-0000-00000000050c"
+
+[forensic.gcp]
+victim-prod = "forensics-vault"
+
+[roles.aws]
+"444455556666" = { role = "cloudir-responder", external_id = "IR-4444" }
+"111122223333" = { role = "arn:aws:iam::111122223333:role/cloudir-forensic", external_id = "IR-vault" }
+default = "cloudir-responder"
+"""
+
+
+def test_accounts_map_to_roles_external_ids_and_forensic_destinations(tmp_path: Path) -> None:
+    from providers import aws, azure, gcp
+
+    config = load_config(_write(tmp_path, ROUTING))
+    assert config.role_for("aws", "444455556666") == "cloudir-responder"
+    assert config.external_id_for("aws", "444455556666") == "IR-4444"
+    assert config.external_id_for("aws", "999999999999") is None  # the default entry has none
+    assert aws.trigger_config("444455556666", "eu-west-1", config) == {
+        "region": "eu-west-1",
+        "role_arn": "arn:aws:iam::444455556666:role/cloudir-responder",
+        "external_id": "IR-4444",
+        "forensic_role_arn": "arn:aws:iam::111122223333:role/cloudir-forensic",
+        "forensic_external_id": "IR-vault",
+    }
+    subscription = "6f1c2a9e-3b7d-4c1e-9a55-1d2b3c4d5e6f"
+    assert azure.trigger_config(subscription, None, config)["soc_subscription"].startswith("9a8b7c6d")
+    assert azure.trigger_config("other", None, config)["soc_subscription"].endswith("050c")  # the default
+    assert gcp.trigger_config("victim-prod", None, config) == {
+        "project": "victim-prod",
+        "forensic_project": "forensics-vault",
+    }
+    assert gcp.trigger_config("elsewhere", None, config) == {"project": "elsewhere"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[roles.aws]\n"1" = { role = "r", externalid = "x" }\n', "unknown key 'externalid'"),
+        ('[roles.aws]\n"1" = { external_id = "x" }\n', "must be a role"),
+        ("[forensic.azure]\ndefault = 5\n", "must be a non-empty string"),
+    ],
+)
+def test_bad_routing_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(CloudirError, match=message):
+        load_config(_write(tmp_path, text))
