@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from cloudir.provider import Provider, TargetKind, TargetQuery
+from moto_fixtures.gcp_flows import beacon_entries, flow_entry
 from moto_fixtures.gcp_server import FakeGcp, FakeGcpServer, link
 from moto_fixtures.sandbox import PlantedIncident
 from providers.gcp import GcpProvider, create_provider
@@ -130,7 +131,7 @@ class GcpSandbox:
         """An instance in a MIG (boot + data disk, external IP, service account) and the attacker's audit trail."""
         fake = self.fake
         self._plant_compute(fake)
-        fake.log_entries.extend(_baseline_entries() + _attacker_entries())
+        fake.log_entries.extend(_baseline_entries() + _attacker_entries() + _flow_entries())
         fake.workspace_activities = _workspace_activities()
         return PlantedIncident(
             cloud=self.cloud,
@@ -452,6 +453,17 @@ def _entry(
             "status": {},
         },
     }
+
+
+def _flow_entries() -> list[dict[str, Any]]:
+    """The instance's VPC flow records: the implant beaconing to the attacker for 12 hours from 08:03, and a
+    package download (what a web server also does)."""
+    web = {"vm_name": INSTANCE, "zone": ZONE, "region": REGION, "vpc": "default", "subnet": "default"}
+    first = dt.datetime(2026, 11, 20, 8, 3, tzinfo=dt.UTC)
+    mirror = flow_entry(
+        PROJECT, web, first + dt.timedelta(hours=3), (INTERNAL_IP, 52000), ("151.101.2.132", 80), sent=90_000
+    )
+    return [*beacon_entries(PROJECT, web, INTERNAL_IP, ATTACKER_IP, first), mirror]
 
 
 def _baseline_entries() -> list[dict[str, Any]]:

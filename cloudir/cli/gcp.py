@@ -33,6 +33,7 @@ from cloudir.cli.common import (
     pull_logs,
     show_dry_run,
 )
+from cloudir.errors import CloudirError
 from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery, get_provider
 from cloudir.textsafe import esc
 
@@ -206,6 +207,16 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
         bool,
         typer.Option("--workspace", help="Also pull Google Workspace admin, login and token activity reports."),
     ] = False,
+    flows: Annotated[
+        bool,
+        typer.Option(
+            "--flows", help="Pull VPC Flow Logs (compute.googleapis.com/vpc_flows) instead of the audit logs."
+        ),
+    ] = False,
+    instance: Annotated[
+        list[str] | None,
+        typer.Option("--instance", help="With --flows: only connections of this instance, name or id (repeatable)."),
+    ] = None,
     workspace_admin: Annotated[
         str | None,
         typer.Option(
@@ -226,6 +237,8 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
     logs/gcp/coverage.json says so and --resume continues from the last page.
     A pull narrowed by --principal/--resource/--log-kind keeps its pages in
     logs/gcp/audit/<project>/<scope id>/ and its report in logs/gcp/scopes/<scope id>/coverage.json.
+    With --flows, VPC Flow Log entries go to logs/gcp/flows/<project>/ the same way, with
+    logs/gcp/flows/coverage.json.
     With --workspace, Admin SDK Reports pages (admin, login, token; per --principal when given) go to
     logs/gcp/workspace/<application>/<user>/ the same way, with logs/gcp/workspace/coverage.json.
 
@@ -237,11 +250,29 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
       cloudir logs pull gcp --case cases/IR-42 --project prod-1 --start … --end … --resume   # after throttling
       cloudir logs pull gcp --case cases/IR-42 --project prod-1 --around … --workspace \\
           --workspace-admin admin@victim.example --principal jdoe@victim.example
+      cloudir logs pull gcp --case cases/IR-42 --project prod-1 --around … --flows --instance web-1
 
     Exit codes: 0 done, 2 bad input / access problem, 3 collection stopped early (re-run with --resume).
     """
     window_start, window_end = resolve_window(start, end, around, before, after)
     projects = list(project or [])
+    if flows and (principal or resource or log_kind or workspace):
+        raise CloudirError(
+            "--flows takes --instance only", hint="flow logs are scoped by instance, not principal or resource name"
+        )
+    if instance and not flows:
+        raise CloudirError("--instance scopes a --flows pull", hint="add --flows, or use --resource for audit logs")
+    if flows:
+        request = LogPullRequest(
+            start=window_start,
+            end=window_end,
+            resources=list(instance or []),
+            extra={"projects": projects, "flows": True},
+        )
+        config = _config(projects[0] if projects else None, api_endpoint, anonymous)
+        description = f"VPC Flow Logs pull {window_start} .. {window_end}"
+        pull_logs("gcp", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
+        return
     request = LogPullRequest(
         start=window_start,
         end=window_end,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -39,25 +40,36 @@ AUDIT_LOGS = {
 COVERAGE_FILE = "logs/gcp/coverage.json"
 DATA_ACCESS_RETENTION_DAYS = 30  # default retention of the _Default log bucket (admin activity: 400 days)
 _THROTTLED = (gexc.TooManyRequests, gexc.ServiceUnavailable)
-_STATE_KEY = "gcp_audit"
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def audit_filter(project: str, request: LogPullRequest) -> str:
     """The Logging query for one project: audit log names, the window, and principal/resource scope."""
     kinds = request.extra.get("log_kinds") or list(AUDIT_LOGS)
-    names = " OR ".join(f"logName={_quote(f'projects/{project}/logs/{AUDIT_LOGS[kind]}')}" for kind in kinds)
-    clauses = [f"({names})", f"timestamp>={_quote(request.start)}", f"timestamp<{_quote(request.end)}"]
-    scope = [f"protoPayload.authenticationInfo.principalEmail={_quote(p)}" for p in request.principals]
-    scope += [f"protoPayload.authenticationInfo.serviceAccountKeyName:{_quote(k)}" for k in request.access_keys]
+    names = " OR ".join(f"logName={quote(f'projects/{project}/logs/{AUDIT_LOGS[kind]}')}" for kind in kinds)
+    clauses = [f"({names})", f"timestamp>={quote(request.start)}", f"timestamp<{quote(request.end)}"]
+    scope = [f"protoPayload.authenticationInfo.principalEmail={quote(p)}" for p in request.principals]
+    scope += [f"protoPayload.authenticationInfo.serviceAccountKeyName:{quote(k)}" for k in request.access_keys]
     if scope:
         clauses.append("(" + " OR ".join(scope) + ")")
     if request.resources:
-        clauses.append("(" + " OR ".join(f"protoPayload.resourceName:{_quote(r)}" for r in request.resources) + ")")
+        clauses.append("(" + " OR ".join(f"protoPayload.resourceName:{quote(r)}" for r in request.resources) + ")")
     return " AND ".join(clauses)
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """One kind of Cloud Logging collection: its query, where its pages and coverage go, its run-state key."""
+
+    folder: str  # logs/gcp/<folder>/<project>[/<scope>]/page-NNNNN.json
+    state_key: str
+    coverage_source: str
+    what: str  # for messages: "audit log", "VPC flow log"
+    query: Callable[[str, LogPullRequest], str]
+    coverage: Callable[[str], str]  # scope id -> coverage file
 
 
 def coverage_file(scope: str) -> str:
@@ -85,9 +97,17 @@ def _utc(value: str, what: str) -> str:
         ) from None
 
 
+AUDIT = LogSource("audit", "gcp_audit", "gcp:cloud-audit-logs", "audit log", audit_filter, coverage_file)
+
+
+def in_window(request: LogPullRequest) -> LogPullRequest:
+    """The request with its window in canonical UTC, refused when a bound is not a time."""
+    return replace(request, start=_utc(request.start, "start"), end=_utc(request.end, "end"))
+
+
 def plan_audit_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
     """One READ step per project; every page is one ``entries:list`` call."""
-    request = replace(request, start=_utc(request.start, "start"), end=_utc(request.end, "end"))
+    request = in_window(request)
     projects: list[str] = list(request.extra.get("projects") or [provider.project])
     unknown = set(request.extra.get("log_kinds") or []) - set(AUDIT_LOGS)
     if unknown:
@@ -112,7 +132,7 @@ def plan_audit_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
                     pageSize=provider.log_page_size,
                 )
             ],
-            _ProjectPull(provider, request, target, project, scope).run,
+            ProjectPull(AUDIT, provider, request, target=target, project=project, scope=scope).run,
         )
         for project in projects
     ]
@@ -137,21 +157,34 @@ _FRESH_PROGRESS: dict[str, Any] = {
 }
 
 
-class _ProjectPull:
-    """Pages through one project's audit logs; progress lives in the case state so a re-run continues."""
+class ProjectPull:
+    """Pages through one project's entries of a log source; progress lives in the case state so a re-run continues."""
 
-    def __init__(self, provider: GcpProvider, request: LogPullRequest, target: str, project: str, scope: str) -> None:
+    def __init__(
+        self,
+        source: LogSource,
+        provider: GcpProvider,
+        request: LogPullRequest,
+        *,
+        target: str,
+        project: str,
+        scope: str,
+    ) -> None:
+        self.source = source
         self.provider = provider
         self.request = request
         self.target = target
         self.project = project
         self.scope = scope
-        self.folder = f"logs/gcp/audit/{safe_name(project)}" + (f"/{scope}" if scope else "")
-        self.query = {"resourceNames": [f"projects/{project}"], "filter": audit_filter(project, request)}
+        self.folder = f"logs/gcp/{source.folder}/{safe_name(project)}" + (f"/{scope}" if scope else "")
+        self.query = {"resourceNames": [f"projects/{project}"], "filter": source.query(project, request)}
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         """Fetch every page from where the last run stopped; store each raw body before it is parsed."""
-        case = ctx.case
+        return self.pull(ctx.case)
+
+    def pull(self, case: Case) -> dict[str, Any]:
+        """Page through the entries into the case (see :meth:`run`)."""
         self._claim_folder(case)
         progress = self._load(case)
         progress.update(stopped_early=False, reason=None)
@@ -173,8 +206,8 @@ class _ProjectPull:
                     reason = f"entries.list still throttled ({exc.code} {_status(exc)}) after {attempts - 1} retries"
                     self._stop(case, progress, reason)
                     raise CloudAccessError(
-                        f"audit log collection for {self.project} stopped early: {reason}",
-                        hint=f"pages so far are kept and {coverage_file(self.scope)} says so; "
+                        f"{self.source.what} collection for {self.project} stopped early: {reason}",
+                        hint=f"pages so far are kept and {self.source.coverage(self.scope)} says so; "
                         "re-run with --resume to continue",
                     ) from None
                 time.sleep(self.provider.log_backoff * 2 ** (attempts - 1))
@@ -184,7 +217,9 @@ class _ProjectPull:
                     f"{exc.code} {_status(exc)}" if isinstance(exc, gexc.GoogleAPICallError) else type(exc).__name__
                 )
                 self._stop(case, progress, f"entries.list failed: {detail}")
-                with gcp_errors(f"list audit log entries of project {self.project}", "logging.logEntries.list"):
+                with gcp_errors(
+                    f"list {self.source.what} entries of project {self.project}", "logging.logEntries.list"
+                ):
                     raise
             attempts = 0
             entries = response.get("entries", [])
@@ -199,7 +234,7 @@ class _ProjectPull:
             self._save(case, progress)
             if progress["complete"]:
                 break
-        _write_coverage(case, self.request, self.target, self.scope)
+        _write_coverage(case, self.source, self.request, self.target, self.scope)
         return {key: progress[key] for key in ("pages", "entries", "throttled", "first_timestamp", "last_timestamp")}
 
     def _claim_folder(self, case: Case) -> None:
@@ -209,22 +244,22 @@ class _ProjectPull:
             case.write_json(f"{self.folder}/request.json", self.query)
         elif json.loads(existing.read_text(encoding="utf-8")) != self.query:
             raise CloudirError(
-                f"{self.folder} already holds audit log pages of a different window or scope",
+                f"{self.folder} already holds {self.source.what} pages of a different window or scope",
                 hint="pull into a new --case folder for a different window",
             )
 
     def _stop(self, case: Case, progress: dict[str, Any], reason: str) -> None:
         progress.update(stopped_early=True, reason=reason)
         self._save(case, progress)
-        _write_coverage(case, self.request, self.target, self.scope)
+        _write_coverage(case, self.source, self.request, self.target, self.scope)
 
     def _load(self, case: Case) -> dict[str, Any]:
-        saved = case.load_state().get(_STATE_KEY, {}).get(self.target, {}).get(self.project)
+        saved = case.load_state().get(self.source.state_key, {}).get(self.target, {}).get(self.project)
         return {**_FRESH_PROGRESS, **(saved if saved and not saved.get("complete") else {})}
 
     def _save(self, case: Case, progress: dict[str, Any]) -> None:
         state = case.load_state()
-        state.setdefault(_STATE_KEY, {}).setdefault(self.target, {})[self.project] = dict(progress)
+        state.setdefault(self.source.state_key, {}).setdefault(self.target, {})[self.project] = dict(progress)
         case.save_state(state)
 
 
@@ -240,11 +275,11 @@ def _status(exc: gexc.GoogleAPICallError) -> str:
     return str(reason or exc.message).splitlines()[0]
 
 
-def _write_coverage(case: Case, request: LogPullRequest, target: str, scope: str) -> None:
-    """``logs/gcp/coverage.json`` (cloudir.coverage): window, span covered, pages, throttling, early stops."""
-    projects: dict[str, dict[str, Any]] = case.load_state().get(_STATE_KEY, {}).get(target, {})
+def _write_coverage(case: Case, source: LogSource, request: LogPullRequest, target: str, scope: str) -> None:
+    """The source's coverage report (cloudir.coverage): window, span covered, pages, throttling, early stops."""
+    projects: dict[str, dict[str, Any]] = case.load_state().get(source.state_key, {}).get(target, {})
     report = CoverageReport("gcp", ",".join(sorted(projects)), request.start, request.end)
-    kinds = list(request.extra.get("log_kinds") or AUDIT_LOGS)
+    kinds = list(request.extra.get("log_kinds") or AUDIT_LOGS) if source is AUDIT else []
     for name, progress in sorted(projects.items()):
         if progress["stopped_early"]:
             status = "stopped"
@@ -254,9 +289,9 @@ def _write_coverage(case: Case, request: LogPullRequest, target: str, scope: str
             status = "partial"
         report.add_source(
             SourceCoverage(
-                source="gcp:cloud-audit-logs",
+                source=source.coverage_source,
                 location=name,
-                scope=audit_filter(name, request),
+                scope=source.query(name, request),
                 status=status,
                 items=progress["entries"],
                 first_event=progress["first_timestamp"],
@@ -265,7 +300,7 @@ def _write_coverage(case: Case, request: LogPullRequest, target: str, scope: str
                 details={
                     "pages": progress["pages"],
                     "throttled_responses": progress["throttled"],
-                    "log_kinds": kinds,
+                    **({"log_kinds": kinds} if kinds else {}),
                     "complete_through": request.end if progress["complete"] else progress["last_timestamp"],
                 },
             )
@@ -274,4 +309,4 @@ def _write_coverage(case: Case, request: LogPullRequest, target: str, scope: str
         firsts = [p["first_timestamp"] for p in projects.values() if p["first_timestamp"]]
         oldest = parse_utc(min(firsts)[:19] + "Z") if firsts else parse_utc(request.start)
         report.add_retention("gcp:data-access-logs (_Default bucket)", DATA_ACCESS_RETENTION_DAYS, oldest)
-    case.write_json(coverage_file(scope), report.to_dict())
+    case.write_json(source.coverage(scope), report.to_dict())

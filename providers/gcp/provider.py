@@ -27,6 +27,7 @@ from cloudir.provider import (
     bind_recorder,
     require_target,
 )
+from providers.gcp.flows import plan_flow_pull
 from providers.gcp.logs import plan_audit_pull
 from providers.gcp.permissions import all_permissions, call
 from providers.gcp.principals import (
@@ -99,6 +100,7 @@ class GcpProvider:
             Capability.ISOLATE,
             Capability.REVOKE,
             Capability.PULL_LOGS,
+            Capability.PULL_FLOWS,
         }
     )
     targets: ClassVar[Mapping[TargetKind, frozenset[Capability]]] = {
@@ -622,7 +624,10 @@ class GcpProvider:
 
     # -- logs ------------------------------------------------------------------------------------
     def plan_pull_logs(self, request: LogPullRequest) -> Plan:
-        """Cloud Audit Logs (admin activity, data access, system event, policy denied) for the window."""
+        """Cloud Audit Logs (admin activity, data access, system event, policy denied) for the window; with
+        ``extra["flows"]``, VPC Flow Logs instead."""
+        if request.extra.get("flows"):
+            return plan_flow_pull(self, request)
         return plan_audit_pull(self, request)
 
 
