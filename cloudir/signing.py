@@ -133,6 +133,48 @@ class Signer:
         return []
 
 
+class CloudKeySigner:
+    """What the signers of cloud-held keys share: a DER ECDSA P-256 public key, the key's id, the calls made.
+
+    A subclass sets ``service`` (as printed), ``key_id`` and ``_public`` and implements ``sign``, appending each
+    cloud call it makes to ``_calls``.
+    """
+
+    created = False
+    path: Path | None = None
+    algorithm = ECDSA_P256
+    service = "cloud key"
+
+    def __init__(self) -> None:
+        self._calls: list[ApiCall] = []
+        self._public = b""
+        self.key_id: str | None = None
+
+    @property
+    def location(self) -> str:
+        """The service and the key's id."""
+        return f"{self.service} {self.key_id}"
+
+    @property
+    def public_raw(self) -> bytes:
+        """The DER SubjectPublicKeyInfo of the key."""
+        return self._public
+
+    @property
+    def fingerprint(self) -> str:
+        """``SHA256:<hex>`` of the DER public key."""
+        return fingerprint(self._public)
+
+    def public_pem(self) -> str:
+        """The public key as PEM."""
+        return public_pem(self.algorithm, self._public)
+
+    def take_calls(self) -> list[ApiCall]:
+        """The calls made since the last take (recorded in the next custody record)."""
+        calls, self._calls = self._calls, []
+        return calls
+
+
 def load_seal_signer() -> SealSigner:
     """The configured KMS key when ``[signing] kms`` / ``$CLOUDIR_SIGNING_KMS`` is set, else the key file."""
     kms = load_config().signing_kms

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 from cloudir.custody import ApiCall
 from cloudir.errors import CloudirError
-from cloudir.signing import ECDSA_P256, fingerprint, public_pem
+from cloudir.signing import ECDSA_P256, CloudKeySigner
 from providers.aws.session import AwsClients, aws_errors
 
 # KMS key spec -> (KMS signing algorithm, the seal's algorithm name)
@@ -16,17 +15,16 @@ _SIGNING = {"ECC_NIST_P256": ("ECDSA_SHA_256", ECDSA_P256)}
 MAX_RAW_MESSAGE = 4096  # KMS Sign takes RAW messages up to 4096 bytes; longer ones are sent as their digest
 
 
-class KmsSigner:
+class KmsSigner(CloudKeySigner):
     """An AWS KMS key with KeyUsage SIGN_VERIFY and key spec ECC_NIST_P256 (signing with ECDSA_SHA_256)."""
 
-    created = False
-    path: Path | None = None
+    service = "AWS KMS"
 
     def __init__(self, key_arn: str) -> None:
         parts = key_arn.split(":")
         self._region = parts[3] if len(parts) > 5 and parts[3] else None
         self._clients = AwsClients(region=self._region)
-        self._calls: list[ApiCall] = []
+        super().__init__()
         response = self._call("GetPublicKey", f"read the public key of {key_arn}", KeyId=key_arn)
         spec = str(response.get("KeySpec") or response.get("CustomerMasterKeySpec"))
         if response.get("KeyUsage") != "SIGN_VERIFY":
@@ -39,27 +37,8 @@ class KmsSigner:
             )
         self._kms_algorithm, self.algorithm = chosen
         returned = str(response.get("KeyId") or "")
-        self.key_id: str | None = returned if returned.startswith("arn:") else key_arn  # AWS returns the key ARN
+        self.key_id = returned if returned.startswith("arn:") else key_arn  # AWS returns the key ARN
         self._public: bytes = response["PublicKey"]
-
-    @property
-    def location(self) -> str:
-        """The KMS key ARN."""
-        return f"AWS KMS {self.key_id}"
-
-    @property
-    def public_raw(self) -> bytes:
-        """The DER SubjectPublicKeyInfo KMS returned."""
-        return self._public
-
-    @property
-    def fingerprint(self) -> str:
-        """``SHA256:<hex>`` of the DER public key."""
-        return fingerprint(self._public)
-
-    def public_pem(self) -> str:
-        """The public key as PEM."""
-        return public_pem(self.algorithm, self._public)
 
     def sign(self, data: bytes) -> bytes:
         """KMS Sign over ``data`` (RAW; as its SHA-256 DIGEST when longer than KMS takes)."""
@@ -74,11 +53,6 @@ class KmsSigner:
         )
         signature: bytes = response["Signature"]
         return signature
-
-    def take_calls(self) -> list[ApiCall]:
-        """The KMS calls since the last take (recorded in the next custody record)."""
-        calls, self._calls = self._calls, []
-        return calls
 
     def _call(self, operation: str, action: str, **params: Any) -> Any:
         client = self._clients.client("kms")

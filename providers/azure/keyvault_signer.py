@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,7 +18,7 @@ from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 
 from cloudir.custody import ApiCall
 from cloudir.errors import CloudAccessError, CloudirError
-from cloudir.signing import ECDSA_P256, fingerprint, public_pem
+from cloudir.signing import CloudKeySigner
 from cloudir.textsafe import visible
 from providers.azure.session import StaticTokenCredential
 
@@ -34,12 +33,10 @@ def _is_loopback(host: str) -> bool:
     return host in {"127.0.0.1", "localhost", "::1"}
 
 
-class KeyVaultSigner:
+class KeyVaultSigner(CloudKeySigner):
     """A Key Vault key of type EC (P-256) with the ``sign`` operation; seals are ES256, DER-encoded as verify reads."""
 
-    created = False
-    path: Path | None = None
-    algorithm = ECDSA_P256
+    service = "Azure Key Vault"
 
     def __init__(self, key_id: str) -> None:
         parts = urlsplit(key_id)
@@ -49,7 +46,7 @@ class KeyVaultSigner:
                 f"signing key {visible(key_id)} is not a Key Vault key identifier",
                 hint="use https://VAULT.vault.azure.net/keys/NAME[/VERSION]",
             )
-        self._calls: list[ApiCall] = []
+        super().__init__()
         token = os.environ.get(TOKEN_ENV)
         if token:
             credential: Any = StaticTokenCredential(token)
@@ -84,27 +81,8 @@ class KeyVaultSigner:
             int.from_bytes(jwk.x or b"", "big"), int.from_bytes(jwk.y or b"", "big"), ec.SECP256R1()
         ).public_key()
         self._public = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.key_id: str | None = str(key.id)
+        self.key_id = str(key.id)
         self._crypto = CryptographyClient(str(key.id), credential, **options)
-
-    @property
-    def location(self) -> str:
-        """The key identifier."""
-        return f"Azure Key Vault {self.key_id}"
-
-    @property
-    def public_raw(self) -> bytes:
-        """The DER SubjectPublicKeyInfo of the key."""
-        return self._public
-
-    @property
-    def fingerprint(self) -> str:
-        """``SHA256:<hex>`` of the DER public key."""
-        return fingerprint(self._public)
-
-    def public_pem(self) -> str:
-        """The public key as PEM."""
-        return public_pem(self.algorithm, self._public)
 
     def sign(self, data: bytes) -> bytes:
         """Key Vault Sign (ES256) over the SHA-256 of ``data``, as a DER ECDSA signature."""
@@ -116,11 +94,6 @@ class KeyVaultSigner:
             raise self._failed(exc, f"sign a seal with {self.key_id}") from None
         raw = result.signature
         return encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-
-    def take_calls(self) -> list[ApiCall]:
-        """The Key Vault calls since the last take (recorded in the next custody record)."""
-        calls, self._calls = self._calls, []
-        return calls
 
     def _record(self, response: PipelineResponse[Any, Any]) -> None:
         request, reply = response.http_request, response.http_response

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -19,7 +18,7 @@ from google.auth.exceptions import DefaultCredentialsError
 
 from cloudir.custody import ApiCall
 from cloudir.errors import CloudAccessError, CloudirError
-from cloudir.signing import ECDSA_P256, fingerprint, public_pem
+from cloudir.signing import CloudKeySigner
 from cloudir.textsafe import visible
 from providers.gcp.session import anonymous_credentials
 
@@ -34,12 +33,10 @@ def _crc32c(data: bytes) -> int:
     return int(google_crc32c.value(data))
 
 
-class CloudKmsSigner:
+class CloudKmsSigner(CloudKeySigner):
     """A Cloud KMS asymmetric signing key version with algorithm EC_SIGN_P256_SHA256 (DER ECDSA signatures)."""
 
-    created = False
-    path: Path | None = None
-    algorithm = ECDSA_P256
+    service = "Cloud KMS"
 
     def __init__(self, name: str) -> None:
         if not VERSION_NAME.fullmatch(name):
@@ -49,7 +46,7 @@ class CloudKmsSigner:
             )
         from google.cloud import kms_v1
 
-        self._calls: list[ApiCall] = []
+        super().__init__()
         emulator = os.environ.get(EMULATOR_ENV)
         transport_class = kms_v1.KeyManagementServiceClient.get_transport_class("rest")
         try:
@@ -64,7 +61,7 @@ class CloudKmsSigner:
             ) from None
         transport._session.hooks["response"].append(self._record)  # type: ignore[attr-defined]  # its own session
         self._client = kms_v1.KeyManagementServiceClient(transport=transport)
-        self.key_id: str | None = name
+        self.key_id = name
         try:
             response = self._client.get_public_key(name=name)
         except (GoogleAPIError, requests.RequestException) as exc:
@@ -83,25 +80,6 @@ class CloudKmsSigner:
         key = serialization.load_pem_public_key(response.pem.encode())
         self._public = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
-    @property
-    def location(self) -> str:
-        """The key version."""
-        return f"Cloud KMS {self.key_id}"
-
-    @property
-    def public_raw(self) -> bytes:
-        """The DER SubjectPublicKeyInfo of the key."""
-        return self._public
-
-    @property
-    def fingerprint(self) -> str:
-        """``SHA256:<hex>`` of the DER public key."""
-        return fingerprint(self._public)
-
-    def public_pem(self) -> str:
-        """The public key as PEM."""
-        return public_pem(self.algorithm, self._public)
-
     def sign(self, data: bytes) -> bytes:
         """asymmetricSign over the SHA-256 of ``data``, with CRC32C integrity checks both ways."""
         digest = hashlib.sha256(data).digest()
@@ -115,11 +93,6 @@ class CloudKmsSigner:
             raise CloudAccessError(f"the signature of {self.key_id} was corrupted in transit (CRC32C mismatch)")
         signature: bytes = response.signature
         return signature
-
-    def take_calls(self) -> list[ApiCall]:
-        """The Cloud KMS calls since the last take (recorded in the next custody record)."""
-        calls, self._calls = self._calls, []
-        return calls
 
     def _record(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         url = response.request.url or ""
