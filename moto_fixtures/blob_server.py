@@ -15,20 +15,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import tempfile
-import threading
 import uuid
 from dataclasses import dataclass, field
 from email.utils import format_datetime, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from moto_fixtures.azure_server import make_certificate, serve_https
+from moto_fixtures.local_http import LocalService, Response
 
-Response = tuple[int, dict[str, str], bytes]
 # The service versions the Blob service answers (as the SDK's models list them); others are refused.
 KNOWN_VERSIONS = frozenset(
     [
@@ -102,31 +96,31 @@ class Container:
     blobs: dict[str, list[BlobVersion]] = field(default_factory=dict)
 
 
-class FakeBlobService:
+class FakeBlobService(LocalService):
     """Storage accounts -> containers -> blob versions, served over HTTPS (use as a context manager)."""
 
+    tls = True
+    name = "fake-blob"
+
     def __init__(self) -> None:
+        super().__init__()
         self.accounts: dict[str, dict[str, Container]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
-        self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self.base_url = ""
-        self.ca_file = ""
 
-    def __enter__(self) -> FakeBlobService:
-        self._tmp = tempfile.TemporaryDirectory(prefix="cloudir-fake-blob-")
-        cert, key = make_certificate(Path(self._tmp.name))
-        self._server, self.base_url = serve_https(self, _Handler, cert, key, "fake-blob")
-        self.ca_file = str(cert)
-        return self
+    def failure(self, exc: Exception) -> Response:
+        """A fake bug, as the service's InternalError."""
+        return _error(500, "InternalError", f"{type(exc).__name__}: {exc}")
 
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+    def response_headers(self, request_headers: dict[str, str]) -> dict[str, str]:
+        """Request id, service version and date on every response; the client's request id echoed."""
+        headers = {
+            "x-ms-request-id": str(uuid.uuid4()),
+            "x-ms-version": request_headers.get("x-ms-version", ""),
+            "Date": _http_date(dt.datetime.now(dt.UTC)),
+        }
+        if "x-ms-client-request-id" in request_headers:
+            headers["x-ms-client-request-id"] = request_headers["x-ms-client-request-id"]
+        return headers
 
     def add_container(self, account: str, container: str, *, version_level_worm: bool) -> None:
         """Create a container (with version-level immutability support enabled, or not)."""
@@ -344,37 +338,3 @@ class FakeBlobService:
 
 def _immutable(version: BlobVersion) -> bool:
     return version.until is not None and version.until > dt.datetime.now(dt.UTC)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        fake: FakeBlobService = self.server.fake  # type: ignore[attr-defined]
-        try:
-            status, response_headers, payload = fake.handle(self.command, self.path, headers, body)
-        except Exception as exc:  # a fake bug must surface as a 500, not a dropped connection
-            status, response_headers, payload = _error(500, "InternalError", f"{type(exc).__name__}: {exc}")
-        self.send_response(status)
-        response_headers |= {
-            "x-ms-request-id": str(uuid.uuid4()),
-            "x-ms-version": headers.get("x-ms-version", ""),
-            "Date": _http_date(dt.datetime.now(dt.UTC)),
-            "Content-Length": str(len(payload)),
-        }
-        if "x-ms-client-request-id" in headers:
-            response_headers["x-ms-client-request-id"] = headers["x-ms-client-request-id"]
-        for key, value in response_headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    do_GET = do_PUT = do_HEAD = do_DELETE = _serve  # noqa: N815 - names fixed by the base class
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
-        """Stay quiet."""

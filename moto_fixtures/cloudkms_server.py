@@ -14,9 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -24,12 +22,14 @@ import google_crc32c
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-Response = tuple[int, dict[str, Any]]
+from moto_fixtures.local_http import LocalService, Response
+
+Answer = tuple[int, dict[str, Any]]  # status and JSON body
 VERSION_NAME = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+/cryptoKeyVersions/\d+")
 _STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 403: "PERMISSION_DENIED"}
 
 
-def _error(status: int, message: str, code: str | None = None) -> Response:
+def _error(status: int, message: str, code: str | None = None) -> Answer:
     return status, {"error": {"code": status, "message": message, "status": code or _STATUS.get(status, "UNKNOWN")}}
 
 
@@ -42,28 +42,20 @@ class KeyVersion:
     state: str = "ENABLED"
 
 
-class FakeCloudKms:
+class FakeCloudKms(LocalService):
     """Key versions served over HTTP on 127.0.0.1 (use as a context manager)."""
 
+    name = "fake-cloudkms"
+
     def __init__(self) -> None:
+        super().__init__()
         self.versions: dict[str, KeyVersion] = {}
         self.requests: list[tuple[str, str]] = []
-        self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self.host = ""
 
-    def __enter__(self) -> FakeCloudKms:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.fake = self  # type: ignore[attr-defined]
-        self.host = f"127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-cloudkms", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    @property
+    def host(self) -> str:
+        """``host:port``, what ``CLOUDIR_GCP_KMS_EMULATOR_HOST`` is set to."""
+        return self.base_url.removeprefix("http://")
 
     def create_ec_key(self, project: str, ring: str, key: str) -> str:
         """A new EC_SIGN_P256_SHA256 key version; its resource name."""
@@ -74,8 +66,18 @@ class FakeCloudKms:
             self.versions[name] = KeyVersion(name, ec.generate_private_key(ec.SECP256R1()))
             return name
 
-    def handle(self, method: str, raw_path: str, body: bytes) -> Response:
-        """Answer one request."""
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Response:
+        """Answer one request, as JSON."""
+        status, payload = self.answer(method, raw_path, body)
+        return status, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(payload).encode()
+
+    def failure(self, exc: Exception) -> Response:
+        """A fake bug, in the API's error envelope."""
+        status, payload = _error(500, f"{type(exc).__name__}: {exc}", "INTERNAL")
+        return status, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(payload).encode()
+
+    def answer(self, method: str, raw_path: str, body: bytes) -> Answer:
+        """The status and JSON body of one request."""
         path = unquote(urlsplit(raw_path).path)
         with self._lock:
             self.requests.append((method, path))
@@ -85,7 +87,7 @@ class FakeCloudKms:
                 return self._sign(path.removeprefix("/v1/").removesuffix(":asymmetricSign"), body)
         return _error(404, f"{method} {path} is not served by this fake")
 
-    def _find(self, name: str) -> KeyVersion | Response:
+    def _find(self, name: str) -> KeyVersion | Answer:
         if not VERSION_NAME.fullmatch(name):
             return _error(400, f"Resource name [{name}] does not match any known resource name pattern.")
         version = self.versions.get(name)
@@ -95,7 +97,7 @@ class FakeCloudKms:
             return _error(400, f"{name} is not enabled, current state is: {version.state}.", "FAILED_PRECONDITION")
         return version
 
-    def _public_key(self, name: str) -> Response:
+    def _public_key(self, name: str) -> Answer:
         version = self._find(name)
         if not isinstance(version, KeyVersion):
             return version
@@ -112,7 +114,7 @@ class FakeCloudKms:
             "protectionLevel": "SOFTWARE",
         }
 
-    def _sign(self, name: str, body: bytes) -> Response:
+    def _sign(self, name: str, body: bytes) -> Answer:
         version = self._find(name)
         if not isinstance(version, KeyVersion):
             return version
@@ -134,28 +136,3 @@ class FakeCloudKms:
             "name": name,
             "protectionLevel": "SOFTWARE",
         }
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        fake: FakeCloudKms = self.server.fake  # type: ignore[attr-defined]
-        try:
-            status, payload = fake.handle(self.command, self.path, body)
-        except Exception as exc:  # a fake bug must surface as a 500, not a dropped connection
-            status, payload = _error(500, f"{type(exc).__name__}: {exc}", "INTERNAL")
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = _serve  # noqa: N815 - names fixed by the base class
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
-        """Stay quiet."""

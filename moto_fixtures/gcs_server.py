@@ -16,18 +16,17 @@ import datetime as dt
 import hashlib
 import itertools
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import google_crc32c
 
-Response = tuple[int, dict[str, str], bytes]
+from moto_fixtures.local_http import LocalService, Response
+
 UPLOAD_TYPES = ("media", "multipart")  # resumable uploads are not served by this fake
 
 
@@ -72,29 +71,29 @@ class Bucket:
         return obj.created + dt.timedelta(seconds=self.retention_seconds)
 
 
-class FakeGcs:
+class FakeGcs(LocalService):
     """Buckets and objects served over HTTP on 127.0.0.1 (use as a context manager)."""
 
+    name = "fake-gcs"
+
     def __init__(self) -> None:
+        super().__init__()
         self.buckets: dict[str, Bucket] = {}
         self.requests: list[tuple[str, str]] = []
         self._generations = itertools.count(1_700_000_000_000_001)
-        self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self.host = ""
 
-    def __enter__(self) -> FakeGcs:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.fake = self  # type: ignore[attr-defined]
-        self.host = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-gcs", daemon=True).start()
-        return self
+    @property
+    def host(self) -> str:
+        """What ``STORAGE_EMULATOR_HOST`` is set to."""
+        return self.base_url
 
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def failure(self, exc: Exception) -> Response:
+        """A fake bug, in the JSON API's error envelope."""
+        return _error(500, "backendError", f"{type(exc).__name__}: {exc}")
+
+    def response_headers(self, request_headers: dict[str, str]) -> dict[str, str]:
+        """GCS names every response with an upload id."""
+        return {"X-GUploader-UploadID": uuid.uuid4().hex}
 
     def add_bucket(self, name: str, *, retention_seconds: int | None, locked: bool) -> None:
         """Create a bucket, with a retention policy (locked or not) or none."""
@@ -306,30 +305,3 @@ def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], str, byt
     if not isinstance(metadata, dict) or not isinstance(media, bytes):
         return None
     return metadata, parts[1].get_content_type(), media
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        fake: FakeGcs = self.server.fake  # type: ignore[attr-defined]
-        try:
-            status, response_headers, payload = fake.handle(self.command, self.path, headers, body)
-        except Exception as exc:  # a fake bug must surface as a 500, not a dropped connection
-            status, response_headers, payload = _error(500, "backendError", f"{type(exc).__name__}: {exc}")
-        self.send_response(status)
-        response_headers["X-GUploader-UploadID"] = uuid.uuid4().hex  # GCS names every response this way
-        response_headers["Content-Length"] = str(len(payload))
-        for key, value in response_headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_DELETE = _serve  # noqa: N815 - names fixed by the base class
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
-        """Stay quiet."""

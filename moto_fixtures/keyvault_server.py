@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import base64
 import json
-import tempfile
-import threading
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from moto_fixtures.azure_server import make_certificate, serve_https
+from moto_fixtures.local_http import LocalService, Response
 
-Response = tuple[int, dict[str, str], bytes]
 API_VERSIONS = frozenset({"7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01"})
 # JWS algorithm -> (curve, digest length) a Key Vault EC key signs with
 EC_ALGORITHMS = {"ES256": ("P-256", 32), "ES384": ("P-384", 48), "ES512": ("P-521", 64)}
@@ -58,31 +52,24 @@ class VaultKey:
     operations: tuple[str, ...] = ("sign", "verify")
 
 
-class FakeKeyVault:
+class FakeKeyVault(LocalService):
     """Keys (EC P-256) served over HTTPS; use as a context manager."""
 
+    tls = True
+    name = "fake-keyvault"
+
     def __init__(self) -> None:
+        super().__init__()
         self.keys: dict[str, list[VaultKey]] = {}
         self.requests: list[tuple[str, str]] = []
-        self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self.base_url = ""
-        self.ca_file = ""
 
-    def __enter__(self) -> FakeKeyVault:
-        self._tmp = tempfile.TemporaryDirectory(prefix="cloudir-fake-keyvault-")
-        cert, key = make_certificate(Path(self._tmp.name))
-        self._server, self.base_url = serve_https(self, _Handler, cert, key, "fake-keyvault")
-        self.ca_file = str(cert)
-        return self
+    def failure(self, exc: Exception) -> Response:
+        """A fake bug, in the service's error envelope."""
+        return _error(500, "InternalError", f"{type(exc).__name__}: {exc}")
 
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+    def response_headers(self, request_headers: dict[str, str]) -> dict[str, str]:
+        """A request id on every response."""
+        return {"x-ms-request-id": str(uuid.uuid4())}
 
     def create_ec_key(self, name: str, *, operations: tuple[str, ...] = ("sign", "verify")) -> str:
         """Add a new P-256 version of key ``name``; its key id (URL with the version)."""
@@ -177,29 +164,3 @@ class FakeKeyVault:
         r, s = utils.decode_dss_signature(der)
         result = {"kid": self.kid(key), "value": _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))}
         return 200, {"Content-Type": "application/json; charset=utf-8"}, json.dumps(result).encode()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        fake: FakeKeyVault = self.server.fake  # type: ignore[attr-defined]
-        try:
-            status, response_headers, payload = fake.handle(self.command, self.path, headers, body)
-        except Exception as exc:  # a fake bug must surface as a 500, not a dropped connection
-            status, response_headers, payload = _error(500, "InternalError", f"{type(exc).__name__}: {exc}")
-        self.send_response(status)
-        response_headers |= {"x-ms-request-id": str(uuid.uuid4()), "Content-Length": str(len(payload))}
-        for key, value in response_headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = _serve  # noqa: N815 - names fixed by the base class
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
-        """Stay quiet."""
