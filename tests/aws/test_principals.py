@@ -166,3 +166,22 @@ def test_playbook_captures_and_contains_a_user_principal(
     assert {k["Status"] for k in iam.list_access_keys(UserName="bob")["AccessKeyMetadata"]} == {"Inactive"}
     assert DENY_ALL_POLICY in iam.list_user_policies(UserName="bob")["PolicyNames"]
     assert _run("verify", str(case)).exit_code == 0
+
+
+def test_stolen_session_key_dry_run_names_every_call_and_a_playbook_revokes_its_role(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path
+):
+    plan = _run("contain", "aws", "--access-key", STOLEN_SESSION_KEY, "--dry-run")
+    assert plan.exit_code == 0, plan.output
+    assert "iam:PutRolePolicy" in plan.output
+    assert "InstanceId" not in plan.output
+    iam = aws_sandbox.client("iam")
+    assert REVOKE_POLICY not in iam.list_role_policies(RoleName="web-app-role")["PolicyNames"]  # dry run: no change
+    case = tmp_path / "pb"
+    args = ["respond", "--cloud", "aws", "--access-key", STOLEN_SESSION_KEY, "--location", "us-east-1"]
+    result = _run(*args, "--case", str(case), "--param", "log_window_before_hours=96", "--approve-containment")
+    assert result.exit_code == 0, result.output
+    assert "iam-credential-compromise" in result.output
+    assert (case / "artifacts/aws/iam-role/web-app-role/role.json").is_file()  # captured before the change
+    assert REVOKE_POLICY in iam.list_role_policies(RoleName="web-app-role")["PolicyNames"]
+    assert _run("verify", str(case)).exit_code == 0

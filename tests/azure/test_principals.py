@@ -242,3 +242,19 @@ def test_playbook_captures_pulls_identity_logs_and_contains_the_user(
     assert sign_ins
     assert {r["userId"] for r in sign_ins} == {ATTACKER_USER_ID}  # filtered by the resolved object id
     assert verify_case(case).ok
+
+
+def test_playbook_plan_for_an_entra_user_names_every_call_offline():
+    args = ["playbook", "plan", "--cloud", "azure", "--principal", ATTACKER, "--account", SUBSCRIPTION]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "principal-compromise" in result.output
+    for operation in (
+        "users/{id}/authentication/methods/read",
+        "roleAssignments/read",
+        "auditLogs/signIns/read",
+        "users/{id}/revokeSignInSessions/action",
+        "users/{id}/write",
+        "roleAssignments/delete",  # the playbook removes what was granted since its log window's start
+    ):
+        assert operation in result.output, operation
