@@ -1,7 +1,7 @@
 """Azure Function (Event Grid trigger) for Microsoft Defender for Cloud alerts.
 
-Binding: an ``eventGridTrigger`` named ``event`` calling :func:`main`. The function receives an
-``azure.functions.EventGridEvent`` (its ``get_json()`` is the alert) or, in tests, the plain event dict.
+deploy/azure/function_app.py (Python v2 programming model) declares the ``eventGridTrigger`` and calls :func:`main`
+with the ``azure.functions.EventGridEvent`` (its ``get_json()`` is the alert); the plain event dict works too.
 """
 
 from __future__ import annotations

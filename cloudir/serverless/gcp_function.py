@@ -1,7 +1,7 @@
 """Cloud Function (Pub/Sub trigger) for Security Command Center finding notifications.
 
-Entry point: :func:`handle_pubsub`, given a CloudEvent whose ``data`` is ``{"message": {"data": base64}}``
-(functions-framework), or the plain dict form of it in tests.
+deploy/gcp/main.py (functions-framework, ``@functions_framework.cloud_event``) calls :func:`handle_pubsub` with the
+CloudEvent whose ``data`` is ``{"message": {"data": base64}}``; the plain dict form of it (a push body) works too.
 """
 
 from __future__ import annotations

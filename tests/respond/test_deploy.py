@@ -49,8 +49,6 @@ def test_azure_and_gcp_roles_are_generated_without_credentials() -> None:
     permissions = [p for r in gcp["roles"] for p in r["request"]["role"]["includedPermissions"]]
     assert permissions
     assert all("*" not in permission for permission in permissions)
-    binding = json.loads((DEPLOY / "azure" / "cloudir_respond" / "function.json").read_text())
-    assert binding["bindings"][0]["type"] == "eventGridTrigger"
     for cloud in ("azure", "gcp"):  # the deploy guides name the generated placeholders
         guide = (DEPLOY / cloud / "README.md").read_text()
         for placeholder in {*re.findall(r"<[a-z-]+>", json.dumps(_policy(cloud)))}:

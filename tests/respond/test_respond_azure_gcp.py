@@ -1,17 +1,29 @@
 """Defender for Cloud and Security Command Center findings, end to end on the Azure and GCP sandboxes.
 
-Each source runs once through its serverless handler (Event Grid / Pub/Sub envelope) and once through the
-CLI, with containment held for approval and then approved.
+Each source runs once through its deployable function (deploy/azure/function_app.py called by the azure-functions
+package with a real EventGridEvent; deploy/gcp/main.py served by functions-framework on 127.0.0.1 and sent a
+CloudEvent over HTTP) and once through the CLI, with containment held for approval and then approved.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import azure.functions as func
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +36,85 @@ from moto_fixtures.sandbox import open_sandbox
 from tests.respond.conftest import sample
 
 runner = CliRunner()
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"deployed_{path.parent.name}_{path.stem}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _deliver_event_grid(event: dict[str, Any]) -> None:
+    """Call the v2 function app's Event Grid function as the Functions host does, with an EventGridEvent."""
+    app = _load(DEPLOY / "azure" / "function_app.py").app
+    [function] = app.get_functions()
+    [binding] = function.get_bindings_dict()["bindings"]
+    assert binding["type"] == "eventGridTrigger"
+    assert str(binding["direction"]).endswith("IN")
+    grid_event = func.EventGridEvent(
+        id=event["id"],
+        data=event["data"],
+        topic=event["topic"],
+        subject=event["subject"],
+        event_type=event["eventType"],
+        event_time=datetime.fromisoformat(event["eventTime"]),
+        data_version=event["dataVersion"],
+    )
+    assert function.get_user_function()(**{binding["name"]: grid_event}) is None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextmanager
+def _cloud_function(log: Path) -> Iterator[str]:
+    """deploy/gcp/main.py served by functions-framework on 127.0.0.1 (a subprocess of this environment); its URL."""
+    port = _free_port()
+    command = [sys.executable, "-m", "functions_framework", "--target", "cloudir_respond"]
+    command += ["--source", str(DEPLOY / "gcp" / "main.py"), "--signature-type", "cloudevent"]
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)], env=os.environ.copy(), stderr=output
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "functions-framework did not start"
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        print(log.read_text()[-4000:])  # shown when the test fails
+
+
+def _post_cloud_event(url: str, event: dict[str, Any]) -> int:
+    """POST a CloudEvent in binary content mode (ce-* headers, the data as the JSON body), as Eventarc does."""
+    headers = {f"ce-{key}": str(event[key]) for key in ("specversion", "id", "source", "type", "time")}
+    request = urllib.request.Request(
+        url, data=json.dumps(event["data"]).encode(), headers=headers | {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=600) as response:
+        status: int = response.status
+    return status
+
+
+def _only_case(root: Path) -> Path:
+    [case_dir] = [path for path in root.iterdir() if path.is_dir()]
+    return case_dir
 
 
 @pytest.fixture
@@ -69,13 +160,12 @@ def test_defender_alert_through_event_grid_function_and_cli(
         alert = events[0]["data"]["properties"]
         alert["resourceIdentifiers"][0]["azureResourceId"] = incident.extra["vm_id"]
         alert["startTimeUtc"] = activity
-        result = azure_main(events[0])
-        [outcome] = result["outcomes"]
-        assert outcome["status"] == "awaiting-approval", outcome["message"]
-        assert outcome["playbook"] == "azure-vm-compromise"
+        _deliver_event_grid(events[0])
         assert sandbox.is_preserved(incident)
         assert not sandbox.is_isolated(incident)
-        assert azure_main(events[0])["outcomes"][0]["status"] == "duplicate"
+        [outcome] = azure_main(events[0])["outcomes"]  # the same event again: the case says it is handled
+        assert outcome["status"] == "duplicate", outcome["message"]
+        assert outcome["playbook"] == "azure-vm-compromise"
 
         workflow = sample("defender_workflow_automation.json")
         workflow["ResourceIdentifiers"][0]["AzureResourceId"] = incident.extra["vm_id"]
@@ -93,7 +183,7 @@ def test_defender_alert_through_event_grid_function_and_cli(
         assert sandbox.is_isolated(incident)
         assert sandbox.snapshots_for_case(json.loads((case_dir / "case.json").read_text())["case_id"])
     assert _check_case(case_dir)["actions_taken"]["containment"] == "performed"
-    assert _check_case(Path(outcome["case_dir"]))["actions_taken"]["containment"] == "awaiting approval"
+    assert _check_case(_only_case(serverless_env))["actions_taken"]["containment"] == "awaiting approval"
 
 
 def test_scc_finding_through_pubsub_function_and_cli_then_approval(
@@ -125,17 +215,18 @@ def test_scc_finding_through_pubsub_function_and_cli_then_approval(
         ).strftime("%Y-%m-%dT%H:%M:%SZ")
         cloud_event = sample("scc_cloudevent.json")
         cloud_event["data"]["message"]["data"] = base64.b64encode(json.dumps(notification).encode()).decode()
-        result = handle_pubsub(cloud_event)
-        [outcome] = result["outcomes"]
-        assert outcome["status"] == "awaiting-approval", outcome["message"]
-        assert outcome["playbook"] == "gce-instance-compromise"
+        with _cloud_function(tmp_path / "functions-framework.log") as url:
+            assert _post_cloud_event(url, cloud_event) == 200
         assert sandbox.is_preserved(incident)
         assert not sandbox.is_isolated(incident)
-        case_dir = Path(outcome["case_dir"])
+        case_dir = _only_case(serverless_env)
 
         push = sample("scc_pubsub_push.json")
         push["message"]["data"] = cloud_event["data"]["message"]["data"]
-        assert handle_pubsub(push)["outcomes"][0]["status"] == "duplicate"
+        [outcome] = handle_pubsub(push)["outcomes"]
+        assert outcome["status"] == "duplicate", outcome["message"]
+        assert outcome["playbook"] == "gce-instance-compromise"
+        assert Path(outcome["case_dir"]) == case_dir
 
         finding_file = tmp_path / "push.json"  # the same SCC finding through the CLI, into its own case
         finding_file.write_text(json.dumps(push))
