@@ -258,3 +258,15 @@ def test_playbook_plan_for_an_entra_user_names_every_call_offline():
         "roleAssignments/delete",  # the playbook removes what was granted since its log window's start
     ):
         assert operation in result.output, operation
+
+
+def test_a_throttled_graph_read_is_retried_after_retry_after_and_recorded(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    case = Case.create(tmp_path / "throttled")
+    azure_sandbox.graph.throttle("users", 0, 0)
+    target, _ = _run_principal(azure_sandbox, case, ATTACKER, ContainOptions())
+    assert target.id == ATTACKER_USER_ID
+    outcomes = [(c["operation"], c["outcome"]) for c in _api_calls(case.root) if c["service"] == "Microsoft.Graph"]
+    assert outcomes[:3] == [("users/{id}/read", "TooManyRequests")] * 2 + [("users/{id}/read", "ok")]
+    assert (case.root / FOLDER / "user.json").is_file()
