@@ -688,9 +688,16 @@ class FakeGcp:
         return page
 
     def entries_list(self, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
-        projects = [name.removeprefix("projects/") for name in body.get("resourceNames", [])]
+        parents = body.get("resourceNames", [])
+        if not parents or not all(_PARENT.fullmatch(str(name)) for name in parents):
+            raise FakeError(400, "INVALID_ARGUMENT", f"resourceNames must be projects/, organizations/, folders/ or "
+                            f"billingAccounts/ names: {parents!r}")  # fmt: skip
         predicate = LogFilter(body.get("filter", "")).compile()
-        rows = [entry for entry in self.log_entries if entry["logName"].split("/")[1] in projects and predicate(entry)]
+        rows = [
+            entry
+            for entry in self.log_entries
+            if any(entry["logName"].startswith(f"{parent}/logs/") for parent in parents) and predicate(entry)
+        ]
         rows.sort(key=lambda entry: entry["timestamp"], reverse=body.get("orderBy", "").endswith("desc"))
         size = int(body.get("pageSize") or self.log_page_size)
         start = int(body.get("pageToken") or 0)
@@ -698,6 +705,9 @@ class FakeGcp:
         if start + size < len(rows):
             page["nextPageToken"] = str(start + size)
         return page
+
+
+_PARENT = re.compile(r"(projects|organizations|folders|billingAccounts)/[A-Za-z0-9_.:-]+")
 
 
 class LogFilter:

@@ -69,6 +69,13 @@ def _config(project: str | None, endpoint: str | None, anonymous: bool, **extra:
     return config
 
 
+def _numeric(value: str, option: str) -> str:
+    """An organization or folder id: digits only (it becomes part of a resource name and a log name)."""
+    if not value.strip().isdigit():
+        raise CloudirError(f"{option} {value!r} is not a numeric id", hint="e.g. --organization 123456789012")
+    return value.strip()
+
+
 def _query(value: str, zone: str | None) -> TargetQuery:
     """A service account by its email; anything else names an instance."""
     if "@" in value:
@@ -223,6 +230,14 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
             "--workspace-admin", help="Workspace administrator the service account acts as (domain-wide delegation)."
         ),
     ] = None,
+    organization: Annotated[
+        list[str] | None,
+        typer.Option("--organization", help="Also this organization's own audit logs (numeric id; repeatable)."),
+    ] = None,
+    folder: Annotated[
+        list[str] | None,
+        typer.Option("--folder", help="Also this folder's own audit logs (numeric id; repeatable)."),
+    ] = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
     api_endpoint: EndpointOpt = None,
@@ -241,6 +256,8 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
     logs/gcp/flows/coverage.json.
     With --workspace, Admin SDK Reports pages (admin, login, token; per --principal when given) go to
     logs/gcp/workspace/<application>/<user>/ the same way, with logs/gcp/workspace/coverage.json.
+    --organization / --folder add that level's own audit logs (IAM and policy changes made on the
+    organization or folder, not its projects' logs) under logs/gcp/audit/organizations_<id>/ or folders_<id>/.
 
     \b
     Examples:
@@ -256,7 +273,9 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
     """
     window_start, window_end = resolve_window(start, end, around, before, after)
     projects = list(project or [])
-    if flows and (principal or resource or log_kind or workspace):
+    parents = [f"organizations/{_numeric(o, '--organization')}" for o in organization or []]
+    parents += [f"folders/{_numeric(f, '--folder')}" for f in folder or []]
+    if flows and (principal or resource or log_kind or workspace or parents):
         raise CloudirError(
             "--flows takes --instance only", hint="flow logs are scoped by instance, not principal or resource name"
         )
@@ -279,7 +298,7 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
         principals=list(principal or []),
         resources=list(resource or []),
         extra={
-            "projects": projects,
+            "projects": projects + parents,
             "log_kinds": list(log_kind or []),
             "workspace": workspace,
             "workspace_admin": workspace_admin,

@@ -46,10 +46,22 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def parent_name(scope: str) -> str:
+    """The Logging parent of a scope: ``organizations/ID`` or ``folders/ID`` as given, else ``projects/ID``."""
+    return scope if scope.startswith(("organizations/", "folders/")) else f"projects/{scope}"
+
+
+def scope_label(scope: str) -> str:
+    """``project P``, ``organization O`` or ``folder F`` (for titles and messages)."""
+    kind, _, name = parent_name(scope).partition("/")
+    return f"{kind.removesuffix('s')} {name}"
+
+
 def audit_filter(project: str, request: LogPullRequest) -> str:
-    """The Logging query for one project: audit log names, the window, and principal/resource scope."""
+    """The Logging query for one project, organization or folder: audit log names, the window, principal/resource."""
     kinds = request.extra.get("log_kinds") or list(AUDIT_LOGS)
-    names = " OR ".join(f"logName={quote(f'projects/{project}/logs/{AUDIT_LOGS[kind]}')}" for kind in kinds)
+    parent = parent_name(project)
+    names = " OR ".join(f"logName={quote(f'{parent}/logs/{AUDIT_LOGS[kind]}')}" for kind in kinds)
     clauses = [f"({names})", f"timestamp>={quote(request.start)}", f"timestamp<{quote(request.end)}"]
     scope = [f"protoPayload.authenticationInfo.principalEmail={quote(p)}" for p in request.principals]
     scope += [f"protoPayload.authenticationInfo.serviceAccountKeyName:{quote(k)}" for k in request.access_keys]
@@ -106,7 +118,11 @@ def in_window(request: LogPullRequest) -> LogPullRequest:
 
 
 def plan_audit_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
-    """One READ step per project; every page is one ``entries:list`` call."""
+    """One READ step per project, organization or folder; every page is one ``entries:list`` call.
+
+    An organization or folder (``organizations/ID``, ``folders/ID`` in ``extra["projects"]``) gives its own audit
+    logs (IAM and policy changes made at that level), not those of the projects under it.
+    """
     request = in_window(request)
     projects: list[str] = list(request.extra.get("projects") or [provider.project])
     unknown = set(request.extra.get("log_kinds") or []) - set(AUDIT_LOGS)
@@ -119,14 +135,14 @@ def plan_audit_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
     steps = [
         Step(
             f"logs:audit:{project}",
-            f"Pull Cloud Audit Logs of project {project}, {request.start} to {request.end}",
+            f"Pull Cloud Audit Logs of {scope_label(project)}, {request.start} to {request.end}",
             StepKind.READ,
             [
                 call(
                     "logging",
                     "entries.list",
                     None,
-                    resourceNames=f"projects/{project}",
+                    resourceNames=parent_name(project),
                     filter=audit_filter(project, request),
                     orderBy="timestamp asc",
                     pageSize=provider.log_page_size,
@@ -177,7 +193,7 @@ class ProjectPull:
         self.project = project
         self.scope = scope
         self.folder = f"logs/gcp/{source.folder}/{safe_name(project)}" + (f"/{scope}" if scope else "")
-        self.query = {"resourceNames": [f"projects/{project}"], "filter": source.query(project, request)}
+        self.query = {"resourceNames": [parent_name(project)], "filter": source.query(project, request)}
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         """Fetch every page from where the last run stopped; store each raw body before it is parsed."""
@@ -218,7 +234,7 @@ class ProjectPull:
                 )
                 self._stop(case, progress, f"entries.list failed: {detail}")
                 with gcp_errors(
-                    f"list {self.source.what} entries of project {self.project}", "logging.logEntries.list"
+                    f"list {self.source.what} entries of {scope_label(self.project)}", "logging.logEntries.list"
                 ):
                     raise
             attempts = 0

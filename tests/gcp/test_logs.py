@@ -162,3 +162,35 @@ def test_timeline_reads_every_page_and_skips_the_bookkeeping(
     stats = build_case_timeline(case)
     assert stats.quarantined == 0
     assert stats.per_format == {"gcp_audit": len(_expected(gcp_sandbox, _request()))}
+
+
+ORGANIZATION = "123456789012"
+
+
+def test_an_organization_scope_pulls_its_own_audit_logs(gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path):
+    from typer.testing import CliRunner
+
+    from cloudir.cli import app
+
+    org_log = f"organizations/{ORGANIZATION}/logs/cloudaudit.googleapis.com%2Factivity"
+    entry = json.loads(json.dumps(gcp_sandbox.fake.log_entries[0]))
+    entry |= {"logName": org_log, "insertId": "org-iam-change", "timestamp": "2026-11-20T09:30:00.000000Z"}
+    entry["protoPayload"] |= {"methodName": "SetIamPolicy", "resourceName": f"organizations/{ORGANIZATION}"}
+    gcp_sandbox.fake.log_entries.append(entry)
+    assert gcp_sandbox.server is not None
+    connect = ["--api-endpoint", gcp_sandbox.server.endpoint, "--anonymous"]
+    window = ["--start", WINDOW_START, "--end", WINDOW_END]
+    case = tmp_path / "org"
+    args = ["logs", "pull", "gcp", "--case", str(case), "--project", PROJECT, "--organization", ORGANIZATION]
+    result = CliRunner().invoke(app, [*args, *window, *connect], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    org_pages = sorted((case / f"logs/gcp/audit/organizations_{ORGANIZATION}").glob("page-*.json"))
+    assert [e["insertId"] for p in org_pages for e in json.loads(p.read_bytes())["entries"]] == ["org-iam-change"]
+    project_ids = {
+        e["insertId"] for p in (case / FOLDER).glob("page-*.json") for e in json.loads(p.read_bytes())["entries"]
+    }
+    assert project_ids
+    assert "org-iam-change" not in project_ids  # a project's pull never holds the organization's entries
+    bad = CliRunner().invoke(app, [*args[:-1], "1 OR logName:x", *window, *connect, "--dry-run"])
+    assert bad.exit_code == 2
+    assert "not a numeric id" in bad.output
