@@ -15,7 +15,6 @@ from cloudir.cli.common import console, err_console, print_step_status, render_p
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.errors import CloudirError
 from cloudir.provider import TargetKind, get_provider
-from cloudir.safepath import id_folder
 from cloudir.textsafe import esc
 
 if TYPE_CHECKING:
@@ -256,7 +255,9 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
     cloudir respond --trigger finding.json --case ./case-1;
     cloudir respond --case ./case-1 --approve
     """
-    from cloudir.playbook import approve_pending, load_playbooks, respond
+    from cloudir import ops
+    from cloudir.ops.respond import RespondRequest, respond_all
+    from cloudir.playbook import approve_pending, load_playbooks
 
     books = load_playbooks(playbooks)
     if approve:
@@ -296,23 +297,11 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
             resolve=False,
         )
         return
-    outcomes = []
-    for item in found:
-        case_dir = case or Path("cases") / id_folder(item.finding_id)
-        outcome = respond(
-            item,
-            case_dir,
-            playbooks=books,
-            playbook_id=playbook,
-            approve=approve_containment,
-            resume=resume,
-            params=params,
-            console=err_console,
-            observer=print_step_status,
-        )
-        _report_outcome(outcome)
-        outcomes.append(outcome)
-    _exit_for(outcomes)
+    request = RespondRequest(
+        found, books, case_dir=case, playbook_id=playbook, approve=approve_containment, resume=resume, params=params
+    )
+    progress = ops.Progress(console=err_console, observer=print_step_status)
+    _exit_for(respond_all(request, progress, on_outcome=lambda _trigger, outcome: _report_outcome(outcome)))
 
 
 def _exit_for(outcomes: list[Outcome]) -> None:

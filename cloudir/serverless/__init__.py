@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from cloudir.errors import CloudirError, StepFailedError
-from cloudir.playbook.engine import ProviderFactory, default_provider, respond
+from cloudir.ops.respond import RespondRequest, respond_all
+from cloudir.playbook.engine import Outcome, ProviderFactory, default_provider
 from cloudir.playbook.model import load_playbooks
-from cloudir.safepath import id_folder
-from cloudir.triggers import TriggerError, parse_triggers
+from cloudir.triggers import Trigger, TriggerError, parse_triggers
 
 DEFAULT_CASE_ROOT = "/tmp/cloudir-cases"  # noqa: S108 - the writable folder of Lambda / Functions; set CLOUDIR_CASE_ROOT
 logger = logging.getLogger("cloudir.serverless")
@@ -46,20 +46,21 @@ def handle_payload(payload: Any, provider_factory: ProviderFactory | None = None
         raise CloudirError("CLOUDIR_PARAMS must be a JSON object")
     params = {key: None if value == "" else value for key, value in loaded.items()}  # empty template parameters
     approve = os.environ.get("CLOUDIR_APPROVE_CONTAINMENT", "").lower() == "true"
-    outcomes = []
-    for trigger in triggers:
-        outcome = respond(
-            trigger,
-            root / id_folder(trigger.finding_id),
-            provider_factory=provider_factory or default_provider,
-            playbooks=playbooks,
-            approve=approve,
-            resume=True,
-            params=params,
-        )
-        logger.info("%s %s: %s", outcome.status, trigger.finding_id, outcome.message)
-        outcomes.append(outcome.as_dict())
+    request = RespondRequest(
+        triggers,
+        playbooks,
+        case_root=root,
+        approve=approve,
+        resume=True,
+        params=params,
+        provider_factory=provider_factory or default_provider,
+    )
+    outcomes = [outcome.as_dict() for outcome in respond_all(request, on_outcome=_log_outcome)]
     failed = [o for o in outcomes if o["status"] == "failed"]
     if failed:
         raise StepFailedError(f"{len(failed)} response(s) failed: {failed[0]['message']}")
     return {"status": "ok", "outcomes": outcomes}
+
+
+def _log_outcome(trigger: Trigger, outcome: Outcome) -> None:
+    logger.info("%s %s: %s", outcome.status, trigger.finding_id, outcome.message)

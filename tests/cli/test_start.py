@@ -34,12 +34,14 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def _loaded_after(argv: list[str]) -> set[str]:
-    """Top-level modules (and rich.markdown) imported by running the CLI with ``argv`` in a fresh interpreter."""
+    """Top-level modules (and rich.markdown) that running the CLI with ``argv`` imports in a fresh interpreter
+    (modules the interpreter loaded before cloudir, such as namespace packages of ``.pth`` files, do not count)."""
     code = (
         "import sys, json\n"
+        "before = set(sys.modules)\n"
         "from cloudir.cli import app\n"
         f"try:\n    app({argv!r}, prog_name='cloudir')\nexcept SystemExit:\n    pass\n"
-        "sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
+        "sys.stderr.write(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     done = _run("-c", code)
     modules = set(json.loads(done.stderr.strip().splitlines()[-1]))
