@@ -166,18 +166,10 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
     ] = False,
 ) -> None:
     """Print every step a playbook would run for a finding, and each API call, without changing anything."""
-    from cloudir.playbook import (
-        build_response_plan,
-        default_provider,
-        load_playbooks,
-        offline_provider,
-        select_playbook,
-        symbolic_target,
-    )
+    from cloudir.ops.respond import RespondRequest, plan_response
+    from cloudir.playbook import load_playbooks
 
-    params = _params(param)
-    books = load_playbooks(playbooks)
-    for found in _triggers(
+    found = _triggers(
         trigger,
         cloud=cloud,
         instance=instance,
@@ -186,35 +178,17 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
         location=location,
         account=account,
         severity=severity,
-    ):
-        chosen = select_playbook(found, books, playbook)
+    )
+    request = RespondRequest(found, load_playbooks(playbooks), playbook_id=playbook, params=_params(param))
+    for planned in plan_response(request, resolve=resolve):
+        item = planned.trigger
         console.print(
-            f"[bold]{esc(found.source)}[/] finding {esc(found.finding_id)} ({esc(found.finding_type)}, "
-            f"{esc(found.severity)}) on {esc(found.cloud)} {found.target.kind.value} {esc(found.target.value)} "
-            f"→ playbook [bold]{esc(chosen.id)}[/]",
+            f"[bold]{esc(item.source)}[/] finding {esc(item.finding_id)} ({esc(item.finding_type)}, "
+            f"{esc(item.severity)}) on {esc(item.cloud)} {item.target.kind.value} {esc(item.target.value)} "
+            f"→ playbook [bold]{esc(planned.playbook.id)}[/]",
             soft_wrap=True,
         )
-        if resolve:
-            provider = default_provider(found)
-            provider.bind(None)
-            response = build_response_plan(
-                chosen, found, provider, provider.find_target(found.target), approved=True, params=params
-            )
-        else:
-            response = build_response_plan(
-                chosen, found, offline_provider(found), symbolic_target(found), approved=True, params=params
-            )
-            response.plan.notes.append(
-                "target not resolved (no cloud call made); --resolve lists the exact calls using read-only describe "
-                "calls"
-            )
-        if chosen.containment_requires_approval and any(s.action == "contain" for s in chosen.steps):
-            response.plan.notes.append("containment steps run only after approval (--approve-containment / --approve)")
-        settings = {**chosen.parameters, **params}
-        response.plan.notes.append(
-            "parameters: " + ", ".join(f"{key}={value}" for key, value in sorted(settings.items()) if value is not None)
-        )
-        render_plan(response.plan)
+        render_plan(planned.response.plan)
 
 
 def _report_outcome(outcome: Outcome) -> None:

@@ -13,8 +13,17 @@ from typing import Any
 
 from cloudir.errors import CloudirError
 from cloudir.ops import Progress
-from cloudir.playbook.engine import Outcome, ProviderFactory, default_provider, respond
-from cloudir.playbook.model import Playbook
+from cloudir.playbook.engine import (
+    Outcome,
+    ProviderFactory,
+    ResponsePlan,
+    build_response_plan,
+    default_provider,
+    offline_provider,
+    respond,
+    symbolic_target,
+)
+from cloudir.playbook.model import Playbook, select_playbook
 from cloudir.safepath import id_folder
 from cloudir.triggers import Trigger
 
@@ -68,3 +77,42 @@ def respond_all(
             on_outcome(trigger, outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+@dataclass(frozen=True)
+class PlannedResponse:
+    """What a playbook would do for one finding, changing nothing."""
+
+    trigger: Trigger
+    playbook: Playbook
+    response: ResponsePlan
+
+
+def plan_response(request: RespondRequest, *, resolve: bool = False) -> list[PlannedResponse]:
+    """Each finding's playbook and every step and API call it would run, changing nothing.
+
+    Without ``resolve`` no cloud call is made (the target's unknown details are placeholders); with it, the target
+    is resolved with read-only calls so the exact calls are listed.
+    """
+    planned = []
+    for trigger in request.triggers:
+        chosen = select_playbook(trigger, request.playbooks, request.playbook_id)
+        if resolve:
+            provider = request.provider_factory(trigger)
+            provider.bind(None)
+            target = provider.find_target(trigger.target)
+        else:
+            provider, target = offline_provider(trigger), symbolic_target(trigger)
+        response = build_response_plan(chosen, trigger, provider, target, approved=True, params=request.params)
+        notes = response.plan.notes
+        if not resolve:
+            notes.append(
+                "target not resolved (no cloud call made); --resolve lists the exact calls using read-only describe "
+                "calls"
+            )
+        if chosen.containment_requires_approval and any(s.action == "contain" for s in chosen.steps):
+            notes.append("containment steps run only after approval (--approve-containment / --approve)")
+        settings = {**chosen.parameters, **request.params}
+        notes.append("parameters: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items()) if v is not None))
+        planned.append(PlannedResponse(trigger, chosen, response))
+    return planned
