@@ -4,6 +4,8 @@ Configuration comes from the environment: ``CLOUDIR_CASE_ROOT`` (where case fold
 ``CLOUDIR_PLAYBOOKS`` (a playbook folder instead of the shipped ones), ``CLOUDIR_PARAMS`` (JSON object of
 playbook parameter overrides, e.g. the forensic account) and ``CLOUDIR_APPROVE_CONTAINMENT`` ("true" to
 pre-approve containment; otherwise containment waits for ``cloudir respond --case DIR --approve``).
+``CLOUDIR_STEP_RESERVE_SECONDS`` (default 300): when the platform says how long the invocation has left, no step
+starts with less than that; the invocation fails instead, and the platform's retry resumes the case at that step.
 """
 
 from __future__ import annotations
@@ -11,24 +13,52 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cloudir.errors import CloudirError, StepFailedError
+from cloudir.ops import Progress
 from cloudir.ops.respond import RespondRequest, respond_all
+from cloudir.plan import Step, StepObserver
 from cloudir.playbook.engine import Outcome, ProviderFactory, default_provider
 from cloudir.playbook.model import load_playbooks
 from cloudir.triggers import Trigger, TriggerError, parse_triggers
 
 DEFAULT_CASE_ROOT = "/tmp/cloudir-cases"  # noqa: S108 - the writable folder of Lambda / Functions; set CLOUDIR_CASE_ROOT
+DEFAULT_STEP_RESERVE_SECONDS = 300.0
 logger = logging.getLogger("cloudir.serverless")
 
 
-def handle_payload(payload: Any, provider_factory: ProviderFactory | None = None) -> dict[str, Any]:
+class InvocationTimeUpError(StepFailedError):
+    """Too little of this invocation is left to start the next step: the retried delivery resumes the case there."""
+
+
+def _time_budget(time_left: Callable[[], float]) -> StepObserver:
+    """An observer that refuses to start a step when less than the reserve is left in the invocation."""
+    reserve = float(os.environ.get("CLOUDIR_STEP_RESERVE_SECONDS") or DEFAULT_STEP_RESERVE_SECONDS)
+
+    def observe(step: Step, status: str) -> None:
+        if status != "running":
+            return
+        left = time_left()
+        if left < reserve:
+            raise InvocationTimeUpError(
+                f"{left:.0f} s left in this invocation, less than the {reserve:.0f} s reserved for a step: "
+                f"step {step.id} and the later ones run in the next delivery, which resumes the case"
+            )
+
+    return observe
+
+
+def handle_payload(
+    payload: Any, provider_factory: ProviderFactory | None = None, *, time_left: Callable[[], float] | None = None
+) -> dict[str, Any]:
     """Respond to every finding in a delivered payload; each finding gets its own case folder.
 
     A malformed finding is rejected without running anything (and is not retried); a failed step raises
-    so that the platform retries the delivery, which resumes the response where it stopped.
+    so that the platform retries the delivery, which resumes the response where it stopped. ``time_left``
+    (seconds left in the invocation) splits a long response across deliveries at step boundaries.
     """
     try:
         triggers = parse_triggers(payload)
@@ -55,7 +85,8 @@ def handle_payload(payload: Any, provider_factory: ProviderFactory | None = None
         params=params,
         provider_factory=provider_factory or default_provider,
     )
-    outcomes = [outcome.as_dict() for outcome in respond_all(request, on_outcome=_log_outcome)]
+    progress = Progress(observer=_time_budget(time_left) if time_left is not None else None)
+    outcomes = [outcome.as_dict() for outcome in respond_all(request, progress, on_outcome=_log_outcome)]
     failed = [o for o in outcomes if o["status"] == "failed"]
     if failed:
         raise StepFailedError(f"{len(failed)} response(s) failed: {failed[0]['message']}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +55,33 @@ def test_azure_and_gcp_roles_are_generated_without_credentials() -> None:
         guide = (DEPLOY / cloud / "README.md").read_text()
         for placeholder in {*re.findall(r"<[a-z-]+>", json.dumps(_policy(cloud)))}:
             assert placeholder in guide, (cloud, placeholder)
+
+
+def test_sam_template_passes_cfn_lint_and_wires_dead_letters_failures_and_the_wheel_package() -> None:
+    path = DEPLOY / "aws" / "template.yaml"
+    lint = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), str(path)], capture_output=True, text=True, check=False
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    resources = yaml.safe_load(path.read_text())["Resources"]
+    function = resources["ResponderFunction"]["Properties"]
+    assert function["CodeUri"] == ".build/cloudir-lambda.zip"  # deploy/aws/build_package.py: the wheel, no repo
+    rules = [name for name, event in function["Events"].items() if event["Type"] == "EventBridgeRule"]
+    for name in rules:
+        assert function["Events"][name]["Properties"]["DeadLetterConfig"]["Arn"] == {
+            "Fn::GetAtt": ["DeliveryDeadLetterQueue", "Arn"]
+        }
+    [policy] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"]
+    assert policy["Queues"] == [{"Ref": "DeliveryDeadLetterQueue"}]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        {"Fn::GetAtt": [f"ResponderFunction{name}", "Arn"]} for name in rules  # SAM's rule logical ids
+    ]
+    invoke = function["EventInvokeConfig"]
+    assert invoke["MaximumRetryAttempts"] == 2  # each retry resumes the case (CLOUDIR_STEP_RESERVE_SECONDS)
+    on_failure = invoke["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    assert resources[on_failure["Destination"]["Fn::GetAtt"][0]]["Type"] == "AWS::SQS::Queue"
+    assert function["Environment"]["Variables"]["CLOUDIR_STEP_RESERVE_SECONDS"] == "300"

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from cloudir.cli import app
 from cloudir.custody import read_records, verify_case
 from cloudir.playbook import respond
+from cloudir.serverless import InvocationTimeUpError
 from cloudir.serverless.aws_lambda import handler
 from cloudir.triggers import parse_triggers
 from tests.respond.conftest import AwsIncident, sample
@@ -158,3 +159,42 @@ def assert_policy_covers_calls(case_dir: Path) -> None:
     }
     assert len(made) > 20  # acquisition, log collection and containment all ran
     assert made - allowed == set(), f"the generated policy misses {sorted(made - allowed)}"
+
+
+class _LambdaContext:
+    """A Lambda context whose remaining time drops below the step reserve after ``steps`` steps have started."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.asked = 0
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.asked += 1
+        return 900_000 if self.asked <= self.steps else 120_000
+
+
+def test_lambda_splits_a_long_response_across_invocations_resuming_the_case(
+    aws_incident: AwsIncident, case_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDIR_CASE_ROOT", str(case_root))
+    monkeypatch.setenv("CLOUDIR_PARAMS", json.dumps(aws_incident.params))
+    monkeypatch.delenv("CLOUDIR_APPROVE_CONTAINMENT", raising=False)
+    first = _LambdaContext(steps=2)
+    with pytest.raises(InvocationTimeUpError, match="resumes the case"):
+        handler(aws_incident.finding, first, provider_factory=aws_incident.provider_factory)
+    assert first.asked == 3  # two steps ran, the third was not started
+    [case_dir] = list(case_root.iterdir())
+    done_first = [r["details"]["step"] for r in read_records(case_dir / "custody.jsonl") if "step" in r["details"]]
+    assert len(done_first) == 2
+
+    second = _LambdaContext(steps=1_000)  # Lambda's retry of the same event, with a fresh 15 minutes
+    [outcome] = handler(aws_incident.finding, second, provider_factory=aws_incident.provider_factory)["outcomes"]
+    assert outcome["status"] == "awaiting-approval", outcome["message"]
+    records = read_records(case_dir / "custody.jsonl")
+    steps = [r["details"]["step"] for r in records if "step" in r["details"] and r["outcome"] == "ok"]
+    assert steps[:2] == done_first
+    assert len(steps) == len(set(steps))  # no step ran twice
+    assert second.asked == len(steps) - 2
+    starts = [r for r in records if r["action"].endswith(".start") and "resume" in r["details"]]
+    assert [r["details"]["resume"] for r in starts] == [False, True]
+    assert verify_case(case_dir).ok
