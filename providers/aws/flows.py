@@ -33,7 +33,8 @@ from cloudir.coverage import CoverageReport, SourceCoverage, iso_utc, parse_utc
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind
 from cloudir.provider import LogPullRequest
-from providers.aws.logs import TokenBucket, capturing
+from cloudir.safepath import PathClaims
+from providers.aws.logs import MAX_REFUSED_IN_RECORD, TokenBucket, capturing
 from providers.aws.session import AwsClients, aws_errors, describe_error
 
 FLOWS_ROOT = "logs/aws/flows"
@@ -68,14 +69,19 @@ def _call(service: str, operation: str, region: str | None = None, **params: Any
     return PlannedCall(service, operation, region, params)
 
 
-def object_path(bucket: str, key: str) -> str:
-    """Where an S3 object is stored in the case: every key segment made a safe path component.
+def _claim_local_paths(listed: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Keep the objects whose keys are safe, distinct paths under ``s3/<bucket>/``; refuse the others with a reason.
 
-    An attacker may choose object keys (``../``, absolute paths, control characters): none of them leaves
-    ``s3/<bucket>/``; the key itself is kept in ``s3-listing.json``.
+    An attacker who can write to the bucket chooses keys (``../``, ``./``, ``//``, a genuine file's key as a
+    folder): none of them leaves the folder or overwrites another object's copy.
     """
-    parts = [safe_name(part) for part in key.split("/") if part not in {"", ".", ".."}]
-    return "/".join([safe_name(bucket), *parts]) if parts else f"{safe_name(bucket)}/_"
+    claims = PathClaims()
+    kept: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    for item in sorted(listed, key=lambda o: (o["bucket"], o["key"])):
+        reason = claims.claim(item["key"], [f"{item['bucket']}/{item['key']}"])
+        (kept if reason is None else refused).append(item if reason is None else item | {"reason": reason})
+    return kept, refused
 
 
 def _jsonable(value: Any) -> Any:
@@ -342,10 +348,11 @@ class FlowPull:
                             for o in page.get("Contents", [])
                             if self._in_window(o["Key"], flow_log["id"])
                         ]
-        ctx.case.write_json(f"{self.folder}/s3-listing.json", {"objects": listed})
+        listed, refused = _claim_local_paths(listed)
+        ctx.case.write_json(f"{self.folder}/s3-listing.json", {"objects": listed, "refused": refused})
         downloaded = present = 0
         for item in listed:
-            rel = f"{self.folder}/s3/{object_path(item['bucket'], item['key'])}"
+            rel = f"{self.folder}/s3/{item['bucket']}/{item['key']}"
             path = ctx.case.root / rel
             if path.is_file() and path.stat().st_size == item["size"]:
                 present += 1
@@ -354,7 +361,13 @@ class FlowPull:
                 body = s3.get_object(Bucket=item["bucket"], Key=item["key"])["Body"]
                 ctx.case.write_bytes(rel, body.iter_chunks(_CHUNK))
             downloaded += 1
-        return {"objects": len(listed), "downloaded": downloaded, "already_present": present}
+        return {
+            "objects": len(listed),
+            "downloaded": downloaded,
+            "already_present": present,
+            "refused_objects": refused[:MAX_REFUSED_IN_RECORD],
+            "refused_count": len(refused),
+        }
 
     # -- coverage ------------------------------------------------------------------------------------------
     def _coverage(self, ctx: StepContext) -> dict[str, Any]:
@@ -362,7 +375,7 @@ class FlowPull:
         flow_logs = ctx.results["flow-logs"]["flow_logs"]
         report = CoverageReport("aws", found["account"], iso_utc(self.start), iso_utc(self.end))
         spans = _cloudwatch_spans(ctx.case.root / self.folder / "cloudwatch")
-        s3_files = _count_by(ctx.results.get("s3", {}), ctx.case.root / self.folder / "s3")
+        s3_files, s3_refused = _count_by(ctx.results.get("s3", {}), ctx.case.root / self.folder / "s3")
         instance_vpc = _instance_networks(ctx.case.root / self.folder / "instances")
         for vpc in found["vpcs"]:
             covering = [f for f in flow_logs if f["resource"] == vpc or instance_vpc.get(f["resource"]) == vpc]
@@ -374,7 +387,7 @@ class FlowPull:
             if not covering:
                 report.warn(f"{vpc}: no flow log covers this network (nothing of its traffic was recorded)")
             for flow_log in covering:
-                self._add_source(report, vpc, flow_log, spans, s3_files)
+                self._add_source(report, vpc, flow_log, spans, (s3_files, s3_refused))
         return {"warnings": len(report.warnings), "networks": report.locations} | _write(ctx.case, report)
 
     def _add_source(
@@ -383,7 +396,7 @@ class FlowPull:
         vpc: str,
         flow_log: dict[str, Any],
         spans: dict[str, tuple[int, int, str | None, str | None]],
-        s3_files: dict[str, int],
+        s3: tuple[dict[str, int], dict[str, list[dict[str, Any]]]],
     ) -> None:
         created = flow_log["created"]
         if created and parse_utc(created) > self.start:
@@ -410,15 +423,19 @@ class FlowPull:
                 )
             )
         elif flow_log["destination_type"] == "s3":
-            files = s3_files.get(flow_log["id"], 0)
+            files, bad = s3[0].get(flow_log["id"], 0), s3[1].get(flow_log["id"], [])
+            reason = f"{len(bad)} objects refused (unsafe or colliding keys), first {bad[0]['key']!r}" if bad else None
+            if bad:
+                report.warn(f"{vpc}: flow log {flow_log['id']}: {reason}: {bad[0]['reason']}; the others were copied")
             report.add_source(
                 SourceCoverage(
                     "vpc-flow-logs:s3",
                     vpc,
                     flow_log["destination"] or "-",
-                    "complete" if files else "empty",
+                    "partial" if bad else "complete" if files else "empty",
                     files,
-                    details=details,
+                    stopped_reason=reason,
+                    details=details | {"refused": [{"key": b["key"], "reason": b["reason"]} for b in bad]},
                 )
             )
         else:
@@ -465,16 +482,20 @@ def _stamp(milliseconds: int | None) -> str | None:
     return iso_utc(datetime.fromtimestamp(milliseconds / 1000, UTC)) if milliseconds is not None else None
 
 
-def _count_by(result: dict[str, Any], root: Path) -> dict[str, int]:
-    """Downloaded S3 objects per flow log id (from the listing the s3 step wrote)."""
+def _count_by(result: dict[str, Any], root: Path) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
+    """Downloaded and refused S3 objects per flow log id (from the listing the s3 step wrote)."""
     listing = root.parent / "s3-listing.json"
     if not result or not listing.is_file():
-        return {}
+        return {}, {}
+    written = json.loads(listing.read_text(encoding="utf-8"))
     counts: dict[str, int] = {}
-    for item in json.loads(listing.read_text(encoding="utf-8"))["objects"]:
-        if (root / object_path(item["bucket"], item["key"])).is_file():
+    for item in written["objects"]:
+        if (root / item["bucket"] / item["key"]).is_file():
             counts[item["flow_log"]] = counts.get(item["flow_log"], 0) + 1
-    return counts
+    refused: dict[str, list[dict[str, Any]]] = {}
+    for item in written.get("refused", []):
+        refused.setdefault(item["flow_log"], []).append(item)
+    return counts, refused
 
 
 def _instance_networks(root: Path) -> dict[str, str]:

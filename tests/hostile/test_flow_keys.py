@@ -1,0 +1,57 @@
+"""Planted flow-log bucket keys that try to leave their folder or overwrite a genuine flow-log file are refused."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+from cloudir.custody import read_records
+from moto_fixtures.aws import ACCOUNT, ATTACKER_IP, AwsSandbox, launch_instance
+from moto_fixtures.aws_flows import FLOW_BUCKET, plant_beacon
+
+runner = CliRunner()
+FORGED = gzip.compress(b"version account-id interface-id srcaddr dstaddr\n2 1 eni-x 203.0.113.66 10.0.0.1\n", mtime=0)
+
+
+def test_planted_flow_log_keys_are_refused_and_the_genuine_files_kept(aws_sandbox: AwsSandbox, tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    instance_id = launch_instance(aws_sandbox)
+    plant_beacon(aws_sandbox, instance_id, ACCOUNT, now, ATTACKER_IP)
+    s3 = aws_sandbox.client("s3")
+    genuine = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=FLOW_BUCKET)["Contents"])
+    folder, name = genuine[-1].rsplit("/", 1)
+    planted = {  # each attack key, with the reason it must be refused for
+        f"{folder}/./{name}": "unsafe name: '.' segment",  # normalises onto the genuine file
+        f"{folder}//{name}": "unsafe name: empty segment ('//' or a trailing '/')",
+        f"{folder}/../../../../../../../../../../{name}": "unsafe name: '..' segment",
+        f"{folder}/{name}/{name}": f"collides with {genuine[-1]!r}",  # needs the genuine file to be a folder
+    }
+    for key in planted:
+        s3.put_object(Bucket=FLOW_BUCKET, Key=key, Body=FORGED)
+    case = tmp_path / "case"
+    window = ["--start", (now - timedelta(days=1)).isoformat(), "--end", now.isoformat()]
+    pulled = runner.invoke(
+        app, ["logs", "pull", "aws", "--flows", "--case", str(case), *window, "--instance", instance_id]
+    )
+    assert pulled.exit_code == 0, pulled.output
+    root = case / "logs/aws/flows/us-east-1"
+    for key in genuine:  # every genuine file is copied, none overwritten by a forged one
+        assert (root / "s3" / FLOW_BUCKET / key).read_bytes() == s3.get_object(Bucket=FLOW_BUCKET, Key=key)[
+            "Body"
+        ].read()
+    assert sorted(p.relative_to(root / "s3" / FLOW_BUCKET).as_posix() for p in root.rglob("*.log.gz")) == genuine
+    assert not [p for p in tmp_path.rglob("*.log.gz") if not p.is_relative_to(root)]  # nothing escaped
+    listing = json.loads((root / "s3-listing.json").read_text())
+    assert {item["key"]: item["reason"] for item in listing["refused"]} == planted
+    [step] = [r for r in read_records(case / "custody.jsonl") if r["details"].get("step") == "s3"]
+    assert {item["key"] for item in step["details"]["result"]["refused_objects"]} == set(planted)
+    coverage = json.loads((case / "logs/aws/flows/coverage.json").read_text())
+    [flow_files] = [s for s in coverage["sources"] if s["source"] == "vpc-flow-logs:s3"]
+    assert flow_files["status"] == "partial"
+    assert {item["key"] for item in flow_files["details"]["refused"]} == set(planted)
+    assert any("4 objects refused" in warning for warning in coverage["warnings"])
