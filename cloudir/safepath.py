@@ -70,13 +70,28 @@ def _parents(path: str) -> list[str]:
     return ["/".join(parts[:n]) for n in range(1, len(parts))]
 
 
+def path_part(value: str) -> str:
+    """One path component for a name from data (a log group, a resource or user name): collision-free.
+
+    A name that is already a plain component (letters, digits, ``._=@+-``, not hidden, at most 128 characters) is
+    kept as it is; any other becomes its escaped form, ``~`` and a short hash of the name. No kept name contains
+    ``~``, so ``a/b`` (``a_b~<hash>``) never lands where ``a_b`` does.
+    """
+    if safe_name(value) == value and len(value) <= 2 * ID_FOLDER_CHARS:
+        return value
+    return f"{safe_name(value)[:ID_FOLDER_CHARS]}~{_short_hash(value)}"
+
+
+def _short_hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
 def id_folder(value: str) -> str:
     """A file or folder name for an attacker-chosen id (a finding id): escaped id plus a short hash of the id.
 
     Distinct ids never share a name (``finding/1`` and ``finding_1`` differ by their hash).
     """
-    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{safe_name(value)[:ID_FOLDER_CHARS]}-{digest}"
+    return f"{safe_name(value)[:ID_FOLDER_CHARS]}-{_short_hash(value)}"
 
 
 def files_under(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import AcquireOptions, Target
+from cloudir.safepath import path_part
 from providers.aws.calls import planned
 from providers.aws.common import (
     AWS_MANAGED,
@@ -147,7 +148,7 @@ class AcquirePlanner:
                 hint="look for its volumes and snapshots (DeleteOnTermination=false volumes survive)",
             )
         self.case_label = clients.case_tag or "<case id>"
-        self.base = f"artifacts/aws/{target.id}"
+        self.base = f"artifacts/aws/{path_part(target.id)}"
 
     # -- plan ---------------------------------------------------------------------------------------------
     def plan(self) -> Plan:

@@ -33,7 +33,7 @@ from cloudir.coverage import CoverageReport, SourceCoverage, iso_utc, parse_utc
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind
 from cloudir.provider import LogPullRequest
-from cloudir.safepath import PathClaims
+from cloudir.safepath import PathClaims, path_part
 from providers.aws.logs import MAX_REFUSED_IN_RECORD, TokenBucket, capturing
 from providers.aws.session import AwsClients, aws_errors, describe_error
 
@@ -266,7 +266,7 @@ class FlowPull:
         return {"groups": series}
 
     def _pull_group(self, case: Case, group: str, flow_log: dict[str, Any], limiter: TokenBucket) -> dict[str, Any]:
-        folder = f"{self.folder}/cloudwatch/{safe_name(group)}"
+        folder = f"{self.folder}/cloudwatch/{path_part(group)}"
         start_ms, end_ms = int(self.start.timestamp() * 1000), int(self.end.timestamp() * 1000)
         record = {
             "region": self.region,
@@ -407,7 +407,7 @@ class FlowPull:
             report.warn(f"{vpc}: flow log {flow_log['id']} records {flow_log['traffic']} traffic only")
         details = {"flow_log": flow_log["id"], "resource": flow_log["resource"], "since": created}
         if flow_log["destination_type"] == "cloud-watch-logs":
-            pages, items, first, last = spans.get(safe_name(flow_log["group"] or ""), (0, 0, None, None))
+            pages, items, first, last = spans.get(path_part(flow_log["group"] or ""), (0, 0, None, None))
             status = "unavailable" if not pages else "complete" if items else "empty"
             report.add_source(
                 SourceCoverage(

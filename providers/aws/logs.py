@@ -25,12 +25,12 @@ import duckdb
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.paginate import TokenEncoder
 
-from cloudir.case import Case, safe_name
+from cloudir.case import Case
 from cloudir.coverage import CoverageReport, SourceCoverage, iso_utc, parse_utc
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind
 from cloudir.provider import LogPullRequest
-from cloudir.safepath import PathClaims
+from cloudir.safepath import PathClaims, path_part
 from providers.aws.digest import StoredDigest, public_keys_from_pages, uncompressed_sha256, validate
 from providers.aws.principals import parse_principal_arn
 from providers.aws.session import AwsClients, aws_errors, describe_error
@@ -154,7 +154,7 @@ class Series:
     @property
     def folder(self) -> str:
         """Where its pages are stored in the case."""
-        return f"{LOOKUP_DIR}/{safe_name(self.region)}/{safe_name(self.name)}"
+        return f"{LOOKUP_DIR}/{path_part(self.region)}/{path_part(self.name)}"
 
     def attributes(self) -> list[dict[str, str]]:
         """LookupAttributes for the call."""

@@ -14,11 +14,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cloudir.case import safe_name
 from cloudir.custody import utc_now
 from cloudir.errors import CloudirError, TargetNotFoundError
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepFunc, StepKind, offline_plan
 from cloudir.provider import ContainOptions, Target, TargetKind, TargetQuery
+from cloudir.safepath import path_part
 from providers.aws.calls import planned
 from providers.aws.common import clean
 from providers.aws.session import AwsClients, aws_errors
@@ -292,7 +292,7 @@ def _capture_calls(principal: Principal) -> list[PlannedCall]:
 
 def artifact_path(principal: Principal) -> str:
     """Where a principal's captured IAM state goes in the case."""
-    return f"artifacts/aws/iam-{principal.type}/{safe_name(principal.name)}/{principal.type}.json"
+    return f"artifacts/aws/iam-{principal.type}/{path_part(principal.name)}/{principal.type}.json"
 
 
 def plan_acquire_principal(clients: AwsClients, target: Target) -> Plan:

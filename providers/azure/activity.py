@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError
 
-from cloudir.case import safe_name
 from cloudir.coverage import CoverageReport, SourceCoverage, parse_utc
 from cloudir.plan import Plan, Step, StepContext, StepKind
+from cloudir.safepath import path_part
 from providers.azure import calls, entra
 from providers.azure.session import describe_error, last_page_number, page_span
 
@@ -36,8 +36,8 @@ def activity_filter(start: str, end: str, scope: tuple[str, str] | None) -> str:
 
 def page_dir(subscription: str, scope: tuple[str, str] | None) -> str:
     """Folder of a subscription's raw pages: ``logs/azure/activity/<subscription>[/<scope>]``."""
-    base = f"logs/azure/activity/{safe_name(subscription)}"
-    return base if scope is None else f"{base}/{safe_name(scope[1].rsplit('/', 1)[-1])}"
+    base = f"logs/azure/activity/{path_part(subscription)}"
+    return base if scope is None else f"{base}/{path_part(scope[1])}"
 
 
 def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:

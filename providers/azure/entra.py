@@ -20,10 +20,10 @@ from urllib.parse import quote, urlsplit
 from azure.core.exceptions import AzureError
 from azure.core.rest import HttpRequest
 
-from cloudir.case import safe_name
 from cloudir.coverage import SourceCoverage, parse_utc
 from cloudir.errors import CloudAccessError
 from cloudir.plan import PlannedCall, Step, StepContext, StepKind
+from cloudir.safepath import path_part
 from providers.azure.session import GRAPH_SERVICE, describe_error, last_page_number, page_span
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def first_url(base_url: str, log: EntraLog, request: LogPullRequest) -> str:
 
 def page_dir(tenant: str, log: EntraLog) -> str:
     """Folder of one log's raw pages: ``logs/azure/entra/<tenant>/<signins|audits>``."""
-    return f"logs/azure/entra/{safe_name(tenant)}/{log.key}"
+    return f"logs/azure/entra/{path_part(tenant)}/{log.key}"
 
 
 def plan_steps(provider: AzureProvider, request: LogPullRequest, target: str, coverage: dict[str, Any]) -> list[Step]:

@@ -15,7 +15,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute import models
 
 from cloudir import __version__
-from cloudir.case import Case, safe_name
+from cloudir.case import Case
 from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
 from cloudir.plan import Plan, Step, StepContext, StepFunc, StepKind, offline_plan
 from cloudir.provider import (
@@ -29,6 +29,7 @@ from cloudir.provider import (
     bind_recorder,
     require_target,
 )
+from cloudir.safepath import path_part
 from providers.azure import activity, calls, principals
 from providers.azure.calls import call
 from providers.azure.image import export_snapshot
@@ -429,7 +430,7 @@ class AzureProvider:
         return {"artifacts": sorted(documents), "disks": len(disks), "nics": len(nics), "nsgs": nsg_ids}
 
     def _artifact_dir(self, target: Target) -> str:
-        return f"artifacts/azure/{safe_name(target.details['resource_group'])}/{safe_name(target.name or target.id)}"
+        return f"artifacts/azure/{path_part(target.details['resource_group'])}/{path_part(target.name or target.id)}"
 
     def _lock(self, ctx: StepContext, target: Target) -> dict[str, Any]:
         locks = self._client("locks", target.account)
@@ -489,7 +490,7 @@ class AzureProvider:
                 tags = self._tags(ctx.case, disk["id"])
                 body = _snapshot_model(target.location, tags, "Copy", disk["id"], encryption)
                 snapshot = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
-        ctx.case.write_json(f"{self._artifact_dir(target)}/snapshots/{safe_name(name)}.json", snapshot)
+        ctx.case.write_json(f"{self._artifact_dir(target)}/snapshots/{path_part(name)}.json", snapshot)
         return {"snapshot_id": snapshot["id"], "source_disk": disk["id"], "reused": reused}
 
     def _tags(self, case: Case, source: str) -> dict[str, str]:
@@ -513,7 +514,7 @@ class AzureProvider:
                 copy = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
             copy = self._await_background_copy(ctx, compute, group, name, copy)
         ctx.case.write_json(
-            f"{self._artifact_dir(target)}/snapshots/{safe_name(subscription)}-{safe_name(name)}.json", copy
+            f"{self._artifact_dir(target)}/snapshots/{path_part(subscription)}-{path_part(name)}.json", copy
         )
         return {"copy_id": copy["id"], "source_snapshot": source_id, "reused": reused}
 
@@ -536,7 +537,7 @@ class AzureProvider:
     def _image(self, ctx: StepContext, disk: dict[str, Any]) -> dict[str, Any]:
         snapshot_id = ctx.results[f"snapshot-{disk['role']}"]["snapshot_id"]
         subscription, group, name = id_parts(snapshot_id)
-        rel_path = f"images/azure/{safe_name(name)}.vhd"
+        rel_path = f"images/azure/{path_part(name)}.vhd"
         image = export_snapshot(
             self.session,
             self._client("compute", subscription),
@@ -625,7 +626,7 @@ class AzureProvider:
     def _attach_nsg(self, ctx: StepContext, target: Target, nic_id: str, nsg_id: str) -> dict[str, Any]:
         network = self._client("network", target.account)
         _, group, nic_name = id_parts(nic_id)
-        before_path = f"{self._artifact_dir(target)}/containment/{safe_name(nic_name)}-before.json"
+        before_path = f"{self._artifact_dir(target)}/containment/{path_part(nic_name)}-before.json"
         with azure_errors(f"attach the isolation NSG to {nic_id}", calls.permission("nic.write")):
             nic = as_json(network.network_interfaces.get(group, nic_name))
             if (ctx.case.root / before_path).is_file():  # a re-run keeps the state saved before the first change

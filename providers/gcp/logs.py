@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import requests
 from google.api_core import exceptions as gexc
 
-from cloudir.case import Case, safe_name
+from cloudir.case import Case
 from cloudir.coverage import CoverageReport, SourceCoverage, iso_utc, parse_utc
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, Step, StepContext, StepKind
 from cloudir.provider import LogPullRequest
+from cloudir.safepath import path_part
 from providers.gcp import workspace
 from providers.gcp.permissions import call
 from providers.gcp.session import gcp_errors
@@ -192,7 +193,7 @@ class ProjectPull:
         self.target = target
         self.project = project
         self.scope = scope
-        self.folder = f"logs/gcp/{source.folder}/{safe_name(project)}" + (f"/{scope}" if scope else "")
+        self.folder = f"logs/gcp/{source.folder}/{path_part(project)}" + (f"/{scope}" if scope else "")
         self.query = {"resourceNames": [parent_name(project)], "filter": source.query(project, request)}
 
     def run(self, ctx: StepContext) -> dict[str, Any]:

@@ -11,10 +11,10 @@ import re
 import shlex
 from typing import Any
 
-from cloudir.case import safe_name
 from cloudir.errors import CapabilityNotSupportedError, CloudirError
 from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import Target, TargetKind, TargetQuery
+from cloudir.safepath import path_part
 from providers.gcp.permissions import call
 from providers.gcp.session import RESOURCE_MANAGER_ENDPOINT, GcpApi, gcp_errors
 
@@ -49,7 +49,7 @@ def find_service_account(api: GcpApi, query: TargetQuery) -> Target:
 
 
 def _folder(email: str) -> str:
-    return f"artifacts/gcp/service-accounts/{safe_name(email)}"
+    return f"artifacts/gcp/service-accounts/{path_part(email)}"
 
 
 def plan_acquire_service_account(api: GcpApi, target: Target) -> Plan:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
-from cloudir.case import Case, safe_name
+from cloudir.case import Case
 from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
 from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import (
@@ -27,6 +27,7 @@ from cloudir.provider import (
     bind_recorder,
     require_target,
 )
+from cloudir.safepath import path_part
 from providers.gcp.flows import plan_flow_pull
 from providers.gcp.logs import plan_audit_pull
 from providers.gcp.permissions import all_permissions, call
@@ -355,7 +356,7 @@ class GcpProvider:
 
     def _capture(self, ctx: StepContext, target: Target) -> dict[str, Any]:
         zone, name = target.location, str(target.name)
-        base = f"artifacts/gcp/{safe_name(self.project)}/{safe_name(zone)}/{safe_name(name)}"
+        base = f"artifacts/gcp/{path_part(self.project)}/{path_part(zone)}/{path_part(name)}"
         instances = self.api.compute(compute_v1.InstancesClient)
         raw: list[bytes] = []
         artifacts: list[str] = []
@@ -364,7 +365,7 @@ class GcpProvider:
             artifacts.append(ctx.case.write_bytes(f"{base}/instance.json", raw.pop()).path)
             for disk in target.details["disks"]:
                 self.api.compute(compute_v1.DisksClient).get(project=self.project, zone=zone, disk=disk["name"])
-                artifacts.append(ctx.case.write_bytes(f"{base}/disks/{safe_name(disk['name'])}.json", raw.pop()).path)
+                artifacts.append(ctx.case.write_bytes(f"{base}/disks/{path_part(disk['name'])}.json", raw.pop()).path)
             rules = list(self.api.compute(compute_v1.FirewallsClient).list(project=self.project))
             raw.clear()
             serial = instances.get_serial_port_output(
@@ -422,7 +423,7 @@ class GcpProvider:
         """Raw IAM records of each attached service account and its keys; a refusal is reported, not fatal."""
         errors: dict[str, str] = {}
         for email in emails:
-            folder = f"{base}/service-accounts/{safe_name(email)}"
+            folder = f"{base}/service-accounts/{path_part(email)}"
             try:
                 account = self.api.iam_get(f"projects/-/serviceAccounts/{email}")
                 keys = self.api.iam_get(f"projects/-/serviceAccounts/{email}/keys")

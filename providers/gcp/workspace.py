@@ -17,10 +17,10 @@ from urllib.parse import quote, urlencode
 
 from google.api_core import exceptions as gexc
 
-from cloudir.case import safe_name
 from cloudir.coverage import CoverageReport, SourceCoverage, parse_utc
 from cloudir.errors import CloudAccessError
 from cloudir.plan import PlannedCall, Step, StepContext, StepKind
+from cloudir.safepath import path_part
 from providers.gcp.session import gcp_errors
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def activity_path(application: str, user_key: str, request: LogPullRequest, page
 
 def page_dir(application: str, user_key: str) -> str:
     """``logs/gcp/workspace/<application>/<user key>``."""
-    return f"logs/gcp/workspace/{application}/{safe_name(user_key)}"
+    return f"logs/gcp/workspace/{application}/{path_part(user_key)}"
 
 
 def plan_steps(provider: GcpProvider, request: LogPullRequest, target: str) -> list[Step]:

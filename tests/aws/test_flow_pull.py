@@ -15,9 +15,10 @@ from cloudir.cli import app
 from cloudir.custody import read_records, verify_case
 from cloudir.playbook import build_response_plan, load_playbook
 from cloudir.provider import TargetKind, TargetQuery
+from cloudir.safepath import path_part
 from cloudir.triggers import load_triggers
 from moto_fixtures.aws import ACCOUNT, ATTACKER_IP, AwsSandbox, launch_instance
-from moto_fixtures.aws_flows import FLOW_BUCKET, plant_beacon
+from moto_fixtures.aws_flows import FLOW_BUCKET, LOG_GROUP, plant_beacon
 from moto_fixtures.sandbox import PlantedIncident as Incident
 from tests.respond.conftest import DATA
 
@@ -47,9 +48,10 @@ def test_flow_pull_keeps_pages_and_files_and_the_timeline_finds_the_beacon(
     assert instance["VpcId"] in output
 
     root = case / "logs/aws/flows/us-east-1"
-    request = json.loads((root / "cloudwatch/cloudir-sandbox_vpc-flow-logs/request.json").read_text())
+    group = root / "cloudwatch" / path_part(LOG_GROUP)  # "/a/b" escaped, so no group "a_b" can share its folder
+    request = json.loads((group / "request.json").read_text())
     assert "${instance-id}" in request["logFormat"]
-    pages = sorted((root / "cloudwatch/cloudir-sandbox_vpc-flow-logs").glob("page-*.json"))
+    pages = sorted(group.glob("page-*.json"))
     assert sum(len(json.loads(p.read_bytes())["events"]) for p in pages) == 2 * 73
     objects = sorted((root / "s3").rglob("*.log.gz"))
     assert objects

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from cloudir.cli import app
 from cloudir.custody import read_records
 from cloudir.provider import LogPullRequest
+from cloudir.safepath import path_part
 from moto_fixtures.aws import ACCOUNT, AwsSandbox, create_user_with_key
 from moto_fixtures.sandbox import PlantedIncident
 from providers.aws.logs import lookup_scopes
@@ -120,7 +121,8 @@ def test_a_user_named_dot_dot_stays_inside_the_case(aws_sandbox: AwsSandbox, tmp
     arn, _ = create_user_with_key(aws_sandbox, "..")
     result = _run("acquire", "aws", "--principal", arn, "--case", str(tmp_path / "c"))
     assert result.exit_code == 0, result.output
-    assert [p.name for p in (tmp_path / "c/artifacts/aws/iam-user").iterdir()] == ["_"]
+    assert [p.name for p in (tmp_path / "c/artifacts/aws/iam-user").iterdir()] == [path_part("..")]
+    assert path_part("..").startswith("_~")
 
 
 def test_role_by_bare_name_resolves_to_its_arn(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cloudir.cli import app
 from cloudir.custody import read_records
 from moto_fixtures.aws import ACCOUNT, ATTACKER_IP, AwsSandbox, launch_instance
-from moto_fixtures.aws_flows import FLOW_BUCKET, plant_beacon
+from moto_fixtures.aws_flows import FLOW_BUCKET, LOG_GROUP, plant_beacon
 
 runner = CliRunner()
 FORGED = gzip.compress(b"version account-id interface-id srcaddr dstaddr\n2 1 eni-x 203.0.113.66 10.0.0.1\n", mtime=0)
@@ -55,3 +55,40 @@ def test_planted_flow_log_keys_are_refused_and_the_genuine_files_kept(aws_sandbo
     assert flow_files["status"] == "partial"
     assert {item["key"] for item in flow_files["details"]["refused"]} == set(planted)
     assert any("4 objects refused" in warning for warning in coverage["warnings"])
+
+
+def test_a_planted_log_group_named_like_the_genuine_one_neither_blocks_nor_mixes_its_pages(
+    aws_sandbox: AwsSandbox, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    instance_id = launch_instance(aws_sandbox)
+    flows = plant_beacon(aws_sandbox, instance_id, ACCOUNT, now, ATTACKER_IP)
+    planted = LOG_GROUP.strip("/").replace("/", "_")  # "/a/b" and "a_b" escape to the same folder name
+    logs = aws_sandbox.client("logs")
+    logs.create_log_group(logGroupName=planted)
+    logs.create_log_stream(logGroupName=planted, logStreamName="forged")
+    forged = [{"timestamp": int(now.timestamp() * 1000) - 60_000, "message": "5 forged record"}]
+    logs.put_log_events(logGroupName=planted, logStreamName="forged", logEvents=forged)
+    aws_sandbox.client("ec2").create_flow_logs(
+        ResourceIds=[flows.vpc],
+        ResourceType="VPC",
+        TrafficType="ALL",
+        LogDestinationType="cloud-watch-logs",
+        LogGroupName=planted,
+        DeliverLogsPermissionArn=f"arn:aws:iam::{ACCOUNT}:role/vpc-flow-logs-delivery",
+    )
+    case = tmp_path / "case"
+    window = ["--start", (now - timedelta(days=1)).isoformat(), "--end", now.isoformat()]
+    pulled = runner.invoke(
+        app, ["logs", "pull", "aws", "--flows", "--case", str(case), *window, "--instance", instance_id]
+    )
+    assert pulled.exit_code == 0, pulled.output
+    groups = {}
+    for request in (case / "logs/aws/flows/us-east-1/cloudwatch").glob("*/request.json"):
+        pages = sorted(request.parent.glob("page-*.json"))
+        groups[json.loads(request.read_text())["logGroupName"]] = [
+            e["message"] for p in pages for e in json.loads(p.read_bytes())["events"]
+        ]
+    assert sorted(groups) == sorted([LOG_GROUP, planted])  # one folder each
+    assert len(groups[LOG_GROUP]) == 2 * 73  # the genuine group complete...
+    assert groups[planted] == ["5 forged record"]  # ...and the planted one kept apart
