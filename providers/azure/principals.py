@@ -22,11 +22,11 @@ from urllib.parse import quote
 from azure.core.exceptions import AzureError
 from azure.core.rest import HttpRequest
 
-from cloudir.case import safe_name
 from cloudir.coverage import parse_utc
 from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
 from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import ContainOptions, Target, TargetKind, TargetQuery
+from cloudir.safepath import path_part
 from providers.azure import calls
 from providers.azure.entra import OBJECT_ID, check_same_endpoint
 from providers.azure.session import describe_error
@@ -122,7 +122,7 @@ def _send(client: PipelineClient[Any, Any], method: str, url: str, key: str, bod
 
 
 def _folder(target: Target) -> str:
-    return f"artifacts/azure/principals/{safe_name(target.id)}"
+    return f"artifacts/azure/principals/{path_part(target.id)}"
 
 
 def _store_pages(ctx: StepContext, client: PipelineClient[Any, Any], url: str, key: str, path: str) -> list[Any]:
