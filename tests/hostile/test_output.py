@@ -134,3 +134,19 @@ def test_analyze_prints_a_hostile_sigma_rule_and_its_findings_as_text(tmp_path: 
     assert "\x1b[2J" not in printed  # no screen clearing
     assert "\\x1b[2J\\x1b[HFAKE" in printed  # the rule's title, shown as text in its finding
     assert "[bold]broken.yml" in printed  # the rule that failed to convert, named as text
+
+
+def test_verify_names_a_tampered_hostile_artifact_as_text(tmp_path: Path) -> None:
+    from cloudir.case import Case
+
+    root = tmp_path / f"case{LINK.replace('/', '_')}\x1b[2J"
+    case = Case.create(root)
+    name = f"artifacts/{CLOSE}{CLEAR.replace('/', '_')}.txt"  # an artifact named after attacker data
+    case.write_bytes(name, b"genuine")
+    case.close()
+    (root / name).write_bytes(b"tampered")
+    result = runner.invoke(app, ["verify", str(root)], env={"COLUMNS": "400"})
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    assert "\x1b" not in result.output  # neither the folder's nor the artifact's escapes reach the terminal
+    assert f"{CLOSE}\\x1b[2J\\x1b[HFAKE" in result.output  # the tampered artifact, named as text
