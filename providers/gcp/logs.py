@@ -193,7 +193,9 @@ class ProjectPull:
         self.target = target
         self.project = project
         self.scope = scope
-        self.folder = f"logs/gcp/{source.folder}/{path_part(project)}" + (f"/{scope}" if scope else "")
+        # organizations/N, folders/N -> organizations_N (no project id has an underscore, so none lands there)
+        parent = path_part(project.replace("/", "_"))
+        self.folder = f"logs/gcp/{source.folder}/{parent}" + (f"/{scope}" if scope else "")
         self.query = {"resourceNames": [parent_name(project)], "filter": source.query(project, request)}
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
