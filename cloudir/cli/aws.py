@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,6 +27,8 @@ from cloudir.cli.common import (
     progress,
     show_dry_run,
 )
+from cloudir.config import load_config
+from cloudir.errors import CloudirError
 from cloudir.provider import (
     AcquireOptions,
     ContainOptions,
@@ -37,6 +39,7 @@ from cloudir.provider import (
     TargetQuery,
     get_provider,
 )
+from cloudir.registry import provider_module
 from cloudir.textsafe import esc
 
 RegionOpt = Annotated[
@@ -47,6 +50,15 @@ RoleArnOpt = Annotated[
     typer.Option("--role-arn", help="Role to assume in the target's account (each assumption goes into custody)."),
 ]
 ExternalIdOpt = Annotated[str | None, typer.Option("--external-id", help="External id the --role-arn trust requires.")]
+AccountOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--account",
+        help="The target's account: act as the role the configuration's [roles.aws] maps it to (with its external "
+        "id), unless --role-arn names one; the forensic account's role too.",
+        show_default=False,
+    ),
+]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS CLI profile to use (default: AWS_PROFILE).")]
 PrincipalOpt = Annotated[
     str | None,
@@ -62,6 +74,25 @@ TARGET_HELP = (
     "instance id, private/public IP, ENI id (eni-…), access key id (AKIA… user, ASIA… session: its role), "
     "or IAM user/role ARN"
 )
+
+
+def _routed(
+    account: str | None, region: str | None, *, role_arn: str | None, forensic_role_arn: str | None = None
+) -> dict[str, Any]:
+    """The roles the configuration maps ``account`` (and the forensic account) to, for those no option named."""
+    if not account:
+        return {}
+    if not re.fullmatch(r"\d{12}", account):
+        raise CloudirError(f"--account {account!r} is not a 12-digit AWS account id")
+    routed: dict[str, Any] = provider_module("aws").trigger_config(account, region, load_config())
+    if role_arn is None and "role_arn" not in routed:
+        raise CloudirError(
+            f"the configuration maps account {account} to no role", hint="add it under [roles.aws], or pass --role-arn"
+        )
+    keep = ({"role_arn", "external_id"} if role_arn is None else set()) | (
+        {"forensic_role_arn", "forensic_external_id"} if forensic_role_arn is None else set()
+    )
+    return {key: value for key, value in routed.items() if key in keep}
 
 
 def _query(value: str, region: str | None, *, principal: bool) -> TargetQuery:
@@ -136,6 +167,7 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
     retain_days: Annotated[int, typer.Option("--retain-days", help="Object Lock retention in days.")] = 365,
     role_arn: RoleArnOpt = None,
     external_id: ExternalIdOpt = None,
+    account: AccountOpt = None,
     forensic_role_arn: Annotated[
         str | None,
         typer.Option(
@@ -185,6 +217,7 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
       cloudir acquire aws --target AKIA… --case cases/IR-42                # key compromise
       cloudir acquire aws --target ASIA… --case cases/IR-42                # stolen session: its role
       cloudir acquire aws --target arn:aws:iam::123456789012:user/bob --case cases/IR-42
+      cloudir acquire aws --target i-0abc123 --account 444455556666 --case cases/IR-42  # its [roles.aws] role
 
     Exit codes: 0 done, 2 bad input / access problem, 3 a step failed (fix it, re-run with --resume).
     """
@@ -198,10 +231,11 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
         "external_id": external_id,
         "forensic_role_arn": forensic_role_arn,
         "forensic_external_id": forensic_external_id,
-    }
-    forensic_id = forensic_destination("aws", forensic, forensic_account)
-    if forensic_role_arn and not forensic_id and forensic_role_arn.count(":") >= 5:
-        forensic_id = forensic_role_arn.split(":")[4]
+    } | _routed(account, region, role_arn=role_arn, forensic_role_arn=forensic_role_arn)
+    forensic_id = forensic_destination("aws", forensic, forensic_account, source=account)
+    routed_forensic = str(config.get("forensic_role_arn") or "")
+    if routed_forensic and not forensic_id and routed_forensic.count(":") >= 5:
+        forensic_id = routed_forensic.split(":")[4]
     options = AcquireOptions(
         forensic_account=forensic_id,
         forensic_location=forensic_region,
@@ -238,6 +272,7 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     region: RegionOpt = None,
     role_arn: RoleArnOpt = None,
     external_id: ExternalIdOpt = None,
+    account: AccountOpt = None,
     profile: ProfileOpt = None,
     instance: Annotated[str | None, hidden("--instance")] = None,
     ip: Annotated[str | None, hidden("--ip")] = None,
@@ -274,6 +309,7 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     name = one_target(target, instance=instance, ip=ip, access_key=access_key, principal=principal)
     query = _query(name, region, principal=bool(principal))
     config = {"region": region, "profile": profile, "role_arn": role_arn, "external_id": external_id}
+    config |= {k: v for k, v in _routed(account, region, role_arn=role_arn).items() if not k.startswith("forensic")}
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=not keep_credentials)
     if dry_run:
         show_dry_run("aws", config, lambda p, t: p.plan_contain(t, options), query)

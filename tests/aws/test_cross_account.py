@@ -178,3 +178,25 @@ def test_a_finding_from_a_member_account_is_routed_through_its_configured_role(
     }
     owned = forensic.client("ec2").describe_snapshots(OwnerIds=["self"])["Snapshots"]
     assert len(owned) == len(aws_incident.extra["volumes"])
+
+
+def test_the_cli_routes_a_member_account_through_the_configured_role_and_external_id(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path
+):
+    create_trusted_role(aws_sandbox.session, "ir-member-responder", SECURITY_ACCOUNT, EXTERNAL_ID)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[roles.aws]\n"{ACCOUNT}" = {{ role = "ir-member-responder", external_id = "{EXTERNAL_ID}" }}\n',
+        encoding="utf-8",
+    )
+    env = _env(account_session(SECURITY_ACCOUNT, aws_sandbox.region)) | {"CLOUDIR_CONFIG": str(config)}
+    case = tmp_path / "cli-routed"
+    target = ["--target", aws_incident.extra["instance_id"], "--region", "us-east-1"]
+    unmapped = runner.invoke(app, ["acquire", "aws", *target, "--account", "999988887777", "--dry-run"], env=env)
+    assert unmapped.exit_code == 2
+    assert "maps account 999988887777 to no role" in unmapped.output
+    args = ["acquire", "aws", *target, "--account", ACCOUNT, "--kms-key", aws_incident.encryption_key or ""]
+    result = runner.invoke(app, [*args, "--case", str(case)], env=env)
+    assert result.exit_code == 0, result.output
+    assumed = {r["target"] for r in read_records(case / "custody.jsonl") if r["action"] == "identity.assume-role"}
+    assert assumed == {f"arn:aws:iam::{ACCOUNT}:role/ir-member-responder"}
