@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from cloudir.cli import app
 from cloudir.serverless.aws_lambda import handler
-from tests.respond.conftest import DATA
+from moto_fixtures.aws import AwsSandbox
+from tests.respond.conftest import DATA, guardduty_for
 from tests.respond.test_conditions import StubProvider
+
+runner = CliRunner()
 
 
 def test_finding_ids_that_escape_alike_get_separate_case_folders(
@@ -34,3 +39,19 @@ def test_finding_ids_that_escape_alike_get_separate_case_folders(
         assert case_dir.parent == tmp_path / "cases"
         [trigger_file] = (case_dir / "triggers").iterdir()
         assert json.loads(trigger_file.read_text())["finding_id"] == finding_id
+
+
+def test_cli_respond_gives_findings_that_escape_alike_their_own_case_folder(
+    aws_sandbox: AwsSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    account = aws_sandbox.client("sts").get_caller_identity()["Account"]
+    for number, finding_id in enumerate(("finding/1", "finding_1", "../../finding_1")):
+        finding = guardduty_for("i-0123456789abcdef0", account, "us-east-1", "2026-11-20T10:00:00Z", finding_id)
+        path = tmp_path / f"finding-{number}.json"
+        path.write_text(json.dumps(finding), encoding="utf-8")
+        runner.invoke(app, ["respond", "--trigger", str(path)])  # the instance does not exist: it fails, in a case
+    folders = sorted((tmp_path / "cases").iterdir())
+    assert len(folders) == 3  # one case per finding id, all under ./cases
+    saved = {json.loads(f.read_text())["finding_id"] for folder in folders for f in (folder / "triggers").iterdir()}
+    assert saved == {"finding/1", "finding_1", "../../finding_1"}
