@@ -52,6 +52,7 @@ MAX_PERIOD_SECONDS = 6 * 3600
 MIN_STRENGTH = 0.6
 """Below this beacon strength (before peer and estate factors) a channel is not a candidate."""
 SERIES_BUCKET = "1 hour"
+SMALL_ESTATE = 10  # workloads: in fewer, a destination several of them contact is not "common in the estate"
 """Bucket of the per-destination connection series shown in the report."""
 
 PRIVATE_ADDRESS = (
@@ -327,8 +328,9 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
                z.peer_basis, e.workloads AS estate_workloads, t.n AS estate_total,
                CASE WHEN coalesce(z.n_peers, 0) = 0 THEN 1.0
                     ELSE 1.15 - 0.9 * coalesce(ps.peers_contacted, 0) / z.n_peers END AS peer_factor,
-               CASE WHEN e.workloads <= 1 THEN 1.1 WHEN e.workloads / t.n <= 0.02 THEN 1.0
-                    WHEN e.workloads / t.n <= 0.1 THEN 0.8 ELSE 0.4 END AS estate_factor,
+               CASE WHEN e.workloads <= 1 THEN 1.1 WHEN t.n < {SMALL_ESTATE} THEN 1.0
+                    WHEN e.workloads / t.n <= 0.02 THEN 1.0 WHEN e.workloads / t.n <= 0.1 THEN 0.8
+                    ELSE 0.4 END AS estate_factor,
                c.identity, c.api_calls, c.top_operations,
                (SELECT list({{'hour': h, 'connections': n}} ORDER BY h) FROM (
                     SELECT time_bucket(INTERVAL '{SERIES_BUCKET}', b.time) AS h, sum(b.connections) AS n FROM beats b

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from cloudir.analyze import run_analysis
 from cloudir.timeline.ingest import ingest_paths
 from moto_fixtures.flow_background import T0 as FLEET_START
 from moto_fixtures.flow_background import Fleet, add_beacon, generate, write_s3_layout
+from moto_fixtures.gcp_flows import beacon_entries
 from tests.analyze.builder import T0, event, write_db
 from tests.analyze.conftest import Analyze
 
@@ -127,6 +129,30 @@ def test_a_destination_the_peers_also_contact_is_discounted(tmp_path: Path) -> N
         results.append([f["actor"] for f in _findings(db) if "45.99.1.1" in f["title"]])
     assert len(results[0]) == 1
     assert results[1] == []
+
+
+def test_in_a_small_estate_a_destination_two_workloads_beacon_to_is_not_common(tmp_path: Path) -> None:
+    """Two unrelated instances (other subnets, no peers) beaconing to one operator: both found, not discounted
+    as a destination common to the estate (two workloads are no estate to be common in)."""
+    first = datetime(2026, 11, 20, 8, 3, tzinfo=UTC)
+    entries = [
+        entry
+        for index, (name, address) in enumerate((("web-a", "10.0.1.5"), ("batch-b", "10.0.2.9")))
+        for entry in beacon_entries(
+            "p1",
+            {"vm_name": name, "zone": "z-a", "region": "r", "vpc": "default", "subnet": f"subnet-{index}"},
+            address,
+            "203.0.113.66",
+            first + timedelta(minutes=index),
+        )
+    ]
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "vpc_flows-page-00001.json").write_text(json.dumps({"entries": entries}))
+    db = write_db(tmp_path / "t.duckdb", [event("ListBuckets", service="s3", time=first.replace(tzinfo=None))])
+    ingest_paths(db, [tmp_path / "flows"])
+    run_analysis(db)
+    beacons = sorted(f["actor"] for f in _findings(db) if f["rule"] == "flow-beacon")
+    assert beacons == ["batch-b", "web-a"]
 
 
 def test_a_burst_of_automation_is_not_a_beacon(analyze: Analyze) -> None:
