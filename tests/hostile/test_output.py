@@ -150,3 +150,35 @@ def test_verify_names_a_tampered_hostile_artifact_as_text(tmp_path: Path) -> Non
     assert "Traceback" not in result.output
     assert "\x1b" not in result.output  # neither the folder's nor the artifact's escapes reach the terminal
     assert f"{CLOSE}\\x1b[2J\\x1b[HFAKE" in result.output  # the tampered artifact, named as text
+
+
+def test_the_internal_error_handler_prints_hostile_text_as_text(tmp_path: Path) -> None:
+    from tests.respond.conftest import guardduty_for
+
+    finding = tmp_path / "finding.json"
+    finding.write_text(
+        json.dumps(guardduty_for("i-0123456789abcdef0", "123456789012", "us-east-1", "2026-11-20T10:00:00Z"))
+    )
+    hostile = f"{CLOSE}{LINK}{CLEAR}"  # an adapter setting nobody expects: the adapter raises TypeError naming it
+    env = {
+        **os.environ,
+        "FORCE_COLOR": "1",
+        "COLUMNS": "400",
+        "TERM": "xterm-256color",
+        "CLOUDIR_PROVIDER_CONFIG": json.dumps({"aws": {hostile: 1}}),
+    }
+    env.pop("CLOUDIR_DEBUG", None)
+    shown = subprocess.run(
+        [*CLOUDIR, "respond", "--trigger", str(finding), "--case", str(tmp_path / "case")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert shown.returncode == 1, shown.stderr
+    assert "Traceback" not in shown.stderr
+    assert "internal error:" in shown.stderr
+    assert "TypeError" in shown.stderr
+    assert "\x1b]8;" not in shown.stderr  # no live hyperlink
+    assert "\x1b[2J" not in shown.stderr  # no screen clearing
+    assert f"{CLOSE}{LINK}\\x1b[2J\\x1b[HFAKE" in shown.stderr
