@@ -320,7 +320,9 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     ] = False,
     principal: Annotated[
         list[str] | None,
-        typer.Option("--principal", help="Entra logs of this user principal name only (repeatable; with --entra)."),
+        typer.Option(
+            "--principal", help="Entra logs of this user principal name or object id only (repeatable; with --entra)."
+        ),
     ] = None,
     dry_run: DryRunOpt = False,
     resume: ResumeOpt = False,

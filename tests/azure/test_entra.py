@@ -219,3 +219,10 @@ def test_cli_principal_without_entra_is_refused(cli: Cli, tmp_path) -> None:
                  "--subscription", SUBSCRIPTION, "--principal", "a@b.example", "--dry-run", connect=False)  # fmt: skip
     assert result.exit_code == 2
     assert "--entra" in result.output
+
+
+def test_a_principal_given_as_an_object_id_filters_on_the_id_properties():
+    object_id = "7e1f3a2b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
+    signins, audits = (graph_filter(log, *WIDE, [object_id, ATTACKER]) for log in LOGS)
+    assert f"(userId eq '{object_id}' or userPrincipalName eq '{ATTACKER}')" in signins
+    assert f"initiatedBy/user/id eq '{object_id}'" in audits
