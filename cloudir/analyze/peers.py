@@ -77,7 +77,8 @@ END
 
 
 def build_peer_groups(con: duckdb.DuckDBPyConnection) -> None:
-    """Write ``peer_groups`` (identity, peer, similarity) and the temp table ``peer_profile``."""
+    """Write ``peer_groups`` (identity, peer, similarity) and the temp table ``peer_profile`` (a peer pair and a
+    profile value are unique, so counting rows counts peers)."""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE peer_members AS
@@ -145,7 +146,7 @@ def build_peer_groups(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE peer_profile AS
         WITH sizes AS (SELECT identity, count(*) AS n_peers FROM peer_groups GROUP BY identity)
-        SELECT g.identity, p.dim, p.value, count(DISTINCT g.peer) AS peers_seen, any_value(s.n_peers) AS n_peers,
+        SELECT g.identity, p.dim, p.value, count(*) AS peers_seen, any_value(s.n_peers) AS n_peers,
                sum(p.n_events) AS n_events
         FROM peer_groups g JOIN profile p ON p.identity = g.peer JOIN sizes s ON s.identity = g.identity
         GROUP BY ALL
