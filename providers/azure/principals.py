@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -151,6 +152,7 @@ def _assignments_url(provider: AzureProvider, subscription: str) -> str:
 # -- acquisition ----------------------------------------------------------------------------------------------
 def plan_acquire(provider: AzureProvider, target: Target) -> Plan:
     """Capture the principal in Graph and the subscription's role assignments, before any change."""
+    target = _in_subscription(provider, target)
     kinds = [target.details["principal_type"]] if not target.symbolic else [USER, SERVICE_PRINCIPAL]
     steps = [_capture_step(provider, target, kind) for kind in kinds]
     steps.append(
@@ -168,6 +170,11 @@ def plan_acquire(provider: AzureProvider, target: Target) -> Plan:
     ]
     plan = Plan("acquire", "azure", target.ref, steps, notes)
     return offline_plan(plan) if target.symbolic else plan
+
+
+def _in_subscription(provider: AzureProvider, target: Target) -> Target:
+    """An unresolved principal is planned in the subscription the provider was given (``--subscription``)."""
+    return replace(target, account=provider.subscription_id) if target.symbolic else target
 
 
 def _capture_step(provider: AzureProvider, target: Target, kind: str) -> Step:
@@ -225,6 +232,7 @@ def _of(assignment: dict[str, Any], name: str) -> str:
 # -- containment ------------------------------------------------------------------------------------------------
 def plan_contain(provider: AzureProvider, target: Target, options: ContainOptions) -> Plan:
     """Revoke and disable (user), disable (service principal), then remove the window's role assignments."""
+    target = _in_subscription(provider, target)
     kind = "<unknown>" if target.symbolic else target.details["principal_type"]
     steps: list[Step] = []
     notes: list[str] = []

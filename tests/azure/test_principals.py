@@ -113,6 +113,7 @@ def test_offline_dry_run_names_every_call_for_either_kind_of_principal(
         assert operation in out.output
     assert "if a user" in out.output
     assert "if a service principal" in out.output
+    assert f"scope=/subscriptions/{SUBSCRIPTION}" in out.output  # the --subscription given, not a placeholder
     acquire = cli("acquire", "azure", "--principal", ATTACKER, "--subscription", SUBSCRIPTION, "--dry-run",
                   connect=False)  # fmt: skip
     assert acquire.exit_code == 0, acquire.output
