@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -78,6 +79,10 @@ class AwsSandbox:
         # A new instance profile is unknown to EC2 for this long (real accounts: several seconds).
         self.iam_propagation_seconds = 0.5
         self._new_profiles: dict[str, float] = {}  # profile name the tool created -> monotonic creation time
+        self.block_latency = 0.0  # seconds each GetSnapshotBlock takes (AWS's guide uses 100 ms as its example)
+        self.block_reads_in_flight = 0
+        self.block_reads_peak = 0  # the most GetSnapshotBlock calls in flight at once
+        self._in_flight_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> AwsSandbox:
@@ -172,8 +177,21 @@ class AwsSandbox:
         created = self._new_profiles.get(_profile_parameter(params).rsplit("/", 1)[-1])
         return created is not None and time.monotonic() - created < self.iam_propagation_seconds
 
+    def _block_read_latency(self) -> None:
+        """One GetSnapshotBlock's round trip: ``block_latency`` seconds, counted while in flight."""
+        with self._in_flight_lock:
+            self.block_reads_in_flight += 1
+            self.block_reads_peak = max(self.block_reads_peak, self.block_reads_in_flight)
+        try:
+            time.sleep(self.block_latency)
+        finally:
+            with self._in_flight_lock:
+                self.block_reads_in_flight -= 1
+
     def _inject_failure(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
         """A before-call handler: short-circuits a call armed by :meth:`fail_next` (or refused by IAM propagation)."""
+        if model.name == "GetSnapshotBlock":
+            self._block_read_latency()
         error_code = self._failures.pop(model.name, None)
         user_agent = str((params.get("headers") or {}).get("User-Agent", ""))
         if model.name == "CreateInstanceProfile" and "cloudir/" in user_agent:  # the tool's own new profile

@@ -122,3 +122,28 @@ def test_failure_mid_acquisition_blocks_containment_and_resume_finishes_without_
     assert sorted(resumed.results["snapshot.create"]["reused"]) == aws_sandbox.snapshots_for_case(case.case_id)
     require_completed(case, "acquire", resumed.plan.target, force=False)
     assert verify_case(case.root).ok
+
+
+def test_raw_image_reads_blocks_concurrently_and_writes_them_in_order(aws_sandbox: AwsSandbox, tmp_path):
+    blocks = {index: bytes([index % 251 + 1]) * BLOCK for index in range(0, 240, 3)}  # 80 blocks with holes
+    snapshot_id = _direct_snapshot(aws_sandbox, blocks)
+    aws_sandbox.block_latency = 0.02  # each read takes a while, so reads overlap only if they are concurrent
+    case = Case.create(tmp_path / "c")
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    with case.action("acquire.image", target=snapshot_id):
+        ebs = provider.clients.client("ebs")
+        result = write_raw_image(ebs, snapshot_id, case, "images/aws/c.raw", Console(quiet=True), concurrency=8)
+    assert aws_sandbox.block_reads_peak == 8  # bounded: never more than the limit in flight, and that many
+    assert result["blocks"] == len(blocks)
+    expected = bytearray(GIB // 1024)  # the first MiB holds every block written above
+    for index, data in blocks.items():
+        expected[index * BLOCK : (index + 1) * BLOCK] = data
+    with (case.root / result["path"]).open("rb") as handle:
+        assert handle.read(len(expected)) == expected
+    tail = hashlib.sha256(bytes(GIB - len(expected)))
+    whole = hashlib.sha256(bytes(expected))
+    whole.update(bytes(GIB - len(expected)))
+    assert result["sha256"] == whole.hexdigest() != tail.hexdigest()
+    calls = [c for r in read_records(case.root / "custody.jsonl") for c in r.get("api_calls", [])]
+    assert sum(1 for c in calls if c.get("operation") == "GetSnapshotBlock") == len(blocks)  # every read recorded
