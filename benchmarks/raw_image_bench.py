@@ -12,7 +12,6 @@ run's block read rate. Prints the wall times, the read rates and both ratios; bo
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import tempfile
 import time
@@ -35,24 +34,6 @@ def _image(sandbox: AwsSandbox, snapshot_id: str, folder: Path, concurrency: int
     return elapsed, result["sha256"]
 
 
-def _snapshot(sandbox: AwsSandbox, blocks: int) -> str:
-    ebs = sandbox.client("ebs")
-    snapshot_id: str = ebs.start_snapshot(VolumeSize=1, Description="bench")["SnapshotId"]
-    for index in range(blocks):
-        data = hashlib.sha256(index.to_bytes(8, "big")).digest() * (BLOCK // 32)
-        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        ebs.put_snapshot_block(
-            SnapshotId=snapshot_id,
-            BlockIndex=index,
-            BlockData=data,
-            DataLength=len(data),
-            Checksum=checksum,
-            ChecksumAlgorithm="SHA256",
-        )
-    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=blocks)
-    return snapshot_id
-
-
 def main() -> None:
     """Image one snapshot serially and concurrently; print the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,7 +41,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1, help="seconds per GetSnapshotBlock")
     args = parser.parse_args()
     with AwsSandbox() as sandbox, tempfile.TemporaryDirectory() as tmp:
-        empty, snapshot_id = _snapshot(sandbox, 0), _snapshot(sandbox, args.blocks)
+        written = {i: hashlib.sha256(i.to_bytes(8, "big")).digest() * (BLOCK // 32) for i in range(args.blocks)}
+        empty, snapshot_id = sandbox.direct_snapshot({}), sandbox.direct_snapshot(written)
         sandbox.block_latency = args.latency
         fixed, _ = _image(sandbox, empty, Path(tmp) / "empty", READ_CONCURRENCY)
         serial, serial_hash = _image(sandbox, snapshot_id, Path(tmp) / "serial", 1)

@@ -155,6 +155,22 @@ class AwsSandbox:
 
         return cross_account_copy(Ec2EbsBackend.copy_snapshot, register)
 
+    def direct_snapshot(self, blocks: dict[int, bytes]) -> str:
+        """A 1 GiB snapshot written through StartSnapshot / PutSnapshotBlock / CompleteSnapshot with ``blocks``."""
+        ebs = self.client("ebs")
+        snapshot_id: str = ebs.start_snapshot(VolumeSize=1, Description="direct")["SnapshotId"]
+        for index, data in blocks.items():
+            ebs.put_snapshot_block(
+                SnapshotId=snapshot_id,
+                BlockIndex=index,
+                BlockData=data,
+                DataLength=len(data),
+                Checksum=block_checksum(data),
+                ChecksumAlgorithm="SHA256",
+            )
+        ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(blocks))
+        return snapshot_id
+
     def corrupt_block(self, snapshot_id: str, index: int, region: str | None = None) -> None:
         """Make the EBS direct API send a wrong checksum for one block of a snapshot."""
         block = ebs_backends[ACCOUNT][region or self.region].snapshots[snapshot_id].blocks[index]

@@ -1,6 +1,5 @@
 """Raw images through the EBS direct APIs, dry runs, injected failures and --resume."""
 
-import base64
 import hashlib
 
 import pytest
@@ -19,27 +18,9 @@ from tests.aws.conftest import Acquire
 GIB = 1024**3
 
 
-def _direct_snapshot(aws_sandbox: AwsSandbox, blocks: dict[int, bytes]) -> str:
-    """A snapshot written through StartSnapshot / PutSnapshotBlock / CompleteSnapshot."""
-    ebs = aws_sandbox.client("ebs")
-    snapshot_id = ebs.start_snapshot(VolumeSize=1, Description="direct")["SnapshotId"]
-    for index, data in blocks.items():
-        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        ebs.put_snapshot_block(
-            SnapshotId=snapshot_id,
-            BlockIndex=index,
-            BlockData=data,
-            DataLength=len(data),
-            Checksum=checksum,
-            ChecksumAlgorithm="SHA256",
-        )
-    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(blocks))
-    return snapshot_id
-
-
 def test_raw_image_is_sparse_and_hashes_like_the_disk(aws_sandbox: AwsSandbox, tmp_path):
     blocks = {0: b"A" * BLOCK, 5: b"B" * BLOCK}
-    snapshot_id = _direct_snapshot(aws_sandbox, blocks)
+    snapshot_id = aws_sandbox.direct_snapshot(blocks)
     case = Case.create(tmp_path / "c")
     ebs = aws_sandbox.provider().clients.client("ebs")
     result = write_raw_image(ebs, snapshot_id, case, f"images/aws/{snapshot_id}.raw", Console(quiet=True))
@@ -54,7 +35,7 @@ def test_raw_image_is_sparse_and_hashes_like_the_disk(aws_sandbox: AwsSandbox, t
 
 
 def test_checksum_mismatch_discards_the_image(aws_sandbox: AwsSandbox, tmp_path):
-    snapshot_id = _direct_snapshot(aws_sandbox, {0: b"A" * BLOCK, 3: b"C" * BLOCK})
+    snapshot_id = aws_sandbox.direct_snapshot({0: b"A" * BLOCK, 3: b"C" * BLOCK})
     aws_sandbox.corrupt_block(snapshot_id, 3)
     case = Case.create(tmp_path / "c")
     ebs = aws_sandbox.provider().clients.client("ebs")
@@ -126,7 +107,7 @@ def test_failure_mid_acquisition_blocks_containment_and_resume_finishes_without_
 
 def test_raw_image_reads_blocks_concurrently_and_writes_them_in_order(aws_sandbox: AwsSandbox, tmp_path):
     blocks = {index: bytes([index % 251 + 1]) * BLOCK for index in range(0, 240, 3)}  # 80 blocks with holes
-    snapshot_id = _direct_snapshot(aws_sandbox, blocks)
+    snapshot_id = aws_sandbox.direct_snapshot(blocks)
     aws_sandbox.block_latency = 0.02  # each read takes a while, so reads overlap only if they are concurrent
     case = Case.create(tmp_path / "c")
     provider = aws_sandbox.provider()
