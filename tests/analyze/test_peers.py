@@ -9,6 +9,7 @@ import duckdb
 from typer.testing import CliRunner
 
 import cloudir.cli  # noqa: F401 - registers the commands
+from cloudir.analyze import peers
 from cloudir.cli.apps import app
 from tests.analyze.builder import T0, event, routine, write_db
 
@@ -90,3 +91,26 @@ def test_an_identity_unlike_its_peers_from_the_first_day_is_a_finding(tmp_path: 
     assert peers[compromised] >= 3
     summary = json.loads(result.output)
     assert summary["summary"]["findings_by_analyzer"].get("peer_groups") == 1
+
+
+def test_peer_candidates_grow_linearly_not_with_all_pairs() -> None:
+    """120 identities of one role doing common operations: each is scored against a bounded set, never all."""
+    identities = 120
+    with duckdb.connect() as con:
+        con.execute(
+            f"CREATE TEMP TABLE identity_totals AS SELECT '{ROLE}/u' || i || '@corp.example' AS identity, "
+            f"'111111111111' AS home_account FROM range({identities}) t(i)"
+        )
+        con.execute("CREATE TEMP TABLE ev AS SELECT identity, false AS aws_service FROM identity_totals")
+        con.execute(
+            "CREATE TEMP TABLE profile AS SELECT DISTINCT identity, 'operation' AS dim, "
+            "'ec2:Describe' || (hash(identity || j) % 12) AS value, 5 AS n_events, 1 + j % 9 AS n_days "
+            "FROM identity_totals, range(8) r(j)"
+        )
+        peers.build_peer_groups(con)
+        candidates = con.execute("SELECT count(*) FROM peer_candidates").fetchone()
+        per_identity = con.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM peer_groups GROUP BY identity)")
+        assert per_identity.fetchone() == (peers.TOP_K,)
+    bound = identities * (peers.STRUCTURE_CANDIDATES + peers.CANDIDATES_PER_IDENTITY)
+    assert candidates is not None
+    assert candidates[0] <= bound < identities * (identities - 1)
