@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudir.config import Config
+from cloudir.errors import CloudirError
 from providers.azure.provider import CASE_TAG, AzureProvider
 from providers.azure.session import ARM_ENDPOINT, GRAPH_ENDPOINT, AzureSession, StaticTokenCredential
 
@@ -27,9 +28,12 @@ def credentials_found(**config: Any) -> bool:
     return (cli_dir / "msal_token_cache.json").is_file() or (cli_dir / "msal_token_cache.bin").is_file()
 
 
+SUBSCRIPTION_ENV = "AZURE_SUBSCRIPTION_ID"
+
+
 def create_provider(
     *,
-    subscription_id: str,
+    subscription_id: str | None = None,
     credential: Any = None,
     token: str | None = None,
     base_url: str | None = None,
@@ -49,6 +53,13 @@ def create_provider(
     ``credential`` is any azure-core TokenCredential; ``token`` a bearer token already held; with neither,
     DefaultAzureCredential (environment, managed identity, Azure CLI login...) is used.
     """
+    subscription_id = subscription_id or os.environ.get(SUBSCRIPTION_ENV)
+    if not subscription_id:
+        raise CloudirError(
+            "no Azure subscription given: the one this tool acts in is not known",
+            hint=f"pass --subscription or set {SUBSCRIPTION_ENV}; for findings from several subscriptions, list them "
+            "under [accounts] azure in the configuration",
+        )
     if credential is None:
         if token:
             credential = StaticTokenCredential(token)
@@ -77,7 +88,11 @@ def create_provider(
 
 
 def trigger_config(account: str | None, region: str | None, config: Config) -> dict[str, Any]:
-    """Settings for a finding from subscription ``account``: it, and the SOC subscription ``[forensic] azure`` maps
-    it to."""
+    """Settings for a finding from subscription ``account``, which is data anyone may write: the subscription to act
+    in is the finding's only when ``[accounts] azure`` lists it, else the tool's own (``AZURE_SUBSCRIPTION_ID``), so
+    a finding naming another one is refused; and the SOC subscription ``[forensic] azure`` maps it to."""
+    allowed = config.accounts.get("azure")
+    listed = account is not None and allowed is not None and account in allowed
+    acting = account if listed else os.environ.get(SUBSCRIPTION_ENV)
     soc = config.forensic_for("azure", account)
-    return {"subscription_id": account} | ({"soc_subscription": soc} if soc else {})
+    return ({"subscription_id": acting} if acting else {}) | ({"soc_subscription": soc} if soc else {})

@@ -48,6 +48,11 @@ __all__ = ["OFFLINE_CONFIG", "GcpProvider", "create_provider", "credentials_foun
 
 
 def trigger_config(account: str | None, region: str | None, config: Config) -> dict[str, Any]:
-    """Settings for a finding from project ``account``: it, and the forensic project ``[forensic] gcp`` maps it to."""
+    """Settings for a finding from project ``account``, which is data anyone may write: the project to act in is the
+    finding's only when ``[accounts] gcp`` lists it, else the tool's own (``GOOGLE_CLOUD_PROJECT``, resolved when the
+    adapter is made), so a finding naming another one is refused; and the forensic project ``[forensic] gcp`` maps
+    it to."""
+    allowed = config.accounts.get("gcp")
+    listed = account is not None and allowed is not None and account in allowed
     vault = config.forensic_for("gcp", account)
-    return {"project": account} | ({"forensic_project": vault} if vault else {})
+    return ({"project": account} if listed else {}) | ({"forensic_project": vault} if vault else {})

@@ -116,11 +116,24 @@ def test_accounts_map_to_roles_external_ids_and_forensic_destinations(tmp_path: 
     subscription = "6f1c2a9e-3b7d-4c1e-9a55-1d2b3c4d5e6f"
     assert azure.trigger_config(subscription, None, config)["soc_subscription"].startswith("9a8b7c6d")
     assert azure.trigger_config("other", None, config)["soc_subscription"].endswith("050c")  # the default
-    assert gcp.trigger_config("victim-prod", None, config) == {
-        "project": "victim-prod",
-        "forensic_project": "forensics-vault",
-    }
-    assert gcp.trigger_config("elsewhere", None, config) == {"project": "elsewhere"}
+    assert gcp.trigger_config("victim-prod", None, config) == {"forensic_project": "forensics-vault"}
+    assert gcp.trigger_config("elsewhere", None, config) == {}  # the tool's own project, never the finding's
+
+
+def test_a_finding_picks_the_subscription_or_project_to_act_in_only_from_the_allow_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from providers import azure, gcp
+
+    own, listed = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+    config = load_config(_write(tmp_path, f'[accounts]\nazure = ["{own}", "{listed}"]\ngcp = ["prod-2"]\n'))
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", own)
+    assert azure.trigger_config(listed, None, config) == {"subscription_id": listed}
+    assert azure.trigger_config("33333333-3333-4333-8333-333333333333", None, config) == {"subscription_id": own}
+    assert gcp.trigger_config("prod-2", None, config) == {"project": "prod-2"}
+    assert gcp.trigger_config("attacker-project", None, config) == {}
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID")
+    assert azure.trigger_config("33333333-3333-4333-8333-333333333333", None, load_config({})) == {}
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,40 @@ def test_scc_finding_naming_another_project_is_refused(tmp_path: Path, monkeypat
         assert not sandbox.is_preserved(incident)
         assert not sandbox.is_isolated(incident)
         assert _only_reads(case_dir)
+
+
+def test_defender_alert_is_refused_when_the_tools_own_subscription_is_not_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No subscription configured or in the environment: the alert's own subscription is never taken as the tool's."""
+    with open_sandbox("azure") as sandbox:
+        incident = sandbox.plant_incident()
+        config = {k: v for k, v in sandbox.provider_config().items() if k not in {"credential", "subscription_id"}}
+        monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"azure": config | {"token": sandbox_token()}}))
+        monkeypatch.delenv("AZURE_SUBSCRIPTION_ID", raising=False)
+        code, output, _ = _respond(sample("defender_workflow_automation.json"), tmp_path)
+        assert code == 2, output
+        assert "error: no Azure subscription given: the one this tool acts in is not known" in output
+        assert not sandbox.is_preserved(incident)
+        assert not sandbox.is_isolated(incident)
+
+
+def test_scc_finding_is_refused_when_it_names_a_project_other_than_the_environments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No project configured: the tool acts in GOOGLE_CLOUD_PROJECT, never in the project the finding names."""
+
+    with open_sandbox("gcp") as sandbox:
+        incident = sandbox.plant_incident()
+        assert sandbox.server is not None
+        monkeypatch.setenv(
+            "CLOUDIR_PROVIDER_CONFIG", json.dumps({"gcp": {"api_endpoint": sandbox.server.endpoint, "anonymous": True}})
+        )
+        monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "responder-home")
+        code, output, _ = _respond(sample("scc_notification.json"), tmp_path)
+        assert code == 2, output
+        assert re.search(
+            r"error: refused: the finding names project \S+ but this tool acts in project responder-home", output
+        )
+        assert not sandbox.is_preserved(incident)
+        assert not sandbox.is_isolated(incident)

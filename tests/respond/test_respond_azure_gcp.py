@@ -197,6 +197,7 @@ def test_scc_finding_through_pubsub_function_and_cli_then_approval(
         config = {
             "api_endpoint": sandbox.server.endpoint,
             "anonymous": True,
+            "project": PROJECT,  # where the function runs: a finding never chooses it
             "forensic_project": FORENSIC_PROJECT,
             "log_backoff": 0.01,
         }
