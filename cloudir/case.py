@@ -265,9 +265,7 @@ class Case:
         )
 
     @classmethod
-    def _under_lock(
-        cls, root: Path, purpose: str | None, wait: bool | None, build: Callable[[CaseLock], Case]
-    ) -> Case:
+    def _under_lock(cls, root: Path, purpose: str | None, wait: bool | None, build: Callable[[CaseLock], Case]) -> Case:
         """Take the case's lock, then ``build`` the case holding it; the lock is released if that fails."""
         lock = CaseLock.acquire(root, purpose=purpose, wait=wait, notify=_notify)
         try:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cloudir.analyze import AnalysisSummary
     from cloudir.timeline.ingest import IngestStats
 
+
 def build_timeline(case: Case, *, memory_limit: str | None = None) -> IngestStats:
     """Build ``timeline.duckdb`` in the case from everything under ``logs/``, recorded with its hash."""
     from cloudir.timeline.ingest import build_case_timeline
