@@ -41,10 +41,10 @@ BARE_READS = {
     "records": {
         # The documents with auto-detected structure, one row per record.
         "read_json": "SELECT unnest(Records) FROM read_json($files, union_by_name=true, ignore_errors=true, "
-        "maximum_object_size=268435456)",
+        "maximum_object_size={largest})",
         # Each record as JSON text out of its document.
         "read_json_objects": "SELECT unnest(json_extract(json, '$.Records[*]')) AS json "
-        "FROM read_json_objects($files, maximum_object_size=268435456)",
+        "FROM read_json_objects($files, maximum_object_size={largest})",
     },
 }
 CHUNKS = {"jsonl": 100_000, "records": 5_000}
@@ -57,8 +57,10 @@ def phase_bare(files: list[str], db: str, shape: str, reader: str) -> dict[str, 
     from cloudir.timeline.db import default_memory_limit
 
     con = duckdb.connect(db, config={"memory_limit": default_memory_limit(), "temp_directory": db + ".tmp"})
+    # a document must fit one JSON buffer: sized by the largest file, as the ingest sizes its own
+    largest = max(1 << 20, 2 * max(Path(f).stat().st_size for f in files))
     started = time.perf_counter()
-    con.execute(f"CREATE TABLE bare AS {BARE_READS[shape][reader]}", {"files": files})
+    con.execute(f"CREATE TABLE bare AS {BARE_READS[shape][reader].format(largest=largest)}", {"files": files})
     con.execute("CHECKPOINT")
     seconds = time.perf_counter() - started
     row = con.execute("SELECT count(*) FROM bare").fetchone()
@@ -127,8 +129,8 @@ def _run_phase(name: str, *args: str) -> dict[str, Any]:
     command = [sys.executable, __file__, "--phase", name, *args]
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode:
-        lines = done.stderr.strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit status {done.returncode}"}
+        errors = [line for line in done.stderr.splitlines() if "Error" in line]
+        return {"error": errors[-1] if errors else f"exit status {done.returncode}"}
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
