@@ -77,7 +77,8 @@ def test_sam_template_passes_cfn_lint_and_wires_dead_letters_failures_and_the_wh
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     assert statement["Action"] == "sqs:SendMessage"
     assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == [
-        {"Fn::GetAtt": [f"ResponderFunction{name}", "Arn"]} for name in rules  # SAM's rule logical ids
+        {"Fn::GetAtt": [f"ResponderFunction{name}", "Arn"]}
+        for name in rules  # SAM's rule logical ids
     ]
     invoke = function["EventInvokeConfig"]
     assert invoke["MaximumRetryAttempts"] == 2  # each retry resumes the case (CLOUDIR_STEP_RESERVE_SECONDS)
