@@ -81,6 +81,7 @@ def test_playbook_captures_pulls_identity_logs_and_disables_the_service_account(
 ) -> None:
     assert gcp_sandbox.server is not None
     config = {"api_endpoint": gcp_sandbox.server.endpoint, "anonymous": True, "log_backoff": 0.01}
+    config["project"] = PROJECT  # the project the tool runs in: a finding's --account never chooses it
     monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"gcp": config}))
     case = tmp_path / "pb"
     since = datetime.now(UTC) - datetime.fromisoformat(WINDOW_START.replace("Z", "+00:00"))
