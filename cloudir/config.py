@@ -77,6 +77,10 @@ class Config:
         destinations = self.forensic.get(cloud, {})
         return destinations.get(account or "") or destinations.get(_DEFAULT_ROLE)
 
+    def lists_account(self, cloud: str, account: str | None) -> bool:
+        """Whether the ``[accounts]`` list of ``cloud`` names ``account`` (no list names none)."""
+        return account is not None and account in self.accounts.get(cloud, [])
+
     def role_for(self, cloud: str, account: str | None) -> str | None:
         """The role to act as in ``account`` of ``cloud``: the account's own, else the cloud's default."""
         roles = self.roles.get(cloud, {})

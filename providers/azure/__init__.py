@@ -91,8 +91,6 @@ def trigger_config(account: str | None, region: str | None, config: Config) -> d
     """Settings for a finding from subscription ``account``, which is data anyone may write: the subscription to act
     in is the finding's only when ``[accounts] azure`` lists it, else the tool's own (``AZURE_SUBSCRIPTION_ID``), so
     a finding naming another one is refused; and the SOC subscription ``[forensic] azure`` maps it to."""
-    allowed = config.accounts.get("azure")
-    listed = account is not None and allowed is not None and account in allowed
-    acting = account if listed else os.environ.get(SUBSCRIPTION_ENV)
+    acting = account if config.lists_account("azure", account) else os.environ.get(SUBSCRIPTION_ENV)
     soc = config.forensic_for("azure", account)
     return ({"subscription_id": acting} if acting else {}) | ({"soc_subscription": soc} if soc else {})

@@ -52,7 +52,7 @@ def trigger_config(account: str | None, region: str | None, config: Config) -> d
     finding's only when ``[accounts] gcp`` lists it, else the tool's own (``GOOGLE_CLOUD_PROJECT``, resolved when the
     adapter is made), so a finding naming another one is refused; and the forensic project ``[forensic] gcp`` maps
     it to."""
-    allowed = config.accounts.get("gcp")
-    listed = account is not None and allowed is not None and account in allowed
     vault = config.forensic_for("gcp", account)
-    return ({"project": account} if listed else {}) | ({"forensic_project": vault} if vault else {})
+    return ({"project": account} if config.lists_account("gcp", account) else {}) | (
+        {"forensic_project": vault} if vault else {}
+    )
