@@ -230,7 +230,7 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
     cloudir respond --case ./case-1 --approve
     """
     from cloudir import ops
-    from cloudir.ops.respond import RespondRequest, respond_all
+    from cloudir.ops.respond import RespondRequest, check_case_folder, respond_all
     from cloudir.playbook import approve_pending, load_playbooks
 
     books = load_playbooks(playbooks)
@@ -253,8 +253,7 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
         account=account,
         severity=severity,
     )
-    if case is not None and len(found) > 1:
-        raise CloudirError(f"the finding file holds {len(found)} findings; omit --case to get one case per finding")
+    check_case_folder(found, case)
     if dry_run:
         plan_playbook(
             trigger,

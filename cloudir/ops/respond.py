@@ -48,16 +48,19 @@ def case_for(request: RespondRequest, trigger: Trigger) -> Path:
     return request.case_dir or request.case_root / id_folder(trigger.finding_id)
 
 
+def check_case_folder(triggers: list[Trigger], case_dir: Path | None) -> None:
+    """Refuse several findings into one given case folder (each finding needs its own)."""
+    if case_dir is not None and len(triggers) > 1:
+        raise CloudirError(f"the finding file holds {len(triggers)} findings; omit --case to get one case per finding")
+
+
 def respond_all(
     request: RespondRequest,
     progress: Progress | None = None,
     on_outcome: Callable[[Trigger, Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Respond to every finding in turn (a second delivery of a finding id does nothing new); outcomes in order."""
-    if request.case_dir is not None and len(request.triggers) > 1:
-        raise CloudirError(
-            f"the finding file holds {len(request.triggers)} findings; omit --case to get one case per finding"
-        )
+    check_case_folder(request.triggers, request.case_dir)
     progress = progress or Progress()
     outcomes = []
     for trigger in request.triggers:

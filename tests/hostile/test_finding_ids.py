@@ -55,3 +55,19 @@ def test_cli_respond_gives_findings_that_escape_alike_their_own_case_folder(
     assert len(folders) == 3  # one case per finding id, all under ./cases
     saved = {json.loads(f.read_text())["finding_id"] for folder in folders for f in (folder / "triggers").iterdir()}
     assert saved == {"finding/1", "finding_1", "../../finding_1"}
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_several_findings_into_one_given_case_folder_are_refused(tmp_path: Path, dry_run: bool) -> None:
+    findings = [
+        guardduty_for("i-0123456789abcdef0", "123456789012", "us-east-1", "2026-11-20T10:00:00Z", finding_id)
+        for finding_id in ("finding/1", "finding_1")
+    ]
+    path = tmp_path / "findings.json"
+    path.write_text(json.dumps(findings), encoding="utf-8")
+    case_dir = tmp_path / "one-case"
+    args = ["respond", "--trigger", str(path), "--case", str(case_dir), *(["--dry-run"] if dry_run else [])]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "the finding file holds 2 findings; omit --case to get one case per finding" in result.output
+    assert not case_dir.exists()
