@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudir.plan import Plan, Step, StepContext, StepKind
 from cloudir.provider import LogPullRequest, TargetKind, TargetQuery
-from providers.gcp.logs import LogSource, ProjectPull, in_window, quote, scope_id
+from providers.gcp.logs import LogSource, ProjectPull, in_window, quote, scope_id, window_clauses
 from providers.gcp.permissions import call
 
 if TYPE_CHECKING:
@@ -24,11 +24,7 @@ FLOWS_COVERAGE = "logs/gcp/flows/coverage.json"
 
 def flows_filter(project: str, request: LogPullRequest) -> str:
     """The Logging query for one project's flow entries in the window, for the named instances when given."""
-    clauses = [
-        f"logName={quote(f'projects/{project}/logs/{FLOW_LOG}')}",
-        f"timestamp>={quote(request.start)}",
-        f"timestamp<{quote(request.end)}",
-    ]
+    clauses = [f"logName={quote(f'projects/{project}/logs/{FLOW_LOG}')}", *window_clauses(request)]
     names = [quote(name) for name in request.resources]
     if names:
         sides = [f"jsonPayload.{side}.vm_name={name}" for name in names for side in ("src_instance", "dest_instance")]

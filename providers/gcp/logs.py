@@ -58,12 +58,17 @@ def scope_label(scope: str) -> str:
     return f"{kind.removesuffix('s')} {name}"
 
 
+def window_clauses(request: LogPullRequest) -> list[str]:
+    """The Logging query terms of the request's window (start included, end excluded)."""
+    return [f"timestamp>={quote(request.start)}", f"timestamp<{quote(request.end)}"]
+
+
 def audit_filter(project: str, request: LogPullRequest) -> str:
     """The Logging query for one project, organization or folder: audit log names, the window, principal/resource."""
     kinds = request.extra.get("log_kinds") or list(AUDIT_LOGS)
     parent = parent_name(project)
     names = " OR ".join(f"logName={quote(f'{parent}/logs/{AUDIT_LOGS[kind]}')}" for kind in kinds)
-    clauses = [f"({names})", f"timestamp>={quote(request.start)}", f"timestamp<{quote(request.end)}"]
+    clauses = [f"({names})", *window_clauses(request)]
     scope = [f"protoPayload.authenticationInfo.principalEmail={quote(p)}" for p in request.principals]
     scope += [f"protoPayload.authenticationInfo.serviceAccountKeyName:{quote(k)}" for k in request.access_keys]
     if scope:
