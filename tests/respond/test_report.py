@@ -124,6 +124,40 @@ def test_html_report_escapes_attacker_strings_and_is_self_contained(hostile_case
     assert verify_case(hostile_case).ok  # the report itself was hashed into custody
 
 
+def test_a_hostile_beacon_destination_is_drawn_as_text(hostile_case: Path) -> None:
+    """The network view of a beacon finding: its destination (written by whoever wrote the flow records) is text."""
+    with duckdb.connect(str(hostile_case / "timeline.duckdb")) as con:
+        con.execute(
+            """
+            INSERT INTO findings BY NAME SELECT 'f2' AS finding_id, 'beaconing' AS analyzer, 'flow-beacon' AS rule,
+                80 AS score, 'critical' AS severity, ?::VARCHAR AS actor, ?::VARCHAR AS identity, ?::VARCHAR AS session,
+                TIMESTAMP '2026-11-20 12:00:00' AS first_time, TIMESTAMP '2026-11-20 14:00:00' AS last_time,
+                ?::VARCHAR AS title, 'beacon' AS explanation, ['T1071'] AS mitre, [] AS event_ids, 0 AS event_count,
+                json_object('op_key', 'flow:' || ? || ':443/6') AS profile, 'i1' AS incident_id
+            """,
+            [HOSTILE_ACTOR, HOSTILE_ACTOR, HOSTILE_ACTOR, HOSTILE_TITLE, HOSTILE_UA],
+        )
+        con.execute(
+            """
+            CREATE TABLE network_beacons AS SELECT ?::VARCHAR AS workload, ?::VARCHAR AS dst_addr, 443 AS dst_port,
+                6 AS protocol, 600.0 AS period, TIMESTAMP '2026-11-20 12:00:00' AS first_time,
+                TIMESTAMP '2026-11-20 14:00:00' AS last_time,
+                [{'hour': TIMESTAMP '2026-11-20 12:00:00', 'connections': 6},
+                 {'hour': TIMESTAMP '2026-11-20 13:00:00', 'connections': 5}] AS series
+            """,
+            [HOSTILE_ACTOR, HOSTILE_UA],
+        )
+    with Case.open(hostile_case) as case, case.action("analyze", target="timeline.duckdb"):
+        case.record_existing("timeline.duckdb")
+    html = write_report(hostile_case, hostile_case / "reports" / "report.html").read_text(encoding="utf-8")
+    beacon = re.search(r'<tr class="beacon">(.*?)</tr>', html, re.S)
+    assert beacon is not None, "the hostile beacon's network view is drawn"
+    assert beacon.group(1).count("connections per hour to &#34;&gt;&lt;script&gt;") == 2  # aria-label and caption
+    assert html.count("<script>") == 1  # only the report's own script
+    assert "<img" not in html
+    assert verify_case(hostile_case).ok
+
+
 def test_summary_formats(hostile_case: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", str(hostile_case), "--format", "md", "--out", str(tmp_path / "s.md")])
     assert result.exit_code == 0, result.output
