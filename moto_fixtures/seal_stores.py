@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from unittest import mock
 
-RETENTION_SECONDS = 86400
+RETENTION_SECONDS = 365 * 86400  # cloudir's default retain_days
 
 
 @contextmanager

@@ -7,6 +7,7 @@ and GCS refuses to delete or overwrite an object younger than its retention peri
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from cloudir.custody import ApiCall
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.sealstore import StoredCopy
 from cloudir.textsafe import visible
+from providers.gcp.session import credentials_found
 
 if TYPE_CHECKING:
     from cloudir.case import Case
@@ -56,6 +58,11 @@ class GcsSealStore:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._case = case
         self._where = f"gs://{bucket}"
+        if not os.environ.get("STORAGE_EMULATOR_HOST") and not credentials_found():
+            raise CloudAccessError(
+                f"no Google credentials for {self._where}",
+                hint="run 'gcloud auth application-default login' or set GOOGLE_APPLICATION_CREDENTIALS",
+            )
         try:
             self._client = storage.Client()
         except GoogleAPIError as exc:
@@ -99,12 +106,22 @@ class GcsSealStore:
         return bool(self._bucket.retention_policy_locked) and bool(self._bucket.retention_period)
 
     def put(self, name: str, data: bytes) -> dict[str, Any]:
-        """Store the seal once; refused when the bucket's retention policy is missing or not locked."""
+        """Store the seal once; refused unless the bucket's locked retention lasts at least ``retain_days``."""
+        hint = (
+            f"set and lock a retention policy (gcloud storage buckets update {self._where} "
+            f"--retention-period={self.retain_days}d, then --lock-retention-period)"
+        )
         if not self._locked():
             raise CloudirError(
                 f"{self._where} has no locked retention policy: a seal stored there could be deleted or replaced",
-                hint=f"set and lock a retention policy (gcloud storage buckets update {self._where} "
-                f"--retention-period={self.retain_days}d, then --lock-retention-period)",
+                hint=hint,
+            )
+        period = int(self._bucket.retention_period)
+        if period < self.retain_days * 86400:
+            raise CloudirError(
+                f"{self._where} holds objects for {period // 86400} day(s) ({period} s), less than the "
+                f"{self.retain_days} days seals must be kept (retain_days)",
+                hint=f"lower [seals] retain_days, or use a bucket whose locked retention is longer; {hint}",
             )
         blob = self._bucket.blob(self.prefix + name)
         try:

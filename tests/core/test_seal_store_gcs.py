@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -22,6 +23,7 @@ from moto_fixtures.gcs_server import FakeGcs
 
 runner = CliRunner()
 BUCKET = "forensic-seals"
+YEAR = 365 * 86400
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -31,10 +33,12 @@ def _cli(*args: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def gcs() -> Iterator[FakeGcs]:
-    """One fake Cloud Storage for the module: a bucket with a locked retention policy, one unlocked, one bare."""
+    """One fake Cloud Storage: a bucket locked for a year (the default retain_days), one locked for a day, one
+    unlocked, one bare."""
     with FakeGcs() as fake:
-        fake.add_bucket(BUCKET, retention_seconds=86400, locked=True)
-        fake.add_bucket("unlocked-seals", retention_seconds=86400, locked=False)
+        fake.add_bucket(BUCKET, retention_seconds=YEAR, locked=True)
+        fake.add_bucket("short-seals", retention_seconds=86400, locked=True)
+        fake.add_bucket("unlocked-seals", retention_seconds=YEAR, locked=False)
         fake.add_bucket("plain-seals", retention_seconds=None, locked=False)
         yield fake
 
@@ -105,6 +109,37 @@ def test_bucket_without_a_locked_retention_policy_is_refused_in_one_line(gcs_env
     assert (failed["action"], failed["outcome"]) == ("seal.store", "failed")
     assert [c["operation"] for c in failed["api_calls"]] == ["buckets.get"]
     assert not gcs_env.buckets[bucket].objects
+
+
+def test_bucket_locked_for_less_than_retain_days_is_refused(gcs_env, tmp_path, monkeypatch):
+    with Case.create(tmp_path / "case"):
+        pass
+    monkeypatch.setenv("CLOUDIR_SEAL_STORE", "gs://short-seals")
+    code, output = _cli("report", str(tmp_path / "case"))
+    assert code == 2, output
+    assert "gs://short-seals holds objects for 1 day(s) (86400 s), less than the 365 days seals must be kept" in output
+    assert not gcs_env.buckets["short-seals"].objects
+    monkeypatch.setenv("CLOUDIR_SEAL_RETAIN_DAYS", "1")
+    code, output = _cli("report", str(tmp_path / "case"))
+    assert code == 0, output
+    assert len(gcs_env.buckets["short-seals"].objects) == 1
+
+
+def test_without_credentials_the_store_fails_at_once_without_probing(tmp_path, monkeypatch):
+    for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GCE_METADATA_HOST", "K_SERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
+    with socket.create_server(("127.0.0.1", 0)) as metadata:  # a metadata server that never answers
+        metadata.setblocking(False)
+        monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{metadata.getsockname()[1]}")
+        with Case.create(tmp_path / "case"):
+            pass
+        monkeypatch.setenv("CLOUDIR_SEAL_STORE", f"gs://{BUCKET}")
+        code, output = _cli("report", str(tmp_path / "case"))
+        with pytest.raises(BlockingIOError):  # google-auth's metadata probe never connected
+            metadata.accept()
+    assert code == 2, output
+    assert f"error: no Google credentials for gs://{BUCKET}" in output
 
 
 def test_the_fake_refuses_what_cloud_storage_refuses(gcs: FakeGcs):
