@@ -175,8 +175,18 @@ class AzureSandbox:
             memberOf=[],
             appRoleAssignments=[],
         )
-        identity = _service_principal(MANAGED_IDENTITY_ID, str(uuid.uuid4()), VM_NAME, now)
-        directory.add("servicePrincipals", identity | {"servicePrincipalType": "ManagedIdentity"})
+        vm_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/virtualMachines", VM_NAME)
+        for sp_id, name, alternative in (
+            (MANAGED_IDENTITY_ID, VM_NAME, ["isExplicit=False", vm_id]),  # the VM's system-assigned identity
+            (USER_ASSIGNED_SP_ID, "id-storefront", ["isExplicit=True", USER_ASSIGNED_ID]),
+            (DB_IDENTITY_SP_ID, "id-db", ["isExplicit=True", DB_IDENTITY_ID]),
+        ):
+            identity = _service_principal(sp_id, str(uuid.uuid5(uuid.NAMESPACE_URL, sp_id)), name, now)
+            identity |= {"servicePrincipalType": "ManagedIdentity", "alternativeNames": alternative,
+                         "passwordCredentials": []}  # fmt: skip
+            directory.add("servicePrincipals", identity, owners=[], memberOf=[], appRoleAssignments=[])
+        for identity_id, sp_id in ((USER_ASSIGNED_ID, USER_ASSIGNED_SP_ID), (DB_IDENTITY_ID, DB_IDENTITY_SP_ID)):
+            self.fake.put(_user_assigned_identity(identity_id, sp_id))
         directory.objects["applications"][BACKDOOR_APPLICATION_ID] = {
             "id": BACKDOOR_APPLICATION_ID, "appId": BACKDOOR_APP_ID, "displayName": "backup-sync",
         }  # fmt: skip
@@ -260,7 +270,12 @@ class AzureSandbox:
                 "type": "Microsoft.Compute/virtualMachines",
                 "location": LOCATION,
                 "tags": tags,
-                "identity": {"type": "SystemAssigned", "principalId": "0b7e2f4c-2222-4333-8444-a55566667777"},
+                "identity": {
+                    "type": "SystemAssigned, UserAssigned",
+                    "principalId": MANAGED_IDENTITY_ID,
+                    "tenantId": TENANT,
+                    "userAssignedIdentities": {USER_ASSIGNED_ID: _identity_value(USER_ASSIGNED_SP_ID)},
+                },
                 "properties": {
                     "vmId": str(uuid.uuid5(uuid.NAMESPACE_URL, vm_id)),
                     "hardwareProfile": {"vmSize": "Standard_D2s_v5"},
@@ -368,6 +383,13 @@ class AzureSandbox:
                 "name": "db-vm-01",
                 "type": "Microsoft.Compute/virtualMachines",
                 "location": LOCATION,
+                "identity": {
+                    "type": "UserAssigned",
+                    "userAssignedIdentities": {
+                        USER_ASSIGNED_ID: _identity_value(USER_ASSIGNED_SP_ID),
+                        DB_IDENTITY_ID: _identity_value(DB_IDENTITY_SP_ID),
+                    },
+                },
                 "properties": {
                     "storageProfile": {"osDisk": {"name": "db-vm-01_OsDisk_1", "managedDisk": {"id": disk_id}}},
                     "networkProfile": {"networkInterfaces": [{"id": nic_id}]},
@@ -685,6 +707,11 @@ BACKDOOR_SP_ID = "4b8c1d2e-5555-4666-8777-988899990000"
 BACKDOOR_APP_ID = "0f1e2d3c-4b5a-4968-8776-655443322110"
 BACKDOOR_APPLICATION_ID = "9d8c7b6a-5f4e-4d3c-8b2a-190817263544"
 MANAGED_IDENTITY_ID = "2c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f"
+USER_ASSIGNED_SP_ID = "5d6e7f80-9a1b-4c2d-8e3f-4a5b6c7d8e9f"  # id-storefront: on web-vm-01 and db-vm-01
+DB_IDENTITY_SP_ID = "6e7f8091-ab2c-4d3e-9f40-5b6c7d8e9fa0"  # id-db: on db-vm-01 only
+_IDENTITIES = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers"
+USER_ASSIGNED_ID = f"{_IDENTITIES}/Microsoft.ManagedIdentity/userAssignedIdentities/id-storefront"
+DB_IDENTITY_ID = f"{_IDENTITIES}/Microsoft.ManagedIdentity/userAssignedIdentities/id-db"
 OLD_ASSIGNMENT = "0a7b2c3d-1111-4222-8333-000000000001"
 BACKDOOR_ASSIGNMENT = "0a7b2c3d-1111-4222-8333-000000000002"
 _ROLES = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions"
@@ -757,3 +784,18 @@ def _role_assignment(name: str, principal: str, role: str, created: dt.datetime,
             "delegatedManagedIdentityResourceId": None,
         },
     }  # fmt: skip
+
+
+def _identity_value(sp_id: str) -> dict[str, str]:
+    """A user-assigned identity as a VM's ``identity.userAssignedIdentities`` shows it (read-only ids)."""
+    return {"principalId": sp_id, "clientId": str(uuid.uuid5(uuid.NAMESPACE_URL, sp_id))}
+
+
+def _user_assigned_identity(identity_id: str, sp_id: str) -> dict[str, Any]:
+    return {
+        "id": identity_id,
+        "name": identity_id.rsplit("/", 1)[1],
+        "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "location": LOCATION,
+        "properties": {"tenantId": TENANT, **_identity_value(sp_id)},
+    }

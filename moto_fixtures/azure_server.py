@@ -44,6 +44,11 @@ ERROR_STATUS = {
     "BadRequest": 400,
     "InvalidParameter": 400,
 }
+_IDENTITY_TYPES = {"SystemAssigned", "UserAssigned", "SystemAssigned, UserAssigned", "None"}
+_USER_ASSIGNED = re.compile(
+    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+",
+    re.IGNORECASE,
+)
 ROLE_ASSIGNMENT_API_VERSIONS = {"2020-04-01-preview", "2022-04-01", "2022-01-01-preview"}
 _FILTER_TERMS = re.compile(r"(\w+)\s+(ge|le|eq)\s+'([^']*)'", re.IGNORECASE)
 Response = tuple[int, dict[str, str], bytes]
@@ -445,6 +450,11 @@ class FakeAzure:
         existing = self.resources.get(key)
         if existing is None and method == "PATCH":
             return self._not_found(key)
+        if type_path == "virtualmachines" and "identity" in body:
+            identity = self._vm_identity((existing or {}).get("identity"), body["identity"])
+            if isinstance(identity, str):
+                return _error(400, "InvalidParameter", identity)
+            body["identity"] = identity
         if existing is None and type_path == "snapshots":
             source = body.get("properties", {}).get("creationData", {}).get("sourceResourceId", "")
             source_resource = self.resources.get(_norm(source).lower())
@@ -486,6 +496,47 @@ class FakeAzure:
             {**merged, "properties": {**properties, "provisioningState": "Updating"}},
             {"Azure-AsyncOperation": self._new_operation(path, "async"), "Retry-After": "0"},
         )
+
+    def _vm_identity(self, current: dict[str, Any] | None, change: Any) -> dict[str, Any] | str:
+        """A VM's identity block after a PUT/PATCH, as the Compute spec (VirtualMachineIdentity) defines it, or why
+        ARM refuses: ``type`` one of four values, ``userAssignedIdentities`` keyed by existing user-assigned
+        identity ids with ``{}`` to add and ``null`` to remove (a merge patch), none of them unless the type
+        includes ``UserAssigned`` and at least one if it does; a dropped SystemAssigned loses its principal."""
+        if not isinstance(change, dict) or change.get("type") not in _IDENTITY_TYPES:
+            return f"identity.type must be one of {sorted(_IDENTITY_TYPES)}"
+        current = current or {"type": "None"}
+        requested = change.get("userAssignedIdentities") or {}
+        if not isinstance(requested, dict):
+            return "identity.userAssignedIdentities must be an object keyed by user-assigned identity resource ids"
+        kept = {key.lower(): (key, value) for key, value in (current.get("userAssignedIdentities") or {}).items()}
+        for key, value in requested.items():
+            if not _USER_ASSIGNED.fullmatch(key):
+                return f"'{key}' is not a user-assigned identity resource id"
+            if value is None:
+                if kept.pop(key.lower(), None) is None:
+                    return f"the identity '{key}' is not assigned to the virtual machine"
+            elif not isinstance(value, dict) or set(value) - {"principalId", "clientId"}:
+                return f"identity.userAssignedIdentities['{key}'] must be an empty object or null"
+            else:
+                identity = self.resources.get(key.lower())
+                if identity is None:
+                    return f"the user-assigned identity '{key}' was not found"
+                kept[key.lower()] = (key, {k: identity["properties"][k] for k in ("principalId", "clientId")})
+        kind = change["type"]
+        if "UserAssigned" not in kind:
+            if requested and any(value is not None for value in requested.values()):
+                return f"userAssignedIdentities cannot be given with identity type '{kind}'"
+            kept = {}
+        elif not kept:
+            return f"identity type '{kind}' needs at least one user-assigned identity"
+        result: dict[str, Any] = {"type": kind}
+        if kind.startswith("SystemAssigned"):
+            had = str(current.get("type", "")).startswith("SystemAssigned")
+            result["principalId"] = current.get("principalId") if had else str(uuid.uuid4())
+            result["tenantId"] = current.get("tenantId")
+        if kept:
+            result["userAssignedIdentities"] = dict(kept.values())
+        return result
 
     @staticmethod
     def _type_name(path: str) -> str:

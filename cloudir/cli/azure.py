@@ -254,7 +254,8 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
       - attaches it to every NIC of the VM (the NIC as it was is saved first under containment/)
     An Entra principal (--principal, or a --target UPN):
       - a user: every sign-in session revoked (revokeSignInSessions), then accountEnabled=false
-      - a service principal: accountEnabled=false (a managed identity cannot be disabled: detach it yourself)
+      - a service principal: accountEnabled=false
+      - a managed identity: detached from the VMs that carry it (each VM's identity block saved first)
       - with --remove-assignments-since / --remove-assignment: the role assignments created for or by it
         in that window (or named) deleted, each saved first under containment/ with the command that
         re-creates it; each step's result records how to undo it

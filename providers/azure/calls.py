@@ -35,6 +35,7 @@ class ArmCall:
 
 CALLS: dict[str, ArmCall] = {
     "vm.read": ArmCall("Microsoft.Compute", "virtualMachines/read", "virtual_machines.get / list_all"),
+    "vm.write": ArmCall("Microsoft.Compute", "virtualMachines/write", "virtual_machines.begin_update (identity)"),
     "vmss.read": ArmCall("Microsoft.Compute", "virtualMachineScaleSets/read", "virtual_machine_scale_sets.get"),
     "vmss_vm.read": ArmCall(
         "Microsoft.Compute", "virtualMachineScaleSets/virtualMachines/read", "virtual_machine_scale_set_vms.get"

@@ -6,8 +6,8 @@ a user's authentication methods or a service principal's credentials and owners;
 assignment of the subscription (the principal's own, and those it created). Containment revokes a user's
 sessions and disables the account, disables a service principal, and removes the role assignments created
 in the incident window by or for the principal (or named), each saved first with how to re-create it.
-A managed identity cannot be disabled in Entra: it is captured, its assignments can be removed, and the plan
-says to detach it from its resource.
+A managed identity cannot be disabled in Entra: it is captured, detached from the VMs that carry it
+(:mod:`providers.azure.managed_identity`), and its assignments can be removed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotF
 from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import ContainOptions, Target, TargetKind, TargetQuery
 from cloudir.safepath import path_part
-from providers.azure import calls
+from providers.azure import calls, managed_identity
 from providers.azure.entra import OBJECT_ID, check_same_endpoint
 from providers.azure.session import describe_error
 
@@ -87,6 +87,8 @@ def find_principal(provider: AzureProvider, query: TargetQuery) -> Target:
         "matched_by": value,
         "tags": {},
     }
+    if principal_type == MANAGED_IDENTITY:
+        details |= managed_identity.identity_details(obj)
     return Target("azure", TargetKind.PRINCIPAL, str(obj["id"]), "global", provider.subscription_id, name, details)
 
 
@@ -240,11 +242,10 @@ def plan_contain(provider: AzureProvider, target: Target, options: ContainOption
         steps += _user_steps(provider, target)
     if kind in {SERVICE_PRINCIPAL, "<unknown>"}:
         steps.append(_disable_step(provider, target, "servicePrincipals", "sp"))
-    if kind == MANAGED_IDENTITY:
-        notes.append(
-            "a managed identity cannot be disabled in Entra ID (cloudir does not detach it): remove it from its "
-            "resource, e.g. az vm identity remove --identities <id>, or delete the user-assigned identity"
-        )
+    if kind in {MANAGED_IDENTITY, "<unknown>"}:
+        detach, detach_notes = managed_identity.detach_steps(provider, target)
+        steps += detach
+        notes += detach_notes
     since = options.window_start
     named = [str(item).lower() for item in options.extra.get("role_assignments") or []]
     if since or named:

@@ -84,7 +84,7 @@ class AzureProvider:
         TargetKind.INSTANCE: frozenset(
             {Capability.PRESERVE, Capability.SNAPSHOT, Capability.COPY, Capability.IMAGE, Capability.ISOLATE}
         ),
-        # Entra users, service principals / app registrations, managed identities (revoke: not a managed identity)
+        # Entra users, service principals / app registrations, managed identities (revoke: detached from VMs)
         TargetKind.PRINCIPAL: frozenset({Capability.PRESERVE, Capability.REVOKE}),
     }
 

@@ -20,9 +20,13 @@ from moto_fixtures.azure import (
     BACKDOOR_APP_ID,
     BACKDOOR_ASSIGNMENT,
     BACKDOOR_SP_ID,
+    DB_IDENTITY_ID,
     MANAGED_IDENTITY_ID,
     OLD_ASSIGNMENT,
     SUBSCRIPTION,
+    TENANT,
+    USER_ASSIGNED_ID,
+    USER_ASSIGNED_SP_ID,
     AzureSandbox,
     sandbox_token,
 )
@@ -108,9 +112,11 @@ def test_offline_dry_run_names_every_call_for_either_kind_of_principal(
         "users/{id}/revokeSignInSessions/action",
         "users/{id}/write",
         "servicePrincipals/{id}/write",
+        "virtualMachines/write",
         "roleAssignments/delete",
     ):
         assert operation in out.output
+    assert "if a managed identity" in out.output
     assert "if a user" in out.output
     assert "if a service principal" in out.output
     assert f"scope=/subscriptions/{SUBSCRIPTION}" in out.output  # the --subscription given, not a placeholder
@@ -146,15 +152,90 @@ def test_service_principal_by_app_id_is_captured_with_its_credentials_then_disab
     assert _assignment(azure_sandbox, BACKDOOR_ASSIGNMENT) is not None
 
 
-def test_managed_identity_is_captured_and_its_disable_is_declared_unsupported(
+def _identity(sandbox: AzureSandbox, vm: str) -> dict:
+    group = "rg-prod-db" if vm == "db-vm-01" else "rg-prod-web"
+    found = sandbox.fake.get(f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.Compute/"
+                             f"virtualMachines/{vm}")  # fmt: skip
+    assert found is not None
+    return found["identity"]
+
+
+def test_user_assigned_identity_is_detached_from_every_vm_carrying_it_through_the_cli(
+    cli: Cli, azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    case = tmp_path / "uai"
+    graph = ["--graph-endpoint", azure_sandbox.graph.base_url, "--case", str(case)]
+    assert cli("acquire", "azure", "--principal", USER_ASSIGNED_SP_ID, *graph).exit_code == 0
+    dry = cli("contain", "azure", "--principal", USER_ASSIGNED_SP_ID, *graph, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "virtualMachines/read" in dry.output
+    assert "virtualMachines/write" in dry.output
+    assert "id-storefront" in dry.output
+    assert "not detached" not in dry.output
+    assert USER_ASSIGNED_ID in _identity(azure_sandbox, "db-vm-01")["userAssignedIdentities"]  # a dry run
+
+    done = cli("contain", "azure", "--principal", USER_ASSIGNED_SP_ID, *graph)
+    assert done.exit_code == 0, done.output
+    assert _identity(azure_sandbox, "web-vm-01") == {  # its system-assigned identity stays
+        "type": "SystemAssigned", "principalId": MANAGED_IDENTITY_ID, "tenantId": TENANT,
+    }  # fmt: skip
+    db = _identity(azure_sandbox, "db-vm-01")
+    assert db["type"] == "UserAssigned"
+    assert list(db["userAssignedIdentities"]) == [DB_IDENTITY_ID]  # only the target was removed (null in a PATCH)
+    folder = case / f"artifacts/azure/principals/{USER_ASSIGNED_SP_ID}/containment"
+    before = json.loads((folder / "vm-db-vm-01-before.json").read_text())
+    assert set(before["identity"]["userAssignedIdentities"]) == {USER_ASSIGNED_ID, DB_IDENTITY_ID}
+    results = [r["details"]["result"] for r in read_records(case / "custody.jsonl") if r["action"] == "contain.contain"]
+    undo = [u for result in results for u in result.get("undo", [])]
+    assert f"az vm identity assign --resource-group rg-prod-db --name db-vm-01 --identities {USER_ASSIGNED_ID}" in undo
+    writes = [c for c in _api_calls(case) if c["operation"] == "virtualMachines/write"]
+    assert len(writes) == 2
+    assert verify_case(case).ok
+
+
+def test_system_assigned_identity_is_removed_from_its_vm_after_the_vm_is_saved(
     azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
 ):
     case = Case.create(tmp_path / "mi")
     target, plan = _run_principal(azure_sandbox, case, MANAGED_IDENTITY_ID, ContainOptions())
     assert target.details["principal_type"] == "managed_identity"
-    assert (case.root / f"artifacts/azure/principals/{MANAGED_IDENTITY_ID}/servicePrincipal.json").is_file()
-    assert plan.steps == []
-    assert any("managed identity cannot be disabled" in note for note in plan.notes)
+    folder = case.root / f"artifacts/azure/principals/{MANAGED_IDENTITY_ID}"
+    assert (folder / "servicePrincipal.json").is_file()
+    assert [s.id for s in plan.steps] == ["contain-detach-managed-identity"]
+    assert any("new principal" in note for note in plan.notes)
+    result = run_plan(plan, case)
+    identity = _identity(azure_sandbox, "web-vm-01")
+    assert identity == {"type": "UserAssigned", "userAssignedIdentities": identity["userAssignedIdentities"]}
+    assert list(identity["userAssignedIdentities"]) == [USER_ASSIGNED_ID]  # the user-assigned one stays
+    saved = json.loads((folder / "containment/vm-web-vm-01-before.json").read_text())
+    assert saved["identity"]["principalId"] == MANAGED_IDENTITY_ID
+    assert result.results["contain-detach-managed-identity"]["undo"] == [
+        "az vm identity assign --resource-group rg-prod-web --name web-vm-01"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("identity", "message"),
+    [
+        ({"type": "Disabled"}, "identity.type must be one of"),
+        ({"type": "SystemAssigned", "userAssignedIdentities": {USER_ASSIGNED_ID: {}}}, "cannot be given"),
+        ({"type": "UserAssigned", "userAssignedIdentities": {USER_ASSIGNED_ID: None}}, "needs at least one"),
+        ({"type": "UserAssigned", "userAssignedIdentities": {"/subscriptions/x/other": {}}}, "not a user-assigned"),
+        ({"type": "UserAssigned", "userAssignedIdentities": {DB_IDENTITY_ID.replace("id-db", "gone"): {}}},
+         "was not found"),
+    ],
+)  # fmt: skip
+def test_vm_identity_patch_is_held_to_the_compute_spec(azure_sandbox: AzureSandbox, identity: dict, message: str):
+    azure_sandbox.plant_incident()
+    client = create_provider(**azure_sandbox.provider_config()).session.arm_client()
+    vm = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-prod-web/providers/Microsoft.Compute/virtualMachines/"
+    vm += "web-vm-01"
+    request = HttpRequest("PATCH", f"{azure_sandbox.fake.base_url}{vm}?api-version=2024-07-01",
+                          json={"identity": identity})  # fmt: skip
+    response = client.send_request(request)
+    assert response.status_code == 400
+    assert message in response.json()["error"]["message"]
+    assert _identity(azure_sandbox, "web-vm-01")["type"] == "SystemAssigned, UserAssigned"
 
 
 def test_a_missing_graph_permission_fails_the_step_and_blocks_later_changes(
@@ -256,6 +337,7 @@ def test_playbook_plan_for_an_entra_user_names_every_call_offline():
         "auditLogs/signIns/read",
         "users/{id}/revokeSignInSessions/action",
         "users/{id}/write",
+        "virtualMachines/write",  # if the principal is a managed identity
         "roleAssignments/delete",  # the playbook removes what was granted since its log window's start
     ):
         assert operation in result.output, operation
@@ -271,3 +353,21 @@ def test_a_throttled_graph_read_is_retried_after_retry_after_and_recorded(
     outcomes = [(c["operation"], c["outcome"]) for c in _api_calls(case.root) if c["service"] == "Microsoft.Graph"]
     assert outcomes[:3] == [("users/{id}/read", "TooManyRequests")] * 2 + [("users/{id}/read", "ok")]
     assert (case.root / FOLDER / "user.json").is_file()
+
+
+def test_playbook_detaches_a_user_assigned_identity_after_capturing_it(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    config = {k: v for k, v in azure_sandbox.provider_config().items() if k != "credential"}
+    monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"azure": config | {"token": sandbox_token()}}))
+    case = tmp_path / "pb-mi"
+    args = ["respond", "--cloud", "azure", "--principal", USER_ASSIGNED_SP_ID, "--account", SUBSCRIPTION,
+            "--case", str(case), "--approve-containment"]  # fmt: skip
+    out = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    folder = case / f"artifacts/azure/principals/{USER_ASSIGNED_SP_ID}"
+    assert json.loads((folder / "servicePrincipal.json").read_bytes())["alternativeNames"][1] == USER_ASSIGNED_ID
+    assert (folder / "containment/vm-web-vm-01-before.json").is_file()
+    assert USER_ASSIGNED_ID not in (_identity(azure_sandbox, "web-vm-01").get("userAssignedIdentities") or {})
+    assert USER_ASSIGNED_ID not in _identity(azure_sandbox, "db-vm-01")["userAssignedIdentities"]
+    assert verify_case(case).ok
