@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 import duckdb
 from rich.console import Console
 
+from cloudir import ops
 from cloudir.case import TIMELINE_DB, Case
 from cloudir.config import load_config
 from cloudir.custody import VerifyResult
+from cloudir.ops import Progress
 from cloudir.ops.investigate import VerifyRequest, verify
-from cloudir.plan import Plan, StepObserver, run_plan
-from cloudir.provider import AcquireOptions, Capability, ContainOptions, LogPullRequest
+from cloudir.plan import StepObserver
+from cloudir.provider import AcquireOptions, Capability, LogPullRequest
 from cloudir.registry import demo_sandboxes
 from cloudir.textsafe import esc
 
@@ -75,39 +77,32 @@ def _acquire_and_investigate(
     observer: StepObserver | None,
     sigma_rules: Path | None,
 ) -> DemoResult:
+    progress = Progress(console=console, observer=observer)
     with Case.create(out, description=description) as case:
         for cloud, unstarted in opened.items():
             console.rule(f"[bold]{esc(cloud)}: planted incident")
             with unstarted as sandbox:
                 incident = sandbox.plant_incident()
                 provider = sandbox.provider()
-                provider.bind(case)
-                target = provider.find_target(incident.target)
-                console.print(
-                    f"target {esc(target.ref)} (attacker acted as {esc(incident.attacker_principal)})", soft_wrap=True
+                options = AcquireOptions(
+                    forensic_account=incident.forensic_account,
+                    encryption_key=incident.encryption_key,
+                    raw_image=Capability.IMAGE in provider.capabilities,
                 )
-                _run(
-                    provider.plan_acquire(
-                        target,
-                        AcquireOptions(
-                            forensic_account=incident.forensic_account,
-                            encryption_key=incident.encryption_key,
-                            raw_image=Capability.IMAGE in provider.capabilities,
-                        ),
-                    ),
-                    case,
-                    console,
-                    observer,
+                acquired = ops.acquire(provider, ops.AcquireRequest(incident.target, out, options), progress, case=case)
+                target = acquired.target
+                console.print(
+                    f"acquired {esc(target.ref)} (attacker acted as {esc(incident.attacker_principal)})", soft_wrap=True
                 )
                 if Capability.PULL_LOGS in provider.capabilities:
                     # Up to now: the pull then also shows the tool's own acquisition calls, tagged as responder.
                     request = LogPullRequest(start=incident.window_start, end=max(incident.window_end, _now()))
-                    _run(provider.plan_pull_logs(request), case, console, observer)
+                    ops.collect_logs(provider, ops.LogsRequest(request, out), progress, case=case)
                     if Capability.PULL_FLOWS in provider.capabilities:  # the network side: the target's flow logs
                         flows = replace(request, resources=[target.id], extra={"flows": True})
-                        _run(provider.plan_pull_logs(flows), case, console, observer)
+                        ops.collect_logs(provider, ops.LogsRequest(flows, out), progress, case=case)
                 if Capability.ISOLATE in provider.capabilities:
-                    _run(provider.plan_contain(target, ContainOptions()), case, console, observer)
+                    ops.contain(provider, ops.ContainRequest(incident.target, out), progress, case=case)
                 provider.bind(None)
         return _investigate(case, list(opened), console, sigma_rules)
 
@@ -115,11 +110,6 @@ def _acquire_and_investigate(
 def _now() -> str:
     """A minute from now, so that calls made within the current second are inside the window."""
     return (datetime.now(UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _run(plan: Plan, case: Case, console: Console, observer: StepObserver | None) -> None:
-    console.print(f"[bold]{esc(plan.name)}[/] {plan.cloud} {esc(plan.target)}: {len(plan.steps)} steps", soft_wrap=True)
-    run_plan(plan, case, console=console, observer=observer)
 
 
 def _investigate(case: Case, clouds: list[str], console: Console, sigma_rules: Path | None) -> DemoResult:

@@ -7,8 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from cloudir import ops
-from cloudir.case import Case
 from cloudir.cli.apps import acquire_app, contain_app
 from cloudir.cli.common import (
     CaseOpt,
@@ -16,31 +14,24 @@ from cloudir.cli.common import (
     ExaminerCidrOpt,
     ForceOpt,
     ForensicOpt,
+    Grammar,
+    Mirror,
     ResumeOpt,
-    case_path,
-    console,
+    acquire_target,
+    contain_target,
     forensic_destination,
     hidden,
-    hold,
     one_target,
-    print_run,
-    progress,
-    show_dry_run,
 )
 from cloudir.config import load_config
 from cloudir.errors import CloudirError
 from cloudir.provider import (
     AcquireOptions,
     ContainOptions,
-    CustodyCopy,
-    EvidenceMirroring,
-    Provider,
     TargetKind,
     TargetQuery,
-    get_provider,
 )
 from cloudir.registry import provider_module
-from cloudir.textsafe import esc
 
 RegionOpt = Annotated[
     str | None, typer.Option("--region", help="Region of the target (default: your AWS profile's region).")
@@ -100,28 +91,6 @@ def _query(value: str, region: str | None, *, principal: bool) -> TargetQuery:
         return TargetQuery(TargetKind.PRINCIPAL, value, region)
     kind = TargetKind.ACCESS_KEY if _ACCESS_KEY.match(value) else TargetKind.INSTANCE
     return TargetQuery(kind, value, region)
-
-
-class _Mirrors:
-    """The S3 evidence bucket mirror of the case, attached once the case is open; custody uploaded at the end."""
-
-    def __init__(self, provider: Provider, bucket: str | None, mode: str | None, days: int | None) -> None:
-        self._provider, self._bucket, self._mode, self._days = provider, bucket, mode, days
-        self._attached: list[tuple[CustodyCopy, Case]] = []
-
-    def attach(self, case: Case) -> None:
-        hold(case)
-        if not isinstance(self._provider, EvidenceMirroring):
-            return
-        mirror = self._provider.attach_evidence_mirror(
-            case, self._bucket, retention_mode=self._mode, retain_days=self._days
-        )
-        if mirror is not None:
-            self._attached.append((mirror, case))
-
-    def upload_custody(self) -> None:
-        for mirror, case in self._attached:
-            mirror.upload_custody(case)
 
 
 @acquire_app.command("aws")
@@ -244,17 +213,8 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
         group_mode=asg_mode,
         extra={"forensic_kms_key": forensic_kms_key} if forensic_kms_key else {},
     )
-    if dry_run:
-        show_dry_run("aws", config, lambda p, t: p.plan_acquire(t, options), query)
-        return
-    provider = get_provider("aws", **config)
-    mirrors = _Mirrors(provider, evidence_bucket, retention_mode, retain_days)
-    root = case_path(case, query.value)
-    try:
-        request = ops.AcquireRequest(query, root, options, resume=resume, on_case=mirrors.attach)
-        print_run(ops.acquire(provider, request, progress()))
-    finally:
-        mirrors.upload_custody()
+    grammar = Grammar(case, dry_run, resume)
+    acquire_target("aws", config, query, options, grammar, mirror=Mirror(evidence_bucket, retention_mode, retain_days))
 
 
 @contain_app.command("aws")
@@ -311,16 +271,4 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     config = {"region": region, "profile": profile, "role_arn": role_arn, "external_id": external_id}
     config |= {k: v for k, v in _routed(account, region, role_arn=role_arn).items() if not k.startswith("forensic")}
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=not keep_credentials)
-    if dry_run:
-        show_dry_run("aws", config, lambda p, t: p.plan_contain(t, options), query)
-        return
-    provider = get_provider("aws", **config)
-    mirrors = _Mirrors(provider, None, None, None)
-    root = case_path(case, query.value)
-    try:
-        request = ops.ContainRequest(query, root, options, resume=resume, force=force, on_case=mirrors.attach)
-        report = ops.contain(provider, request, progress())
-    finally:
-        mirrors.upload_custody()
-    print_run(report)
-    console.print(f"[green]contained[/] {esc(report.target.ref if report.target else query.value)}", soft_wrap=True)
+    contain_target("aws", config, query, options, Grammar(case, dry_run, resume, force))

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cloudir import ops
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
 from cloudir.cli.aws_logs import resolve_window
 from cloudir.cli.common import (
@@ -23,22 +22,20 @@ from cloudir.cli.common import (
     ExaminerCidrOpt,
     ForceOpt,
     ForensicOpt,
+    Grammar,
     PullCaseOpt,
     ResumeOpt,
     StartOpt,
-    case_path,
+    acquire_target,
     console,
+    contain_target,
     forensic_destination,
     hidden,
-    hold,
     one_target,
-    print_run,
-    progress,
     pull_logs,
-    show_dry_run,
 )
 from cloudir.errors import CloudirError
-from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery, get_provider
+from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery
 from cloudir.textsafe import esc
 
 TargetOpt = Annotated[
@@ -186,7 +183,6 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
     Exit codes: 0 done, 2 bad input / access problem, 3 a step failed (fix it, re-run with --resume).
     """
     query = _query(target, old_target, principal, resource_group)
-    name = query.value
     source = subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
     destination = forensic_destination("azure", forensic, soc_subscription, source=source)
     config = _config(
@@ -205,12 +201,7 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
         encryption_key=disk_encryption_set,
         raw_image=raw_image,
     )
-    if dry_run:
-        show_dry_run("azure", config, lambda p, t: p.plan_acquire(t, options), query)
-        return
-    root = case_path(case, name)
-    request = ops.AcquireRequest(query, root, options, resume=resume, on_case=hold)
-    print_run(ops.acquire(get_provider("azure", **config), request, progress()))
+    acquire_target("azure", config, query, options, Grammar(case, dry_run, resume))
 
 
 @contain_app.command("azure")
@@ -272,7 +263,6 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
     Exit codes: 0 done, 2 refused / bad input / access problem, 3 a step failed (re-run with --resume).
     """
     query = _query(target, old_target, principal, resource_group)
-    name = query.value
     config = _config(
         subscription, token, endpoint, ca_bundle, polling_interval=polling_interval, graph_endpoint=graph_endpoint
     )
@@ -282,14 +272,7 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
         window_start=remove_assignments_since,
         extra={"role_assignments": remove_assignment or []},
     )
-    if dry_run:
-        show_dry_run("azure", config, lambda p, t: p.plan_contain(t, options), query)
-        return
-    root = case_path(case, name)
-    request = ops.ContainRequest(query, root, options, resume=resume, force=force, on_case=hold)
-    report = ops.contain(get_provider("azure", **config), request, progress())
-    print_run(report)
-    console.print(f"[green]contained[/] {esc(report.target.ref if report.target else name)}", soft_wrap=True)
+    contain_target("azure", config, query, options, Grammar(case, dry_run, resume, force))
 
 
 @pull_app.command("azure")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +19,17 @@ from cloudir.config import load_config
 from cloudir.errors import CloudirError
 from cloudir.ops import Progress, RunReport
 from cloudir.plan import Plan, Step, StepKind
-from cloudir.provider import LogPullRequest, Provider, Target, TargetQuery, get_provider
+from cloudir.provider import (
+    AcquireOptions,
+    ContainOptions,
+    CustodyCopy,
+    EvidenceMirroring,
+    LogPullRequest,
+    Provider,
+    Target,
+    TargetQuery,
+    get_provider,
+)
 from cloudir.safepath import id_folder
 from cloudir.textsafe import esc, text_console
 
@@ -168,6 +179,91 @@ def show_dry_run(
 ) -> None:
     """Print the plan ``build`` makes (resolved with credentials, from the names as given without)."""
     render_plan(ops.dry_run(cloud, config, build, query))
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Where an adapter that mirrors evidence (``EvidenceMirroring``) copies the case; None: an earlier run's."""
+
+    bucket: str | None = None
+    mode: str | None = None
+    days: int | None = None
+
+
+class _Mirrors:
+    """The case's evidence mirror, attached once the case is open (when the adapter has one); custody at the end."""
+
+    def __init__(self, provider: Provider, mirror: Mirror) -> None:
+        self._provider, self._mirror = provider, mirror
+        self._attached: list[tuple[CustodyCopy, Case]] = []
+
+    def attach(self, case: Case) -> None:
+        hold(case)
+        if not isinstance(self._provider, EvidenceMirroring):
+            return
+        mirror = self._provider.attach_evidence_mirror(
+            case, self._mirror.bucket, retention_mode=self._mirror.mode, retain_days=self._mirror.days
+        )
+        if mirror is not None:
+            self._attached.append((mirror, case))
+
+    def upload_custody(self) -> None:
+        for mirror, case in self._attached:
+            mirror.upload_custody(case)
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """The options every ``acquire|contain <cloud>`` command shares: ``--case --dry-run --resume [--force]``."""
+
+    case: Path | None
+    dry_run: bool
+    resume: bool
+    force: bool = False
+
+
+def acquire_target(
+    cloud: str,
+    config: dict[str, Any],
+    query: TargetQuery,
+    options: AcquireOptions,
+    grammar: Grammar,
+    *,
+    mirror: Mirror | None = None,
+) -> None:
+    """``cloudir acquire <cloud>``: print the plan (``--dry-run``) or run :func:`cloudir.ops.acquire`."""
+    if grammar.dry_run:
+        show_dry_run(cloud, config, lambda p, t: p.plan_acquire(t, options), query)
+        return
+    provider = get_provider(cloud, **config)
+    mirrors = _Mirrors(provider, mirror or Mirror())
+    root = case_path(grammar.case, query.value)
+    try:
+        request = ops.AcquireRequest(query, root, options, resume=grammar.resume, on_case=mirrors.attach)
+        print_run(ops.acquire(provider, request, progress()))
+    finally:
+        mirrors.upload_custody()
+
+
+def contain_target(
+    cloud: str, config: dict[str, Any], query: TargetQuery, options: ContainOptions, grammar: Grammar
+) -> None:
+    """``cloudir contain <cloud>``: print the plan (``--dry-run``) or run :func:`cloudir.ops.contain`."""
+    if grammar.dry_run:
+        show_dry_run(cloud, config, lambda p, t: p.plan_contain(t, options), query)
+        return
+    provider = get_provider(cloud, **config)
+    mirrors = _Mirrors(provider, Mirror())
+    root = case_path(grammar.case, query.value)
+    try:
+        request = ops.ContainRequest(
+            query, root, options, resume=grammar.resume, force=grammar.force, on_case=mirrors.attach
+        )
+        report = ops.contain(provider, request, progress())
+    finally:
+        mirrors.upload_custody()
+    print_run(report)
+    console.print(f"[green]contained[/] {esc(report.target.ref)}", soft_wrap=True)
 
 
 def pull_logs(

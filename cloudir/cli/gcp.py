@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from cloudir import ops
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
 from cloudir.cli.aws_logs import resolve_window
 from cloudir.cli.common import (
@@ -19,23 +18,19 @@ from cloudir.cli.common import (
     ExaminerCidrOpt,
     ForceOpt,
     ForensicOpt,
+    Grammar,
     PullCaseOpt,
     ResumeOpt,
     StartOpt,
-    case_path,
-    console,
+    acquire_target,
+    contain_target,
     forensic_destination,
     hidden,
-    hold,
     one_target,
-    print_run,
-    progress,
     pull_logs,
-    show_dry_run,
 )
 from cloudir.errors import CloudirError
-from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery, get_provider
-from cloudir.textsafe import esc
+from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery
 
 ProjectOpt = Annotated[
     str | None, typer.Option("--project", help="Project of the target (default: GOOGLE_CLOUD_PROJECT).")
@@ -128,11 +123,7 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     destination = forensic_destination("gcp", forensic, forensic_project, source=project)
     config = _config(project, api_endpoint, anonymous, forensic_project=destination)
     options = AcquireOptions(forensic_account=destination)
-    if dry_run:
-        show_dry_run("gcp", config, lambda p, t: p.plan_acquire(t, options), query)
-        return
-    request = ops.AcquireRequest(query, case_path(case, query.value), options, resume=resume, on_case=hold)
-    print_run(ops.acquire(get_provider("gcp", **config), request, progress()))
+    acquire_target("gcp", config, query, options, Grammar(case, dry_run, resume))
 
 
 @contain_app.command("gcp")
@@ -174,14 +165,7 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     query = _query(one_target(target, instance=instance, ip=ip, principal=principal), zone)
     config = _config(project, api_endpoint, anonymous)
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=False)
-    if dry_run:
-        show_dry_run("gcp", config, lambda p, t: p.plan_contain(t, options), query)
-        return
-    root = case_path(case, query.value)
-    request = ops.ContainRequest(query, root, options, resume=resume, force=force, on_case=hold)
-    report = ops.contain(get_provider("gcp", **config), request, progress())
-    print_run(report)
-    console.print(f"[green]contained[/] {esc(report.target.ref if report.target else query.value)}", soft_wrap=True)
+    contain_target("gcp", config, query, options, Grammar(case, dry_run, resume, force))
 
 
 @pull_app.command("gcp")

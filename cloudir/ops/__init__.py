@@ -81,11 +81,17 @@ class Progress:
 
 @dataclass
 class RunReport:
-    """What a run did: the case, the runner's result and, for target operations, the resolved target."""
+    """What a run did: the case and the runner's result."""
 
     case: Case
     run: RunResult
-    target: Target | None = None
+
+
+@dataclass
+class TargetReport(RunReport):
+    """What a run against a target did, and the target it resolved to."""
+
+    target: Target
 
 
 def open_case(provider: Provider, root: Path, *, description: str = "") -> Case:
@@ -121,43 +127,50 @@ def _run(plan: Plan, case: Case, resume: bool, progress: Progress) -> RunResult:
     return run_plan(plan, case, console=progress.console, observer=progress.observer)
 
 
-def acquire(provider: Provider, request: AcquireRequest, progress: Progress | None = None) -> RunReport:
-    """Resolve the target, then preserve, capture, snapshot, copy and optionally image it."""
-    case = open_case(provider, request.case_dir)
-    if request.on_case is not None:
-        request.on_case(case)
+def _joined(provider: Provider, case: Case | None, root: Path, hook: CaseHook | None, *, description: str = "") -> Case:
+    """The case to run in: ``case`` when the caller holds it open already, else the one at ``root`` joined."""
+    if case is not None:
+        provider.bind(case)
+        return case
+    opened = open_case(provider, root, description=description)
+    if hook is not None:
+        hook(opened)
+    return opened
+
+
+def acquire(
+    provider: Provider, request: AcquireRequest, progress: Progress | None = None, *, case: Case | None = None
+) -> TargetReport:
+    """Resolve the target, then preserve, capture, snapshot, copy and optionally image it (``case``: held open)."""
+    case = _joined(provider, case, request.case_dir, request.on_case)
     target = resolve_target(provider, request.query, case)
     plan = provider.plan_acquire(target, request.options)
-    return RunReport(case, _run(plan, case, request.resume, progress or Progress()), target)
+    return TargetReport(case, _run(plan, case, request.resume, progress or Progress()), target)
 
 
-def contain(provider: Provider, request: ContainRequest, progress: Progress | None = None) -> RunReport:
+def contain(
+    provider: Provider, request: ContainRequest, progress: Progress | None = None, *, case: Case | None = None
+) -> TargetReport:
     """Isolate a target and/or revoke its credentials, only after its acquisition completed in the case."""
     root = request.case_dir
-    if (root / CASE_FILE).exists():
-        case = Case.open(root)
-    elif request.force:
-        case = Case.create(root)
-    else:
+    if case is None and not (root / CASE_FILE).exists() and not request.force:
         raise CloudirError(
             f"no case at {root}",
             hint=f"acquire the target into a case first (cloudir acquire {provider.cloud}), or pass --force",
         )
-    provider.bind(case)
-    if request.on_case is not None:
-        request.on_case(case)
+    case = _joined(provider, case, root, request.on_case)
     target = resolve_target(provider, request.query, case)
     require_completed(case, "acquire", target.ref, force=request.force)
     plan = provider.plan_contain(target, request.options)
-    return RunReport(case, _run(plan, case, request.resume, progress or Progress()), target)
+    return TargetReport(case, _run(plan, case, request.resume, progress or Progress()), target)
 
 
-def collect_logs(provider: Provider, request: LogsRequest, progress: Progress | None = None) -> RunReport:
+def collect_logs(
+    provider: Provider, request: LogsRequest, progress: Progress | None = None, *, case: Case | None = None
+) -> RunReport:
     """Pull control-plane logs for a window and scope into the case; raw pages are kept as evidence."""
     provider.plan_pull_logs(request.pull)  # refuse an impossible pull before a case folder is made
-    case = open_case(provider, request.case_dir, description=request.description)
-    if request.on_case is not None:
-        request.on_case(case)
+    case = _joined(provider, case, request.case_dir, request.on_case, description=request.description)
     plan = provider.plan_pull_logs(request.pull)  # planned once bound: as the identities assumed for the case
     return RunReport(case, _run(plan, case, request.resume, progress or Progress()))
 
