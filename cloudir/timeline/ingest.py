@@ -659,8 +659,8 @@ WHERE NOT EXISTS (
 # ``prior``, the timeline's events with a key of the batch) are hashed and decided in ``decided``; every
 # other record is inserted as it is. ``prior`` is read from ``events`` only when a key of the batch is in
 # ``seen`` (64-bit hashes of the keys of the timeline's events): a batch reads 8 bytes per event of the timeline
-# (0.6 s at 10M events), not the events. The same id with other content is a separate event; all events of such an id are flagged
-# id_collision, and all but the first get the content hash in event_uid.
+# (0.6 s at 10M events), not the events. The same id with other content is a separate event; all events of such
+# an id are flagged id_collision, and all but the first get the content hash in event_uid.
 _KEY = "hash(cloud, event_id)"
 _BATCH_KEYS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE batch_keys AS SELECT DISTINCT cloud, event_id FROM staged s WHERE {_VALID}
