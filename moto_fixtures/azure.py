@@ -85,7 +85,7 @@ class AzureSandbox:
         self.fake.on_write = self._log_own_write
         self.fake.start()
         ca_file = Path(self.fake.ca_file)  # Graph is served with the same self-signed certificate
-        self.graph.start(ca_file, ca_file.with_name("fake-azure-key.pem"))
+        self.graph.start(ca_file, ca_file.with_name("fake-key.pem"))
         return self
 
     def __exit__(self, *exc: object) -> None:

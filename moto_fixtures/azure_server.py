@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import ipaddress
 import json
 import re
-import ssl
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
+from moto_fixtures.local_http import FakeHandler, make_certificate, serve_https
 from providers.azure.session import arm_operation
 
 LRO_NAMESPACES = {"microsoft.compute", "microsoft.network"}
@@ -110,63 +104,6 @@ def _invalid_body(type_path: str, body: dict[str, Any]) -> str | None:
     return None
 
 
-def make_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1/localhost (it is its own CA); returns (cert, key) paths."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudir fake azure")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "fake-azure-ca.pem", folder / "fake-azure-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
-def serve_https(
-    fake: object, handler: type[BaseHTTPRequestHandler], cert: Path, key: Path, name: str
-) -> tuple[ThreadingHTTPServer, str]:
-    """Serve ``fake`` through ``handler`` over HTTPS on an ephemeral 127.0.0.1 port in a daemon thread."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    server.fake = fake  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True).start()
-    return server, f"https://127.0.0.1:{server.server_address[1]}"
-
-
 class FakeAzure:
     """The fake cloud's state and request handling (thread-safe)."""
 
@@ -199,7 +136,7 @@ class FakeAzure:
         """Serve HTTPS on an ephemeral 127.0.0.1 port in a daemon thread."""
         self._tmp = tempfile.TemporaryDirectory(prefix="cloudir-fake-azure-")
         cert, key = make_certificate(Path(self._tmp.name))
-        self._server, self.base_url = serve_https(self, _Handler, cert, key, "fake-azure")
+        self._server, self.base_url = serve_https(self, FakeHandler, cert, key, "fake-azure")
         self.ca_file = str(cert)
 
     def stop(self) -> None:
@@ -211,6 +148,14 @@ class FakeAzure:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def failure(self, exc: Exception) -> Response:
+        """The answer to a request the fake itself failed on (ARM's error shape)."""
+        return _error(500, "FakeServerError", f"{type(exc).__name__}: {exc}")
+
+    def response_headers(self, request_headers: dict[str, str]) -> dict[str, str]:
+        """ARM's request ids on every response (a response that names its own keeps them)."""
+        return {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
 
     # -- seeding and inspection ---------------------------------------------------------------------------
     def put(self, resource: dict[str, Any], content: bytes | None = None) -> dict[str, Any]:
@@ -678,31 +623,3 @@ class FakeAzure:
         if first >= total:
             return 416, {**base_headers, "Content-Range": f"bytes */{total}"}, b""
         return 206, {**base_headers, "Content-Range": f"bytes {first}-{last}/{total}"}, content[first : last + 1]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        fake: FakeAzure = self.server.fake  # type: ignore[attr-defined]
-        try:
-            status, response_headers, payload = fake.handle(self.command, self.path, headers, body)
-        except Exception as exc:  # a fake bug must surface as a 500, not a dropped connection
-            status, response_headers, payload = _error(500, "FakeServerError", f"{type(exc).__name__}: {exc}")
-        self.send_response(status)
-        response_headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
-        response_headers.setdefault("x-ms-correlation-request-id", str(uuid.uuid4()))
-        response_headers["Content-Length"] = str(len(payload))
-        for key, value in response_headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = _serve  # noqa: N815 - names fixed by the base class
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
-        """Stay quiet."""

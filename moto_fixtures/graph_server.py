@@ -23,13 +23,13 @@ import re
 import threading
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from moto_fixtures.azure_server import serve_https
 from moto_fixtures.graph_directory import Directory, Response, graph_error
+from moto_fixtures.local_http import FakeHandler, serve_https
 
 MAX_SIGNIN_PAGE = 1000
 _QUERY_OPTIONS = {"$filter", "$top", "$skiptoken", "$orderby", "$select"}
@@ -193,7 +193,16 @@ class FakeGraph:
 
     def start(self, cert: Path, key: Path) -> None:
         """Serve HTTPS with this certificate on an ephemeral port in a daemon thread."""
-        self._server, self.base_url = serve_https(self, _Handler, cert, key, "fake-graph")
+        self._server, self.base_url = serve_https(self, FakeHandler, cert, key, "fake-graph")
+
+    def failure(self, exc: Exception) -> Response:
+        """The answer to a request the fake itself failed on (Graph's error shape)."""
+        return _error(500, "UnknownError", f"{type(exc).__name__}: {exc}", "fake")
+
+    def response_headers(self, request_headers: dict[str, str]) -> dict[str, str]:
+        """Graph echoes the client's request id."""
+        given = request_headers.get("client-request-id")
+        return {"client-request-id": given} if given else {}
 
     def stop(self) -> None:
         """Stop serving."""
@@ -286,30 +295,3 @@ def _skiptoken(value: str | None) -> int:
     if not isinstance(offset, int) or offset < 0:
         raise FilterError("Invalid $skiptoken.")
     return offset
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        fake: FakeGraph = self.server.fake  # type: ignore[attr-defined]
-        try:
-            status, response_headers, payload = fake.handle(self.command, self.path, headers, body)
-        except Exception as exc:  # a fake bug must surface as a 500, not a dropped connection
-            status, response_headers, payload = _error(500, "UnknownError", f"{type(exc).__name__}: {exc}", "fake")
-        self.send_response(status)
-        if "client-request-id" in headers:
-            response_headers["client-request-id"] = headers["client-request-id"]
-        response_headers["Content-Length"] = str(len(payload))
-        for key, value in response_headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _serve  # noqa: N815 - names fixed by the base class
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
-        """Stay quiet."""

@@ -145,7 +145,7 @@ def test_a_next_link_to_another_host_is_refused_and_never_sent_the_token(
 ):
     elsewhere = FakeGraph()  # another host (port) on this machine, serving the same certificate
     ca_file = Path(azure_sandbox.fake.ca_file)
-    elsewhere.start(ca_file, ca_file.with_name("fake-azure-key.pem"))
+    elsewhere.start(ca_file, ca_file.with_name("fake-key.pem"))
     try:
         azure_sandbox.graph.next_link_base = elsewhere.base_url
         case = Case.create(tmp_path / "case")
