@@ -548,6 +548,18 @@ class Case:
             if record["action"] == f"{plan_name}.completed" and record["outcome"] == "ok"
         }
 
+    def finding_responses(self) -> dict[str, dict[str, Any]]:
+        """The newest ``response.*`` custody record per finding id (how each finding's response stands)."""
+        return finding_responses(self.root)
+
+    def response_runs(self, finding_id: str) -> int:
+        """How many responses to ``finding_id`` started in this case."""
+        return sum(
+            1
+            for record in read_records(self.root / CUSTODY_FILE)
+            if record["action"] == "response.started" and record["details"].get("finding_id") == finding_id
+        )
+
     def recorded_artifacts(self) -> dict[str, str]:
         """Every artifact path the custody log records, with its latest recorded SHA-256."""
         return {
@@ -572,6 +584,19 @@ class Case:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True, default=_json_default), encoding="utf-8")
         tmp.replace(path)
+
+
+def finding_responses(root: Path) -> dict[str, dict[str, Any]]:
+    """The newest ``response.*`` custody record per finding id in the case at ``root`` ({} when there is none yet);
+    read without the case's lock to choose a playbook before anything is written (re-read under it)."""
+    path = root / CUSTODY_FILE
+    if not path.is_file():
+        return {}
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_records(path):
+        if record["action"].startswith("response.") and "finding_id" in record["details"]:
+            latest[record["details"]["finding_id"]] = record
+    return latest
 
 
 def _json_default(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """The registry: the one way cloudir reaches provider adapters and demo sandboxes, through entry points.
 
 Group ``cloudir.providers``: one entry per cloud naming a module with ``create_provider(**config)``,
-``OFFLINE_CONFIG`` and ``credentials_found(**config)``. Group ``cloudir.sandboxes``: the entry ``demo`` names a
+``OFFLINE_CONFIG``, ``credentials_found(**config)``, and ``trigger_config`` / ``offline_trigger_config`` (a
+finding's adapter settings, live and offline). Group ``cloudir.sandboxes``: the entry ``demo`` names a
 :class:`~cloudir.sandbox.SandboxHook` (fake credentials, then one sandboxed cloud at a time). Group
 ``cloudir.seal_stores``: one entry per URL scheme (``s3``) naming a :class:`~cloudir.sealstore.SealStore` class.
 Group ``cloudir.notifiers``: ``aws`` names the class cloudir.notify publishes to SNS and reads secrets with.

@@ -13,17 +13,11 @@ from typing import Any
 
 from cloudir.errors import CloudirError
 from cloudir.ops import Progress
-from cloudir.playbook.engine import (
-    Outcome,
-    ProviderFactory,
-    ResponsePlan,
-    build_response_plan,
-    default_provider,
-    offline_provider,
-    respond,
-    symbolic_target,
-)
+from cloudir.playbook.builder import ResponsePlan, build_response_plan, symbolic_target
+from cloudir.playbook.engine import respond
 from cloudir.playbook.model import Playbook, select_playbook
+from cloudir.playbook.outcome import Outcome
+from cloudir.playbook.routing import ProviderFactory, default_provider, offline_provider
 from cloudir.safepath import id_folder
 from cloudir.triggers import Trigger
 

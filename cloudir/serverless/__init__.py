@@ -21,8 +21,9 @@ from cloudir.errors import CloudirError, StepFailedError
 from cloudir.ops import Progress
 from cloudir.ops.respond import RespondRequest, respond_all
 from cloudir.plan import Step, StepObserver
-from cloudir.playbook.engine import Outcome, ProviderFactory, default_provider
 from cloudir.playbook.model import load_playbooks
+from cloudir.playbook.outcome import Outcome
+from cloudir.playbook.routing import ProviderFactory, default_provider
 from cloudir.triggers import Trigger, TriggerError, parse_triggers
 
 DEFAULT_CASE_ROOT = "/tmp/cloudir-cases"  # noqa: S108 - the writable folder of Lambda / Functions; set CLOUDIR_CASE_ROOT

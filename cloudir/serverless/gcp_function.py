@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloudir.playbook.engine import ProviderFactory
+from cloudir.playbook.routing import ProviderFactory
 from cloudir.serverless import handle_payload
 
 

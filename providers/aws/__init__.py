@@ -41,3 +41,8 @@ def trigger_config(account: str | None, region: str | None, config: Config) -> d
 def _role_arn(role: str, account: str) -> str:
     """A configured role: an ARN as it is, a bare name in ``account``."""
     return role if role.startswith("arn:") else f"arn:aws:iam::{account}:role/{role}"
+
+
+def offline_trigger_config(account: str | None, region: str | None) -> dict[str, Any]:
+    """Settings to plan a finding's response offline (no credentials, never called): the finding's region."""
+    return {"region": region or "us-east-1"}

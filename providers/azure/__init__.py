@@ -11,7 +11,15 @@ from cloudir.errors import CloudirError
 from providers.azure.provider import CASE_TAG, AzureProvider
 from providers.azure.session import ARM_ENDPOINT, GRAPH_ENDPOINT, AzureSession, StaticTokenCredential
 
-__all__ = ["CASE_TAG", "OFFLINE_CONFIG", "AzureProvider", "create_provider", "credentials_found", "trigger_config"]
+__all__ = [
+    "CASE_TAG",
+    "OFFLINE_CONFIG",
+    "AzureProvider",
+    "create_provider",
+    "credentials_found",
+    "offline_trigger_config",
+    "trigger_config",
+]
 
 # Credential settings that build the adapter without credentials or any call (plans of symbolic targets).
 OFFLINE_CONFIG: dict[str, Any] = {"token": "offline-plan"}
@@ -94,3 +102,8 @@ def trigger_config(account: str | None, region: str | None, config: Config) -> d
     acting = account if config.lists_account("azure", account) else os.environ.get(SUBSCRIPTION_ENV)
     soc = config.forensic_for("azure", account)
     return ({"subscription_id": acting} if acting else {}) | ({"soc_subscription": soc} if soc else {})
+
+
+def offline_trigger_config(account: str | None, region: str | None) -> dict[str, Any]:
+    """Settings to plan a finding's response offline (no credentials, never called): the finding's subscription."""
+    return {"subscription_id": account or "<subscription>"}

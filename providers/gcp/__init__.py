@@ -44,7 +44,14 @@ def create_provider(
     return GcpProvider(api, zone=zone, principal=principal, forensic_project=forensic_project, **tuning)
 
 
-__all__ = ["OFFLINE_CONFIG", "GcpProvider", "create_provider", "credentials_found", "trigger_config"]
+__all__ = [
+    "OFFLINE_CONFIG",
+    "GcpProvider",
+    "create_provider",
+    "credentials_found",
+    "offline_trigger_config",
+    "trigger_config",
+]
 
 
 def trigger_config(account: str | None, region: str | None, config: Config) -> dict[str, Any]:
@@ -56,3 +63,8 @@ def trigger_config(account: str | None, region: str | None, config: Config) -> d
     return ({"project": account} if config.lists_account("gcp", account) else {}) | (
         {"forensic_project": vault} if vault else {}
     )
+
+
+def offline_trigger_config(account: str | None, region: str | None) -> dict[str, Any]:
+    """Settings to plan a finding's response offline (no credentials, never called): the finding's project."""
+    return {"project": account or "<project>"}
