@@ -22,7 +22,7 @@ class AnalyzerMeta:
 class AnalysisWindow:
     """The learning window (``time < baseline_until``), the scored window (``time >= incident_since``) and why.
 
-    ``basis``: options | trigger | log-pull | change-point | last-day | short-history.
+    ``basis``: options | trigger | log-pull | change-point | last-week | last-day | short-history.
     ``history``: ``identity`` (rarity against each identity's own baseline) or ``tenant`` (history too short:
     rarity against peers and the other identities of the tenant, over the whole timeline).
     """

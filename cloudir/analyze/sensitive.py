@@ -30,6 +30,10 @@ INSTANCE_CREDENTIALS_SCORE = 70
 INSTANCE_CREDENTIALS_NEW_ROLE_SCORE = 50
 INSTANCE_AGENTS = "'amazon-ssm-agent|amazon-cloudwatch-agent|CWAgent/|ec2-instance-connect'"
 PRIVATE_ADDRESS = r"'^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.)'"
+OWN_MIN_SESSIONS = 2
+OWN_MIN_DAYS = 3
+"""A network is the instances' own when this many of the role's instance sessions, or one on this many days,
+use it (or their agents do)."""
 
 
 def run(con: duckdb.DuckDBPyConnection) -> None:
@@ -39,15 +43,16 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
-    """EC2 instance-profile sessions (session name = instance id) calling from a network that the role's
-    instance sessions never used in the baseline, nor its instances' own agents: credentials taken off the
-    instance (T1552.005).
+    """EC2 instance-profile sessions (session name = instance id) calling from a network that is not the role's
+    instances' own: credentials taken off the instance (T1552.005). Every event of the timeline is scored, the
+    baseline included: a theft three weeks ago is still a theft.
 
-    An agent (SSM, CloudWatch) is recognised by evidence: its user agent calling from a private address, or for
-    at least 6 hours from one network - a user agent string alone is attacker-chosen and proves nothing.
+    A network is the instances' own by evidence only: their agents (SSM, CloudWatch) call from it - an agent's
+    user agent from a private address, or for at least 6 hours from one network (a user agent string alone is
+    attacker-chosen and proves nothing) - or at least two of the role's instance sessions, or one on at least
+    three days, use it. Stolen credentials are one session used from elsewhere, for a while.
 
-    One finding per session and network over the whole incident window: the misuse is one fact, however many
-    hours it spans."""
+    One finding per session and network: the misuse is one fact, however many hours it spans."""
     con.execute(
         f"""
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
@@ -64,9 +69,13 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
             HAVING bool_or(regexp_matches(coalesce(source_ip, ''), {PRIVATE_ADDRESS}))
                 OR max(time) - min(time) >= INTERVAL 6 HOUR
         ),
+        shared AS (
+            SELECT identity, network FROM inst GROUP BY identity, network
+            HAVING count(DISTINCT actor) >= {OWN_MIN_SESSIONS} OR count(DISTINCT CAST(time AS DATE)) >= {OWN_MIN_DAYS}
+        ),
         known AS (
             SELECT identity, list(DISTINCT network ORDER BY network) AS networks
-            FROM (SELECT identity, network FROM inst WHERE in_baseline UNION ALL SELECT identity, network FROM agents)
+            FROM (SELECT identity, network FROM shared UNION ALL SELECT identity, network FROM agents)
             GROUP BY identity
         )
         SELECT 'sensitive_actions', 'aws-instance-credentials-elsewhere',
@@ -78,13 +87,13 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
                    || count(*) || ' APIs (' || array_to_string(list(DISTINCT i.op_key)[1:5], ', ') || ') from '
                    || i.network || ' with ' || any_value(i.ua_family) || '; '
                    || CASE WHEN any_value(k.networks) IS NULL
-                           THEN 'the role has no instance activity in the baseline nor agent calls to compare with'
-                           ELSE 'its instances and their agents used only '
+                           THEN 'the role has no other instance session, repeated use or agent calls to compare with'
+                           ELSE 'its instances and their agents use only '
                                 || array_to_string(any_value(k.networks)[1:3], ', ')
                       END,
                ['T1552.005'], list(i.event_id ORDER BY i.time, i.event_id)[1:{MAX_EVENT_IDS}], count(*)
         FROM inst i LEFT JOIN known k USING (identity)
-        WHERE i.in_incident AND NOT list_contains(coalesce(k.networks, []), i.network)
+        WHERE NOT list_contains(coalesce(k.networks, []), i.network)
         GROUP BY i.identity, i.actor, i.network
         """
     )

@@ -26,6 +26,9 @@ HISTORY_RECENT_DAYS = 28
 """Only history this close to the scored window counts: an unrelated log from years before is not a baseline."""
 TRIGGER_LOOKBACK = timedelta(hours=24)
 """A trigger's scored window starts this long before the activity the finding is about."""
+LAST_WEEK = timedelta(days=7)
+"""Without a case or a change point, the last week is scored when the history before it is a baseline; attacks
+are seldom one day long, and a responder looks back at least that far."""
 LAST_DAY = timedelta(hours=24)
 CHANGE_POINT_DAYS = 7
 """A change point is looked for in the last days of data; before them, the first week is warm-up."""
@@ -120,9 +123,15 @@ def _from_log_pull(case_root: Path | None, first: datetime) -> tuple[datetime, s
 
 
 def _from_data(con: duckdb.DuckDBPyConnection, first: datetime, last: datetime) -> AnalysisWindow:
-    """A change point in first-seen activity during the last week, else the last day; the whole timeline when
-    there is too little history for a baseline."""
-    last_day = _with_history(con, until=last - LAST_DAY, since=last - LAST_DAY, basis="last-day", reason="")
+    """A change point in first-seen activity during the last week, else the last week (the last day when only it
+    leaves a baseline before it); the whole timeline when there is too little history for a baseline."""
+    last_day = _with_history(
+        con,
+        until=last - LAST_DAY,
+        since=last - LAST_DAY,
+        basis="last-day",
+        reason="no change point in the last week; too little history before it for a baseline: the last 24 h",
+    )
     if last_day.tenant:
         return _with_history(
             con,
@@ -140,13 +149,14 @@ def _from_data(con: duckdb.DuckDBPyConnection, first: datetime, last: datetime) 
             "per day before"
         )
         return _with_history(con, until=since, since=since, basis="change-point", reason=reason)
-    return _with_history(
+    last_week = _with_history(
         con,
-        until=last - LAST_DAY,
-        since=last - LAST_DAY,
-        basis="last-day",
-        reason="no change point in the last week: the last 24 h",
+        until=last - LAST_WEEK,
+        since=last - LAST_WEEK,
+        basis="last-week",
+        reason="no change point in the last week: the last 7 days, learned from the history before them",
     )
+    return last_day if last_week.tenant else last_week
 
 
 def _change_point(con: duckdb.DuckDBPyConnection, first: date, last: date) -> tuple[date, int, float] | None:

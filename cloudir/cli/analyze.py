@@ -116,7 +116,7 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
             formats=_TIME_FORMATS,
             help=(
                 "Start of the scored window (UTC). Default: --baseline-until, else 24 h before the case's trigger, "
-                "its log-pull window, a change point in the data or the last day (printed, and stored in "
+                "its log-pull window, a change point in the data, else the last week (printed, and stored in "
                 "analysis_window)."
             ),
         ),

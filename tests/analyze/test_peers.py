@@ -76,6 +76,9 @@ def test_an_identity_unlike_its_peers_from_the_first_day_is_a_finding(tmp_path: 
         intruder_ids = {
             row[0] for row in con.execute("SELECT event_id FROM events WHERE source_ip = '203.0.113.66'").fetchall()
         }
+        learned = con.execute(
+            "SELECT count(*) FROM events, analysis_window WHERE source_ip = '203.0.113.66' AND time < baseline_until"
+        ).fetchone()
     assert [row[0] for row in divergent] == [compromised]
     _identity, score, explanation, event_ids, event_count, first_time = divergent[0]
     assert score >= 50
@@ -86,7 +89,8 @@ def test_an_identity_unlike_its_peers_from_the_first_day_is_a_finding(tmp_path: 
     assert "dev0" in explanation  # the peers are named
     assert set(event_ids) <= intruder_ids
     assert len(event_ids) == 100
-    assert event_count == len(intruder_ids) - 5  # the last day is the incident window, not the reference
+    assert learned == (5 * 23,)  # the last week is the incident window, not the reference
+    assert event_count == 5 * 23
     assert all(count <= 10 for count in peers.values())
     assert peers[compromised] >= 3
     summary = json.loads(result.output)

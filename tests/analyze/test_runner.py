@@ -53,10 +53,10 @@ def test_findings_and_one_incident_for_a_short_attack(tmp_path: Path) -> None:
     assert ("arn:aws:iam::111111111111:user/bob", "arn:aws:iam::111111111111:user/carol") in peers
 
 
-def test_default_window_is_the_last_day_and_finds_the_attack(tmp_path: Path) -> None:
+def test_default_window_is_the_last_week_and_finds_the_attack(tmp_path: Path) -> None:
     db, _ = _timeline(tmp_path)
     summary = run_analysis(db)
-    assert summary.window.basis == "last-day"
+    assert summary.window.basis == "last-week"
     assert summary.window.incident_since == summary.window.baseline_until < INCIDENT
     with duckdb.connect(str(db), read_only=True) as con:
         rules = {r[0] for r in con.execute("SELECT rule FROM findings").fetchall()}

@@ -138,3 +138,23 @@ def test_repeated_sensitive_call_is_one_finding_per_episode_across_hour_boundari
     _, findings = analyze([*rows, *episode, later])
     tampering = sorted((f["event_ids"] for f in findings if f["rule"] == "aws-trail-tampering"), key=len, reverse=True)
     assert tampering == [[e["event_id"] for e in episode], [later["event_id"]]]
+
+
+def test_instance_credentials_stolen_in_the_baseline_are_found_and_a_fleet_network_is_the_instances_own(
+    analyze: Analyze,
+) -> None:
+    role = "arn:aws:sts::111111111111:assumed-role/node-role"
+    fleet = [
+        event("GetAuthorizationToken", actor=f"{role}/i-0{node:016x}", actor_type="AssumedRole", service="ecr",
+              source_ip="52.20.14.7", time=T0 + timedelta(days=day, hours=node))
+        for node in range(3) for day in range(22) if (day + node) % 3 == 0
+    ]  # fmt: skip
+    stolen = [
+        event(op, actor=f"{role}/i-0{1:016x}", actor_type="AssumedRole", service="s3", source_ip="203.0.113.9",
+              time=T0 + timedelta(days=3, hours=2, minutes=minute))
+        for minute, op in enumerate(["ListBuckets", "GetObject", "GetObject"])
+    ]  # fmt: skip
+    _, findings = analyze([*routine(BASE, days=22), *fleet, *stolen])
+    elsewhere = [f for f in findings if f["rule"] == "aws-instance-credentials-elsewhere"]
+    assert [sorted(f["event_ids"]) for f in elsewhere] == [sorted(e["event_id"] for e in stolen)]
+    assert "use only 52.20.14.0/24" in elsewhere[0]["explanation"]

@@ -31,19 +31,31 @@ def _stored(db: Path) -> tuple[object, ...]:
     return tuple(row)
 
 
-def test_long_history_scores_the_last_day_and_says_so_through_the_cli(tmp_path: Path) -> None:
-    attack = event("CreateAccessKey", actor=TEAM[0], time=T0 + timedelta(days=19, hours=13), **STRANGER)
-    db = write_db(tmp_path / "t.duckdb", [*_team(20), attack])
+def test_long_history_scores_the_last_week_and_says_so_through_the_cli(tmp_path: Path) -> None:
+    early = event("CreateAccessKey", actor=TEAM[0], time=T0 + timedelta(days=13, hours=13), **STRANGER)
+    db = write_db(tmp_path / "t.duckdb", [*_team(20), early])
     result = CliRunner().invoke(app, ["analyze", str(db), "--format", "json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)["summary"]
-    assert summary["window_basis"] == "last-day"
+    document = json.loads(result.stdout)
+    summary = document["summary"]
+    assert summary["window_basis"] == "last-week"
     assert summary["history"] == "identity"
-    assert summary["incident_since"] == "2026-01-19T13:00:00Z"  # 24 h before the last event
-    assert _stored(db)[:2] == ("last-day", "identity")
+    assert summary["incident_since"] == "2026-01-13T10:01:00Z"  # 7 days before the last event
+    assert _stored(db)[:2] == ("last-week", "identity")
+    # six days before the end: scored by rarity (new network and user agent), not only by the catalog
+    found = {(f["analyzer"], f["rule"]) for f in document["findings"] if early["event_id"] in f["event_ids"]}
+    assert {("sensitive_actions", "aws-access-key-created"), ("pattern_of_life", "novel-activity")} <= found
     table = CliRunner().invoke(app, ["analyze", str(db)], env={"COLUMNS": "300"})
-    assert "last-day: no change point in the last week" in table.stdout
+    assert "last-week: no change point in the last week: the last 7 days" in table.stdout
     assert "per-identity baselines" in table.stdout
+
+
+def test_ten_days_of_history_score_the_last_day(tmp_path: Path) -> None:
+    db = write_db(tmp_path / "t.duckdb", _team(10))
+    summary = run_analysis(db)
+    assert (summary.window.basis, summary.window.history) == ("last-day", "identity")
+    assert summary.window.incident_since == T0 + timedelta(days=8, hours=10, minutes=1)  # 24 h before the last event
+    assert "too little history before it for a baseline: the last 24 h" in summary.window.reason
 
 
 def test_a_burst_of_first_seen_activity_in_the_last_week_is_the_change_point(tmp_path: Path) -> None:
