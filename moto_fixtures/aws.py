@@ -18,6 +18,7 @@ import botocore.handlers
 import botocore.loaders
 import botocore.session
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ConnectionClosedError
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 from moto.ebs.models import EBSSnapshot, ebs_backends
@@ -76,6 +77,8 @@ class AwsSandbox:
         self._failures: dict[str, str] = {}  # operation -> error code of its next call
         self._throttles: dict[str, int] = {}  # operation -> how many more sends answer RequestLimitExceeded
         self.throttled: list[str] = []  # operations answered with a throttle, in order
+        self._losses: dict[str, int] = {}  # operation -> how many more sends execute and then lose their response
+        self.lost: list[str] = []  # operations whose response was lost after they ran, in order
         # A new instance profile is unknown to EC2 for this long (real accounts: several seconds).
         self.iam_propagation_seconds = 0.5
         self._new_profiles: dict[str, float] = {}  # profile name the tool created -> monotonic creation time
@@ -240,21 +243,35 @@ class AwsSandbox:
         finally:
             self._throttles.pop(operation, None)
 
+    @contextmanager
+    def lose_responses(self, operation: str, times: int) -> Iterator[None]:
+        """The next ``times`` sends of ``operation`` run, then their response is lost (the connection closes)."""
+        self._losses[operation] = times
+        try:
+            yield
+        finally:
+            self._losses.pop(operation, None)
+
     def _throttled_stubber(self) -> Any:
-        """moto's request handler, answering an armed send with RequestLimitExceeded instead of executing it."""
+        """moto's request handler: a throttled send is refused unexecuted; a lost one runs and its answer is dropped."""
         original = BotocoreStubber.__call__
 
         def stub(stubber: BotocoreStubber, event_name: str, request: Any, **kwargs: Any) -> Any:
             operation = event_name.rsplit(".", 1)[-1]
-            if not stubber.enabled or self._throttles.get(operation, 0) <= 0:
-                return original(stubber, event_name, request, **kwargs)
-            self._throttles[operation] -= 1
-            self.throttled.append(operation)
-            body = (
-                "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
-                "</Error></Errors><RequestID>sandbox-throttle</RequestID></Response>"
-            )
-            return AWSResponse(request.url, 503, {}, MockRawResponse(body))
+            if stubber.enabled and self._throttles.get(operation, 0) > 0:
+                self._throttles[operation] -= 1
+                self.throttled.append(operation)
+                body = (
+                    "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded."
+                    "</Message></Error></Errors><RequestID>sandbox-throttle</RequestID></Response>"
+                )
+                return AWSResponse(request.url, 503, {}, MockRawResponse(body))
+            response = original(stubber, event_name, request, **kwargs)
+            if stubber.enabled and self._losses.get(operation, 0) > 0:
+                self._losses[operation] -= 1
+                self.lost.append(operation)
+                raise ConnectionClosedError(endpoint_url=request.url)
+            return response
 
         return stub
 

@@ -123,6 +123,7 @@ class GcpSandbox:
             "log_page_size": self.log_page_size,
             "log_backoff": 0.01,
             "log_max_retries": 3,
+            "change_backoff": 0.0,
         }
         return create_provider(**{**config, **overrides})
 
@@ -366,6 +367,10 @@ class GcpSandbox:
             yield
         finally:
             self.fake.clear_injections(name)
+
+    def lose_responses(self, operation: str, times: int = 1) -> None:
+        """The next ``times`` calls of ``operation`` run, but their answer is lost (the connection drops)."""
+        self.fake.lose_responses(OPERATION_ALIASES.get(operation, operation), times)
 
     def throttle(self, operation: str, times: int, *, after: int = 0) -> None:
         """Answer ``times`` calls of ``operation`` with 429 RESOURCE_EXHAUSTED, after ``after`` successful ones."""

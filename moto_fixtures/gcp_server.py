@@ -36,6 +36,7 @@ REPORTS_PARAMETERS = {
     "orgUnitID", "pageToken", "startTime", "alt", "prettyPrint",
 }  # fmt: skip
 PUBLIC_BASE = "https://www.googleapis.com/compute/v1/projects/"
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _STATUS_FOR_CODE = {
     "RESOURCE_EXHAUSTED": 429,
     "PERMISSION_DENIED": 403,
@@ -44,6 +45,10 @@ _STATUS_FOR_CODE = {
     "FAILED_PRECONDITION": 412,
     "UNAVAILABLE": 503,
 }
+
+
+class LostResponse(Exception):  # noqa: N818 - not an error of the fake: the answer it drops on purpose
+    """The request ran, but its answer is never sent: the server closes the connection instead."""
 
 
 class FakeError(Exception):
@@ -76,6 +81,7 @@ class Project:
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     firewalls: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    request_ids: dict[str, str] = field(default_factory=dict)  # requestId of a change -> the operation it started
 
 
 @dataclass
@@ -107,6 +113,7 @@ class FakeGcp:
         self.iam_policies: dict[str, dict[str, Any]] = {}  # project -> its IAM policy (Resource Manager v1)
         self.requests: list[dict[str, Any]] = []  # method, path, operation, user_agent, status
         self.injections: dict[str, list[Injection]] = {}
+        self.losses: dict[str, int] = {}  # operation -> how many more calls run and then lose their answer
         self.log_page_size = 50
         self.workspace_activities: dict[str, list[dict[str, Any]]] = {}  # Reports API application -> activities
         self.reports_page_size = 1000  # what a page holds at most (maxResults caps it further)
@@ -129,6 +136,11 @@ class FakeGcp:
         """Drop pending injections for ``operation``."""
         with self.lock:
             self.injections.pop(operation, None)
+
+    def lose_responses(self, operation: str, times: int = 1) -> None:
+        """The next ``times`` calls of ``operation`` run, but the connection closes before their answer is sent."""
+        with self.lock:
+            self.losses[operation] = times
 
     def project(self, name: str) -> Project:
         """A project's state (created on first use)."""
@@ -164,13 +176,21 @@ class FakeGcp:
         query = {key: values[-1] for key, values in parse_qs(split.query).items()}
         path = unquote(split.path)
         operation = "unknown"
+        lost = repeated = False
         try:
             handler, operation, args = self._route(method, path, split.path)
             if operation.endswith("Operations.wait"):
                 time.sleep(self._remaining(args[0], args[-1]))  # ``wait`` blocks until the operation is DONE
             with self.lock:
                 self._maybe_fail(operation)
-                status, payload = 200, handler(*args, query=query, body=body)
+                earlier = self._once(operation, args, query)
+                repeated = earlier is not None
+                status, payload = 200, earlier or handler(*args, query=query, body=body)
+                if payload.get("kind") == "compute#operation" and "requestId" in query:
+                    self.project(args[0]).request_ids.setdefault(query["requestId"], payload["name"])
+                lost = self.losses.get(operation, 0) > 0
+                if lost:
+                    self.losses[operation] -= 1
         except FakeError as exc:
             status = exc.status
             payload = {
@@ -183,12 +203,40 @@ class FakeGcp:
             }
         with self.lock:
             self.requests.append(
-                {"method": method, "path": path, "operation": operation, "user_agent": user_agent, "status": status}
+                {
+                    "method": method,
+                    "path": path,
+                    "operation": operation,
+                    "user_agent": user_agent,
+                    "status": status,
+                    "request_id": query.get("requestId"),
+                }
             )
-        if self.on_write is not None and status < 400 and method != "GET" and not _is_read(operation):
+        if self.on_write is not None and not repeated and status < 400 and method != "GET" and not _is_read(operation):
             lro = payload.get("name") if payload.get("kind") == "compute#operation" else None
             self.on_write(method, operation, path, user_agent, lro)
+        if lost:
+            raise LostResponse(operation)
         return status, payload
+
+    def _once(self, operation: str, args: tuple[str, ...], query: dict[str, str]) -> dict[str, Any] | None:
+        """The operation an earlier call with the same ``requestId`` started, if any (the change is not made again).
+
+        Compute Engine documents ``requestId`` on every change: a UUID (not the zero UUID); a retried request
+        with the same id within 60 minutes returns the first request's operation instead of running again.
+        """
+        request_id = query.get("requestId")
+        if request_id is None or not args or _is_read(operation):
+            return None
+        if not _UUID.fullmatch(request_id) or not request_id.strip("0-"):
+            raise FakeError(
+                400,
+                "INVALID_ARGUMENT",
+                f"Invalid value for field 'requestId': '{request_id}'. The request ID must be a valid UUID with "
+                "the exception that zero UUID is not supported.",
+            )
+        earlier = self.project(args[0]).request_ids.get(request_id)
+        return None if earlier is None else self._poll(args[0], earlier, finish=False)
 
     def _maybe_fail(self, operation: str) -> None:
         pending = self.injections.get(operation)
@@ -835,7 +883,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw.strip() else {}
         agent = " ".join(filter(None, (self.headers.get("User-Agent"), self.headers.get("x-goog-api-client"))))
-        status, payload = self.server.fake.handle(method, self.path, body, agent)
+        try:
+            status, payload = self.server.fake.handle(method, self.path, body, agent)
+        except LostResponse:
+            self.close_connection = True  # no status line: the client sees the connection drop
+            return
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind, offline_plan
@@ -17,9 +19,12 @@ from providers.aws.common import (
     AWS_MANAGED,
     TAG_CASE,
     TAG_INSTANCE,
+    TAG_REQUEST,
     TAG_SNAPSHOT,
     TAG_VOLUME,
     clean,
+    create_delays,
+    is_transient,
     tag_filters,
     tag_list,
     wait_for_snapshots,
@@ -493,21 +498,12 @@ class AcquirePlanner:
                 }
                 attached = _attached_volume_ids(ec2, iid)
                 missing = [vol for vol in attached if vol not in existing]
-                spec = [{"ResourceType": "snapshot", "Tags": tag_list(tags)}]
-                description = f"cloudir case {ctx.case.case_id}: {iid}"
-                created: list[dict[str, Any]] = []
-                if missing and len(missing) == len(attached):
-                    created = ec2.create_snapshots(
-                        InstanceSpecification={"InstanceId": iid, "ExcludeBootVolume": False},
-                        Description=description,
-                        TagSpecifications=spec,
-                        CopyTagsFromSource="volume",
-                    )["Snapshots"]
-                else:
-                    created = [
-                        ec2.create_snapshot(VolumeId=vol, Description=description, TagSpecifications=spec)
-                        for vol in missing
-                    ]
+                created = self._create_snapshots(
+                    missing,
+                    whole_instance=len(missing) == len(attached),
+                    tags={**tags, TAG_REQUEST: uuid.uuid4().hex},
+                    description=f"cloudir case {ctx.case.case_id}: {iid}",
+                )
                 snapshots = {**{v: s["SnapshotId"] for v, s in existing.items()}}
                 snapshots |= {snap["VolumeId"]: snap["SnapshotId"] for snap in created}
                 for volume_id, snapshot_id in snapshots.items():
@@ -544,8 +540,9 @@ class AcquirePlanner:
                         "CreateSnapshots",
                         region,
                         InstanceSpecification={"InstanceId": iid, "ExcludeBootVolume": False},
-                        Tags=case_tags,
+                        Tags={**case_tags, TAG_REQUEST: "<request id>"},
                     ),
+                    planned("ec2", "DescribeSnapshots", region, Filters={TAG_REQUEST: "<request id>"}),
                     *[
                         planned("ec2", "CreateTags", region, Resources=[_snapshot_of(v)], Tags={TAG_VOLUME: v})
                         for v in volume_ids
@@ -570,6 +567,45 @@ class AcquirePlanner:
         if self.options.raw_image:
             steps.append(self._raw_image_step())
         return steps
+
+    def _create_snapshots(
+        self, volumes: list[str], *, whole_instance: bool, tags: dict[str, str], description: str
+    ) -> list[dict[str, Any]]:
+        """One snapshot of each of ``volumes``, made once although sends are throttled or their answers lost.
+
+        CreateSnapshot(s) take no client token, so every send carries the request tag and the SDK never resends it;
+        after a failed send the tool looks up the snapshots with that tag, and sends again only for volumes still
+        without one (CreateSnapshots for the whole instance while it has none, else CreateSnapshot per volume).
+        """
+        ec2 = self.clients.client("ec2", self.region)
+        ec2_once = self.clients.client("ec2", self.region, resend=False)
+        spec = [{"ResourceType": "snapshot", "Tags": tag_list(tags)}]
+        made: dict[str, dict[str, Any]] = {}
+        delays = iter(create_delays(self.poll_seconds / 10))
+        while True:
+            try:
+                if whole_instance and not made:
+                    made = {
+                        snap["VolumeId"]: snap
+                        for snap in ec2_once.create_snapshots(
+                            InstanceSpecification={"InstanceId": self.target.id, "ExcludeBootVolume": False},
+                            Description=description,
+                            TagSpecifications=spec,
+                            CopyTagsFromSource="volume",
+                        )["Snapshots"]
+                    }
+                for volume in [vol for vol in volumes if vol not in made]:
+                    made[volume] = ec2_once.create_snapshot(
+                        VolumeId=volume, Description=description, TagSpecifications=spec
+                    )
+                return [made[vol] for vol in volumes if vol in made]
+            except (ClientError, BotoCoreError) as exc:
+                delay = next(delays, None)
+                if delay is None or not is_transient(exc):
+                    raise
+            time.sleep(delay)
+            found = ec2.describe_snapshots(OwnerIds=["self"], Filters=tag_filters({TAG_REQUEST: tags[TAG_REQUEST]}))
+            made |= {snap["VolumeId"]: snap for snap in found["Snapshots"] if snap["State"] != "error"}
 
     def _copy_step(self) -> Step:
         region, dest = self.region, self.dest_region

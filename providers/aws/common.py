@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, HTTPClientError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -18,10 +18,30 @@ TAG_CASE = "cloudir:case-id"
 TAG_VOLUME = "cloudir:source-volume"
 TAG_SNAPSHOT = "cloudir:source-snapshot"
 TAG_INSTANCE = "cloudir:instance-id"
+TAG_REQUEST = "cloudir:request"  # one value per logical create: what the tool looks for before it sends it again
 AWS_MANAGED = "AWS"
 # IAM is eventually consistent: EC2 refuses a just-created instance profile with this error for several seconds.
 IAM_PROPAGATION_DELAYS = (1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
 _T = TypeVar("_T")
+# Sends of a non-idempotent create (each one checked for a lost success first); backoff doubles up to the cap.
+CREATE_ATTEMPTS = 64
+CREATE_BACKOFF_CAP = 20.0
+_TRANSIENT_CODES = frozenset(
+    {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable", "Unavailable"}
+)
+
+
+def is_transient(exc: ClientError | BotoCoreError) -> bool:
+    """Whether a failed send may be tried again: throttled, a server error, or no answer (it may have run)."""
+    if isinstance(exc, ClientError):
+        error, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
+        return error.get("Code") in _TRANSIENT_CODES or int(meta.get("HTTPStatusCode") or 0) >= 500
+    return isinstance(exc, HTTPClientError | EndpointConnectionError)
+
+
+def create_delays(base: float) -> list[float]:
+    """The waits between the sends of a non-idempotent create: ``base`` doubling, capped, ``CREATE_ATTEMPTS - 1``."""
+    return [min(CREATE_BACKOFF_CAP, base * 2**attempt) for attempt in range(CREATE_ATTEMPTS - 1)]
 
 
 def until_iam_propagates(call: Callable[[], _T], *, delays: tuple[float, ...] = IAM_PROPAGATION_DELAYS) -> _T:

@@ -57,7 +57,7 @@ class AwsClients:
         self.default_region = region or self.session.region_name or "us-east-1"
         self.case: Case | None = None
         self.case_tag = case_tag
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, bool], Any] = {}
         self.offline = False
 
     def offline_copy(self) -> AwsClients:
@@ -104,17 +104,21 @@ class AwsClients:
         self.case_tag = case.case_id if case else self.case_tag
         self._clients.clear()
 
-    def client(self, service: str, region: str | None = None) -> Any:
-        """A cached client for ``service`` in ``region`` (default region when None)."""
+    def client(self, service: str, region: str | None = None, *, resend: bool = True) -> Any:
+        """A cached client for ``service`` in ``region`` (default region when None).
+
+        ``resend=False`` gives a client whose SDK never resends: for calls that are not idempotent, which the caller
+        retries itself after checking whether the lost attempt ran (each send is then its own custody record).
+        """
         region = region or self.default_region
         if self.offline:
             return _OfflineClient(service)
-        key = (service, region)
+        key = (service, region, resend)
         if key not in self._clients:
             agent = RESPONDER_USER_AGENT + (f" case/{self.case_tag}" if self.case_tag else "")
             config = Config(
                 user_agent_extra=agent,
-                retries={"mode": "adaptive", "max_attempts": 10},
+                retries={"mode": "adaptive", "max_attempts": 10} if resend else {"total_max_attempts": 1},
                 connect_timeout=10,
                 read_timeout=60,
             )

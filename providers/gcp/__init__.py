@@ -33,7 +33,7 @@ def create_provider(
     ``api_endpoint`` (``host:port`` or ``http://host:port``) points both Compute and Logging at another
     endpoint; ``zone`` is where targets are looked up when a query names none (default: every zone,
     via aggregatedList); ``anonymous`` sends no token (local fakes only). ``tuning`` passes ``log_page_size``,
-    ``log_max_retries`` and ``log_backoff`` to the provider.
+    ``log_max_retries``, ``log_backoff`` and ``change_backoff`` to the provider.
     """
     project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
     if not project:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Mapping
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
 
+import requests
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
@@ -41,6 +44,18 @@ from providers.gcp.session import GcpApi, gcp_errors
 CASE_LABEL = "cloudir-case-id"
 _LABEL_BAD = re.compile(r"[^a-z0-9_-]")
 _NAME_BAD = re.compile(r"[^a-z0-9-]")
+# A change is sent again after these (throttled, a server error, no answer: it may have run) with the same requestId,
+# which Compute Engine documents as run-once for 60 minutes; the id derives from the case, so a resumed run reuses it.
+_RESENT = (
+    requests.ConnectionError,
+    gexc.TooManyRequests,
+    gexc.InternalServerError,
+    gexc.BadGateway,
+    gexc.ServiceUnavailable,
+    gexc.GatewayTimeout,
+)
+CHANGE_ATTEMPTS = 6
+_REQUEST_IDS = uuid.UUID("6f0c9b1e-4d2a-5c3b-9e8f-c10d1a2b3c4d")  # the uuid5 namespace of cloudir's request ids
 _IGM_LINK = re.compile(r"projects/[^/]+/(zones|regions)/([^/]+)/instanceGroupManagers/([^/]+)$")
 
 
@@ -119,8 +134,10 @@ class GcpProvider:
         log_page_size: int = 1000,
         log_max_retries: int = 6,
         log_backoff: float = 1.0,
+        change_backoff: float = 1.0,
     ) -> None:
         self.api = api
+        self.change_backoff = change_backoff
         self.project = api.project
         self.principal = principal
         self.forensic_project = forensic_project
@@ -458,12 +475,29 @@ class GcpProvider:
                     "cloudir-source-disk": label_value(disk),
                 },
             )
-            op = self.api.compute(compute_v1.DisksClient).create_snapshot_unary(
-                project=self.project, zone=zone, disk=disk, snapshot_resource=snapshot
+            disks = self.api.compute(compute_v1.DisksClient)
+            op = self._send_change(
+                f"{ctx.case.case_id}/{self.project}/{zone}/{disk}/snapshot",
+                lambda request_id: disks.create_snapshot_unary(
+                    request=compute_v1.CreateSnapshotDiskRequest(
+                        project=self.project, zone=zone, disk=disk, snapshot_resource=snapshot, request_id=request_id
+                    )
+                ),
             )
             self.api.wait(op, project=self.project, zone=zone)
             created = snapshots.get(project=self.project, snapshot=snapshot.name)
         return self._snapshot_result(created, reused=False)
+
+    def _send_change(self, key: str, send: Callable[[str], compute_v1.Operation]) -> compute_v1.Operation:
+        """``send(request_id)`` with a request id derived from ``key``, sent again with the same id while it is
+        throttled, fails on the server or gets no answer (Compute Engine then runs it once, not twice)."""
+        request_id = str(uuid.uuid5(_REQUEST_IDS, key))
+        for attempt in range(CHANGE_ATTEMPTS - 1):
+            try:
+                return send(request_id)
+            except _RESENT:
+                time.sleep(self.change_backoff * 2**attempt)
+        return send(request_id)
 
     @staticmethod
     def _snapshot_result(snapshot: Any, *, reused: bool) -> dict[str, Any]:
@@ -502,7 +536,12 @@ class GcpProvider:
                     "cloudir-source-snapshot": label_value(source["snapshot"]),
                 },
             )
-            op = images.insert_unary(project=forensic, image_resource=image)
+            op = self._send_change(
+                f"{ctx.case.case_id}/{forensic}/{image.name}/image",
+                lambda request_id: images.insert_unary(
+                    request=compute_v1.InsertImageRequest(project=forensic, image_resource=image, request_id=request_id)
+                ),
+            )
             self.api.wait(op, project=forensic, zone=None)
         return {"project": forensic, "image": image.name, "self_link": str(op.target_link), "reused": False}
 

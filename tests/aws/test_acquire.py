@@ -186,5 +186,25 @@ def test_throttled_snapshot_calls_are_refused_before_they_run_and_leave_no_orpha
     with aws_sandbox.throttle("CreateSnapshots", 2):
         case, result = acquire(multi_volume_instance)
     assert result.ok
-    assert aws_sandbox.throttled == ["CreateSnapshots", "CreateSnapshots"]  # the SDK retried twice
+    assert aws_sandbox.throttled == ["CreateSnapshots", "CreateSnapshots"]  # the tool retried twice
     assert len(aws_sandbox.snapshots_for_case(case.case_id)) == 4  # one per volume: the throttled sends made none
+
+
+def test_fifty_throttled_or_lost_snapshot_calls_leave_one_snapshot_per_volume_all_in_custody(
+    aws_sandbox: AwsSandbox, multi_volume_instance: str, acquire: Acquire
+):
+    # The lost send ran on EC2: a blind retry would snapshot every volume again (CreateSnapshots has no client token).
+    with aws_sandbox.throttle("CreateSnapshots", 49), aws_sandbox.lose_responses("CreateSnapshots", 1):
+        case, result = acquire(multi_volume_instance)
+    assert result.ok
+    assert (len(aws_sandbox.throttled), aws_sandbox.lost) == (49, ["CreateSnapshots"])
+    snapshots = aws_sandbox.snapshots_for_case(case.case_id)
+    assert len(snapshots) == 4  # exactly one per volume: found by its request tag instead of made again
+    assert sorted(result.results["snapshot.create"]["snapshots"].values()) == snapshots
+    sends = [
+        call["outcome"]
+        for record in read_records(case.root / "custody.jsonl")
+        for call in record["api_calls"]
+        if call["operation"] == "CreateSnapshots"
+    ]
+    assert sends == ["RequestLimitExceeded"] * 49 + ["ConnectionClosedError"], sends  # every send is in custody

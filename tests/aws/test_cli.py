@@ -102,7 +102,7 @@ def test_acquire_contain_and_verify_end_to_end(aws_sandbox: AwsSandbox, aws_inci
 
 def test_failure_exits_3_and_resume_finishes(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path):
     iid, case = aws_incident.extra["instance_id"], str(tmp_path / "case")
-    with aws_sandbox.fail_next("CreateSnapshots", "InternalError"):
+    with aws_sandbox.fail_next("CreateSnapshots", "UnauthorizedOperation"):  # not transient: the tool does not resend
         failed = _run("acquire", "aws", "--instance", iid, "--region", "us-east-1", "--case", case)
     assert failed.exit_code == 3
     assert "snapshot.create failed" in failed.output

@@ -227,3 +227,37 @@ def test_snapshot_operation_takes_time_and_reports_progress(gcp_sandbox: GcpSand
     assert done.status == compute_v1.Operation.Status.DONE
     assert done.progress == 100
     assert gcp_sandbox.fake.project(PROJECT).snapshots["slow-snap"]["status"] == "READY"
+
+
+def test_a_snapshot_or_copy_whose_answer_is_lost_is_sent_again_with_its_request_id_and_made_once(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, case: Case, target: Target
+) -> None:
+    gcp_sandbox.lose_responses("disks.createSnapshot", 1)  # it ran: without a requestId the resend is a 409
+    gcp_sandbox.lose_responses("images.insert", 1)
+    gcp_sandbox.throttle("images.insert", 1)
+    result = run_plan(provider.plan_acquire(target, OPTIONS), case)
+    assert result.ok
+    assert len(gcp_sandbox.snapshots_for_case(case.case_id)) == 4  # two snapshots, two copies: one each
+    for operation in ("disks.createSnapshot", "images.insert"):
+        sends = [r for r in gcp_sandbox.fake.requests if r["operation"] == operation]
+        first = sends[0]["request_id"]
+        assert first
+        assert sends[1]["request_id"] == first  # the resend carried the lost call's id
+        assert len({r["request_id"] for r in sends}) == 2  # one id per disk
+    outcomes = [c["outcome"] for c in _api_calls(case) if c["operation"] == "disks.createSnapshot"]
+    assert outcomes[0] == "ConnectionError"  # the lost answer is in custody too
+    assert outcomes.count("ok") == 2
+
+
+def test_a_change_with_a_request_id_that_is_not_a_uuid_is_refused(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident
+) -> None:
+    disks = provider.api.compute(compute_v1.DisksClient)
+    for bad in ("not-a-uuid", "00000000-0000-0000-0000-000000000000"):
+        with pytest.raises(gexc.BadRequest, match="requestId"):
+            disks.create_snapshot_unary(
+                request=compute_v1.CreateSnapshotDiskRequest(
+                    project=PROJECT, zone=ZONE, disk=INSTANCE, snapshot_resource={"name": "s"}, request_id=bad
+                )
+            )
+    assert not gcp_sandbox.fake.project(PROJECT).snapshots

@@ -92,7 +92,7 @@ def test_contain_without_acquisition_needs_force(
 
 def test_failure_exit_3_then_resume(gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path) -> None:
     args = ["acquire", "gcp", "--instance", INSTANCE, "--project", PROJECT, "--case", str(tmp_path / "IR-3")]
-    with gcp_sandbox.fail_next("snapshot"):
+    with gcp_sandbox.fail_next("snapshot", "FAILED_PRECONDITION"):  # not transient: not sent again
         code, out = _run(gcp_sandbox, *args)
     assert code == 3
     assert "--resume" in out

@@ -41,7 +41,10 @@ def test_dry_run_changes_nothing(gcp_sandbox: GcpSandbox, provider: GcpProvider,
 def test_failed_snapshot_blocks_later_changes_and_resume_completes(
     gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, case: Case, target: Target
 ) -> None:
-    with gcp_sandbox.fail_next("snapshot"), pytest.raises(StepFailedError, match=f"snapshot:{INSTANCE} failed"):
+    with (
+        gcp_sandbox.fail_next("snapshot", "FAILED_PRECONDITION"),
+        pytest.raises(StepFailedError, match=f"snapshot:{INSTANCE} failed"),
+    ):
         run_plan(provider.plan_acquire(target, OPTIONS), case)
     runs = case.load_state()["runs"]
     steps = next(iter(runs.values()))["steps"]
