@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cloudir.provider import Provider, TargetKind, TargetQuery
+from moto_fixtures.azure_flows import NSG_CONTAINER, Flow, Nic, beacon, flow_log_resource, hourly_blobs, network_watcher
 from moto_fixtures.azure_server import FakeAzure, utc
+from moto_fixtures.blob_server import READER, FakeBlobService
 from moto_fixtures.clock import incident_clock
 from moto_fixtures.graph_server import FakeGraph
 from moto_fixtures.sandbox import PlantedIncident
@@ -37,6 +39,10 @@ RESPONDER = "responder@contoso.example"
 RESPONDER_IP = "198.51.100.10"
 DISK_BYTES = 1024 * 1024  # served size of each planted disk (plus a 512-byte VHD footer)
 ISOLATION_PREFIX = "cloudir-isolate-"
+MAC = "000D3A1B2C3D"  # the NIC's MAC as flow logs write it (ARM: 00-0D-3A-1B-2C-3D)
+FLOW_LOG_ACCOUNT = "stflowlogsprod"
+RESPONDER_OID = "5d2f8a4e-1111-4222-8333-944455556666"
+AZURE_DNS = "168.63.129.16"  # the platform's virtual public IP: DNS, DHCP, health probes
 
 
 def rid(subscription: str, group: str, resource_type: str, name: str) -> str:
@@ -52,7 +58,7 @@ def sandbox_token() -> str:
 
     claims = {
         "upn": RESPONDER,
-        "oid": "5d2f8a4e-1111-4222-8333-944455556666",
+        "oid": RESPONDER_OID,
         "tid": TENANT,
         "roles": graph_permissions(),  # the application permissions docs/permissions.md tells responders to grant
     }
@@ -79,16 +85,20 @@ class AzureSandbox:
     def __init__(self, *, page_size: int = 10) -> None:
         self.fake = FakeAzure(page_size=page_size)
         self.graph = FakeGraph(page_size=page_size)
+        self.blob = FakeBlobService()
         self.incident: PlantedIncident | None = None
 
     def __enter__(self) -> AzureSandbox:
         self.fake.on_write = self._log_own_write
         self.fake.start()
-        ca_file = Path(self.fake.ca_file)  # Graph is served with the same self-signed certificate
+        ca_file = Path(self.fake.ca_file)  # Graph and Blob storage are served with the same self-signed certificate
         self.graph.start(ca_file, ca_file.with_name("fake-key.pem"))
+        self.blob.certificate = (ca_file, ca_file.with_name("fake-key.pem"))
+        self.blob.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.blob.__exit__()
         self.graph.stop()
         self.fake.stop()
 
@@ -107,6 +117,7 @@ class AzureSandbox:
             "retry_total": 2,
             "retry_backoff_factor": 0.01,
             "image_chunk_size": 256 * 1024,
+            "blob_endpoint": self.blob.base_url + "/{account}",
         }
 
     def provider(self) -> Provider:
@@ -136,6 +147,7 @@ class AzureSandbox:
         self.graph.records["signIns"] = _baseline_sign_ins(now) + _attacker_sign_ins(now)
         self.graph.records["directoryAudits"] = _directory_audits(now)
         self._plant_principals(now)
+        self._plant_flow_logs(window_start, now)
         self.incident = PlantedIncident(
             cloud="azure",
             target=TargetQuery(TargetKind.INSTANCE, VM_NAME),
@@ -195,6 +207,29 @@ class AzureSandbox:
             (BACKDOOR_ASSIGNMENT, BACKDOOR_SP_ID, CONTRIBUTOR_ROLE, now - dt.timedelta(minutes=150), ATTACKER_USER_ID),
         ):
             self.fake.put(_role_assignment(assignment_id, principal, role, created, creator))
+
+    def _plant_flow_logs(self, start: dt.datetime, end: dt.datetime) -> None:
+        """The NSG's flow log (version 2, to a storage account the responder may read) and its hourly blobs: the
+        implant checking in with the attacker every 5 minutes from an hour before the window, beside what a web
+        server does (the platform's DNS every minute, clients over HTTPS, a package update)."""
+        nsg_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Network/networkSecurityGroups", "nsg-web")
+        storage_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Storage/storageAccounts", FLOW_LOG_ACCOUNT)
+        self.fake.put(network_watcher(SUBSCRIPTION, LOCATION))
+        self.fake.put(flow_log_resource(SUBSCRIPTION, LOCATION, nsg_id, storage_id))
+        first = start - dt.timedelta(hours=1)
+        minutes = int((end - first).total_seconds() // 60)
+        flows = [*beacon(ATTACKER_IP, first + dt.timedelta(seconds=17), period=300, beats=minutes // 5)]
+        for minute in range(minutes):
+            when = first + dt.timedelta(minutes=minute, seconds=3)
+            flows.append(Flow(when, AZURE_DNS, 53, 50000 + minute, sent=74, received=90, protocol="U"))
+            if minute % 7 == 0:  # clients over HTTPS, from the internet
+                client = f"198.51.100.{20 + minute % 5}"
+                flows.append(Flow(when, client, 50000 + minute, 443, outbound=False, sent=4200, received=52000))
+        flows.append(Flow(first + dt.timedelta(minutes=95), "91.189.91.83", 80, 51515, sent=4000, received=2_000_000))
+        self.blob.add_container(FLOW_LOG_ACCOUNT, NSG_CONTAINER, version_level_worm=False)
+        for name, body in hourly_blobs(nsg_id, Nic(MAC, PRIVATE_IP), flows).items():
+            self.blob.add_blob(FLOW_LOG_ACCOUNT, NSG_CONTAINER, name, body)
+        self.blob.grant(FLOW_LOG_ACCOUNT, RESPONDER_OID, READER)
 
     def disk_ids(self) -> list[str]:
         """The planted VM's OS disk then data disks."""
@@ -327,6 +362,7 @@ class AzureSandbox:
                     ],
                     "networkSecurityGroup": {"id": nsg_id},
                     "virtualMachine": {"id": vm_id},
+                    "macAddress": "00-0D-3A-1B-2C-3D",
                     "provisioningState": "Succeeded",
                 },
             }

@@ -8,13 +8,22 @@ Blob; version-level immutability (``x-ms-immutability-policy-*``, API version 20
 container that has it enabled. Every write makes a new blob version. Its documented refusals: ``If-None-Match: *``
 on an existing blob -> 409 BlobAlreadyExists; overwrite or delete of a blob version whose immutability policy
 has not expired -> 409 BlobImmutableDueToPolicy; a Locked policy cannot be shortened.
+
+List Blobs pages as the service does: ``prefix``, ``maxresults`` (at most 5,000, the default) and an opaque
+``marker`` continuing from the ``NextMarker`` of the page before (and fewer than ``maxresults`` when ``page_size``
+says so, as the service may). An account whose data-plane roles are seeded
+(:meth:`FakeBlobService.grant`) is authorised as Azure RBAC does for OAuth tokens: a principal (the token's
+``oid``) without Storage Blob Data Reader gets 403 AuthorizationPermissionMismatch on reads, without Storage
+Blob Data Contributor on writes and deletes.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from email.utils import format_datetime, parsedate_to_datetime
@@ -61,6 +70,9 @@ KNOWN_VERSIONS = frozenset(
 )
 IMMUTABILITY_SINCE = "2020-10-02"  # version-level immutability headers need this API version or later
 POLICY_MODES = ("Unlocked", "Locked")
+MAX_RESULTS = 5000
+READER = "Storage Blob Data Reader"
+CONTRIBUTOR = "Storage Blob Data Contributor"
 
 
 def _http_date(value: dt.datetime) -> str:
@@ -106,6 +118,8 @@ class FakeBlobService(LocalService):
         super().__init__()
         self.accounts: dict[str, dict[str, Container]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self.roles: dict[str, dict[str, str]] = {}  # account -> principal oid -> data-plane role (when seeded)
+        self.page_size = MAX_RESULTS  # the service may return fewer blobs than maxresults, with a NextMarker
 
     def failure(self, exc: Exception) -> Response:
         """A fake bug, as the service's InternalError."""
@@ -127,6 +141,22 @@ class FakeBlobService(LocalService):
         with self._lock:
             self.accounts.setdefault(account, {})[container] = Container(worm=version_level_worm)
 
+    def add_blob(self, account: str, container: str, name: str, data: bytes) -> None:
+        """Seed one block blob (the container is created when missing)."""
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            box = self.accounts.setdefault(account, {}).setdefault(container, Container(worm=False))
+            box.blobs.setdefault(name, []).append(
+                BlobVersion(data, now.strftime("%Y-%m-%dT%H:%M:%S.%f0Z"), now, f'"0x{uuid.uuid4().hex[:15].upper()}"')
+            )
+
+    def grant(self, account: str, principal: str, role: str) -> None:
+        """Give a principal (object id) a data-plane role on an account; from then on the account checks roles."""
+        if role not in {READER, CONTRIBUTOR}:
+            raise ValueError(f"unknown data-plane role {role!r}")
+        with self._lock:
+            self.roles.setdefault(account, {})[principal] = role
+
     def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Response:
         """Answer one request."""
         url = urlsplit(raw_path)
@@ -135,7 +165,7 @@ class FakeBlobService(LocalService):
         container_name, _, blob = rest.partition("/")
         with self._lock:
             self.requests.append((method, url.path))
-            refusal = self._refuse_headers(headers)
+            refusal = self._refuse_headers(headers) or self._refuse_role(account, method, headers)
             if refusal is not None:
                 return refusal
             container = self.accounts.get(account, {}).get(container_name)
@@ -176,6 +206,19 @@ class FakeBlobService(LocalService):
         if not auth.startswith("Bearer ") or len(auth) <= len("Bearer "):
             return _error(401, "NoAuthenticationInformation", "Server failed to authenticate the request.")
         return None
+
+    def _refuse_role(self, account: str, method: str, headers: dict[str, str]) -> Response | None:
+        roles = self.roles.get(account)
+        if roles is None:
+            return None
+        role = roles.get(_token_oid(headers.get("authorization", "")))
+        if role == CONTRIBUTOR or (role == READER and method in {"GET", "HEAD"}):
+            return None
+        return _error(
+            403,
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        )
 
     @staticmethod
     def _container_properties(container: Container) -> Response:
@@ -306,10 +349,18 @@ class FakeBlobService(LocalService):
     def _list(self, account: str, name: str, container: Container, query: dict[str, str]) -> Response:
         include = set(query.get("include", "").split(","))
         prefix = query.get("prefix", "")
+        try:
+            limit = int(query.get("maxresults", MAX_RESULTS))
+            after = base64.urlsafe_b64decode(query["marker"]).decode() if query.get("marker") else ""
+        except (ValueError, binascii.Error):
+            return _error(400, "OutOfRangeQueryParameterValue", "maxresults or marker is not valid.")
+        if not 1 <= limit <= MAX_RESULTS:
+            return _error(400, "OutOfRangeQueryParameterValue", f"maxresults must be between 1 and {MAX_RESULTS}.")
+        names = [blob for blob in sorted(container.blobs) if blob.startswith(prefix) and blob >= after]
+        page, rest = names[: min(limit, self.page_size)], names[min(limit, self.page_size) :]
+        marker = base64.urlsafe_b64encode(rest[0].encode()).decode() if rest else ""
         items = []
-        for blob in sorted(container.blobs):
-            if not blob.startswith(prefix):
-                continue
+        for blob in page:
             versions = container.blobs[blob] if "versions" in include else container.blobs[blob][-1:]
             for version in versions:
                 policy = ""
@@ -330,10 +381,22 @@ class FakeBlobService(LocalService):
         body = (
             '<?xml version="1.0" encoding="utf-8"?>'
             f'<EnumerationResults ServiceEndpoint="{self.base_url}/{escape(account)}" '
-            f'ContainerName="{escape(name)}"><Prefix>{escape(prefix)}</Prefix><Blobs>{"".join(items)}</Blobs>'
-            "<NextMarker /></EnumerationResults>"
+            f'ContainerName="{escape(name)}"><Prefix>{escape(prefix)}</Prefix><MaxResults>{limit}</MaxResults>'
+            f"<Blobs>{''.join(items)}</Blobs><NextMarker>{marker}</NextMarker></EnumerationResults>"
         ).encode()
         return 200, {"Content-Type": "application/xml"}, body
+
+
+def _token_oid(authorization: str) -> str:
+    """The ``oid`` claim of a bearer JWT, unverified ("" when there is none)."""
+    parts = authorization.removeprefix("Bearer ").split(".")
+    if len(parts) < 2:
+        return ""
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return ""
+    return str(claims.get("oid", "")) if isinstance(claims, dict) else ""
 
 
 def _immutable(version: BlobVersion) -> bool:

@@ -104,11 +104,12 @@ class LocalService:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.base_url = ""
         self.ca_file = ""
+        self.certificate: tuple[Path, Path] | None = None  # (cert, key) to serve with instead of a new one
 
     def __enter__(self) -> Any:
         if self.tls:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"cloudir-{self.name}-")
-            cert, key = make_certificate(Path(self._tmp.name))
+            cert, key = self.certificate or make_certificate(Path(self._tmp.name))
             self._server, self.base_url = serve_https(self, FakeHandler, cert, key, self.name)
             self.ca_file = str(cert)
             return self

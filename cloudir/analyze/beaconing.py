@@ -46,6 +46,9 @@ a few calls scattered over days fit almost any period with thousands of "missed"
 CONNECTION_GAP_SECONDS = 120
 """Records of one source port less than this apart are one connection (flow logs cut long ones per interval)."""
 BEAT_MERGE_SECONDS = 2
+TIME_RESOLUTION_SECONDS = 1
+"""Flow-log times are whole seconds: interval quartiles a second apart (a beacon without jitter, 965.4 s apart, is
+seen 965 or 966 s apart) are no evidence of skew, so the Bowley skew counts only what exceeds this."""
 MIN_FLOW_BEATS = 12
 MIN_PERIOD_SECONDS = 10
 MAX_PERIOD_SECONDS = 6 * 3600
@@ -57,9 +60,10 @@ SMALL_ESTATE = 10  # workloads: in fewer, a destination several of them contact 
 
 PRIVATE_ADDRESS = (
     r"^(10\.|127\.|169\.254\.|192\.168\.|172\.(1[6-9]|2[0-9]|3[01])\.|100\.(6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])\.)"
-    r"|^(f[cd][0-9a-f]{2}|fe80):|^::1?$"
+    r"|^168\.63\.129\.16$|^(f[cd][0-9a-f]{2}|fe80):|^::1?$"
 )
-"""RFC 1918, loopback, link-local (the metadata and time services), CGNAT and IPv6 ULA / link-local."""
+"""RFC 1918, loopback, link-local (the AWS / GCP / Azure metadata, DNS and time services), Azure's platform address
+168.63.129.16 (DNS, DHCP, health probes), CGNAT and IPv6 ULA / link-local: never an external destination."""
 
 
 def _api_beacon_sql(source: str) -> str:
@@ -277,8 +281,8 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
         ),
         scored AS (
             SELECT q.*, m.d_mad, m.b_mad, wd.observed_days, q.dq[2] AS period,
-                   1 - least(1, abs(coalesce((q.dq[1] + q.dq[3] - 2 * q.dq[2]) / nullif(q.dq[3] - q.dq[1], 0), 0)))
-                       AS interval_skew_score,
+                   1 - least(1, coalesce(greatest(0, abs(q.dq[1] + q.dq[3] - 2 * q.dq[2]) - {TIME_RESOLUTION_SECONDS})
+                                         / nullif(q.dq[3] - q.dq[1], 0), 0)) AS interval_skew_score,
                    greatest(0, 1 - m.d_mad / nullif(q.dq[2], 0)) AS interval_mad_score,
                    least(1, (q.n_beats - 1) * q.dq[2] / nullif(epoch(q.last_time) - epoch(q.first_time), 0))
                        AS count_score,

@@ -105,12 +105,12 @@ def _summary(case_dir: Path) -> None:
         console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
 
 
-def _flow_summary(case_dir: Path) -> None:
-    coverage_path = case_dir / "logs/aws/flows/coverage.json"
+def flow_summary(coverage_path: Path, title: str = "VPC Flow Logs") -> None:
+    """The flow-log coverage report of a pull as a table, then its warnings."""
     if not coverage_path.is_file():
         return
     coverage: dict[str, Any] = json.loads(coverage_path.read_text(encoding="utf-8"))
-    table = Table(title=esc(f"VPC Flow Logs {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
+    table = Table(title=esc(f"{title} {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
     for column in ("network", "source", "flow log", "since", "status", "records/files", "first", "last"):
         table.add_column(column)
     for source in coverage["sources"]:
@@ -205,5 +205,7 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     try:
         pull_logs("aws", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
     finally:
-        if not dry_run:
-            (_flow_summary if flows else _summary)(case_dir)
+        if not dry_run and flows:
+            flow_summary(case_dir / "logs/aws/flows/coverage.json")
+        elif not dry_run:
+            _summary(case_dir)

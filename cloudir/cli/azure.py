@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
-from cloudir.cli.aws_logs import resolve_window
+from cloudir.cli.aws_logs import flow_summary, resolve_window
 from cloudir.cli.common import (
     AfterOpt,
     AroundOpt,
@@ -308,6 +308,14 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
             "--principal", help="Entra logs of this user principal name or object id only (repeatable; with --entra)."
         ),
     ] = None,
+    flows: Annotated[
+        bool,
+        typer.Option(
+            "--flows",
+            help="Pull the NSG and VNet flow logs (Network Watcher configuration, PT1H.json blobs from their storage "
+            "accounts; Storage Blob Data Reader) instead of the Activity Log.",
+        ),
+    ] = False,
     dry_run: DryRunOpt = False,
     resume: ResumeOpt = False,
     token: TokenOpt = None,
@@ -318,7 +326,8 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     ] = None,
     ca_bundle: CaBundleOpt = None,
 ) -> None:
-    """Pull the Azure Activity Log (and with --entra the Entra ID logs) for a window into a case, as evidence.
+    """Pull the Azure Activity Log (and with --entra the Entra ID logs, with --flows the flow logs instead) for a
+    window into a case, as evidence.
 
     \b
     Pages are stored as logs/azure/activity/<subscription>/page-00001.json exactly as ARM returned them
@@ -326,7 +335,11 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     logs/azure/coverage.json says what span was covered, how often Azure throttled, and any early stop.
     The Activity Log keeps 90 days. With --entra, Microsoft Graph auditLogs/signIns and
     auditLogs/directoryAudits pages go to logs/azure/entra/<tenant>/signins|audits/ the same way
-    (Entra keeps them 30 days, 7 on the free tier).
+    (Entra keeps them 30 days, 7 on the free tier). With --flows, every Network Watcher flow log of the
+    subscription is read (logs/azure/flows/flow-logs/) and its hourly PT1H.json blobs of the window are copied from
+    the storage account, hashed while streaming (logs/azure/flows/blobs/), with logs/azure/flows/coverage.json
+    saying which NSGs and VNets had flow logging and from which hour; AZURE_STORAGE_ACCESS_TOKEN, when set, is the
+    token for Blob storage.
 
     \b
     Examples:
@@ -336,6 +349,7 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
       cloudir logs pull azure --case cases/IR-42 --subscription 6f1c2a9e-... --around 2026-05-01T10:00Z \\
           --entra --principal jdoe@contoso.example
       cloudir logs pull azure --case cases/IR-42 --start ... --end ... --resume   # after throttling stopped it
+      cloudir logs pull azure --case cases/IR-42 --subscription 6f1c2a9e-... --around 2026-05-01T10:00Z --flows
 
     Exit codes: 0 done, 2 bad input / access problem, 3 a pull failed (pages so far are kept; --resume).
     """
@@ -346,6 +360,10 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
         config["graph_url"] = graph_endpoint
     if principal and not entra:
         raise CloudirError("--principal filters the Entra logs", hint="add --entra")
+    if flows and (entra or resource_group or resource or max_pages):
+        raise CloudirError(
+            "--flows takes --subscription only", hint="flow logs are read per subscription, not per resource or page"
+        )
     request = LogPullRequest(
         start=window_start,
         end=window_end,
@@ -353,16 +371,19 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
         resources=resource or [],
         extra={
             "entra": entra,
+            "flows": flows,
             "subscriptions": subscriptions,
             "resource_groups": resource_group or [],
             **({"max_pages": max_pages} if max_pages else {}),
         },
     )
-    description = f"Azure Activity Log pull {window_start} .. {window_end}"
+    description = f"Azure {'flow log' if flows else 'Activity Log'} pull {window_start} .. {window_end}"
     try:
         pull_logs("azure", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
     finally:
-        if not dry_run:
+        if not dry_run and flows:
+            flow_summary(case_dir / "logs/azure/flows/coverage.json", "Azure flow logs")
+        elif not dry_run:
             _coverage_summary(case_dir)
 
 

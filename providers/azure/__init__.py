@@ -55,11 +55,13 @@ def create_provider(
     image_chunk_size: int = 4 * 1024 * 1024,
     image_workers: int = 8,
     copy_poll_interval: float = 30.0,
+    blob_endpoint: str | None = None,
 ) -> AzureProvider:
     """An Azure provider for one subscription.
 
     ``credential`` is any azure-core TokenCredential; ``token`` a bearer token already held; with neither,
-    DefaultAzureCredential (environment, managed identity, Azure CLI login...) is used.
+    DefaultAzureCredential (environment, managed identity, Azure CLI login...) is used. ``blob_endpoint`` is the
+    Blob service URL of a storage account (``{account}`` replaced by its name) where flow logs are read.
     """
     subscription_id = subscription_id or os.environ.get(SUBSCRIPTION_ENV)
     if not subscription_id:
@@ -92,6 +94,7 @@ def create_provider(
         image_chunk_size=image_chunk_size,
         image_workers=image_workers,
         copy_poll_interval=copy_poll_interval,
+        blob_endpoint=blob_endpoint,
     )
 
 

@@ -25,7 +25,7 @@ class ArmCall:
 
     @property
     def permission(self) -> str | None:
-        """The Azure RBAC action needed (None for SAS-authorised blob reads)."""
+        """The Azure RBAC action needed (None for blob reads: a SAS or a data-plane role authorises them)."""
         return None if self.service == STORAGE_SERVICE else f"{self.service}/{self.operation}"
 
     def planned(self, region: str | None = None, **params: Any) -> PlannedCall:
@@ -65,6 +65,10 @@ CALLS: dict[str, ArmCall] = {
         "Microsoft.Authorization", "locks/write", "management_locks.create_or_update_at_resource_level"
     ),
     "activity.read": ArmCall("Microsoft.Insights", "eventtypes/values/read", "activity_logs.list"),
+    "watcher.read": ArmCall("Microsoft.Network", "networkWatchers/read", "network_watchers.list_all"),
+    "flowlog.read": ArmCall("Microsoft.Network", "networkWatchers/flowLogs/read", "flow_logs.list"),
+    "flowblob.list": ArmCall(STORAGE_SERVICE, "ListBlobs", "list_blobs (Storage Blob Data Reader)"),
+    "flowblob.read": ArmCall(STORAGE_SERVICE, "GetBlob", "download_blob, ranged (Storage Blob Data Reader)"),
     "role_assignment.read": ArmCall(
         "Microsoft.Authorization", "roleAssignments/read", "GET roleAssignments?$filter=principalId eq '{id}'"
     ),

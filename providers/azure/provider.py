@@ -78,6 +78,7 @@ class AzureProvider:
             Capability.ISOLATE,
             Capability.REVOKE,
             Capability.PULL_LOGS,
+            Capability.PULL_FLOWS,
         }
     )
     targets: ClassVar[Mapping[TargetKind, frozenset[Capability]]] = {
@@ -99,6 +100,7 @@ class AzureProvider:
         image_workers: int = 8,
         copy_poll_interval: float = 30.0,
         copy_timeout: float = 6 * 3600,
+        blob_endpoint: str | None = None,
     ) -> None:
         self.session = session
         self.subscription_id = subscription_id
@@ -108,6 +110,7 @@ class AzureProvider:
         self.image_workers = image_workers
         self.copy_poll_interval = copy_poll_interval
         self.copy_timeout = copy_timeout
+        self.blob_endpoint = blob_endpoint
 
     # -- protocol basics ----------------------------------------------------------------------------------
     def bind(self, case: Case | None) -> None:
@@ -641,7 +644,12 @@ class AzureProvider:
 
     # -- logs ----------------------------------------------------------------------------------------------------
     def plan_pull_logs(self, request: LogPullRequest) -> Plan:
-        """Activity Log pages per subscription (raw pages kept), then a coverage report."""
+        """Activity Log pages per subscription (raw pages kept), then a coverage report; with ``extra["flows"]``, the
+        NSG and VNet flow logs (providers.azure.flows)."""
+        if request.extra.get("flows"):
+            from providers.azure.flows import plan_pull_flows
+
+            return plan_pull_flows(self, request)
         return activity.plan_pull(self, request)
 
 

@@ -40,6 +40,21 @@ def _operation(method: str, url: str) -> str:
     return {"PUT": "PutBlob", "GET": "GetBlob", "HEAD": "GetBlobProperties", "DELETE": "DeleteBlob"}.get(method, method)
 
 
+def blob_call(response: PipelineResponse[Any, Any]) -> ApiCall:
+    """One Blob service call (an attempt, as a ``raw_response_hook`` sees it) as custody records it."""
+    request, reply = response.http_request, response.http_response
+    status = reply.status_code
+    return ApiCall(
+        "Storage.Blob",
+        _operation(request.method, request.url),
+        None,
+        reply.headers.get("x-ms-request-id"),
+        "ok" if status < 400 else reply.headers.get("x-ms-error-code") or f"HTTP {status}",
+        http_status=status,
+        client_request_id=request.headers.get("x-ms-client-request-id"),
+    )
+
+
 class BlobSealStore:
     """``azblob://account/container/prefix``: each seal one blob under a Locked immutability policy, created once."""
 
@@ -77,21 +92,8 @@ class BlobSealStore:
 
     def _record(self, response: PipelineResponse[Any, Any]) -> None:
         """Record one Blob service call (each attempt) into the case."""
-        if self._case is None:
-            return
-        request, reply = response.http_request, response.http_response
-        status = reply.status_code
-        self._case.record_api_call(
-            ApiCall(
-                "Storage.Blob",
-                _operation(request.method, request.url),
-                None,
-                reply.headers.get("x-ms-request-id"),
-                "ok" if status < 400 else reply.headers.get("x-ms-error-code") or f"HTTP {status}",
-                http_status=status,
-                client_request_id=request.headers.get("x-ms-client-request-id"),
-            )
-        )
+        if self._case is not None:
+            self._case.record_api_call(blob_call(response))
 
     def _failed(self, exc: AzureError | OSError, action: str) -> CloudirError:
         if isinstance(exc, HttpResponseError):

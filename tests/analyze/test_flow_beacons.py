@@ -20,6 +20,7 @@ from tests.analyze.builder import T0, event, write_db
 from tests.analyze.conftest import Analyze
 
 FLEET = Fleet(instances=16, days=2, beacons=3, window=60, seed=5)
+STEADY_HOST, STEADY_REMOTE = "i-000000000000003ea", "45.98.7.7"  # a web instance, a beacon without any jitter
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def fleet_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[
     folder = tmp_path_factory.mktemp("fleet")
     with duckdb.connect() as con:
         generate(con, FLEET)
+        add_beacon(con, FLEET, [STEADY_HOST], STEADY_REMOTE, period=965.4, jitter=0.0)
         write_s3_layout(con, FLEET, folder / "flows")
         cursor = con.execute("SELECT * FROM gen_beacons ORDER BY beacon")
         names = [d[0] for d in cursor.description]
@@ -80,6 +82,21 @@ def test_planted_beacons_are_found_and_cron_common_to_the_fleet_are_not(
     assert cron[0] > 0  # the hourly ETL cron job is as regular as a beacon on each batch-etl member ...
     assert cron[1] < 0.5  # ... but every peer calls that partner API too, so it is discounted
     assert cron[2] is True
+
+
+def test_a_beacon_without_jitter_is_found_though_whole_seconds_make_its_intervals_two_valued(
+    fleet_db: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    """Every 965.4 s exactly is logged 965 or 966 s apart: quartiles a second apart are not skew."""
+    db, _ = fleet_db
+    with duckdb.connect(str(db), read_only=True) as con:
+        quartiles = con.execute(
+            "SELECT dq, interval_skew_score FROM network_beacons WHERE dst_addr = ?", [STEADY_REMOTE]
+        ).fetchone()
+    assert quartiles is not None
+    assert quartiles[0][2] - quartiles[0][0] <= 1
+    assert quartiles[1] == 1
+    assert [f["actor"] for f in _findings(db) if STEADY_REMOTE in f["title"]] == [STEADY_HOST]
 
 
 def test_explanation_in_words_and_the_incident_joins_api_findings(fleet_db: tuple[Path, list[dict[str, Any]]]) -> None:

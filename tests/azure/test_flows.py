@@ -1,0 +1,155 @@
+"""NSG flow logs: Network Watcher configuration, PT1H.json blobs through azure-storage-blob, coverage, the beacon."""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from cloudir.case import Case
+from cloudir.cli import app
+from cloudir.custody import read_records, verify_case
+from cloudir.plan import StepOutcome, run_plan
+from cloudir.provider import LogPullRequest
+from moto_fixtures.azure import ATTACKER_IP, AZURE_DNS, FLOW_LOG_ACCOUNT, AzureSandbox
+from moto_fixtures.azure_flows import NSG_CONTAINER
+from moto_fixtures.sandbox import PlantedIncident
+from providers.azure import create_provider
+from tests.azure.conftest import Cli
+
+BLOBS = f"logs/azure/flows/blobs/{FLOW_LOG_ACCOUNT}/{NSG_CONTAINER}"
+
+
+def _pull(
+    sandbox: AzureSandbox, incident: PlantedIncident, root: Path, *, end: str | None = None, **settings: object
+) -> tuple[Case, dict[str, StepOutcome], dict[str, dict[str, Any]]]:
+    """Run the flow-log pull of the window into the case at ``root``: (case, outcomes and results by step)."""
+    case = Case.open(root) if (root / "case.json").exists() else Case.create(root)
+    provider = create_provider(**{**sandbox.provider_config(), **settings})  # type: ignore[arg-type]
+    provider.bind(case)
+    request = LogPullRequest(start=incident.window_start, end=end or incident.window_end, extra={"flows": True})
+    result = run_plan(provider.plan_pull_logs(request), case, raise_on_failure=False)
+    return case, {outcome.step_id: outcome for outcome in result.outcomes}, result.results
+
+
+def _stored(sandbox: AzureSandbox) -> dict[str, bytes]:
+    container = sandbox.blob.accounts[FLOW_LOG_ACCOUNT][NSG_CONTAINER]
+    return {name: versions[-1].data for name, versions in container.blobs.items()}
+
+
+def test_blobs_of_the_window_are_copied_hashed_listed_in_pages_and_read_in_ranges(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    azure_sandbox.blob.page_size = 2  # the service returns 2 blobs per List Blobs page, then a NextMarker
+    case, steps, _ = _pull(azure_sandbox, azure_incident, tmp_path / "ir", image_chunk_size=4096)
+    assert steps["blobs"].status == "done", steps["blobs"].error
+    stored = _stored(azure_sandbox)
+    copied = sorted(p for p in (case.root / BLOBS).rglob("PT1H.json"))
+    hours = sorted(int(p.parts[-4].removeprefix("h=")) for p in copied)
+    assert hours == [9, 10, 11]  # the 08:00 blob ends before the window starts; nothing after its end exists
+    records = read_records(case.root / "custody.jsonl")
+    artifacts = {a["path"]: a["sha256"] for r in records for a in r.get("artifacts", [])}
+    for path in copied:
+        name = str(path.relative_to(case.root / BLOBS))
+        assert path.read_bytes() == stored[name]
+        assert artifacts[str(path.relative_to(case.root))] == hashlib.sha256(stored[name]).hexdigest()
+    calls = [c for r in records for c in r.get("api_calls", []) if c["service"] == "Storage.Blob"]
+    assert sum(c["operation"] == "ListBlobs" for c in calls) >= 2  # paged by NextMarker
+    gets = [c for c in calls if c["operation"] == "GetBlob"]
+    assert len(gets) > len(copied)  # larger than 4 KiB: read in ranges
+    assert {c["outcome"] for c in calls} == {"ok"}
+    coverage = json.loads((case.root / "logs/azure/flows/coverage.json").read_text())
+    (source,) = coverage["sources"]
+    assert source["source"] == "azure:flow-logs:nsg"
+    assert source["location"].endswith("/networkSecurityGroups/nsg-web")
+    assert (source["status"], source["items"], source["details"]["version"]) == ("complete", 3, 2)
+    assert source["details"]["since"] == source["first_event"] == azure_incident.window_start[:13] + ":00:00Z"
+    assert verify_case(case.root).ok
+
+
+def test_a_later_pull_copies_only_what_is_new_and_keeps_a_grown_blob_beside_the_first_copy(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    _pull(azure_sandbox, azure_incident, tmp_path / "ir")
+    latest = max(_stored(azure_sandbox))  # the current hour's blob is appended to while the hour lasts
+    first = _stored(azure_sandbox)[latest]
+    azure_sandbox.blob.add_blob(FLOW_LOG_ACCOUNT, NSG_CONTAINER, latest, first + b" ")
+    later = azure_incident.window_end.replace(":55:", ":59:")
+    case, steps, results = _pull(azure_sandbox, azure_incident, tmp_path / "ir", end=later)
+    assert steps["blobs"].status == "done", steps["blobs"].error
+    assert (results["blobs"]["downloaded"], results["blobs"]["already_present"]) == (1, 2)
+    copies = {p.name: p.read_bytes() for p in (case.root / BLOBS / latest).parent.iterdir()}
+    assert copies.pop("PT1H.json") == first  # the first copy is never rewritten
+    assert list(copies.values()) == [first + b" "]
+    assert verify_case(case.root).ok
+
+
+def test_without_a_data_reader_role_the_pull_stops_with_the_role_to_grant(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    roles = azure_sandbox.blob.roles[FLOW_LOG_ACCOUNT]
+    azure_sandbox.blob.roles[FLOW_LOG_ACCOUNT] = {}
+    case, steps, _ = _pull(azure_sandbox, azure_incident, tmp_path / "ir")
+    assert steps["blobs"].status == "failed"
+    assert "AuthorizationPermissionMismatch" in str(steps["blobs"].error)
+    assert "Storage Blob Data Reader" in str(steps["blobs"].error)
+    assert not (case.root / BLOBS).exists()
+    calls = [c for r in read_records(case.root / "custody.jsonl") for c in r.get("api_calls", [])]
+    assert any(c["operation"] == "ListBlobs" and c["http_status"] == 403 for c in calls)
+    azure_sandbox.blob.roles[FLOW_LOG_ACCOUNT] = roles  # granted: the same pull resumes after its configuration step
+    case, steps, results = _pull(azure_sandbox, azure_incident, tmp_path / "ir")
+    assert [steps[s].status for s in ("flow-logs", "blobs", "coverage")] == ["resumed", "done", "done"]
+    assert results["blobs"]["downloaded"] == 3
+
+
+def test_blob_names_written_by_an_attacker_are_refused_and_the_others_copied(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    genuine = min(n for n in _stored(azure_sandbox) if "/h=10/" in n)
+    hour = genuine.split("/macAddress=")[0]
+    for name in (f"{hour}/../../../../../../../../escaped/PT1H.json", f"{hour}/macAddress=AA//PT1H.json"):
+        azure_sandbox.blob.add_blob(FLOW_LOG_ACCOUNT, NSG_CONTAINER, name, b'{"records": []}')
+    case, steps, results = _pull(azure_sandbox, azure_incident, tmp_path / "ir")
+    assert steps["blobs"].status == "done", steps["blobs"].error
+    assert results["blobs"]["refused_count"] == 2
+    assert len(list((case.root / BLOBS).rglob("PT1H.json"))) == 3
+    assert not any(p.name == "escaped" for p in tmp_path.rglob("*"))
+    coverage = json.loads((case.root / "logs/azure/flows/coverage.json").read_text())
+    assert coverage["sources"][0]["status"] == "partial"
+    assert any("refused" in warning for warning in coverage["warnings"])
+
+
+def test_cli_pull_ingest_and_analyze_find_the_implant_not_the_platform_dns(
+    cli: Cli,
+    azure_sandbox: AzureSandbox,
+    azure_incident: PlantedIncident,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("CLOUDIR_AZURE_BLOB_ENDPOINT", azure_sandbox.blob.base_url + "/{account}")
+    case = tmp_path / "ir"
+    window = ["--start", azure_incident.window_start, "--end", azure_incident.window_end]
+    assert cli("logs", "pull", "azure", "--case", str(case), *window).exit_code == 0  # the Activity Log
+    pulled = cli("logs", "pull", "azure", "--case", str(case), *window, "--flows")
+    assert pulled.exit_code == 0, pulled.output
+    assert "Azure flow logs" in pulled.output
+    assert "nsg-web-flowlog" in pulled.output
+    refused = cli("logs", "pull", "azure", "--case", str(case), *window, "--flows", "--entra")
+    assert refused.exit_code == 2
+    assert "--flows takes --subscription only" in refused.output
+    db = tmp_path / "t.duckdb"
+    runner = CliRunner()
+    ingested = runner.invoke(app, ["timeline", "ingest", str(case), "--db", str(db)])
+    assert ingested.exit_code == 0, ingested.output
+    analyzed = runner.invoke(app, ["analyze", str(db)])
+    assert analyzed.exit_code == 0, analyzed.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        titles = [t for (t,) in con.execute("SELECT title FROM findings WHERE rule = 'flow-beacon'").fetchall()]
+        dns = con.execute("SELECT count(*) FROM flows WHERE dst_addr = ?", [AZURE_DNS]).fetchone()
+    assert dns is not None
+    assert dns[0] > 100  # the platform's DNS is asked every minute, as regular as any beacon ...
+    assert [t for t in titles if AZURE_DNS in t] == []  # ... and is no external destination
+    assert any(f"-> {ATTACKER_IP}:443" in t for t in titles), titles
