@@ -12,6 +12,7 @@ from cloudir.analyze.base import (
     SEVERITY_SQL,
     AnalyzerMeta,
 )
+from cloudir.analyze.peers import GROUP_KEY_SQL
 
 INCIDENT_GAP_HOURS = 2
 """Findings of one identity further apart than this start a new incident."""
@@ -27,6 +28,11 @@ NEW_IDENTITY_CONTEXT = 1.2
 SOMEWHAT_USUAL_CONTEXT = 0.85
 USUAL_CONTEXT = 0.6
 UNSEEN_IN_ORGANISATION = 1.1
+GROUP_ROUTINE_MIN = 3
+GROUP_ROUTINE_SHARE = 0.5
+"""An identity absent from the baseline (a new hire, a new pipeline) doing what at least GROUP_ROUTINE_MIN and
+GROUP_ROUTINE_SHARE of its IAM group (same role, path or account: the peer-group structure) do on at least
+FAMILIAR_MIN_DAYS baseline days each is judged like a familiar action (x0.6), not raised as new."""
 """Tempered findings are also weighed by where they came from: a network and user agent the identity uses lower the
 score of a familiar action (only), a rare or new one raises it, an identity absent from the baseline raises it most.
 An operation no other identity did raises it too. Nothing lowers a finding below its floor."""
@@ -69,9 +75,11 @@ def write_findings(
                    CASE WHEN NOT c.temper THEN 1.0
                         WHEN f.familiar THEN CASE WHEN f.share >= 0.3 THEN {high} WHEN f.share >= 0.05 THEN {mid}
                                                   ELSE {low} END
+                        WHEN f.group_routine THEN {mid}
                         WHEN o.org_label = 'UNSEEN' THEN {UNSEEN_IN_ORGANISATION}
                         ELSE 1.0 END
                    * CASE WHEN NOT c.temper THEN 1.0
+                          WHEN f.group_routine THEN 1.0
                           WHEN x.cid IS NULL THEN {NOVEL_CONTEXT}
                           WHEN x.new_identity THEN {NEW_IDENTITY_CONTEXT}
                           WHEN x.worst >= 2 THEN {NOVEL_CONTEXT}
@@ -80,6 +88,9 @@ def write_findings(
                    CASE WHEN NOT c.temper OR c.op_key IS NULL THEN ''
                         WHEN f.familiar THEN '. Familiar: ' || c.op_key || ' by this identity on ' || f.n_days
                              || ' other baseline days since ' || f.since
+                        WHEN f.group_routine THEN '. ' || c.op_key || ': identity new since the baseline; routine for '
+                             || f.group_doers || ' of the ' || f.group_size || ' identities of its group '
+                             || f.group_key
                         WHEN coalesce(f.n_days, 0) = 0
                             THEN '. ' || c.op_key || ': never seen for this identity on another baseline day'
                         ELSE '. ' || c.op_key || ': seen for this identity on only ' || f.n_days
@@ -88,7 +99,7 @@ def write_findings(
                    END
                    || CASE WHEN c.temper AND o.org_label = 'UNSEEN' THEN ', nor for any other identity' ELSE '' END
                    || CASE WHEN NOT c.temper OR x.cid IS NULL THEN ''
-                           WHEN x.new_identity THEN ''
+                           WHEN x.new_identity OR f.group_routine THEN ''
                            WHEN x.worst >= 2 THEN '; from a network or user agent rare or new for this identity'
                            ELSE '; from a network and user agent this identity uses' END AS novelty_words,
                    w.weight, f.familiar AS f_familiar, f.n_days AS f_days, f.since AS f_since
@@ -129,7 +140,8 @@ def write_findings(
 
 def _familiarity(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
     """``familiarity`` per tempered candidate: distinct baseline days (other than the finding's) the identity did
-    the operation, and whether that makes it familiar (never in tenant mode: there is no baseline)."""
+    the operation, and whether that makes it familiar (never in tenant mode: there is no baseline); for an
+    identity absent from the baseline, how many identities of its IAM group do the operation routinely."""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE familiarity AS
@@ -147,11 +159,32 @@ def _familiarity(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
                    greatest(max(d.day), c.day) - least(min(d.day), c.day) AS span
             FROM c LEFT JOIN days d ON d.identity = c.identity AND d.op_key = c.op_key AND d.day <> c.day
             GROUP BY c.cid, c.day
+        ),
+        newcomers AS (  -- identities absent from the baseline, with the IAM group they belong to
+            SELECT identity, {GROUP_KEY_SQL} AS group_key
+            FROM (SELECT identity, mode(account) AS home_account FROM ev
+                  WHERE NOT {tenant} AND identity IN (SELECT identity FROM c)
+                    AND identity NOT IN (SELECT identity FROM identity_totals)
+                  GROUP BY identity)
+        ),
+        group_sizes AS (SELECT group_key, count(*) AS size FROM peer_members GROUP BY group_key),
+        group_routine AS (
+            SELECT m.group_key, p.value AS op_key, count(*) AS doers
+            FROM peer_members m JOIN profile p ON p.identity = m.identity
+            WHERE p.dim = 'operation' AND p.n_days >= {FAMILIAR_MIN_DAYS}
+              AND m.group_key IN (SELECT group_key FROM newcomers)
+            GROUP BY ALL
         )
         SELECT cid, op_days AS n_days, since,
                op_days / greatest(t.n_days, 1) AS share,
-               NOT {tenant} AND op_days >= {FAMILIAR_MIN_DAYS} AND span >= {FAMILIAR_MIN_SPAN_DAYS} AS familiar
+               NOT {tenant} AND op_days >= {FAMILIAR_MIN_DAYS} AND span >= {FAMILIAR_MIN_SPAN_DAYS} AS familiar,
+               coalesce(r.doers >= {GROUP_ROUTINE_MIN} AND r.doers >= s.size * {GROUP_ROUTINE_SHARE}, false)
+                   AS group_routine,
+               r.doers AS group_doers, s.size AS group_size, n.group_key
         FROM counted JOIN numbered USING (cid) LEFT JOIN identity_totals t ON t.identity = numbered.identity
+        LEFT JOIN newcomers n ON n.identity = numbered.identity
+        LEFT JOIN group_sizes s ON s.group_key = n.group_key
+        LEFT JOIN group_routine r ON r.group_key = n.group_key AND r.op_key = numbered.op_key
         """
     )
 

@@ -171,3 +171,30 @@ def test_findings_cap_their_evidence_with_a_count_a_short_explanation_and_the_pr
     profile = json.loads(novel[4])
     assert len(profile["explanation"]) > 400  # 150 new operations spelt out in full
     assert profile["event_count"] == novel[2] >= 150
+
+
+def test_a_new_hire_doing_the_groups_routine_is_not_raised_but_what_the_group_never_does_is(tmp_path: Path) -> None:
+    role = "arn:aws:sts::111111111111:assumed-role/AWSReservedSSO_Developer_91c3"
+    team = [f"{role}/dev{index}@corp.example" for index in range(5)]
+    rows = []
+    for actor in team:
+        rows += routine(["ListFunctions20150331"], days=28, per_day=2, actor=actor, actor_type="AssumedRole",
+                        service="lambda")  # fmt: skip
+        rows += [
+            event("UpdateFunctionCode20150331v2", actor=actor, actor_type="AssumedRole", service="lambda",
+                  time=T0 + timedelta(days=day, hours=15))
+            for day in range(0, 28, 3)
+        ]  # fmt: skip
+    newcomer = f"{role}/dev9@corp.example"
+    deploy = event("UpdateFunctionCode20150331v2", actor=newcomer, actor_type="AssumedRole", service="lambda",
+                   time=T0 + timedelta(days=25, hours=11))  # fmt: skip
+    key = event("CreateAccessKey", actor=newcomer, actor_type="AssumedRole", time=T0 + timedelta(days=26, hours=11))
+    db = write_db(tmp_path / "t.duckdb", [*rows, deploy, key])
+    result = CliRunner().invoke(app, ["analyze", str(db), "--format", "json", "--min-score", "0"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["summary"]["window_basis"] == "last-week"
+    by_event = {f["event_ids"][0]: f for f in document["findings"] if f["analyzer"] == "sensitive_actions"}
+    assert by_event[deploy["event_id"]]["score"] < 50
+    assert "routine for 5 of the 5 identities of its group" in by_event[deploy["event_id"]]["explanation"]
+    assert by_event[key["event_id"]]["score"] >= 50
