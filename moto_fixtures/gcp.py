@@ -160,6 +160,20 @@ class GcpSandbox:
     def _plant_compute(fake: FakeGcp) -> None:
         project = fake.project(PROJECT)
         fake.project(FORENSIC_PROJECT)
+        for region, name, log_config in (
+            (REGION, "default", {"enable": True, "aggregationInterval": "INTERVAL_5_SEC", "flowSampling": 0.5}),
+            ("europe-west1", "default", {"enable": False}),  # flow logging off: the coverage says so
+        ):
+            project.subnetworks.setdefault(region, {})[name] = {
+                "kind": "compute#subnetwork",
+                "id": fake.new_id(),
+                "name": name,
+                "network": NETWORK,
+                "region": link(PROJECT, "regions", region),
+                "selfLink": link(PROJECT, "regions", region, "subnetworks", name),
+                "ipCidrRange": "10.128.0.0/20" if region == REGION else "10.132.0.0/20",
+                "logConfig": log_config,
+            }
         instance_link = link(PROJECT, "zones", ZONE, "instances", INSTANCE)
         disks = []
         for index, (disk, size) in enumerate(((INSTANCE, "20"), (f"{INSTANCE}-data", "200"))):

@@ -80,6 +80,7 @@ class Project:
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     firewalls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subnetworks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # region -> name -> subnetwork
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     request_ids: dict[str, str] = field(default_factory=dict)  # requestId of a change -> the operation it started
 
@@ -288,6 +289,7 @@ class FakeGcp:
         region_igm = ["*", "regions", "*", "instanceGroupManagers", "*"]
         return [
             ("GET", ["*", "aggregated", "instances"], self.instances_aggregated, "instances.aggregatedList"),
+            ("GET", ["*", "aggregated", "subnetworks"], self.subnetworks_aggregated, "subnetworks.aggregatedList"),
             ("GET", ["*", "zones", "*", "instances"], self.instances_list, "instances.list"),
             ("GET", zone_instance, self.instances_get, "instances.get"),
             (
@@ -470,6 +472,17 @@ class FakeGcp:
         for entry in page.pop("items"):
             items.setdefault(f"zones/{entry['zone']}", {"instances": []})["instances"].append(entry["instance"])
         return {"kind": "compute#instanceAggregatedList", "items": items, **page}
+
+    def subnetworks_aggregated(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        regions = self.project(project).subnetworks
+        flat = [(region, subnet) for region in sorted(regions) for subnet in regions[region].values()]
+        page = self._page([{"region": region, "subnetwork": subnet} for region, subnet in flat], query)
+        items: dict[str, Any] = {}
+        for entry in page.pop("items"):
+            items.setdefault(f"regions/{entry['region']}", {"subnetworks": []})["subnetworks"].append(
+                entry["subnetwork"]
+            )
+        return {"kind": "compute#subnetworkAggregatedList", "items": items, **page}
 
     def instances_list(self, project: str, zone: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         items = self._compute_filter(list(self.project(project).instances.get(zone, {}).values()), query.get("filter"))

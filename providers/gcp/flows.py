@@ -3,17 +3,24 @@
 The same ``entries:list`` paging as the audit logs (throttle-safe, resumable, each page body stored before it is
 parsed), into ``logs/gcp/flows/<project>/page-NNNNN.json`` with ``logs/gcp/flows/coverage.json``. Scoped to
 instances, a pull keeps the entries either side of whose connection is one of them (flow entries name an instance
-by its name, so instance ids are resolved to names first, with a recorded ``instances.aggregatedList``).
+by its name, so instance ids are resolved to names first, with a recorded ``instances.aggregatedList``). Each
+project's subnetworks are listed too (``subnetworks.aggregatedList``, kept as ``logs/gcp/flows/<project>/
+subnetworks.json``) so the coverage says which subnets had flow logging on, with what aggregation interval and
+sampling, and warns of those without.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
+
+from google.cloud import compute_v1
 
 from cloudir.plan import Plan, Step, StepContext, StepKind
 from cloudir.provider import LogPullRequest, TargetKind, TargetQuery
 from providers.gcp.logs import LogSource, ProjectPull, in_window, quote, scope_id, window_clauses
 from providers.gcp.permissions import call
+from providers.gcp.session import gcp_errors
 
 if TYPE_CHECKING:
     from providers.gcp.provider import GcpProvider
@@ -60,6 +67,7 @@ def plan_flow_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
                 pageSize=provider.log_page_size,
             )
         )
+        calls.append(call("compute", "subnetworks.aggregatedList", None, project=project))
         steps.append(
             Step(
                 f"logs:flows:{project}",
@@ -91,7 +99,38 @@ class _FlowPull:
         names = [self._name(resource) for resource in self.request.resources]
         request = LogPullRequest(self.request.start, self.request.end, resources=names, extra=self.request.extra)
         pull = ProjectPull(FLOWS, self.provider, request, target=self.target, project=self.project, scope=self.scope)
-        return {**pull.pull(ctx.case), "instances": names}
+        pulled = pull.pull(ctx.case)
+        return {**pulled, "instances": names, "subnetworks": self._subnet_coverage(ctx, pull.folder)}
+
+    def _subnet_coverage(self, ctx: StepContext, folder: str) -> dict[str, dict[str, Any]]:
+        """List the project's subnetworks (kept raw) and add which had flow logging on to the coverage report."""
+        client = self.provider.api.compute(compute_v1.SubnetworksClient)
+        with gcp_errors(f"list the subnetworks of project {self.project}", "compute.subnetworks.list"):
+            subnets = [
+                compute_v1.Subnetwork.to_dict(subnet)
+                for _, scoped in client.aggregated_list(project=self.project)
+                for subnet in scoped.subnetworks
+            ]
+        ctx.case.write_json(f"{folder}/subnetworks.json", {"project": self.project, "subnetworks": subnets})
+        found = {
+            f"{str(s.get('region', '')).rsplit('/', 1)[-1]}/{s.get('name')}": {
+                "flow_logs": bool((s.get("log_config") or {}).get("enable")),
+                "aggregation_interval": (s.get("log_config") or {}).get("aggregation_interval"),
+                "flow_sampling": (s.get("log_config") or {}).get("flow_sampling"),
+                "range": s.get("ip_cidr_range"),
+            }
+            for s in subnets
+        }
+        path = ctx.case.root / _coverage(self.scope)
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report["locations"].update({f"{self.project}/{name}": details for name, details in found.items()})
+        report["warnings"] += [
+            f"{self.project}/{name}: VPC Flow Logs are off on this subnet (nothing of its traffic was recorded)"
+            for name, details in sorted(found.items())
+            if not details["flow_logs"]
+        ]
+        ctx.case.write_json(_coverage(self.scope), report)
+        return found
 
     def _name(self, resource: str) -> str:
         if not resource.isdigit():

@@ -14,6 +14,7 @@ PERMISSIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("compute", "instances.get"): ("compute.instances.get",),
     ("compute", "instances.list"): ("compute.instances.list",),
     ("compute", "instances.aggregatedList"): ("compute.instances.list",),
+    ("compute", "subnetworks.aggregatedList"): ("compute.subnetworks.list",),
     ("compute", "instances.setDeletionProtection"): ("compute.instances.setDeletionProtection",),
     ("compute", "instances.setTags"): ("compute.instances.setTags",),
     ("compute", "instances.getSerialPortOutput"): ("compute.instances.getSerialPortOutput",),

@@ -58,7 +58,15 @@ def test_flows_of_an_instance_are_pulled_kept_raw_and_normalized(
     coverage = json.loads(next(case.glob("logs/gcp/flows/**/coverage.json")).read_text())
     source = coverage["sources"][0]
     assert (source["source"], source["status"], source["items"]) == ("gcp:vpc-flow-logs", "complete", PLANTED_FLOWS)
+    subnets = coverage["locations"]  # which subnets had flow logging on (subnetworks.aggregatedList)
+    assert subnets[f"{PROJECT}/us-central1/default"]["flow_logs"] is True
+    assert subnets[f"{PROJECT}/us-central1/default"]["aggregation_interval"] == "INTERVAL_5_SEC"
+    assert subnets[f"{PROJECT}/europe-west1/default"]["flow_logs"] is False
+    assert [w for w in coverage["warnings"] if "VPC Flow Logs are off" in w] == [
+        f"{PROJECT}/europe-west1/default: VPC Flow Logs are off on this subnet (nothing of its traffic was recorded)"
+    ]
     calls = [c for r in read_records(case / "custody.jsonl") for c in r["api_calls"]]
+    assert "subnetworks.aggregatedList" in [c["operation"] for c in calls]
     assert [c["operation"] for c in calls].count("entries.list") == len(pages), "every page's call is in custody"
     query = json.loads(next(case.glob("logs/gcp/flows/**/request.json")).read_text())
     assert "compute.googleapis.com%2Fvpc_flows" in query["filter"]
@@ -82,7 +90,11 @@ def test_an_instance_id_is_resolved_to_its_name_with_a_recorded_call(
             LogPullRequest("2026-11-20T08:00:00Z", "2026-11-21T00:00:00Z", resources=[target.id], extra={"flows": True})
         )
         assert any("resolved to instance names" in note for note in plan.notes)
-        assert [c.operation for c in plan.steps[0].calls] == ["instances.aggregatedList", "entries.list"]
+        assert [c.operation for c in plan.steps[0].calls] == [
+        "instances.aggregatedList",
+        "entries.list",
+        "subnetworks.aggregatedList",
+    ]
         result = run_plan(plan, case)
     assert result.ok
     assert result.results[f"logs:flows:{PROJECT}"]["instances"] == [INSTANCE]
