@@ -91,10 +91,10 @@ def test_an_instance_id_is_resolved_to_its_name_with_a_recorded_call(
         )
         assert any("resolved to instance names" in note for note in plan.notes)
         assert [c.operation for c in plan.steps[0].calls] == [
-        "instances.aggregatedList",
-        "entries.list",
-        "subnetworks.aggregatedList",
-    ]
+            "instances.aggregatedList",
+            "entries.list",
+            "subnetworks.aggregatedList",
+        ]
         result = run_plan(plan, case)
     assert result.ok
     assert result.results[f"logs:flows:{PROJECT}"]["instances"] == [INSTANCE]
