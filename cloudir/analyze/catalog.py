@@ -362,6 +362,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1562.001": ("Impair Defenses: Disable or Modify Tools", "Defense Evasion"),
     "T1562.007": ("Impair Defenses: Disable or Modify Cloud Firewall", "Defense Evasion"),
     "T1562.008": ("Impair Defenses: Disable or Modify Cloud Logs", "Defense Evasion"),
+    "T1578.002": ("Modify Cloud Compute Infrastructure: Create Cloud Instance", "Defense Evasion"),
     "T1584.001": ("Compromise Infrastructure: Domains", "Resource Development"),
     "T1609": ("Container Administration Command", "Execution"),
     "T1611": ("Escape to Host", "Privilege Escalation"),
