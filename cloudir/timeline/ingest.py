@@ -604,7 +604,7 @@ def _stage(con: duckdb.DuckDBPyConnection, batch: list[_SourceFile], work: Path)
             for p in _stage_file(con, source, work)
         )
     if problems:
-        con.executemany("INSERT INTO file_problems VALUES (?, ?, ?, ?, ?, ?)", problems)
+        _insert_rows(con, "file_problems", problems)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE files AS SELECT f.*, r.first_row FROM files f LEFT JOIN ("
         "SELECT file_no, min(rowid) AS first_row FROM staged GROUP BY file_no) r USING (file_no)"
@@ -774,7 +774,7 @@ def _ingest_batch(
     if not batch:
         return
     con.execute("CREATE OR REPLACE TEMP TABLE files (file_no INTEGER, name VARCHAR)")
-    con.executemany("INSERT INTO files VALUES (?, ?)", [[source.number, source.name] for source in batch])
+    _insert_rows(con, "files", [(source.number, source.name) for source in batch])
     _stage(con, batch, work)
     hashes = {source.number: digests[source.number].result() for source in batch}
     con.execute("BEGIN TRANSACTION")
@@ -791,10 +791,11 @@ def _ingest_batch(
             con.execute(_FLAG_PRIOR_COLLISIONS)
         accounts = _accounts(con, {s.number: s for s in batch}, hashes)
         if accounts:
-            con.executemany(
-                "INSERT INTO ingest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+            _insert_rows(
+                con,
+                "ingest_files",
                 [
-                    [
+                    (
                         a.file,
                         a.sha256,
                         TARGET_TABLE,
@@ -807,9 +808,10 @@ def _ingest_batch(
                         a.id_collisions,
                         a.bytes,
                         reader_name,
-                    ]
+                    )
                     for a, reader_name in accounts
                 ],
+                ", now()",
             )
         rows = con.execute(_PER_FORMAT_SQL).fetchall()
         con.execute("COMMIT")
@@ -869,6 +871,17 @@ def _accounts(
         )
         accounts.append((account, source.reader or "unknown"))
     return accounts
+
+
+def _insert_rows(
+    con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[tuple[object, ...]], more: str = ""
+) -> None:
+    """Insert ``rows`` (then the ``more`` SQL values) with one statement: ``executemany`` runs one per row."""
+    if not rows:
+        return
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    values = ", ".join(f"unnest(${number})" for number in range(1, len(columns) + 1))
+    con.execute(f"INSERT INTO {table} SELECT {values}{more}", columns)
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:

@@ -30,6 +30,8 @@ STREAM_KEYS = frozenset({"Records", "records", "value", "entries", "Events", "ev
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
 _SURROGATES = re.compile("[\udc80-\udcff]")
+# A JSON string, a bracket, or (last) a quote that opens a string not ended in the text.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]|"')
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,10 @@ def _truncation_reason(path: Path, gzip_broken: bool, offset: int) -> str:
 def depth_of(text: str) -> int:
     """Deepest nesting of arrays and objects in a JSON text (brackets inside strings do not count)."""
     depth = deepest = 0
-    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+    for token in _TOKEN.finditer(text):
         char = token.group()
+        if char == '"':  # a string that does not end: the rest is inside it
+            break
         if char in "[{":
             depth += 1
             deepest = max(deepest, depth)
@@ -264,8 +268,8 @@ class _Buffer:
         while True:
             try:
                 _, end = _DECODER.raw_decode(self.text, self.pos)
-            except RecursionError:
-                raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+            except RecursionError:  # too deep to parse: taken whole by its brackets, refused by _record
+                return self._take(self._nested_end())
             except json.JSONDecodeError as exc:
                 # an error close to the end of the buffer may only mean the value continues in the next chunk
                 if "Unterminated" not in exc.msg and exc.pos < len(self.text) - 64:
@@ -283,6 +287,22 @@ class _Buffer:
                 self.fill()  # a number could continue in the next chunk
                 continue
             return self._take(end)
+
+    def _nested_end(self) -> int:
+        """The end of the value at ``pos`` found by matching its brackets (for values too deep to parse)."""
+        while True:
+            depth = 0
+            for token in _TOKEN.finditer(self.text, self.pos):
+                char = token.group()
+                if char == '"':
+                    break  # a string continues past the buffer
+                depth += 1 if char in "[{" else -1 if char in "]}" else 0
+                if depth == 0:
+                    return token.end()
+            if len(self.text) - self.pos > MAX_RECORD_BYTES:
+                raise OverflowError
+            if not self.fill():
+                raise _TruncatedError
 
     def _take(self, end: int) -> str:
         text = self.text[self.pos : end]

@@ -349,3 +349,57 @@ def test_lookup_events_one_per_line(tmp_path: Path) -> None:
     assert query(db, "SELECT source_position, reason FROM quarantine") == [
         (2, "unrecognized record (keys: EventId, EventName, CloudTrailEvent)")
     ]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["document", "streamed-document"])
+def test_an_over_deep_record_in_a_records_document_keeps_its_neighbours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    if streamed:  # the path of documents too large to hold: split record by record by the careful reader
+        monkeypatch.setattr(ingest, "SPLIT_BYTES", 100)
+    deep = json.dumps(record(1, requestParameters="DEEP")).replace('"DEEP"', '[{"a": "]"}, ' + "[" * 1000 + "]" * 1001)
+    path = tmp_path / "deep.json"
+    path.write_text('{"Records": [' + ", ".join([json.dumps(record(0)), deep, json.dumps(record(2))]) + "]}")
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [path])
+    assert files_table(db) == {"deep.json": (3, 2, 0, 1)}
+    assert query(db, "SELECT source_position, reason LIKE 'nested deeper than 64 levels%' FROM quarantine") == [
+        (1, True)
+    ]
+    assert query(db, "SELECT list(source_position ORDER BY 1) FROM events") == [([0, 2],)]
+
+
+def test_records_files_and_lookup_event_pages_through_timeline_build(tmp_path: Path) -> None:
+    """60 S3 delivery files and 2,000 LookupEvents pages (the collector's layout) in one case, as a responder builds it.
+
+    The sizes that ran out of memory (60 files of 5,000 records) are the ingest benchmark's (1M events in files of
+    5,000); here 100 records a file keep the suite fast. The same event in both shapes is one event.
+    """
+    from cloudir.case import Case
+
+    case = Case.create(tmp_path / "case")
+    with case.action("logs.pull"):
+        for number in range(60):
+            records = [record(n % 3_600, eventID=f"id-{n}") for n in range(number * 100, (number + 1) * 100)]
+            document = json.dumps({"Records": records}).encode()
+            case.write_bytes(f"logs/aws/s3/part-{number:02d}.json.gz", gzip.compress(document, mtime=0))
+        for page in range(2_000):
+            events = [
+                {"EventId": f"lookup-{page}", "CloudTrailEvent": json.dumps(record(page, eventID=f"lookup-{page}"))},
+                {"EventId": "id-7", "CloudTrailEvent": json.dumps(record(7))},  # also in part-00.json.gz
+            ]
+            case.write_json(f"logs/aws/lookup-events/page-{page:05d}.json", {"Events": events, "NextToken": "t"})
+    result = runner.invoke(app, ["timeline", "build", str(case.root)])
+    assert result.exit_code == 0, result.output
+    assert "10000 records = 8000 ingested + 2000 duplicate + 0 quarantined" in result.output
+    assert "0 id collisions" in result.output
+    table = files_table(case.root / "timeline.duckdb")
+    assert len(table) == 2_060
+    # files are read in path order: the lookup-events pages first
+    assert table.pop("part-00.json.gz") == (100, 99, 1, 0)
+    assert {table[f"part-{n:02d}.json.gz"] for n in range(1, 60)} == {(100, 100, 0, 0)}
+    assert table.pop("page-00000.json") == (2, 2, 0, 0)
+    assert {table[f"page-{p:05d}.json"] for p in range(1, 2_000)} == {(2, 1, 1, 0)}
+    assert query(case.root / "timeline.duckdb", "SELECT source_file FROM events WHERE event_id = 'id-7'") == [
+        ("logs/aws/lookup-events/page-00000.json",)
+    ]

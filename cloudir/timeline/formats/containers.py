@@ -1,5 +1,8 @@
 """Wrappers around records. SQL over ``doc`` (JSON) and ``keys`` (its top-level keys); ``records`` is JSON[].
 
+Records held as JSON text in a string (LookupEvents ``CloudTrailEvent``, CloudWatch ``message``) are minified
+(``json()``) like every other record, so an event's content hash is the same in every shape it arrives in.
+
 Order matters: the first match wins; a document matching none is one record.
 """
 
@@ -22,7 +25,7 @@ CONTAINERS = (
         "detect": "list_contains(keys, 'Events') AND json_type(doc, '$.Events') = 'ARRAY'",
         "records": (
             "list_transform(json_extract(doc, '$.Events[*]'), "
-            "lambda e: coalesce(try((e ->> 'CloudTrailEvent')::JSON), e))"
+            "lambda e: coalesce(json(try((e ->> 'CloudTrailEvent')::JSON)), e))"
         ),
     },
     # One LookupEvents event per document or line (`aws cloudtrail lookup-events | jq -c '.Events[]'`, the shape
@@ -30,7 +33,7 @@ CONTAINERS = (
     {
         "name": "cloudtrail_lookup_event",
         "detect": "list_contains(keys, 'CloudTrailEvent') AND list_contains(keys, 'EventId')",
-        "records": "[coalesce(try((doc ->> 'CloudTrailEvent')::JSON), doc)]",
+        "records": "[coalesce(json(try((doc ->> 'CloudTrailEvent')::JSON)), doc)]",
     },
     # GCP logging entries:list pages: {"entries": [...], "nextPageToken": ...}.
     {
@@ -63,7 +66,8 @@ CONTAINERS = (
         "name": "cloudwatch_logs_events",
         "detect": "list_contains(keys, 'events') AND json_type(doc, '$.events') = 'ARRAY'",
         "records": (
-            "list_transform(json_extract(doc, '$.events[*]'), lambda e: coalesce(try((e ->> 'message')::JSON), e))"
+            "list_transform(json_extract(doc, '$.events[*]'), "
+            "lambda e: coalesce(json(try((e ->> 'message')::JSON)), e))"
         ),
     },
     # CloudTrail Lake get-query-results: {"QueryResultRows": [[{"eventID": ...}, {"eventTime": ...}], ...]}.
