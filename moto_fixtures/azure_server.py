@@ -122,6 +122,8 @@ class FakeAzure:
         # completionPercent grows from 0 to 100 over this many seconds.
         self.copy_seconds = 0.2
         self._copies: dict[str, float] = {}  # lower-case snapshot id -> monotonic start of its background copy
+        # A VM restore point is a long-running operation: Creating, then Succeeded after this many seconds.
+        self.restore_point_seconds = 0.2
         # Called after each successful ARM write with (operation, resource path, request headers), so a sandbox
         # can log the caller's own changes into the Activity Log as Azure does.
         self.on_write: Callable[[str, str, dict[str, str]], None] | None = None
@@ -389,6 +391,10 @@ class FakeAzure:
     def _write(self, path: str, method: str, body: dict[str, Any]) -> Response:
         key = path.lower()
         namespace, type_path = _resource_type(key)
+        if namespace == "microsoft.compute" and type_path == "restorepointcollections":
+            return self._restore_point_collection(path, body)
+        if namespace == "microsoft.compute" and type_path == "restorepointcollections/restorepoints":
+            return self._restore_point(path, method, body)
         invalid = _invalid_body(type_path, body)
         if invalid is not None:
             return _error(400, "InvalidRequestContent", invalid)
@@ -483,6 +489,118 @@ class FakeAzure:
             result["userAssignedIdentities"] = dict(kept.values())
         return result
 
+    def _restore_point_collection(self, path: str, body: dict[str, Any]) -> Response:
+        """PUT restorePointCollections: synchronous (200/201); the source must be a VM in the same location."""
+        source_id = str(((body.get("properties") or {}).get("source") or {}).get("id") or "")
+        vm = self.resources.get(_norm(source_id).lower()) if source_id else None
+        if vm is None or _resource_type(source_id.lower()) != ("microsoft.compute", "virtualmachines"):
+            return _error(400, "InvalidParameter", f"properties.source.id {source_id!r} is not an existing VM")
+        if str(body.get("location", "")).lower() != str(vm.get("location", "")).lower():
+            return _error(
+                400,
+                "InvalidParameter",
+                f"The restore point collection must be in the VM's location {vm.get('location')!r}",
+            )
+        key = path.lower()
+        existing = self.resources.get(key)
+        collection = {
+            "id": path,
+            "name": path.rsplit("/", 1)[1],
+            "type": "Microsoft.Compute/restorePointCollections",
+            "location": vm["location"],
+            "tags": body.get("tags") or {},
+            "properties": {
+                "source": {"id": vm["id"], "location": vm["location"]},
+                "provisioningState": "Succeeded",
+                "restorePointCollectionId": (existing or {}).get("properties", {}).get("restorePointCollectionId")
+                or str(uuid.uuid4()),
+            },
+        }
+        self.resources[key] = collection
+        if existing is None:
+            self.created["microsoft.compute/restorepointcollections"] += 1
+        return _json(200 if existing else 201, collection)
+
+    def _restore_point_refusal(self, vm: dict[str, Any], mode: object) -> str | None:
+        """Why Azure refuses a restore point of ``vm`` (None: it is created)."""
+        if mode not in {"CrashConsistent", "FileSystemConsistent", "ApplicationConsistent"}:
+            return f"The value {mode!r} of properties.consistencyMode is invalid"
+        storage = vm.get("properties", {}).get("storageProfile", {})
+        if (storage.get("osDisk") or {}).get("diffDiskSettings"):
+            return "Restore points are not supported for virtual machines with ephemeral OS disks"
+        for disk in [storage.get("osDisk") or {}, *storage.get("dataDisks", [])]:
+            managed = self.resources.get(str(disk.get("managedDisk", {}).get("id", "")).lower()) or {}
+            if int(managed.get("properties", {}).get("maxShares") or 1) > 1:
+                return f"Restore points are not supported for shared disks ({managed['id']})"
+        return None
+
+    def _restore_point(self, path: str, method: str, body: dict[str, Any]) -> Response:
+        """PUT restorePoints: a long-running operation (201 + Azure-AsyncOperation) capturing every disk at once.
+
+        Each disk not excluded gets a disk restore point holding its content at the same instant (crash-consistent
+        across the disks); updating an existing restore point is refused, as the API documents.
+        """
+        key = path.lower()
+        collection = self.resources.get(key.rsplit("/restorepoints/", 1)[0])
+        if collection is None:
+            return self._not_found(key.rsplit("/restorepoints/", 1)[0])
+        if key in self.resources or method != "PUT":
+            return _error(409, "OperationNotAllowed", "Updating properties of an existing restore point is not allowed")
+        properties = body.get("properties") or {}
+        vm = self.resources.get(collection["properties"]["source"]["id"].lower())
+        if vm is None:
+            return _error(404, "NotFound", "the source VM of the restore point collection was not found")
+        refusal = self._restore_point_refusal(vm, properties.get("consistencyMode", "CrashConsistent"))
+        if refusal is not None:
+            return _error(400, "OperationNotAllowed", refusal)
+        excluded = {str(item.get("id", "")).lower() for item in properties.get("excludeDisks") or []}
+        now = utc(dt.datetime.now(dt.UTC))
+        storage = copy.deepcopy(vm["properties"].get("storageProfile", {}))
+        for disk in [storage.get("osDisk") or {}, *storage.get("dataDisks", [])]:
+            disk_id = str(disk.get("managedDisk", {}).get("id", ""))
+            if disk_id.lower() in excluded:
+                continue
+            point_id = f"{path}/diskRestorePoints/{disk.get('name')}_{uuid.uuid4().hex[:12]}"
+            source = self.resources.get(disk_id.lower(), {})
+            self.resources[point_id.lower()] = {
+                "id": point_id,
+                "name": point_id.rsplit("/", 1)[1],
+                "type": "Microsoft.Compute/restorePointCollections/restorePoints/diskRestorePoints",
+                "properties": {
+                    "timeCreated": now,
+                    "sourceResourceId": disk_id,
+                    "sourceUniqueId": source.get("properties", {}).get("uniqueId"),
+                    "encryption": source.get("properties", {}).get("encryption"),
+                },
+            }
+            self.blobs[point_id.lower()] = self.blobs.get(disk_id.lower(), b"")
+            disk["diskRestorePoint"] = {"id": point_id}
+        point = {
+            "id": path,
+            "name": path.rsplit("/", 1)[1],
+            "type": "Microsoft.Compute/restorePointCollections/restorePoints",
+            "properties": {
+                "consistencyMode": properties.get("consistencyMode", "CrashConsistent"),
+                "excludeDisks": properties.get("excludeDisks") or [],
+                "timeCreated": now,
+                "provisioningState": "Creating",
+                "sourceMetadata": {
+                    "vmId": vm["properties"].get("vmId"),
+                    "location": vm["location"],
+                    "hardwareProfile": vm["properties"].get("hardwareProfile"),
+                    "storageProfile": storage,
+                },
+            },
+        }
+        self.resources[key] = point
+        self.created["microsoft.compute/restorepointcollections/restorepoints"] += 1
+        operation = self._new_operation(path, "async")
+        self._operations[operation.split("/operations/")[1].split("?")[0]] |= {
+            "until": time.monotonic() + self.restore_point_seconds,
+            "resource": key,
+        }
+        return _json(201, point, {"Azure-AsyncOperation": operation, "Retry-After": "0"})
+
     @staticmethod
     def _type_name(path: str) -> str:
         segments = [part for part in path.split("/") if part]
@@ -554,8 +672,11 @@ class FakeAzure:
         operation = self._operations.get(operation_id)
         if operation is None:
             return _error(404, "OperationNotFound", f"operation {operation_id} not found")
-        running = operation["polls"] > 0
+        running = operation["polls"] > 0 or time.monotonic() < operation.get("until", 0.0)
         operation["polls"] -= 1
+        finished = self.resources.get(operation.get("resource", ""))
+        if finished is not None and not running:
+            finished["properties"]["provisioningState"] = "Succeeded"
         if operation["kind"] == "async":
             return _json(200, {"name": operation_id, "status": "InProgress" if running else "Succeeded"})
         if running:

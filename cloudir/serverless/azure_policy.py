@@ -53,13 +53,15 @@ _SNAPSHOT_ACCESS = {
 ROLES: tuple[Role, ...] = (
     Role(
         "cloudir workload responder",
-        "in the workloads' resource groups only: snapshot the target's disks beside them (tagged with the case), read "
-        "a snapshot out through a read-only SAS, lock the VM and disks against deletion, protect a scale-set "
-        "instance from scale-in, create the quarantine NSG and put it on the target's NICs, detach a compromised "
-        "managed identity from a VM",
+        "in the workloads' resource groups only: snapshot the target's disks beside them (tagged with the case), take "
+        "a crash-consistent VM restore point of all its disks, read a snapshot out through a read-only SAS, lock the "
+        "VM and disks against deletion, protect a scale-set instance from scale-in, create the quarantine NSG and put "
+        "it on the target's NICs, detach a compromised managed identity from a VM",
         frozenset(
             {
                 "Microsoft.Compute/snapshots/write",
+                "Microsoft.Compute/restorePointCollections/write",
+                "Microsoft.Compute/restorePointCollections/restorePoints/write",
                 "Microsoft.Compute/virtualMachines/write",
                 *_SNAPSHOT_ACCESS,
                 "Microsoft.Authorization/locks/write",

@@ -50,6 +50,15 @@ CALLS: dict[str, ArmCall] = {
     "snapshot.write": ArmCall("Microsoft.Compute", "snapshots/write", "snapshots.begin_create_or_update"),
     "snapshot.grant": ArmCall("Microsoft.Compute", "snapshots/beginGetAccess/action", "snapshots.begin_grant_access"),
     "snapshot.revoke": ArmCall("Microsoft.Compute", "snapshots/endGetAccess/action", "snapshots.begin_revoke_access"),
+    "restore_points.write": ArmCall(
+        "Microsoft.Compute", "restorePointCollections/write", "restore_point_collections.create_or_update"
+    ),
+    "restore_point.read": ArmCall(
+        "Microsoft.Compute", "restorePointCollections/restorePoints/read", "restore_points.get"
+    ),
+    "restore_point.write": ArmCall(
+        "Microsoft.Compute", "restorePointCollections/restorePoints/write", "restore_points.begin_create"
+    ),
     "compute.poll": ArmCall("Microsoft.Compute", "locations/operations/read", "long-running operation status"),
     "blob.read": ArmCall(STORAGE_SERVICE, "GetBlob", "ranged GET on the read-only SAS URL"),
     "nic.read": ArmCall("Microsoft.Network", "networkInterfaces/read", "network_interfaces.get / list_all"),

@@ -11,7 +11,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute import models
 
 from cloudir import __version__
@@ -233,6 +233,7 @@ class AzureProvider:
                 "disks": disks,
                 "nics": [nic["id"] for nic in props.get("networkProfile", {}).get("networkInterfaces", [])],
                 "tags": vm.get("tags") or {},
+                "restore_point_refusal": _restore_point_refusal(storage),
             },
         )
 
@@ -293,6 +294,22 @@ class AzureProvider:
                     lambda ctx: self._protect_scale_in(target),
                 )
             )
+        consistent = len(disks) > 1 and not target.details.get("restore_point_refusal")
+        if consistent:
+            steps.append(
+                Step(
+                    "restore-point",
+                    f"Crash-consistent VM restore point of all {'' if symbolic else f'{len(disks)} '}disks at once",
+                    StepKind.ACQUIRE,
+                    [
+                        call("restore_point.read", region),
+                        call("restore_points.write", region, source=target.id),
+                        call("restore_point.write", region, consistencyMode="CrashConsistent"),
+                        call("compute.poll", region),
+                    ],
+                    lambda ctx: self._restore_point(ctx, target),
+                )
+            )
         for disk in disks:
             steps.append(
                 Step(
@@ -345,13 +362,22 @@ class AzureProvider:
                         partial(self._image, disk=disk),
                     )
                 )
-        notes = [
-            (
-                "each disk's incremental snapshot of a running VM is crash-consistent on its own (no guest flush), "
-                "but the disks are snapshotted one after another: not consistent with each other; memory is not "
-                "captured"
+        per_disk = (
+            "each disk's incremental snapshot of a running VM is crash-consistent on its own (no guest flush), but "
+            "the disks are snapshotted one after another"
+        )
+        if len(disks) == 1:
+            note = "the disk's incremental snapshot of a running VM is crash-consistent (no guest flush)"
+        elif consistent:
+            note = (
+                "a VM restore point (consistencyMode CrashConsistent) captures every disk at the same instant: its "
+                f"disk restore points are consistent with each other; {per_disk} (for copies and images)"
             )
-        ]
+        else:
+            refusal = target.details.get("restore_point_refusal")
+            why = f" (no VM restore point: {refusal})" if refusal and len(disks) > 1 else ""
+            note = f"{per_disk}: consistency across disks is not guaranteed{why}"
+        notes = [f"{note}; memory is not captured"]
         if copying and copy_region != region:
             notes.append(
                 "cross-region copies use CopyStart from the incremental snapshots; each copy step waits until Azure "
@@ -467,6 +493,50 @@ class AzureProvider:
             policy["protectFromScaleIn"] = True
             compute.virtual_machine_scale_set_vms.begin_update(group, vmss_name, instance_id, member).result()
         return {"vmss": target.details["vmss_id"], "instance": instance_id, "before": before}
+
+    def _restore_point(self, ctx: StepContext, target: Target) -> dict[str, Any]:
+        """A CrashConsistent restore point of the VM (every disk at one instant), or the reason Azure refused it."""
+        compute = self._client("compute", target.account)
+        group = target.details["resource_group"]
+        collection, name = snapshot_name(ctx.case.case_id, str(target.name)), snapshot_name(ctx.case.case_id, "rp")
+        with azure_errors(f"restore point of {target.id}", calls.permission("restore_point.write")):
+            try:
+                point = as_json(compute.restore_points.get(group, collection, name))
+                reused = True
+            except ResourceNotFoundError:
+                reused = False
+                compute.restore_point_collections.create_or_update(
+                    group,
+                    collection,
+                    models.RestorePointCollection(
+                        location=target.location,
+                        tags=self._tags(ctx.case, target.id),
+                        properties=models.RestorePointCollectionProperties(
+                            source=models.RestorePointCollectionSourceProperties(id=target.id)
+                        ),
+                    ),
+                )
+                body = models.RestorePoint(properties=models.RestorePointProperties(consistency_mode="CrashConsistent"))
+                try:
+                    point = as_json(compute.restore_points.begin_create(group, collection, name, body).result())
+                except HttpResponseError as exc:
+                    if exc.status_code != 400:
+                        raise
+                    # The VM cannot have one (a configuration the adapter could not see): the snapshots still run.
+                    return {"consistent": False, "refused": str(exc.message).splitlines()[0]}
+        ctx.case.write_json(f"{self._artifact_dir(target)}/restore-points/{path_part(name)}.json", point)
+        storage = point.get("properties", {}).get("sourceMetadata", {}).get("storageProfile", {})
+        disks = [storage.get("osDisk") or {}, *storage.get("dataDisks", [])]
+        return {
+            "consistent": True,
+            "restore_point_id": point["id"],
+            "consistency_mode": point["properties"].get("consistencyMode"),
+            "time_created": point["properties"].get("timeCreated"),
+            "disk_restore_points": {
+                d["managedDisk"]["id"]: d["diskRestorePoint"]["id"] for d in disks if d.get("diskRestorePoint")
+            },
+            "reused": reused,
+        }
 
     def _existing_snapshot(self, compute: Any, group: str, name: str) -> dict[str, Any] | None:
         try:
@@ -677,6 +747,13 @@ def _snapshot_model(
             encryption=encryption,
         ),
     )
+
+
+def _restore_point_refusal(storage: dict[str, Any]) -> str | None:
+    """Why the VM's storage profile rules out a VM restore point (None: Azure supports one)."""
+    if (storage.get("osDisk") or {}).get("diffDiskSettings"):
+        return "restore points do not support ephemeral OS disks"
+    return None
 
 
 def _symbolic_vm(target: Target) -> Target:

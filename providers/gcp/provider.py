@@ -302,6 +302,12 @@ class GcpProvider:
                     partial(self._snapshot, target=target, disk=disk),
                 )
             )
+        if len(disks) > 1 or symbolic:
+            notes.append(
+                f"{'its' if symbolic else f'the {len(disks)}'} disks are snapshotted one after another "
+                "(disks.createSnapshot each), crash-consistent each on its own: consistency across disks is not "
+                "guaranteed; memory is not captured."
+            )
         if forensic:
             for disk in disks:
                 steps.append(

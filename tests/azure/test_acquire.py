@@ -14,7 +14,7 @@ from cloudir.custody import read_records, verify_case
 from cloudir.errors import CapabilityNotSupportedError
 from cloudir.plan import StepKind
 from cloudir.provider import AcquireOptions
-from moto_fixtures.azure import RESOURCE_GROUP, SOC_SUBSCRIPTION, VM_NAME, AzureSandbox
+from moto_fixtures.azure import LOCATION, RESOURCE_GROUP, SOC_SUBSCRIPTION, VM_NAME, AzureSandbox
 from moto_fixtures.sandbox import PlantedIncident
 from providers.azure import CASE_TAG
 from tests.azure.conftest import Acquire
@@ -139,7 +139,10 @@ def test_every_arm_call_is_in_custody_with_request_id_and_user_agent(
     assert all(f"case/{case.case_id}" in r["user_agent"] for r in served)
     assert all(call["request_id"] for call in recorded)
     failed = {(c["operation"], c["outcome"], c["http_status"]) for c in recorded if c["outcome"] != "ok"}
-    assert failed == {("snapshots/read", "ResourceNotFound", 404)}  # the "does it exist yet" checks
+    assert failed == {  # the "does it exist yet" checks
+        ("snapshots/read", "ResourceNotFound", 404),
+        ("restorePointCollections/restorePoints/read", "ResourceNotFound", 404),
+    }
     assert {f"{c['service']}/{c['operation']}" for c in recorded} == {r["operation"] for r in served}
     assert case.custody.caller["azure"].startswith("responder@contoso.example")
 
@@ -170,7 +173,7 @@ def test_dry_run_plan_changes_nothing(azure_sandbox: AzureSandbox, azure_inciden
     provider = azure_sandbox.provider()
     provider.bind(None)
     plan = provider.plan_acquire(provider.find_target(azure_incident.target), AcquireOptions(raw_image=True))
-    assert len(plan.steps) == 12
+    assert len(plan.steps) == 13  # metadata, locks, scale-in, restore point, 3 x (snapshot, copy, image)
     assert azure_sandbox.state() == before
 
 
@@ -319,3 +322,72 @@ def _refused_raw_request(sandbox: AzureSandbox, path: str, body: dict | None = N
         urllib.request.urlopen(request, context=context)
     assert refused.value.code == 400
     return json.loads(refused.value.read())["error"]
+
+
+def test_a_multi_disk_vm_is_captured_by_one_crash_consistent_restore_point(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    case, result = acquire()
+    point = result.results["restore-point"]
+    assert point["consistent"] is True
+    assert point["consistency_mode"] == "CrashConsistent"
+    assert set(point["disk_restore_points"]) == set(azure_incident.extra["disk_ids"])  # all 3 disks, one instant
+    created = {azure_sandbox.fake.get(p)["properties"]["timeCreated"] for p in point["disk_restore_points"].values()}  # type: ignore[index]
+    assert created == {point["time_created"]}
+    stored = azure_sandbox.fake.get(point["restore_point_id"])
+    assert stored is not None
+    assert stored["properties"]["provisioningState"] == "Succeeded"  # the operation was waited for, not assumed
+    assert "restore point" in result.plan.notes[0]
+    assert "not guaranteed" not in result.plan.notes[0]
+    assert (case.root / "artifacts/azure" / RESOURCE_GROUP / VM_NAME / "restore-points").is_dir()
+    made = [c["operation"] for r in read_records(case.root / "custody.jsonl") for c in r["api_calls"]]
+    assert "restorePointCollections/restorePoints/write" in made
+
+
+def test_a_restore_point_azure_refuses_at_run_time_is_recorded_and_the_snapshots_still_run(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    azure_sandbox.fake.resources[azure_incident.extra["disk_ids"][1].lower()]["properties"]["maxShares"] = 2
+    case, result = acquire()
+    assert result.ok
+    assert result.results["restore-point"]["consistent"] is False
+    assert "shared disks" in result.results["restore-point"]["refused"]
+    assert len(azure_sandbox.snapshots_for_case(case.case_id)) == 6
+
+
+def test_a_vm_without_restore_point_support_is_snapshotted_disk_by_disk_and_the_plan_says_so(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    vm = azure_sandbox.fake.resources[azure_incident.extra["vm_id"].lower()]
+    vm["properties"]["storageProfile"]["osDisk"]["diffDiskSettings"] = {"option": "Local"}
+    _, result = acquire()
+    assert result.ok
+    assert "restore-point" not in result.results
+    assert "consistency across disks is not guaranteed" in result.plan.notes[0]
+    assert "ephemeral OS disks" in result.plan.notes[0]
+
+
+def test_restore_point_refusals_of_the_fake(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident):
+    compute = azure_sandbox.provider().session.client("compute", azure_incident.extra["subscription_id"])  # type: ignore[attr-defined]
+    source = models.RestorePointCollectionSourceProperties(id=azure_incident.extra["vm_id"])
+    elsewhere = models.RestorePointCollection(
+        location="westeurope", properties=models.RestorePointCollectionProperties(source=source)
+    )
+    with pytest.raises(HttpResponseError, match="location"):
+        compute.restore_point_collections.create_or_update(RESOURCE_GROUP, "rpc", elsewhere)
+    here = models.RestorePointCollection(
+        location=LOCATION, properties=models.RestorePointCollectionProperties(source=source)
+    )
+    compute.restore_point_collections.create_or_update(RESOURCE_GROUP, "rpc", here)
+    bogus = models.RestorePoint(properties=models.RestorePointProperties(consistency_mode="Bogus"))
+    with pytest.raises(HttpResponseError, match="consistencyMode"):
+        compute.restore_points.begin_create(RESOURCE_GROUP, "rpc", "rp", bogus).result()
+    shared = azure_sandbox.fake.resources[azure_incident.extra["disk_ids"][1].lower()]
+    shared["properties"]["maxShares"] = 2
+    crash = models.RestorePoint(properties=models.RestorePointProperties(consistency_mode="CrashConsistent"))
+    with pytest.raises(HttpResponseError, match="shared disks"):
+        compute.restore_points.begin_create(RESOURCE_GROUP, "rpc", "rp", crash).result()
+    del shared["properties"]["maxShares"]
+    compute.restore_points.begin_create(RESOURCE_GROUP, "rpc", "rp", crash).result()
+    with pytest.raises(HttpResponseError, match="existing restore point"):
+        compute.restore_points.begin_create(RESOURCE_GROUP, "rpc", "rp", crash).result()

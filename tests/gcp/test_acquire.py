@@ -261,3 +261,8 @@ def test_a_change_with_a_request_id_that_is_not_a_uuid_is_refused(
                 )
             )
     assert not gcp_sandbox.fake.project(PROJECT).snapshots
+
+
+def test_the_plan_says_that_the_disks_are_not_consistent_with_each_other(provider: GcpProvider, target: Target) -> None:
+    notes = provider.plan_acquire(target, OPTIONS).notes
+    assert any("the 2 disks are snapshotted one after another" in n and "not guaranteed" in n for n in notes)
