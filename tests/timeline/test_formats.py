@@ -36,6 +36,9 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.exit_code == 0, result.output
     assert "22 records = 22 ingested + 0 duplicate + 0 quarantined" in result.output
+    with duckdb.connect(str(path), read_only=True) as con:
+        accounts = con.execute("SELECT file, records, events, duplicates, quarantined FROM ingest_files").fetchall()
+    assert {Path(name).name: tuple(counts) for name, *counts in accounts} == dict.fromkeys(NEW_FORMATS, (2, 2, 0, 0))
     return path
 
 
