@@ -27,6 +27,7 @@ from cloudir import TOOL_NAME, __version__
 from cloudir.durable import append_line, canonical_json, split_lines
 from cloudir.errors import CloudirError
 from cloudir.hashing import sha256_file
+from cloudir.progress import ProgressCallback
 from cloudir.seal import SEALS_FILE, Seal, parse_seal
 from cloudir.sealstore import STORE_ACTION, TIMESTAMP_ACTION, check_stored_seals, stored_records
 from cloudir.signing import fingerprint
@@ -374,9 +375,13 @@ def _outside_or_linked(case_dir: Path, rel: str) -> str | None:
     return None
 
 
-def _check_artifacts(case_dir: Path, chain: _Chain, result: VerifyResult) -> None:
+def _check_artifacts(case_dir: Path, chain: _Chain, result: VerifyResult, on_progress: ProgressCallback | None) -> None:
+    total, done = sum(history[-1].size for history in chain.artifacts.values()), 0
     for rel, history in chain.artifacts.items():
         latest = history[-1]
+        if on_progress is not None:
+            on_progress(done, total)
+        done += latest.size
         name = visible(rel)
         for earlier, later in itertools.pairwise(history):
             if (later.sha256, later.size) != (earlier.sha256, earlier.size):
@@ -403,6 +408,8 @@ def _check_artifacts(case_dir: Path, chain: _Chain, result: VerifyResult) -> Non
                 f"artifact {name}: SHA-256 {actual} ({actual_size} bytes) does not match {latest.sha256} "
                 f"({latest.size} bytes) recorded in record {latest.seq} by {latest.action}"
             )
+    if on_progress is not None:
+        on_progress(done, total)
 
 
 def _list_unrecorded(case_dir: Path, chain: _Chain, result: VerifyResult) -> None:
@@ -531,9 +538,10 @@ def verify_case(
     *,
     remote: bool = False,
     tsa_cert: x509.Certificate | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> VerifyResult:
     """Check a case offline: each stored record line and its link, the seals, their timestamps, and every
-    artifact's SHA-256.
+    artifact's SHA-256 (``on_progress`` hears the bytes of artifacts hashed so far, of all).
 
     With ``remote``, also compare the seal copies in the write-once store(s) the chain records with it;
     ``tsa_cert`` pins the time-stamp authority's certificate.
@@ -564,7 +572,7 @@ def verify_case(
         result.notes.append(
             f"{len(recorded)} seal(s) were stored write-once in {stores}; add --remote to compare them with this chain"
         )
-    _check_artifacts(case_dir, chain, result)
+    _check_artifacts(case_dir, chain, result, on_progress)
     _list_unrecorded(case_dir, chain, result)
     result.ok = not result.problems
     return result

@@ -23,6 +23,7 @@ from cloudir.cli.common import (
     hidden,
     one_target,
 )
+from cloudir.cli.rows import FormatOpt, RowFormat
 from cloudir.config import load_config
 from cloudir.errors import CloudirError
 from cloudir.provider import (
@@ -104,6 +105,7 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
     case: CaseOpt = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
+    output: FormatOpt = RowFormat.table,
     forensic: ForensicOpt = None,
     forensic_region: Annotated[
         str | None, typer.Option("--forensic-region", help="Region to copy the snapshots to (default: the target's).")
@@ -213,7 +215,7 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
         group_mode=asg_mode,
         extra={"forensic_kms_key": forensic_kms_key} if forensic_kms_key else {},
     )
-    grammar = Grammar(case, dry_run, resume)
+    grammar = Grammar(case, dry_run, resume, fmt=output)
     acquire_target("aws", config, query, options, grammar, mirror=Mirror(evidence_bucket, retention_mode, retain_days))
 
 
@@ -228,6 +230,7 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
         bool, typer.Option("--keep-credentials", help="Isolate the network only; leave roles and sessions alone.")
     ] = False,
     dry_run: DryRunOpt = False,
+    output: FormatOpt = RowFormat.table,
     resume: ResumeOpt = False,
     region: RegionOpt = None,
     role_arn: RoleArnOpt = None,
@@ -271,4 +274,4 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     config = {"region": region, "profile": profile, "role_arn": role_arn, "external_id": external_id}
     config |= {k: v for k, v in _routed(account, region, role_arn=role_arn).items() if not k.startswith("forensic")}
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=not keep_credentials)
-    contain_target("aws", config, query, options, Grammar(case, dry_run, resume, force))
+    contain_target("aws", config, query, options, Grammar(case, dry_run, resume, force, output))

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cloudir.cli.apps import pull_app
 from cloudir.cli.common import (
@@ -22,8 +21,11 @@ from cloudir.cli.common import (
     ResumeOpt,
     StartOpt,
     console,
+    print_warnings,
     pull_logs,
 )
+from cloudir.cli.consoles import err_console, say
+from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.coverage import iso_utc, parse_utc
 from cloudir.errors import CloudirError
 from cloudir.provider import LogPullRequest
@@ -63,58 +65,51 @@ def resolve_window(start: str | None, end: str | None, around: str | None, befor
     return _time(start, "--start"), _time(end, "--end")
 
 
-def _summary(case_dir: Path) -> None:
+def _summary(case_dir: Path, output: RowFormat) -> None:
     coverage_path = case_dir / "logs/aws/coverage.json"
     if not coverage_path.is_file():
         return
     coverage: dict[str, Any] = json.loads(coverage_path.read_text(encoding="utf-8"))
-    table = Table(title=esc(f"CloudTrail {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
-    for column in ("source", "region", "scope", "status", "events", "first event", "last event", "files"):
-        table.add_column(column)
-    for source in coverage["sources"]:
-        files = source["details"].get("files")
-        table.add_row(
-            *map(
-                esc,
-                (
-                    source["source"].split(":")[-1],
-                    source["location"],
-                    source["scope"],
-                    source["status"],
-                    source["items"],
-                    source["first_event"] or "-",
-                    source["last_event"] or "-",
-                    files if files is not None else "-",
-                ),
-            )
+    rows = [
+        (
+            source["source"].split(":")[-1],
+            source["location"],
+            source["scope"],
+            source["status"],
+            source["items"],
+            source["first_event"] or "-",
+            source["last_event"] or "-",
+            source["details"].get("files", "-"),
         )
-    console.print(table)
+        for source in coverage["sources"]
+    ]
+    columns = ("source", "region", "scope", "status", "events", "first event", "last event", "files")
+    print_rows(columns, rows, output, title=f"CloudTrail {coverage['window_start']} .. {coverage['window_end']}")
+    out = console if output is RowFormat.table else err_console
     validation_path = case_dir / "logs/aws/digest-validation.json"
     if validation_path.is_file():
         counts = json.loads(validation_path.read_text(encoding="utf-8"))["counts"]
-        console.print(
+        say(
+            out,
             "trail file integrity: "
             + ", ".join(f"{name.replace('_', ' ')} {counts.get(name, 0)}" for name in _INTEGRITY_ORDER),
         )
     for retention in coverage["retention"]:
-        console.print(
+        say(
+            out,
             f"{esc(retention['source'])}: oldest event {retention['oldest_event']} leaves it in "
             f"{retention['days_left']:.1f} days",
         )
-    for warning in coverage["warnings"]:
-        console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
+    print_warnings(coverage["warnings"], output)
 
 
-def flow_summary(coverage_path: Path, title: str = "VPC Flow Logs") -> None:
-    """The flow-log coverage report of a pull as a table, then its warnings."""
+def flow_summary(coverage_path: Path, output: RowFormat, title: str = "VPC Flow Logs") -> None:
+    """The flow-log coverage report of a pull as rows, then its warnings."""
     if not coverage_path.is_file():
         return
     coverage: dict[str, Any] = json.loads(coverage_path.read_text(encoding="utf-8"))
-    table = Table(title=esc(f"{title} {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
-    for column in ("network", "source", "flow log", "since", "status", "records/files", "first", "last"):
-        table.add_column(column)
-    for source in coverage["sources"]:
-        row = (
+    rows = [
+        (
             source["location"],
             source["source"].split(":")[-1],
             source["details"].get("flow_log", "-"),
@@ -124,10 +119,11 @@ def flow_summary(coverage_path: Path, title: str = "VPC Flow Logs") -> None:
             source["first_event"] or "-",
             source["last_event"] or "-",
         )
-        table.add_row(*map(esc, row))
-    console.print(table)
-    for warning in coverage["warnings"]:
-        console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
+        for source in coverage["sources"]
+    ]
+    columns = ("network", "source", "flow log", "since", "status", "records/files", "first", "last")
+    print_rows(columns, rows, output, title=f"{title} {coverage['window_start']} .. {coverage['window_end']}")
+    print_warnings(coverage["warnings"], output)
 
 
 @pull_app.command("aws")
@@ -166,6 +162,7 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
         ),
     ] = False,
     dry_run: DryRunOpt = False,
+    output: FormatOpt = RowFormat.table,
     resume: ResumeOpt = False,
     role_arn: Annotated[
         str | None, typer.Option(help="Role to assume: in the member account, or the log-archive account of a trail.")
@@ -203,9 +200,9 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     }
     description = f"{'VPC Flow Logs' if flows else 'CloudTrail'} pull {window_start} .. {window_end}"
     try:
-        pull_logs("aws", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
+        pull_logs("aws", config, request, case_dir, dry_run=dry_run, resume=resume, description=description, fmt=output)
     finally:
         if not dry_run and flows:
-            flow_summary(case_dir / "logs/aws/flows/coverage.json")
+            flow_summary(case_dir / "logs/aws/flows/coverage.json", output)
         elif not dry_run:
-            _summary(case_dir)
+            _summary(case_dir, output)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from cloudir.cli.apps import acquire_app, contain_app, pull_app
 from cloudir.cli.aws_logs import flow_summary, resolve_window
@@ -27,16 +26,16 @@ from cloudir.cli.common import (
     ResumeOpt,
     StartOpt,
     acquire_target,
-    console,
     contain_target,
     forensic_destination,
     hidden,
     one_target,
+    print_warnings,
     pull_logs,
 )
+from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.errors import CloudirError
 from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery
-from cloudir.textsafe import esc
 
 TargetOpt = Annotated[
     str | None,
@@ -130,6 +129,7 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
     case: CaseOpt = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
+    output: FormatOpt = RowFormat.table,
     forensic: ForensicOpt = None,
     soc_resource_group: Annotated[
         str | None,
@@ -201,7 +201,7 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
         encryption_key=disk_encryption_set,
         raw_image=raw_image,
     )
-    acquire_target("azure", config, query, options, Grammar(case, dry_run, resume))
+    acquire_target("azure", config, query, options, Grammar(case, dry_run, resume, fmt=output))
 
 
 @contain_app.command("azure")
@@ -215,6 +215,7 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
     force: ForceOpt = False,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
+    output: FormatOpt = RowFormat.table,
     token: TokenOpt = None,
     endpoint: EndpointOpt = None,
     ca_bundle: CaBundleOpt = None,
@@ -272,7 +273,7 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
         window_start=remove_assignments_since,
         extra={"role_assignments": remove_assignment or []},
     )
-    contain_target("azure", config, query, options, Grammar(case, dry_run, resume, force))
+    contain_target("azure", config, query, options, Grammar(case, dry_run, resume, force, output))
 
 
 @pull_app.command("azure")
@@ -317,6 +318,7 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
         ),
     ] = False,
     dry_run: DryRunOpt = False,
+    output: FormatOpt = RowFormat.table,
     resume: ResumeOpt = False,
     token: TokenOpt = None,
     endpoint: EndpointOpt = None,
@@ -379,41 +381,35 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     )
     description = f"Azure {'flow log' if flows else 'Activity Log'} pull {window_start} .. {window_end}"
     try:
-        pull_logs("azure", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
+        pull_logs(
+            "azure", config, request, case_dir, dry_run=dry_run, resume=resume, description=description, fmt=output
+        )
     finally:
         if not dry_run and flows:
-            flow_summary(case_dir / "logs/azure/flows/coverage.json", "Azure flow logs")
+            flow_summary(case_dir / "logs/azure/flows/coverage.json", output, "Azure flow logs")
         elif not dry_run:
-            _coverage_summary(case_dir)
+            _coverage_summary(case_dir, output)
 
 
-def _coverage_summary(case_dir: Path) -> None:
+def _coverage_summary(case_dir: Path, output: RowFormat) -> None:
     path = case_dir / "logs/azure/coverage.json"
     if not path.is_file():
         return
     coverage = json.loads(path.read_text(encoding="utf-8"))
-    table = Table(title=esc(f"Azure logs {coverage['window_start']} .. {coverage['window_end']}"), expand=True)
     columns = ("source", "location", "scope", "status", "events", "pages", "throttled", "first event", "last event")
-    for column in columns:
-        table.add_column(column)
-    for source in coverage["sources"]:
-        details = source["details"]
-        table.add_row(
-            *map(
-                esc,
-                (
-                    source["source"],
-                    source["location"],
-                    source["scope"],
-                    source["status"],
-                    source["items"],
-                    details.get("pages", "-"),
-                    details.get("throttled", "-"),
-                    source["first_event"] or "-",
-                    source["last_event"] or "-",
-                ),
-            )
+    rows = [
+        (
+            source["source"],
+            source["location"],
+            source["scope"],
+            source["status"],
+            source["items"],
+            source["details"].get("pages", "-"),
+            source["details"].get("throttled", "-"),
+            source["first_event"] or "-",
+            source["last_event"] or "-",
         )
-    console.print(table)
-    for warning in coverage["warnings"]:
-        console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
+        for source in coverage["sources"]
+    ]
+    print_rows(columns, rows, output, title=f"Azure logs {coverage['window_start']} .. {coverage['window_end']}")
+    print_warnings(coverage["warnings"], output)

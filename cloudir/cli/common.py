@@ -10,15 +10,19 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from cloudir import ops
 from cloudir.case import Case, add_notice_listener
+from cloudir.cli.consoles import console as console  # noqa: PLC0414 - re-exported for the commands
+from cloudir.cli.consoles import err_console as err_console  # noqa: PLC0414 - re-exported for the commands
+from cloudir.cli.consoles import say
+from cloudir.cli.rows import RowFormat, print_rows
 from cloudir.config import load_config
 from cloudir.errors import CloudirError
 from cloudir.ops import Progress, RunReport
-from cloudir.plan import Plan, Step, StepKind
+from cloudir.plan import Plan, Step
+from cloudir.progress import ProgressCallback
 from cloudir.provider import (
     AcquireOptions,
     ContainOptions,
@@ -31,7 +35,7 @@ from cloudir.provider import (
     get_provider,
 )
 from cloudir.safepath import id_folder
-from cloudir.textsafe import esc, text_console
+from cloudir.textsafe import esc
 
 CaseOpt = Annotated[
     Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>-<hash>).", show_default=False)
@@ -69,9 +73,6 @@ AroundOpt = Annotated[str | None, typer.Option(help="Trigger time to build the w
 BeforeOpt = Annotated[str, typer.Option(help="With --around: how far back (e.g. 24h, 3d).")]
 AfterOpt = Annotated[str, typer.Option(help="With --around: how far forward.")]
 
-console = text_console()
-err_console = text_console(stderr=True)
-
 
 def _print_notice(message: str) -> None:
     err_console.print(Text(message, style="dim"), soft_wrap=True)
@@ -86,33 +87,65 @@ _STATUS_STYLE = {
     "failed": "bold red",
     "blocked": "yellow",
 }
-_KIND_STYLE = {StepKind.READ: "blue", StepKind.PRESERVE: "green", StepKind.ACQUIRE: "cyan", StepKind.CONTAIN: "red"}
 
 
-def render_plan(plan: Plan, *, out: Console | None = None) -> None:
-    """Print every step of a plan and each API call it would make (the dry-run output)."""
-    out = out or console
-    table = Table(title=esc(f"Plan: {plan.name} {plan.cloud} {plan.target}"), show_lines=True, expand=True)
-    table.add_column("#", justify="right")
-    table.add_column("step")
-    table.add_column("kind")
-    table.add_column("API calls", overflow="fold")
+def _plan_rows(plan: Plan) -> list[list[Any]]:
+    """One row per API call of each step (a step that makes none: one row with no call)."""
+    rows: list[list[Any]] = []
     for index, step in enumerate(plan.steps, start=1):
-        calls = "\n".join(esc(call.describe()) for call in step.calls) or "-"
-        style = _KIND_STYLE[step.kind]
-        table.add_row(str(index), esc(step.title), f"[{style}]{step.kind}[/]", calls)
-    out.print(table)
+        calls = [call.describe() for call in step.calls] or [""]
+        rows += [[index, step.title, step.kind.value, call] for call in calls]
+    return rows
+
+
+def render_plan(plan: Plan, fmt: RowFormat = RowFormat.table, *, out: Console | None = None) -> None:
+    """Print every step of a plan and each API call it would make (the dry-run output), in ``fmt``.
+
+    The notes and the closing line go to stdout (or ``out``) under a table, and to stderr under json/jsonl/csv/md
+    so that stdout stays one document.
+    """
+    title = f"Plan: {plan.name} {plan.cloud} {plan.target}"
+    print_rows(["step", "title", "kind", "api_call"], _plan_rows(plan), fmt, title=title, out=out)
+    out = (out or console) if fmt is RowFormat.table else err_console
     for note in plan.notes:
-        out.print(f"[yellow]note:[/] {esc(note)}", soft_wrap=True)
+        say(out, f"[yellow]note:[/] {esc(note)}")
     out.print("[bold]dry run:[/] nothing was changed.")
+
+
+def print_warnings(warnings: list[str], fmt: RowFormat) -> None:
+    """Warnings after a table of rows: on stdout under a table, on stderr under json/jsonl/csv/md."""
+    out = console if fmt is RowFormat.table else err_console
+    for warning in warnings:
+        say(out, f"[yellow]warning:[/] {esc(warning)}")
 
 
 def print_step_status(step: Step, status: str) -> None:
     """A live status line on stderr for each finished, resumed, failed or blocked step."""
-    if status == "running":
+    if status == "running":  # on a terminal: which step is under way, overwritten by its outcome
+        if err_console.is_terminal:
+            err_console.print(f"[cyan]{status:>8}[/] {esc(step.title)}", end="\r", soft_wrap=True)
         return
     style = _STATUS_STYLE.get(status, "white")
     err_console.print(f"[{style}]{status:>8}[/] {esc(step.title)}")
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[ProgressCallback | None]:
+    """A bar on stderr for long work (bytes done of all) when stderr is a terminal; nothing when it is piped."""
+    if not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    columns = (TextColumn(esc(label)), BarColumn(), DownloadColumn(), TimeElapsedColumn())
+    with Bar(*columns, console=err_console) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def progress() -> Progress:
@@ -175,10 +208,14 @@ def forensic_destination(cloud: str, *given: str | None, source: str | None = No
 
 
 def show_dry_run(
-    cloud: str, config: dict[str, Any], build: Callable[[Provider, Target], Plan], query: TargetQuery
+    cloud: str,
+    config: dict[str, Any],
+    build: Callable[[Provider, Target], Plan],
+    query: TargetQuery,
+    fmt: RowFormat = RowFormat.table,
 ) -> None:
     """Print the plan ``build`` makes (resolved with credentials, from the names as given without)."""
-    render_plan(ops.dry_run(cloud, config, build, query))
+    render_plan(ops.dry_run(cloud, config, build, query), fmt)
 
 
 @dataclass(frozen=True)
@@ -214,12 +251,14 @@ class _Mirrors:
 
 @dataclass(frozen=True)
 class Grammar:
-    """The options every ``acquire|contain <cloud>`` command shares: ``--case --dry-run --resume [--force]``."""
+    """The options every ``acquire|contain <cloud>`` command shares: ``--case --dry-run --resume [--force]`` and
+    ``--format`` (of the dry run's plan)."""
 
     case: Path | None
     dry_run: bool
     resume: bool
     force: bool = False
+    fmt: RowFormat = RowFormat.table
 
 
 def acquire_target(
@@ -233,7 +272,7 @@ def acquire_target(
 ) -> None:
     """``cloudir acquire <cloud>``: print the plan (``--dry-run``) or run :func:`cloudir.ops.acquire`."""
     if grammar.dry_run:
-        show_dry_run(cloud, config, lambda p, t: p.plan_acquire(t, options), query)
+        show_dry_run(cloud, config, lambda p, t: p.plan_acquire(t, options), query, grammar.fmt)
         return
     provider = get_provider(cloud, **config)
     mirrors = _Mirrors(provider, mirror or Mirror())
@@ -250,7 +289,7 @@ def contain_target(
 ) -> None:
     """``cloudir contain <cloud>``: print the plan (``--dry-run``) or run :func:`cloudir.ops.contain`."""
     if grammar.dry_run:
-        show_dry_run(cloud, config, lambda p, t: p.plan_contain(t, options), query)
+        show_dry_run(cloud, config, lambda p, t: p.plan_contain(t, options), query, grammar.fmt)
         return
     provider = get_provider(cloud, **config)
     mirrors = _Mirrors(provider, Mirror())
@@ -275,10 +314,11 @@ def pull_logs(
     dry_run: bool,
     resume: bool,
     description: str,
+    fmt: RowFormat = RowFormat.table,
 ) -> None:
-    """Print (--dry-run) or run a log pull into ``case_dir``."""
+    """Print (--dry-run, in ``fmt``) or run a log pull into ``case_dir``."""
     if dry_run:
-        render_plan(ops.dry_run_logs(cloud, config, pull))
+        render_plan(ops.dry_run_logs(cloud, config, pull), fmt)
         return
     request = ops.LogsRequest(pull, case_dir, resume=resume, description=description, on_case=hold)
     print_run(ops.collect_logs(get_provider(cloud, **config), request, progress()))

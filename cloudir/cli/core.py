@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 
 from cloudir.cli.apps import app
-from cloudir.cli.common import console, err_console
+from cloudir.cli.common import console, err_console, progress_bar
+from cloudir.cli.consoles import say
+from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.config import load_config
+from cloudir.custody import VerifyResult
 from cloudir.ops import investigate
 from cloudir.signing import KEY_ENV, load_public_key, load_seal_signer
 from cloudir.textsafe import esc
@@ -23,7 +26,7 @@ app.add_typer(key_app, name="key")
 
 
 @app.command()
-def verify(
+def verify(  # noqa: PLR0917 - one parameter per CLI option
     case_dir: Annotated[Path, typer.Argument(help="Case folder holding custody.jsonl.")],
     expect_head: Annotated[
         str | None,
@@ -41,6 +44,7 @@ def verify(
         bool,
         typer.Option(help="Also compare the seal copies in the write-once seal store the chain names (needs access)."),
     ] = False,
+    output: FormatOpt = RowFormat.table,
 ) -> None:
     """Check a case offline: every stored custody record and its link, the seals, and every artifact's SHA-256.
 
@@ -56,7 +60,13 @@ def verify(
 
         pinned = load_certificate(pinned_path)
     request = investigate.VerifyRequest(case_dir, expect_head, trusted, remote, pinned)
-    result = investigate.verify(request, on_wait=lambda message: err_console.print(esc(message), style="dim"))
+    with progress_bar("verify: hashing artifacts") as on_progress:
+        result = investigate.verify(
+            request, on_wait=lambda message: err_console.print(esc(message), style="dim"), on_progress=on_progress
+        )
+    if output is not RowFormat.table:
+        _verify_rows(result, output, case_dir)
+        return
     for note in result.notes:
         err_console.print(f"[cyan]note:[/] {esc(note)}", soft_wrap=True)
     for warning in result.warnings:
@@ -66,11 +76,25 @@ def verify(
         for problem in result.problems[1:]:
             err_console.print(f"  also: {esc(problem)}", soft_wrap=True)
         raise typer.Exit(1)
-    console.print(
-        f"[green]OK[/] {result.records} custody records chained and sealed, {result.artifacts_checked} artifacts "
-        f"match; head {esc(result.head)}; key {esc(result.key)}",
-        soft_wrap=True,
+    say(console, f"[green]OK[/] {esc(_verified(result))}")
+
+
+def _verified(result: VerifyResult) -> str:
+    return (
+        f"{result.records} custody records chained and sealed, {result.artifacts_checked} artifacts match; "
+        f"head {result.head}; key {result.key}"
     )
+
+
+def _verify_rows(result: VerifyResult, output: RowFormat, case_dir: Path) -> None:
+    """The verdict as rows (level, message): every note, warning and problem, then ``ok`` or ``broken``; exit 1 when
+    broken."""
+    rows = [("note", note) for note in result.notes] + [("warning", warning) for warning in result.warnings]
+    rows += [("problem", problem) for problem in result.problems]
+    rows.append(("ok", _verified(result)) if result.ok else ("broken", result.first_problem or "not verified"))
+    print_rows(["level", "message"], rows, output, title=f"verify {case_dir}")
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @key_app.command("show")

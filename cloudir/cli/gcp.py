@@ -29,6 +29,7 @@ from cloudir.cli.common import (
     one_target,
     pull_logs,
 )
+from cloudir.cli.rows import FormatOpt, RowFormat
 from cloudir.errors import CloudirError
 from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery
 
@@ -87,6 +88,7 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     case: CaseOpt = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
+    output: FormatOpt = RowFormat.table,
     api_endpoint: EndpointOpt = None,
     anonymous: AnonymousOpt = False,
     instance: Annotated[str | None, hidden("--instance")] = None,
@@ -123,7 +125,7 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     destination = forensic_destination("gcp", forensic, forensic_project, source=project)
     config = _config(project, api_endpoint, anonymous, forensic_project=destination)
     options = AcquireOptions(forensic_account=destination)
-    acquire_target("gcp", config, query, options, Grammar(case, dry_run, resume))
+    acquire_target("gcp", config, query, options, Grammar(case, dry_run, resume, fmt=output))
 
 
 @contain_app.command("gcp")
@@ -136,6 +138,7 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     case: CaseOpt = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
+    output: FormatOpt = RowFormat.table,
     api_endpoint: EndpointOpt = None,
     anonymous: AnonymousOpt = False,
     instance: Annotated[str | None, hidden("--instance")] = None,
@@ -165,7 +168,7 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     query = _query(one_target(target, instance=instance, ip=ip, principal=principal), zone)
     config = _config(project, api_endpoint, anonymous)
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=False)
-    contain_target("gcp", config, query, options, Grammar(case, dry_run, resume, force))
+    contain_target("gcp", config, query, options, Grammar(case, dry_run, resume, force, output))
 
 
 @pull_app.command("gcp")
@@ -224,6 +227,7 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
     ] = None,
     resume: ResumeOpt = False,
     dry_run: DryRunOpt = False,
+    output: FormatOpt = RowFormat.table,
     api_endpoint: EndpointOpt = None,
     anonymous: AnonymousOpt = False,
 ) -> None:
@@ -274,7 +278,7 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
         )
         config = _config(projects[0] if projects else None, api_endpoint, anonymous)
         description = f"VPC Flow Logs pull {window_start} .. {window_end}"
-        pull_logs("gcp", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
+        pull_logs("gcp", config, request, case_dir, dry_run=dry_run, resume=resume, description=description, fmt=output)
         return
     request = LogPullRequest(
         start=window_start,
@@ -290,4 +294,4 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
     )
     config = _config(projects[0] if projects else None, api_endpoint, anonymous)
     description = f"Cloud Audit Logs pull {window_start} .. {window_end}"
-    pull_logs("gcp", config, request, case_dir, dry_run=dry_run, resume=resume, description=description)
+    pull_logs("gcp", config, request, case_dir, dry_run=dry_run, resume=resume, description=description, fmt=output)

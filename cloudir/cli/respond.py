@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, print_step_status, render_plan
+from cloudir.cli.consoles import say
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.errors import CloudirError
 from cloudir.provider import TargetKind, get_provider
@@ -164,6 +165,7 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
             "cloud call is made and the target's unknown details are shown as <placeholders>."
         ),
     ] = False,
+    output: FormatOpt = RowFormat.table,
 ) -> None:
     """Print every step a playbook would run for a finding, and each API call, without changing anything."""
     from cloudir.ops.respond import RespondRequest, plan_response
@@ -180,15 +182,16 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
         severity=severity,
     )
     request = RespondRequest(found, load_playbooks(playbooks), playbook_id=playbook, params=_params(param))
+    out = console if output is RowFormat.table else err_console
     for planned in plan_response(request, resolve=resolve):
         item = planned.trigger
-        console.print(
+        say(
+            out,
             f"[bold]{esc(item.source)}[/] finding {esc(item.finding_id)} ({esc(item.finding_type)}, "
             f"{esc(item.severity)}) on {esc(item.cloud)} {item.target.kind.value} {esc(item.target.value)} "
             f"→ playbook [bold]{esc(planned.playbook.id)}[/]",
-            soft_wrap=True,
         )
-        render_plan(planned.response.plan)
+        render_plan(planned.response.plan, output)
 
 
 def _report_outcome(outcome: Outcome) -> None:
@@ -212,6 +215,7 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
     ] = False,
     resume: Annotated[bool, typer.Option(help="Continue a response that stopped at a failed step.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the plan (no cloud call) and change nothing.")] = False,
+    output: FormatOpt = RowFormat.table,
     cloud: CloudOpt = None,
     instance: InstanceOpt = None,
     access_key: AccessKeyOpt = None,
@@ -268,6 +272,7 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
             playbooks,
             param,
             resolve=False,
+            output=output,
         )
         return
     request = RespondRequest(

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from cloudir.cli.common import console
+from cloudir.cli.consoles import console
 from cloudir.textsafe import csv_cell, esc, markdown_cell, visible
 
 
@@ -124,18 +124,18 @@ def print_rows(
         lines += ["| " + " | ".join(markdown_cell(cell_text(v)) for v in row) + " |" for row in rows]
         typer.echo("\n".join(lines))
     elif not out.is_terminal:
-        _print_plain(names, rows, title)
+        _print_plain(names, rows, title, out)
     else:
         _print_fitted(names, rows, title, out)
 
 
-def _print_plain(names: list[str], rows: Sequence[Sequence[Any]], title: str | None) -> None:
+def _print_plain(names: list[str], rows: Sequence[Sequence[Any]], title: str | None, out: Console) -> None:
     """Tab-separated text for pipes: one line per row, never wrapped, control characters visible."""
-    if title:
-        typer.echo(f"# {visible(title)}")
-    typer.echo("\t".join(visible(name) for name in names))
-    for row in rows:
-        typer.echo("\t".join(visible(cell_text(value)) for value in row))
+    lines = [f"# {visible(title)}"] if title else []
+    lines.append("\t".join(visible(name) for name in names))
+    lines += ["\t".join(visible(cell_text(value)) for value in row) for row in rows]
+    out.file.write("".join(f"{line}\n" for line in lines))
+    out.file.flush()
 
 
 def _print_fitted(names: list[str], rows: Sequence[Sequence[Any]], title: str | None, out: Console) -> None:

@@ -10,7 +10,7 @@ import typer
 
 from cloudir.case import TIMELINE_DB, Case, case_root_of
 from cloudir.cli.apps import app, sub_app
-from cloudir.cli.common import console, err_console, held
+from cloudir.cli.common import console, err_console, held, progress_bar
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.errors import CloudirError
 from cloudir.textsafe import esc
@@ -103,7 +103,9 @@ def ingest(
             f"{db} is inside case {root}: ingesting outside files would change its evidence without a record",
             hint=f"pull the logs into the case and run: cloudir timeline build {root}",
         )
-    _report(ingest_paths(db, paths, memory_limit=memory_limit), db)
+    with progress_bar("timeline: ingesting") as on_progress:
+        stats = ingest_paths(db, paths, memory_limit=memory_limit, on_progress=on_progress)
+    _report(stats, db)
 
 
 @timeline_app.command()
@@ -115,7 +117,9 @@ def build(
     from cloudir.ops.investigate import build_timeline
 
     case = held(Case.open(case_dir))
-    _report(build_timeline(case, memory_limit=memory_limit), case_dir / TIMELINE_DB)
+    with progress_bar("timeline: ingesting") as on_progress:
+        stats = build_timeline(case, memory_limit=memory_limit, on_progress=on_progress)
+    _report(stats, case_dir / TIMELINE_DB)
 
 
 @timeline_app.command()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from cloudir.case import CASE_FILE, REPORTS_DIR, Case, case_root_of
 from cloudir.caselock import CaseLock
 from cloudir.custody import VerifyResult, verify_case
+from cloudir.progress import ProgressCallback
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -23,11 +24,14 @@ if TYPE_CHECKING:
     from cloudir.timeline.ingest import IngestStats
 
 
-def build_timeline(case: Case, *, memory_limit: str | None = None) -> IngestStats:
-    """Build ``timeline.duckdb`` in the case from everything under ``logs/``, recorded with its hash."""
+def build_timeline(
+    case: Case, *, memory_limit: str | None = None, on_progress: ProgressCallback | None = None
+) -> IngestStats:
+    """Build ``timeline.duckdb`` in the case from everything under ``logs/``, recorded with its hash
+    (``on_progress``: bytes of logs ingested, of all)."""
     from cloudir.timeline.ingest import build_case_timeline
 
-    return build_case_timeline(case, memory_limit=memory_limit)
+    return build_case_timeline(case, memory_limit=memory_limit, on_progress=on_progress)
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,13 @@ def _quiet(_message: str) -> None:
     """Hear nothing."""
 
 
-def verify(request: VerifyRequest, on_wait: Callable[[str], None] | None = None) -> VerifyResult:
+def verify(
+    request: VerifyRequest,
+    on_wait: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> VerifyResult:
     """Verify the case while holding its lock, so no writer appends mid-check (a read-only copy is checked
-    without it); ``on_wait`` hears why the lock is being waited for."""
+    without it); ``on_wait`` hears why the lock is being waited for, ``on_progress`` the bytes hashed of all."""
     lock: CaseLock | None = None
     if (request.case_dir / CASE_FILE).is_file():
         try:
@@ -121,6 +129,7 @@ def verify(request: VerifyRequest, on_wait: Callable[[str], None] | None = None)
             public_key=request.public_key,
             remote=request.remote,
             tsa_cert=request.tsa_cert,
+            on_progress=on_progress,
         )
     finally:
         if lock is not None:

@@ -29,6 +29,7 @@ import duckdb
 
 from cloudir.case import TIMELINE_DB
 from cloudir.errors import CloudirError
+from cloudir.progress import ProgressCallback
 from cloudir.safepath import files_under
 from cloudir.timeline import reader
 from cloudir.timeline.db import connect_for_ingest, default_memory_limit
@@ -163,12 +164,14 @@ def ingest_paths(
     responder_request_ids: Iterable[str] = (),
     source_root: Path | None = None,
     memory_limit: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> IngestStats:
     """Ingest log files and folders (recursively; plain or gzip) into the timeline at ``db_path``.
 
     Any number and size of files: they are read in batches of about ``BATCH_BYTES`` of input, one transaction
     each, and DuckDB spills to ``<db>.tmp/`` what does not fit ``memory_limit`` (default: from the machine).
     ``source_root``: record source files relative to this folder (a case root) instead of as given.
+    ``on_progress`` hears the bytes of input ingested so far, of all, after each batch.
     """
     limit = memory_limit or default_memory_limit()
     con = connect_for_ingest(db_path, memory_limit=limit)
@@ -178,6 +181,7 @@ def ingest_paths(
             files, skipped = _discover(paths, source_root, Path(work), links)
             stats = IngestStats(files=len(files), skipped=skipped, links_not_followed=links)
             _prepare(con, responder_request_ids)
+            total, done = sum(source.size for source in files), 0
             with ThreadPoolExecutor(max_workers=1) as hasher:
                 for batch in _batches(files):
                     digests = {source.number: hasher.submit(_sha256, source.path) for source in batch}
@@ -189,6 +193,9 @@ def ingest_paths(
                             f"and {len(batch) - 1} more files: {str(exc).strip().splitlines()[0]}",
                             hint="raise --memory-limit",
                         ) from None
+                    done += sum(source.size for source in batch)
+                    if on_progress is not None:
+                        on_progress(done, total)
         con.execute(
             "UPDATE events SET is_responder = true WHERE NOT is_responder "
             "AND request_id IN (SELECT request_id FROM responder_ids)"
@@ -201,7 +208,9 @@ def ingest_paths(
     return stats
 
 
-def build_case_timeline(case: Case, *, memory_limit: str | None = None) -> IngestStats:
+def build_case_timeline(
+    case: Case, *, memory_limit: str | None = None, on_progress: ProgressCallback | None = None
+) -> IngestStats:
     """Build ``timeline.duckdb`` in the case from everything under ``logs/`` and register its hash."""
     logs = case.root / "logs"
     with case.action("timeline.build", target=TIMELINE_DB) as act:
@@ -213,6 +222,7 @@ def build_case_timeline(case: Case, *, memory_limit: str | None = None) -> Inges
             responder_request_ids=case.responder_request_ids(),
             source_root=case.root,
             memory_limit=memory_limit,
+            on_progress=on_progress,
         )
         act.details.update(stats.as_dict())
         case.record_existing(TIMELINE_DB)

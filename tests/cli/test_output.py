@@ -1,4 +1,4 @@
-"""Output for people and programs: the main commands at 80 columns on a terminal and piped."""
+"""Output for people and programs: the main commands at 80 columns on a terminal and piped, and progress."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cloudir.case import Case
 from cloudir.cli import app
 from cloudir.cli.common import console, err_console
 from cloudir.cli.rows import cell_text, json_value, unique_columns
@@ -40,6 +41,15 @@ def eighty_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     for out in (console, err_console):
         monkeypatch.setattr(out, "_width", 80)
+
+
+@pytest.fixture
+def case_dir(tmp_path: Path, no_credentials: None) -> Path:
+    """A case holding one CloudTrail file under logs/ (a signing key of its own, no cloud credentials)."""
+    root = tmp_path / "case"
+    with Case.create(root, description="output test") as case:
+        case.write_bytes("logs/aws/cloudtrail/records.json.gz", (DATA / "cloudtrail_records.json.gz").read_bytes())
+    return root
 
 
 def _cli(*args: str, terminal: bool) -> str:
@@ -70,7 +80,19 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def _commands(db: Path) -> list[list[str]]:
+def _plans(case_dir: Path) -> list[list[str]]:
+    """Commands that print a plan (dry runs without credentials, a playbook's plan) and verify."""
+    pull = ["logs", "pull", "gcp", "--project", "prod-1", "--case", str(case_dir), "--around", "2026-11-20T10:00Z"]
+    return [
+        ["acquire", "aws", "--target", "i-0abc", "--region", "eu-west-1", "--dry-run"],
+        ["contain", "azure", "--target", "web-1", "--subscription", "6f1c2a9e", "--dry-run"],
+        [*pull, "--dry-run"],
+        ["playbook", "plan", "--cloud", "aws", "--instance", "i-0abc", "--location", "eu-west-1"],
+        ["verify", str(case_dir)],
+    ]
+
+
+def _commands(db: Path, case_dir: Path) -> list[list[str]]:
     sql = "SELECT time, actor, operation, actor AS actor, raw FROM events ORDER BY time"
     return [
         ["timeline", "query", str(db), sql],
@@ -78,11 +100,12 @@ def _commands(db: Path) -> list[list[str]]:
         ["analyze", str(db)],
         ["analyzers"],
         ["playbook", "list"],
+        *_plans(case_dir),
     ]
 
 
-def test_terminal_at_80_columns_never_wraps_a_table(db: Path) -> None:
-    for command in _commands(db):
+def test_terminal_at_80_columns_never_wraps_a_table(db: Path, case_dir: Path) -> None:
+    for command in _commands(db, case_dir):
         out = _cli(*command, terminal=True)
         assert out.strip()
         for line in out.splitlines():
@@ -92,8 +115,8 @@ def test_terminal_at_80_columns_never_wraps_a_table(db: Path) -> None:
             assert line.rstrip()[-1] in BOX, f"{command[:2]} wrapped: {line!r}"
 
 
-def test_piped_output_is_plain_text_with_whole_values(db: Path) -> None:
-    for command in _commands(db):
+def test_piped_output_is_plain_text_with_whole_values(db: Path, case_dir: Path) -> None:
+    for command in _commands(db, case_dir):
         out = _cli(*command, terminal=False)
         assert not BOX & set(out), command
         blocks = [b for b in out.split("\n#") if "\t" in b]
@@ -103,13 +126,14 @@ def test_piped_output_is_plain_text_with_whole_values(db: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
-def test_json_outputs_parse_with_unique_keys_and_utc_times(db: Path, fmt: str) -> None:
+def test_json_outputs_parse_with_unique_keys_and_utc_times(db: Path, case_dir: Path, fmt: str) -> None:
     sql = "SELECT time, actor, actor, operation FROM events ORDER BY time LIMIT 5"
     for command in [
         ["timeline", "query", str(db), sql],
         ["timeline", "show", str(db)],
         ["analyzers"],
         ["playbook", "list"],
+        *_plans(case_dir),
     ]:
         out = _cli(*command, "--format", fmt, terminal=False)
         documents = [out] if fmt == "json" else out.splitlines()
@@ -143,3 +167,25 @@ def test_cells_and_json_values() -> None:
         "t": "2026-01-02T03:04:05Z"
     }
     assert json_value([datetime(2026, 1, 2, tzinfo=UTC)]) == ["2026-01-02T00:00:00Z"]
+
+
+def test_plans_and_verify_as_records(case_dir: Path) -> None:
+    plan = json.loads(_cli(*_plans(case_dir)[0], "--format", "json", terminal=False))
+    assert {"step", "title", "kind", "api_call"} == set(plan[0])
+    assert any(row["api_call"].startswith("ec2:CreateSnapshots") for row in plan)
+    verdict = json.loads(_cli("verify", str(case_dir), "--format", "json", terminal=False))
+    assert verdict[-1]["level"] == "ok"
+    (case_dir / "logs/aws/cloudtrail/records.json.gz").write_bytes(b"tampered")
+    broken = runner.invoke(app, ["verify", str(case_dir), "--format", "jsonl"], env={"TTY_COMPATIBLE": "0"})
+    assert broken.exit_code == 1
+    rows = [json.loads(line) for line in broken.stdout.splitlines()]
+    assert rows[-1]["level"] == "broken"
+    assert any(row["level"] == "problem" and "records.json.gz" in row["message"] for row in rows)
+
+
+def test_ingest_and_verify_show_progress_on_a_terminal_only(case_dir: Path) -> None:
+    for terminal in (True, False):
+        for command, label in ((["timeline", "build"], "timeline: ingesting"), (["verify"], "verify: hashing")):
+            done = runner.invoke(app, [*command, str(case_dir)], env={"TTY_COMPATIBLE": "1" if terminal else "0"})
+            assert done.exit_code == 0, done.output
+            assert (label in ANSI.sub("", done.stderr)) is terminal, (command, terminal, done.stderr)
