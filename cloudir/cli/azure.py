@@ -338,10 +338,10 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     The Activity Log keeps 90 days. With --entra, Microsoft Graph auditLogs/signIns and
     auditLogs/directoryAudits pages go to logs/azure/entra/<tenant>/signins|audits/ the same way
     (Entra keeps them 30 days, 7 on the free tier). With --flows, every Network Watcher flow log of the
-    subscription is read (logs/azure/flows/flow-logs/) and its hourly PT1H.json blobs of the window are copied from
-    the storage account, hashed while streaming (logs/azure/flows/blobs/), with logs/azure/flows/coverage.json
-    saying which NSGs and VNets had flow logging and from which hour; AZURE_STORAGE_ACCESS_TOKEN, when set, is the
-    token for Blob storage.
+    subscription is read (logs/azure/flows/<subscription>/, with its NICs and VMs) and the hourly PT1H.json
+    blobs of the window are copied from the storage account, hashed while streaming (logs/azure/flows/blobs/),
+    with logs/azure/flows/coverage.json saying which NSGs and VNets had flow logging and from which hour;
+    AZURE_STORAGE_ACCESS_TOKEN, when set, is the token for Blob storage.
 
     \b
     Examples:

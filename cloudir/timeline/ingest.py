@@ -57,7 +57,8 @@ GLOB_CHARS = re.compile(r"[*?\[\]{}]")
 CLOUDWATCH_EXPORT_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z [{\[]")
 # Evidence the log collectors keep next to the logs that holds no events: coverage reports, the request
 # behind a page series, trail and bucket listings, digest validation, CloudTrail digests, their S3 metadata
-# and the digest public keys, the flow-log configuration and the raw (XML) DescribeInstances pages beside flow logs.
+# and the digest public keys, the flow-log configuration, Azure flow-log blob listings and the raw (XML)
+# DescribeInstances pages beside flow logs.
 # Skipped (and counted), not quarantined.
 NOT_EVENT_FILES = (
     "coverage.json",
@@ -66,6 +67,7 @@ NOT_EVENT_FILES = (
     "s3-listing.json",
     "digest-validation.json",
     "flow-logs.json",
+    "blob-listing.json",
 )
 NOT_EVENT_FOLDERS = ("CloudTrail-Digest", "s3-meta", "public-keys", "describe-instances-xml")
 

@@ -3,10 +3,12 @@ log writes to its storage account (azure-storage-blob), as evidence.
 
 Layout in the case (``logs/azure/flows/``):
 
-* ``flow-logs/<subscription>.json``: the Network Watchers and their flow logs (target NSG or VNet, enabled,
+* ``<subscription>/flow-logs.json``: the Network Watchers and their flow logs (target NSG or VNet, enabled,
   format version, storage account, retention), as ARM returned them;
+* ``<subscription>/inventory.json``: the subscription's NICs and VMs (the ``instances`` table: which VM owns the
+  MAC address a flow record names, its scale set, image, subnet and NSG);
 * ``blobs/<storage account>/<container>/<blob name>``: the hourly blobs of the window copied byte for byte, SHA-256
-  while streaming (``listing.json``: what was listed, kept and refused); a blob that grew since an earlier pull
+  while streaming (``blob-listing.json``: what was listed, kept and refused); a blob that grew since an earlier pull
   (the current hour's is appended to) is kept beside the first copy as ``PT1H.<etag>.json``;
 * ``coverage.json``: per flow log, whether it was enabled, its format, and the first and last hour collected.
 
@@ -106,9 +108,14 @@ class FlowPull:
         steps = [
             Step(
                 "flow-logs",
-                "Read the Network Watchers' flow-log configuration of each subscription",
+                "Read the Network Watchers' flow-log configuration, NICs and VMs of each subscription",
                 StepKind.READ,
-                [calls.call("watcher.read"), calls.call("flowlog.read", networkWatcher="<each watcher>")],
+                [
+                    calls.call("watcher.read"),
+                    calls.call("flowlog.read", networkWatcher="<each watcher>"),
+                    calls.call("nic.read"),
+                    calls.call("vm.read"),
+                ],
                 self._flow_logs,
             ),
             Step(
@@ -147,10 +154,29 @@ class FlowPull:
                     exc, f"read the flow-log configuration of {subscription}", calls.permission("flowlog.read")
                 ) from None
             ctx.case.write_json(
-                f"{FLOWS_ROOT}/flow-logs/{path_part(subscription)}.json", {"watchers": watchers, "flowLogs": flow_logs}
+                f"{FLOWS_ROOT}/{path_part(subscription)}/flow-logs.json", {"watchers": watchers, "flowLogs": flow_logs}
             )
             found += [_flow_log(flow_log) for flow_log in flow_logs]
+            self._inventory(ctx, subscription)
         return {"flow_logs": found}
+
+    def _inventory(self, ctx: StepContext, subscription: str) -> None:
+        """The subscription's NICs and VMs as ARM lists them: flow records name a NIC's MAC, peers need the VM."""
+        try:
+            nics = [
+                n.as_dict() for n in self.provider.session.client("network", subscription).network_interfaces.list_all()
+            ]
+            vms = [
+                v.as_dict() for v in self.provider.session.client("compute", subscription).virtual_machines.list_all()
+            ]
+        except AzureError as exc:
+            raise describe_error(
+                exc, f"list the NICs and VMs of {subscription}", calls.permission("nic.read")
+            ) from None
+        ctx.case.write_json(
+            f"{FLOWS_ROOT}/{path_part(subscription)}/inventory.json",
+            {"azureInventory": 1, "subscription": subscription, "networkInterfaces": nics, "virtualMachines": vms},
+        )
 
     # -- blobs ---------------------------------------------------------------------------------------------
     def _container(self, ctx: StepContext, account: str, container: str) -> ContainerClient:
@@ -219,7 +245,7 @@ class FlowPull:
         for item in sorted(listed, key=lambda i: (i["account"], i["container"], i["name"])):
             reason = claims.claim(item["name"], [f"{item['account']}/{item['container']}/{item['name']}"])
             (kept if reason is None else refused).append(item if reason is None else item | {"reason": reason})
-        ctx.case.write_json(f"{FLOWS_ROOT}/listing.json", {"blobs": kept, "refused": refused})
+        ctx.case.write_json(f"{FLOWS_ROOT}/blob-listing.json", {"blobs": kept, "refused": refused})
         downloaded = present = 0
         for item in kept:
             rel = self._local(ctx, item)
@@ -259,7 +285,7 @@ class FlowPull:
     # -- coverage ------------------------------------------------------------------------------------------
     def _coverage(self, ctx: StepContext) -> dict[str, Any]:
         flow_logs = ctx.results["flow-logs"]["flow_logs"]
-        listing = json.loads((ctx.case.root / FLOWS_ROOT / "listing.json").read_text(encoding="utf-8"))
+        listing = json.loads((ctx.case.root / FLOWS_ROOT / "blob-listing.json").read_text(encoding="utf-8"))
         report = CoverageReport("azure", ",".join(self.subscriptions), iso_utc(self.start), iso_utc(self.end))
         for flow_log in flow_logs:
             mine = [b for b in listing["blobs"] if flow_log["id"] in b["flow_logs"]]

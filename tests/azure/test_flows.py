@@ -14,7 +14,7 @@ from cloudir.cli import app
 from cloudir.custody import read_records, verify_case
 from cloudir.plan import StepOutcome, run_plan
 from cloudir.provider import LogPullRequest
-from moto_fixtures.azure import ATTACKER_IP, AZURE_DNS, FLOW_LOG_ACCOUNT, AzureSandbox
+from moto_fixtures.azure import ATTACKER_IP, AZURE_DNS, FLOW_LOG_ACCOUNT, MAC, AzureSandbox
 from moto_fixtures.azure_flows import NSG_CONTAINER
 from moto_fixtures.sandbox import PlantedIncident
 from providers.azure import create_provider
@@ -140,16 +140,22 @@ def test_cli_pull_ingest_and_analyze_find_the_implant_not_the_platform_dns(
     refused = cli("logs", "pull", "azure", "--case", str(case), *window, "--flows", "--entra")
     assert refused.exit_code == 2
     assert "--flows takes --subscription only" in refused.output
-    db = tmp_path / "t.duckdb"
+    db = case / "timeline.duckdb"
     runner = CliRunner()
-    ingested = runner.invoke(app, ["timeline", "ingest", str(case), "--db", str(db)])
-    assert ingested.exit_code == 0, ingested.output
+    built = runner.invoke(app, ["timeline", "build", str(case)])
+    assert built.exit_code == 0, built.output
+    assert "0 quarantined" in built.output  # the configuration, inventory and listing are not taken for events
     analyzed = runner.invoke(app, ["analyze", str(db)])
     assert analyzed.exit_code == 0, analyzed.output
     with duckdb.connect(str(db), read_only=True) as con:
         titles = [t for (t,) in con.execute("SELECT title FROM findings WHERE rule = 'flow-beacon'").fetchall()]
         dns = con.execute("SELECT count(*) FROM flows WHERE dst_addr = ?", [AZURE_DNS]).fetchone()
+        vm = con.execute("SELECT instance, group_name FROM instances WHERE list_contains(interfaces, ?)", [MAC])
+        owner = vm.fetchone()
     assert dns is not None
     assert dns[0] > 100  # the platform's DNS is asked every minute, as regular as any beacon ...
     assert [t for t in titles if AZURE_DNS in t] == []  # ... and is no external destination
-    assert any(f"-> {ATTACKER_IP}:443" in t for t in titles), titles
+    assert owner is not None
+    assert owner[0].endswith("/virtualMachines/web-vm-01")
+    assert owner[1].endswith("/virtualMachineScaleSets/vmss-web")
+    assert any(t.endswith(f"web-vm-01 -> {ATTACKER_IP}:443") for t in titles), titles  # the VM, not its MAC

@@ -50,8 +50,8 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
     assert responder_in_findings == (0,)
     assert impersonations == (0,)  # every call the tool made is matched by its recorded request id
     assert any("203.0.113.66:443/tcp about every 599 s" in text for (text,) in beacons), beacons  # the implant
-    azure_implant = "000D3A1B2C3D opened "  # the Azure VM's NIC, from its NSG flow log
-    assert any(t.startswith(azure_implant) and "203.0.113.66:443/tcp about every 30" in t for (t,) in beacons)
+    azure_implant = "/virtualMachines/web-vm-01 opened "  # the VM whose NIC's MAC the NSG flow log names
+    assert any(azure_implant in t and "203.0.113.66:443/tcp about every 30" in t for (t,) in beacons), beacons
 
 
 def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ class _FlowFile:
     number: int
     path: Path
     name: str
-    kind: str  # aws_text | aws_cloudwatch | aws_parquet | azure | gcp | aws_instances (inventory)
+    kind: str  # aws_text | aws_cloudwatch | aws_parquet | azure | gcp | aws_instances | azure_instances (inventory)
     compression: str
     fields: tuple[str, ...]  # AWS: the record's field names
     header: bool  # AWS text: the first line names the fields
@@ -95,6 +95,8 @@ def detect_flow_log(path: Path) -> str | None:
             return "gcp"
         if inventory.DETECT_MARKER in text:
             return "aws_instances"
+        if inventory.AZURE_MARKER in text:
+            return "azure_instances"
         if _CLOUDWATCH_PAGE.search(text) and (
             (path.parent / SERIES_REQUEST).is_file() or _DEFAULT_RECORD.search(_first_message(text))
         ):
@@ -305,11 +307,17 @@ def _stage_documents(con: duckdb.DuckDBPyConnection, files: list[_FlowFile]) -> 
         gcp.problem(),
     )
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE flow_instances AS "
+        "CREATE OR REPLACE TEMP TABLE flow_instances AS SELECT * FROM ("
         + inventory.load_sql(
             "SELECT file_no, doc FROM flow_docs WHERE file_no IN (SELECT file_no FROM flow_kinds "
             "WHERE kind = 'aws_instances')"
         )
+        + ") UNION ALL BY NAME SELECT * FROM ("
+        + inventory.load_azure_sql(
+            "SELECT file_no, doc FROM flow_docs WHERE file_no IN (SELECT file_no FROM flow_kinds "
+            "WHERE kind = 'azure_instances')"
+        )
+        + ")"
     )
     con.execute("DROP TABLE flow_docs")
 
@@ -375,7 +383,7 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[_FlowFile], stats:
     for source in batch:
         if source.kind == "aws_parquet":
             _stage_parquet(con, source)
-    documents = [f for f in batch if f.kind in {"azure", "gcp", "aws_instances"}]
+    documents = [f for f in batch if f.kind in {"azure", "gcp", "aws_instances", "azure_instances"}]
     if documents:
         _stage_documents(con, documents)
     con.execute(

@@ -1,9 +1,11 @@
 """Instance inventory beside the flow logs: which instance owns an interface or address, and what it is.
 
-The flows collector saves the network's ``DescribeInstances`` pages (raw, as evidence); they become the
-``instances`` table: instance id, network, subnet, image, launch template, Auto Scaling group, security groups,
-tags, interfaces and private addresses. Flows without an instance id are joined to it by interface, then by
-private address; the beacon analyzer builds its peer groups from it.
+The flows collectors save the network's inventory (raw, as evidence): AWS ``DescribeInstances`` pages, Azure
+network interfaces and virtual machines as ARM lists them. They become the ``instances`` table: instance id (the
+VM's resource id on Azure), network, subnet, image, launch template, Auto Scaling group (Azure: the scale set),
+security groups (Azure: the NIC's NSG), tags, interfaces (Azure: MAC addresses as flow logs write them) and
+private addresses. Flows without an instance id are joined to it by interface, then by private address; the beacon
+analyzer builds its peer groups from it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ CREATE TABLE IF NOT EXISTS instances (
 """
 
 DETECT_MARKER = '"Reservations"'
+AZURE_MARKER = '"azureInventory"'  # the top key of the Azure flows collector's inventory file
 
 _SPEC = (
     '{"OwnerId":"VARCHAR","Instances":[{"InstanceId":"VARCHAR","ImageId":"VARCHAR","VpcId":"VARCHAR",'
@@ -61,4 +64,45 @@ def load_sql(documents: str) -> str:
            tags['aws:autoscaling:groupName'] AS group_name, security_groups, tags, interfaces, addresses, file_no
     FROM rows
     QUALIFY row_number() OVER (PARTITION BY cloud, instance ORDER BY file_no DESC) = 1
+    """
+
+
+_AZURE_SPEC = (
+    '{"subscription":"VARCHAR","networkInterfaces":[{"id":"VARCHAR","properties":{"macAddress":"VARCHAR",'
+    '"networkSecurityGroup":{"id":"VARCHAR"},"virtualMachine":{"id":"VARCHAR"},'
+    '"ipConfigurations":[{"properties":{"privateIPAddress":"VARCHAR","subnet":{"id":"VARCHAR"}}}]}}],'
+    '"virtualMachines":[{"id":"VARCHAR","tags":"MAP(VARCHAR, VARCHAR)","properties":{'
+    '"virtualMachineScaleSet":{"id":"VARCHAR"},"storageProfile":{"imageReference":{"id":"VARCHAR",'
+    '"publisher":"VARCHAR","offer":"VARCHAR","sku":"VARCHAR"}}}}]}'
+)
+
+
+def load_azure_sql(documents: str) -> str:
+    """Rows of ``instances`` from the Azure inventory files in (file_no, doc) ``documents``; newest file wins."""
+    return f"""
+    WITH inv AS (SELECT file_no, json_transform(doc, '{_AZURE_SPEC}') AS d FROM ({documents})),
+    nics AS (
+        SELECT file_no, d.subscription AS account, unnest(d.networkInterfaces).properties AS p FROM inv
+    ),
+    vms AS (SELECT file_no, unnest(d.virtualMachines) AS vm FROM inv),
+    per_vm AS (
+        SELECT file_no, any_value(account) AS account, lower(p.virtualMachine.id) AS vm_key,
+               any_value(p.ipConfigurations[1].properties.subnet.id) AS subnet,
+               list_distinct(list(p.networkSecurityGroup.id) FILTER (WHERE p.networkSecurityGroup.id IS NOT NULL))
+                   AS security_groups,
+               list(upper(replace(p.macAddress, '-', ''))) FILTER (WHERE p.macAddress IS NOT NULL) AS interfaces,
+               flatten(list(list_transform(p.ipConfigurations, lambda c: c.properties.privateIPAddress))) AS addresses
+        FROM nics WHERE p.virtualMachine.id IS NOT NULL GROUP BY file_no, vm_key
+    )
+    SELECT 'azure' AS cloud, n.account, coalesce(v.vm.id, n.vm_key) AS instance,
+           regexp_replace(n.subnet, '/subnets/[^/]*$', '') AS network, n.subnet,
+           coalesce(v.vm.properties.storageProfile.imageReference.id,
+                    nullif(concat_ws(':', v.vm.properties.storageProfile.imageReference.publisher,
+                                     v.vm.properties.storageProfile.imageReference.offer,
+                                     v.vm.properties.storageProfile.imageReference.sku), '')) AS image,
+           NULL::VARCHAR AS template, v.vm.properties.virtualMachineScaleSet.id AS group_name,
+           n.security_groups, coalesce(v.vm.tags, MAP {{}}::MAP(VARCHAR, VARCHAR)) AS tags, n.interfaces,
+           list_filter(n.addresses, lambda a: a IS NOT NULL) AS addresses, n.file_no
+    FROM per_vm n LEFT JOIN vms v ON v.file_no = n.file_no AND lower(v.vm.id) = n.vm_key
+    QUALIFY row_number() OVER (PARTITION BY n.vm_key ORDER BY n.file_no DESC) = 1
     """
