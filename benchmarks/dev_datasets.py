@@ -5,9 +5,10 @@ Usage: ``uv run python benchmarks/dev_datasets.py [--work DIR] [--json FILE] [--
 * Stratus Red Team detonations alone; flaws2 alone; OTRF cloud-breach-s3 alone; Stratus and OTRF together
   (two logs years apart in one timeline). Metric: Stratus techniques with an event in some finding's
   ``event_ids``; labelled attacker events of flaws2 / OTRF in findings; OTRF benign events in findings.
-* Panther rule-test fixtures (``panther-rule-tests``): each platform's fixtures in one timeline and each fixture
-  alone in its own timeline. An event counts as alerted when it is in a finding's ``event_ids``. Precision and
-  recall against ``expected_alert``, for the rule-based analyzers (rule catalog, Sigma) and for all analyzers.
+* Panther rule-test fixtures (``panther-rule-tests``): each platform's fixtures in one timeline (each record's id
+  made unique to its case) and each fixture alone in its own timeline. An event counts as alerted when it is in a
+  finding's ``event_ids``. Precision and recall against ``expected_alert``, for the rule-based analyzers (rule
+  catalog, Sigma) and for all analyzers.
 * No option is set: the window, the history mode and the minimum score are the defaults a responder gets.
 """
 
@@ -118,6 +119,18 @@ def _panther_predictions(con: duckdb.DuckDBPyConnection, fixture_file: str) -> d
     return {int(row[0]): (bool(row[1]), bool(row[2])) for row in rows}
 
 
+ID_FIELDS = ("eventID", "insertId", "eventDataId", "id")
+"""The record id each format reads (CloudTrail, GCP LogEntry, Azure Activity, Entra)."""
+
+
+def _own_id(event: dict[str, Any], index: int) -> dict[str, Any]:
+    """The fixture with its record id made unique to its case: hand-written fixtures reuse ids ("1111") across
+    cases, and a finding names events by id, so one flagged id would count as an alert for every case sharing
+    it. Nothing else of the record changes."""
+    return {key: f"{value}-case{index}" if key in ID_FIELDS and isinstance(value, str) else value
+            for key, value in event.items()}  # fmt: skip
+
+
 def panther_runs(work: Path, sigma: bool, each_alone: bool) -> dict[str, Any]:
     """Per platform: all fixtures in one timeline, and (``each_alone``) every fixture in its own timeline."""
     result: dict[str, Any] = {}
@@ -128,7 +141,7 @@ def panther_runs(work: Path, sigma: bool, each_alone: bool) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         events_file = folder / f"{platform}.jsonl"
-        events_file.write_text("".join(json.dumps(case["event"]) + "\n" for case in cases))
+        events_file.write_text("".join(json.dumps(_own_id(case["event"], i)) + "\n" for i, case in enumerate(cases)))
         truth = [bool(case["expected_alert"]) for case in cases]
         with _analyze(work, f"panther-{platform}", [events_file], sigma) as con:
             predicted = _panther_predictions(con, events_file.name)
