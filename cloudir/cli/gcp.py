@@ -144,6 +144,17 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     instance: Annotated[str | None, hidden("--instance")] = None,
     ip: Annotated[str | None, hidden("--ip")] = None,
     principal: Annotated[str | None, hidden("--principal")] = None,
+    remove_bindings_since: Annotated[
+        str | None,
+        typer.Option(
+            "--remove-bindings-since",
+            help="Service account: remove the project IAM bindings added by or for it since this time (audit log).",
+        ),
+    ] = None,
+    remove_binding: Annotated[
+        list[str] | None,
+        typer.Option("--remove-binding", help="Service account: remove this ROLE=MEMBER project binding (repeatable)."),
+    ] = None,
 ) -> None:
     """Isolate a Compute Engine instance (refused until `cloudir acquire gcp` completed in the case, or --force).
 
@@ -153,21 +164,29 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
         deny all ingress and all egress (priority 1); with --examiner-cidr, allow that range
         first (priority 0)
       - adds the tag to the instance, which activates the rules
-    A service account (--principal): every user-managed key is disabled, then the account;
-    each step records in custody the gcloud command that undoes it.
+    A service account (--principal): every user-managed key is disabled, then the account; with
+    --remove-bindings-since / --remove-binding, the project IAM bindings the Admin Activity audit log shows
+    added by or for it since then (or named) are removed, the whole policy (version 3) saved first and
+    written back with its etag; each step records in custody the gcloud command that undoes it.
 
     \b
     Examples:
       cloudir contain gcp --target web-1 --project prod-1 --zone us-central1-a --case cases/IR-42 --dry-run
       cloudir contain gcp --target web-1 --project prod-1 --case cases/IR-42 --examiner-cidr 198.51.100.7/32
       cloudir contain gcp --target 10.128.0.17 --project prod-1 --force   # no acquisition first: only when you must
-      cloudir contain gcp --target web@prod-1.iam.gserviceaccount.com --project prod-1 --case cases/IR-42
+      cloudir contain gcp --target web@prod-1.iam.gserviceaccount.com --project prod-1 --case cases/IR-42 \\
+          --remove-bindings-since 2026-11-20T08:00:00Z
 
     Exit codes: 0 done, 2 refused / bad input / access problem, 3 a step failed (fix it, re-run with --resume).
     """
     query = _query(one_target(target, instance=instance, ip=ip, principal=principal), zone)
     config = _config(project, api_endpoint, anonymous)
-    options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=False)
+    options = ContainOptions(
+        examiner_cidr=examiner_cidr,
+        revoke_credentials=False,
+        window_start=remove_bindings_since,
+        extra={"iam_bindings": remove_binding or []},
+    )
     contain_target("gcp", config, query, options, Grammar(case, dry_run, resume, force, output))
 
 

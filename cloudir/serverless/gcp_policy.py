@@ -5,7 +5,8 @@ the project without a condition: they change nothing. Every write permission is 
 IAM Condition: the evidence the tool creates is limited to its naming prefixes (``resource.name.startsWith``:
 snapshots and images ``cir-…``, firewall rules ``cloudir-…``), changes to the targets to the resource type they
 apply to (``resource.type``), and service-account disabling never reaches the responder's own ``cloudir-…``
-accounts. No role grants ``setIamPolicy``, ``iam.serviceAccounts.actAs``, token or key creation.
+accounts. No role grants ``setIamPolicy``, ``iam.serviceAccounts.actAs``, token or key creation: the one of them a
+plan can use (removing IAM bindings) is listed under ``breakGlass``, to grant by hand for that containment only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ NEVER_GRANTED = (
     "iam.roles.update",
 )
 _READ_VERBS = ("get", "list", "getIamPolicy", "getSerialPortOutput")
+# Declared permissions no role may hold, because their holder could escalate: listed apart, to grant by hand
+# for the one containment that needs them and to take back after it.
+BREAK_GLASS = {
+    "resourcemanager.projects.setIamPolicy": (
+        "remove an attacker's IAM bindings; it could grant any role: give projectIamAdmin for that one containment"
+    ),
+}
 
 
 def _of_type(*kinds: str) -> str:
@@ -115,7 +123,7 @@ def is_read(permission: str) -> bool:
 
 def grants_for(permissions: list[str]) -> list[Grant]:
     """The grants for ``permissions``: a reader on the project, then the conditional write grants that are needed."""
-    writes = sorted(perm for perm in permissions if not is_read(perm))
+    writes = sorted(perm for perm in permissions if not is_read(perm) and perm not in BREAK_GLASS)
     require_scoped("gcp", writes, (grant.permissions for grant in GRANTS), NEVER_GRANTED)
     reader = Grant(
         "cloudirReader",
@@ -146,12 +154,21 @@ def document(permissions: list[str]) -> dict[str, Any]:
         for grant in grants
     ]
     bindings = [{"resource": grant.project, "binding": grant.binding()} for grant in grants]
-    return {"roles": roles, "bindings": bindings}
+    return {"roles": roles, "bindings": bindings, "breakGlass": _break_glass(permissions)}
+
+
+def _break_glass(permissions: list[str]) -> list[dict[str, str]]:
+    """The declared permissions no role holds, each with why and how to grant it for one containment."""
+    return [{"permission": perm, "why": BREAK_GLASS[perm]} for perm in sorted(set(permissions) & set(BREAK_GLASS))]
 
 
 def explain(permissions: list[str]) -> list[tuple[str, str, str, list[str], list[str]]]:
     """One row per grant: role, effect, why, permissions, the project and the condition."""
-    return [
+    rows = [
         (g.role_id, "Allow", g.why, sorted(g.permissions), [g.project, g.condition or "(no condition: reads only)"])
         for g in grants_for(permissions)
+    ]
+    return rows + [
+        ("breakGlass", "Not granted", entry["why"], [entry["permission"]], [PROJECT, "grant by hand, then revoke"])
+        for entry in _break_glass(permissions)
     ]

@@ -106,7 +106,8 @@ def scope_id(request: LogPullRequest) -> str:
     return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _utc(value: str, what: str) -> str:
+def utc_time(value: str, what: str) -> str:
+    """``value`` in canonical UTC (``...Z``), refused in one line when it is not an ISO 8601 time."""
     try:
         return iso_utc(parse_utc(value))
     except ValueError:
@@ -120,7 +121,7 @@ AUDIT = LogSource("audit", "gcp_audit", "gcp:cloud-audit-logs", "audit log", aud
 
 def in_window(request: LogPullRequest) -> LogPullRequest:
     """The request with its window in canonical UTC, refused when a bound is not a time."""
-    return replace(request, start=_utc(request.start, "start"), end=_utc(request.end, "end"))
+    return replace(request, start=utc_time(request.start, "start"), end=utc_time(request.end, "end"))
 
 
 def plan_audit_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:

@@ -52,6 +52,7 @@ PERMISSIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("iam", "serviceAccounts.keys.disable"): ("iam.serviceAccountKeys.disable",),
     ("iam", "serviceAccounts.disable"): ("iam.serviceAccounts.disable",),
     ("cloudresourcemanager", "projects.getIamPolicy"): ("resourcemanager.projects.getIamPolicy",),
+    ("cloudresourcemanager", "projects.setIamPolicy"): ("resourcemanager.projects.setIamPolicy",),
     ("logging", "entries.list"): ("logging.logEntries.list", "logging.privateLogEntries.list"),
 }
 

@@ -1,4 +1,5 @@
-"""Service accounts as targets: resolve, capture the IAM state as evidence, then disable keys and the account.
+"""Service accounts as targets: resolve, capture the IAM state as evidence, then disable keys and the account,
+and remove the project IAM bindings added for or by it (:mod:`providers.gcp.bindings`).
 
 The IAM v1 and Resource Manager v1 REST APIs are called through :meth:`GcpApi.rest` (no client library
 for them is installed); every response body is stored as received before anything is parsed from it.
@@ -13,8 +14,9 @@ from typing import Any
 
 from cloudir.errors import CapabilityNotSupportedError, CloudirError
 from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
-from cloudir.provider import Target, TargetKind, TargetQuery
+from cloudir.provider import ContainOptions, Target, TargetKind, TargetQuery
 from cloudir.safepath import path_part
+from providers.gcp import bindings
 from providers.gcp.permissions import call
 from providers.gcp.session import RESOURCE_MANAGER_ENDPOINT, GcpApi, gcp_errors
 
@@ -92,8 +94,9 @@ def plan_acquire_service_account(api: GcpApi, target: Target) -> Plan:
     return offline_plan(plan) if target.symbolic else plan
 
 
-def plan_contain_service_account(api: GcpApi, target: Target) -> Plan:
-    """Disable every user-managed key, then the account itself; each step records how to undo it."""
+def plan_contain_service_account(api: GcpApi, target: Target, options: ContainOptions) -> Plan:
+    """Disable every user-managed key, then the account itself, then (with a start time or named bindings) remove
+    the project IAM bindings added for or by it; each step records how to undo it."""
     email = target.id
 
     def disable_keys(ctx: StepContext) -> dict[str, Any]:
@@ -132,7 +135,17 @@ def plan_contain_service_account(api: GcpApi, target: Target) -> Plan:
             disable_account,
         ),
     ]
-    notes = ["access tokens issued before may stay valid until they expire (1 hour by default)"]
+    named = [str(item) for item in options.extra.get("iam_bindings") or []]
+    if options.window_start or named:
+        steps.append(bindings.remove_step(api, target, options.window_start, named))
+        notes = ["bindings are removed from the project's own IAM policy only (not buckets, folders or others)"]
+    else:
+        kept = (
+            "IAM bindings are kept: name them (--remove-binding ROLE=MEMBER) or a start time "
+            "(--remove-bindings-since) to remove those added by or for the account since then"
+        )
+        notes = [kept]
+    notes.append("access tokens issued before may stay valid until they expire (1 hour by default)")
     plan = Plan("contain", "gcp", target.ref, steps, notes)
     return offline_plan(plan) if target.symbolic else plan
 

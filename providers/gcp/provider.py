@@ -556,7 +556,7 @@ class GcpProvider:
         """Deny-all ingress/egress rules on a network tag (examiner range still allowed), then tag the instance."""
         if target.kind is TargetKind.PRINCIPAL:
             require_target(self, target.kind, Capability.REVOKE)
-            return plan_contain_service_account(self.api, target)
+            return plan_contain_service_account(self.api, target, options)
         require_target(self, target.kind, Capability.ISOLATE)
         symbolic = target.symbolic
         target = _symbolic_instance(target) if symbolic else target

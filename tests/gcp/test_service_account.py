@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import cloudir.cli.gcp  # noqa: F401 - registers the gcp commands
 from cloudir.cli.apps import app
 from cloudir.custody import read_records, verify_case
-from moto_fixtures.gcp import ATTACKER_KEY_ID, PROJECT, SERVICE_ACCOUNT, WINDOW_START, GcpSandbox
+from moto_fixtures.gcp import ADMIN, ATTACKER_KEY_ID, PROJECT, SERVICE_ACCOUNT, WINDOW_START, GcpSandbox
 from moto_fixtures.sandbox import PlantedIncident
 
 runner = CliRunner()
@@ -97,4 +97,23 @@ def test_playbook_captures_pulls_identity_logs_and_disables_the_service_account(
     assert approved.exit_code == 0, approved.output
     assert gcp_sandbox.fake.service_accounts[SERVICE_ACCOUNT]["account"]["disabled"] is True
     assert _keys(gcp_sandbox)[ATTACKER_KEY_ID] is True
+    owners = [b for b in gcp_sandbox.fake.iam_policies[PROJECT]["bindings"] if b["role"] == "roles/owner"]
+    assert owners[0]["members"] == [f"user:{ADMIN}"]  # the backdoor it granted since the log window's start: gone
+    assert (case / "artifacts/gcp/service-accounts" / SERVICE_ACCOUNT / "containment/project-iam-policy-before-01.json"
+            ).is_file()  # fmt: skip
     assert verify_case(case).ok
+
+
+def test_playbook_plan_for_a_service_account_names_every_call_offline() -> None:
+    args = ["playbook", "plan", "--cloud", "gcp", "--principal", SERVICE_ACCOUNT, "--account", PROJECT]
+    result = runner.invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    for operation in (
+        "serviceAccounts.keys.list",
+        "projects.getIamPolicy",
+        "serviceAccounts.keys.disable",
+        "serviceAccounts.disable",
+        "SetIamPolicy",  # the audit-log query for the bindings added since the log window's start
+        "projects.setIamPolicy",
+    ):
+        assert operation in result.output, operation
