@@ -26,6 +26,10 @@ Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``
     [accounts]                  # findings ``cloudir respond`` may act on, per cloud (default: the caller's own)
     aws = ["123456789012"]
 
+    [logs.azure]                # what ``cloudir logs pull azure`` reads when no --subscription is given
+    subscriptions = ["6f1c2a9e-...", "2b3c4d5e-..."]
+    # all_subscriptions = true  # or every subscription the identity can read (ARM GET /subscriptions)
+
     [seals]                     # write-once copies of every command's seal (cloudir.sealstore)
     store = "s3://forensic-seals/cloudir"   # or azblob://ACCOUNT/CONTAINER/PREFIX, gs://BUCKET/PREFIX
     retain_days = 365
@@ -36,7 +40,8 @@ Read from ``$CLOUDIR_CONFIG``, else ``$XDG_CONFIG_HOME/cloudir/config.toml`` (``
 
 Environment: ``CLOUDIR_FORENSIC_AWS|AZURE|GCP``, ``CLOUDIR_ROLE_AWS|AZURE|GCP`` (the default role of that cloud),
 ``CLOUDIR_SIGNING_KEY``, ``CLOUDIR_SIGNING_KMS``, ``CLOUDIR_ACCOUNTS_AWS|AZURE|GCP`` (comma-separated),
-``CLOUDIR_SEAL_STORE``, ``CLOUDIR_SEAL_RETAIN_DAYS``, ``CLOUDIR_TSA_URL``, ``CLOUDIR_TSA_CERT``.
+``CLOUDIR_SEAL_STORE``, ``CLOUDIR_SEAL_RETAIN_DAYS``, ``CLOUDIR_TSA_URL``, ``CLOUDIR_TSA_CERT``,
+``CLOUDIR_LOGS_AZURE_SUBSCRIPTIONS`` (comma-separated, or ``all``).
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class Config:
     tsa_url: str | None = None  # RFC 3161 time-stamp authority every command's seal is timestamped by
     tsa_cert: Path | None = None  # its certificate, pinned by verify
     notify: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel name -> [notify.NAME] table
+    azure_log_subscriptions: list[str] = field(default_factory=list)  # [logs.azure] subscriptions
+    azure_log_all_subscriptions: bool = False  # [logs.azure] all_subscriptions: tenant-wide
 
     def forensic_for(self, cloud: str, account: str | None = None) -> str | None:
         """The forensic destination for evidence from ``account`` of ``cloud``: its own, else the cloud's default."""
@@ -111,12 +118,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise CloudirError(f"cannot read the configuration {path}: {exc}") from None
-    unknown = set(data) - {"forensic", "roles", "signing", "accounts", "seals", "timestamp", "notify"}
+    unknown = set(data) - {"forensic", "roles", "signing", "accounts", "seals", "timestamp", "notify", "logs"}
     if unknown:
         raise CloudirError(
             f"{path}: unknown section(s) {', '.join(sorted(unknown))}",
-            hint="known: forensic, roles, signing, accounts, seals, timestamp, notify",
+            hint="known: forensic, roles, signing, accounts, seals, timestamp, notify, logs",
         )
+    log_subscriptions, all_subscriptions = _azure_logs(data.get("logs", {}), env, f"{path} [logs.azure]")
     notify = data.get("notify", {})
     if not isinstance(notify, dict) or not all(isinstance(table, dict) for table in notify.values()):
         raise CloudirError(f"{path} [notify]: expected one [notify.NAME] table per channel")
@@ -156,7 +164,28 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         tsa_url=env.get("CLOUDIR_TSA_URL") or tsa.get("url"),
         tsa_cert=Path(tsa_cert).expanduser() if tsa_cert else None,
         notify=notify,
+        azure_log_subscriptions=log_subscriptions,
+        azure_log_all_subscriptions=all_subscriptions,
     )
+
+
+def _azure_logs(table: object, env: Mapping[str, str], where: str) -> tuple[list[str], bool]:
+    """[logs.azure]: subscriptions = [ids] or all_subscriptions = true; ``CLOUDIR_LOGS_AZURE_SUBSCRIPTIONS`` wins."""
+    if not isinstance(table, dict) or set(table) - {"azure"} or not isinstance(table.get("azure", {}), dict):
+        raise CloudirError(f"{where[: -len('.azure]')]}]: expected a [logs.azure] table")
+    azure = table.get("azure", {})
+    if set(azure) - {"subscriptions", "all_subscriptions"}:
+        raise CloudirError(f"{where}: expected subscriptions = [ids] or all_subscriptions = true")
+    subscriptions = azure.get("subscriptions", [])
+    everything = azure.get("all_subscriptions", False)
+    if not isinstance(subscriptions, list) or not all(isinstance(item, str) and item for item in subscriptions):
+        raise CloudirError(f"{where}: subscriptions must be a list of subscription ids")
+    if not isinstance(everything, bool) or (everything and subscriptions):
+        raise CloudirError(f"{where}: give subscriptions or all_subscriptions = true, not both")
+    if env.get("CLOUDIR_LOGS_AZURE_SUBSCRIPTIONS"):
+        items = [item.strip() for item in env["CLOUDIR_LOGS_AZURE_SUBSCRIPTIONS"].split(",") if item.strip()]
+        return ([], True) if items == ["all"] else (items, False)
+    return list(subscriptions), everything
 
 
 def _forensic(table: object, where: str) -> dict[str, dict[str, str]]:

@@ -25,6 +25,7 @@ from providers.azure.session import StaticTokenCredential
 
 SUBSCRIPTION = "6f1c2a9e-3b7d-4c1e-9a55-1d2b3c4d5e6f"
 SOC_SUBSCRIPTION = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+MEMBER_SUBSCRIPTION = "2b3c4d5e-6f70-4182-9a3b-4c5d6e7f8091"  # another subscription of the tenant ("dev")
 TENANT = "3c1d7e5f-0a2b-4c6d-8e9f-a1b2c3d4e5f6"
 LOCATION = "eastus"
 RESOURCE_GROUP = "rg-prod-web"
@@ -144,6 +145,7 @@ class AzureSandbox:
         now = incident_clock()
         window_start, window_end = now - dt.timedelta(hours=3), now - dt.timedelta(minutes=5)
         self.fake.activity[SUBSCRIPTION.lower()] = self._baseline_events(now) + self._attacker_events(now, vm_id)
+        self._plant_tenant(now)
         self.graph.records["signIns"] = _baseline_sign_ins(now) + _attacker_sign_ins(now)
         self.graph.records["directoryAudits"] = _directory_audits(now)
         self._plant_principals(now)
@@ -446,6 +448,26 @@ class AzureSandbox:
                 },
             }
         )
+
+    def _plant_tenant(self, now: dt.datetime) -> None:
+        """The tenant's subscriptions as GET /subscriptions lists them, and the attacker's step into a member one."""
+        self.fake.subscriptions = [
+            {"id": f"/subscriptions/{sub}", "authorizationSource": "RoleBased", "managedByTenants": [],
+             "subscriptionId": sub, "tenantId": TENANT, "displayName": name, "state": "Enabled",
+             "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01",
+                                      "quotaId": "EnterpriseAgreement_2014-09-01", "spendingLimit": "Off"}}
+            for sub, name in ((SUBSCRIPTION, "prod"), (MEMBER_SUBSCRIPTION, "dev"), (SOC_SUBSCRIPTION, "soc"))
+        ]  # fmt: skip
+        member = f"/subscriptions/{MEMBER_SUBSCRIPTION}"
+        events = [
+            _event(now - dt.timedelta(minutes=minutes), ATTACKER, operation, f"{member}{rest}", ATTACKER_IP)
+            for minutes, operation, rest in (
+                (95, "Microsoft.Resources/subscriptions/resourceGroups/write", "/resourceGroups/rg-miner"),
+                (90, "Microsoft.Compute/virtualMachines/write",
+                 "/resourceGroups/rg-miner/providers/Microsoft.Compute/virtualMachines/gpu-01"),
+            )
+        ]  # fmt: skip
+        self.fake.activity[MEMBER_SUBSCRIPTION.lower()] = [e | {"subscriptionId": MEMBER_SUBSCRIPTION} for e in events]
 
     def _baseline_events(self, now: dt.datetime) -> list[dict[str, Any]]:
         deployer = "deploy-pipeline (app 6c8e0f1a-3333-4444-8555-b66677778888)"

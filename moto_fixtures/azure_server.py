@@ -43,6 +43,7 @@ _USER_ASSIGNED = re.compile(
     r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+",
     re.IGNORECASE,
 )
+SUBSCRIPTION_API_VERSIONS = {"2016-06-01", "2020-01-01", "2021-01-01", "2022-12-01"}
 ROLE_ASSIGNMENT_API_VERSIONS = {"2020-04-01-preview", "2022-04-01", "2022-01-01-preview"}
 _FILTER_TERMS = re.compile(r"(\w+)\s+(ge|le|eq)\s+'([^']*)'", re.IGNORECASE)
 Response = tuple[int, dict[str, str], bytes]
@@ -113,6 +114,7 @@ class FakeAzure:
         self.blobs: dict[str, bytes] = {}  # lower-case disk/snapshot id -> disk content
         self.grants: dict[str, str] = {}  # SAS signature -> lower-case snapshot id
         self.activity: dict[str, list[dict[str, Any]]] = {}  # subscription -> Activity Log events
+        self.subscriptions: list[dict[str, Any]] = []  # what GET /subscriptions lists (the caller's, any state)
         self.requests: list[dict[str, Any]] = []
         self.created: Counter[str] = Counter()  # resource type path -> resources created by PUT
         self.failures: dict[str, str] = {}  # operation -> error code, while a fail_next context is open
@@ -279,6 +281,8 @@ class FakeAzure:
             return self._operation_status(path.rsplit("/", 1)[1])
         if lowered.endswith("/providers/microsoft.insights/eventtypes/management/values"):
             return self._activity_log(path, query)
+        if lowered == "/subscriptions":
+            return self._list_subscriptions(method, query)
         segments = [part for part in lowered.split("/") if part]
         if method == "POST":
             return self._action(path, segments[-1], body)
@@ -684,6 +688,20 @@ class FakeAzure:
         if operation["result"] is None:
             return 200, {}, b""
         return _json(200, operation["result"])
+
+    def _list_subscriptions(self, method: str, query: dict[str, str]) -> Response:
+        """Subscriptions - List (Microsoft.Resources): GET only, paged with ``nextLink`` and ``$skiptoken``."""
+        if method != "GET":
+            return _error(405, "MethodNotAllowed", f"{method} is not supported on /subscriptions")
+        if query["api-version"] not in SUBSCRIPTION_API_VERSIONS:
+            return _error(400, "InvalidApiVersionParameter", f"The api-version '{query['api-version']}' is invalid.")
+        offset = int(query.get("$skiptoken", "0"))
+        body: dict[str, Any] = {"value": self.subscriptions[offset : offset + self.page_size]}
+        if offset + self.page_size < len(self.subscriptions):
+            body["nextLink"] = (
+                f"{self.base_url}/subscriptions?api-version={query['api-version']}&$skiptoken={offset + self.page_size}"
+            )
+        return _json(200, body)
 
     def _activity_log(self, path: str, query: dict[str, str]) -> Response:
         subscription = path.split("/")[2]

@@ -34,8 +34,11 @@ from cloudir.cli.common import (
     pull_logs,
 )
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
+from cloudir.config import load_config
 from cloudir.errors import CloudirError
 from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery
+
+TENANT_SCOPE = "all-subscriptions"  # the adapter's home subscription in a tenant-wide pull that names none
 
 TargetOpt = Annotated[
     str | None,
@@ -288,6 +291,13 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
         list[str] | None,
         typer.Option("--subscription", help="Subscription to pull (repeatable; default: AZURE_SUBSCRIPTION_ID)."),
     ] = None,
+    all_subscriptions: Annotated[
+        bool,
+        typer.Option(
+            "--all-subscriptions",
+            help="Tenant-wide: every subscription the identity can read (ARM GET /subscriptions), each pulled.",
+        ),
+    ] = False,
     resource_group: Annotated[
         list[str] | None, typer.Option("--resource-group", help="Only events of this resource group (repeatable).")
     ] = None,
@@ -334,7 +344,11 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     \b
     Pages are stored as logs/azure/activity/<subscription>/page-00001.json exactly as ARM returned them
     ({"value": [...], "nextLink": ...}) before they are parsed; 429 answers are retried after Retry-After;
-    logs/azure/coverage.json says what span was covered, how often Azure throttled, and any early stop.
+    logs/azure/coverage.json says what span was covered, how often Azure throttled, and any early stop,
+    per subscription. --subscription is repeatable; --all-subscriptions lists the tenant's subscriptions
+    the identity can read (ARM GET /subscriptions, pages kept under artifacts/azure/subscriptions/) and pulls
+    each. Without either, [logs.azure] in the configuration file (subscriptions = [...] or
+    all_subscriptions = true) decides, then AZURE_SUBSCRIPTION_ID.
     The Activity Log keeps 90 days. With --entra, Microsoft Graph auditLogs/signIns and
     auditLogs/directoryAudits pages go to logs/azure/entra/<tenant>/signins|audits/ the same way
     (Entra keeps them 30 days, 7 on the free tier). With --flows, every Network Watcher flow log of the
@@ -350,14 +364,20 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
           --subscription 6f1c2a9e-... --resource-group rg-prod-web
       cloudir logs pull azure --case cases/IR-42 --subscription 6f1c2a9e-... --around 2026-05-01T10:00Z \\
           --entra --principal jdoe@contoso.example
+      cloudir logs pull azure --case cases/IR-42 --all-subscriptions --around 2026-05-01T10:00Z --before 3d
       cloudir logs pull azure --case cases/IR-42 --start ... --end ... --resume   # after throttling stopped it
       cloudir logs pull azure --case cases/IR-42 --subscription 6f1c2a9e-... --around 2026-05-01T10:00Z --flows
 
     Exit codes: 0 done, 2 bad input / access problem, 3 a pull failed (pages so far are kept; --resume).
     """
     window_start, window_end = resolve_window(start, end, around, before, after)
-    subscriptions = subscription or []
-    config = _config(subscriptions[0] if subscriptions else None, token, endpoint, ca_bundle, polling_interval=5.0)
+    if all_subscriptions and subscription:
+        raise CloudirError("--all-subscriptions pulls every subscription", hint="drop --subscription, or it")
+    defaults = load_config()
+    subscriptions = subscription or ([] if all_subscriptions else defaults.azure_log_subscriptions)
+    tenant_wide = all_subscriptions or (not subscriptions and defaults.azure_log_all_subscriptions)
+    home = subscriptions[0] if subscriptions else os.environ.get("AZURE_SUBSCRIPTION_ID")
+    config = _config(home or (TENANT_SCOPE if tenant_wide else None), token, endpoint, ca_bundle, polling_interval=5.0)
     if graph_endpoint:
         config["graph_url"] = graph_endpoint
     if principal and not entra:
@@ -375,6 +395,7 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
             "entra": entra,
             "flows": flows,
             "subscriptions": subscriptions,
+            "all_subscriptions": tenant_wide,
             "resource_groups": resource_group or [],
             **({"max_pages": max_pages} if max_pages else {}),
         },

@@ -73,6 +73,7 @@ CALLS: dict[str, ArmCall] = {
     "lock.write": ArmCall(
         "Microsoft.Authorization", "locks/write", "management_locks.create_or_update_at_resource_level"
     ),
+    "subscription.read": ArmCall("Microsoft.Resources", "subscriptions/read", "GET /subscriptions"),
     "activity.read": ArmCall("Microsoft.Insights", "eventtypes/values/read", "activity_logs.list"),
     "watcher.read": ArmCall("Microsoft.Network", "networkWatchers/read", "network_watchers.list_all"),
     "flowlog.read": ArmCall("Microsoft.Network", "networkWatchers/flowLogs/read", "flow_logs.list"),

@@ -128,7 +128,7 @@ def _folder(target: Target) -> str:
     return f"artifacts/azure/principals/{path_part(target.id)}"
 
 
-def _store_pages(ctx: StepContext, client: PipelineClient[Any, Any], url: str, key: str, path: str) -> list[Any]:
+def store_pages(ctx: StepContext, client: PipelineClient[Any, Any], url: str, key: str, path: str) -> list[Any]:
     """Every page of a collection stored as received (``<path>-00001.json``...); the records of all pages.
 
     A ``nextLink`` to another endpoint than the first page's is refused (it would carry the token)."""
@@ -210,7 +210,7 @@ def _capture_entra(ctx: StepContext, *, provider: AzureProvider, target: Target,
     counts: dict[str, int] = {}
     for key, relation in _RELATIONS[kind]:
         name = relation.replace("/", "-")
-        counts[name] = len(_store_pages(ctx, client, f"{base}/{relation}", key, f"{folder}/{name}"))
+        counts[name] = len(store_pages(ctx, client, f"{base}/{relation}", key, f"{folder}/{name}"))
         artifacts.append(f"{folder}/{name}-00001.json")
     result: dict[str, Any] = {"artifacts": artifacts, "account_enabled": obj.get("accountEnabled"), **counts}
     if kind == SERVICE_PRINCIPAL:
@@ -221,7 +221,7 @@ def _capture_entra(ctx: StepContext, *, provider: AzureProvider, target: Target,
 def _capture_assignments(ctx: StepContext, *, provider: AzureProvider, target: Target) -> dict[str, Any]:
     path = f"{_folder(target)}/role-assignments"
     client = provider.session.arm_client()
-    assignments = _store_pages(ctx, client, _assignments_url(provider, target.account), "role_assignment.read", path)
+    assignments = store_pages(ctx, client, _assignments_url(provider, target.account), "role_assignment.read", path)
     own = [a["id"] for a in assignments if _of(a, "principalId") == target.id.lower()]
     made = [a["id"] for a in assignments if _of(a, "createdBy") == target.id.lower()]
     return {"artifacts": [f"{path}-00001.json"], "assignments": len(assignments), "own": own, "created_by_it": made}
@@ -307,7 +307,7 @@ def _remove_assignments_step(provider: AzureProvider, target: Target, since: str
         client = provider.session.arm_client()
         saved = f"{_folder(target)}/containment/role-assignments-removed.json"
         listing = f"{_folder(target)}/containment/role-assignments-before"
-        assignments = _store_pages(
+        assignments = store_pages(
             ctx, client, _assignments_url(provider, target.account), "role_assignment.read", listing
         )
         mine = {target.id.lower()}
