@@ -8,6 +8,7 @@ An adapter that cannot do something leaves the capability out and raises
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,6 +41,35 @@ class TargetKind(StrEnum):
     INSTANCE = "instance"  # EC2 instance, Azure VM, GCE instance
     ACCESS_KEY = "access-key"  # AWS access key id
     PRINCIPAL = "principal"  # IAM user / role, Entra principal, service account
+    DISK = "disk"  # EBS volume, Azure managed disk, persistent disk
+    BUCKET = "bucket"  # S3 bucket, Azure storage account, Cloud Storage bucket
+    CLUSTER = "cluster"  # EKS, AKS, GKE cluster
+
+
+_RESOURCE_KINDS = (
+    (TargetKind.DISK, re.compile(
+        r"^(vol-[0-9a-f]{8,17}|arn:aws[a-z-]*:ec2:[^:]*:\d{12}:volume/vol-[0-9a-f]+"
+        r"|/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/disks/[^/]+"
+        r"|(https://www\.googleapis\.com/compute/v1/)?projects/[^/]+/(zones/[^/]+|regions/[^/]+)/disks/[^/]+)$",
+        re.IGNORECASE)),
+    (TargetKind.BUCKET, re.compile(
+        r"^(arn:aws[a-z-]*:s3:::[^/]+|s3://[^/]+/?|gs://[^/]+/?|(//storage\.googleapis\.com/)?projects/_/buckets/[^/]+"
+        r"|/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Storage/storageAccounts/[^/]+)$",
+        re.IGNORECASE)),
+    (TargetKind.CLUSTER, re.compile(
+        r"^(arn:aws[a-z-]*:eks:[^:]+:\d{12}:cluster/[^/]+"
+        r"|/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerService/managedClusters/[^/]+"
+        r"|(//container\.googleapis\.com/)?projects/[^/]+/(locations|zones)/[^/]+/clusters/[^/]+)$",
+        re.IGNORECASE)),
+)  # fmt: skip
+
+
+def resource_kind(value: str) -> TargetKind | None:
+    """The kind a value unmistakably names (a volume id, a bucket or cluster ARN / URL / resource id), else None.
+
+    The CLIs type ``--target`` with it, so a disk, bucket or cluster reaches the provider as what it is and is
+    refused by name where the provider does not handle that kind (instead of being looked up as an instance)."""
+    return next((kind for kind, pattern in _RESOURCE_KINDS if pattern.match(value.strip())), None)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from cloudir.provider import (
     ContainOptions,
     TargetKind,
     TargetQuery,
+    resource_kind,
 )
 from cloudir.registry import provider_module
 
@@ -90,7 +91,7 @@ def _routed(
 def _query(value: str, region: str | None, *, principal: bool) -> TargetQuery:
     if principal or _PRINCIPAL_ARN.match(value):
         return TargetQuery(TargetKind.PRINCIPAL, value, region)
-    kind = TargetKind.ACCESS_KEY if _ACCESS_KEY.match(value) else TargetKind.INSTANCE
+    kind = TargetKind.ACCESS_KEY if _ACCESS_KEY.match(value) else resource_kind(value) or TargetKind.INSTANCE
     return TargetQuery(kind, value, region)
 
 

@@ -36,7 +36,7 @@ from cloudir.cli.common import (
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
 from cloudir.config import load_config
 from cloudir.errors import CloudirError
-from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery
+from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery, resource_kind
 
 TENANT_SCOPE = "all-subscriptions"  # the adapter's home subscription in a tenant-wide pull that names none
 
@@ -91,7 +91,7 @@ def _query(target: str | None, old_target: str | None, principal: str | None, gr
     name = one_target(target, positional=old_target, principal=principal)
     if principal or ("@" in name and not name.startswith("/")):
         return TargetQuery(TargetKind.PRINCIPAL, name)
-    return TargetQuery(TargetKind.INSTANCE, name, group)
+    return TargetQuery(resource_kind(name) or TargetKind.INSTANCE, name, group)
 
 
 def _config(

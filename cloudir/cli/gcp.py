@@ -31,7 +31,7 @@ from cloudir.cli.common import (
 )
 from cloudir.cli.rows import FormatOpt, RowFormat
 from cloudir.errors import CloudirError
-from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery
+from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, TargetKind, TargetQuery, resource_kind
 
 ProjectOpt = Annotated[
     str | None, typer.Option("--project", help="Project of the target (default: GOOGLE_CLOUD_PROJECT).")
@@ -76,7 +76,7 @@ def _query(value: str, zone: str | None) -> TargetQuery:
     """A service account by its email; anything else names an instance."""
     if "@" in value:
         return TargetQuery(TargetKind.PRINCIPAL, value)
-    return TargetQuery(TargetKind.INSTANCE, value, zone)
+    return TargetQuery(resource_kind(value) or TargetKind.INSTANCE, value, zone)
 
 
 @acquire_app.command("gcp")
