@@ -260,7 +260,6 @@ class FlowPull:
                 ctx.case.write_bytes(rel, stream.chunks())
             except (AzureError, OSError) as exc:
                 raise _storage_error(exc, f"download {item['account']}/{item['container']}/{item['name']}") from None
-            item["local"] = rel
             downloaded += 1
         return {
             "blobs": len(kept),
