@@ -137,6 +137,19 @@ class AzureSandbox:
             client_request_id=headers.get("x-ms-client-request-id"),
         )
         self.fake.activity.setdefault(SUBSCRIPTION.lower(), []).append(event)
+        if operation == "Microsoft.Compute/virtualMachines/write":
+            self._drop_released_identity(path)
+
+    def _drop_released_identity(self, vm_path: str) -> None:
+        """A VM without its system-assigned identity any more: Entra deletes that identity's service principal."""
+        vm = self.fake.get(vm_path) or {}
+        if str((vm.get("identity") or {}).get("type", "None")).startswith("SystemAssigned"):
+            return
+        objects = self.graph.directory.objects["servicePrincipals"]
+        for sp_id, sp in list(objects.items()):
+            names = [str(name).lower() for name in sp.get("alternativeNames") or []]
+            if "isexplicit=false" in names and vm_path.lower() in names:
+                del objects[sp_id]
 
     def plant_incident(self) -> PlantedIncident:
         """A VMSS member VM with OS + 2 data disks, a NIC with private/public IP, an NSG, and attacker activity."""

@@ -203,7 +203,9 @@ def test_system_assigned_identity_is_removed_from_its_vm_after_the_vm_is_saved(
     assert (folder / "servicePrincipal.json").is_file()
     assert [s.id for s in plan.steps] == ["contain-detach-managed-identity"]
     assert any("new principal" in note for note in plan.notes)
+    assert MANAGED_IDENTITY_ID in azure_sandbox.graph.directory.objects["servicePrincipals"]
     result = run_plan(plan, case)
+    assert MANAGED_IDENTITY_ID not in azure_sandbox.graph.directory.objects["servicePrincipals"]  # Entra deletes it
     identity = _identity(azure_sandbox, "web-vm-01")
     assert identity == {"type": "UserAssigned", "userAssignedIdentities": identity["userAssignedIdentities"]}
     assert list(identity["userAssignedIdentities"]) == [USER_ASSIGNED_ID]  # the user-assigned one stays
