@@ -29,7 +29,7 @@ from providers.aws.common import (
     tag_list,
     wait_for_snapshots,
 )
-from providers.aws.raw_image import write_raw_image
+from providers.aws.raw_image import write_raw_images
 from providers.aws.session import AwsClients, aws_errors, describe_error
 
 ASG_MODES = ("protect", "standby", "detach")
@@ -850,20 +850,13 @@ class AcquirePlanner:
 
         def run(ctx: StepContext) -> dict[str, Any]:
             snapshots: dict[str, str] = ctx.results["snapshot.create"]["snapshots"]
-            images = {}
-            for snapshot_id in sorted(snapshots.values()):
-                images[snapshot_id] = write_raw_image(
-                    self.clients.client("ebs", region),
-                    snapshot_id,
-                    ctx.case,
-                    f"images/aws/{snapshot_id}.raw",
-                    ctx.console,
-                )
+            paths = {snapshot_id: f"images/aws/{snapshot_id}.raw" for snapshot_id in sorted(snapshots.values())}
+            images = write_raw_images(self.clients.client("ebs", region), paths, ctx.case, ctx.console)
             return {"images": images}
 
         return Step(
             "image.raw",
-            "Read each snapshot through the EBS direct APIs into a raw image (block checksums verified)",
+            "Read every snapshot at once through the EBS direct APIs into raw images (block checksums verified)",
             StepKind.ACQUIRE,
             [
                 planned("ebs", "ListSnapshotBlocks", region, SnapshotId="<each snapshot>"),

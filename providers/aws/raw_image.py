@@ -81,26 +81,20 @@ def _read_in_order(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_raw_image(
-    ebs: Any, snapshot_id: str, case: Case, rel_path: str, console: Console, *, concurrency: int = READ_CONCURRENCY
-) -> dict[str, Any]:
-    """Write ``snapshot_id`` as a raw disk image at ``rel_path``; holes stay sparse; return path, SHA-256, size.
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("image {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
+    )
 
-    Blocks are read ``concurrency`` at a time and written (and hashed) in order as they arrive.
-    """
+
+def _image(
+    ebs: Any, snapshot_id: str, case: Case, rel_path: str, *, progress: Progress, concurrency: int
+) -> dict[str, Any]:
+    """One snapshot into ``rel_path``: blocks read ``concurrency`` at a time, written and hashed in order."""
     with aws_errors(f"read snapshot {snapshot_id} through the EBS direct APIs"):
         blocks, volume_bytes, block_size = _list_blocks(ebs, snapshot_id)
-        with (
-            case.open_artifact(rel_path) as writer,
-            Progress(
-                TextColumn(f"image {esc(snapshot_id)}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=console,
-            ) as progress,
-        ):
-            task = progress.add_task("read", total=volume_bytes)
+        task = progress.add_task(esc(snapshot_id), total=volume_bytes)
+        with case.open_artifact(rel_path) as writer:
             position = 0
             for index, data in _read_in_order(ebs, snapshot_id, blocks, concurrency):
                 offset = index * block_size
@@ -113,3 +107,32 @@ def write_raw_image(
             progress.update(task, completed=volume_bytes)
     artifact = writer.close()
     return {"path": artifact.path, "sha256": artifact.sha256, "size": artifact.size, "blocks": len(blocks)}
+
+
+def write_raw_image(
+    ebs: Any, snapshot_id: str, case: Case, rel_path: str, console: Console, *, concurrency: int = READ_CONCURRENCY
+) -> dict[str, Any]:
+    """Write ``snapshot_id`` as a raw disk image at ``rel_path``; holes stay sparse; return path, SHA-256, size.
+
+    Blocks are read ``concurrency`` at a time and written (and hashed) in order as they arrive.
+    """
+    with _progress(console) as progress:
+        return _image(ebs, snapshot_id, case, rel_path, progress=progress, concurrency=concurrency)
+
+
+def write_raw_images(
+    ebs: Any, images: dict[str, str], case: Case, console: Console, *, concurrency: int = READ_CONCURRENCY
+) -> dict[str, dict[str, Any]]:
+    """Every snapshot of ``images`` (snapshot id -> image path) imaged at once, each as :func:`write_raw_image` does.
+
+    One pipeline per volume, each with its own ``concurrency`` reads in flight, so the wall time of N volumes is
+    about that of the largest one; the first failure is raised once the others have stopped.
+    """
+    with _progress(console) as progress, ThreadPoolExecutor(max_workers=max(1, len(images))) as pool:
+        futures = {
+            snapshot_id: pool.submit(
+                _image, ebs, snapshot_id, case, rel_path, progress=progress, concurrency=concurrency
+            )
+            for snapshot_id, rel_path in images.items()
+        }
+        return {snapshot_id: future.result() for snapshot_id, future in futures.items()}

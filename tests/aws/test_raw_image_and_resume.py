@@ -12,7 +12,7 @@ from cloudir.plan import require_completed
 from cloudir.provider import AcquireOptions, ContainOptions
 from moto_fixtures.aws import BLOCK, FORENSIC_ACCOUNT, AwsSandbox, launch_instance
 from moto_fixtures.sandbox import PlantedIncident
-from providers.aws.raw_image import BlockChecksumError, write_raw_image
+from providers.aws.raw_image import BlockChecksumError, write_raw_image, write_raw_images
 from tests.aws.conftest import Acquire
 
 GIB = 1024**3
@@ -128,3 +128,23 @@ def test_raw_image_reads_blocks_concurrently_and_writes_them_in_order(aws_sandbo
     assert result["sha256"] == whole.hexdigest() != tail.hexdigest()
     calls = [c for r in read_records(case.root / "custody.jsonl") for c in r.get("api_calls", [])]
     assert sum(1 for c in calls if c.get("operation") == "GetSnapshotBlock") == len(blocks)  # every read recorded
+
+
+def test_every_volume_is_imaged_at_once_each_hashed_in_order(aws_sandbox: AwsSandbox, tmp_path):
+    snapshots = {
+        aws_sandbox.direct_snapshot({index: bytes([volume + 1]) * BLOCK for index in range(4)}): volume
+        for volume in range(3)
+    }
+    aws_sandbox.block_latency = 0.05
+    case = Case.create(tmp_path / "c")
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    with case.action("acquire.image", target="three volumes"):
+        paths = {snapshot_id: f"images/aws/{snapshot_id}.raw" for snapshot_id in snapshots}
+        results = write_raw_images(provider.clients.client("ebs"), paths, case, Console(quiet=True), concurrency=4)
+    assert aws_sandbox.block_reads_peak == 12  # 3 volumes x 4 reads in flight: no volume waited for another
+    for snapshot_id, volume in snapshots.items():
+        whole = hashlib.sha256(bytes([volume + 1]) * (4 * BLOCK))
+        whole.update(bytes(GIB - 4 * BLOCK))
+        assert results[snapshot_id]["sha256"] == whole.hexdigest()
+        assert (case.root / results[snapshot_id]["path"]).stat().st_size == GIB

@@ -1,5 +1,6 @@
 """`cloudir demo`: the whole flow on every sandboxed cloud, as the README runs it."""
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -27,6 +28,14 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
     assert f"head {verdict.head}\n" in result.output  # the full head on one line, as printed to a pipe
     assert (out / "reports" / "report.html").is_file()
     assert list((out / "images" / "aws").glob("*.raw"))
+    [point] = (out / "artifacts" / "azure").glob("*/*/restore-points/*.json")  # the Azure VM's disks at one instant
+    properties = json.loads(point.read_text())["properties"]
+    storage = properties["sourceMetadata"]["storageProfile"]
+    assert properties["consistencyMode"] == "CrashConsistent"
+    assert [d["diskRestorePoint"]["id"] for d in [storage["osDisk"], *storage["dataDisks"]]][1:]  # two or more
+    [gcp] = (out / "artifacts" / "gcp").glob("*/*/*/summary.json")
+    assert json.loads(gcp.read_text())["managed_instance_group"]  # the GCP target is a MIG member
+    assert "Abandon web-frontend-7x2k from managed instance group" in " ".join(result.output.split())
     with duckdb.connect(str(out / "timeline.duckdb"), read_only=True) as con:
         clouds = dict(con.execute("SELECT cloud, count(*) FROM events GROUP BY cloud").fetchall())
         responder_by_cloud = dict(
