@@ -5,6 +5,9 @@ NETWORKSECURITYGROUPS/<NSG>/y=/m=/d=/h=/m=00/macAddress=<MAC>/PT1H.json`` in con
 ``insights-logs-networksecuritygroupflowevent`` of the flow log's storage account, holding
 ``{"records": [...]}`` with category ``NetworkSecurityGroupFlowEvent`` and version 2 tuples
 ``unix seconds,src,dst,sport,dport,T|U,I|O,A|D,B|C|E,packets out,bytes out,packets in,bytes in`` grouped per rule.
+VNet flow logs go to ``insights-logs-flowlogflowevent`` under ``flowLogResourceID=/...`` with the same hourly tail,
+records of category ``FlowLogFlowEvent`` with ``flowRecords.flows[].flowGroups[].flowTuples[]`` tuples
+``unix milliseconds,src,dst,sport,dport,protocol number,I|O,B|C|E|D,X|NX,packets,bytes,packets,bytes``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 NSG_CONTAINER = "insights-logs-networksecuritygroupflowevent"
+VNET_CONTAINER = "insights-logs-flowlogflowevent"
 
 
 @dataclass(frozen=True)
@@ -133,3 +137,36 @@ def beacon(remote: str, first: dt.datetime, *, period: int, beats: int, port: in
         start = first + dt.timedelta(seconds=beat * period + jitter)
         flows.append(Flow(start, remote, port, 40000 + beat % 20000, sent=1180, received=320))
     return flows
+
+
+def vnet_blob(flow_log_id: str, vnet_id: str, nic: Nic, flows: list[Flow]) -> tuple[str, bytes]:
+    """One hour's ``PT1H.json`` blob (name, body) of a VNet flow log: one record holding every flow's end tuple."""
+    first = min(flow.start for flow in flows).replace(minute=0, second=0, microsecond=0)
+    tuples = []
+    for flow in flows:
+        local, remote = (nic.address, flow.local_port), (flow.remote, flow.remote_port)
+        src, dst = (local, remote) if flow.outbound else (remote, local)
+        millis = int(flow.start.timestamp() * 1000)
+        protocol = 6 if flow.protocol == "T" else 17
+        tuples.append(
+            f"{millis},{src[0]},{dst[0]},{src[1]},{dst[1]},{protocol},{'O' if flow.outbound else 'I'},E,NX,"
+            f"{max(1, flow.sent // 1200)},{flow.sent},{max(1, flow.received // 1200)},{flow.received}"
+        )
+    record = {
+        "time": first.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+        "flowLogVersion": 4,
+        "flowLogGUID": hashlib.sha256(flow_log_id.encode()).hexdigest()[:32],
+        "macAddress": nic.mac,
+        "category": "FlowLogFlowEvent",
+        "flowLogResourceID": flow_log_id.upper(),
+        "targetResourceID": vnet_id,
+        "operationName": "FlowLogFlowEvent",
+        "flowRecords": {"flows": [{"aclID": "00000000-1234-abcd-ef00-c1c2c3c4c5c6", "flowGroups": [
+            {"rule": "DefaultRule_AllowInternetOutBound", "flowTuples": tuples}
+        ]}]},
+    }  # fmt: skip
+    name = (
+        f"flowLogResourceID={flow_log_id.upper()}/y={first:%Y}/m={first:%m}/d={first:%d}/h={first:%H}/m=00/"
+        f"macAddress={nic.mac}/PT1H.json"
+    )
+    return name, json.dumps({"records": [record]}).encode()

@@ -2,23 +2,39 @@
 
 import hashlib
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from cloudir.case import Case
 from cloudir.cli import app
 from cloudir.custody import read_records, verify_case
 from cloudir.plan import StepOutcome, run_plan
+from cloudir.playbook import build_response_plan, load_playbook
 from cloudir.provider import LogPullRequest
-from moto_fixtures.azure import ATTACKER_IP, AZURE_DNS, FLOW_LOG_ACCOUNT, MAC, AzureSandbox
-from moto_fixtures.azure_flows import NSG_CONTAINER
+from cloudir.triggers import load_triggers
+from moto_fixtures.azure import (
+    ATTACKER_IP,
+    AZURE_DNS,
+    FLOW_LOG_ACCOUNT,
+    LOCATION,
+    MAC,
+    PRIVATE_IP,
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    AzureSandbox,
+    rid,
+)
+from moto_fixtures.azure_flows import NSG_CONTAINER, VNET_CONTAINER, Flow, Nic, flow_log_resource, vnet_blob
 from moto_fixtures.sandbox import PlantedIncident
 from providers.azure import create_provider
 from tests.azure.conftest import Cli
+from tests.respond.conftest import DATA
 
 BLOBS = f"logs/azure/flows/blobs/{FLOW_LOG_ACCOUNT}/{NSG_CONTAINER}"
 
@@ -159,3 +175,43 @@ def test_cli_pull_ingest_and_analyze_find_the_implant_not_the_platform_dns(
     assert owner[0].endswith("/virtualMachines/web-vm-01")
     assert owner[1].endswith("/virtualMachineScaleSets/vmss-web")
     assert any(t.endswith(f"web-vm-01 -> {ATTACKER_IP}:443") for t in titles), titles  # the VM, not its MAC
+
+
+def test_a_vnet_flow_log_is_read_from_its_own_container_and_normalized(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    vnet_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Network/virtualNetworks", "vnet-prod")
+    storage = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Storage/storageAccounts", FLOW_LOG_ACCOUNT)
+    resource = flow_log_resource(SUBSCRIPTION, LOCATION, vnet_id, storage, version=4)
+    azure_sandbox.fake.put(resource)
+    start = datetime.fromisoformat(azure_incident.window_start.replace("Z", "+00:00")) + timedelta(minutes=20)
+    flows = [Flow(start + timedelta(minutes=m), "192.0.2.77", 8443, 41000 + m) for m in range(3)]
+    name, body = vnet_blob(resource["id"], vnet_id, Nic(MAC, PRIVATE_IP), flows)
+    azure_sandbox.blob.add_blob(FLOW_LOG_ACCOUNT, VNET_CONTAINER, name, body)
+    case, steps, _ = _pull(azure_sandbox, azure_incident, tmp_path / "ir")
+    assert steps["blobs"].status == "done", steps["blobs"].error
+    copied = case.root / f"logs/azure/flows/blobs/{FLOW_LOG_ACCOUNT}/{VNET_CONTAINER}/{name}"
+    assert copied.read_bytes() == body
+    coverage = json.loads((case.root / "logs/azure/flows/coverage.json").read_text())
+    vnet = next(s for s in coverage["sources"] if s["source"] == "azure:flow-logs:vnet")
+    assert (vnet["location"], vnet["status"], vnet["items"], vnet["details"]["version"]) == (vnet_id, "complete", 1, 4)
+    built = CliRunner().invoke(app, ["timeline", "build", str(case.root)])
+    assert built.exit_code == 0, built.output
+    with duckdb.connect(str(case.root / "timeline.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT source_format, interface, dst_addr, direction FROM flows WHERE dst_addr = '192.0.2.77'"
+        ).fetchall()
+    assert rows == [("azure_vnet_flow", MAC, "192.0.2.77", "egress")] * 3
+
+
+def test_a_playbook_collect_flows_step_plans_the_azure_flow_log_pull(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    steps = [{"id": "logs", "action": "pull_logs"}, {"id": "net", "action": "collect_flows"}]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"id": "t", "title": "T", "steps": steps}))
+    provider = azure_sandbox.provider()
+    target = provider.find_target(azure_incident.target)
+    trigger = load_triggers(DATA / "defender_eventgrid.json")[0]
+    response = build_response_plan(load_playbook(tmp_path / "t.yaml"), trigger, provider, target, approved=False)
+    ids = [step.id for step in response.plan.steps]
+    assert {"net.flow-logs", "net.blobs", "net.coverage"} <= set(ids)  # planned, not skipped as before
