@@ -28,7 +28,7 @@ def test_cli_respond_resumes_after_a_failed_step_then_approves(
     params = [arg for key, value in aws_incident.params.items() for arg in ("--param", f"{key}={value}")]
     base = ["respond", "--trigger", str(finding), "--case", str(case_dir), *params]
     sandbox, incident = aws_incident.sandbox, aws_incident.incident
-    with sandbox.fail_next("CreateSnapshots"):
+    with sandbox.fail_next("CreateSnapshots", "UnauthorizedOperation"):  # not transient: not sent again
         failed = runner.invoke(app, base)
     assert failed.exit_code == 3, failed.output
     assert "snapshot" in failed.output
