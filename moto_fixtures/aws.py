@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -234,23 +234,22 @@ class AwsSandbox:
         }
         return AWSResponse("https://sandbox.invalid/", status, {}, None), parsed
 
+    @staticmethod
     @contextmanager
-    def throttle(self, operation: str, times: int) -> Iterator[None]:
-        """EC2 answers the next ``times`` sends of ``operation`` with RequestLimitExceeded (the SDK retries these)."""
-        self._throttles[operation] = times
+    def _armed(table: dict[str, int], operation: str, times: int) -> Iterator[None]:
+        table[operation] = times
         try:
             yield
         finally:
-            self._throttles.pop(operation, None)
+            table.pop(operation, None)
 
-    @contextmanager
-    def lose_responses(self, operation: str, times: int) -> Iterator[None]:
+    def throttle(self, operation: str, times: int) -> AbstractContextManager[None]:
+        """EC2 answers the next ``times`` sends of ``operation`` with RequestLimitExceeded (the SDK retries these)."""
+        return self._armed(self._throttles, operation, times)
+
+    def lose_responses(self, operation: str, times: int) -> AbstractContextManager[None]:
         """The next ``times`` sends of ``operation`` run, then their response is lost (the connection closes)."""
-        self._losses[operation] = times
-        try:
-            yield
-        finally:
-            self._losses.pop(operation, None)
+        return self._armed(self._losses, operation, times)
 
     def _throttled_stubber(self) -> Any:
         """moto's request handler: a throttled send is refused unexecuted; a lost one runs and its answer is dropped."""
