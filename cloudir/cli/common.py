@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,6 @@ from cloudir.provider import (
     EvidenceMirroring,
     LogPullRequest,
     Provider,
-    Target,
     TargetQuery,
     get_provider,
 )
@@ -207,17 +206,6 @@ def forensic_destination(cloud: str, *given: str | None, source: str | None = No
     return next((value for value in given if value), None) or load_config().forensic_for(cloud, source)
 
 
-def show_dry_run(
-    cloud: str,
-    config: dict[str, Any],
-    build: Callable[[Provider, Target], Plan],
-    query: TargetQuery,
-    fmt: RowFormat = RowFormat.table,
-) -> None:
-    """Print the plan ``build`` makes (resolved with credentials, from the names as given without)."""
-    render_plan(ops.dry_run(cloud, config, build, query), fmt)
-
-
 @dataclass(frozen=True)
 class Mirror:
     """Where an adapter that mirrors evidence (``EvidenceMirroring``) copies the case; None: an earlier run's."""
@@ -272,7 +260,7 @@ def acquire_target(
 ) -> None:
     """``cloudir acquire <cloud>``: print the plan (``--dry-run``) or run :func:`cloudir.ops.acquire`."""
     if grammar.dry_run:
-        show_dry_run(cloud, config, lambda p, t: p.plan_acquire(t, options), query, grammar.fmt)
+        render_plan(ops.dry_run_acquire(cloud, config, query, options), grammar.fmt)
         return
     provider = get_provider(cloud, **config)
     mirrors = _Mirrors(provider, mirror or Mirror())
@@ -289,7 +277,7 @@ def contain_target(
 ) -> None:
     """``cloudir contain <cloud>``: print the plan (``--dry-run``) or run :func:`cloudir.ops.contain`."""
     if grammar.dry_run:
-        show_dry_run(cloud, config, lambda p, t: p.plan_contain(t, options), query, grammar.fmt)
+        render_plan(ops.dry_run_contain(cloud, config, query, options), grammar.fmt)
         return
     provider = get_provider(cloud, **config)
     mirrors = _Mirrors(provider, Mirror())

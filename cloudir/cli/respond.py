@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, print_step_status, render_plan
@@ -235,13 +234,15 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
     """
     from cloudir import ops
     from cloudir.ops.respond import RespondRequest, check_case_folder, respond_all
-    from cloudir.playbook import approve_pending, load_playbooks
+    from cloudir.ops.respond import approve as approve_held
+    from cloudir.playbook import load_playbooks
 
     books = load_playbooks(playbooks)
+    progress = ops.Progress(console=err_console, observer=print_step_status)
     if approve:
         if case is None:
             raise CloudirError("--approve needs --case DIR")
-        outcomes = approve_pending(case, playbooks=books, console=err_console, observer=print_step_status)
+        outcomes = approve_held(case, books, progress)
         for outcome in outcomes:
             _report_outcome(outcome)
         _exit_for(outcomes)
@@ -278,7 +279,6 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
     request = RespondRequest(
         found, books, case_dir=case, playbook_id=playbook, approve=approve_containment, resume=resume, params=params
     )
-    progress = ops.Progress(console=err_console, observer=print_step_status)
     _exit_for(respond_all(request, progress, on_outcome=lambda _trigger, outcome: _report_outcome(outcome)))
 
 
@@ -365,6 +365,7 @@ def iam_policy(
             "--explain", help="Print each statement / role / grant, why it exists and its scope, not the JSON."
         ),
     ] = False,
+    output: FormatOpt = RowFormat.table,
 ) -> None:
     """Print the least-privilege permissions for cloudir, generated from what the provider declares.
 
@@ -375,7 +376,7 @@ def iam_policy(
 
     provider = get_provider(cloud.value, **_OFFLINE_CONFIG[cloud.value])
     if explain:
-        _explain_policy(cloud.value, provider.required_permissions())
+        _explain_policy(cloud.value, provider.required_permissions(), output)
         return
     text = json.dumps(least_privilege_policy(cloud.value, provider.required_permissions()), indent=2) + "\n"
     if out is None:
@@ -385,12 +386,14 @@ def iam_policy(
         err_console.print(f"written {esc(out)}", soft_wrap=True)
 
 
-def _explain_policy(cloud: str, permissions: list[str]) -> None:
+def _explain_policy(cloud: str, permissions: list[str], output: RowFormat) -> None:
+    """One row per statement / role / grant (``--explain``), its permissions space-separated and its scope and
+    conditions separated by ``; ``."""
     from cloudir.serverless.policy import explain_policy
 
-    table = Table(title=f"cloudir iam-policy {cloud}", show_lines=True)
-    for column in ("grant", "effect", "why", "permissions", "scope and conditions"):
-        table.add_column(column, overflow="fold")
-    for name, effect, why, actions, scope in explain_policy(cloud, permissions):
-        table.add_row(esc(name), esc(effect), esc(why), "\n".join(map(esc, actions)), "\n".join(map(esc, scope)))
-    console.print(table)
+    rows = [
+        (name, effect, why, " ".join(actions), "; ".join(scope))
+        for name, effect, why, actions, scope in explain_policy(cloud, permissions)
+    ]
+    columns = ("grant", "effect", "why", "permissions", "scope and conditions")
+    print_rows(columns, rows, output, title=f"cloudir iam-policy {cloud}")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cloudir.case import TIMELINE_DB, Case, case_root_of
+from cloudir.case import TIMELINE_DB, Case
 from cloudir.cli.apps import app, sub_app
 from cloudir.cli.common import console, err_console, held, progress_bar
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
@@ -95,16 +95,11 @@ def ingest(
     memory_limit: _MEMORY_LIMIT = None,
 ) -> None:
     """Normalize CloudTrail, GCP audit, Azure Activity, Entra and Kubernetes audit logs into a timeline database."""
-    from cloudir.timeline.ingest import ingest_paths
+    from cloudir.ops.investigate import IngestRequest
+    from cloudir.ops.investigate import ingest as ingest_logs
 
-    root = case_root_of(db)
-    if root is not None:
-        raise CloudirError(
-            f"{db} is inside case {root}: ingesting outside files would change its evidence without a record",
-            hint=f"pull the logs into the case and run: cloudir timeline build {root}",
-        )
     with progress_bar("timeline: ingesting") as on_progress:
-        stats = ingest_paths(db, paths, memory_limit=memory_limit, on_progress=on_progress)
+        stats = ingest_logs(IngestRequest(db, paths, memory_limit), on_progress)
     _report(stats, db)
 
 

@@ -198,6 +198,16 @@ def dry_run(cloud: str, config: dict[str, Any], build: Callable[[Provider, Targe
     return plan
 
 
+def dry_run_acquire(cloud: str, config: dict[str, Any], query: TargetQuery, options: AcquireOptions) -> Plan:
+    """The acquisition plan for the target, changing nothing (see :func:`dry_run`)."""
+    return dry_run(cloud, config, lambda provider, target: provider.plan_acquire(target, options), query)
+
+
+def dry_run_contain(cloud: str, config: dict[str, Any], query: TargetQuery, options: ContainOptions) -> Plan:
+    """The containment plan for the target, changing nothing (see :func:`dry_run`)."""
+    return dry_run(cloud, config, lambda provider, target: provider.plan_contain(target, options), query)
+
+
 def dry_run_logs(cloud: str, config: dict[str, Any], request: LogPullRequest) -> Plan:
     """The log pull plan, changing nothing; built offline when there are no credentials."""
     provider = _dry_provider(cloud, config)

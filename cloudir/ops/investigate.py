@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from cloudir.case import CASE_FILE, REPORTS_DIR, Case, case_root_of
 from cloudir.caselock import CaseLock
 from cloudir.custody import VerifyResult, verify_case
+from cloudir.errors import CloudirError
 from cloudir.progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -32,6 +33,30 @@ def build_timeline(
     from cloudir.timeline.ingest import build_case_timeline
 
     return build_case_timeline(case, memory_limit=memory_limit, on_progress=on_progress)
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """Normalize log files and folders from outside any case into a timeline database (never one in a case)."""
+
+    db_path: Path
+    paths: list[Path]
+    memory_limit: str | None = None
+
+
+def ingest(request: IngestRequest, on_progress: ProgressCallback | None = None) -> IngestStats:
+    """Ingest outside logs into ``request.db_path``; a database inside a case is refused (it would change the
+    case's evidence without a record: pull the logs into the case and build its timeline instead)."""
+    from cloudir.timeline.ingest import ingest_paths
+
+    root = case_root_of(request.db_path)
+    if root is not None:
+        raise CloudirError(
+            f"{request.db_path} is inside case {root}: ingesting outside files would change its evidence without a "
+            "record",
+            hint=f"pull the logs into the case and run: cloudir timeline build {root}",
+        )
+    return ingest_paths(request.db_path, request.paths, memory_limit=request.memory_limit, on_progress=on_progress)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 from cloudir.errors import CloudirError
 from cloudir.ops import Progress
 from cloudir.playbook.builder import ResponsePlan, build_response_plan, symbolic_target
-from cloudir.playbook.engine import respond
+from cloudir.playbook.engine import approve_pending, respond
 from cloudir.playbook.model import Playbook, select_playbook
 from cloudir.playbook.outcome import Outcome
 from cloudir.playbook.routing import ProviderFactory, default_provider, offline_provider
@@ -74,6 +74,12 @@ def respond_all(
             on_outcome(trigger, outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def approve(case_dir: Path, playbooks: list[Playbook], progress: Progress | None = None) -> list[Outcome]:
+    """Run the containment held back for approval of every finding in the case awaiting it; outcomes in order."""
+    progress = progress or Progress()
+    return approve_pending(case_dir, playbooks=playbooks, console=progress.console, observer=progress.observer)
 
 
 @dataclass(frozen=True)

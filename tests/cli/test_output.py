@@ -81,7 +81,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _plans(case_dir: Path) -> list[list[str]]:
-    """Commands that print a plan (dry runs without credentials, a playbook's plan) and verify."""
+    """Commands that print a plan (dry runs without credentials, a playbook's plan), verify and iam-policy --explain."""
     pull = ["logs", "pull", "gcp", "--project", "prod-1", "--case", str(case_dir), "--around", "2026-11-20T10:00Z"]
     return [
         ["acquire", "aws", "--target", "i-0abc", "--region", "eu-west-1", "--dry-run"],
@@ -89,6 +89,7 @@ def _plans(case_dir: Path) -> list[list[str]]:
         [*pull, "--dry-run"],
         ["playbook", "plan", "--cloud", "aws", "--instance", "i-0abc", "--location", "eu-west-1"],
         ["verify", str(case_dir)],
+        ["iam-policy", "aws", "--explain"],
     ]
 
 

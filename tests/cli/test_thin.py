@@ -1,0 +1,54 @@
+"""Each CLI command module is thin over cloudir.ops: it parses options and presents results, and runs no use case
+itself (no plan run or built, no ingest, analysis, report, verification or response called past the ops layer)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+CLI = Path(__file__).resolve().parents[2] / "cloudir" / "cli"
+# modules that implement use cases: the CLI may take their types and constants, never call their functions
+ENGINES = ("cloudir.plan", "cloudir.timeline.ingest", "cloudir.custody", "cloudir.analyze", "cloudir.report")
+ENGINES += ("cloudir.playbook", "cloudir.provider", "cloudir.case")
+ALLOWED = {  # parsing and naming helpers, not use cases
+    "cloudir.playbook": {"load_playbook", "load_playbooks"},
+    "cloudir.report": {"notice_path"},
+    "cloudir.case": {"add_notice_listener"},
+    "cloudir.provider": {"get_provider", "resource_kind"},  # the adapter its options describe; --target parsing
+}
+PROVIDER_CALLS = {"plan_acquire", "plan_contain", "plan_pull_logs", "find_target", "bind", "run_plan"}
+
+
+def _within(module: str | None, package: str) -> bool:
+    return module is not None and (module == package or module.startswith(f"{package}."))
+
+
+def _violations(source: str) -> list[str]:
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        package = next((e for e in ENGINES if isinstance(node, ast.ImportFrom) and _within(node.module, e)), None)
+        if isinstance(node, ast.ImportFrom) and package is not None:
+            found += [
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if alias.name[:1].islower() and alias.name not in ALLOWED.get(package, set())
+            ]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in PROVIDER_CALLS:
+            found.append(f".{node.func.attr}()")
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(CLI.glob("*.py")), ids=lambda path: path.name)
+def test_cli_module_is_thin_over_ops(path: Path) -> None:
+    assert not _violations(path.read_text(encoding="utf-8")), f"{path.name}: use cloudir.ops instead"
+
+
+def test_the_check_catches_a_command_that_runs_a_use_case_itself() -> None:
+    source = (
+        "from cloudir.plan import Plan, run_plan\nfrom cloudir.timeline.ingest import IngestStats, ingest_paths\n"
+        "from cloudir.playbook import load_playbooks\nfrom cloudir.caselock import set_wait_by_default\n"
+        "def cmd(provider, target, options):\n    return provider.plan_acquire(target, options)\n"
+    )
+    assert _violations(source) == ["cloudir.plan.run_plan", "cloudir.timeline.ingest.ingest_paths", ".plan_acquire()"]
