@@ -29,7 +29,7 @@ from providers.aws.common import (
     tag_list,
     wait_for_snapshots,
 )
-from providers.aws.raw_image import write_raw_images
+from providers.aws.raw_image import READ_CONCURRENCY, write_raw_images
 from providers.aws.session import AwsClients, aws_errors, describe_error
 
 ASG_MODES = ("protect", "standby", "detach")
@@ -851,7 +851,8 @@ class AcquirePlanner:
         def run(ctx: StepContext) -> dict[str, Any]:
             snapshots: dict[str, str] = ctx.results["snapshot.create"]["snapshots"]
             paths = {snapshot_id: f"images/aws/{snapshot_id}.raw" for snapshot_id in sorted(snapshots.values())}
-            images = write_raw_images(self.clients.client("ebs", region), paths, ctx.case, ctx.console)
+            ebs = self.clients.client("ebs", region, connections=READ_CONCURRENCY * max(1, len(paths)))
+            images = write_raw_images(ebs, paths, ctx.case, ctx.console)
             return {"images": images}
 
         return Step(

@@ -57,7 +57,7 @@ class AwsClients:
         self.default_region = region or self.session.region_name or "us-east-1"
         self.case: Case | None = None
         self.case_tag = case_tag
-        self._clients: dict[tuple[str, str, bool], Any] = {}
+        self._clients: dict[tuple[str, str, bool, int], Any] = {}
         self.offline = False
 
     def offline_copy(self) -> AwsClients:
@@ -104,16 +104,17 @@ class AwsClients:
         self.case_tag = case.case_id if case else self.case_tag
         self._clients.clear()
 
-    def client(self, service: str, region: str | None = None, *, resend: bool = True) -> Any:
+    def client(self, service: str, region: str | None = None, *, resend: bool = True, connections: int = 10) -> Any:
         """A cached client for ``service`` in ``region`` (default region when None).
 
         ``resend=False`` gives a client whose SDK never resends: for calls that are not idempotent, which the caller
         retries itself after checking whether the lost attempt ran (each send is then its own custody record).
+        ``connections`` sizes its connection pool: at least the calls the caller keeps in flight at once.
         """
         region = region or self.default_region
         if self.offline:
             return _OfflineClient(service)
-        key = (service, region, resend)
+        key = (service, region, resend, connections)
         if key not in self._clients:
             agent = RESPONDER_USER_AGENT + (f" case/{self.case_tag}" if self.case_tag else "")
             config = Config(
@@ -121,6 +122,7 @@ class AwsClients:
                 retries={"mode": "adaptive", "max_attempts": 10} if resend else {"total_max_attempts": 1},
                 connect_timeout=10,
                 read_timeout=60,
+                max_pool_connections=connections,
             )
             client = self.session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
             client.meta.events.register("after-call.*.*", self._make_recorder(service, region))

@@ -12,7 +12,8 @@ from cloudir.plan import require_completed
 from cloudir.provider import AcquireOptions, ContainOptions
 from moto_fixtures.aws import BLOCK, FORENSIC_ACCOUNT, AwsSandbox, launch_instance
 from moto_fixtures.sandbox import PlantedIncident
-from providers.aws.raw_image import BlockChecksumError, write_raw_image, write_raw_images
+from providers.aws import acquire as acquire_module
+from providers.aws.raw_image import READ_CONCURRENCY, BlockChecksumError, write_raw_image, write_raw_images
 from tests.aws.conftest import Acquire
 
 GIB = 1024**3
@@ -56,6 +57,26 @@ def test_acquire_with_raw_image_reads_the_new_snapshot(aws_sandbox: AwsSandbox, 
         handle.seek(2048 * BLOCK)
         assert handle.read(BLOCK).startswith(b"stolen-customer-data")
     assert (case.root / image["path"]).stat().st_size == GIB
+
+
+def test_every_read_in_flight_has_a_connection_of_the_ebs_pool(
+    aws_sandbox: AwsSandbox, multi_volume_instance: str, acquire: Acquire, monkeypatch: pytest.MonkeyPatch
+):
+    """All volumes are imaged at once, READ_CONCURRENCY reads each: a smaller pool would drop and reopen connections."""
+    pools: list[int] = []
+
+    def images(ebs: object, paths: dict[str, str], *args: object) -> dict[str, dict[str, object]]:
+        pools.append(ebs.meta.config.max_pool_connections)  # type: ignore[attr-defined]
+        return write_raw_images(ebs, paths, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(acquire_module, "write_raw_images", images)
+    attached = [{"Name": "attachment.instance-id", "Values": [multi_volume_instance]}]
+    for volume in aws_sandbox.client("ec2").describe_volumes(Filters=attached)["Volumes"]:
+        aws_sandbox.seed_disk(volume["VolumeId"], {0: b"data".ljust(BLOCK, b"\0")})
+    _, result = acquire(multi_volume_instance, raw_image=True)
+    volumes = len(result.results["image.raw"]["images"])
+    assert volumes == 4
+    assert pools == [READ_CONCURRENCY * volumes]
 
 
 def test_dry_run_changes_nothing(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident):
