@@ -85,6 +85,9 @@ class AwsSandbox:
         self.block_latency = 0.0  # seconds each GetSnapshotBlock takes (AWS's guide uses 100 ms as its example)
         self.block_reads_in_flight = 0
         self.block_reads_peak = 0  # the most GetSnapshotBlock calls in flight at once
+        # When set, each GetSnapshotBlock waits here until this many are in flight (a test of concurrency that does
+        # not depend on timing: too few readers in flight break the barrier and the reads fail).
+        self.block_barrier: threading.Barrier | None = None
         self._in_flight_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -202,6 +205,8 @@ class AwsSandbox:
             self.block_reads_in_flight += 1
             self.block_reads_peak = max(self.block_reads_peak, self.block_reads_in_flight)
         try:
+            if self.block_barrier is not None:
+                self.block_barrier.wait()
             time.sleep(self.block_latency)
         finally:
             with self._in_flight_lock:

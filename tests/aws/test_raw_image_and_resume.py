@@ -1,6 +1,7 @@
 """Raw images through the EBS direct APIs, dry runs, injected failures and --resume."""
 
 import hashlib
+import threading
 
 import pytest
 from rich.console import Console
@@ -156,7 +157,7 @@ def test_every_volume_is_imaged_at_once_each_hashed_in_order(aws_sandbox: AwsSan
         aws_sandbox.direct_snapshot({index: bytes([volume + 1]) * BLOCK for index in range(4)}): volume
         for volume in range(3)
     }
-    aws_sandbox.block_latency = 0.05
+    aws_sandbox.block_barrier = threading.Barrier(12, timeout=30)  # every read waits until all 12 are in flight
     case = Case.create(tmp_path / "c")
     provider = aws_sandbox.provider()
     provider.bind(case)
