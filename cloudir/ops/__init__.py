@@ -193,9 +193,18 @@ def dry_run(cloud: str, config: dict[str, Any], build: Callable[[Provider, Targe
     provider = _dry_provider(cloud, config)
     if provider is not None:
         return build(provider, provider.find_target(query))
-    plan = build(offline_provider(cloud, **config), symbolic_target(cloud, query))
+    offline = offline_provider(cloud, **config)
+    plan = build(offline, symbolic_target(cloud, query, account=_given_account(offline)))
     plan.notes.append(NO_CREDENTIALS_NOTE.format(cloud=cloud))
     return plan
+
+
+def _given_account(provider: Provider) -> str | None:
+    """The account / subscription / project the adapter was configured with, when it knows it without a call."""
+    try:
+        return provider.home_account() or None
+    except CloudirError:  # AWS learns its account from sts:GetCallerIdentity, which an offline plan never calls
+        return None
 
 
 def dry_run_acquire(cloud: str, config: dict[str, Any], query: TargetQuery, options: AcquireOptions) -> Plan:

@@ -50,6 +50,9 @@ def test_dry_run_needs_no_credentials(verb: str, cloud: str, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert f"no {cloud} credentials found" in result.output
     assert "web-1" in result.output
+    if cloud != "aws":  # the subscription or project as given (AWS's account comes from sts, not called offline)
+        assert SCOPE[cloud][1] in result.output
+        assert "<account>" not in result.output
     assert "dry run: nothing was changed" in result.output
     assert not case.exists()
 
