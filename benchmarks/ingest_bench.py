@@ -153,6 +153,8 @@ def main() -> None:
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.data and len(args.shape or []) > 1:
+        parser.error("--data holds files of one shape: give one --shape with it")
 
     if args.phase:
         db, *files = args.rest
