@@ -145,11 +145,12 @@ class AzureSandbox:
         vm = self.fake.get(vm_path) or {}
         if str((vm.get("identity") or {}).get("type", "None")).startswith("SystemAssigned"):
             return
-        objects = self.graph.directory.objects["servicePrincipals"]
-        for sp_id, sp in list(objects.items()):
+
+        def released(sp: dict[str, Any]) -> bool:
             names = [str(name).lower() for name in sp.get("alternativeNames") or []]
-            if "isexplicit=false" in names and vm_path.lower() in names:
-                del objects[sp_id]
+            return "isexplicit=false" in names and vm_path.lower() in names
+
+        self.graph.directory.remove_where("servicePrincipals", released)
 
     def plant_incident(self) -> PlantedIncident:
         """A VMSS member VM with OS + 2 data disks, a NIC with private/public IP, an NSG, and attacker activity."""
@@ -214,9 +215,9 @@ class AzureSandbox:
             directory.add("servicePrincipals", identity, owners=[], memberOf=[], appRoleAssignments=[])
         for identity_id, sp_id in ((USER_ASSIGNED_ID, USER_ASSIGNED_SP_ID), (DB_IDENTITY_ID, DB_IDENTITY_SP_ID)):
             self.fake.put(_user_assigned_identity(identity_id, sp_id))
-        directory.objects["applications"][BACKDOOR_APPLICATION_ID] = {
-            "id": BACKDOOR_APPLICATION_ID, "appId": BACKDOOR_APP_ID, "displayName": "backup-sync",
-        }  # fmt: skip
+        directory.add(
+            "applications", {"id": BACKDOOR_APPLICATION_ID, "appId": BACKDOOR_APP_ID, "displayName": "backup-sync"}
+        )
         for assignment_id, principal, role, created, creator in (
             (OLD_ASSIGNMENT, ATTACKER_USER_ID, READER_ROLE, now - dt.timedelta(days=200), "admin"),
             (BACKDOOR_ASSIGNMENT, BACKDOOR_SP_ID, CONTRIBUTOR_ROLE, now - dt.timedelta(minutes=150), ATTACKER_USER_ID),

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote
 
@@ -93,6 +94,15 @@ class Directory:
             self.objects[collection][obj["id"]] = obj
             for name, values in relations.items():
                 self.relations[(obj["id"], name.replace("authentication_methods", "authentication/methods"))] = values
+
+    def remove_where(self, collection: str, predicate: Callable[[dict[str, Any]], bool]) -> None:
+        """Delete the objects of a collection that match, as the directory does when their owner goes away."""
+        with self._lock:
+            objects = self.objects[collection]
+            for object_id in [key for key, obj in objects.items() if predicate(obj)]:
+                del objects[object_id]
+                for relation in [key for key in self.relations if key[0] == object_id]:
+                    del self.relations[relation]
 
     def get(self, collection: str, object_id: str) -> dict[str, Any]:
         """A seeded object as it is now."""
