@@ -65,6 +65,7 @@ class GcpSandbox:
     def __init__(self, *, log_page_size: int = 50) -> None:
         self.server: FakeGcpServer | None = None
         self.log_page_size = log_page_size
+        self.refusals_expected = False  # a test sending what Google's contract refuses, on purpose
 
     @property
     def fake(self) -> FakeGcp:
@@ -218,10 +219,10 @@ class GcpSandbox:
             "machineType": link(PROJECT, "zones", ZONE, "machineTypes", "e2-medium"),
             "status": "RUNNING",
             "deletionProtection": False,
-            "tags": {"items": ["http-server"], "fingerprint": "tags-v1"},
+            "tags": {"items": ["http-server"], "fingerprint": "dGFncy12MQ=="},
             "labels": {"app": "web-frontend", "env": "prod"},
             "metadata": {
-                "fingerprint": "meta-v1",
+                "fingerprint": "bWV0YS12MQ==",
                 "items": [
                     {"key": "created-by", "value": f"projects/123456789012/zones/{ZONE}/instanceGroupManagers/{MIG}"},
                     {"key": "instance-template", "value": template},
@@ -258,7 +259,7 @@ class GcpSandbox:
             "status": "RUNNING",
             "zone": link(PROJECT, "zones", OTHER_ZONE),
             "deletionProtection": False,
-            "tags": {"items": [], "fingerprint": "tags-v0"},
+            "tags": {"items": [], "fingerprint": "dGFncy12MA=="},
             "labels": {},
             "metadata": {"items": []},
             "disks": [],
@@ -425,7 +426,7 @@ def _plant_regional_group_member(fake: FakeGcp) -> None:
         "status": "RUNNING",
         "zone": link(PROJECT, "zones", REGIONAL_ZONE),
         "deletionProtection": False,
-        "tags": {"items": [], "fingerprint": "tags-v0"},
+        "tags": {"items": [], "fingerprint": "dGFncy12MA=="},
         "labels": {"app": "api"},
         "metadata": {
             "items": [

@@ -24,19 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from moto_fixtures.gcp_contract import Contract, ContractError, api_of, contract, error_body
+
 COMPUTE_PREFIX = "/compute/v1/projects/"
 IAM_PREFIX = "/v1/projects/"
 REPORTS_PREFIX = "/admin/reports/v1/activity/"
-# Admin SDK Reports API: the applicationName values activities.list documents, and its query parameters.
-REPORTS_APPLICATIONS = {
-    "access_transparency", "admin", "calendar", "chat", "chrome", "context_aware_access", "data_studio", "drive",
-    "gcp", "gplus", "groups", "groups_enterprise", "jamboard", "keep", "login", "meet", "mobile", "rules", "saml",
-    "token", "user_accounts", "vault",
-}  # fmt: skip
-REPORTS_PARAMETERS = {
-    "actorIpAddress", "customerId", "endTime", "eventName", "filters", "groupIdFilter", "maxResults",
-    "orgUnitID", "pageToken", "startTime", "alt", "prettyPrint",
-}  # fmt: skip
 PUBLIC_BASE = "https://www.googleapis.com/compute/v1/projects/"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _STATUS_FOR_CODE = {
@@ -69,7 +61,8 @@ def link(project: str, *parts: str) -> str:
 
 
 def _fingerprint(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+    """A fingerprint as Compute renders one (8 bytes, base64)."""
+    return base64.b64encode(hashlib.sha256(json.dumps(value, sort_keys=True).encode()).digest()[:8]).decode()
 
 
 @dataclass
@@ -128,6 +121,9 @@ class FakeGcp:
         # (method, operation, path, user agent, long-running operation name or None)
         self.on_write: Callable[[str, str, str, str, str | None], None] | None = None
         self._ids = itertools.count(1_000_000_001)
+        # Every request is held to Google's discovery documents first (None: no contract check, for a test that
+        # shows what a lenient fake would let through).
+        self.contract: Contract | None = contract()
 
     # -- test controls ----------------------------------------------------------------------------
     def inject(self, operation: str, code: str, times: int = 1, *, after: int = 0) -> None:
@@ -180,7 +176,11 @@ class FakeGcp:
         path = unquote(split.path)
         operation = "unknown"
         lost = repeated = False
+        refusal: str | None = None
+        api = api_of(split.path)
         try:
+            if self.contract is not None:
+                api = self.contract.check(method, raw_path, body).api
             handler, operation, args = self._route(method, path, split.path)
             if operation.endswith("Operations.wait"):
                 time.sleep(self._remaining(args[0], args[-1]))  # ``wait`` blocks until the operation is DONE
@@ -194,16 +194,11 @@ class FakeGcp:
                 lost = self.losses.get(operation, 0) > 0
                 if lost:
                     self.losses[operation] -= 1
+        except ContractError as exc:
+            refusal = exc.message
+            status, payload = exc.status, error_body(api, exc.status, exc.reason, exc.message, field=exc.field)
         except FakeError as exc:
-            status = exc.status
-            payload = {
-                "error": {
-                    "code": exc.status,
-                    "message": exc.message,
-                    "status": exc.code,
-                    "errors": [{"message": exc.message, "domain": "global", "reason": exc.code}],
-                }
-            }
+            status, payload = exc.status, error_body(api, exc.status, exc.code, exc.message)
         with self.lock:
             self.requests.append(
                 {
@@ -213,6 +208,7 @@ class FakeGcp:
                     "user_agent": user_agent,
                     "status": status,
                     "request_id": query.get("requestId"),
+                    "refusal": refusal,  # what Google's published contract refuses in the request, if anything
                 }
             )
         if self.on_write is not None and not repeated and status < 400 and method != "GET" and not _is_read(operation):
@@ -752,12 +748,10 @@ class FakeGcp:
     def activities_list(
         self, user_key: str, application: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        """Admin SDK Reports ``activities.list``: newest first, startTime/endTime RFC 3339, maxResults 1-1000."""
-        if application not in REPORTS_APPLICATIONS:
-            raise FakeError(400, "INVALID_ARGUMENT", f"Invalid value '{application}'. Values must match the enum.")
-        unknown = set(query) - REPORTS_PARAMETERS
-        if unknown:
-            raise FakeError(400, "INVALID_ARGUMENT", f"Invalid JSON payload. Unknown name {sorted(unknown)[0]!r}")
+        """Admin SDK Reports ``activities.list``: newest first, startTime/endTime RFC 3339, maxResults 1-1000.
+
+        The application names and query parameters are the discovery document's (checked before this runs).
+        """
         size = query.get("maxResults", "1000")
         if not size.isdigit() or not 1 <= int(size) <= 1000:
             raise FakeError(400, "INVALID_ARGUMENT", f"Invalid value '{size}' for maxResults: 1 to 1000")
@@ -932,16 +926,23 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _serve(self, method: str) -> None:
+    def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw.strip() else {}
         agent = " ".join(filter(None, (self.headers.get("User-Agent"), self.headers.get("x-goog-api-client"))))
+        api = api_of(self.path)
         try:
-            status, payload = self.server.fake.handle(method, self.path, body, agent)
-        except LostResponse:
-            self.close_connection = True  # no status line: the client sees the connection drop
-            return
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            status, payload = 400, error_body(api, 400, "parseError", f"Invalid JSON payload received. {exc}.")
+        else:
+            try:
+                status, payload = self.server.fake.handle(self.command, self.path, body, agent)
+            except LostResponse:
+                self.close_connection = True  # no status line: the client sees the connection drop
+                return
+            except Exception as exc:  # a bug in the fake answers 500, never a dropped connection
+                status, payload = 500, error_body(api, 500, "backendError", f"{type(exc).__name__}: {exc}")
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -949,14 +950,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815 - names fixed by the base class
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         """Keep test output quiet."""

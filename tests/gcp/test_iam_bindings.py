@@ -146,5 +146,5 @@ def test_the_fake_holds_set_iam_policy_to_version_3_and_renames_conditions_for_o
         api.rest("POST", f"projects/{PROJECT}:setIamPolicy", {"policy": {**current, "version": 1}},
                  endpoint=RESOURCE_MANAGER_ENDPOINT)  # fmt: skip
     with pytest.raises(gexc.Conflict, match="concurrent"):
-        api.rest("POST", f"projects/{PROJECT}:setIamPolicy", {"policy": {**current, "etag": "BwOLD="}},
+        api.rest("POST", f"projects/{PROJECT}:setIamPolicy", {"policy": {**current, "etag": "BwOLDAAAAAA="}},
                  endpoint=RESOURCE_MANAGER_ENDPOINT)  # fmt: skip

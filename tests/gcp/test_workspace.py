@@ -131,6 +131,7 @@ def test_throttling_is_retried_then_resume_continues_after_the_stored_pages(
 
 def test_the_fake_refuses_what_the_reports_api_refuses(gcp_sandbox: GcpSandbox) -> None:
     fake = gcp_sandbox.fake
+    gcp_sandbox.refusals_expected = True
     base = "/admin/reports/v1/activity/users/all/applications"
     assert fake.handle("GET", f"{base}/bogus", {}, "t")[0] == 400
     assert fake.handle("GET", f"{base}/login?maxResults=1001", {}, "t")[0] == 400
