@@ -37,7 +37,7 @@ STRATUS = DATASETS / "stratus-red-team-detonations-aws"
 FLAWS2 = DATASETS / "flaws2-cloudtrail"
 OTRF = DATASETS / "otrf-aws-cloud-breach-s3"
 PANTHER = DATASETS / "panther-rule-tests"
-RULE_BASED = ("sensitive_actions", "sigma")
+RULE_BASED = ("sensitive_actions", "correlation", "sigma")
 
 
 def _analyze(work: Path, name: str, paths: list[Path], sigma: bool) -> duckdb.DuckDBPyConnection:

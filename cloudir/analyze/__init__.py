@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from cloudir.analyze import beaconing, impersonation, pattern_of_life, peers, recon, sensitive, sigma
+from cloudir.analyze import beaconing, correlation, impersonation, pattern_of_life, peers, recon, sensitive, sigma
 from cloudir.analyze.base import CANDIDATES_DDL, AnalysisWindow, AnalyzerMeta, table_exists
 from cloudir.analyze.meta import write_findings, write_incidents
 from cloudir.analyze.novelty import build_novelty
@@ -27,6 +27,7 @@ ANALYZERS: tuple[AnalyzerMeta, ...] = (
     recon.META,
     beaconing.META,
     sensitive.META,
+    correlation.META,
     sigma.META,
     impersonation.META,
 )
@@ -87,6 +88,7 @@ def run_analysis(
         recon.run(con, tenant=window.tenant)
         beaconing.run(con)
         sensitive.run(con)
+        correlation.run(con)
         impersonation.run(con)
         sigma_load = sigma.run(con, sigma_rules) if sigma_rules is not None else sigma.SigmaLoad()
         write_findings(con, list(ANALYZERS), min_score, tenant=window.tenant)

@@ -68,6 +68,9 @@ OP_NORMALISE_SQL = (
 """SQL that normalises ``operation`` the way :func:`normalise_operation` does."""
 
 SEVERITY_BANDS = (("critical", 80), ("high", 60), ("medium", 40), ("low", 0))
+FAILED_FACTOR = 0.4
+ATTEMPT_FACTOR = 0.85
+"""A rule's score and floor times this when every attempt of the finding failed (see ``Rule.failed_factor``)."""
 
 
 def normalise_operation(name: str) -> str:
@@ -108,9 +111,14 @@ class Rule:
     bulk_min: int
     explanation_sql: str
     """The explanation template over the grouped hits (columns of ``PLACEHOLDERS``)."""
+    failed_factor: float
+    """What a finding whose every attempt failed scores, as a share of the score and floor: ``ATTEMPT_FACTOR`` when
+    the rule says ``attempts: true`` (trying is the signal: leaving the organization, a GPU instance), else
+    ``FAILED_FACTOR`` - a refused change changed nothing, and stays below the default minimum score (the public
+    catalogs match successful calls; bursts of refusals are the recon and correlation analyzers' evidence)."""
 
 
-class _Compiler:
+class Compiler:
     """Turns rules into SQL whose every value is a named bind parameter (one namespace per catalog)."""
 
     def __init__(self) -> None:
@@ -198,7 +206,7 @@ def _reads_raw(cond: object) -> bool:
 
 
 _REQUIRED = ("id", "title", "platform", "severity", "score", "mitre", "match", "samples")
-_ALLOWED = {*_REQUIRED, "floor", "explanation", "bulk", "references"}
+_ALLOWED = {*_REQUIRED, "floor", "explanation", "bulk", "references", "attempts"}
 
 
 def _validate(doc: object, source: str) -> dict[str, Any]:
@@ -229,20 +237,13 @@ def _validate(doc: object, source: str) -> dict[str, Any]:
     return doc
 
 
-def _rule(doc: dict[str, Any], compiler: _Compiler) -> Rule:
+def _rule(doc: dict[str, Any], compiler: Compiler) -> Rule:
     rule_id = str(doc["id"])
     match = doc["match"]
     operations = tuple(sorted({normalise_operation(str(op)) for op in match.get("operations") or []}))
     operation_regex = match.get("operation_regex")
-    ops: list[str] = []
-    if operations:
-        ops.append(f"op_norm IN ({', '.join(compiler.bind(op) for op in operations)})")
-    if operation_regex is not None:
-        ops.append(f"regexp_matches(op_norm, {compiler.bind(str(operation_regex))})")
-    where_sql = compiler.condition(match["where"], rule_id) if "where" in match else "true"
     platform = str(doc["platform"])
-    op_sql = "(" + " OR ".join(ops) + ")" if ops else "true"
-    match_sql = f"({PLATFORMS[platform]}) AND {op_sql} AND coalesce({where_sql}, false)"
+    match_sql, prefilter_sql = compile_match(platform, match, compiler, rule_id)
     bulk = doc.get("bulk")
     score = int(doc["score"])
     return Rule(
@@ -260,16 +261,31 @@ def _rule(doc: dict[str, Any], compiler: _Compiler) -> Rule:
         samples={"positive": list(doc["samples"]["positive"]), "negative": list(doc["samples"]["negative"])},
         id_sql=compiler.bind(rule_id),
         match_sql=match_sql,
-        prefilter_sql=op_sql if ops else _column_prefilter(platform, match, compiler, rule_id),
+        prefilter_sql=prefilter_sql,
         bulk_sql=compiler.field(bulk["field"], rule_id) if bulk else None,
         bulk_min=int(bulk["min"]) if bulk else 0,
         explanation_sql=compiler.explanation(str(doc.get("explanation", "{title} - {operation} x{count}"))),
+        failed_factor=ATTEMPT_FACTOR if doc.get("attempts") is True else FAILED_FACTOR,
     )
 
 
-def _column_prefilter(platform: str, match: dict[str, Any], compiler: _Compiler, rule_id: str) -> str:
+def compile_match(platform: str, match: dict[str, Any], compiler: Compiler, rule_id: str) -> tuple[str, str]:
+    """A rule's ``match`` (operations, operation_regex, where) as SQL over ``op_norm`` and the ``ev`` columns:
+    the whole match, and the cheap prefilter over the columns alone (the operations, else the platform and the
+    condition with its raw-record parts taken as true)."""
+    operations = sorted({normalise_operation(str(op)) for op in match.get("operations") or []})
+    ops: list[str] = []
+    if operations:
+        ops.append(f"op_norm IN ({', '.join(compiler.bind(op) for op in operations)})")
+    if match.get("operation_regex") is not None:
+        ops.append(f"regexp_matches(op_norm, {compiler.bind(str(match['operation_regex']))})")
+    where_sql = compiler.condition(match["where"], rule_id) if "where" in match else "true"
+    op_sql = "(" + " OR ".join(ops) + ")" if ops else "true"
+    match_sql = f"({PLATFORMS[platform]}) AND {op_sql} AND coalesce({where_sql}, false)"
+    if ops:
+        return match_sql, op_sql
     where = compiler.prefilter(match["where"], rule_id) if "where" in match else "true"
-    return f"({PLATFORMS[platform]}) AND {where}"
+    return match_sql, f"({PLATFORMS[platform]}) AND {where}"
 
 
 @dataclass(frozen=True)
@@ -287,7 +303,7 @@ class Catalog:
 @functools.cache
 def load_catalog() -> Catalog:
     """Read, validate and compile every ``rules/*.yaml`` of the package (once per process)."""
-    compiler = _Compiler()
+    compiler = Compiler()
     rules: list[Rule] = []
     folder = resources.files("cloudir.analyze") / "rules"
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
@@ -339,6 +355,8 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1098.001": ("Account Manipulation: Additional Cloud Credentials", "Persistence"),
     "T1098.003": ("Account Manipulation: Additional Cloud Roles", "Privilege Escalation"),
     "T1098.004": ("Account Manipulation: SSH Authorized Keys", "Persistence"),
+    "T1110.001": ("Brute Force: Password Guessing", "Credential Access"),
+    "T1110.003": ("Brute Force: Password Spraying", "Credential Access"),
     "T1136.003": ("Create Account: Cloud Account", "Persistence"),
     "T1199": ("Trusted Relationship", "Initial Access"),
     "T1484.002": ("Domain or Tenant Policy Modification: Trust Modification", "Privilege Escalation"),
@@ -363,9 +381,11 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1562.007": ("Impair Defenses: Disable or Modify Cloud Firewall", "Defense Evasion"),
     "T1562.008": ("Impair Defenses: Disable or Modify Cloud Logs", "Defense Evasion"),
     "T1578.002": ("Modify Cloud Compute Infrastructure: Create Cloud Instance", "Defense Evasion"),
+    "T1580": ("Cloud Infrastructure Discovery", "Discovery"),
     "T1584.001": ("Compromise Infrastructure: Domains", "Resource Development"),
     "T1609": ("Container Administration Command", "Execution"),
     "T1611": ("Escape to Host", "Privilege Escalation"),
+    "T1621": ("Multi-Factor Authentication Request Generation", "Credential Access"),
     "T1648": ("Serverless Execution", "Execution"),
     "T1649": ("Steal or Forge Authentication Certificates", "Credential Access"),
     "T1651": ("Cloud Administration Command", "Execution"),
@@ -379,6 +399,7 @@ TACTIC_ORDER = (
     "Privilege Escalation",
     "Defense Evasion",
     "Credential Access",
+    "Discovery",
     "Lateral Movement",
     "Collection",
     "Exfiltration",
@@ -388,25 +409,27 @@ TACTIC_ORDER = (
 
 
 def coverage_table() -> str:
-    """Markdown: per ATT&CK technique, the catalog rules of each platform (docs/analyzers.md embeds it)."""
-    rules = load_catalog().rules
+    """Markdown: per ATT&CK technique, the catalog and correlation rules of each platform (docs/analyzers.md embeds
+    it)."""
+    from cloudir.analyze.correlation import load_rules
+
+    rules = [(r.rule_id, r.platform, r.mitre) for r in load_catalog().rules]
+    rules += [(r.rule_id, r.platform, r.mitre) for r in load_rules().rules]
     platforms = sorted(PLATFORMS)
     lines = [
         "| tactic | technique | " + " | ".join(platforms) + " |",
         "|---|---|" + "---|" * len(platforms),
     ]
-    used = sorted(
-        {rule.mitre for rule in rules},
-        key=lambda t: (TACTIC_ORDER.index(TECHNIQUES[t][1]), t),
-    )
+    used = sorted({mitre for _, _, mitre in rules}, key=lambda t: (TACTIC_ORDER.index(TECHNIQUES[t][1]), t))
     for technique in used:
         name, tactic = TECHNIQUES[technique]
         cells = [
-            ", ".join(f"`{r.rule_id}`" for r in rules if r.mitre == technique and r.platform == platform) or "-"
+            ", ".join(f"`{rule_id}`" for rule_id, on, mitre in rules if mitre == technique and on == platform) or "-"
             for platform in platforms
         ]
         lines.append(f"| {tactic} | {technique} {name} | " + " | ".join(cells) + " |")
-    counts = ", ".join(f"{p} {sum(r.platform == p for r in rules)}" for p in platforms)
+    counts = ", ".join(f"{p} {sum(on == p for _, on, _ in rules)}" for p in platforms)
+    correlations = len(load_rules().rules)
     lines.append("")
-    lines.append(f"{len(rules)} rules ({counts}) over {len(used)} techniques.")
+    lines.append(f"{len(rules)} rules ({counts}; {correlations} of them multi-event) over {len(used)} techniques.")
     return "\n".join(lines)

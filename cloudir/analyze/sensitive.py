@@ -25,7 +25,6 @@ META = AnalyzerMeta(
 BULK_WINDOW_MINUTES = 10
 EPISODE_GAP_MINUTES = 60
 """Hits of one rule, identity, session and operation less than this apart form one finding (one episode)."""
-FAILED_FACTOR = 0.85
 INSTANCE_CREDENTIALS_SCORE = 70
 INSTANCE_CREDENTIALS_NEW_ROLE_SCORE = 50
 INSTANCE_AGENTS = "'amazon-ssm-agent|amazon-cloudwatch-agent|CWAgent/|ec2-instance-connect'"
@@ -103,11 +102,14 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
     catalog = match_events(con)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE sens_rules (rule VARCHAR, title VARCHAR, mitre VARCHAR, score INTEGER, "
-        "bulk_min INTEGER, floor INTEGER)"
+        "bulk_min INTEGER, floor INTEGER, failed_factor DOUBLE)"
     )
     con.executemany(
-        "INSERT INTO sens_rules VALUES (?, ?, ?, ?, ?, ?)",
-        [[r.rule_id, r.title, r.mitre, r.score, r.bulk_min if r.bulk_sql else None, r.floor] for r in catalog.rules],
+        "INSERT INTO sens_rules VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            [r.rule_id, r.title, r.mitre, r.score, r.bulk_min if r.bulk_sql else None, r.floor, r.failed_factor]
+            for r in catalog.rules
+        ],
     )
     explanation = "CASE rule " + " ".join(f"WHEN {r.id_sql} THEN {r.explanation_sql}" for r in catalog.rules) + " END"
     sql = f"""
@@ -131,16 +133,18 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
                    bool_and(h.failed) AS all_failed, count(DISTINCT h.bulk_value) AS distinct_values,
                    list(h.event_id ORDER BY h.time, h.event_id) AS ids,
                    any_value(r.title) AS title, any_value(r.mitre) AS mitre, any_value(r.score) AS score,
-                   any_value(r.bulk_min) AS bulk_min, any_value(r.floor) AS floor
+                   any_value(r.bulk_min) AS bulk_min, any_value(r.floor) AS floor,
+                   any_value(r.failed_factor) AS failed_factor
             FROM episodes h JOIN sens_rules r USING (rule)
             GROUP BY h.rule, h.identity, h.session, h.op_key, h.bucket
         )
         SELECT 'sensitive_actions', rule,
-               score * CASE WHEN all_failed THEN {FAILED_FACTOR} ELSE 1 END,
+               score * CASE WHEN all_failed THEN failed_factor ELSE 1 END,
                actor, identity, session, t0, t1,
                title || ': ' || op_key || ' by ' || identity,
                ({explanation}) || CASE WHEN all_failed THEN ', every attempt failed' ELSE '' END,
-               [mitre], ids[1:{MAX_EVENT_IDS}], op_key, true, floor, n
+               [mitre], ids[1:{MAX_EVENT_IDS}], op_key, true,
+               floor * CASE WHEN all_failed THEN failed_factor ELSE 1 END, n
         FROM grouped
         WHERE bulk_min IS NULL OR distinct_values >= bulk_min
     """

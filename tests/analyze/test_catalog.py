@@ -110,7 +110,19 @@ def test_coverage_table_in_the_docs_is_the_catalog() -> None:
 
 
 def test_a_rule_with_an_unknown_field_is_refused() -> None:
-    from cloudir.analyze.catalog import _Compiler
+    from cloudir.analyze.catalog import Compiler
 
     with pytest.raises(CloudirError, match="unknown field"):
-        _Compiler().condition({"field": "raw); DROP TABLE events; --", "equals": "x"}, "bad-rule")
+        Compiler().condition({"field": "raw); DROP TABLE events; --", "equals": "x"}, "bad-rule")
+
+
+def test_a_refused_change_is_no_finding_unless_trying_is_the_signal(analyze: Analyze) -> None:
+    rows = routine(["ListBuckets"], days=22)
+    refused = event("StopLogging", service="cloudtrail", time=INCIDENT, error_code="AccessDenied")
+    done = event("DeleteTrail", service="cloudtrail", time=INCIDENT, session="other")
+    tried = event("LeaveOrganization", service="organizations", time=INCIDENT, error_code="AccessDenied")
+    _, findings = analyze([*rows, refused, done, tried])
+    flagged = {e for f in findings if f["analyzer"] == "sensitive_actions" for e in f["event_ids"]}
+    assert done["event_id"] in flagged
+    assert tried["event_id"] in flagged
+    assert refused["event_id"] not in flagged
