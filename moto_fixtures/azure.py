@@ -669,6 +669,23 @@ def _event(
     }
 
 
+def managed_identity_event(
+    when: dt.datetime, principal_id: str, identity_resource: str, operation: str, resource_id: str, *, client_ip: str
+) -> dict[str, Any]:
+    """An Activity Log record of a call made with a managed identity's token: the caller is its principal (object)
+    id; the claims carry it as ``objectidentifier``, its client id as ``appid``, ``idtyp`` app and the identity's
+    resource (the VM for a system-assigned one) as ``xms_mirid``."""
+    record = _event(when, principal_id, operation, resource_id, client_ip)
+    record["claims"] = {
+        "ipaddr": client_ip,
+        "appid": str(uuid.uuid5(uuid.NAMESPACE_URL, principal_id)),
+        "http://schemas.microsoft.com/identity/claims/objectidentifier": principal_id,
+        "idtyp": "app",
+        "xms_mirid": identity_resource,
+    }
+    return record
+
+
 # -- Entra ID (Microsoft Graph v1.0 signIn and directoryAudit resources) -----------------------------------
 ATTACKER_USER_ID = "7e1f3a2b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
 GLOBAL_ADMIN_ROLE = "62e90394-69f5-4237-9190-012177145e10"  # the Global Administrator role template id

@@ -206,6 +206,68 @@ def build_instance_peers(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+_EVENT_PRINCIPALS = """
+    list_filter([
+        e.raw -> 'claims' ->> 'http://schemas.microsoft.com/identity/claims/objectidentifier',
+        e.raw -> 'claims' ->> 'appid', e.raw -> 'claims' ->> 'xms_mirid',
+        e.raw -> 'identity' -> 'claims' ->> 'http://schemas.microsoft.com/identity/claims/objectidentifier',
+        e.raw -> 'identity' -> 'claims' ->> 'appid', e.raw -> 'identity' -> 'claims' ->> 'xms_mirid',
+        e.raw ->> 'servicePrincipalId', e.raw ->> 'appId',
+        e.raw -> 'properties' ->> 'servicePrincipalId', e.raw -> 'properties' ->> 'appId'
+    ] || coalesce(json_extract_string(e.raw, '$.protoPayload.authenticationInfo.serviceAccountDelegationInfo[*]'
+                                              || '.firstPartyPrincipal.principalEmail'), []), lambda k: k IS NOT NULL)
+"""
+"""What else an Azure or GCP record says about who called, beside its actor: Activity Log claims (object id, client
+id, the managed identity's resource id ``xms_mirid``), a sign-in's service principal and app ids, and the GCP
+service accounts that delegated to the caller (a token of the instance's account used to impersonate another)."""
+
+
+def build_principal_events(con: duckdb.DuckDBPyConnection) -> None:
+    """``instance_principals`` (each Azure / GCP instance's identities, with how many instances hold each) and
+    ``principal_events`` (the Azure / GCP events of the beacons' span, one row per identity they name)."""
+    identities = table_exists(con, "instances") and bool(
+        _scalar(
+            con,
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'instances' AND column_name = 'identities'",
+        )
+    )
+    held = (
+        "SELECT DISTINCT cloud, instance AS workload, unnest(identities) AS principal, addresses FROM instances"
+        if identities
+        else "SELECT NULL::VARCHAR AS cloud, NULL::VARCHAR AS workload, NULL::VARCHAR AS principal, "
+        "NULL::VARCHAR[] AS addresses"
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE instance_principals AS
+        SELECT *, count(DISTINCT workload) OVER (PARTITION BY principal) AS shared FROM ({held})
+        """
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE principal_events AS
+        WITH span AS (SELECT min(first_time) - INTERVAL 1 HOUR AS lo, max(last_time) + INTERVAL 1 HOUR AS hi
+                      FROM beacon_stats),
+        keys AS (SELECT DISTINCT principal FROM instance_principals),
+        named AS (
+            SELECT ev.event_uid, ev.identity, ev.operation, ev.time, ev.source_ip, lower(ev.actor) AS principal
+            FROM ev, span WHERE ev.cloud IN ('azure', 'gcp') AND ev.time BETWEEN span.lo AND span.hi
+            UNION ALL
+            SELECT ev.event_uid, ev.identity, ev.operation, ev.time, ev.source_ip, lower(unnest({_EVENT_PRINCIPALS}))
+            FROM ev JOIN events e USING (event_uid), span
+            WHERE ev.cloud IN ('azure', 'gcp') AND ev.time BETWEEN span.lo AND span.hi
+              AND coalesce(ev.actor_type, '') <> 'User'
+        )
+        SELECT DISTINCT * FROM named SEMI JOIN keys USING (principal)
+        """
+    )
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
 def score_flows(con: duckdb.DuckDBPyConnection) -> None:
     """Write ``network_beacons`` (one row per scored channel, with its hourly series) and flow candidates."""
     build_instance_peers(con)
@@ -300,6 +362,7 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
         FROM scored
         """
     )
+    build_principal_events(con)
     con.execute(
         f"""
         CREATE OR REPLACE TABLE network_beacons AS
@@ -316,15 +379,27 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
         sizes AS (SELECT workload, count(*) AS n_peers, string_agg(DISTINCT basis, ', ') AS peer_basis
                   FROM instance_peers GROUP BY workload),
         total AS (SELECT count(*) AS n FROM workload_attrs),
+        windows AS (SELECT workload, min(first_time) AS t0, max(last_time) AS t1 FROM beacon_stats GROUP BY ALL),
         api AS (
-            SELECT w.workload, ev.identity, ev.operation, count(*) AS n
-            FROM (SELECT workload, min(first_time) AS t0, max(last_time) AS t1 FROM beacon_stats GROUP BY ALL) w
+            SELECT w.workload, ev.identity, ev.operation, count(*) AS n, 'credentials' AS kind, 1 AS shared,
+                   0 AS from_instance
+            FROM windows w
             JOIN ev ON regexp_extract(ev.actor, ':assumed-role/[^/]+/([^/]+)$', 1) = w.workload
                    AND ev.time BETWEEN w.t0 - INTERVAL 1 HOUR AND w.t1 + INTERVAL 1 HOUR
             GROUP BY ALL
+            UNION ALL
+            SELECT w.workload, k.identity, k.operation, count(DISTINCT k.event_uid) AS n,
+                   CASE p.cloud WHEN 'azure' THEN 'managed identity' ELSE 'service account' END AS kind,
+                   max(p.shared) AS shared,
+                   count(DISTINCT k.event_uid) FILTER (WHERE list_contains(p.addresses, k.source_ip)) AS from_instance
+            FROM windows w JOIN instance_principals p USING (workload)
+            JOIN principal_events k ON k.principal = p.principal
+                 AND k.time BETWEEN w.t0 - INTERVAL 1 HOUR AND w.t1 + INTERVAL 1 HOUR
+            GROUP BY ALL
         ),
         credentials AS (
-            SELECT workload, arg_max(identity, n) AS identity, sum(n) AS api_calls,
+            SELECT workload, arg_max(identity, n) AS identity, sum(n) AS api_calls, arg_max(kind, n) AS credential_kind,
+                   arg_max(shared, n) AS shared_by, sum(from_instance) AS calls_from_instance,
                    array_to_string(list(operation || ' ' || n ORDER BY n DESC, operation)[1:5], ', ') AS top_operations
             FROM api GROUP BY workload
         )
@@ -335,7 +410,7 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
                CASE WHEN e.workloads <= 1 THEN 1.1 WHEN t.n < {SMALL_ESTATE} THEN 1.0
                     WHEN e.workloads / t.n <= 0.02 THEN 1.0 WHEN e.workloads / t.n <= 0.1 THEN 0.8
                     ELSE 0.4 END AS estate_factor,
-               c.identity, c.api_calls, c.top_operations,
+               c.identity, c.api_calls, c.top_operations, c.credential_kind, c.shared_by, c.calls_from_instance,
                (SELECT list({{'hour': h, 'connections': n}} ORDER BY h) FROM (
                     SELECT time_bucket(INTERVAL '{SERIES_BUCKET}', b.time) AS h, sum(b.connections) AS n FROM beats b
                     WHERE b.workload = s.workload AND b.dst_addr = s.dst_addr AND b.dst_port = s.dst_port
@@ -372,8 +447,16 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
                                 || dst_net END
                    || ', ' || estate_workloads || ' of ' || estate_total || ' workloads in the estate did'
                    || CASE WHEN api_calls IS NULL THEN '; no API activity seen with this workload''s credentials'
-                           ELSE '; API activity with its credentials (' || identity || '): ' || api_calls
-                                || ' calls, e.g. ' || top_operations END
+                           WHEN credential_kind = 'credentials'
+                               THEN '; API activity with its credentials (' || identity || '): ' || api_calls
+                                    || ' calls, e.g. ' || top_operations
+                           ELSE '; API activity made by the instance''s ' || credential_kind || ' (' || identity || ', '
+                                || CASE WHEN shared_by > 1
+                                        THEN 'shared by ' || shared_by
+                                             || ' instances: not proof that this one made the calls'
+                                        ELSE 'attached to no other instance' END
+                                || '): ' || api_calls || ' calls, e.g. ' || top_operations || '; '
+                                || calls_from_instance || ' of them from this instance''s known addresses' END
                    || '. Components: intervals ' || round(interval_skew_score, 2) || '/' || round(interval_mad_score, 2)
                    || ', count ' || round(count_score, 2) || ', size ' || round(size_skew_score, 2) || '/'
                    || round(size_mad_score, 2) || ', persistence ' || round(persistence_score, 2) || ', peers x'

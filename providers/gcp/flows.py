@@ -6,7 +6,9 @@ instances, a pull keeps the entries either side of whose connection is one of th
 by its name, so instance ids are resolved to names first, with a recorded ``instances.aggregatedList``). Each
 project's subnetworks are listed too (``subnetworks.aggregatedList``, kept as ``logs/gcp/flows/<project>/
 subnetworks.json``) so the coverage says which subnets had flow logging on, with what aggregation interval and
-sampling, and warns of those without.
+sampling, and warns of those without; its instances too (``instances.aggregatedList``, kept as ``instances.json``:
+the ``instances`` table of the timeline, with each instance's managed instance group, template, labels, addresses
+and service accounts).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def plan_flow_pull(provider: GcpProvider, request: LogPullRequest) -> Plan:
     ids = [resource for resource in request.resources if resource.isdigit()]
     steps = []
     for project in projects:
-        calls = [call("compute", "instances.aggregatedList", None, project=project)] if ids else []
+        calls = [call("compute", "instances.aggregatedList", None, project=project)]  # names, then the inventory
         calls.append(
             call(
                 "logging",
@@ -100,7 +102,27 @@ class _FlowPull:
         request = LogPullRequest(self.request.start, self.request.end, resources=names, extra=self.request.extra)
         pull = ProjectPull(FLOWS, self.provider, request, target=self.target, project=self.project, scope=self.scope)
         pulled = pull.pull(ctx.case)
-        return {**pulled, "instances": names, "subnetworks": self._subnet_coverage(ctx, pull.folder)}
+        return {
+            **pulled,
+            "instances": names,
+            "inventory": self._inventory(ctx, pull.folder),
+            "subnetworks": self._subnet_coverage(ctx, pull.folder),
+        }
+
+    def _inventory(self, ctx: StepContext, folder: str) -> int:
+        """The project's instances as Compute lists them, kept raw (``instances.json``): flow entries name an
+        instance only, its peer group (MIG, template, labels) and its service accounts' API calls need the rest."""
+        client = self.provider.api.compute(compute_v1.InstancesClient)
+        with gcp_errors(f"list the instances of project {self.project}", "compute.instances.list"):
+            instances = [
+                compute_v1.Instance.to_dict(instance, preserving_proto_field_name=False)
+                for _, scoped in client.aggregated_list(project=self.project)
+                for instance in scoped.instances
+            ]
+        ctx.case.write_json(
+            f"{folder}/instances.json", {"gcpInventory": 1, "project": self.project, "instances": instances}
+        )
+        return len(instances)
 
     def _subnet_coverage(self, ctx: StepContext, folder: str) -> dict[str, dict[str, Any]]:
         """List the project's subnetworks (kept raw) and add which had flow logging on to the coverage report."""

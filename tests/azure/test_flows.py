@@ -24,10 +24,14 @@ from moto_fixtures.azure import (
     FLOW_LOG_ACCOUNT,
     LOCATION,
     MAC,
+    MANAGED_IDENTITY_ID,
     PRIVATE_IP,
     RESOURCE_GROUP,
     SUBSCRIPTION,
+    USER_ASSIGNED_SP_ID,
+    VM_NAME,
     AzureSandbox,
+    managed_identity_event,
     rid,
 )
 from moto_fixtures.azure_flows import NSG_CONTAINER, VNET_CONTAINER, Flow, Nic, flow_log_resource, vnet_blob
@@ -146,6 +150,19 @@ def test_cli_pull_ingest_and_analyze_find_the_implant_not_the_platform_dns(
     monkeypatch: pytest.MonkeyPatch,
 ):
     monkeypatch.setenv("CLOUDIR_AZURE_BLOB_ENDPOINT", azure_sandbox.blob.base_url + "/{account}")
+    vm_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Compute/virtualMachines", VM_NAME)
+    grant = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleAssignments/{'1' * 32}"
+    start = datetime.fromisoformat(azure_incident.window_start.replace("Z", "+00:00"))
+    azure_sandbox.fake.activity[SUBSCRIPTION.lower()] += [  # the implant uses the VM's managed identity token
+        managed_identity_event(
+            start + timedelta(minutes=m), MANAGED_IDENTITY_ID, vm_id, operation, resource, client_ip=PRIVATE_IP
+        )
+        for m, operation, resource in (
+            (30, "Microsoft.Authorization/roleAssignments/write", grant),
+            (31, "Microsoft.Compute/virtualMachines/read", vm_id),
+            (32, "Microsoft.Compute/virtualMachines/read", vm_id),
+        )
+    ]
     case = tmp_path / "ir"
     window = ["--start", azure_incident.window_start, "--end", azure_incident.window_end]
     assert cli("logs", "pull", "azure", "--case", str(case), *window).exit_code == 0  # the Activity Log
@@ -166,8 +183,16 @@ def test_cli_pull_ingest_and_analyze_find_the_implant_not_the_platform_dns(
     with duckdb.connect(str(db), read_only=True) as con:
         titles = [t for (t,) in con.execute("SELECT title FROM findings WHERE rule = 'flow-beacon'").fetchall()]
         dns = con.execute("SELECT count(*) FROM flows WHERE dst_addr = ?", [AZURE_DNS]).fetchone()
-        vm = con.execute("SELECT instance, group_name FROM instances WHERE list_contains(interfaces, ?)", [MAC])
+        vm = con.execute(
+            "SELECT instance, group_name, identities FROM instances WHERE list_contains(interfaces, ?)", [MAC]
+        )
         owner = vm.fetchone()
+        beacon = con.execute(
+            "SELECT f.identity, f.profile ->> 'explanation', i.analyzers FROM findings f JOIN incidents i "
+            "USING (incident_id) "
+            "WHERE f.rule = 'flow-beacon' AND f.title LIKE ?",
+            [f"%{ATTACKER_IP}:443"],
+        ).fetchone()
     assert dns is not None
     assert dns[0] > 100  # the platform's DNS is asked every minute, as regular as any beacon ...
     assert [t for t in titles if AZURE_DNS in t] == []  # ... and is no external destination
@@ -175,6 +200,17 @@ def test_cli_pull_ingest_and_analyze_find_the_implant_not_the_platform_dns(
     assert owner[0].endswith("/virtualMachines/web-vm-01")
     assert owner[1].endswith("/virtualMachineScaleSets/vmss-web")
     assert any(t.endswith(f"web-vm-01 -> {ATTACKER_IP}:443") for t in titles), titles  # the VM, not its MAC
+    # its system-assigned identity, the user-assigned one (principal and client id) and their resource ids
+    assert {MANAGED_IDENTITY_ID, vm_id.lower(), USER_ASSIGNED_SP_ID} <= set(owner[2])
+    assert beacon is not None
+    assert beacon[0] == MANAGED_IDENTITY_ID  # the Activity Log's caller: the identity's principal id
+    assert (
+        f"API activity made by the instance's managed identity ({MANAGED_IDENTITY_ID}, attached to no other "
+        "instance): 3 calls, e.g. microsoft.compute/virtualmachines/read 2, "
+        "microsoft.authorization/roleassignments/write 1; 3 of them from this instance's known addresses"
+    ) in beacon[1], beacon[1]
+    assert "beaconing" in beacon[2]
+    assert len(beacon[2]) > 1, beacon[2]  # the role assignment made with the same identity is in its incident
 
 
 def test_a_vnet_flow_log_is_read_from_its_own_container_and_normalized(

@@ -16,7 +16,7 @@ from cloudir.custody import read_records, verify_case
 from cloudir.errors import StepFailedError
 from cloudir.plan import run_plan
 from cloudir.provider import LogPullRequest
-from moto_fixtures.gcp import ATTACKER_IP, INSTANCE, PROJECT, GcpSandbox
+from moto_fixtures.gcp import ATTACKER_IP, INSTANCE, INTERNAL_IP, NETWORK, PROJECT, SERVICE_ACCOUNT, ZONE, GcpSandbox
 from moto_fixtures.sandbox import PlantedIncident
 from providers.gcp import GcpProvider
 from providers.gcp.flows import FLOWS_COVERAGE
@@ -79,6 +79,60 @@ def test_flows_of_an_instance_are_pulled_kept_raw_and_normalized(
     assert verify_case(case).ok
 
 
+def test_a_beacon_names_the_api_calls_of_the_instance_service_account_shared_by_two_instances(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path
+) -> None:
+    """The implant's instance shares its service account with another: the calls are the account's, not proof."""
+    twin = {  # a second member of the web tier, attached to the same service account
+        "kind": "compute#instance",
+        "id": "4242424242424242424",
+        "name": "web-frontend-9q4m",
+        "zone": f"projects/{PROJECT}/zones/{ZONE}",
+        "status": "RUNNING",
+        "networkInterfaces": [{"name": "nic0", "network": NETWORK, "networkIP": "10.128.0.18", "accessConfigs": []}],
+        "serviceAccounts": [{"email": SERVICE_ACCOUNT, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}],
+    }
+    gcp_sandbox.fake.project(PROJECT).instances[ZONE][twin["name"]] = twin
+    case = tmp_path / "IR-sa"
+    assert gcp_sandbox.server is not None
+    endpoint = ["--api-endpoint", gcp_sandbox.server.endpoint, "--anonymous"]
+    audit = runner.invoke(app, ["logs", "pull", "gcp", "--project", PROJECT, *WINDOW, "--case", str(case), *endpoint])
+    assert audit.exit_code == 0, audit.output
+    code, out = _pull(gcp_sandbox, case)
+    assert code == 0, out
+    inventory = json.loads(next(case.glob("logs/gcp/flows/*/instances.json")).read_text())
+    assert {i["name"] for i in inventory["instances"]} >= {INSTANCE, twin["name"]}  # kept raw, REST field names
+    assert runner.invoke(app, ["timeline", "build", str(case)]).exit_code == 0
+    db = case / "timeline.duckdb"
+    analyzed = runner.invoke(app, ["analyze", str(db)])
+    assert analyzed.exit_code == 0, analyzed.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        owner = con.execute(
+            "SELECT group_name, template, identities, addresses FROM instances WHERE instance = ?", [INSTANCE]
+        ).fetchone()
+        beacon = con.execute(
+            "SELECT f.identity, f.profile ->> 'explanation', i.analyzers FROM findings f JOIN incidents i "
+            "USING (incident_id) "
+            "WHERE f.rule = 'flow-beacon' AND f.title LIKE ?",
+            [f"%{INSTANCE} -> {ATTACKER_IP}:443"],
+        ).fetchone()
+    assert owner is not None
+    assert owner[0].endswith("/instanceGroupManagers/web-frontend-mig")  # the MIG, from created-by
+    assert owner[1].endswith("/instanceTemplates/web-frontend-v3")
+    assert owner[2] == [SERVICE_ACCOUNT]
+    assert INTERNAL_IP in owner[3]
+    assert beacon is not None
+    assert beacon[0] == SERVICE_ACCOUNT
+    words = beacon[1]
+    assert (
+        f"API activity made by the instance's service account ({SERVICE_ACCOUNT}, shared by 2 instances: not proof "
+        "that this one made the calls)"
+    ) in words, words
+    assert "storage.objects.get" in words
+    assert "of them from this instance's known addresses" in words
+    assert "sensitive_actions" in beacon[2], beacon[2]  # the account's IAM changes are in the beacon's incident
+
+
 def test_an_instance_id_is_resolved_to_its_name_with_a_recorded_call(
     gcp_sandbox: GcpSandbox, provider: GcpProvider, incident: PlantedIncident, tmp_path: Path
 ) -> None:
@@ -91,7 +145,7 @@ def test_an_instance_id_is_resolved_to_its_name_with_a_recorded_call(
         )
         assert any("resolved to instance names" in note for note in plan.notes)
         assert [c.operation for c in plan.steps[0].calls] == [
-            "instances.aggregatedList",
+            "instances.aggregatedList",  # ids to names, then the inventory
             "entries.list",
             "subnetworks.aggregatedList",
         ]

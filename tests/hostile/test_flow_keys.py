@@ -7,12 +7,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 from typer.testing import CliRunner
 
 from cloudir.cli import app
 from cloudir.custody import read_records
 from moto_fixtures.aws import ACCOUNT, ATTACKER_IP, AwsSandbox, launch_instance
 from moto_fixtures.aws_flows import FLOW_BUCKET, LOG_GROUP, plant_beacon
+from moto_fixtures.gcp_flows import flow_entry
 
 runner = CliRunner()
 FORGED = gzip.compress(b"version account-id interface-id srcaddr dstaddr\n2 1 eni-x 203.0.113.66 10.0.0.1\n", mtime=0)
@@ -92,3 +94,42 @@ def test_a_planted_log_group_named_like_the_genuine_one_neither_blocks_nor_mixes
     assert sorted(groups) == sorted([LOG_GROUP, planted])  # one folder each
     assert len(groups[LOG_GROUP]) == 2 * 73  # the genuine group complete...
     assert groups[planted] == ["5 forged record"]  # ...and the planted one kept apart
+
+
+def test_an_inventory_whose_labels_spell_flow_log_markers_is_still_an_inventory(tmp_path: Path) -> None:
+    """A label or tag value is the attacker's: ``vpc_flows`` or ``FlowLogFlowEvent`` in it does not make the
+    collector's inventory file a flow log (which would lose the instance and its service account)."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    gcp = {
+        "gcpInventory": 1,
+        "project": "p",
+        "instances": [
+            {
+                "name": "web-1",
+                "labels": {"role": "vpc_flows"},
+                "serviceAccounts": [{"email": "Sa@P.iam.gserviceaccount.com"}],
+            }
+        ],
+    }
+    vm = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/vm-1"
+    nic = {"id": "nic", "properties": {"macAddress": "00-0D-3A-00-00-01", "virtualMachine": {"id": vm}}}
+    azure = {
+        "azureInventory": 1,
+        "networkInterfaces": [nic],
+        "subscription": "s",
+        "virtualMachines": [{"id": vm, "tags": {"x": "FlowLogFlowEvent"}, "identity": {"principalId": "P-1"}}],
+    }
+    side = {"vm_name": "web-1", "zone": "z", "region": "r", "vpc": "default", "subnet": "default"}
+    entry = flow_entry("p", side, datetime(2026, 11, 20, tzinfo=UTC), ("10.0.0.5", 40000), ("192.0.2.9", 443), sent=9)
+    (folder / "flows.json").write_text(json.dumps({"entries": [entry]}))
+    (folder / "gcp.json").write_text(json.dumps(gcp, indent=2, sort_keys=True))
+    (folder / "azure.json").write_text(json.dumps(azure, indent=2, sort_keys=True))
+    db = tmp_path / "timeline.duckdb"
+    built = runner.invoke(app, ["timeline", "ingest", str(folder), "--db", str(db)])
+    assert built.exit_code == 0, built.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT cloud, instance, identities FROM instances ORDER BY cloud").fetchall()
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()
+    assert rows == [("azure", vm, [vm.lower(), "p-1"]), ("gcp", "web-1", ["sa@p.iam.gserviceaccount.com"])]
+    assert quarantined == (0,)

@@ -24,6 +24,8 @@ GZIP_RATIO = 10
 SERIES_REQUEST = "request.json"
 """Written by the collector beside CloudWatch Logs pages: its ``logFormat`` names the message fields."""
 _CLOUDWATCH_PAGE = re.compile(r'"logStreamName"\s*:.*"message"\s*:\s*"(?!\{)', re.DOTALL)
+_INVENTORY = re.compile(r'\{\s*"(azure|gcp)Inventory"\s*:')
+"""The collectors' inventory files: their marker is the first key (keys are written sorted)."""
 _DEFAULT_RECORD = re.compile(r"^\d+ (\d{12}|-|unknown) (eni-[0-9a-f]+|-) ")
 
 
@@ -56,7 +58,7 @@ class _FlowFile:
     number: int
     path: Path
     name: str
-    kind: str  # aws_text | aws_cloudwatch | aws_parquet | azure | gcp | aws_instances | azure_instances (inventory)
+    kind: str  # aws_text | aws_cloudwatch | aws_parquet | azure | gcp | {aws,azure,gcp}_instances (inventory)
     compression: str
     fields: tuple[str, ...]  # AWS: the record's field names
     header: bool  # AWS text: the first line names the fields
@@ -89,14 +91,15 @@ def detect_flow_log(path: Path) -> str | None:
         return "aws_parquet"
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
     if text.startswith(("{", "[")):
+        collected = _INVENTORY.match(text)  # first: a tag or label value may spell a flow-log marker
+        if collected:
+            return f"{collected.group(1)}_instances"
         if any(marker in text for marker in azure.DETECT_MARKERS):
             return "azure"
         if any(marker in text for marker in gcp.DETECT_MARKERS):
             return "gcp"
         if inventory.DETECT_MARKER in text:
             return "aws_instances"
-        if inventory.AZURE_MARKER in text:
-            return "azure_instances"
         if _CLOUDWATCH_PAGE.search(text) and (
             (path.parent / SERIES_REQUEST).is_file() or _DEFAULT_RECORD.search(_first_message(text))
         ):
@@ -317,6 +320,11 @@ def _stage_documents(con: duckdb.DuckDBPyConnection, files: list[_FlowFile]) -> 
             "SELECT file_no, doc FROM flow_docs WHERE file_no IN (SELECT file_no FROM flow_kinds "
             "WHERE kind = 'azure_instances')"
         )
+        + ") UNION ALL BY NAME SELECT * FROM ("
+        + inventory.load_gcp_sql(
+            "SELECT file_no, doc FROM flow_docs WHERE file_no IN (SELECT file_no FROM flow_kinds "
+            "WHERE kind = 'gcp_instances')"
+        )
         + ")"
     )
     con.execute("DROP TABLE flow_docs")
@@ -367,7 +375,8 @@ WHERE s.problem IS NULL AND s.flow_uid NOT IN (SELECT flow_uid FROM flows)
 QUALIFY row_number() OVER (PARTITION BY s.flow_uid ORDER BY s.file_no, s.position) = 1;
 INSERT INTO flows SELECT flow_uid, {", ".join(FLOWS_COLUMNS)}, source_file, position, raw FROM flow_keep;
 DELETE FROM instances WHERE (cloud, instance) IN (SELECT (cloud, instance) FROM flow_instances);
-INSERT INTO instances SELECT i.* EXCLUDE (file_no), k.name FROM flow_instances i JOIN flow_kinds k USING (file_no);
+INSERT INTO instances BY NAME
+SELECT i.* EXCLUDE (file_no), k.name AS source_file FROM flow_instances i JOIN flow_kinds k USING (file_no);
 """
 
 
@@ -383,7 +392,7 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[_FlowFile], stats:
     for source in batch:
         if source.kind == "aws_parquet":
             _stage_parquet(con, source)
-    documents = [f for f in batch if f.kind in {"azure", "gcp", "aws_instances", "azure_instances"}]
+    documents = [f for f in batch if f.kind in {"azure", "gcp", "aws_instances", "azure_instances", "gcp_instances"}]
     if documents:
         _stage_documents(con, documents)
     con.execute(

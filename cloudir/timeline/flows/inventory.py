@@ -1,11 +1,15 @@
 """Instance inventory beside the flow logs: which instance owns an interface or address, and what it is.
 
 The flows collectors save the network's inventory (raw, as evidence): AWS ``DescribeInstances`` pages, Azure
-network interfaces and virtual machines as ARM lists them. They become the ``instances`` table: instance id (the
-VM's resource id on Azure), network, subnet, image, launch template, Auto Scaling group (Azure: the scale set),
-security groups (Azure: the NIC's NSG), tags, interfaces (Azure: MAC addresses as flow logs write them) and
-private addresses. Flows without an instance id are joined to it by interface, then by private address; the beacon
-analyzer builds its peer groups from it.
+network interfaces and virtual machines as ARM lists them, GCP instances as ``instances.aggregatedList`` returns
+them. They become the ``instances`` table: instance id (the VM's resource id on Azure, the instance name on GCP,
+as flow logs name it), network, subnet, image, launch template (GCP: the instance template), Auto Scaling group
+(Azure: the scale set, GCP: the managed instance group), security groups (Azure: the NIC's NSG, GCP: the network
+tags), tags (GCP: labels), interfaces (Azure: MAC addresses as flow logs write them), private addresses and the
+identities the instance's code calls APIs with (Azure: the managed identities' principal ids, client ids and
+resource ids; GCP: the attached service accounts' emails; AWS: none, its role sessions are named after the
+instance). Flows without an instance id are joined to it by interface, then by private address; the beacon
+analyzer builds its peer groups from it and names the API calls of its identities.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ CREATE TABLE IF NOT EXISTS instances (
     tags            MAP(VARCHAR, VARCHAR),
     interfaces      VARCHAR[],
     addresses       VARCHAR[],
-    source_file     VARCHAR NOT NULL
+    source_file     VARCHAR NOT NULL,
+    identities      VARCHAR[]             -- lower case: Azure managed identities, GCP service account emails
 );
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS identities VARCHAR[];
 """
 
 DETECT_MARKER = '"Reservations"'
-AZURE_MARKER = '"azureInventory"'  # the top key of the Azure flows collector's inventory file
 
 _SPEC = (
     '{"OwnerId":"VARCHAR","Instances":[{"InstanceId":"VARCHAR","ImageId":"VARCHAR","VpcId":"VARCHAR",'
@@ -61,7 +66,8 @@ def load_sql(documents: str) -> str:
         FROM i WHERE i.InstanceId IS NOT NULL
     )
     SELECT cloud, account, instance, network, subnet, image, tags['aws:ec2launchtemplate:id'] AS template,
-           tags['aws:autoscaling:groupName'] AS group_name, security_groups, tags, interfaces, addresses, file_no
+           tags['aws:autoscaling:groupName'] AS group_name, security_groups, tags, interfaces, addresses,
+           []::VARCHAR[] AS identities, file_no
     FROM rows
     QUALIFY row_number() OVER (PARTITION BY cloud, instance ORDER BY file_no DESC) = 1
     """
@@ -71,7 +77,9 @@ _AZURE_SPEC = (
     '{"subscription":"VARCHAR","networkInterfaces":[{"id":"VARCHAR","properties":{"macAddress":"VARCHAR",'
     '"networkSecurityGroup":{"id":"VARCHAR"},"virtualMachine":{"id":"VARCHAR"},'
     '"ipConfigurations":[{"properties":{"privateIPAddress":"VARCHAR","subnet":{"id":"VARCHAR"}}}]}}],'
-    '"virtualMachines":[{"id":"VARCHAR","tags":"MAP(VARCHAR, VARCHAR)","properties":{'
+    '"virtualMachines":[{"id":"VARCHAR","tags":"MAP(VARCHAR, VARCHAR)",'
+    '"identity":{"principalId":"VARCHAR","userAssignedIdentities":"MAP(VARCHAR, STRUCT(principalId VARCHAR, '
+    'clientId VARCHAR))"},"properties":{'
     '"virtualMachineScaleSet":{"id":"VARCHAR"},"storageProfile":{"imageReference":{"id":"VARCHAR",'
     '"publisher":"VARCHAR","offer":"VARCHAR","sku":"VARCHAR"}}}}]}'
 )
@@ -102,7 +110,54 @@ def load_azure_sql(documents: str) -> str:
                                      v.vm.properties.storageProfile.imageReference.sku), '')) AS image,
            NULL::VARCHAR AS template, v.vm.properties.virtualMachineScaleSet.id AS group_name,
            n.security_groups, coalesce(v.vm.tags, MAP {{}}::MAP(VARCHAR, VARCHAR)) AS tags, n.interfaces,
-           list_filter(n.addresses, lambda a: a IS NOT NULL) AS addresses, n.file_no
+           list_filter(n.addresses, lambda a: a IS NOT NULL) AS addresses,
+           list_sort(list_distinct(list_transform(list_filter(list_concat(
+               [v.vm.identity.principalId, CASE WHEN v.vm.identity.principalId IS NOT NULL THEN v.vm.id END],
+               map_keys(coalesce(v.vm.identity.userAssignedIdentities, MAP {{}})),
+               flatten(list_transform(map_values(coalesce(v.vm.identity.userAssignedIdentities, MAP {{}})),
+                                      lambda u: [u.principalId, u.clientId]))), lambda k: k IS NOT NULL),
+               lambda k: lower(k)))) AS identities, n.file_no
     FROM per_vm n LEFT JOIN vms v ON v.file_no = n.file_no AND lower(v.vm.id) = n.vm_key
     QUALIFY row_number() OVER (PARTITION BY n.vm_key ORDER BY n.file_no DESC) = 1
+    """
+
+
+_GCP_SPEC = (
+    '{"project":"VARCHAR","instances":[{"name":"VARCHAR","zone":"VARCHAR","labels":"MAP(VARCHAR, VARCHAR)",'
+    '"tags":{"items":["VARCHAR"]},"metadata":{"items":[{"key":"VARCHAR","value":"VARCHAR"}]},'
+    '"disks":[{"boot":"BOOLEAN","source":"VARCHAR"}],"serviceAccounts":[{"email":"VARCHAR"}],'
+    '"networkInterfaces":[{"network":"VARCHAR","subnetwork":"VARCHAR","networkIP":"VARCHAR",'
+    '"accessConfigs":[{"natIP":"VARCHAR"}]}]}]}'
+)
+
+
+def load_gcp_sql(documents: str) -> str:
+    """Rows of ``instances`` from the GCP inventory files in (file_no, doc) ``documents``; newest file wins.
+
+    The managed instance group is the ``created-by`` metadata value, the template ``instance-template``, as
+    Compute Engine sets them; the image is the boot disk (an instance names no image)."""
+    return f"""
+    WITH inv AS (SELECT file_no, json_transform(doc, '{_GCP_SPEC}') AS d FROM ({documents})),
+    i AS (SELECT file_no, d.project AS account, unnest(d.instances) AS i FROM inv),
+    rows AS (
+        SELECT file_no, account, i.name AS instance,
+               map_from_entries(list_transform(coalesce(i.metadata.items, []),
+                                               lambda m: {{'k': m.key, 'v': m.value}})) AS meta,
+               i.networkInterfaces[1] AS nic, i
+        FROM i WHERE i.name IS NOT NULL
+    )
+    SELECT 'gcp' AS cloud, account, instance, regexp_extract(nic.network, '[^/]*$') AS network,
+           regexp_extract(nic.subnetwork, '[^/]*$') AS subnet,
+           list_filter(i.disks, lambda d: d.boot)[1].source AS image, meta['instance-template'] AS template,
+           meta['created-by'] AS group_name, coalesce(i.tags.items, []) AS security_groups,
+           coalesce(i.labels, MAP {{}}::MAP(VARCHAR, VARCHAR)) AS tags, []::VARCHAR[] AS interfaces,
+           list_distinct(list_filter(flatten(list_transform(coalesce(i.networkInterfaces, []),
+               lambda n: list_prepend(n.networkIP, list_transform(coalesce(n.accessConfigs, []), lambda a: a.natIP)))),
+               lambda a: a IS NOT NULL)) AS addresses,
+           list_sort(list_distinct(list_transform(list_filter(coalesce(i.serviceAccounts, []),
+                                                              lambda s: s.email IS NOT NULL),
+                                                  lambda s: lower(s.email)))) AS identities,
+           file_no
+    FROM rows
+    QUALIFY row_number() OVER (PARTITION BY instance ORDER BY file_no DESC) = 1
     """
