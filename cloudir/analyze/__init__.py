@@ -79,7 +79,7 @@ def run_analysis(
         window = resolve_window(con, _case_root(db_path), baseline_until, incident_since)
         build_event_view(con, window)
         resolve_principals(con)
-        build_profiles(con)
+        build_profiles(con, tenant=window.tenant)
         peers.build_peer_groups(con)
         build_novelty(con, tenant=window.tenant)
         con.execute(CANDIDATES_DDL)

@@ -47,10 +47,23 @@ def build_novelty(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         f"SELECT DISTINCT identity, '{dim}' AS dim, CAST({col} AS VARCHAR) AS value FROM ev WHERE {col} IS NOT NULL"
         for dim, col in PROFILE_DIMENSIONS.items()
     )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE identity_values AS {combos}")
+    # how many of its peers used each value the identity itself has: the only lookups made of the peers' profiles,
+    # so the table never grows past the identity's own values (not peers x their whole profiles)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE peer_profile AS
+        SELECT v.identity, v.dim, v.value, count(*) AS peers_seen
+        FROM identity_values v
+        JOIN peer_groups g ON g.identity = v.identity
+        JOIN profile p ON p.identity = g.peer AND p.dim = v.dim AND p.value = v.value
+        GROUP BY ALL
+        """
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE novelty AS
-        WITH c AS ({combos}),
+        WITH c AS (SELECT * FROM identity_values),
         org_size AS ({org_size}),
         joined AS (
             SELECT c.identity, c.dim, c.value,

@@ -77,8 +77,8 @@ END
 
 
 def build_peer_groups(con: duckdb.DuckDBPyConnection) -> None:
-    """Write ``peer_groups`` (identity, peer, similarity) and the temp table ``peer_profile`` (a peer pair and a
-    profile value are unique, so counting rows counts peers)."""
+    """Write ``peer_groups`` (identity, peer, similarity); what the peers share is ``peer_profile``, built by
+    :func:`cloudir.analyze.novelty.build_novelty`."""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE peer_members AS
@@ -140,16 +140,6 @@ def build_peer_groups(con: duckdb.DuckDBPyConnection) -> None:
         FROM scored s JOIN peer_members ma ON ma.identity = s.identity JOIN peer_members mb ON mb.identity = s.peer
         WHERE s.cosine >= {MIN_COSINE} OR (ma.group_key = mb.group_key AND s.cosine >= {MIN_COSINE_SAME_GROUP})
         QUALIFY row_number() OVER (PARTITION BY s.identity ORDER BY s.cosine DESC, s.peer) <= {TOP_K}
-        """
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE peer_profile AS
-        WITH sizes AS (SELECT identity, count(*) AS n_peers FROM peer_groups GROUP BY identity)
-        SELECT g.identity, p.dim, p.value, count(*) AS peers_seen, any_value(s.n_peers) AS n_peers,
-               sum(p.n_events) AS n_events
-        FROM peer_groups g JOIN profile p ON p.identity = g.peer JOIN sizes s ON s.identity = g.identity
-        GROUP BY ALL
         """
     )
 

@@ -117,18 +117,22 @@ def resolve_principals(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def build_profiles(con: duckdb.DuckDBPyConnection) -> None:
-    """Reference counts (baseline, or the whole timeline in tenant mode) per identity and tenant-wide."""
+def build_profiles(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
+    """Reference counts (baseline, or the whole timeline in tenant mode) per identity and tenant-wide.
+
+    Distinct days are counted in two plain aggregations (per day, then per value) rather than a DISTINCT
+    aggregate; a (identity, dimension, value) is one ``profile`` row, so identities are counted with ``count(*)``.
+    ``tenant_profile`` (per account) is built only in tenant mode, the only one that reads it."""
     unpivot = " UNION ALL ".join(
-        f"SELECT identity, '{dim}' AS dim, CAST({col} AS VARCHAR) AS value, time FROM ev "
+        f"SELECT identity, '{dim}' AS dim, CAST({col} AS VARCHAR) AS value, CAST(time AS DATE) AS day FROM ev "
         f"WHERE in_reference AND {col} IS NOT NULL"
         for dim, col in PROFILE_DIMENSIONS.items()
     )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE profile AS
-        SELECT identity, dim, value, count(*) AS n_events, count(DISTINCT CAST(time AS DATE)) AS n_days
-        FROM ({unpivot}) GROUP BY ALL
+        SELECT identity, dim, value, CAST(sum(n) AS BIGINT) AS n_events, count(*) AS n_days
+        FROM (SELECT identity, dim, value, day, count(*) AS n FROM ({unpivot}) GROUP BY ALL) GROUP BY ALL
         """
     )
     con.execute(
@@ -142,14 +146,15 @@ def build_profiles(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE global_profile AS
-        SELECT dim, value, count(DISTINCT identity) AS n_identities, sum(n_events) AS n_events
+        SELECT dim, value, count(*) AS n_identities, CAST(sum(n_events) AS BIGINT) AS n_events
         FROM profile GROUP BY ALL
         """
     )
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE tenant_profile AS
-        SELECT t.home_account, p.dim, p.value, count(DISTINCT p.identity) AS n_identities
-        FROM profile p JOIN identity_totals t USING (identity) GROUP BY ALL
-        """
-    )
+    if tenant:
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE tenant_profile AS
+            SELECT t.home_account, p.dim, p.value, count(*) AS n_identities
+            FROM profile p JOIN identity_totals t USING (identity) GROUP BY ALL
+            """
+        )
