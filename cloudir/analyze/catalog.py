@@ -67,6 +67,12 @@ OP_NORMALISE_SQL = (
 )
 """SQL that normalises ``operation`` the way :func:`normalise_operation` does."""
 
+GCP_DENIED_SQL = (
+    "coalesce(cloud = 'gcp' AND len(json_extract_string(raw, '$.protoPayload.authorizationInfo[*].granted')) > 0 "
+    "AND NOT list_contains(json_extract_string(raw, '$.protoPayload.authorizationInfo[*].granted'), 'true'), false)"
+)
+"""A GCP request whose every authorization check was refused (``authorizationInfo[].granted`` false) failed, whether
+or not the record carries a ``status``."""
 SEVERITY_BANDS = (("critical", 80), ("high", 60), ("medium", 40), ("low", 0))
 FAILED_FACTOR = 0.4
 ATTEMPT_FACTOR = 0.85
@@ -333,7 +339,8 @@ def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev") -> Catalog:
     """
     con.execute(sql, catalog.bound(sql))
     selects = " UNION ALL ".join(
-        f"SELECT {rule.id_sql} AS rule, event_id, time, actor, identity, session, op_key, failed, "
+        f"SELECT {rule.id_sql} AS rule, event_id, time, actor, identity, session, op_key, "
+        f"failed OR {GCP_DENIED_SQL} AS failed, "
         f"CAST({rule.bulk_sql or 'NULL'} AS VARCHAR) AS bulk_value FROM rule_ev WHERE {rule.match_sql}"
         for rule in catalog.rules
     )
@@ -369,6 +376,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1537": ("Transfer Data to Cloud Account", "Exfiltration"),
     "T1546": ("Event Triggered Execution", "Persistence"),
     "T1550.001": ("Use Alternate Authentication Material: Application Access Token", "Lateral Movement"),
+    "T1548.005": ("Abuse Elevation Control Mechanism: Temporary Elevated Cloud Access", "Privilege Escalation"),
     "T1552": ("Unsecured Credentials", "Credential Access"),
     "T1552.005": ("Unsecured Credentials: Cloud Instance Metadata API", "Credential Access"),
     "T1552.007": ("Unsecured Credentials: Container API", "Credential Access"),

@@ -126,3 +126,17 @@ def test_a_refused_change_is_no_finding_unless_trying_is_the_signal(analyze: Ana
     assert done["event_id"] in flagged
     assert tried["event_id"] in flagged
     assert refused["event_id"] not in flagged
+
+
+def test_a_gcp_request_whose_every_authorization_was_refused_is_a_failed_attempt(analyze: Analyze) -> None:
+    sa = {"actor": "ops@example.iam.gserviceaccount.com", "cloud": "gcp", "service": "deploymentmanager.googleapis.com"}
+    rows = routine(["v2.deploymentmanager.deployments.list"], days=22, **sa)
+    denied = {"protoPayload": {"authorizationInfo": [{"permission": "deploymentmanager.deployments.create",
+                                                      "granted": False}]}}  # fmt: skip
+    granted = {"protoPayload": {"authorizationInfo": [{"permission": "deploymentmanager.deployments.create",
+                                                       "granted": True}]}}  # fmt: skip
+    refused = event("v2.deploymentmanager.deployments.insert", time=INCIDENT, raw=denied, session="a", **sa)
+    done = event("v2.deploymentmanager.deployments.insert", time=INCIDENT, raw=granted, session="b", **sa)
+    _, findings = analyze([*rows, refused, done])
+    flagged = {e for f in findings if f["rule"] == "gcp-deployment-manager" for e in f["event_ids"]}
+    assert flagged == {done["event_id"]}
