@@ -8,6 +8,10 @@ NETWORKSECURITYGROUPS/<NSG>/y=/m=/d=/h=/m=00/macAddress=<MAC>/PT1H.json`` in con
 VNet flow logs go to ``insights-logs-flowlogflowevent`` under ``flowLogResourceID=/...`` with the same hourly tail,
 records of category ``FlowLogFlowEvent`` with ``flowRecords.flows[].flowGroups[].flowTuples[]`` tuples
 ``unix milliseconds,src,dst,sport,dport,protocol number,I|O,B|C|E|D,X|NX,packets,bytes,packets,bytes``.
+Checked against Microsoft's pages: the VNet record schema (``flowLogVersion`` 4, ``flowRecords.flows[].aclID``,
+``flowGroups[].rule``, ``flowTuples``) at https://learn.microsoft.com/azure/network-watcher/vnet-flow-logs-overview
+(section "Log format"), the blob path at https://learn.microsoft.com/azure/network-watcher/vnet-flow-logs-cli
+(section "Download a flow log").
 """
 
 from __future__ import annotations

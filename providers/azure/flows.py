@@ -15,7 +15,10 @@ Layout in the case (``logs/azure/flows/``):
 NSG flow logs go to container ``insights-logs-networksecuritygroupflowevent`` under
 ``resourceId=/SUBSCRIPTIONS/<id>/RESOURCEGROUPS/<rg>/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/<nsg>/
 y=YYYY/m=MM/d=DD/h=HH/m=00/macAddress=<mac>/PT1H.json``; VNet flow logs to ``insights-logs-flowlogflowevent``
-under ``flowLogResourceID=/...`` with the same hourly tail. Blob storage is read with ``AZURE_STORAGE_ACCESS_TOKEN``
+under ``flowLogResourceID=/...`` with the same hourly tail (https://learn.microsoft.com/azure/network-watcher/
+vnet-flow-logs-cli, "Download a flow log"; the portal's page spells the part after ``flowLogResourceID=/`` otherwise,
+so the whole ``flowLogResourceID=/`` prefix is listed and each blob's hour read from its ``y=/m=/d=/h=`` tail). Blob
+storage is read with ``AZURE_STORAGE_ACCESS_TOKEN``
 when set (a token for https://storage.azure.com), else with the adapter's credential; the account URL is
 ``https://<account>.blob.core.windows.net`` unless the adapter's ``blob_endpoint`` or ``CLOUDIR_AZURE_BLOB_ENDPOINT``
 gives another (``{account}`` is replaced by the account name).

@@ -224,20 +224,29 @@ def test_a_vnet_flow_log_is_read_from_its_own_container_and_normalized(
     flows = [Flow(start + timedelta(minutes=m), "192.0.2.77", 8443, 41000 + m) for m in range(3)]
     name, body = vnet_blob(resource["id"], vnet_id, Nic(MAC, PRIVATE_IP), flows)
     azure_sandbox.blob.add_blob(FLOW_LOG_ACCOUNT, VNET_CONTAINER, name, body)
+    # the portal page's spelling of the same path: <subscription>_NETWORKWATCHERRG/NETWORKWATCHER_<region>_<name>
+    later = [Flow(start + timedelta(hours=1, minutes=m), "192.0.2.77", 8443, 42000 + m) for m in range(2)]
+    portal, portal_body = vnet_blob(resource["id"], vnet_id, Nic(MAC, PRIVATE_IP), later)
+    portal = portal.replace(
+        resource["id"].upper(), f"/{SUBSCRIPTION.upper()}_NETWORKWATCHERRG/NETWORKWATCHER_{LOCATION.upper()}_VNET-PROD"
+    )
+    azure_sandbox.blob.add_blob(FLOW_LOG_ACCOUNT, VNET_CONTAINER, portal, portal_body)
     case, steps, _ = _pull(azure_sandbox, azure_incident, tmp_path / "ir")
     assert steps["blobs"].status == "done", steps["blobs"].error
     copied = case.root / f"logs/azure/flows/blobs/{FLOW_LOG_ACCOUNT}/{VNET_CONTAINER}/{name}"
     assert copied.read_bytes() == body
+    portal_copy = case.root / f"logs/azure/flows/blobs/{FLOW_LOG_ACCOUNT}/{VNET_CONTAINER}/{portal}"
+    assert portal_copy.read_bytes() == portal_body
     coverage = json.loads((case.root / "logs/azure/flows/coverage.json").read_text())
     vnet = next(s for s in coverage["sources"] if s["source"] == "azure:flow-logs:vnet")
-    assert (vnet["location"], vnet["status"], vnet["items"], vnet["details"]["version"]) == (vnet_id, "complete", 1, 4)
+    assert (vnet["location"], vnet["status"], vnet["items"], vnet["details"]["version"]) == (vnet_id, "complete", 2, 4)
     built = CliRunner().invoke(app, ["timeline", "build", str(case.root)])
     assert built.exit_code == 0, built.output
     with duckdb.connect(str(case.root / "timeline.duckdb"), read_only=True) as con:
         rows = con.execute(
             "SELECT source_format, interface, dst_addr, direction FROM flows WHERE dst_addr = '192.0.2.77'"
         ).fetchall()
-    assert rows == [("azure_vnet_flow", MAC, "192.0.2.77", "egress")] * 3
+    assert rows == [("azure_vnet_flow", MAC, "192.0.2.77", "egress")] * 5
 
 
 def test_a_playbook_collect_flows_step_plans_the_azure_flow_log_pull(
