@@ -7,7 +7,7 @@ attack window, contain; then build one timeline, analyze it, write the report an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,7 +99,7 @@ def _acquire_and_investigate(
                     request = LogPullRequest(start=incident.window_start, end=max(incident.window_end, _now()))
                     ops.collect_logs(provider, ops.LogsRequest(request, out), progress, case=case)
                     if Capability.PULL_FLOWS in provider.capabilities:  # the network side: the target's flow logs
-                        flows = replace(request, resources=[target.id], extra={"flows": True})
+                        flows = ops.target_flows(request, target)
                         ops.collect_logs(provider, ops.LogsRequest(flows, out), progress, case=case)
                 if Capability.ISOLATE in provider.capabilities:
                     ops.contain(provider, ops.ContainRequest(incident.target, out), progress, case=case)

@@ -139,6 +139,20 @@ class LogPullRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LogScope:
+    """The identities and resources a target's logs are narrowed to (each provider module's ``log_scope``)."""
+
+    principals: tuple[str, ...] = ()
+    access_keys: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for a plan's notes, e.g. ``principals web@p.iam.gserviceaccount.com; resources i-0abc``."""
+        parts = [(name, values) for name, values in vars(self).items() if values]
+        return "; ".join(f"{name.replace('_', ' ')} {', '.join(values)}" for name, values in parts) or "nothing"
+
+
 @runtime_checkable
 class Provider(Protocol):
     """A cloud adapter."""
@@ -244,6 +258,12 @@ def offline_provider(cloud: str, **config: Any) -> Provider:
 def credentials_found(cloud: str, **config: Any) -> bool:
     """Whether ``cloud``'s standard credential chain has credentials, decided without calling the cloud."""
     return bool(_adapter(cloud).credentials_found(**config))
+
+
+def log_scope(target: Target) -> LogScope:
+    """What ``target``'s logs narrow to, as its provider module's ``log_scope`` derives it (resolved, or as given)."""
+    scope: LogScope = _adapter(target.cloud).log_scope(target)
+    return scope
 
 
 def symbolic_target(cloud: str, query: TargetQuery, *, account: str | None = None) -> Target:

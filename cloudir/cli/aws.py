@@ -17,6 +17,7 @@ from cloudir.cli.common import (
     Grammar,
     Mirror,
     ResumeOpt,
+    TargetOpt,
     acquire_target,
     contain_target,
     forensic_destination,
@@ -63,10 +64,6 @@ PrincipalOpt = Annotated[
 ]
 _ACCESS_KEY = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{12,}$")
 _PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(user|role|assumed-role)/")
-TARGET_HELP = (
-    "instance id, private/public IP, ENI id (eni-…), access key id (AKIA… user, ASIA… session: its role), "
-    "or IAM user/role ARN"
-)
 
 
 def _routed(
@@ -88,7 +85,9 @@ def _routed(
     return {key: value for key, value in routed.items() if key in keep}
 
 
-def _query(value: str, region: str | None, *, principal: bool) -> TargetQuery:
+def aws_query(value: str, region: str | None, *, principal: bool = False) -> TargetQuery:
+    """What ``--target`` names on AWS: a principal ARN (or ``--principal`` name), an access key id, a typed resource,
+    else an instance (by id, IP or ENI)."""
     if principal or _PRINCIPAL_ARN.match(value):
         return TargetQuery(TargetKind.PRINCIPAL, value, region)
     kind = TargetKind.ACCESS_KEY if _ACCESS_KEY.match(value) else resource_kind(value) or TargetKind.INSTANCE
@@ -97,7 +96,7 @@ def _query(value: str, region: str | None, *, principal: bool) -> TargetQuery:
 
 @acquire_app.command("aws")
 def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
-    target: Annotated[str | None, typer.Option("--target", help=f"The {TARGET_HELP}.", show_default=False)] = None,
+    target: TargetOpt = None,
     principal: PrincipalOpt = None,
     region: RegionOpt = None,
     all_regions: Annotated[
@@ -164,6 +163,8 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
     """Preserve an EC2 instance and acquire its evidence into a case folder.
 
     \b
+    --target: an instance id, private/public IP, ENI id (eni-…), access key id (AKIA… user, ASIA… session:
+    its role), or IAM user/role ARN.
     In order:
       1. preserve: termination protection, keep volumes, stop on shutdown, Auto Scaling protection
       2. capture: instance, tags, user data, volumes, interfaces, security groups, instance profile
@@ -194,7 +195,7 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
     Exit codes: 0 done, 2 bad input / access problem, 3 a step failed (fix it, re-run with --resume).
     """
     name = one_target(target, instance=instance, ip=ip, eni=eni, access_key=access_key, principal=principal)
-    query = _query(name, region, principal=bool(principal))
+    query = aws_query(name, region, principal=bool(principal))
     config = {
         "region": region,
         "profile": profile,
@@ -222,7 +223,7 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
 
 @contain_app.command("aws")
 def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
-    target: Annotated[str | None, typer.Option("--target", help=f"The {TARGET_HELP}.", show_default=False)] = None,
+    target: TargetOpt = None,
     principal: PrincipalOpt = None,
     case: CaseOpt = None,
     examiner_cidr: ExaminerCidrOpt = None,
@@ -245,6 +246,8 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     """Contain a target after acquisition (refused until `cloudir acquire aws` completed in the case, or --force).
 
     \b
+    --target: an instance id, private/public IP, access key id (AKIA… user, ASIA… session: its role), or
+    IAM user/role ARN.
     Instance:
       - an isolation security group with no rules (or only --examiner-cidr ingress)
         replaces the groups of every network interface
@@ -271,7 +274,7 @@ def contain_aws(  # noqa: PLR0917 - one parameter per CLI option
     Exit codes: 0 done, 2 refused / bad input / access problem, 3 a step failed (re-run to continue).
     """
     name = one_target(target, instance=instance, ip=ip, access_key=access_key, principal=principal)
-    query = _query(name, region, principal=bool(principal))
+    query = aws_query(name, region, principal=bool(principal))
     config = {"region": region, "profile": profile, "role_arn": role_arn, "external_id": external_id}
     config |= {k: v for k, v in _routed(account, region, role_arn=role_arn).items() if not k.startswith("forensic")}
     options = ContainOptions(examiner_cidr=examiner_cidr, revoke_credentials=not keep_credentials)

@@ -11,16 +11,20 @@ from typing import Annotated, Any
 import typer
 
 from cloudir.cli.apps import pull_app
+from cloudir.cli.aws import aws_query
 from cloudir.cli.common import (
     AfterOpt,
     AroundOpt,
     BeforeOpt,
+    CaseOpt,
     DryRunOpt,
     EndOpt,
-    PullCaseOpt,
+    Grammar,
+    LogTargetOpt,
     ResumeOpt,
     StartOpt,
     console,
+    log_case,
     print_warnings,
     pull_logs,
 )
@@ -128,7 +132,8 @@ def flow_summary(coverage_path: Path, output: RowFormat, title: str = "VPC Flow 
 
 @pull_app.command("aws")
 def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
-    case_dir: PullCaseOpt,
+    target: LogTargetOpt = None,
+    case: CaseOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
     around: AroundOpt = None,
@@ -171,7 +176,20 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
 ) -> None:
     """Pull CloudTrail (or, with --flows, VPC Flow Logs) for a window and scope into a case; raw pages and files
-    are kept as evidence."""
+    are kept as evidence.
+
+    \b
+    --target (instance id or IP, access key id, IAM user or role ARN) narrows the pull to it: an instance's
+    resource events and its instance-role sessions (CloudTrail names them after the instance), a key's
+    or a principal's own events; with --flows, the instance's network.
+
+    \b
+    Examples:
+      cloudir logs pull aws --target i-0abc123 --region eu-west-1 --around 2026-11-25T10:00:00Z --dry-run
+      cloudir logs pull aws --case cases/IR-42 --around 2026-11-25T10:00:00Z --before 24h --after 6h \\
+          --principal web-app-role --all-regions --trail-bucket org-cloudtrail-logs
+      cloudir logs pull aws --target i-0abc123 --region eu-west-1 --case cases/IR-42 --flows --around … --before 7d
+    """
     window_start, window_end = resolve_window(start, end, around, before, after)
     if flows and (principal or access_key or trail_bucket or account or all_regions):
         raise CloudirError(
@@ -198,11 +216,13 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
         "role_arn": role_arn,
         "external_id": external_id,
     }
+    query = aws_query(target, region[0] if region else None) if target else None
     description = f"{'VPC Flow Logs' if flows else 'CloudTrail'} pull {window_start} .. {window_end}"
+    grammar = Grammar(log_case(case, target) if not dry_run else case, dry_run, resume, fmt=output)
     try:
-        pull_logs("aws", config, request, case_dir, dry_run=dry_run, resume=resume, description=description, fmt=output)
+        pull_logs("aws", config, request, grammar, target=query, description=description)
     finally:
-        if not dry_run and flows:
-            flow_summary(case_dir / "logs/aws/flows/coverage.json", output)
-        elif not dry_run:
-            _summary(case_dir, output)
+        if grammar.case is not None and not dry_run and flows:
+            flow_summary(grammar.case / "logs/aws/flows/coverage.json", output)
+        elif grammar.case is not None and not dry_run:
+            _summary(grammar.case, output)

@@ -22,13 +22,15 @@ from cloudir.cli.common import (
     ForceOpt,
     ForensicOpt,
     Grammar,
-    PullCaseOpt,
+    LogTargetOpt,
     ResumeOpt,
     StartOpt,
+    TargetOpt,
     acquire_target,
     contain_target,
     forensic_destination,
     hidden,
+    log_case,
     one_target,
     print_warnings,
     pull_logs,
@@ -40,12 +42,6 @@ from cloudir.provider import AcquireOptions, ContainOptions, LogPullRequest, Tar
 
 TENANT_SCOPE = "all-subscriptions"  # the adapter's home subscription in a tenant-wide pull that names none
 
-TargetOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--target", help="The VM: its name, its ARM resource id, or a private or public IP.", show_default=False
-    ),
-]
 OldTargetArg = Annotated[str | None, typer.Argument(hidden=True, show_default=False)]
 SubscriptionOpt = Annotated[
     str | None,
@@ -161,6 +157,7 @@ def acquire_azure(  # noqa: PLR0917 - one parameter per CLI option
     """Preserve an Azure VM and acquire its evidence into a case folder.
 
     \b
+    --target: the VM (its name, ARM resource id, or a private or public IP) or an Entra user (UPN).
     In order:
       1. capture: VM, disks, NICs, NSGs, public IPs, scale set, tags, disk encryption settings
          -> artifacts/azure/<resource group>/<vm>/metadata/
@@ -243,6 +240,7 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
     Refused until then, unless --force.
 
     \b
+    --target: the VM (its name, ARM resource id, or a private or public IP) or an Entra user (UPN).
     What it does:
       - creates NSG cloudir-isolate-<vm>: deny all inbound and outbound traffic (priority 4096),
         allowing only --examiner-cidr (priority 100)
@@ -281,7 +279,8 @@ def contain_azure(  # noqa: PLR0917 - one parameter per CLI option
 
 @pull_app.command("azure")
 def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
-    case_dir: PullCaseOpt,
+    target: LogTargetOpt = None,
+    case: CaseOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
     around: AroundOpt = None,
@@ -357,9 +356,14 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
     with logs/azure/flows/coverage.json saying which NSGs and VNets had flow logging and from which hour;
     AZURE_STORAGE_ACCESS_TOKEN, when set, is the token for Blob storage.
 
+    --target (a VM's name, resource id or IP, or an Entra principal) narrows the pull to it: the VM's
+    Activity Log events (its resource id) and, in the Entra logs, its managed identities; a principal's
+    own Entra entries; with --flows, the VM's network.
+
     \b
     Examples:
       cloudir logs pull azure --case cases/IR-42 --subscription 6f1c2a9e-... --around 2026-05-01T10:00Z --before 3d
+      cloudir logs pull azure --target web-vm-01 --subscription 6f1c2a9e-... --around 2026-05-01T10:00Z --entra
       cloudir logs pull azure --case cases/IR-42 --start 2026-05-01T00:00Z --end 2026-05-02T00:00Z \\
           --subscription 6f1c2a9e-... --resource-group rg-prod-web
       cloudir logs pull azure --case cases/IR-42 --subscription 6f1c2a9e-... --around 2026-05-01T10:00Z \\
@@ -400,16 +404,16 @@ def pull_azure(  # noqa: PLR0917 - one parameter per CLI option
             **({"max_pages": max_pages} if max_pages else {}),
         },
     )
+    query = _query(target, None, None, None) if target else None
     description = f"Azure {'flow log' if flows else 'Activity Log'} pull {window_start} .. {window_end}"
+    grammar = Grammar(log_case(case, target) if not dry_run else case, dry_run, resume, fmt=output)
     try:
-        pull_logs(
-            "azure", config, request, case_dir, dry_run=dry_run, resume=resume, description=description, fmt=output
-        )
+        pull_logs("azure", config, request, grammar, target=query, description=description)
     finally:
-        if not dry_run and flows:
-            flow_summary(case_dir / "logs/azure/flows/coverage.json", output, "Azure flow logs")
-        elif not dry_run:
-            _coverage_summary(case_dir, output)
+        if grammar.case is not None and not dry_run and flows:
+            flow_summary(grammar.case / "logs/azure/flows/coverage.json", output, "Azure flow logs")
+        elif grammar.case is not None and not dry_run:
+            _coverage_summary(grammar.case, output)
 
 
 def _coverage_summary(case_dir: Path, output: RowFormat) -> None:

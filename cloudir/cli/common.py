@@ -36,8 +36,31 @@ from cloudir.provider import (
 from cloudir.safepath import id_folder
 from cloudir.textsafe import esc
 
+# -- the grammar: `cloudir acquire|contain|logs pull <cloud> --target --case --dry-run --resume --format ...`, each
+# option declared here once and used by every cloud's command (tests/cli/test_grammar.py checks that none drifts);
+# per-cloud options (scope, credentials, extras) stay in cli/aws.py, aws_logs.py, azure.py and gcp.py
+TargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        help="What to act on: an instance by id, name or IP, or a principal or key (this cloud's kinds: see below).",
+        show_default=False,
+    ),
+]
+LogTargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        help="Narrow the pull to this target's identities and resources (resolved with credentials, else as given; "
+        "the plan says which).",
+        show_default=False,
+    ),
+]
 CaseOpt = Annotated[
-    Path | None, typer.Option("--case", help="Case folder (default: ./cases/<target>-<hash>).", show_default=False)
+    Path | None,
+    typer.Option(
+        "--case", help="Case folder, created when missing (default: ./cases/<target>-<hash>).", show_default=False
+    ),
 ]
 ResumeOpt = Annotated[
     bool,
@@ -58,7 +81,6 @@ ExaminerCidrOpt = Annotated[
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Contain even without a completed acquisition in the case (logged).")
 ]
-PullCaseOpt = Annotated[Path, typer.Option("--case", help="Case folder (created when missing).")]
 
 
 def hidden(name: str) -> Any:
@@ -66,11 +88,11 @@ def hidden(name: str) -> Any:
     return typer.Option(name, hidden=True, show_default=False)
 
 
-StartOpt = Annotated[str | None, typer.Option(help="Window start, ISO 8601 UTC.")]
-EndOpt = Annotated[str | None, typer.Option(help="Window end, ISO 8601 UTC.")]
-AroundOpt = Annotated[str | None, typer.Option(help="Trigger time to build the window around.")]
-BeforeOpt = Annotated[str, typer.Option(help="With --around: how far back (e.g. 24h, 3d).")]
-AfterOpt = Annotated[str, typer.Option(help="With --around: how far forward.")]
+StartOpt = Annotated[str | None, typer.Option("--start", help="Window start, ISO 8601 UTC.")]
+EndOpt = Annotated[str | None, typer.Option("--end", help="Window end, ISO 8601 UTC.")]
+AroundOpt = Annotated[str | None, typer.Option("--around", help="Trigger time to build the window around.")]
+BeforeOpt = Annotated[str, typer.Option("--before", help="With --around: how far back (e.g. 24h, 3d).")]
+AfterOpt = Annotated[str, typer.Option("--after", help="With --around: how far forward.")]
 
 
 def _print_notice(message: str) -> None:
@@ -293,20 +315,27 @@ def contain_target(
     console.print(f"[green]contained[/] {esc(report.target.ref)}", soft_wrap=True)
 
 
+def log_case(case: Path | None, target: str | None) -> Path:
+    """The case folder of a log pull: ``--case``, else the target's default one (``./cases/<target>-<hash>``)."""
+    if case is None and not target:
+        raise CloudirError("no case folder", hint="pass --case DIR (or --target, for ./cases/<target>-<hash>)")
+    return case_path(case, target or "")
+
+
 def pull_logs(
     cloud: str,
     config: dict[str, Any],
     pull: LogPullRequest,
-    case_dir: Path,
+    grammar: Grammar,
     *,
-    dry_run: bool,
-    resume: bool,
+    target: TargetQuery | None = None,
     description: str,
-    fmt: RowFormat = RowFormat.table,
 ) -> None:
-    """Print (--dry-run, in ``fmt``) or run a log pull into ``case_dir``."""
-    if dry_run:
-        render_plan(ops.dry_run_logs(cloud, config, pull), fmt)
+    """Print (``--dry-run``, in its format) or run a log pull into ``grammar.case``, narrowed to ``target`` when one is
+    named."""
+    if grammar.dry_run:
+        render_plan(ops.dry_run_logs(cloud, config, pull, target), grammar.fmt)
         return
-    request = ops.LogsRequest(pull, case_dir, resume=resume, description=description, on_case=hold)
+    root = log_case(grammar.case, target.value if target else None)
+    request = ops.LogsRequest(pull, root, resume=grammar.resume, description=description, on_case=hold, target=target)
     print_run(ops.collect_logs(get_provider(cloud, **config), request, progress()))

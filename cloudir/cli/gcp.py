@@ -19,13 +19,15 @@ from cloudir.cli.common import (
     ForceOpt,
     ForensicOpt,
     Grammar,
-    PullCaseOpt,
+    LogTargetOpt,
     ResumeOpt,
     StartOpt,
+    TargetOpt,
     acquire_target,
     contain_target,
     forensic_destination,
     hidden,
+    log_case,
     one_target,
     pull_logs,
 )
@@ -37,15 +39,6 @@ ProjectOpt = Annotated[
     str | None, typer.Option("--project", help="Project of the target (default: GOOGLE_CLOUD_PROJECT).")
 ]
 ZoneOpt = Annotated[str | None, typer.Option("--zone", help="Zone of the instance (default: search all zones).")]
-TargetOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--target",
-        help="The instance (its name, numeric id, or internal or external IP) or a compromised service account "
-        "(NAME@PROJECT.iam.gserviceaccount.com).",
-        show_default=False,
-    ),
-]
 EndpointOpt = Annotated[
     str | None,
     typer.Option(
@@ -99,6 +92,8 @@ def acquire_gcp(  # noqa: PLR0917 - one parameter per CLI option
     """Preserve a Compute Engine instance and acquire its evidence into a case folder.
 
     \b
+    --target: the instance (its name, numeric id, or internal or external IP) or a compromised service
+    account (NAME@PROJECT.iam.gserviceaccount.com).
     In order:
       1. preserve: deletion protection; abandon it from its managed instance group
          (so the group cannot delete or recreate it; the group's size drops by one)
@@ -159,6 +154,8 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
     """Isolate a Compute Engine instance (refused until `cloudir acquire gcp` completed in the case, or --force).
 
     \b
+    --target: the instance (its name, numeric id, or internal or external IP) or a compromised service
+    account (NAME@PROJECT.iam.gserviceaccount.com).
     What it does:
       - firewall rules on the instance's network(s) for a new network tag cloudir-isolate-<id>:
         deny all ingress and all egress (priority 1); with --examiner-cidr, allow that range
@@ -192,7 +189,8 @@ def contain_gcp(  # noqa: PLR0917 - one parameter per CLI option
 
 @pull_app.command("gcp")
 def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
-    case_dir: PullCaseOpt,
+    target: LogTargetOpt = None,
+    case: CaseOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
     around: AroundOpt = None,
@@ -266,9 +264,14 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
     --organization / --folder add that level's own audit logs (IAM and policy changes made on the
     organization or folder, not its projects' logs) under logs/gcp/audit/organizations_<id>/ or folders_<id>/.
 
+    --target (an instance's name, id or IP, or a service account) narrows the pull to it: the entries of the
+    service accounts the instance runs as (or, running as none, those naming it), a service account's
+    own entries; with --flows, the instance's connections.
+
     \b
     Examples:
       cloudir logs pull gcp --case cases/IR-42 --project prod-1 --around 2026-11-20T10:00:00Z --before 2h --dry-run
+      cloudir logs pull gcp --target web-1 --project prod-1 --around 2026-11-20T10:00:00Z --case cases/IR-42
       cloudir logs pull gcp --case cases/IR-42 --project prod-1 --start 2026-11-20T08:00:00Z \\
           --end 2026-11-20T12:00:00Z --principal web@prod-1.iam.gserviceaccount.com
       cloudir logs pull gcp --case cases/IR-42 --project prod-1 --start … --end … --resume   # after throttling
@@ -288,6 +291,9 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
         )
     if instance and not flows:
         raise CloudirError("--instance scopes a --flows pull", hint="add --flows, or use --resource for audit logs")
+    query = _query(target, None) if target else None
+    grammar = Grammar(log_case(case, target) if not dry_run else case, dry_run, resume, fmt=output)
+    config = _config(projects[0] if projects else None, api_endpoint, anonymous)
     if flows:
         request = LogPullRequest(
             start=window_start,
@@ -295,9 +301,8 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
             resources=list(instance or []),
             extra={"projects": projects, "flows": True},
         )
-        config = _config(projects[0] if projects else None, api_endpoint, anonymous)
         description = f"VPC Flow Logs pull {window_start} .. {window_end}"
-        pull_logs("gcp", config, request, case_dir, dry_run=dry_run, resume=resume, description=description, fmt=output)
+        pull_logs("gcp", config, request, grammar, target=query, description=description)
         return
     request = LogPullRequest(
         start=window_start,
@@ -311,6 +316,5 @@ def pull_gcp(  # noqa: PLR0917 - one parameter per CLI option
             "workspace_admin": workspace_admin,
         },
     )
-    config = _config(projects[0] if projects else None, api_endpoint, anonymous)
     description = f"Cloud Audit Logs pull {window_start} .. {window_end}"
-    pull_logs("gcp", config, request, case_dir, dry_run=dry_run, resume=resume, description=description, fmt=output)
+    pull_logs("gcp", config, request, grammar, target=query, description=description)

@@ -11,7 +11,7 @@ interrupted run and never repeats a completed step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,14 @@ from cloudir.provider import (
     AcquireOptions,
     ContainOptions,
     LogPullRequest,
+    LogScope,
     Provider,
     Target,
+    TargetKind,
     TargetQuery,
     credentials_found,
     get_provider,
+    log_scope,
     offline_provider,
     symbolic_target,
 )
@@ -62,13 +65,15 @@ class ContainRequest:
 
 @dataclass(frozen=True)
 class LogsRequest:
-    """Collect control-plane logs into a case (created when missing)."""
+    """Collect control-plane logs into a case (created when missing); ``target``: narrowed to its identities and
+    resources (:func:`target_logs`)."""
 
     pull: LogPullRequest
     case_dir: Path
     resume: bool = False
     description: str = ""
     on_case: CaseHook | None = None
+    target: TargetQuery | None = None
 
 
 @dataclass(frozen=True)
@@ -122,9 +127,58 @@ def resolve_target(provider: Provider, query: TargetQuery, case: Case) -> Target
     return target
 
 
+# -- plans: what each use case runs, built in one place for the CLI, its dry runs, the demo and the playbooks --
+def acquisition_plan(provider: Provider, target: Target, options: AcquireOptions) -> Plan:
+    """Preserve, capture, snapshot, copy and optionally image ``target``."""
+    return provider.plan_acquire(target, options)
+
+
+def containment_plan(provider: Provider, target: Target, options: ContainOptions) -> Plan:
+    """Isolate ``target`` and/or revoke its credentials."""
+    return provider.plan_contain(target, options)
+
+
+def log_plan(provider: Provider, pull: LogPullRequest, target: Target | None = None) -> Plan:
+    """Pull logs for a window and scope; with ``target``, narrowed to it (the plan's notes say to what)."""
+    if target is None:
+        return provider.plan_pull_logs(pull)
+    narrowed = target_logs(pull, target)
+    plan = provider.plan_pull_logs(narrowed)
+    scope = LogScope(tuple(narrowed.principals), tuple(narrowed.access_keys), tuple(narrowed.resources))
+    plan.notes.insert(0, f"narrowed to {target.ref}: {scope.describe()}")
+    return plan
+
+
+def target_logs(pull: LogPullRequest, target: Target) -> LogPullRequest:
+    """``pull`` narrowed to the target's identities and resources as its provider derives them: the instance's
+    role sessions (AWS), managed identities (Azure) or service accounts (Google Cloud), a key's or a principal's
+    own events. A flow-log pull is narrowed to the instance's network (:func:`target_flows`)."""
+    if pull.extra.get("flows"):
+        return target_flows(pull, target)
+    scope = log_scope(target)
+    return replace(
+        pull,
+        principals=list(dict.fromkeys([*pull.principals, *scope.principals])),
+        access_keys=list(dict.fromkeys([*pull.access_keys, *scope.access_keys])),
+        resources=list(dict.fromkeys([*pull.resources, *scope.resources])),
+    )
+
+
+def target_flows(pull: LogPullRequest, target: Target) -> LogPullRequest:
+    """The flow logs of the target's network: an instance's connections (no identity or key scope applies)."""
+    instance = [target.id] if target.kind is TargetKind.INSTANCE else []
+    return replace(pull, resources=instance, principals=[], access_keys=[], extra={**pull.extra, "flows": True})
+
+
+def run(plan: Plan, case: Case, progress: Progress | None = None, *, raise_on_failure: bool = True) -> RunResult:
+    """Run ``plan`` in ``case`` through the shared runner (custody records, run state, resume)."""
+    progress = progress or Progress()
+    return run_plan(plan, case, console=progress.console, observer=progress.observer, raise_on_failure=raise_on_failure)
+
+
 def _run(plan: Plan, case: Case, resume: bool, progress: Progress) -> RunResult:
     check_rerun(case, plan, resume=resume)
-    return run_plan(plan, case, console=progress.console, observer=progress.observer)
+    return run(plan, case, progress)
 
 
 def _joined(provider: Provider, case: Case | None, root: Path, hook: CaseHook | None, *, description: str = "") -> Case:
@@ -144,7 +198,7 @@ def acquire(
     """Resolve the target, then preserve, capture, snapshot, copy and optionally image it (``case``: held open)."""
     case = _joined(provider, case, request.case_dir, request.on_case)
     target = resolve_target(provider, request.query, case)
-    plan = provider.plan_acquire(target, request.options)
+    plan = acquisition_plan(provider, target, request.options)
     return TargetReport(case, _run(plan, case, request.resume, progress or Progress()), target)
 
 
@@ -161,17 +215,19 @@ def contain(
     case = _joined(provider, case, root, request.on_case)
     target = resolve_target(provider, request.query, case)
     require_completed(case, "acquire", target.ref, force=request.force)
-    plan = provider.plan_contain(target, request.options)
+    plan = containment_plan(provider, target, request.options)
     return TargetReport(case, _run(plan, case, request.resume, progress or Progress()), target)
 
 
 def collect_logs(
     provider: Provider, request: LogsRequest, progress: Progress | None = None, *, case: Case | None = None
 ) -> RunReport:
-    """Pull control-plane logs for a window and scope into the case; raw pages are kept as evidence."""
-    provider.plan_pull_logs(request.pull)  # refuse an impossible pull before a case folder is made
+    """Pull control-plane logs for a window and scope into the case; raw pages are kept as evidence. With a target,
+    it is resolved (recorded in the case) and the pull narrowed to it (:func:`target_logs`)."""
+    log_plan(provider, request.pull)  # refuse an impossible pull before a case folder is made
     case = _joined(provider, case, request.case_dir, request.on_case, description=request.description)
-    plan = provider.plan_pull_logs(request.pull)  # planned once bound: as the identities assumed for the case
+    target = resolve_target(provider, request.target, case) if request.target is not None else None
+    plan = log_plan(provider, request.pull, target)  # planned once bound: as the identities assumed for the case
     return RunReport(case, _run(plan, case, request.resume, progress or Progress()))
 
 
@@ -209,19 +265,24 @@ def _given_account(provider: Provider) -> str | None:
 
 def dry_run_acquire(cloud: str, config: dict[str, Any], query: TargetQuery, options: AcquireOptions) -> Plan:
     """The acquisition plan for the target, changing nothing (see :func:`dry_run`)."""
-    return dry_run(cloud, config, lambda provider, target: provider.plan_acquire(target, options), query)
+    return dry_run(cloud, config, lambda provider, target: acquisition_plan(provider, target, options), query)
 
 
 def dry_run_contain(cloud: str, config: dict[str, Any], query: TargetQuery, options: ContainOptions) -> Plan:
     """The containment plan for the target, changing nothing (see :func:`dry_run`)."""
-    return dry_run(cloud, config, lambda provider, target: provider.plan_contain(target, options), query)
+    return dry_run(cloud, config, lambda provider, target: containment_plan(provider, target, options), query)
 
 
-def dry_run_logs(cloud: str, config: dict[str, Any], request: LogPullRequest) -> Plan:
-    """The log pull plan, changing nothing; built offline when there are no credentials."""
+def dry_run_logs(
+    cloud: str, config: dict[str, Any], request: LogPullRequest, target: TargetQuery | None = None
+) -> Plan:
+    """The log pull plan, changing nothing; built offline when there are no credentials (a target then narrows it
+    as given, see :func:`dry_run`)."""
+    if target is not None:
+        return dry_run(cloud, config, lambda provider, resolved: log_plan(provider, request, resolved), target)
     provider = _dry_provider(cloud, config)
     if provider is not None:
-        return provider.plan_pull_logs(request)
-    plan = offline_provider(cloud, **config).plan_pull_logs(request)
+        return log_plan(provider, request)
+    plan = log_plan(offline_provider(cloud, **config), request)
     plan.notes.append(NO_CREDENTIALS_NOTE.format(cloud=cloud))
     return plan

@@ -1,16 +1,19 @@
 """Turn a playbook and a trigger into one flat plan.
 
-The provider's acquisition, log and containment steps appear as they are, next to the engine's own steps
-(timeline, analysis, report, notification: :mod:`cloudir.playbook.steps`), so a dry run lists every API call and
-the shared runner gives custody records and resume.
+The acquisition, log and containment steps are the plans :mod:`cloudir.ops` builds for the CLI (the same typed
+options and functions: :func:`~cloudir.ops.acquisition_plan`, :func:`~cloudir.ops.log_plan`,
+:func:`~cloudir.ops.containment_plan`), adopted as they are next to the engine's own steps (timeline, analysis,
+report, notification: :mod:`cloudir.playbook.steps`), so a dry run lists every API call and the shared runner gives
+custody records and resume.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cloudir import ops
 from cloudir.config import load_config
 from cloudir.errors import CapabilityNotSupportedError
 from cloudir.plan import Plan, Step, StepContext, StepKind
@@ -125,20 +128,10 @@ def _window(trigger: Trigger, params: dict[str, Any]) -> tuple[str, str]:
     return start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def log_request(trigger: Trigger, target: Target, params: dict[str, Any]) -> LogPullRequest:
-    """The log pull for the window around the finding; scoped to the target when ``log_scope: target``."""
+def log_request(trigger: Trigger, params: dict[str, Any]) -> LogPullRequest:
+    """The log pull for the window around the finding, in the finding's region."""
     start, end = _window(trigger, params)
-    request = LogPullRequest(start=start, end=end, locations=[trigger.region] if trigger.region else [])
-    if params["log_scope"] == "target":
-        if target.kind is TargetKind.ACCESS_KEY:
-            request.access_keys.append(target.id)
-        elif target.kind is TargetKind.INSTANCE:
-            request.resources.append(target.id)
-        elif target.kind is TargetKind.PRINCIPAL:
-            request.principals.append(target.id)
-        if trigger.principal and trigger.principal not in request.principals:
-            request.principals.append(trigger.principal)
-    return request
+    return LogPullRequest(start=start, end=end, locations=[trigger.region] if trigger.region else [])
 
 
 class _Builder:
@@ -238,7 +231,7 @@ class _Builder:
                 group_mode=str(self.params["group_mode"]),
                 extra={"forensic_kms_key": self.params["forensic_kms_key"]} if self.params["forensic_kms_key"] else {},
             )
-            self._acquire = self.provider.plan_acquire(self.target, options)
+            self._acquire = ops.acquisition_plan(self.provider, self.target, options)
         return self._acquire
 
     def _acquire_steps(self, pb_step: PlaybookStep) -> tuple[list[Step], str | None]:
@@ -256,20 +249,25 @@ class _Builder:
         return _adopt(chosen, pb_step.id, self._acquire_ids), ("; ".join(plan.notes) or None) if first else None
 
     def _log_steps(self, pb_step: PlaybookStep) -> tuple[list[Step], str | None]:
-        request = log_request(self.trigger, self.target, self.params)
-        if pb_step.params.get("identity"):  # the identity provider's logs too: Entra ID, Google Workspace
-            request.extra["identity"] = True
-            if self.params["workspace_admin"]:
-                request.extra["workspace_admin"] = self.params["workspace_admin"]
+        request = log_request(self.trigger, self.params)
         if Capability.PULL_LOGS not in self.provider.capabilities:
             return [], f"the {self.trigger.cloud} provider cannot pull logs; skipped"
-        if pb_step.action == "collect_flows":
+        scoped_to: Target | None = None
+        if pb_step.action == "collect_flows":  # the target's network: its instance's connections
             if Capability.PULL_FLOWS not in self.provider.capabilities:
                 return [], f"the {self.trigger.cloud} provider cannot pull flow logs yet; skipped"
-            instance = [self.target.id] if self.target.kind is TargetKind.INSTANCE else []
-            request = replace(request, resources=instance, principals=[], access_keys=[], extra={"flows": True})
+            request.extra["flows"] = True
+            scoped_to = self.target
+        else:
+            if pb_step.params.get("identity"):  # the identity provider's logs too: Entra ID, Google Workspace
+                request.extra["identity"] = True
+                if self.params["workspace_admin"]:
+                    request.extra["workspace_admin"] = self.params["workspace_admin"]
+            if self.params["log_scope"] == "target":  # the target's identities and resources, and the finding's
+                scoped_to = self.target
+                request.principals += [self.trigger.principal] if self.trigger.principal else []
         try:
-            plan = self.provider.plan_pull_logs(request)
+            plan = ops.log_plan(self.provider, request, scoped_to)
         except ImportError as exc:
             message = f"the {self.trigger.cloud} provider's log collection is not in this build ({exc})"
             return [missing_step(pb_step, message)], None
@@ -287,7 +285,7 @@ class _Builder:
             revoke_credentials=bool(self.params["revoke_credentials"]),
             window_start=_window(self.trigger, self.params)[0],
         )
-        plan = self.provider.plan_contain(self.target, options)
+        plan = ops.containment_plan(self.provider, self.target, options)
         return _adopt(plan.steps, pb_step.id, {}), "; ".join(plan.notes) or None
 
 

@@ -13,11 +13,12 @@ from typing import Any
 
 from rich.console import Console
 
+from cloudir import ops
 from cloudir.case import CASE_FILE, Case, finding_responses
 from cloudir.caselock import CaseBusyError
 from cloudir.config import load_config
 from cloudir.errors import CloudirError, PreconditionError
-from cloudir.plan import StepObserver, run_plan
+from cloudir.plan import StepObserver
 from cloudir.playbook.builder import build_response_plan
 from cloudir.playbook.model import Playbook, load_playbooks, select_playbook
 from cloudir.playbook.outcome import COMPLETED_WITH_SKIPS, Outcome
@@ -215,7 +216,7 @@ def _run_response(
             steps=[s.id for s in response.plan.steps],
             skipped=dict(response.skipped),
         )
-        result = run_plan(response.plan, case, console=console, observer=observer, raise_on_failure=False)
+        result = ops.run(response.plan, case, ops.Progress(console, observer), raise_on_failure=False)
     finally:
         provider.bind(None)
     if not result.ok:

@@ -5,6 +5,7 @@ from typing import Any
 import boto3
 
 from cloudir.config import Config
+from cloudir.provider import LogScope, Target, TargetKind
 from providers.aws.provider import AwsProvider
 
 OFFLINE_CONFIG: dict[str, Any] = {}  # the adapter needs no credentials to be built; plans for symbolic targets
@@ -46,3 +47,13 @@ def _role_arn(role: str, account: str) -> str:
 def offline_trigger_config(account: str | None, region: str | None) -> dict[str, Any]:
     """Settings to plan a finding's response offline (no credentials, never called): the finding's region."""
     return {"region": region or "us-east-1"}
+
+
+def log_scope(target: Target) -> LogScope:
+    """CloudTrail narrowed to a target: a key's own events, a principal's (a role: its sessions), an instance's
+    resource events and its instance-role sessions (CloudTrail names them after the instance)."""
+    if target.kind is TargetKind.ACCESS_KEY:
+        return LogScope(access_keys=(target.id,))
+    if target.kind is TargetKind.PRINCIPAL:
+        return LogScope(principals=(target.id,))
+    return LogScope(resources=(target.id,))

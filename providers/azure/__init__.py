@@ -8,6 +8,7 @@ from typing import Any
 
 from cloudir.config import Config
 from cloudir.errors import CloudirError
+from cloudir.provider import LogScope, Target, TargetKind
 from providers.azure.provider import CASE_TAG, AzureProvider
 from providers.azure.session import ARM_ENDPOINT, GRAPH_ENDPOINT, AzureSession, StaticTokenCredential
 
@@ -17,6 +18,7 @@ __all__ = [
     "AzureProvider",
     "create_provider",
     "credentials_found",
+    "log_scope",
     "offline_trigger_config",
     "trigger_config",
 ]
@@ -110,3 +112,12 @@ def trigger_config(account: str | None, region: str | None, config: Config) -> d
 def offline_trigger_config(account: str | None, region: str | None) -> dict[str, Any]:
     """Settings to plan a finding's response offline (no credentials, never called): the finding's subscription."""
     return {"subscription_id": account or "<subscription>"}
+
+
+def log_scope(target: Target) -> LogScope:
+    """Logs narrowed to a target: a VM's Activity Log events (its resource id) and, in the Entra logs, the managed
+    identities it carries; a principal's own entries."""
+    if target.kind is TargetKind.PRINCIPAL:
+        return LogScope(principals=(target.id,))
+    identities = tuple(str(principal) for principal in target.details.get("identity_principals") or ())
+    return LogScope(principals=identities, resources=(target.id,))

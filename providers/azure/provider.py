@@ -234,6 +234,7 @@ class AzureProvider:
                 "nics": [nic["id"] for nic in props.get("networkProfile", {}).get("networkInterfaces", [])],
                 "tags": vm.get("tags") or {},
                 "restore_point_refusal": _restore_point_refusal(storage),
+                "identity_principals": _identity_principals(vm.get("identity") or {}),
             },
         )
 
@@ -754,6 +755,12 @@ def _restore_point_refusal(storage: dict[str, Any]) -> str | None:
     if (storage.get("osDisk") or {}).get("diffDiskSettings"):
         return "restore points do not support ephemeral OS disks"
     return None
+
+
+def _identity_principals(identity: dict[str, Any]) -> list[str]:
+    """The Entra object ids of a VM's managed identities: the system-assigned one, then each user-assigned one."""
+    assigned = [value.get("principalId") for value in (identity.get("userAssignedIdentities") or {}).values()]
+    return [str(principal) for principal in [identity.get("principalId"), *assigned] if principal]
 
 
 def _symbolic_vm(target: Target) -> Target:

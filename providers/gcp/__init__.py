@@ -9,6 +9,7 @@ from google.auth.credentials import Credentials
 
 from cloudir.config import Config
 from cloudir.errors import CloudirError
+from cloudir.provider import LogScope, Target, TargetKind
 from providers.gcp.provider import GcpProvider
 from providers.gcp.session import GcpApi, anonymous_credentials, credentials_found
 
@@ -68,3 +69,16 @@ def trigger_config(account: str | None, region: str | None, config: Config) -> d
 def offline_trigger_config(account: str | None, region: str | None) -> dict[str, Any]:
     """Settings to plan a finding's response offline (no credentials, never called): the finding's project."""
     return {"project": account or "<project>"}
+
+
+def log_scope(target: Target) -> LogScope:
+    """Audit logs narrowed to a target: a service account's own entries; an instance's by the service accounts it
+    runs as (what its credentials did), or, when it runs as none, the entries naming the instance."""
+    if target.kind is TargetKind.PRINCIPAL:
+        return LogScope(principals=(target.id,))
+    if target.kind is not TargetKind.INSTANCE:
+        return LogScope(resources=(target.name or target.id,))
+    if target.symbolic:
+        return LogScope(principals=(f"<service account of {target.id}>",))
+    accounts = tuple(str(email) for email in target.details.get("service_accounts") or ())
+    return LogScope(principals=accounts) if accounts else LogScope(resources=(target.name or target.id,))

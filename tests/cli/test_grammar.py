@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,64 @@ def test_two_targets_are_refused() -> None:
     result = runner.invoke(app, ["acquire", "gcp", "--target", "a", "--instance", "b", "--project", "p", "--dry-run"])
     assert result.exit_code == 2
     assert "name exactly one target" in result.output
+
+
+GRAMMAR = {  # the options every cloud's command of a verb shares, declared once in cloudir/cli/common.py
+    "acquire": ("--target", "--case", "--forensic", "--dry-run", "--resume", "--format"),
+    "contain": ("--target", "--case", "--dry-run", "--resume", "--format", "--force", "--examiner-cidr"),
+    "logs pull": ("--target", "--case", "--dry-run", "--resume", "--format", "--start", "--end", "--around"),
+}
+GRAMMAR["logs pull"] += ("--before", "--after")
+
+
+def _options(verb: str, cloud: str) -> dict[str, tuple[str | None, object, bool]]:
+    """Each option of ``cloudir <verb> <cloud>``: its help, default and whether it is hidden."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    ctx = group.make_context("cloudir", [verb.split(maxsplit=1)[0], "--help"], resilient_parsing=True)
+    command: object = group
+    for name in [*verb.split(), cloud]:
+        command = command.get_command(ctx, name)  # type: ignore[attr-defined]
+    params = command.params  # type: ignore[attr-defined]
+    return {opt: (p.help, p.default, p.hidden) for p in params for opt in p.opts if opt.startswith("--")}
+
+
+@pytest.mark.parametrize("verb", sorted(GRAMMAR))
+def test_every_cloud_declares_the_grammar_options_alike(verb: str) -> None:
+    declared = {cloud: _options(verb, cloud) for cloud in CLOUDS}
+    for option in GRAMMAR[verb]:
+        seen = {cloud: declared[cloud].get(option) for cloud in CLOUDS}
+        assert None not in seen.values(), f"{verb}: {option} missing on {[c for c, v in seen.items() if v is None]}"
+        assert len({repr(value) for value in seen.values()}) == 1, f"{verb} {option} drifted: {seen}"
+        assert not seen["aws"][2], f"{verb} {option} is hidden"  # type: ignore[index]
+
+
+def test_the_drift_check_sees_a_different_help_text() -> None:
+    # --principal is a per-cloud extra: its help differs between clouds, which the comparison above would catch
+    helps = {cloud: _options("acquire", cloud).get("--principal", (None,))[0] for cloud in ("aws", "azure")}
+    assert helps["aws"] != helps["azure"]
+
+
+@pytest.mark.usefixtures("no_credentials")
+@pytest.mark.parametrize(
+    ("cloud", "target", "shown"),
+    [
+        ("aws", "i-0abc123", "LookupAttributes=Username=i-0abc123"),  # the instance-role sessions
+        ("azure", "web-vm-01", "resourceUri eq 'web-vm-01'"),
+        ("gcp", "web-1", 'principalEmail="<service account of web-1>"'),
+    ],
+)
+def test_log_pull_narrowed_to_a_target_offline(cloud: str, target: str, shown: str, tmp_path: Path) -> None:
+    args = ["logs", "pull", cloud, "--target", target, *SCOPE[cloud], "--around", "2026-11-20T10:00Z", "--dry-run"]
+    result = runner.invoke(app, [*args, "--format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    assert any(shown in json.loads(line)["api_call"] for line in result.stdout.splitlines())
+    assert f"narrowed to {cloud}:" in result.stderr
+    assert f"no {cloud} credentials found" in result.stderr
+
+
+def test_log_pull_needs_a_case_or_a_target(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["logs", "pull", "gcp", "--project", "p", "--around", "2026-11-20T10:00Z"])
+    assert result.exit_code == 2
+    assert "no case folder" in result.output

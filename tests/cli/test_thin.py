@@ -45,6 +45,38 @@ def test_cli_module_is_thin_over_ops(path: Path) -> None:
     assert not _violations(path.read_text(encoding="utf-8")), f"{path.name}: use cloudir.ops instead"
 
 
+PACKAGE = CLI.parent
+# the other front ends: they build their acquisition, containment and log plans through cloudir.ops, and run them
+FRONT_ENDS = sorted([*(PACKAGE / "playbook").glob("*.py"), *(PACKAGE / "serverless").glob("*.py"), PACKAGE / "demo.py"])
+PLANNING = {"plan_acquire", "plan_contain", "plan_pull_logs"}
+
+
+def _plans_past_ops(source: str) -> list[str]:
+    """Provider plans built, or plans run, without cloudir.ops."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and _within(node.module, "cloudir.plan"):
+            found += [f"cloudir.plan.{alias.name}" for alias in node.names if alias.name == "run_plan"]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in PLANNING:
+            found.append(f".{node.func.attr}()")
+    return found
+
+
+@pytest.mark.parametrize("path", FRONT_ENDS, ids=lambda path: path.relative_to(PACKAGE).as_posix())
+def test_engine_demo_and_handlers_plan_and_run_through_ops(path: Path) -> None:
+    assert not _plans_past_ops(path.read_text(encoding="utf-8")), f"{path.name}: plan and run through cloudir.ops"
+
+
+def test_the_check_catches_an_engine_that_builds_its_own_acquisition_plan() -> None:
+    source = (
+        "from cloudir.plan import Plan, Step, run_plan\nfrom cloudir import ops\n"
+        "def build(provider, target, options, request):\n"
+        "    ops.acquisition_plan(provider, target, options)\n"
+        "    return provider.plan_acquire(target, options), provider.plan_pull_logs(request)\n"
+    )
+    assert _plans_past_ops(source) == ["cloudir.plan.run_plan", ".plan_acquire()", ".plan_pull_logs()"]
+
+
 def test_the_check_catches_a_command_that_runs_a_use_case_itself() -> None:
     source = (
         "from cloudir.plan import Plan, run_plan\nfrom cloudir.timeline.ingest import IngestStats, ingest_paths\n"

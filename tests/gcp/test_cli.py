@@ -16,6 +16,7 @@ from moto_fixtures.gcp import (
     FORENSIC_PROJECT,
     INSTANCE,
     PROJECT,
+    SERVICE_ACCOUNT,
     WINDOW_END,
     WINDOW_START,
     ZONE,
@@ -117,6 +118,25 @@ def test_logs_pull_stores_pages(gcp_sandbox: GcpSandbox, incident: PlantedIncide
     pages = sorted((case / f"logs/gcp/audit/{PROJECT}").glob("*/page-*.json"))
     entries = json.loads(pages[0].read_text())["entries"]
     assert {e["protoPayload"]["authenticationInfo"]["principalEmail"] for e in entries} == {incident.attacker_principal}
+    assert set(incident.extra["attacker_methods"]) <= {e["protoPayload"]["methodName"] for e in entries}
+
+
+def test_logs_pull_narrowed_to_a_target_takes_its_service_account(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path
+) -> None:
+    case = tmp_path / "IR-6"
+    pull = [*PULL, "--target", EXTERNAL_IP]  # the instance by its IP: resolved, then its service account's entries
+    code, out = _run(gcp_sandbox, *pull, "--dry-run")
+    assert code == 0, out
+    assert f"principals {SERVICE_ACCOUNT}" in out
+    code, out = _run(gcp_sandbox, *pull, "--case", str(case))
+    assert code == 0, out
+    records = map(json.loads, (case / "custody.jsonl").read_text().splitlines())
+    resolved = [r for r in records if r["action"] == "target.resolve"]
+    assert resolved[0]["details"]["name"] == INSTANCE
+    pages = sorted((case / f"logs/gcp/audit/{PROJECT}").glob("*/page-*.json"))
+    entries = [entry for page in pages for entry in json.loads(page.read_text())["entries"]]
+    assert {e["protoPayload"]["authenticationInfo"]["principalEmail"] for e in entries} == {SERVICE_ACCOUNT}
     assert set(incident.extra["attacker_methods"]) <= {e["protoPayload"]["methodName"] for e in entries}
 
 
