@@ -29,13 +29,14 @@ import yaml
 from cloudir.errors import CloudirError
 
 PLATFORMS: dict[str, str] = {
-    "aws": "cloud = 'aws' AND service <> 'kubernetes'",
+    "aws": "cloud = 'aws' AND service <> 'kubernetes' AND NOT aws_service",
     "azure": "cloud = 'azure' AND source_format IN ('azure_activity', 'la_azure_activity')",
     "entra": "source_format IN ('entra_audit', 'entra_signin', 'la_audit_logs', 'la_signin_logs')",
     "gcp": "cloud = 'gcp' AND service <> 'kubernetes'",
     "kubernetes": "service = 'kubernetes'",
 }
-"""Where a rule applies: platform -> the timeline rows of that platform."""
+"""Where a rule applies: platform -> the timeline rows of that platform. AWS services and their service-linked roles
+acting for the account (``aws_service``: only the service can assume them) are no actor a rule judges."""
 
 COLUMNS = (
     "operation",
