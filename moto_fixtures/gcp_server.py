@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +59,10 @@ class FakeError(Exception):
 def link(project: str, *parts: str) -> str:
     """The selfLink form of a resource path."""
     return PUBLIC_BASE + "/".join((project, *parts))
+
+
+def _now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _fingerprint(value: Any) -> str:
@@ -111,11 +116,18 @@ class FakeGcp:
         self.injections: dict[str, list[Injection]] = {}
         self.losses: dict[str, int] = {}  # operation -> how many more calls run and then lose their answer
         self.log_page_size = 50
+        # Cloud Logging's read quota: entries.list requests per minute per project (60 by default, as documented);
+        # a request over it is refused with 429 RESOURCE_EXHAUSTED and does not count.
+        self.log_read_quota = 60
+        self.log_read_window = 60.0
+        self.clock: Callable[[], float] = time.monotonic  # what the read quota counts time by
+        self._log_reads: dict[str, deque[float]] = {}
         self.workspace_activities: dict[str, list[dict[str, Any]]] = {}  # Reports API application -> activities
         self.reports_page_size = 1000  # what a page holds at most (maxResults caps it further)
         # Snapshots and images are created by operations that take time and report progress, as on GCE; the
         # resource is CREATING (snapshot) or PENDING (image) until its operation is DONE.
         self.long_operation_seconds = 0.1
+        self.operation_wait_seconds = 120.0  # the longest an ``*Operations.wait`` blocks before it answers anyway
         # Called after each successful change (method, operation, path, user agent), so a sandbox can write the
         # caller's own changes into the audit log as Cloud Audit Logs does.
         # (method, operation, path, user agent, long-running operation name or None)
@@ -182,8 +194,8 @@ class FakeGcp:
             if self.contract is not None:
                 api = self.contract.check(method, raw_path, body).api
             handler, operation, args = self._route(method, path, split.path)
-            if operation.endswith("Operations.wait"):
-                time.sleep(self._remaining(args[0], args[-1]))  # ``wait`` blocks until the operation is DONE
+            if operation.endswith("Operations.wait"):  # documented: blocks until DONE or close to 2 minutes
+                time.sleep(min(self._remaining(args[0], args[-1]), self.operation_wait_seconds))
             with self.lock:
                 self._maybe_fail(operation)
                 earlier = self._once(operation, args, query)
@@ -387,10 +399,10 @@ class FakeGcp:
     def _operation(
         self, project: str, op_type: str, target: str, *where: str, creating: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """A RUNNING operation under ``where``: ``("zones", zone)``, ``("regions", region)`` or ``("global",)``.
+        """A PENDING operation under ``where``: ``("zones", zone)``, ``("regions", region)`` or ``("global",)``.
 
-        With ``creating`` (the new resource) it takes :attr:`long_operation_seconds` and turns the resource READY
-        when it finishes; other operations finish when first polled.
+        With ``creating`` (the new resource) it takes :attr:`long_operation_seconds`: PENDING for its first tenth,
+        then RUNNING with its progress, then DONE (the resource READY); other operations finish when first polled.
         """
         name = f"operation-{self.new_id()}"
         seconds = self.long_operation_seconds if creating is not None else 0.0
@@ -400,8 +412,9 @@ class FakeGcp:
             "name": name,
             "operationType": op_type,
             "targetLink": target,
-            "status": "RUNNING",
+            "status": "PENDING",
             "progress": 0,
+            "insertTime": _now_rfc3339(),
             "selfLink": link(project, *where, "operations", name),
             **({where[0][:-1]: link(project, *where)} if len(where) == 2 else {}),
         }
@@ -425,12 +438,16 @@ class FakeGcp:
         if op is None:
             raise FakeError(404, "NOT_FOUND", f"operation {name} not found")
         elapsed = time.monotonic() - op["_started"]
-        if elapsed >= op["_seconds"] and (finish or op["_seconds"] > 0 or op.get("_polled")):
-            op.update(status="DONE", progress=100)
+        if op["status"] == "DONE":
+            pass
+        elif elapsed >= op["_seconds"] and (finish or op["_seconds"] > 0 or op.get("_polled")):
+            op.update(status="DONE", progress=100, startTime=op.get("startTime") or op["insertTime"])
+            op["endTime"] = _now_rfc3339()
             if op["_creating"] is not None:
                 op["_creating"]["status"] = "READY"
-        elif op["_seconds"]:
-            op["progress"] = min(99, int(100 * elapsed / op["_seconds"]))
+        elif op["_seconds"] and elapsed >= op["_seconds"] / 10:
+            op.setdefault("startTime", _now_rfc3339())
+            op.update(status="RUNNING", progress=min(99, int(100 * elapsed / op["_seconds"])))
         op["_polled"] = True
         return {key: value for key, value in op.items() if not key.startswith("_")}
 
@@ -780,11 +797,27 @@ class FakeGcp:
             page["nextPageToken"] = str(offset + count)
         return page
 
+    def _charge_log_read(self, parent: str) -> None:
+        """Count one ``entries.list`` against ``parent``'s read quota, or refuse it as Cloud Logging does."""
+        now = self.clock()
+        reads = self._log_reads.setdefault(parent, deque())
+        while reads and reads[0] <= now - self.log_read_window:
+            reads.popleft()
+        if len(reads) >= self.log_read_quota:
+            raise FakeError(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute' of service "
+                f"'logging.googleapis.com' for consumer '{parent}'.",
+            )
+        reads.append(now)
+
     def entries_list(self, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         parents = body.get("resourceNames", [])
         if not parents or not all(_PARENT.fullmatch(str(name)) for name in parents):
             raise FakeError(400, "INVALID_ARGUMENT", f"resourceNames must be projects/, organizations/, folders/ or "
                             f"billingAccounts/ names: {parents!r}")  # fmt: skip
+        self._charge_log_read(parents[0])
         predicate = LogFilter(body.get("filter", "")).compile()
         rows = [
             entry

@@ -215,10 +215,14 @@ def test_snapshot_operation_takes_time_and_reports_progress(gcp_sandbox: GcpSand
     op = disks.create_snapshot_unary(
         project=PROJECT, zone=ZONE, disk=INSTANCE, snapshot_resource=compute_v1.Snapshot(name="slow-snap")
     )
+    assert op.status == compute_v1.Operation.Status.PENDING
     operations = provider.api.compute(compute_v1.ZoneOperationsClient)
     running = operations.get(project=PROJECT, zone=ZONE, operation=op.name)
+    while running.status == compute_v1.Operation.Status.PENDING:
+        running = operations.get(project=PROJECT, zone=ZONE, operation=op.name)
     assert running.status == compute_v1.Operation.Status.RUNNING
     assert 0 <= running.progress < 100
+    assert running.start_time >= running.insert_time
     assert gcp_sandbox.fake.project(PROJECT).snapshots["slow-snap"]["status"] == "CREATING"
     image = compute_v1.Image(name="too-early", source_snapshot=link(PROJECT, "global", "snapshots", "slow-snap"))
     with pytest.raises(gexc.BadRequest, match="not ready"):
@@ -226,7 +230,26 @@ def test_snapshot_operation_takes_time_and_reports_progress(gcp_sandbox: GcpSand
     done = operations.wait(project=PROJECT, zone=ZONE, operation=op.name)
     assert done.status == compute_v1.Operation.Status.DONE
     assert done.progress == 100
+    assert done.end_time >= done.start_time
     assert gcp_sandbox.fake.project(PROJECT).snapshots["slow-snap"]["status"] == "READY"
+
+
+def test_operation_wait_answers_before_done_and_the_adapter_waits_again(
+    gcp_sandbox: GcpSandbox, provider: GcpProvider
+) -> None:
+    """``zoneOperations.wait`` answers when the operation is DONE or near its 2-minute deadline, whichever first."""
+    gcp_sandbox.fake.long_operation_seconds = 0.4
+    gcp_sandbox.fake.operation_wait_seconds = 0.05  # the 2-minute deadline, scaled
+    disks = provider.api.compute(compute_v1.DisksClient)
+    op = disks.create_snapshot_unary(
+        project=PROJECT, zone=ZONE, disk=INSTANCE, snapshot_resource=compute_v1.Snapshot(name="slower-snap")
+    )
+    first = provider.api.compute(compute_v1.ZoneOperationsClient).wait(project=PROJECT, zone=ZONE, operation=op.name)
+    assert first.status != compute_v1.Operation.Status.DONE  # an answer before the operation finished
+    provider.api.wait(op, project=PROJECT, zone=ZONE)
+    waits = [r for r in gcp_sandbox.fake.requests if r["operation"] == "zoneOperations.wait"]
+    assert len(waits) >= 3
+    assert gcp_sandbox.fake.project(PROJECT).snapshots["slower-snap"]["status"] == "READY"
 
 
 def test_a_snapshot_or_copy_whose_answer_is_lost_is_sent_again_with_its_request_id_and_made_once(

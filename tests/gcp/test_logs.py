@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,6 +18,7 @@ from moto_fixtures.gcp import ATTACKER, PROJECT, WINDOW_END, WINDOW_START, GcpSa
 from moto_fixtures.gcp_server import LogFilter
 from moto_fixtures.sandbox import PlantedIncident
 from providers.gcp import GcpProvider
+from providers.gcp import logs as gcp_logs
 from providers.gcp.logs import COVERAGE_FILE, audit_filter, coverage_file, scope_id
 
 FOLDER = f"logs/gcp/audit/{PROJECT}"
@@ -194,3 +197,42 @@ def test_an_organization_scope_pulls_its_own_audit_logs(gcp_sandbox: GcpSandbox,
     bad = CliRunner().invoke(app, [*args[:-1], "1 OR logName:x", *window, *connect, "--dry-run"])
     assert bad.exit_code == 2
     assert "not a numeric id" in bad.output
+
+
+def test_the_read_quota_makes_a_long_pull_wait_not_fail(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cloud Logging allows 60 entries.list a minute per project: 70 pages in a row must wait for the quota.
+
+    The adapter runs with its default backoff and retries; its sleeps advance a clock that the fake's quota
+    counts by, so the minute passes at once.
+    """
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(gcp_logs, "time", SimpleNamespace(sleep=sleep))
+    fake = gcp_sandbox.fake
+    fake.clock = lambda: now[0]
+    template = _expected(gcp_sandbox, _request())[0]
+    fake.log_entries.extend(
+        {**template, "insertId": f"quota-{n:03d}", "timestamp": f"2026-11-20T11:{n // 60:02d}:{n % 60:02d}Z"}
+        for n in range(70)
+    )
+    defaults = inspect.signature(GcpProvider).parameters
+    provider = gcp_sandbox.gcp_provider(
+        log_page_size=1,
+        log_backoff=defaults["log_backoff"].default,
+        log_max_retries=defaults["log_max_retries"].default,
+    )
+    provider.bind(case)
+    assert run_plan(provider.plan_pull_logs(_request()), case).ok
+    source = json.loads((case.root / COVERAGE_FILE).read_text())["sources"][0]
+    assert source["status"] == "complete"
+    assert source["details"]["pages"] == len(_expected(gcp_sandbox, _request())) >= 70
+    refused = [r for r in fake.requests if r["operation"] == "entries.list" and r["status"] == 429]
+    assert len(refused) == source["details"]["throttled_responses"] == len(slept)
+    assert sum(slept) >= fake.log_read_window  # it waited the minute out instead of failing
