@@ -122,7 +122,7 @@ def write_findings(
                     THEN left(explanation || novelty_words, {MAX_EXPLANATION - 3}) || '...'
                     ELSE explanation || novelty_words END,
                mitre, event_ids[1:{FINDING_EVENT_IDS}], coalesce(event_count, len(event_ids)),
-               json_object('explanation', explanation || novelty_words, 'raw_score', raw_score,
+               json_object('explanation', explanation || novelty_words, 'raw_score', round(raw_score, 6),
                            'analyzer_weight', weight, 'factor', round(factor, 3), 'floor', floor,
                            'familiar', f_familiar, 'familiar_days', f_days, 'familiar_since', f_since,
                            'event_ids_kept', least(len(event_ids), {FINDING_EVENT_IDS}),
@@ -227,12 +227,12 @@ def write_incidents(con: duckdb.DuckDBPyConnection) -> None:
             FROM best GROUP BY incident_id
         )
         SELECT f.incident_id, c.score, {SEVERITY_SQL.format(s="c.score")}, any_value(f.identity),
-               list_distinct(list(f.session) FILTER (WHERE f.session IS NOT NULL)), min(f.first_time),
+               list_sort(list_distinct(list(f.session) FILTER (WHERE f.session IS NOT NULL))), min(f.first_time),
                max(f.last_time), count(*), list_sort(list_distinct(list(f.analyzer))),
                list_sort(list_distinct(flatten(list(f.mitre)))),
-               list(f.finding_id ORDER BY f.score DESC),
-               arg_max(f.title, f.score) || CASE WHEN count(*) > 1 THEN ' (+' || (count(*) - 1) || ' more)' ELSE ''
-                                            END
+               list(f.finding_id ORDER BY f.score DESC, f.finding_id),
+               first(f.title ORDER BY f.score DESC, f.finding_id)
+               || CASE WHEN count(*) > 1 THEN ' (+' || (count(*) - 1) || ' more)' ELSE '' END
         FROM findings f JOIN combined c USING (incident_id)
         GROUP BY f.incident_id, c.score
         """
