@@ -13,11 +13,13 @@ from typing import Any, ClassVar
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute import models
+from rich.console import Console
 
 from cloudir import __version__
 from cloudir.case import Case
 from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
 from cloudir.plan import Plan, Step, StepContext, StepFunc, StepKind, offline_plan
+from cloudir.progress import operation_progress
 from cloudir.provider import (
     AcquireOptions,
     Capability,
@@ -519,7 +521,8 @@ class AzureProvider:
                 )
                 body = models.RestorePoint(properties=models.RestorePointProperties(consistency_mode="CrashConsistent"))
                 try:
-                    point = as_json(compute.restore_points.begin_create(group, collection, name, body).result())
+                    poller = compute.restore_points.begin_create(group, collection, name, body)
+                    point = as_json(_finished(poller, ctx.console, f"restore point of {target.name}"))
                 except HttpResponseError as exc:
                     if exc.status_code != 400:
                         raise
@@ -563,7 +566,8 @@ class AzureProvider:
                 )
                 tags = self._tags(ctx.case, disk["id"])
                 body = _snapshot_model(target.location, tags, "Copy", disk["id"], encryption)
-                snapshot = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
+                poller = compute.snapshots.begin_create_or_update(group, name, body)
+                snapshot = as_json(_finished(poller, ctx.console, f"snapshot of disk {disk['name']}"))
         ctx.case.write_json(f"{self._artifact_dir(target)}/snapshots/{path_part(name)}.json", snapshot)
         return {"snapshot_id": snapshot["id"], "source_disk": disk["id"], "reused": reused}
 
@@ -585,7 +589,8 @@ class AzureProvider:
                 source = as_json(self._client("compute", source_subscription).snapshots.get(source_group, source_name))
                 create_option = "Copy" if source["location"] == region else "CopyStart"
                 body = _snapshot_model(region, self._tags(ctx.case, source_id), create_option, source_id)
-                copy = as_json(compute.snapshots.begin_create_or_update(group, name, body).result())
+                poller = compute.snapshots.begin_create_or_update(group, name, body)
+                copy = as_json(_finished(poller, ctx.console, f"copy of snapshot {source_name}"))
             copy = self._await_background_copy(ctx, compute, group, name, copy)
         ctx.case.write_json(
             f"{self._artifact_dir(target)}/snapshots/{path_part(subscription)}-{path_part(name)}.json", copy
@@ -597,15 +602,17 @@ class AzureProvider:
     ) -> dict[str, Any]:
         """Poll a CopyStart copy until its ``completionPercent`` reaches 100 (the PUT succeeds long before)."""
         deadline = time.monotonic() + self.copy_timeout
-        while float(copy.get("properties", {}).get("completionPercent", 100.0)) < 100.0:
-            if time.monotonic() > deadline:
-                raise CloudirError(
-                    f"copy {copy['id']} is still at {copy['properties']['completionPercent']}%",
-                    hint="the background copy goes on in Azure; run again with --resume to wait for it",
-                )
-            ctx.console.print(f"copy {name}: {copy['properties']['completionPercent']}%")
-            time.sleep(self.copy_poll_interval)
-            copy = as_json(compute.snapshots.get(group, name))
+        with operation_progress(ctx.console, f"background copy {name}") as on_progress:
+            while (percent := float(copy.get("properties", {}).get("completionPercent", 100.0))) < 100.0:
+                if time.monotonic() > deadline:
+                    raise CloudirError(
+                        f"copy {copy['id']} is still at {percent}%",
+                        hint="the background copy goes on in Azure; run again with --resume to wait for it",
+                    )
+                on_progress(int(percent), 100)
+                time.sleep(self.copy_poll_interval)
+                copy = as_json(compute.snapshots.get(group, name))
+            on_progress(100, 100)
         return copy
 
     def _image(self, ctx: StepContext, disk: dict[str, Any]) -> dict[str, Any]:
@@ -755,6 +762,16 @@ def _restore_point_refusal(storage: dict[str, Any]) -> str | None:
     if (storage.get("osDisk") or {}).get("diffDiskSettings"):
         return "restore points do not support ephemeral OS disks"
     return None
+
+
+def _finished(poller: Any, console: Console, label: str) -> Any:
+    """The result of a long-running ARM operation, its progress shown while Azure works (ARM reports no percent)."""
+    with operation_progress(console, label) as on_progress:
+        while not poller.done():
+            on_progress(0, 0)
+            poller.wait(timeout=1.0)
+        on_progress(1, 1)
+        return poller.result()
 
 
 def _identity_principals(identity: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ from google.cloud import compute_v1
 from cloudir.case import Case
 from cloudir.errors import CapabilityNotSupportedError, CloudirError, TargetNotFoundError
 from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
+from cloudir.progress import operation_progress
 from cloudir.provider import (
     AcquireOptions,
     Capability,
@@ -490,7 +491,8 @@ class GcpProvider:
                     )
                 ),
             )
-            self.api.wait(op, project=self.project, zone=zone)
+            with operation_progress(ctx.console, f"snapshot of disk {disk}") as on_progress:
+                self.api.wait(op, project=self.project, zone=zone, on_progress=on_progress)
             created = snapshots.get(project=self.project, snapshot=snapshot.name)
         return self._snapshot_result(created, reused=False)
 
@@ -548,7 +550,8 @@ class GcpProvider:
                     request=compute_v1.InsertImageRequest(project=forensic, image_resource=image, request_id=request_id)
                 ),
             )
-            self.api.wait(op, project=forensic, zone=None)
+            with operation_progress(ctx.console, f"image copy of snapshot {source['snapshot']}") as on_progress:
+                self.api.wait(op, project=forensic, zone=None, on_progress=on_progress)
         return {"project": forensic, "image": image.name, "self_link": str(op.target_link), "reused": False}
 
     # -- containment -----------------------------------------------------------------------------

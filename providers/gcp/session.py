@@ -32,6 +32,7 @@ from cloudir import __version__
 from cloudir.case import Case
 from cloudir.custody import ApiCall
 from cloudir.errors import CloudAccessError, CloudirError, TargetNotFoundError
+from cloudir.progress import ProgressCallback
 
 RESPONDER_USER_AGENT = f"cloudir/{__version__}"
 COMPUTE_HOST = "compute.googleapis.com"
@@ -261,11 +262,16 @@ class GcpApi:
         zone: str | None = None,
         region: str | None = None,
         timeout: float = 600,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
-        """Block until a zonal, regional or global Compute operation is DONE; raise if it finished with an error."""
+        """Block until a zonal, regional or global Compute operation is DONE; raise if it finished with an error.
+
+        ``on_progress`` hears the operation's progress (percent) each time Compute Engine reports it."""
         deadline = time.monotonic() + timeout
         current = operation
         while current.status != compute_v1.Operation.Status.DONE:
+            if on_progress is not None:
+                on_progress(int(current.progress or 0), 100)
             if time.monotonic() > deadline:
                 raise CloudAccessError(f"operation {operation.name} ({operation.operation_type}) did not finish")
             if zone:
@@ -277,6 +283,8 @@ class GcpApi:
             else:
                 client = self.compute(compute_v1.GlobalOperationsClient)
                 current = client.wait(project=project, operation=operation.name)
+        if on_progress is not None:
+            on_progress(100, 100)
         if current.error and current.error.errors:
             first = current.error.errors[0]
             raise CloudAccessError(

@@ -61,3 +61,26 @@ def test_help_has_examples(cli: Cli):
         assert result.exit_code == 0
         assert "Examples:" in result.output
         assert "Exit codes:" in result.output
+
+
+def test_snapshots_and_the_restore_point_show_progress_on_a_terminal_only(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    import re
+
+    from typer.testing import CliRunner
+
+    from cloudir.cli import app
+    from moto_fixtures.azure import SUBSCRIPTION, sandbox_token
+
+    fake = azure_sandbox.fake
+    connect = ["--endpoint", fake.base_url, "--ca-bundle", fake.ca_file, "--token", sandbox_token()]
+    connect += ["--subscription", SUBSCRIPTION, "--polling-interval", "0"]
+    for terminal in (True, False):
+        args = ["acquire", "azure", "--target", VM_NAME, "--case", str(tmp_path / f"ir-{terminal}"), *connect]
+        done = CliRunner().invoke(app, args, env={"TTY_COMPATIBLE": "1" if terminal else "0", "COLUMNS": "200"})
+        assert done.exit_code == 0, done.output
+        shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", done.stderr)
+        assert ("snapshot of disk" in shown) is terminal, shown
+        assert (f"restore point of {VM_NAME}" in shown) is terminal, shown
+        assert "100%" in shown or not terminal

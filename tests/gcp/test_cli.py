@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,22 @@ def test_logs_pull_narrowed_to_a_target_takes_its_service_account(
     entries = [entry for page in pages for entry in json.loads(page.read_text())["entries"]]
     assert {e["protoPayload"]["authenticationInfo"]["principalEmail"] for e in entries} == {SERVICE_ACCOUNT}
     assert set(incident.extra["attacker_methods"]) <= {e["protoPayload"]["methodName"] for e in entries}
+
+
+def test_snapshots_and_image_copies_show_progress_on_a_terminal_only(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path
+) -> None:
+    assert gcp_sandbox.server is not None
+    connect = ["--api-endpoint", gcp_sandbox.server.endpoint, "--anonymous", "--forensic", FORENSIC_PROJECT]
+    for terminal in (True, False):
+        args = ["acquire", "gcp", "--target", INSTANCE, "--project", PROJECT, "--case", str(tmp_path / f"{terminal}")]
+        env = {"TTY_COMPATIBLE": "1" if terminal else "0", "COLUMNS": "200"}
+        done = runner.invoke(app, [*args, *connect], env=env)
+        assert done.exit_code == 0, done.output
+        shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", done.stderr)
+        assert ("snapshot of disk" in shown) is terminal, shown
+        assert ("image copy of snapshot" in shown) is terminal, shown
+        assert "100%" in shown or not terminal
 
 
 def test_logs_pull_joins_an_acquisition_case_but_refuses_a_repeat(
