@@ -108,7 +108,8 @@ def plan_pull(provider: AzureProvider, request: LogPullRequest) -> Plan:
     if parse_utc(request.start) < oldest:
         notes.append(f"the Activity Log keeps {RETENTION_DAYS} days: events before {oldest:%Y-%m-%d} are gone")
     if request.principals:
-        notes.append("the Activity Log API cannot filter by caller: every event in the window is pulled")
+        scoped = " of the resources and resource groups named" if scopes != [None] else ""
+        notes.append(f"the Activity Log API cannot filter by caller: every event{scoped} in the window is pulled")
     if identity_logs:
         notes += entra.plan_notes(request)
     return Plan("logs", provider.cloud, target, steps, notes)

@@ -84,3 +84,17 @@ def test_snapshots_and_the_restore_point_show_progress_on_a_terminal_only(
         assert ("snapshot of disk" in shown) is terminal, shown
         assert (f"restore point of {VM_NAME}" in shown) is terminal, shown
         assert "100%" in shown or not terminal
+
+
+def test_log_pull_narrowed_to_a_vm_takes_its_managed_identities(
+    cli: Cli, azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path
+):
+    from moto_fixtures.azure import MANAGED_IDENTITY_ID, USER_ASSIGNED_SP_ID
+
+    window = ["--around", "2026-05-01T10:00:00Z", "--before", "2h"]
+    result = cli("logs", "pull", "azure", "--target", PRIVATE_IP, *window, "--entra", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"principals {MANAGED_IDENTITY_ID}, {USER_ASSIGNED_SP_ID}" in result.output  # resolved from the VM
+    assert f"/virtualMachines/{VM_NAME}'" in result.output  # the Activity Log filtered on its resource id
+    assert f"userId eq {MANAGED_IDENTITY_ID}" in result.output.replace("'", "")  # and the Entra logs on its identities
+    assert "every event of the resources and resource groups named in the window" in result.output
