@@ -102,6 +102,7 @@ class Method:
     literal: int  # characters of the template outside parameters (the more, the more specific)
     parameters: dict[str, dict[str, Any]]
     request: str | None  # the request body's schema name
+    response: str | None  # the response body's
 
     @property
     def operation(self) -> str:
@@ -145,7 +146,8 @@ class Contract:
                 )
                 self.methods.setdefault(key, []).append(
                     Method(api, method["id"], method["httpMethod"], template, literal,
-                           method.get("parameters", {}), (method.get("request") or {}).get("$ref"))
+                           method.get("parameters", {}), (method.get("request") or {}).get("$ref"),
+                           (method.get("response") or {}).get("$ref"))
                 )  # fmt: skip
 
     def resolve(self, http_method: str, raw_path: str) -> tuple[Method, dict[str, str]]:
@@ -175,6 +177,12 @@ class Contract:
         if near is not None:
             raise near
         raise ContractError(404, "notFound", f"The requested URL /{path} was not found on this server ({http_method}).")
+
+    def check_response(self, method: Method, payload: Any) -> None:
+        """Raise :class:`ContractError` when a response body is not of the method's documented response schema."""
+        if method.response is not None:
+            schemas = self.documents[method.api].get("schemas", {})
+            _Body(schemas, method, output=True).check(payload, {"$ref": method.response}, "")
 
     def check(self, http_method: str, raw_path: str, body: Any) -> Method:
         """Refuse (:class:`ContractError`) what the documented method refuses; the method when the request is valid."""
@@ -263,9 +271,10 @@ def _check_integer(where: str, value: Any, fmt: str | None) -> None:
 class _Body:
     """A JSON request body checked against its schema, as Google's JSON parser and the method's validation do."""
 
-    def __init__(self, schemas: dict[str, Any], method: Method) -> None:
+    def __init__(self, schemas: dict[str, Any], method: Method, *, output: bool = False) -> None:
         self.schemas = schemas
         self.method = method
+        self.output = output  # a response: no field is required of it
 
     def check(self, value: Any, schema: dict[str, Any], where: str) -> None:
         """Raise :class:`ContractError` for the first thing in ``value`` that the schema refuses."""
@@ -336,7 +345,7 @@ class _Body:
                 item, spec if spec is not None else extra, f"{where}.{key}".lstrip(".") if spec else f"{where}[{key!r}]"
             )
         for name, spec in properties.items():
-            if self._required(spec) and value.get(name) is None and value.get(_snake(name)) is None:
+            if not self.output and self._required(spec) and value.get(name) is None and value.get(_snake(name)) is None:
                 field = f"{where}.{name}".lstrip(".")
                 raise ContractError(400, "required", f"Required field '{field or name}' not specified", field)
 

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from moto_fixtures.gcp_contract import Contract, ContractError, api_of, contract, error_body
+from moto_fixtures.gcp_contract import Contract, ContractError, Method, api_of, contract, error_body
 
 COMPUTE_PREFIX = "/compute/v1/projects/"
 IAM_PREFIX = "/v1/projects/"
@@ -59,6 +59,16 @@ class FakeError(Exception):
 def link(project: str, *parts: str) -> str:
     """The selfLink form of a resource path."""
     return PUBLIC_BASE + "/".join((project, *parts))
+
+
+def _public(value: Any) -> Any:
+    """A copy of a Compute answer without the fake's own bookkeeping (keys starting with ``_``, never a Compute
+    field name)."""
+    if isinstance(value, dict):
+        return {key: _public(item) for key, item in value.items() if not key.startswith("_")}
+    if isinstance(value, list):
+        return [_public(item) for item in value]
+    return value
 
 
 def _now_rfc3339() -> str:
@@ -191,8 +201,8 @@ class FakeGcp:
         refusal: str | None = None
         api = api_of(split.path)
         try:
-            if self.contract is not None:
-                api = self.contract.check(method, raw_path, body).api
+            documented = None if self.contract is None else self.contract.check(method, raw_path, body)
+            api = api if documented is None else documented.api
             handler, operation, args = self._route(method, path, split.path)
             if operation.endswith("Operations.wait"):  # documented: blocks until DONE or close to 2 minutes
                 time.sleep(min(self._remaining(args[0], args[-1]), self.operation_wait_seconds))
@@ -201,6 +211,10 @@ class FakeGcp:
                 earlier = self._once(operation, args, query)
                 repeated = earlier is not None
                 status, payload = 200, earlier or handler(*args, query=query, body=body)
+                if api == "compute":  # its resources carry the fake's bookkeeping; log entries are data, as stored
+                    payload = _public(payload)
+                if documented is not None:
+                    self._check_answer(documented, payload)
                 if payload.get("kind") == "compute#operation" and "requestId" in query:
                     self.project(args[0]).request_ids.setdefault(query["requestId"], payload["name"])
                 lost = self.losses.get(operation, 0) > 0
@@ -229,6 +243,14 @@ class FakeGcp:
         if lost:
             raise LostResponse(operation)
         return status, payload
+
+    def _check_answer(self, documented: Method, payload: dict[str, Any]) -> None:
+        """A bug of the fake unless its answer is of the documented response schema (raised: answered 500)."""
+        assert self.contract is not None
+        try:
+            self.contract.check_response(documented, payload)
+        except ContractError as exc:
+            raise RuntimeError(f"the fake's answer is not a documented {documented.id} response: {exc}") from None
 
     def _once(self, operation: str, args: tuple[str, ...], query: dict[str, str]) -> dict[str, Any] | None:
         """The operation an earlier call with the same ``requestId`` started, if any (the change is not made again).

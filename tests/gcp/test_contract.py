@@ -193,3 +193,17 @@ def test_malformed_json_is_400_and_the_connection_stays_up(gcp_sandbox: GcpSandb
     assert response.status_code == 400
     assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert "Invalid JSON payload received" in response.json()["error"]["message"]
+
+
+def test_an_answer_of_the_fake_outside_the_response_schema_is_its_bug(gcp_sandbox: GcpSandbox, api: GcpApi) -> None:
+    instance = gcp_sandbox.fake.project(PROJECT).instances[ZONE][INSTANCE]
+    response = _session().get(f"{gcp_sandbox.server.endpoint}{INSTANCE_PATH}")  # type: ignore[union-attr]
+    assert response.ok
+    assert "_serial" in instance  # the fake's bookkeeping never reaches the answer
+    assert "_serial" not in response.json()
+    instance["cpuPlatformFamily"] = "Skylake"  # a field Compute does not document for an Instance
+    response = _session().get(f"{gcp_sandbox.server.endpoint}{INSTANCE_PATH}")  # type: ignore[union-attr]
+    assert response.status_code == 500
+    message = response.json()["error"]["message"]
+    assert "not a documented compute.instances.get response" in message
+    assert 'Unknown name "cpuPlatformFamily"' in message
