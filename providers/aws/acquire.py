@@ -17,19 +17,22 @@ from cloudir.safepath import path_part
 from providers.aws.calls import planned
 from providers.aws.common import (
     AWS_MANAGED,
+    CONSISTENCY_DELAYS,
     TAG_CASE,
     TAG_INSTANCE,
     TAG_REQUEST,
     TAG_SNAPSHOT,
     TAG_VOLUME,
     clean,
+    completed_snapshots,
     create_delays,
     is_transient,
+    may_have_run,
     tag_filters,
     tag_list,
     wait_for_snapshots,
 )
-from providers.aws.raw_image import READ_CONCURRENCY, write_raw_images
+from providers.aws.raw_image import READ_CONCURRENCY, READ_TOTAL, RawImager
 from providers.aws.session import AwsClients, aws_errors, describe_error
 
 ASG_MODES = ("protect", "standby", "detach")
@@ -550,7 +553,10 @@ class AcquirePlanner:
                 ],
                 create,
             ),
-            Step(
+            # a raw image starts as soon as its own snapshot completes, while the others are still being taken
+            self._raw_image_step()
+            if self.options.raw_image
+            else Step(
                 "snapshot.wait",
                 "Wait for the snapshots to complete",
                 StepKind.ACQUIRE,
@@ -564,8 +570,6 @@ class AcquirePlanner:
             steps.append(self._share_step(self.options.forensic_account))
             if self.forensic is not None:
                 steps += [self._own_copy_step(self.forensic, self.options.forensic_account), self._unshare_step()]
-        if self.options.raw_image:
-            steps.append(self._raw_image_step())
         return steps
 
     def _create_snapshots(
@@ -574,8 +578,9 @@ class AcquirePlanner:
         """One snapshot of each of ``volumes``, made once although sends are throttled or their answers lost.
 
         CreateSnapshot(s) take no client token, so every send carries the request tag and the SDK never resends it;
-        after a failed send the tool looks up the snapshots with that tag, and sends again only for volumes still
-        without one (CreateSnapshots for the whole instance while it has none, else CreateSnapshot per volume).
+        after a failed send the tool looks up the snapshots with that tag (after a send that may have run, again
+        while EC2 may not list them yet), and sends again only for volumes still without one (CreateSnapshots for
+        the whole instance while it has none, else CreateSnapshot per volume).
         """
         ec2 = self.clients.client("ec2", self.region)
         ec2_once = self.clients.client("ec2", self.region, resend=False)
@@ -603,9 +608,25 @@ class AcquirePlanner:
                 delay = next(delays, None)
                 if delay is None or not is_transient(exc):
                     raise
+                ran = may_have_run(exc)
             time.sleep(delay)
-            found = ec2.describe_snapshots(OwnerIds=["self"], Filters=tag_filters({TAG_REQUEST: tags[TAG_REQUEST]}))
-            made |= {snap["VolumeId"]: snap for snap in found["Snapshots"] if snap["State"] != "error"}
+            made |= self._made_by_request(ec2, tags[TAG_REQUEST], volumes, made, ran)
+
+    @staticmethod
+    def _made_by_request(
+        ec2: Any, request: str, volumes: list[str], made: dict[str, dict[str, Any]], ran: bool
+    ) -> dict[str, dict[str, Any]]:
+        """The snapshots tagged with ``request``, by volume; after a send that may have run, looked up again while
+        volumes are still missing, for as long as EC2 may take to list a new snapshot (a resend would duplicate)."""
+        filters = tag_filters({TAG_REQUEST: request})
+        waits = iter(CONSISTENCY_DELAYS if ran else ())
+        while True:
+            found = ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"]
+            by_volume = {snap["VolumeId"]: snap for snap in found if snap["State"] != "error"}
+            wait = next(waits, None)
+            if wait is None or all(v in made or v in by_volume for v in volumes):
+                return by_volume
+            time.sleep(wait)
 
     def _copy_step(self) -> Step:
         region, dest = self.region, self.dest_region
@@ -847,20 +868,28 @@ class AcquirePlanner:
 
     def _raw_image_step(self) -> Step:
         region = self.region
+        ec2 = self.clients.client("ec2", region)
 
         def run(ctx: StepContext) -> dict[str, Any]:
             snapshots: dict[str, str] = ctx.results["snapshot.create"]["snapshots"]
             paths = {snapshot_id: f"images/aws/{snapshot_id}.raw" for snapshot_id in sorted(snapshots.values())}
-            ebs = self.clients.client("ebs", region, connections=READ_CONCURRENCY * max(1, len(paths)))
-            images = write_raw_images(ebs, paths, ctx.case, ctx.console)
-            return {"images": images}
+            ebs = self.clients.client("ebs", region, connections=min(READ_TOTAL, READ_CONCURRENCY * max(1, len(paths))))
+            with RawImager(ebs, ctx.case, ctx.console, volumes=len(paths)) as imager:
+                for snapshot in completed_snapshots(
+                    ec2, sorted(paths), poll_seconds=self.poll_seconds, timeout_seconds=self.timeout_seconds
+                ):
+                    imager.start(snapshot["SnapshotId"], paths[snapshot["SnapshotId"]])
+                images = imager.results()
+            return {"completed": sorted(paths), "images": images}
 
         return Step(
             "image.raw",
-            "Read every snapshot at once through the EBS direct APIs into raw images (block checksums verified)",
+            "Read each snapshot through the EBS direct APIs into a raw image as soon as it completes, every volume "
+            "at once (block checksums verified)",
             StepKind.ACQUIRE,
             [
-                planned("ebs", "ListSnapshotBlocks", region, SnapshotId="<each snapshot>"),
+                planned("ec2", "DescribeSnapshots", region, SnapshotIds="<new snapshots>"),
+                planned("ebs", "ListSnapshotBlocks", region, SnapshotId="<each completed snapshot>"),
                 planned("ebs", "GetSnapshotBlock", region, SnapshotId="<each snapshot>", BlockIndex="<each block>"),
             ],
             run,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, HTTPClientError
@@ -26,9 +26,11 @@ _T = TypeVar("_T")
 # Sends of a non-idempotent create (each one checked for a lost success first); backoff doubles up to the cap.
 CREATE_ATTEMPTS = 64
 CREATE_BACKOFF_CAP = 20.0
-_TRANSIENT_CODES = frozenset(
-    {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable", "Unavailable"}
-)
+_THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+_TRANSIENT_CODES = _THROTTLE_CODES | {"InternalError", "ServiceUnavailable", "Unavailable"}
+# EC2 is eventually consistent: a resource just created may be missing from Describe* calls for a few seconds
+# (answered InvalidSnapshot.NotFound when asked for by id). The waits before a lookup is believed, in seconds.
+CONSISTENCY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def is_transient(exc: ClientError | BotoCoreError) -> bool:
@@ -37,6 +39,18 @@ def is_transient(exc: ClientError | BotoCoreError) -> bool:
         error, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
         return error.get("Code") in _TRANSIENT_CODES or int(meta.get("HTTPStatusCode") or 0) >= 500
     return isinstance(exc, HTTPClientError | EndpointConnectionError)
+
+
+def may_have_run(exc: ClientError | BotoCoreError) -> bool:
+    """Whether a failed send may still have been carried out: no answer, or a server error (not a throttle)."""
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code") not in _THROTTLE_CODES
+    return True
+
+
+def not_yet_visible(exc: ClientError) -> bool:
+    """Whether EC2 answered that a snapshot it just created does not exist (eventual consistency)."""
+    return exc.response.get("Error", {}).get("Code") == "InvalidSnapshot.NotFound"
 
 
 def create_delays(base: float) -> list[float]:
@@ -72,11 +86,58 @@ def clean(response: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in response.items() if key != "ResponseMetadata"}
 
 
+def completed_snapshots(
+    ec2: Any,
+    snapshot_ids: list[str],
+    *,
+    poll_seconds: float,
+    timeout_seconds: float,
+    on_progress: Callable[[str, float], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Each snapshot's description once, as soon as it is completed (one DescribeSnapshots per poll for all).
+
+    ``on_progress(snapshot id, percent)`` hears every poll; raise on an error state or on timeout.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    pending = list(snapshot_ids)
+    unseen = iter(CONSISTENCY_DELAYS)
+    while pending:
+        with aws_errors(f"check the progress of {', '.join(pending)}"):
+            try:
+                snapshots = ec2.describe_snapshots(SnapshotIds=pending)["Snapshots"]
+            except ClientError as exc:
+                delay = next(unseen, None) if not_yet_visible(exc) else None
+                if delay is None:
+                    raise
+                time.sleep(delay)  # a new snapshot EC2 does not list yet
+                continue
+        for snap in snapshots:
+            sid = snap["SnapshotId"]
+            if snap["State"] == "error":
+                raise CloudirError(
+                    f"snapshot {sid} failed: {snap.get('StateMessage') or 'state error'}",
+                    hint="check the KMS key permissions and the snapshot quota, then re-run with --resume",
+                )
+            done = snap["State"] == "completed"
+            if on_progress is not None:
+                on_progress(sid, 100 if done else float(str(snap.get("Progress") or "0").rstrip("%") or 0))
+            if done and sid in pending:
+                pending.remove(sid)
+                yield snap
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise CloudirError(
+                f"snapshots still pending after {timeout_seconds:.0f}s: {', '.join(pending)}",
+                hint="they keep going in AWS; re-run with --resume to wait again",
+            )
+        time.sleep(poll_seconds)
+
+
 def wait_for_snapshots(
     ec2: Any, snapshot_ids: list[str], *, console: Console, poll_seconds: float, timeout_seconds: float, label: str
 ) -> dict[str, dict[str, Any]]:
     """Poll until every snapshot is completed, showing progress; raise on an error state or timeout."""
-    deadline = time.monotonic() + timeout_seconds
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -86,23 +147,13 @@ def wait_for_snapshots(
         transient=False,
     ) as progress:
         tasks = {sid: progress.add_task(esc(f"{label} {sid}"), total=100) for sid in snapshot_ids}
-        while True:
-            with aws_errors(f"check the progress of {', '.join(snapshot_ids)}"):
-                snapshots = ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]
-            by_id = {snap["SnapshotId"]: snap for snap in snapshots}
-            for sid, snap in by_id.items():
-                percent = float(str(snap.get("Progress") or "0").rstrip("%") or 0)
-                progress.update(tasks[sid], completed=100 if snap["State"] == "completed" else percent)
-                if snap["State"] == "error":
-                    raise CloudirError(
-                        f"snapshot {sid} failed: {snap.get('StateMessage') or 'state error'}",
-                        hint="check the KMS key permissions and the snapshot quota, then re-run with --resume",
-                    )
-            if all(snap["State"] == "completed" for snap in by_id.values()):
-                return by_id
-            if time.monotonic() > deadline:
-                raise CloudirError(
-                    f"snapshots still pending after {timeout_seconds:.0f}s: {', '.join(snapshot_ids)}",
-                    hint="they keep going in AWS; re-run with --resume to wait again",
-                )
-            time.sleep(poll_seconds)
+        return {
+            snap["SnapshotId"]: snap
+            for snap in completed_snapshots(
+                ec2,
+                snapshot_ids,
+                poll_seconds=poll_seconds,
+                timeout_seconds=timeout_seconds,
+                on_progress=lambda sid, percent: progress.update(tasks[sid], completed=percent),
+            )
+        }

@@ -208,3 +208,25 @@ def test_fifty_throttled_or_lost_snapshot_calls_leave_one_snapshot_per_volume_al
         if call["operation"] == "CreateSnapshots"
     ]
     assert sends == ["RequestLimitExceeded"] * 49 + ["ConnectionClosedError"], sends  # every send is in custody
+
+
+def test_a_lost_answer_while_describe_lags_leaves_one_snapshot_per_volume(
+    aws_sandbox: AwsSandbox, multi_volume_instance: str, acquire: Acquire
+):
+    """EC2 lists a new snapshot only after a while: a lookup believed at once would resend and snapshot twice."""
+    aws_sandbox.describe_lag_seconds = 0.3
+    with aws_sandbox.throttle("CreateSnapshots", 49), aws_sandbox.lose_responses("CreateSnapshots", 1):
+        case, result = acquire(multi_volume_instance, raise_on_failure=False)
+    assert result.ok, result.failed
+    assert aws_sandbox.lost == ["CreateSnapshots"]
+    aws_sandbox.describe_lag_seconds = 0.0
+    snapshots = aws_sandbox.snapshots_for_case(case.case_id)
+    assert len(snapshots) == 4  # the lost send's snapshots were waited for, not made again
+    assert sorted(result.results["snapshot.create"]["snapshots"].values()) == snapshots
+    lookups = [
+        call["operation"]
+        for record in read_records(case.root / "custody.jsonl")
+        for call in record["api_calls"]
+        if call["operation"] in {"CreateSnapshots", "DescribeSnapshots"}
+    ]
+    assert lookups.count("CreateSnapshots") == 50  # 49 throttled, 1 lost, none sent again

@@ -2,6 +2,7 @@
 
 import hashlib
 import threading
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -13,8 +14,16 @@ from cloudir.plan import require_completed
 from cloudir.provider import AcquireOptions, ContainOptions
 from moto_fixtures.aws import BLOCK, FORENSIC_ACCOUNT, AwsSandbox, launch_instance
 from moto_fixtures.sandbox import PlantedIncident
+from providers.aws import AwsProvider
 from providers.aws import acquire as acquire_module
-from providers.aws.raw_image import READ_CONCURRENCY, BlockChecksumError, write_raw_image, write_raw_images
+from providers.aws.raw_image import (
+    READ_CONCURRENCY,
+    READ_TOTAL,
+    BlockChecksumError,
+    RawImager,
+    write_raw_image,
+    write_raw_images,
+)
 from tests.aws.conftest import Acquire
 
 GIB = 1024**3
@@ -60,24 +69,64 @@ def test_acquire_with_raw_image_reads_the_new_snapshot(aws_sandbox: AwsSandbox, 
     assert (case.root / image["path"]).stat().st_size == GIB
 
 
-def test_every_read_in_flight_has_a_connection_of_the_ebs_pool(
+def test_each_image_starts_when_its_own_snapshot_completes_with_a_connection_per_read(
     aws_sandbox: AwsSandbox, multi_volume_instance: str, acquire: Acquire, monkeypatch: pytest.MonkeyPatch
 ):
-    """All volumes are imaged at once, READ_CONCURRENCY reads each: a smaller pool would drop and reopen connections."""
+    """One snapshot stays pending until the other volumes were read: imaging only after all snapshots would time out.
+
+    Every volume is imaged at once, READ_CONCURRENCY reads each: a smaller pool would drop and reopen connections.
+    """
     pools: list[int] = []
 
-    def images(ebs: object, paths: dict[str, str], *args: object) -> dict[str, dict[str, object]]:
-        pools.append(ebs.meta.config.max_pool_connections)  # type: ignore[attr-defined]
-        return write_raw_images(ebs, paths, *args)  # type: ignore[arg-type]
+    class Imager(RawImager):
+        def __init__(self, ebs: Any, *args: Any, **kwargs: Any) -> None:
+            pools.append(ebs.meta.config.max_pool_connections)
+            super().__init__(ebs, *args, **kwargs)
 
-    monkeypatch.setattr(acquire_module, "write_raw_images", images)
+    monkeypatch.setattr(acquire_module, "RawImager", Imager)
     attached = [{"Name": "attachment.instance-id", "Values": [multi_volume_instance]}]
-    for volume in aws_sandbox.client("ec2").describe_volumes(Filters=attached)["Volumes"]:
-        aws_sandbox.seed_disk(volume["VolumeId"], {0: b"data".ljust(BLOCK, b"\0")})
-    _, result = acquire(multi_volume_instance, raw_image=True)
-    volumes = len(result.results["image.raw"]["images"])
-    assert volumes == 4
-    assert pools == [READ_CONCURRENCY * volumes]
+    volumes = [v["VolumeId"] for v in aws_sandbox.client("ec2").describe_volumes(Filters=attached)["Volumes"]]
+    for volume in volumes:
+        aws_sandbox.seed_disk(volume, {1: volume.encode().ljust(BLOCK, b"\0")})
+    aws_sandbox.hold_snapshots(volumes[0], until=lambda: len(aws_sandbox.blocks_read) >= len(volumes) - 1)
+    session = aws_sandbox.session
+    monkeypatch.setattr(
+        aws_sandbox, "provider", lambda: AwsProvider(session=session, poll_seconds=0.01, timeout_seconds=3)
+    )
+    case, result = acquire(multi_volume_instance, raw_image=True)
+    held = result.results["snapshot.create"]["snapshots"][volumes[0]]
+    assert held not in aws_sandbox.blocks_read[: len(volumes) - 1]  # the others were read while it was pending
+    assert aws_sandbox.blocks_read[-1] == held
+    with (case.root / result.results["image.raw"]["images"][held]["path"]).open("rb") as handle:
+        assert handle.read(2 * BLOCK)[BLOCK:].startswith(volumes[0].encode())
+    ids = [step.id for step in result.plan.steps]
+    assert ids[ids.index("snapshot.create") + 1] == "image.raw"
+    assert "snapshot.wait" not in ids  # the image step waits for each snapshot itself
+    assert len(volumes) == len(result.results["image.raw"]["images"]) == 4
+    assert pools == [min(READ_TOTAL, READ_CONCURRENCY * len(volumes))]
+
+
+def test_the_sandbox_refuses_a_wrong_block_token_and_a_missing_block(aws_sandbox: AwsSandbox):
+    snapshot_id = aws_sandbox.direct_snapshot({0: b"A" * BLOCK})
+    ebs = aws_sandbox.client("ebs")
+    (block,) = ebs.list_snapshot_blocks(SnapshotId=snapshot_id)["Blocks"]
+    with pytest.raises(ebs.exceptions.ValidationException, match="block token"):
+        ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=0, BlockToken=block["BlockToken"] + "x")
+    with pytest.raises(ebs.exceptions.ResourceNotFoundException):
+        ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=1, BlockToken=block["BlockToken"])
+    data = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=0, BlockToken=block["BlockToken"])
+    assert data["BlockData"].read() == b"A" * BLOCK
+
+
+def test_one_pool_bounds_the_reads_in_flight_across_every_volume(aws_sandbox: AwsSandbox, tmp_path):
+    snapshots = [aws_sandbox.direct_snapshot({i: bytes([v + 1]) * BLOCK for i in range(4)}) for v in range(3)]
+    aws_sandbox.block_barrier = threading.Barrier(6, timeout=30)  # reads go through in sixes
+    case = Case.create(tmp_path / "c")
+    ebs = aws_sandbox.provider().clients.client("ebs")
+    paths = {snapshot_id: f"images/aws/{snapshot_id}.raw" for snapshot_id in snapshots}
+    results = write_raw_images(ebs, paths, case, Console(quiet=True), concurrency=4, total=6)
+    assert aws_sandbox.block_reads_peak == 6  # 3 volumes x 4 queued, never more than the 6 of the pool in flight
+    assert sorted(r["blocks"] for r in results.values()) == [4, 4, 4]
 
 
 def test_dry_run_changes_nothing(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident):
