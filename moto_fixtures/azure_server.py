@@ -105,6 +105,9 @@ def _invalid_body(type_path: str, body: dict[str, Any]) -> str | None:
     return None
 
 
+_DISK_RESTORE_POINT = "restorepointcollections/restorepoints/diskrestorepoints"
+
+
 class FakeAzure:
     """The fake cloud's state and request handling (thread-safe)."""
 
@@ -250,8 +253,25 @@ class FakeAzure:
         """Azure's documented refusals for a new snapshot's source and create option."""
         properties = body.get("properties", {})
         option = properties.get("creationData", {}).get("createOption")
-        source_is_snapshot = _resource_type(source["id"].lower())[1] == "snapshots"
-        if option == "CopyStart":
+        source_type = _resource_type(source["id"].lower())[1]
+        source_is_snapshot = source_type == "snapshots"
+        if (option == "Restore") != (source_type == _DISK_RESTORE_POINT):
+            # DiskCreateOption: Copy/CopyStart take a disk or snapshot; Restore takes a disk restore point
+            return _error(
+                400,
+                "InvalidParameter",
+                f"createOption {option!r} cannot take the source {source['id']}: a disk restore point is "
+                "restored with createOption 'Restore', a disk or snapshot is copied with 'Copy' or 'CopyStart'",
+            )
+        if option == "Restore":
+            collection = self.resources.get(source["id"].lower().split("/restorepoints/", 1)[0], {})
+            if str(collection.get("location", "")).lower() != str(body.get("location", "")).lower():
+                return _error(
+                    400,
+                    "BadRequest",
+                    f"The disk restore point {source['id']} is in {collection.get('location')}; restore it there",
+                )
+        elif option == "CopyStart":
             if not (source_is_snapshot and source["properties"].get("incremental")):
                 return _error(
                     400,
@@ -420,9 +440,12 @@ class FakeAzure:
                 return refusal
             copying = body["properties"]["creationData"]["createOption"] == "CopyStart"
             body["properties"]["creationData"]["sourceUniqueId"] = source_resource["properties"].get("uniqueId")
+            sized = source_resource  # a disk restore point has no size: its disk's
+            if _resource_type(source.lower())[1] == _DISK_RESTORE_POINT:
+                sized = self.resources.get(source_resource["properties"]["sourceResourceId"].lower(), sized)
             body.setdefault("properties", {}).update(
                 {
-                    "diskSizeGB": source_resource["properties"].get("diskSizeGB"),
+                    "diskSizeGB": sized["properties"].get("diskSizeGB"),
                     "encryption": source_resource["properties"].get("encryption"),
                     "timeCreated": utc(dt.datetime.now(dt.UTC)),
                     "uniqueId": str(uuid.uuid4()),

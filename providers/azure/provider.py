@@ -314,14 +314,25 @@ class AzureProvider:
                 )
             )
         for disk in disks:
+            # with a restore point, each disk's snapshot is made from its disk restore point (Disks and Snapshots -
+            # Create Or Update: createOption Restore, sourceResourceId the disk restore point), so the snapshots, and
+            # the copies and images made from them, are the restore point's crash-consistent set
+            source = f"<disk restore point of {disk['name']}>" if consistent else disk["id"]
             steps.append(
                 Step(
                     f"snapshot-{disk['role']}",
-                    f"Incremental snapshot of {disk['role']} disk {disk['name']}",
+                    f"Incremental snapshot of {disk['role']} disk {disk['name']}"
+                    + (" from its disk restore point" if consistent else ""),
                     StepKind.ACQUIRE,
                     [
                         call("snapshot.read", region),
-                        call("snapshot.write", region, createOption="Copy", source=disk["id"], tag=CASE_TAG),
+                        call(
+                            "snapshot.write",
+                            region,
+                            createOption="Restore" if consistent else "Copy",
+                            source=source,
+                            tag=CASE_TAG,
+                        ),
                         call("compute.poll", region),
                     ],
                     partial(self._snapshot, target=target, disk=disk, options=options),
@@ -373,8 +384,10 @@ class AzureProvider:
             note = "the disk's incremental snapshot of a running VM is crash-consistent (no guest flush)"
         elif consistent:
             note = (
-                "a VM restore point (consistencyMode CrashConsistent) captures every disk at the same instant: its "
-                f"disk restore points are consistent with each other; {per_disk} (for copies and images)"
+                "a VM restore point (consistencyMode CrashConsistent) captures every disk at the same instant; each "
+                "disk's snapshot is made from its disk restore point, so the snapshots, copies and images are "
+                "consistent with each other (if Azure refuses the restore point, the snapshots are taken from the "
+                f"live disks instead and the step's result says so: {per_disk})"
             )
         else:
             refusal = target.details.get("restore_point_refusal")
@@ -553,6 +566,10 @@ class AzureProvider:
     ) -> dict[str, Any]:
         compute = self._client("compute", target.account)
         group, name = target.details["resource_group"], snapshot_name(ctx.case.case_id, disk["name"])
+        point = ctx.results.get("restore-point", {})
+        restore_point = {key.lower(): value for key, value in point.get("disk_restore_points", {}).items()}.get(
+            disk["id"].lower()
+        )
         with azure_errors(f"snapshot disk {disk['id']}", calls.permission("snapshot.write")):
             snapshot = self._existing_snapshot(compute, group, name)
             reused = snapshot is not None
@@ -565,11 +582,19 @@ class AzureProvider:
                     else None
                 )
                 tags = self._tags(ctx.case, disk["id"])
-                body = _snapshot_model(target.location, tags, "Copy", disk["id"], encryption)
+                create_option, source = ("Restore", restore_point) if restore_point else ("Copy", disk["id"])
+                body = _snapshot_model(target.location, tags, create_option, source, encryption)
                 poller = compute.snapshots.begin_create_or_update(group, name, body)
                 snapshot = as_json(_finished(poller, ctx.console, f"snapshot of disk {disk['name']}"))
         ctx.case.write_json(f"{self._artifact_dir(target)}/snapshots/{path_part(name)}.json", snapshot)
-        return {"snapshot_id": snapshot["id"], "source_disk": disk["id"], "reused": reused}
+        source_id = snapshot.get("properties", {}).get("creationData", {}).get("sourceResourceId")
+        return {
+            "snapshot_id": snapshot["id"],
+            "source_disk": disk["id"],
+            "source": source_id,
+            "from_restore_point": "/diskrestorepoints/" in str(source_id).lower(),
+            "reused": reused,
+        }
 
     def _tags(self, case: Case, source: str) -> dict[str, str]:
         return {CASE_TAG: case.case_id, SOURCE_TAG: source[-256:], "cloudir-tool": f"cloudir/{__version__}"}

@@ -48,14 +48,17 @@ def test_snapshots_every_disk_tagged_and_copies_to_the_soc(
     snapshots = azure_sandbox.snapshots_for_case(case.case_id)
     assert len(snapshots) == 6  # 3 disks, each snapshotted and copied
     sources = {azure_sandbox.fake.get(s)["properties"]["creationData"]["sourceResourceId"] for s in snapshots}  # type: ignore[index]
-    assert set(azure_incident.extra["disk_ids"]) <= sources
+    points = result.results["restore-point"]["disk_restore_points"]
+    assert set(points) == set(azure_incident.extra["disk_ids"])
+    assert set(points.values()) <= sources  # each disk's snapshot is restored from its disk restore point
     copies = [s for s in snapshots if f"/subscriptions/{SOC_SUBSCRIPTION}/" in s]
     assert len(copies) == 3
     assert all("/resourceGroups/rg-cloudir-evidence/" in c for c in copies)
     for snapshot_id in snapshots:
         snapshot = azure_sandbox.fake.get(snapshot_id)
         assert snapshot is not None
-        assert snapshot["properties"]["creationData"]["createOption"] == "Copy"
+        expected = "Copy" if snapshot_id in copies else "Restore"
+        assert snapshot["properties"]["creationData"]["createOption"] == expected
         assert snapshot["tags"][CASE_TAG] == case.case_id
         assert snapshot["tags"]["cloudir-tool"].startswith("cloudir/")
         assert azure_sandbox.fake.blobs[snapshot_id.lower()]  # the copy holds the disk's bytes
@@ -391,3 +394,55 @@ def test_restore_point_refusals_of_the_fake(azure_sandbox: AzureSandbox, azure_i
     compute.restore_points.begin_create(RESOURCE_GROUP, "rpc", "rp", crash).result()
     with pytest.raises(HttpResponseError, match="existing restore point"):
         compute.restore_points.begin_create(RESOURCE_GROUP, "rpc", "rp", crash).result()
+
+
+def test_snapshots_copies_and_images_are_the_restore_points_consistent_set(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    """The VM keeps writing after its restore point: evidence made from the live disks would differ from it."""
+    fake, disk_ids = azure_sandbox.fake, azure_incident.extra["disk_ids"]
+    at_restore_point: dict[str, bytes] = {}
+    log_write = fake.on_write
+
+    def attacker_writes_after_the_restore_point(operation: str, path: str, headers: dict[str, str]) -> None:
+        if log_write is not None:
+            log_write(operation, path, headers)
+        if operation.endswith("restorePoints/write"):
+            for disk_id in disk_ids:
+                at_restore_point[disk_id] = fake.blobs[disk_id.lower()]
+                fake.blobs[disk_id.lower()] = b"written after the restore point".ljust(len(at_restore_point[disk_id]))
+
+    fake.on_write = attacker_writes_after_the_restore_point
+    case, result = acquire(forensic_location="westus", raw_image=True)
+    points = result.results["restore-point"]["disk_restore_points"]
+    for role, disk_id in zip(("os", "data-lun0", "data-lun1"), disk_ids, strict=True):
+        snapshot = result.results[f"snapshot-{role}"]
+        assert snapshot["from_restore_point"] is True
+        assert snapshot["source"] == points[disk_id]
+        stored = fake.get(snapshot["snapshot_id"])
+        assert stored is not None
+        assert stored["properties"]["creationData"]["createOption"] == "Restore"
+        assert fake.blobs[snapshot["snapshot_id"].lower()] == at_restore_point[disk_id]
+        assert fake.blobs[result.results[f"copy-{role}"]["copy_id"].lower()] == at_restore_point[disk_id]
+        assert result.results[f"image-{role}"]["sha256"] == hashlib.sha256(at_restore_point[disk_id]).hexdigest()
+    assert "from its disk restore point" in next(s.title for s in result.plan.steps if s.id == "snapshot-os")
+    assert "snapshots, copies and images are consistent" in result.plan.notes[0]
+    assert verify_case(case.root).ok
+
+
+def test_the_fake_restores_only_disk_restore_points_and_copies_only_disks_and_snapshots(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    _, result = acquire()
+    point = next(iter(result.results["restore-point"]["disk_restore_points"].values()))
+    disk = azure_incident.extra["disk_ids"][0]
+    compute = azure_sandbox.provider().session.client("compute", azure_incident.extra["subscription_id"])  # type: ignore[attr-defined]
+    for option, source in (("Copy", point), ("CopyStart", point), ("Restore", disk)):
+        body = models.Snapshot(
+            location=LOCATION,
+            properties=models.SnapshotProperties(
+                creation_data=models.CreationData(create_option=option, source_resource_id=source), incremental=True
+            ),
+        )
+        with pytest.raises(HttpResponseError, match=f"createOption '{option}' cannot take the source"):
+            compute.snapshots.begin_create_or_update(RESOURCE_GROUP, f"bad-{option}", body).result()

@@ -32,7 +32,11 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
     properties = json.loads(point.read_text())["properties"]
     storage = properties["sourceMetadata"]["storageProfile"]
     assert properties["consistencyMode"] == "CrashConsistent"
-    assert [d["diskRestorePoint"]["id"] for d in [storage["osDisk"], *storage["dataDisks"]]][1:]  # two or more
+    points = [d["diskRestorePoint"]["id"] for d in [storage["osDisk"], *storage["dataDisks"]]]
+    assert points[1:]  # two or more
+    snapshots = [json.loads(p.read_text()) for p in point.parent.parent.glob("snapshots/*.json")]
+    restored = sorted(s["properties"]["creationData"]["sourceResourceId"] for s in snapshots)
+    assert sorted(points) == [r for r in restored if "/diskRestorePoints/" in r]  # each disk's evidence is its point's
     [gcp] = (out / "artifacts" / "gcp").glob("*/*/*/summary.json")
     assert json.loads(gcp.read_text())["managed_instance_group"]  # the GCP target is a MIG member
     assert "Abandon web-frontend-7x2k from managed instance group" in " ".join(result.output.split())
