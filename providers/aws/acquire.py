@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from providers.aws.raw_image import READ_CONCURRENCY, READ_TOTAL, RawImager
 from providers.aws.session import AwsClients, aws_errors, describe_error
 
 ASG_MODES = ("protect", "standby", "detach")
+COPY_CONCURRENCY = 20  # EC2's default quota of concurrent snapshot copies to one destination region
 KMS_COPY_HINT = (
     "the caller needs kms:DescribeKey, kms:CreateGrant, kms:Decrypt, kms:ReEncryptFrom, kms:ReEncryptTo and "
     "kms:GenerateDataKeyWithoutPlaintext on the source key {source} and the target key {target}"
@@ -638,32 +640,43 @@ class AcquirePlanner:
 
         def run(ctx: StepContext) -> dict[str, Any]:
             snapshots: dict[str, str] = ctx.results["snapshot.create"]["snapshots"]
-            copies: dict[str, str] = {}
-            for volume_id, snapshot_id in sorted(snapshots.items()):
-                if volume_id not in to_copy:
-                    continue
-                tags = {TAG_CASE: ctx.case.case_id, TAG_SNAPSHOT: snapshot_id}
-                with aws_errors(f"look for an earlier copy of {snapshot_id}"):
-                    found = dest_ec2.describe_snapshots(OwnerIds=["self"], Filters=tag_filters(tags))["Snapshots"]
-                    source = source_ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
-                earlier = [s["SnapshotId"] for s in found if s["State"] != "error"]
-                if earlier:
-                    copies[snapshot_id] = earlier[0]
-                    continue
+            wanted = {snapshot_id: vid for vid, snapshot_id in sorted(snapshots.items()) if vid in to_copy}
+            with aws_errors("look for earlier copies of the snapshots"):  # one call per region for every volume
+                case_copies = dest_ec2.describe_snapshots(
+                    OwnerIds=["self"], Filters=tag_filters({TAG_CASE: ctx.case.case_id})
+                )["Snapshots"]
+                sources = source_ec2.describe_snapshots(SnapshotIds=sorted(wanted))["Snapshots"] if wanted else []
+            earlier: dict[str, str] = {
+                tag["Value"]: snap["SnapshotId"]
+                for snap in case_copies
+                if snap["State"] != "error"
+                for tag in snap.get("Tags", [])
+                if tag["Key"] == TAG_SNAPSHOT
+            }
+            encrypted = {snap["SnapshotId"]: bool(snap.get("Encrypted")) for snap in sources}
+            source_keys = {snap["SnapshotId"]: snap.get("KmsKeyId") for snap in sources}
+
+            def copy(snapshot_id: str) -> str:
+                if snapshot_id in earlier:
+                    return earlier[snapshot_id]
+                volume_id = wanted[snapshot_id]
+                tags = {TAG_CASE: ctx.case.case_id, TAG_SNAPSHOT: snapshot_id, TAG_VOLUME: volume_id}
                 params: dict[str, Any] = {
                     "SourceSnapshotId": snapshot_id,
                     "SourceRegion": region,
                     "Description": f"cloudir case {ctx.case.case_id}: copy of {snapshot_id} ({volume_id})",
-                    "TagSpecifications": [
-                        {"ResourceType": "snapshot", "Tags": tag_list({**tags, TAG_VOLUME: volume_id})}
-                    ],
+                    "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
                 }
-                if source.get("Encrypted"):
+                if encrypted[snapshot_id]:
                     params |= {"Encrypted": True, "KmsKeyId": key}
                 try:
-                    copies[snapshot_id] = dest_ec2.copy_snapshot(**params)["SnapshotId"]
+                    return str(dest_ec2.copy_snapshot(**params)["SnapshotId"])
                 except ClientError as exc:
-                    raise _copy_error(exc, snapshot_id, source.get("KmsKeyId"), key) from None
+                    raise _copy_error(exc, snapshot_id, source_keys[snapshot_id], key) from None
+
+            # every volume's copy is sent at once (within EC2's 20 concurrent copies to one region)
+            with ThreadPoolExecutor(max_workers=max(1, min(COPY_CONCURRENCY, len(wanted)))) as pool:
+                copies = dict(zip(wanted, pool.map(copy, wanted), strict=True))
             done = wait_for_snapshots(
                 dest_ec2,
                 sorted(copies.values()),
@@ -679,7 +692,10 @@ class AcquirePlanner:
             }
 
         reencrypt = [v for v in to_copy if by_volume[v].get("Encrypted")]
-        calls = [planned("ec2", "DescribeSnapshots", dest, Filters={TAG_CASE: self.case_label})]
+        calls = [
+            planned("ec2", "DescribeSnapshots", dest, Filters={TAG_CASE: self.case_label}),
+            planned("ec2", "DescribeSnapshots", region, SnapshotIds="<snapshots to copy>"),
+        ]
         for vid in to_copy:
             params: dict[str, Any] = {"SourceSnapshotId": _snapshot_of(vid), "SourceRegion": region}
             if vid in reencrypt:
