@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import timedelta
@@ -68,7 +69,8 @@ def _profile_parameter(request: dict[str, Any]) -> str:
 
 def _ebs_error(request: Any, status: int, code: str, message: str) -> AWSResponse:
     body = json.dumps({"message": message})
-    return AWSResponse(request.url, status, {"x-amzn-ErrorType": code}, MockRawResponse(body))
+    headers = {"x-amzn-ErrorType": code, "x-amzn-RequestId": str(uuid.uuid4())}
+    return AWSResponse(request.url, status, headers, MockRawResponse(body))
 
 
 class AwsSandbox:
@@ -254,6 +256,7 @@ class AwsSandbox:
             )
         self.blocks_read.append(parts[2])
         headers = {
+            "x-amzn-RequestId": str(uuid.uuid4()),  # what custody and CloudTrail match the call by
             "x-amz-Data-Length": str(block.data_length),
             "x-amz-Checksum": block.checksum,
             "x-amz-Checksum-Algorithm": block.checksum_algorithm,

@@ -219,3 +219,17 @@ def test_every_volume_is_imaged_at_once_each_hashed_in_order(aws_sandbox: AwsSan
         whole.update(bytes(GIB - 4 * BLOCK))
         assert results[snapshot_id]["sha256"] == whole.hexdigest()
         assert (case.root / results[snapshot_id]["path"]).stat().st_size == GIB
+
+
+def test_every_block_read_has_its_own_request_id_in_custody(aws_sandbox: AwsSandbox, tmp_path):
+    """CloudTrail and custody match the tool's calls by request id: a read without one looks like impersonation."""
+    snapshot_id = aws_sandbox.direct_snapshot(dict.fromkeys(range(3), b"R" * BLOCK))
+    case = Case.create(tmp_path / "c")
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    with case.action("acquire.image", target=snapshot_id):
+        write_raw_image(provider.clients.client("ebs"), snapshot_id, case, "images/aws/r.raw", Console(quiet=True))
+    calls = [c for r in read_records(case.root / "custody.jsonl") for c in r.get("api_calls", [])]
+    reads = [c["request_id"] for c in calls if c["operation"] == "GetSnapshotBlock"]
+    assert len(reads) == len(set(reads)) == 3
+    assert all(reads)
