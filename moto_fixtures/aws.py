@@ -37,6 +37,7 @@ from moto_fixtures.aws_flows import plant_beacon
 from moto_fixtures.clock import incident_clock, utc_now
 from moto_fixtures.cloudtrail import fake_cloudtrail, plant_attacker_trail, record_responder_calls
 from moto_fixtures.guard import sandbox_environment
+from moto_fixtures.logs_insights import STORE as INSIGHTS
 from moto_fixtures.sandbox import PlantedIncident
 from providers.aws import AwsProvider
 
@@ -107,6 +108,7 @@ class AwsSandbox:
         self.describe_lag_seconds = 0.0
         self._snapshot_created: dict[str, float] = {}  # snapshot id -> monotonic creation time
         self._in_flight_lock = threading.Lock()
+        self.insights = INSIGHTS  # the Logs Insights fake's queries and knobs
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> AwsSandbox:
@@ -114,6 +116,8 @@ class AwsSandbox:
         self._stack.enter_context(mock.patch.dict("os.environ", {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}))
         self._stack.enter_context(mock_aws())
         self._stack.enter_context(fake_cloudtrail())
+        INSIGHTS.reset()  # CloudWatch Logs Insights as documented (moto's own is partial)
+        self._stack.callback(INSIGHTS.reset)
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "create_snapshot", self._wrap_create_snapshot()))
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "copy_snapshot", self._wrap_copy_snapshot()))
         describe = self._wrap_describe_snapshots()

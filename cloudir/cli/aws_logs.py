@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,6 +131,14 @@ def flow_summary(coverage_path: Path, output: RowFormat, title: str = "VPC Flow 
     print_warnings(coverage["warnings"], output)
 
 
+class FlowsVia(StrEnum):
+    """How a flow-log pull reads a CloudWatch Logs group."""
+
+    auto = "auto"
+    filter = "filter"
+    insights = "insights"
+
+
 @pull_app.command("aws")
 def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
     target: LogTargetOpt = None,
@@ -166,6 +175,14 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
             "network of the region, with its DescribeInstances pages."
         ),
     ] = False,
+    flows_via: Annotated[
+        FlowsVia,
+        typer.Option(
+            help="With --flows: how CloudWatch Logs groups are read. auto: Logs Insights (StartQuery) for a group "
+            "storing 10 GiB or more (DescribeLogGroups storedBytes), FilterLogEvents below; filter or insights: "
+            "always that API."
+        ),
+    ] = FlowsVia.auto,
     dry_run: DryRunOpt = False,
     output: FormatOpt = RowFormat.table,
     resume: ResumeOpt = False,
@@ -205,6 +222,7 @@ def pull_aws(  # noqa: PLR0917 - one parameter per CLI option
         extra={
             "all_regions": all_regions,
             "flows": flows,
+            "flows_via": flows_via.value,
             "accounts": account or [],
             **({"trail_bucket": trail_bucket, "trail_prefix": trail_prefix or ""} if trail_bucket else {}),
         },

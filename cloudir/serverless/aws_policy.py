@@ -23,6 +23,7 @@ OWN_ACCOUNT = {"aws:ResourceAccount": "${aws:PrincipalAccount}"}
 QUARANTINE_ROLE_PATH = "/cloudir/quarantine/"
 CASE_PREFIX = "cir-"  # case ids, the key prefix of every evidence-bucket object
 _READ_VERBS = ("Describe", "Get", "List", "Lookup", "Filter")
+_READ_ACTIONS = frozenset({"logs:StartQuery"})  # starts a Logs Insights query: IAM's access level for it is Read
 _HAS_CASE_TAG = {"Null": {f"aws:ResourceTag/{TAG_CASE}": "false"}}
 _TAGS_CASE_AT_CREATION = {"Null": {f"aws:RequestTag/{TAG_CASE}": "false"}}
 _EC2 = f"arn:aws:ec2:*:{ACCOUNT}"
@@ -200,7 +201,7 @@ SELF_PROTECTION = Statement(
 
 def is_read(action: str) -> bool:
     """Whether an action only reads (Describe/Get/List/Lookup...)."""
-    return action.split(":", 1)[1].startswith(_READ_VERBS)
+    return action in _READ_ACTIONS or action.split(":", 1)[1].startswith(_READ_VERBS)
 
 
 def statements_for(actions: list[str]) -> list[Statement]:

@@ -9,6 +9,11 @@ Layout in the case (``logs/aws/flows/<region>/``):
 * ``cloudwatch/<log group>/page-00001.json``: raw FilterLogEvents response bodies, with ``request.json`` holding
   the window and the flow log's ``logFormat`` (the message fields); each page's ``nextToken`` is the cursor a
   resumed run continues from;
+* ``cloudwatch/<log group>/insights/window-<start>-<end>.json``: for a group read with Logs Insights instead, the
+  raw final ``GetQueryResults`` body of each query window (epoch seconds, both inclusive), with ``request.json``
+  (window, ``logFormat``, ``queryString``). A query answers at most 10,000 rows: a window whose
+  ``recordsMatched`` is more is kept as ``capped-windows/window-....json`` (evidence, not read again) and split in two
+  until each half fits. Which API a group is read with is the stated rule :data:`INSIGHTS_ABOVE_BYTES`;
 * ``s3/<bucket>/<key>``: delivered ``.log.gz`` / ``.parquet`` objects copied byte for byte, SHA-256 while
   streaming (``s3-listing.json``: what was listed).
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +50,15 @@ DEFAULT_FORMAT = (
     "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} "
     "${bytes} ${start} ${end} ${action} ${log-status}"
 )
+INSIGHTS_ABOVE_BYTES = 10 * 1024**3
+"""``--flows-via auto`` reads a log group with Logs Insights when DescribeLogGroups says it stores at least this
+much, else with FilterLogEvents: paging 10 GiB through FilterLogEvents (at most 1 MB a page, 5 requests/s) takes
+half an hour or more and scans the whole group client-side; Insights filters server-side."""
+INSIGHTS_ROWS = 10_000  # GetQueryResults returns at most 10,000 rows per query (CloudWatch Logs quotas)
+INSIGHTS_MAX_QUERY = 10_000  # characters of a queryString
+INSIGHTS_DONE = frozenset({"Complete", "Failed", "Cancelled", "Timeout", "Unknown"})
+POLL_FIRST_SECONDS, POLL_MAX_SECONDS = 0.25, 16.0
+_ENI = re.compile(r"^eni-[0-9a-f]+$")
 _CHUNK = 1024 * 1024
 _S3_STAMP = re.compile(r"_(\d{8}T\d{4})Z_[^/]*$")
 
@@ -53,6 +68,9 @@ FLOW_CALLS: dict[tuple[str, str], tuple[str, ...]] = {
     ("ec2", "DescribeInstances"): ("ec2:DescribeInstances",),
     ("ec2", "DescribeFlowLogs"): ("ec2:DescribeFlowLogs",),
     ("logs", "FilterLogEvents"): ("logs:FilterLogEvents",),
+    ("logs", "DescribeLogGroups"): ("logs:DescribeLogGroups",),
+    ("logs", "StartQuery"): ("logs:StartQuery",),
+    ("logs", "GetQueryResults"): ("logs:GetQueryResults",),
     ("s3", "ListObjectsV2"): ("s3:ListBucket",),
     ("s3", "GetObject"): ("s3:GetObject",),
 }
@@ -113,6 +131,9 @@ class FlowPull:
         self.region = self.request.locations[0] if self.request.locations else self.clients.default_region
         self.instances = [r for r in self.request.resources if r.startswith("i-")]
         self.rate = float(self.request.extra.get("filter_rate", DEFAULT_FILTER_RATE))
+        self.via = str(self.request.extra.get("flows_via") or "auto")
+        if self.via not in {"auto", "filter", "insights"}:
+            raise CloudirError(f"--flows-via {self.via}: expected auto, filter or insights")
         self.folder = f"{FLOWS_ROOT}/{safe_name(self.region)}"
 
     # -- plan ----------------------------------------------------------------------------------------------
@@ -149,9 +170,41 @@ class FlowPull:
             ),
             Step(
                 "cloudwatch",
-                "FilterLogEvents pages of each CloudWatch Logs destination (raw, resumable from the stored cursor)",
+                "FilterLogEvents pages, or Logs Insights query windows, of each CloudWatch Logs destination (raw, "
+                "resumable)",
                 StepKind.READ,
-                [_call("logs", "FilterLogEvents", self.region, logGroupName="<from DescribeFlowLogs>", **window)],
+                [
+                    *(
+                        [_call("logs", "DescribeLogGroups", self.region, logGroupNamePrefix="<from DescribeFlowLogs>")]
+                        if self.via == "auto"
+                        else []
+                    ),
+                    *(
+                        [
+                            _call(
+                                "logs", "FilterLogEvents", self.region, logGroupName="<from DescribeFlowLogs>", **window
+                            )
+                        ]
+                        if self.via != "insights"
+                        else []
+                    ),
+                    *(
+                        [
+                            _call(
+                                "logs",
+                                "StartQuery",
+                                self.region,
+                                logGroupName="<from DescribeFlowLogs>",
+                                queryString=self._query(["<the network's ENIs>"] if self.instances else []),
+                                limit=INSIGHTS_ROWS,
+                                **window,
+                            ),
+                            _call("logs", "GetQueryResults", self.region, queryId="<each query>"),
+                        ]
+                        if self.via != "filter"
+                        else []
+                    ),
+                ],
                 self._cloudwatch,
             ),
             Step(
@@ -175,7 +228,13 @@ class FlowPull:
         target = f"vpc-flow-logs:{self.region}:{iso_utc(self.start)}/{iso_utc(self.end)}:{scope}"
         notes = [
             "flow logs of the target's whole network are collected: peer groups need the other instances",
-            f"FilterLogEvents is rate-limited client-side to {self.rate:g} requests/s",
+            f"CloudWatch Logs calls are rate-limited client-side to {self.rate:g} requests/s",
+            {
+                "auto": "CloudWatch Logs groups storing >= 10 GiB (DescribeLogGroups storedBytes) are read with Logs "
+                "Insights StartQuery, smaller ones with FilterLogEvents (--flows-via auto)",
+                "filter": "CloudWatch Logs groups are read with FilterLogEvents (--flows-via filter)",
+                "insights": "CloudWatch Logs groups are read with Logs Insights StartQuery (--flows-via insights)",
+            }[self.via],
         ]
         return Plan("logs", "aws", target, steps, notes)
 
@@ -255,15 +314,116 @@ class FlowPull:
     def _cloudwatch(self, ctx: StepContext) -> dict[str, Any]:
         limiter = TokenBucket(self.rate)
         series: dict[str, dict[str, Any]] = {}
+        interfaces = ctx.results["inventory"]["interfaces"] if self.instances else []
         for group, flow_log in self._groups(ctx).items():
-            series[group] = self._pull_group(ctx.case, group, flow_log, limiter)
+            via, why = self._via(group, limiter)
+            if via == "insights":
+                status = self._insights_group(ctx.case, group, flow_log, limiter, interfaces)
+            else:
+                status = self._pull_group(ctx.case, group, flow_log, limiter)
+            series[group] = status | {"via": via, "why": why}
         stopped = [f"{group}: {status['error']}" for group, status in series.items() if status["error"]]
         if stopped:
             raise CloudAccessError(
-                f"FilterLogEvents stopped early in {len(stopped)} log groups, first: {stopped[0]}",
-                hint="finished pages are kept; re-run with --resume to continue from the stored cursor",
+                f"CloudWatch Logs reads stopped early in {len(stopped)} log groups, first: {stopped[0]}",
+                hint="finished pages and query windows are kept; re-run with --resume to continue from them",
             )
         return {"groups": series}
+
+    def _via(self, group: str, limiter: TokenBucket) -> tuple[str, str]:
+        """FilterLogEvents or Logs Insights for one group, and why (the rule the plan states)."""
+        if self.via != "auto":
+            return self.via, f"--flows-via {self.via}"
+        logs = self.clients.client("logs", self.region)
+        stored = 0
+        with capturing(logs, "DescribeLogGroups", limiter), aws_errors(f"describe log group {group}"):
+            for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=group):
+                stored += sum(int(g.get("storedBytes") or 0) for g in page["logGroups"] if g["logGroupName"] == group)
+        via = "insights" if stored >= INSIGHTS_ABOVE_BYTES else "filter"
+        return via, f"stores {stored} bytes ({'>=' if via == 'insights' else '<'} {INSIGHTS_ABOVE_BYTES})"
+
+    @staticmethod
+    def _query(interfaces: list[str]) -> str:
+        """The Logs Insights query: every message of the window, oldest first, of the network's ENIs when given."""
+        pattern = "|".join(interfaces)
+        query = "fields @timestamp, @message, @logStream"
+        if interfaces and len(query) + len(pattern) + 100 < INSIGHTS_MAX_QUERY:
+            query += f" | filter @message like /({pattern})/"
+        return f"{query} | sort @timestamp asc | limit {INSIGHTS_ROWS}"
+
+    @staticmethod
+    def _request(case: Case, folder: str, record: dict[str, Any]) -> None:
+        """Write the pull's ``request.json`` or check that the stored one is this pull's."""
+        request_file = case.root / folder / "request.json"
+        if request_file.is_file():
+            if json.loads(request_file.read_text(encoding="utf-8")) != record:
+                raise CloudirError(
+                    f"{folder} holds a pull with a different window or format",
+                    hint="use a new --case folder for a different window",
+                )
+        else:
+            case.write_json(f"{folder}/request.json", record)
+
+    def _insights_group(
+        self, case: Case, group: str, flow_log: dict[str, Any], limiter: TokenBucket, interfaces: list[str]
+    ) -> dict[str, Any]:
+        """Query windows of one group; a window at the 10,000-row cap is kept aside and split in two."""
+        folder = f"{self.folder}/cloudwatch/{path_part(group)}/insights"
+        query = self._query([i for i in interfaces if _ENI.match(i)])
+        first, last = int(self.start.timestamp()), int(self.end.timestamp())
+        record = {"region": self.region, "logGroupName": group, "startTime": first, "endTime": last,
+                  "logFormat": flow_log["format"], "flowLogId": flow_log["id"], "queryString": query}  # fmt: skip
+        self._request(case, folder, record)
+        status: dict[str, Any] = {"queries": 0, "windows": 0, "split": 0, "capped_one_second": [], "error": None}
+        logs = self.clients.client("logs", self.region)
+        windows = [(first, last)]
+        while windows:
+            low, high = windows.pop()
+            name = f"window-{low}-{high}.json"
+            if (case.root / folder / name).is_file():
+                status["windows"] += 1
+                continue
+            capped = case.root / folder / "capped-windows" / name
+            if capped.is_file():
+                body = capped.read_bytes()
+            else:
+                try:
+                    body = self._run_query(logs, limiter, group, (low, high), query)
+                except (ClientError, BotoCoreError) as exc:
+                    status["error"] = str(describe_error(exc, f"Logs Insights on {group}"))
+                    break
+                status["queries"] += 1
+            answer = json.loads(body)
+            if answer["status"] != "Complete":
+                status["error"] = f"the query of {low}..{high} ended {answer['status']}"
+                break
+            matched = int((answer.get("statistics") or {}).get("recordsMatched") or 0)
+            if (matched > len(answer["results"]) or len(answer["results"]) >= INSIGHTS_ROWS) and high > low:
+                if not capped.is_file():
+                    case.write_bytes(f"{folder}/capped-windows/{name}", [body])
+                middle = (low + high) // 2
+                windows += [(middle + 1, high), (low, middle)]  # the earlier half next
+                status["split"] += 1
+                continue
+            if matched > len(answer["results"]):
+                status["capped_one_second"].append(low)  # more than 10,000 records in one second: cannot split
+            case.write_bytes(f"{folder}/{name}", [body])
+            status["windows"] += 1
+        return status
+
+    @staticmethod
+    def _run_query(logs: Any, limiter: TokenBucket, group: str, window: tuple[int, int], query: str) -> bytes:
+        """StartQuery, then GetQueryResults with backoff until the query is done: its final raw body."""
+        with capturing(logs, "StartQuery", limiter), capturing(logs, "GetQueryResults", limiter) as raw:
+            started = logs.start_query(
+                logGroupName=group, startTime=window[0], endTime=window[1], queryString=query, limit=INSIGHTS_ROWS
+            )
+            delay = POLL_FIRST_SECONDS
+            while True:
+                if logs.get_query_results(queryId=started["queryId"])["status"] in INSIGHTS_DONE:
+                    return raw.last_ok()
+                time.sleep(delay)
+                delay = min(POLL_MAX_SECONDS, delay * 2)
 
     def _pull_group(self, case: Case, group: str, flow_log: dict[str, Any], limiter: TokenBucket) -> dict[str, Any]:
         folder = f"{self.folder}/cloudwatch/{path_part(group)}"
@@ -276,15 +436,7 @@ class FlowPull:
             "logFormat": flow_log["format"],
             "flowLogId": flow_log["id"],
         }
-        request_file = case.root / folder / "request.json"
-        if request_file.is_file():
-            if json.loads(request_file.read_text(encoding="utf-8")) != record:
-                raise CloudirError(
-                    f"{folder} holds a pull with a different window or format",
-                    hint="use a new --case folder for a different window",
-                )
-        else:
-            case.write_json(f"{folder}/request.json", record)
+        self._request(case, folder, record)
         pages = sorted((case.root / folder).glob("page-*.json"))
         token = json.loads(pages[-1].read_bytes()).get("nextToken") if pages else None
         status: dict[str, Any] = {"pages": len(pages), "resumed_pages": len(pages), "error": None}
@@ -388,7 +540,11 @@ class FlowPull:
                 report.warn(f"{vpc}: no flow log covers this network (nothing of its traffic was recorded)")
             for flow_log in covering:
                 self._add_source(report, vpc, flow_log, spans, (s3_files, s3_refused))
-        return {"warnings": len(report.warnings), "networks": report.locations} | _write(ctx.case, report)
+        written = _write(ctx.case, report)
+        failed = [step for step in ("cloudwatch", "s3") if step not in ctx.results]
+        if failed:  # written as far as it goes; failing too makes --resume write it again after the pull
+            raise CloudirError(f"the coverage report is partial: the {' and '.join(failed)} step did not finish")
+        return {"warnings": len(report.warnings), "networks": report.locations} | written
 
     def _add_source(
         self,
@@ -457,25 +613,36 @@ def _write(case: Case, report: CoverageReport) -> dict[str, Any]:
 
 
 def _cloudwatch_spans(root: Path) -> dict[str, tuple[int, int, str | None, str | None]]:
-    """(pages, events, first, last event time) per stored log-group folder (DuckDB over the raw pages)."""
-    files = sorted(str(p) for p in root.glob("*/page-*.json"))
-    if not files:
+    """(pages, events, first, last event time) per stored log-group folder (DuckDB over the raw FilterLogEvents
+    pages and Logs Insights windows)."""
+    pages = sorted(str(p) for p in root.glob("*/page-*.json"))
+    windows = sorted(str(p) for p in root.glob("*/insights/window-*.json"))
+    if not pages and not windows:
         return {}
+    read = "read_json_objects({}, filename = true, maximum_object_size = 268435456)"
+    events = (
+        "SELECT filename, unnest(from_json(json->'events', '[{\"timestamp\":\"BIGINT\"}]')).timestamp AS e "
+        f"FROM {read.format('$pages')}"
+    )
     rows = (
+        "SELECT filename, epoch_ms(strptime(list_filter(r, lambda f: f.field = '@timestamp')[1].value, "
+        "'%Y-%m-%d %H:%M:%S.%g')) AS e FROM (SELECT filename, unnest(from_json(json->'results', "
+        f'\'[[{{"field":"VARCHAR","value":"VARCHAR"}}]]\')) AS r FROM {read.format("$windows")})'
+    )
+    found = " UNION ALL ".join([*([events] if pages else []), *([rows] if windows else [])])
+    answer = (
         duckdb.connect()
         .execute(
-            """
+            f"""
         SELECT grp, count(DISTINCT filename), count(e), min(e), max(e)
-        FROM (SELECT filename, regexp_extract(filename, '/cloudwatch/([^/]+)/page-', 1) AS grp,
-                     unnest(from_json(json->'events', '[{"timestamp":"BIGINT"}]')).timestamp AS e
-              FROM read_json_objects($files, filename = true, maximum_object_size = 268435456))
+        FROM (SELECT *, regexp_extract(filename, '/cloudwatch/([^/]+)/', 1) AS grp FROM ({found}))
         GROUP BY grp
         """,
-            {"files": files},
+            {name: files for name, files in (("pages", pages), ("windows", windows)) if files},
         )
         .fetchall()
     )
-    return {str(g): (int(p), int(n), _stamp(lo), _stamp(hi)) for g, p, n, lo, hi in rows}
+    return {str(g): (int(p), int(n), _stamp(lo), _stamp(hi)) for g, p, n, lo, hi in answer}
 
 
 def _stamp(milliseconds: int | None) -> str | None:

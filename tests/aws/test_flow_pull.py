@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -20,6 +22,7 @@ from cloudir.triggers import load_triggers
 from moto_fixtures.aws import ACCOUNT, ATTACKER_IP, AwsSandbox, launch_instance
 from moto_fixtures.aws_flows import FLOW_BUCKET, LOG_GROUP, plant_beacon
 from moto_fixtures.sandbox import PlantedIncident as Incident
+from providers.aws import flows
 from tests.respond.conftest import DATA
 
 runner = CliRunner()
@@ -154,3 +157,82 @@ def test_a_playbook_collect_flows_step_plans_the_flow_log_pull(aws_sandbox: AwsS
     assert {"net.inventory", "net.flow-logs", "net.cloudwatch", "net.s3", "net.coverage"} <= set(ids)
     inventory = next(step for step in response.plan.steps if step.id == "net.inventory")
     assert any(call.params.get("InstanceIds") == target.id for call in inventory.calls)
+
+
+def test_logs_insights_reads_the_group_in_windows_split_at_the_row_cap_and_resumes_after_a_timeout(
+    aws_sandbox: AwsSandbox, aws_incident: Incident, tmp_path: Path
+) -> None:
+    """--flows-via insights: StartQuery per window, GetQueryResults polled until done; a window answering the row
+    cap (lowered from 10,000 to 40 here, so 146 records split) is kept aside and split; a Timeout stops the step."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    aws_sandbox.insights.max_rows = 40
+    aws_sandbox.insights.polls_before_complete = 2  # Scheduled, Running, then Complete
+    aws_sandbox.insights.fail_next = "Timeout"
+    case = tmp_path / "case"
+    window = ["--start", (now - timedelta(days=1)).isoformat(), "--end", now.isoformat()]
+    args = ["logs", "pull", "aws", "--flows", "--flows-via", "insights", "--case", str(case), *window]
+    args += ["--instance", aws_incident.extra["instance_id"]]
+    planned = runner.invoke(app, [*args[:-2], "--dry-run"], env={"COLUMNS": "300"})
+    assert "read with Logs Insights StartQuery (--flows-via insights)" in " ".join(planned.output.split())
+    stopped = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert stopped.exit_code != 0
+    assert "ended Timeout" in " ".join(stopped.output.split()), stopped.output
+    resumed = runner.invoke(app, [*args, "--resume"], env={"COLUMNS": "300"})
+    assert resumed.exit_code == 0, resumed.output
+
+    folder = case / "logs/aws/flows/us-east-1/cloudwatch" / path_part(LOG_GROUP) / "insights"
+    request = json.loads((folder / "request.json").read_text())
+    assert "| filter @message like /(eni-" in request["queryString"]  # the network's interfaces only
+    windows = sorted(folder.glob("window-*.json"), key=lambda w: int(w.stem.split("-")[1]))
+    bodies = [json.loads(w.read_bytes()) for w in windows]
+    assert {b["status"] for b in bodies} == {"Complete"}
+    assert all(len(b["results"]) == b["statistics"]["recordsMatched"] <= 40 for b in bodies)
+    assert sum(len(b["results"]) for b in bodies) == 146  # every record, once
+    spans = [tuple(int(part) for part in w.stem.split("-")[1:]) for w in windows]
+    assert spans[0][0] == request["startTime"]
+    assert spans[-1][1] == request["endTime"]
+    assert all(later[0] == earlier[1] + 1 for earlier, later in itertools.pairwise(spans))  # a tiling
+    assert list((folder / "capped-windows").glob("window-*.json"))  # the capped answers are kept as evidence
+    assert {b["limit"] for b in aws_sandbox.insights.started} == {10_000}
+    operations = [c["operation"] for r in read_records(case / "custody.jsonl") for c in r.get("api_calls", [])]
+    assert "FilterLogEvents" not in operations
+    assert operations.count("StartQuery") == len(aws_sandbox.insights.started)
+    assert operations.count("GetQueryResults") >= 3 * operations.count("StartQuery")  # polled until done
+    coverage = json.loads((case / "logs/aws/flows/coverage.json").read_text())
+    statuses = {s["source"]: (s["status"], s["items"]) for s in coverage["sources"]}
+    assert statuses["vpc-flow-logs:cloudwatch"] == ("complete", 146)
+
+    built = runner.invoke(app, ["timeline", "build", str(case)])
+    assert built.exit_code == 0, built.output
+    assert "0 quarantined" in built.output  # the capped answers are evidence, not records read twice
+    with duckdb.connect(str(case / "timeline.duckdb"), read_only=True) as con:
+        read = con.execute(  # the Insights windows come first in file order, the S3 copies are their duplicates
+            "SELECT count(*), count(DISTINCT source_file), min(source_format) FROM flows "
+            "WHERE source_file LIKE '%/insights/window-%'"
+        ).fetchone()
+        beacon = con.execute(
+            "SELECT count(*) FROM flows WHERE dst_addr = ? AND dst_port = 443 AND source_file LIKE '%/insights/%'",
+            [C2],
+        ).fetchone()
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()
+    assert read == (146, len(windows), "aws_vpc_flow")  # each @message parsed as a FilterLogEvents message is
+    assert beacon == (72,)
+    assert quarantined == (0,)
+
+
+def test_auto_reads_a_group_with_insights_when_it_stores_the_threshold_or_more(
+    aws_sandbox: AwsSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stated rule: DescribeLogGroups storedBytes >= INSIGHTS_ABOVE_BYTES -> Logs Insights, else FilterLogEvents."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    instance_id = launch_instance(aws_sandbox)
+    plant_beacon(aws_sandbox, instance_id, ACCOUNT, now, C2)
+    stored = aws_sandbox.client("logs").describe_log_groups(logGroupNamePrefix=LOG_GROUP)["logGroups"][0]["storedBytes"]
+    monkeypatch.setattr(flows, "INSIGHTS_ABOVE_BYTES", stored + 1)
+    _pull(tmp_path / "below", instance_id, now)
+    monkeypatch.setattr(flows, "INSIGHTS_ABOVE_BYTES", stored)
+    _pull(tmp_path / "at", instance_id, now)
+    assert (_calls(tmp_path / "below", "FilterLogEvents"), _calls(tmp_path / "below", "StartQuery")) == (1, 0)
+    assert _calls(tmp_path / "at", "FilterLogEvents") == 0
+    assert _calls(tmp_path / "at", "StartQuery") == 1
+    assert _calls(tmp_path / "at", "DescribeLogGroups") == 1

@@ -58,7 +58,7 @@ class _FlowFile:
     number: int
     path: Path
     name: str
-    kind: str  # aws_text | aws_cloudwatch | aws_parquet | azure | gcp | {aws,azure,gcp}_instances (inventory)
+    kind: str  # aws_text | aws_cloudwatch | aws_insights | aws_parquet | azure | gcp | {aws,azure,gcp}_instances
     compression: str
     fields: tuple[str, ...]  # AWS: the record's field names
     header: bool  # AWS text: the first line names the fields
@@ -100,6 +100,8 @@ def detect_flow_log(path: Path) -> str | None:
             return "gcp"
         if inventory.DETECT_MARKER in text:
             return "aws_instances"
+        if '"@message"' in text and '"results"' in text and (path.parent / SERIES_REQUEST).is_file():
+            return "aws_insights"  # a Logs Insights GetQueryResults body beside its request
         if _CLOUDWATCH_PAGE.search(text) and (
             (path.parent / SERIES_REQUEST).is_file() or _DEFAULT_RECORD.search(_first_message(text))
         ):
@@ -213,7 +215,8 @@ def _insert(con: duckdb.DuckDBPyConnection, mapped: dict[str, str], source: str,
 
 
 def _stage_lines(con: duckdb.DuckDBPyConnection, files: list[_FlowFile]) -> None:
-    """AWS text files and CloudWatch Logs pages: one row per line or message, split on spaces."""
+    """AWS text files, CloudWatch Logs pages and Logs Insights results: one row per line or message, split on
+    spaces (an Insights row's ``@message`` is the record, as FilterLogEvents' ``message`` is)."""
     con.execute("CREATE OR REPLACE TEMP TABLE flow_lines (file_no INTEGER, line VARCHAR)")
     for source in files:  # one statement per file keeps rowid in file order
         if source.kind == "aws_text":
@@ -222,6 +225,13 @@ def _stage_lines(con: duckdb.DuckDBPyConnection, files: list[_FlowFile]) -> None
                 "columns={'line': 'VARCHAR'}, delim=chr(31), quote='', escape='', header=false, "
                 f"auto_detect=false, compression='{source.compression}', max_line_size={1 << 20}) "
                 "WHERE trim(line) <> ''"
+            )
+        elif source.kind == "aws_insights":
+            read = (
+                f"SELECT {source.number}, list_filter(r, lambda f: f.field = '@message')[1].value "
+                'FROM (SELECT unnest(from_json(json -> \'results\', \'[[{"field":"VARCHAR","value":"VARCHAR"}]]\')) '
+                f"AS r FROM read_json_objects({_literal(str(source.path))}, format='auto', "
+                f"compression='{source.compression}', maximum_object_size={source.largest()}))"
             )
         else:
             read = (
@@ -386,7 +396,7 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[_FlowFile], stats:
     con.execute("CREATE OR REPLACE TEMP TABLE flow_file_problems (file_no INTEGER, reason VARCHAR)")
     columns = ", ".join(f"NULL::{kind} AS {name}" for name, kind in _staged_types(con))
     con.execute(f"CREATE OR REPLACE TEMP TABLE flow_staged AS SELECT {columns} LIMIT 0")
-    lines = [f for f in batch if f.kind in {"aws_text", "aws_cloudwatch"}]
+    lines = [f for f in batch if f.kind in {"aws_text", "aws_cloudwatch", "aws_insights"}]
     if lines:
         _stage_lines(con, lines)
     for source in batch:
