@@ -21,6 +21,7 @@ from cloudir.safepath import path_part
 from cloudir.triggers import load_triggers
 from moto_fixtures.aws import ACCOUNT, ATTACKER_IP, AwsSandbox, launch_instance
 from moto_fixtures.aws_flows import FLOW_BUCKET, LOG_GROUP, plant_beacon
+from moto_fixtures.clock import incident_clock
 from moto_fixtures.sandbox import PlantedIncident as Incident
 from providers.aws import flows
 from tests.respond.conftest import DATA
@@ -40,7 +41,7 @@ def _pull(case: Path, instance_id: str, now: datetime, *extra: str) -> str:
 def test_flow_pull_keeps_pages_and_files_and_the_timeline_finds_the_beacon(
     aws_sandbox: AwsSandbox, aws_incident: Incident, tmp_path: Path
 ) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = incident_clock()  # the incident's flows are planted before it, whatever the time of day
     instance_id = aws_incident.extra["instance_id"]
     instance = aws_sandbox.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][
         0
@@ -164,7 +165,7 @@ def test_logs_insights_reads_the_group_in_windows_split_at_the_row_cap_and_resum
 ) -> None:
     """--flows-via insights: StartQuery per window, GetQueryResults polled until done; a window answering the row
     cap (lowered from 10,000 to 40 here, so 146 records split) is kept aside and split; a Timeout stops the step."""
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = incident_clock()
     aws_sandbox.insights.max_rows = 40
     aws_sandbox.insights.polls_before_complete = 2  # Scheduled, Running, then Complete
     aws_sandbox.insights.fail_next = "Timeout"
