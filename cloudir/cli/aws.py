@@ -169,8 +169,9 @@ def acquire_aws(  # noqa: PLR0917 - one parameter per CLI option
       1. preserve: termination protection, keep volumes, stop on shutdown, Auto Scaling protection
       2. capture: instance, tags, user data, volumes, interfaces, security groups, instance profile
          and role policies, console output -> artifacts/aws/<instance>/
-      3. snapshot every volume at once, tagged cloudir:case-id (a re-run never duplicates them)
-      4. optional: copy/re-encrypt, share with --forensic (account id), --raw-image
+      3. snapshot every volume at once, tagged cloudir:case-id (a re-run never duplicates them);
+         with --raw-image each volume is read as soon as its own snapshot completes
+      4. optional: copy/re-encrypt, share with --forensic (account id)
       5. with --forensic-role-arn: the forensic account copies the shared snapshots into itself
          under --forensic-kms-key, then the share and the key grant are removed
     The plan notes say where each copy ends and who can delete it.
