@@ -216,12 +216,14 @@ _REQUIRED = ("id", "title", "platform", "severity", "score", "mitre", "match", "
 _ALLOWED = {*_REQUIRED, "floor", "explanation", "bulk", "references", "attempts"}
 
 
-def _validate(doc: object, source: str) -> dict[str, Any]:
+def validate_rule_head(doc: object, source: str, required: tuple[str, ...], allowed: set[str]) -> dict[str, Any]:
+    """What every YAML rule of either engine must satisfy: a mapping with exactly the known keys, a known
+    platform, and a score of 1-100 whose severity is the one that score implies."""
     if not isinstance(doc, dict):
         raise CloudirError(f"{source}: each rule is a mapping")
     rule_id = str(doc.get("id", "?"))
-    missing = [key for key in _REQUIRED if key not in doc]
-    unknown = sorted(set(doc) - _ALLOWED)
+    missing = [key for key in required if key not in doc]
+    unknown = sorted(set(doc) - allowed)
     if missing or unknown:
         raise CloudirError(f"{source}: rule {rule_id}: missing {missing}, unknown {unknown}")
     if doc["platform"] not in PLATFORMS:
@@ -229,6 +231,12 @@ def _validate(doc: object, source: str) -> dict[str, Any]:
     score = int(doc["score"])
     if not 0 < score <= 100 or doc["severity"] != severity_of(score):
         raise CloudirError(f"rule {rule_id}: score {score} must be 1-100 with severity {severity_of(score)!r}")
+    return doc
+
+
+def _validate(raw: object, source: str) -> dict[str, Any]:
+    doc = validate_rule_head(raw, source, _REQUIRED, _ALLOWED)
+    rule_id = str(doc["id"])
     match = doc["match"]
     if not isinstance(match, dict) or not match or set(match) - {"operations", "operation_regex", "where"}:
         raise CloudirError(f"rule {rule_id}: match has operations, operation_regex and/or where")

@@ -25,7 +25,7 @@ import duckdb
 import yaml
 
 from cloudir.analyze.base import MAX_EVENT_IDS, AnalyzerMeta
-from cloudir.analyze.catalog import OP_NORMALISE_SQL, PLATFORMS, Compiler, compile_match, severity_of
+from cloudir.analyze.catalog import OP_NORMALISE_SQL, Compiler, compile_match, validate_rule_head
 from cloudir.errors import CloudirError
 
 GROUP_COLUMNS = ("identity", "actor", "source_ip", "network", "account", "session", "user_agent", "region", "op_key")
@@ -112,19 +112,9 @@ def _explanation(template: str, compiler: Compiler) -> str:
     return " || ".join(parts) or "''"
 
 
-def _validate(doc: object, source: str) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        raise CloudirError(f"{source}: each rule is a mapping")
-    rule_id = str(doc.get("id", "?"))
-    missing = [key for key in _REQUIRED if key not in doc]
-    unknown = sorted(set(doc) - _ALLOWED)
-    if missing or unknown:
-        raise CloudirError(f"{source}: rule {rule_id}: missing {missing}, unknown {unknown}")
-    if doc["platform"] not in PLATFORMS:
-        raise CloudirError(f"rule {rule_id}: platform must be one of {sorted(PLATFORMS)}")
-    score = int(doc["score"])
-    if not 0 < score <= 100 or doc["severity"] != severity_of(score):
-        raise CloudirError(f"rule {rule_id}: score {score} must be 1-100 with severity {severity_of(score)!r}")
+def _validate(raw: object, source: str) -> dict[str, Any]:
+    doc = validate_rule_head(raw, source, _REQUIRED, _ALLOWED)
+    rule_id = str(doc["id"])
     kind = doc.get("kind", "threshold")
     if kind not in KINDS or (kind == "travel" and ("distinct" not in doc or "then" in doc)):
         raise CloudirError(f"rule {rule_id}: kind is one of {KINDS}; travel needs distinct and no then")

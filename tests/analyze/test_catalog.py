@@ -1,5 +1,6 @@
 """The rule catalog as data: every rule's own samples, hostile values, Entra spellings, the generated coverage."""
 
+import importlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,27 @@ def test_a_gcp_request_whose_every_authorization_was_refused_is_a_failed_attempt
     _, findings = analyze([*rows, refused, done])
     flagged = {e for f in findings if f["rule"] == "gcp-deployment-manager" for e in f["event_ids"]}
     assert flagged == {done["event_id"]}
+
+
+@pytest.mark.parametrize("engine", ["catalog", "correlation"])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({}, None),
+        ({"severity": "low"}, "must be 1-100 with severity 'high'"),
+        ({"score": 0}, "must be 1-100"),
+        ({"platform": "oracle"}, "platform must be one of"),
+        ({"owner": "x"}, r"unknown \['owner'\]"),
+    ],
+)
+def test_both_rule_engines_refuse_a_malformed_rule(engine: str, change: dict[str, object], message: str | None) -> None:
+    module = importlib.import_module(f"cloudir.analyze.{engine}")
+    rule = {"id": "r", "title": "t", "platform": "aws", "severity": "high", "score": 60, "mitre": "T1078",
+            "match": {"operations": ["StopLogging"]}, "samples": {"positive": [{}], "negative": [{}]}}  # fmt: skip
+    if engine == "correlation":
+        rule |= {"group_by": ["identity"], "window": 60}
+    if message is None:
+        assert module._validate(rule, "test.yaml") == rule
+        return
+    with pytest.raises(CloudirError, match=message):
+        module._validate(rule | change, "test.yaml")
