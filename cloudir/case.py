@@ -505,6 +505,15 @@ class Case:
         text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
         return self.write_bytes(rel_path, text.encode() + b"\n")
 
+    def claim_folder(self, folder: str, request: Any, refusal: str, hint: str) -> None:
+        """Record a pull's request in ``<folder>/request.json``, or refuse (``refusal``, ``hint``) a folder that holds
+        the pages of a different request: a resumed pull continues only the request it began."""
+        existing = self.root / folder / "request.json"
+        if not existing.is_file():
+            self.write_json(f"{folder}/request.json", request)
+        elif json.loads(existing.read_text(encoding="utf-8")) != request:
+            raise CloudirError(refusal, hint=hint)
+
     def record_existing(self, rel_path: str) -> ArtifactRef:
         """Hash a file that another library wrote into the case (e.g. a DuckDB database) and register it."""
         digest, size = sha256_file(self.root / rel_path)

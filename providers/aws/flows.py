@@ -354,15 +354,12 @@ class FlowPull:
     @staticmethod
     def _request(case: Case, folder: str, record: dict[str, Any]) -> None:
         """Write the pull's ``request.json`` or check that the stored one is this pull's."""
-        request_file = case.root / folder / "request.json"
-        if request_file.is_file():
-            if json.loads(request_file.read_text(encoding="utf-8")) != record:
-                raise CloudirError(
-                    f"{folder} holds a pull with a different window or format",
-                    hint="use a new --case folder for a different window",
-                )
-        else:
-            case.write_json(f"{folder}/request.json", record)
+        case.claim_folder(
+            folder,
+            record,
+            f"{folder} holds a pull with a different window or format",
+            "use a new --case folder for a different window",
+        )
 
     def _insights_group(
         self, case: Case, group: str, flow_log: dict[str, Any], limiter: TokenBucket, interfaces: list[str]

@@ -401,15 +401,12 @@ class LogPull:
         if series.key:
             params["LookupAttributes"] = series.attributes()
         request_record = {"region": series.region, **{k: _iso(v) for k, v in params.items()}}
-        request_file = folder / "request.json"
-        if request_file.is_file():
-            if json.loads(request_file.read_text(encoding="utf-8")) != request_record:
-                raise CloudirError(
-                    f"{series.folder} holds a pull with a different window or scope",
-                    hint="use a new --case folder for a different window",
-                )
-        else:
-            case.write_json(f"{series.folder}/request.json", request_record)
+        case.claim_folder(
+            series.folder,
+            request_record,
+            f"{series.folder} holds a pull with a different window or scope",
+            "use a new --case folder for a different window",
+        )
         pages = sorted(folder.glob("page-*.json"))
         status: dict[str, Any] = {
             "region": series.region,

@@ -264,14 +264,12 @@ class ProjectPull:
 
     def _claim_folder(self, case: Case) -> None:
         """Record the query in ``<folder>/request.json``; refuse a folder holding a different query's pages."""
-        existing = case.root / self.folder / "request.json"
-        if not existing.is_file():
-            case.write_json(f"{self.folder}/request.json", self.query)
-        elif json.loads(existing.read_text(encoding="utf-8")) != self.query:
-            raise CloudirError(
-                f"{self.folder} already holds {self.source.what} pages of a different window or scope",
-                hint="pull into a new --case folder for a different window",
-            )
+        case.claim_folder(
+            self.folder,
+            self.query,
+            f"{self.folder} already holds {self.source.what} pages of a different window or scope",
+            "pull into a new --case folder for a different window",
+        )
 
     def _stop(self, case: Case, progress: dict[str, Any], reason: str) -> None:
         progress.update(stopped_early=True, reason=reason)

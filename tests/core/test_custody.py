@@ -9,6 +9,7 @@ import pytest
 
 from cloudir.case import Case
 from cloudir.custody import ApiCall, genesis_hash, line_hash, read_records, verify_case
+from cloudir.errors import CloudirError
 
 
 @pytest.fixture
@@ -169,3 +170,13 @@ def test_artifact_paths_cannot_escape_the_case(tmp_path: Path) -> None:
     case = Case.create(tmp_path / "c")
     with pytest.raises(CloudirError):
         case.open_artifact("../outside.txt")
+
+
+def test_a_pull_folder_is_claimed_by_one_request(tmp_path: Path) -> None:
+    case = Case.create(tmp_path / "c")
+    request = {"start": "2026-11-25T00:00:00Z", "end": "2026-11-26T00:00:00Z", "scope": "../../etc"}
+    case.claim_folder("logs/aws/x", request, "refused", "new folder")
+    case.claim_folder("logs/aws/x", dict(request), "refused", "new folder")  # the same request resumes
+    assert json.loads((case.root / "logs/aws/x/request.json").read_text()) == request
+    with pytest.raises(CloudirError, match=r"^refused \(new folder\)$"):
+        case.claim_folder("logs/aws/x", {**request, "end": "2026-11-27T00:00:00Z"}, "refused", "new folder")
