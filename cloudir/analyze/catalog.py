@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -217,7 +218,7 @@ _ALLOWED = {*_REQUIRED, "floor", "explanation", "bulk", "references", "attempts"
 
 
 def validate_rule_head(doc: object, source: str, required: tuple[str, ...], allowed: set[str]) -> dict[str, Any]:
-    """What every YAML rule of either engine must satisfy: a mapping with exactly the known keys, a known
+    """What every YAML rule of either engine must satisfy first: a mapping with exactly the known keys, a known
     platform, and a score of 1-100 whose severity is the one that score implies."""
     if not isinstance(doc, dict):
         raise CloudirError(f"{source}: each rule is a mapping")
@@ -234,6 +235,19 @@ def validate_rule_head(doc: object, source: str, required: tuple[str, ...], allo
     return doc
 
 
+def validate_rule_tail(doc: dict[str, Any], placeholders: Iterable[str], samples_are: str) -> dict[str, Any]:
+    """What every YAML rule of either engine must satisfy last: positive and negative samples, and an explanation
+    template naming only the engine's placeholders."""
+    rule_id = str(doc["id"])
+    samples = doc["samples"]
+    if not isinstance(samples, dict) or not samples.get("positive") or not samples.get("negative"):
+        raise CloudirError(f"rule {rule_id}: samples need positive and negative {samples_are}")
+    unknown_placeholders = set(re.findall(r"\{(\w+)\}", str(doc.get("explanation", "")))) - set(placeholders)
+    if unknown_placeholders:
+        raise CloudirError(f"rule {rule_id}: unknown placeholders {sorted(unknown_placeholders)}")
+    return doc
+
+
 def _validate(raw: object, source: str) -> dict[str, Any]:
     doc = validate_rule_head(raw, source, _REQUIRED, _ALLOWED)
     rule_id = str(doc["id"])
@@ -243,13 +257,7 @@ def _validate(raw: object, source: str) -> dict[str, Any]:
     bulk = doc.get("bulk")
     if bulk is not None and (not isinstance(bulk, dict) or set(bulk) != {"field", "min"}):
         raise CloudirError(f"rule {rule_id}: bulk has field and min")
-    samples = doc["samples"]
-    if not isinstance(samples, dict) or not samples.get("positive") or not samples.get("negative"):
-        raise CloudirError(f"rule {rule_id}: samples need positive and negative events")
-    unknown_placeholders = set(re.findall(r"\{(\w+)\}", str(doc.get("explanation", "")))) - set(PLACEHOLDERS)
-    if unknown_placeholders:
-        raise CloudirError(f"rule {rule_id}: unknown placeholders {sorted(unknown_placeholders)}")
-    return doc
+    return validate_rule_tail(doc, PLACEHOLDERS, "events")
 
 
 def _rule(doc: dict[str, Any], compiler: Compiler) -> Rule:

@@ -25,7 +25,7 @@ import duckdb
 import yaml
 
 from cloudir.analyze.base import MAX_EVENT_IDS, AnalyzerMeta
-from cloudir.analyze.catalog import OP_NORMALISE_SQL, Compiler, compile_match, validate_rule_head
+from cloudir.analyze.catalog import OP_NORMALISE_SQL, Compiler, compile_match, validate_rule_head, validate_rule_tail
 from cloudir.errors import CloudirError
 
 GROUP_COLUMNS = ("identity", "actor", "source_ip", "network", "account", "session", "user_agent", "region", "op_key")
@@ -126,13 +126,7 @@ def _validate(raw: object, source: str) -> dict[str, Any]:
         raise CloudirError(f"rule {rule_id}: then has match and within")
     if int(doc["window"]) <= 0 or int(doc.get("threshold", 2)) < 2:
         raise CloudirError(f"rule {rule_id}: window is positive seconds and threshold at least 2")
-    samples = doc["samples"]
-    if not isinstance(samples, dict) or not samples.get("positive") or not samples.get("negative"):
-        raise CloudirError(f"rule {rule_id}: samples need positive and negative event sets")
-    unknown_placeholders = set(re.findall(r"\{(\w+)\}", str(doc.get("explanation", "")))) - set(PLACEHOLDERS)
-    if unknown_placeholders:
-        raise CloudirError(f"rule {rule_id}: unknown placeholders {sorted(unknown_placeholders)}")
-    return doc
+    return validate_rule_tail(doc, PLACEHOLDERS, "event sets")
 
 
 def _rule(doc: dict[str, Any], compiler: Compiler) -> CorrelationRule:

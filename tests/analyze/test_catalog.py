@@ -152,6 +152,8 @@ def test_a_gcp_request_whose_every_authorization_was_refused_is_a_failed_attempt
         ({"score": 0}, "must be 1-100"),
         ({"platform": "oracle"}, "platform must be one of"),
         ({"owner": "x"}, r"unknown \['owner'\]"),
+        ({"samples": {"positive": [{}]}}, "samples need positive and negative"),
+        ({"explanation": "{title} by {nope}"}, r"unknown placeholders \['nope'\]"),
     ],
 )
 def test_both_rule_engines_refuse_a_malformed_rule(engine: str, change: dict[str, object], message: str | None) -> None:
