@@ -6,7 +6,10 @@ document ``cloudkms.v1``) defines them: ``GET /v1/{cryptoKeyVersion}/publicKey``
 ``digest.sha256`` (base64) and ``digestCrc32c``, and answers the DER ``signature`` with ``signatureCrc32c`` and
 ``verifiedDigestCrc32c``. Refusals: an unknown version 404 NOT_FOUND; a version that is not ENABLED 400
 FAILED_PRECONDITION; a digest that is not SHA-256 or of the wrong length, or whose CRC32C does not match,
-400 INVALID_ARGUMENT; a malformed resource name 400 INVALID_ARGUMENT.
+400 INVALID_ARGUMENT; a malformed resource name 400 INVALID_ARGUMENT. Every request is first held to the
+cloudkms v1 discovery document (path pattern, query parameters, the body against ``AsymmetricSignRequest``: unknown
+names, base64 bytes, int64 checksums; see :mod:`moto_fixtures.gcp_contract`) and every answer to its response
+schema; errors are in Google's format with ``status`` and, for a 400, ``google.rpc.BadRequest`` details.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import google_crc32c
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
+from moto_fixtures.gcp_contract import Contract, ContractError, contract, error_body
 from moto_fixtures.local_http import LocalService, Response
 
 Answer = tuple[int, dict[str, Any]]  # status and JSON body
@@ -30,7 +34,7 @@ _STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 403: "PERMISSION_DENIED"}
 
 
 def _error(status: int, message: str, code: str | None = None) -> Answer:
-    return status, {"error": {"code": status, "message": message, "status": code or _STATUS.get(status, "UNKNOWN")}}
+    return status, error_body("cloudkms", status, code or _STATUS.get(status, "UNKNOWN"), message)
 
 
 @dataclass
@@ -51,6 +55,10 @@ class FakeCloudKms(LocalService):
         super().__init__()
         self.versions: dict[str, KeyVersion] = {}
         self.requests: list[tuple[str, str]] = []
+        self.refusals: list[str] = []  # what the discovery document refused, one line a request
+        # Every request is held to the cloudkms v1 discovery document first (None: no contract check, for a test
+        # that shows what a lenient fake would let through).
+        self.contract: Contract | None = contract(("cloudkms",))
 
     @property
     def host(self) -> str:
@@ -81,10 +89,30 @@ class FakeCloudKms(LocalService):
         path = unquote(urlsplit(raw_path).path)
         with self._lock:
             self.requests.append((method, path))
-            if method == "GET" and path.startswith("/v1/") and path.endswith("/publicKey"):
-                return self._public_key(path.removeprefix("/v1/").removesuffix("/publicKey"))
-            if method == "POST" and path.startswith("/v1/") and path.endswith(":asymmetricSign"):
-                return self._sign(path.removeprefix("/v1/").removesuffix(":asymmetricSign"), body)
+            if self.contract is None:
+                return self._route(method, path, body)
+            try:
+                documented = self.contract.check(method, raw_path, json.loads(body) if body.strip() else None)
+            except ValueError as exc:  # not JSON (ContractError is not a ValueError)
+                return 400, error_body("cloudkms", 400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}.")
+            except ContractError as exc:
+                self.refusals.append(f"{method} {path}: {exc.message}")
+                return exc.status, error_body("cloudkms", exc.status, exc.reason, exc.message, field=exc.field)
+            status, payload = self._route(method, path, body)
+            if status == 200:
+                try:
+                    self.contract.check_response(documented, payload)
+                except ContractError as exc:  # the fake's bug: answered 500
+                    raise RuntimeError(
+                        f"the fake's answer is not a documented {documented.id} response: {exc}"
+                    ) from None
+            return status, payload
+
+    def _route(self, method: str, path: str, body: bytes) -> Answer:
+        if method == "GET" and path.startswith("/v1/") and path.endswith("/publicKey"):
+            return self._public_key(path.removeprefix("/v1/").removesuffix("/publicKey"))
+        if method == "POST" and path.startswith("/v1/") and path.endswith(":asymmetricSign"):
+            return self._sign(path.removeprefix("/v1/").removesuffix(":asymmetricSign"), body)
         return _error(404, f"{method} {path} is not served by this fake")
 
     def _find(self, name: str) -> KeyVersion | Answer:

@@ -3,10 +3,12 @@
 The discovery documents are the ones ``google-api-python-client`` ships (``googleapiclient/discovery_cache/
 documents``), read from the installed package (nothing is copied into the project) and indexed once per process.
 A request is matched to its documented method by HTTP verb and path template (the most literal template wins, as
-Google's front end routes); then its path and query parameters (required, types, enums, patterns) and its JSON
-body (against the method's request schema: unknown names, types, enums, patterns, and the fields the document
-marks required for that method) are checked. A refusal is a :class:`ContractError`, answered in Google's error
-format by :func:`error_body`: Compute Engine's ``errors`` list, or the newer APIs' ``details``.
+Google's front end routes; a method's media upload and media download paths count as its own); then its path and
+query parameters (required, types, enums, patterns) and its JSON body (against the method's request schema:
+unknown names, types, enums, patterns, and the fields the document marks required for that method; an upload's
+JSON metadata part) are checked. A refusal is a :class:`ContractError`, answered in Google's error format by
+:func:`error_body`: the older JSON APIs' ``errors`` list (Compute Engine, Cloud Storage, Admin SDK), or the newer
+APIs' ``details``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ DOCUMENTS = {
     "iam": "iam.v1.json",
     "cloudresourcemanager": "cloudresourcemanager.v1.json",
     "admin": "admin.reports_v1.json",
+    "storage": "storage.v1.json",
+    "cloudkms": "cloudkms.v1.json",
 }
+# The APIs the Compute Engine / Logging / IAM fake serves (Cloud Storage and Cloud KMS have fakes of their own).
+GCP_SERVER_APIS = ("compute", "logging", "iam", "cloudresourcemanager", "admin")
+_OLDER_FORMAT = {"compute", "admin", "storage"}  # the JSON APIs whose errors carry errors[] with domain and reason
 CANONICAL = {  # HTTP status -> google.rpc.Code name, as Google's JSON errors carry it in ``status``
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -62,7 +69,7 @@ def error_body(api: str, status: int, code: str, message: str, *, field: str | N
     (``alreadyExists``); Compute answers with an ``errors`` list, the newer APIs with typed ``details``."""
     canonical = code if code.isupper() else CANONICAL.get(status, "UNKNOWN")
     error: dict[str, Any] = {"code": status, "message": message, "status": canonical}
-    if api in {"compute", "admin"}:  # the older JSON APIs: errors[] with domain and reason
+    if api in _OLDER_FORMAT:
         error["errors"] = [{"message": message, "domain": "global", "reason": code}]
     elif status == 400:
         error["details"] = [
@@ -136,19 +143,19 @@ class Contract:
         self.methods: dict[tuple[str, int, str], list[Method]] = {}
         for api, document in documents.items():
             for method in _methods(document.get("resources", {})):
-                path = document["servicePath"] + method["path"]
-                template, literal = _template(path)
-                last = path.rsplit("/", 1)[-1]
-                key = (
-                    (method["httpMethod"], -1, "*")
-                    if "{+" in path
-                    else (method["httpMethod"], path.count("/"), "*" if "{" in last else last)
-                )
-                self.methods.setdefault(key, []).append(
-                    Method(api, method["id"], method["httpMethod"], template, literal,
-                           method.get("parameters", {}), (method.get("request") or {}).get("$ref"),
-                           (method.get("response") or {}).get("$ref"))
-                )  # fmt: skip
+                for path in _paths(document, method):
+                    template, literal = _template(path)
+                    last = path.rsplit("/", 1)[-1]
+                    key = (
+                        (method["httpMethod"], -1, "*")
+                        if "{+" in path
+                        else (method["httpMethod"], path.count("/"), "*" if "{" in last else last)
+                    )
+                    self.methods.setdefault(key, []).append(
+                        Method(api, method["id"], method["httpMethod"], template, literal,
+                               method.get("parameters", {}), (method.get("request") or {}).get("$ref"),
+                               (method.get("response") or {}).get("$ref"))
+                    )  # fmt: skip
 
     def resolve(self, http_method: str, raw_path: str) -> tuple[Method, dict[str, str]]:
         """The documented method a request calls, and its decoded path parameters (404 NOT_FOUND if none)."""
@@ -212,6 +219,16 @@ class Contract:
             return method
         _Body(schemas, method).check({} if body is None else body, {"$ref": method.request}, "")
         return method
+
+
+def _paths(document: dict[str, Any], method: dict[str, Any]) -> list[str]:
+    """Where a method is served: its path, its media upload paths, and its media download path."""
+    paths = [document["servicePath"] + method["path"]]
+    protocols = (method.get("mediaUpload") or {}).get("protocols", {})
+    paths += [protocol["path"].lstrip("/") for protocol in protocols.values()]
+    if method.get("useMediaDownloadService"):
+        paths.append("download/" + paths[0])
+    return paths
 
 
 def _methods(resources: dict[str, Any]) -> list[dict[str, Any]]:
@@ -369,7 +386,7 @@ def documents_folder() -> Path:
 
 
 @cache
-def contract() -> Contract:
-    """The contract of every API the fake serves (loaded and indexed once per process)."""
+def contract(apis: tuple[str, ...] = GCP_SERVER_APIS) -> Contract:
+    """The contract of the APIs one fake serves (each set loaded and indexed once per process)."""
     folder = documents_folder()
-    return Contract({api: json.loads((folder / name).read_text(encoding="utf-8")) for api, name in DOCUMENTS.items()})
+    return Contract({api: json.loads((folder / DOCUMENTS[api]).read_text(encoding="utf-8")) for api in apis})

@@ -2,7 +2,10 @@
 
 It answers what google-cloud-storage sends (with ``STORAGE_EMULATOR_HOST`` pointing at it) for ``buckets.get``,
 ``objects.insert`` (``uploadType=media`` or ``multipart``), ``objects.list`` (``versions``), ``objects.get``
-(metadata, or ``alt=media``), and ``objects.delete``, in the JSON shapes of the storage v1 discovery document.
+(metadata, or ``alt=media``), and ``objects.delete``. Every request is first held to the storage v1 discovery
+document (path, query parameters and their types, the multipart upload's JSON metadata against ``Object``; see
+:mod:`moto_fixtures.gcp_contract`) and every JSON answer to its documented response schema; refusals are in the
+JSON API's error format (``errors[]`` with domain and reason).
 A bucket may carry a ``retentionPolicy`` (``retentionPeriod`` seconds, ``effectiveTime``, ``isLocked``); as in
 GCS, an object younger than the retention period cannot be deleted or overwritten (403 retentionPolicyNotMet,
 "... is subject to bucket's retention policy ..."), and ``ifGenerationMatch=0`` on an existing object answers
@@ -25,6 +28,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import google_crc32c
 
+from moto_fixtures.gcp_contract import Contract, ContractError, contract, error_body
 from moto_fixtures.local_http import LocalService, Response
 
 UPLOAD_TYPES = ("media", "multipart")  # resumable uploads are not served by this fake
@@ -35,7 +39,7 @@ def _rfc3339(value: dt.datetime) -> str:
 
 
 def _error(status: int, reason: str, message: str) -> Response:
-    body = {"error": {"code": status, "message": message, "errors": [{"message": message, "reason": reason}]}}
+    body = error_body("storage", status, reason, message)
     return status, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(body).encode()
 
 
@@ -80,7 +84,11 @@ class FakeGcs(LocalService):
         super().__init__()
         self.buckets: dict[str, Bucket] = {}
         self.requests: list[tuple[str, str]] = []
+        self.refusals: list[str] = []  # what the discovery document refused, one line a request
         self._generations = itertools.count(1_700_000_000_000_001)
+        # Every request is held to the storage v1 discovery document first (None: no contract check, for a test
+        # that shows what a lenient fake would let through).
+        self.contract: Contract | None = contract(("storage",))
 
     @property
     def host(self) -> str:
@@ -101,33 +109,52 @@ class FakeGcs(LocalService):
             self.buckets[name] = Bucket(name, retention_seconds, locked)
 
     def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Response:
-        """Answer one request."""
+        """Answer one request: held to the discovery document, then served; a JSON answer held to its schema."""
+        with self._lock:
+            self.requests.append((method, urlsplit(raw_path).path))
+            if self.contract is None:
+                return self._serve(method, raw_path, headers, body)
+            try:
+                documented = self.contract.check(method, raw_path, _metadata(raw_path, headers, body))
+            except ContractError as exc:
+                self.refusals.append(f"{method} {urlsplit(raw_path).path}: {exc.message}")
+                answer = error_body("storage", exc.status, exc.reason, exc.message, field=exc.field)
+                return exc.status, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(answer).encode()
+            status, response_headers, payload = self._serve(method, raw_path, headers, body)
+            if status == 200 and parse_qs(urlsplit(raw_path).query).get("alt") != ["media"]:  # media is the object
+                try:
+                    self.contract.check_response(documented, json.loads(payload))
+                except ContractError as exc:  # the fake's bug: answered 500
+                    raise RuntimeError(
+                        f"the fake's answer is not a documented {documented.id} response: {exc}"
+                    ) from None
+            return status, response_headers, payload
+
+    def _serve(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Response:
         url = urlsplit(raw_path)
         query = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
         parts = url.path.split("/")
-        with self._lock:
-            self.requests.append((method, url.path))
-            if url.path.startswith("/upload/storage/v1/b/") and method == "POST" and parts[6:] == ["o"]:
-                return self._insert(parts[5], query, headers, body)
-            if url.path.startswith("/download/storage/v1/b/") and len(parts) >= 8 and method == "GET":
-                return self._media(parts[5], unquote("/".join(parts[7:])), query)
-            if not url.path.startswith("/storage/v1/b/") or len(parts) < 5:
-                return _error(404, "notFound", f"Not Found: {url.path}")
-            bucket_name = parts[4]
-            if len(parts) == 5 and method == "GET":
-                return self._bucket(bucket_name)
-            if parts[5:] == ["o"] and method == "GET":
-                return self._list(bucket_name, query)
-            if len(parts) >= 7 and parts[5] == "o":
-                name = unquote("/".join(parts[6:]))
-                if method == "GET":
-                    return (
-                        self._media(bucket_name, name, query)
-                        if query.get("alt") == "media"
-                        else self._get(bucket_name, name, query)
-                    )
-                if method == "DELETE":
-                    return self._delete(bucket_name, name, query)
+        if url.path.startswith("/upload/storage/v1/b/") and method == "POST" and parts[6:] == ["o"]:
+            return self._insert(parts[5], query, headers, body)
+        if url.path.startswith("/download/storage/v1/b/") and len(parts) >= 8 and method == "GET":
+            return self._media(parts[5], unquote("/".join(parts[7:])), query)
+        if not url.path.startswith("/storage/v1/b/") or len(parts) < 5:
+            return _error(404, "notFound", f"Not Found: {url.path}")
+        bucket_name = parts[4]
+        if len(parts) == 5 and method == "GET":
+            return self._bucket(bucket_name)
+        if parts[5:] == ["o"] and method == "GET":
+            return self._list(bucket_name, query)
+        if len(parts) >= 7 and parts[5] == "o":
+            name = unquote("/".join(parts[6:]))
+            if method == "GET":
+                return (
+                    self._media(bucket_name, name, query)
+                    if query.get("alt") == "media"
+                    else self._get(bucket_name, name, query)
+                )
+            if method == "DELETE":
+                return self._delete(bucket_name, name, query)
         return _error(405, "methodNotAllowed", f"{method} {url.path} is not served by this fake")
 
     def _find_bucket(self, name: str) -> Bucket | Response:
@@ -287,6 +314,16 @@ class FakeGcs(LocalService):
             return refusal
         del bucket.objects[name]
         return 204, {}, b""
+
+
+def _metadata(raw_path: str, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
+    """The JSON the discovery document's request schema applies to: a multipart upload's metadata part, else none
+    (a media upload's body is the object itself; the other calls the tool makes send no body)."""
+    query = parse_qs(urlsplit(raw_path).query)
+    if query.get("uploadType") != ["multipart"]:
+        return None
+    parsed = _multipart(headers.get("content-type", ""), body)
+    return None if parsed is None else parsed[0]
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], str, bytes] | None:
