@@ -82,9 +82,11 @@ def run_analysis(
         build_profiles(con, tenant=window.tenant)
         peers.build_peer_groups(con)
         build_novelty(con, tenant=window.tenant)
+        _release(con, "identity_values", "global_profile", "tenant_profile")
         con.execute(CANDIDATES_DDL)
         pattern_of_life.run(con)
         peers.run(con)
+        _release(con, "peer_profile", "peer_terms", "peer_candidates", "peer_divergent")
         recon.run(con, tenant=window.tenant)
         beaconing.run(con)
         sensitive.run(con)
@@ -108,6 +110,12 @@ def run_analysis(
         sigma_rules_failed=sigma_load.failed,
         seconds=round(time.monotonic() - started, 2),
     )
+
+
+def _release(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
+    """Drop working tables no later step reads: their memory (or spill) goes back before the next step."""
+    for table in tables:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _case_root(db_path: Path) -> Path | None:

@@ -70,11 +70,12 @@ OP_NORMALISE_SQL = (
 """SQL that normalises ``operation`` the way :func:`normalise_operation` does."""
 
 GCP_DENIED_SQL = (
-    "coalesce(cloud = 'gcp' AND len(json_extract_string(raw, '$.protoPayload.authorizationInfo[*].granted')) > 0 "
-    "AND NOT list_contains(json_extract_string(raw, '$.protoPayload.authorizationInfo[*].granted'), 'true'), false)"
-)
+    "CASE WHEN cloud = 'gcp' THEN coalesce(len({g}) > 0 AND NOT list_contains({g}, 'true'), false) ELSE false END"
+).format(g="json_extract_string(e.raw, '$.protoPayload.authorizationInfo[*].granted')")
 """A GCP request whose every authorization check was refused (``authorizationInfo[].granted`` false) failed, whether
 or not the record carries a ``status``."""
+RAW_TEXT_SQL = "CAST(raw AS VARCHAR)"
+"""A condition on the whole record as text (field ``raw``)."""
 SEVERITY_BANDS = (("critical", 80), ("high", 60), ("medium", 40), ("low", 0))
 FAILED_FACTOR = 0.4
 ATTEMPT_FACTOR = 0.85
@@ -127,10 +128,14 @@ class Rule:
 
 
 class Compiler:
-    """Turns rules into SQL whose every value is a named bind parameter (one namespace per catalog)."""
+    """Turns rules into SQL whose every value is a named bind parameter (one namespace per catalog).
+
+    A ``$.`` path a rule reads becomes ``jf[i]``, the i-th of ``paths``: :func:`build_rule_events` extracts every
+    path of the catalog from each record in one parse."""
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
+        self.paths: list[str] = []
 
     def bind(self, value: Any) -> str:
         name = f"p_{len(self.params)}"
@@ -143,9 +148,11 @@ class Compiler:
         if name in COLUMNS:
             return name
         if name == "raw":
-            return "CAST(raw AS VARCHAR)"
+            return RAW_TEXT_SQL
         if name.startswith("$."):
-            return f"json_extract_string(raw, {self.bind(name)})"
+            if name not in self.paths:
+                self.paths.append(name)
+            return f"jf[{self.paths.index(name) + 1}]"
         raise CloudirError(f"rule {rule_id}: unknown field {name!r} (a column of {COLUMNS}, 'raw' or a '$.' path)")
 
     def condition(self, cond: object, rule_id: str) -> str:
@@ -311,16 +318,22 @@ def compile_match(platform: str, match: dict[str, Any], compiler: Compiler, rule
     return match_sql, f"({PLATFORMS[platform]}) AND {where}"
 
 
+def bound_params(params: dict[str, Any], sql: str) -> dict[str, Any]:
+    """The parameters of ``params`` that ``sql`` names (DuckDB refuses extra ones)."""
+    return {name: params[name] for name in set(re.findall(r"\$(p_\d+)", sql))}
+
+
 @dataclass(frozen=True)
 class Catalog:
     """Every rule and the bind parameters of their compiled SQL."""
 
     rules: tuple[Rule, ...]
     params: dict[str, Any]
+    paths: tuple[str, ...]
 
     def bound(self, sql: str) -> dict[str, Any]:
         """The parameters ``sql`` names (DuckDB refuses extra ones)."""
-        return {name: self.params[name] for name in set(re.findall(r"\$(p_\d+)", sql))}
+        return bound_params(self.params, sql)
 
 
 @functools.cache
@@ -340,29 +353,59 @@ def load_catalog() -> Catalog:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise CloudirError(f"duplicate rule ids in the catalog: {duplicates}")
-    return Catalog(rules=tuple(rules), params=compiler.params)
+    return Catalog(rules=tuple(rules), params=compiler.params, paths=tuple(compiler.paths))
+
+
+def build_rule_events(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    source: str,
+    matches: list[tuple[str, str]],
+    *,
+    paths: tuple[str, ...],
+    params: dict[str, Any],
+) -> None:
+    """``table``: the rows of ``source`` (``ev`` columns) that some rule's prefilter keeps, with ``op_norm``, every
+    JSON path of ``paths`` extracted from the raw record in one parse (``jf``), ``gcp_denied``, and the raw record
+    itself only where a rule reading the whole record as text (``RAW_TEXT_SQL``) may match. ``matches``: each
+    rule's (prefilter, match) SQL. Only the kept rows' raw records are read, each once."""
+    prefilter = " OR ".join(f"({pre})" for pre, _ in matches)
+    raw_text = " OR ".join(f"({pre})" for pre, match in matches if RAW_TEXT_SQL in match) or "false"
+    fields = "json_extract_string(e.raw, $paths)" if paths else "CAST(NULL AS VARCHAR[])"
+    sql = f"""
+        CREATE OR REPLACE TEMP TABLE {table} AS
+        WITH kept AS (SELECT * FROM (SELECT *, {OP_NORMALISE_SQL} AS op_norm FROM {source}) WHERE {prefilter})
+        SELECT kept.*, {fields} AS jf, {GCP_DENIED_SQL} AS gcp_denied,
+               CASE WHEN {raw_text} THEN e.raw END AS raw
+        FROM kept JOIN (SELECT event_uid, raw FROM events) e USING (event_uid)
+    """
+    bound = bound_params(params, sql)
+    con.execute(sql, {**bound, "paths": list(paths)} if paths else bound)
 
 
 def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev") -> Catalog:
     """``rule_hits``: one row per (rule, event) the catalog matches in ``source`` (a table with the ``ev``
-    columns). The column filter runs once over ``source``; only the rows it keeps get their raw record (from
-    ``events``, by ``event_uid``), and each rule then reads only the rows it names."""
+    columns). The column filter runs once over ``source``; only the rows it keeps get their raw record read (from
+    ``events``, by ``event_uid``, parsed once for every rule: see :func:`build_rule_events`), and each rule then
+    reads only the rows it names."""
     catalog = load_catalog()
-    prefilter = " OR ".join(f"({rule.prefilter_sql})" for rule in catalog.rules)
-    sql = f"""
-        CREATE OR REPLACE TEMP TABLE rule_ev AS
-        WITH kept AS (SELECT * FROM (SELECT *, {OP_NORMALISE_SQL} AS op_norm FROM {source}) WHERE {prefilter})
-        SELECT kept.*, e.raw FROM kept JOIN (SELECT event_uid, raw FROM events) e USING (event_uid)
-    """
-    con.execute(sql, catalog.bound(sql))
+    build_rule_events(
+        con,
+        "rule_ev",
+        source,
+        [(rule.prefilter_sql, rule.match_sql) for rule in catalog.rules],
+        paths=catalog.paths,
+        params=catalog.params,
+    )
     selects = " UNION ALL ".join(
         f"SELECT {rule.id_sql} AS rule, event_id, time, actor, identity, session, op_key, "
-        f"failed OR {GCP_DENIED_SQL} AS failed, "
+        f"failed OR gcp_denied AS failed, "
         f"CAST({rule.bulk_sql or 'NULL'} AS VARCHAR) AS bulk_value FROM rule_ev WHERE {rule.match_sql}"
         for rule in catalog.rules
     )
     sql = f"CREATE OR REPLACE TEMP TABLE rule_hits AS {selects}"
     con.execute(sql, catalog.bound(sql))
+    con.execute("DROP TABLE rule_ev")
     return catalog
 
 

@@ -25,7 +25,14 @@ import duckdb
 import yaml
 
 from cloudir.analyze.base import MAX_EVENT_IDS, AnalyzerMeta
-from cloudir.analyze.catalog import OP_NORMALISE_SQL, Compiler, compile_match, validate_rule_head, validate_rule_tail
+from cloudir.analyze.catalog import (
+    Compiler,
+    bound_params,
+    build_rule_events,
+    compile_match,
+    validate_rule_head,
+    validate_rule_tail,
+)
 from cloudir.errors import CloudirError
 
 GROUP_COLUMNS = ("identity", "actor", "source_ip", "network", "account", "session", "user_agent", "region", "op_key")
@@ -76,10 +83,11 @@ class CorrelationRules:
 
     rules: tuple[CorrelationRule, ...]
     params: dict[str, Any]
+    paths: tuple[str, ...]
 
     def bound(self, sql: str) -> dict[str, Any]:
         """The parameters ``sql`` names (DuckDB refuses extra ones)."""
-        return {name: self.params[name] for name in set(re.findall(r"\$(p_\d+)", sql))}
+        return bound_params(self.params, sql)
 
 
 def _field(name: object, compiler: Compiler, rule_id: str) -> str:
@@ -181,7 +189,7 @@ def load_rules() -> CorrelationRules:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise CloudirError(f"duplicate correlation rule ids: {duplicates}")
-    return CorrelationRules(rules=tuple(rules), params=compiler.params)
+    return CorrelationRules(rules=tuple(rules), params=compiler.params, paths=tuple(compiler.paths))
 
 
 META = AnalyzerMeta(
@@ -226,15 +234,9 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     peak reaches the threshold - and, for a sequence, whose second step follows."""
     ruleset = load_rules()
     rules = ruleset.rules
-    prefilter = " OR ".join(
-        f"({sql})" for rule in rules for sql in (rule.prefilter_sql, rule.then_prefilter_sql) if sql is not None
-    )
-    sql = f"""
-        CREATE OR REPLACE TEMP TABLE corr_ev AS
-        WITH kept AS (SELECT * FROM (SELECT *, {OP_NORMALISE_SQL} AS op_norm FROM ev) WHERE {prefilter})
-        SELECT kept.*, e.raw FROM kept JOIN (SELECT event_uid, raw FROM events) e USING (event_uid)
-    """
-    con.execute(sql, ruleset.bound(sql))
+    matches = [(rule.prefilter_sql, rule.match_sql) for rule in rules]
+    matches += [(rule.then_prefilter_sql, rule.then_sql) for rule in rules if rule.then_sql and rule.then_prefilter_sql]
+    build_rule_events(con, "corr_ev", "ev", matches, paths=ruleset.paths, params=ruleset.params)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE corr_rules (rule VARCHAR, title VARCHAR, mitre VARCHAR, score INTEGER, "
         "win INTEGER, threshold INTEGER, within INTEGER, sequence BOOLEAN)"
@@ -323,3 +325,5 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         FROM described
     """
     con.execute(sql, ruleset.bound(sql))
+    for table in ("corr_ev", "corr_hits", "corr_then", "corr_rules"):
+        con.execute(f"DROP TABLE {table}")

@@ -115,6 +115,7 @@ def resolve_principals(con: duckdb.DuckDBPyConnection) -> None:
         "UPDATE ev SET identity = m.identity FROM principal_map m "
         "WHERE ev.actor = m.actor AND ev.account IS NOT DISTINCT FROM m.account AND ev.cloud = 'aws'"
     )
+    con.execute("DROP TABLE principal_map")
 
 
 def build_profiles(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:

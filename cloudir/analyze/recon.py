@@ -48,9 +48,9 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         SELECT identity, in_incident, time_bucket(INTERVAL '{WINDOW_MINUTES} minutes', time) AS bucket,
                count(DISTINCT CASE WHEN {_RECON} THEN op_key END) AS distinct_recon,
                count(*) FILTER (WHERE {_DENIED}) AS denied,
-               list(event_id ORDER BY time, event_id) FILTER (WHERE {_RECON}) AS recon_ids,
-               list(event_id ORDER BY time, event_id) FILTER (WHERE {_DENIED}) AS denied_ids,
-               list(DISTINCT op_key) FILTER (WHERE {_DENIED}) AS denied_ops,
+               list(event_id ORDER BY time, event_id) FILTER (WHERE in_incident AND {_RECON}) AS recon_ids,
+               list(event_id ORDER BY time, event_id) FILTER (WHERE in_incident AND {_DENIED}) AS denied_ids,
+               list(DISTINCT op_key) FILTER (WHERE in_incident AND {_DENIED}) AS denied_ops,
                any_value(actor) AS actor, min(time) AS t0, max(time) AS t1,
                avg(CASE WHEN ua_family = 'aws-console' THEN 1 ELSE 0 END) >= 0.8 AS console,
                CASE WHEN count(DISTINCT session) = 1 THEN any_value(session) END AS session
@@ -112,3 +112,4 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         FROM bursts WHERE denied >= {MIN_FAILURES}
         """
     )
+    con.execute("DROP TABLE recon_buckets")

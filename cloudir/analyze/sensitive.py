@@ -149,3 +149,5 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
         WHERE bulk_min IS NULL OR distinct_values >= bulk_min
     """
     con.execute(sql, catalog.bound(sql))
+    con.execute("DROP TABLE rule_hits")
+    con.execute("DROP TABLE sens_rules")
