@@ -15,6 +15,11 @@ one's end.
 2. ``--volumes`` snapshots of the same content are imaged at once (write_raw_images, what an acquisition runs: one
    pool of at most READ_TOTAL reads shared by every volume) and compared with one volume imaged the same way, both
    as wall times and as block read times. Target: within 2x.
+3. The calls around the images: an instance with 1 and with ``--volumes`` volumes is acquired (no raw image) with a
+   cross-region copy, a share with the forensic account, the forensic account's own copies and the unshare, every
+   API call taking ``--latency`` seconds. Printed per step: the calls made (custody) and the step's time in units of
+   one call's latency, the calls on its critical path; the per-volume calls are sent at once, so that figure should
+   not grow with the volume count.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cloudir.case import Case
-from moto_fixtures.aws import BLOCK, AwsSandbox
+from moto_fixtures.aws import BLOCK, AwsSandbox, calls_of_forensic_acquisition
 from providers.aws.raw_image import READ_CONCURRENCY, READ_TOTAL, write_raw_images
 
 
@@ -64,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=128, help="written blocks in each snapshot")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds per GetSnapshotBlock")
-    parser.add_argument("--volumes", type=int, default=16, help="volumes imaged at once in the second comparison")
+    parser.add_argument("--volumes", type=int, default=16, help="volumes imaged (and acquired) at once")
     args = parser.parse_args()
     with AwsSandbox() as sandbox, tempfile.TemporaryDirectory() as tmp:
         written = {i: hashlib.sha256(i.to_bytes(8, "big")).digest() * (BLOCK // 32) for i in range(args.blocks)}
@@ -76,6 +81,10 @@ def main() -> None:
         serial = _run(sandbox, full[:1], folder / "serial", 1)
         one = _run(sandbox, full[:1], folder / "one", READ_CONCURRENCY)
         many = _run(sandbox, full, folder / "many", READ_CONCURRENCY)
+        calls = {
+            n: calls_of_forensic_acquisition(sandbox, n, folder / f"acquire-{n}", args.latency)
+            for n in (1, args.volumes)
+        }
     assert serial.sha256 == one.sha256, "the concurrent image differs from the serial one"
     serial_rate, one_rate = args.blocks / serial.reads, args.blocks / one.reads
     client_ms = (serial.cpu - holes.cpu) / args.blocks * 1000
@@ -89,6 +98,12 @@ def main() -> None:
         f"{many.reads:.2f} s vs {one.reads:.2f} s = {many.reads / one.reads:.1f}x (target 2x); "
         f"wall {many.wall:.2f} s vs {one.wall:.2f} s = {many.wall / one.wall:.1f}x"
     )
+    print(f"acquisition into the forensic account, {args.latency * 1000:.0f} ms per call: calls / sequential calls")
+    for step in calls[1]:
+        counts = "   ".join(f"{n} volume(s): {calls[n][step][0]:3d} / {calls[n][step][1]:5.1f}" for n in calls)
+        print(f"  {step:32s} {counts}")
+    totals = {n: (sum(c for c, _ in steps.values()), sum(u for _, u in steps.values())) for n, steps in calls.items()}
+    print("  " + f"{'in all':32s} " + "   ".join(f"{n} volume(s): {c:3d} / {u:5.1f}" for n, (c, u) in totals.items()))
 
 
 if __name__ == "__main__":

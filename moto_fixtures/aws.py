@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
@@ -31,8 +32,16 @@ from moto.iam.models import get_account_id_from
 from moto.kms.models import kms_backends
 from moto.sts.models import STSBackend
 
-from cloudir.provider import TargetKind, TargetQuery
-from moto_fixtures.aws_accounts import cross_account_copy, strict_assume_role
+from cloudir.case import Case
+from cloudir.plan import Step, run_plan
+from cloudir.provider import AcquireOptions, TargetKind, TargetQuery
+from moto_fixtures.aws_accounts import (
+    SECURITY_ACCOUNT,
+    account_session,
+    create_trusted_role,
+    cross_account_copy,
+    strict_assume_role,
+)
 from moto_fixtures.aws_flows import plant_beacon
 from moto_fixtures.clock import incident_clock, utc_now
 from moto_fixtures.cloudtrail import fake_cloudtrail, plant_attacker_trail, record_responder_calls
@@ -96,6 +105,12 @@ class AwsSandbox:
         self.iam_propagation_seconds = 0.5
         self._new_profiles: dict[str, float] = {}  # profile name the tool created -> monotonic creation time
         self.block_latency = 0.0  # seconds each GetSnapshotBlock takes (AWS's guide uses 100 ms as its example)
+        # Seconds every other API call takes (its round trip, in the calling thread). While it is set, calls are
+        # counted, and so are the sequential ones: those that start with no other call in flight (the critical path).
+        self.call_latency = 0.0
+        self.calls = 0
+        self.sequential_calls = 0
+        self._calls_in_flight = 0
         self.block_reads_in_flight = 0
         self.block_reads_peak = 0  # the most GetSnapshotBlock calls in flight at once
         self.block_reads_window: list[float] = []  # monotonic times: the first read's start, the last read's end
@@ -300,10 +315,24 @@ class AwsSandbox:
                 self.block_reads_in_flight -= 1
                 self.block_reads_window[1:] = [time.monotonic()]
 
+    def _call_latency(self) -> None:
+        """One API call's round trip of ``call_latency`` seconds, counted (sequential when no other is in flight)."""
+        with self._in_flight_lock:
+            self.calls += 1
+            self.sequential_calls += self._calls_in_flight == 0
+            self._calls_in_flight += 1
+        try:
+            time.sleep(self.call_latency)
+        finally:
+            with self._in_flight_lock:
+                self._calls_in_flight -= 1
+
     def _inject_failure(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
         """A before-call handler: short-circuits a call armed by :meth:`fail_next` (or refused by IAM propagation)."""
         if model.name == "GetSnapshotBlock":
             self._block_read_latency()
+        elif self.call_latency:
+            self._call_latency()
         error_code = self._failures.pop(model.name, None)
         user_agent = str((params.get("headers") or {}).get("User-Agent", ""))
         if model.name == "CreateInstanceProfile" and "cloudir/" in user_agent:  # the tool's own new profile
@@ -525,6 +554,48 @@ class AwsSandbox:
 
 
 # -- scenario builders (also used by moto_fixtures.fixtures_aws) -----------------------------------------------
+def calls_of_forensic_acquisition(
+    sandbox: AwsSandbox, volumes: int, folder: Path, latency: float
+) -> dict[str, tuple[int, int]]:
+    """Each step's calls and sequential calls (see ``call_latency``) when an instance of ``volumes`` volumes is
+    acquired into the forensic account's ownership (cross-region copy, share, own copy, unshare; no raw image), every
+    call taking ``latency`` seconds."""
+    assert sandbox.session is not None
+    instance_id = launch_instance(sandbox, extra_volumes=volumes - 1)
+    forensic = account_session(FORENSIC_ACCOUNT, FORENSIC_REGION)
+    key = forensic.client("kms").create_key(Description="evidence")["KeyMetadata"]["Arn"]
+    provider = AwsProvider(
+        region=sandbox.region,
+        session=account_session(SECURITY_ACCOUNT, sandbox.region),
+        poll_seconds=0,
+        role_arn=create_trusted_role(sandbox.session, f"cloudir-responder-{volumes}", SECURITY_ACCOUNT, None),
+        forensic_role_arn=create_trusted_role(forensic, f"cloudir-forensic-{volumes}", SECURITY_ACCOUNT, None),
+    )
+    case = Case.create(folder)
+    provider.bind(case)
+    target = provider.find_target(TargetQuery(TargetKind.INSTANCE, instance_id, sandbox.region))
+    options = AcquireOptions(
+        forensic_account=FORENSIC_ACCOUNT, forensic_location=FORENSIC_REGION, extra={"forensic_kms_key": key}
+    )
+    plan = provider.plan_acquire(target, options)
+    figures: dict[str, tuple[int, int]] = {}
+
+    def observe(step: Step, status: str) -> None:
+        if status == "running":
+            sandbox.calls, sandbox.sequential_calls = 0, 0
+        else:
+            figures[step.id] = (sandbox.calls, sandbox.sequential_calls)
+
+    sandbox.call_latency = latency
+    try:
+        result = run_plan(plan, case, observer=observe)
+    finally:
+        sandbox.call_latency = 0.0
+    case.close()
+    assert result.ok, result.outcomes
+    return figures
+
+
 def create_customer_key(sandbox: AwsSandbox, region: str, alias: str) -> str:
     """A customer-managed KMS key with an alias; returns its ARN."""
     kms = sandbox.client("kms", region)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +17,14 @@ from cloudir.safepath import path_part
 from providers.aws.calls import planned
 from providers.aws.common import (
     AWS_MANAGED,
+    CALLS_AT_ONCE,
     CONSISTENCY_DELAYS,
     TAG_CASE,
     TAG_INSTANCE,
     TAG_REQUEST,
     TAG_SNAPSHOT,
     TAG_VOLUME,
+    at_once,
     clean,
     completed_snapshots,
     create_delays,
@@ -37,7 +38,6 @@ from providers.aws.raw_image import READ_CONCURRENCY, READ_TOTAL, RawImager
 from providers.aws.session import AwsClients, aws_errors, describe_error
 
 ASG_MODES = ("protect", "standby", "detach")
-COPY_CONCURRENCY = 20  # EC2's default quota of concurrent snapshot copies to one destination region
 KMS_COPY_HINT = (
     "the caller needs kms:DescribeKey, kms:CreateGrant, kms:Decrypt, kms:ReEncryptFrom, kms:ReEncryptTo and "
     "kms:GenerateDataKeyWithoutPlaintext on the source key {source} and the target key {target}"
@@ -490,7 +490,7 @@ class AcquirePlanner:
     def _snapshot_steps(self) -> list[Step]:
         iid, region = self.target.id, self.region
         volume_ids = [v["VolumeId"] for v in self.facts.volumes]
-        ec2 = self.clients.client("ec2", region)
+        ec2 = self.clients.client("ec2", region, connections=CALLS_AT_ONCE)
         case_tags = {TAG_CASE: self.case_label, TAG_INSTANCE: iid}
 
         def create(ctx: StepContext) -> dict[str, Any]:
@@ -511,8 +511,11 @@ class AcquirePlanner:
                 )
                 snapshots = {**{v: s["SnapshotId"] for v, s in existing.items()}}
                 snapshots |= {snap["VolumeId"]: snap["SnapshotId"] for snap in created}
-                for volume_id, snapshot_id in snapshots.items():
-                    ec2.create_tags(Resources=[snapshot_id], Tags=tag_list({TAG_VOLUME: volume_id}))
+                # each snapshot names its own volume (one value each, so one CreateTags each), all sent at once
+                at_once(
+                    lambda item: ec2.create_tags(Resources=[item[1]], Tags=tag_list({TAG_VOLUME: item[0]})),
+                    snapshots.items(),
+                )
             return {
                 "snapshots": snapshots,
                 "created": [s["SnapshotId"] for s in created],
@@ -635,7 +638,7 @@ class AcquirePlanner:
         key = self.options.encryption_key
         by_volume = {v["VolumeId"]: v for v in self.facts.volumes}
         to_copy = [vid for vid, v in by_volume.items() if self._needs_copy(v)]
-        dest_ec2 = self.clients.client("ec2", dest)
+        dest_ec2 = self.clients.client("ec2", dest, connections=CALLS_AT_ONCE)
         source_ec2 = self.clients.client("ec2", region)
 
         def run(ctx: StepContext) -> dict[str, Any]:
@@ -646,13 +649,7 @@ class AcquirePlanner:
                     OwnerIds=["self"], Filters=tag_filters({TAG_CASE: ctx.case.case_id})
                 )["Snapshots"]
                 sources = source_ec2.describe_snapshots(SnapshotIds=sorted(wanted))["Snapshots"] if wanted else []
-            earlier: dict[str, str] = {
-                tag["Value"]: snap["SnapshotId"]
-                for snap in case_copies
-                if snap["State"] != "error"
-                for tag in snap.get("Tags", [])
-                if tag["Key"] == TAG_SNAPSHOT
-            }
+            earlier = _copies_by_source(case_copies)
             encrypted = {snap["SnapshotId"]: bool(snap.get("Encrypted")) for snap in sources}
             source_keys = {snap["SnapshotId"]: snap.get("KmsKeyId") for snap in sources}
 
@@ -675,8 +672,7 @@ class AcquirePlanner:
                     raise _copy_error(exc, snapshot_id, source_keys[snapshot_id], key) from None
 
             # every volume's copy is sent at once (within EC2's 20 concurrent copies to one region)
-            with ThreadPoolExecutor(max_workers=max(1, min(COPY_CONCURRENCY, len(wanted)))) as pool:
-                copies = dict(zip(wanted, pool.map(copy, wanted), strict=True))
+            copies = dict(zip(wanted, at_once(copy, wanted), strict=True))
             done = wait_for_snapshots(
                 dest_ec2,
                 sorted(copies.values()),
@@ -708,7 +704,7 @@ class AcquirePlanner:
 
     def _share_step(self, account: str) -> Step:
         region = self.dest_region
-        ec2 = self.clients.client("ec2", region)
+        ec2 = self.clients.client("ec2", region, connections=CALLS_AT_ONCE)
         kms = self.clients.client("kms", region)
 
         def run(ctx: StepContext) -> dict[str, Any]:
@@ -740,14 +736,16 @@ class AcquirePlanner:
                         f"{error.get('Message', '')}",
                         hint=f"the caller needs kms:CreateGrant on {key}, or add {account} to its key policy",
                     ) from None
-            with aws_errors(f"share snapshots with account {account}"):
-                for snapshot_id in final:
-                    ec2.modify_snapshot_attribute(
+            with aws_errors(f"share snapshots with account {account}"):  # every snapshot's share sent at once
+                at_once(
+                    lambda snapshot_id: ec2.modify_snapshot_attribute(
                         SnapshotId=snapshot_id,
                         Attribute="createVolumePermission",
                         OperationType="add",
                         UserIds=[account],
-                    )
+                    ),
+                    final,
+                )
             return {"account": account, "region": region, "shared": final, "kms_grants": grants}
 
         return Step(
@@ -792,20 +790,21 @@ class AcquirePlanner:
     def _own_copy_step(self, forensic: AwsClients, account: str) -> Step:
         """The forensic account copies each shared snapshot into itself, under its own key."""
         region, key = self.dest_region, self.forensic_key
-        ec2 = forensic.client("ec2", region)
+        ec2 = forensic.client("ec2", region, connections=CALLS_AT_ONCE)
 
         def run(ctx: StepContext) -> dict[str, Any]:
             shared: list[str] = ctx.results["share.snapshots"]["shared"]
-            owned: dict[str, str] = {}
-            for snapshot_id in shared:
+            with aws_errors(f"look for earlier forensic copies in account {account}"):  # one call for every volume
+                found = ec2.describe_snapshots(OwnerIds=["self"], Filters=tag_filters({TAG_CASE: ctx.case.case_id}))
+            earlier = _copies_by_source(found["Snapshots"])
+
+            def copy(snapshot_id: str) -> str:
+                if snapshot_id in earlier:
+                    return earlier[snapshot_id]
                 tags = {TAG_CASE: ctx.case.case_id, TAG_SNAPSHOT: snapshot_id}
                 with aws_errors(f"copy shared snapshot {snapshot_id} into forensic account {account}"):
-                    found = ec2.describe_snapshots(OwnerIds=["self"], Filters=tag_filters(tags))["Snapshots"]
-                    earlier = [s["SnapshotId"] for s in found if s["State"] != "error"]
-                    owned[snapshot_id] = (
-                        earlier[0]
-                        if earlier
-                        else ec2.copy_snapshot(
+                    return str(
+                        ec2.copy_snapshot(
                             SourceSnapshotId=snapshot_id,
                             SourceRegion=region,
                             Encrypted=True,
@@ -814,6 +813,8 @@ class AcquirePlanner:
                             TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
                         )["SnapshotId"]
                     )
+
+            owned = dict(zip(shared, at_once(copy, shared), strict=True))  # every copy sent at once
             wait_for_snapshots(
                 ec2,
                 sorted(owned.values()),
@@ -847,18 +848,20 @@ class AcquirePlanner:
     def _unshare_step(self) -> Step:
         """Once the forensic account owns its copies: remove the victim-side share and the temporary key grant."""
         region = self.dest_region
-        ec2, kms = self.clients.client("ec2", region), self.clients.client("kms", region)
+        ec2, kms = self.clients.client("ec2", region, connections=CALLS_AT_ONCE), self.clients.client("kms", region)
 
         def run(ctx: StepContext) -> dict[str, Any]:
             share = ctx.results["share.snapshots"]
-            with aws_errors(f"remove the share with {share['account']}"):
-                for snapshot_id in share["shared"]:
-                    ec2.modify_snapshot_attribute(
+            with aws_errors(f"remove the share with {share['account']}"):  # every snapshot's share removed at once
+                at_once(
+                    lambda snapshot_id: ec2.modify_snapshot_attribute(
                         SnapshotId=snapshot_id,
                         Attribute="createVolumePermission",
                         OperationType="remove",
                         UserIds=[share["account"]],
-                    )
+                    ),
+                    share["shared"],
+                )
                 for key, grant in sorted(share["kms_grants"].items()):
                     kms.revoke_grant(KeyId=key, GrantId=grant)
             return {"unshared": share["shared"], "revoked_grants": share["kms_grants"]}
@@ -921,6 +924,17 @@ def _copy_error(exc: ClientError, snapshot_id: str, source_key: str | None, targ
             hint=KMS_COPY_HINT.format(source=source_key or "-", target=target_key or "-"),
         )
     return describe_error(exc, f"copy snapshot {snapshot_id}")
+
+
+def _copies_by_source(snapshots: list[dict[str, Any]]) -> dict[str, str]:
+    """Earlier copies of a case (not failed), by the source snapshot their tag names."""
+    return {
+        tag["Value"]: snap["SnapshotId"]
+        for snap in snapshots
+        if snap["State"] != "error"
+        for tag in snap.get("Tags", [])
+        if tag["Key"] == TAG_SNAPSHOT
+    }
 
 
 def _snapshot_of(volume_id: str) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, HTTPClientError
@@ -23,6 +24,10 @@ AWS_MANAGED = "AWS"
 # IAM is eventually consistent: EC2 refuses a just-created instance profile with this error for several seconds.
 IAM_PROPAGATION_DELAYS = (1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
 _T = TypeVar("_T")
+_I = TypeVar("_I")
+# Per-volume calls (tags, shares, copies) sent at once: within EC2's default of 20 concurrent snapshot copies to one
+# region and well inside its token bucket for mutating calls, so N volumes cost about one call's time, not N.
+CALLS_AT_ONCE = 20
 # Sends of a non-idempotent create (each one checked for a lost success first); backoff doubles up to the cap.
 CREATE_ATTEMPTS = 64
 CREATE_BACKOFF_CAP = 20.0
@@ -69,6 +74,17 @@ def until_iam_propagates(call: Callable[[], _T], *, delays: tuple[float, ...] = 
                 raise
         time.sleep(delay)
     return call()
+
+
+def at_once(call: Callable[[_I], _T], items: Iterable[_I], *, limit: int = CALLS_AT_ONCE) -> list[_T]:
+    """``call`` on every item, at most ``limit`` at a time; results in the items' order.
+
+    Every call runs to its end before the first failure (in the items' order) is raised, so none is left in flight.
+    """
+    work = list(items)
+    with ThreadPoolExecutor(max_workers=max(1, min(limit, len(work))), thread_name_prefix="aws-call") as pool:
+        futures = [pool.submit(call, item) for item in work]
+    return [future.result() for future in futures]
 
 
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cloudir.cli import app
 from cloudir.custody import read_records
-from moto_fixtures.aws import ACCOUNT, FORENSIC_ACCOUNT, AwsSandbox
+from moto_fixtures.aws import ACCOUNT, FORENSIC_ACCOUNT, AwsSandbox, calls_of_forensic_acquisition
 from moto_fixtures.aws_accounts import SECURITY_ACCOUNT, account_session, create_trusted_role
 from moto_fixtures.sandbox import PlantedIncident
 
@@ -200,3 +200,15 @@ def test_the_cli_routes_a_member_account_through_the_configured_role_and_externa
     assert result.exit_code == 0, result.output
     assumed = {r["target"] for r in read_records(case / "custody.jsonl") if r["action"] == "identity.assume-role"}
     assert assumed == {f"arn:aws:iam::{ACCOUNT}:role/ir-member-responder"}
+
+
+def test_per_volume_calls_go_at_once_so_the_critical_path_does_not_grow_with_the_volumes(
+    aws_sandbox: AwsSandbox, tmp_path: Path
+):
+    """Tags, copies, shares, forensic copies and unshares of 4 volumes: each step's per-volume calls overlap."""
+    volumes = 4
+    figures = calls_of_forensic_acquisition(aws_sandbox, volumes, tmp_path / "case", latency=0.2)
+    for step in ("snapshot.create", "copy.snapshots", "share.snapshots", "own.copy", "own.unshare"):
+        calls, sequential = figures[step]
+        assert calls >= volumes, (step, figures[step])
+        assert sequential <= calls - volumes + 2, (step, figures[step])  # the volumes' calls count about once
