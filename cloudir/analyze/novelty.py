@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from cloudir.analyze.prepare import PROFILE_DIMENSIONS
+from cloudir.analyze.prepare import PROFILE_DIMENSIONS, work_table
 
 LABEL_FACTOR_SQL = """
 CASE {label} WHEN 'FREQUENT' THEN {f} WHEN 'INFREQUENT' THEN {i} WHEN 'RARE' THEN {r} ELSE {u} END
@@ -60,9 +60,10 @@ def build_novelty(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         GROUP BY ALL
         """
     )
-    con.execute(
+    work_table(
+        con,
+        "novelty",
         f"""
-        CREATE OR REPLACE TEMP TABLE novelty AS
         WITH c AS (SELECT * FROM identity_values),
         org_size AS ({org_size}),
         joined AS (
@@ -119,5 +120,5 @@ def build_novelty(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
                          || n_peers || ' peers)'
                END AS phrase
         FROM labelled
-        """
+        """,
     )
