@@ -21,8 +21,9 @@ PROFILE_DIMENSIONS: dict[str, str] = {
 
 
 WORK_DB = "analysis_work"
-"""A compressed in-memory database for the working tables that grow with the events (``ev``, ``novelty``): about a
-sixth of an uncompressed temporary table's memory, still spilled to the temp directory past the memory limit."""
+"""A compressed in-memory database for the working tables that grow with the events (``ev``, ``profile``,
+``novelty``): a third to a sixth of an uncompressed temporary table's memory, still spilled to the temp directory
+past the memory limit."""
 
 
 def work_table(
@@ -32,6 +33,7 @@ def work_table(
     it, so that readers name it like any working table."""
     con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {WORK_DB} (COMPRESS)")
     con.execute(f"CREATE OR REPLACE TABLE {WORK_DB}.{name} AS {select_sql}", params)
+    con.execute(f"CHECKPOINT {WORK_DB}")  # what a query wrote is compressed at the checkpoint
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {WORK_DB}.{name}")
 
 
@@ -134,6 +136,7 @@ def resolve_principals(con: duckdb.DuckDBPyConnection) -> None:
         "WHERE ev.actor = m.actor AND ev.account IS NOT DISTINCT FROM m.account AND ev.cloud = 'aws'"
     )
     con.execute("DROP TABLE principal_map")
+    con.execute(f"CHECKPOINT {WORK_DB}")
 
 
 def build_profiles(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
@@ -147,12 +150,13 @@ def build_profiles(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         f"WHERE in_reference AND {col} IS NOT NULL"
         for dim, col in PROFILE_DIMENSIONS.items()
     )
-    con.execute(
+    work_table(
+        con,
+        "profile",
         f"""
-        CREATE OR REPLACE TEMP TABLE profile AS
         SELECT identity, dim, value, CAST(sum(n) AS BIGINT) AS n_events, count(*) AS n_days
         FROM (SELECT identity, dim, value, day, count(*) AS n FROM ({unpivot}) GROUP BY ALL) GROUP BY ALL
-        """
+        """,
     )
     con.execute(
         """
