@@ -132,6 +132,7 @@ class GcpSandbox:
             "log_backoff": 0.01,
             "log_max_retries": 3,
             "change_backoff": 0.0,
+            "api_backoff": 0.001,
         }
         return create_provider(**{**config, **overrides})
 

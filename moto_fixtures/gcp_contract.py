@@ -70,7 +70,8 @@ def error_body(api: str, status: int, code: str, message: str, *, field: str | N
     canonical = code if code.isupper() else CANONICAL.get(status, "UNKNOWN")
     error: dict[str, Any] = {"code": status, "message": message, "status": canonical}
     if api in _OLDER_FORMAT:
-        error["errors"] = [{"message": message, "domain": "global", "reason": code}]
+        domain = "usageLimits" if code in {"rateLimitExceeded", "userRateLimitExceeded"} else "global"
+        error["errors"] = [{"message": message, "domain": domain, "reason": code}]
     elif status == 400:
         error["details"] = [
             {

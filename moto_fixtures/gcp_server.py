@@ -3,6 +3,11 @@
 Unmodified google-cloud clients talk to it over HTTP on 127.0.0.1. It keeps state (instances, disks,
 snapshots, images, firewalls, managed instance groups, operations, log entries), answers with the
 JSON shapes of the real APIs, and can throttle (429 RESOURCE_EXHAUSTED) or fail any operation once.
+
+Every Compute change is a long-running operation that takes time (PENDING, RUNNING with its progress, DONE) and
+makes its change only when DONE; ``*Operations.wait`` answers at DONE or at its deadline (scaled down from Compute's
+2 minutes), so the caller polls several times. Compute's per-minute rate quotas are counted per project and quota
+group, in synchronized one-minute intervals, and a request over one is refused with 403 ``rateLimitExceeded``.
 """
 
 from __future__ import annotations
@@ -71,6 +76,11 @@ def _public(value: Any) -> Any:
     return value
 
 
+def _project_number(project: str) -> int:
+    """A stable 12-digit project number for a project id."""
+    return 100_000_000_000 + int(hashlib.sha256(project.encode()).hexdigest(), 16) % 900_000_000_000
+
+
 def _now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -93,6 +103,29 @@ class Project:
     subnetworks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # region -> name -> subnetwork
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     request_ids: dict[str, str] = field(default_factory=dict)  # requestId of a change -> the operation it started
+
+
+# Compute Engine's rate quota groups (requests per minute per project, the documented defaults) and the group of
+# each method: *.get reads, *.list lists, aggregatedList heavy-weight reads, operation polls, and the rest (changes).
+COMPUTE_RATE_QUOTAS = {
+    "Queries": 1500,
+    "Read requests": 1500,
+    "List requests": 1500,
+    "Heavy-weight read requests": 1500,
+    "Operation read requests": 1500,
+}
+
+
+def quota_group(operation: str) -> str:
+    """The rate quota group a Compute method counts against."""
+    collection, _, verb = operation.rpartition(".")
+    if collection.endswith("Operations"):
+        return "Operation read requests"
+    if verb == "aggregatedList":
+        return "Heavy-weight read requests"
+    if verb.startswith("list"):
+        return "List requests"
+    return "Read requests" if verb.startswith("get") else "Queries"
 
 
 @dataclass
@@ -134,10 +167,19 @@ class FakeGcp:
         self._log_reads: dict[str, deque[float]] = {}
         self.workspace_activities: dict[str, list[dict[str, Any]]] = {}  # Reports API application -> activities
         self.reports_page_size = 1000  # what a page holds at most (maxResults caps it further)
-        # Snapshots and images are created by operations that take time and report progress, as on GCE; the
-        # resource is CREATING (snapshot) or PENDING (image) until its operation is DONE.
+        # Every change is an operation that takes time and reports progress, as on GCE, and makes its change when
+        # DONE: a snapshot or image takes ``long_operation_seconds`` (the resource CREATING or PENDING until then),
+        # any other change ``short_operation_seconds``. ``*Operations.wait`` blocks at most
+        # ``operation_wait_seconds`` (Compute's 2 minutes, scaled down like the operations) and answers anyway.
         self.long_operation_seconds = 0.1
-        self.operation_wait_seconds = 120.0  # the longest an ``*Operations.wait`` blocks before it answers anyway
+        self.short_operation_seconds = 0.03
+        self.operation_wait_seconds = 0.02
+        self.operation_min_polls = 0  # and DONE no sooner than its Nth poll (a test's, independent of machine load)
+        # Compute's rate quotas per project and group (requests per synchronized interval of ``rate_window``
+        # seconds, by :attr:`clock`); a request over one is refused (403 rateLimitExceeded) and does not count.
+        self.compute_rate_quotas = dict(COMPUTE_RATE_QUOTAS)
+        self.rate_window = 60.0
+        self._rate_counts: dict[tuple[str, str, int], int] = {}
         # Called after each successful change (method, operation, path, user agent), so a sandbox can write the
         # caller's own changes into the audit log as Cloud Audit Logs does.
         # (method, operation, path, user agent, long-running operation name or None)
@@ -175,6 +217,7 @@ class FakeGcp:
     def state(self) -> dict[str, Any]:
         """A deep copy of all resources (operations excluded: they are bookkeeping, not resources)."""
         with self.lock:
+            self._settle()
             return {
                 name: {
                     "instances": copy.deepcopy(p.instances),
@@ -207,6 +250,9 @@ class FakeGcp:
             if operation.endswith("Operations.wait"):  # documented: blocks until DONE or close to 2 minutes
                 time.sleep(min(self._remaining(args[0], args[-1]), self.operation_wait_seconds))
             with self.lock:
+                self._settle()
+                if api == "compute":
+                    self._charge_rate(args[0], operation)
                 self._maybe_fail(operation)
                 earlier = self._once(operation, args, query)
                 repeated = earlier is not None
@@ -269,7 +315,20 @@ class FakeGcp:
                 "the exception that zero UUID is not supported.",
             )
         earlier = self.project(args[0]).request_ids.get(request_id)
-        return None if earlier is None else self._poll(args[0], earlier, finish=False)
+        return None if earlier is None else self._poll(args[0], earlier)
+
+    def _charge_rate(self, project: str, operation: str) -> None:
+        """Count one Compute request against its project's rate quota group, or refuse it as Compute does."""
+        group = quota_group(operation)
+        key = (project, group, int(self.clock() // self.rate_window))
+        if self._rate_counts.get(key, 0) >= self.compute_rate_quotas[group]:
+            raise FakeError(
+                403,
+                "rateLimitExceeded",
+                f"Quota exceeded for quota metric '{group}' and limit '{group} per minute' of service "
+                f"'compute.googleapis.com' for consumer 'project_number:{_project_number(project)}'.",
+            )
+        self._rate_counts[key] = self._rate_counts.get(key, 0) + 1
 
     def _maybe_fail(self, operation: str) -> None:
         pending = self.injections.get(operation)
@@ -395,20 +454,21 @@ class FakeGcp:
             raise FakeError(404, "NOT_FOUND", f"The resource '{path}' was not found")
         return store[name]
 
-    def _insert(self, project: str, collection: str, name: str, resource: dict[str, Any]) -> dict[str, Any]:
-        """Add a global resource (409 when the name is taken), with its id and selfLink."""
+    def _insert(
+        self, project: str, collection: str, name: str, resource: dict[str, Any], *, now: bool = True
+    ) -> dict[str, Any]:
+        """A new global resource with its id and selfLink (409 when the name is taken or being created), stored at
+        once (``now``) or left for the caller to store when its operation is DONE."""
         store: dict[str, dict[str, Any]] = getattr(self.project(project), collection)
-        if name in store:
+        self_link = link(project, "global", collection, name)
+        if name in store or self._pending(self_link):
             raise FakeError(
                 409, "alreadyExists", f"The resource 'projects/{project}/global/{collection}/{name}' already exists"
             )
-        store[name] = {
-            **resource,
-            "id": self.new_id(),
-            "name": name,
-            "selfLink": link(project, "global", collection, name),
-        }
-        return store[name]
+        created = {**resource, "id": self.new_id(), "name": name, "selfLink": self_link}
+        if now:
+            store[name] = created
+        return created
 
     def _instance(self, project: str, zone: str, name: str) -> dict[str, Any]:
         store = self.project(project).instances.get(zone, {})
@@ -419,15 +479,22 @@ class FakeGcp:
         return self._found(store, name, f"projects/{project}/zones/{zone}/instanceGroupManagers/{name}")
 
     def _operation(
-        self, project: str, op_type: str, target: str, *where: str, creating: dict[str, Any] | None = None
+        self,
+        project: str,
+        op_type: str,
+        target: str,
+        *where: str,
+        creating: dict[str, Any] | None = None,
+        change: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """A PENDING operation under ``where``: ``("zones", zone)``, ``("regions", region)`` or ``("global",)``.
 
-        With ``creating`` (the new resource) it takes :attr:`long_operation_seconds`: PENDING for its first tenth,
-        then RUNNING with its progress, then DONE (the resource READY); other operations finish when first polled.
+        PENDING for its first tenth, then RUNNING with its progress, then DONE, when ``change`` is made and the
+        resource it is ``creating`` becomes READY; it takes :attr:`long_operation_seconds` when creating a
+        resource, :attr:`short_operation_seconds` otherwise.
         """
         name = f"operation-{self.new_id()}"
-        seconds = self.long_operation_seconds if creating is not None else 0.0
+        seconds = self.long_operation_seconds if creating is not None else self.short_operation_seconds
         op = {
             "kind": "compute#operation",
             "id": self.new_id(),
@@ -444,8 +511,25 @@ class FakeGcp:
             "_started": time.monotonic(),
             "_seconds": seconds,
             "_creating": creating,
+            "_change": change,
+            "_polls": 0,
         }
         return copy.deepcopy(op)
+
+    def _settle(self) -> None:
+        """Finish every operation whose time is up, polled or not (a change happens whether anyone looks)."""
+        for project, state in self.projects.items():
+            for name, op in state.operations.items():
+                if op["status"] != "DONE" and time.monotonic() - op["_started"] >= op["_seconds"]:
+                    self._poll(project, name, polled=False)
+
+    def _pending(self, link: str) -> bool:
+        """Whether an operation that is not DONE yet targets ``link``."""
+        return any(
+            op["status"] != "DONE" and op["targetLink"] == link
+            for state in self.projects.values()
+            for op in state.operations.values()
+        )
 
     def _remaining(self, project: str, name: str) -> float:
         """Seconds until operation ``name`` finishes (0 when unknown or done)."""
@@ -455,22 +539,24 @@ class FakeGcp:
                 return 0.0
             return max(0.0, op["_started"] + op["_seconds"] - time.monotonic())
 
-    def _poll(self, project: str, name: str, *, finish: bool) -> dict[str, Any]:
+    def _poll(self, project: str, name: str, *, polled: bool = True) -> dict[str, Any]:
         op = self.project(project).operations.get(name)
         if op is None:
             raise FakeError(404, "NOT_FOUND", f"operation {name} not found")
         elapsed = time.monotonic() - op["_started"]
+        op["_polls"] += polled
         if op["status"] == "DONE":
             pass
-        elif elapsed >= op["_seconds"] and (finish or op["_seconds"] > 0 or op.get("_polled")):
+        elif elapsed >= op["_seconds"] and op["_polls"] >= self.operation_min_polls:
             op.update(status="DONE", progress=100, startTime=op.get("startTime") or op["insertTime"])
             op["endTime"] = _now_rfc3339()
+            if op["_change"] is not None:
+                op["_change"]()
             if op["_creating"] is not None:
                 op["_creating"]["status"] = "READY"
-        elif op["_seconds"] and elapsed >= op["_seconds"] / 10:
+        elif elapsed >= op["_seconds"] / 10:
             op.setdefault("startTime", _now_rfc3339())
             op.update(status="RUNNING", progress=min(99, int(100 * elapsed / op["_seconds"])))
-        op["_polled"] = True
         return {key: value for key, value in op.items() if not key.startswith("_")}
 
     @staticmethod
@@ -550,8 +636,10 @@ class FakeGcp:
                 f"Invalid value for field 'deletionProtection': 'true'. Deletion protection cannot be enabled on "
                 f"instance '{name}' because it is part of managed instance group '{groups[0]}'.",
             )
-        instance["deletionProtection"] = wanted
-        return self._operation(project, "setDeletionProtection", instance["selfLink"], "zones", zone)
+        return self._operation(
+            project, "setDeletionProtection", instance["selfLink"], "zones", zone,
+            change=lambda: instance.update(deletionProtection=wanted),
+        )  # fmt: skip
 
     def set_tags(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
@@ -560,8 +648,10 @@ class FakeGcp:
         if body.get("fingerprint") != instance["tags"]["fingerprint"]:
             raise FakeError(412, "conditionNotMet", "Supplied fingerprint does not match current metadata fingerprint.")
         items = sorted(set(body.get("items", [])))
-        instance["tags"] = {"items": items, "fingerprint": _fingerprint(items)}
-        return self._operation(project, "setTags", instance["selfLink"], "zones", zone)
+        return self._operation(
+            project, "setTags", instance["selfLink"], "zones", zone,
+            change=lambda: instance.update(tags={"items": items, "fingerprint": _fingerprint(items)}),
+        )  # fmt: skip
 
     def serial_port(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
@@ -600,11 +690,16 @@ class FakeGcp:
                 "sourceDisk": disk["selfLink"],
                 "sourceDiskId": disk["id"],
                 "diskSizeGb": disk["sizeGb"],
-                "storageBytes": str(int(disk["sizeGb"]) * 1024**3 // 10),
+                "storageBytes": "0",  # counted once the snapshot is READY
+                "storageBytesStatus": "UPDATING",
                 "status": "CREATING",
             },
         )
-        return self._operation(project, "createSnapshot", disk["selfLink"], "zones", zone, creating=snapshot)
+        stored = str(int(disk["sizeGb"]) * 1024**3 // 10)
+        return self._operation(
+            project, "createSnapshot", disk["selfLink"], "zones", zone, creating=snapshot,
+            change=lambda: snapshot.update(storageBytes=stored, storageBytesStatus="UP_TO_DATE"),
+        )  # fmt: skip
 
     def snapshots_list(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         items = self._compute_filter(list(self.project(project).snapshots.values()), query.get("filter"))
@@ -648,8 +743,11 @@ class FakeGcp:
         return {"kind": "compute#firewallList", **self._page(items, query)}
 
     def firewalls_insert(self, project: str, *, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
-        firewall = self._insert(project, "firewalls", body["name"], {**body, "kind": "compute#firewall"})
-        return self._operation(project, "insert", firewall["selfLink"], "global")
+        firewall = self._insert(project, "firewalls", body["name"], {**body, "kind": "compute#firewall"}, now=False)
+        store = self.project(project).firewalls
+        return self._operation(
+            project, "insert", firewall["selfLink"], "global", change=lambda: store.update({firewall["name"]: firewall})
+        )
 
     def igm_get(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
@@ -671,37 +769,44 @@ class FakeGcp:
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
         igm = self._igm(project, zone, name)
-        for url in body.get("instances", []):
+        urls = list(body.get("instances", []))
+        for url in urls:
             if url not in igm["_managed"]:
                 raise FakeError(400, "INVALID_ARGUMENT", f"{url} is not a member of {name}")
-            igm["_managed"].remove(url)
-            igm["targetSize"] -= 1
-            instance_zone, instance_name = url.split("/zones/", 1)[1].split("/instances/")
-            instance = self._instance(project, instance_zone, instance_name)
-            items = instance["metadata"].get("items", [])
-            instance["metadata"]["items"] = [item for item in items if item["key"] != "created-by"]
+
+        def abandon() -> None:
+            for url in (url for url in urls if url in igm["_managed"]):  # one sent twice is abandoned once
+                igm["_managed"].remove(url)
+                igm["targetSize"] -= 1
+                instance_zone, instance_name = url.split("/zones/", 1)[1].split("/instances/")
+                instance = self._instance(project, instance_zone, instance_name)
+                items = instance["metadata"].get("items", [])
+                instance["metadata"]["items"] = [item for item in items if item["key"] != "created-by"]
+
         scope = "regions" if "/regions/" in igm["selfLink"] else "zones"
-        return self._operation(project, "compute.instanceGroupManagers.abandonInstances", igm["selfLink"], scope, zone)
+        return self._operation(
+            project, "compute.instanceGroupManagers.abandonInstances", igm["selfLink"], scope, zone, change=abandon
+        )
 
     def scoped_operation_get(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        return self._poll(project, name, finish=False)
+        return self._poll(project, name)
 
     def scoped_operation_wait(
         self, project: str, zone: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        return self._poll(project, name, finish=True)
+        return self._poll(project, name)
 
     def global_operation_get(
         self, project: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        return self._poll(project, name, finish=False)
+        return self._poll(project, name)
 
     def global_operation_wait(
         self, project: str, name: str, *, query: dict[str, str], body: dict[str, Any]
     ) -> dict[str, Any]:
-        return self._poll(project, name, finish=True)
+        return self._poll(project, name)
 
     # -- iam ------------------------------------------------------------------------------------------
     def _service_account(self, email: str) -> dict[str, Any]:

@@ -27,21 +27,25 @@ def create_provider(
     anonymous: bool = False,
     forensic_project: str | None = None,
     principal: str | None = None,
+    api_backoff: float = 1.0,
     **tuning: Any,
 ) -> GcpProvider:
     """A :class:`GcpProvider` for ``project``.
 
     ``api_endpoint`` (``host:port`` or ``http://host:port``) points both Compute and Logging at another
     endpoint; ``zone`` is where targets are looked up when a query names none (default: every zone,
-    via aggregatedList); ``anonymous`` sends no token (local fakes only). ``tuning`` passes ``log_page_size``,
-    ``log_max_retries``, ``log_backoff`` and ``change_backoff`` to the provider.
+    via aggregatedList); ``anonymous`` sends no token (local fakes only). ``api_backoff`` is the first gap before
+    a rate-limited Compute call is resent or an operation polled again after an early answer (doubling);
+    ``tuning`` passes ``log_page_size``, ``log_max_retries``, ``log_backoff`` and ``change_backoff`` to the provider.
     """
     project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
     if not project:
         raise CloudirError("no Google Cloud project given", hint="pass --project or set GOOGLE_CLOUD_PROJECT")
     if anonymous and credentials is None:
         credentials = anonymous_credentials()
-    api = GcpApi(project=project, credentials=credentials, api_endpoint=api_endpoint, url_scheme=url_scheme)
+    api = GcpApi(
+        project=project, credentials=credentials, api_endpoint=api_endpoint, url_scheme=url_scheme, backoff=api_backoff
+    )
     return GcpProvider(api, zone=zone, principal=principal, forensic_project=forensic_project, **tuning)
 
 

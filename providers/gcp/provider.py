@@ -40,7 +40,7 @@ from providers.gcp.principals import (
     plan_acquire_service_account,
     plan_contain_service_account,
 )
-from providers.gcp.session import GcpApi, gcp_errors
+from providers.gcp.session import OPERATION_TIMEOUT, GcpApi, gcp_errors
 
 CASE_LABEL = "cloudir-case-id"
 _LABEL_BAD = re.compile(r"[^a-z0-9_-]")
@@ -472,7 +472,7 @@ class GcpProvider:
                 if existing.labels.get(CASE_LABEL) == case_label and existing.source_disk.endswith(
                     f"zones/{zone}/disks/{disk}"
                 ):
-                    return self._snapshot_result(existing, reused=True)
+                    return self._snapshot_result(self._until_ready(existing), reused=True)
             snapshot = compute_v1.Snapshot(
                 name=resource_name(evidence_prefix(ctx.case.case_id, self.project), zone, disk),
                 description=f"cloudir case {ctx.case.case_id}: disk {disk} of instance {target.name}",
@@ -494,7 +494,24 @@ class GcpProvider:
             with operation_progress(ctx.console, f"snapshot of disk {disk}") as on_progress:
                 self.api.wait(op, project=self.project, zone=zone, on_progress=on_progress)
             created = snapshots.get(project=self.project, snapshot=snapshot.name)
+        if created.status != "READY":  # its operation is DONE: anything else is not a usable snapshot
+            raise CloudirError(
+                f"snapshot {created.name} of disk {disk} is {created.status} after its operation finished"
+            )
         return self._snapshot_result(created, reused=False)
+
+    def _until_ready(self, snapshot: Any) -> Any:
+        """A snapshot an earlier run started, once READY (read again with doubling gaps while CREATING or
+        UPLOADING, as after a run stopped during its operation); refused if it failed or is being deleted."""
+        snapshots = self.api.compute(compute_v1.SnapshotsClient)
+        gap, deadline = self.api.backoff, time.monotonic() + OPERATION_TIMEOUT
+        while snapshot.status in {"CREATING", "UPLOADING"} and time.monotonic() < deadline:
+            time.sleep(min(gap, 10.0))
+            gap *= 2
+            snapshot = snapshots.get(project=self.project, snapshot=snapshot.name)
+        if snapshot.status != "READY":
+            raise CloudirError(f"snapshot {snapshot.name} from an earlier run is {snapshot.status}, not READY")
+        return snapshot
 
     def _send_change(self, key: str, send: Callable[[str], compute_v1.Operation]) -> compute_v1.Operation:
         """``send(request_id)`` with a request id derived from ``key``, sent again with the same id while it is

@@ -3,7 +3,8 @@
 Compute Engine clients use their REST transport; Cloud Logging uses the library's JSON-over-HTTP
 connection. Both run over a ``google.auth`` AuthorizedSession whose response hook records each call
 (operation derived from the URL, zone, operation id, outcome) and can hand raw response bodies to
-the caller before the SDK parses them.
+the caller before the SDK parses them. A Compute call refused by a rate quota (403 ``rateLimitExceeded``,
+or 429) is sent again with doubling backoff, each refusal in custody; it never ran, so resending is safe.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ _ALSO_ZONAL = {"instanceGroupManagers", "instanceGroups", "disks", "autoscalers"
 _COLLECTION_VERBS = {"GET": "list", "POST": "insert"}
 _ITEM_VERBS = {"GET": "get", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}
 _RENAMED_VERBS = {"serialPort": "getSerialPortOutput"}
+_RATE_LIMITED = {"rateLimitExceeded", "userRateLimitExceeded"}  # Compute's reasons for a rate quota refusal
+RATE_ATTEMPTS = 8  # a refused call is sent at most this many times (backoff doubling: about 2 minutes at 1 s)
+MAX_BACKOFF = 60.0  # Compute's quotas refill each minute: no gap is longer
+OPERATION_TIMEOUT = 3600.0  # a snapshot of a large disk takes many minutes; give up on an operation after an hour
+EARLY_ANSWER = 10.0  # an operations.wait answered sooner than this (its deadline is 2 minutes) and not DONE is early
 
 ClientT = TypeVar("ClientT")
 BodySink = Callable[[bytes], None]
@@ -104,8 +110,12 @@ class GcpApi:
         credentials: Credentials | None = None,
         api_endpoint: str | None = None,
         url_scheme: str = "https",
+        backoff: float = 1.0,
     ) -> None:
         self.project = project
+        self.backoff = (
+            backoff  # seconds before the first resend of a rate-limited call or re-poll after an early answer
+        )
         self.credentials = credentials or _default_credentials()
         self.api_endpoint = api_endpoint
         self.url_scheme = url_scheme
@@ -139,13 +149,17 @@ class GcpApi:
         send = session.request
 
         def request(method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
-            try:
-                response: requests.Response = send(method, url, *args, **kwargs)  # type: ignore[no-untyped-call]
-            except requests.RequestException as exc:
-                if self.case is not None:
-                    service, operation, location = describe_request(method, url)
-                    self.case.record_api_call(ApiCall(service, operation, location, None, type(exc).__name__))
-                raise
+            service, operation, location = describe_request(method, url)
+            for attempt in range(RATE_ATTEMPTS):
+                try:
+                    response: requests.Response = send(method, url, *args, **kwargs)  # type: ignore[no-untyped-call]
+                except requests.RequestException as exc:
+                    if self.case is not None:
+                        self.case.record_api_call(ApiCall(service, operation, location, None, type(exc).__name__))
+                    raise
+                if service != "compute" or attempt == RATE_ATTEMPTS - 1 or not _rate_limited(response):
+                    break
+                time.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF))  # the refusal is in custody (the hook)
             return response
 
         session.request = request  # type: ignore[method-assign]
@@ -261,19 +275,24 @@ class GcpApi:
         project: str,
         zone: str | None = None,
         region: str | None = None,
-        timeout: float = 600,
+        timeout: float = OPERATION_TIMEOUT,
         on_progress: ProgressCallback | None = None,
     ) -> None:
         """Block until a zonal, regional or global Compute operation is DONE; raise if it finished with an error.
 
-        ``on_progress`` hears the operation's progress (percent) each time Compute Engine reports it."""
+        Each ``*Operations.wait`` answers at DONE or near its 2-minute deadline, and may answer early (Compute
+        documents it as best effort): after an early answer the next one waits a doubling backoff (at most 10 s).
+        Every poll is a custody record naming the operation. ``on_progress`` hears the operation's progress
+        (percent) each time Compute Engine reports it."""
         deadline = time.monotonic() + timeout
         current = operation
+        gap = self.backoff
         while current.status != compute_v1.Operation.Status.DONE:
             if on_progress is not None:
                 on_progress(int(current.progress or 0), 100)
             if time.monotonic() > deadline:
                 raise CloudAccessError(f"operation {operation.name} ({operation.operation_type}) did not finish")
+            asked = time.monotonic()
             if zone:
                 client: Any = self.compute(compute_v1.ZoneOperationsClient)
                 current = client.wait(project=project, zone=zone, operation=operation.name)
@@ -283,6 +302,9 @@ class GcpApi:
             else:
                 client = self.compute(compute_v1.GlobalOperationsClient)
                 current = client.wait(project=project, operation=operation.name)
+            if current.status != compute_v1.Operation.Status.DONE and time.monotonic() - asked < EARLY_ANSWER:
+                time.sleep(max(0.0, min(gap, 10.0, deadline - time.monotonic())))
+                gap *= 2
         if on_progress is not None:
             on_progress(100, 100)
         if current.error and current.error.errors:
@@ -301,6 +323,12 @@ def gcp_errors(action: str, permission: str | None = None) -> Iterator[None]:
     except gexc.NotFound as exc:
         raise TargetNotFoundError(f"{action}: not found: {_message(exc)}") from None
     except gexc.Forbidden as exc:
+        if _RATE_LIMITED & {str(error.get("reason")) for error in exc.errors if isinstance(error, dict)}:
+            raise CloudAccessError(
+                f"{action}: Compute Engine's rate quota still refused the call after {RATE_ATTEMPTS} tries "
+                f"({_message(exc)})",
+                hint="wait a minute and resume the case, or raise the project's Compute API rate quota",
+            ) from None
         needs = f"; the responder needs {permission}" if permission else ""
         raise CloudAccessError(
             f"permission denied while trying to {action}: {_message(exc)}{needs}",
@@ -337,7 +365,25 @@ def _response_facts(response: requests.Response, *, parse_body: bool) -> tuple[s
     if response.ok:
         return request_id, "ok"
     error = payload.get("error") or {}
+    if _quota_refusal(response):
+        return request_id, "rateLimitExceeded"
     return request_id, str(error.get("status") or error.get("code") or response.status_code)
+
+
+def _rate_limited(response: requests.Response) -> bool:
+    """Whether a response is a rate quota refusal: 429, or Compute's 403 with reason ``rateLimitExceeded``."""
+    return response.status_code == 429 or _quota_refusal(response)
+
+
+def _quota_refusal(response: requests.Response) -> bool:
+    """Whether a response is Compute's rate quota refusal: 403 with reason ``rateLimitExceeded``."""
+    if response.status_code != 403:
+        return False
+    try:
+        errors = response.json()["error"]["errors"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(errors, list) and any(isinstance(e, dict) and e.get("reason") in _RATE_LIMITED for e in errors)
 
 
 # A key file, or a Google runtime whose metadata server serves credentials (Cloud Run, Functions, App Engine).

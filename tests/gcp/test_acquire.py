@@ -211,6 +211,7 @@ def test_refused_service_account_read_is_reported_not_fatal(
 
 def test_snapshot_operation_takes_time_and_reports_progress(gcp_sandbox: GcpSandbox, provider: GcpProvider) -> None:
     gcp_sandbox.fake.long_operation_seconds = 0.5
+    gcp_sandbox.fake.operation_wait_seconds = 120.0  # Compute's own deadline: this one wait lasts until DONE
     disks = provider.api.compute(compute_v1.DisksClient)
     op = disks.create_snapshot_unary(
         project=PROJECT, zone=ZONE, disk=INSTANCE, snapshot_resource=compute_v1.Snapshot(name="slow-snap")
