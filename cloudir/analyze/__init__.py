@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +17,7 @@ from cloudir.analyze import beaconing, correlation, impersonation, pattern_of_li
 from cloudir.analyze.base import CANDIDATES_DDL, AnalysisWindow, AnalyzerMeta, table_exists
 from cloudir.analyze.meta import write_findings, write_incidents
 from cloudir.analyze.novelty import build_novelty
-from cloudir.analyze.prepare import build_event_view, build_profiles, resolve_principals
+from cloudir.analyze.prepare import attach_work, build_event_view, build_profiles, remove_work, resolve_principals
 from cloudir.analyze.window import resolve_window
 from cloudir.errors import CloudirError
 from cloudir.timeline.db import default_memory_limit
@@ -69,37 +70,46 @@ def run_analysis(
         raise CloudirError(f"--sigma-rules {sigma_rules} is not a directory")
     started = time.monotonic()
     # bounded like ingest: a memory cap from the machine, and what does not fit spills beside the database
+    spill = db_path.with_name(db_path.name + ".tmp")
     config: dict[str, str | bool | int | float | list[str]] = {
         "memory_limit": default_memory_limit(),
-        "temp_directory": str(db_path.with_name(db_path.name + ".tmp")),
+        "temp_directory": str(spill),
     }
-    with duckdb.connect(str(db_path), config=config) as con:
-        if not table_exists(con, "events"):
-            raise CloudirError(f"{db_path} has no events table", hint="build it with `cloudir timeline`")
-        window = resolve_window(con, _case_root(db_path), baseline_until, incident_since)
-        build_event_view(con, window)
-        resolve_principals(con)
-        build_profiles(con, tenant=window.tenant)
-        peers.build_peer_groups(con)
-        build_novelty(con, tenant=window.tenant)
-        _release(con, "identity_values", "global_profile", "tenant_profile")
-        con.execute(CANDIDATES_DDL)
-        pattern_of_life.run(con)
-        peers.run(con)
-        _release(con, "peer_profile", "peer_terms", "peer_candidates", "peer_divergent")
-        recon.run(con, tenant=window.tenant)
-        beaconing.run(con)
-        sensitive.run(con)
-        correlation.run(con)
-        impersonation.run(con)
-        sigma_load = sigma.run(con, sigma_rules) if sigma_rules is not None else sigma.SigmaLoad()
-        write_findings(con, list(ANALYZERS), min_score, tenant=window.tenant)
-        write_incidents(con)
-        events = _scalar(con, "SELECT count(*) FROM ev")
-        by_analyzer = dict(con.execute("SELECT analyzer, count(*) FROM findings GROUP BY analyzer").fetchall())
-        findings = _scalar(con, "SELECT count(*) FROM findings")
-        incidents = _scalar(con, "SELECT count(*) FROM incidents")
-        _store_window(con, window, events, min_score)
+    spill.mkdir(exist_ok=True)
+    work = spill / "analysis-work.duckdb"
+    try:
+        with duckdb.connect(str(db_path), config=config) as con:
+            if not table_exists(con, "events"):
+                raise CloudirError(f"{db_path} has no events table", hint="build it with `cloudir timeline`")
+            attach_work(con, work)
+            window = resolve_window(con, _case_root(db_path), baseline_until, incident_since)
+            build_event_view(con, window)
+            resolve_principals(con)
+            build_profiles(con, tenant=window.tenant)
+            peers.build_peer_groups(con)
+            build_novelty(con, tenant=window.tenant)
+            _release(con, "identity_values", "global_profile", "tenant_profile")
+            con.execute(CANDIDATES_DDL)
+            pattern_of_life.run(con)
+            peers.run(con)
+            _release(con, "peer_profile", "peer_terms", "peer_candidates", "peer_divergent")
+            recon.run(con, tenant=window.tenant)
+            beaconing.run(con)
+            sensitive.run(con)
+            correlation.run(con)
+            impersonation.run(con)
+            sigma_load = sigma.run(con, sigma_rules) if sigma_rules is not None else sigma.SigmaLoad()
+            write_findings(con, list(ANALYZERS), min_score, tenant=window.tenant)
+            write_incidents(con)
+            events = _scalar(con, "SELECT count(*) FROM ev")
+            by_analyzer = dict(con.execute("SELECT analyzer, count(*) FROM findings GROUP BY analyzer").fetchall())
+            findings = _scalar(con, "SELECT count(*) FROM findings")
+            incidents = _scalar(con, "SELECT count(*) FROM incidents")
+            _store_window(con, window, events, min_score)
+    finally:
+        remove_work(work)
+        with contextlib.suppress(OSError):  # the spill folder, unless DuckDB left files in it
+            spill.rmdir()
     return AnalysisSummary(
         window=window,
         events=events,

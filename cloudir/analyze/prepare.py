@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -21,19 +22,33 @@ PROFILE_DIMENSIONS: dict[str, str] = {
 
 
 WORK_DB = "analysis_work"
-"""A compressed in-memory database for the working tables that grow with the events (``ev``, ``profile``,
-``novelty``): a third to a sixth of an uncompressed temporary table's memory, still spilled to the temp directory
-past the memory limit."""
+"""The database of the working tables that grow with the events (``ev``, ``profile``, ``novelty``): compressed
+(about a sixth of an uncompressed temporary table), a scratch file beside the timeline in an analysis run
+(:func:`attach_work`), else in memory."""
+
+
+def attach_work(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Attach ``WORK_DB`` as the scratch file ``path`` (replaced if a run before left it): what a query writes
+    there is compressed as it is written, and read back through the buffer pool within the memory limit."""
+    remove_work(path)
+    quoted = str(path).replace("'", "''")
+    con.execute(f"ATTACH '{quoted}' AS {WORK_DB}")
+
+
+def remove_work(path: Path) -> None:
+    """Delete the scratch file of :func:`attach_work` (and its write-ahead log)."""
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 
 def work_table(
     con: duckdb.DuckDBPyConnection, name: str, select_sql: str, params: dict[str, Any] | None = None
 ) -> None:
-    """Create ``name`` from ``select_sql`` in ``WORK_DB`` (attached on first use) and a temporary view ``name`` of
-    it, so that readers name it like any working table."""
+    """Create ``name`` from ``select_sql`` in ``WORK_DB`` (in memory, compressed, when none is attached) and a
+    temporary view ``name`` of it, so that readers name it like any working table."""
     con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {WORK_DB} (COMPRESS)")
     con.execute(f"CREATE OR REPLACE TABLE {WORK_DB}.{name} AS {select_sql}", params)
-    con.execute(f"CHECKPOINT {WORK_DB}")  # what a query wrote is compressed at the checkpoint
+    con.execute(f"CHECKPOINT {WORK_DB}")  # an in-memory database compresses at the checkpoint
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {WORK_DB}.{name}")
 
 

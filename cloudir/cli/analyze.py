@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import textwrap
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,44 +19,57 @@ from cloudir.textsafe import esc
 if TYPE_CHECKING:
     from cloudir.analyze import AnalysisSummary
 
+INCIDENTS_SQL = "SELECT * FROM incidents ORDER BY score DESC, first_time"
+FINDINGS_SQL = "SELECT * FROM findings ORDER BY score DESC, first_time"
+ROW_BATCH = 1000
 _TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S"]
 
 
-def _rows(db_path: Path, sql: str) -> list[dict[str, Any]]:
+def _rows(db_path: Path, sql: str, params: list[Any] | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of ``sql`` as dicts, fetched a batch at a time: a million findings are never held at once."""
     import duckdb
 
     with duckdb.connect(str(db_path), read_only=True) as con:
-        cursor = con.execute(sql)
+        cursor = con.execute(sql, params)
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        while batch := cursor.fetchmany(ROW_BATCH):
+            yield from (dict(zip(names, row, strict=True)) for row in batch)
 
 
-def _print_json(summary: AnalysisSummary, incidents: list[dict[str, Any]], findings: list[dict[str, Any]]) -> None:
-    document = {
-        "summary": {
-            "baseline_until": summary.window.baseline_until,
-            "incident_since": summary.window.incident_since,
-            "window_basis": summary.window.basis,
-            "window_reason": summary.window.reason,
-            "history": summary.window.history,
-            "history_reason": summary.window.history_reason,
-            "events": summary.events,
-            "findings": summary.findings,
-            "incidents": summary.incidents,
-            "findings_by_analyzer": summary.findings_by_analyzer,
-            "sigma_rules_converted": summary.sigma_rules_converted,
-            "sigma_rules_failed": [{"rule": rule, "reason": reason} for rule, reason in summary.sigma_rules_failed],
-            "seconds": summary.seconds,
-        },
-        "incidents": incidents,
-        "findings": findings,
+def _print_json(summary: AnalysisSummary, db_path: Path) -> None:
+    """The summary, the incidents and the findings as one JSON document, written row by row."""
+    head = {
+        "baseline_until": summary.window.baseline_until,
+        "incident_since": summary.window.incident_since,
+        "window_basis": summary.window.basis,
+        "window_reason": summary.window.reason,
+        "history": summary.window.history,
+        "history_reason": summary.window.history_reason,
+        "events": summary.events,
+        "findings": summary.findings,
+        "incidents": summary.incidents,
+        "findings_by_analyzer": summary.findings_by_analyzer,
+        "sigma_rules_converted": summary.sigma_rules_converted,
+        "sigma_rules_failed": [{"rule": rule, "reason": reason} for rule, reason in summary.sigma_rules_failed],
+        "seconds": summary.seconds,
     }
-    typer.echo(json.dumps(json_value(document), indent=2, ensure_ascii=False))
+    typer.echo('{\n  "summary": ' + _indented(head, "  ").lstrip() + ",")
+    for key, sql in (("incidents", INCIDENTS_SQL), ("findings", FINDINGS_SQL)):
+        typer.echo(f'  "{key}": [')
+        separator = ""
+        for row in _rows(db_path, sql):
+            typer.echo(separator + _indented(row, "    "), nl=False)
+            separator = ",\n"
+        typer.echo(("\n" if separator else "") + "  ]" + ("," if key == "incidents" else ""))
+    typer.echo("}")
 
 
-def _print_tables(
-    summary: AnalysisSummary, incidents: list[dict[str, Any]], findings: list[dict[str, Any]], limit: int
-) -> None:
+def _indented(value: Any, prefix: str) -> str:
+    """``value`` as indented JSON (control characters in strings are escaped, so every line break is layout)."""
+    return textwrap.indent(json.dumps(json_value(value), indent=2, ensure_ascii=False), prefix)
+
+
+def _print_tables(summary: AnalysisSummary, incidents: list[dict[str, Any]], findings: list[dict[str, Any]]) -> None:
     print_rows(
         ["score", "severity", "identity", "first", "last", "findings", "analyzers", "title"],
         [
@@ -68,7 +83,7 @@ def _print_tables(
                 ", ".join(i["analyzers"]),
                 i["title"],
             ]
-            for i in incidents[:limit]
+            for i in incidents
         ],
         title=f"Incidents ({summary.incidents})",
     )
@@ -84,9 +99,9 @@ def _print_tables(
                 f["explanation"],
                 f["event_count"],
             ]
-            for f in findings[:limit]
+            for f in findings
         ],
-        title=f"Findings ({summary.findings}, top {min(limit, len(findings))})",
+        title=f"Findings ({summary.findings}, top {len(findings)})",
     )
     console.print(f"{summary.events} events; {esc(summary.window.describe())}; {summary.seconds} s")
     if summary.sigma_rules_converted or summary.sigma_rules_failed:
@@ -140,13 +155,13 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
 
     request = AnalyzeRequest(db_path, sigma_rules, baseline_until, incident_since, min_score)
     summary = analyze(request)
-    incidents = _rows(db_path, "SELECT * FROM incidents ORDER BY score DESC, first_time")
-    findings = _rows(db_path, "SELECT * FROM findings ORDER BY score DESC, first_time")
     if output is RowFormat.json:
-        _print_json(summary, incidents, findings)
+        _print_json(summary, db_path)
     elif output is RowFormat.table:
-        _print_tables(summary, incidents, findings, limit)
+        incidents = list(_rows(db_path, INCIDENTS_SQL + " LIMIT ?", [limit]))
+        _print_tables(summary, incidents, list(_rows(db_path, FINDINGS_SQL + " LIMIT ?", [limit])))
     else:
+        findings = list(_rows(db_path, FINDINGS_SQL))
         columns = list(findings[0]) if findings else ["score", "title"]
         print_rows(columns, [list(finding.values()) for finding in findings], output)
 

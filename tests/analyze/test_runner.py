@@ -88,6 +88,32 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
     assert "Traceback" not in missing.output
 
 
+def test_cli_json_streams_every_finding_and_the_table_reads_only_the_top(tmp_path: Path) -> None:
+    """The JSON document is written row by row: it still holds every incident and finding of the tables, in rank
+    order, and parses with none; the table view reads only ``--limit`` rows of each."""
+    db, _ = _timeline(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["analyze", str(db), "--baseline-until", "2026-01-22", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    with duckdb.connect(str(db), read_only=True) as con:
+        findings = [
+            r[0] for r in con.execute("SELECT finding_id FROM findings ORDER BY score DESC, first_time").fetchall()
+        ]
+        incidents = [r[0] for r in con.execute("SELECT incident_id FROM incidents ORDER BY score DESC").fetchall()]
+    assert len(findings) >= 2
+    assert [f["finding_id"] for f in document["findings"]] == findings
+    assert [i["incident_id"] for i in document["incidents"]] == incidents
+    assert document["summary"]["findings"] == len(findings)
+    table = runner.invoke(app, ["analyze", str(db), "--baseline-until", "2026-01-22", "--limit", "1"])
+    assert table.exit_code == 0
+    assert f"Findings ({len(findings)}, top 1)" in table.stdout
+    quiet = write_db(tmp_path / "quiet.duckdb", routine(["ListBuckets", "DescribeInstances"], days=22))
+    none = runner.invoke(app, ["analyze", str(quiet), "--baseline-until", "2026-01-22", "--format", "json"])
+    assert none.exit_code == 0
+    assert json.loads(none.stdout)["findings"] == []
+
+
 def test_cli_lists_the_analyzers() -> None:
     result = CliRunner().invoke(app, ["analyzers"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
