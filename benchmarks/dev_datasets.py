@@ -1,17 +1,19 @@
 """Each dev dataset as a responder runs it: ingest the files as they are, ``run_analysis`` with defaults, score.
 
 Usage: ``uv run python benchmarks/dev_datasets.py [--work DIR] [--json FILE] [--sigma] [--each-alone PLATFORM ...]
-[--panther-only]``
+[--jobs N] [--panther-only]``
 
 * Stratus Red Team detonations alone; flaws2 alone; OTRF cloud-breach-s3 alone; Stratus and OTRF together
   (two logs years apart in one timeline). Metric: Stratus techniques with an event in some finding's
   ``event_ids``; labelled attacker events of flaws2 / OTRF in findings; OTRF benign events in findings.
-* Panther rule-test fixtures (``panther-rule-tests``): each platform's fixtures in one timeline (each record's id
-  made unique to its case) and each fixture alone in its own timeline. An event counts as alerted when it is in a
-  finding's ``event_ids``. Precision and recall against ``expected_alert``, for the rule-based analyzers (rule
-  catalog, correlation rules, Sigma) and for all analyzers; over every case, and (``together_readable``) over the
-  cases whose record the timeline reads (the others are quarantined: Okta, Box, GSuite records, fixtures without a
-  time or an operation).
+* Panther rule-test fixtures (``panther-rule-tests``): each platform's fixtures in one timeline (each record's id made
+  unique to its case) and (``--each-alone``) each fixture alone in its own timeline: its rows copied from the all-
+  together timeline into a fresh one (what ingesting it alone gives: a record is read by itself) and a whole
+  analysis, fixture after fixture in ``--jobs`` processes that load the catalog once. An event counts as alerted
+  when it is in a finding's ``event_ids``. Precision and recall against ``expected_alert``, for the rule-based
+  analyzers (rule catalog, correlation rules, Sigma) and for all analyzers; over every case, and
+  (``together_readable``) over the cases whose record the timeline reads (the others are quarantined: Okta, Box,
+  GSuite records, fixtures without a time or an operation).
 * No option is set: the window, the history mode and the minimum score are the defaults a responder gets.
 """
 
@@ -20,8 +22,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,7 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cloudir.analyze import run_analysis
-from cloudir.errors import CloudirError
+from cloudir.timeline.db import connect_for_ingest, default_memory_limit
 from cloudir.timeline.ingest import ingest_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +47,8 @@ FLAWS2 = DATASETS / "flaws2-cloudtrail"
 OTRF = DATASETS / "otrf-aws-cloud-breach-s3"
 PANTHER = DATASETS / "panther-rule-tests"
 RULE_BASED = ("sensitive_actions", "correlation", "sigma")
+PANTHER_EVENTS = "fixtures.jsonl"
+"""The file each platform's fixtures are written to (one record a line, ids made unique to their case)."""
 
 
 def _analyze(work: Path, name: str, paths: list[Path], sigma: bool) -> duckdb.DuckDBPyConnection:
@@ -137,9 +145,9 @@ def _own_id(event: dict[str, Any], index: int) -> dict[str, Any]:
     return own
 
 
-def panther_runs(work: Path, sigma: bool, each_alone: list[str]) -> dict[str, Any]:
+def panther_runs(work: Path, sigma: bool, each_alone: list[str], jobs: int) -> dict[str, Any]:
     """Per platform: all fixtures in one timeline, and for the platforms in ``each_alone`` every fixture in its own
-    timeline."""
+    timeline (``jobs`` worker processes, each loading the catalog once and analyzing fixture after fixture)."""
     result: dict[str, Any] = {}
     for fixtures in sorted(PANTHER.glob("*.jsonl")):
         cases = [json.loads(line) for line in fixtures.read_text().splitlines() if line.strip()]
@@ -147,10 +155,12 @@ def panther_runs(work: Path, sigma: bool, each_alone: list[str]) -> dict[str, An
         folder = work / f"panther-{platform}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        events_file = folder / f"{platform}.jsonl"
-        events_file.write_text("".join(json.dumps(_own_id(case["event"], i)) + "\n" for i, case in enumerate(cases)))
+        own = [_own_id(case["event"], i) for i, case in enumerate(cases)]
+        events_file = folder / PANTHER_EVENTS
+        events_file.write_text("".join(json.dumps(record) + "\n" for record in own))
         truth = [bool(case["expected_alert"]) for case in cases]
-        with _analyze(work, f"panther-{platform}", [events_file], sigma) as con:
+        together = work / f"panther-{platform}.duckdb"
+        with _analyze(work, together.stem, [events_file], sigma) as con:
             predicted = _panther_predictions(con, events_file.name)
             readable = {int(row[0]) for row in con.execute("SELECT source_position FROM events").fetchall()}
         rule_based = [predicted.get(i, (False, False))[0] for i in range(len(cases))]
@@ -169,23 +179,60 @@ def panther_runs(work: Path, sigma: bool, each_alone: list[str]) -> dict[str, An
             },
         }
         if platform in each_alone or "all" in each_alone:
-            alone_rule, alone_all = [], []
-            for index, case in enumerate(cases):
-                single = folder / f"case-{index:04d}.jsonl"
-                single.write_text(json.dumps(case["event"]) + "\n")
-                try:
-                    with _analyze(work, "panther-one", [single], sigma) as con:
-                        hit = _panther_predictions(con, single.name).get(0, (False, False))
-                except CloudirError:  # the fixture was quarantined: no event, nothing alerted
-                    hit = (False, False)
-                alone_rule.append(hit[0])
-                alone_all.append(hit[1])
+            started = time.monotonic()
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                alone = list(
+                    pool.map(alone_prediction, repeat(together), own, range(len(own)), repeat(folder), repeat(sigma))
+                )
             entry["alone"] = {
-                "rule_based": _precision_recall(truth, alone_rule),
-                "all": _precision_recall(truth, alone_all),
+                "rule_based": _precision_recall(truth, [hit[0] for hit in alone]),
+                "all": _precision_recall(truth, [hit[1] for hit in alone]),
+                "seconds": round(time.monotonic() - started, 1),
             }
         result[platform] = entry
     return result
+
+
+def alone_prediction(together: Path, record: dict[str, Any], index: int, work: Path, sigma: bool) -> tuple[bool, bool]:
+    """Fixture ``index`` analyzed in a timeline of its own: (flagged by a rule-based analyzer, by any analyzer)."""
+    db = work / f"alone-{os.getpid()}.duckdb"
+    if not alone_timeline(together, record, index, db):
+        return (False, False)  # quarantined: no event, nothing alerted
+    run_analysis(db, sigma_rules=SIGMA if sigma else None)
+    with duckdb.connect(str(db)) as con:
+        row = con.execute(
+            "SELECT coalesce(bool_or(analyzer IN $rule_based), false), count(*) > 0 FROM findings",
+            {"rule_based": list(RULE_BASED)},
+        ).fetchone()
+    return (bool(row[0]), bool(row[1])) if row else (False, False)
+
+
+def alone_timeline(together: Path, record: dict[str, Any], index: int, db: Path) -> int:
+    """A fresh timeline ``db`` holding fixture ``index`` (``record``) alone; its number of events.
+
+    Ingest reads each record by itself, so the rows the all-together timeline ``together`` holds for the record are
+    the rows ingesting it alone gives: they are copied instead of paying for a whole ingest per fixture. A record
+    without such rows that the ingest did not quarantine (an exact duplicate of another case's, or one whose id
+    collided with another's) is ingested alone."""
+    for stale in (db, db.with_name(db.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    with connect_for_ingest(db, memory_limit=default_memory_limit()) as con:
+        con.execute("ATTACH $path AS together (READ_ONLY)", {"path": str(together)})
+        where = "source_file LIKE '%' || $file AND source_position = $index"
+        names = {"file": PANTHER_EVENTS, "index": index}
+        con.execute(f"INSERT INTO events SELECT * FROM together.events WHERE {where} AND NOT id_collision", names)
+        copied = _count(con, "SELECT count(*) FROM events")
+        quarantined = _count(con, f"SELECT count(*) FROM together.quarantine WHERE {where}", names)
+    if copied or quarantined:
+        return copied
+    single = db.with_suffix(".jsonl")
+    single.write_text(json.dumps(record) + "\n")
+    return ingest_paths(db, [single]).ingested
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> int:
+    row = con.execute(sql, params).fetchone()
+    return int(row[0]) if row else 0
 
 
 def main() -> None:
@@ -198,15 +245,16 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="PLATFORM",
-        help="also analyze every Panther fixture of these platforms (file stems, or all) alone: slow, seconds each",
+        help="also analyze every Panther fixture of these platforms (file stems, or all) in a timeline of its own",
     )
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes for --each-alone (default 2)")
     parser.add_argument("--panther-only", action="store_true", help="skip the labelled datasets")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     result = {
         "sigma": args.sigma,
         "labelled": {} if args.panther_only else labelled_runs(args.work, args.sigma),
-        "panther": panther_runs(args.work, args.sigma, args.each_alone),
+        "panther": panther_runs(args.work, args.sigma, args.each_alone, args.jobs),
     }
     text = json.dumps(result, indent=2)
     print(text)

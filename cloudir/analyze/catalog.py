@@ -397,13 +397,18 @@ def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev") -> Catalog:
         paths=catalog.paths,
         params=catalog.params,
     )
-    selects = " UNION ALL ".join(
-        f"SELECT {rule.id_sql} AS rule, event_id, time, actor, identity, session, op_key, "
-        f"failed OR gcp_denied AS failed, "
-        f"CAST({rule.bulk_sql or 'NULL'} AS VARCHAR) AS bulk_value FROM rule_ev WHERE {rule.match_sql}"
-        for rule in catalog.rules
+    # one projection listing each row's matching rules: planning one expression per rule costs a fraction of
+    # planning one scan per rule (which dominated the analysis of a small timeline)
+    matched = ", ".join(f"CASE WHEN {rule.match_sql} THEN {rule.id_sql} END" for rule in catalog.rules)
+    bulk = " ".join(
+        f"WHEN {rule.id_sql} THEN CAST({rule.bulk_sql} AS VARCHAR)" for rule in catalog.rules if rule.bulk_sql
     )
-    sql = f"CREATE OR REPLACE TEMP TABLE rule_hits AS {selects}"
+    sql = f"""
+        CREATE OR REPLACE TEMP TABLE rule_hits AS
+        SELECT rule, event_id, time, actor, identity, session, op_key, failed OR gcp_denied AS failed,
+               {f"CASE rule {bulk} END" if bulk else "NULL::VARCHAR"} AS bulk_value
+        FROM (SELECT *, unnest(list_filter([{matched}], lambda r: r IS NOT NULL)) AS rule FROM rule_ev)
+    """
     con.execute(sql, catalog.bound(sql))
     con.execute("DROP TABLE rule_ev")
     return catalog

@@ -100,18 +100,23 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
 
 def _catalog(con: duckdb.DuckDBPyConnection) -> None:
     catalog = match_events(con)
+    # only the rules that matched something: the statements below are planned for those alone (a small timeline
+    # matches a few of the catalog's rules, and planning every rule's explanation dominated its analysis)
+    hit = {row[0] for row in con.execute("SELECT DISTINCT rule FROM rule_hits").fetchall()}
+    rules = [rule for rule in catalog.rules if rule.rule_id in hit]
+    if not rules:
+        return
+    columns = [
+        [r.rule_id, r.title, r.mitre, r.score, r.bulk_min if r.bulk_sql else None, r.floor, r.failed_factor]
+        for r in rules
+    ]
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE sens_rules (rule VARCHAR, title VARCHAR, mitre VARCHAR, score INTEGER, "
-        "bulk_min INTEGER, floor INTEGER, failed_factor DOUBLE)"
+        "CREATE OR REPLACE TEMP TABLE sens_rules AS SELECT unnest($1::VARCHAR[]) AS rule, unnest($2::VARCHAR[]) AS "
+        "title, unnest($3::VARCHAR[]) AS mitre, unnest($4::INTEGER[]) AS score, unnest($5::INTEGER[]) AS bulk_min, "
+        "unnest($6::INTEGER[]) AS floor, unnest($7::DOUBLE[]) AS failed_factor",
+        [list(column) for column in zip(*columns, strict=True)],
     )
-    con.executemany(
-        "INSERT INTO sens_rules VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            [r.rule_id, r.title, r.mitre, r.score, r.bulk_min if r.bulk_sql else None, r.floor, r.failed_factor]
-            for r in catalog.rules
-        ],
-    )
-    explanation = "CASE rule " + " ".join(f"WHEN {r.id_sql} THEN {r.explanation_sql}" for r in catalog.rules) + " END"
+    explanation = "CASE rule " + " ".join(f"WHEN {r.id_sql} THEN {r.explanation_sql}" for r in rules) + " END"
     sql = f"""
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
                                 title, explanation, mitre, event_ids, op_key, temper, floor, event_count)

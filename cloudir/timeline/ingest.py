@@ -449,15 +449,6 @@ def _lower_detect(detect: str) -> str:
     return _KEY_TEST.sub(lambda m: f"list_contains(list_transform(keys, lambda k: lower(k)), '{m[1].lower()}')", detect)
 
 
-def _transform(fmt: RecordFormat) -> str:
-    """``json_transform`` of a record of this format (its keys as documented, or all lower case)."""
-    exact = f"json_transform(rec, {_literal(fmt.transform_spec)})"
-    lower = json.dumps(_lower_keys(fmt.fields), separators=(",", ":"))
-    if lower == fmt.transform_spec:
-        return exact
-    return f"CASE WHEN lower_keys THEN json_transform(rec, {_literal(lower)}) ELSE {exact} END"
-
-
 # Operation names: runs of blanks as one space, trimmed; Azure resource-provider operations (case-insensitive,
 # ``Microsoft.Compute/virtualMachines/write`` from the Activity Log API, ``MICROSOFT.COMPUTE/...`` from
 # diagnostic settings and Log Analytics) in lower case. AWS and GCP names keep the one case their APIs use.
@@ -480,7 +471,8 @@ _MAPPED_TYPES = {
 
 
 def _mapping(fmt: RecordFormat) -> str:
-    """One struct of the mapped columns from a record of this format, its ``json_transform`` struct bound to ``p``.
+    """One struct of the mapped columns from a record of this format, its ``json_transform`` struct bound to ``p``
+    (with the format's keys as documented, or all in lower case).
 
     A single struct per record (``list_transform`` binds the transformed record once) instead of one wide struct
     column per format: only the matching format's branch is evaluated and carried.
@@ -492,7 +484,17 @@ def _mapping(fmt: RecordFormat) -> str:
     fields = ", ".join(
         f"{_literal(column)}: CAST({expressions[column]} AS {kind})" for column, kind in _MAPPED_TYPES.items()
     )
-    return f"list_transform([{_transform(fmt)}], lambda p: {{{fields}}})[1]"
+    exact = f"list_transform([json_transform(rec, {_literal(fmt.transform_spec)})], lambda p: {{{fields}}})[1]"
+    lower = json.dumps(_lower_keys(fmt.fields), separators=(",", ":"))
+    if lower == fmt.transform_spec:
+        return exact
+    # each branch maps its own transform (field access is case-insensitive): a CASE choosing between the two
+    # transforms, whose struct field names differ in case only, loses every field in DuckDB when all the rows of a
+    # chunk take the lower-case branch (a file of lower-cased records alone read no event time)
+    return (
+        f"CASE WHEN lower_keys THEN list_transform([json_transform(rec, {_literal(lower)})], "
+        f"lambda p: {{{fields}}})[1] ELSE {exact} END"
+    )
 
 
 def _staged_select(source: str) -> str:

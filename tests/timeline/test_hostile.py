@@ -311,6 +311,19 @@ def test_lower_cased_key_exports_and_operation_names(tmp_path: Path) -> None:
     assert query(db, "SELECT source_position, reason FROM quarantine") == [(2, "unrecognized record (keys: eventname)")]
 
 
+def test_a_file_of_lower_cased_records_alone_keeps_every_field(tmp_path: Path) -> None:
+    """Every record of the file lower-cased (nothing else beside them): each is mapped as when mixed with others."""
+    export = tmp_path / "athena-only.jsonl"
+    export.write_bytes(jsonl([_lower_keys(record(i, eventID=f"lc-{i}")) for i in (1, 2)]))
+    db = tmp_path / "t.duckdb"
+    stats = ingest_paths(db, [export])
+    assert (stats.ingested, stats.quarantined) == (2, 0)
+    assert query(db, "SELECT event_id, operation, actor, time IS NOT NULL FROM events ORDER BY 1") == [
+        ("lc-1", "GetObject", "arn:aws:iam::111122223333:user/u1", True),
+        ("lc-2", "GetObject", "arn:aws:iam::111122223333:user/u2", True),
+    ]
+
+
 def test_a_timeline_of_an_earlier_version_is_migrated(tmp_path: Path) -> None:
     first = tmp_path / "first.jsonl"
     first.write_bytes(jsonl([record(1)]))
