@@ -105,6 +105,7 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
     hit = {row[0] for row in con.execute("SELECT DISTINCT rule FROM rule_hits").fetchall()}
     rules = [rule for rule in catalog.rules if rule.rule_id in hit]
     if not rules:
+        con.execute("DROP TABLE rule_hits")
         return
     columns = [
         [r.rule_id, r.title, r.mitre, r.score, r.bulk_min if r.bulk_sql else None, r.floor, r.failed_factor]
