@@ -22,7 +22,7 @@ PROFILE_DIMENSIONS: dict[str, str] = {
 
 
 WORK_DB = "analysis_work"
-"""The database of the working tables that grow with the events (``ev``, ``profile``, ``novelty``): compressed
+"""The database of the working tables that grow with the events (``ev``, ``novelty``): compressed
 (about a sixth of an uncompressed temporary table), a scratch file beside the timeline in an analysis run
 (:func:`attach_work`), else in memory."""
 
@@ -165,13 +165,12 @@ def build_profiles(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         f"WHERE in_reference AND {col} IS NOT NULL"
         for dim, col in PROFILE_DIMENSIONS.items()
     )
-    work_table(
-        con,
-        "profile",
+    con.execute(
         f"""
+        CREATE OR REPLACE TEMP TABLE profile AS
         SELECT identity, dim, value, CAST(sum(n) AS BIGINT) AS n_events, count(*) AS n_days
         FROM (SELECT identity, dim, value, day, count(*) AS n FROM ({unpivot}) GROUP BY ALL) GROUP BY ALL
-        """,
+        """
     )
     con.execute(
         """
