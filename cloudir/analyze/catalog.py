@@ -429,6 +429,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1098.004": ("Account Manipulation: SSH Authorized Keys", "Persistence"),
     "T1110.001": ("Brute Force: Password Guessing", "Credential Access"),
     "T1110.003": ("Brute Force: Password Spraying", "Credential Access"),
+    "T1133": ("External Remote Services", "Persistence"),
     "T1136.003": ("Create Account: Cloud Account", "Persistence"),
     "T1199": ("Trusted Relationship", "Initial Access"),
     "T1484.002": ("Domain or Tenant Policy Modification: Trust Modification", "Privilege Escalation"),
