@@ -1,17 +1,22 @@
 """The built wheel: a lean core, one extra per cloud, no pytest plugin; the Lambda package stays small.
 
 Builds the wheel and the Lambda package with deploy/aws/build_package.py (as a user does), then installs the bare
-wheel, with no extra, into a fresh virtual environment and runs its ``cloudir`` command there.
+wheel, with no extra, into a fresh virtual environment and runs its ``cloudir`` command there. Each extra is held
+to the code it serves: every distribution that code imports is declared by the extra (or the core) itself.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
 import zipfile
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -60,6 +65,84 @@ def test_wheel_core_has_no_cloud_sdk_and_registers_no_pytest_plugin(built: tuple
     assert "pytest11" not in entry_points
     assert "[cloudir.providers]" in entry_points
     assert "demo = moto_fixtures.sandbox" in entry_points
+
+
+def _name(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=\[; !~]", requirement, maxsplit=1)[0]).lower()
+
+
+@cache
+def _file_owners() -> dict[Path, str]:
+    """Every installed file and the distribution that installed it."""
+    owners: dict[Path, str] = {}
+    for dist in importlib.metadata.distributions():
+        for file in dist.files or []:
+            owners[Path(str(dist.locate_file(file))).resolve()] = _name(dist.metadata["Name"])
+    return owners
+
+
+def _imported_distributions(folder: Path) -> dict[str, str]:
+    """The distributions the modules under ``folder`` import (name -> one importing file), the standard library and
+    the project's own packages aside; pytest fixture modules (test-only) aside too."""
+    found: dict[str, str] = {}
+    for path in sorted(folder.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names} | {
+            f"{node.module}.{alias.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level
+            for alias in node.names
+        }
+        if "pytest" in modules:
+            continue
+        for module in modules:
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or top in {"cloudir", "providers", "moto_fixtures"}:
+                continue
+            owner = _owner(module)
+            assert owner, f"{path}: {module} comes from no installed distribution"
+            found.setdefault(owner, f"{path.name}: {module}")
+    return found
+
+
+def _owner(module: str) -> str | None:
+    """The distribution installing ``module`` (an ``import a.b`` or a ``from a import b`` name: b may be a name)."""
+    while module:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, AttributeError, ValueError):  # a name inside a module, not a module
+            spec = None
+        origin = spec.origin if spec is not None and spec.has_location else None
+        if origin:
+            return _file_owners().get(Path(origin).resolve())
+        module = module.rpartition(".")[0]
+    return None
+
+
+def test_each_extra_declares_every_distribution_its_code_imports(built: tuple[Path, str]) -> None:
+    (wheel,) = (built[0] / "dist").glob("cloudir-*.whl")
+    meta = _metadata(wheel)[0]
+    requires = [line.removeprefix("Requires-Dist: ") for line in meta if line.startswith("Requires-Dist: ")]
+    declared: dict[str, set[str]] = {}
+    for requirement in requires:
+        extra = re.search(r"extra == '([^']+)'", requirement)
+        declared.setdefault(extra[1] if extra else "", set()).add(_name(requirement))
+    clouds = declared["aws"] | declared["azure"] | declared["gcp"]
+    assert declared["demo"] >= clouds | {"moto", "google-api-python-client"}  # the three clouds' SDKs and the fakes'
+    assert "google-api-python-client" not in declared["gcp"]  # only the sandbox reads its discovery documents
+    assert {"google-auth", "google-api-core", "requests"} <= declared["gcp"]
+    core = declared[""]
+    sandboxes = core | declared["demo"]
+    for folder, allowed in [
+        ("cloudir", core),
+        ("providers/aws", core | declared["aws"]),
+        ("providers/azure", core | declared["azure"]),
+        ("providers/gcp", core | declared["gcp"]),
+        ("moto_fixtures", sandboxes),
+    ]:
+        imported = _imported_distributions(ROOT / folder)
+        undeclared = {dist: where for dist, where in imported.items() if dist not in allowed}
+        assert not undeclared, f"{folder} imports distributions its extra does not declare: {undeclared}"
 
 
 def test_lambda_package_is_the_wheel_and_its_aws_dependencies(built: tuple[Path, str]) -> None:
