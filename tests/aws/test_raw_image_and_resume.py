@@ -1,7 +1,6 @@
 """Raw images through the EBS direct APIs, dry runs, injected failures and --resume."""
 
 import hashlib
-import threading
 from typing import Any
 
 import pytest
@@ -120,7 +119,7 @@ def test_the_sandbox_refuses_a_wrong_block_token_and_a_missing_block(aws_sandbox
 
 def test_one_pool_bounds_the_reads_in_flight_across_every_volume(aws_sandbox: AwsSandbox, tmp_path):
     snapshots = [aws_sandbox.direct_snapshot({i: bytes([v + 1]) * BLOCK for i in range(4)}) for v in range(3)]
-    aws_sandbox.block_barrier = threading.Barrier(6, timeout=30)  # reads go through in sixes
+    aws_sandbox.barrier_block_reads(6)  # reads go through in sixes
     case = Case.create(tmp_path / "c")
     ebs = aws_sandbox.provider().clients.client("ebs")
     paths = {snapshot_id: f"images/aws/{snapshot_id}.raw" for snapshot_id in snapshots}
@@ -206,7 +205,7 @@ def test_every_volume_is_imaged_at_once_each_hashed_in_order(aws_sandbox: AwsSan
         aws_sandbox.direct_snapshot({index: bytes([volume + 1]) * BLOCK for index in range(4)}): volume
         for volume in range(3)
     }
-    aws_sandbox.block_barrier = threading.Barrier(12, timeout=30)  # every read waits until all 12 are in flight
+    aws_sandbox.barrier_block_reads(12)  # every read waits until all 12 are in flight
     case = Case.create(tmp_path / "c")
     provider = aws_sandbox.provider()
     provider.bind(case)
