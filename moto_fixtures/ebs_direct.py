@@ -14,7 +14,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import multiprocessing
 import re
 import threading
 import time
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from cloudir.child import start_child
 
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/")  # access key and region of a SigV4 request
 _STATUS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
@@ -183,7 +184,7 @@ class _Handler:
             state.window[1:] = [time.monotonic()]
 
 
-def _serve(control: Connection) -> None:
+def serve(control: Connection) -> None:
     """The server process: listen on 127.0.0.1, send the port, then apply control messages until the pipe closes."""
     state = _State()
     loop = asyncio.new_event_loop()
@@ -210,11 +211,7 @@ class EbsDirectServer:
     """The sandbox's handle on the server process: its URL and its control messages (one at a time, answered)."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._control, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child,), daemon=True, name="ebs-direct-sandbox")
-        self._process.start()
-        child.close()
+        self._control, self._process = start_child(__name__, serve.__name__)
         self.url = f"http://127.0.0.1:{self._control.recv()}"
         self._lock = threading.Lock()
 
@@ -229,7 +226,7 @@ _SERVER: list[EbsDirectServer] = []  # one per process, started on first use
 
 
 def ebs_direct_server() -> EbsDirectServer:
-    """This process's EBS direct server (started once; it ends with the process)."""
+    """This process's EBS direct server (started once; it ends when this process closes its end of the pipe)."""
     if not _SERVER:
         _SERVER.append(EbsDirectServer())
     return _SERVER[0]

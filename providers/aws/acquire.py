@@ -34,7 +34,7 @@ from providers.aws.common import (
     tag_list,
     wait_for_snapshots,
 )
-from providers.aws.raw_image import READ_CONCURRENCY, READ_TOTAL, RawImager
+from providers.aws.raw_image import RawImager
 from providers.aws.session import AwsClients, aws_errors, describe_error
 
 ASG_MODES = ("protect", "standby", "detach")
@@ -892,8 +892,7 @@ class AcquirePlanner:
         def run(ctx: StepContext) -> dict[str, Any]:
             snapshots: dict[str, str] = ctx.results["snapshot.create"]["snapshots"]
             paths = {snapshot_id: f"images/aws/{snapshot_id}.raw" for snapshot_id in sorted(snapshots.values())}
-            ebs = self.clients.client("ebs", region, connections=min(READ_TOTAL, READ_CONCURRENCY * max(1, len(paths))))
-            with RawImager(ebs, ctx.case, ctx.console, volumes=len(paths)) as imager:
+            with RawImager(self.clients, region, ctx.case, ctx.console, volumes=len(paths)) as imager:
                 for snapshot in completed_snapshots(
                     ec2, sorted(paths), poll_seconds=self.poll_seconds, timeout_seconds=self.timeout_seconds
                 ):

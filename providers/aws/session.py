@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -40,6 +41,44 @@ _KMS_HINTS = {
     "kms": "the caller needs kms:CreateGrant, kms:Decrypt, kms:ReEncrypt*, kms:GenerateDataKey* and "
     "kms:DescribeKey on the source and target keys",
 }
+
+
+def _config(agent: str, *, resend: bool, connections: int) -> Config:
+    return Config(
+        user_agent_extra=agent,
+        retries={"mode": "adaptive", "max_attempts": 10} if resend else {"total_max_attempts": 1},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=connections,
+    )
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """What another process needs to make the client :meth:`AwsClients.client` makes (it is pickled there).
+
+    The credentials are frozen ones: the process is sent fresh ones when they are refreshed here (see
+    :meth:`AwsClients.frozen_credentials`); the calls are recorded here, from what the process sends back.
+    """
+
+    service: str
+    region: str
+    endpoint_url: str
+    user_agent: str
+    connections: int
+
+    def client(self, credentials: tuple[str, str, str | None]) -> Any:
+        """A new boto3 client with these credentials (configured as the original, but recording nothing)."""
+        access_key, secret_key, token = credentials
+        return boto3.Session().client(  # type: ignore[call-overload]
+            self.service,
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            aws_session_token=token,
+            config=_config(self.user_agent, resend=True, connections=self.connections),
+        )
 
 
 class AwsClients:
@@ -116,19 +155,34 @@ class AwsClients:
             return _OfflineClient(service)
         key = (service, region, resend, connections)
         if key not in self._clients:
-            agent = RESPONDER_USER_AGENT + (f" case/{self.case_tag}" if self.case_tag else "")
-            config = Config(
-                user_agent_extra=agent,
-                retries={"mode": "adaptive", "max_attempts": 10} if resend else {"total_max_attempts": 1},
-                connect_timeout=10,
-                read_timeout=60,
-                max_pool_connections=connections,
-            )
+            config = _config(self._user_agent, resend=resend, connections=connections)
             client = self.session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
             client.meta.events.register("after-call.*.*", self._make_recorder(service, region))
             client.meta.events.register("after-call-error.*.*", self._make_error_recorder(service, region))
             self._clients[key] = client
         return self._clients[key]
+
+    @property
+    def _user_agent(self) -> str:
+        return RESPONDER_USER_AGENT + (f" case/{self.case_tag}" if self.case_tag else "")
+
+    def spec(self, service: str, region: str, *, connections: int) -> ClientSpec:
+        """How another process makes this service's client in ``region`` (same endpoint, user agent, retries)."""
+        endpoint = str(self.client(service, region).meta.endpoint_url)
+        return ClientSpec(service, region, endpoint, self._user_agent, connections)
+
+    def frozen_credentials(self) -> tuple[str, str, str | None]:
+        """The current credentials (refreshed first when they are about to expire, the refresh recorded)."""
+        credentials = self.session.get_credentials()
+        if credentials is None:
+            raise describe_error(NoCredentialsError(), "read snapshot blocks in reader processes")
+        frozen = credentials.get_frozen_credentials()
+        return str(frozen.access_key), str(frozen.secret_key), frozen.token
+
+    def record(self, call: ApiCall) -> None:
+        """Record a call another process made with a :class:`ClientSpec` of these clients."""
+        if self.case is not None:
+            self.case.record_api_call(call)
 
     def _make_recorder(self, service: str, region: str) -> Any:
         def record(**kwargs: Any) -> None:
