@@ -102,6 +102,7 @@ class AwsSandbox:
         # EBS direct reads are served by a process of their own (moto_fixtures.ebs_direct) at AWS_ENDPOINT_URL_EBS
         self.ebs_direct = ebs_direct_server()
         self._known_keys: set[str] = set()  # access keys whose account the EBS direct server was told
+        self.block_reads_sent_here = 0  # GetSnapshotBlock calls sent by clients of this process (not reader processes)
         self._blocks: dict[str, dict[int, bytes]] = {}  # snapshot id -> its blocks (what a copy of it holds)
         self._block_latency = 0.0
         self._held: dict[str, Callable[[], bool]] = {}  # volume id -> its snapshots stay pending until this is true
@@ -383,6 +384,7 @@ class AwsSandbox:
                 )
                 return AWSResponse(request.url, 503, {}, MockRawResponse(body))
             if stubber.enabled and operation in _EBS_READS:
+                self.block_reads_sent_here += operation == "GetSnapshotBlock"
                 self._tell_account(request)
                 return None  # sent on to the EBS direct server
             response = original(stubber, event_name, request, **kwargs)

@@ -179,7 +179,7 @@ def test_failure_mid_acquisition_blocks_containment_and_resume_finishes_without_
 def test_raw_image_reads_blocks_concurrently_and_writes_them_in_order(aws_sandbox: AwsSandbox, tmp_path):
     blocks = {index: bytes([index % 251 + 1]) * BLOCK for index in range(0, 240, 3)}  # 80 blocks with holes
     snapshot_id = aws_sandbox.direct_snapshot(blocks)
-    aws_sandbox.block_latency = 0.02  # each read takes a while, so reads overlap only if they are concurrent
+    aws_sandbox.barrier_block_reads(8)  # the reads go through in eights: concurrent, or the barrier times out
     case = Case.create(tmp_path / "c")
     provider = aws_sandbox.provider()
     provider.bind(case)
@@ -200,6 +200,7 @@ def test_raw_image_reads_blocks_concurrently_and_writes_them_in_order(aws_sandbo
     assert result["sha256"] == whole.hexdigest() != tail.hexdigest()
     calls = [c for r in read_records(case.root / "custody.jsonl") for c in r.get("api_calls", [])]
     assert sum(1 for c in calls if c.get("operation") == "GetSnapshotBlock") == len(blocks)  # every read recorded
+    assert aws_sandbox.block_reads_sent_here == 0  # read by reader processes: their CPU is not this process's
 
 
 def test_every_volume_is_imaged_at_once_each_hashed_in_order(aws_sandbox: AwsSandbox, tmp_path):
