@@ -40,8 +40,11 @@ COLUMNS = {
     "time": "utc_ts(coalesce(p.timestamp, p.receiveTimestamp))",
     "account": "coalesce(p.resource.labels.project_id, regexp_extract(p.logName, '^projects/([^/]+)/', 1))",
     "region": "coalesce(p.resource.labels.location, p.resource.labels.region, p.resource.labels.zone)",
-    # GKE's Kubernetes API audit (serviceName k8s.io) joins EKS and AKS audit events as service kubernetes
-    "service": "CASE WHEN p.protoPayload.serviceName = 'k8s.io' THEN 'kubernetes' ELSE p.protoPayload.serviceName END",
+    # GKE's Kubernetes API audit (serviceName k8s.io, or a record of the k8s_cluster resource or an io.k8s.* method
+    # that leaves serviceName out) joins EKS and AKS audit events as service kubernetes
+    "service": "CASE WHEN p.protoPayload.serviceName = 'k8s.io' OR (p.protoPayload.serviceName IS NULL AND "
+    "(p.resource.type = 'k8s_cluster' OR starts_with(p.protoPayload.methodName, 'io.k8s.'))) THEN 'kubernetes' "
+    "ELSE p.protoPayload.serviceName END",
     "operation": "p.protoPayload.methodName",
     "actor": _ACTOR,
     "actor_type": f"CASE WHEN {_ACTOR} LIKE '%.gserviceaccount.com' THEN 'ServiceAccount' "
