@@ -18,7 +18,7 @@ from cloudir.analyze.base import CANDIDATES_DDL, AnalysisWindow, AnalyzerMeta, t
 from cloudir.analyze.meta import write_findings, write_incidents
 from cloudir.analyze.novelty import build_novelty
 from cloudir.analyze.prepare import attach_work, build_event_view, build_profiles, remove_work, resolve_principals
-from cloudir.analyze.window import resolve_window
+from cloudir.analyze.window import judge_reference, resolve_window
 from cloudir.errors import CloudirError
 from cloudir.timeline.db import default_memory_limit
 
@@ -85,13 +85,15 @@ def run_analysis(
             window = resolve_window(con, _case_root(db_path), baseline_until, incident_since)
             build_event_view(con, window)
             resolve_principals(con)
+            window = judge_reference(con, window)
             build_profiles(con, tenant=window.tenant)
             peers.build_peer_groups(con)
-            build_novelty(con, tenant=window.tenant)
+            build_novelty(con, tenant=window.tenant, abstain=window.abstains)
             _release(con, "identity_values", "global_profile", "tenant_profile")
             con.execute(CANDIDATES_DDL)
-            pattern_of_life.run(con)
-            peers.run(con)
+            if not window.abstains:
+                pattern_of_life.run(con)
+                peers.run(con)
             _release(con, "peer_profile", "peer_terms", "peer_candidates", "peer_divergent")
             recon.run(con, tenant=window.tenant)
             beaconing.run(con)

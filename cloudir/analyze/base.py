@@ -23,8 +23,9 @@ class AnalysisWindow:
     """The learning window (``time < baseline_until``), the scored window (``time >= incident_since``) and why.
 
     ``basis``: options | trigger | log-pull | change-point | last-week | last-day | short-history.
-    ``history``: ``identity`` (rarity against each identity's own baseline) or ``tenant`` (history too short:
-    rarity against peers and the other identities of the tenant, over the whole timeline).
+    ``history``: ``identity`` (rarity against each identity's own baseline), ``tenant`` (history too short:
+    rarity against peers and the other identities of the tenant, over the whole timeline) or ``none`` (the
+    timeline is not a history at all - fragments, one-off events: the rarity detectors abstain).
     """
 
     baseline_until: datetime
@@ -37,7 +38,12 @@ class AnalysisWindow:
     @property
     def tenant(self) -> bool:
         """Whether rarity falls back to peers and the tenant (no usable per-identity baseline)."""
-        return self.history == "tenant"
+        return self.history in {"tenant", "none"}
+
+    @property
+    def abstains(self) -> bool:
+        """Whether the rarity detectors abstain: even the tenant's whole timeline is no history to judge against."""
+        return self.history == "none"
 
     def describe(self) -> str:
         """One paragraph for the console: the window, why, and how rarity is judged."""

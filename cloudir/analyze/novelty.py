@@ -20,12 +20,13 @@ TENANT_MIN_IDENTITIES = 5
 """Tenant-wide rarity needs at least this many other identities to compare with; with fewer, nothing is rare."""
 
 
-def build_novelty(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
+def build_novelty(con: duckdb.DuckDBPyConnection, *, tenant: bool, abstain: bool) -> None:
     """``novelty``: labels and a one-line wording of how usual each combination was in the reference.
 
     ``basis`` is ``identity`` (judged against the identity's own baseline), ``new`` (an identity absent from the
     baseline: judged against the organisation) or ``tenant`` (history too short for any baseline: judged against
-    its peers, else the other identities of the whole timeline; ``UNJUDGED`` with too few identities).
+    its peers, else the other identities of the whole timeline; ``UNJUDGED`` with too few identities, and every
+    label with ``abstain``: the timeline is no history to judge against).
     Identity label: share of the identity's baseline days with that value (UNSEEN 0, RARE <= 1 day or < 5 %,
     INFREQUENT < 30 %, else FREQUENT). Peer label: share of the identity's peers that used the value
     (RARE < 20 %, INFREQUENT < 50 %).
@@ -82,12 +83,12 @@ def build_novelty(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         ),
         labelled AS (
             SELECT *,
-                CASE WHEN {tenant} AND org_n < {TENANT_MIN_IDENTITIES} THEN 'UNJUDGED'
+                CASE WHEN {abstain} OR ({tenant} AND org_n < {TENANT_MIN_IDENTITIES}) THEN 'UNJUDGED'
                      WHEN org_identities = 0 THEN 'UNSEEN'
                      WHEN org_identities <= greatest(1, org_n * 0.05) THEN 'RARE'
                      WHEN org_identities < org_n * 0.3 THEN 'INFREQUENT'
                      ELSE 'FREQUENT' END AS org_label,
-                CASE WHEN n_peers IS NULL THEN NULL
+                CASE WHEN n_peers IS NULL OR {abstain} THEN NULL
                      WHEN coalesce(peers_seen, 0) = 0 THEN 'UNSEEN'
                      WHEN peers_seen < n_peers * 0.2 THEN 'RARE'
                      WHEN peers_seen < n_peers * 0.5 THEN 'INFREQUENT'

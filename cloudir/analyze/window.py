@@ -6,6 +6,7 @@ rarity detectors learn from (``time < baseline_until``) and what they score (``t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from datetime import date, datetime, timedelta
@@ -24,6 +25,15 @@ HISTORY_MIN_EVENTS = 50
 """... and at least this many events; otherwise rarity falls back to peers and the tenant."""
 HISTORY_RECENT_DAYS = 28
 """Only history this close to the scored window counts: an unrelated log from years before is not a baseline."""
+REFERENCE_MIN_DAY_SHARE = 0.5
+"""Tenant-wide rarity needs one log, not fragments of several: events on at least this share of the calendar days
+the timeline spans (a month-long export has events nearly every day; test fixtures or detonations from years apart
+leave almost every day empty) ..."""
+REFERENCE_MAX_ONE_OFF_SHARE = 0.3
+"""... and a reference that repeats itself: when at least this share of the identities' events are the only time
+that identity did that operation (Good-Turing's estimate of the chance that the next event is a pair never seen
+before), being unseen is the norm there and says nothing about an event."""
+TENANT_FALLBACK = "rarity is judged against peer groups and the other identities over the whole timeline"
 TRIGGER_LOOKBACK = timedelta(hours=24)
 """A trigger's scored window starts this long before the activity the finding is about."""
 LAST_WEEK = timedelta(days=7)
@@ -209,8 +219,7 @@ def _with_history(
         history_reason = (
             f"the {HISTORY_RECENT_DAYS} days before the window hold {span_days} days of history, {events} events on "
             f"{days} days (a baseline needs {HISTORY_MIN_DAYS} days, {HISTORY_MIN_ACTIVE_DAYS} active days and "
-            f"{HISTORY_MIN_EVENTS} events): "
-            "rarity is judged against peer groups and the other identities over the whole timeline"
+            f"{HISTORY_MIN_EVENTS} events): {TENANT_FALLBACK}"
         )
     return AnalysisWindow(
         baseline_until=until,
@@ -219,4 +228,39 @@ def _with_history(
         reason=reason,
         history="identity" if enough else "tenant",
         history_reason=history_reason,
+    )
+
+
+def judge_reference(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> AnalysisWindow:
+    """In tenant mode, whether the timeline (``ev``) is a history at all: one log that covers the days it spans and
+    repeats itself. When it is not, the window's history becomes ``none`` and says why: the rarity detectors abstain
+    rather than call every one-off event rare."""
+    if not window.tenant:
+        return window
+    row = con.execute(
+        """
+        WITH pairs AS (SELECT count(*) AS n FROM ev WHERE NOT aws_service GROUP BY identity, op_key)
+        SELECT (SELECT count(DISTINCT CAST(time AS DATE)) FROM ev),
+               (SELECT date_diff('day', CAST(min(time) AS DATE), CAST(max(time) AS DATE)) + 1 FROM ev),
+               (SELECT count(*) FILTER (WHERE n = 1) FROM pairs),
+               (SELECT coalesce(sum(n), 0) FROM pairs)
+        """
+    ).fetchone()
+    assert row is not None
+    days, span, one_offs, events = (int(value or 0) for value in row)
+    day_share = days / max(span, 1)
+    one_off_share = one_offs / max(events, 1)
+    measured = (
+        f"events on {days} of the {span} days it spans (a history: at least {REFERENCE_MIN_DAY_SHARE:.0%}), "
+        f"{one_offs} of {events} identity events ({one_off_share:.0%}) the only time that identity did that "
+        f"operation (a history: under {REFERENCE_MAX_ONE_OFF_SHARE:.0%})"
+    )
+    if day_share >= REFERENCE_MIN_DAY_SHARE and one_off_share < REFERENCE_MAX_ONE_OFF_SHARE:
+        return dataclasses.replace(window, history_reason=f"{window.history_reason}, a history: {measured}")
+    abstain = (
+        f"nor is the whole timeline a history: {measured}; the rarity detectors (pattern of life, peer divergence) "
+        "abstain and nothing is called rare or unseen; every identity is scored as one without a baseline"
+    )
+    return dataclasses.replace(
+        window, history="none", history_reason=window.history_reason.replace(TENANT_FALLBACK, abstain)
     )

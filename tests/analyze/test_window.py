@@ -82,6 +82,7 @@ def test_a_short_log_is_scored_whole_with_tenant_rarity_not_everyone_new(tmp_pat
     assert (summary.window.basis, summary.window.history) == ("short-history", "tenant")
     assert summary.window.incident_since == T0 + timedelta(hours=9)
     assert "rarity is judged against peer groups and the other identities" in summary.window.history_reason
+    assert "a history: events on 1 of the 1 days it spans" in summary.window.history_reason  # one continuous log
     with duckdb.connect(str(db), read_only=True) as con:
         findings = con.execute("SELECT rule, identity, event_ids, explanation FROM findings").fetchall()
     rules = {(rule, identity) for rule, identity, _, _ in findings}
@@ -198,3 +199,43 @@ def test_a_new_hire_doing_the_groups_routine_is_not_raised_but_what_the_group_ne
     assert by_event[deploy["event_id"]]["score"] < 50
     assert "routine for 5 of the 5 identities of its group" in by_event[deploy["event_id"]]["explanation"]
     assert by_event[key["event_id"]]["score"] >= 50
+
+
+def _fragments(*, days_apart: float, repeats: int) -> list[dict[str, object]]:
+    """Eight identities, each seen in one short stretch of its own ``days_apart`` after the previous one, doing
+    its operations ``repeats`` times; the seventh also lists secrets no other identity reads."""
+    rows = []
+    for index in range(8):
+        actor = f"arn:aws:iam::111111111111:user/fixture{index}"
+        start = T0 + timedelta(days=days_apart * index)
+        operations = ["ListBuckets", f"Describe{index}", f"Get{index}"]
+        if index == 6:
+            operations += [f"GetSecretValue{n}" for n in range(3)]
+        rows += [
+            event(op, actor=actor, service="secretsmanager" if "Secret" in op else "s3",
+                  time=start + timedelta(minutes=10 * r + position), **STRANGER)
+            for r in range(repeats) for position, op in enumerate(operations)
+        ]  # fmt: skip
+    return rows
+
+
+def test_fragments_years_apart_or_one_off_events_are_no_history_and_rarity_abstains_through_the_cli(
+    tmp_path: Path,
+) -> None:
+    tampering = event("StopLogging", service="cloudtrail", actor=TEAM[2], time=T0 + timedelta(days=300), **STRANGER)
+    scattered = write_db(tmp_path / "scattered.duckdb", [*_fragments(days_apart=90, repeats=3), tampering])
+    result = CliRunner().invoke(app, ["analyze", str(scattered), "--format", "json", "--min-score", "0"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["summary"]["history"] == _stored(scattered)[1] == "none"
+    assert "nor is the whole timeline a history: events on 9 of the 631 days" in document["summary"]["history_reason"]
+    analyzers = {f["analyzer"] for f in document["findings"]}
+    assert not analyzers & {"pattern_of_life", "peer_groups"}
+    assert "aws-trail-tampering" in {f["rule"] for f in document["findings"]}  # signatures still score every event
+    table = CliRunner().invoke(app, ["analyze", str(scattered)], env={"COLUMNS": "400"})
+    assert "the rarity detectors (pattern of life, peer divergence) abstain" in " ".join(table.stdout.split())
+    # one log, but every event the only one of its kind: nothing repeats, so nothing can be rare
+    one_offs = run_analysis(write_db(tmp_path / "one-offs.duckdb", _fragments(days_apart=0.02, repeats=1)))
+    assert one_offs.window.history == "none"
+    assert "27 of 27 identity events (100%) the only time" in one_offs.window.history_reason
+    assert "pattern_of_life" not in one_offs.findings_by_analyzer
