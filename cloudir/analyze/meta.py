@@ -111,11 +111,27 @@ def write_findings(
             LEFT JOIN context x USING (cid)
         ),
         scored AS (
-            SELECT *, CAST(round(least(100, greatest(floor, raw_score * weight * factor))) AS INTEGER) AS score
+            SELECT *, CAST(round(least(100, greatest(floor, raw_score * weight * factor))) AS INTEGER) AS score,
+                   concat_ws(chr(31), analyzer, rule, coalesce(identity, ''), coalesce(session, ''),
+                             coalesce(CAST(first_time AS VARCHAR), ''), coalesce(op_key, '')) AS finding_key,
+                   coalesce(array_to_string(list_sort(event_ids), chr(31)), '') AS evidence_key
             FROM tempered
+        ),
+        -- candidates sharing a key (a refused and a successful call of one rule in the same second) are different
+        -- findings: the first keeps the key's id, the others add their evidence to it; the same evidence twice is
+        -- one finding (the same key spelt NULL or '' is one key)
+        distinct_evidence AS (
+            SELECT * FROM scored
+            QUALIFY row_number() OVER (PARTITION BY finding_key, evidence_key
+                                       ORDER BY score DESC, raw_score DESC, title, explanation) = 1
+        ),
+        keyed AS (
+            SELECT *, row_number() OVER (PARTITION BY finding_key
+                                         ORDER BY score DESC, evidence_key, title, explanation) AS key_rank
+            FROM distinct_evidence
         )
-        SELECT substr(md5(concat_ws(chr(31), analyzer, rule, coalesce(identity, ''), coalesce(session, ''),
-                                    coalesce(CAST(first_time AS VARCHAR), ''), coalesce(op_key, ''))), 1, 12),
+        SELECT substr(md5(CASE WHEN key_rank = 1 THEN finding_key
+                               ELSE finding_key || chr(30) || evidence_key END), 1, 12),
                analyzer, rule, score, {SEVERITY_SQL.format(s="score")}, actor, identity, session, first_time,
                last_time, title,
                CASE WHEN length(explanation || novelty_words) > {MAX_EXPLANATION}
@@ -128,11 +144,7 @@ def write_findings(
                            'event_ids_kept', least(len(event_ids), {FINDING_EVENT_IDS}),
                            'event_count', coalesce(event_count, len(event_ids)), 'op_key', op_key),
                NULL
-        FROM scored WHERE score >= $min_score
-        -- one finding per id: the same key spelt NULL or '' is one finding too
-        QUALIFY row_number() OVER (PARTITION BY analyzer, rule, coalesce(identity, ''), coalesce(session, ''),
-                                                first_time, coalesce(op_key, '')
-                                   ORDER BY score DESC, raw_score DESC, title, explanation) = 1
+        FROM keyed WHERE score >= $min_score
         """,
         {"min_score": min_score},
     )

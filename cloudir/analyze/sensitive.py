@@ -121,20 +121,28 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
     sql = f"""
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
                                 title, explanation, mitre, event_ids, op_key, temper, floor, event_count)
-        WITH gapped AS (
-            SELECT *, coalesce(time - lag(time) OVER (PARTITION BY rule, identity, session, op_key ORDER BY time)
+        -- a refused call is no evidence that the change was made: its own finding, as an attempt; ties in time are
+        -- ordered by event id, so that calls of the same second are one episode in every run
+        WITH outcomes AS (
+            SELECT h.*, CASE WHEN r.bulk_min IS NULL THEN h.failed END AS outcome
+            FROM rule_hits h JOIN sens_rules r USING (rule)
+        ),
+        gapped AS (
+            SELECT *, coalesce(time - lag(time) OVER (PARTITION BY rule, identity, session, op_key, outcome
+                                                      ORDER BY time, event_id)
                                > INTERVAL '{EPISODE_GAP_MINUTES} minutes', true) AS starts
-            FROM rule_hits
+            FROM outcomes
         ),
         episodes AS (
             SELECT g.*, CASE WHEN r.bulk_min IS NULL
-                THEN sum(CAST(g.starts AS INTEGER)) OVER (PARTITION BY g.rule, g.identity, g.session, g.op_key
-                                                           ORDER BY g.time ROWS UNBOUNDED PRECEDING)
+                THEN sum(CAST(g.starts AS INTEGER)) OVER (PARTITION BY g.rule, g.identity, g.session, g.op_key,
+                                                                       g.outcome
+                                                           ORDER BY g.time, g.event_id ROWS UNBOUNDED PRECEDING)
                 ELSE epoch(time_bucket(INTERVAL '{BULK_WINDOW_MINUTES} minutes', g.time)) END AS bucket
             FROM gapped g JOIN sens_rules r USING (rule)
         ),
         grouped AS (
-            SELECT h.rule, h.identity, h.session, h.op_key, h.bucket,
+            SELECT h.rule, h.identity, h.session, h.op_key, h.bucket, h.outcome,
                    any_value(h.actor) AS actor, min(h.time) AS t0, max(h.time) AS t1, count(*) AS n,
                    bool_and(h.failed) AS all_failed, count(DISTINCT h.bulk_value) AS distinct_values,
                    list(h.event_id ORDER BY h.time, h.event_id) AS ids,
@@ -142,7 +150,7 @@ def _catalog(con: duckdb.DuckDBPyConnection) -> None:
                    any_value(r.bulk_min) AS bulk_min, any_value(r.floor) AS floor,
                    any_value(r.failed_factor) AS failed_factor
             FROM episodes h JOIN sens_rules r USING (rule)
-            GROUP BY h.rule, h.identity, h.session, h.op_key, h.bucket
+            GROUP BY h.rule, h.identity, h.session, h.op_key, h.bucket, h.outcome
         )
         SELECT 'sensitive_actions', rule,
                score * CASE WHEN all_failed THEN failed_factor ELSE 1 END,

@@ -158,3 +158,27 @@ def test_instance_credentials_stolen_in_the_baseline_are_found_and_a_fleet_netwo
     elsewhere = [f for f in findings if f["rule"] == "aws-instance-credentials-elsewhere"]
     assert [sorted(f["event_ids"]) for f in elsewhere] == [sorted(e["event_id"] for e in stolen)]
     assert "use only 52.20.14.0/24" in elsewhere[0]["explanation"]
+
+
+def test_a_refused_call_is_its_own_attempt_finding_and_shares_no_evidence_with_the_change(analyze: Analyze) -> None:
+    # the same identity, rule and operation: a StopLogging refused and one that stopped the trail in the same second,
+    # and again a minute apart
+    refused = event("StopLogging", service="cloudtrail", time=INCIDENT, error_code="InvalidTrailNameException")
+    stopped = event("StopLogging", service="cloudtrail", time=INCIDENT)
+    later = INCIDENT + timedelta(days=1)
+    refused_2 = event("StopLogging", service="cloudtrail", time=later, error_code="InvalidTrailNameException")
+    stopped_2 = event("StopLogging", service="cloudtrail", time=later + timedelta(minutes=1))
+    _, findings = analyze([*routine(BASE, days=22), refused, stopped, refused_2, stopped_2], min_score=0)
+    tampering = sorted(
+        (f for f in findings if f["rule"] == "aws-trail-tampering"), key=lambda f: (f["first_time"], -f["score"])
+    )
+    # each finding names only its own event; the two of the same second share every part of the key: both kept
+    assert [f["event_ids"] for f in tampering] == [
+        [stopped["event_id"]],
+        [refused["event_id"]],
+        [refused_2["event_id"]],
+        [stopped_2["event_id"]],
+    ]
+    assert len({f["finding_id"] for f in tampering}) == 4
+    assert [f["score"] >= 80 for f in tampering] == [True, False, False, True]
+    assert all("every attempt failed" in f["explanation"] for f in tampering[1:3])
