@@ -29,6 +29,9 @@ INSTANCE_CREDENTIALS_SCORE = 70
 INSTANCE_CREDENTIALS_NEW_ROLE_SCORE = 50
 INSTANCE_AGENTS = "'amazon-ssm-agent|amazon-cloudwatch-agent|CWAgent/|ec2-instance-connect'"
 PRIVATE_ADDRESS = r"'^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.)'"
+IP_ADDRESS = r"'^(\d{1,3}\.){3}\d{1,3}$|^[0-9a-fA-F]*:[0-9a-fA-F:.]*$'"
+AGENT_CHANNELS = "'ssmmessages', 'ec2messages'"
+"""The SSM agent's channels to Systems Manager (AWS: "endpoints the SSM Agent uses"): its calls, not a person's."""
 OWN_MIN_SESSIONS = 2
 OWN_MIN_DAYS = 3
 """A network is the instances' own when this many of the role's instance sessions, or one on this many days,
@@ -57,9 +60,10 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
         INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
                                 title, explanation, mitre, event_ids, event_count)
         WITH inst AS (
-            SELECT * FROM ev
-            WHERE cloud = 'aws' AND NOT aws_service
-              AND regexp_matches(actor, ':assumed-role/[^/]+/i-[0-9a-fA-F]{{8,17}}$')
+            SELECT ev.*, json_extract_string(e.raw, '$.userIdentity.invokedBy') AS invoked_by
+            FROM ev JOIN (SELECT event_uid, raw FROM events) e USING (event_uid)
+            WHERE ev.cloud = 'aws' AND NOT ev.aws_service
+              AND regexp_matches(ev.actor, ':assumed-role/[^/]+/i-[0-9a-fA-F]{{8,17}}$')
         ),
         agents AS (
             SELECT identity, network FROM inst
@@ -93,6 +97,10 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
                ['T1552.005'], list(i.event_id ORDER BY i.time, i.event_id)[1:{MAX_EVENT_IDS}], count(*)
         FROM inst i LEFT JOIN known k USING (identity)
         WHERE NOT list_contains(coalesce(k.networks, []), i.network)
+          -- an AWS service calling with the role (invokedBy, a service name or "AWS Internal" as the source) and
+          -- the SSM agent's own message channels are the instance's, not its credentials used elsewhere
+          AND i.invoked_by IS NULL AND regexp_matches(coalesce(i.source_ip, ''), {IP_ADDRESS})
+          AND i.service NOT IN ({AGENT_CHANNELS})
         GROUP BY i.identity, i.actor, i.network
         """
     )

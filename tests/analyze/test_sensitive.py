@@ -128,6 +128,21 @@ def test_instance_credentials_used_elsewhere_give_one_finding_per_session_and_ne
         ("Instance credentials used from 203.0.113.0/24", 3),
     ]
     assert {i for f in elsewhere for i in f["event_ids"]} == {e["event_id"] for e in stolen}
+    # what AWS services and the SSM agent do with the role is no use elsewhere: a service's name or "AWS Internal"
+    # as the source, a call a service made for it (invokedBy), the agent's own message channels
+    on_behalf = [
+        event("Decrypt", actor=node, actor_type="AssumedRole", service="kms", time=INCIDENT,
+              source_ip="cloudformation.amazonaws.com"),
+        event("SendHeartbeat", actor=node, actor_type="AssumedRole", service="ec2messages", time=INCIDENT,
+              source_ip="AWS Internal"),
+        event("DescribeInstances", actor=node, actor_type="AssumedRole", service="ec2", time=INCIDENT,
+              source_ip="45.33.32.156", raw={"userIdentity": {"invokedBy": "eks.amazonaws.com"}}),
+        event("CreateControlChannel", actor=node, actor_type="AssumedRole", service="ssmmessages", time=INCIDENT,
+              source_ip="45.33.32.156"),
+    ]  # fmt: skip
+    _, findings = analyze([*rows, *on_behalf])
+    flagged = {i for f in findings if f["rule"] == "aws-instance-credentials-elsewhere" for i in f["event_ids"]}
+    assert not flagged & {e["event_id"] for e in on_behalf}
 
 
 def test_repeated_sensitive_call_is_one_finding_per_episode_across_hour_boundaries(analyze: Analyze) -> None:
