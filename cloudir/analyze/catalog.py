@@ -69,11 +69,6 @@ OP_NORMALISE_SQL = (
 )
 """SQL that normalises ``operation`` the way :func:`normalise_operation` does."""
 
-GCP_DENIED_SQL = (
-    "CASE WHEN cloud = 'gcp' THEN coalesce(len({g}) > 0 AND NOT list_contains({g}, 'true'), false) ELSE false END"
-).format(g="json_extract_string(e.raw, '$.protoPayload.authorizationInfo[*].granted')")
-"""A GCP request whose every authorization check was refused (``authorizationInfo[].granted`` false) failed, whether
-or not the record carries a ``status``."""
 RAW_TEXT_SQL = "CAST(raw AS VARCHAR)"
 """A condition on the whole record as text (field ``raw``)."""
 SEVERITY_BANDS = (("critical", 80), ("high", 60), ("medium", 40), ("low", 0))
@@ -366,7 +361,7 @@ def build_rule_events(
     params: dict[str, Any],
 ) -> None:
     """``table``: the rows of ``source`` (``ev`` columns) that some rule's prefilter keeps, with ``op_norm``, every
-    JSON path of ``paths`` extracted from the raw record in one parse (``jf``), ``gcp_denied``, and the raw record
+    JSON path of ``paths`` extracted from the raw record in one parse (``jf``), and the raw record
     itself only where a rule reading the whole record as text (``RAW_TEXT_SQL``) may match. ``matches``: each
     rule's (prefilter, match) SQL. Only the kept rows' raw records are read, each once."""
     prefilter = " OR ".join(f"({pre})" for pre, _ in matches)
@@ -375,7 +370,7 @@ def build_rule_events(
     sql = f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
         WITH kept AS (SELECT * FROM (SELECT *, {OP_NORMALISE_SQL} AS op_norm FROM {source}) WHERE {prefilter})
-        SELECT kept.*, {fields} AS jf, {GCP_DENIED_SQL} AS gcp_denied,
+        SELECT kept.*, {fields} AS jf,
                CASE WHEN {raw_text} THEN e.raw END AS raw
         FROM kept JOIN (SELECT event_uid, raw FROM events) e USING (event_uid)
     """
@@ -405,7 +400,7 @@ def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev") -> Catalog:
     )
     sql = f"""
         CREATE OR REPLACE TEMP TABLE rule_hits AS
-        SELECT rule, event_id, time, actor, identity, session, op_key, failed OR gcp_denied AS failed,
+        SELECT rule, event_id, time, actor, identity, session, op_key, failed,
                {f"CASE rule {bulk} END" if bulk else "NULL::VARCHAR"} AS bulk_value
         FROM (SELECT *, unnest(list_filter([{matched}], lambda r: r IS NOT NULL)) AS rule FROM rule_ev)
     """

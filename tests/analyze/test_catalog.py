@@ -1,6 +1,7 @@
 """The rule catalog as data: every rule's own samples, hostile values, Entra spellings, the generated coverage."""
 
 import importlib
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -8,10 +9,12 @@ from typing import Any
 import duckdb
 import pytest
 
+from cloudir.analyze import run_analysis
 from cloudir.analyze.base import AnalysisWindow
 from cloudir.analyze.catalog import PLATFORMS, coverage_table, load_catalog, match_events, normalise_operation
 from cloudir.analyze.prepare import build_event_view
 from cloudir.errors import CloudirError
+from cloudir.timeline.ingest import ingest_paths
 from tests.analyze.builder import T0, event, routine, write_db
 from tests.analyze.conftest import Analyze
 
@@ -129,18 +132,26 @@ def test_a_refused_change_is_no_finding_unless_trying_is_the_signal(analyze: Ana
     assert refused["event_id"] not in flagged
 
 
-def test_a_gcp_request_whose_every_authorization_was_refused_is_a_failed_attempt(analyze: Analyze) -> None:
-    sa = {"actor": "ops@example.iam.gserviceaccount.com", "cloud": "gcp", "service": "deploymentmanager.googleapis.com"}
-    rows = routine(["v2.deploymentmanager.deployments.list"], days=22, **sa)
-    denied = {"protoPayload": {"authorizationInfo": [{"permission": "deploymentmanager.deployments.create",
-                                                      "granted": False}]}}  # fmt: skip
-    granted = {"protoPayload": {"authorizationInfo": [{"permission": "deploymentmanager.deployments.create",
-                                                       "granted": True}]}}  # fmt: skip
-    refused = event("v2.deploymentmanager.deployments.insert", time=INCIDENT, raw=denied, session="a", **sa)
-    done = event("v2.deploymentmanager.deployments.insert", time=INCIDENT, raw=granted, session="b", **sa)
-    _, findings = analyze([*rows, refused, done])
-    flagged = {e for f in findings if f["rule"] == "gcp-deployment-manager" for e in f["event_ids"]}
-    assert flagged == {done["event_id"]}
+def test_a_gcp_request_whose_every_authorization_was_refused_is_a_failed_attempt(tmp_path: Path) -> None:
+    def entry(name: str, granted: bool) -> str:
+        payload = {
+            "serviceName": "deploymentmanager.googleapis.com",
+            "methodName": "v2.deploymentmanager.deployments.insert",
+            "authenticationInfo": {"principalEmail": f"{name}@example.iam.gserviceaccount.com"},
+            "authorizationInfo": [{"permission": "deploymentmanager.deployments.create", "granted": granted}],
+        }
+        return json.dumps({"insertId": name, "timestamp": "2024-05-02T08:00:00Z", "protoPayload": payload}) + "\n"
+
+    logs = tmp_path / "gcp.jsonl"
+    logs.write_text(entry("refused", False) + entry("done", True))
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [logs])  # the reader marks the refused call failed (no status in the record)
+    run_analysis(db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        flagged = con.execute("SELECT list(DISTINCT e) FROM (SELECT unnest(event_ids) AS e FROM findings "
+                              "WHERE rule = 'gcp-deployment-manager')").fetchone()  # fmt: skip
+    assert flagged is not None
+    assert flagged[0] == ["done"]
 
 
 @pytest.mark.parametrize("engine", ["catalog", "correlation"])

@@ -142,6 +142,32 @@ def test_gcp_fields(db: Path) -> None:
     assert denied["time"] == datetime(2024, 5, 2, 8, 0, 2, 123456)
 
 
+def test_a_gcp_call_whose_every_authorization_was_refused_failed(tmp_path: Path) -> None:
+    def entry(name: str, grants: list[object] | None) -> dict[str, object]:
+        payload: dict[str, object] = {"serviceName": "iam.googleapis.com", "methodName": "SetIamPolicy"}
+        if grants is not None:
+            payload["authorizationInfo"] = [{"permission": f"p{i}", **({} if g is None else {"granted": g})}
+                                            for i, g in enumerate(grants)]  # fmt: skip
+        return {"insertId": name, "timestamp": "2024-05-02T08:00:00Z", "protoPayload": payload}
+
+    cases = {"all-refused": [False, False], "one-granted": [False, True], "granted": [True], "none": None,
+             "unsaid": [None]}  # fmt: skip
+    logs = tmp_path / "gcp.jsonl"
+    logs.write_text("".join(json.dumps(entry(name, grants)) + "\n" for name, grants in cases.items()))
+    ingest_paths(tmp_path / "t.duckdb", [logs])
+    outcome = {
+        name: (status, code)
+        for name, status, code in rows(tmp_path / "t.duckdb", "SELECT event_id, status, error_code FROM events")
+    }
+    assert outcome == {
+        "all-refused": ("failure", "7"),  # PERMISSION_DENIED, though the record carries no status
+        "one-granted": ("success", None),
+        "granted": ("success", None),
+        "none": ("success", None),
+        "unsaid": ("success", None),
+    }
+
+
 def test_azure_activity_rest_and_diagnostic_fields(db: Path) -> None:
     deleted = one_event(db, "az-event-1")
     # one case for Azure resource-provider operations, the original kept

@@ -29,12 +29,18 @@ FIELDS = {
             "requestAttributes": {"id": "VARCHAR"},
         },
         "status": {"code": "VARCHAR", "message": "VARCHAR"},
+        "authorizationInfo": [{"granted": "VARCHAR"}],
     },
 }
 
 _ACTOR = (
     "coalesce(p.protoPayload.authenticationInfo.principalEmail, p.protoPayload.authenticationInfo.principalSubject)"
 )
+
+_GRANTS = "list_transform(coalesce(p.protoPayload.authorizationInfo, []), lambda a: lower(a.granted))"
+_ALL_DENIED = f"(list_contains({_GRANTS}, 'false') AND NOT list_contains({_GRANTS}, 'true'))"
+"""Every authorization check of the call refused (``authorizationInfo[].granted`` false, none true): the call failed
+(PERMISSION_DENIED, code 7) whether or not the record carries a ``status``."""
 
 COLUMNS = {
     "time": "utc_ts(coalesce(p.timestamp, p.receiveTimestamp))",
@@ -53,8 +59,9 @@ COLUMNS = {
     "source_ip": "p.protoPayload.requestMetadata.callerIp",
     "user_agent": "p.protoPayload.requestMetadata.callerSuppliedUserAgent",
     "resources": "list_filter([p.protoPayload.resourceName], lambda r: r IS NOT NULL)",
-    "status": "CASE WHEN coalesce(p.protoPayload.status.code, '0') = '0' THEN 'success' ELSE 'failure' END",
-    "error_code": "nullif(p.protoPayload.status.code, '0')",
+    "status": f"CASE WHEN coalesce(p.protoPayload.status.code, '0') = '0' AND NOT {_ALL_DENIED} THEN 'success' "
+    "ELSE 'failure' END",
+    "error_code": f"coalesce(nullif(p.protoPayload.status.code, '0'), CASE WHEN {_ALL_DENIED} THEN '7' END)",
     "request_id": "coalesce(p.protoPayload.requestMetadata.requestAttributes.id, p.operation.id)",
     "event_id": "p.insertId",
     "read_only": "is_read_operation(p.protoPayload.methodName)",
