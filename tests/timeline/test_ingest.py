@@ -151,7 +151,7 @@ def test_a_gcp_call_whose_every_authorization_was_refused_failed(tmp_path: Path)
         return {"insertId": name, "timestamp": "2024-05-02T08:00:00Z", "protoPayload": payload}
 
     cases = {"all-refused": [False, False], "one-granted": [False, True], "granted": [True], "none": None,
-             "unsaid": [None]}  # fmt: skip
+             "unsaid": [None], "not-a-grant": ["tru", None]}  # fmt: skip
     logs = tmp_path / "gcp.jsonl"
     logs.write_text("".join(json.dumps(entry(name, grants)) + "\n" for name, grants in cases.items()))
     ingest_paths(tmp_path / "t.duckdb", [logs])
@@ -165,6 +165,7 @@ def test_a_gcp_call_whose_every_authorization_was_refused_failed(tmp_path: Path)
         "granted": ("success", None),
         "none": ("success", None),
         "unsaid": ("success", None),
+        "not-a-grant": ("failure", "7"),  # only true grants
     }
 
 

@@ -38,8 +38,8 @@ _ACTOR = (
 )
 
 _GRANTS = "list_transform(coalesce(p.protoPayload.authorizationInfo, []), lambda a: lower(a.granted))"
-_ALL_DENIED = f"(list_contains({_GRANTS}, 'false') AND NOT list_contains({_GRANTS}, 'true'))"
-"""Every authorization check of the call refused (``authorizationInfo[].granted`` false, none true): the call failed
+_ALL_DENIED = f"(len(list_filter({_GRANTS}, lambda g: g IS NOT NULL)) > 0 AND NOT list_contains({_GRANTS}, 'true'))"
+"""No authorization check of the call granted (``authorizationInfo[].granted`` said, and never true): the call failed
 (PERMISSION_DENIED, code 7) whether or not the record carries a ``status``."""
 
 COLUMNS = {
