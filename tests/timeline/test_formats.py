@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -117,4 +118,64 @@ def test_log_analytics_rows_in_both_export_shapes(db: Path, suffix: str) -> None
     assert [t.replace(microsecond=t.microsecond // 1000 * 1000) for t in times[0]] == [
         datetime(2024, 5, 1, 15, 1, 0, 123000),
         datetime(2024, 5, 1, 16, 1, 0, 500000),
+    ]
+
+
+def test_refused_sign_in_is_a_failure_without_an_error_code(tmp_path: Path) -> None:
+    """AWS sign-in events say a refusal in ``responseElements.<eventName>``, never in ``errorCode``."""
+    who = {"type": "IAMUser", "arn": "arn:aws:iam::111111111111:user/alice"}
+    signin = {"eventVersion": "1.08", "eventSource": "signin.amazonaws.com", "userIdentity": who}
+    records = [
+        {
+            **signin,
+            "eventName": "ConsoleLogin",
+            "eventID": "refused",
+            "eventTime": "2026-11-01T10:00:00Z",
+            "responseElements": {"ConsoleLogin": "Failure"},
+            "errorMessage": "Failed authentication",
+        },
+        {
+            **signin,
+            "eventName": "ConsoleLogin",
+            "eventID": "accepted",
+            "eventTime": "2026-11-01T10:01:00Z",
+            "responseElements": {"ConsoleLogin": "Success"},
+        },
+        {
+            **signin,
+            "eventName": "CheckMfa",
+            "eventID": "mfa",
+            "eventTime": "2026-11-01T10:02:00Z",
+            "responseElements": {"CheckMfa": "Failure"},
+        },
+        {
+            **signin,
+            "eventSource": "s3.amazonaws.com",
+            "eventName": "GetObject",
+            "eventID": "not-signin",
+            "eventTime": "2026-11-01T10:03:00Z",
+            "responseElements": {"ConsoleLogin": "Failure"},
+        },
+        {
+            **signin,
+            "eventSource": "ec2.amazonaws.com",
+            "eventName": "RunInstances",
+            "eventID": "odd",
+            "eventTime": "2026-11-01T10:04:00Z",
+            "responseElements": "Failure",
+        },
+    ]
+    log = tmp_path / "signin.jsonl"
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    db = tmp_path / "t.duckdb"
+    result = CliRunner().invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
+    assert "5 records = 5 ingested + 0 duplicate + 0 quarantined" in result.output, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT event_id, status, error_code FROM events ORDER BY event_id").fetchall()
+    assert rows == [
+        ("accepted", "success", None),
+        ("mfa", "failure", "Failure"),
+        ("not-signin", "success", None),
+        ("odd", "success", None),
+        ("refused", "failure", "Failed authentication"),
     ]

@@ -16,6 +16,8 @@ FIELDS = {
     "sourceIPAddress": "VARCHAR",
     "userAgent": "VARCHAR",
     "errorCode": "VARCHAR",
+    "errorMessage": "VARCHAR",
+    "responseElements": "JSON",
     "requestID": "VARCHAR",
     "eventID": "VARCHAR",
     "readOnly": "VARCHAR",
@@ -32,6 +34,12 @@ FIELDS = {
     "resources": [{"ARN": "VARCHAR"}],
 }
 
+SIGN_IN_FAILED = (
+    "coalesce(p.eventSource = 'signin.amazonaws.com' AND 'Failure' IN (p.responseElements->>'$.ConsoleLogin', "
+    "p.responseElements->>'$.CheckMfa', p.responseElements->>'$.SwitchRole'), false)"
+)
+"""AWS sign-in events report a refusal in ``responseElements.<eventName>`` and ``errorMessage``, no ``errorCode``."""
+
 COLUMNS = {
     "time": 'utc_ts(coalesce(p.eventTime, p."@timestamp"))',
     "account": "coalesce(p.recipientAccountId, p.userIdentity.accountId)",
@@ -47,8 +55,8 @@ COLUMNS = {
     "source_ip": "p.sourceIPAddress",
     "user_agent": "p.userAgent",
     "resources": "list_filter(list_transform(p.resources, lambda r: r.ARN), lambda a: a IS NOT NULL)",
-    "status": "CASE WHEN p.errorCode IS NULL THEN 'success' ELSE 'failure' END",
-    "error_code": "p.errorCode",
+    "status": f"CASE WHEN p.errorCode IS NULL AND NOT {SIGN_IN_FAILED} THEN 'success' ELSE 'failure' END",
+    "error_code": f"coalesce(p.errorCode, CASE WHEN {SIGN_IN_FAILED} THEN coalesce(p.errorMessage, 'Failure') END)",
     "request_id": "p.requestID",
     "event_id": "p.eventID",
     "read_only": "coalesce(try_cast(p.readOnly AS BOOLEAN), is_read_operation(p.eventName))",
