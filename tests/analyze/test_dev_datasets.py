@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ import pytest
 from cloudir.analyze import run_analysis
 from cloudir.timeline.ingest import ingest_paths
 from tests.analyze.conftest import SHARED
+from tests.benchmarks import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 PANTHER = SHARED / "datasets" / "panther-rule-tests"
 pytestmark = pytest.mark.skipif(not PANTHER.is_dir(), reason="no shared Panther fixtures")
 
@@ -31,15 +30,6 @@ COMPARED = 5
 """The first picks are analyzed alone both ways; the last two are there for the collision and the duplicate."""
 
 
-def _benchmark() -> Any:
-    spec = importlib.util.spec_from_file_location("dev_datasets", ROOT / "benchmarks" / "dev_datasets.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _findings(db: Path) -> list[tuple[Any, ...]]:
     run_analysis(db)
     with duckdb.connect(str(db), read_only=True) as con:
@@ -49,7 +39,7 @@ def _findings(db: Path) -> list[tuple[Any, ...]]:
 
 
 def test_each_alone_from_the_together_timeline_equals_a_fresh_ingest(tmp_path: Path) -> None:
-    bench = _benchmark()
+    bench: Any = load_benchmark("dev_datasets")
     lines = {name: (PANTHER / f"{name}.jsonl").read_text().splitlines() for name, _ in PICKS}
     records = [bench._own_id(json.loads(lines[name][line])["event"], i) for i, (name, line) in enumerate(PICKS)]
     fixtures = tmp_path / "together" / bench.PANTHER_EVENTS

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from cloudir.timeline.ingest import ingest_paths
+from tests.benchmarks import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not (ROOT.parent / "shared" / "datasets").is_dir(), reason="no shared datasets")
 
 
-def load_generator() -> object:
-    spec = importlib.util.spec_from_file_location("generate_events", ROOT / "benchmarks" / "generate_events.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_generated_events_are_unique_and_ingest_cleanly(tmp_path: Path) -> None:
     shape = "records"
-    generator = load_generator()
+    generator: object = load_benchmark("generate_events")
     files = generator.generate(tmp_path / "gen", 3000, chunk=1000, actors=50, shape=shape, gzip=True)  # type: ignore[attr-defined]
     assert [f.name for f in files] == [f"events-0000{i}.{'jsonl' if shape == 'jsonl' else 'json'}.gz" for i in range(3)]
     stats = ingest_paths(tmp_path / "t.duckdb", files)
