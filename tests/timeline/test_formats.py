@@ -150,6 +150,13 @@ def test_refused_sign_in_is_a_failure_without_an_error_code(tmp_path: Path) -> N
         },
         {
             **signin,
+            "eventName": "PasswordUpdated",
+            "eventID": "password",
+            "eventTime": "2026-11-01T10:05:00Z",
+            "responseElements": {"PasswordUpdated": "Failure"},
+        },
+        {
+            **signin,
             "eventSource": "s3.amazonaws.com",
             "eventName": "GetObject",
             "eventID": "not-signin",
@@ -169,7 +176,7 @@ def test_refused_sign_in_is_a_failure_without_an_error_code(tmp_path: Path) -> N
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
     db = tmp_path / "t.duckdb"
     result = CliRunner().invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
-    assert "5 records = 5 ingested + 0 duplicate + 0 quarantined" in result.output, result.output
+    assert "6 records = 6 ingested + 0 duplicate + 0 quarantined" in result.output, result.output
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute("SELECT event_id, status, error_code FROM events ORDER BY event_id").fetchall()
     assert rows == [
@@ -177,5 +184,6 @@ def test_refused_sign_in_is_a_failure_without_an_error_code(tmp_path: Path) -> N
         ("mfa", "failure", "Failure"),
         ("not-signin", "success", None),
         ("odd", "success", None),
+        ("password", "failure", "Failure"),
         ("refused", "failure", "Failed authentication"),
     ]

@@ -34,9 +34,11 @@ FIELDS = {
     "resources": [{"ARN": "VARCHAR"}],
 }
 
+SIGN_IN_OUTCOMES = ("ConsoleLogin", "CheckMfa", "SwitchRole", "ExitRole", "RenewRole", "PasswordUpdated")
 SIGN_IN_FAILED = (
-    "coalesce(p.eventSource = 'signin.amazonaws.com' AND 'Failure' IN (p.responseElements->>'$.ConsoleLogin', "
-    "p.responseElements->>'$.CheckMfa', p.responseElements->>'$.SwitchRole'), false)"
+    "coalesce(p.eventSource = 'signin.amazonaws.com' AND 'Failure' IN ("
+    + ", ".join(f"p.responseElements->>'$.{name}'" for name in SIGN_IN_OUTCOMES)
+    + "), false)"
 )
 """AWS sign-in events report a refusal in ``responseElements.<eventName>`` and ``errorMessage``, no ``errorCode``."""
 
