@@ -123,54 +123,27 @@ def test_log_analytics_rows_in_both_export_shapes(db: Path, suffix: str) -> None
 
 def test_refused_sign_in_is_a_failure_without_an_error_code(tmp_path: Path) -> None:
     """AWS sign-in events say a refusal in ``responseElements.<eventName>``, never in ``errorCode``."""
-    who = {"type": "IAMUser", "arn": "arn:aws:iam::111111111111:user/alice"}
-    signin = {"eventVersion": "1.08", "eventSource": "signin.amazonaws.com", "userIdentity": who}
-    records = [
-        {
-            **signin,
-            "eventName": "ConsoleLogin",
-            "eventID": "refused",
+
+    def record(event_id: str, source: str, name: str, answer: object, **extra: str) -> dict[str, object]:
+        who = {"type": "IAMUser", "arn": "arn:aws:iam::111111111111:user/alice"}
+        return {
+            "eventVersion": "1.08",
             "eventTime": "2026-11-01T10:00:00Z",
-            "responseElements": {"ConsoleLogin": "Failure"},
-            "errorMessage": "Failed authentication",
-        },
-        {
-            **signin,
-            "eventName": "ConsoleLogin",
-            "eventID": "accepted",
-            "eventTime": "2026-11-01T10:01:00Z",
-            "responseElements": {"ConsoleLogin": "Success"},
-        },
-        {
-            **signin,
-            "eventName": "CheckMfa",
-            "eventID": "mfa",
-            "eventTime": "2026-11-01T10:02:00Z",
-            "responseElements": {"CheckMfa": "Failure"},
-        },
-        {
-            **signin,
-            "eventName": "PasswordUpdated",
-            "eventID": "password",
-            "eventTime": "2026-11-01T10:05:00Z",
-            "responseElements": {"PasswordUpdated": "Failure"},
-        },
-        {
-            **signin,
-            "eventSource": "s3.amazonaws.com",
-            "eventName": "GetObject",
-            "eventID": "not-signin",
-            "eventTime": "2026-11-01T10:03:00Z",
-            "responseElements": {"ConsoleLogin": "Failure"},
-        },
-        {
-            **signin,
-            "eventSource": "ec2.amazonaws.com",
-            "eventName": "RunInstances",
-            "eventID": "odd",
-            "eventTime": "2026-11-01T10:04:00Z",
-            "responseElements": "Failure",
-        },
+            "userIdentity": who,
+            "eventID": event_id,
+            "eventSource": f"{source}.amazonaws.com",
+            "eventName": name,
+            "responseElements": answer,
+            **extra,
+        }
+
+    records = [
+        record("refused", "signin", "ConsoleLogin", {"ConsoleLogin": "Failure"}, errorMessage="Failed authentication"),
+        record("accepted", "signin", "ConsoleLogin", {"ConsoleLogin": "Success"}),
+        record("mfa", "signin", "CheckMfa", {"CheckMfa": "Failure"}),
+        record("password", "signin", "PasswordUpdated", {"PasswordUpdated": "Failure"}),
+        record("not-signin", "s3", "GetObject", {"ConsoleLogin": "Failure"}),
+        record("odd", "ec2", "RunInstances", "Failure"),
     ]
     log = tmp_path / "signin.jsonl"
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
