@@ -286,6 +286,10 @@ class AwsSandbox:
         """Make the EBS direct API send a wrong checksum for one block of a snapshot."""
         self.ebs_direct.call("tamper", region or self.region, snapshot_id, index)
 
+    def break_block_read(self, snapshot_id: str, index: int, region: str | None = None) -> None:
+        """Make the EBS direct API break the connection halfway through one block's body."""
+        self.ebs_direct.call("cut", region or self.region, snapshot_id, index)
+
     # -- failure injection at the botocore layer -----------------------------------------------------------
     @contextmanager
     def fail_next(self, operation: str, error_code: str = "InternalError") -> Iterator[None]:

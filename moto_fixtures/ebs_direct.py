@@ -51,6 +51,7 @@ class _State:
     peak: int = 0
     window: list[float] = field(default_factory=list)  # monotonic: the first read's start, the last read's end
     read: list[str] = field(default_factory=list)  # the snapshot of every block served, in order
+    cut: set[tuple[str, str, int]] = field(default_factory=set)  # blocks whose answer breaks off mid-body
 
     def apply(self, message: tuple[Any, ...]) -> Any:
         """One control message from the sandbox (see :class:`EbsDirectServer`); its answer."""
@@ -67,6 +68,8 @@ class _State:
             region, snapshot_id, index = args
             data, _, token = self.snapshots[(region, snapshot_id)].blocks[index]
             self.snapshots[(region, snapshot_id)].blocks[index] = (data, block_checksum(data + b"tampered"), token)
+        elif command == "cut":
+            self.cut.add((args[0], args[1], args[2]))
         elif command == "key":
             self.accounts[args[0]] = args[1]
         elif command == "latency":
@@ -77,6 +80,9 @@ class _State:
         elif command == "clear-stats":
             self.peak, self.window, self.read = 0, [], []
         return {"peak": self.peak, "window": list(self.window), "read": list(self.read)}
+
+
+_CUT = "cloudir-cut"  # between answer and connection only: never sent
 
 
 def block_checksum(data: bytes) -> str:
@@ -109,10 +115,13 @@ class _Handler:
                 if int(headers.get("content-length") or 0):
                     await reader.readexactly(int(headers["content-length"]))
                 status, extra, body = await self.answer(method, target, headers)
+                cut = extra.pop(_CUT, None) is not None
                 reply = [f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}", f"Content-Length: {len(body)}"]
                 reply += [f"{k}: {v}" for k, v in {"x-amzn-RequestId": str(uuid.uuid4()), **extra}.items()]
-                writer.write(("\r\n".join(reply) + "\r\n\r\n").encode() + body)
+                writer.write(("\r\n".join(reply) + "\r\n\r\n").encode() + (body[: len(body) // 2] if cut else body))
                 await writer.drain()
+                if cut:
+                    return  # the connection breaks with half the block sent
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -149,6 +158,8 @@ class _Handler:
             "x-amz-Checksum": checksum,
             "x-amz-Checksum-Algorithm": "SHA256",
         }
+        if (credential.group(2), parts[2], int(parts[4])) in self.state.cut:
+            headers[_CUT] = ""
         return 200, headers, data
 
     @staticmethod

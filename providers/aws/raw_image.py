@@ -81,6 +81,7 @@ def _read_block(ebs: Any, snapshot_id: str, index: int, token: str) -> tuple[Api
     region = str(ebs.meta.region_name)
     try:
         response = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockToken=token)
+        data: bytes = response["BlockData"].read()  # the body streams: a broken connection fails here
     except ClientError as exc:
         meta, code = exc.response.get("ResponseMetadata", {}), str(exc.response.get("Error", {}).get("Code"))
         call = ApiCall(
@@ -93,7 +94,6 @@ def _read_block(ebs: Any, snapshot_id: str, index: int, token: str) -> tuple[Api
     call = ApiCall(
         "ebs", "GetSnapshotBlock", region, meta.get("RequestId"), "ok", http_status=meta.get("HTTPStatusCode")
     )
-    data: bytes = response["BlockData"].read()
     problem = _checksum_problem(snapshot_id, index, response, data)
     return (call, "checksum", problem) if problem else (call, "ok", (index, data))
 
@@ -109,7 +109,15 @@ def reader_process(control: Connection) -> None:
     ebs, sending = spec.client(credentials), threading.Lock()
 
     def read(client: Any, task: int, snapshot_id: str, index: int, token: str) -> None:
-        answer = _read_block(client, snapshot_id, index, token)
+        try:
+            answer = _read_block(client, snapshot_id, index, token)
+        except Exception as exc:  # noqa: BLE001 - unanswered, the parent would wait for this block forever
+            failure = CloudirError(f"block {index} of {snapshot_id}: the reader failed: {type(exc).__name__}: {exc}")
+            answer = (
+                ApiCall("ebs", "GetSnapshotBlock", str(client.meta.region_name), None, type(exc).__name__),
+                "error",
+                failure,
+            )
         with sending:
             control.send((task, *answer))
 

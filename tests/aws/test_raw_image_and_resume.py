@@ -1,6 +1,7 @@
 """Raw images through the EBS direct APIs, dry runs, injected failures and --resume."""
 
 import hashlib
+import threading
 from typing import Any
 
 import pytest
@@ -52,6 +53,27 @@ def test_checksum_mismatch_discards_the_image(aws_sandbox: AwsSandbox, tmp_path)
     case = Case.create(tmp_path / "c")
     with pytest.raises(BlockChecksumError, match=f"block 3 of {snapshot_id}: checksum mismatch"):
         write_raw_image(aws_sandbox.provider().clients, snapshot_id, case, "images/aws/x.raw", Console(quiet=True))
+    assert not list((case.root / "images").rglob("*.raw*"))
+
+
+def test_a_connection_broken_mid_block_fails_the_image_instead_of_waiting_forever(aws_sandbox: AwsSandbox, tmp_path):
+    snapshot_id = aws_sandbox.direct_snapshot({0: b"A" * BLOCK, 3: b"C" * BLOCK})
+    aws_sandbox.break_block_read(snapshot_id, 3)
+    case = Case.create(tmp_path / "c")
+    outcome: list[BaseException] = []
+
+    def image() -> None:
+        try:
+            write_raw_image(aws_sandbox.provider().clients, snapshot_id, case, "images/aws/x.raw", Console(quiet=True))
+        except Exception as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=image, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the image waited forever for a block whose read broke off"
+    assert [type(exc).__name__ for exc in outcome] == ["CloudAccessError"], outcome
+    assert "IncompleteRead" in str(outcome[0])
     assert not list((case.root / "images").rglob("*.raw*"))
 
 
