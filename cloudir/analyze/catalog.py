@@ -12,7 +12,8 @@ Condition grammar (``where``)::
     {field: NAME, contains: S} | {field: NAME, regex: RE} | {field: NAME, exists: true|false}
 
 ``NAME`` is a timeline column (``COLUMNS``), ``raw`` (the whole record as text) or a JSON path into the raw record
-(``$.requestParameters.policyArn``).
+(``$.requestParameters.policyArn``; with ``[*]`` wildcards every match joined by spaces:
+``$.properties.targetResources[*].modifiedProperties[*].newValue``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ class Compiler:
             return name
         if name == "raw":
             return RAW_TEXT_SQL
+        if name.startswith("$.") and "[*]" in name:  # every match of a wildcard path, joined (one path a call)
+            return f"nullif(array_to_string(json_extract_string({RAW_TEXT_SQL}, {self.bind(name)}), ' '), '')"
         if name.startswith("$."):
             if name not in self.paths:
                 self.paths.append(name)

@@ -18,6 +18,7 @@ _AUDIT: dict[str, Any] = {
     "id": "VARCHAR",
     "activityDateTime": "VARCHAR",
     "activityDisplayName": "VARCHAR",
+    "operationName": "VARCHAR",
     "loggedByService": "VARCHAR",
     "operationType": "VARCHAR",
     "result": "VARCHAR",
@@ -49,7 +50,9 @@ COLUMNS = {
     "account": "coalesce(p.tenantId, p.properties.tenantId)",
     "region": "NULL",
     "service": f"coalesce({_get('loggedByService')}, 'Microsoft.aadiam')",
-    "operation": _get("activityDisplayName"),
+    # the diagnostic-settings envelope names the activity in operationName too (some records, such as elevate
+    # access, carry no activityDisplayName)
+    "operation": f"coalesce({_get('activityDisplayName')}, {_get('operationName')})",
     "actor": f"coalesce({_get(_USER + '.userPrincipalName')}, {_get(_USER + '.id')}, {_get(_APP + '.displayName')}, "
     f"{_get(_APP + '.servicePrincipalId')}, {_get(_APP + '.appId')})",
     "actor_type": f"CASE WHEN coalesce({_get(_USER + '.userPrincipalName')}, {_get(_USER + '.id')}) IS NOT NULL "

@@ -1,0 +1,128 @@
+"""Entra detections on audit and sign-in records in Microsoft's documented shapes - the Graph ``directoryAudit`` /
+``signIn`` resources and the diagnostic-settings envelope (``properties``) - ingested and analyzed through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+
+ADMIN = {"user": {"id": "7d0c", "userPrincipalName": "admin@contoso.example", "ipAddress": "203.0.113.7"}}
+MFA_POLICY = {"id": "c1", "displayName": "Require MFA", "state": "enabled",
+              "grantControls": {"operator": "OR", "builtInControls": ["mfa"]}}  # fmt: skip
+NO_MFA_POLICY = {**MFA_POLICY, "grantControls": None}
+
+
+def _change(name: str, policy_from: dict[str, Any], policy_to: dict[str, Any]) -> dict[str, Any]:
+    return {"displayName": name, "oldValue": json.dumps(policy_from), "newValue": json.dumps(policy_to)}
+
+
+def _graph_audit(record_id: str, activity: str, *changes: dict[str, Any]) -> dict[str, Any]:
+    """A Microsoft Graph directoryAudit resource."""
+    return {
+        "id": record_id,
+        "category": "Policy",
+        "correlationId": f"corr-{record_id}",
+        "result": "success",
+        "activityDisplayName": activity,
+        "activityDateTime": "2026-11-02T10:00:00Z",
+        "loggedByService": "Conditional Access",
+        "operationType": "Update",
+        "initiatedBy": ADMIN,
+        "targetResources": [
+            {"id": "c1", "displayName": "Require MFA", "type": "Policy", "modifiedProperties": list(changes)}
+        ],
+    }
+
+
+def _diagnostic_audit(record_id: str, activity: str, *changes: dict[str, Any]) -> dict[str, Any]:
+    """The same activity as a diagnostic-settings record (category AuditLogs, the resource under ``properties``)."""
+    graph = _graph_audit(record_id, activity, *changes)
+    return {
+        "time": graph["activityDateTime"],
+        "resourceId": "/tenants/t1/providers/Microsoft.aadiam",
+        "operationName": activity,
+        "category": "AuditLogs",
+        "tenantId": "t1",
+        "properties": graph,
+    }
+
+
+def _signin(record_id: str, risk: str, state: str) -> dict[str, Any]:
+    """A sign-in as a diagnostic-settings record (category SignInLogs)."""
+    return {
+        "time": "2026-11-02T11:00:00Z",
+        "operationName": "Sign-in activity",
+        "category": "SignInLogs",
+        "tenantId": "t1",
+        "properties": {
+            "id": record_id,
+            "createdDateTime": "2026-11-02T11:00:00Z",
+            "userPrincipalName": "bob@contoso.example",
+            "appDisplayName": "Azure Portal",
+            "ipAddress": "198.51.100.4",
+            "status": {"errorCode": 0},
+            "riskLevelDuringSignIn": risk,
+            "riskLevelAggregated": "none",
+            "riskState": state,
+        },
+    }
+
+
+CA = "Update conditional access policy"
+ELEVATE = "User has elevated their access to User Access Administrator for their Azure Resources"
+REPORT_ONLY = {**MFA_POLICY, "state": "enabledForReportingButNotEnforced"}
+RENAMED = {**MFA_POLICY, "displayName": "Require MFA (all)"}
+DISCOVERY = json.dumps({"discoveryUrl": "https://idp.example/.well-known/openid-configuration"})
+ELEVATE_PROPERTIES = {
+    "id": "elevate",
+    "activityDateTime": "2026-11-02T10:00:00Z",
+    "initiatedBy": ADMIN,
+    "result": "success",
+    "loggedByService": "Microsoft.Authorization",
+    "operationType": "Assign",
+}
+RECORDS = [
+    # MFA grant removed / policy switched to report-only: weakened, in either shape
+    _graph_audit("weakened-graph", CA, _change("ConditionalAccessPolicy", MFA_POLICY, NO_MFA_POLICY)),
+    _diagnostic_audit("weakened-diag", CA + " ", _change("ConditionalAccessPolicy", MFA_POLICY, REPORT_ONLY)),
+    # MFA added, or the policy renamed with MFA kept: routine
+    _graph_audit("strengthened", CA, _change("ConditionalAccessPolicy", NO_MFA_POLICY, MFA_POLICY)),
+    _diagnostic_audit("kept", CA, _change("ConditionalAccessPolicy", MFA_POLICY, RENAMED)),
+    _diagnostic_audit("deleted", "Delete conditional access policy"),
+    _diagnostic_audit("oidc", "Update authentication methods policy",
+                      {"displayName": "OpenIdConnectConfiguration", "oldValue": "", "newValue": DISCOVERY}),
+    _diagnostic_audit("passwordless", "Update authentication methods policy",
+                      {"displayName": "PasswordlessMFAEnabled", "oldValue": "false", "newValue": "true"}),
+    # elevate access: the diagnostic record names the activity only in operationName
+    {**_diagnostic_audit("elevate", ELEVATE), "properties": ELEVATE_PROPERTIES},
+    _signin("medium-risk", "medium", "atRisk"),
+    _signin("low-risk", "low", "atRisk"),
+    _signin("medium-risk-dismissed", "medium", "dismissed"),
+]  # fmt: skip
+EXPECTED = {
+    "weakened-graph": "entra-conditional-access-weakened",
+    "weakened-diag": "entra-conditional-access-weakened",
+    "deleted": "entra-conditional-access-deleted",
+    "oidc": "entra-external-idp-changed",
+    "elevate": "entra-elevate-access",
+    "medium-risk": "entra-medium-risk-signin",
+}
+
+
+def test_entra_rules_read_the_documented_before_and_after_values(tmp_path: Path) -> None:
+    log = tmp_path / "entra.jsonl"
+    log.write_text("".join(json.dumps(record) + "\n" for record in RECORDS))
+    db = tmp_path / "timeline.duckdb"
+    runner = CliRunner()
+    ingested = runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
+    assert f"{len(RECORDS)} records = {len(RECORDS)} ingested" in ingested.output, ingested.output
+    analyzed = runner.invoke(app, ["analyze", str(db), "--format", "json"])
+    assert analyzed.exit_code == 0, analyzed.output
+    findings = json.loads(analyzed.output)["findings"]
+    flagged = {event: f["rule"] for f in findings if f["analyzer"] == "sensitive_actions" for event in f["event_ids"]}
+    assert flagged == EXPECTED
