@@ -24,8 +24,8 @@ from botocore.exceptions import ConnectionClosedError
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 from moto.ebs.models import ebs_backends
-from moto.ec2.exceptions import InvalidSnapshotIdError
 from moto.ec2.models.elastic_block_store import EBSBackend as Ec2EbsBackend
+from moto.ec2.models.security_groups import SecurityGroupBackend
 from moto.iam.models import get_account_id_from
 from moto.kms.models import kms_backends
 from moto.sts.models import STSBackend
@@ -72,6 +72,15 @@ def _profile_parameter(request: dict[str, Any]) -> str:
     return str(body.get("IamInstanceProfile.Arn") or body.get("IamInstanceProfile.Name") or "")
 
 
+def _refusal(code: str, message: str, status: int, request_id: str) -> tuple[AWSResponse, dict[str, Any]]:
+    """A before-call handler's answer in place of the service's: an error, parsed as botocore parses one."""
+    parsed = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": request_id},
+    }
+    return AWSResponse("https://sandbox.invalid/", status, {}, None), parsed
+
+
 class AwsSandbox:
     """moto's mock_aws with fake credentials, disk content for EBS direct reads, and failure injection."""
 
@@ -106,9 +115,12 @@ class AwsSandbox:
         self._blocks: dict[str, dict[int, bytes]] = {}  # snapshot id -> its blocks (what a copy of it holds)
         self._block_latency = 0.0
         self._held: dict[str, Callable[[], bool]] = {}  # volume id -> its snapshots stay pending until this is true
-        # EC2 is eventually consistent: a new snapshot is missing from DescribeSnapshots for this long (seconds)
-        self.describe_lag_seconds = 0.0
-        self._snapshot_created: dict[str, float] = {}  # snapshot id -> monotonic creation time
+        # EC2 is eventually consistent: for this long (seconds; real accounts show about as much) after a snapshot
+        # or security group is created, the tool's Describe* by filter omit it and any EC2 call of the tool naming
+        # its id is answered InvalidSnapshot.NotFound / InvalidGroup.NotFound. The sandbox's own clients (the
+        # inspection helpers below) see the true state.
+        self.describe_lag_seconds = 0.5
+        self._created: dict[str, float] = {}  # snapshot or security group id -> monotonic creation time
         self._in_flight_lock = threading.Lock()
         self.insights = INSIGHTS  # the Logs Insights fake's queries and knobs
 
@@ -124,14 +136,16 @@ class AwsSandbox:
         self._stack.callback(INSIGHTS.reset)
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "create_snapshot", self._wrap_create_snapshot()))
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "copy_snapshot", self._wrap_copy_snapshot()))
+        create_group = self._wrap_create_security_group()
+        self._stack.enter_context(mock.patch.object(SecurityGroupBackend, "create_security_group", create_group))
         describe = self._wrap_describe_snapshots()
         self._stack.enter_context(mock.patch.object(Ec2EbsBackend, "describe_snapshots", describe))
         assume_role = strict_assume_role(STSBackend.assume_role)
         self._stack.enter_context(mock.patch.object(STSBackend, "assume_role", assume_role))
         # Armed before any client exists, so clients made earlier and later (the CLI's own sessions) all see it.
-        handler = ("before-call.*.*", self._inject_failure)
-        botocore.handlers.BUILTIN_HANDLERS.append(handler)
-        self._stack.callback(botocore.handlers.BUILTIN_HANDLERS.remove, handler)
+        for handler in (("before-call.*.*", self._inject_failure), ("after-call.ec2.*", self._omit_lagging)):
+            botocore.handlers.BUILTIN_HANDLERS.append(handler)
+            self._stack.callback(botocore.handlers.BUILTIN_HANDLERS.remove, handler)
         # botocore calls every before-send handler, so a throttle must answer instead of moto, not beside it: a
         # throttled request is refused before it executes, as AWS does, and only the SDK's retry runs it again.
         self._stack.enter_context(mock.patch.object(BotocoreStubber, "__call__", self._throttled_stubber()))
@@ -219,7 +233,7 @@ class AwsSandbox:
 
         def create_snapshot(backend: Any, volume_id: str, description: str, *args: Any, **kwargs: Any) -> Any:
             snapshot = original(backend, volume_id, description, *args, **kwargs)
-            self._snapshot_created[snapshot.id] = time.monotonic()
+            self._created[snapshot.id] = time.monotonic()
             if volume_id in self._held:
                 snapshot.status = "pending"
             if volume_id in self.disks:
@@ -229,9 +243,18 @@ class AwsSandbox:
 
         return create_snapshot
 
+    def _wrap_create_security_group(self) -> Any:
+        original = SecurityGroupBackend.create_security_group
+
+        def create_security_group(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            group = original(backend, *args, **kwargs)
+            self._created[group.id] = time.monotonic()
+            return group
+
+        return create_security_group
+
     def _wrap_describe_snapshots(self) -> Any:
-        """A held snapshot completes (for EC2 and the EBS direct APIs) when it is described after its release; a new
-        one is not described at all for ``describe_lag_seconds`` (asked for by id: InvalidSnapshot.NotFound)."""
+        """A held snapshot completes (for EC2 and the EBS direct APIs) when it is described after its release."""
         original = Ec2EbsBackend.describe_snapshots
 
         def describe_snapshots(backend: Any, snapshot_ids: list[str] | None = None, filters: Any = None) -> Any:
@@ -241,17 +264,13 @@ class AwsSandbox:
                     snapshot.status = "completed"
                     if snapshot.volume.id in self.disks:
                         self.ebs_direct.call("status", backend.region_name, snapshot.id, "completed")
-            matches = original(backend, snapshot_ids, filters)
-            seen = time.monotonic() - self.describe_lag_seconds
-            lagging = {sid for sid, at in self._snapshot_created.items() if at > seen}
-            if lagging & set(snapshot_ids or ()):
-                raise InvalidSnapshotIdError()
-            return [snapshot for snapshot in matches if snapshot.id not in lagging]
+            return original(backend, snapshot_ids, filters)
 
         return describe_snapshots
 
     def _wrap_copy_snapshot(self) -> Any:
         def register(backend: Any, copy: Any, account: str, region: str, source_id: str) -> None:
+            self._created[copy.id] = time.monotonic()
             if source_id in self._blocks:
                 blocks = self._blocks[source_id]
                 owner = (backend.account_id, backend.region_name)
@@ -319,32 +338,55 @@ class AwsSandbox:
             with self._in_flight_lock:
                 self._calls_in_flight -= 1
 
-    def _inject_failure(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
-        """A before-call handler: short-circuits a call armed by :meth:`fail_next` (or refused by IAM propagation)."""
+    def _lagging(self) -> set[str]:
+        """Snapshots and security groups created less than ``describe_lag_seconds`` ago."""
+        seen = time.monotonic() - self.describe_lag_seconds
+        return {resource for resource, at in self._created.items() if at > seen}
+
+    def _unseen_resource(self, model: Any, params: dict[str, Any]) -> tuple[str, str] | None:
+        """The NotFound error EC2 answers while a call names a resource created too recently (eventual consistency)."""
+        if model.service_model.service_name != "ec2" or not self.describe_lag_seconds:
+            return None
+        body = params.get("body") or {}
+        named = self._lagging() & {str(value) for value in body.values()} if isinstance(body, dict) else set()
+        for resource in sorted(named):
+            if resource.startswith("sg-"):
+                return "InvalidGroup.NotFound", f"The security group '{resource}' does not exist"
+            return "InvalidSnapshot.NotFound", f"The snapshot '{resource}' does not exist."
+        return None
+
+    def _omit_lagging(self, model: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        """An after-call handler: the tool's Describe* listings omit what was created too recently."""
+        if not context.get("sandbox_tool") or not self.describe_lag_seconds:
+            return
+        lagging = self._lagging()
+        for key, id_key in (("Snapshots", "SnapshotId"), ("SecurityGroups", "GroupId")):
+            if model.name.startswith("Describe") and isinstance(parsed.get(key), list):
+                parsed[key] = [item for item in parsed[key] if item.get(id_key) not in lagging]
+
+    def _inject_failure(self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> Any:
+        """A before-call handler: short-circuits a call armed by :meth:`fail_next`, or one that IAM propagation or EC2's
+        eventual consistency refuse (those two for the tool's own calls, told by its user agent)."""
         if self.call_latency and model.name not in _EBS_READS:
             self._call_latency()
         error_code = self._failures.pop(model.name, None)
         user_agent = str((params.get("headers") or {}).get("User-Agent", ""))
-        if model.name == "CreateInstanceProfile" and "cloudir/" in user_agent:  # the tool's own new profile
+        context["sandbox_tool"] = "cloudir/" in user_agent
+        if model.name == "CreateInstanceProfile" and context["sandbox_tool"]:  # the tool's own new profile
             self._new_profiles[str((params.get("body") or {}).get("InstanceProfileName"))] = time.monotonic()
-        if error_code is None and self._unpropagated_profile(model, params):
+        if error_code is not None:
+            status = 500 if error_code in {"InternalError", "ServiceUnavailable"} else 400
+            return _refusal(error_code, f"injected {error_code} for {model.name}", status, "sandbox-injected")
+        if self._unpropagated_profile(model, params):
             message = (
                 f"Value ({_profile_parameter(params)}) for parameter iamInstanceProfile.arn is invalid. "
                 "Invalid IAM Instance Profile ARN"
             )
-            parsed = {
-                "Error": {"Code": "InvalidParameterValue", "Message": message},
-                "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "sandbox-iam-propagation"},
-            }
-            return AWSResponse("https://sandbox.invalid/", 400, {}, None), parsed
-        if error_code is None:
-            return None
-        status = 500 if error_code in {"InternalError", "ServiceUnavailable"} else 400
-        parsed = {
-            "Error": {"Code": error_code, "Message": f"injected {error_code} for {model.name}"},
-            "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "sandbox-injected"},
-        }
-        return AWSResponse("https://sandbox.invalid/", status, {}, None), parsed
+            return _refusal("InvalidParameterValue", message, 400, "sandbox-iam-propagation")
+        unseen = self._unseen_resource(model, params) if context["sandbox_tool"] else None
+        if unseen is not None:
+            return _refusal(*unseen, 400, "sandbox-eventual-consistency")
+        return None
 
     @staticmethod
     @contextmanager

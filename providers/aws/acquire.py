@@ -32,6 +32,7 @@ from providers.aws.common import (
     may_have_run,
     tag_filters,
     tag_list,
+    until_visible,
     wait_for_snapshots,
 )
 from providers.aws.raw_image import RawImager
@@ -511,9 +512,12 @@ class AcquirePlanner:
                 )
                 snapshots = {**{v: s["SnapshotId"] for v, s in existing.items()}}
                 snapshots |= {snap["VolumeId"]: snap["SnapshotId"] for snap in created}
-                # each snapshot names its own volume (one value each, so one CreateTags each), all sent at once
+                # each snapshot names its own volume (one value each, so one CreateTags each), all sent at once,
+                # each while EC2 may not know its new snapshot yet (eventual consistency)
                 at_once(
-                    lambda item: ec2.create_tags(Resources=[item[1]], Tags=tag_list({TAG_VOLUME: item[0]})),
+                    lambda item: until_visible(
+                        lambda: ec2.create_tags(Resources=[item[1]], Tags=tag_list({TAG_VOLUME: item[0]}))
+                    ),
                     snapshots.items(),
                 )
             return {

@@ -36,6 +36,7 @@ _TRANSIENT_CODES = _THROTTLE_CODES | {"InternalError", "ServiceUnavailable", "Un
 # EC2 is eventually consistent: a resource just created may be missing from Describe* calls for a few seconds
 # (answered InvalidSnapshot.NotFound when asked for by id). The waits before a lookup is believed, in seconds.
 CONSISTENCY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+_NOT_FOUND_CODES = frozenset({"InvalidSnapshot.NotFound", "InvalidGroup.NotFound"})
 
 
 def is_transient(exc: ClientError | BotoCoreError) -> bool:
@@ -54,8 +55,21 @@ def may_have_run(exc: ClientError | BotoCoreError) -> bool:
 
 
 def not_yet_visible(exc: ClientError) -> bool:
-    """Whether EC2 answered that a snapshot it just created does not exist (eventual consistency)."""
-    return exc.response.get("Error", {}).get("Code") == "InvalidSnapshot.NotFound"
+    """Whether EC2 answered that a snapshot or security group just created does not exist (eventual consistency)."""
+    return exc.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES
+
+
+def until_visible(call: Callable[[], _T]) -> _T:
+    """``call()`` on a resource just created, retried after each of ``CONSISTENCY_DELAYS`` while EC2 answers that it
+    does not exist yet."""
+    for delay in CONSISTENCY_DELAYS:
+        try:
+            return call()
+        except ClientError as exc:
+            if not not_yet_visible(exc):
+                raise
+        time.sleep(delay)
+    return call()
 
 
 def create_delays(base: float) -> list[float]:

@@ -10,7 +10,7 @@ from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import ContainOptions, Target, TargetKind
 from providers.aws.acquire import symbolic_instance
 from providers.aws.calls import planned
-from providers.aws.common import TAG_CASE, tag_list, until_iam_propagates
+from providers.aws.common import TAG_CASE, tag_list, until_iam_propagates, until_visible
 from providers.aws.principals import REVOKE_POLICY, now_iso, plan_contain_principal, revoke_policy
 from providers.aws.session import AwsClients, aws_errors
 
@@ -39,7 +39,7 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
                 Filters=[{"Name": "group-name", "Values": [group_name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
             )["SecurityGroups"]
             if found:
-                group_id = found[0]["GroupId"]
+                group = found[0]
             else:
                 group_id = ec2.create_security_group(
                     GroupName=group_name,
@@ -49,7 +49,9 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
                         {"ResourceType": "security-group", "Tags": tag_list({TAG_CASE: ctx.case.case_id})}
                     ],
                 )["GroupId"]
-            group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+                # EC2 may not know the new group for a moment (eventual consistency)
+                group = until_visible(lambda: ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0])
+            group_id = group["GroupId"]
             if group.get("IpPermissionsEgress"):
                 ec2.revoke_security_group_egress(GroupId=group_id, IpPermissions=group["IpPermissionsEgress"])
             if cidr and not any(

@@ -213,13 +213,13 @@ def test_fifty_throttled_or_lost_snapshot_calls_leave_one_snapshot_per_volume_al
 def test_a_lost_answer_while_describe_lags_leaves_one_snapshot_per_volume(
     aws_sandbox: AwsSandbox, multi_volume_instance: str, acquire: Acquire
 ):
-    """EC2 lists a new snapshot only after a while: a lookup believed at once would resend and snapshot twice."""
-    aws_sandbox.describe_lag_seconds = 0.3
+    """EC2 lists a new snapshot only after a while (the sandbox's default lag): a lookup believed at once would
+    resend and snapshot twice."""
+    assert aws_sandbox.describe_lag_seconds == 0.5
     with aws_sandbox.throttle("CreateSnapshots", 49), aws_sandbox.lose_responses("CreateSnapshots", 1):
         case, result = acquire(multi_volume_instance, raise_on_failure=False)
     assert result.ok, result.failed
     assert aws_sandbox.lost == ["CreateSnapshots"]
-    aws_sandbox.describe_lag_seconds = 0.0
     snapshots = aws_sandbox.snapshots_for_case(case.case_id)
     assert len(snapshots) == 4  # the lost send's snapshots were waited for, not made again
     assert sorted(result.results["snapshot.create"]["snapshots"].values()) == snapshots

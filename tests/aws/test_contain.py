@@ -79,3 +79,24 @@ def test_quarantine_profile_swap_waits_for_iam_propagation(
     ]
     assert len(swaps) == 2  # refused once while EC2 did not know the new profile, then accepted
     assert swaps[0] != swaps[1]
+
+
+def test_a_new_isolation_group_is_waited_for_while_ec2_does_not_know_it(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    """EC2 answers InvalidGroup.NotFound for a security group created a moment ago (the sandbox's default lag):
+    the tool looks again instead of failing the containment."""
+    case, _ = acquire(aws_incident.extra["instance_id"])
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    result = run_plan(provider.plan_contain(provider.find_target(aws_incident.target), ContainOptions()), case)
+    assert result.ok, result.failed
+    assert aws_sandbox.is_isolated(aws_incident)
+    lookups = [
+        call["outcome"]
+        for record in read_records(case.root / "custody.jsonl")
+        for call in record["api_calls"]
+        if call["operation"] == "DescribeSecurityGroups"
+    ]
+    # the new group asked for by id: refused while EC2 does not know it (in custody), then seen
+    assert lookups[-2:] == ["InvalidGroup.NotFound", "ok"], lookups
