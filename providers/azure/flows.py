@@ -111,12 +111,13 @@ class FlowPull:
         steps = [
             Step(
                 "flow-logs",
-                "Read the Network Watchers' flow-log configuration, NICs and VMs of each subscription",
+                "Read the Network Watchers' flow-log configuration, NICs, public IPs and VMs of each subscription",
                 StepKind.READ,
                 [
                     calls.call("watcher.read"),
                     calls.call("flowlog.read", networkWatcher="<each watcher>"),
                     calls.call("nic.read"),
+                    calls.call("pip.read"),
                     calls.call("vm.read"),
                 ],
                 self._flow_logs,
@@ -164,22 +165,22 @@ class FlowPull:
         return {"flow_logs": found}
 
     def _inventory(self, ctx: StepContext, subscription: str) -> None:
-        """The subscription's NICs and VMs as ARM lists them: flow records name a NIC's MAC, peers need the VM."""
-        try:
-            nics = [
-                n.as_dict() for n in self.provider.session.client("network", subscription).network_interfaces.list_all()
-            ]
-            vms = [
-                v.as_dict() for v in self.provider.session.client("compute", subscription).virtual_machines.list_all()
-            ]
-        except AzureError as exc:
-            raise describe_error(
-                exc, f"list the NICs and VMs of {subscription}", calls.permission("nic.read")
-            ) from None
-        ctx.case.write_json(
-            f"{FLOWS_ROOT}/{path_part(subscription)}/inventory.json",
-            {"azureInventory": 1, "subscription": subscription, "networkInterfaces": nics, "virtualMachines": vms},
-        )
+        """The subscription's NICs, public IP addresses and VMs as ARM lists them: flow records name a NIC's MAC,
+        peers need the VM, and a VM's calls may come from its public address (a NIC names only its resource id)."""
+        network = self.provider.session.client("network", subscription)
+        compute = self.provider.session.client("compute", subscription)
+        listings = {
+            "networkInterfaces": ("nic.read", network.network_interfaces.list_all),
+            "publicIPAddresses": ("pip.read", network.public_ip_addresses.list_all),
+            "virtualMachines": ("vm.read", compute.virtual_machines.list_all),
+        }
+        inventory: dict[str, Any] = {"azureInventory": 1, "subscription": subscription}
+        for kind, (call, list_all) in listings.items():
+            try:
+                inventory[kind] = [item.as_dict() for item in list_all()]
+            except AzureError as exc:
+                raise describe_error(exc, f"list the {kind} of {subscription}", calls.permission(call)) from None
+        ctx.case.write_json(f"{FLOWS_ROOT}/{path_part(subscription)}/inventory.json", inventory)
 
     # -- blobs ---------------------------------------------------------------------------------------------
     def _container(self, ctx: StepContext, account: str, container: str) -> ContainerClient:

@@ -26,6 +26,7 @@ from moto_fixtures.azure import (
     MAC,
     MANAGED_IDENTITY_ID,
     PRIVATE_IP,
+    PUBLIC_IP,
     RESOURCE_GROUP,
     SUBSCRIPTION,
     USER_ASSIGNED_SP_ID,
@@ -155,12 +156,12 @@ def test_cli_pull_ingest_and_analyze_find_the_implant_not_the_platform_dns(
     start = datetime.fromisoformat(azure_incident.window_start.replace("Z", "+00:00"))
     azure_sandbox.fake.activity[SUBSCRIPTION.lower()] += [  # the implant uses the VM's managed identity token
         managed_identity_event(
-            start + timedelta(minutes=m), MANAGED_IDENTITY_ID, vm_id, operation, resource, client_ip=PRIVATE_IP
+            start + timedelta(minutes=m), MANAGED_IDENTITY_ID, vm_id, operation, resource, client_ip=address
         )
-        for m, operation, resource in (
-            (30, "Microsoft.Authorization/roleAssignments/write", grant),
-            (31, "Microsoft.Compute/virtualMachines/read", vm_id),
-            (32, "Microsoft.Compute/virtualMachines/read", vm_id),
+        for m, operation, resource, address in (
+            (30, "Microsoft.Authorization/roleAssignments/write", grant, PRIVATE_IP),
+            (31, "Microsoft.Compute/virtualMachines/read", vm_id, PRIVATE_IP),
+            (32, "Microsoft.Compute/virtualMachines/read", vm_id, PUBLIC_IP),  # out through the VM's public IP
         )
     ]
     case = tmp_path / "ir"
@@ -184,7 +185,8 @@ def test_cli_pull_ingest_and_analyze_find_the_implant_not_the_platform_dns(
         titles = [t for (t,) in con.execute("SELECT title FROM findings WHERE rule = 'flow-beacon'").fetchall()]
         dns = con.execute("SELECT count(*) FROM flows WHERE dst_addr = ?", [AZURE_DNS]).fetchone()
         vm = con.execute(
-            "SELECT instance, group_name, identities FROM instances WHERE list_contains(interfaces, ?)", [MAC]
+            "SELECT instance, group_name, identities, addresses FROM instances WHERE list_contains(interfaces, ?)",
+            [MAC],
         )
         owner = vm.fetchone()
         beacon = con.execute(
@@ -202,6 +204,7 @@ def test_cli_pull_ingest_and_analyze_find_the_implant_not_the_platform_dns(
     assert any(t.endswith(f"web-vm-01 -> {ATTACKER_IP}:443") for t in titles), titles  # the VM, not its MAC
     # its system-assigned identity, the user-assigned one (principal and client id) and their resource ids
     assert {MANAGED_IDENTITY_ID, vm_id.lower(), USER_ASSIGNED_SP_ID} <= set(owner[2])
+    assert sorted(owner[3]) == sorted([PRIVATE_IP, PUBLIC_IP])  # the NIC's public IP read from its own resource
     assert beacon is not None
     assert beacon[0] == MANAGED_IDENTITY_ID  # the Activity Log's caller: the identity's principal id
     assert (

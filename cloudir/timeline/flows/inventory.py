@@ -1,15 +1,16 @@
 """Instance inventory beside the flow logs: which instance owns an interface or address, and what it is.
 
 The flows collectors save the network's inventory (raw, as evidence): AWS ``DescribeInstances`` pages, Azure
-network interfaces and virtual machines as ARM lists them, GCP instances as ``instances.aggregatedList`` returns
-them. They become the ``instances`` table: instance id (the VM's resource id on Azure, the instance name on GCP,
-as flow logs name it), network, subnet, image, launch template (GCP: the instance template), Auto Scaling group
-(Azure: the scale set, GCP: the managed instance group), security groups (Azure: the NIC's NSG, GCP: the network
-tags), tags (GCP: labels), interfaces (Azure: MAC addresses as flow logs write them), private addresses and the
-identities the instance's code calls APIs with (Azure: the managed identities' principal ids, client ids and
-resource ids; GCP: the attached service accounts' emails; AWS: none, its role sessions are named after the
-instance). Flows without an instance id are joined to it by interface, then by private address; the beacon
-analyzer builds its peer groups from it and names the API calls of its identities.
+network interfaces, public IP addresses and virtual machines as ARM lists them, GCP instances as
+``instances.aggregatedList`` returns them. They become the ``instances`` table: instance id (the VM's resource id
+on Azure, the instance name on GCP, as flow logs name it), network, subnet, image, launch template (GCP: the
+instance template), Auto Scaling group (Azure: the scale set, GCP: the managed instance group), security groups
+(Azure: the NIC's NSG, GCP: the network tags), tags (GCP: labels), interfaces (Azure: MAC addresses as flow logs
+write them), addresses (private; on Azure and GCP the public ones too) and the identities the instance's code
+calls APIs with (Azure: the managed identities' principal ids, client ids and resource ids; GCP: the attached
+service accounts' emails; AWS: none, its role sessions are named after the instance). Flows without an instance
+id are joined to it by interface, then by private address; the beacon analyzer builds its peer groups from it and
+names the API calls of its identities.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def load_sql(documents: str) -> str:
 _AZURE_SPEC = (
     '{"subscription":"VARCHAR","networkInterfaces":[{"id":"VARCHAR","properties":{"macAddress":"VARCHAR",'
     '"networkSecurityGroup":{"id":"VARCHAR"},"virtualMachine":{"id":"VARCHAR"},'
-    '"ipConfigurations":[{"properties":{"privateIPAddress":"VARCHAR","subnet":{"id":"VARCHAR"}}}]}}],'
+    '"ipConfigurations":[{"id":"VARCHAR","properties":{"privateIPAddress":"VARCHAR","subnet":{"id":"VARCHAR"}}}]}}],'
+    '"publicIPAddresses":[{"properties":{"ipAddress":"VARCHAR","ipConfiguration":{"id":"VARCHAR"}}}],'
     '"virtualMachines":[{"id":"VARCHAR","tags":"MAP(VARCHAR, VARCHAR)",'
     '"identity":{"principalId":"VARCHAR","userAssignedIdentities":"MAP(VARCHAR, STRUCT(principalId VARCHAR, '
     'clientId VARCHAR))"},"properties":{'
@@ -101,6 +103,17 @@ def load_azure_sql(documents: str) -> str:
                list(upper(replace(p.macAddress, '-', ''))) FILTER (WHERE p.macAddress IS NOT NULL) AS interfaces,
                flatten(list(list_transform(p.ipConfigurations, lambda c: c.properties.privateIPAddress))) AS addresses
         FROM nics WHERE p.virtualMachine.id IS NOT NULL GROUP BY file_no, vm_key
+    ),
+    configs AS (
+        SELECT file_no, lower(p.virtualMachine.id) AS vm_key,
+               unnest(list_transform(p.ipConfigurations, lambda c: lower(c.id))) AS config
+        FROM nics WHERE p.virtualMachine.id IS NOT NULL
+    ),
+    pips AS (SELECT file_no, unnest(d.publicIPAddresses).properties AS p FROM inv),
+    public AS (  -- a NIC names its public IP by resource id only: the address is on the public IP's own resource
+        SELECT c.file_no, c.vm_key, list(DISTINCT pips.p.ipAddress) AS addresses
+        FROM configs c JOIN pips ON pips.file_no = c.file_no AND lower(pips.p.ipConfiguration.id) = c.config
+        WHERE pips.p.ipAddress IS NOT NULL GROUP BY c.file_no, c.vm_key
     )
     SELECT 'azure' AS cloud, n.account, coalesce(v.vm.id, n.vm_key) AS instance,
            regexp_replace(n.subnet, '/subnets/[^/]*$', '') AS network, n.subnet,
@@ -110,7 +123,8 @@ def load_azure_sql(documents: str) -> str:
                                      v.vm.properties.storageProfile.imageReference.sku), '')) AS image,
            NULL::VARCHAR AS template, v.vm.properties.virtualMachineScaleSet.id AS group_name,
            n.security_groups, coalesce(v.vm.tags, MAP {{}}::MAP(VARCHAR, VARCHAR)) AS tags, n.interfaces,
-           list_filter(n.addresses, lambda a: a IS NOT NULL) AS addresses,
+           list_distinct(list_filter(list_concat(n.addresses, coalesce(pub.addresses, [])), lambda a: a IS NOT NULL))
+               AS addresses,
            list_sort(list_distinct(list_transform(list_filter(list_concat(
                [v.vm.identity.principalId, CASE WHEN v.vm.identity.principalId IS NOT NULL THEN v.vm.id END],
                map_keys(coalesce(v.vm.identity.userAssignedIdentities, MAP {{}})),
@@ -118,6 +132,7 @@ def load_azure_sql(documents: str) -> str:
                                       lambda u: [u.principalId, u.clientId]))), lambda k: k IS NOT NULL),
                lambda k: lower(k)))) AS identities, n.file_no
     FROM per_vm n LEFT JOIN vms v ON v.file_no = n.file_no AND lower(v.vm.id) = n.vm_key
+    LEFT JOIN public pub ON pub.file_no = n.file_no AND pub.vm_key = n.vm_key
     QUALIFY row_number() OVER (PARTITION BY n.vm_key ORDER BY n.file_no DESC) = 1
     """
 
