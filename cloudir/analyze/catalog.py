@@ -10,6 +10,9 @@ Condition grammar (``where``)::
     {all: [cond, ...]} | {any: [cond, ...]} | {not: cond}
     {field: NAME, equals: V} | {field: NAME, in: [V, ...]}         # case-insensitive
     {field: NAME, contains: S} | {field: NAME, regex: RE} | {field: NAME, exists: true|false}
+    {field: NAME, same_as: NAME}                                   # both present, equal (case-insensitive)
+    {field: NAME, account_other_than: NAME}                        # an ARN whose account is not the other field
+    {field: NAME, grants_public: true}                             # a resource policy that grants anyone access
 
 ``NAME`` is a timeline column (``COLUMNS``), ``raw`` (the whole record as text) or a JSON path into the raw record
 (``$.requestParameters.policyArn``; with ``[*]`` wildcards every match joined by spaces:
@@ -54,7 +57,29 @@ COLUMNS = (
 )
 """Timeline columns a condition may read by name."""
 
-OPERATORS = ("equals", "in", "contains", "regex", "exists")
+OPERATORS = ("equals", "in", "contains", "regex", "exists", "same_as", "account_other_than", "grants_public")
+RESTRICTING_CONDITION_KEYS = (
+    "aws:sourceip",
+    "aws:sourcearn",
+    "aws:sourcevpc",
+    "aws:sourcevpce",
+    "aws:sourceowner",
+    "aws:sourceaccount",
+    "aws:sourceorgid",
+    "aws:sourceorgpaths",
+    "aws:userid",
+    "aws:principalarn",
+    "aws:principalaccount",
+    "aws:principalorgid",
+    "aws:principalorgpaths",
+    "s3:dataaccesspointarn",
+    "s3:dataaccesspointaccount",
+    "kms:calleraccount",
+)
+"""Condition keys that, set to fixed values, keep a ``Principal: *`` statement from being public (Amazon S3, "The
+meaning of public"; IAM Access Analyzer's policy checks). Fixed: no wildcard, and no ``/0`` network."""
+RESTRICTING_OPERATORS = ("stringequals", "stringequalsignorecase", "stringlike", "arnequals", "arnlike", "ipaddress")
+"""Condition operators that require the key to have one of the values (``...IfExists`` and negations do not)."""
 PLACEHOLDERS: dict[str, str] = {
     "title": "title",
     "operation": "op_key",
@@ -170,6 +195,13 @@ class Compiler:
             raise CloudirError(f"rule {rule_id}: a condition has 'field' and one of {OPERATORS}: {cond!r}")
         column = self.field(cond["field"], rule_id)
         op, value = ops[0], cond[ops[0]]
+        if op == "same_as":
+            return f"(lower({column}) = lower({self.field(value, rule_id)}))"
+        if op == "account_other_than":
+            account = f"nullif(split_part({column}, ':', 5), '')"
+            return f"(starts_with({column}, 'arn:') AND {account} <> {self.field(value, rule_id)})"
+        if op == "grants_public":
+            return f"({'' if value else 'NOT '}{self.public_grant(column)})"
         if op == "exists":
             return f"({column} IS {'NOT ' if value else ''}NULL)"
         if op == "in":
@@ -185,6 +217,42 @@ class Compiler:
         except re.error as exc:
             raise CloudirError(f"rule {rule_id}: bad regex {value!r}: {exc}") from exc
         return f"regexp_matches({column}, {self.bind(str(value))})"
+
+    def public_grant(self, policy: str) -> str:
+        """Whether the IAM policy document ``policy`` (JSON text) has an ``Allow`` statement for ``Principal: *``
+        (or ``{"AWS": "*"}``) that no condition restricts: an operator of ``RESTRICTING_OPERATORS`` (``ForAnyValue:``
+        / ``ForAllValues:`` allowed) on a key of ``RESTRICTING_CONDITION_KEYS`` with fixed values. Conditions are
+        ANDed (IAM policy evaluation), so one restricting condition is enough. Text that is no JSON object grants
+        nothing; every key and value stays data (no JSON path is built from them)."""
+        keys = self.bind(list(RESTRICTING_CONDITION_KEYS))
+        operators = self.bind(list(RESTRICTING_OPERATORS))
+        values = (
+            "CASE WHEN json_type(cond_key.value) = 'ARRAY' THEN json_extract_string(cond_key.value, '$[*]') "
+            "ELSE [cond_key.value ->> '$'] END"
+        )
+        fixed = (
+            f"(len({values}) > 0 AND "
+            f"len(list_filter({values}, lambda v: v IS NULL OR regexp_matches(v, '[*?]|/0$'))) = 0)"
+        )
+        restricting = (
+            "len(list_filter(map_entries(try_cast(stmt -> '$.Condition' AS MAP(VARCHAR, MAP(VARCHAR, JSON)))), "
+            f"lambda cond_op: list_contains({operators}, regexp_replace(lower(cond_op.key), '^for(any|all)values:', "
+            "'')) AND len(list_filter(map_entries(cond_op.value), "
+            f"lambda cond_key: list_contains({keys}, lower(cond_key.key)) AND {fixed})) > 0)) > 0"
+        )
+        anyone = (
+            "(stmt ->> '$.Principal' = '*' OR stmt ->> '$.Principal.AWS' = '*' "
+            "OR list_contains(json_extract_string(stmt, '$.Principal.AWS[*]'), '*'))"
+        )
+        document = f"(CASE WHEN json_valid({policy}) THEN CAST({policy} AS JSON) END)"
+        statements = (
+            f"coalesce(try_cast(json_extract({document}, '$.Statement') AS JSON[]), "
+            f"[json_extract({document}, '$.Statement')])"
+        )
+        return (
+            f"coalesce(len(list_filter({statements}, lambda stmt: lower(stmt ->> '$.Effect') = 'allow' AND {anyone} "
+            f"AND NOT coalesce({restricting}, false))) > 0, false)"
+        )
 
     def prefilter(self, cond: object, rule_id: str) -> str:
         """A condition over the columns only that holds wherever ``cond`` does (parts reading the raw record
@@ -212,7 +280,8 @@ def _reads_raw(cond: object) -> bool:
     """Whether a (validated) condition reads the raw record anywhere."""
     if isinstance(cond, dict):
         if "field" in cond:
-            return cond["field"] == "raw" or str(cond["field"]).startswith("$.")
+            other = cond.get("same_as", cond.get("account_other_than", ""))
+            return any(name == "raw" or str(name).startswith("$.") for name in (cond["field"], other))
         parts = [part for value in cond.values() for part in (value if isinstance(value, list) else [value])]
         return any(_reads_raw(part) for part in parts)
     return False
@@ -437,6 +506,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1496": ("Resource Hijacking", "Impact"),
     "T1528": ("Steal Application Access Token", "Credential Access"),
     "T1530": ("Data from Cloud Storage", "Collection"),
+    "T1531": ("Account Access Removal", "Impact"),
     "T1537": ("Transfer Data to Cloud Account", "Exfiltration"),
     "T1546": ("Event Triggered Execution", "Persistence"),
     "T1550.001": ("Use Alternate Authentication Material: Application Access Token", "Lateral Movement"),

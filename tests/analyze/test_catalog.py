@@ -8,11 +8,13 @@ from typing import Any
 
 import duckdb
 import pytest
+from typer.testing import CliRunner
 
 from cloudir.analyze import run_analysis
 from cloudir.analyze.base import AnalysisWindow
 from cloudir.analyze.catalog import PLATFORMS, coverage_table, load_catalog, match_events, normalise_operation
 from cloudir.analyze.prepare import build_event_view
+from cloudir.cli import app
 from cloudir.errors import CloudirError
 from cloudir.timeline.ingest import ingest_paths
 from tests.analyze.builder import T0, event, routine, write_db
@@ -178,3 +180,62 @@ def test_both_rule_engines_refuse_a_malformed_rule(engine: str, change: dict[str
         return
     with pytest.raises(CloudirError, match=message):
         module._validate(rule | change, "test.yaml")
+
+
+def _trail_record(name: str, source: str, parameters: dict[str, Any], user: str = "admin") -> dict[str, Any]:
+    """A CloudTrail management event as a trail delivers it (CloudTrail record contents reference)."""
+    return {
+        "eventVersion": "1.09",
+        "eventTime": "2024-05-02T08:00:00Z",
+        "eventSource": f"{source}.amazonaws.com",
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "203.0.113.9",
+        "userAgent": "aws-cli/2.15.0",
+        "eventID": f"{name}-{len(json.dumps(parameters))}-{user}",
+        "eventType": "AwsApiCall",
+        "recipientAccountId": "111122223333",
+        "userIdentity": {"type": "IAMUser", "accountId": "111122223333", "userName": user,
+                         "arn": f"arn:aws:iam::111122223333:user/{user}", "principalId": "AIDAEXAMPLE"},
+        "requestParameters": parameters,
+    }  # fmt: skip
+
+
+def test_policies_read_as_iam_evaluates_them_and_own_password_changes_through_the_cli(tmp_path: Path) -> None:
+    """A Principal-* grant that one condition pins to a fixed VPC endpoint is not public (conditions are ANDed);
+    wildcards, a /0 network or an unknown key pin nothing; a user changing their own password is no takeover."""
+
+    def bucket_policy(condition: dict[str, Any]) -> dict[str, Any]:
+        statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Condition": condition}
+        return {"bucketName": "b", "bucketPolicy": {"Version": "2012-10-17", "Statement": [statement]}}
+
+    pinned = {"StringEquals": {"aws:SourceVpce": "vpce-1a2b3c4d"}, "StringLike": {"aws:SourceVpc": "vpc-*"}}
+    wildcard_only = {"StringLike": {"aws:SourceVpce": "vpce-*"}, "IpAddress": {"aws:SourceIp": "0.0.0.0/0"}}
+    hostile_key = {"StringEquals": {"aws:SourceVpce'\"]); --": "vpce-1"}}
+    key_policy = json.dumps({"Statement": [{"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": "kms:Decrypt"}]})
+    records = [
+        _trail_record("PutBucketPolicy", "s3", bucket_policy(pinned)),
+        _trail_record("PutBucketPolicy", "s3", bucket_policy(wildcard_only)),
+        _trail_record("PutBucketPolicy", "s3", bucket_policy(hostile_key)),
+        _trail_record("PutKeyPolicy", "kms", {"keyId": "k", "policyName": "default", "policy": key_policy}),
+        _trail_record("UpdateLoginProfile", "iam", {"userName": "alice", "passwordResetRequired": False}, "alice"),
+        _trail_record("UpdateLoginProfile", "iam", {"userName": "bob", "passwordResetRequired": False}, "alice"),
+    ]
+    log = tmp_path / "trail.json"
+    log.write_text(json.dumps({"Records": records}), encoding="utf-8")
+    db = tmp_path / "timeline.duckdb"
+    runner = CliRunner()
+    assert runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)]).exit_code == 0
+    result = runner.invoke(app, ["analyze", str(db)])
+    assert result.exit_code == 0, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        flagged = con.execute(
+            "SELECT e.source_position, f.rule FROM findings f, unnest(f.event_ids) u(id) "
+            "JOIN events e ON e.event_id = u.id WHERE f.analyzer = 'sensitive_actions' ORDER BY 1"
+        ).fetchall()
+    assert flagged == [
+        (1, "aws-bucket-public"),
+        (2, "aws-bucket-public"),
+        (3, "aws-resource-policy-public"),
+        (5, "aws-login-profile"),
+    ]
