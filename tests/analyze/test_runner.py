@@ -89,8 +89,8 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
 
 
 def test_cli_json_streams_every_finding_and_the_table_reads_only_the_top(tmp_path: Path) -> None:
-    """The JSON document is written row by row: it still holds every incident and finding of the tables, in rank
-    order, and parses with none; the table view reads only ``--limit`` rows of each."""
+    """The JSON document is written row by row, one line each: it still holds every incident and finding of the
+    tables, in rank order, and parses with none; the table view reads only ``--limit`` rows of each."""
     db, _ = _timeline(tmp_path)
     runner = CliRunner()
     result = runner.invoke(app, ["analyze", str(db), "--baseline-until", "2026-01-22", "--format", "json"])
@@ -105,6 +105,8 @@ def test_cli_json_streams_every_finding_and_the_table_reads_only_the_top(tmp_pat
     assert [f["finding_id"] for f in document["findings"]] == findings
     assert [i["incident_id"] for i in document["incidents"]] == incidents
     assert document["summary"]["findings"] == len(findings)
+    rows = [json.loads(line.rstrip(",")) for line in result.stdout.splitlines() if line.startswith("    {")]
+    assert [row["finding_id"] for row in rows if "finding_id" in row] == findings
     table = runner.invoke(app, ["analyze", str(db), "--baseline-until", "2026-01-22", "--limit", "1"])
     assert table.exit_code == 0
     assert f"Findings ({len(findings)}, top 1)" in table.stdout
