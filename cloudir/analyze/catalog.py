@@ -526,6 +526,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1580": ("Cloud Infrastructure Discovery", "Discovery"),
     "T1584.001": ("Compromise Infrastructure: Domains", "Resource Development"),
     "T1609": ("Container Administration Command", "Execution"),
+    "T1610": ("Deploy Container", "Execution"),
     "T1611": ("Escape to Host", "Privilege Escalation"),
     "T1621": ("Multi-Factor Authentication Request Generation", "Credential Access"),
     "T1648": ("Serverless Execution", "Execution"),

@@ -22,6 +22,7 @@ FIELDS = {
             "principalEmail": "VARCHAR",
             "principalSubject": "VARCHAR",
             "serviceAccountKeyName": "VARCHAR",
+            "authoritySelector": "VARCHAR",
         },
         "requestMetadata": {
             "callerIp": "VARCHAR",
@@ -34,8 +35,12 @@ FIELDS = {
 }
 
 _ACTOR = (
-    "coalesce(p.protoPayload.authenticationInfo.principalEmail, p.protoPayload.authenticationInfo.principalSubject)"
+    "coalesce(p.protoPayload.authenticationInfo.principalEmail, p.protoPayload.authenticationInfo.principalSubject, "
+    "CASE WHEN p.protoPayload.authenticationInfo.authoritySelector IN ('system:anonymous', 'system:unauthenticated') "
+    "THEN p.protoPayload.authenticationInfo.authoritySelector END)"
 )
+"""Who called: the principal; for a GKE request that authenticated as no one, the anonymous identity GKE names in
+``authoritySelector`` (only those two values: any other selector is what the caller asked for, not who it is)."""
 
 _GRANTS = "list_transform(coalesce(p.protoPayload.authorizationInfo, []), lambda a: lower(a.granted))"
 _ALL_DENIED = f"(len(list_filter({_GRANTS}, lambda g: g IS NOT NULL)) > 0 AND NOT list_contains({_GRANTS}, 'true'))"

@@ -1,0 +1,104 @@
+"""Kubernetes audit detections on the three envelopes the timeline reads - a bare audit.k8s.io Event (EKS, any
+kube-apiserver), AKS diagnostic ``kube-audit`` records (the Event as text in ``properties.log``) and GKE Cloud Audit
+Logs (``io.k8s.*`` methods) - ingested and analyzed through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+
+TIME = "2026-11-02T10:00:00.000000Z"
+
+
+def _event(audit_id: str, verb: str, resource: str, user: str, code: int = 201, **extra: Any) -> dict[str, Any]:
+    """An audit.k8s.io/v1 Event (stage ResponseComplete)."""
+    return {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "RequestResponse",
+        "auditID": audit_id,
+        "stage": "ResponseComplete",
+        "verb": verb,
+        "user": {"username": user, "groups": ["system:authenticated"]},
+        "sourceIPs": ["198.51.100.20"],
+        "objectRef": {"resource": resource, "namespace": "default", "apiVersion": "v1"},
+        "responseStatus": {"code": code},
+        "requestReceivedTimestamp": TIME,
+        "stageTimestamp": TIME,
+        **extra,
+    }
+
+
+def _aks(event: dict[str, Any]) -> dict[str, Any]:
+    """The Event as AKS diagnostic settings deliver it."""
+    cluster = "/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/A1"
+    properties = {"log": json.dumps(event), "stream": "stdout"}
+    return {"category": "kube-audit", "time": TIME, "properties": properties, "resourceId": cluster}
+
+
+def _gke(insert_id: str, method: str, caller: str, authentication: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """A GKE Kubernetes API call as a Cloud Audit Logs LogEntry."""
+    return {
+        "insertId": insert_id,
+        "logName": "projects/p1/logs/cloudaudit.googleapis.com%2Factivity",
+        "timestamp": TIME,
+        "resource": {"type": "k8s_cluster", "labels": {"project_id": "p1", "location": "europe-west1"}},
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "serviceName": "k8s.io",
+            "methodName": method,
+            "authenticationInfo": authentication,
+            "requestMetadata": {"callerIp": caller, "callerSuppliedUserAgent": "kubectl/v1.29.1"},
+            **extra,
+        },
+    }
+
+
+PLAIN_INGRESS = {"kind": "Ingress", "spec": {"rules": [{"host": "a.example", "http": {"paths": [{"path": "/"}]}}]}}
+TLS_INGRESS = {"kind": "Ingress", "spec": {"tls": [{"hosts": ["a.example"], "secretName": "a-tls"}],
+                                           "rules": [{"host": "a.example"}]}}  # fmt: skip
+ADMIN_BINDING = {"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+                 "subjects": [{"kind": "User", "name": "mallory@example.com"}]}  # fmt: skip
+ANONYMOUS = {"authoritySelector": "system:anonymous"}
+RECORDS = [
+    _event("ds-user", "create", "daemonsets", "mallory@example.com"),
+    _event("ds-controller", "create", "daemonsets", "system:serviceaccount:kube-system:daemon-set-controller"),
+    _aks(_event("ingress-plain", "create", "ingresses", "dev@example.com", requestObject=PLAIN_INGRESS)),
+    _aks(_event("ingress-tls", "create", "ingresses", "dev@example.com", requestObject=TLS_INGRESS)),
+    _event("secret-refused", "get", "secrets", "system:serviceaccount:default:web", code=403,
+           responseStatus={"code": 403, "reason": "Forbidden"}),
+    _event("secret-read", "get", "secrets", "dev@example.com", code=200),
+    _aks(_event("csr-serving", "create", "certificatesigningrequests", "dev@example.com",
+                requestObject={"spec": {"signerName": "kubernetes.io/kubelet-serving", "usages": ["server auth"]}})),
+    _gke("binding-admin", "io.k8s.rbac.v1.clusterrolebindings.create", "203.0.113.50",
+         {"principalEmail": "mallory@example.com"}, request=ADMIN_BINDING),
+    _gke("anonymous-pods", "io.k8s.core.v1.pods.get", "203.0.113.51", ANONYMOUS),
+    _gke("anonymous-readyz", "io.k8s.readyz", "203.0.113.51", {"principalEmail": "system:anonymous"}),
+    _gke("anonymous-lb-check", "io.k8s.core.v1.componentstatuses.list", "35.191.0.1", ANONYMOUS),
+]  # fmt: skip
+EXPECTED = {
+    "ds-user/ResponseComplete": "k8s-daemonset-created",
+    "ingress-plain/ResponseComplete": "k8s-ingress-without-tls",
+    "secret-refused/ResponseComplete": "k8s-secret-read-refused",
+    "binding-admin": "k8s-cluster-admin-binding",
+    "anonymous-pods": "k8s-anonymous-access",
+}
+
+
+def test_kubernetes_rules_on_every_audit_envelope(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(record) + "\n" for record in RECORDS))
+    db = tmp_path / "timeline.duckdb"
+    runner = CliRunner()
+    ingested = runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
+    assert f"{len(RECORDS)} records = {len(RECORDS)} ingested" in ingested.output, ingested.output
+    analyzed = runner.invoke(app, ["analyze", str(db), "--format", "json"])
+    assert analyzed.exit_code == 0, analyzed.output
+    findings = json.loads(analyzed.output)["findings"]
+    flagged = {event: f["rule"] for f in findings if f["analyzer"] == "sensitive_actions" for event in f["event_ids"]}
+    assert flagged == EXPECTED
