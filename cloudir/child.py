@@ -12,10 +12,16 @@ import socket
 import subprocess
 import sys
 from multiprocessing.connection import Connection
+from typing import IO
 
 
-def start_child(module: str, function: str) -> tuple[Connection, subprocess.Popen[bytes]]:
-    """Run ``module.function(control)`` in a new process; the parent's end of ``control`` and the process."""
+def start_child(
+    module: str, function: str, *, stderr: IO[bytes] | None = None
+) -> tuple[Connection, subprocess.Popen[bytes]]:
+    """Run ``module.function(control)`` in a new process; the parent's end of ``control`` and the process.
+
+    ``stderr``: a file for the child's standard error (by default the parent's).
+    """
     ours, theirs = socket.socketpair()
     code = (
         "import sys; from multiprocessing.connection import Connection; "
@@ -23,7 +29,7 @@ def start_child(module: str, function: str) -> tuple[Connection, subprocess.Pope
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
     process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module of ours
-        [sys.executable, "-c", code, str(theirs.fileno())], pass_fds=[theirs.fileno()], env=env
+        [sys.executable, "-c", code, str(theirs.fileno())], pass_fds=[theirs.fileno()], env=env, stderr=stderr
     )
     theirs.close()
     return Connection(ours.detach()), process

@@ -8,30 +8,32 @@ custody facts. This process records every call and writes and hashes each volume
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import itertools
 import os
+import signal
 import subprocess
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from itertools import islice
 from multiprocessing.connection import Connection
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from cloudir.case import Case
 from cloudir.child import start_child
 from cloudir.custody import ApiCall
-from cloudir.errors import CloudirError
+from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.textsafe import esc
 from providers.aws.session import AwsClients, aws_errors
+from providers.ebs_reader import CHECKSUM, CREDENTIALS, OK, READER_ERROR, READY, SDK_ERROR, Answer
 
 GIB = 1024**3
 # GetSnapshotBlock calls queued or in flight per volume: its reorder window, the most blocks it holds in memory.
@@ -41,7 +43,10 @@ READ_CONCURRENCY = 32
 READ_TOTAL = 512
 # Reader processes: one a core, at most 4 (beyond that the parent's hashing and writing is the bound).
 READ_PROCESSES = max(1, min(4, os.cpu_count() or 1))
-CHECKSUM_HINT = "the image was discarded; re-run with --resume to read it again"
+RESUME_HINT = "the image was discarded; re-run with --resume to read it again"
+READER_MODULE = "providers.ebs_reader"  # the reader processes' entry module: it imports only what a read needs
+READER_START_SECONDS = 120.0  # a reader not ready by then is an error (it imports botocore and makes one client)
+UNANSWERED = "unanswered: reader process ended"  # custody outcome of a read its reader did not answer
 
 
 class BlockChecksumError(CloudirError):
@@ -61,144 +66,191 @@ def _list_blocks(ebs: Any, snapshot_id: str) -> tuple[list[dict[str, Any]], int,
     return sorted(blocks, key=lambda b: int(b["BlockIndex"])), int(page["VolumeSize"]) * GIB, int(page["BlockSize"])
 
 
-def _checksum_problem(snapshot_id: str, index: int, response: dict[str, Any], data: bytes) -> str | None:
-    """Why a block does not match the checksum EBS sent with it (None when it does)."""
-    algorithm = response.get("ChecksumAlgorithm") or "SHA256"
-    if algorithm != "SHA256":
-        return f"block {index} of {snapshot_id}: unsupported checksum algorithm {algorithm}"
-    actual = base64.b64encode(hashlib.sha256(data).digest()).decode()
-    if response.get("Checksum") != actual:
-        return (
-            f"block {index} of {snapshot_id}: checksum mismatch (EBS sent {response.get('Checksum')}, "
-            f"data hashes to {actual})"
-        )
-    return None
+class ReaderProcessError(CloudirError):
+    """A reader process could not start, or ended with reads of it unanswered."""
 
 
-def _read_block(ebs: Any, snapshot_id: str, index: int, token: str) -> tuple[ApiCall, str, Any]:
-    """One GetSnapshotBlock in a reader process: its custody record, and ``ok`` with the index and verified data,
-    ``checksum`` with the mismatch, or ``error`` with the SDK's exception."""
-    region = str(ebs.meta.region_name)
-    try:
-        response = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockToken=token)
-        data: bytes = response["BlockData"].read()  # the body streams: a broken connection fails here
-    except ClientError as exc:
-        meta, code = exc.response.get("ResponseMetadata", {}), str(exc.response.get("Error", {}).get("Code"))
-        call = ApiCall(
-            "ebs", "GetSnapshotBlock", region, meta.get("RequestId"), code, http_status=meta.get("HTTPStatusCode")
-        )
-        return call, "error", exc
-    except BotoCoreError as exc:
-        return ApiCall("ebs", "GetSnapshotBlock", region, None, type(exc).__name__), "error", exc
-    meta = response.get("ResponseMetadata", {})
-    call = ApiCall(
-        "ebs", "GetSnapshotBlock", region, meta.get("RequestId"), "ok", http_status=meta.get("HTTPStatusCode")
-    )
-    problem = _checksum_problem(snapshot_id, index, response, data)
-    return (call, "checksum", problem) if problem else (call, "ok", (index, data))
+@dataclass
+class _Reader:
+    """One reader process: its socket, the tasks sent to it and not yet answered, its standard error (a file)."""
 
+    number: int
+    control: Connection
+    process: subprocess.Popen[bytes]
+    stderr: IO[bytes]
+    pending: set[int] = field(default_factory=set)
+    alive: bool = True
 
-def reader_process(control: Connection) -> None:
-    """A reader process (see :func:`cloudir.child.start_child`): reads asked for on ``control``, ``threads`` at a
-    time, each answer sent back as it ends.
-
-    Messages: first ``(spec, threads, credentials)``; then ``("read", task, snapshot id, index, token)``;
-    ``("credentials", frozen)`` (the client is remade with them); ``None`` (finish the reads in flight, then end).
-    """
-    spec, threads, credentials = control.recv()
-    ebs, sending = spec.client(credentials), threading.Lock()
-
-    def read(client: Any, task: int, snapshot_id: str, index: int, token: str) -> None:
+    def end_reason(self) -> str:
+        """How the process ended (it is killed if only its socket broke) and the last line it wrote."""
         try:
-            answer = _read_block(client, snapshot_id, index, token)
-        except Exception as exc:  # noqa: BLE001 - unanswered, the parent would wait for this block forever
-            failure = CloudirError(f"block {index} of {snapshot_id}: the reader failed: {type(exc).__name__}: {exc}")
-            answer = (
-                ApiCall("ebs", "GetSnapshotBlock", str(client.meta.region_name), None, type(exc).__name__),
-                "error",
-                failure,
-            )
-        with sending:
-            control.send((task, *answer))
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self.stderr.seek(0, os.SEEK_END)
+        self.stderr.seek(max(0, self.stderr.tell() - 4096))
+        lines = [line for line in self.stderr.read().decode(errors="replace").splitlines() if line.strip()]
+        said = f": {lines[-1].strip()}" if lines else ""
+        return f"reader process {self.number} (pid {self.process.pid}) ended, {how}{said}"
 
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ebs-read") as pool:
-        while (message := control.recv()) is not None:
-            if message[0] == "credentials":
-                ebs = spec.client(message[1])
-            else:
-                pool.submit(read, ebs, *message[1:])
+    def stop(self) -> None:
+        """Kill the process (it has not started, or another one could not) and release its files."""
+        self.process.kill()
+        self.process.wait()
+        self.control.close()
+        self.stderr.close()
 
 
 class BlockReaders:
-    """GetSnapshotBlock calls run by ``processes`` reader processes, ``in_flight`` at most at once in all.
+    """GetSnapshotBlock calls run by ``processes`` reader processes (:mod:`providers.ebs_reader`), ``in_flight`` at
+    most at once in all.
 
     :meth:`submit` gives a future of one block's index and verified data; every call is recorded in the case of
-    ``clients`` as its answer arrives (also when its future was cancelled meanwhile).
+    ``clients`` as its answer arrives (also when its future was cancelled meanwhile). A reader that does not start
+    raises :class:`ReaderProcessError`; one that ends fails every read it held (recorded as unanswered), and later reads
+    go to the others.
     """
 
     def __init__(self, clients: AwsClients, region: str, *, in_flight: int, processes: int = READ_PROCESSES) -> None:
         count = max(1, min(processes, in_flight))
-        threads = -(-in_flight // count)
-        self.spec = clients.spec("ebs", region, connections=threads)
+        self.threads = -(-in_flight // count)
+        self.spec = clients.spec("ebs", region, connections=self.threads)
         self._clients, self._credentials = clients, clients.frozen_credentials()
-        self._futures: dict[int, Future[tuple[int, bytes]]] = {}
+        self._futures: dict[int, tuple[Future[tuple[int, bytes]], str, int]] = {}
         self._tasks, self._lock = itertools.count(), threading.Lock()
-        self._controls: list[Connection] = []
-        self._processes: list[subprocess.Popen[bytes]] = []
-        self._receivers: list[threading.Thread] = []
+        self.readers: list[_Reader] = []
         for number in range(count):
-            control, process = start_child(__name__, reader_process.__name__)
-            control.send((self.spec, threads, self._credentials))
-            receiver = threading.Thread(target=self._receive, args=(control,), name=f"ebs-receive-{number}")
+            stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the reader
+            control, process = start_child(READER_MODULE, "reader_process", stderr=stderr)
+            self.readers.append(_Reader(number, control, process, stderr))
+        try:
+            for reader in self.readers:
+                self._start(reader)
+        except BaseException:
+            for reader in self.readers:
+                reader.stop()
+            raise
+        self._receivers = [
+            threading.Thread(target=self._receive, args=(reader,), name=f"ebs-receive-{reader.number}")
+            for reader in self.readers
+        ]
+        for receiver in self._receivers:
             receiver.start()
-            self._controls.append(control)
-            self._processes.append(process)
-            self._receivers.append(receiver)
-        self.threads = threads
+
+    def _start(self, reader: _Reader) -> None:
+        """Send the reader its client and wait until it says it is ready (at most READER_START_SECONDS)."""
+        try:
+            reader.control.send((self.spec.client_arguments(), self.threads, self._credentials))
+            if not reader.control.poll(READER_START_SECONDS):
+                raise ReaderProcessError(
+                    f"reader process {reader.number} (pid {reader.process.pid}) did not start within "
+                    f"{READER_START_SECONDS:.0f} s"
+                )
+            ready = reader.control.recv()
+        except (EOFError, OSError):
+            raise ReaderProcessError(f"{reader.end_reason()} before it could read", hint=RESUME_HINT) from None
+        if ready != READY:
+            raise ReaderProcessError(f"reader process {reader.number} answered {ready!r} instead of {READY!r}")
 
     def submit(self, snapshot_id: str, block: dict[str, Any]) -> Future[tuple[int, bytes]]:
         """Read one block (``BlockIndex``, ``BlockToken`` of ListSnapshotBlocks) of ``snapshot_id``."""
         future: Future[tuple[int, bytes]] = Future()
-        credentials = self._clients.frozen_credentials()
+        credentials, index = self._clients.frozen_credentials(), int(block["BlockIndex"])
         with self._lock:
+            task = next(self._tasks)
             if credentials != self._credentials:
                 self._credentials = credentials
-                for control in self._controls:
-                    control.send(("credentials", credentials))
-            task = next(self._tasks)
-            self._futures[task] = future
-            control = self._controls[task % len(self._controls)]
-            control.send(("read", task, snapshot_id, int(block["BlockIndex"]), block["BlockToken"]))
+                for reader in self.readers:
+                    self._send(reader, (CREDENTIALS, *credentials))
+            live = [reader for reader in self.readers if reader.alive]
+            for reader in live[task % len(live) :] + live[: task % len(live)] if live else []:
+                if self._send(reader, (task, snapshot_id, index, block["BlockToken"])):
+                    reader.pending.add(task)
+                    self._futures[task] = (future, snapshot_id, index)
+                    return future
+        future.set_exception(ReaderProcessError(f"block {index} of {snapshot_id}: every reader process ended"))
         return future
 
-    def _receive(self, control: Connection) -> None:
+    @staticmethod
+    def _send(reader: _Reader, message: Any) -> bool:
+        """Send to a live reader; False when its socket is broken (its receiver then fails what it held)."""
+        if reader.alive:
+            try:
+                reader.control.send(message)
+            except OSError:
+                reader.alive = False
+        return reader.alive
+
+    def _receive(self, reader: _Reader) -> None:
+        """Answer each read as the reader sends it; when the reader ends, fail every read it still held."""
         while True:
             try:
-                task, call, kind, payload = control.recv()
-            except EOFError:
-                return
-            self._clients.record(call)
+                answer: Answer = reader.control.recv()
+            except (EOFError, OSError):
+                break
+            task, request_id, status, outcome, payload = answer
             with self._lock:
-                future = self._futures.pop(task)
+                reader.pending.discard(task)
+                future, snapshot_id, index = self._futures.pop(task)
+            outcome_in_custody = _custody_outcome(outcome, payload)
+            self._clients.record(
+                ApiCall("ebs", "GetSnapshotBlock", self.spec.region, request_id, outcome_in_custody, http_status=status)
+            )
             if not future.set_running_or_notify_cancel():
                 continue
-            if kind == "ok":
-                future.set_result(payload)
-            elif kind == "checksum":
-                future.set_exception(BlockChecksumError(payload, hint=CHECKSUM_HINT))
+            if outcome == OK:
+                future.set_result((index, payload))
             else:
-                future.set_exception(payload)
+                future.set_exception(_failure(snapshot_id, index, answer))
+        with self._lock:
+            reader.alive = False
+            held = [self._futures.pop(task) for task in sorted(reader.pending)]
+            reader.pending.clear()
+        if not held:
+            return
+        reason = reader.end_reason()
+        for future, snapshot_id, index in held:
+            self._clients.record(ApiCall("ebs", "GetSnapshotBlock", self.spec.region, None, UNANSWERED))
+            if future.set_running_or_notify_cancel():
+                future.set_exception(
+                    ReaderProcessError(f"block {index} of {snapshot_id} was not read: {reason}", hint=RESUME_HINT)
+                )
 
     def close(self) -> None:
         """Let the reads in flight end (each recorded), then stop the reader processes."""
-        for control in self._controls:
-            control.send(None)
-        for process in self._processes:
-            process.wait()
+        for reader in self.readers:
+            self._send(reader, None)
+        for reader in self.readers:
+            reader.process.wait()
         for receiver in self._receivers:
             receiver.join()
-        for control in self._controls:
-            control.close()
+        for reader in self.readers:
+            reader.control.close()
+            reader.stderr.close()
+
+
+def _custody_outcome(outcome: str, payload: Any) -> str:
+    """A read's outcome in custody: ``ok`` when AWS answered the block (even with a wrong checksum), else the AWS
+    error code or the exception's name."""
+    if outcome in {OK, CHECKSUM}:
+        return "ok"
+    return str(payload[0]) if outcome in {SDK_ERROR, READER_ERROR} else outcome
+
+
+def _failure(snapshot_id: str, index: int, answer: Answer) -> Exception:
+    """The exception of a read not answered ``ok`` (see :mod:`providers.ebs_reader`)."""
+    _, request_id, status, outcome, payload = answer
+    if outcome == CHECKSUM:
+        return BlockChecksumError(payload, hint=RESUME_HINT)
+    if outcome == SDK_ERROR:
+        return CloudAccessError(f"AWS SDK error reading block {index} of {snapshot_id}: {payload[0]}: {payload[1]}")
+    if outcome == READER_ERROR:
+        return CloudirError(f"block {index} of {snapshot_id}: the reader failed: {payload[0]}: {payload[1]}")
+    response: Any = {"Error": {"Code": outcome, "Message": payload}, "ResponseMetadata": {"RequestId": request_id}}
+    response["ResponseMetadata"]["HTTPStatusCode"] = status
+    return ClientError(response, "GetSnapshotBlock")
 
 
 def _read_in_order(

@@ -43,19 +43,20 @@ _KMS_HINTS = {
 }
 
 
-def _config(agent: str, *, resend: bool, connections: int) -> Config:
-    return Config(
-        user_agent_extra=agent,
-        retries={"mode": "adaptive", "max_attempts": 10} if resend else {"total_max_attempts": 1},
-        connect_timeout=10,
-        read_timeout=60,
-        max_pool_connections=connections,
-    )
+def _config_options(agent: str, *, resend: bool, connections: int) -> dict[str, Any]:
+    """botocore ``Config`` keyword arguments of every client of the tool (plain values: another process gets them)."""
+    return {
+        "user_agent_extra": agent,
+        "retries": {"mode": "adaptive", "max_attempts": 10} if resend else {"total_max_attempts": 1},
+        "connect_timeout": 10,
+        "read_timeout": 60,
+        "max_pool_connections": connections,
+    }
 
 
 @dataclass(frozen=True)
 class ClientSpec:
-    """What another process needs to make the client :meth:`AwsClients.client` makes (it is pickled there).
+    """What another process needs to make the client :meth:`AwsClients.client` makes.
 
     The credentials are frozen ones: the process is sent fresh ones when they are refreshed here (see
     :meth:`AwsClients.frozen_credentials`); the calls are recorded here, from what the process sends back.
@@ -67,18 +68,15 @@ class ClientSpec:
     user_agent: str
     connections: int
 
-    def client(self, credentials: tuple[str, str, str | None]) -> Any:
-        """A new boto3 client with these credentials (configured as the original, but recording nothing)."""
-        access_key, secret_key, token = credentials
-        return boto3.Session().client(  # type: ignore[call-overload]
-            self.service,
-            region_name=self.region,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            aws_session_token=token,
-            config=_config(self.user_agent, resend=True, connections=self.connections),
-        )
+    def client_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of botocore's ``Session.create_client`` for this client, without credentials; plain
+        values (``config`` as ``Config`` keyword arguments), so the process unpickles nothing of this package."""
+        return {
+            "service_name": self.service,
+            "region_name": self.region,
+            "endpoint_url": self.endpoint_url,
+            "config": _config_options(self.user_agent, resend=True, connections=self.connections),
+        }
 
 
 class AwsClients:
@@ -155,7 +153,7 @@ class AwsClients:
             return _OfflineClient(service)
         key = (service, region, resend, connections)
         if key not in self._clients:
-            config = _config(self._user_agent, resend=resend, connections=connections)
+            config = Config(**_config_options(self._user_agent, resend=resend, connections=connections))
             client = self.session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
             client.meta.events.register("after-call.*.*", self._make_recorder(service, region))
             client.meta.events.register("after-call-error.*.*", self._make_error_recorder(service, region))

@@ -1,7 +1,13 @@
 """Raw images through the EBS direct APIs, dry runs, injected failures and --resume."""
 
 import hashlib
+import os
+import signal
+import sys
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +26,10 @@ from providers.aws.raw_image import (
     READ_CONCURRENCY,
     READ_PROCESSES,
     READ_TOTAL,
+    UNANSWERED,
     BlockChecksumError,
     RawImager,
+    ReaderProcessError,
     write_raw_image,
     write_raw_images,
 )
@@ -257,3 +265,90 @@ def test_every_block_read_has_its_own_request_id_in_custody(aws_sandbox: AwsSand
     reads = [c["request_id"] for c in calls if c["operation"] == "GetSnapshotBlock"]
     assert len(reads) == len(set(reads)) == 3
     assert all(reads)
+
+
+def _reader_pids() -> list[int]:
+    """This process's reader processes (children running the reader's entry function), found through /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"reader_process" in command:
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def _within(seconds: float, work: Callable[[], object]) -> list[BaseException]:
+    """Run ``work`` in a thread; the exceptions it raised (it must end within ``seconds``, not hang)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except Exception as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    assert not worker.is_alive(), "the image waited forever"
+    return raised
+
+
+def test_a_reader_killed_mid_image_fails_its_reads_and_the_image_instead_of_waiting_forever(
+    aws_sandbox: AwsSandbox, tmp_path
+):
+    snapshot_id = aws_sandbox.direct_snapshot(dict.fromkeys(range(24), b"K" * BLOCK))
+    aws_sandbox.block_latency = 1.0  # the reads are still in flight when the reader dies
+    case = Case.create(tmp_path / "c")
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+
+    def image() -> None:
+        with case.action("acquire.image", target=snapshot_id):
+            write_raw_image(provider.clients, snapshot_id, case, "images/aws/k.raw", Console(quiet=True), concurrency=8)
+
+    def kill_when_reading() -> None:
+        deadline = time.monotonic() + 60
+        while aws_sandbox.block_reads_peak < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(_reader_pids()[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_reading, daemon=True)
+    killer.start()
+    (raised,) = _within(90, image)
+    killer.join()
+    assert isinstance(raised, ReaderProcessError), raised
+    assert "killed by signal SIGKILL" in str(raised)
+    assert not list((case.root / "images").rglob("*.raw*"))
+    (record,) = [r for r in read_records(case.root / "custody.jsonl") if r["action"] == "acquire.image"]
+    assert record["outcome"] == "failed"
+    assert "killed by signal SIGKILL" in record["error"]
+    outcomes = [c["outcome"] for c in record["api_calls"] if c["operation"] == "GetSnapshotBlock"]
+    assert UNANSWERED in outcomes  # the reads the dead reader held are in custody, as unanswered
+    assert _reader_pids() == []  # the other readers ended too
+
+
+def test_a_reader_that_cannot_start_fails_the_image_step_with_its_reason(
+    aws_sandbox: AwsSandbox, acquire: Acquire, monkeypatch: pytest.MonkeyPatch, tmp_path
+):
+    instance_id = launch_instance(aws_sandbox)
+    volume = aws_sandbox.client("ec2").describe_volumes()["Volumes"][-1]["VolumeId"]
+    aws_sandbox.seed_disk(volume, {0: b"D" * BLOCK})
+    broken = tmp_path / "python"  # the readers' interpreter: its import of botocore fails
+    broken.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'botocore'\" >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    outcome: list[tuple[Case, Any]] = []
+    assert _within(90, lambda: outcome.append(acquire(instance_id, raw_image=True, raise_on_failure=False))) == []
+    ((case, result),) = outcome
+    assert result.failed is not None
+    assert result.failed.step_id == "image.raw"
+    reason = "exit code 1: ModuleNotFoundError: No module named 'botocore' before it could read"
+    assert reason in (result.failed.error or "")
+    failed = [r for r in read_records(case.root / "custody.jsonl") if r["outcome"] == "failed"]
+    assert any(reason in (r.get("error") or "") for r in failed)
+    assert _reader_pids() == []
