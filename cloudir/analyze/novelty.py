@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
+from cloudir.analyze.peers import DIVERGENCE_COLUMNS, PERSIST_DAYS
 from cloudir.analyze.prepare import PROFILE_DIMENSIONS, work_table
 
 LABEL_FACTOR_SQL = """
@@ -20,8 +21,34 @@ TENANT_MIN_IDENTITIES = 5
 """Tenant-wide rarity needs at least this many other identities to compare with; with fewer, nothing is rare."""
 
 
+_INCIDENT_VALUES = " UNION ".join(
+    f"SELECT identity, '{dim}' AS dim, CAST({col} AS VARCHAR) AS value FROM ev WHERE in_incident AND {col} IS NOT NULL"
+    for dim, col in PROFILE_DIMENSIONS.items()
+)
+_DIVERGENCE_DIMS = ", ".join(f"'{dim}'" for dim in DIVERGENCE_COLUMNS)
+LOOKED_UP_SQL = f"""
+{_INCIDENT_VALUES}
+UNION
+SELECT e.identity, d.dim, d.value
+FROM (SELECT DISTINCT unnest(event_ids) AS event_id FROM candidates WHERE temper) c
+JOIN ev e USING (event_id)
+CROSS JOIN LATERAL (VALUES ('network', e.network), ('user agent', e.ua_family)) d(dim, value)
+WHERE d.value IS NOT NULL
+UNION
+SELECT identity, 'operation', op_key FROM candidates WHERE temper AND identity IS NOT NULL AND op_key IS NOT NULL
+UNION
+SELECT identity, dim, value FROM profile WHERE dim IN ({_DIVERGENCE_DIMS}) AND n_days >= {PERSIST_DAYS}
+"""
+"""The (identity, dimension, value) combinations that are read, a small part of all of them: every value of the
+incident window's events (pattern of life), the network, user agent and operation of each tempered candidate (the
+meta score) and the reference values that peer divergence judges. Each ``novelty`` row depends on its own
+combination alone, so labelling only these gives the readers the same rows as labelling every combination."""
+
+
 def build_novelty(con: duckdb.DuckDBPyConnection, *, tenant: bool, abstain: bool) -> None:
-    """``novelty``: labels and a one-line wording of how usual each combination was in the reference.
+    """``novelty``: labels and a one-line wording of how usual each combination was in the reference, for the
+    combinations that are looked up (:data:`LOOKED_UP_SQL`); run it after every analyzer that writes tempered
+    candidates.
 
     ``basis`` is ``identity`` (judged against the identity's own baseline), ``new`` (an identity absent from the
     baseline: judged against the organisation) or ``tenant`` (history too short for any baseline: judged against
@@ -44,11 +71,7 @@ def build_novelty(con: duckdb.DuckDBPyConnection, *, tenant: bool, abstain: bool
         if tenant
         else "LEFT JOIN global_profile g ON g.dim = c.dim AND g.value = c.value CROSS JOIN org_size o"
     )
-    combos = " UNION ALL ".join(
-        f"SELECT DISTINCT identity, '{dim}' AS dim, CAST({col} AS VARCHAR) AS value FROM ev WHERE {col} IS NOT NULL"
-        for dim, col in PROFILE_DIMENSIONS.items()
-    )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE identity_values AS {combos}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE identity_values AS {LOOKED_UP_SQL}")
     # how many of its peers used each value the identity itself has: the only lookups made of the peers' profiles,
     # so the table never grows past the identity's own values (not peers x their whole profiles)
     con.execute(
