@@ -160,3 +160,23 @@ def test_refused_sign_in_is_a_failure_without_an_error_code(tmp_path: Path) -> N
         ("password", "failure", "Failure"),
         ("refused", "failure", "Failed authentication"),
     ]
+
+
+def test_an_empty_error_code_is_no_error(tmp_path: Path) -> None:
+    """CloudTrail writes ``errorCode`` only for a failed request; an export filling every column leaves it empty."""
+    who = {"type": "IAMUser", "arn": "arn:aws:iam::111111111111:user/a"}
+    base = {"eventVersion": "1.08", "eventTime": "2026-11-01T10:00:00Z", "eventSource": "s3.amazonaws.com",
+            "eventName": "DeleteBucket", "userIdentity": who}  # fmt: skip
+    records = [
+        {**base, "eventID": "empty", "errorCode": ""},
+        {**base, "eventID": "blank", "errorCode": " "},
+        {**base, "eventID": "refused", "errorCode": "BucketNotEmpty", "errorMessage": "The bucket is not empty"},
+    ]
+    log = tmp_path / "export.jsonl"
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    db = tmp_path / "t.duckdb"
+    result = CliRunner().invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
+    assert "3 records = 3 ingested" in result.output, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT event_id, status, error_code FROM events ORDER BY event_id").fetchall()
+    assert rows == [("blank", "success", None), ("empty", "success", None), ("refused", "failure", "BucketNotEmpty")]

@@ -41,6 +41,9 @@ SIGN_IN_FAILED = (
     + "), false)"
 )
 """AWS sign-in events report a refusal in ``responseElements.<eventName>`` and ``errorMessage``, no ``errorCode``."""
+ERROR_CODE = "nullif(trim(p.errorCode), '')"
+"""A record carries ``errorCode`` only when the request failed; an export that writes every column of the record
+schema (query results of Athena's CloudTrail table saved as CSV, then as JSON) leaves it empty on success."""
 
 COLUMNS = {
     "time": 'utc_ts(coalesce(p.eventTime, p."@timestamp"))',
@@ -57,8 +60,8 @@ COLUMNS = {
     "source_ip": "p.sourceIPAddress",
     "user_agent": "p.userAgent",
     "resources": "list_filter(list_transform(p.resources, lambda r: r.ARN), lambda a: a IS NOT NULL)",
-    "status": f"CASE WHEN p.errorCode IS NULL AND NOT {SIGN_IN_FAILED} THEN 'success' ELSE 'failure' END",
-    "error_code": f"coalesce(p.errorCode, CASE WHEN {SIGN_IN_FAILED} THEN coalesce(p.errorMessage, 'Failure') END)",
+    "status": f"CASE WHEN {ERROR_CODE} IS NULL AND NOT {SIGN_IN_FAILED} THEN 'success' ELSE 'failure' END",
+    "error_code": f"coalesce({ERROR_CODE}, CASE WHEN {SIGN_IN_FAILED} THEN coalesce(p.errorMessage, 'Failure') END)",
     "request_id": "p.requestID",
     "event_id": "p.eventID",
     "read_only": "coalesce(try_cast(p.readOnly AS BOOLEAN), is_read_operation(p.eventName))",
