@@ -7,7 +7,8 @@ JSON shapes of the real APIs, and can throttle (429 RESOURCE_EXHAUSTED) or fail 
 Every Compute change is a long-running operation that takes time (PENDING, RUNNING with its progress, DONE) and
 makes its change only when DONE; ``*Operations.wait`` answers at DONE or at its deadline (scaled down from Compute's
 2 minutes), so the caller polls several times. Compute's per-minute rate quotas are counted per project and quota
-group, in synchronized one-minute intervals, and a request over one is refused with 403 ``rateLimitExceeded``.
+group, in synchronized one-minute intervals, and a request over one is refused with 403 ``rateLimitExceeded``;
+IAM's read and write quotas likewise, refused with 429 ``RESOURCE_EXHAUSTED``.
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ COMPUTE_RATE_QUOTAS = {
 }
 
 
+# IAM v1's per-minute rate quotas (the documented defaults: 6,000 reads and 600 writes a minute per project); a
+# request over one is refused with 429 RESOURCE_EXHAUSTED, as Google's newer APIs answer a rate quota.
+IAM_RATE_QUOTAS = {"Read requests": 6000, "Write requests": 600}
+
+
 def quota_group(operation: str) -> str:
     """The rate quota group a Compute method counts against."""
     collection, _, verb = operation.rpartition(".")
@@ -178,6 +184,7 @@ class FakeGcp:
         # Compute's rate quotas per project and group (requests per synchronized interval of ``rate_window``
         # seconds, by :attr:`clock`); a request over one is refused (403 rateLimitExceeded) and does not count.
         self.compute_rate_quotas = dict(COMPUTE_RATE_QUOTAS)
+        self.iam_rate_quotas = dict(IAM_RATE_QUOTAS)  # counted for the calling project, in the same intervals
         self.rate_window = 60.0
         self._rate_counts: dict[tuple[str, str, int], int] = {}
         # Called after each successful change (method, operation, path, user agent), so a sandbox can write the
@@ -253,6 +260,8 @@ class FakeGcp:
                 self._settle()
                 if api == "compute":
                     self._charge_rate(args[0], operation)
+                elif api == "iam":
+                    self._charge_iam_rate(operation)
                 self._maybe_fail(operation)
                 earlier = self._once(operation, args, query)
                 repeated = earlier is not None
@@ -327,6 +336,19 @@ class FakeGcp:
                 "rateLimitExceeded",
                 f"Quota exceeded for quota metric '{group}' and limit '{group} per minute' of service "
                 f"'compute.googleapis.com' for consumer 'project_number:{_project_number(project)}'.",
+            )
+        self._rate_counts[key] = self._rate_counts.get(key, 0) + 1
+
+    def _charge_iam_rate(self, operation: str) -> None:
+        """Count one IAM request against the caller's read or write quota, or refuse it as IAM does (429)."""
+        group = "Read requests" if _is_read(operation) else "Write requests"
+        key = ("iam", group, int(self.clock() // self.rate_window))
+        if self._rate_counts.get(key, 0) >= self.iam_rate_quotas[group]:
+            raise FakeError(
+                429,
+                "RESOURCE_EXHAUSTED",
+                f"Quota exceeded for quota metric '{group}' and limit '{group} per minute' of service "
+                "'iam.googleapis.com' for consumer 'project_number:000000000000'.",
             )
         self._rate_counts[key] = self._rate_counts.get(key, 0) + 1
 

@@ -3,8 +3,10 @@
 Compute Engine clients use their REST transport; Cloud Logging uses the library's JSON-over-HTTP
 connection. Both run over a ``google.auth`` AuthorizedSession whose response hook records each call
 (operation derived from the URL, zone, operation id, outcome) and can hand raw response bodies to
-the caller before the SDK parses them. A Compute call refused by a rate quota (403 ``rateLimitExceeded``,
-or 429) is sent again with doubling backoff, each refusal in custody; it never ran, so resending is safe.
+the caller before the SDK parses them. A call refused by a rate quota (Compute's 403 ``rateLimitExceeded``, or
+429 ``RESOURCE_EXHAUSTED`` as IAM, Resource Manager and the other APIs answer) is sent again with doubling backoff,
+each refusal in custody; it never ran, so resending is safe. Cloud Logging and Admin Reports pages are resent by
+their collectors instead, which count the refusals in the coverage report.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ _COLLECTION_VERBS = {"GET": "list", "POST": "insert"}
 _ITEM_VERBS = {"GET": "get", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}
 _RENAMED_VERBS = {"serialPort": "getSerialPortOutput"}
 _RATE_LIMITED = {"rateLimitExceeded", "userRateLimitExceeded"}  # Compute's reasons for a rate quota refusal
+_API_NAMES = {
+    "compute": "Compute Engine",
+    "iam": "IAM",
+    "cloudresourcemanager": "Resource Manager",
+    "logging": "Cloud Logging",
+    "admin": "Admin SDK Reports",
+}
 RATE_ATTEMPTS = 8  # a refused call is sent at most this many times (backoff doubling: about 2 minutes at 1 s)
 MAX_BACKOFF = 60.0  # Compute's quotas refill each minute: no gap is longer
 OPERATION_TIMEOUT = 3600.0  # a snapshot of a large disk takes many minutes; give up on an operation after an hour
@@ -142,8 +151,9 @@ class GcpApi:
         return RESPONDER_USER_AGENT + (f" case/{self.case_tag}" if self.case_tag else "")
 
     # -- clients ---------------------------------------------------------------------------------
-    def _instrument(self, session: AuthorizedSession) -> AuthorizedSession:
-        """Tag the session's requests and record each one (a call that got no response too)."""
+    def _instrument(self, session: AuthorizedSession, *, resend_refused: bool = True) -> AuthorizedSession:
+        """Tag the session's requests and record each one (a call that got no response too); with
+        ``resend_refused``, resend a call a rate quota refused (at most ``RATE_ATTEMPTS`` sends, backoff doubling)."""
         session.headers["User-Agent"] = self.user_agent
         session.hooks["response"].append(self._on_response)
         send = session.request
@@ -157,7 +167,7 @@ class GcpApi:
                     if self.case is not None:
                         self.case.record_api_call(ApiCall(service, operation, location, None, type(exc).__name__))
                     raise
-                if service != "compute" or attempt == RATE_ATTEMPTS - 1 or not _rate_limited(response):
+                if not resend_refused or attempt == RATE_ATTEMPTS - 1 or not _rate_limited(response):
                     break
                 time.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF))  # the refusal is in custody (the hook)
             return response
@@ -191,7 +201,7 @@ class GcpApi:
             self._logging = gcp_logging.Client(  # type: ignore[no-untyped-call]
                 project=self.project,
                 credentials=self.credentials,
-                _http=self._instrument(AuthorizedSession(self.credentials)),  # type: ignore[no-untyped-call]
+                _http=self._instrument(AuthorizedSession(self.credentials), resend_refused=False),  # type: ignore[no-untyped-call]
                 _use_grpc=False,
                 client_info=ClientInfo(user_agent=self.user_agent),  # type: ignore[no-untyped-call]
                 client_options={"api_endpoint": endpoint},
@@ -235,7 +245,8 @@ class GcpApi:
                         hint="use a service account key or impersonation, or drop --workspace-admin",
                     )
                 credentials = credentials.with_subject(subject).with_scopes([REPORTS_SCOPE])
-            self._workspace[subject] = self._instrument(AuthorizedSession(credentials))  # type: ignore[no-untyped-call]
+            session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+            self._workspace[subject] = self._instrument(session, resend_refused=False)
         base = self.api_endpoint or ADMIN_ENDPOINT
         if "://" not in base:
             base = f"{self.url_scheme}://{base}"
@@ -322,12 +333,14 @@ def gcp_errors(action: str, permission: str | None = None) -> Iterator[None]:
         yield
     except gexc.NotFound as exc:
         raise TargetNotFoundError(f"{action}: not found: {_message(exc)}") from None
-    except gexc.Forbidden as exc:
-        if _RATE_LIMITED & {str(error.get("reason")) for error in exc.errors if isinstance(error, dict)}:
+    except (gexc.Forbidden, gexc.TooManyRequests) as exc:
+        if isinstance(exc, gexc.TooManyRequests) or _RATE_LIMITED & {
+            str(error.get("reason")) for error in exc.errors if isinstance(error, dict)
+        }:
+            api = _api_name(exc)
             raise CloudAccessError(
-                f"{action}: Compute Engine's rate quota still refused the call after {RATE_ATTEMPTS} tries "
-                f"({_message(exc)})",
-                hint="wait a minute and resume the case, or raise the project's Compute API rate quota",
+                f"{action}: {api}'s rate quota still refused the call after {RATE_ATTEMPTS} tries ({_message(exc)})",
+                hint=f"wait a minute and resume the case, or raise the project's {api} API rate quota",
             ) from None
         needs = f"; the responder needs {permission}" if permission else ""
         raise CloudAccessError(
@@ -343,6 +356,15 @@ def gcp_errors(action: str, permission: str | None = None) -> Iterator[None]:
             f"cannot reach the Google Cloud endpoint while trying to {action}: {type(exc).__name__} calling {where}",
             hint="check network access to Google APIs (or --api-endpoint)",
         ) from None
+
+
+def _api_name(exc: gexc.GoogleAPICallError) -> str:
+    """The name of the API that answered ``exc`` (from its response's URL)."""
+    response = exc.response
+    if not isinstance(response, requests.Response):
+        return "the API"
+    service = describe_request(response.request.method or "GET", response.url)[0]
+    return _API_NAMES.get(service, service)
 
 
 def _message(exc: gexc.GoogleAPICallError) -> str:

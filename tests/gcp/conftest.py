@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -11,6 +13,7 @@ from cloudir.provider import Target
 from moto_fixtures.gcp import GcpSandbox
 from moto_fixtures.sandbox import PlantedIncident
 from providers.gcp import GcpProvider
+from providers.gcp import session as gcp_session
 
 
 @pytest.fixture
@@ -37,3 +40,17 @@ def case(tmp_path: Path, provider: GcpProvider) -> Case:
 def target(provider: GcpProvider, incident: PlantedIncident) -> Target:
     """The compromised instance, resolved."""
     return provider.find_target(incident.target)
+
+
+@pytest.fixture
+def slept(gcp_sandbox: GcpSandbox, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The adapter's sleeps advance the clock the fake's quotas count by, so a minute passes at once."""
+    now, slept = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(gcp_session, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    gcp_sandbox.fake.clock = lambda: now[0]
+    return slept

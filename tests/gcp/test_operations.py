@@ -8,8 +8,6 @@ over it. The adapter must wait for DONE before it reads or builds on a result, a
 from __future__ import annotations
 
 import inspect
-import time
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,7 +22,6 @@ from cloudir.provider import AcquireOptions, ContainOptions, Target
 from moto_fixtures.gcp import FORENSIC_PROJECT, INSTANCE, MIG, PROJECT, ZONE, GcpSandbox
 from moto_fixtures.gcp_server import COMPUTE_PREFIX, quota_group
 from providers.gcp import GcpProvider, create_provider
-from providers.gcp import session as gcp_session
 
 OPTIONS = AcquireOptions(forensic_account=FORENSIC_PROJECT)
 
@@ -87,20 +84,6 @@ def test_a_snapshot_still_creating_from_a_stopped_run_is_waited_for_on_resume(
     assert reused["reused"] is True
     assert reused["storage_bytes"] > 0  # read once READY, not while CREATING
     assert resumed.results[f"copy:{INSTANCE}"]["reused"] is False  # its copy was refused had it not been READY
-
-
-@pytest.fixture
-def slept(gcp_sandbox: GcpSandbox, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The adapter's sleeps advance the clock the fake's quotas count by, so a minute passes at once."""
-    now, slept = [0.0], []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    monkeypatch.setattr(gcp_session, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
-    gcp_sandbox.fake.clock = lambda: now[0]
-    return slept
 
 
 def test_rate_quota_refusals_are_resent_with_backoff_and_kept_in_custody(

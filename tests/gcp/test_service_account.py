@@ -117,3 +117,43 @@ def test_playbook_plan_for_a_service_account_names_every_call_offline() -> None:
         "projects.setIamPolicy",
     ):
         assert operation in result.output, operation
+
+
+def _outcomes(case: Path, prefix: str) -> list[tuple[str, int | None]]:
+    calls = [c for r in read_records(case / "custody.jsonl") for c in r["api_calls"]]
+    return [(c["outcome"], c["http_status"]) for c in calls if str(c["operation"]).startswith(prefix)]
+
+
+def test_iam_rate_quota_refusals_are_resent_with_backoff_and_kept_in_custody(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path, slept: list[float]
+) -> None:
+    """IAM answers 429 RESOURCE_EXHAUSTED over its per-minute read quota: the tool waits and sends the call again."""
+    gcp_sandbox.fake.iam_rate_quotas["Read requests"] = 1  # one IAM read a minute
+    case = tmp_path / "sa"
+    code, out = _run(
+        gcp_sandbox, "acquire", "gcp", "--target", SERVICE_ACCOUNT, "--project", PROJECT, "--case", str(case)
+    )
+    assert code == 0, out
+    outcomes = _outcomes(case, "serviceAccounts.")
+    assert ("RESOURCE_EXHAUSTED", 429) in outcomes  # each refusal is in custody ...
+    assert outcomes[-1] == ("ok", 200)  # ... and the call was answered once the minute passed
+    assert 0 < max(slept) <= 60  # waited for the quota's minute, never longer
+    assert (
+        len(json.loads((case / "artifacts/gcp/service-accounts" / SERVICE_ACCOUNT / "keys.json").read_bytes())["keys"])
+        == 2
+    )
+
+
+def test_an_iam_quota_that_never_refills_names_iam_in_the_error(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path, slept: list[float]
+) -> None:
+    case = tmp_path / "sa"
+    target = ["--target", SERVICE_ACCOUNT, "--project", PROJECT, "--case", str(case)]
+    assert _run(gcp_sandbox, "acquire", "gcp", *target)[0] == 0
+    gcp_sandbox.fake.iam_rate_quotas["Write requests"] = 0  # every IAM change refused
+    code, out = _run(gcp_sandbox, "contain", "gcp", *target)
+    assert code != 0
+    assert "IAM's rate quota still refused the call after 8 tries" in " ".join(out.split()), out
+    assert "Compute" not in out
+    assert [o for o, _ in _outcomes(case, "serviceAccounts.keys.disable")] == ["RESOURCE_EXHAUSTED"] * 8
+    assert not any(_keys(gcp_sandbox).values())  # nothing was disabled
