@@ -25,7 +25,7 @@ import google_crc32c
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from moto_fixtures.gcp_contract import Contract, ContractError, contract, error_body
+from moto_fixtures.gcp_contract import Contract, ContractError, contract, error_body, raise_refusals
 from moto_fixtures.local_http import LocalService, Response
 
 Answer = tuple[int, dict[str, Any]]  # status and JSON body
@@ -55,10 +55,17 @@ class FakeCloudKms(LocalService):
         super().__init__()
         self.versions: dict[str, KeyVersion] = {}
         self.requests: list[tuple[str, str]] = []
-        self.refusals: list[str] = []  # what the discovery document refused, one line a request
+        # what the discovery document refused, one line a request; any left when the fake closes fail the code that
+        # opened it (the test or the demo), unless a test expected them (gcp_contract.expecting_refusals)
+        self.refusals: list[str] = []
         # Every request is held to the cloudkms v1 discovery document first (None: no contract check, for a test
         # that shows what a lenient fake would let through).
         self.contract: Contract | None = contract(("cloudkms",))
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        if exc[0] is None:  # an exception already on its way says more
+            raise_refusals("the Cloud KMS fake", self.refusals)  # see gcp_contract.expecting_refusals
 
     @property
     def host(self) -> str:

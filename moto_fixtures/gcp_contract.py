@@ -17,10 +17,12 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
 # The APIs the fake serves: each one's discovery document and the path prefix its methods live under.
@@ -62,6 +64,34 @@ class ContractError(Exception):
         self.reason = reason
         self.message = message
         self.field = field
+
+
+class ContractRefusalError(AssertionError):
+    """Requests a fake answered with the contract's refusal, raised when the fake closes: the code that opened it (a
+    test, the demo) sent what the real API refuses."""
+
+
+class RefusingFake(Protocol):
+    """A fake that keeps the contract's refusals, one line a request."""
+
+    refusals: list[str]
+
+
+def raise_refusals(fake: str, refusals: list[str]) -> None:
+    """Raise :class:`ContractRefusalError` listing ``refusals`` (none: nothing)."""
+    if refusals:
+        raise ContractRefusalError(f"requests the real API refuses, sent to {fake}:\n" + "\n".join(refusals))
+
+
+@contextmanager
+def expecting_refusals(fake: RefusingFake) -> Iterator[None]:
+    """Refusals inside the block are expected (a test sends invalid requests on purpose): they stay in
+    ``fake.refusals`` for the block to read and are taken out of it when the block ends."""
+    before = len(fake.refusals)
+    try:
+        yield
+    finally:
+        del fake.refusals[before:]
 
 
 def error_body(api: str, status: int, code: str, message: str, *, field: str | None = None) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import google_crc32c
 
-from moto_fixtures.gcp_contract import Contract, ContractError, contract, error_body
+from moto_fixtures.gcp_contract import Contract, ContractError, contract, error_body, raise_refusals
 from moto_fixtures.local_http import LocalService, Response
 
 UPLOAD_TYPES = ("media", "multipart")  # resumable uploads are not served by this fake
@@ -84,11 +84,18 @@ class FakeGcs(LocalService):
         super().__init__()
         self.buckets: dict[str, Bucket] = {}
         self.requests: list[tuple[str, str]] = []
-        self.refusals: list[str] = []  # what the discovery document refused, one line a request
+        # what the discovery document refused, one line a request; any left when the fake closes fail the code that
+        # opened it (the test or the demo), unless a test expected them (gcp_contract.expecting_refusals)
+        self.refusals: list[str] = []
         self._generations = itertools.count(1_700_000_000_000_001)
         # Every request is held to the storage v1 discovery document first (None: no contract check, for a test
         # that shows what a lenient fake would let through).
         self.contract: Contract | None = contract(("storage",))
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        if exc[0] is None:  # an exception already on its way says more
+            raise_refusals("the Cloud Storage fake", self.refusals)  # see gcp_contract.expecting_refusals
 
     @property
     def host(self) -> str:

@@ -14,6 +14,7 @@ from cloudir.case import Case
 from cloudir.cli import app
 from cloudir.custody import read_records
 from moto_fixtures.cloudkms_server import FakeCloudKms
+from moto_fixtures.gcp_contract import expecting_refusals
 
 runner = CliRunner()
 
@@ -81,19 +82,22 @@ def test_an_unreachable_cloud_kms_fails_in_one_line(tmp_path: Path, monkeypatch:
 
 
 def test_the_fake_refuses_what_cloud_kms_refuses(cloudkms: FakeCloudKms):
-    name = cloudkms.create_ec_key("p", "r", "probe")
-    assert cloudkms.answer("GET", "/v1/projects/p/keyRings/r/publicKey", b"")[0] == 400  # not a key version
-    assert cloudkms.answer("GET", f"/v1/{name.rsplit('/', 1)[0]}/x/publicKey", b"")[0] == 400
-    assert cloudkms.answer("GET", f"/v1/{name.rsplit('/', 1)[0]}/99/publicKey", b"")[0] == 404
-    assert cloudkms.answer("GET", f"/v1/{name}/publicKey", b"")[0] == 200
-    sign = f"/v1/{name}:asymmetricSign"
-    short = {"digest": {"sha256": base64.b64encode(b"x" * 31).decode()}}
-    assert cloudkms.answer("POST", sign, json.dumps(short).encode())[0] == 400
-    wrong_crc = {"digest": {"sha256": base64.b64encode(b"x" * 32).decode()}, "digestCrc32c": "1"}
-    assert cloudkms.answer("POST", sign, json.dumps(wrong_crc).encode())[0] == 400
-    sha384 = {"digest": {"sha384": base64.b64encode(b"x" * 48).decode()}}
-    assert cloudkms.answer("POST", sign, json.dumps(sha384).encode())[0] == 400
-    assert (
-        cloudkms.answer("POST", sign, json.dumps({"digest": {"sha256": short["digest"]["sha256"][:-4]}}).encode())[0]
-        == 400
-    )
+    with expecting_refusals(cloudkms):  # every request here is sent to be refused
+        name = cloudkms.create_ec_key("p", "r", "probe")
+        assert cloudkms.answer("GET", "/v1/projects/p/keyRings/r/publicKey", b"")[0] == 400  # not a key version
+        assert cloudkms.answer("GET", f"/v1/{name.rsplit('/', 1)[0]}/x/publicKey", b"")[0] == 400
+        assert cloudkms.answer("GET", f"/v1/{name.rsplit('/', 1)[0]}/99/publicKey", b"")[0] == 404
+        assert cloudkms.answer("GET", f"/v1/{name}/publicKey", b"")[0] == 200
+        sign = f"/v1/{name}:asymmetricSign"
+        short = {"digest": {"sha256": base64.b64encode(b"x" * 31).decode()}}
+        assert cloudkms.answer("POST", sign, json.dumps(short).encode())[0] == 400
+        wrong_crc = {"digest": {"sha256": base64.b64encode(b"x" * 32).decode()}, "digestCrc32c": "1"}
+        assert cloudkms.answer("POST", sign, json.dumps(wrong_crc).encode())[0] == 400
+        sha384 = {"digest": {"sha384": base64.b64encode(b"x" * 48).decode()}}
+        assert cloudkms.answer("POST", sign, json.dumps(sha384).encode())[0] == 400
+        assert (
+            cloudkms.answer("POST", sign, json.dumps({"digest": {"sha256": short["digest"]["sha256"][:-4]}}).encode())[
+                0
+            ]
+            == 400
+        )

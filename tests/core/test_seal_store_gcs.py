@@ -19,6 +19,7 @@ from cloudir.custody import read_records
 from cloudir.durable import canonical_json
 from cloudir.seal import make_seal, parse_seal
 from cloudir.signing import load_signer
+from moto_fixtures.gcp_contract import expecting_refusals
 from moto_fixtures.gcs_server import FakeGcs
 
 runner = CliRunner()
@@ -143,20 +144,22 @@ def test_without_credentials_the_store_fails_at_once_without_probing(tmp_path, m
 
 
 def test_the_fake_refuses_what_cloud_storage_refuses(gcs: FakeGcs):
-    def post(query: str, body: bytes, content_type: str) -> int:
-        request = urllib.request.Request(
-            f"{gcs.host}/upload/storage/v1/b/{BUCKET}/o?{query}", body, {"Content-Type": content_type}
-        )
-        try:
-            with urllib.request.urlopen(request) as response:
-                return response.status
-        except HTTPError as exc:
-            return exc.code
+    with expecting_refusals(gcs):  # every request here is sent to be refused
 
-    assert post("uploadType=resumable&name=x", b"x", "text/plain") == 400
-    assert post("uploadType=media", b"x", "text/plain") == 400  # no object name
-    assert post("uploadType=multipart", b"not multipart", "text/plain") == 400
-    assert post("uploadType=media&name=probe&ifGenerationMatch=zero", b"x", "text/plain") == 400
-    assert post("uploadType=media&name=probe&ifGenerationMatch=0", b"x", "text/plain") == 200
-    assert post("uploadType=media&name=probe&ifGenerationMatch=0", b"y", "text/plain") == 412
-    assert post("uploadType=media&name=probe", b"y", "text/plain") == 403
+        def post(query: str, body: bytes, content_type: str) -> int:
+            request = urllib.request.Request(
+                f"{gcs.host}/upload/storage/v1/b/{BUCKET}/o?{query}", body, {"Content-Type": content_type}
+            )
+            try:
+                with urllib.request.urlopen(request) as response:
+                    return response.status
+            except HTTPError as exc:
+                return exc.code
+
+        assert post("uploadType=resumable&name=x", b"x", "text/plain") == 400
+        assert post("uploadType=media", b"x", "text/plain") == 400  # no object name
+        assert post("uploadType=multipart", b"not multipart", "text/plain") == 400
+        assert post("uploadType=media&name=probe&ifGenerationMatch=zero", b"x", "text/plain") == 400
+        assert post("uploadType=media&name=probe&ifGenerationMatch=0", b"x", "text/plain") == 200
+        assert post("uploadType=media&name=probe&ifGenerationMatch=0", b"y", "text/plain") == 412
+        assert post("uploadType=media&name=probe", b"y", "text/plain") == 403

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 from moto_fixtures.cloudkms_server import FakeCloudKms
-from moto_fixtures.gcp_contract import contract
+from moto_fixtures.gcp_contract import ContractRefusalError, contract, expecting_refusals
 from moto_fixtures.gcs_server import FakeGcs
 
 BUCKET = "forensic-seals"
@@ -26,7 +27,8 @@ BOUNDARY = "cloudir-test-boundary"
 
 @pytest.fixture
 def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGcs]:
-    with FakeGcs() as fake:
+    """The fake, where every test sends refused requests on purpose (each asserts on them)."""
+    with FakeGcs() as fake, expecting_refusals(fake):
         fake.add_bucket(BUCKET, retention_seconds=86400, locked=True)
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake.host)
         yield fake
@@ -34,7 +36,8 @@ def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGcs]:
 
 @pytest.fixture
 def kms() -> Iterator[FakeCloudKms]:
-    with FakeCloudKms() as fake:
+    """The fake, where every test sends refused requests on purpose (each asserts on them)."""
+    with FakeCloudKms() as fake, expecting_refusals(fake):
         yield fake
 
 
@@ -119,3 +122,27 @@ def test_a_malformed_sign_request_is_400_with_bad_request_details(kms: FakeCloud
     assert bad_key_format.status_code == 400
     assert requests.get(f"{kms.base_url}/v1/{name}/publicKey?publicKeyFormat=PEM", timeout=10).ok
     assert len(kms.refusals) == 3
+
+
+def _list_with_a_negative_page_size() -> None:
+    with FakeGcs() as fake:
+        fake.add_bucket(BUCKET, retention_seconds=None, locked=False)
+        assert requests.get(f"{fake.host}/storage/v1/b/{BUCKET}/o?maxResults=-1", timeout=10).status_code == 400
+
+
+def _ask_for_an_undocumented_key_format(expected: bool) -> None:
+    with FakeCloudKms() as signer, expecting_refusals(signer) if expected else nullcontext():
+        name = signer.create_ec_key("p", "r", "seal")
+        assert (
+            requests.get(f"{signer.base_url}/v1/{name}/publicKey?publicKeyFormat=PEMX", timeout=10).status_code == 400
+        )
+
+
+def test_a_refused_request_fails_the_code_that_opened_the_fake_unless_expected() -> None:
+    """A test (or the demo) whose requests the contract refuses fails when the fake closes, although the answer was a
+    400 it may have tolerated."""
+    with pytest.raises(ContractRefusalError, match="maxResults"):
+        _list_with_a_negative_page_size()
+    with pytest.raises(ContractRefusalError, match="publicKeyFormat"):
+        _ask_for_an_undocumented_key_format(expected=False)
+    _ask_for_an_undocumented_key_format(expected=True)
