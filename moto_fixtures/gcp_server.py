@@ -8,7 +8,7 @@ Every Compute change is a long-running operation that takes time (PENDING, RUNNI
 makes its change only when DONE; ``*Operations.wait`` answers at DONE or at its deadline (scaled down from Compute's
 2 minutes), so the caller polls several times. Compute's per-minute rate quotas are counted per project and quota
 group, in synchronized one-minute intervals, and a request over one is refused with 403 ``rateLimitExceeded``;
-IAM's read and write quotas likewise, refused with 429 ``RESOURCE_EXHAUSTED``.
+IAM's and Resource Manager's (:data:`API_RATE_QUOTAS`) likewise, refused with 429 ``RESOURCE_EXHAUSTED``.
 """
 
 from __future__ import annotations
@@ -117,9 +117,13 @@ COMPUTE_RATE_QUOTAS = {
 }
 
 
-# IAM v1's per-minute rate quotas (the documented defaults: 6,000 reads and 600 writes a minute per project); a
-# request over one is refused with 429 RESOURCE_EXHAUSTED, as Google's newer APIs answer a rate quota.
-IAM_RATE_QUOTAS = {"Read requests": 6000, "Write requests": 600}
+# The per-minute rate quotas of the other APIs, per calling project: IAM v1's documented defaults (6,000 reads and
+# 600 writes), Resource Manager's 1,200 reads (the ReadRequestsPerMinutePerProject its quota refusals name; its
+# write quota is not modelled). A request over one is refused with 429 RESOURCE_EXHAUSTED, as these APIs answer.
+API_RATE_QUOTAS = {
+    "iam": {"Read requests": 6000, "Write requests": 600},
+    "cloudresourcemanager": {"Read requests": 1200},
+}
 
 
 def quota_group(operation: str) -> str:
@@ -184,7 +188,7 @@ class FakeGcp:
         # Compute's rate quotas per project and group (requests per synchronized interval of ``rate_window``
         # seconds, by :attr:`clock`); a request over one is refused (403 rateLimitExceeded) and does not count.
         self.compute_rate_quotas = dict(COMPUTE_RATE_QUOTAS)
-        self.iam_rate_quotas = dict(IAM_RATE_QUOTAS)  # counted for the calling project, in the same intervals
+        self.api_rate_quotas = copy.deepcopy(API_RATE_QUOTAS)  # API -> group -> requests, in the same intervals
         self.rate_window = 60.0
         self._rate_counts: dict[tuple[str, str, int], int] = {}
         # Called after each successful change (method, operation, path, user agent), so a sandbox can write the
@@ -260,8 +264,8 @@ class FakeGcp:
                 self._settle()
                 if api == "compute":
                     self._charge_rate(args[0], operation)
-                elif api == "iam":
-                    self._charge_iam_rate(operation)
+                else:
+                    self._charge_api_rate(api, operation)
                 self._maybe_fail(operation)
                 earlier = self._once(operation, args, query)
                 repeated = earlier is not None
@@ -339,16 +343,21 @@ class FakeGcp:
             )
         self._rate_counts[key] = self._rate_counts.get(key, 0) + 1
 
-    def _charge_iam_rate(self, operation: str) -> None:
-        """Count one IAM request against the caller's read or write quota, or refuse it as IAM does (429)."""
+    def _charge_api_rate(self, api: str, operation: str) -> None:
+        """Count one request against the caller's read or write quota of ``api``, or refuse it as the API does (429).
+
+        Cloud Logging's read quota is counted by :meth:`_charge_log_read`, per project in the request."""
         group = "Read requests" if _is_read(operation) else "Write requests"
-        key = ("iam", group, int(self.clock() // self.rate_window))
-        if self._rate_counts.get(key, 0) >= self.iam_rate_quotas[group]:
+        quota = self.api_rate_quotas.get(api, {}).get(group)
+        if quota is None:
+            return
+        key = (api, group, int(self.clock() // self.rate_window))
+        if self._rate_counts.get(key, 0) >= quota:
             raise FakeError(
                 429,
                 "RESOURCE_EXHAUSTED",
                 f"Quota exceeded for quota metric '{group}' and limit '{group} per minute' of service "
-                "'iam.googleapis.com' for consumer 'project_number:000000000000'.",
+                f"'{api}.googleapis.com' for consumer 'project_number:000000000000'.",
             )
         self._rate_counts[key] = self._rate_counts.get(key, 0) + 1
 

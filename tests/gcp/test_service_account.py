@@ -128,7 +128,7 @@ def test_iam_rate_quota_refusals_are_resent_with_backoff_and_kept_in_custody(
     gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path, slept: list[float]
 ) -> None:
     """IAM answers 429 RESOURCE_EXHAUSTED over its per-minute read quota: the tool waits and sends the call again."""
-    gcp_sandbox.fake.iam_rate_quotas["Read requests"] = 1  # one IAM read a minute
+    gcp_sandbox.fake.api_rate_quotas["iam"]["Read requests"] = 1  # one IAM read a minute
     case = tmp_path / "sa"
     code, out = _run(
         gcp_sandbox, "acquire", "gcp", "--target", SERVICE_ACCOUNT, "--project", PROJECT, "--case", str(case)
@@ -150,10 +150,24 @@ def test_an_iam_quota_that_never_refills_names_iam_in_the_error(
     case = tmp_path / "sa"
     target = ["--target", SERVICE_ACCOUNT, "--project", PROJECT, "--case", str(case)]
     assert _run(gcp_sandbox, "acquire", "gcp", *target)[0] == 0
-    gcp_sandbox.fake.iam_rate_quotas["Write requests"] = 0  # every IAM change refused
+    gcp_sandbox.fake.api_rate_quotas["iam"]["Write requests"] = 0  # every IAM change refused
     code, out = _run(gcp_sandbox, "contain", "gcp", *target)
     assert code != 0
     assert "IAM's rate quota still refused the call after 8 tries" in " ".join(out.split()), out
     assert "Compute" not in out
     assert [o for o, _ in _outcomes(case, "serviceAccounts.keys.disable")] == ["RESOURCE_EXHAUSTED"] * 8
     assert not any(_keys(gcp_sandbox).values())  # nothing was disabled
+
+
+def test_a_resource_manager_quota_that_never_refills_names_resource_manager(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path, slept: list[float]
+) -> None:
+    gcp_sandbox.fake.api_rate_quotas["cloudresourcemanager"]["Read requests"] = 0  # the project's policy unreadable
+    case = tmp_path / "sa"
+    code, out = _run(
+        gcp_sandbox, "acquire", "gcp", "--target", SERVICE_ACCOUNT, "--project", PROJECT, "--case", str(case)
+    )
+    assert code != 0
+    assert "Resource Manager's rate quota still refused the call after 8 tries" in " ".join(out.split()), out
+    assert [o for o, _ in _outcomes(case, "projects.getIamPolicy")] == ["RESOURCE_EXHAUSTED"] * 8
+    assert slept == [1, 2, 4, 8, 16, 32, 60]
