@@ -52,7 +52,7 @@ def _diagnostic_audit(record_id: str, activity: str, *changes: dict[str, Any]) -
     }
 
 
-def _signin(record_id: str, risk: str, state: str) -> dict[str, Any]:
+def _signin(record_id: str, risk: str, state: str, *detections: str) -> dict[str, Any]:
     """A sign-in as a diagnostic-settings record (category SignInLogs)."""
     return {
         "time": "2026-11-02T11:00:00Z",
@@ -69,6 +69,7 @@ def _signin(record_id: str, risk: str, state: str) -> dict[str, Any]:
             "riskLevelDuringSignIn": risk,
             "riskLevelAggregated": "none",
             "riskState": state,
+            "riskEventTypes_v2": list(detections),
         },
     }
 
@@ -86,6 +87,13 @@ ELEVATE_PROPERTIES = {
     "loggedByService": "Microsoft.Authorization",
     "operationType": "Assign",
 }
+
+
+def _role_name(role: str) -> dict[str, Any]:
+    """The Role.DisplayName property of an "Add member to role" target (its value a JSON string, as logged)."""
+    return {"displayName": "Role.DisplayName", "oldValue": None, "newValue": json.dumps(role)}
+
+
 RECORDS = [
     # MFA grant removed / policy switched to report-only: weakened, in either shape
     _graph_audit("weakened-graph", CA, _change("ConditionalAccessPolicy", MFA_POLICY, NO_MFA_POLICY)),
@@ -103,14 +111,21 @@ RECORDS = [
     _signin("medium-risk", "medium", "atRisk"),
     _signin("low-risk", "low", "atRisk"),
     _signin("medium-risk-dismissed", "medium", "dismissed"),
+    _signin("anonymous-ip", "low", "atRisk", "unfamiliarFeatures", "anonymizedIPAddress"),
+    _signin("unfamiliar-only", "low", "atRisk", "unfamiliarFeatures"),
+    _diagnostic_audit("global-admin", "Add member to role", _role_name("Global Administrator")),
+    _graph_audit("reports-reader", "Add member to role", _role_name("Reports Reader")),
 ]  # fmt: skip
 EXPECTED = {
-    "weakened-graph": "entra-conditional-access-weakened",
-    "weakened-diag": "entra-conditional-access-weakened",
-    "deleted": "entra-conditional-access-deleted",
-    "oidc": "entra-external-idp-changed",
-    "elevate": "entra-elevate-access",
-    "medium-risk": "entra-medium-risk-signin",
+    "weakened-graph": {"entra-conditional-access-weakened"},
+    "weakened-diag": {"entra-conditional-access-weakened"},
+    "deleted": {"entra-conditional-access-deleted"},
+    "oidc": {"entra-external-idp-changed"},
+    "elevate": {"entra-elevate-access"},
+    "medium-risk": {"entra-medium-risk-signin"},
+    "anonymous-ip": {"entra-risk-detection-signin"},
+    "global-admin": {"entra-privileged-role-assigned", "entra-user-or-role"},
+    "reports-reader": {"entra-user-or-role"},
 }
 
 
@@ -124,5 +139,9 @@ def test_entra_rules_read_the_documented_before_and_after_values(tmp_path: Path)
     analyzed = runner.invoke(app, ["analyze", str(db), "--format", "json"])
     assert analyzed.exit_code == 0, analyzed.output
     findings = json.loads(analyzed.output)["findings"]
-    flagged = {event: f["rule"] for f in findings if f["analyzer"] == "sensitive_actions" for event in f["event_ids"]}
+    flagged: dict[str, set[str]] = {}
+    for finding in findings:
+        if finding["analyzer"] == "sensitive_actions":
+            for event in finding["event_ids"]:
+                flagged.setdefault(event, set()).add(finding["rule"])
     assert flagged == EXPECTED
