@@ -9,7 +9,8 @@ FAILED_PRECONDITION; a digest that is not SHA-256 or of the wrong length, or who
 400 INVALID_ARGUMENT; a malformed resource name 400 INVALID_ARGUMENT. Every request is first held to the
 cloudkms v1 discovery document (path pattern, query parameters, the body against ``AsymmetricSignRequest``: unknown
 names, base64 bytes, int64 checksums; see :mod:`moto_fixtures.gcp_contract`) and every answer to its response
-schema; errors are in Google's format with ``status`` and, for a 400, ``google.rpc.BadRequest`` details.
+schema; errors are in Google's format with ``status`` and, for a 400, ``google.rpc.BadRequest`` details. Both
+methods count against the cryptographic request quota (429 RESOURCE_EXHAUSTED over it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -61,6 +64,13 @@ class FakeCloudKms(LocalService):
         # Every request is held to the cloudkms v1 discovery document first (None: no contract check, for a test
         # that shows what a lenient fake would let through).
         self.contract: Contract | None = contract(("cloudkms",))
+        # Cloud KMS's cryptographic request quota (getPublicKey and asymmetricSign count; 60,000 a minute per calling
+        # project by default), counted in synchronized intervals of ``rate_window`` seconds by ``clock``; a request
+        # over it is refused with 429 RESOURCE_EXHAUSTED and does not count.
+        self.crypto_quota = 60_000
+        self.rate_window = 60.0
+        self.clock: Callable[[], float] = time.monotonic
+        self._crypto_counts: dict[int, int] = {}
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
@@ -105,6 +115,9 @@ class FakeCloudKms(LocalService):
             except ContractError as exc:
                 self.refusals.append(f"{method} {path}: {exc.message}")
                 return exc.status, error_body("cloudkms", exc.status, exc.reason, exc.message, field=exc.field)
+            refused = self._charge_crypto()
+            if refused is not None:
+                return refused
             status, payload = self._route(method, path, body)
             if status == 200:
                 try:
@@ -114,6 +127,18 @@ class FakeCloudKms(LocalService):
                         f"the fake's answer is not a documented {documented.id} response: {exc}"
                     ) from None
             return status, payload
+
+    def _charge_crypto(self) -> Answer | None:
+        """Count one cryptographic request, or Cloud KMS's refusal of it over the quota."""
+        interval = int(self.clock() // self.rate_window)
+        if self._crypto_counts.get(interval, 0) >= self.crypto_quota:
+            message = (
+                "Quota exceeded for quota metric 'Cryptographic requests' and limit 'Cryptographic requests per "
+                "minute' of service 'cloudkms.googleapis.com' for consumer 'project_number:000000000000'."
+            )
+            return _error(429, message, "RESOURCE_EXHAUSTED")
+        self._crypto_counts[interval] = self._crypto_counts.get(interval, 0) + 1
+        return None
 
     def _route(self, method: str, path: str, body: bytes) -> Answer:
         if method == "GET" and path.startswith("/v1/") and path.endswith("/publicKey"):

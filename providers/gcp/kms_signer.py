@@ -2,7 +2,9 @@
 
 The key is named by its version, ``projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N``, and
 reached with Application Default Credentials; ``CLOUDIR_GCP_KMS_EMULATOR_HOST`` (``host:port``) points the client
-at a local emulator over HTTP, without credentials, as ``STORAGE_EMULATOR_HOST`` does for Cloud Storage.
+at a local emulator over HTTP, without credentials, as ``STORAGE_EMULATOR_HOST`` does for Cloud Storage. A call
+its cryptographic request quota refuses (429) is sent again as every GCP call is
+(:func:`providers.gcp.session.send_until_quota_allows`), each refusal in custody.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from cloudir.custody import ApiCall
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.signing import CloudKeySigner
 from cloudir.textsafe import visible
-from providers.gcp.session import anonymous_credentials
+from providers.gcp.session import anonymous_credentials, send_until_quota_allows
 
 EMULATOR_ENV = "CLOUDIR_GCP_KMS_EMULATOR_HOST"
 VERSION_NAME = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+/cryptoKeyVersions/\d+")
@@ -59,7 +61,10 @@ class CloudKmsSigner(CloudKeySigner):
                 f"no Google credentials for Cloud KMS key {visible(name)}",
                 hint="run 'gcloud auth application-default login' or set GOOGLE_APPLICATION_CREDENTIALS",
             ) from None
-        transport._session.hooks["response"].append(self._record)  # type: ignore[attr-defined]  # its own session
+        session = transport._session  # type: ignore[attr-defined]  # its own session
+        session.hooks["response"].append(self._record)
+        send = session.request
+        session.request = lambda *args, **kwargs: send_until_quota_allows(lambda: send(*args, **kwargs), 1.0)
         self._client = kms_v1.KeyManagementServiceClient(transport=transport)
         self.key_id = name
         try:

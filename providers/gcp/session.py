@@ -159,18 +159,17 @@ class GcpApi:
         send = session.request
 
         def request(method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
-            service, operation, location = describe_request(method, url)
-            for attempt in range(RATE_ATTEMPTS):
+            def once() -> requests.Response:
                 try:
                     response: requests.Response = send(method, url, *args, **kwargs)  # type: ignore[no-untyped-call]
                 except requests.RequestException as exc:
                     if self.case is not None:
+                        service, operation, location = describe_request(method, url)
                         self.case.record_api_call(ApiCall(service, operation, location, None, type(exc).__name__))
                     raise
-                if not resend_refused or attempt == RATE_ATTEMPTS - 1 or not _rate_limited(response):
-                    break
-                time.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF))  # the refusal is in custody (the hook)
-            return response
+                return response
+
+            return send_until_quota_allows(once, self.backoff) if resend_refused else once()
 
         session.request = request  # type: ignore[method-assign]
         return session
@@ -324,6 +323,19 @@ class GcpApi:
                 f"operation {current.name} ({current.operation_type} on {current.target_link}) failed: "
                 f"{first.code}: {first.message}"
             )
+
+
+def send_until_quota_allows(send: Callable[[], requests.Response], backoff: float) -> requests.Response:
+    """``send()``, sent again while a rate quota refuses it (Compute's 403 ``rateLimitExceeded`` or any API's 429):
+    at most ``RATE_ATTEMPTS`` sends, the gap doubling from ``backoff`` to ``MAX_BACKOFF``. A refused call never ran,
+    so resending is safe; each refusal reaches the session's response hooks (custody)."""
+    response = send()
+    for attempt in range(RATE_ATTEMPTS - 1):
+        if not _rate_limited(response):
+            break
+        time.sleep(min(backoff * 2**attempt, MAX_BACKOFF))
+        response = send()
+    return response
 
 
 @contextmanager

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +17,7 @@ from cloudir.cli import app
 from cloudir.custody import read_records
 from moto_fixtures.cloudkms_server import FakeCloudKms
 from moto_fixtures.gcp_contract import expecting_refusals
+from providers.gcp import session as gcp_session
 
 runner = CliRunner()
 
@@ -101,3 +104,30 @@ def test_the_fake_refuses_what_cloud_kms_refuses(cloudkms: FakeCloudKms):
             ]
             == 400
         )
+
+
+def test_seals_refused_by_the_cryptographic_quota_are_signed_once_it_refills(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Cloud KMS answers 429 RESOURCE_EXHAUSTED over its per-minute cryptographic quota: the signer waits (here on
+    a clock that its sleeps advance) and sends the call again; every refusal is in custody."""
+    now, slept = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(gcp_session, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    with FakeCloudKms() as limited:
+        limited.crypto_quota, limited.clock = 2, lambda: now[0]  # the public key and one signature a minute
+        monkeypatch.setenv("CLOUDIR_GCP_KMS_EMULATOR_HOST", limited.host)
+        monkeypatch.setenv("CLOUDIR_SIGNING_KMS", limited.create_ec_key("p", "r", "seal"))
+        with Case.create(tmp_path / "case") as case:
+            case.write_json("artifacts/gcp/instance.json", {"name": "web-1"})
+            case.write_json("artifacts/gcp/disk.json", {"name": "web-1"})
+    calls = [c for r in read_records(tmp_path / "case" / "custody.jsonl") for c in r["api_calls"]]
+    signs = [c["outcome"] for c in calls if c["operation"] == "cryptoKeyVersions.asymmetricSign"]
+    assert "HTTP 429" in signs  # the refusals are in custody
+    assert 0 < max(slept) <= 60
+    code, output = _cli("verify", str(tmp_path / "case"))
+    assert code == 0, output
