@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from typer.testing import CliRunner
 
 from cloudir.analyze import AnalysisSummary, run_analysis
+from cloudir.cli import app
 from tests.analyze.builder import T0, write_db
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
@@ -33,3 +36,22 @@ def analyze(tmp_path: Path) -> Analyze:
         return summary, findings
 
     return run
+
+
+def rules_through_the_cli(folder: Path, records: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """``records`` written as JSON lines, ``cloudir timeline ingest`` (every record read) and ``cloudir analyze``
+    with defaults: each event id a catalog finding names -> the rules that named it."""
+    log = folder / "records.jsonl"
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    db = folder / "timeline.duckdb"
+    runner = CliRunner()
+    ingested = runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
+    assert f"{len(records)} records = {len(records)} ingested" in ingested.output, ingested.output
+    analyzed = runner.invoke(app, ["analyze", str(db), "--format", "json"])
+    assert analyzed.exit_code == 0, analyzed.output
+    flagged: dict[str, set[str]] = {}
+    for finding in json.loads(analyzed.output)["findings"]:
+        if finding["analyzer"] == "sensitive_actions":
+            for event in finding["event_ids"]:
+                flagged.setdefault(event, set()).add(finding["rule"])
+    return flagged

@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from typer.testing import CliRunner
-
-from cloudir.cli import app
+from tests.analyze.conftest import rules_through_the_cli
 
 ADMIN = {"user": {"id": "7d0c", "userPrincipalName": "admin@contoso.example", "ipAddress": "203.0.113.7"}}
 MFA_POLICY = {"id": "c1", "displayName": "Require MFA", "state": "enabled",
@@ -130,18 +128,4 @@ EXPECTED = {
 
 
 def test_entra_rules_read_the_documented_before_and_after_values(tmp_path: Path) -> None:
-    log = tmp_path / "entra.jsonl"
-    log.write_text("".join(json.dumps(record) + "\n" for record in RECORDS))
-    db = tmp_path / "timeline.duckdb"
-    runner = CliRunner()
-    ingested = runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
-    assert f"{len(RECORDS)} records = {len(RECORDS)} ingested" in ingested.output, ingested.output
-    analyzed = runner.invoke(app, ["analyze", str(db), "--format", "json"])
-    assert analyzed.exit_code == 0, analyzed.output
-    findings = json.loads(analyzed.output)["findings"]
-    flagged: dict[str, set[str]] = {}
-    for finding in findings:
-        if finding["analyzer"] == "sensitive_actions":
-            for event in finding["event_ids"]:
-                flagged.setdefault(event, set()).add(finding["rule"])
-    assert flagged == EXPECTED
+    assert rules_through_the_cli(tmp_path, RECORDS) == EXPECTED

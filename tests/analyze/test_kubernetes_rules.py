@@ -8,9 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from typer.testing import CliRunner
-
-from cloudir.cli import app
+from tests.analyze.conftest import rules_through_the_cli
 
 TIME = "2026-11-02T10:00:00.000000Z"
 
@@ -82,23 +80,13 @@ RECORDS = [
     _gke("anonymous-lb-check", "io.k8s.core.v1.componentstatuses.list", "35.191.0.1", ANONYMOUS),
 ]  # fmt: skip
 EXPECTED = {
-    "ds-user/ResponseComplete": "k8s-daemonset-created",
-    "ingress-plain/ResponseComplete": "k8s-ingress-without-tls",
-    "secret-refused/ResponseComplete": "k8s-secret-read-refused",
-    "binding-admin": "k8s-cluster-admin-binding",
-    "anonymous-pods": "k8s-anonymous-access",
+    "ds-user/ResponseComplete": {"k8s-daemonset-created"},
+    "ingress-plain/ResponseComplete": {"k8s-ingress-without-tls"},
+    "secret-refused/ResponseComplete": {"k8s-secret-read-refused"},
+    "binding-admin": {"k8s-cluster-admin-binding"},
+    "anonymous-pods": {"k8s-anonymous-access"},
 }
 
 
 def test_kubernetes_rules_on_every_audit_envelope(tmp_path: Path) -> None:
-    log = tmp_path / "audit.jsonl"
-    log.write_text("".join(json.dumps(record) + "\n" for record in RECORDS))
-    db = tmp_path / "timeline.duckdb"
-    runner = CliRunner()
-    ingested = runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
-    assert f"{len(RECORDS)} records = {len(RECORDS)} ingested" in ingested.output, ingested.output
-    analyzed = runner.invoke(app, ["analyze", str(db), "--format", "json"])
-    assert analyzed.exit_code == 0, analyzed.output
-    findings = json.loads(analyzed.output)["findings"]
-    flagged = {event: f["rule"] for f in findings if f["analyzer"] == "sensitive_actions" for event in f["event_ids"]}
-    assert flagged == EXPECTED
+    assert rules_through_the_cli(tmp_path, RECORDS) == EXPECTED
