@@ -97,9 +97,10 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
             SELECT identity, CAST(time AS DATE) AS day, event_id, min(time) AS time, round(sum(p), 9) AS strength
             FROM hits WHERE p > 0 GROUP BY ALL
         ),
-        ranked AS (
+        ranked AS (  -- only for the days that make a finding: a list per day of every identity is memory
             SELECT identity, day, list(event_id ORDER BY strength DESC, time, event_id) AS ids
-            FROM per_event GROUP BY ALL
+            FROM per_event SEMI JOIN (SELECT identity, day FROM per_day WHERE score >= 20) USING (identity, day)
+            GROUP BY ALL
         )
         SELECT 'pattern_of_life',
                CASE basis WHEN 'new' THEN 'new-identity' WHEN 'tenant' THEN 'tenant-rarity' ELSE 'novel-activity' END,

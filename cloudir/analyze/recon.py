@@ -48,13 +48,26 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         SELECT identity, in_incident, time_bucket(INTERVAL '{WINDOW_MINUTES} minutes', time) AS bucket,
                count(DISTINCT CASE WHEN {_RECON} THEN op_key END) AS distinct_recon,
                count(*) FILTER (WHERE {_DENIED}) AS denied,
-               list(event_id ORDER BY time, event_id) FILTER (WHERE in_incident AND {_RECON}) AS recon_ids,
-               list(event_id ORDER BY time, event_id) FILTER (WHERE in_incident AND {_DENIED}) AS denied_ids,
-               list(DISTINCT op_key) FILTER (WHERE in_incident AND {_DENIED}) AS denied_ops,
                any_value(actor) AS actor, min(time) AS t0, max(time) AS t1,
                avg(CASE WHEN ua_family = 'aws-console' THEN 1 ELSE 0 END) >= 0.8 AS console,
-               CASE WHEN count(DISTINCT session) = 1 THEN any_value(session) END AS session
+               CASE WHEN min(session) = max(session) THEN min(session) END AS session
         FROM ev WHERE NOT aws_service GROUP BY ALL
+        """
+    )
+    # the event lists only for the incident buckets that reach a threshold: a list per bucket of every identity
+    # (about one bucket per event on a large estate) is aggregate state DuckDB cannot spill
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE recon_evidence AS
+        SELECT b.identity, b.bucket,
+               list(e.event_id ORDER BY e.time, e.event_id) FILTER (WHERE {_RECON}) AS recon_ids,
+               list(e.event_id ORDER BY e.time, e.event_id) FILTER (WHERE {_DENIED}) AS denied_ids,
+               list(DISTINCT e.op_key) FILTER (WHERE {_DENIED}) AS denied_ops
+        FROM (SELECT identity, bucket FROM recon_buckets
+              WHERE in_incident AND (distinct_recon >= {MIN_DISTINCT_RECON} OR denied >= {MIN_FAILURES})) b
+        JOIN ev e ON e.identity = b.identity AND time_bucket(INTERVAL '{WINDOW_MINUTES} minutes', e.time) = b.bucket
+        WHERE e.in_incident AND NOT e.aws_service
+        GROUP BY b.identity, b.bucket
         """
     )
     con.execute(
@@ -79,12 +92,13 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
             SELECT 0, 0 WHERE {tenant} AND (SELECT count(*) FROM everyone) <= {TENANT_MIN_IDENTITIES}
         ),
         bursts AS (
-            SELECT b.*, coalesce(base.max_recon, org.max_recon) AS max_recon,
+            SELECT b.*, x.recon_ids, x.denied_ids, x.denied_ops, coalesce(base.max_recon, org.max_recon) AS max_recon,
                    coalesce(base.max_denied, org.max_denied) AS max_denied,
                    CASE WHEN base.identity IS NOT NULL THEN 'this identity in the baseline'
                         WHEN {tenant} THEN 'a typical identity over the timeline'
                         ELSE 'a typical identity in the baseline' END AS yardstick
-            FROM recon_buckets b LEFT JOIN base USING (identity) CROSS JOIN org WHERE b.in_incident
+            FROM recon_buckets b JOIN recon_evidence x USING (identity, bucket) LEFT JOIN base USING (identity)
+            CROSS JOIN org WHERE b.in_incident
         )
         SELECT 'recon_burst', 'enumeration-burst',
                least(90, 30 + 3 * distinct_recon)
@@ -113,3 +127,4 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         """
     )
     con.execute("DROP TABLE recon_buckets")
+    con.execute("DROP TABLE recon_evidence")
