@@ -279,31 +279,33 @@ MEASURE = (
     "with open(sys.argv[1], 'w') as out:\n"
     "    child = subprocess.Popen(sys.argv[2:], stdout=out)\n"
     "    _, status, usage = os.wait4(child.pid, 0)\n"
-    "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)\n"
+    "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
 )
-"""Run a command from a small launcher and print its exit code and peak RSS (KiB). A child's ``ru_maxrss`` starts
-from the high-water mark of the process that spawned it (Linux keeps it across fork and exec), so a command run
-straight from this benchmark, which holds a generated month of records, would report the benchmark's own peak."""
+"""Run a command from a small launcher and print its exit code, peak RSS (KiB) and CPU seconds (user + system). A
+child's ``ru_maxrss`` starts from the high-water mark of the process that spawned it (Linux keeps it across fork and
+exec), so a command run straight from this benchmark, which holds a generated month of records, would report the
+benchmark's own peak."""
 
 
-def measured(command: list[str], stdout: Path) -> tuple[float, int]:
-    """Run ``command`` (its output into ``stdout``) in its own process: wall seconds and peak RSS in MiB."""
+def measured(command: list[str], stdout: Path) -> tuple[float, int, float]:
+    """Run ``command`` (its output into ``stdout``) in its own process: wall seconds, peak RSS in MiB and CPU
+    seconds (user + system, all threads: less sensitive than wall time to other jobs on a shared machine)."""
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, str(stdout), *command], check=True, capture_output=True, text=True
     )
     seconds = round(time.monotonic() - started, 1)
-    code, peak_kib = (int(part) for part in done.stdout.split())
-    if code != 0:
+    code, peak_kib, cpu = done.stdout.split()
+    if int(code) != 0:
         raise SystemExit(f"{' '.join(command)} failed (exit {code})")
-    return seconds, round(peak_kib / 1024)
+    return seconds, round(int(peak_kib) / 1024), round(float(cpu), 1)
 
 
 def analyze_as_a_user(db: Path) -> dict[str, Any]:
     """``cloudir analyze DB`` with defaults in its own process: wall time, peak RSS of that process alone and the
     window it chose."""
     output = db.with_suffix(".analyze.json")
-    seconds, peak = measured([sys.executable, "-m", "cloudir", "analyze", str(db), "--format", "json"], output)
+    seconds, peak, _ = measured([sys.executable, "-m", "cloudir", "analyze", str(db), "--format", "json"], output)
     summary = json.loads(output.read_text())["summary"]
     return {
         "seconds": seconds,
