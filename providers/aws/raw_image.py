@@ -46,6 +46,9 @@ READ_PROCESSES = max(1, min(4, os.cpu_count() or 1))
 RESUME_HINT = "the image was discarded; re-run with --resume to read it again"
 READER_MODULE = "providers.ebs_reader"  # the reader processes' entry module: it imports only what a read needs
 READER_START_SECONDS = 120.0  # a reader not ready by then is an error (it imports botocore and makes one client)
+# A read not answered by then has a reader that stopped answering: it is killed. botocore gives up on a read well
+# before (10 attempts of at most 10 s to connect and 60 s to read, with its back-off between them).
+READ_ANSWER_SECONDS = 1200.0
 UNANSWERED = "unanswered: reader process ended"  # custody outcome of a read its reader did not answer
 
 
@@ -80,6 +83,7 @@ class _Reader:
     stderr: IO[bytes]
     pending: set[int] = field(default_factory=set)
     alive: bool = True
+    unresponsive: bool = False  # killed by the parent: a read of it went unanswered for READ_ANSWER_SECONDS
 
     def end_reason(self) -> str:
         """How the process ended (it is killed if only its socket broke) and the last line it wrote."""
@@ -89,6 +93,8 @@ class _Reader:
             self.process.kill()
             code = self.process.wait()
         how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        if self.unresponsive:
+            how = f"stopped after it left a read unanswered for {READ_ANSWER_SECONDS:.0f} s"
         self.stderr.seek(0, os.SEEK_END)
         self.stderr.seek(max(0, self.stderr.tell() - 4096))
         lines = [line for line in self.stderr.read().decode(errors="replace").splitlines() if line.strip()]
@@ -218,12 +224,31 @@ class BlockReaders:
                     ReaderProcessError(f"block {index} of {snapshot_id} was not read: {reason}", hint=RESUME_HINT)
                 )
 
+    def stop_reader_of(self, future: Future[tuple[int, bytes]]) -> None:
+        """Kill the reader holding ``future``'s read (it stopped answering): its receiver then fails what it held."""
+        with self._lock:
+            held = [
+                reader
+                for reader in self.readers
+                for task in reader.pending
+                if self._futures.get(task, (None,))[0] is future
+            ]
+        for reader in held:
+            reader.unresponsive = True
+            reader.process.kill()
+
     def close(self) -> None:
-        """Let the reads in flight end (each recorded), then stop the reader processes."""
+        """Let the reads in flight end (each recorded), then stop the reader processes (one that does not end within
+        READ_ANSWER_SECONDS is killed)."""
         for reader in self.readers:
             self._send(reader, None)
         for reader in self.readers:
-            reader.process.wait()
+            try:
+                reader.process.wait(timeout=READ_ANSWER_SECONDS)
+            except subprocess.TimeoutExpired:  # it stopped answering: what it held is recorded as unanswered
+                reader.unresponsive = True
+                reader.process.kill()
+                reader.process.wait()
         for receiver in self._receivers:
             receiver.join()
         for reader in self.readers:
@@ -267,7 +292,12 @@ def _read_in_order(
     )
     try:
         while pending:
-            done = pending.popleft().result()
+            first = pending.popleft()
+            try:
+                done = first.result(timeout=READ_ANSWER_SECONDS)
+            except TimeoutError:
+                readers.stop_reader_of(first)
+                done = first.result()  # failed by the stopped reader's receiver
             pending.extend(readers.submit(snapshot_id, block) for block in islice(remaining, 1))
             yield done
     finally:

@@ -22,6 +22,7 @@ from moto_fixtures.aws import BLOCK, FORENSIC_ACCOUNT, AwsSandbox, launch_instan
 from moto_fixtures.sandbox import PlantedIncident
 from providers.aws import AwsProvider
 from providers.aws import acquire as acquire_module
+from providers.aws import raw_image as raw_image_module
 from providers.aws.raw_image import (
     READ_CONCURRENCY,
     READ_PROCESSES,
@@ -351,4 +352,33 @@ def test_a_reader_that_cannot_start_fails_the_image_step_with_its_reason(
     assert reason in (result.failed.error or "")
     failed = [r for r in read_records(case.root / "custody.jsonl") if r["outcome"] == "failed"]
     assert any(reason in (r.get("error") or "") for r in failed)
+    assert _reader_pids() == []
+
+
+def test_a_reader_that_stops_answering_is_stopped_and_fails_the_image(
+    aws_sandbox: AwsSandbox, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(raw_image_module, "READ_ANSWER_SECONDS", 2.0)
+    snapshot_id = aws_sandbox.direct_snapshot(dict.fromkeys(range(24), b"S" * BLOCK))
+    aws_sandbox.block_latency = 0.5
+    case = Case.create(tmp_path / "c")
+
+    def image() -> None:
+        write_raw_image(
+            aws_sandbox.provider().clients, snapshot_id, case, "images/aws/s.raw", Console(quiet=True), concurrency=8
+        )
+
+    def stop_when_reading() -> None:
+        deadline = time.monotonic() + 60
+        while aws_sandbox.block_reads_peak < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in _reader_pids():
+            os.kill(pid, signal.SIGSTOP)  # alive, its socket open, answering nothing
+
+    stopper = threading.Thread(target=stop_when_reading, daemon=True)
+    stopper.start()
+    (raised,) = _within(90, image)
+    stopper.join()
+    assert isinstance(raised, ReaderProcessError), raised
+    assert "left a read unanswered for 2 s" in str(raised)
     assert _reader_pids() == []
