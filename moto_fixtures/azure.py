@@ -536,6 +536,16 @@ class AzureSandbox:
                     correlation_id=correlation,
                 )
             )
+        # the implant the run command planted uses the VM's managed identity token, out through the VM's public IP
+        storage_id = rid(SUBSCRIPTION, RESOURCE_GROUP, "Microsoft.Storage/storageAccounts", FLOW_LOG_ACCOUNT)
+        for minutes, operation, resource_id in (
+            (95, "Microsoft.Compute/virtualMachines/read", vm_id),
+            (94, "Microsoft.Storage/storageAccounts/listKeys/action", storage_id),
+        ):
+            when = now - dt.timedelta(minutes=minutes)
+            events.append(
+                managed_identity_event(when, MANAGED_IDENTITY_ID, vm_id, operation, resource_id, client_ip=PUBLIC_IP)
+            )
         return events
 
     # -- inspection -----------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def test_pages_follow_next_link_and_are_stored_raw_before_parsing(
     start, end = "2026-01-01T00:00:00Z", "2099-01-01T00:00:00Z"
     result = pull(azure_sandbox, case, LogPullRequest(start=start, end=end))
     pages = sorted((case.root / PAGES).glob("page-*.json"))
-    assert [p.name for p in pages] == [f"page-{n:05d}.json" for n in range(1, 4)]  # 25 events, 10 a page
+    assert [p.name for p in pages] == [f"page-{n:05d}.json" for n in range(1, 4)]  # 27 events, 10 a page
     bodies = [json.loads(p.read_bytes()) for p in pages]
     assert all(set(body) == {"value", "nextLink"} for body in bodies)
     assert all(body["nextLink"] for body in bodies[:-1])
@@ -46,7 +46,7 @@ def test_pages_follow_next_link_and_are_stored_raw_before_parsing(
     stored = sorted(e["eventDataId"] for body in bodies for e in body["value"])
     assert stored == served_events(azure_sandbox, start, end)
     assert ATTACKER in {e["caller"] for body in bodies for e in body["value"]}
-    assert result.results[f"activity-{SUBSCRIPTION}"]["events"] == len(stored) == 25
+    assert result.results[f"activity-{SUBSCRIPTION}"]["events"] == len(stored) == 27
     records = read_records(case.root / "custody.jsonl")
     record = next(r for r in records if r["details"].get("step") == f"activity-{SUBSCRIPTION}")
     assert sorted(a["path"] for a in record["artifacts"]) == [f"{PAGES}/{p.name}" for p in pages]
@@ -68,7 +68,8 @@ def test_throttling_honours_retry_after_and_is_reported(
     assert source["details"]["throttled"] == 2
     assert source["status"] == "complete"
     assert coverage["window_start"] == azure_incident.window_start
-    assert source["items"] == 12 + 1  # the attacker's 6 operations (started + succeeded) and one baseline event
+    assert source["items"] == 12 + 2 + 1  # the attacker's 6 operations (started + succeeded), the implant's 2 calls
+    # with the VM's managed identity and one baseline event
     assert azure_incident.window_start <= source["first_event"] <= source["last_event"] <= azure_incident.window_end
     calls = [c for r in read_records(case.root / "custody.jsonl") for c in r["api_calls"]]
     assert [c["http_status"] for c in calls][:3] == [429, 429, 200]
@@ -104,7 +105,7 @@ def test_throttled_out_stops_early_keeps_pages_and_resume_completes(
     result = run_plan(provider.plan_pull_logs(request), case)
     assert result.ok
     assert result.results[f"activity-{SUBSCRIPTION}"]["pages"] == 3
-    assert result.results[f"activity-{SUBSCRIPTION}"]["events"] == 13
+    assert result.results[f"activity-{SUBSCRIPTION}"]["events"] == 15
     assert len(azure_sandbox.fake.requests) - requests == 1  # continued from page 2's nextLink
     assert "$skiptoken=10" in azure_sandbox.fake.requests[-1]["query"]
     assert all((case.root / PAGES / name).read_bytes() == body for name, body in kept.items())  # not overwritten
@@ -132,7 +133,8 @@ def test_resource_group_scope_is_sent_in_the_filter(
     )
     result = pull(azure_sandbox, case, request)
     pulled = result.results[f"activity-{SUBSCRIPTION}"]
-    assert pulled["events"] == 9  # NSG rule, runCommand, snapshot write, beginGetAccess (x2 each), one deployment
+    assert pulled["events"] == 11  # NSG rule, runCommand, snapshot write, beginGetAccess (x2 each), one deployment,
+    # the implant's 2 calls on the VM and its group's storage account
     assert pulled["scope"] == f"resourceGroupName eq {RESOURCE_GROUP}"
 
 
@@ -156,7 +158,7 @@ def test_pulled_pages_ingest_into_the_timeline(azure_sandbox: AzureSandbox, azur
     case = Case.create(tmp_path / "case")
     pull(azure_sandbox, case, LogPullRequest(start=azure_incident.window_start, end=azure_incident.window_end))
     stats = build_case_timeline(case)
-    assert (stats.ingested, stats.quarantined) == (13, 0)
+    assert (stats.ingested, stats.quarantined) == (15, 0)
     with duckdb.connect(str(case.root / "timeline.duckdb"), read_only=True) as con:
         rows = con.execute(
             "SELECT operation, operation_original, source_ip FROM events WHERE actor = ? AND status = 'success' "

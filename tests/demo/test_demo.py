@@ -52,6 +52,9 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
         beacons = con.execute(
             "SELECT explanation FROM findings WHERE analyzer = 'beaconing' AND rule = 'flow-beacon'"
         ).fetchall()
+        beacon_profiles = con.execute(
+            "SELECT profile ->> 'explanation' FROM findings WHERE analyzer = 'beaconing' AND rule = 'flow-beacon'"
+        ).fetchall()  # the full explanation (the column's is shortened)
         responder_in_findings = con.execute(
             "SELECT count(*) FROM findings f JOIN events e ON list_contains(f.event_ids, e.event_id) "
             "WHERE e.is_responder"
@@ -65,6 +68,11 @@ def test_demo_on_all_clouds_leaves_a_verified_case_with_one_timeline(tmp_path: P
     assert any("203.0.113.66:443/tcp about every 599 s" in text for (text,) in beacons), beacons  # the implant
     azure_implant = "/virtualMachines/web-vm-01 opened "  # the VM whose NIC's MAC the NSG flow log names
     assert any(azure_implant in t and "203.0.113.66:443/tcp about every 30" in t for (t,) in beacons), beacons
+    # ... and the calls made with its managed identity's token, out through the VM's public IP (a known address)
+    assert any(
+        azure_implant in t and "2 calls" in t and "2 of them from this instance's known addresses" in t
+        for (t,) in beacon_profiles
+    ), beacon_profiles
 
 
 def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
