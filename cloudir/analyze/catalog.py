@@ -59,7 +59,6 @@ COLUMNS = (
 
 OPERATORS = ("equals", "in", "contains", "regex", "exists", "same_as", "account_other_than", "grants_public")
 RESTRICTING_CONDITION_KEYS = (
-    "aws:sourceip",
     "aws:sourcearn",
     "aws:sourcevpc",
     "aws:sourcevpce",
@@ -77,7 +76,9 @@ RESTRICTING_CONDITION_KEYS = (
     "kms:calleraccount",
 )
 """Condition keys that, set to fixed values, keep a ``Principal: *`` statement from being public (Amazon S3, "The
-meaning of public"; IAM Access Analyzer's policy checks). Fixed: no wildcard, and no ``/0`` network."""
+meaning of public"; IAM Access Analyzer's policy checks). Fixed: no wildcard, and no ``/0`` network. Not
+``aws:SourceIp``: S3 calls a grant pinned to fixed addresses non-public, but anyone at an address the policy's author
+chose (their own) can then read: opening a bucket to one outside address is how data is taken."""
 RESTRICTING_OPERATORS = ("stringequals", "stringequalsignorecase", "stringlike", "arnequals", "arnlike", "ipaddress")
 """Condition operators that require the key to have one of the values (``...IfExists`` and negations do not)."""
 PLACEHOLDERS: dict[str, str] = {

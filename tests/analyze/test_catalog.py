@@ -203,7 +203,8 @@ def _trail_record(name: str, source: str, parameters: dict[str, Any], user: str 
 
 def test_policies_read_as_iam_evaluates_them_and_own_password_changes_through_the_cli(tmp_path: Path) -> None:
     """A Principal-* grant that one condition pins to a fixed VPC endpoint is not public (conditions are ANDed);
-    wildcards, a /0 network or an unknown key pin nothing; a user changing their own password is no takeover."""
+    wildcards, a /0 network, an unknown key or source addresses alone (the author's own, perhaps) pin nothing; a
+    user changing their own password is no takeover."""
 
     def bucket_policy(condition: dict[str, Any]) -> dict[str, Any]:
         statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Condition": condition}
@@ -220,6 +221,7 @@ def test_policies_read_as_iam_evaluates_them_and_own_password_changes_through_th
         _trail_record("PutKeyPolicy", "kms", {"keyId": "k", "policyName": "default", "policy": key_policy}),
         _trail_record("UpdateLoginProfile", "iam", {"userName": "alice", "passwordResetRequired": False}, "alice"),
         _trail_record("UpdateLoginProfile", "iam", {"userName": "bob", "passwordResetRequired": False}, "alice"),
+        _trail_record("PutBucketPolicy", "s3", bucket_policy({"IpAddress": {"aws:SourceIp": "198.51.100.7/32"}})),
     ]
     log = tmp_path / "trail.json"
     log.write_text(json.dumps({"Records": records}), encoding="utf-8")
@@ -238,4 +240,5 @@ def test_policies_read_as_iam_evaluates_them_and_own_password_changes_through_th
         (2, "aws-bucket-public"),
         (3, "aws-resource-policy-public"),
         (5, "aws-login-profile"),
+        (6, "aws-bucket-public"),
     ]
