@@ -52,7 +52,9 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
     A network is the instances' own by evidence only: their agents (SSM, CloudWatch) call from it - an agent's
     user agent from a private address, or for at least 6 hours from one network (a user agent string alone is
     attacker-chosen and proves nothing) - or at least two of the role's instance sessions, or one on at least
-    three days, use it. Stolen credentials are one session used from elsewhere, for a while.
+    three days, use it. Stolen credentials are one session used from elsewhere, for a while. With no network of the
+    role's to compare with, a private address (a VPC: the instance's own, through an endpoint, as likely as a
+    neighbour's) is no evidence that the credentials left the instance; a public one is.
 
     One finding per session and network: the misuse is one fact, however many hours it spans."""
     con.execute(
@@ -101,6 +103,7 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
           -- the SSM agent's own message channels are the instance's, not its credentials used elsewhere
           AND i.invoked_by IS NULL AND regexp_matches(coalesce(i.source_ip, ''), {IP_ADDRESS})
           AND i.service NOT IN ({AGENT_CHANNELS})
+          AND NOT (k.networks IS NULL AND regexp_matches(i.source_ip, {PRIVATE_ADDRESS}))
         GROUP BY i.identity, i.actor, i.network
         """
     )

@@ -145,6 +145,21 @@ def test_instance_credentials_used_elsewhere_give_one_finding_per_session_and_ne
     assert not flagged & {e["event_id"] for e in on_behalf}
 
 
+def test_a_lone_instance_session_is_judged_by_its_address_only_when_public(analyze: Analyze) -> None:
+    """With no other session, agent or day of the role to compare with, a call from a private address (the VPC the
+    instance sits in) proves nothing; one from a public address is still credentials used off the instance."""
+    lone = "arn:aws:sts::111111111111:assumed-role/batch-role/i-0fedcba9876543210"
+    inside = event(
+        "ListBuckets", actor=lone, actor_type="AssumedRole", service="s3", time=INCIDENT, source_ip="172.31.5.20"
+    )
+    outside = event("GetObject", actor=lone, actor_type="AssumedRole", service="s3",
+                    time=INCIDENT + timedelta(hours=1), source_ip="198.51.100.23")  # fmt: skip
+    _, findings = analyze([*routine(BASE, days=22), inside, outside])
+    elsewhere = [f for f in findings if f["rule"] == "aws-instance-credentials-elsewhere"]
+    assert [f["event_ids"] for f in elsewhere] == [[outside["event_id"]]]
+    assert "no other instance session" in elsewhere[0]["explanation"]
+
+
 def test_repeated_sensitive_call_is_one_finding_per_episode_across_hour_boundaries(analyze: Analyze) -> None:
     rows = routine(BASE, days=22)
     start = T0 + timedelta(days=21, hours=11, minutes=50)
