@@ -375,7 +375,8 @@ class AcquirePlanner:
         def network(ctx: StepContext) -> dict[str, Any]:
             with aws_errors(f"capture network interfaces and security groups of {iid}"):
                 enis = ec2.describe_network_interfaces(NetworkInterfaceIds=eni_ids) if eni_ids else {}
-                groups = ec2.describe_security_groups(GroupIds=group_ids) if group_ids else {}
+                # a group the instance is in exists: EC2 may not list one made a moment ago yet
+                groups = until_visible(lambda: ec2.describe_security_groups(GroupIds=group_ids)) if group_ids else {}
             ctx.case.write_json(f"{base}/network-interfaces.json", clean(enis))
             ctx.case.write_json(f"{base}/security-groups.json", clean(groups))
             return {"network_interfaces": eni_ids, "security_groups": group_ids}

@@ -230,3 +230,26 @@ def test_a_lost_answer_while_describe_lags_leaves_one_snapshot_per_volume(
         if call["operation"] in {"CreateSnapshots", "DescribeSnapshots"}
     ]
     assert lookups.count("CreateSnapshots") == 50  # 49 throttled, 1 lost, none sent again
+
+
+def test_a_security_group_made_a_moment_ago_is_captured_once_ec2_lists_it(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    """An instance moved into a group made a moment ago (by its owner or an attacker): EC2 answers
+    InvalidGroup.NotFound for it a while (eventual consistency); the capture looks again instead of failing."""
+    iid = aws_incident.extra["instance_id"]
+    ec2 = aws_sandbox.client("ec2")
+    vpc = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["VpcId"]
+    group = ec2.create_security_group(GroupName="just-made", Description="new", VpcId=vpc)["GroupId"]
+    ec2.modify_instance_attribute(InstanceId=iid, Groups=[group])
+    aws_sandbox.describe_lag_seconds = 5.0  # long enough that the capture always meets it
+    case, result = acquire(iid, raise_on_failure=False)
+    assert result.ok, result.failed
+    lookups = [
+        call["outcome"]
+        for record in read_records(case.root / "custody.jsonl")
+        for call in record["api_calls"]
+        if call["operation"] == "DescribeSecurityGroups"
+    ]
+    assert lookups[0] == "InvalidGroup.NotFound", lookups
+    assert lookups[-1] == "ok", lookups
