@@ -299,6 +299,20 @@ def _within(seconds: float, work: Callable[[], object]) -> list[BaseException]:
     return raised
 
 
+def _once_reading(aws_sandbox: AwsSandbox, act: Callable[[], None]) -> threading.Thread:
+    """A started thread that runs ``act`` once 8 block reads are in flight (or after 60 s)."""
+
+    def when_reading() -> None:
+        deadline = time.monotonic() + 60
+        while aws_sandbox.block_reads_peak < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        act()
+
+    thread = threading.Thread(target=when_reading, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_a_reader_killed_mid_image_fails_its_reads_and_the_image_instead_of_waiting_forever(
     aws_sandbox: AwsSandbox, tmp_path
 ):
@@ -312,14 +326,7 @@ def test_a_reader_killed_mid_image_fails_its_reads_and_the_image_instead_of_wait
         with case.action("acquire.image", target=snapshot_id):
             write_raw_image(provider.clients, snapshot_id, case, "images/aws/k.raw", Console(quiet=True), concurrency=8)
 
-    def kill_when_reading() -> None:
-        deadline = time.monotonic() + 60
-        while aws_sandbox.block_reads_peak < 8 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(_reader_pids()[0], signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_reading, daemon=True)
-    killer.start()
+    killer = _once_reading(aws_sandbox, lambda: os.kill(_reader_pids()[0], signal.SIGKILL))
     (raised,) = _within(90, image)
     killer.join()
     assert isinstance(raised, ReaderProcessError), raised
@@ -368,15 +375,11 @@ def test_a_reader_that_stops_answering_is_stopped_and_fails_the_image(
             aws_sandbox.provider().clients, snapshot_id, case, "images/aws/s.raw", Console(quiet=True), concurrency=8
         )
 
-    def stop_when_reading() -> None:
-        deadline = time.monotonic() + 60
-        while aws_sandbox.block_reads_peak < 8 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    def stop_every_reader() -> None:
         for pid in _reader_pids():
             os.kill(pid, signal.SIGSTOP)  # alive, its socket open, answering nothing
 
-    stopper = threading.Thread(target=stop_when_reading, daemon=True)
-    stopper.start()
+    stopper = _once_reading(aws_sandbox, stop_every_reader)
     (raised,) = _within(90, image)
     stopper.join()
     assert isinstance(raised, ReaderProcessError), raised
