@@ -98,13 +98,20 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for row in results:
-        ingest, analysis = row["ingest"], row["analyze"]
-        print(
-            f"| {row['events']:,} | {row['actors']:,} | {ingest['seconds']} ({ingest['cpu_seconds']}) "
-            f"| {ingest['peak_rss_mib']:,} | {analysis['seconds']} ({analysis['cpu_seconds']}) "
-            f"| {analysis['peak_rss_mib']:,} | {row['analyze_vs_ingest']}x ({row['analyze_vs_ingest_cpu']}x) "
-            f"| {round(analysis['cpu_seconds'] * 1e6 / row['events'], 1)} |"
-        )
+        print(table_row(row))
+
+
+def table_row(row: dict[str, Any]) -> str:
+    """One size as a Markdown row; an ingest whose CPU was not recorded shows "CPU not measured", not ``None``."""
+    ingest, analysis = row["ingest"], row["analyze"]
+    ingest_cpu = "CPU not measured" if ingest["cpu_seconds"] is None else f"{ingest['cpu_seconds']}"
+    ratio_cpu = "CPU not measured" if row["analyze_vs_ingest_cpu"] is None else f"{row['analyze_vs_ingest_cpu']}x"
+    return (
+        f"| {row['events']:,} | {row['actors']:,} | {ingest['seconds']} ({ingest_cpu}) "
+        f"| {ingest['peak_rss_mib']:,} | {analysis['seconds']} ({analysis['cpu_seconds']}) "
+        f"| {analysis['peak_rss_mib']:,} | {row['analyze_vs_ingest']}x ({ratio_cpu}) "
+        f"| {round(analysis['cpu_seconds'] * 1e6 / row['events'], 1)} |"
+    )
 
 
 if __name__ == "__main__":

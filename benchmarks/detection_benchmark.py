@@ -291,8 +291,9 @@ def measured(command: list[str], stdout: Path) -> tuple[float, int, float]:
     """Run ``command`` (its output into ``stdout``) in its own process: wall seconds, peak RSS in MiB and CPU
     seconds (user + system, all threads: less sensitive than wall time to other jobs on a shared machine)."""
     started = time.monotonic()
+    # the command's stderr (and the launcher's) stays this process's stderr: a failure's reason is on screen
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(stdout), *command], check=True, capture_output=True, text=True
+        [sys.executable, "-c", MEASURE, str(stdout), *command], check=True, stdout=subprocess.PIPE, text=True
     )
     seconds = round(time.monotonic() - started, 1)
     code, peak_kib, cpu = done.stdout.split()
