@@ -511,6 +511,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1537": ("Transfer Data to Cloud Account", "Exfiltration"),
     "T1546": ("Event Triggered Execution", "Persistence"),
     "T1550.001": ("Use Alternate Authentication Material: Application Access Token", "Lateral Movement"),
+    "T1550.004": ("Use Alternate Authentication Material: Web Session Cookie", "Lateral Movement"),
     "T1548.005": ("Abuse Elevation Control Mechanism: Temporary Elevated Cloud Access", "Privilege Escalation"),
     "T1552": ("Unsecured Credentials", "Credential Access"),
     "T1552.005": ("Unsecured Credentials: Cloud Instance Metadata API", "Credential Access"),

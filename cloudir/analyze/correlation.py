@@ -200,7 +200,8 @@ META = AnalyzerMeta(
         "within a time (console and Entra brute force then success, password spraying from one source, MFA "
         "prompts denied in a row, many denied calls then a success, mass deletion, many secrets read), and "
         "successive sign-ins of one identity from different countries within an hour where the log has the "
-        "country (Entra)."
+        "country (Entra), and one Entra sign-in session used from two countries or from three networks within an "
+        "hour (a replayed session token)."
     ),
     mitre=tuple(sorted({rule.mitre for rule in load_rules().rules})),
     default_weight=1.0,

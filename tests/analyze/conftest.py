@@ -38,9 +38,12 @@ def analyze(tmp_path: Path) -> Analyze:
     return run
 
 
-def rules_through_the_cli(folder: Path, records: list[dict[str, Any]]) -> dict[str, set[str]]:
+def rules_through_the_cli(
+    folder: Path, records: list[dict[str, Any]], analyzer: str = "sensitive_actions"
+) -> dict[str, set[str]]:
     """``records`` written as JSON lines, ``cloudir timeline ingest`` (every record read) and ``cloudir analyze``
-    with defaults: each event id a catalog finding names -> the rules that named it."""
+    with defaults: each event id a finding of ``analyzer`` (the catalog by default) names -> the rules that named
+    it."""
     log = folder / "records.jsonl"
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
     db = folder / "timeline.duckdb"
@@ -51,7 +54,7 @@ def rules_through_the_cli(folder: Path, records: list[dict[str, Any]]) -> dict[s
     assert analyzed.exit_code == 0, analyzed.output
     flagged: dict[str, set[str]] = {}
     for finding in json.loads(analyzed.output)["findings"]:
-        if finding["analyzer"] == "sensitive_actions":
+        if finding["analyzer"] == analyzer:
             for event in finding["event_ids"]:
                 flagged.setdefault(event, set()).add(finding["rule"])
     return flagged

@@ -102,12 +102,28 @@ def test_entra_names_with_trailing_spaces_and_en_dashes_are_one_finding(analyze:
     assert normalise_operation(spelling) == "update application - certificates and secrets management"
 
 
-def test_gcp_iam_policy_change_reaches_the_default_minimum_score(analyze: Analyze) -> None:
+def test_gcp_iam_policy_changes_are_judged_by_what_they_grant_and_where(analyze: Analyze) -> None:
+    """A project-level grant of an ordinary role to a colleague is routine administration; the same change at the
+    organization, or a grant to a consumer account, reaches the default minimum score."""
     sa = {"actor": "ops@example.iam.gserviceaccount.com", "cloud": "gcp", "service": "compute.googleapis.com"}
     rows = routine(["v1.compute.instances.list"], days=22, **sa)
-    change = event("SetIamPolicy", time=INCIDENT, **{**sa, "service": "cloudresourcemanager.googleapis.com"})
-    _, findings = analyze([*rows, change])
-    assert [f["rule"] for f in findings if f["analyzer"] == "sensitive_actions"] == ["gcp-iam-policy-changed"]
+
+    def change(event_id: str, resource: str, member: str) -> dict[str, Any]:
+        delta = {"action": "ADD", "role": "roles/viewer", "member": member}
+        raw = {"protoPayload": {"resourceName": resource, "serviceData": {"policyDelta": {"bindingDeltas": [delta]}}}}
+        fields = {**sa, "service": "cloudresourcemanager.googleapis.com"}
+        return {**event("SetIamPolicy", time=INCIDENT, raw=raw, **fields), "event_id": event_id}
+
+    changes = [
+        change("colleague", "projects/web-prod", "user:dev@example.com"),
+        change("org", "organizations/123456789012", "user:dev@example.com"),
+        change("consumer", "projects/web-prod", "user:someone@gmail.com"),
+    ]
+    _, findings = analyze([*rows, *changes])
+    assert sorted((f["rule"], tuple(f["event_ids"])) for f in findings if f["analyzer"] == "sensitive_actions") == [
+        ("gcp-iam-consumer-account-granted", ("consumer",)),
+        ("gcp-org-iam-policy-changed", ("org",)),
+    ]
 
 
 def test_coverage_table_in_the_docs_is_the_catalog() -> None:

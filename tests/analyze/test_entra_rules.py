@@ -129,3 +129,55 @@ EXPECTED = {
 
 def test_entra_rules_read_the_documented_before_and_after_values(tmp_path: Path) -> None:
     assert rules_through_the_cli(tmp_path, RECORDS) == EXPECTED
+
+
+def _session_signin(record_id: str, minute: int, address: str, country: str, session: str) -> dict[str, Any]:
+    """A successful sign-in of bob in session ``session`` (diagnostic-settings record; every sign-in issues a new
+    token, so uniqueTokenIdentifier differs while sessionId stays)."""
+    at = f"2026-11-02T{10 + minute // 60:02d}:{minute % 60:02d}:00Z"
+    return {
+        "time": at,
+        "operationName": "Sign-in activity",
+        "category": "NonInteractiveUserSignInLogs",
+        "tenantId": "t1",
+        "properties": {
+            "id": record_id,
+            "createdDateTime": at,
+            "userPrincipalName": "bob@contoso.example",
+            "appDisplayName": "Microsoft Office",
+            "ipAddress": address,
+            "status": {"errorCode": 0},
+            "location": {"countryOrRegion": country},
+            "sessionId": session,
+            "uniqueTokenIdentifier": f"uti-{record_id}",
+            "correlationId": f"corr-{record_id}",
+        },
+    }
+
+
+def test_a_session_used_from_another_country_or_many_networks_is_token_replay(tmp_path: Path) -> None:
+    records = [
+        # session s1: signed in from Germany, replayed from Nigeria 40 minutes later
+        _session_signin("s1-home", 0, "198.51.100.4", "DE", "s1"),
+        _session_signin("s1-replay", 40, "203.0.113.80", "NG", "s1"),
+        # session s2: one country, three /24 networks within an hour
+        _session_signin("s2-a", 0, "192.0.2.10", "DE", "s2"),
+        _session_signin("s2-b", 20, "198.51.100.20", "DE", "s2"),
+        _session_signin("s2-c", 45, "203.0.113.30", "DE", "s2"),
+        # session s3: a laptop between office Wi-Fi and a phone's hotspot - two networks, one country
+        _session_signin("s3-office", 0, "192.0.2.50", "DE", "s3"),
+        _session_signin("s3-hotspot", 30, "198.51.100.60", "DE", "s3"),
+        _session_signin("s3-office-again", 50, "192.0.2.51", "DE", "s3"),
+        # two sessions of bob's in two countries: two devices, no session crossing
+        _session_signin("s4-de", 0, "192.0.2.70", "DE", "s4"),
+        _session_signin("s5-us", 10, "198.51.100.70", "US", "s5"),
+    ]
+    flagged = rules_through_the_cli(tmp_path, records, analyzer="correlation")
+    session_rules = {event: {r for r in rules if r.startswith("entra-session")} for event, rules in flagged.items()}
+    assert {event: rules for event, rules in session_rules.items() if rules} == {
+        "s1-home": {"entra-session-country-change"},
+        "s1-replay": {"entra-session-country-change"},
+        "s2-a": {"entra-session-many-networks"},
+        "s2-b": {"entra-session-many-networks"},
+        "s2-c": {"entra-session-many-networks"},
+    }

@@ -57,6 +57,13 @@ def _gke(insert_id: str, method: str, caller: str, authentication: dict[str, str
     }
 
 
+def _caller_ip_upper(entry: dict[str, Any]) -> dict[str, Any]:
+    """The LogEntry with ``requestMetadata.callerIP``: the spelling GKE and exported records also use."""
+    metadata = entry["protoPayload"]["requestMetadata"]
+    metadata["callerIP"] = metadata.pop("callerIp")
+    return entry
+
+
 PLAIN_INGRESS = {"kind": "Ingress", "spec": {"rules": [{"host": "a.example", "http": {"paths": [{"path": "/"}]}}]}}
 TLS_INGRESS = {"kind": "Ingress", "spec": {"tls": [{"hosts": ["a.example"], "secretName": "a-tls"}],
                                            "rules": [{"host": "a.example"}]}}  # fmt: skip
@@ -78,6 +85,15 @@ RECORDS = [
     _gke("anonymous-pods", "io.k8s.core.v1.pods.get", "203.0.113.51", ANONYMOUS),
     _gke("anonymous-readyz", "io.k8s.readyz", "203.0.113.51", {"principalEmail": "system:anonymous"}),
     _gke("anonymous-lb-check", "io.k8s.core.v1.componentstatuses.list", "35.191.0.1", ANONYMOUS),
+    _caller_ip_upper(_gke("anonymous-lb-check-ip", "io.k8s.core.v1.componentstatuses.list", "130.211.0.9", ANONYMOUS)),
+    _gke("webhook-patch", "io.k8s.admissionregistration.v1.validatingwebhookconfigurations.patch", "203.0.113.52",
+         {"principalEmail": "mallory@example.com"}),
+    _event("webhook-addon", "update", "mutatingwebhookconfigurations", "system:addon-manager"),
+    _event("role-escalate", "create", "clusterroles", "mallory@example.com",
+           requestObject={"rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                                     "verbs": ["escalate", "bind"]}]}),
+    _event("role-reader", "create", "clusterroles", "dev@example.com",
+           requestObject={"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
 ]  # fmt: skip
 EXPECTED = {
     "ds-user/ResponseComplete": {"k8s-daemonset-created"},
@@ -85,6 +101,8 @@ EXPECTED = {
     "secret-refused/ResponseComplete": {"k8s-secret-read-refused"},
     "binding-admin": {"k8s-cluster-admin-binding"},
     "anonymous-pods": {"k8s-anonymous-access"},
+    "webhook-patch": {"k8s-admission-webhook"},
+    "role-escalate/ResponseComplete": {"k8s-role-wildcard-or-node-proxy"},
 }
 
 

@@ -61,7 +61,8 @@ COLUMNS = {
     "actor_type": f"CASE WHEN {_ACTOR} LIKE '%.gserviceaccount.com' THEN 'ServiceAccount' "
     f"WHEN {_ACTOR} LIKE '%@%' THEN 'User' END",
     "session": "p.protoPayload.authenticationInfo.serviceAccountKeyName",
-    "source_ip": "p.protoPayload.requestMetadata.callerIp",
+    # the AuditLog JSON name is callerIp; GKE and exported records also spell it callerIP (keys are case-sensitive)
+    "source_ip": "coalesce(p.protoPayload.requestMetadata.callerIp, rec ->> '$.protoPayload.requestMetadata.callerIP')",
     "user_agent": "p.protoPayload.requestMetadata.callerSuppliedUserAgent",
     "resources": "list_filter([p.protoPayload.resourceName], lambda r: r IS NOT NULL)",
     "status": f"CASE WHEN coalesce(p.protoPayload.status.code, '0') = '0' AND NOT {_ALL_DENIED} THEN 'success' "
