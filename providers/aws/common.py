@@ -72,6 +72,17 @@ def until_visible(call: Callable[[], _T]) -> _T:
     return call()
 
 
+def until_listed(call: Callable[[], list[_T]]) -> list[_T]:
+    """``call()``, a Describe* by filter of a resource EC2 has said exists, retried after each of
+    ``CONSISTENCY_DELAYS`` while it lists none (a resource created a moment ago is not listed yet)."""
+    for delay in CONSISTENCY_DELAYS:
+        found = call()
+        if found:
+            return found
+        time.sleep(delay)
+    return call()
+
+
 def create_delays(base: float) -> list[float]:
     """The waits between the sends of a non-idempotent create: ``base`` doubling, capped, ``CREATE_ATTEMPTS - 1``."""
     return [min(CREATE_BACKOFF_CAP, base * 2**attempt) for attempt in range(CREATE_ATTEMPTS - 1)]

@@ -10,7 +10,7 @@ from cloudir.plan import Plan, Step, StepContext, StepKind, offline_plan
 from cloudir.provider import ContainOptions, Target, TargetKind
 from providers.aws.acquire import symbolic_instance
 from providers.aws.calls import planned
-from providers.aws.common import TAG_CASE, tag_list, until_iam_propagates, until_visible
+from providers.aws.common import TAG_CASE, tag_list, until_iam_propagates, until_listed, until_visible
 from providers.aws.principals import REVOKE_POLICY, now_iso, plan_contain_principal, revoke_policy
 from providers.aws.session import AwsClients, aws_errors
 
@@ -34,23 +34,37 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
     cidr = options.examiner_cidr
 
     def isolation_group(ctx: StepContext) -> dict[str, Any]:
+        def listed() -> list[dict[str, Any]]:
+            filters = [{"Name": "group-name", "Values": [group_name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
+            return list(ec2.describe_security_groups(Filters=filters)["SecurityGroups"])
+
         with aws_errors(f"create the isolation security group in {vpc_id}"):
-            found = ec2.describe_security_groups(
-                Filters=[{"Name": "group-name", "Values": [group_name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
-            )["SecurityGroups"]
+            found = listed()
             if found:
                 group = found[0]
             else:
-                group_id = ec2.create_security_group(
-                    GroupName=group_name,
-                    Description="cloudir isolation: no traffic except the examiner",
-                    VpcId=vpc_id,
-                    TagSpecifications=[
-                        {"ResourceType": "security-group", "Tags": tag_list({TAG_CASE: ctx.case.case_id})}
-                    ],
-                )["GroupId"]
-                # EC2 may not know the new group for a moment (eventual consistency)
-                group = until_visible(lambda: ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0])
+                try:
+                    group_id = ec2.create_security_group(
+                        GroupName=group_name,
+                        Description="cloudir isolation: no traffic except the examiner",
+                        VpcId=vpc_id,
+                        TagSpecifications=[
+                            {"ResourceType": "security-group", "Tags": tag_list({TAG_CASE: ctx.case.case_id})}
+                        ],
+                    )["GroupId"]
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "InvalidGroup.Duplicate":
+                        raise
+                    # made a moment ago (an earlier run, or a send whose answer was lost) and not listed yet
+                    found = until_listed(listed)
+                    if not found:
+                        raise
+                    group = found[0]
+                else:
+                    # EC2 may not know the new group for a moment (eventual consistency)
+                    group = until_visible(
+                        lambda: ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+                    )
             group_id = group["GroupId"]
             if group.get("IpPermissionsEgress"):
                 ec2.revoke_security_group_egress(GroupId=group_id, IpPermissions=group["IpPermissionsEgress"])

@@ -100,3 +100,54 @@ def test_a_new_isolation_group_is_waited_for_while_ec2_does_not_know_it(
     ]
     # the new group asked for by id: refused while EC2 does not know it (in custody), then seen
     assert lookups[-2:] == ["InvalidGroup.NotFound", "ok"], lookups
+
+
+def _isolation_calls(case_root) -> list[tuple[str, str]]:
+    return [
+        (call["operation"], call["outcome"])
+        for record in read_records(case_root / "custody.jsonl")
+        for call in record["api_calls"]
+        if call["operation"] in {"CreateSecurityGroup", "DescribeSecurityGroups"}
+    ]
+
+
+def test_an_isolation_group_made_a_moment_ago_by_an_earlier_run_is_found_not_refused(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    """A containment re-run within EC2's lag: the group the first run made is not listed yet, so the create is
+    answered InvalidGroup.Duplicate; the tool waits until EC2 lists the group and uses it."""
+    case, _ = acquire(aws_incident.extra["instance_id"])
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    target = provider.find_target(aws_incident.target)
+    ec2 = aws_sandbox.client("ec2")
+    vpc = ec2.describe_instances(InstanceIds=[target.id])["Reservations"][0]["Instances"][0]["VpcId"]
+    aws_sandbox.describe_lag_seconds = 3.0  # longer than planning takes on a loaded machine
+    earlier = ec2.create_security_group(GroupName=f"cloudir-isolation-{vpc}", Description="earlier run", VpcId=vpc)
+    result = run_plan(provider.plan_contain(target, ContainOptions()), case)
+    assert result.ok, result.failed
+    assert result.results["contain.isolation-group"]["group_id"] == earlier["GroupId"]
+    assert aws_sandbox.is_isolated(aws_incident)
+    calls = _isolation_calls(case.root)
+    assert ("CreateSecurityGroup", "InvalidGroup.Duplicate") in calls, calls
+    assert calls[-1] == ("DescribeSecurityGroups", "ok"), calls
+
+
+def test_a_lost_create_answer_resent_as_a_duplicate_isolates_with_the_group_it_made(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    """The create ran but its answer was lost: the SDK's resend is answered InvalidGroup.Duplicate while EC2 does
+    not list the group yet; the tool finds the one group and isolates with it."""
+    case, _ = acquire(aws_incident.extra["instance_id"])
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    target = provider.find_target(aws_incident.target)
+    with aws_sandbox.lose_responses("CreateSecurityGroup", 1):
+        result = run_plan(provider.plan_contain(target, ContainOptions()), case)
+    assert result.ok, result.failed
+    assert aws_sandbox.lost == ["CreateSecurityGroup"]
+    assert aws_sandbox.is_isolated(aws_incident)
+    groups = aws_sandbox.client("ec2").describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["cloudir-isolation-*"]}]
+    )["SecurityGroups"]
+    assert [g["GroupId"] for g in groups] == [result.results["contain.isolation-group"]["group_id"]]
