@@ -146,6 +146,37 @@ def test_a_network_without_flow_logs_is_a_warning(aws_sandbox: AwsSandbox, tmp_p
     assert "no flow log covers this network" in output
 
 
+def test_the_inventory_knows_the_instances_public_and_elastic_ips(aws_sandbox: AwsSandbox, tmp_path: Path) -> None:
+    """Flows and API calls from an instance's own public addresses are its own: the ``instances`` table holds its
+    private addresses and the public ones EC2 lists for it (an Elastic IP on its primary interface and one on a
+    second interface), as the Azure and GCP inventories do."""
+    ec2 = aws_sandbox.client("ec2")
+    instance_id = launch_instance(aws_sandbox)
+    described = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    second = ec2.create_network_interface(SubnetId=described["SubnetId"])["NetworkInterface"]["NetworkInterfaceId"]
+    ec2.attach_network_interface(NetworkInterfaceId=second, InstanceId=instance_id, DeviceIndex=1)
+    interfaces = [described["NetworkInterfaces"][0]["NetworkInterfaceId"], second]
+    private = [
+        a["PrivateIpAddress"]
+        for n in ec2.describe_network_interfaces(NetworkInterfaceIds=interfaces)["NetworkInterfaces"]
+        for a in n["PrivateIpAddresses"]
+    ]
+    elastic = []
+    for interface in interfaces:
+        allocation = ec2.allocate_address(Domain="vpc")
+        ec2.associate_address(AllocationId=allocation["AllocationId"], NetworkInterfaceId=interface)
+        elastic.append(allocation["PublicIp"])
+    case = tmp_path / "case"
+    _pull(case, instance_id, datetime.now(UTC).replace(microsecond=0))
+    db = tmp_path / "timeline.duckdb"
+    built = runner.invoke(app, ["timeline", "ingest", str(case / "logs/aws/flows"), "--db", str(db)])
+    assert "nothing readable was ingested" in built.output  # no flow log: only the inventory is read
+    with duckdb.connect(str(db), read_only=True) as con:
+        row = con.execute("SELECT addresses FROM instances WHERE instance = ?", [instance_id]).fetchone()
+    assert row is not None
+    assert sorted(row[0]) == sorted(private + elastic), (row, private, elastic)
+
+
 def test_a_playbook_collect_flows_step_plans_the_flow_log_pull(aws_sandbox: AwsSandbox, tmp_path: Path) -> None:
     steps = [{"id": "logs", "action": "pull_logs"}, {"id": "net", "action": "collect_flows"}]
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({"id": "t", "title": "T", "steps": steps}))

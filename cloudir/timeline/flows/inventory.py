@@ -6,9 +6,10 @@ network interfaces, public IP addresses and virtual machines as ARM lists them, 
 on Azure, the instance name on GCP, as flow logs name it), network, subnet, image, launch template (GCP: the
 instance template), Auto Scaling group (Azure: the scale set, GCP: the managed instance group), security groups
 (Azure: the NIC's NSG, GCP: the network tags), tags (GCP: labels), interfaces (Azure: MAC addresses as flow logs
-write them), addresses (private; on Azure and GCP the public ones too) and the identities the instance's code
-calls APIs with (Azure: the managed identities' principal ids, client ids and resource ids; GCP: the attached
-service accounts' emails; AWS: none, its role sessions are named after the instance). Flows without an instance
+write them), addresses (private, then public: AWS's public and associated Elastic IPs, Azure's public IP
+resources, GCP's external NAT IPs) and the identities the instance's code calls APIs with (Azure: the managed
+identities' principal ids, client ids and resource ids; GCP: the attached service accounts' emails; AWS: none, its
+role sessions are named after the instance). Flows without an instance
 id are joined to it by interface, then by private address; the beacon analyzer builds its peer groups from it and
 names the API calls of its identities.
 """
@@ -39,9 +40,10 @@ DETECT_MARKER = '"Reservations"'
 
 _SPEC = (
     '{"OwnerId":"VARCHAR","Instances":[{"InstanceId":"VARCHAR","ImageId":"VARCHAR","VpcId":"VARCHAR",'
-    '"SubnetId":"VARCHAR","PrivateIpAddress":"VARCHAR","SecurityGroups":[{"GroupId":"VARCHAR"}],'
-    '"Tags":[{"Key":"VARCHAR","Value":"VARCHAR"}],'
-    '"NetworkInterfaces":[{"NetworkInterfaceId":"VARCHAR","PrivateIpAddresses":[{"PrivateIpAddress":"VARCHAR"}]}]}]}'
+    '"SubnetId":"VARCHAR","PrivateIpAddress":"VARCHAR","PublicIpAddress":"VARCHAR",'
+    '"SecurityGroups":[{"GroupId":"VARCHAR"}],"Tags":[{"Key":"VARCHAR","Value":"VARCHAR"}],'
+    '"NetworkInterfaces":[{"NetworkInterfaceId":"VARCHAR","Association":{"PublicIp":"VARCHAR"},'
+    '"PrivateIpAddresses":[{"PrivateIpAddress":"VARCHAR","Association":{"PublicIp":"VARCHAR"}}]}]}]}'
 )
 
 
@@ -59,9 +61,14 @@ def load_sql(documents: str) -> str:
                map_from_entries(list_transform(coalesce(i.Tags, []), lambda t: {{'k': t.Key, 'v': t.Value}})) AS tags,
                list_transform(coalesce(i.SecurityGroups, []), lambda g: g.GroupId) AS security_groups,
                list_transform(coalesce(i.NetworkInterfaces, []), lambda n: n.NetworkInterfaceId) AS interfaces,
-               list_distinct(list_filter(list_prepend(i.PrivateIpAddress, flatten(list_transform(
+               -- private, then public: the instance's own, each interface's and each private address's (an
+               -- Elastic IP is one of these once associated)
+               list_distinct(list_filter(list_concat([i.PrivateIpAddress], flatten(list_transform(
                    coalesce(i.NetworkInterfaces, []),
-                   lambda n: list_transform(coalesce(n.PrivateIpAddresses, []), lambda a: a.PrivateIpAddress)))),
+                   lambda n: list_transform(coalesce(n.PrivateIpAddresses, []), lambda a: a.PrivateIpAddress))),
+                   [i.PublicIpAddress], flatten(list_transform(coalesce(i.NetworkInterfaces, []),
+                   lambda n: list_prepend(n.Association.PublicIp, list_transform(coalesce(n.PrivateIpAddresses, []),
+                                                                                 lambda a: a.Association.PublicIp))))),
                    lambda a: a IS NOT NULL)) AS addresses,
                file_no
         FROM i WHERE i.InstanceId IS NOT NULL
