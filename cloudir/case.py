@@ -7,17 +7,19 @@ reported to :meth:`Case.record_api_call` and land in the same record.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, ParamSpec, Protocol, TypeVar
 
 from cloudir import __version__
 from cloudir.caselock import CaseLock
@@ -159,7 +161,7 @@ class ArtifactWriter:
             self.abort()
 
 
-@dataclass
+@dataclass(eq=False)
 class ActionContext:
     """Collects what one custody action did: API calls, artifacts and details."""
 
@@ -168,6 +170,33 @@ class ActionContext:
     api_calls: list[ApiCall] = field(default_factory=list)
     artifacts: list[ArtifactRef] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    within: ActionContext | None = field(default=None, repr=False)  # the open action it was opened in
+
+
+# The actions open in this thread (innermost last): a step's calls land in its own action although other steps run
+# in other threads at once. A worker thread sees the actions of the thread that started it through ActionPool.
+_OPEN_ACTIONS: contextvars.ContextVar[tuple[ActionContext, ...]] = contextvars.ContextVar("actions", default=())
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class ActionPool(ThreadPoolExecutor):
+    """A thread pool whose tasks report their cloud calls and artifacts to the actions open where they were
+    submitted (a plain pool's threads see none: their calls are attributed only while one action runs)."""
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        """Run ``fn`` in a copy of the submitter's context."""
+        return super().submit(in_actions(fn), *args, **kwargs)
+
+
+def in_actions(work: Callable[_P, _T]) -> Callable[_P, _T]:
+    """``work`` run in a copy of this context: a thread started on it reports to the actions open here."""
+    context = contextvars.copy_context()
+
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return context.run(work, *args, **kwargs)
+
+    return run
 
 
 class _Sealer:
@@ -434,14 +463,18 @@ class Case:
     @contextmanager
     def action(self, name: str, *, target: str | None = None, **details: Any) -> Iterator[ActionContext]:
         """Group everything done inside into one custody record; failures are recorded too."""
-        ctx = ActionContext(name=name, target=target, details=dict(details))
+        outer = _OPEN_ACTIONS.get()
         with self._lock:
+            ctx = ActionContext(name=name, target=target, details=dict(details), within=self._innermost(outer))
             self._actions.append(ctx)
+        opened = _OPEN_ACTIONS.set((*outer, ctx))
         try:
             yield ctx
         except BaseException as exc:
+            _OPEN_ACTIONS.reset(opened)
             self._finish(ctx, outcome="failed", error=f"{type(exc).__name__}: {exc}")
             raise
+        _OPEN_ACTIONS.reset(opened)
         self._finish(ctx, outcome="ok", error=None)
 
     def _finish(self, ctx: ActionContext, *, outcome: str, error: str | None) -> None:
@@ -457,9 +490,20 @@ class Case:
             error=error,
         )
 
+    def _innermost(self, actions: tuple[ActionContext, ...]) -> ActionContext | None:
+        """The innermost of ``actions`` that is open in this case (call holding the lock)."""
+        return next((ctx for ctx in reversed(actions) if ctx in self._actions), None)
+
     def _current(self) -> ActionContext | None:
+        """The action a call made in this thread belongs to: the innermost opened in its context, else (a thread
+        that does not carry one) the newest while the open actions are one inside another, else none (actions run
+        at once in other threads: the call is logged alone rather than in one it may not belong to)."""
         with self._lock:
-            return self._actions[-1] if self._actions else None
+            own = self._innermost(_OPEN_ACTIONS.get())
+            if own is not None or not self._actions:
+                return own
+            nested = all(inner.within is outer for outer, inner in zip(self._actions, self._actions[1:], strict=False))
+            return self._actions[-1] if nested and self._actions[0].within is None else None
 
     def record_api_call(self, call: ApiCall) -> None:
         """Attach a cloud API call to the current action (or log it alone)."""
@@ -591,8 +635,9 @@ class Case:
         """Persist the run state atomically."""
         path = self.root / STATE_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True, default=_json_default), encoding="utf-8")
-        tmp.replace(path)
+        with self._lock:  # one temporary file: steps running at once save one after another
+            tmp.write_text(json.dumps(state, indent=2, sort_keys=True, default=_json_default), encoding="utf-8")
+            tmp.replace(path)
 
 
 def finding_responses(root: Path) -> dict[str, dict[str, Any]]:

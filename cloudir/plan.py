@@ -3,10 +3,13 @@
 A plan is an ordered list of steps, each declaring the cloud calls it will make, so that a dry run
 prints exactly what would happen. The runner records every step in the custody log, keeps a
 resumable run state in the case, and once a step fails it runs no later step that changes anything.
+Consecutive steps that name a lane run concurrently with the other lanes of that stretch, each lane's
+steps in plan order (e.g. a raw image alongside the copies and shares of the same snapshots).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -14,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from cloudir.case import Case
+from cloudir.case import ActionPool, Case
 from cloudir.errors import PreconditionError, StepFailedError
 
 
@@ -64,6 +67,9 @@ class Step:
     kind: StepKind
     calls: list[PlannedCall]
     run: StepFunc
+    # Steps next to each other that name a lane run alongside the other lanes there, in plan order within their own;
+    # a step without one starts after every earlier step ended, and later steps start after it.
+    lane: str | None = None
 
 
 @dataclass
@@ -81,6 +87,15 @@ class Plan:
     def key(self) -> str:
         """The run-state key of this plan in a case."""
         return f"{self.name}:{self.cloud}:{self.target}"
+
+    def alongside(self) -> dict[str, list[str]]:
+        """Each step's id and the ids of the steps of other lanes that may run at the same time (a dry run shows it)."""
+        return {
+            step.id: [other.id for other_lane in stretch if other_lane is not lane for other in other_lane]
+            for stretch in _stretches(self.steps)
+            for lane in stretch
+            for step in lane
+        }
 
 
 @dataclass
@@ -128,7 +143,8 @@ def offline_plan(plan: Plan, conditions: dict[str, str] | None = None) -> Plan:
             raise PreconditionError(f"step {step.id} was planned offline for an unresolved target", hint=OFFLINE_HINT)
 
         condition = (conditions or {}).get(step.id)
-        return Step(step.id, f"{condition}: {step.title}" if condition else step.title, step.kind, step.calls, run)
+        title = f"{condition}: {step.title}" if condition else step.title
+        return Step(step.id, title, step.kind, step.calls, run, step.lane)
 
     return Plan(plan.name, plan.cloud, plan.target, [refusing(s) for s in plan.steps], plan.notes, symbolic=True)
 
@@ -141,9 +157,10 @@ def run_plan(
     observer: StepObserver | None = None,
     raise_on_failure: bool = True,
 ) -> RunResult:
-    """Run a plan step by step, resuming after the steps a previous run finished.
+    """Run a plan step by step (lanes at once, see :class:`Step`), resuming after the steps a previous run finished.
 
-    After a failure only READ steps still run; every other later step is recorded as blocked.
+    After a failure only READ steps still start; every other later step is recorded as blocked, while steps already
+    running in other lanes finish and are recorded.
     """
     if plan.symbolic:
         raise PreconditionError(
@@ -151,56 +168,17 @@ def run_plan(
             hint=OFFLINE_HINT,
         )
     console = console or Console(stderr=True, quiet=True)
-    state = case.load_state()
-    run_state = state.setdefault("runs", {}).setdefault(plan.key, {"steps": {}})
-    steps_state: dict[str, Any] = run_state["steps"]
-    results: dict[str, dict[str, Any]] = {}
-    outcomes: list[StepOutcome] = []
-    failure: StepOutcome | None = None
-    ctx = StepContext(case=case, results=results, console=console)
-    resumed = any(entry.get("status") == "done" for entry in steps_state.values())
+    runner = _Runner(plan, case, console, observer)
     case.custody.append(
         f"{plan.name}.start",
         target=plan.target,
-        details={"cloud": plan.cloud, "steps": [s.id for s in plan.steps], "resume": resumed},
+        details={"cloud": plan.cloud, "steps": [s.id for s in plan.steps], "resume": runner.resumed},
     )
-    for step in plan.steps:
-        previous = steps_state.get(step.id, {})
-        if previous.get("status") == "done":
-            results[step.id] = previous.get("result", {})
-            outcomes.append(StepOutcome(step.id, step.title, "resumed"))
-            _notify(observer, step, "resumed")
-            continue
-        if failure is not None and step.kind is not StepKind.READ:
-            steps_state[step.id] = {"status": "blocked", "blocked_by": failure.step_id}
-            outcomes.append(StepOutcome(step.id, step.title, "blocked", f"blocked by failed step {failure.step_id}"))
-            case.custody.append(
-                f"{plan.name}.{step.kind}.blocked",
-                target=plan.target,
-                outcome="blocked",
-                details={"step": step.id, "blocked_by": failure.step_id},
-            )
-            _notify(observer, step, "blocked")
-            continue
-        _notify(observer, step, "running")
-        try:
-            with case.action(f"{plan.name}.{step.kind}", target=plan.target, step=step.id, title=step.title) as act:
-                result = step.run(ctx) or {}
-                act.details["result"] = result
-        except Exception as exc:  # noqa: BLE001 - every failure must be recorded and must stop later changes
-            outcome = StepOutcome(step.id, step.title, "failed", str(exc) or type(exc).__name__)
-            steps_state[step.id] = {"status": "failed", "error": outcome.error}
-            failure = failure or outcome
-            outcomes.append(outcome)
-            _notify(observer, step, "failed")
-        else:
-            results[step.id] = result
-            steps_state[step.id] = {"status": "done", "result": result}
-            outcomes.append(StepOutcome(step.id, step.title, "done"))
-            _notify(observer, step, "done")
-        case.save_state(state)
-    run_state["status"] = "failed" if failure else "completed"
-    case.save_state(state)
+    for stretch in _stretches(plan.steps):
+        runner.run_lanes(stretch)
+    failure = runner.failure
+    runner.run_state["status"] = "failed" if failure else "completed"
+    case.save_state(runner.state)
     case.custody.append(
         f"{plan.name}.{'failed' if failure else 'completed'}",
         target=plan.target,
@@ -208,7 +186,9 @@ def run_plan(
         details={"cloud": plan.cloud, "failed_step": failure.step_id if failure else None},
         error=failure.error if failure else None,
     )
-    run = RunResult(plan, outcomes, results)
+    order = {step.id: index for index, step in enumerate(plan.steps)}
+    outcomes = sorted(runner.outcomes, key=lambda outcome: order[outcome.step_id])
+    run = RunResult(plan, outcomes, runner.results)
     if failure is not None and raise_on_failure:
         raise StepFailedError(
             f"step {failure.step_id} failed: {failure.error}",
@@ -217,9 +197,111 @@ def run_plan(
     return run
 
 
-def _notify(observer: StepObserver | None, step: Step, status: str) -> None:
-    if observer is not None:
-        observer(step, status)
+def _stretches(steps: list[Step]) -> list[list[list[Step]]]:
+    """The plan's steps as stretches run one after another, each a list of lanes run at once (a step without a lane
+    is a stretch of one lane of one step)."""
+    stretches: list[list[list[Step]]] = []
+    lanes: dict[str, list[Step]] = {}
+    for step in steps:
+        if step.lane is None:
+            if lanes:
+                stretches.append(list(lanes.values()))
+                lanes = {}
+            stretches.append([[step]])
+        else:
+            lanes.setdefault(step.lane, []).append(step)
+    if lanes:
+        stretches.append(list(lanes.values()))
+    return stretches
+
+
+class _Runner:
+    """One run of a plan: its results, outcomes and run state, shared by the lanes under one lock."""
+
+    def __init__(self, plan: Plan, case: Case, console: Console, observer: StepObserver | None) -> None:
+        self.plan, self.case, self._observer = plan, case, observer
+        self.state = case.load_state()
+        self.run_state: dict[str, Any] = self.state.setdefault("runs", {}).setdefault(plan.key, {"steps": {}})
+        self.steps_state: dict[str, Any] = self.run_state["steps"]
+        self.resumed = any(entry.get("status") == "done" for entry in self.steps_state.values())
+        self.results: dict[str, dict[str, Any]] = {}
+        self.outcomes: list[StepOutcome] = []
+        self.failure: StepOutcome | None = None
+        self._ctx = StepContext(case=case, results=self.results, console=console)
+        self._lock = threading.Lock()  # state, results, outcomes and the failure; held while saving the state
+        self._notifying = threading.Lock()  # one observer call at a time
+        self._aborted = False  # an observer raised (e.g. no time left in the invocation): start no more steps
+
+    def run_lanes(self, lanes: list[list[Step]]) -> None:
+        """Run each lane's steps in order, every lane at once (one lane: in this thread); the first exception that
+        escaped a lane (an observer's) is raised once every lane ended."""
+        if len(lanes) == 1:
+            self._run_lane(lanes[0])
+            return
+        with ActionPool(max_workers=len(lanes), thread_name_prefix=f"{self.plan.name}-lane") as pool:
+            futures = [pool.submit(self._run_lane, lane) for lane in lanes]
+        for future in futures:
+            future.result()
+
+    def _run_lane(self, lane: list[Step]) -> None:
+        for step in lane:
+            if self._aborted:
+                return
+            try:
+                self._run_step(step)
+            except BaseException:
+                self._aborted = True
+                raise
+
+    def _run_step(self, step: Step) -> None:
+        with self._lock:
+            previous = self.steps_state.get(step.id, {})
+            failure = self.failure
+            if previous.get("status") == "done":
+                self.results[step.id] = previous.get("result", {})
+                self.outcomes.append(StepOutcome(step.id, step.title, "resumed"))
+            elif failure is not None and step.kind is not StepKind.READ:
+                self.steps_state[step.id] = {"status": "blocked", "blocked_by": failure.step_id}
+                reason = f"blocked by failed step {failure.step_id}"
+                self.outcomes.append(StepOutcome(step.id, step.title, "blocked", reason))
+        if previous.get("status") == "done":
+            self._notify(step, "resumed")
+            return
+        if failure is not None and step.kind is not StepKind.READ:
+            self.case.custody.append(
+                f"{self.plan.name}.{step.kind}.blocked",
+                target=self.plan.target,
+                outcome="blocked",
+                details={"step": step.id, "blocked_by": failure.step_id},
+            )
+            self._notify(step, "blocked")
+            return
+        self._notify(step, "running")
+        name = f"{self.plan.name}.{step.kind}"
+        try:
+            with self.case.action(name, target=self.plan.target, step=step.id, title=step.title) as act:
+                result = step.run(self._ctx) or {}
+                act.details["result"] = result
+        except Exception as exc:  # noqa: BLE001 - every failure must be recorded and must stop later changes
+            outcome = StepOutcome(step.id, step.title, "failed", str(exc) or type(exc).__name__)
+            with self._lock:
+                self.steps_state[step.id] = {"status": "failed", "error": outcome.error}
+                self.failure = self.failure or outcome
+                self.outcomes.append(outcome)
+                self.case.save_state(self.state)
+            self._notify(step, "failed")
+        else:
+            with self._lock:
+                self.results[step.id] = result
+                self.steps_state[step.id] = {"status": "done", "result": result}
+                self.outcomes.append(StepOutcome(step.id, step.title, "done"))
+                self.case.save_state(self.state)
+            self._notify(step, "done")
+
+    def _notify(self, step: Step, status: str) -> None:
+        if self._observer is not None:
+            with self._notifying:
+                self._observer(step, status)
 
 
 def require_completed(case: Case, plan_name: str, target: str, *, force: bool) -> None:

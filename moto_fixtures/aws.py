@@ -115,6 +115,8 @@ class AwsSandbox:
         self._blocks: dict[str, dict[int, bytes]] = {}  # snapshot id -> its blocks (what a copy of it holds)
         self._block_latency = 0.0
         self._held: dict[str, Callable[[], bool]] = {}  # volume id -> its snapshots stay pending until this is true
+        self._copies_until: Callable[[], bool] | None = None  # copies made from now on stay pending until it is true
+        self._held_copies: dict[str, Callable[[], bool]] = {}  # copy id -> it stays pending until this is true
         # EC2 is eventually consistent: for this long (seconds; real accounts show about as much) after a snapshot
         # or security group is created, the tool's Describe* by filter omit it and any EC2 call of the tool naming
         # its id is answered InvalidSnapshot.NotFound / InvalidGroup.NotFound. The sandbox's own clients (the
@@ -180,6 +182,19 @@ class AwsSandbox:
     def hold_snapshots(self, volume_id: str, until: Callable[[], bool]) -> None:
         """Snapshots of ``volume_id`` taken from now on stay pending (unreadable) until ``until()`` is true."""
         self._held[volume_id] = until
+
+    def hold_copies(self, until: Callable[[], bool]) -> None:
+        """Snapshot copies made from now on stay pending (as a cross-region copy does for minutes) until ``until()``
+        is true when they are described."""
+        self._copies_until = until
+
+    def hold_block_reads(self, timeout: float = 30.0) -> None:
+        """GetSnapshotBlock calls wait until :meth:`release_block_reads` (one held past ``timeout`` is refused)."""
+        self.ebs_direct.call("gate", True, timeout)
+
+    def release_block_reads(self) -> None:
+        """Let the held GetSnapshotBlock calls, and later ones, through."""
+        self.ebs_direct.call("gate", False, 0.0)
 
     @property
     def block_latency(self) -> float:
@@ -254,15 +269,16 @@ class AwsSandbox:
         return create_security_group
 
     def _wrap_describe_snapshots(self) -> Any:
-        """A held snapshot completes (for EC2 and the EBS direct APIs) when it is described after its release."""
+        """A held snapshot or copy completes (for EC2 and the EBS direct APIs) when described after its release."""
         original = Ec2EbsBackend.describe_snapshots
 
         def describe_snapshots(backend: Any, snapshot_ids: list[str] | None = None, filters: Any = None) -> Any:
             for snapshot in backend.snapshots.values():
-                until = self._held.get(snapshot.volume.id)
+                until = self._held_copies.get(snapshot.id) or self._held.get(snapshot.volume.id)
                 if snapshot.status == "pending" and until is not None and until():
                     snapshot.status = "completed"
-                    if snapshot.volume.id in self.disks:
+                    self._held_copies.pop(snapshot.id, None)
+                    if snapshot.volume.id in self.disks or snapshot.id in self._blocks:
                         self.ebs_direct.call("status", backend.region_name, snapshot.id, "completed")
             return original(backend, snapshot_ids, filters)
 
@@ -271,6 +287,9 @@ class AwsSandbox:
     def _wrap_copy_snapshot(self) -> Any:
         def register(backend: Any, copy: Any, account: str, region: str, source_id: str) -> None:
             self._created[copy.id] = time.monotonic()
+            if self._copies_until is not None:
+                copy.status = "pending"
+                self._held_copies[copy.id] = self._copies_until
             if source_id in self._blocks:
                 blocks = self._blocks[source_id]
                 owner = (backend.account_id, backend.region_name)

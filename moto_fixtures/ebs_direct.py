@@ -47,6 +47,8 @@ class _State:
     latency: float = 0.0
     barrier: asyncio.Barrier | None = None
     barrier_timeout: float = 30.0
+    gate: asyncio.Event | None = None  # while set (closed), each read waits for it to open
+    gate_timeout: float = 30.0
     in_flight: int = 0
     peak: int = 0
     window: list[float] = field(default_factory=list)  # monotonic: the first read's start, the last read's end
@@ -77,6 +79,13 @@ class _State:
         elif command == "barrier":
             parties, self.barrier_timeout = args
             self.barrier = asyncio.Barrier(parties) if parties else None
+        elif command == "gate":
+            closed, self.gate_timeout = args
+            if closed:
+                self.gate = self.gate or asyncio.Event()
+            elif self.gate is not None:
+                self.gate.set()
+                self.gate = None
         elif command == "clear-stats":
             self.peak, self.window, self.read = 0, [], []
         return {"peak": self.peak, "window": list(self.window), "read": list(self.read)}
@@ -133,8 +142,8 @@ class _Handler:
         parts, query = url.path.split("/"), parse_qs(url.query)
         if method != "GET" or len(parts) not in {4, 5} or parts[1] != "snapshots" or parts[3] != "blocks":
             return _error(400, "ValidationException", f"no EBS direct read at {method} {url.path}")
-        if len(parts) == 5:
-            await self._latency()
+        if len(parts) == 5 and not await self._latency():
+            return _error(400, "ValidationException", "the sandbox held this read past its timeout")
         credential = _CREDENTIAL.search(headers.get("authorization", ""))
         if credential is None:
             return _error(403, "AccessDeniedException", "the request is not signed (SigV4)")
@@ -179,17 +188,24 @@ class _Handler:
             page["NextToken"] = str(indices[limit])
         return 200, {"Content-Type": "application/json"}, json.dumps(page).encode()
 
-    async def _latency(self) -> None:
-        """One GetSnapshotBlock's round trip: counted in flight while it waits (for the barrier, then the latency)."""
+    async def _latency(self) -> bool:
+        """One GetSnapshotBlock's round trip: counted in flight while it waits (for the gate, the barrier, then the
+        latency); False when the gate stayed closed past its timeout."""
         state = self.state
         state.in_flight += 1
         state.peak = max(state.peak, state.in_flight)
         state.window[:1] = state.window[:1] or [time.monotonic()]
         try:
+            if state.gate is not None:
+                try:
+                    await asyncio.wait_for(state.gate.wait(), state.gate_timeout)
+                except TimeoutError:
+                    return False
             if state.barrier is not None:
                 await asyncio.wait_for(state.barrier.wait(), state.barrier_timeout)
             if state.latency:
                 await asyncio.sleep(state.latency)
+            return True
         finally:
             state.in_flight -= 1
             state.window[1:] = [time.monotonic()]

@@ -111,11 +111,15 @@ _STATUS_STYLE = {
 
 
 def _plan_rows(plan: Plan) -> list[list[Any]]:
-    """One row per API call of each step (a step that makes none: one row with no call)."""
+    """One row per API call of each step (a step that makes none: one row with no call), with the numbers of the
+    steps it runs alongside."""
+    numbers = {step.id: index for index, step in enumerate(plan.steps, start=1)}
+    concurrent = plan.alongside()
     rows: list[list[Any]] = []
     for index, step in enumerate(plan.steps, start=1):
         calls = [call.describe() for call in step.calls] or [""]
-        rows += [[index, step.title, step.kind.value, call] for call in calls]
+        others = ",".join(str(numbers[other]) for other in concurrent[step.id])
+        rows += [[index, step.title, step.kind.value, others, call] for call in calls]
     return rows
 
 
@@ -126,7 +130,7 @@ def render_plan(plan: Plan, fmt: RowFormat = RowFormat.table, *, out: Console | 
     so that stdout stays one document.
     """
     title = f"Plan: {plan.name} {plan.cloud} {plan.target}"
-    print_rows(["step", "title", "kind", "api_call"], _plan_rows(plan), fmt, title=title, out=out)
+    print_rows(["step", "title", "kind", "alongside", "api_call"], _plan_rows(plan), fmt, title=title, out=out)
     out = (out or console) if fmt is RowFormat.table else err_console
     for note in plan.notes:
         say(out, f"[yellow]note:[/] {esc(note)}")

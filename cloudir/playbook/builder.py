@@ -115,7 +115,7 @@ def _adopt(steps: list[Step], prefix: str, ids: dict[str, str]) -> list[Step]:
             return step.run(StepContext(ctx.case, view, ctx.console))
 
         ids[step.id] = f"{prefix}.{step.id}"
-        return Step(ids[step.id], step.title, step.kind, step.calls, run)
+        return Step(ids[step.id], step.title, step.kind, step.calls, run, step.lane)
 
     return [wrap(step) for step in steps]
 

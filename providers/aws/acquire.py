@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -563,24 +563,28 @@ class AcquirePlanner:
                 ],
                 create,
             ),
-            # a raw image starts as soon as its own snapshot completes, while the others are still being taken
-            self._raw_image_step()
-            if self.options.raw_image
-            else Step(
-                "snapshot.wait",
-                "Wait for the snapshots to complete",
-                StepKind.ACQUIRE,
-                [planned("ec2", "DescribeSnapshots", region, SnapshotIds="<new snapshots>")],
-                wait,
-            ),
         ]
+        wait_step = Step(
+            "snapshot.wait",
+            "Wait for the snapshots to complete",
+            StepKind.ACQUIRE,
+            [planned("ec2", "DescribeSnapshots", region, SnapshotIds="<new snapshots>")],
+            wait,
+        )
+        copies: list[Step] = []
         if any(self._needs_copy(v) for v in self.facts.volumes):
-            steps.append(self._copy_step())
+            copies.append(self._copy_step())
         if self.options.forensic_account:
-            steps.append(self._share_step(self.options.forensic_account))
+            copies.append(self._share_step(self.options.forensic_account))
             if self.forensic is not None:
-                steps += [self._own_copy_step(self.forensic, self.options.forensic_account), self._unshare_step()]
-        return steps
+                copies += [self._own_copy_step(self.forensic, self.options.forensic_account), self._unshare_step()]
+        if not self.options.raw_image:
+            return [*steps, wait_step, *copies]
+        if not copies:
+            return [*steps, self._raw_image_step()]
+        # each raw image starts as soon as its own snapshot completes, while the copies and shares go on in their lane
+        image_lane = [replace(self._raw_image_step(), lane="image")]
+        return [*steps, *image_lane, *(replace(step, lane="copies") for step in [wait_step, *copies])]
 
     def _create_snapshots(
         self, volumes: list[str], *, whole_instance: bool, tags: dict[str, str], description: str

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, HTTPClientError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cloudir.case import ActionPool
 from cloudir.errors import CloudirError
 from cloudir.textsafe import esc
 from providers.aws.session import aws_errors
@@ -107,7 +107,7 @@ def at_once(call: Callable[[_I], _T], items: Iterable[_I], *, limit: int = CALLS
     Every call runs to its end before the first failure (in the items' order) is raised, so none is left in flight.
     """
     work = list(items)
-    with ThreadPoolExecutor(max_workers=max(1, min(limit, len(work))), thread_name_prefix="aws-call") as pool:
+    with ActionPool(max_workers=max(1, min(limit, len(work))), thread_name_prefix="aws-call") as pool:
         futures = [pool.submit(call, item) for item in work]
     return [future.result() for future in futures]
 

@@ -15,7 +15,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ import duckdb
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.paginate import TokenEncoder
 
-from cloudir.case import Case
+from cloudir.case import ActionPool, Case
 from cloudir.coverage import CoverageReport, SourceCoverage, iso_utc, parse_utc
 from cloudir.errors import CloudAccessError, CloudirError
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind
@@ -536,7 +535,7 @@ class LogPull:
     def _download(self, ctx: StepContext) -> dict[str, Any]:
         wanted = [o for o in self._listing(ctx.case)["objects"] if o["in_window"]]
         s3 = self.clients.client("s3")
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        with ActionPool(max_workers=self.workers) as pool:
             outcomes = list(pool.map(lambda o: self._fetch(ctx.case, s3, o), wanted))
         errors = [o for o in outcomes if o.startswith("error")]
         if errors:

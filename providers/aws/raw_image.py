@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from itertools import islice
 from multiprocessing.connection import Connection
@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from cloudir.case import Case
+from cloudir.case import ActionPool, Case, in_actions
 from cloudir.child import start_child
 from cloudir.custody import ApiCall
 from cloudir.errors import CloudAccessError, CloudirError
@@ -50,6 +50,8 @@ READER_START_SECONDS = 120.0  # a reader not ready by then is an error (it impor
 # before (10 attempts of at most 10 s to connect and 60 s to read, with its back-off between them).
 READ_ANSWER_SECONDS = 1200.0
 UNANSWERED = "unanswered: reader process ended"  # custody outcome of a read its reader did not answer
+# A read whose reader process ended before answering is sent again to a live one, at most this many times.
+READ_RESENDS = 1
 
 
 class BlockChecksumError(CloudirError):
@@ -109,23 +111,36 @@ class _Reader:
         self.stderr.close()
 
 
+@dataclass
+class _Read:
+    """One block read: its future, what to send, and how often it was sent again after its reader ended."""
+
+    future: Future[tuple[int, bytes]]
+    snapshot_id: str
+    index: int
+    token: str
+    resends: int = 0
+
+
 class BlockReaders:
     """GetSnapshotBlock calls run by ``processes`` reader processes (:mod:`providers.ebs_reader`), ``in_flight`` at
     most at once in all.
 
     :meth:`submit` gives a future of one block's index and verified data; every call is recorded in the case of
     ``clients`` as its answer arrives (also when its future was cancelled meanwhile). A reader that does not start
-    raises :class:`ReaderProcessError`; one that ends fails every read it held (recorded as unanswered), and later reads
-    go to the others.
+    raises :class:`ReaderProcessError`; when one ends, every read it held is recorded as unanswered and sent again
+    to a live reader (at most READ_RESENDS times each; then, or with none left, it fails), and later reads go to the
+    others.
     """
 
-    def __init__(self, clients: AwsClients, region: str, *, in_flight: int, processes: int = READ_PROCESSES) -> None:
-        count = max(1, min(processes, in_flight))
+    def __init__(self, clients: AwsClients, region: str, *, in_flight: int, processes: int | None = None) -> None:
+        count = max(1, min(processes or READ_PROCESSES, in_flight))
         self.threads = -(-in_flight // count)
         self.spec = clients.spec("ebs", region, connections=self.threads)
         self._clients, self._credentials = clients, clients.frozen_credentials()
-        self._futures: dict[int, tuple[Future[tuple[int, bytes]], str, int]] = {}
+        self._reads: dict[int, _Read] = {}
         self._tasks, self._lock = itertools.count(), threading.Lock()
+        self._closing = False  # close() began: the readers end, a read they held is not sent again
         self.readers: list[_Reader] = []
         for number in range(count):
             stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the reader
@@ -139,7 +154,7 @@ class BlockReaders:
                 reader.stop()
             raise
         self._receivers = [
-            threading.Thread(target=self._receive, args=(reader,), name=f"ebs-receive-{reader.number}")
+            threading.Thread(target=in_actions(self._receive), args=(reader,), name=f"ebs-receive-{reader.number}")
             for reader in self.readers
         ]
         for receiver in self._receivers:
@@ -162,22 +177,30 @@ class BlockReaders:
 
     def submit(self, snapshot_id: str, block: dict[str, Any]) -> Future[tuple[int, bytes]]:
         """Read one block (``BlockIndex``, ``BlockToken`` of ListSnapshotBlocks) of ``snapshot_id``."""
-        future: Future[tuple[int, bytes]] = Future()
-        credentials, index = self._clients.frozen_credentials(), int(block["BlockIndex"])
+        read = _Read(Future(), snapshot_id, int(block["BlockIndex"]), block["BlockToken"])
+        credentials = self._clients.frozen_credentials()
         with self._lock:
-            task = next(self._tasks)
             if credentials != self._credentials:
                 self._credentials = credentials
                 for reader in self.readers:
                     self._send(reader, (CREDENTIALS, *credentials))
-            live = [reader for reader in self.readers if reader.alive]
-            for reader in live[task % len(live) :] + live[: task % len(live)] if live else []:
-                if self._send(reader, (task, snapshot_id, index, block["BlockToken"])):
-                    reader.pending.add(task)
-                    self._futures[task] = (future, snapshot_id, index)
-                    return future
-        future.set_exception(ReaderProcessError(f"block {index} of {snapshot_id}: every reader process ended"))
-        return future
+            sent = self._dispatch(read)
+        if not sent:
+            read.future.set_exception(
+                ReaderProcessError(f"block {read.index} of {snapshot_id}: every reader process ended")
+            )
+        return read.future
+
+    def _dispatch(self, read: _Read) -> bool:
+        """Send ``read`` to a live reader, in turn (call holding the lock); False when none is left."""
+        task = next(self._tasks)
+        live = [reader for reader in self.readers if reader.alive]
+        for reader in live[task % len(live) :] + live[: task % len(live)] if live else []:
+            if self._send(reader, (task, read.snapshot_id, read.index, read.token)):
+                reader.pending.add(task)
+                self._reads[task] = read
+                return True
+        return False
 
     @staticmethod
     def _send(reader: _Reader, message: Any) -> bool:
@@ -199,29 +222,38 @@ class BlockReaders:
             task, request_id, status, outcome, payload = answer
             with self._lock:
                 reader.pending.discard(task)
-                future, snapshot_id, index = self._futures.pop(task)
+                read = self._reads.pop(task)
             outcome_in_custody = _custody_outcome(outcome, payload)
             self._clients.record(
                 ApiCall("ebs", "GetSnapshotBlock", self.spec.region, request_id, outcome_in_custody, http_status=status)
             )
-            if not future.set_running_or_notify_cancel():
+            if not read.future.set_running_or_notify_cancel():
                 continue
             if outcome == OK:
-                future.set_result((index, payload))
+                read.future.set_result((read.index, payload))
             else:
-                future.set_exception(_failure(snapshot_id, index, answer))
+                read.future.set_exception(_failure(read.snapshot_id, read.index, answer))
         with self._lock:
             reader.alive = False
-            held = [self._futures.pop(task) for task in sorted(reader.pending)]
+            held = [self._reads.pop(task) for task in sorted(reader.pending)]
             reader.pending.clear()
         if not held:
             return
         reason = reader.end_reason()
-        for future, snapshot_id, index in held:
+        for read in held:
             self._clients.record(ApiCall("ebs", "GetSnapshotBlock", self.spec.region, None, UNANSWERED))
-            if future.set_running_or_notify_cancel():
-                future.set_exception(
-                    ReaderProcessError(f"block {index} of {snapshot_id} was not read: {reason}", hint=RESUME_HINT)
+            if read.future.cancelled():
+                continue
+            with self._lock:
+                if not self._closing and read.resends < READ_RESENDS:
+                    read.resends += 1
+                    if self._dispatch(read):
+                        continue
+            if read.future.set_running_or_notify_cancel():
+                read.future.set_exception(
+                    ReaderProcessError(
+                        f"block {read.index} of {read.snapshot_id} was not read: {reason}", hint=RESUME_HINT
+                    )
                 )
 
     def stop_reader_of(self, future: Future[tuple[int, bytes]]) -> None:
@@ -231,7 +263,7 @@ class BlockReaders:
                 reader
                 for reader in self.readers
                 for task in reader.pending
-                if self._futures.get(task, (None,))[0] is future
+                if task in self._reads and self._reads[task].future is future
             ]
         for reader in held:
             reader.unresponsive = True
@@ -240,6 +272,8 @@ class BlockReaders:
     def close(self) -> None:
         """Let the reads in flight end (each recorded), then stop the reader processes (one that does not end within
         READ_ANSWER_SECONDS is killed)."""
+        with self._lock:
+            self._closing = True
         for reader in self.readers:
             self._send(reader, None)
         for reader in self.readers:
@@ -293,11 +327,12 @@ def _read_in_order(
     try:
         while pending:
             first = pending.popleft()
-            try:
-                done = first.result(timeout=READ_ANSWER_SECONDS)
-            except TimeoutError:
-                readers.stop_reader_of(first)
-                done = first.result()  # failed by the stopped reader's receiver
+            while True:
+                try:
+                    done = first.result(timeout=READ_ANSWER_SECONDS)
+                    break
+                except TimeoutError:
+                    readers.stop_reader_of(first)  # its receiver sends the read again or fails it
             pending.extend(readers.submit(snapshot_id, block) for block in islice(remaining, 1))
             yield done
     finally:
@@ -333,7 +368,7 @@ class RawImager:
     ) -> None:
         self._ebs, self._case, self._window = clients.client("ebs", region), case, concurrency
         self.readers = BlockReaders(clients, region, in_flight=max(1, min(total, concurrency * volumes)))
-        self._pipelines = ThreadPoolExecutor(max_workers=max(1, volumes), thread_name_prefix="ebs-image")
+        self._pipelines = ActionPool(max_workers=max(1, volumes), thread_name_prefix="ebs-image")
         self._progress = _progress(console)
         self._images: dict[str, Future[dict[str, Any]]] = {}
 

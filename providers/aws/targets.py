@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from cloudir.case import ActionPool
 from cloudir.errors import CloudirError, TargetNotFoundError
 from cloudir.provider import Target, TargetKind, TargetQuery
 from providers.aws.session import AwsClients, aws_errors
@@ -73,7 +73,7 @@ def find_instance(clients: AwsClients, query: TargetQuery, account: str, all_reg
     regions = (
         enabled_regions(clients) if all_regions or query.location == "*" else [query.location or clients.default_region]
     )
-    with aws_errors(f"look up {query.value}"), ThreadPoolExecutor(max_workers=8) as pool:
+    with aws_errors(f"look up {query.value}"), ActionPool(max_workers=8) as pool:
         found = dict(
             zip(regions, pool.map(lambda r: _instance_ids_in_region(clients, r, query.value), regions), strict=True)
         )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from itertools import islice
 from typing import Any
 
 from azure.core.rest import HttpRequest
 
-from cloudir.case import Case
+from cloudir.case import ActionPool, Case
 from cloudir.errors import CloudAccessError
 from providers.azure import calls
 from providers.azure.session import AzureSession, azure_errors
@@ -66,7 +66,7 @@ def _stream(
         return response.content, int(match.group(3)) if match else len(response.content)
 
     sparse = 0
-    with case.open_artifact(rel_path) as writer, ThreadPoolExecutor(max_workers=workers) as pool:
+    with case.open_artifact(rel_path) as writer, ActionPool(max_workers=workers) as pool:
 
         def put(offset: int, data: bytes) -> None:
             nonlocal sparse

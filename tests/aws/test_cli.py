@@ -1,5 +1,6 @@
 """`cloudir acquire aws` / `cloudir contain aws` as a responder runs them: exit codes and one-line errors."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,25 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert "ec2:ModifyNetworkInterface" in contain.output
     assert aws_sandbox.state() == before
     assert not (tmp_path / "c").exists()
+
+
+def test_dry_run_shows_the_raw_image_running_alongside_the_copies_and_shares(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path
+):
+    iid = aws_incident.extra["instance_id"]
+    args = ["--instance", iid, "--region", "us-east-1", "--forensic-account", FORENSIC_ACCOUNT, "--raw-image"]
+    args += ["--kms-key", aws_incident.encryption_key or "", "--case", str(tmp_path / "c"), "--dry-run"]
+    result = _run("acquire", "aws", *args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    steps = {row["step"]: (row["title"], row["alongside"]) for row in rows}
+    (image,) = [number for number, (title, _) in steps.items() if "raw image" in title]
+    (wait,) = [number for number, (title, _) in steps.items() if title.startswith("Wait for the snapshots")]
+    (share,) = [number for number, (title, _) in steps.items() if title.startswith("Share the snapshots")]
+    assert image < wait < share
+    assert steps[image][1] == ",".join(str(number) for number in range(wait, share + 1))
+    assert steps[wait][1] == steps[share][1] == str(image)
+    assert steps[1][1] == ""  # the preserve steps run one after another
 
 
 def test_acquire_contain_and_verify_end_to_end(aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, tmp_path: Path):

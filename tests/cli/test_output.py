@@ -172,7 +172,7 @@ def test_cells_and_json_values() -> None:
 
 def test_plans_and_verify_as_records(case_dir: Path) -> None:
     plan = json.loads(_cli(*_plans(case_dir)[0], "--format", "json", terminal=False))
-    assert {"step", "title", "kind", "api_call"} == set(plan[0])
+    assert {"step", "title", "kind", "alongside", "api_call"} == set(plan[0])
     assert any(row["api_call"].startswith("ec2:CreateSnapshots") for row in plan)
     verdict = json.loads(_cli("verify", str(case_dir), "--format", "json", terminal=False))
     assert verdict[-1]["level"] == "ok"
