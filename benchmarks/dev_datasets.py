@@ -1,7 +1,7 @@
 """Each dev dataset as a responder runs it: ingest the files as they are, ``run_analysis`` with defaults, score.
 
 Usage: ``uv run python benchmarks/dev_datasets.py [--work DIR] [--json FILE] [--sigma] [--each-alone PLATFORM ...]
-[--jobs N] [--panther-only]``
+[--jobs N] [--panther-only] [--misses]``
 
 * Stratus Red Team detonations alone; flaws2 alone; OTRF cloud-breach-s3 alone; Stratus and OTRF together
   (two logs years apart in one timeline). Metric: Stratus techniques with an event in some finding's
@@ -14,6 +14,8 @@ Usage: ``uv run python benchmarks/dev_datasets.py [--work DIR] [--json FILE] [--
   analyzers (rule catalog, correlation rules, Sigma) and for all analyzers; over every case, and
   (``together_readable``) over the cases whose record the timeline reads (the others are quarantined: Okta, Box,
   GSuite records, fixtures without a time or an operation).
+* ``--misses``: per platform, the readable true cases no rule-based analyzer flagged and the false alerts (with the
+  rules that raised them), each as its case's operation - to sort the misses into behaviour classes.
 * No option is set: the window, the history mode and the minimum score are the defaults a responder gets.
 """
 
@@ -164,8 +166,46 @@ def _with_time(event: dict[str, Any], index: int) -> dict[str, Any]:
     return event
 
 
+def _operation(event: dict[str, Any]) -> str:
+    """The case's operation as its format names it (CloudTrail, GCP LogEntry, Azure Activity, Entra)."""
+    payload = event.get("protoPayload")
+    if isinstance(payload, dict):
+        return str(payload.get("methodName"))
+    for key in ("eventName", "operationName", "activityDisplayName"):
+        if event.get(key):
+            value = event[key]
+            return str(value.get("value") if isinstance(value, dict) else value)
+    return "?"
+
+
+def _rules_by_line(con: duckdb.DuckDBPyConnection, fixture_file: str) -> dict[int, list[str]]:
+    """Line number in the fixture file -> the rule-based findings' rules that name its event."""
+    rows = con.execute(
+        """
+        WITH f AS (SELECT rule, unnest(event_ids) AS event_id FROM findings WHERE analyzer IN $rule_based)
+        SELECT e.source_position, list(DISTINCT f.rule ORDER BY f.rule)
+        FROM f JOIN events e USING (event_id) WHERE e.source_file LIKE '%' || $file GROUP BY ALL
+        """,
+        {"rule_based": list(RULE_BASED), "file": fixture_file},
+    ).fetchall()
+    return {int(row[0]): list(row[1]) for row in rows}
+
+
+def _misses(cases: list[dict[str, Any]], readable: set[int], rules: dict[int, list[str]]) -> dict[str, list[str]]:
+    """The readable true cases no rule flagged and the false alerts, as ``test name | operation [| rules]``."""
+    missed, false = [], []
+    for i in sorted(readable):
+        case = cases[i]
+        label = f"{case['test_name']} | {_operation(case['event'])}"
+        if case["expected_alert"] and i not in rules:
+            missed.append(label)
+        elif not case["expected_alert"] and i in rules:
+            false.append(f"{label} | {', '.join(rules[i])}")
+    return {"missed": missed, "false_alerts": false}
+
+
 def panther_runs(
-    work: Path, sigma: bool, each_alone: list[str], jobs: int, supply_time: bool = False
+    work: Path, sigma: bool, each_alone: list[str], jobs: int, supply_time: bool = False, misses: bool = False
 ) -> dict[str, Any]:
     """Per platform: all fixtures in one timeline, and for the platforms in ``each_alone`` every fixture in its own
     timeline (``jobs`` worker processes, each loading the catalog once and analyzing fixture after fixture)."""
@@ -186,6 +226,7 @@ def panther_runs(
         with _analyze(work, together.stem, [events_file], sigma) as con:
             predicted = _panther_predictions(con, events_file.name)
             readable = {int(row[0]) for row in con.execute("SELECT source_position FROM events").fetchall()}
+            rules = _rules_by_line(con, events_file.name) if misses else {}
         rule_based = [predicted.get(i, (False, False))[0] for i in range(len(cases))]
         overall = [predicted.get(i, (False, False))[1] for i in range(len(cases))]
         kept = sorted(readable)
@@ -201,6 +242,8 @@ def panther_runs(
                 "all": _precision_recall([truth[i] for i in kept], [overall[i] for i in kept]),
             },
         }
+        if misses:
+            entry["misses"] = _misses(cases, readable, rules)
         if platform in each_alone or "all" in each_alone:
             started = time.monotonic()
             with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -277,12 +320,13 @@ def main() -> None:
         help=f"give Panther fixtures without a time {PLACEHOLDER_TIME} (Kubernetes audit, some GCP LogEntries)",
     )
     parser.add_argument("--panther-only", action="store_true", help="skip the labelled datasets")
+    parser.add_argument("--misses", action="store_true", help="list each platform's missed cases and false alerts")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     result = {
         "sigma": args.sigma,
         "labelled": {} if args.panther_only else labelled_runs(args.work, args.sigma),
-        "panther": panther_runs(args.work, args.sigma, args.each_alone, args.jobs, args.supply_time),
+        "panther": panther_runs(args.work, args.sigma, args.each_alone, args.jobs, args.supply_time, args.misses),
     }
     text = json.dumps(result, indent=2)
     print(text)
