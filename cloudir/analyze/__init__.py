@@ -57,9 +57,11 @@ def run_analysis(
     baseline_until: datetime | None = None,
     incident_since: datetime | None = None,
     min_score: int = DEFAULT_MIN_SCORE,
+    known_accounts: tuple[str, ...] = (),
 ) -> AnalysisSummary:
     """Run every analyzer over ``events`` in ``db_path`` and (re)write ``findings``, ``incidents`` and
-    ``analysis_window``.
+    ``analysis_window``. ``known_accounts``: the case's AWS accounts (and organization) beside those of the
+    timeline's events - a resource policy granting any other is a grant outside the case.
 
     Without explicit bounds the window comes from the case around ``db_path`` (its trigger, its log pull), or
     else from the data (see :mod:`cloudir.analyze.window`).
@@ -92,7 +94,7 @@ def run_analysis(
             con.execute(CANDIDATES_DDL)
             recon.run(con, tenant=window.tenant)
             beaconing.run(con)
-            sensitive.run(con)
+            sensitive.run(con, known_accounts)
             correlation.run(con)
             impersonation.run(con)
             sigma_load = sigma.run(con, sigma_rules) if sigma_rules is not None else sigma.SigmaLoad()

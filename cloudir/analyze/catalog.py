@@ -12,7 +12,8 @@ Condition grammar (``where``)::
     {field: NAME, contains: S} | {field: NAME, regex: RE} | {field: NAME, exists: true|false}
     {field: NAME, same_as: NAME}                                   # both present, equal (case-insensitive)
     {field: NAME, account_other_than: NAME}                        # an ARN whose account is not the other field
-    {field: NAME, grants_public: true}                             # a resource policy that grants anyone access
+    {field: NAME, grants_outside: true}                            # a resource policy granting anyone, or an
+                                                                   # account outside the case, access
 
 ``NAME`` is a timeline column (``COLUMNS``), ``raw`` (the whole record as text) or a JSON path into the raw record
 (``$.requestParameters.policyArn``; with ``[*]`` wildcards every match joined by spaces:
@@ -57,7 +58,7 @@ COLUMNS = (
 )
 """Timeline columns a condition may read by name."""
 
-OPERATORS = ("equals", "in", "contains", "regex", "exists", "same_as", "account_other_than", "grants_public")
+OPERATORS = ("equals", "in", "contains", "regex", "exists", "same_as", "account_other_than", "grants_outside")
 RESTRICTING_CONDITION_KEYS = (
     "aws:sourcearn",
     "aws:sourcevpc",
@@ -79,6 +80,21 @@ RESTRICTING_CONDITION_KEYS = (
 meaning of public"; IAM Access Analyzer's policy checks). Fixed: no wildcard, and no ``/0`` network. Not
 ``aws:SourceIp``: S3 calls a grant pinned to fixed addresses non-public, but anyone at an address the policy's author
 chose (their own) can then read: opening a bucket to one outside address is how data is taken."""
+ACCOUNT_CONDITION_KEYS = (
+    "aws:sourceaccount",
+    "aws:sourceowner",
+    "aws:principalaccount",
+    "s3:dataaccesspointaccount",
+    "kms:calleraccount",
+)
+ARN_CONDITION_KEYS = ("aws:sourcearn", "aws:principalarn", "s3:dataaccesspointarn")
+ORG_CONDITION_KEYS = ("aws:sourceorgid", "aws:principalorgid", "aws:sourceorgpaths", "aws:principalorgpaths")
+"""Restricting keys whose values name an account (an account id; an ARN's fifth field; an organization id, the
+first part of an org path): pinned to an account outside the case's, ``Principal: *`` grants that account - a
+cross-account grant (IAM Access Analyzer's "external access"), not a restriction. The case's accounts are
+``case_accounts``: the AWS accounts of the timeline's events and those the config's ``[accounts]`` lists (an
+organization id there, ``o-...``, makes the case's organization known; with none listed an org pin stays quiet)."""
+CASE_ACCOUNTS_SQL = "coalesce(getvariable('case_accounts'), [])"
 RESTRICTING_OPERATORS = ("stringequals", "stringequalsignorecase", "stringlike", "arnequals", "arnlike", "ipaddress")
 """Condition operators that require the key to have one of the values (``...IfExists`` and negations do not)."""
 PLACEHOLDERS: dict[str, str] = {
@@ -201,8 +217,8 @@ class Compiler:
         if op == "account_other_than":
             account = f"nullif(split_part({column}, ':', 5), '')"
             return f"(starts_with({column}, 'arn:') AND {account} <> {self.field(value, rule_id)})"
-        if op == "grants_public":
-            return f"({'' if value else 'NOT '}{self.public_grant(column)})"
+        if op == "grants_outside":
+            return f"({'' if value else 'NOT '}{self.outside_grant(column)})"
         if op == "exists":
             return f"({column} IS {'NOT ' if value else ''}NULL)"
         if op == "in":
@@ -219,11 +235,12 @@ class Compiler:
             raise CloudirError(f"rule {rule_id}: bad regex {value!r}: {exc}") from exc
         return f"regexp_matches({column}, {self.bind(str(value))})"
 
-    def public_grant(self, policy: str) -> str:
+    def outside_grant(self, policy: str) -> str:
         """Whether the IAM policy document ``policy`` (JSON text) has an ``Allow`` statement for ``Principal: *``
-        (or ``{"AWS": "*"}``) that no condition restricts: an operator of ``RESTRICTING_OPERATORS`` (``ForAnyValue:``
-        / ``ForAllValues:`` allowed) on a key of ``RESTRICTING_CONDITION_KEYS`` with fixed values. Conditions are
-        ANDed (IAM policy evaluation), so one restricting condition is enough. Text that is no JSON object grants
+        (or ``{"AWS": "*"}``) that no condition restricts to the case: an operator of ``RESTRICTING_OPERATORS``
+        (``ForAnyValue:`` / ``ForAllValues:`` allowed) on a key of ``RESTRICTING_CONDITION_KEYS`` with fixed values,
+        none naming an account outside ``case_accounts`` (see ``ACCOUNT_CONDITION_KEYS``). Conditions are ANDed
+        (IAM policy evaluation), so one restricting condition is enough. Text that is no JSON object grants
         nothing; every key and value stays data (no JSON path is built from them)."""
         keys = self.bind(list(RESTRICTING_CONDITION_KEYS))
         operators = self.bind(list(RESTRICTING_OPERATORS))
@@ -231,9 +248,21 @@ class Compiler:
             "CASE WHEN json_type(cond_key.value) = 'ARRAY' THEN json_extract_string(cond_key.value, '$[*]') "
             "ELSE [cond_key.value ->> '$'] END"
         )
+        known = CASE_ACCOUNTS_SQL
+        key = "lower(cond_key.key)"
+        arn_account = "split_part(v, ':', 5)"
+        elsewhere = (
+            f"CASE WHEN list_contains({self.bind(list(ACCOUNT_CONDITION_KEYS))}, {key}) "
+            f"THEN len({known}) > 0 AND NOT list_contains({known}, v) "
+            f"WHEN list_contains({self.bind(list(ARN_CONDITION_KEYS))}, {key}) "
+            f"THEN len({known}) > 0 AND {arn_account} <> '' AND NOT list_contains({known}, {arn_account}) "
+            f"WHEN list_contains({self.bind(list(ORG_CONDITION_KEYS))}, {key}) "
+            f"THEN len(list_filter({known}, lambda a: starts_with(a, 'o-'))) > 0 "
+            f"AND NOT list_contains({known}, split_part(v, '/', 1)) ELSE false END"
+        )
         fixed = (
             f"(len({values}) > 0 AND "
-            f"len(list_filter({values}, lambda v: v IS NULL OR regexp_matches(v, '[*?]|/0$'))) = 0)"
+            f"len(list_filter({values}, lambda v: v IS NULL OR regexp_matches(v, '[*?]|/0$') OR {elsewhere})) = 0)"
         )
         restricting = (
             "len(list_filter(map_entries(try_cast(stmt -> '$.Condition' AS MAP(VARCHAR, MAP(VARCHAR, JSON)))), "
@@ -451,12 +480,24 @@ def build_rule_events(
     con.execute(sql, {**bound, "paths": list(paths)} if paths else bound)
 
 
-def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev") -> Catalog:
+def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev", known_accounts: Iterable[str] = ()) -> Catalog:
     """``rule_hits``: one row per (rule, event) the catalog matches in ``source`` (a table with the ``ev``
     columns). The column filter runs once over ``source``; only the rows it keeps get their raw record read (from
     ``events``, by ``event_uid``, parsed once for every rule: see :func:`build_rule_events`), and each rule then
-    reads only the rows it names."""
+    reads only the rows it names. The case's accounts (``CASE_ACCOUNTS_SQL``): the AWS accounts of ``source``'s
+    events and ``known_accounts`` (the config's)."""
     catalog = load_catalog()
+    con.execute(
+        f"""
+        SET VARIABLE case_accounts = (
+            SELECT coalesce(list(DISTINCT account ORDER BY account), []) FROM (
+                SELECT account FROM {source} WHERE cloud = 'aws' AND account <> ''
+                UNION ALL SELECT unnest($known::VARCHAR[])
+            )
+        )
+        """,
+        {"known": list(known_accounts)},
+    )
     build_rule_events(
         con,
         "rule_ev",

@@ -3,6 +3,8 @@ credential access, execution and lateral movement. Scores are tempered later by 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import duckdb
 
 from cloudir.analyze.base import MAX_EVENT_IDS, AnalyzerMeta
@@ -38,9 +40,10 @@ OWN_MIN_DAYS = 3
 use it (or their agents do)."""
 
 
-def run(con: duckdb.DuckDBPyConnection) -> None:
-    """Insert one candidate per rule, identity, session, operation and episode (bulk rules: per 10 minutes)."""
-    _catalog(con)
+def run(con: duckdb.DuckDBPyConnection, known_accounts: Iterable[str] = ()) -> None:
+    """Insert one candidate per rule, identity, session, operation and episode (bulk rules: per 10 minutes);
+    ``known_accounts``: the case's AWS accounts beside the timeline's (the config's ``[accounts]``)."""
+    _catalog(con, known_accounts)
     _instance_credentials(con)
 
 
@@ -109,8 +112,8 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _catalog(con: duckdb.DuckDBPyConnection) -> None:
-    catalog = match_events(con)
+def _catalog(con: duckdb.DuckDBPyConnection, known_accounts: Iterable[str]) -> None:
+    catalog = match_events(con, known_accounts=known_accounts)
     # only the rules that matched something: the statements below are planned for those alone (a small timeline
     # matches a few of the catalog's rules, and planning every rule's explanation dominated its analysis)
     hit = {row[0] for row in con.execute("SELECT DISTINCT rule FROM rule_hits").fetchall()}

@@ -68,6 +68,7 @@ class AnalyzeRequest:
     baseline_until: datetime | None = None
     incident_since: datetime | None = None
     min_score: int | None = None
+    known_accounts: tuple[str, ...] = ()  # the config's [accounts] aws: the case's own beside the timeline's
 
 
 def analyze(request: AnalyzeRequest, case: Case | None = None) -> AnalysisSummary:
@@ -96,6 +97,7 @@ def _score(request: AnalyzeRequest) -> AnalysisSummary:
         baseline_until=request.baseline_until,
         incident_since=request.incident_since,
         min_score=DEFAULT_MIN_SCORE if request.min_score is None else request.min_score,
+        known_accounts=request.known_accounts,
     )
 
 

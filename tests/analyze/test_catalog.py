@@ -43,6 +43,41 @@ def _hits(tmp_path: Path, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
         return {(str(r), str(e)) for r, e in con.execute("SELECT rule, event_id FROM rule_hits").fetchall()}
 
 
+def _pinned_policy(condition: dict[str, Any]) -> dict[str, Any]:
+    statement = {"Effect": "Allow", "Principal": "*", "Action": "sqs:SendMessage", "Condition": condition}
+    policy = json.dumps({"Statement": [statement]})
+    return event(
+        "SetQueueAttributes",
+        service="sqs",
+        time=INCIDENT,
+        raw={"requestParameters": {"attributes": {"Policy": policy}}},
+    )
+
+
+@pytest.mark.parametrize(
+    ("condition", "known", "granted"),
+    [
+        ({"StringEquals": {"aws:SourceAccount": "999988887777"}}, (), True),  # another account: granted to it
+        ({"StringEquals": {"aws:SourceAccount": "999988887777"}}, ("999988887777",), False),  # the config's own
+        ({"StringEquals": {"aws:SourceAccount": "111111111111"}}, (), False),  # the timeline's own account
+        ({"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::999988887777:role/x"}}, (), True),
+        ({"ArnEquals": {"aws:SourceArn": "arn:aws:s3:::bucket"}}, (), False),  # an ARN without an account
+        ({"StringEquals": {"aws:PrincipalOrgID": "o-other12345"}}, (), False),  # the case's organization unknown
+        ({"StringEquals": {"aws:PrincipalOrgID": "o-other12345"}}, ("o-a1b2c3d4e5",), True),
+        ({"StringEquals": {"aws:PrincipalOrgID": "o-a1b2c3d4e5"}}, ("o-a1b2c3d4e5",), False),
+    ],
+)
+def test_a_policy_pinned_to_an_account_outside_the_case_is_a_grant_to_it(
+    tmp_path: Path, condition: dict[str, Any], known: tuple[str, ...], granted: bool
+) -> None:
+    db = write_db(tmp_path / "pinned.duckdb", [_pinned_policy(condition)])
+    with duckdb.connect(str(db)) as con:
+        build_event_view(con, AnalysisWindow(T0, T0))
+        match_events(con, known_accounts=known)
+        rules = {str(row[0]) for row in con.execute("SELECT rule FROM rule_hits").fetchall()}
+    assert ("aws-resource-policy-public" in rules) is granted
+
+
 def test_every_rule_matches_its_positive_samples_and_none_of_its_negatives(tmp_path: Path) -> None:
     rows, expected = [], []
     for rule in load_catalog().rules:
@@ -258,3 +293,27 @@ def test_policies_read_as_iam_evaluates_them_and_own_password_changes_through_th
         (5, "aws-login-profile"),
         (6, "aws-bucket-public"),
     ]
+
+
+@pytest.mark.parametrize(("listed", "flagged"), [([], True), (["444455556666"], False)])
+def test_analyze_reads_the_case_accounts_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: list[str], flagged: bool
+) -> None:
+    """A bucket policy pinned to account 444455556666 grants it, unless the config's [accounts] lists it as the
+    case's own (the timeline's account is 111122223333)."""
+    config = tmp_path / "config.toml"
+    config.write_text(f"[accounts]\naws = {json.dumps(listed)}\n", encoding="utf-8")
+    monkeypatch.setenv("CLOUDIR_CONFIG", str(config))
+    statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                 "Condition": {"StringEquals": {"aws:PrincipalAccount": "444455556666"}}}  # fmt: skip
+    policy = {"bucketName": "b", "bucketPolicy": {"Version": "2012-10-17", "Statement": [statement]}}
+    log = tmp_path / "trail.json"
+    log.write_text(json.dumps({"Records": [_trail_record("PutBucketPolicy", "s3", policy)]}), encoding="utf-8")
+    db = tmp_path / "timeline.duckdb"
+    runner = CliRunner()
+    assert runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)]).exit_code == 0
+    result = runner.invoke(app, ["analyze", str(db)])
+    assert result.exit_code == 0, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        rules = [str(row[0]) for row in con.execute("SELECT rule FROM findings").fetchall()]
+    assert ("aws-bucket-public" in rules) is flagged
