@@ -99,10 +99,15 @@ def _api_beacon_sql(source: str) -> str:
             GROUP BY ALL
         ),
         known AS (SELECT key FROM regularity WHERE NOT in_incident AND regular >= 0.6),
-        events AS (
+        beacons AS (
+            SELECT * FROM regularity
+            WHERE in_incident AND regular >= 0.7 AND missed <= {MAX_MISSED_PER_BEAT} * n
+              AND n >= {MIN_API_INTERVALS} AND span >= {MIN_API_SPAN_SECONDS} AND key NOT IN (SELECT key FROM known)
+        ),
+        events AS (  -- only for the channels that make a finding: a list per channel of every event is memory
             SELECT key, any_value(actor) AS actor, any_value(identity) AS identity, min(time) AS t0,
                    max(time) AS t1, list(event_id ORDER BY time) AS ids
-            FROM src WHERE in_incident GROUP BY key
+            FROM src SEMI JOIN beacons USING (key) WHERE in_incident GROUP BY key
         )
         SELECT 'beaconing', 'api-beacon',
                least(95, 100 * (regular - 0.5) * 2 * CASE WHEN size_cv <= 0.2 THEN 1.0 ELSE 0.8 END),
@@ -114,10 +119,7 @@ def _api_beacon_sql(source: str) -> str:
                    || CAST(missed AS BIGINT) || ' missed beats; '
                    || 'size variation ' || round(100 * size_cv) || '%; this channel was not periodic in the baseline',
                ['T1071', 'T1029'], e.ids[1:{MAX_EVENT_IDS}]
-        FROM regularity r JOIN events e USING (key)
-        WHERE r.in_incident AND regular >= 0.7 AND missed <= {MAX_MISSED_PER_BEAT} * n
-          AND n >= {MIN_API_INTERVALS} AND span >= {MIN_API_SPAN_SECONDS}
-          AND r.key NOT IN (SELECT key FROM known)
+        FROM beacons r JOIN events e USING (key)
     """
 
 
