@@ -118,11 +118,12 @@ COMPUTE_RATE_QUOTAS = {
 
 
 # The per-minute rate quotas of the other APIs, per calling project: IAM v1's documented defaults (6,000 reads and
-# 600 writes), Resource Manager's 1,200 reads (the ReadRequestsPerMinutePerProject its quota refusals name; its
-# write quota is not modelled). A request over one is refused with 429 RESOURCE_EXHAUSTED, as these APIs answer.
+# 600 writes), Resource Manager's 1,200 reads (the ReadRequestsPerMinutePerProject its quota refusals name) and 600
+# writes (its documented write operations: 10 a second, 600 a minute). A request over one is refused with 429
+# RESOURCE_EXHAUSTED, as these APIs answer.
 API_RATE_QUOTAS = {
     "iam": {"Read requests": 6000, "Write requests": 600},
-    "cloudresourcemanager": {"Read requests": 1200},
+    "cloudresourcemanager": {"Read requests": 1200, "Write requests": 600},
 }
 
 
@@ -190,7 +191,7 @@ class FakeGcp:
         self.compute_rate_quotas = dict(COMPUTE_RATE_QUOTAS)
         self.api_rate_quotas = copy.deepcopy(API_RATE_QUOTAS)  # API -> group -> requests, in the same intervals
         self.rate_window = 60.0
-        self._rate_counts: dict[tuple[str, str, int], int] = {}
+        self._rate_counts: dict[tuple[str, int, str, int], int] = {}
         # Called after each successful change (method, operation, path, user agent), so a sandbox can write the
         # caller's own changes into the audit log as Cloud Audit Logs does.
         # (method, operation, path, user agent, long-running operation name or None)
@@ -262,10 +263,7 @@ class FakeGcp:
                 time.sleep(min(self._remaining(args[0], args[-1]), self.operation_wait_seconds))
             with self.lock:
                 self._settle()
-                if api == "compute":
-                    self._charge_rate(args[0], operation)
-                else:
-                    self._charge_api_rate(api, operation)
+                self._charge_rate(api, args[0] if args else "", operation)
                 self._maybe_fail(operation)
                 earlier = self._once(operation, args, query)
                 repeated = earlier is not None
@@ -330,34 +328,28 @@ class FakeGcp:
         earlier = self.project(args[0]).request_ids.get(request_id)
         return None if earlier is None else self._poll(args[0], earlier)
 
-    def _charge_rate(self, project: str, operation: str) -> None:
-        """Count one Compute request against its project's rate quota group, or refuse it as Compute does."""
-        group = quota_group(operation)
-        key = (project, group, int(self.clock() // self.rate_window))
-        if self._rate_counts.get(key, 0) >= self.compute_rate_quotas[group]:
-            raise FakeError(
-                403,
-                "rateLimitExceeded",
-                f"Quota exceeded for quota metric '{group}' and limit '{group} per minute' of service "
-                f"'compute.googleapis.com' for consumer 'project_number:{_project_number(project)}'.",
-            )
-        self._rate_counts[key] = self._rate_counts.get(key, 0) + 1
-
-    def _charge_api_rate(self, api: str, operation: str) -> None:
-        """Count one request against the caller's read or write quota of ``api``, or refuse it as the API does (429).
+    def _charge_rate(self, api: str, project: str, operation: str) -> None:
+        """Count one request against its rate quota group, or refuse it as the API does: Compute's per project in
+        the path (403 ``rateLimitExceeded``), the other APIs' per calling project (429 ``RESOURCE_EXHAUSTED``).
 
         Cloud Logging's read quota is counted by :meth:`_charge_log_read`, per project in the request."""
-        group = "Read requests" if _is_read(operation) else "Write requests"
-        quota = self.api_rate_quotas.get(api, {}).get(group)
+        if api == "compute":
+            group = quota_group(operation)
+            quota: int | None = self.compute_rate_quotas[group]
+            consumer, status, code = _project_number(project), 403, "rateLimitExceeded"
+        else:
+            group = "Read requests" if _is_read(operation) else "Write requests"
+            quota = self.api_rate_quotas.get(api, {}).get(group)
+            consumer, status, code = 0, 429, "RESOURCE_EXHAUSTED"  # the caller's project: one in the sandbox
         if quota is None:
             return
-        key = (api, group, int(self.clock() // self.rate_window))
+        key = (api, consumer, group, int(self.clock() // self.rate_window))
         if self._rate_counts.get(key, 0) >= quota:
             raise FakeError(
-                429,
-                "RESOURCE_EXHAUSTED",
+                status,
+                code,
                 f"Quota exceeded for quota metric '{group}' and limit '{group} per minute' of service "
-                f"'{api}.googleapis.com' for consumer 'project_number:000000000000'.",
+                f"'{api}.googleapis.com' for consumer 'project_number:{consumer:012d}'.",
             )
         self._rate_counts[key] = self._rate_counts.get(key, 0) + 1
 

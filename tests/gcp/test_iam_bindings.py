@@ -121,6 +121,46 @@ def test_a_concurrent_policy_change_is_refused_by_etag_then_kept_on_the_retry(
     assert [Path(p).name for p in saved] == ["project-iam-policy-before-01.json", "project-iam-policy-before-02.json"]
 
 
+def test_resource_manager_refuses_policy_writes_over_its_documented_600_a_minute(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident
+) -> None:
+    fake = gcp_sandbox.fake
+    minute = [0.0]
+    fake.clock = lambda: minute[0]
+    path = f"/v1/projects/{PROJECT}:setIamPolicy"
+
+    def write() -> tuple[int, dict[str, Any]]:
+        return fake.handle("POST", path, {"policy": fake.iam_policies[PROJECT]}, "test")
+
+    assert {write()[0] for _ in range(600)} == {200}
+    status, body = write()
+    assert (status, body["error"]["status"]) == (429, "RESOURCE_EXHAUSTED")
+    assert "Write requests" in body["error"]["message"]
+    minute[0] = 60.0  # the next minute's quota
+    assert write()[0] == 200
+
+
+def test_a_policy_write_over_resource_managers_write_quota_is_resent_when_the_minute_passes(
+    gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path, slept: list[float]
+) -> None:
+    """Resource Manager refuses writes over its per-minute write quota (429 RESOURCE_EXHAUSTED): the tool's
+    setIamPolicy waits and is sent again, each refusal in custody, and the binding is removed."""
+    case = tmp_path / "sa"
+    target = ["--target", SERVICE_ACCOUNT, "--project", PROJECT, "--case", str(case)]
+    assert _run(gcp_sandbox, "acquire", "gcp", *target)[0] == 0
+    gcp_sandbox.fake.api_rate_quotas["cloudresourcemanager"]["Write requests"] = 1
+    api = gcp_sandbox.gcp_provider().api
+    current = gcp_sandbox.fake.iam_policies[PROJECT]  # another writer in the project uses this minute's one write
+    api.rest("POST", f"projects/{PROJECT}:setIamPolicy", {"policy": current}, endpoint=RESOURCE_MANAGER_ENDPOINT)
+    code, out = _run(gcp_sandbox, "contain", "gcp", *target, "--remove-bindings-since", WINDOW_START)
+    assert code == 0, out
+    assert _roles(gcp_sandbox)["roles/owner"]["members"] == [f"user:{ADMIN}"]
+    statuses = [c["http_status"] for r in read_records(case / "custody.jsonl") for c in r["api_calls"]
+                if c["operation"] == "projects.setIamPolicy"]  # fmt: skip
+    assert statuses[0] == 429 and statuses[-1] == 200, statuses
+    assert 0 < sum(slept) and max(slept) <= 60
+
+
 @pytest.mark.parametrize("named", ["roles/owner", "owner=user:x@example.com", "roles/owner=nobody"])
 def test_a_binding_that_is_not_role_equals_member_is_refused(
     gcp_sandbox: GcpSandbox, incident: PlantedIncident, tmp_path: Path, named: str
