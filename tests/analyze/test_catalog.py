@@ -317,3 +317,19 @@ def test_analyze_reads_the_case_accounts_from_the_config(
     with duckdb.connect(str(db), read_only=True) as con:
         rules = [str(row[0]) for row in con.execute("SELECT rule FROM findings").fetchall()]
     assert ("aws-bucket-public" in rules) is flagged
+
+
+def test_refused_sign_ins_and_password_data_and_new_network_paths_reach_the_default_minimum(analyze: Analyze) -> None:
+    """A refused console sign-in (Sigma: failed authentication) and a refused GetPasswordData (how Stratus
+    detonates it) are findings at the default minimum score; a route to an internet gateway is one, a route the
+    API refused is not (a failed change opens nothing)."""
+    user = {"actor": "arn:aws:iam::111111111111:user/alice", "source_ip": "203.0.113.9"}
+    login = event("ConsoleLogin", service="signin", error_code="Failed authentication", time=INCIDENT, **user)
+    password = event("GetPasswordData", service="ec2", error_code="Client.UnauthorizedOperation", time=INCIDENT, **user)
+    route = event("CreateRoute", service="ec2", time=INCIDENT, **user)
+    refused = event("CreateVpc", service="ec2", error_code="UnauthorizedOperation", time=INCIDENT, **user)
+    _, findings = analyze([login, password, route, refused])
+    flagged = {(f["rule"], event_id) for f in findings for event_id in f["event_ids"]}
+    assert {("aws-console-login-failed", login["event_id"]), ("aws-password-data", password["event_id"]),
+            ("aws-network-perimeter-changed", route["event_id"])} <= flagged  # fmt: skip
+    assert not any(event_id == refused["event_id"] for _, event_id in flagged)
