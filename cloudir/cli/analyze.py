@@ -61,8 +61,10 @@ def _print_json(summary: AnalysisSummary, db_path: Path) -> None:
         empty = True
         for row in _rows(db_path, sql):
             # one compact line per row, by the C encoder (an indented dump is pure Python: most of the command's
-            # time with a hundred thousand findings); control characters are escaped, so every line break is layout
-            out.write(("\n    " if empty else ",\n    ") + json.dumps(json_value(row), ensure_ascii=False))
+            # time with a hundred thousand findings), which calls back only for the values it cannot write (times)
+            # instead of a Python walk of every value first; control characters are escaped, so every line break
+            # is layout
+            out.write(("\n    " if empty else ",\n    ") + json.dumps(row, ensure_ascii=False, default=json_value))
             empty = False
         out.write(("]" if empty else "\n  ]") + ("," if key == "incidents" else "") + "\n")
     out.write("}\n")
