@@ -333,3 +333,14 @@ def test_refused_sign_ins_and_password_data_and_new_network_paths_reach_the_defa
     assert {("aws-console-login-failed", login["event_id"]), ("aws-password-data", password["event_id"]),
             ("aws-network-perimeter-changed", route["event_id"])} <= flagged  # fmt: skip
     assert not any(event_id == refused["event_id"] for _, event_id in flagged)
+
+
+def test_ses_enumeration_by_a_user_is_a_finding_and_by_the_service_is_not(analyze: Analyze) -> None:
+    """Stolen keys are checked for mail sending (SES quota, identities) before spamming; AWS services acting for
+    the account (Trusted Advisor's service-linked role) are no actor the catalog judges."""
+    user = event("GetSendQuota", service="ses", actor="arn:aws:iam::111111111111:user/alice", time=INCIDENT)
+    advisor = "arn:aws:sts::111111111111:assumed-role/AWSServiceRoleForTrustedAdvisor/TrustedAdvisor_111111111111"
+    service = event("GetSendQuota", service="ses", actor=advisor, actor_type="AssumedRole", time=INCIDENT)
+    _, findings = analyze([user, service])
+    flagged = {event_id for f in findings if f["rule"] == "aws-ses-enumeration" for event_id in f["event_ids"]}
+    assert flagged == {user["event_id"]}
