@@ -233,6 +233,18 @@ def test_both_rule_engines_refuse_a_malformed_rule(engine: str, change: dict[str
         module._validate(rule | change, "test.yaml")
 
 
+def _ingest_and_analyze(tmp_path: Path, records: list[dict[str, Any]]) -> Path:
+    """The trail file of ``records`` through ``cloudir timeline ingest`` and ``cloudir analyze``: the database."""
+    log = tmp_path / "trail.json"
+    log.write_text(json.dumps({"Records": records}), encoding="utf-8")
+    db = tmp_path / "timeline.duckdb"
+    runner = CliRunner()
+    assert runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)]).exit_code == 0
+    result = runner.invoke(app, ["analyze", str(db)])
+    assert result.exit_code == 0, result.output
+    return db
+
+
 def _trail_record(name: str, source: str, parameters: dict[str, Any], user: str = "admin") -> dict[str, Any]:
     """A CloudTrail management event as a trail delivers it (CloudTrail record contents reference)."""
     return {
@@ -274,13 +286,7 @@ def test_policies_read_as_iam_evaluates_them_and_own_password_changes_through_th
         _trail_record("UpdateLoginProfile", "iam", {"userName": "bob", "passwordResetRequired": False}, "alice"),
         _trail_record("PutBucketPolicy", "s3", bucket_policy({"IpAddress": {"aws:SourceIp": "198.51.100.7/32"}})),
     ]
-    log = tmp_path / "trail.json"
-    log.write_text(json.dumps({"Records": records}), encoding="utf-8")
-    db = tmp_path / "timeline.duckdb"
-    runner = CliRunner()
-    assert runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)]).exit_code == 0
-    result = runner.invoke(app, ["analyze", str(db)])
-    assert result.exit_code == 0, result.output
+    db = _ingest_and_analyze(tmp_path, records)
     with duckdb.connect(str(db), read_only=True) as con:
         flagged = con.execute(
             "SELECT e.source_position, f.rule FROM findings f, unnest(f.event_ids) u(id) "
@@ -307,13 +313,7 @@ def test_analyze_reads_the_case_accounts_from_the_config(
     statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
                  "Condition": {"StringEquals": {"aws:PrincipalAccount": "444455556666"}}}  # fmt: skip
     policy = {"bucketName": "b", "bucketPolicy": {"Version": "2012-10-17", "Statement": [statement]}}
-    log = tmp_path / "trail.json"
-    log.write_text(json.dumps({"Records": [_trail_record("PutBucketPolicy", "s3", policy)]}), encoding="utf-8")
-    db = tmp_path / "timeline.duckdb"
-    runner = CliRunner()
-    assert runner.invoke(app, ["timeline", "ingest", str(log), "--db", str(db)]).exit_code == 0
-    result = runner.invoke(app, ["analyze", str(db)])
-    assert result.exit_code == 0, result.output
+    db = _ingest_and_analyze(tmp_path, [_trail_record("PutBucketPolicy", "s3", policy)])
     with duckdb.connect(str(db), read_only=True) as con:
         rules = [str(row[0]) for row in con.execute("SELECT rule FROM findings").fetchall()]
     assert ("aws-bucket-public" in rules) is flagged
