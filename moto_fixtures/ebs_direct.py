@@ -54,12 +54,15 @@ class _State:
     window: list[float] = field(default_factory=list)  # monotonic: the first read's start, the last read's end
     read: list[str] = field(default_factory=list)  # the snapshot of every block served, in order
     cut: set[tuple[str, str, int]] = field(default_factory=set)  # blocks whose answer breaks off mid-body
+    generation: int = 0  # counts resets: a read still in flight across one is not counted against the new state
 
     def apply(self, message: tuple[Any, ...]) -> Any:
         """One control message from the sandbox (see :class:`EbsDirectServer`); its answer."""
         command, *args = message
         if command == "reset":
+            generation = self.generation + 1
             self.__init__()  # type: ignore[misc]
+            self.generation = generation
         elif command == "snapshot":
             account, region, snapshot_id, status, volume_size, block_size, blocks = args
             self.snapshots[(region, snapshot_id)] = _Snapshot(account, status, volume_size, block_size, blocks)
@@ -192,6 +195,7 @@ class _Handler:
         """One GetSnapshotBlock's round trip: counted in flight while it waits (for the gate, the barrier, then the
         latency); False when the gate stayed closed past its timeout."""
         state = self.state
+        generation = state.generation
         state.in_flight += 1
         state.peak = max(state.peak, state.in_flight)
         state.window[:1] = state.window[:1] or [time.monotonic()]
@@ -207,8 +211,9 @@ class _Handler:
                 await asyncio.sleep(state.latency)
             return True
         finally:
-            state.in_flight -= 1
-            state.window[1:] = [time.monotonic()]
+            if state.generation == generation:
+                state.in_flight -= 1
+                state.window[1:] = [time.monotonic()]
 
 
 def serve(control: Connection) -> None:

@@ -313,45 +313,12 @@ def _once_reading(aws_sandbox: AwsSandbox, act: Callable[[], None]) -> threading
     return thread
 
 
-def test_a_reader_killed_mid_image_has_its_reads_sent_again_to_a_live_one(
-    aws_sandbox: AwsSandbox, tmp_path, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.setattr(raw_image_module, "READ_PROCESSES", 2)
-    blocks = {index: bytes([index + 1]) * BLOCK for index in range(24)}
+def _image_while(
+    aws_sandbox: AwsSandbox, tmp_path: Path, blocks: dict[int, bytes], act: Callable[[], None]
+) -> tuple[Case, list[BaseException], dict[str, Any]]:
+    """Image a snapshot of ``blocks`` (8 reads in flight), running ``act`` once they are: the case, what the image
+    raised and the custody record of its action."""
     snapshot_id = aws_sandbox.direct_snapshot(blocks)
-    aws_sandbox.block_latency = 1.0  # the reads are still in flight when the reader dies
-    case = Case.create(tmp_path / "c")
-    provider = aws_sandbox.provider()
-    provider.bind(case)
-    images: list[dict[str, Any]] = []
-
-    def image() -> None:
-        with case.action("acquire.image", target=snapshot_id):
-            console = Console(quiet=True)
-            image = write_raw_image(provider.clients, snapshot_id, case, "images/aws/k.raw", console, concurrency=8)
-            images.append(image)
-
-    killer = _once_reading(aws_sandbox, lambda: os.kill(_reader_pids()[0], signal.SIGKILL))
-    assert _within(90, image) == []
-    killer.join()
-    ((result,),) = [images]
-    with (case.root / result["path"]).open("rb") as handle:
-        assert hashlib.sha256(handle.read(24 * BLOCK)).digest() == hashlib.sha256(b"".join(blocks.values())).digest()
-    (record,) = [r for r in read_records(case.root / "custody.jsonl") if r["action"] == "acquire.image"]
-    assert record["outcome"] == "ok"
-    outcomes = [c["outcome"] for c in record["api_calls"] if c["operation"] == "GetSnapshotBlock"]
-    assert UNANSWERED in outcomes  # the reads the dead reader held are in custody, as unanswered, and were sent again
-    assert outcomes.count("ok") == 24
-    assert verify_case(case.root).ok
-    assert _reader_pids() == []
-
-
-def test_reads_are_sent_again_only_so_often_when_every_reader_dies(
-    aws_sandbox: AwsSandbox, tmp_path, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.setattr(raw_image_module, "READ_PROCESSES", 2)
-    snapshot_id = aws_sandbox.direct_snapshot(dict.fromkeys(range(24), b"K" * BLOCK))
-    aws_sandbox.block_latency = 1.0
     case = Case.create(tmp_path / "c")
     provider = aws_sandbox.provider()
     provider.bind(case)
@@ -360,20 +327,35 @@ def test_reads_are_sent_again_only_so_often_when_every_reader_dies(
         with case.action("acquire.image", target=snapshot_id):
             write_raw_image(provider.clients, snapshot_id, case, "images/aws/k.raw", Console(quiet=True), concurrency=8)
 
-    def kill_every_reader() -> None:
-        for pid in _reader_pids():
-            os.kill(pid, signal.SIGKILL)
-
-    killer = _once_reading(aws_sandbox, kill_every_reader)
-    (raised,) = _within(90, image)
-    killer.join()
-    assert isinstance(raised, ReaderProcessError), raised
-    assert "killed by signal SIGKILL" in str(raised) or "every reader process ended" in str(raised)
-    assert not list((case.root / "images").rglob("*.raw*"))
+    actor = _once_reading(aws_sandbox, act)
+    raised = _within(90, image)
+    actor.join()
     (record,) = [r for r in read_records(case.root / "custody.jsonl") if r["action"] == "acquire.image"]
-    assert record["outcome"] == "failed"
-    outcomes = [c["outcome"] for c in record["api_calls"] if c["operation"] == "GetSnapshotBlock"]
-    assert UNANSWERED in outcomes
+    return case, raised, record
+
+
+def _block_outcomes(record: dict[str, Any]) -> list[str]:
+    return [c["outcome"] for c in record["api_calls"] if c["operation"] == "GetSnapshotBlock"]
+
+
+def test_a_reader_killed_mid_image_has_its_reads_sent_again_to_a_live_one(
+    aws_sandbox: AwsSandbox, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(raw_image_module, "READ_PROCESSES", 2)
+    aws_sandbox.block_latency = 1.0  # the reads are still in flight when the reader dies
+    blocks = {index: bytes([index + 1]) * BLOCK for index in range(24)}
+    case, raised, record = _image_while(
+        aws_sandbox, tmp_path, blocks, lambda: os.kill(_reader_pids()[0], signal.SIGKILL)
+    )
+    assert raised == []
+    assert record["outcome"] == "ok"
+    ((image,),) = [record["artifacts"]]
+    with (case.root / image["path"]).open("rb") as handle:
+        assert handle.read(24 * BLOCK) == b"".join(blocks.values())
+    outcomes = _block_outcomes(record)
+    assert UNANSWERED in outcomes  # the reads the dead reader held are in custody, as unanswered, and were sent again
+    assert outcomes.count("ok") == 24
+    assert verify_case(case.root).ok
     assert _reader_pids() == []
 
 
@@ -399,28 +381,30 @@ def test_a_reader_that_cannot_start_fails_the_image_step_with_its_reason(
     assert _reader_pids() == []
 
 
-def test_a_reader_that_stops_answering_is_stopped_and_fails_the_image(
-    aws_sandbox: AwsSandbox, tmp_path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("signum", "reason"),
+    [(signal.SIGKILL, "killed by signal SIGKILL"), (signal.SIGSTOP, "left a read unanswered for 2 s")],
+    ids=["killed", "stopped-answering"],
+)
+def test_when_every_reader_dies_or_stops_answering_the_image_fails_after_its_reads_were_sent_again_once(
+    aws_sandbox: AwsSandbox, tmp_path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals, reason: str
 ):
+    """A stopped reader (SIGSTOP: alive, its socket open, answering nothing) is killed after READ_ANSWER_SECONDS."""
+    monkeypatch.setattr(raw_image_module, "READ_PROCESSES", 2)
     monkeypatch.setattr(raw_image_module, "READ_ANSWER_SECONDS", 2.0)
-    snapshot_id = aws_sandbox.direct_snapshot(dict.fromkeys(range(24), b"S" * BLOCK))
-    aws_sandbox.block_latency = 0.5
-    case = Case.create(tmp_path / "c")
+    aws_sandbox.block_latency = 1.0  # the reads are still in flight when the readers die
 
-    def image() -> None:
-        write_raw_image(
-            aws_sandbox.provider().clients, snapshot_id, case, "images/aws/s.raw", Console(quiet=True), concurrency=8
-        )
-
-    def stop_every_reader() -> None:
+    def signal_every_reader() -> None:
         for pid in _reader_pids():
-            os.kill(pid, signal.SIGSTOP)  # alive, its socket open, answering nothing
+            os.kill(pid, signum)
 
-    stopper = _once_reading(aws_sandbox, stop_every_reader)
-    (raised,) = _within(90, image)
-    stopper.join()
+    blocks = dict.fromkeys(range(24), b"S" * BLOCK)
+    case, (raised,), record = _image_while(aws_sandbox, tmp_path, blocks, signal_every_reader)
     assert isinstance(raised, ReaderProcessError), raised
-    assert "left a read unanswered for 2 s" in str(raised)
+    assert reason in str(raised) or "every reader process ended" in str(raised)
+    assert not list((case.root / "images").rglob("*.raw*"))
+    assert record["outcome"] == "failed"
+    assert UNANSWERED in _block_outcomes(record)
     assert _reader_pids() == []
 
 
