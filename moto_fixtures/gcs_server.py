@@ -9,7 +9,8 @@ JSON API's error format (``errors[]`` with domain and reason).
 A bucket may carry a ``retentionPolicy`` (``retentionPeriod`` seconds, ``effectiveTime``, ``isLocked``); as in
 GCS, an object younger than the retention period cannot be deleted or overwritten (403 retentionPolicyNotMet,
 "... is subject to bucket's retention policy ..."), and ``ifGenerationMatch=0`` on an existing object answers
-412 conditionNotMet.
+412 conditionNotMet. One object name takes one write (create, overwrite or delete) a second: another within the
+second answers 429 rateLimitExceeded, as GCS does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -67,6 +70,7 @@ class Bucket:
     locked: bool
     created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     objects: dict[str, StoredObject] = field(default_factory=dict)
+    mutated: dict[str, float] = field(default_factory=dict)  # object name -> when it was last written (by the clock)
 
     def held_until(self, obj: StoredObject) -> dt.datetime | None:
         """When the object leaves the retention period (None without a policy)."""
@@ -88,6 +92,7 @@ class FakeGcs(LocalService):
         # opened it (the test or the demo), unless a test expected them (gcp_contract.expecting_refusals)
         self.refusals: list[str] = []
         self._generations = itertools.count(1_700_000_000_000_001)
+        self.clock: Callable[[], float] = time.monotonic  # what the per-object write rate is counted by
         # Every request is held to the storage v1 discovery document first (None: no contract check, for a test
         # that shows what a lenient fake would let through).
         self.contract: Contract | None = contract(("storage",))
@@ -235,6 +240,19 @@ class FakeGcs(LocalService):
             f"cannot be deleted or overwritten until {_rfc3339(until)}",
         )
 
+    def _mutation(self, bucket: Bucket, name: str) -> Response | None:
+        """Count one write of ``name``, or refuse it (429) as GCS does within a second of the last one."""
+        now = self.clock()
+        if now - bucket.mutated.get(name, -1.0) < 1.0:
+            return _error(
+                429,
+                "rateLimitExceeded",
+                f"The object {bucket.name}/{name} exceeded the rate limit for object mutation operations (create, "
+                "update, and delete). Please reduce your request rate. See https://cloud.google.com/storage/docs/gcs429.",
+            )
+        bucket.mutated[name] = now
+        return None
+
     def _insert(self, bucket_name: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Response:
         bucket = self._find_bucket(bucket_name)
         if not isinstance(bucket, Bucket):
@@ -264,6 +282,9 @@ class FakeGcs(LocalService):
             refusal = self._retained(bucket, existing)
             if refusal is not None:
                 return refusal
+        refusal = self._mutation(bucket, name)
+        if refusal is not None:
+            return refusal
         obj = StoredObject(name, data, next(self._generations), dt.datetime.now(dt.UTC), content_type)
         bucket.objects[name] = obj
         return _json(self._resource(bucket, obj))
@@ -316,7 +337,7 @@ class FakeGcs(LocalService):
         if not isinstance(found, tuple):
             return found
         bucket, obj = found
-        refusal = self._retained(bucket, obj)
+        refusal = self._retained(bucket, obj) or self._mutation(bucket, name)
         if refusal is not None:
             return refusal
         del bucket.objects[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -141,6 +142,27 @@ def test_without_credentials_the_store_fails_at_once_without_probing(tmp_path, m
             metadata.accept()
     assert code == 2, output
     assert f"error: no Google credentials for gs://{BUCKET}" in output
+
+
+def test_the_fake_takes_one_write_a_second_per_object_name_as_cloud_storage_does(
+    gcs: FakeGcs, monkeypatch: pytest.MonkeyPatch
+):
+    second = [1000.0]
+    monkeypatch.setattr(gcs, "clock", lambda: second[0])
+    headers = {"content-type": "text/plain"}
+
+    def write(name: str) -> int:
+        return gcs.handle("POST", f"/upload/storage/v1/b/plain-seals/o?uploadType=media&name={name}", headers, b"x")[0]
+
+    assert write("rapid") == 200
+    assert write("other") == 200  # another name has its own rate
+    status, _, body = gcs.handle(
+        "POST", "/upload/storage/v1/b/plain-seals/o?uploadType=media&name=rapid", headers, b"y"
+    )
+    assert status == 429
+    assert json.loads(body)["error"]["errors"][0]["reason"] == "rateLimitExceeded"
+    second[0] += 1.0
+    assert write("rapid") == 200  # a second later
 
 
 def test_the_fake_refuses_what_cloud_storage_refuses(gcs: FakeGcs):
