@@ -123,6 +123,9 @@ class AwsSandbox:
         # inspection helpers below) see the true state.
         self.describe_lag_seconds = 0.5
         self._created: dict[str, float] = {}  # snapshot or security group id -> monotonic creation time
+        # Likewise a share: for ``describe_lag_seconds`` after the tool shares a snapshot, the account it was shared
+        # with is answered InvalidSnapshot.NotFound when it copies it.
+        self._shared: dict[str, float] = {}  # snapshot id -> monotonic time of the tool's createVolumePermission add
         self._in_flight_lock = threading.Lock()
         self.insights = INSIGHTS  # the Logs Insights fake's queries and knobs
 
@@ -357,17 +360,21 @@ class AwsSandbox:
             with self._in_flight_lock:
                 self._calls_in_flight -= 1
 
-    def _lagging(self) -> set[str]:
-        """Snapshots and security groups created less than ``describe_lag_seconds`` ago."""
+    def _lagging(self, operation: str = "") -> set[str]:
+        """Snapshots and security groups created less than ``describe_lag_seconds`` ago (for a CopySnapshot, also
+        the snapshots shared that recently)."""
         seen = time.monotonic() - self.describe_lag_seconds
-        return {resource for resource, at in self._created.items() if at > seen}
+        recent = {resource for resource, at in self._created.items() if at > seen}
+        if operation == "CopySnapshot":
+            recent |= {snapshot for snapshot, at in self._shared.items() if at > seen}
+        return recent
 
     def _unseen_resource(self, model: Any, params: dict[str, Any]) -> tuple[str, str] | None:
         """The NotFound error EC2 answers while a call names a resource created too recently (eventual consistency)."""
         if model.service_model.service_name != "ec2" or not self.describe_lag_seconds:
             return None
         body = params.get("body") or {}
-        named = self._lagging() & {str(value) for value in body.values()} if isinstance(body, dict) else set()
+        named = self._lagging(model.name) & {str(v) for v in body.values()} if isinstance(body, dict) else set()
         for resource in sorted(named):
             if resource.startswith("sg-"):
                 return "InvalidGroup.NotFound", f"The security group '{resource}' does not exist"
@@ -391,8 +398,11 @@ class AwsSandbox:
         error_code = self._failures.pop(model.name, None)
         user_agent = str((params.get("headers") or {}).get("User-Agent", ""))
         context["sandbox_tool"] = "cloudir/" in user_agent
+        body = params.get("body") or {}
         if model.name == "CreateInstanceProfile" and context["sandbox_tool"]:  # the tool's own new profile
-            self._new_profiles[str((params.get("body") or {}).get("InstanceProfileName"))] = time.monotonic()
+            self._new_profiles[str(body.get("InstanceProfileName"))] = time.monotonic()
+        if model.name == "ModifySnapshotAttribute" and context["sandbox_tool"] and body.get("OperationType") == "add":
+            self._shared[str(body.get("SnapshotId"))] = time.monotonic()
         if error_code is not None:
             status = 500 if error_code in {"InternalError", "ServiceUnavailable"} else 400
             return _refusal(error_code, f"injected {error_code} for {model.name}", status, "sandbox-injected")

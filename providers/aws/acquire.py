@@ -812,14 +812,17 @@ class AcquirePlanner:
                     return earlier[snapshot_id]
                 tags = {TAG_CASE: ctx.case.case_id, TAG_SNAPSHOT: snapshot_id}
                 with aws_errors(f"copy shared snapshot {snapshot_id} into forensic account {account}"):
+                    # a share made a moment ago may not reach this account yet: InvalidSnapshot.NotFound for a while
                     return str(
-                        ec2.copy_snapshot(
-                            SourceSnapshotId=snapshot_id,
-                            SourceRegion=region,
-                            Encrypted=True,
-                            KmsKeyId=key,
-                            Description=f"cloudir case {ctx.case.case_id}: forensic copy of {snapshot_id}",
-                            TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+                        until_visible(
+                            lambda: ec2.copy_snapshot(
+                                SourceSnapshotId=snapshot_id,
+                                SourceRegion=region,
+                                Encrypted=True,
+                                KmsKeyId=key,
+                                Description=f"cloudir case {ctx.case.case_id}: forensic copy of {snapshot_id}",
+                                TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+                            )
                         )["SnapshotId"]
                     )
 

@@ -212,3 +212,22 @@ def test_per_volume_calls_go_at_once_so_the_critical_path_does_not_grow_with_the
         calls, sequential = figures[step]
         assert calls >= volumes, (step, figures[step])
         assert sequential <= calls - volumes + 2, (step, figures[step])  # the volumes' calls count about once
+
+
+def test_the_forensic_copy_waits_while_a_share_made_a_moment_ago_has_not_reached_its_account(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, accounts: dict[str, Any], tmp_path: Path
+):
+    """EC2 is eventually consistent across accounts too: right after the share, the forensic account's
+    CopySnapshot of the shared snapshot is answered InvalidSnapshot.NotFound; the tool sends it again, each refusal
+    in custody, instead of failing the acquisition after every victim-side step succeeded."""
+    aws_sandbox.describe_lag_seconds = 3.0  # longer than the steps between the share and the copy take under load
+    case = tmp_path / "IR-43"
+    args = _acquire_args(aws_incident, accounts, "--external-id", EXTERNAL_ID)
+    result = runner.invoke(app, [*args, "--case", str(case)], env=accounts["env"])
+    assert result.exit_code == 0, result.output
+    records = read_records(case / "custody.jsonl")
+    steps = {r["details"]["step"]: r for r in records if r["action"] == "acquire.acquire"}
+    copies = [c["outcome"] for c in steps["own.copy"]["api_calls"] if c["operation"] == "CopySnapshot"]
+    assert copies[0] == "InvalidSnapshot.NotFound", copies
+    assert copies.count("ok") == len(aws_incident.extra["volumes"]), copies
+    assert len(steps["own.copy"]["details"]["result"]["owned"]) == len(aws_incident.extra["volumes"])
