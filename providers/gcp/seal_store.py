@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
-from google.api_core.exceptions import GoogleAPIError
+from google.api_core.exceptions import GoogleAPIError, PreconditionFailed
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import storage  # type: ignore[attr-defined]
 
@@ -126,6 +126,8 @@ class GcsSealStore:
         blob = self._bucket.blob(self.prefix + name)
         try:
             blob.upload_from_string(data, content_type="application/json", if_generation_match=0, checksum="crc32c")
+        except PreconditionFailed:
+            blob = self._stored_already(name, data)
         except (GoogleAPIError, requests.RequestException) as exc:
             raise CloudAccessError(f"cannot store the seal as {self._where}/{blob.name}: {_message(exc)}") from None
         until = blob.retention_expiration_time
@@ -136,6 +138,22 @@ class GcsSealStore:
             "retention_period_seconds": self._bucket.retention_period,
             "location": f"{self._where}/{blob.name}",
         }
+
+    def _stored_already(self, name: str, data: bytes) -> Any:
+        """The object a refused create-once upload met: this seal when a lost answer's resend found its own write."""
+        blob = self._bucket.blob(self.prefix + name)
+        try:
+            blob.reload()
+            stored = blob.download_as_bytes(if_generation_match=blob.generation)
+        except (GoogleAPIError, requests.RequestException) as exc:
+            where = f"{self._where}/{blob.name}"
+            raise CloudAccessError(f"cannot read the seal already at {where}: {_message(exc)}") from None
+        if stored != data:
+            raise CloudirError(
+                f"{self._where}/{blob.name} already holds a different seal; the stored copy is kept as it is",
+                hint="run cloudir verify --remote to compare the case with its stored seals",
+            )
+        return blob
 
     def copies(self, prefix: str) -> Iterator[StoredCopy]:
         """Every generation of every object under the case's seal prefix; held while the locked retention lasts."""

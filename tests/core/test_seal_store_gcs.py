@@ -18,10 +18,12 @@ from cloudir.case import Case
 from cloudir.cli import app
 from cloudir.custody import read_records
 from cloudir.durable import canonical_json
+from cloudir.errors import CloudirError
 from cloudir.seal import make_seal, parse_seal
 from cloudir.signing import load_signer
 from moto_fixtures.gcp_contract import expecting_refusals
 from moto_fixtures.gcs_server import FakeGcs
+from providers.gcp.seal_store import GcsSealStore
 
 runner = CliRunner()
 BUCKET = "forensic-seals"
@@ -185,3 +187,16 @@ def test_the_fake_refuses_what_cloud_storage_refuses(gcs: FakeGcs):
         assert post("uploadType=media&name=probe&ifGenerationMatch=0", b"x", "text/plain") == 200
         assert post("uploadType=media&name=probe&ifGenerationMatch=0", b"y", "text/plain") == 412
         assert post("uploadType=media&name=probe", b"y", "text/plain") == 403
+
+
+def test_a_seal_whose_create_answer_was_lost_is_taken_as_stored_and_another_seal_under_its_name_refused(gcs_env):
+    """The library resends an upload whose answer was lost; create-once then answers 412 for the tool's own write."""
+    store = GcsSealStore(f"gs://{BUCKET}/lost", retain_days=365)
+    seal = b'{"records": 3}'
+    first = storage.Client().bucket(BUCKET).blob("lost/cir-lost/seal-3.json")
+    first.upload_from_string(seal, if_generation_match=0)  # the write whose answer never came back
+    stored = store.put("cir-lost/seal-3.json", seal)
+    assert stored["version"] == str(first.generation)
+    assert stored["retain_until"]
+    with pytest.raises(CloudirError, match="already holds a different seal"):
+        store.put("cir-lost/seal-3.json", b'{"records": 4}')
