@@ -77,7 +77,8 @@ RESTRICTING_CONDITION_KEYS = (
     "kms:calleraccount",
 )
 """Condition keys that, set to fixed values, keep a ``Principal: *`` statement from being public (Amazon S3, "The
-meaning of public"; IAM Access Analyzer's policy checks). Fixed: no wildcard, and no ``/0`` network. Not
+meaning of public"; IAM Access Analyzer's policy checks). Fixed: no wildcard, and no ``/0`` network (an org path:
+no wildcard in its organization id, its first part). Not
 ``aws:SourceIp``: S3 calls a grant pinned to fixed addresses non-public, but anyone at an address the policy's author
 chose (their own) can then read: opening a bucket to one outside address is how data is taken."""
 ACCOUNT_CONDITION_KEYS = (
@@ -88,7 +89,8 @@ ACCOUNT_CONDITION_KEYS = (
     "kms:calleraccount",
 )
 ARN_CONDITION_KEYS = ("aws:sourcearn", "aws:principalarn", "s3:dataaccesspointarn")
-ORG_CONDITION_KEYS = ("aws:sourceorgid", "aws:principalorgid", "aws:sourceorgpaths", "aws:principalorgpaths")
+ORG_PATH_CONDITION_KEYS = ("aws:sourceorgpaths", "aws:principalorgpaths")
+ORG_CONDITION_KEYS = ("aws:sourceorgid", "aws:principalorgid", *ORG_PATH_CONDITION_KEYS)
 """Restricting keys whose values name an account (an account id; an ARN's fifth field; an organization id, the
 first part of an org path): pinned to an account outside the case's, ``Principal: *`` grants that account - a
 cross-account grant (IAM Access Analyzer's "external access"), not a restriction. The case's accounts are
@@ -260,14 +262,20 @@ class Compiler:
             f"THEN len(list_filter({known}, lambda a: starts_with(a, 'o-'))) > 0 "
             f"AND NOT list_contains({known}, split_part(v, '/', 1)) ELSE false END"
         )
+        # an org path is pinned by its organization, its first part: o-.../r-.../ou-.../* is the documented form
+        open_value = (
+            f"CASE WHEN list_contains({self.bind(list(ORG_PATH_CONDITION_KEYS))}, {key}) "
+            "THEN regexp_matches(split_part(v, '/', 1), '[*?]') ELSE regexp_matches(v, '[*?]|/0$') END"
+        )
         fixed = (
             f"(len({values}) > 0 AND "
-            f"len(list_filter({values}, lambda v: v IS NULL OR regexp_matches(v, '[*?]|/0$') OR {elsewhere})) = 0)"
+            f"len(list_filter({values}, lambda v: v IS NULL OR {open_value} OR {elsewhere})) = 0)"
         )
         restricting = (
             "len(list_filter(map_entries(try_cast(stmt -> '$.Condition' AS MAP(VARCHAR, MAP(VARCHAR, JSON)))), "
-            f"lambda cond_op: list_contains({operators}, regexp_replace(lower(cond_op.key), '^for(any|all)values:', "
-            "'')) AND len(list_filter(map_entries(cond_op.value), "
+            f"lambda cond_op: list_contains({operators}, "
+            "regexp_replace(lower(cond_op.key), '^for(anyvalue|allvalues):', '')) "
+            "AND len(list_filter(map_entries(cond_op.value), "
             f"lambda cond_key: list_contains({keys}, lower(cond_key.key)) AND {fixed})) > 0)) > 0"
         )
         anyone = (

@@ -65,6 +65,10 @@ def _pinned_policy(condition: dict[str, Any]) -> dict[str, Any]:
         ({"StringEquals": {"aws:PrincipalOrgID": "o-other12345"}}, (), False),  # the case's organization unknown
         ({"StringEquals": {"aws:PrincipalOrgID": "o-other12345"}}, ("o-a1b2c3d4e5",), True),
         ({"StringEquals": {"aws:PrincipalOrgID": "o-a1b2c3d4e5"}}, ("o-a1b2c3d4e5",), False),
+        ({"StringLike": {"aws:PrincipalOrgPaths": "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/*"}}, (), False),
+        ({"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": ["o-a1b2c3d4e5/r-ab12/*"]}}, (), False),  # IAM's form
+        ({"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-*/r-ab12/*"}}, (), True),  # any organization
+        ({"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-other12345/*"}}, ("o-a1b2c3d4e5",), True),
     ],
 )
 def test_a_policy_pinned_to_an_account_outside_the_case_is_a_grant_to_it(
