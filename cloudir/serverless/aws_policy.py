@@ -107,7 +107,9 @@ STATEMENTS: tuple[Statement, ...] = (
     Statement(
         "ConfigureQuarantineSecurityGroup",
         "change rules only of security groups the tool created (tagged with the case)",
-        frozenset({"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress"}),
+        frozenset(
+            {"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress", "ec2:RevokeSecurityGroupIngress"}
+        ),
         (f"{_EC2}:security-group/*",),
         _HAS_CASE_TAG,
     ),

@@ -31,6 +31,7 @@ API_CALLS: dict[tuple[str, str], tuple[str, ...]] = {
     ("ec2", "ModifySnapshotAttribute"): ("ec2:ModifySnapshotAttribute",),
     ("ec2", "CreateSecurityGroup"): ("ec2:CreateSecurityGroup", "ec2:CreateTags"),
     ("ec2", "RevokeSecurityGroupEgress"): ("ec2:RevokeSecurityGroupEgress",),
+    ("ec2", "RevokeSecurityGroupIngress"): ("ec2:RevokeSecurityGroupIngress",),
     ("ec2", "AuthorizeSecurityGroupIngress"): ("ec2:AuthorizeSecurityGroupIngress",),
     ("ec2", "ModifyNetworkInterfaceAttribute"): ("ec2:ModifyNetworkInterfaceAttribute",),
     ("ec2", "ReplaceIamInstanceProfileAssociation"): ("ec2:ReplaceIamInstanceProfileAssociation", "iam:PassRole"),

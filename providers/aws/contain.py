@@ -66,18 +66,22 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
                         lambda: ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
                     )
             group_id = group["GroupId"]
+            examiner = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": cidr, "Description": "cloudir examiner"}]}
+            # a group found by its name may hold rules anyone with EC2 rights put there: all of them go but the
+            # examiner's, and are recorded
+            ingress = [p for p in group.get("IpPermissions", []) if not (cidr and _only_examiner(p, cidr))]
             if group.get("IpPermissionsEgress"):
                 ec2.revoke_security_group_egress(GroupId=group_id, IpPermissions=group["IpPermissionsEgress"])
-            if cidr and not any(
-                r.get("CidrIp") == cidr for p in group.get("IpPermissions", []) for r in p.get("IpRanges", [])
-            ):
-                ec2.authorize_security_group_ingress(
-                    GroupId=group_id,
-                    IpPermissions=[
-                        {"IpProtocol": "-1", "IpRanges": [{"CidrIp": cidr, "Description": "cloudir examiner"}]}
-                    ],
-                )
-        return {"group_id": group_id, "examiner_cidr": cidr}
+            if ingress:
+                ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=ingress)
+            if cidr and len(ingress) == len(group.get("IpPermissions", [])):
+                ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[examiner])
+        return {
+            "group_id": group_id,
+            "examiner_cidr": cidr,
+            "revoked_ingress": ingress,
+            "revoked_egress": group.get("IpPermissionsEgress", []),
+        }
 
     def isolate(ctx: StepContext) -> dict[str, Any]:
         group_id = ctx.results["contain.isolation-group"]["group_id"]
@@ -97,6 +101,9 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
                 planned("ec2", "DescribeSecurityGroups", region, GroupName=group_name, VpcId=vpc_id),
                 planned("ec2", "CreateSecurityGroup", region, GroupName=group_name, VpcId=vpc_id),
                 planned("ec2", "RevokeSecurityGroupEgress", region, GroupId="<isolation group>", IpPermissions="all"),
+                planned(
+                    "ec2", "RevokeSecurityGroupIngress", region, GroupId="<isolation group>", IpPermissions="found"
+                ),
                 *(
                     [planned("ec2", "AuthorizeSecurityGroupIngress", region, GroupId="<isolation group>", CidrIp=cidr)]
                     if cidr
@@ -217,3 +224,10 @@ def plan_contain(clients: AwsClients, target: Target, options: ContainOptions) -
     if target.kind in {TargetKind.ACCESS_KEY, TargetKind.PRINCIPAL}:
         return plan_contain_principal(clients, target, options)
     return plan_contain_instance(clients, target, options)
+
+
+def _only_examiner(permission: dict[str, Any], cidr: str) -> bool:
+    """Whether a group's ingress permission is exactly the examiner's: all traffic from ``cidr`` alone."""
+    ranges = [r.get("CidrIp") for r in permission.get("IpRanges", [])]
+    others = permission.get("Ipv6Ranges") or permission.get("UserIdGroupPairs") or permission.get("PrefixListIds")
+    return permission.get("IpProtocol") == "-1" and ranges == [cidr] and not others

@@ -133,6 +133,32 @@ def test_an_isolation_group_made_a_moment_ago_by_an_earlier_run_is_found_not_ref
     assert calls[-1] == ("DescribeSecurityGroups", "ok"), calls
 
 
+def test_an_isolation_group_planted_under_the_tools_name_is_emptied_of_its_rules_before_isolating(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    """The group's name is public (the tool is open source): whoever holds EC2 rights in the account can make it
+    first with a way in. Isolation keeps only the examiner's rule and records what it revoked."""
+    case, _ = acquire(aws_incident.extra["instance_id"])
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    target = provider.find_target(aws_incident.target)
+    ec2 = aws_sandbox.client("ec2")
+    vpc = ec2.describe_instances(InstanceIds=[target.id])["Reservations"][0]["Instances"][0]["VpcId"]
+    planted = ec2.create_security_group(GroupName=f"cloudir-isolation-{vpc}", Description="cloudir", VpcId=vpc)
+    way_in = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    ec2.authorize_security_group_ingress(GroupId=planted["GroupId"], IpPermissions=[way_in])
+    result = run_plan(provider.plan_contain(target, ContainOptions(examiner_cidr="198.51.100.7/32")), case)
+    assert result.ok, result.failed
+    group = ec2.describe_security_groups(GroupIds=[planted["GroupId"]])["SecurityGroups"][0]
+    assert [(p["IpProtocol"], [r["CidrIp"] for r in p["IpRanges"]]) for p in group["IpPermissions"]] == [
+        ("-1", ["198.51.100.7/32"])
+    ]
+    assert group["IpPermissionsEgress"] == []
+    revoked = result.results["contain.isolation-group"]["revoked_ingress"]
+    assert [p["FromPort"] for p in revoked] == [22]
+    assert aws_sandbox.is_isolated(aws_incident)
+
+
 def test_a_lost_create_answer_resent_as_a_duplicate_isolates_with_the_group_it_made(
     aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
 ):
