@@ -2,12 +2,14 @@
 
 import json
 
+from cloudir.case import Case
 from cloudir.custody import read_records
 from cloudir.plan import run_plan
-from cloudir.provider import ContainOptions, TargetKind, TargetQuery
+from cloudir.provider import ContainOptions, Target, TargetKind, TargetQuery
 from moto_fixtures.aws import AwsSandbox
 from moto_fixtures.sandbox import PlantedIncident
 from providers.aws.contain import QUARANTINE_PROFILE, REVOKE_POLICY
+from providers.aws.provider import AwsProvider
 from tests.aws.conftest import Acquire
 
 
@@ -111,15 +113,22 @@ def _isolation_calls(case_root) -> list[tuple[str, str]]:
     ]
 
 
+def _contain_ready(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+) -> tuple[Case, AwsProvider, Target]:
+    """The incident's instance acquired, and the provider bound to its case: (case, provider, target)."""
+    case, _ = acquire(aws_incident.extra["instance_id"])
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    return case, provider, provider.find_target(aws_incident.target)
+
+
 def test_an_isolation_group_made_a_moment_ago_by_an_earlier_run_is_found_not_refused(
     aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
 ):
     """A containment re-run within EC2's lag: the group the first run made is not listed yet, so the create is
     answered InvalidGroup.Duplicate; the tool waits until EC2 lists the group and uses it."""
-    case, _ = acquire(aws_incident.extra["instance_id"])
-    provider = aws_sandbox.provider()
-    provider.bind(case)
-    target = provider.find_target(aws_incident.target)
+    case, provider, target = _contain_ready(aws_sandbox, aws_incident, acquire)
     ec2 = aws_sandbox.client("ec2")
     vpc = ec2.describe_instances(InstanceIds=[target.id])["Reservations"][0]["Instances"][0]["VpcId"]
     aws_sandbox.describe_lag_seconds = 3.0  # longer than planning takes on a loaded machine
@@ -138,10 +147,7 @@ def test_an_isolation_group_planted_under_the_tools_name_is_emptied_of_its_rules
 ):
     """The group's name is public (the tool is open source): whoever holds EC2 rights in the account can make it
     first with a way in. Isolation keeps only the examiner's rule and records what it revoked."""
-    case, _ = acquire(aws_incident.extra["instance_id"])
-    provider = aws_sandbox.provider()
-    provider.bind(case)
-    target = provider.find_target(aws_incident.target)
+    case, provider, target = _contain_ready(aws_sandbox, aws_incident, acquire)
     ec2 = aws_sandbox.client("ec2")
     vpc = ec2.describe_instances(InstanceIds=[target.id])["Reservations"][0]["Instances"][0]["VpcId"]
     planted = ec2.create_security_group(GroupName=f"cloudir-isolation-{vpc}", Description="cloudir", VpcId=vpc)
