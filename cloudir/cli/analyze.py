@@ -158,11 +158,9 @@ def analyze(  # noqa: PLR0917 - typer options are parameters
 
     A database inside a case is re-registered in its custody log with its new hash.
     """
-    from cloudir.config import load_config
     from cloudir.ops.investigate import AnalyzeRequest, analyze
 
-    known = tuple(load_config().accounts.get("aws", []))
-    request = AnalyzeRequest(db_path, sigma_rules, baseline_until, incident_since, min_score, known)
+    request = AnalyzeRequest(db_path, sigma_rules, baseline_until, incident_since, min_score)
     summary = analyze(request)
     if output is RowFormat.json:
         _print_json(summary, db_path)

@@ -68,7 +68,7 @@ class AnalyzeRequest:
     baseline_until: datetime | None = None
     incident_since: datetime | None = None
     min_score: int | None = None
-    known_accounts: tuple[str, ...] = ()  # the config's [accounts] aws: the case's own beside the timeline's
+    known_accounts: tuple[str, ...] | None = None  # the case's AWS accounts beside the timeline's; None: the config's
 
 
 def analyze(request: AnalyzeRequest, case: Case | None = None) -> AnalysisSummary:
@@ -90,6 +90,7 @@ def analyze(request: AnalyzeRequest, case: Case | None = None) -> AnalysisSummar
 
 def _score(request: AnalyzeRequest) -> AnalysisSummary:
     from cloudir.analyze import DEFAULT_MIN_SCORE, run_analysis
+    from cloudir.config import load_config
 
     return run_analysis(
         request.db_path,
@@ -97,7 +98,9 @@ def _score(request: AnalyzeRequest) -> AnalysisSummary:
         baseline_until=request.baseline_until,
         incident_since=request.incident_since,
         min_score=DEFAULT_MIN_SCORE if request.min_score is None else request.min_score,
-        known_accounts=request.known_accounts,
+        known_accounts=tuple(load_config().accounts.get("aws", []))
+        if request.known_accounts is None
+        else request.known_accounts,
     )
 
 

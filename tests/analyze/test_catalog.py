@@ -16,6 +16,8 @@ from cloudir.analyze.catalog import PLATFORMS, coverage_table, load_catalog, mat
 from cloudir.analyze.prepare import build_event_view
 from cloudir.cli import app
 from cloudir.errors import CloudirError
+from cloudir.ops.investigate import AnalyzeRequest
+from cloudir.ops.investigate import analyze as analyze_case
 from cloudir.timeline.ingest import ingest_paths
 from tests.analyze.builder import T0, event, routine, write_db
 from tests.analyze.conftest import Analyze
@@ -318,6 +320,10 @@ def test_analyze_reads_the_case_accounts_from_the_config(
                  "Condition": {"StringEquals": {"aws:PrincipalAccount": "444455556666"}}}  # fmt: skip
     policy = {"bucketName": "b", "bucketPolicy": {"Version": "2012-10-17", "Statement": [statement]}}
     db = _ingest_and_analyze(tmp_path, [_trail_record("PutBucketPolicy", "s3", policy)])
+    with duckdb.connect(str(db), read_only=True) as con:
+        rules = [str(row[0]) for row in con.execute("SELECT rule FROM findings").fetchall()]
+    assert ("aws-bucket-public" in rules) is flagged
+    analyze_case(AnalyzeRequest(db))  # as a playbook's analyze step and the demo call it: the same accounts
     with duckdb.connect(str(db), read_only=True) as con:
         rules = [str(row[0]) for row in con.execute("SELECT rule FROM findings").fetchall()]
     assert ("aws-bucket-public" in rules) is flagged
