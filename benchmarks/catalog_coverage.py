@@ -1,0 +1,379 @@
+"""Detection coverage against the public catalogs: one documented-format event per catalog rule, analyzed with defaults.
+
+Usage: ``uv run python benchmarks/catalog_coverage.py [--work DIR] [--json FILE] [--elastic DIR]``
+
+* SigmaHQ AWS CloudTrail rules (``../shared/sigma-rules/aws/cloudtrail``, read at run time): for each rule, the
+  CloudTrail record its detection selects (the selections its condition requires, the first alternative of a
+  ``1 of``, filters left out) over a documented-format envelope (userIdentity, sourceIPAddress, userAgent,
+  eventTime, requestParameters, ...). ``--elastic DIR``: a checkout of elastic/detection-rules; each AWS rule's
+  query is read for its ``event.action`` and ``event.provider`` values and the same envelope is built.
+* All records go into one timeline through ``cloudir timeline ingest``, each from an identity of its own, and
+  ``cloudir analyze`` runs twice: with defaults, and with ``--min-score 0`` to see what scores below the default.
+* Per catalog rule: ``flagged`` (a rule-based finding - the YAML catalog or a correlation rule - names its event at
+  the default minimum score), ``below-min`` (only below it), ``not-flagged``; or ``routine`` where the catalog rule
+  is deliberately not a default finding (``ROUTINE`` says why). Sigma's own rules are not loaded (not a default);
+  ``sigma_self_check`` runs them over the same timeline: every built record should be matched by its own rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import ipaddress
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import duckdb
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SIGMA_AWS = REPO.parent / "shared" / "sigma-rules" / "aws" / "cloudtrail"
+RULE_BASED = ("sensitive_actions", "correlation")
+ACCOUNT = "111122223333"
+START = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+
+ROUTINE: dict[str, str] = {
+    "aws_sts_assumerole_misuse": "every AssumeRole session's call (sessionIssuer.type Role): routine alone",
+    "aws_sts_getsessiontoken_misuse": "GetSessionToken by an IAM user: routine (MFA CLI sessions)",
+    "aws_cloudtrail_imds_malicious_usage": "any call by an assumed-role session named aws:*: instance credentials "
+    "are judged by where they are used (off-instance), not by the name",
+    "aws_enum_buckets": "ListBuckets alone: routine; bursts of enumeration are the recon analyzer's",
+    "aws_cloudtrail_console_login_failed_authentication": "one failed console login: routine; repeated failures "
+    "are the brute-force correlation's",
+    "aws_eks_cluster_created_or_deleted": "EKS cluster creation/deletion: routine infrastructure change",
+    "aws_cloudtrail_new_route_added": "CreateRoute: routine network change",
+    "aws_cloudtrail_new_acl_entries": "CreateNetworkAclEntry: routine network change (exposure is judged by CIDR)",
+    "aws_rds_dbcluster_actions": "RDS cluster created/modified: routine infrastructure change",
+    "aws_efs_fileshare_mount_modified_or_deleted": "EFS mount target deleted: routine infrastructure change",
+    "aws_elasticache_security_group_created": "ElastiCache security group created: routine",
+    "aws_elasticache_security_group_modified_or_deleted": "ElastiCache security group rules changed: routine",
+    "aws_cloudtrail_security_group_change_ingress_egress": "any security group rule change: routine; ingress "
+    "opened to the internet (0.0.0.0/0, ::/0) is flagged",
+    "aws_cloudtrail_security_group_change_loadbalancer": "load balancer security groups set: routine",
+    "aws_susp_saml_activity": "AssumeRoleWithSAML is every federated sign-in; UpdateSAMLProvider (its other "
+    "selection) is flagged",
+    "aws_efs_fileshare_modified_or_deleted": "EFS file system deleted: routine alone; mass deletion is impact's",
+}
+"""Catalog rules that are deliberately not a default finding, and why."""
+
+EVENT_SOURCES = {
+    "AssumeRoleWithWebIdentity": "sts.amazonaws.com",
+    "AttachUserPolicy": "iam.amazonaws.com",
+    "ConsoleLogin": "signin.amazonaws.com",
+    "DeleteBucket": "s3.amazonaws.com",
+    "DeleteFlowLogs": "ec2.amazonaws.com",
+    "ModifySnapshotAttribute": "ec2.amazonaws.com",
+    "PutBucketLifecycle": "s3.amazonaws.com",
+    "PutBucketReplication": "s3.amazonaws.com",
+}
+"""The eventSource of the operations a catalog rule names without one (the service's endpoint, AWS API references)."""
+
+ELASTIC_ROUTINE: dict[str, str] = {}
+"""Elastic rules deliberately not a default finding (by file stem), and why."""
+
+
+DOCUMENTED: dict[str, dict[str, Any]] = {
+    "aws_disable_bucket_versioning": {"requestParameters": {"bucketName": "data", "versioning": "",
+                                      "VersioningConfiguration": {"Status": "Suspended"}}},
+    "aws_iam_s3browser_templated_s3_bucket_policy_creation": {"requestParameters": {"userName": "u1",
+        "policyName": "s3-access", "policyDocument": '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+        '"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::<YOUR-BUCKET-NAME>/*"]}]}'}},
+    "aws_ecs_task_definition_cred_endpoint_query": {"eventName": "RegisterTaskDefinition", "requestParameters": {
+        "family": "web", "containerDefinitions": [{"name": "c", "image": "alpine", "command": [
+            "sh", "-c", "wget -qO- 169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]}]}},
+    "aws_snapshot_backup_exfiltration": {"requestParameters": {"snapshotId": "snap-0a1b", "attributeType":
+        "CREATE_VOLUME_PERMISSION", "createVolumePermission": {"add": {"items": [{"userId": "444455556666"}]}}}},
+    "aws_lambda_function_url": {"requestParameters": {"functionName": "f", "authType": "NONE"}},
+    "aws_s3_data_management_tampering": {"requestParameters": {"bucketName": "data", "logging": "",
+                                         "BucketLoggingStatus": {}}},
+    "aws_securityhub_finding_evasion": {"requestParameters": {"FindingIdentifiers": [{"Id": "f1"}],
+                                        "Workflow": {"Status": "SUPPRESSED"}}},
+}  # fmt: skip
+"""Catalog rules whose selection reads a whole object (``requestParameters|contains``) or is broader than the
+behaviour it is named for: the record carries the behaviour in its documented form (the API references)."""
+NEUTRAL = {"eventSource": "s3.amazonaws.com", "eventName": "ListBuckets"}
+"""The call of a record whose catalog rule selects on the caller only (userIdentity, userAgent)."""
+
+
+def envelope(index: int, event_source: str, event_name: str) -> dict[str, Any]:
+    """A CloudTrail record (AWS CloudTrail record contents reference) from an IAM user of its own."""
+    user = f"catalog-{index:03d}"
+    return {
+        "eventVersion": "1.09",
+        "userIdentity": {
+            "type": "IAMUser",
+            "principalId": f"AIDA{index:016d}",
+            "arn": f"arn:aws:iam::{ACCOUNT}:user/{user}",
+            "accountId": ACCOUNT,
+            "accessKeyId": f"AKIA{index:016d}",
+            "userName": user,
+        },
+        "eventTime": (START + timedelta(minutes=7 * index)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": event_source,
+        "eventName": event_name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "198.51.100.23",
+        "userAgent": "aws-cli/2.15.30 Python/3.11.8 Linux/6.5.0 exe/x86_64.ubuntu.22",
+        "requestParameters": {},
+        "responseElements": None,
+        "requestID": f"{index:08d}-0000-4000-8000-000000000000",
+        "eventID": f"catalog-{index:03d}",
+        "readOnly": False,
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": ACCOUNT,
+        "eventCategory": "Management",
+    }
+
+
+PREFERRED_SERVICES = ("ec2", "iam", "s3", "sts", "lambda", "rds", "kms", "cloudtrail", "logs", "ssm")
+
+
+@functools.cache
+def _operations() -> dict[str, str]:
+    """API operation name -> the CloudTrail eventSource of the service defining it (botocore's service models;
+    where several do, the commonest service first)."""
+    session = botocore.session.get_session()
+    names = sorted(session.get_available_services(), key=lambda n: (n not in PREFERRED_SERVICES, n))
+    found: dict[str, str] = {}
+    for name in names:
+        model = session.get_service_model(name)
+        prefix = "s3" if name == "s3control" else model.endpoint_prefix
+        for operation in model.operation_names:
+            found.setdefault(operation, f"{prefix}.amazonaws.com")
+    return found
+
+
+def event_source(event_name: str) -> str:
+    """The eventSource of a record whose catalog rule names only its eventName."""
+    return _operations().get(event_name, "") if event_name else ""
+
+
+def _regex_example(pattern: str) -> str | None:
+    """A string the regex matches, for the simple patterns the catalogs use; None when not found."""
+    text = re.sub(r"\.[+*]\??", "x", pattern.strip("^$"))
+    text = re.sub(r"\\(.)", r"\1", text.replace("(?i)", ""))
+    return text if re.search(pattern, text) else None
+
+
+def field_value(modifiers: list[str], values: list[Any]) -> Any:
+    """A value satisfying ``field|modifiers: values`` (the first alternative; every one under ``all``)."""
+    if not values or values[0] is None:
+        return None
+    if "re" in modifiers:
+        return _regex_example(str(values[0]))
+    if "cidr" in modifiers:
+        return str(next(ipaddress.ip_network(str(values[0]), strict=False).hosts()))
+    if "all" in modifiers:
+        return " ".join(str(v) for v in values)
+    value = values[0]
+    return value if isinstance(value, bool | int | float) or not modifiers else str(value)
+
+
+def _set(record: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = record
+    for key in keys[:-1]:
+        child = node.get(key)
+        node[key] = child = child if isinstance(child, dict) else {}
+        node = child
+    node[keys[-1]] = value
+
+
+def _apply(record: dict[str, Any], selection: Any) -> bool:
+    """Set ``selection``'s fields on ``record`` (a list of maps: its first); False when one cannot be built."""
+    if isinstance(selection, list):
+        selection = selection[0] if selection and isinstance(selection[0], dict) else {}
+    for key, raw in selection.items():
+        name, *modifiers = str(key).split("|")
+        if name == "errorCode" and raw == "Success":
+            continue  # a successful call's record has no errorCode (CloudTrail record contents)
+        value = field_value(modifiers, raw if isinstance(raw, list) else [raw])
+        if value is None and raw is not None:
+            return False
+        if value is not None:
+            _set(record, name, value)
+    return True
+
+
+def _values(selection: Any) -> list[Any]:
+    maps = selection if isinstance(selection, list) else [selection]
+    return [v for m in maps if isinstance(m, dict) for v in m.values()]
+
+
+def required_selections(detection: dict[str, Any]) -> list[str]:
+    """The selections the condition requires: not negated; a ``1 of X*`` its first match, ``all of`` each."""
+    tokens = str(detection["condition"]).replace("(", " ").replace(")", " ").split()
+    names = [k for k in detection if k != "condition"]
+    chosen: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        negated = i > 0 and tokens[i - 1] == "not"
+        if token in ("1", "all") and i + 2 < len(tokens) and tokens[i + 1] == "of":
+            pattern = re.compile(re.escape(tokens[i + 2]).replace(r"\*", ".*") + "$")
+            matched = [n for n in names if pattern.match(n)]
+            if not negated:  # of alternatives, the one an unremarkable record satisfies: a field absent (null)
+                plain = sorted(matched, key=lambda n: None not in _values(detection[n]))
+                chosen += plain[:1] if token == "1" else matched
+            i += 3
+            continue
+        if token in names and not negated:
+            chosen.append(token)
+        i += 1
+    return chosen
+
+
+def _sourced(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its eventSource filled in from ``EVENT_SOURCES`` when the catalog rule names none."""
+    record["eventSource"] = record["eventSource"] or EVENT_SOURCES.get(record["eventName"], "")
+    return record
+
+
+def sigma_cases() -> list[dict[str, Any]]:
+    """One case per SigmaHQ AWS CloudTrail rule: its file, title, and the record (None: not buildable)."""
+    cases = []
+    for index, path in enumerate(sorted(SIGMA_AWS.glob("*.yml"))):
+        doc = yaml.safe_load(path.read_text())
+        record = envelope(index, "", "")
+        built = all(_apply(record, doc["detection"][name]) for name in required_selections(doc["detection"]))
+        record["eventID"] = f"sigma-{path.stem}"
+        record |= DOCUMENTED.get(path.stem, {}) if record["eventName"] else NEUTRAL
+        record["eventSource"] = record["eventSource"] or event_source(record["eventName"])
+        built = built and all(isinstance(record[k], dict) for k in ("requestParameters", "userIdentity"))
+        cases.append({"catalog": "sigma", "rule": path.stem, "title": doc["title"], "id": doc["id"],
+                      "record": record if built else None,
+                      "documented": path.stem in DOCUMENTED})  # fmt: skip
+    return cases
+
+
+_ELASTIC_FIELD = re.compile(r'event\.(action|provider)\s*(?::|==)\s*(\(([^)]*)\)|"[^"]*"|[\w.:-]+)', re.I)
+
+
+def _elastic_values(text: str) -> list[str]:
+    return [v for v in re.findall(r'"([^"]+)"|([\w.:*-]+)', text) for v in v if v and v.lower() not in ("or", "and")]
+
+
+def elastic_cases(checkout: Path, first_index: int) -> list[dict[str, Any]]:
+    """One case per elastic/detection-rules AWS rule whose query names an ``event.action``."""
+    cases = []
+    for offset, path in enumerate(sorted((checkout / "rules" / "integrations" / "aws").glob("*.toml"))):
+        rule = tomllib.loads(path.read_text()).get("rule", {})
+        found: dict[str, list[str]] = {"action": [], "provider": []}
+        for name, whole, group in _ELASTIC_FIELD.findall(str(rule.get("query", ""))):
+            found[name.lower()] += _elastic_values(group or whole)
+        actions = [a for a in found["action"] if "*" not in a]
+        providers = [p for p in found["provider"] if "*" not in p]
+        action = actions[0] if actions else ""
+        record = envelope(first_index + offset, providers[0] if providers else event_source(action), action)
+        record["eventID"] = f"elastic-{path.stem}"
+        cases.append({"catalog": "elastic", "rule": path.stem, "title": rule.get("name"),
+                      "id": rule.get("rule_id"), "record": record if actions else None})  # fmt: skip
+    return cases
+
+
+def _cloudir(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "cloudir", *args], check=True, capture_output=True, cwd=REPO)
+
+
+def _findings(db: Path) -> dict[str, dict[str, Any]]:
+    """Event id -> the best rule-based finding naming it (score, rule), and whether any analyzer names it."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            """
+            WITH f AS (SELECT analyzer, rule, score, unnest(event_ids) AS event_id FROM findings)
+            SELECT event_id, max(score) FILTER (WHERE analyzer IN $rb),
+                   arg_max(rule, score) FILTER (WHERE analyzer IN $rb), list(DISTINCT analyzer ORDER BY analyzer)
+            FROM f GROUP BY event_id
+            """,
+            {"rb": list(RULE_BASED)},
+        ).fetchall()
+    return {str(r[0]): {"score": r[1], "rule": r[2], "analyzers": list(r[3])} for r in rows}
+
+
+def measure(work: Path, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ingest the buildable cases in one timeline, analyze with defaults and at --min-score 0, classify each."""
+    work.mkdir(parents=True, exist_ok=True)
+    logs = work / "catalog-events.json"
+    logs.write_text(json.dumps({"Records": [c["record"] for c in cases if c["record"]]}))
+    db = work / "catalog.duckdb"
+    for stale in (db, db.with_name(db.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    _cloudir("timeline", "ingest", "--db", str(db), str(logs))
+    _cloudir("analyze", str(db), "--format", "json")
+    default = _findings(db)
+    _cloudir("analyze", str(db), "--format", "json", "--min-score", "0")
+    everything = _findings(db)
+    sigma_self = _sigma_self_check(db, cases)
+    per_rule = []
+    for case in cases:
+        event_id = case["record"]["eventID"] if case["record"] else None
+        hit, low = default.get(event_id or "", {}), everything.get(event_id or "", {})
+        reason = ROUTINE.get(case["rule"]) or ELASTIC_ROUTINE.get(case["rule"])
+        if case["record"] is None:
+            status = "not-buildable"
+        elif hit.get("score") is not None:
+            status = "flagged"
+        elif reason:
+            status = "routine"
+        else:
+            status = "below-min" if low.get("score") is not None else "not-flagged"
+        per_rule.append({"catalog": case["catalog"], "rule": case["rule"], "title": case["title"], "status": status,
+                         "operation": case["record"]["eventName"] if case["record"] else None,
+                         "score": low.get("score"), "by": low.get("rule"), "routine": reason,
+                         "documented_form": case.get("documented", False)})  # fmt: skip
+    return {"rules": per_rule, "summary": _summary(per_rule), "sigma_self_check": sigma_self}
+
+
+def _sigma_self_check(db: Path, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many built Sigma records their own Sigma rule matches, and the others (checks the builder, not cloudir's
+    catalog: a documented-form record may differ from the selection's literal fields, e.g. a list for a map)."""
+    _cloudir("analyze", str(db), "--format", "json", "--min-score", "0", "--sigma-rules", str(SIGMA_AWS))
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT rule, unnest(event_ids) FROM findings WHERE analyzer = 'sigma'").fetchall()
+    hits = {(str(r[0]), str(r[1])) for r in rows}
+    built = [c for c in cases if c["catalog"] == "sigma" and c["record"]]
+    missed = [c["rule"] for c in built if (c["id"], c["record"]["eventID"]) not in hits]
+    return {"matched": f"{len(built) - len(missed)}/{len(built)}", "not_matched": missed}
+
+
+def _summary(per_rule: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for catalog in sorted({r["catalog"] for r in per_rule}):
+        rows = [r for r in per_rule if r["catalog"] == catalog]
+        counts = {s: sum(r["status"] == s for r in rows)
+                  for s in ("flagged", "below-min", "not-flagged", "routine", "not-buildable")}  # fmt: skip
+        judged = len(rows) - counts["routine"] - counts["not-buildable"]
+        out[catalog] = {
+            "rules": len(rows),
+            **counts,
+            "coverage_pct": round(100 * counts["flagged"] / judged, 1) if judged else 0.0,
+            "gaps": [f"{r['rule']} ({r['operation']})" for r in rows if r["status"] in ("below-min", "not-flagged")],
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cloudir-catalog-coverage"))
+    parser.add_argument("--json", type=Path, help="write the per-rule results here")
+    parser.add_argument("--elastic", type=Path, help="a checkout of elastic/detection-rules")
+    args = parser.parse_args()
+    cases = sigma_cases()
+    if args.elastic:
+        cases += elastic_cases(args.elastic, len(cases))
+    result = measure(args.work, cases)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["summary"] | {"sigma_self_check": result["sigma_self_check"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
