@@ -167,6 +167,43 @@ def test_gcp_iam_policy_changes_are_judged_by_what_they_grant_and_where(analyze:
     ]
 
 
+def test_app_access_lists_and_key_use_by_a_service_agent_are_findings_and_an_app_key_grant_is_not(
+    analyze: Analyze,
+) -> None:
+    """Who may open an IAP app or invoke a Cloud Run service is an access list: a change reaches the default minimum,
+    a refused one does not; a KMS key given to a Google service agent (a store set to encrypt with it) is a finding,
+    the same key given to an application's own service account is not."""
+    sa = {"actor": "ops@example.iam.gserviceaccount.com", "cloud": "gcp", "service": "compute.googleapis.com"}
+    rows = routine(["v1.compute.instances.list"], days=22, **sa)
+
+    def grant(event_id: str, service: str, member: str, role: str, **extra: Any) -> dict[str, Any]:
+        raw = {"protoPayload": {"request": {"policy": {"bindings": [{"members": [member], "role": role}]}}}}
+        return {
+            **event("SetIamPolicy", time=INCIDENT, raw=raw, **{**sa, "service": service, **extra}),
+            "event_id": event_id,
+        }
+
+    agent = "serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com"
+    changes = [
+        grant("iap", "iap.googleapis.com", "user:x@example.org", "roles/iap.httpsResourceAccessor"),
+        grant("run", "run.googleapis.com", "user:x@example.org", "roles/run.invoker"),
+        grant("run-refused", "run.googleapis.com", "user:x@example.org", "roles/run.invoker", error_code="7"),
+        grant("kms-agent", "cloudkms.googleapis.com", agent, "roles/cloudkms.cryptoKeyEncrypterDecrypter"),
+        grant(
+            "kms-app",
+            "cloudkms.googleapis.com",
+            "serviceAccount:app@web-prod.iam.gserviceaccount.com",
+            "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+        ),
+    ]
+    _, findings = analyze([*rows, *changes])
+    assert sorted((f["rule"], tuple(f["event_ids"])) for f in findings if f["analyzer"] == "sensitive_actions") == [
+        ("gcp-app-access-policy-changed", ("iap",)),
+        ("gcp-app-access-policy-changed", ("run",)),
+        ("gcp-kms-key-granted-to-service-agent", ("kms-agent",)),
+    ]
+
+
 def test_coverage_table_in_the_docs_is_the_catalog() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "analyzers.md").read_text(encoding="utf-8")
     assert coverage_table() in docs  # regenerate: print(cloudir.analyze.catalog.coverage_table())
