@@ -7,6 +7,13 @@ Usage: ``uv run python benchmarks/catalog_coverage.py [--work DIR] [--json FILE]
   ``1 of``, filters left out) over a documented-format envelope (userIdentity, sourceIPAddress, userAgent,
   eventTime, requestParameters, ...). ``--elastic DIR``: a checkout of elastic/detection-rules; each AWS rule's
   query is read for its ``event.action`` and ``event.provider`` values and the same envelope is built.
+* SigmaHQ Azure, Entra and Google rules (``azure/activity_logs``, ``audit_logs``, ``signin_logs``,
+  ``identity_protection``, ``privileged_identity_management``, ``gcp/audit``, ``gcp/gworkspace``): the record their
+  selection describes in the provider's documented export form (``CLOUD_FORMATS``): Azure Activity and Entra
+  diagnostic-settings records (Sigma's field names, the Log Analytics columns, mapped onto them), sign-ins carrying
+  ``riskEventTypes_v2`` for the ID Protection risk detections, Cloud Audit LogEntry records (Workspace audit as
+  Cloud Logging exports it: ``admin.googleapis.com``, ``protoPayload.metadata.event``). ``--elastic DIR`` also reads
+  ``rules/integrations/{azure,gcp,google_workspace}`` for ``event.action``.
 * All records go into one timeline through ``cloudir timeline ingest``, each from an identity of its own, and
   ``cloudir analyze`` runs twice: with defaults, and with ``--min-score 0`` to see what scores below the default.
 * Per catalog rule: ``flagged`` (a rule-based finding - the YAML catalog or a correlation rule - names its event at
@@ -35,6 +42,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SIGMA_AWS = REPO.parent / "shared" / "sigma-rules" / "aws" / "cloudtrail"
+SIGMA = REPO.parent / "shared" / "sigma-rules"
 RULE_BASED = ("sensitive_actions", "correlation")
 ACCOUNT = "111122223333"
 START = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -74,6 +82,28 @@ EVENT_SOURCES = {
     "PutBucketReplication": "s3.amazonaws.com",
 }
 """The eventSource of the operations a catalog rule names without one (the service's endpoint, AWS API references)."""
+
+ROUTINE |= {
+    "azure_application_gateway_modified_or_deleted": "infrastructure write (networking): routine alone",
+    "azure_application_security_group_modified_or_deleted": "infrastructure write (networking): routine alone",
+    "azure_container_registry_created_or_deleted": "infrastructure write: routine alone",
+    "azure_dns_zone_modified_or_deleted": "infrastructure write (DNS): routine alone",
+    "azure_kubernetes_cluster_created_or_deleted": "cluster created or deleted: routine infrastructure change",
+    "azure_network_p2s_vpn_modified_or_deleted": "infrastructure write (networking): routine alone",
+    "azure_network_virtual_device_modified_or_deleted": "infrastructure write (networking): routine alone",
+    "azure_virtual_network_modified_or_deleted": "infrastructure write (networking): routine alone",
+    "azure_vpn_connection_modified_or_deleted": "infrastructure write (networking): routine alone",
+    "azure_new_cloudshell_created": "Cloud Shell console opened: routine for administrators",
+    "gcp_bucket_enumeration": "storage.buckets.list alone: routine; enumeration bursts are the recon analyzer's",
+    "gcp_sql_database_modified_or_deleted": "Cloud SQL instance created (the selection's first method): routine; "
+    "its update / delete / user changes are flagged",
+    "gcp_vpn_tunnel_modified_or_deleted": "VPN tunnel inserted: routine infrastructure change",
+    "gcp_full_network_traffic_packet_capture": "a packet mirroring read (Get): routine; insert/patch is the capture",
+    "azure_ad_sign_ins_from_unknown_devices": "a sign-in from a device not registered: routine alone (BYOD)",
+    "azure_ad_sign_ins_from_noncompliant_devices": "a non-compliant device: routine alone",
+    "azure_ad_only_single_factor_auth_required": "single-factor sign-in allowed by policy: routine alone",
+}
+"""Azure, Entra and GCP catalog rules deliberately not a default finding, and why."""
 
 ELASTIC_ROUTINE: dict[str, str] = {}
 """Elastic rules deliberately not a default finding (by file stem), and why."""
@@ -254,6 +284,181 @@ def sigma_cases() -> list[dict[str, Any]]:
     return cases
 
 
+CLOUD_DIRS = {
+    "azure/activity_logs": "azure_activity",
+    "azure/audit_logs": "entra_audit",
+    "azure/signin_logs": "entra_signin",
+    "azure/identity_protection": "entra_signin",
+    "azure/privileged_identity_management": "entra_signin",
+    "gcp/audit": "gcp_audit",
+    "gcp/gworkspace": "gcp_audit",
+}
+"""SigmaHQ folders under ``../shared/sigma-rules`` -> the documented export form their records are built in."""
+
+CLOUD_FIELDS: dict[str, dict[str, str]] = {
+    "azure_activity": {
+        "operationname": "operationName",
+        "operationnamevalue": "operationName",
+        "categoryvalue": "category",
+        "resourceid": "resourceId",
+        "resourceprovidervalue": "",
+    },
+    "entra_audit": {
+        "operationname": "operationName",
+        "properties.message": "operationName",
+        "activitydisplayname": "operationName",
+        "category": "properties.category",
+        "status": "properties.result",
+        "properties.result": "properties.result",
+        "loggedbyservice": "properties.loggedByService",
+        "initiatedby": "properties.initiatedBy",
+        "activitytype": "operationName",
+        "targetresources": "properties.targetResources",
+        "target": "properties.targetResources",
+        "properties.targetresources": "properties.targetResources",
+        "targetresources.type": "properties.targetResources.type",
+    },
+    "entra_signin": {
+        "resulttype": "resultType",
+        "resultdescription": "resultDescription",
+        "status": "properties.status.failureReason",
+        "username": "properties.userPrincipalName",
+        "clientapp": "properties.clientAppUsed",
+        "useragent": "properties.userAgent",
+        "riskeventtype": "properties.riskEventTypes_v2",
+        "properties.message": "resultDescription",
+    },
+    "gcp_audit": {
+        "gcp.audit.method_name": "protoPayload.methodName",
+        "eventname": "protoPayload.methodName",
+        "eventservice": "protoPayload.serviceName",
+        "protopayload.metadata.event.eventname": "protoPayload.methodName",
+        "protopayload.servicename": "protoPayload.serviceName",
+        "data.protopayload.logname": "logName",
+    },
+}
+"""Sigma's field names (and the Log Analytics columns some rules use), lower case -> the path in the documented
+record ("" : a column the export form has no counterpart for, left out); unlisted names go under ``properties``
+(Azure, Entra, camel-cased) or drop their ``data.`` prefix (GCP)."""
+
+WORKSPACE_METHODS = {"admin.googleapis.com": "google.admin.AdminService.", "login.googleapis.com":
+                     "google.login.LoginService."}  # fmt: skip
+"""Workspace audit in Cloud Logging: methodName is the service's prefix and the event name (Workspace audit logs
+in Cloud Logging reference), the event also in ``protoPayload.metadata.event[].eventName``."""
+
+
+def cloud_envelope(form: str, index: int) -> dict[str, Any]:
+    """A documented-format record of ``form`` from an identity of its own (diagnostic-settings schemas for Azure
+    Activity, Entra audit and sign-in; the Cloud Audit LogEntry)."""
+    user = f"catalog-{index:03d}@example.com"
+    time = (START + timedelta(minutes=7 * index)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    record_id = f"catalog-{index:03d}"
+    if form == "gcp_audit":
+        return {"insertId": record_id, "logName": "projects/web-prod/logs/cloudaudit.googleapis.com%2Factivity",
+                "timestamp": time, "resource": {"type": "project", "labels": {"project_id": "web-prod"}},
+                "protoPayload": {"@type": "type.googleapis.com/google.cloud.audit.AuditLog", "serviceName": "",
+                                 "methodName": "", "authenticationInfo": {"principalEmail": user},
+                                 "requestMetadata": {"callerIp": "198.51.100.23",
+                                                     "callerSuppliedUserAgent": "google-cloud-sdk gcloud/467.0.0"},
+                                 "resourceName": "projects/web-prod"}}  # fmt: skip
+    if form == "azure_activity":
+        return {"time": time, "eventDataId": record_id, "category": "Administrative", "operationName": "",
+                "resultType": "Success", "callerIpAddress": "198.51.100.23", "correlationId": record_id,
+                "resourceId": "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm",
+                "identity": {"claims": {"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": user}},
+                "properties": {}}  # fmt: skip
+    properties: dict[str, Any] = {"id": record_id, "correlationId": record_id}
+    if form == "entra_audit":
+        properties |= {"activityDateTime": time, "activityDisplayName": "", "category": "UserManagement",
+                       "result": "success", "loggedByService": "Core Directory",
+                       "initiatedBy": {"user": {"userPrincipalName": user, "ipAddress": "198.51.100.23"}},
+                       "targetResources": [{"displayName": "target", "type": "User"}]}  # fmt: skip
+        return {"time": time, "category": "AuditLogs", "operationName": "", "properties": properties}
+    properties |= {"createdDateTime": time, "userPrincipalName": user, "appDisplayName": "Azure Portal",
+                   "ipAddress": "198.51.100.23", "status": {"errorCode": 0}, "clientAppUsed": "Browser"}  # fmt: skip
+    return {"time": time, "category": "SignInLogs", "operationName": "Sign-in activity", "resultType": "0",
+            "properties": properties}  # fmt: skip
+
+
+def _cloud_path(form: str, name: str) -> str:
+    mapped = CLOUD_FIELDS[form].get(name.lower())
+    if mapped is not None:
+        return mapped
+    if form == "gcp_audit":
+        return name.removeprefix("data.")
+    return "properties." + ".".join(part[:1].lower() + part[1:] for part in name.split("."))
+
+
+def _cloud_apply(record: dict[str, Any], form: str, selection: Any) -> bool:
+    """Set a Sigma selection's fields on a documented-form record; False when a value cannot be built."""
+    if isinstance(selection, list):
+        selection = selection[0] if selection and isinstance(selection[0], dict) else None
+    if not isinstance(selection, dict):
+        return False  # keywords: free text, no field to build
+    for key, raw in selection.items():
+        name, *modifiers = str(key).split("|")
+        value = field_value(modifiers, raw if isinstance(raw, list) else [raw])
+        if isinstance(value, str):  # a Sigma wildcard (v*.compute...) stands for the documented value (v1....)
+            value = value.replace("*", "1")
+            value = ("google.iam.admin.v1" + value) if value.startswith(".") and form == "gcp_audit" else value
+        path = _cloud_path(form, name)
+        if value is None or not path:
+            continue
+        if path == "properties.riskEventTypes_v2":
+            value = [value]
+        elif path == "resultType":
+            record.setdefault("properties", {})["status"] = {"errorCode": value, "failureReason": "Failure"}
+        _set(record, path, value)
+    return True
+
+
+def _documented_gcp(record: dict[str, Any]) -> None:
+    """The serviceName a method belongs to, and Workspace events in their Cloud Logging form."""
+    payload = record["protoPayload"]
+    method = payload["methodName"]
+    prefix = WORKSPACE_METHODS.get(payload["serviceName"])
+    if prefix and method and not method.startswith(prefix):
+        payload["metadata"] = {"@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+                               "event": [{"eventName": method, "eventType": "SETTINGS"}]}  # fmt: skip
+        payload["methodName"] = prefix + method
+    elif not payload["serviceName"] and method:
+        first = method.split(".")[1] if method.startswith(("google.", "v1.", "beta.")) else method.split(".")[0]
+        payload["serviceName"] = f"{first}.googleapis.com"
+
+
+def _operation_of(form: str, record: dict[str, Any]) -> str:
+    if form == "gcp_audit":
+        return str(record["protoPayload"]["methodName"])
+    if form == "entra_signin":
+        return f"sign-in {record.get('resultType')} {record['properties'].get('riskEventTypes_v2', '')}".strip()
+    return str(record["operationName"])
+
+
+def cloud_sigma_cases(first_index: int) -> list[dict[str, Any]]:
+    """One case per SigmaHQ Azure / Entra / GCP / Workspace rule (``CLOUD_DIRS``), built in its documented form."""
+    cases = []
+    paths = [
+        (folder, form, path) for folder, form in CLOUD_DIRS.items() for path in sorted((SIGMA / folder).rglob("*.yml"))
+    ]
+    for index, (folder, form, path) in enumerate(paths, start=first_index):
+        doc = yaml.safe_load(path.read_text())
+        record = cloud_envelope(form, index)
+        built = all(_cloud_apply(record, form, doc["detection"][n]) for n in required_selections(doc["detection"]))
+        if form == "gcp_audit":
+            _documented_gcp(record)
+        elif form == "entra_audit":
+            record["properties"] |= {
+                "activityDisplayName": record["operationName"],
+                "operationName": record["operationName"],
+            }
+        operation = _operation_of(form, record)
+        built = built and bool(operation)
+        cases.append({"catalog": f"sigma:{folder}", "rule": path.stem, "title": doc["title"], "id": doc["id"],
+                      "form": form, "event_id": f"catalog-{index:03d}", "operation": operation,
+                      "record": record if built else None})  # fmt: skip
+    return cases
+
+
 _ELASTIC_FIELD = re.compile(r'event\.(action|provider)\s*(?::|==)\s*(\(([^)]*)\)|"[^"]*"|[\w.:-]+)', re.I)
 
 
@@ -302,11 +507,14 @@ def measure(work: Path, cases: list[dict[str, Any]]) -> dict[str, Any]:
     """Ingest the buildable cases in one timeline, analyze with defaults and at --min-score 0, classify each."""
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "catalog-events.json"
-    logs.write_text(json.dumps({"Records": [c["record"] for c in cases if c["record"]]}))
+    logs.write_text(json.dumps({"Records": [c["record"] for c in cases if c["record"] and "form" not in c]}))
+    for form in sorted({c["form"] for c in cases if "form" in c}):  # one JSON Lines file per export form
+        lines = [json.dumps(c["record"]) for c in cases if c.get("form") == form and c["record"]]
+        (work / f"catalog-{form}.jsonl").write_text("\n".join(lines) + "\n")
     db = work / "catalog.duckdb"
     for stale in (db, db.with_name(db.name + ".wal")):
         stale.unlink(missing_ok=True)
-    _cloudir("timeline", "ingest", "--db", str(db), str(logs))
+    _cloudir("timeline", "ingest", "--db", str(db), *(str(p) for p in sorted(work.glob("catalog-*.json*"))))
     _cloudir("analyze", str(db), "--format", "json")
     default = _findings(db)
     _cloudir("analyze", str(db), "--format", "json", "--min-score", "0")
@@ -314,7 +522,7 @@ def measure(work: Path, cases: list[dict[str, Any]]) -> dict[str, Any]:
     sigma_self = _sigma_self_check(db, cases)
     per_rule = []
     for case in cases:
-        event_id = case["record"]["eventID"] if case["record"] else None
+        event_id = (case.get("event_id") or case["record"]["eventID"]) if case["record"] else None
         hit, low = default.get(event_id or "", {}), everything.get(event_id or "", {})
         reason = ROUTINE.get(case["rule"]) or ELASTIC_ROUTINE.get(case["rule"])
         if case["record"] is None:
@@ -326,7 +534,7 @@ def measure(work: Path, cases: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             status = "below-min" if low.get("score") is not None else "not-flagged"
         per_rule.append({"catalog": case["catalog"], "rule": case["rule"], "title": case["title"], "status": status,
-                         "operation": case["record"]["eventName"] if case["record"] else None,
+                         "operation": case.get("operation") or (case["record"] or {}).get("eventName"),
                          "score": low.get("score"), "by": low.get("rule"), "routine": reason,
                          "documented_form": case.get("documented", False)})  # fmt: skip
     return {"rules": per_rule, "summary": _summary(per_rule), "sigma_self_check": sigma_self}
@@ -367,6 +575,7 @@ def main() -> None:
     parser.add_argument("--elastic", type=Path, help="a checkout of elastic/detection-rules")
     args = parser.parse_args()
     cases = sigma_cases()
+    cases += cloud_sigma_cases(len(cases))
     if args.elastic:
         cases += elastic_cases(args.elastic, len(cases))
     result = measure(args.work, cases)
