@@ -148,7 +148,7 @@ class _SourceFile:
     number: int
     path: Path  # the file as given
     name: str  # what goes into source_file
-    reader: str | None  # json | jsonl | csv | csv_la (Log Analytics) | cwl_export | None (unrecognized)
+    reader: str | None  # json | jsonl | csv | csv_la (Log Analytics) | csv_raw (Splunk) | cwl_export | None
     compression: str
     size: int  # uncompressed bytes (estimated for multi-member gzip)
     read_path: Path  # what DuckDB reads: the file, or a copy / clean rewrite of it
@@ -314,6 +314,8 @@ def _sniff(path: Path) -> tuple[str | None, str]:
         return "csv", compression
     if "," in header and "timegenerated" in header:
         return "csv_la", compression
+    if "_raw" in {name.strip().strip('"') for name in header.split(",")}:  # Splunk CSV export: the record is _raw
+        return "csv_raw", compression
     if CLOUDWATCH_EXPORT_LINE.match(first_line):
         return "cwl_export", compression
     return None, compression
@@ -375,7 +377,7 @@ def _read_file_sql(source: _SourceFile) -> str:
     land in ``staged`` in file order, so it is its row id minus the file's first. Blank lines are not records.
     """
     path, compression = _literal(str(source.read_path)), _literal(source.compression)
-    if source.reader in ("csv", "csv_la"):
+    if source.reader in ("csv", "csv_la", "csv_raw"):
         normalize = str(source.reader == "csv").lower()  # CloudTrail CSV names are normalized (event_name)
         return (
             f"SELECT {source.number} AS file_no, to_json(t) AS doc, NULL::VARCHAR AS bad, false AS placeholder "
@@ -566,8 +568,8 @@ def _stage_file(con: duckdb.DuckDBPyConnection, source: _SourceFile, work: Path)
         return [
             reader.Problem(
                 -1,
-                "unrecognized file format (not JSON, JSON Lines, CloudTrail or Log Analytics CSV, CloudWatch Logs "
-                "export)",
+                "unrecognized file format (not JSON, JSON Lines, CloudTrail, Log Analytics or Splunk CSV, "
+                "CloudWatch Logs export)",
                 "",
             )
         ]

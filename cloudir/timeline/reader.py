@@ -26,7 +26,7 @@ MAX_DEPTH = 64  # nesting of a record (real control-plane records nest less than
 RAW_KEEP_CHARS = 1 << 20
 PLACEHOLDER = b"null\n"
 # Containers whose elements can be streamed out of a large document (see formats/containers.py).
-STREAM_KEYS = frozenset({"Records", "records", "value", "entries", "Events", "events"})
+STREAM_KEYS = frozenset({"Records", "records", "value", "entries", "Events", "events", "results"})
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
 _SURROGATES = re.compile("[\udc80-\udcff]")

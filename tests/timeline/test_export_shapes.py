@@ -1,0 +1,97 @@
+"""Records exported through a SIEM or a forwarder (Splunk, Elastic, Pub/Sub) read as the same record natively."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from cloudir.cli import app
+
+DATA = Path(__file__).parent / "data"
+EXPORTS = Path(__file__).parent / "export_data"  # the records of NATIVE, wrapped (kept apart: exact duplicates)
+NATIVE = ["cloudtrail_array.json", "entra_signin_graph.json", "azure_activity_page.json", "gcp_audit.jsonl"]
+WRAPPED = [
+    "splunk_export.jsonl",
+    "splunk_results_page.json",
+    "elastic_ecs.jsonl",
+    "elastic_search.json",
+    "pubsub_push.jsonl",
+    "splunk_export.csv",
+]
+COLUMNS = (
+    "cloud, time, actor, actor_type, operation, service, source_ip, user_agent, status, error_code, account, "
+    "region, resources, session, request_id, read_only, raw"
+)
+
+
+def ingest(paths: list[Path], db: Path) -> str:
+    result = CliRunner().invoke(app, ["timeline", "ingest", *(str(path) for path in paths), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def events(db: Path) -> dict[tuple[str, str], tuple[object, ...]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(f"SELECT cloud, event_id, {COLUMNS} FROM events").fetchall()
+    return {(cloud, event_id): tuple(rest) for cloud, event_id, *rest in rows}
+
+
+@pytest.mark.parametrize("name", WRAPPED)
+def test_a_wrapped_record_maps_as_its_native_shape(tmp_path: Path, name: str) -> None:
+    ingest([DATA / native for native in NATIVE], tmp_path / "native.duckdb")
+    output = ingest([EXPORTS / name], tmp_path / "wrapped.duckdb")
+    assert "0 quarantined" in output
+    native, wrapped = events(tmp_path / "native.duckdb"), events(tmp_path / "wrapped.duckdb")
+    assert len(wrapped) >= 2
+    assert {key: native.get(key) for key in wrapped} == wrapped
+
+
+def test_every_shape_together_dedupes_to_the_native_records(tmp_path: Path) -> None:
+    """The record parsed from its wrapper is canonical JSON: the same content hash, an exact duplicate."""
+    output = ingest([*(DATA / name for name in NATIVE), *(EXPORTS / name for name in WRAPPED)], tmp_path / "t.duckdb")
+    assert "21 records = 8 ingested + 13 duplicate + 0 quarantined" in output, output
+
+
+def test_an_attacker_chosen_value_cannot_choose_the_shape(tmp_path: Path) -> None:
+    """Text that is not a JSON object stays the wrapper (quarantined, counted); values never pick a container."""
+    decoy = {"eventVersion": "1.08", "eventName": "DeleteTrail", "eventSource": "cloudtrail.amazonaws.com"}
+    record = {
+        "eventVersion": "1.08",
+        "eventTime": "2024-05-01T10:00:00Z",
+        "eventSource": "s3.amazonaws.com",
+        "eventName": "GetObject",
+        "eventID": "hostile-1",
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/mallory"},
+        "userAgent": json.dumps({"result": {"_raw": json.dumps(decoy)}}),
+        "sourceIPAddress": "203.0.113.9",
+        "requestParameters": {"_raw": json.dumps(decoy), "event": {"original": json.dumps(decoy)}},
+    }
+    ecs = {"@timestamp": "2024-05-01T10:00:00Z", "event": {"original": json.dumps(record)}, "message": decoy}
+    lines = [
+        record,  # native, its values shaped like wrappers
+        ecs,  # the record, not its message
+        {"preview": False, "result": {"_raw": "<script>alert(1)</script>', 'x'); DROP TABLE events; --"}},
+        {"preview": False, "result": {"_raw": json.dumps([decoy])}},
+        {"message": {"data": "!!not base64!!"}, "subscription": "projects/p/subscriptions/s"},
+        {"message": {"data": base64.b64encode(b"\xff\xfe not utf-8").decode()}, "subscription": "s"},
+    ]
+    log = tmp_path / "hostile.jsonl"
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    output = ingest([log], tmp_path / "t.duckdb")
+    assert "6 records = 1 ingested + 1 duplicate + 4 quarantined" in output, output
+    with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT event_id, operation, user_agent FROM events").fetchall() == [
+            ("hostile-1", "GetObject", record["userAgent"])
+        ]
+        reasons = con.execute("SELECT reason FROM quarantine ORDER BY source_position").fetchall()
+    assert [reason for (reason,) in reasons] == [
+        "unrecognized record (keys: _raw)",
+        "unrecognized record (keys: _raw)",
+        "unrecognized record (keys: message, subscription)",
+        "unrecognized record (keys: message, subscription)",
+    ]
