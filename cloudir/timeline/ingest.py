@@ -148,7 +148,7 @@ class _SourceFile:
     number: int
     path: Path  # the file as given
     name: str  # what goes into source_file
-    reader: str | None  # json | jsonl | csv | csv_la (Log Analytics) | csv_raw (Splunk) | cwl_export | None
+    reader: str | None  # json | jsonl | csv | csv_la (Log Analytics) | csv_raw (Splunk) | parquet | cwl_export
     compression: str
     size: int  # uncompressed bytes (estimated for multi-member gzip)
     read_path: Path  # what DuckDB reads: the file, or a copy / clean rewrite of it
@@ -285,7 +285,7 @@ def _uncompressed_size(path: Path, compression: str) -> int:
 
 
 def _sniff(path: Path) -> tuple[str | None, str]:
-    """Pick a reader from the first bytes: json (one document), jsonl, csv, empty, or None (unknown)."""
+    """Pick a reader from the first bytes: json (one document), jsonl, csv, parquet, empty, or None (unknown)."""
     with path.open("rb") as handle:
         compression = "gzip" if handle.read(2) == b"\x1f\x8b" else "none"
     try:
@@ -295,6 +295,8 @@ def _sniff(path: Path) -> tuple[str | None, str]:
         head = _readable_head(path) if compression == "gzip" else b""
         if not head:
             return None, compression
+    if head.startswith(b"PAR1"):  # Parquet (Amazon Security Lake, a timeline export): its magic number
+        return "parquet", compression
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
     if not text:
         return "empty", compression
@@ -383,6 +385,11 @@ def _read_file_sql(source: _SourceFile) -> str:
             f"SELECT {source.number} AS file_no, to_json(t) AS doc, NULL::VARCHAR AS bad, false AS placeholder "
             f"FROM read_csv({path}, header=true, all_varchar=true, normalize_names={normalize}, "
             f"compression={compression}) t"
+        )
+    if source.reader == "parquet":  # each row as a JSON object, nested columns (structs, lists, maps) as JSON
+        return (
+            f"SELECT {source.number} AS file_no, to_json(t) AS doc, NULL::VARCHAR AS bad, false AS placeholder "
+            f"FROM read_parquet({path}) t"
         )
     if source.reader == "cwl_export":  # "<ISO time> <message>" lines of a CloudWatch Logs export to S3
         return (
@@ -568,7 +575,7 @@ def _stage_file(con: duckdb.DuckDBPyConnection, source: _SourceFile, work: Path)
         return [
             reader.Problem(
                 -1,
-                "unrecognized file format (not JSON, JSON Lines, CloudTrail, Log Analytics or Splunk CSV, "
+                "unrecognized file format (not JSON, JSON Lines, Parquet, CloudTrail, Log Analytics or Splunk CSV, "
                 "CloudWatch Logs export)",
                 "",
             )

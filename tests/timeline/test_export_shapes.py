@@ -95,3 +95,43 @@ def test_an_attacker_chosen_value_cannot_choose_the_shape(tmp_path: Path) -> Non
         "unrecognized record (keys: message, subscription)",
         "unrecognized record (keys: message, subscription)",
     ]
+
+
+@pytest.mark.parametrize(
+    "name", ["security_lake_ocsf_1_1.jsonl", "security_lake_ocsf_1_0.jsonl", "security_lake_ocsf.parquet"]
+)
+def test_security_lake_ocsf_maps_as_the_trail_record(tmp_path: Path, name: str) -> None:
+    """Amazon Security Lake's OCSF (1.1 and 1.0.0-rc.2; JSON Lines and Parquet) gives the trail's columns."""
+    ingest([EXPORTS / "cloudtrail_native.json"], tmp_path / "native.duckdb")
+    assert "3 records = 3 ingested + 0 duplicate + 0 quarantined" in ingest([EXPORTS / name], tmp_path / "o.duckdb")
+    columns = COLUMNS.removesuffix(", raw")
+    with duckdb.connect(str(tmp_path / "native.duckdb"), read_only=True) as con:
+        native = con.execute(f"SELECT event_id, {columns} FROM events ORDER BY event_id").fetchall()
+    with duckdb.connect(str(tmp_path / "o.duckdb"), read_only=True) as con:
+        ocsf = con.execute(f"SELECT event_id, {columns} FROM events ORDER BY event_id").fetchall()
+        assert con.execute("SELECT DISTINCT source_format FROM events").fetchall() == [("ocsf_api_activity",)]
+    assert ocsf == native
+    assert [row[9] for row in ocsf] == ["success", "failure", "success"]
+
+
+def test_an_ocsf_value_cannot_choose_the_format_or_the_cloud(tmp_path: Path) -> None:
+    """The class is the record's own ``class_uid``; a value naming another class or format is data."""
+    line = json.loads((EXPORTS / "security_lake_ocsf_1_1.jsonl").read_text().splitlines()[0])
+    spoofed = {
+        **line,
+        "api": {**line["api"], "operation": "eventName', 'x'); DROP TABLE events; --"},
+        "http_request": {"user_agent": json.dumps({"class_uid": 6003, "eventName": "StopLogging"})},
+        "unmapped": {"class_uid": "6003", "eventSource": "iam.amazonaws.com", "readOnly": "yes-please"},
+    }
+    other_class = {**line, "class_uid": 4001, "metadata": {**line["metadata"], "uid": "network-activity"}}
+    nested = {"eventVersion": "1.09", "eventTime": "2024-05-01T10:00:00Z", "eventName": "GetObject",
+              "eventSource": "s3.amazonaws.com", "eventID": "nested", "requestParameters": line}  # fmt: skip
+    log = tmp_path / "ocsf.jsonl"
+    log.write_text("".join(json.dumps(item) + "\n" for item in (spoofed, other_class, nested)))
+    assert "3 records = 2 ingested + 0 duplicate + 1 quarantined" in ingest([log], tmp_path / "t.duckdb")
+    with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT source_format, cloud, operation, read_only FROM events ORDER BY 1").fetchall()
+    assert rows == [
+        ("cloudtrail", "aws", "GetObject", True),
+        ("ocsf_api_activity", "aws", spoofed["api"]["operation"], False),
+    ]

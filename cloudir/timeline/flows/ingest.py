@@ -82,13 +82,24 @@ def _head(path: Path) -> tuple[bytes, str]:
         return b"", compression
 
 
+def _parquet_flow_columns(path: Path) -> bool:
+    """A Parquet file is a VPC Flow Logs delivery when it has the address fields (or cannot be read: reported
+    there); other Parquet (Amazon Security Lake's OCSF, a timeline export) holds events."""
+    try:
+        with duckdb.connect() as con:
+            rows = con.execute(f"SELECT name FROM parquet_schema({_literal(str(path))})").fetchall()
+    except duckdb.Error:
+        return True
+    return {name.replace("_", "").lower() for (name,) in rows} >= aws.HEADER_FIELDS
+
+
 def detect_flow_log(path: Path) -> str | None:
     """The flow-log kind of a file from its first bytes, or None when it is not a flow log."""
     if path.name == SERIES_REQUEST:
         return None
     head, compression = _head(path)
     if compression == "parquet":
-        return "aws_parquet"
+        return "aws_parquet" if _parquet_flow_columns(path) else None
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
     if text.startswith(("{", "[")):
         collected = _INVENTORY.match(text)  # first: a tag or label value may spell a flow-log marker

@@ -29,6 +29,7 @@ from cloudir.timeline.formats import (
     la_audit_logs,
     la_azure_activity,
     la_signin_logs,
+    ocsf_api_activity,
     workspace_activity,
 )
 from cloudir.timeline.schema import EVENTS_COLUMNS
@@ -91,6 +92,7 @@ RECORD_FORMATS: tuple[RecordFormat, ...] = tuple(
         la_signin_logs,
         la_azure_activity,
         workspace_activity,
+        ocsf_api_activity,
     )
 )
 
