@@ -557,6 +557,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1528": ("Steal Application Access Token", "Credential Access"),
     "T1530": ("Data from Cloud Storage", "Collection"),
     "T1531": ("Account Access Removal", "Impact"),
+    "T1535": ("Unused/Unsupported Cloud Regions", "Defense Evasion"),
     "T1537": ("Transfer Data to Cloud Account", "Exfiltration"),
     "T1546": ("Event Triggered Execution", "Persistence"),
     "T1550.001": ("Use Alternate Authentication Material: Application Access Token", "Lateral Movement"),
