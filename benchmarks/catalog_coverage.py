@@ -6,7 +6,9 @@ Usage: ``uv run python benchmarks/catalog_coverage.py [--work DIR] [--json FILE]
   CloudTrail record its detection selects (the selections its condition requires, the first alternative of a
   ``1 of``, filters left out) over a documented-format envelope (userIdentity, sourceIPAddress, userAgent,
   eventTime, requestParameters, ...). ``--elastic DIR``: a checkout of elastic/detection-rules; each AWS rule's
-  query is read for its ``event.action`` and ``event.provider`` values and the same envelope is built.
+  query is read for its ``event.action`` and ``event.provider`` values and the same envelope is built - without
+  the request parameters or user agent a query may also read: such a rule not flagged is listed under
+  ``gaps_needing_parameters`` (its record lacks what the rule selects on), not under ``gaps``.
 * SigmaHQ Azure, Entra and Google rules (``azure/activity_logs``, ``audit_logs``, ``signin_logs``,
   ``identity_protection``, ``privileged_identity_management``, ``gcp/audit``, ``gcp/gworkspace``): the record their
   selection describes in the provider's documented export form (``CLOUD_FORMATS``): Azure Activity and Entra
@@ -459,6 +461,8 @@ def cloud_sigma_cases(first_index: int) -> list[dict[str, Any]]:
     return cases
 
 
+_ELASTIC_PARAMETERS = re.compile(r"aws\.cloudtrail\.(request_parameters|response_elements|flattened)|user_agent", re.I)
+"""Fields of an Elastic query beyond the call itself: a case built from event.action/provider lacks them."""
 _ELASTIC_FIELD = re.compile(r'event\.(action|provider)\s*(?::|==)\s*(\(([^)]*)\)|"[^"]*"|[\w.:-]+)', re.I)
 
 
@@ -480,7 +484,8 @@ def elastic_cases(checkout: Path, first_index: int) -> list[dict[str, Any]]:
         record = envelope(first_index + offset, providers[0] if providers else event_source(action), action)
         record["eventID"] = f"elastic-{path.stem}"
         cases.append({"catalog": "elastic", "rule": path.stem, "title": rule.get("name"),
-                      "id": rule.get("rule_id"), "record": record if actions else None})  # fmt: skip
+                      "id": rule.get("rule_id"), "record": record if actions else None,
+                      "needs_parameters": bool(_ELASTIC_PARAMETERS.search(str(rule.get("query", ""))))})  # fmt: skip
     return cases
 
 
@@ -536,7 +541,8 @@ def measure(work: Path, cases: list[dict[str, Any]]) -> dict[str, Any]:
         per_rule.append({"catalog": case["catalog"], "rule": case["rule"], "title": case["title"], "status": status,
                          "operation": case.get("operation") or (case["record"] or {}).get("eventName"),
                          "score": low.get("score"), "by": low.get("rule"), "routine": reason,
-                         "documented_form": case.get("documented", False)})  # fmt: skip
+                         "documented_form": case.get("documented", False),
+                         "needs_parameters": case.get("needs_parameters", False)})  # fmt: skip
     return {"rules": per_rule, "summary": _summary(per_rule), "sigma_self_check": sigma_self}
 
 
@@ -556,6 +562,7 @@ def _summary(per_rule: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for catalog in sorted({r["catalog"] for r in per_rule}):
         rows = [r for r in per_rule if r["catalog"] == catalog]
+        gaps = [r for r in rows if r["status"] in ("below-min", "not-flagged")]
         counts = {s: sum(r["status"] == s for r in rows)
                   for s in ("flagged", "below-min", "not-flagged", "routine", "not-buildable")}  # fmt: skip
         judged = len(rows) - counts["routine"] - counts["not-buildable"]
@@ -563,8 +570,12 @@ def _summary(per_rule: list[dict[str, Any]]) -> dict[str, Any]:
             "rules": len(rows),
             **counts,
             "coverage_pct": round(100 * counts["flagged"] / judged, 1) if judged else 0.0,
-            "gaps": [f"{r['rule']} ({r['operation']})" for r in rows if r["status"] in ("below-min", "not-flagged")],
+            "gaps": [f"{r['rule']} ({r['operation']})" for r in gaps if not r["needs_parameters"]],
         }
+        if any(r["needs_parameters"] for r in gaps):  # a miss that says nothing: the record lacks what it reads
+            out[catalog]["gaps_needing_parameters"] = [
+                f"{r['rule']} ({r['operation']})" for r in gaps if r["needs_parameters"]
+            ]
     return out
 
 
