@@ -34,13 +34,13 @@ def export_snapshot(
     group, name = snapshot
     with azure_errors(f"grant read access to snapshot {name}", calls.permission("snapshot.grant")):
         access = compute.snapshots.begin_grant_access(
-            group, name, {"access": "Read", "durationInSeconds": SAS_SECONDS}
+            group, name, {"access": "Read", "durationInSeconds": SAS_SECONDS}, polling=session.polling()
         ).result()
     try:
         result = _stream(session, str(access.access_sas), case, rel_path, chunk_size=chunk_size, workers=workers)
     finally:
         with azure_errors(f"revoke access to snapshot {name}", calls.permission("snapshot.revoke")):
-            compute.snapshots.begin_revoke_access(group, name).result()
+            compute.snapshots.begin_revoke_access(group, name, polling=session.polling()).result()
     return {**result, "access_revoked": True}
 
 

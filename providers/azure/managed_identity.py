@@ -95,7 +95,7 @@ def _detach(ctx: StepContext, *, provider: AzureProvider, target: Target) -> dic
         if not (ctx.case.root / before).is_file():  # a re-run keeps the state saved before the first change
             ctx.case.write_json(before, vm)
         with azure_errors(f"detach {resource} from {vm['id']}", calls.permission("vm.write")):
-            compute.virtual_machines.begin_update(group, name, body).result()
+            compute.virtual_machines.begin_update(group, name, body, polling=provider.session.polling()).result()
         detached.append(vm["id"])
         saved.append(before)
         assign = ["az", "vm", "identity", "assign", "--resource-group", group, "--name", name]

@@ -358,6 +358,7 @@ class AzureProvider:
                             disk=disk,
                             destination=(dest_subscription, soc_group, copy_region),
                         ),
+                        lane=f"copy-{disk['role']}",
                     )
                 )
         if options.raw_image:
@@ -374,6 +375,7 @@ class AzureProvider:
                             call("snapshot.revoke", region),
                         ],
                         partial(self._image, disk=disk),
+                        lane=f"image-{disk['role']}",
                     )
                 )
         per_disk = (
@@ -507,7 +509,9 @@ class AzureProvider:
             policy = member.setdefault("properties", {}).setdefault("protectionPolicy", {})
             before = dict(policy)
             policy["protectFromScaleIn"] = True
-            compute.virtual_machine_scale_set_vms.begin_update(group, vmss_name, instance_id, member).result()
+            compute.virtual_machine_scale_set_vms.begin_update(
+                group, vmss_name, instance_id, member, polling=self.session.polling()
+            ).result()
         return {"vmss": target.details["vmss_id"], "instance": instance_id, "before": before}
 
     def _restore_point(self, ctx: StepContext, target: Target) -> dict[str, Any]:
@@ -534,7 +538,9 @@ class AzureProvider:
                 )
                 body = models.RestorePoint(properties=models.RestorePointProperties(consistency_mode="CrashConsistent"))
                 try:
-                    poller = compute.restore_points.begin_create(group, collection, name, body)
+                    poller = compute.restore_points.begin_create(
+                        group, collection, name, body, polling=self.session.polling()
+                    )
                     point = as_json(_finished(poller, ctx.console, f"restore point of {target.name}"))
                 except HttpResponseError as exc:
                     if exc.status_code != 400:
@@ -584,7 +590,7 @@ class AzureProvider:
                 tags = self._tags(ctx.case, disk["id"])
                 create_option, source = ("Restore", restore_point) if restore_point else ("Copy", disk["id"])
                 body = _snapshot_model(target.location, tags, create_option, source, encryption)
-                poller = compute.snapshots.begin_create_or_update(group, name, body)
+                poller = compute.snapshots.begin_create_or_update(group, name, body, polling=self.session.polling())
                 snapshot = as_json(_finished(poller, ctx.console, f"snapshot of disk {disk['name']}"))
         ctx.case.write_json(f"{self._artifact_dir(target)}/snapshots/{path_part(name)}.json", snapshot)
         source_id = snapshot.get("properties", {}).get("creationData", {}).get("sourceResourceId")
@@ -614,7 +620,7 @@ class AzureProvider:
                 source = as_json(self._client("compute", source_subscription).snapshots.get(source_group, source_name))
                 create_option = "Copy" if source["location"] == region else "CopyStart"
                 body = _snapshot_model(region, self._tags(ctx.case, source_id), create_option, source_id)
-                poller = compute.snapshots.begin_create_or_update(group, name, body)
+                poller = compute.snapshots.begin_create_or_update(group, name, body, polling=self.session.polling())
                 copy = as_json(_finished(poller, ctx.console, f"copy of snapshot {source_name}"))
             copy = self._await_background_copy(ctx, compute, group, name, copy)
         ctx.case.write_json(
@@ -724,7 +730,7 @@ class AzureProvider:
         with azure_errors(f"create isolation NSG {nsg_name}", calls.permission("nsg.write")):
             nsg = as_json(
                 network.network_security_groups.begin_create_or_update(
-                    target.details["resource_group"], nsg_name, body
+                    target.details["resource_group"], nsg_name, body, polling=self.session.polling()
                 ).result()
             )
         return {"nsg_id": nsg["id"], "rules": [rule["name"] for rule in rules]}
@@ -742,7 +748,9 @@ class AzureProvider:
                 ctx.case.write_json(before_path, nic)
             previous = before.get("properties", {}).get("networkSecurityGroup", {}).get("id")
             isolated = {**nic, "properties": {**nic.get("properties", {}), "networkSecurityGroup": {"id": nsg_id}}}
-            network.network_interfaces.begin_create_or_update(group, nic_name, isolated).result()
+            network.network_interfaces.begin_create_or_update(
+                group, nic_name, isolated, polling=self.session.polling()
+            ).result()
         return {"nic": nic_id, "previous_nsg": previous, "nsg": nsg_id, "saved": before_path}
 
     # -- logs ----------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import datetime as dt
 import json
 import re
@@ -36,6 +37,7 @@ from azure.core.pipeline.policies import (
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.core.polling.arm_polling import ARMPolling
 from azure.mgmt.monitor import MonitorManagementClient
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.resource.locks import ManagementLockClient
@@ -53,6 +55,9 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 GRAPH_SERVICE = "Microsoft.Graph"
 ACTIVITY_LOG_PATH = "/providers/microsoft.insights/eventtypes/management/values"
 _LOCATION_IN_PATH = re.compile(r"/locations/([^/]+)/", re.IGNORECASE)
+
+# The region of the resource the running step works on (for custody): one per step, as steps run in lanes at once.
+_STEP_REGION: contextvars.ContextVar[str | None] = contextvars.ContextVar("azure_step_region", default=None)
 
 CLIENT_CLASSES: dict[str, Any] = {
     "compute": ComputeManagementClient,
@@ -177,6 +182,23 @@ class CustodyRecorder(SansIOHTTPPolicy[Any, Any]):
         )
 
 
+class ContextPolling(ARMPolling):
+    """ARM long-running-operation polling whose polls run in the context that started the operation.
+
+    azure-core polls in a thread of its own that carries no context variables, so its polls would belong to no
+    custody action (or to whichever step happened to be the only one open) while steps run in lanes at once.
+    """
+
+    def initialize(self, client: Any, initial_response: Any, deserialization_callback: Any) -> None:
+        """Keep the starting context (called in the thread that started the operation)."""
+        self._started_in = contextvars.copy_context()
+        super().initialize(client, initial_response, deserialization_callback)
+
+    def run(self) -> None:
+        """Poll until done, in the starting context (called in azure-core's polling thread)."""
+        self._started_in.run(super().run)
+
+
 class ClientRequestIdPolicy(SansIOHTTPPolicy[Any, Any]):
     """Gives each Graph request a ``client-request-id`` (Graph echoes it and logs it with the request)."""
 
@@ -220,11 +242,23 @@ class AzureSession:
         self.retry_total = retry_total
         self.retry_backoff_factor = retry_backoff_factor
         self.case: Case | None = None
-        self.region: str | None = None  # region of the resource the running step works on (for custody)
         self.throttled: Counter[str] = Counter()
         self.page_sink = RawPageSink()
         self._recorder = CustodyRecorder(self)
         self._clients: dict[tuple[str, str], Any] = {}
+
+    @property
+    def region(self) -> str | None:
+        """The region of the resource the running step works on (for custody); each step's own."""
+        return _STEP_REGION.get()
+
+    @region.setter
+    def region(self, region: str | None) -> None:
+        _STEP_REGION.set(region)
+
+    def polling(self) -> ContextPolling:
+        """The polling method for a long-running operation (``polling=``): its polls stay in the caller's step."""
+        return ContextPolling(self.polling_interval, path_format_arguments={"endpoint": self.base_url})
 
     def bind(self, case: Case | None) -> None:
         """Record later calls into ``case`` (None: record nothing); the user agent carries the case id."""

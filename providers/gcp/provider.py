@@ -301,12 +301,13 @@ class GcpProvider:
                         call("compute", "snapshots.get", "global"),
                     ],
                     partial(self._snapshot, target=target, disk=disk),
+                    lane=f"disk:{disk}",  # every disk at once, each copied as soon as its own snapshot is ready
                 )
             )
         if len(disks) > 1 or symbolic:
             notes.append(
-                f"{'its' if symbolic else f'the {len(disks)}'} disks are snapshotted one after another "
-                "(disks.createSnapshot each), crash-consistent each on its own: consistency across disks is not "
+                f"{'its' if symbolic else f'the {len(disks)}'} disks are snapshotted at the same time but each by its "
+                "own disks.createSnapshot, crash-consistent each on its own: consistency across disks is not "
                 "guaranteed; memory is not captured."
             )
         if forensic:
@@ -322,6 +323,7 @@ class GcpProvider:
                             call("compute", "globalOperations.wait", "global", project=forensic),
                         ],
                         partial(self._copy, forensic=forensic, disk=disk),
+                        lane=f"disk:{disk}",
                     )
                 )
         else:

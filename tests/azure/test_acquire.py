@@ -446,3 +446,32 @@ def test_the_fake_restores_only_disk_restore_points_and_copies_only_disks_and_sn
         )
         with pytest.raises(HttpResponseError, match=f"createOption '{option}' cannot take the source"):
             compute.snapshots.begin_create_or_update(RESOURCE_GROUP, f"bad-{option}", body).result()
+
+
+def test_copies_and_images_run_at_once_and_every_poll_is_in_its_own_steps_record(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    """The cross-region copies and the raw images of every disk run in lanes at once; azure-core polls each
+    long-running operation in a thread of its own, and those polls still land in the record of their step."""
+    azure_sandbox.fake.copy_seconds = 0.5
+    before = len(azure_sandbox.fake.requests)
+    case, result = acquire(forensic_location="westus", raw_image=True)
+    roles = [step.id.removeprefix("copy-") for step in result.plan.steps if step.id.startswith("copy-")]
+    assert len(roles) == 3
+    alongside = result.plan.alongside()
+    assert set(alongside["copy-os"]) == {f"{kind}-{role}" for kind in ("copy", "image") for role in roles} - {"copy-os"}
+    served = azure_sandbox.fake.requests[before:]
+    blob_reads = [i for i, r in enumerate(served) if r["operation"] == "Storage.Blob/GetBlob"]
+    copy_reads = [i for i, r in enumerate(served) if r["method"] == "GET" and SOC_SUBSCRIPTION in r["path"]]
+    assert blob_reads[0] < copy_reads[-1]  # the images streamed while the copies still progressed
+    records = read_records(case.root / "custody.jsonl")
+    records = records[next(i for i, r in enumerate(records) if r["action"] == "acquire.start") :]
+    assert not [r for r in records if r["action"] == "api.call"]  # no call of the plan outside a step
+    steps = {r["details"]["step"]: r for r in records if "step" in r["details"]}
+    for role in roles:
+        copy_calls = {(c["operation"], c["region"]) for c in steps[f"copy-{role}"]["api_calls"]}
+        assert {("snapshots/write", "westus"), ("locations/operations/read", "westus")} <= copy_calls
+        image_calls = {(c["operation"], c["region"]) for c in steps[f"image-{role}"]["api_calls"]}
+        assert {("locations/operations/read", LOCATION), ("GetBlob", LOCATION)} <= image_calls
+    everything = read_records(case.root / "custody.jsonl")
+    assert len([call for record in everything for call in record["api_calls"]]) == len(azure_sandbox.fake.requests)

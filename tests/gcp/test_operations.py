@@ -90,8 +90,9 @@ def test_rate_quota_refusals_are_resent_with_backoff_and_kept_in_custody(
     gcp_sandbox: GcpSandbox, case: Case, target: Target, slept: list[float]
 ) -> None:
     fake = gcp_sandbox.fake
-    fake.compute_rate_quotas |= {"Read requests": 2, "Operation read requests": 1}
-    fake.operation_min_polls = 2  # each operation polled twice: the second poll is over the quota
+    # the two disks' lanes poll at once: two operation reads a minute, each operation polled twice, is over the quota
+    fake.compute_rate_quotas |= {"Read requests": 2, "Operation read requests": 2}
+    fake.operation_min_polls = 2
     provider = gcp_sandbox.gcp_provider(
         api_backoff=inspect.signature(create_provider).parameters["api_backoff"].default
     )
