@@ -43,7 +43,7 @@ def events(db: Path) -> dict[tuple[str, str], tuple[object, ...]]:
 
 @pytest.mark.parametrize("name", WRAPPED)
 def test_a_wrapped_record_maps_as_its_native_shape(tmp_path: Path, name: str) -> None:
-    ingest([DATA / native for native in NATIVE], tmp_path / "native.duckdb")
+    ingest([*(DATA / native for native in NATIVE), EXPORTS / "gcp_native.jsonl"], tmp_path / "native.duckdb")
     output = ingest([EXPORTS / name], tmp_path / "wrapped.duckdb")
     assert "0 quarantined" in output
     native, wrapped = events(tmp_path / "native.duckdb"), events(tmp_path / "wrapped.duckdb")
@@ -53,8 +53,9 @@ def test_a_wrapped_record_maps_as_its_native_shape(tmp_path: Path, name: str) ->
 
 def test_every_shape_together_dedupes_to_the_native_records(tmp_path: Path) -> None:
     """The record parsed from its wrapper is canonical JSON: the same content hash, an exact duplicate."""
-    output = ingest([*(DATA / name for name in NATIVE), *(EXPORTS / name for name in WRAPPED)], tmp_path / "t.duckdb")
-    assert "21 records = 8 ingested + 13 duplicate + 0 quarantined" in output, output
+    natives = [*(DATA / name for name in NATIVE), EXPORTS / "gcp_native.jsonl"]
+    output = ingest([*natives, *(EXPORTS / name for name in WRAPPED)], tmp_path / "t.duckdb")
+    assert "25 records = 10 ingested + 15 duplicate + 0 quarantined" in output, output
 
 
 def test_an_attacker_chosen_value_cannot_choose_the_shape(tmp_path: Path) -> None:
@@ -135,3 +136,30 @@ def test_an_ocsf_value_cannot_choose_the_format_or_the_cloud(tmp_path: Path) -> 
         ("cloudtrail", "aws", "GetObject", True),
         ("ocsf_api_activity", "aws", spoofed["api"]["operation"], False),
     ]
+
+
+def findings(paths: list[Path], db: Path) -> list[tuple[object, ...]]:
+    ingest(paths, db)
+    result = CliRunner().invoke(app, ["analyze", str(db), "--min-score", "0"])
+    assert result.exit_code == 0, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(
+            "SELECT analyzer, rule, score, actor, title, explanation, event_count FROM findings ORDER BY ALL"
+        ).fetchall()
+
+
+@pytest.mark.parametrize(
+    ("native", "shape"),
+    [
+        ([EXPORTS / "cloudtrail_native.json"], [EXPORTS / "security_lake_ocsf.parquet"]),
+        ([DATA / "azure_activity_page.json", DATA / "entra_signin_graph.json"], [EXPORTS / "elastic_search.json"]),
+        ([DATA / "gcp_audit.jsonl", EXPORTS / "gcp_native.jsonl"], [EXPORTS / "pubsub_push.jsonl"]),
+    ],
+    ids=["aws-security-lake", "azure-elastic", "gcp-pubsub"],
+)
+def test_the_same_records_in_another_shape_give_the_same_findings(
+    tmp_path: Path, native: list[Path], shape: list[Path]
+) -> None:
+    expected = findings(native, tmp_path / "native.duckdb")
+    assert expected
+    assert findings(shape, tmp_path / "shape.duckdb") == expected
