@@ -233,6 +233,26 @@ class AwsSandbox:
         """The snapshot of every block read, in order."""
         return list(self._block_stats()["read"])
 
+    @property
+    def refused_block_requests(self) -> list[str]:
+        """The request lines (method and target) of the last EBS direct requests refused."""
+        return list(self._block_stats()["refused"])
+
+    @property
+    def block_reads_sent_by_botocore(self) -> int:
+        """GetSnapshotBlock requests that botocore sent (they carry its amz-sdk-invocation-id)."""
+        return int(self._block_stats()["sdk_sends"])
+
+    @property
+    def ebs_direct_cpu(self) -> float:
+        """CPU seconds the EBS direct server's process used so far."""
+        return float(self._block_stats()["cpu"])
+
+    def fault_block_reads(self, snapshot_id: str, index: int, *faults: tuple[Any, ...]) -> None:
+        """The next reads of one block get these faults, one each: ``("status", status, code)`` (an error answer),
+        ``("drop", header)`` (a 200 without that header), ``("close",)`` (the connection closes unanswered)."""
+        self.ebs_direct.call("fault", self.region, snapshot_id, index, *faults)
+
     def clear_block_stats(self) -> None:
         """Start counting the reads in flight, their window and the blocks read afresh."""
         self.ebs_direct.call("clear-stats")

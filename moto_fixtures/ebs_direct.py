@@ -3,9 +3,12 @@
 A real service answers from elsewhere: in its own process the sandbox costs the client's process nothing per read,
 so a benchmark of concurrent reads measures the client, and readers in other processes reach it as they reach AWS
 (``AWS_ENDPOINT_URL_EBS``). Each GetSnapshotBlock waits ``latency`` seconds while counted in flight; blocks, their
-checksums and tokens are stored as the sandbox registers them (precomputed), answered without parsing beyond the
-request line. Refusals as documented: a snapshot not completed, a wrong block token, a missing block or snapshot, a
-caller whose account does not own the snapshot.
+checksums, tokens and the head of their answer are stored as the sandbox registers them (precomputed). Every request
+must carry a well-formed SigV4 Authorization (scope of this service, its day that of ``x-amz-date``, ``host`` and
+``x-amz-date`` signed, and ``x-amz-security-token`` when sent), else it is refused as AWS refuses it. Refusals as
+documented: a snapshot not completed, a wrong block token, a missing block or snapshot, a caller whose account does
+not own the snapshot; and injected faults (:meth:`_State.apply` ``fault``): an error status, a header left out, the
+connection closed before the answer.
 """
 
 from __future__ import annotations
@@ -25,8 +28,21 @@ from urllib.parse import parse_qs, urlsplit
 
 from cloudir.child import start_child
 
-_CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/")  # access key and region of a SigV4 request
-_STATUS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
+# A well-formed SigV4 Authorization of this service: access key, day, region, signed headers
+_SIGV4 = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=([A-Za-z0-9]{1,128})/([0-9]{8})/([a-z0-9-]{1,32})/ebs/aws4_request, "
+    r"SignedHeaders=([a-z0-9;-]{1,1024}), Signature=[0-9a-f]{64}"
+)
+_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+_STATUS = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_REFUSED_KEPT = 100  # the request lines of the last refused requests kept for the tests
 
 
 @dataclass
@@ -36,6 +52,19 @@ class _Snapshot:
     volume_size: int  # GiB
     block_size: int
     blocks: dict[int, tuple[bytes, str, str]]  # index -> data, base64 SHA-256, block token
+    heads: dict[int, bytes] = field(default_factory=dict)  # index -> its 200 answer's status line and headers
+
+    def __post_init__(self) -> None:
+        for index in self.blocks:
+            self.prepare(index)
+
+    def prepare(self, index: int) -> None:
+        """Build the head of a block's answer (all but its request id) from its data and checksum."""
+        data, checksum, _ = self.blocks[index]
+        self.heads[index] = (
+            f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\nx-amz-Data-Length: {len(data)}\r\n"
+            f"x-amz-Checksum: {checksum}\r\nx-amz-Checksum-Algorithm: SHA256\r\n"
+        ).encode()
 
 
 @dataclass
@@ -54,6 +83,10 @@ class _State:
     window: list[float] = field(default_factory=list)  # monotonic: the first read's start, the last read's end
     read: list[str] = field(default_factory=list)  # the snapshot of every block served, in order
     cut: set[tuple[str, str, int]] = field(default_factory=set)  # blocks whose answer breaks off mid-body
+    # block -> the faults its next reads get, one each: ("status", status, code), ("drop", header), ("close",)
+    faults: dict[tuple[str, str, int], list[tuple[Any, ...]]] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)  # request lines of the last refused requests
+    sdk_sends: int = 0  # GetSnapshotBlock requests that carry botocore's amz-sdk-invocation-id
     generation: int = 0  # counts resets: a read still in flight across one is not counted against the new state
 
     def apply(self, message: tuple[Any, ...]) -> Any:
@@ -73,8 +106,12 @@ class _State:
             region, snapshot_id, index = args
             data, _, token = self.snapshots[(region, snapshot_id)].blocks[index]
             self.snapshots[(region, snapshot_id)].blocks[index] = (data, block_checksum(data + b"tampered"), token)
+            self.snapshots[(region, snapshot_id)].prepare(index)
         elif command == "cut":
             self.cut.add((args[0], args[1], args[2]))
+        elif command == "fault":
+            region, snapshot_id, index, *faults = args
+            self.faults.setdefault((region, snapshot_id, index), []).extend(faults)
         elif command == "key":
             self.accounts[args[0]] = args[1]
         elif command == "latency":
@@ -90,11 +127,15 @@ class _State:
                 self.gate.set()
                 self.gate = None
         elif command == "clear-stats":
-            self.peak, self.window, self.read = 0, [], []
-        return {"peak": self.peak, "window": list(self.window), "read": list(self.read)}
-
-
-_CUT = "cloudir-cut"  # between answer and connection only: never sent
+            self.peak, self.window, self.read, self.refused, self.sdk_sends = 0, [], [], [], 0
+        return {
+            "peak": self.peak,
+            "window": list(self.window),
+            "read": list(self.read),
+            "refused": list(self.refused),
+            "sdk_sends": self.sdk_sends,
+            "cpu": time.process_time(),
+        }
 
 
 def block_checksum(data: bytes) -> str:
@@ -108,6 +149,29 @@ def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], b
         {"x-amzn-ErrorType": code, "Content-Type": "application/json"},
         json.dumps({"Message": message}).encode(),
     )
+
+
+def _reply(status: int, headers: dict[str, str], body: bytes) -> bytes:
+    """An answer's bytes, with its request id."""
+    lines = [f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in {"x-amzn-RequestId": str(uuid.uuid4()), **headers}.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _signature_problem(headers: dict[str, str]) -> tuple[int, str, str] | None:
+    """Why a request's SigV4 is not well formed, as AWS answers it (None when it is)."""
+    authorization = headers.get("authorization")
+    if authorization is None:
+        return 403, "MissingAuthenticationTokenException", "the request is not signed (SigV4)"
+    sigv4 = _SIGV4.fullmatch(authorization)
+    amz_date = headers.get("x-amz-date", "")
+    if sigv4 is None or not _AMZ_DATE.fullmatch(amz_date) or amz_date[:8] != sigv4.group(2):
+        return 400, "IncompleteSignatureException", "the Authorization header is not a well-formed SigV4 one"
+    signed = sigv4.group(4).split(";")
+    required = {"host", "x-amz-date"} | ({"x-amz-security-token"} & set(headers))
+    if signed != sorted(set(signed)) or not required <= set(signed) or not set(signed) <= set(headers):
+        return 400, "IncompleteSignatureException", "SignedHeaders must list host, x-amz-date and the token sent"
+    return None
 
 
 class _Handler:
@@ -126,53 +190,81 @@ class _Handler:
                 }
                 if int(headers.get("content-length") or 0):
                     await reader.readexactly(int(headers["content-length"]))
-                status, extra, body = await self.answer(method, target, headers)
-                cut = extra.pop(_CUT, None) is not None
-                reply = [f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}", f"Content-Length: {len(body)}"]
-                reply += [f"{k}: {v}" for k, v in {"x-amzn-RequestId": str(uuid.uuid4()), **extra}.items()]
-                writer.write(("\r\n".join(reply) + "\r\n\r\n").encode() + (body[: len(body) // 2] if cut else body))
+                reply, close = await self.answer(method, target, headers)
+                writer.write(reply)
                 await writer.drain()
-                if cut:
-                    return  # the connection breaks with half the block sent
+                if close:
+                    return
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             writer.close()
 
-    async def answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        """ListSnapshotBlocks (GET /snapshots/{id}/blocks) or GetSnapshotBlock (GET /snapshots/{id}/blocks/{index})."""
+    async def answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[bytes, bool]:
+        """The answer's bytes, and whether the connection closes after it (see :meth:`route`)."""
+        answer = await self.route(method, target, headers)
+        if isinstance(answer[0], int):
+            status, extra, body = answer
+            if status != 200:
+                self.state.refused[:] = [*self.state.refused[1 - _REFUSED_KEPT :], f"{method} {target}"]
+            return _reply(status, extra, body), False
+        return answer[0], bool(answer[1])
+
+    async def route(self, method: str, target: str, headers: dict[str, str]) -> Any:
+        """ListSnapshotBlocks (GET /snapshots/{id}/blocks) or GetSnapshotBlock (GET /snapshots/{id}/blocks/{index}):
+        ``(status, headers, body)``, or a block's answer as ``(bytes, close)``."""
         url = urlsplit(target)
         parts, query = url.path.split("/"), parse_qs(url.query)
         if method != "GET" or len(parts) not in {4, 5} or parts[1] != "snapshots" or parts[3] != "blocks":
             return _error(400, "ValidationException", f"no EBS direct read at {method} {url.path}")
         if len(parts) == 5 and not await self._latency():
             return _error(400, "ValidationException", "the sandbox held this read past its timeout")
-        credential = _CREDENTIAL.search(headers.get("authorization", ""))
-        if credential is None:
-            return _error(403, "AccessDeniedException", "the request is not signed (SigV4)")
+        problem = _signature_problem(headers)
+        if problem is not None:
+            return _error(*problem)
+        credential = _SIGV4.fullmatch(headers["authorization"])
+        assert credential is not None  # checked by _signature_problem
+        region = credential.group(3)
         account = self.state.accounts.get(credential.group(1))
-        snapshot = self.state.snapshots.get((credential.group(2), parts[2]))
+        snapshot = self.state.snapshots.get((region, parts[2]))
         if snapshot is None or account != snapshot.account:
             return _error(404, "ResourceNotFoundException", f"snapshot {parts[2]} not found")
         if snapshot.status != "completed":
             return _error(400, "ValidationException", f"snapshot {parts[2]} is {snapshot.status}, not completed")
         if len(parts) == 4:
             return self._list(snapshot, query)
-        block = snapshot.blocks.get(int(parts[4])) if parts[4].isdigit() else None
+        index = int(parts[4]) if parts[4].isdigit() else -1
+        block = snapshot.blocks.get(index)
         if block is None:
             return _error(404, "ResourceNotFoundException", f"block {parts[4]} of {parts[2]} not found")
-        data, checksum, token = block
+        data, _, token = block
         if query.get("blockToken") != [token]:
             return _error(400, "ValidationException", "The block token is not valid for this block")
+        self.state.sdk_sends += "amz-sdk-invocation-id" in headers
+        faults = self.state.faults.get((region, parts[2], index))
+        if faults:
+            return self._fault(faults.pop(0), snapshot, index)
         self.state.read.append(parts[2])
+        head = snapshot.heads[index] + f"x-amzn-RequestId: {uuid.uuid4()}\r\n\r\n".encode()
+        if (region, parts[2], index) in self.state.cut:
+            return head + data[: len(data) // 2], True  # the connection breaks with half the block sent
+        return head + data, False
+
+    def _fault(self, fault: tuple[Any, ...], snapshot: _Snapshot, index: int) -> Any:
+        """A block's answer with an injected fault: an error status, a header left out, or no answer at all."""
+        kind, *args = fault
+        if kind == "status":
+            return _error(args[0], args[1], f"injected {args[1]}")
+        if kind == "close":
+            return b"", True
+        data, checksum, _ = snapshot.blocks[index]
         headers = {
             "x-amz-Data-Length": str(len(data)),
             "x-amz-Checksum": checksum,
             "x-amz-Checksum-Algorithm": "SHA256",
         }
-        if (credential.group(2), parts[2], int(parts[4])) in self.state.cut:
-            headers[_CUT] = ""
-        return 200, headers, data
+        headers.pop(args[0])
+        return _reply(200, headers, data), False
 
     @staticmethod
     def _list(snapshot: _Snapshot, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:

@@ -9,30 +9,53 @@ The protocol on ``control``, plain values only (nothing of this project is unpic
   ``create_client`` with ``config`` as ``Config`` keyword arguments; the reader makes its one client and answers
   ``READY``;
 - ``(task, snapshot id, block index, block token)``: one GetSnapshotBlock, ``threads`` at a time, each answered as it
-  ends with ``(task, request id, HTTP status, outcome, payload)``: outcome ``ok`` with the block's data (its
+  ends with ``(task, request id, HTTP status, outcome, payload, re-sent)``: outcome ``ok`` with the block's data (its
   checksum verified), ``checksum`` with the mismatch, the AWS error code with its message, or ``SDK_ERROR`` /
-  ``READER_ERROR`` with the exception's name and text;
+  ``READER_ERROR`` with the exception's name and text; ``re-sent``: the direct sends of this read that were not a
+  clean answer, each ``(request id, HTTP status, why)``, before it was sent again through botocore;
 - ``(CREDENTIALS, access key, secret key, session token)``: later reads use a client with these;
 - ``None``: the reads in flight end, then the process.
+
+The hot path (:class:`DirectReads`): once botocore sent a GetSnapshotBlock (it resolved the endpoint), later reads
+are sent by this module over a connection per thread, kept open: the documented request (``GET
+/snapshots/{snapshotId}/blocks/{blockIndex}?blockToken=``) from the botocore service model, its parameters checked
+by botocore's ``ParamValidator`` and the model's patterns, signed with SigV4 (a signing key cached per day). Only a
+clean answer is taken: status 200, ``Content-Length`` equal to ``x-amz-Data-Length``, a SHA-256 ``x-amz-Checksum``
+that the data matches. Anything else (an error status, throttling, a connection error, a missing or odd header, a
+bad checksum) is sent again through the botocore client, whose error parsing and retries decide.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import re
+import socket
+import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import IO, Any
+from urllib.parse import quote, urlsplit
 
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.httpsession import get_cert_path
+from botocore.validate import ParamValidator
 
 READY = "ready"
 CREDENTIALS = "credentials"
 OK, CHECKSUM, SDK_ERROR, READER_ERROR = "ok", "checksum", "sdk-error", "reader-error"
-Answer = tuple[int, str | None, int | None, str, Any]
+Resent = tuple[str | None, int | None, str]  # a direct send not taken: its request id, HTTP status, why
+Answer = tuple[int, str | None, int | None, str, Any, tuple[Resent, ...]]
+OPERATION = "GetSnapshotBlock"
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")  # an AWS error code as x-amzn-ErrorType starts with it
+_MAX_HEADERS = 64  # an answer with more header lines is not clean
 
 
 def make_client(arguments: dict[str, Any], credentials: tuple[str, str, str | None]) -> Any:
@@ -58,39 +81,236 @@ def checksum_problem(snapshot_id: str, index: int, response: dict[str, Any], dat
     return None
 
 
+def sigv4_signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
+    """The SigV4 signing key of a day (``YYYYMMDD``): the same for every request of that day."""
+    key = ("AWS4" + secret_key).encode()
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+class NotClean(Exception):  # noqa: N818 - not an error of the read: the botocore client sends it again
+    """A direct send whose answer is not a clean 200: why, and the request id and status when there was an answer."""
+
+    def __init__(self, why: str, request_id: str | None = None, status: int | None = None) -> None:
+        super().__init__(why)
+        self.resent: Resent = (request_id, status, why)
+
+
+@dataclass
+class _Connection:
+    sock: socket.socket
+    file: IO[bytes]
+
+
+@dataclass
+class DirectReads:
+    """GetSnapshotBlock sent by this module once botocore resolved the endpoint (see the module's docstring).
+
+    ``endpoint`` is the URL botocore sent its first GetSnapshotBlock to (without path); ``credentials`` the frozen
+    ones (access key, secret key, session token) of the reader's client.
+    """
+
+    endpoint: str
+    region: str
+    credentials: tuple[str, str, str | None]
+    model: Any  # botocore's OperationModel of GetSnapshotBlock
+    user_agent: str = "cloudir"
+    _keys: dict[str, bytes] = field(default_factory=dict)  # day -> signing key
+    _local: threading.local = field(default_factory=threading.local)
+
+    def __post_init__(self) -> None:
+        url = urlsplit(self.endpoint)
+        self._https = url.scheme == "https"
+        default_port = 443 if self._https else 80
+        hostname = url.hostname or ""
+        self._address = (hostname, url.port or default_port)
+        self.host = hostname if url.port in {None, default_port} else f"{hostname}:{url.port}"
+        self._service = self.model.service_model.signing_name
+        members = self.model.input_shape.members
+        self._patterns = {
+            name: re.compile(shape.metadata["pattern"])
+            for name, shape in members.items()
+            if "pattern" in shape.metadata
+        }
+        self._validator = ParamValidator()
+
+    def request(self, snapshot_id: str, index: int, token: str) -> tuple[str, str] | None:
+        """The path and query of this read, or None when a parameter is not one the model allows (botocore then
+        validates, encodes and sends it)."""
+        params = {"SnapshotId": snapshot_id, "BlockIndex": index, "BlockToken": token}
+        if self._validator.validate(params, self.model.input_shape).has_errors():
+            return None
+        if not all(pattern.fullmatch(str(params[name])) for name, pattern in self._patterns.items()):
+            return None
+        path = self.model.http["requestUri"].replace("{snapshotId}", snapshot_id)
+        return path.replace("{blockIndex}", str(index)), "blockToken=" + quote(token, safe="-_.~")
+
+    def sign(self, path: str, query: str, amz_date: str) -> dict[str, str]:
+        """The headers of a GET of ``path?query`` at ``amz_date`` (``YYYYMMDDTHHMMSSZ``), its SigV4 Authorization
+        among them (botocore's SigV4Auth signs the same request alike)."""
+        access_key, secret_key, token = self.credentials
+        headers = {"host": self.host, "x-amz-date": amz_date}
+        if token:
+            headers["x-amz-security-token"] = " ".join(token.split())
+        signed = ";".join(headers)
+        canonical = "\n".join(
+            ["GET", quote(path, safe="/~"), query, *(f"{k}:{v}" for k, v in headers.items()), "", signed, _EMPTY_SHA256]
+        )
+        day = amz_date[:8]
+        scope = f"{day}/{self.region}/{self._service}/aws4_request"
+        string_to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        key = self._keys.get(day)
+        if key is None:
+            key = self._keys[day] = sigv4_signing_key(secret_key, day, self.region, self._service)
+        signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+        )
+        return headers
+
+    def read(self, path: str, query: str) -> tuple[str | None, bytes, str]:
+        """Send one read; its request id, data and checksum, or :class:`NotClean`."""
+        headers = self.sign(path, query, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        lines = [f"GET {path}?{query} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
+        request = ("\r\n".join([*lines, f"user-agent: {self.user_agent}", "", ""])).encode("latin-1")
+        connection = self._connection()
+        try:
+            connection.sock.sendall(request)
+            status, answer = self._answer_head(connection.file)
+            length = answer.get("content-length", "")
+            data = connection.file.read(int(length)) if length.isdigit() else b""
+        except (OSError, ValueError) as exc:
+            self._close()
+            raise NotClean(type(exc).__name__) from None
+        request_id = answer.get("x-amzn-requestid")
+        if answer.get("connection", "").lower() == "close" or not length.isdigit() or len(data) != int(length):
+            self._close()
+        if status != 200:
+            code = _ERROR_CODE.match(answer.get("x-amzn-errortype", ""))
+            raise NotClean(code.group() if code else "UnknownError", request_id, status)
+        if not length.isdigit() or len(data) != int(length) or answer.get("x-amz-data-length") != length:
+            raise NotClean("MalformedResponse", request_id, status)
+        if answer.get("x-amz-checksum-algorithm") != "SHA256" or "x-amz-checksum" not in answer:
+            raise NotClean("MalformedResponse", request_id, status)
+        checksum = answer["x-amz-checksum"]
+        if base64.b64encode(hashlib.sha256(data).digest()).decode() != checksum:
+            raise NotClean("ChecksumMismatch", request_id, status)
+        return request_id, data, checksum
+
+    @staticmethod
+    def _answer_head(file: IO[bytes]) -> tuple[int, dict[str, str]]:
+        """The status and headers (lower-case names) of an answer; ValueError when it is not HTTP/1.1."""
+        status_line = file.readline(4096).decode("latin-1")
+        if not status_line:
+            raise ConnectionError("the connection closed before an answer")
+        version, status, _ = status_line.split(" ", 2)
+        if version != "HTTP/1.1" or not status.isdigit():
+            raise ValueError("not an HTTP/1.1 answer")
+        headers: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS):
+            line = file.readline(8192).decode("latin-1")
+            if line in {"\r\n", ""}:
+                if not line:
+                    raise ValueError("the answer ended in its headers")
+                return int(status), headers
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        raise ValueError("too many header lines")
+
+    def _connection(self) -> _Connection:
+        """This thread's connection to the endpoint (opened when it has none)."""
+        connection: _Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            sock = socket.create_connection(self._address, timeout=10)  # botocore's connect timeout
+            sock.settimeout(60)  # and its read timeout
+            if self._https:
+                context = ssl.create_default_context(cafile=get_cert_path(True))
+                sock = context.wrap_socket(sock, server_hostname=self._address[0])
+            connection = self._local.connection = _Connection(sock, sock.makefile("rb"))
+        return connection
+
+    def _close(self) -> None:
+        connection: _Connection | None = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.file.close()
+            connection.sock.close()
+
+
 def read_block(ebs: Any, task: int, snapshot_id: str, index: int, token: str) -> Answer:
-    """One GetSnapshotBlock and its answer to the parent (see the module's protocol); never raises."""
+    """One GetSnapshotBlock through the botocore client and its answer to the parent (see the module's protocol);
+    never raises."""
     try:
         response = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockToken=token)
         data: bytes = response["BlockData"].read()  # the body streams: a broken connection fails here
     except ClientError as exc:
         meta, error = exc.response.get("ResponseMetadata", {}), exc.response.get("Error", {})
         code = str(error.get("Code") or "Unknown")
-        return task, meta.get("RequestId"), meta.get("HTTPStatusCode"), code, str(error.get("Message") or "")
+        return task, meta.get("RequestId"), meta.get("HTTPStatusCode"), code, str(error.get("Message") or ""), ()
     except BotoCoreError as exc:
-        return task, None, None, SDK_ERROR, (type(exc).__name__, str(exc))
+        return task, None, None, SDK_ERROR, (type(exc).__name__, str(exc)), ()
     except Exception as exc:  # noqa: BLE001 - unanswered, the parent would wait for this block
-        return task, None, None, READER_ERROR, (type(exc).__name__, str(exc))
+        return task, None, None, READER_ERROR, (type(exc).__name__, str(exc)), ()
     meta = response.get("ResponseMetadata", {})
     request_id, status = meta.get("RequestId"), meta.get("HTTPStatusCode")
     problem = checksum_problem(snapshot_id, index, response, data)
-    return (task, request_id, status, CHECKSUM, problem) if problem else (task, request_id, status, OK, data)
+    return (task, request_id, status, CHECKSUM, problem, ()) if problem else (task, request_id, status, OK, data, ())
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+class Reader:
+    """A reader's client and its direct path (made once botocore sent a GetSnapshotBlock to the endpoint)."""
+
+    def __init__(self, arguments: dict[str, Any], credentials: tuple[str, str, str | None]) -> None:
+        self.ebs, self.credentials = make_client(arguments, credentials), credentials
+        self.direct: DirectReads | None = None
+        self.ebs.meta.events.register(f"before-send.ebs.{OPERATION}", self._learn_endpoint)
+
+    def _learn_endpoint(self, request: Any, **_: Any) -> None:
+        """Where botocore sends its GetSnapshotBlock (its endpoint rules resolved): the direct path's endpoint."""
+        if self.direct is None:
+            url = urlsplit(request.url)
+            meta = self.ebs.meta
+            self.direct = DirectReads(
+                f"{url.scheme}://{url.netloc}",
+                meta.region_name,
+                self.credentials,
+                meta.service_model.operation_model(OPERATION),
+                _text(request.headers.get("User-Agent", "cloudir")),
+            )
+
+    def read(self, task: int, snapshot_id: str, index: int, token: str) -> Answer:
+        """One read: direct when it can be, else (or when its answer is not clean) through botocore."""
+        direct = self.direct
+        request = direct.request(snapshot_id, index, token) if direct is not None else None
+        if direct is None or request is None:
+            return read_block(self.ebs, task, snapshot_id, index, token)
+        try:
+            request_id, data, _ = direct.read(*request)
+        except NotClean as not_clean:
+            answer = read_block(self.ebs, task, snapshot_id, index, token)
+            return (*answer[:5], (not_clean.resent,))
+        return task, request_id, 200, OK, data, ()
 
 
 def reader_process(control: Connection) -> None:
     """Serve reads on ``control`` until it sends ``None`` (see the module's protocol)."""
     arguments, threads, credentials = control.recv()
-    ebs, sending = make_client(arguments, credentials), threading.Lock()
+    reader, sending = Reader(arguments, credentials), threading.Lock()
     control.send(READY)
 
-    def read(client: Any, task: int, snapshot_id: str, index: int, token: str) -> None:
-        answer = read_block(client, task, snapshot_id, index, token)
+    def read(client: Reader, task: int, snapshot_id: str, index: int, token: str) -> None:
+        answer = client.read(task, snapshot_id, index, token)
         with sending:
             control.send(answer)
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ebs-read") as pool:
         while (message := control.recv()) is not None:
             if message[0] == CREDENTIALS:
-                ebs = make_client(arguments, message[1:])
+                reader = Reader(arguments, message[1:])
             else:
-                pool.submit(read, ebs, *message)
+                pool.submit(read, reader, *message)

@@ -219,10 +219,14 @@ class BlockReaders:
                 answer: Answer = reader.control.recv()
             except (EOFError, OSError):
                 break
-            task, request_id, status, outcome, payload = answer
+            task, request_id, status, outcome, payload, resent = answer
             with self._lock:
                 reader.pending.discard(task)
                 read = self._reads.pop(task)
+            for resent_id, resent_status, why in resent:
+                self._clients.record(
+                    ApiCall("ebs", "GetSnapshotBlock", self.spec.region, resent_id, why, http_status=resent_status)
+                )
             outcome_in_custody = _custody_outcome(outcome, payload)
             self._clients.record(
                 ApiCall("ebs", "GetSnapshotBlock", self.spec.region, request_id, outcome_in_custody, http_status=status)
@@ -300,7 +304,7 @@ def _custody_outcome(outcome: str, payload: Any) -> str:
 
 def _failure(snapshot_id: str, index: int, answer: Answer) -> Exception:
     """The exception of a read not answered ``ok`` (see :mod:`providers.ebs_reader`)."""
-    _, request_id, status, outcome, payload = answer
+    _, request_id, status, outcome, payload, _ = answer
     if outcome == CHECKSUM:
         return BlockChecksumError(payload, hint=RESUME_HINT)
     if outcome == SDK_ERROR:
