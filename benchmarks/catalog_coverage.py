@@ -101,6 +101,12 @@ ROUTINE |= {
     "its update / delete / user changes are flagged",
     "gcp_vpn_tunnel_modified_or_deleted": "VPN tunnel inserted: routine infrastructure change",
     "gcp_full_network_traffic_packet_capture": "a packet mirroring read (Get): routine; insert/patch is the capture",
+    "gcp_service_account_modified": "a service account's display name or description patched: routine",
+    "gcp_dns_zone_modified_or_deleted": "a managed DNS zone changed or deleted: routine infrastructure change",
+    "gcp_gworkspace_application_access_levels_modified": "an application setting changed: routine administration",
+    "gcp_gworkspace_application_removed": "an application removed: routine administration",
+    "gcp_gworkspace_role_modified_or_deleted": "an admin role edited or deleted: routine; a role granted is flagged",
+    "gcp_gworkspace_role_privilege_deleted": "a privilege removed from a role: narrows access, routine",
     "azure_ad_sign_ins_from_unknown_devices": "a sign-in from a device not registered: routine alone (BYOD)",
     "azure_ad_sign_ins_from_noncompliant_devices": "a non-compliant device: routine alone",
     "azure_ad_only_single_factor_auth_required": "single-factor sign-in allowed by policy: routine alone",
@@ -423,6 +429,9 @@ def _documented_gcp(record: dict[str, Any]) -> None:
         payload["metadata"] = {"@type": "type.googleapis.com/google.cloud.audit.AuditLog",
                                "event": [{"eventName": method, "eventType": "SETTINGS"}]}  # fmt: skip
         payload["methodName"] = prefix + method
+    elif method.startswith("io.k8s."):  # GKE's Kubernetes API audit (serviceName k8s.io, resource k8s_cluster)
+        payload["serviceName"] = "k8s.io"
+        record["resource"] = {"type": "k8s_cluster", "labels": {"project_id": "web-prod", "cluster_name": "c1"}}
     elif not payload["serviceName"] and method:
         first = method.split(".")[1] if method.startswith(("google.", "v1.", "beta.")) else method.split(".")[0]
         payload["serviceName"] = f"{first}.googleapis.com"

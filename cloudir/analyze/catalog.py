@@ -545,6 +545,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1098.003": ("Account Manipulation: Additional Cloud Roles", "Privilege Escalation"),
     "T1098.004": ("Account Manipulation: SSH Authorized Keys", "Persistence"),
     "T1110.001": ("Brute Force: Password Guessing", "Credential Access"),
+    "T1114.003": ("Email Collection: Email Forwarding Rule", "Collection"),
     "T1110.003": ("Brute Force: Password Spraying", "Credential Access"),
     "T1133": ("External Remote Services", "Persistence"),
     "T1136.003": ("Create Account: Cloud Account", "Persistence"),
