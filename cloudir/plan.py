@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from cloudir.case import ActionPool, Case
+from cloudir.case import Case, in_actions
 from cloudir.errors import PreconditionError, StepFailedError
 
 
@@ -104,7 +104,7 @@ class StepOutcome:
 
     step_id: str
     title: str
-    status: str  # done | resumed | failed | blocked
+    status: str  # done | resumed | failed | blocked | interrupted
     error: str | None = None
 
 
@@ -231,27 +231,71 @@ class _Runner:
         self._lock = threading.Lock()  # state, results, outcomes and the failure; held while saving the state
         self._notifying = threading.Lock()  # one observer call at a time
         self._aborted = False  # an observer raised (e.g. no time left in the invocation): start no more steps
+        self._running: dict[str, Step] = {}  # the steps started and not yet ended, by id
+        self._interrupted = False  # Ctrl-C: the running steps are recorded as interrupted, nothing more is recorded
 
     def run_lanes(self, lanes: list[list[Step]]) -> None:
         """Run each lane's steps in order, every lane at once (one lane: in this thread); the first exception that
-        escaped a lane (an observer's) is raised once every lane ended."""
-        if len(lanes) == 1:
-            self._run_lane(lanes[0])
-            return
-        with ActionPool(max_workers=len(lanes), thread_name_prefix=f"{self.plan.name}-lane") as pool:
-            futures = [pool.submit(self._run_lane, lane) for lane in lanes]
-        for future in futures:
-            future.result()
+        escaped a lane (an observer's) is raised once every lane ended.
 
-    def _run_lane(self, lane: list[Step]) -> None:
+        On Ctrl-C no further step starts, every running step is recorded as interrupted (in custody and the run
+        state, so that ``--resume`` runs it again) and the interrupt is raised at once: the lanes run in daemon
+        threads, so the command does not wait for a long copy still running in one of them."""
+        try:
+            if len(lanes) == 1:
+                self._run_lane(lanes[0])
+                return
+            escaped: list[BaseException] = []
+            threads = [
+                threading.Thread(
+                    target=in_actions(self._run_lane),
+                    args=(lane, escaped),
+                    name=f"{self.plan.name}-lane-{index}",
+                    daemon=True,
+                )
+                for index, lane in enumerate(lanes)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.1)  # a bounded wait: Ctrl-C reaches this thread between two
+            if escaped:
+                raise escaped[0]
+        except KeyboardInterrupt:
+            self._interrupt()
+            raise
+
+    def _interrupt(self) -> None:
+        """Record every running step as interrupted; the steps' own threads record nothing after this."""
+        with self._lock:
+            self._interrupted = True
+            running = list(self._running.values())
+            for step in running:
+                self.steps_state[step.id] = {"status": "interrupted"}
+                self.outcomes.append(StepOutcome(step.id, step.title, "interrupted", "interrupted (Ctrl-C)"))
+            self.run_state["status"] = "interrupted"
+            self.case.save_state(self.state)
+        for step in running:
+            self.case.custody.append(
+                f"{self.plan.name}.{step.kind}.interrupted",
+                target=self.plan.target,
+                outcome="interrupted",
+                details={"step": step.id, "title": step.title},
+            )
+
+    def _run_lane(self, lane: list[Step], escaped: list[BaseException] | None = None) -> None:
         for step in lane:
-            if self._aborted:
+            if self._aborted or self._interrupted:
                 return
             try:
                 self._run_step(step)
-            except BaseException:
+            except BaseException as exc:
                 self._aborted = True
-                raise
+                if escaped is None:
+                    raise
+                escaped.append(exc)
+                return
 
     def _run_step(self, step: Step) -> None:
         with self._lock:
@@ -278,6 +322,8 @@ class _Runner:
             return
         self._notify(step, "running")
         name = f"{self.plan.name}.{step.kind}"
+        with self._lock:
+            self._running[step.id] = step
         try:
             with self.case.action(name, target=self.plan.target, step=step.id, title=step.title) as act:
                 result = step.run(self._ctx) or {}
@@ -285,6 +331,8 @@ class _Runner:
         except Exception as exc:  # noqa: BLE001 - every failure must be recorded and must stop later changes
             outcome = StepOutcome(step.id, step.title, "failed", str(exc) or type(exc).__name__)
             with self._lock:
+                if self._ended_after_interrupt(step):
+                    return
                 self.steps_state[step.id] = {"status": "failed", "error": outcome.error}
                 self.failure = self.failure or outcome
                 self.outcomes.append(outcome)
@@ -292,11 +340,18 @@ class _Runner:
             self._notify(step, "failed")
         else:
             with self._lock:
+                if self._ended_after_interrupt(step):
+                    return
                 self.results[step.id] = result
                 self.steps_state[step.id] = {"status": "done", "result": result}
                 self.outcomes.append(StepOutcome(step.id, step.title, "done"))
                 self.case.save_state(self.state)
             self._notify(step, "done")
+
+    def _ended_after_interrupt(self, step: Step) -> bool:
+        """Mark ``step`` ended (call holding the lock); True when it was recorded as interrupted meanwhile."""
+        self._running.pop(step.id, None)
+        return self._interrupted
 
     def _notify(self, step: Step, status: str) -> None:
         if self._observer is not None:

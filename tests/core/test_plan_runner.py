@@ -1,7 +1,9 @@
 """The step runner: custody records, failure stops later changes, resume skips finished steps."""
 
 import json
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +187,43 @@ def test_an_observer_that_refuses_a_step_in_a_lane_stops_the_run_after_the_other
         run_plan(_lane_plan({"a1": a1}), case, observer=refuse)
     done = [r["details"]["step"] for r in _records(case) if r["action"] == "acquire.acquire"]
     assert sorted(done) == ["a1", "b1", "snap"]  # b1 ran to its end and is recorded; a2 and last never started
+
+
+def test_ctrl_c_while_lanes_run_records_the_running_steps_as_interrupted_and_resume_runs_them(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT, delivered to the main thread) while a1 is a long copy: the command does not wait for it,
+    starts nothing more, records a1 as interrupted in custody and the run state, and ``--resume`` runs it again."""
+    copy_may_end, signalled = threading.Event(), []
+
+    def long_copy(ctx: StepContext) -> dict[str, Any]:
+        copy_may_end.wait(timeout=30)
+        return {"copied": True}
+
+    def ctrl_c(ctx: StepContext) -> dict[str, Any]:
+        if not signalled:
+            signalled.append(True)
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.5)  # the interrupt reaches the main thread meanwhile
+        return {"b1": True}
+
+    case = Case.create(tmp_path / "case")
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(_lane_plan({"a1": long_copy, "b1": ctrl_c}), case)
+    assert time.monotonic() - started < 10  # it did not wait for the long copy
+    state = case.load_state()
+    steps = next(iter(state["runs"].values()))["steps"]
+    assert steps["snap"]["status"] == "done"
+    assert steps["a1"]["status"] == "interrupted"
+    assert "a2" not in steps  # nothing started after the interrupt
+    assert "last" not in steps
+    assert case.run_status("acquire:aws:aws:1:us-east-1:i-1") == "interrupted"
+    interrupted = [r for r in read_records(case.root / "custody.jsonl") if r["action"] == "acquire.acquire.interrupted"]
+    assert {r["details"]["step"] for r in interrupted} >= {"a1"}
+    copy_may_end.set()
+    time.sleep(0.2)  # the interrupted copy ends in its thread and records nothing more
+    assert next(iter(case.load_state()["runs"].values()))["steps"]["a1"]["status"] == "interrupted"
+    resumed = run_plan(_lane_plan({"a1": long_copy, "b1": ctrl_c}), case)
+    assert resumed.ok
+    statuses = {o.step_id: o.status for o in resumed.outcomes}
+    assert statuses["snap"] == "resumed"
+    assert statuses["a1"] == statuses["a2"] == statuses["last"] == "done"
