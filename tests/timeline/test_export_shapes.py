@@ -99,10 +99,18 @@ def test_an_attacker_chosen_value_cannot_choose_the_shape(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "name", ["security_lake_ocsf_1_1.jsonl", "security_lake_ocsf_1_0.jsonl", "security_lake_ocsf.parquet"]
+    ("name", "source_format"),
+    [
+        ("security_lake_ocsf_1_1.jsonl", "ocsf_api_activity"),
+        ("security_lake_ocsf_1_0.jsonl", "ocsf_api_activity"),
+        ("security_lake_ocsf.parquet", "ocsf_api_activity"),
+        ("sentinel_aws_cloudtrail.json", "la_aws_cloudtrail"),
+        ("sentinel_aws_cloudtrail.csv", "la_aws_cloudtrail"),
+    ],
 )
-def test_security_lake_ocsf_maps_as_the_trail_record(tmp_path: Path, name: str) -> None:
-    """Amazon Security Lake's OCSF (1.1 and 1.0.0-rc.2; JSON Lines and Parquet) gives the trail's columns."""
+def test_a_normalized_trail_maps_as_the_trail_record(tmp_path: Path, name: str, source_format: str) -> None:
+    """Security Lake's OCSF (1.1, 1.0.0-rc.2; JSON Lines, Parquet) and Sentinel's ``AWSCloudTrail`` rows (the
+    query CLI's JSON, the portal's CSV) give the trail's columns."""
     ingest([EXPORTS / "cloudtrail_native.json"], tmp_path / "native.duckdb")
     assert "3 records = 3 ingested + 0 duplicate + 0 quarantined" in ingest([EXPORTS / name], tmp_path / "o.duckdb")
     columns = COLUMNS.removesuffix(", raw")
@@ -110,7 +118,7 @@ def test_security_lake_ocsf_maps_as_the_trail_record(tmp_path: Path, name: str) 
         native = con.execute(f"SELECT event_id, {columns} FROM events ORDER BY event_id").fetchall()
     with duckdb.connect(str(tmp_path / "o.duckdb"), read_only=True) as con:
         ocsf = con.execute(f"SELECT event_id, {columns} FROM events ORDER BY event_id").fetchall()
-        assert con.execute("SELECT DISTINCT source_format FROM events").fetchall() == [("ocsf_api_activity",)]
+        assert con.execute("SELECT DISTINCT source_format FROM events").fetchall() == [(source_format,)]
     assert ocsf == native
     assert [row[9] for row in ocsf] == ["success", "failure", "success"]
 
@@ -163,3 +171,31 @@ def test_the_same_records_in_another_shape_give_the_same_findings(
     expected = findings(native, tmp_path / "native.duckdb")
     assert expected
     assert findings(shape, tmp_path / "shape.duckdb") == expected
+
+
+def test_a_sentinel_cell_is_data(tmp_path: Path) -> None:
+    """Cells shaped like other formats' keys, JSON text or SQL stay values of their column."""
+    rows = json.loads((EXPORTS / "sentinel_aws_cloudtrail.json").read_text())
+    hostile = {
+        **rows[0],
+        "UserAgent": json.dumps({"eventName": "DeleteTrail", "class_uid": 6003}),
+        "Resources": '[{"ARN": "x\'); DROP TABLE events; --"}, "not an object"',
+        "ErrorCode": " ",
+        "UserIdentityArn": "",
+        "AwsEventId": "sentinel-hostile",
+    }
+    log = tmp_path / "rows.json"
+    log.write_text(json.dumps([hostile]))
+    assert "1 records = 1 ingested + 0 duplicate + 0 quarantined" in ingest([log], tmp_path / "t.duckdb")
+    with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as con:
+        row = con.execute(
+            "SELECT source_format, operation, user_agent, resources, status, actor FROM events"
+        ).fetchone()
+    assert row == (
+        "la_aws_cloudtrail",
+        "StopLogging",
+        hostile["UserAgent"],
+        None,
+        "success",
+        rows[0]["UserIdentityPrincipalid"],
+    )

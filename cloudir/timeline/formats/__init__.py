@@ -27,6 +27,7 @@ from cloudir.timeline.formats import (
     gcp_audit,
     k8s_audit,
     la_audit_logs,
+    la_aws_cloudtrail,
     la_azure_activity,
     la_signin_logs,
     ocsf_api_activity,
@@ -91,6 +92,7 @@ RECORD_FORMATS: tuple[RecordFormat, ...] = tuple(
         la_audit_logs,
         la_signin_logs,
         la_azure_activity,
+        la_aws_cloudtrail,
         workspace_activity,
         ocsf_api_activity,
     )
