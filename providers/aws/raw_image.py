@@ -1,9 +1,10 @@
 """Read an EBS snapshot through the EBS direct APIs into a sparse raw image, checking every block's checksum.
 
 The GetSnapshotBlock calls run in a few reader processes, each with its own client and a thread per read in flight
-(a call costs its client about 1.5 ms of CPU in botocore: one process would cap the reads at some 600 a second
-however many wait on the network); each block is verified against its checksum there, and sent back with the call's
-custody facts. This process records every call and writes and hashes each volume in block order.
+(a read costs its reader about 0.6 ms of CPU on the direct path of :mod:`providers.ebs_reader`, 1.5 ms through
+botocore's client: one process would cap the reads however many wait on the network); each block is verified against
+its checksum there, and sent back with the call's custody facts. This process records every call and writes and
+hashes each volume in block order.
 """
 
 from __future__ import annotations
