@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cloudir.cli import app
+from cloudir.timeline import ingest as timeline_ingest
+from cloudir.timeline import reader
 
 DATA = Path(__file__).parent / "data"
 EXPORTS = Path(__file__).parent / "export_data"  # the records of NATIVE, wrapped (kept apart: exact duplicates)
@@ -199,3 +201,15 @@ def test_a_sentinel_cell_is_data(tmp_path: Path) -> None:
         "success",
         rows[0]["UserIdentityPrincipalid"],
     )
+
+
+def test_a_large_splunk_results_page_is_split_by_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page larger than the split size is streamed result by result when ``results`` comes first."""
+    monkeypatch.setattr(timeline_ingest, "SPLIT_BYTES", 1024)
+    monkeypatch.setattr(reader, "MAX_RECORD_BYTES", 4096)  # the page is larger: read whole, it would be refused
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 1000)
+    page = json.loads((EXPORTS / "splunk_results_page.json").read_text())
+    big = tmp_path / "page.json"
+    big.write_text(json.dumps({"results": page["results"] * 3, "preview": False}))
+    output = ingest([big], tmp_path / "t.duckdb")
+    assert "6 records = 2 ingested + 4 duplicate + 0 quarantined" in output, output
