@@ -67,12 +67,17 @@ def make_client(arguments: dict[str, Any], credentials: tuple[str, str, str | No
     )
 
 
+def block_checksum(data: bytes) -> str:
+    """A block's checksum as EBS sends it (``x-amz-Checksum``): its SHA-256, base64."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
 def checksum_problem(snapshot_id: str, index: int, response: dict[str, Any], data: bytes) -> str | None:
     """Why a block does not match the checksum EBS sent with it (None when it does)."""
     algorithm = response.get("ChecksumAlgorithm") or "SHA256"
     if algorithm != "SHA256":
         return f"block {index} of {snapshot_id}: unsupported checksum algorithm {algorithm}"
-    actual = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    actual = block_checksum(data)
     if response.get("Checksum") != actual:
         return (
             f"block {index} of {snapshot_id}: checksum mismatch (EBS sent {response.get('Checksum')}, "
@@ -194,7 +199,7 @@ class DirectReads:
         if answer.get("x-amz-checksum-algorithm") != "SHA256" or "x-amz-checksum" not in answer:
             raise NotClean("MalformedResponse", request_id, status)
         checksum = answer["x-amz-checksum"]
-        if base64.b64encode(hashlib.sha256(data).digest()).decode() != checksum:
+        if block_checksum(data) != checksum:
             raise NotClean("ChecksumMismatch", request_id, status)
         return request_id, data, checksum
 

@@ -35,15 +35,28 @@ FIELDS = {
 }
 
 SIGN_IN_OUTCOMES = ("ConsoleLogin", "CheckMfa", "SwitchRole", "ExitRole", "RenewRole", "PasswordUpdated")
-SIGN_IN_FAILED = (
-    "coalesce(p.eventSource = 'signin.amazonaws.com' AND 'Failure' IN ("
-    + ", ".join(f"p.responseElements->>'$.{name}'" for name in SIGN_IN_OUTCOMES)
-    + "), false)"
-)
-"""AWS sign-in events report a refusal in ``responseElements.<eventName>`` and ``errorMessage``, no ``errorCode``."""
 ERROR_CODE = "nullif(trim(p.errorCode), '')"
 """A record carries ``errorCode`` only when the request failed; an export that writes every column of the record
 schema (query results of Athena's CloudTrail table saved as CSV, then as JSON) leaves it empty on success."""
+
+
+def outcome_columns(error_code: str, event_source: str, response_elements: str, error_message: str) -> dict[str, str]:
+    """SQL of ``status`` and ``error_code`` from a trail record's fields, as each shape of the record names them.
+
+    AWS sign-in events report a refusal in ``responseElements.<eventName>`` and ``errorMessage``, no ``errorCode``.
+    """
+    sign_in_failed = (
+        f"coalesce({event_source} = 'signin.amazonaws.com' AND 'Failure' IN ("
+        + ", ".join(f"{response_elements}->>'$.{name}'" for name in SIGN_IN_OUTCOMES)
+        + "), false)"
+    )
+    return {
+        "status": f"CASE WHEN {error_code} IS NULL AND NOT {sign_in_failed} THEN 'success' ELSE 'failure' END",
+        "error_code": (
+            f"coalesce({error_code}, CASE WHEN {sign_in_failed} THEN coalesce({error_message}, 'Failure') END)"
+        ),
+    }
+
 
 COLUMNS = {
     "time": 'utc_ts(coalesce(p.eventTime, p."@timestamp"))',
@@ -60,8 +73,7 @@ COLUMNS = {
     "source_ip": "p.sourceIPAddress",
     "user_agent": "p.userAgent",
     "resources": "list_filter(list_transform(p.resources, lambda r: r.ARN), lambda a: a IS NOT NULL)",
-    "status": f"CASE WHEN {ERROR_CODE} IS NULL AND NOT {SIGN_IN_FAILED} THEN 'success' ELSE 'failure' END",
-    "error_code": f"coalesce({ERROR_CODE}, CASE WHEN {SIGN_IN_FAILED} THEN coalesce(p.errorMessage, 'Failure') END)",
+    **outcome_columns(ERROR_CODE, "p.eventSource", "p.responseElements", "p.errorMessage"),
     "request_id": "p.requestID",
     "event_id": "p.eventID",
     "read_only": "coalesce(try_cast(p.readOnly AS BOOLEAN), is_read_operation(p.eventName))",

@@ -5,7 +5,7 @@ values); the portal's CSV export writes ``TimeGenerated [UTC]`` and ``Resources`
 text. ``TimeGenerated`` is the record's ``eventTime``.
 """
 
-from cloudir.timeline.formats.cloudtrail import SIGN_IN_OUTCOMES
+from cloudir.timeline.formats.cloudtrail import outcome_columns
 from cloudir.timeline.formats.log_analytics import cell, detect, time_fields, time_of
 
 NAME = "la_aws_cloudtrail"
@@ -37,13 +37,8 @@ _ACTOR = (
     "UserIdentityPrincipalid",
     "UserIdentityUserName",
 )
-_ARNS = f"json_extract_string({cell('Resources')}, '$[*].ARN')"
-_SIGN_IN_FAILED = (
-    f"coalesce({_value('EventSource')} = 'signin.amazonaws.com' AND 'Failure' IN ("
-    + ", ".join(f"{cell('ResponseElements')} ->> '$.{name}'" for name in SIGN_IN_OUTCOMES)
-    + "), false)"
-)
 
+_ARNS = f"json_extract_string({cell('Resources')}, '$[*].ARN')"
 COLUMNS = {
     "time": time_of("TimeGenerated"),
     "account": f"coalesce({_value('RecipientAccountId')}, {_value('UserIdentityAccountId')})",
@@ -56,9 +51,7 @@ COLUMNS = {
     "source_ip": _value("SourceIpAddress"),
     "user_agent": _value("UserAgent"),
     "resources": f"nullif(list_filter({_ARNS}, lambda a: a IS NOT NULL), [])",
-    "status": f"CASE WHEN {_value('ErrorCode')} IS NULL AND NOT {_SIGN_IN_FAILED} THEN 'success' ELSE 'failure' END",
-    "error_code": f"coalesce({_value('ErrorCode')}, CASE WHEN {_SIGN_IN_FAILED} "
-    f"THEN coalesce({_value('ErrorMessage')}, 'Failure') END)",
+    **outcome_columns(_value("ErrorCode"), _value("EventSource"), cell("ResponseElements"), _value("ErrorMessage")),
     "request_id": f"coalesce({_value('AwsRequestId_')}, {_value('AwsRequestId')})",
     "event_id": _value("AwsEventId"),
     "read_only": f"coalesce(try_cast({_value('ReadOnly')} AS BOOLEAN), is_read_operation(p.EventName))",
