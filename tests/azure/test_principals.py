@@ -302,13 +302,19 @@ def test_role_assignment_fake_refuses_what_the_spec_does_not_define(azure_sandbo
     assert response.json()["error"]["code"] == code
 
 
+# A manual trigger's time is the wall clock, and the sandbox plants at fixed offsets from its incident clock (up to
+# 25 h before): a 48-hour log window holds the planted incident whatever the time of day the test runs at.
+WHOLE_INCIDENT = ("--param", "log_window_before_hours=48")
+
+
 def test_playbook_captures_pulls_identity_logs_and_contains_the_user(
     azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     config = {k: v for k, v in azure_sandbox.provider_config().items() if k != "credential"}
     monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"azure": config | {"token": sandbox_token()}}))
     case = tmp_path / "pb"
-    args = ["respond", "--cloud", "azure", "--principal", ATTACKER, "--account", SUBSCRIPTION, "--case", str(case)]
+    args = ["respond", "--cloud", "azure", "--principal", ATTACKER, "--account", SUBSCRIPTION, "--case", str(case),
+            *WHOLE_INCIDENT]  # fmt: skip
     first = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
     assert first.exit_code == 0, first.output
     assert "principal-compromise" in first.output
@@ -364,7 +370,7 @@ def test_playbook_detaches_a_user_assigned_identity_after_capturing_it(
     monkeypatch.setenv("CLOUDIR_PROVIDER_CONFIG", json.dumps({"azure": config | {"token": sandbox_token()}}))
     case = tmp_path / "pb-mi"
     args = ["respond", "--cloud", "azure", "--principal", USER_ASSIGNED_SP_ID, "--account", SUBSCRIPTION,
-            "--case", str(case), "--approve-containment"]  # fmt: skip
+            "--case", str(case), "--approve-containment", *WHOLE_INCIDENT]  # fmt: skip
     out = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
     assert out.exit_code == 0, out.output
     folder = case / f"artifacts/azure/principals/{USER_ASSIGNED_SP_ID}"

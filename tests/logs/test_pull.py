@@ -52,6 +52,7 @@ def test_full_pull_keeps_raw_pages_files_and_validates(cloudtrail_store: CloudTr
         for r in records
         if r["awsRegion"] == REGION
         and r["managementEvent"]
+        and r["userIdentity"].get("arn", "").rsplit("/", 1)[-1] == INSTANCE  # what Username= matches
         and T0 - timedelta(hours=12) <= datetime.fromisoformat(r["eventTime"]) <= T0 + timedelta(hours=2)
     }
     assert {e["EventId"] for body in bodies for e in body["Events"]} == expected
