@@ -7,8 +7,9 @@ Usage: ``uv run python benchmarks/catalog_coverage.py [--work DIR] [--json FILE]
   ``1 of``, filters left out) over a documented-format envelope (userIdentity, sourceIPAddress, userAgent,
   eventTime, requestParameters, ...). ``--elastic DIR``: a checkout of elastic/detection-rules; each AWS rule's
   query is read for its ``event.action`` and ``event.provider`` values and the same envelope is built - without
-  the request parameters or user agent a query may also read: such a rule not flagged is listed under
-  ``gaps_needing_parameters`` (its record lacks what the rule selects on), not under ``gaps``.
+  the other fields a query may read (parameters, identity, user agent, geography) or the history a new-terms or
+  threshold rule judges: such a rule not flagged is listed under ``gaps_needing_parameters`` (its record lacks what
+  the rule selects on), not under ``gaps``.
 * SigmaHQ Azure, Entra and Google rules (``azure/activity_logs``, ``audit_logs``, ``signin_logs``,
   ``identity_protection``, ``privileged_identity_management``, ``gcp/audit``, ``gcp/gworkspace``): the record their
   selection describes in the provider's documented export form (``CLOUD_FORMATS``): Azure Activity and Entra
@@ -470,8 +471,21 @@ def cloud_sigma_cases(first_index: int) -> list[dict[str, Any]]:
     return cases
 
 
-_ELASTIC_PARAMETERS = re.compile(r"aws\.cloudtrail\.(request_parameters|response_elements|flattened)|user_agent", re.I)
-"""Fields of an Elastic query beyond the call itself: a case built from event.action/provider lacks them."""
+_ELASTIC_QUERY_FIELD = re.compile(r"(?<![\w.@-])([a-z_]+(?:\.[a-z_0-9]+)+)(?![\w.@-])", re.I)
+_ELASTIC_CALL_FIELDS = {"data_stream.dataset", "event.dataset", "event.provider", "event.action", "event.outcome",
+                        "event.type", "event.category", "cloud.provider"}  # fmt: skip
+"""What a record built from event.action/provider carries; a query reading any other field (request parameters,
+the identity, the user agent, the source's geography), or a rule type judging history (new terms, threshold,
+machine learning), selects on what the built record lacks."""
+_ELASTIC_HISTORY_TYPES = {"new_terms", "threshold", "machine_learning"}
+
+
+def _needs_more_than_the_call(rule: dict[str, Any]) -> bool:
+    query = re.sub(r'"[^"]*"|\'[^\']*\'', " ", str(rule.get("query", "")))  # values, not fields
+    fields = {f.lower() for f in _ELASTIC_QUERY_FIELD.findall(query) if "amazonaws" not in f.lower()}
+    return rule.get("type") in _ELASTIC_HISTORY_TYPES or bool(fields - _ELASTIC_CALL_FIELDS)
+
+
 _ELASTIC_FIELD = re.compile(r'event\.(action|provider)\s*(?::|==)\s*(\(([^)]*)\)|"[^"]*"|[\w.:-]+)', re.I)
 
 
@@ -494,7 +508,7 @@ def elastic_cases(checkout: Path, first_index: int) -> list[dict[str, Any]]:
         record["eventID"] = f"elastic-{path.stem}"
         cases.append({"catalog": "elastic", "rule": path.stem, "title": rule.get("name"),
                       "id": rule.get("rule_id"), "record": record if actions else None,
-                      "needs_parameters": bool(_ELASTIC_PARAMETERS.search(str(rule.get("query", ""))))})  # fmt: skip
+                      "needs_parameters": _needs_more_than_the_call(rule)})  # fmt: skip
     return cases
 
 
