@@ -118,12 +118,12 @@ COMPUTE_RATE_QUOTAS = {
 
 
 # The per-minute rate quotas of the other APIs, per calling project: IAM v1's documented defaults (6,000 reads and
-# 600 writes), Resource Manager's 1,200 reads (the ReadRequestsPerMinutePerProject its quota refusals name) and 600
-# writes (its documented write operations: 10 a second, 600 a minute). A request over one is refused with 429
-# RESOURCE_EXHAUSTED, as these APIs answer.
+# 600 writes), Resource Manager's documented 600 reads (its "Quotas and usage limits" page: read operations and v3
+# lists, 10 a second, 600 a minute) and 600 writes (write operations: 10 a second, 600 a minute). A request over
+# one is refused with 429 RESOURCE_EXHAUSTED, as these APIs answer.
 API_RATE_QUOTAS = {
     "iam": {"Read requests": 6000, "Write requests": 600},
-    "cloudresourcemanager": {"Read requests": 1200, "Write requests": 600},
+    "cloudresourcemanager": {"Read requests": 600, "Write requests": 600},
 }
 
 

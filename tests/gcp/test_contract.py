@@ -20,7 +20,7 @@ from moto_fixtures.gcp import FORENSIC_PROJECT, INSTANCE, PROJECT, ZONE, GcpSand
 from moto_fixtures.gcp_contract import contract
 from moto_fixtures.gcp_server import COMPUTE_PREFIX, IAM_PREFIX
 from moto_fixtures.sandbox import PlantedIncident
-from providers.gcp.session import GcpApi
+from providers.gcp.session import RESOURCE_MANAGER_ENDPOINT, GcpApi
 
 INSTANCE_PATH = f"{COMPUTE_PREFIX}{PROJECT}/zones/{ZONE}/instances/{INSTANCE}"
 
@@ -207,3 +207,23 @@ def test_an_answer_of_the_fake_outside_the_response_schema_is_its_bug(gcp_sandbo
     message = response.json()["error"]["message"]
     assert "not a documented compute.instances.get response" in message
     assert 'Unknown name "cpuPlatformFamily"' in message
+
+
+def test_resource_manager_reads_over_the_documented_600_a_minute_are_refused(
+    gcp_sandbox: GcpSandbox, api: GcpApi
+) -> None:
+    """Resource Manager documents up to 600 read operations a minute per project (10 a second); the 601st read
+    within one minute is refused with 429 RESOURCE_EXHAUSTED, and a read in the next minute is answered."""
+    now = [0.0]
+    gcp_sandbox.fake.clock = lambda: now[0]
+
+    def read_policy() -> bytes:
+        return api.rest("POST", f"projects/{PROJECT}:getIamPolicy", {}, endpoint=RESOURCE_MANAGER_ENDPOINT)
+
+    # the minute's first 599 reads counted as sent (sending them takes minutes on a loaded machine)
+    gcp_sandbox.fake._rate_counts[("cloudresourcemanager", 0, "Read requests", 0)] = 599
+    read_policy()  # the 600th
+    with pytest.raises(gexc.TooManyRequests, match=r"RESOURCE_EXHAUSTED|Quota exceeded"):
+        read_policy()
+    now[0] += 60
+    assert read_policy()
