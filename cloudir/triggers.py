@@ -147,6 +147,22 @@ def _guardduty_severity(value: Any) -> str:
 
 
 # -- AWS ----------------------------------------------------------------------------------------------------
+_GUARDDUTY_RUNTIME_TYPES = frozenset({"EKSCluster", "ECSCluster", "Container"})
+_IAM_PRINCIPAL_ARN = re.compile(
+    r"arn:aws[a-z-]*:(?:iam::\d{12}:(?:user|role)/|sts::\d{12}:assumed-role/)[\w+=,.@/-]+", re.ASCII
+)
+
+
+def _guardduty_principal_arn(finding: dict[str, Any]) -> str | None:
+    """The IAM identity a finding without an instance or a key names: a Lambda function's execution role, or the
+    IAM user / role an EKS cluster maps the Kubernetes caller to; None when it names none (or not an ARN)."""
+    for path in ("resource.lambdaDetails.role", "resource.kubernetesDetails.kubernetesUserDetails.username"):
+        value = _get(finding, path)
+        if isinstance(value, str) and _IAM_PRINCIPAL_ARN.fullmatch(value):
+            return value
+    return None
+
+
 def _guardduty(finding: dict[str, Any]) -> Trigger:
     what = "GuardDuty finding"
     resource_type = _require(finding, "resource.resourceType", what)
@@ -156,15 +172,22 @@ def _guardduty(finding: dict[str, Any]) -> Trigger:
         target = TargetQuery(
             TargetKind.INSTANCE, str(_require(finding, "resource.instanceDetails.instanceId", what)), region
         )
+    elif resource_type in _GUARDDUTY_RUNTIME_TYPES and _get(finding, "resource.instanceDetails.instanceId"):
+        # a Runtime Monitoring finding on a container host names the EC2 node: its disks are the evidence
+        target = TargetQuery(TargetKind.INSTANCE, str(_get(finding, "resource.instanceDetails.instanceId")), region)
     elif _get(finding, "resource.accessKeyDetails.accessKeyId"):  # AccessKey, S3Bucket, ... findings name the key
         key_id = str(_get(finding, "resource.accessKeyDetails.accessKeyId"))
         principal = _get(finding, "resource.accessKeyDetails.userName")
         target = TargetQuery(TargetKind.ACCESS_KEY, key_id, region)
+    elif arn := _guardduty_principal_arn(finding):
+        principal = arn
+        target = TargetQuery(TargetKind.PRINCIPAL, arn, region)
     else:
         raise TriggerError(
-            f"{what}: resource.resourceType {resource_type!r} names neither an instance nor an access key "
-            "(missing field resource.accessKeyDetails.accessKeyId)",
-            hint="use a manual trigger (--instance, --access-key) for this finding",
+            f"{what}: resource.resourceType {resource_type!r} names no instance, access key or IAM principal "
+            "(missing field resource.accessKeyDetails.accessKeyId; no IAM ARN in resource.lambdaDetails.role or "
+            "resource.kubernetesDetails.kubernetesUserDetails.username)",
+            hint="use a manual trigger (--instance, --access-key, --principal) for this finding",
         )
     time_path = "service.eventLastSeen" if _get(finding, "service.eventLastSeen") else "updatedAt"
     return Trigger(

@@ -63,6 +63,11 @@ def _operations(plan: Plan) -> set[str]:
             "iam-credential-compromise",
             {"iam:GetUser", "cloudtrail:LookupEvents", "iam:UpdateAccessKey", "iam:PutUserPolicy"},
         ),
+        (  # a Lambda / EKS finding names an IAM role, not an instance or a key
+            "guardduty_lambda.json",
+            "iam-credential-compromise",
+            {"iam:GetRole", "iam:ListAttachedRolePolicies", "cloudtrail:LookupEvents", "iam:PutRolePolicy"},
+        ),
         (
             "defender_eventgrid.json",
             "azure-vm-compromise",

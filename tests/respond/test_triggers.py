@@ -100,6 +100,30 @@ EXPECTED = {
         "2026-11-20T13:49:30Z",
     ),
 }
+EXPECTED["guardduty_eks_audit.json"] = (
+    "guardduty",
+    "aws",
+    "123456789012",
+    "us-east-1",
+    TargetKind.PRINCIPAL,
+    "arn:aws:sts::123456789012:assumed-role/eks-deployer/ci-session",
+    "medium",
+    "Execution:Kubernetes/ExecInKubeSystemPod",
+    "3ec4c9a4e8d34d5f0c2ff1c4d5a7a0b2",
+    "2026-11-20T13:55:00Z",
+)
+EXPECTED["guardduty_lambda.json"] = (
+    "guardduty",
+    "aws",
+    "123456789012",
+    "us-east-1",
+    TargetKind.PRINCIPAL,
+    "arn:aws:iam::123456789012:role/service-role/thumbnailer-role",
+    "high",
+    "CryptoCurrency:Lambda/BitcoinTool.B",
+    "5ac4c9a4e8d34d5f0c2ff1c4d5a7a0b3",
+    "2026-11-20T13:55:00Z",
+)
 EXPECTED["scc_pubsub_push.json"] = EXPECTED["scc_notification.json"]
 EXPECTED["scc_cloudevent.json"] = EXPECTED["scc_notification.json"]
 
@@ -138,7 +162,7 @@ def test_malformed_finding_names_the_missing_field() -> None:
         (lambda e: e["detail"].pop("accountId"), "missing field accountId"),
         (
             lambda e: e["detail"]["resource"].update(resourceType="S3Bucket"),
-            r"'S3Bucket' names neither an instance nor an access key \(missing field resource\.accessKeyDetails",
+            r"'S3Bucket' names no instance, access key or IAM principal \(missing field resource\.accessKeyDetails",
         ),
         (lambda e: e["detail"]["service"].update(eventLastSeen="yesterday"), "eventLastSeen is not an ISO 8601 time"),
         (lambda e: e.update(source="aws.inspector"), "not a finding cloudir handles"),
@@ -149,6 +173,31 @@ def test_guardduty_errors(mutate: Callable[[Any], Any], message: str) -> None:
     mutate(event)
     with pytest.raises(TriggerError, match=message):
         parse_triggers(event)
+
+
+def test_guardduty_runtime_finding_on_a_container_host_targets_the_node() -> None:
+    finding = sample("guardduty_eks_audit.json")
+    finding["resource"]["instanceDetails"] = {"instanceId": "i-0123456789abcdef0"}
+    (trigger,) = parse_triggers(finding)
+    assert (trigger.target.kind, trigger.target.value) == (TargetKind.INSTANCE, "i-0123456789abcdef0")
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "kubernetes-admin",  # a Kubernetes-only user: no IAM identity to collect for
+        "arn:aws:sts::123456789012:assumed-role/eks-deployer/ci\nINJECTED",
+        "arn:aws:iam::123456789012:role/a b;rm -rf",
+        "see arn:aws:iam::123456789012:role/admin",
+        "arn:aws:iam::12345:role/short-account",
+    ],
+)
+def test_guardduty_finding_naming_no_iam_arn_is_refused(username: str) -> None:
+    finding = sample("guardduty_eks_audit.json")
+    finding["resource"]["kubernetesDetails"]["kubernetesUserDetails"]["username"] = username
+    with pytest.raises(TriggerError, match=r"'EKSCluster' names no instance, access key or IAM principal") as raised:
+        parse_triggers(finding)
+    assert "--principal" in (raised.value.hint or "")
 
 
 def test_asff_without_severity_or_resources() -> None:
