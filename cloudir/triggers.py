@@ -228,15 +228,18 @@ def _asff(finding: dict[str, Any]) -> Trigger:
                 raise TriggerError(f"{what}: Resources[{index}] names no access key id (Id {resource_id!r})")
             target = TargetQuery(TargetKind.ACCESS_KEY, match.group(1), region)
             break
-        if kind in {"AwsIamUser", "AwsIamRole"}:
-            target = TargetQuery(TargetKind.PRINCIPAL, resource_id, region)
-            principal = resource_id
+        role = _get(resource, "Details.AwsLambdaFunction.Role") if kind == "AwsLambdaFunction" else resource_id
+        if kind in {"AwsIamUser", "AwsIamRole", "AwsLambdaFunction"} and isinstance(role, str):
+            if kind == "AwsLambdaFunction" and not _IAM_PRINCIPAL_ARN.fullmatch(role):
+                continue  # a function without a readable execution role ARN names no identity
+            target = TargetQuery(TargetKind.PRINCIPAL, role, region)  # a function acts as its execution role
+            principal = role
             break
     if target is None:
         kinds = ", ".join(str(r.get("Type")) for r in resources)
         raise TriggerError(
             f"{what}: no supported resource in Resources (found {kinds})",
-            hint="supported: AwsEc2Instance, AwsIamAccessKey, AwsIamUser, AwsIamRole",
+            hint="supported: AwsEc2Instance, AwsIamAccessKey, AwsIamUser, AwsIamRole, AwsLambdaFunction (its Role)",
         )
     types = _require(finding, "Types", what)
     label = _get(finding, "Severity.Label") or _get(finding, "FindingProviderFields.Severity.Label")

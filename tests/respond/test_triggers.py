@@ -200,6 +200,21 @@ def test_guardduty_finding_naming_no_iam_arn_is_refused(username: str) -> None:
     assert "--principal" in (raised.value.hint or "")
 
 
+def test_asff_lambda_finding_targets_the_execution_role() -> None:
+    event = sample("securityhub_imported_eventbridge.json")
+    finding = event["detail"]["findings"][0]
+    role = "arn:aws:iam::123456789012:role/service-role/thumbnailer-role"
+    function = {"Type": "AwsLambdaFunction", "Id": "arn:aws:lambda:us-east-1:123456789012:function:thumbnailer"}
+    finding["Resources"] = [{**function, "Details": {"AwsLambdaFunction": {"Role": "not an arn; rm -rf /"}}}]
+    with pytest.raises(TriggerError, match=r"no supported resource in Resources \(found AwsLambdaFunction\)"):
+        parse_triggers(event)
+    finding["Resources"] = [
+        {**function, "Details": {"AwsLambdaFunction": {"FunctionName": "thumbnailer", "Role": role}}}
+    ]
+    (trigger,) = parse_triggers(event)
+    assert (trigger.target.kind, trigger.target.value, trigger.principal) == (TargetKind.PRINCIPAL, role, role)
+
+
 def test_asff_without_severity_or_resources() -> None:
     event = sample("securityhub_imported_eventbridge.json")
     finding = event["detail"]["findings"][0]
