@@ -54,6 +54,11 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def utc_time(seconds: float) -> str:
+    """A ``time.time()`` value in the form of :func:`utc_now`."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def line_hash(line: bytes) -> str:
     """The hash of a stored record: SHA-256 of its line without the newline."""
     return hashlib.sha256(line).hexdigest()
@@ -73,9 +78,68 @@ def local_operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+@dataclass(frozen=True)
+class CallBatch:
+    """Calls of one operation that each succeeded, recorded as one entry that still names every call: the item each
+    read (e.g. a block index) and its request id, in the order they ended, the bytes they returned in all, the first
+    one's start and the last one's end."""
+
+    items: tuple[int, ...]
+    request_ids: tuple[str | None, ...]
+    bytes: int
+    first: str
+    last: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-dict form stored in custody records (``count`` calls)."""
+        return {
+            "count": len(self.items),
+            "items": list(self.items),
+            "request_ids": list(self.request_ids),
+            "bytes": self.bytes,
+            "first": self.first,
+            "last": self.last,
+        }
+
+
+def calls_in(entry: dict[str, Any]) -> int:
+    """How many calls one stored ``api_calls`` entry stands for (a :class:`CallBatch` stands for its count)."""
+    batch = entry.get("batch")
+    return int(batch["count"]) if isinstance(batch, dict) else 1
+
+
+def each_call(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The calls one stored ``api_calls`` entry names, one dict each (a batch's with its ``item`` and request id)."""
+    batch = entry.get("batch")
+    if not isinstance(batch, dict):
+        return [entry]
+    call = {key: value for key, value in entry.items() if key != "batch"}
+    return [
+        {**call, "item": item, "request_id": request_id}
+        for item, request_id in zip(batch["items"], batch["request_ids"], strict=True)
+    ]
+
+
+def batch_problem(entry: Any) -> str | None:
+    """Why a stored ``api_calls`` entry's batch does not name each call it counts (None when it does, or has none)."""
+    batch = entry.get("batch") if isinstance(entry, dict) else None
+    if batch is None:
+        return None
+    if not isinstance(batch, dict):
+        return "its batch is not an object"
+    count, items, request_ids = batch.get("count"), batch.get("items"), batch.get("request_ids")
+    if type(count) is not int or not isinstance(items, list) or not isinstance(request_ids, list):
+        return "its batch lacks a count, items or request ids"
+    if not count == len(items) == len(request_ids):
+        return f"its batch counts {count} calls but names {len(items)} items and {len(request_ids)} request ids"
+    if not all(type(item) is int for item in items) or type(batch.get("bytes")) is not int:
+        return "its batch's items or bytes are not integers"
+    return None
+
+
 @dataclass
 class ApiCall:
-    """One cloud API call made by the tool."""
+    """One cloud API call made by the tool, or a :class:`CallBatch` of them (``batch``)."""
 
     service: str
     operation: str
@@ -85,9 +149,11 @@ class ApiCall:
     time: str = field(default_factory=utc_now)
     http_status: int | None = None
     client_request_id: str | None = None  # id the tool sent (Azure x-ms-client-request-id), as audit logs show it
+    batch: CallBatch | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain-dict form stored in custody records."""
+        """Plain-dict form stored in custody records (``batch`` only in a batch's)."""
+        batch = {"batch": self.batch.as_dict()} if self.batch is not None else {}
         return {
             "service": self.service,
             "operation": self.operation,
@@ -97,6 +163,7 @@ class ApiCall:
             "time": self.time,
             "http_status": self.http_status,
             "client_request_id": self.client_request_id,
+            **batch,
         }
 
 
@@ -337,6 +404,8 @@ def _verify_chain(lines: list[bytes], case_id: str, created: str, result: Verify
         if refs is None:
             result.problems.append(f"custody record {seq}: its artifact list is malformed")
             return None
+        for problem in filter(None, map(batch_problem, record.get("api_calls") or [])):
+            result.problems.append(f"custody record {seq}: an API call entry is malformed: {problem}")
         action = visible(record.get("action"))
         for ref in refs:
             chain.artifacts.setdefault(ref.path, []).append(_Recorded(seq, action, ref.sha256, ref.size))

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 
 from cloudir.case import CASE_FILE, TIMELINE_DB
-from cloudir.custody import CUSTODY_FILE, VerifyResult, read_records, verify_case
+from cloudir.custody import CUSTODY_FILE, VerifyResult, calls_in, read_records, verify_case
 from cloudir.errors import CloudirError
 from cloudir.report.story import Story, build_story
 
@@ -79,7 +79,7 @@ class ReportData:
     @property
     def api_call_count(self) -> int:
         """Cloud API calls the tool made into this case."""
-        return sum(len(record["api_calls"]) for record in self.records)
+        return sum(calls_in(call) for record in self.records for call in record["api_calls"])
 
 
 def load_report_data(case_dir: Path) -> ReportData:

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from cloudir.case import Case
-from cloudir.custody import read_records, verify_case
+from cloudir.custody import each_call, read_records, verify_case
 from cloudir.errors import PreconditionError
 from cloudir.plan import require_completed
 from cloudir.provider import AcquireOptions, ContainOptions
@@ -229,9 +229,30 @@ def test_raw_image_reads_blocks_concurrently_and_writes_them_in_order(aws_sandbo
     whole = hashlib.sha256(bytes(expected))
     whole.update(bytes(GIB - len(expected)))
     assert result["sha256"] == whole.hexdigest() != tail.hexdigest()
-    calls = [c for r in read_records(case.root / "custody.jsonl") for c in r.get("api_calls", [])]
+    calls = [c for r in read_records(case.root / "custody.jsonl") for e in r.get("api_calls", []) for c in each_call(e)]
     assert sum(1 for c in calls if c.get("operation") == "GetSnapshotBlock") == len(blocks)  # every read recorded
     assert aws_sandbox.block_reads_sent_here == 0  # read by reader processes: their CPU is not this process's
+
+
+def test_consecutive_blocks_are_written_in_chunks_between_the_holes(
+    aws_sandbox: AwsSandbox, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(raw_image_module, "WRITE_CHUNK", 3 * BLOCK)  # a run of 10 blocks is written in 4 chunks
+    blocks = {index: bytes([index + 1]) * BLOCK for index in [*range(10), *range(20, 25), 31]}
+    snapshot_id = aws_sandbox.direct_snapshot(blocks)
+    case = Case.create(tmp_path / "c")
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    with case.action("acquire.image", target=snapshot_id):
+        result = write_raw_image(provider.clients, snapshot_id, case, "images/aws/w.raw", Console(quiet=True))
+    expected = bytearray(32 * BLOCK)
+    for index, data in blocks.items():
+        expected[index * BLOCK : (index + 1) * BLOCK] = data
+    whole = hashlib.sha256(bytes(expected))
+    whole.update(bytes(GIB - len(expected)))
+    assert result["sha256"] == whole.hexdigest()
+    with (case.root / result["path"]).open("rb") as handle:
+        assert handle.read(len(expected)) == expected
 
 
 def test_every_volume_is_imaged_at_once_each_hashed_in_order(aws_sandbox: AwsSandbox, tmp_path):
@@ -262,7 +283,7 @@ def test_every_block_read_has_its_own_request_id_in_custody(aws_sandbox: AwsSand
     provider.bind(case)
     with case.action("acquire.image", target=snapshot_id):
         write_raw_image(provider.clients, snapshot_id, case, "images/aws/r.raw", Console(quiet=True))
-    calls = [c for r in read_records(case.root / "custody.jsonl") for c in r.get("api_calls", [])]
+    calls = [c for r in read_records(case.root / "custody.jsonl") for e in r.get("api_calls", []) for c in each_call(e)]
     reads = [c["request_id"] for c in calls if c["operation"] == "GetSnapshotBlock"]
     assert len(reads) == len(set(reads)) == 3
     assert all(reads)
@@ -335,7 +356,7 @@ def _image_while(
 
 
 def _block_outcomes(record: dict[str, Any]) -> list[str]:
-    return [c["outcome"] for c in record["api_calls"] if c["operation"] == "GetSnapshotBlock"]
+    return [c["outcome"] for e in record["api_calls"] for c in each_call(e) if c["operation"] == "GetSnapshotBlock"]
 
 
 def test_a_reader_killed_mid_image_has_its_reads_sent_again_to_a_live_one(
@@ -436,7 +457,7 @@ def test_the_raw_image_is_read_while_the_cross_region_copy_is_still_pending(
     ((image,),) = [list(result.results["image.raw"]["images"].values())]
     assert image["blocks"] == 3
     records = [r for r in read_records(case.root / "custody.jsonl") if r["action"] == "acquire.acquire"]
-    calls = {r["details"]["step"]: [c["operation"] for c in r["api_calls"]] for r in records}
+    calls = {r["details"]["step"]: [c["operation"] for e in r["api_calls"] for c in each_call(e)] for r in records}
     assert calls["image.raw"].count("GetSnapshotBlock") == 3  # each step's own calls in its own record
     assert "GetSnapshotBlock" not in calls["copy.snapshots"]
     assert "CopySnapshot" in calls["copy.snapshots"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cloudir.case import Case
-from cloudir.custody import ApiCall, genesis_hash, line_hash, read_records, verify_case
+from cloudir.custody import ApiCall, CallBatch, each_call, genesis_hash, line_hash, read_records, verify_case
 from cloudir.errors import CloudirError
 
 
@@ -49,6 +49,26 @@ def test_intact_case_verifies(case: Case) -> None:
     assert result.records == 4
     assert result.artifacts_checked == 3
     assert result.head == case.custody.head
+
+
+def test_a_batch_of_calls_names_each_call_and_a_malformed_one_is_a_problem(tmp_path: Path) -> None:
+    case = Case.create(tmp_path / "case", case_id="cir-batch")
+    batch = CallBatch((3, 1), ("req-3", "req-1"), 1024, "2026-12-03T12:00:00.000000Z", "2026-12-03T12:00:01.000000Z")
+    with case.action("acquire.image", target="snap-1"):
+        case.record_api_call(ApiCall("ebs", "GetSnapshotBlock", "us-east-1", None, "ok", batch=batch))
+    (entry,) = read_records(case.root / "custody.jsonl")[-1]["api_calls"]
+    assert entry["batch"]["count"] == 2
+    assert [(c["item"], c["request_id"], c["outcome"]) for c in each_call(entry)] == [
+        (3, "req-3", "ok"),
+        (1, "req-1", "ok"),
+    ]
+    assert verify_case(case.root).ok
+    short = CallBatch((5, 6), ("req-5",), 1024, batch.first, batch.last)  # two calls counted, one request id named
+    with case.action("acquire.image", target="snap-2"):
+        case.record_api_call(ApiCall("ebs", "GetSnapshotBlock", "us-east-1", None, "ok", batch=short))
+    result = verify_case(case.root)
+    assert not result.ok
+    assert any("counts 2 calls but names 2 items and 1 request ids" in problem for problem in result.problems)
 
 
 def test_changed_artifact_byte_is_named(case: Case) -> None:
