@@ -70,7 +70,6 @@ ROUTINE: dict[str, str] = {
     "aws_cloudtrail_security_group_change_loadbalancer": "load balancer security groups set: routine",
     "aws_susp_saml_activity": "AssumeRoleWithSAML is every federated sign-in; UpdateSAMLProvider (its other "
     "selection) is flagged",
-    "aws_efs_fileshare_modified_or_deleted": "EFS file system deleted: routine alone; mass deletion is impact's",
 }
 """Catalog rules that are deliberately not a default finding, and why."""
 

@@ -391,3 +391,45 @@ def test_ses_enumeration_by_a_user_is_a_finding_and_by_the_service_is_not(analyz
     _, findings = analyze([user, service])
     flagged = {event_id for f in findings if f["rule"] == "aws-ses-enumeration" for event_id in f["event_ids"]}
     assert flagged == {user["event_id"]}
+
+
+def test_elastic_single_call_behaviours_through_the_cli_as_a_trail_delivers_them(tmp_path: Path) -> None:
+    """Elastic and Stratus single-call behaviours as CloudTrail records (Lambda's versioned event name, EKS's and
+    EFS's event sources): a layer shared with another account or everyone, never with the caller's own; cluster
+    admin granted, view access not; control-plane logging off, on not; an AMI deregistered; a file system deleted;
+    a notebook given a lifecycle script, its instance type changed not. A hostile principal stays data."""
+    layer = {"layerName": "libs", "versionNumber": 3, "statementId": "s", "action": "lambda:GetLayerVersion"}
+    policy = "arn:aws:eks::aws:cluster-access-policy/AmazonEKS{}Policy".format
+
+    def logging(enabled: bool) -> dict[str, Any]:
+        return {"name": "prod", "logging": {"clusterLogging": [{"types": ["audit"], "enabled": enabled}]}}
+
+    notebook = {"notebookInstanceName": "nb"}
+    records = [
+        _trail_record("AddLayerVersionPermission20181031", "lambda", {**layer, "principal": "*"}),
+        _trail_record("AddLayerVersionPermission20181031", "lambda", {**layer, "principal": "111122223333"}),
+        _trail_record("AddLayerVersionPermission20181031", "lambda", {**layer, "principal": "x' OR '1'='1' --"}),
+        _trail_record("AssociateAccessPolicy", "eks", {"name": "prod", "policyArn": policy("ClusterAdmin")}),
+        _trail_record("AssociateAccessPolicy", "eks", {"name": "prod", "policyArn": policy("View")}),
+        _trail_record("UpdateClusterConfig", "eks", logging(False)),
+        _trail_record("UpdateClusterConfig", "eks", logging(True)),
+        _trail_record("DeregisterImage", "ec2", {"imageId": "ami-0b87ea1d007078d18"}),
+        _trail_record("DeleteFileSystem", "elasticfilesystem", {"fileSystemId": "fs-0abc"}),
+        _trail_record("UpdateNotebookInstance", "sagemaker", {**notebook, "lifecycleConfigName": "start"}),
+        _trail_record("UpdateNotebookInstance", "sagemaker", {**notebook, "instanceType": "ml.t3.large"}),
+    ]
+    db = _ingest_and_analyze(tmp_path, records)
+    with duckdb.connect(str(db), read_only=True) as con:
+        flagged = con.execute(
+            "SELECT e.source_position, f.rule FROM findings f, unnest(f.event_ids) u(id) "
+            "JOIN events e ON e.event_id = u.id WHERE f.analyzer = 'sensitive_actions' ORDER BY 1"
+        ).fetchall()
+    assert flagged == [
+        (0, "aws-lambda-layer-shared"),
+        (2, "aws-lambda-layer-shared"),
+        (3, "aws-eks-cluster-admin-granted"),
+        (5, "aws-eks-logging-disabled"),
+        (7, "aws-recovery-deleted"),
+        (8, "aws-data-store-deleted"),
+        (9, "aws-sagemaker-lifecycle-script"),
+    ]
