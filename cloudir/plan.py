@@ -267,7 +267,8 @@ class _Runner:
             raise
 
     def _interrupt(self) -> None:
-        """Record every running step as interrupted; the steps' own threads record nothing after this."""
+        """Record every running step as interrupted, and tell the observer; the steps' own threads record nothing
+        after this."""
         with self._lock:
             self._interrupted = True
             running = list(self._running.values())
@@ -283,6 +284,7 @@ class _Runner:
                 outcome="interrupted",
                 details={"step": step.id, "title": step.title},
             )
+            self._notify(step, "interrupted")
 
     def _run_lane(self, lane: list[Step], escaped: list[BaseException] | None = None) -> None:
         for step in lane:

@@ -18,10 +18,11 @@ from cloudir.cli.consoles import console as console  # noqa: PLC0414 - re-export
 from cloudir.cli.consoles import err_console as err_console  # noqa: PLC0414 - re-exported for the commands
 from cloudir.cli.consoles import say
 from cloudir.cli.rows import RowFormat, print_rows
+from cloudir.cli.steps import StepLines
 from cloudir.config import load_config
 from cloudir.errors import CloudirError
 from cloudir.ops import Progress, RunReport
-from cloudir.plan import Plan, Step
+from cloudir.plan import Plan
 from cloudir.progress import ProgressCallback
 from cloudir.provider import (
     AcquireOptions,
@@ -101,14 +102,6 @@ def _print_notice(message: str) -> None:
 
 add_notice_listener(_print_notice)
 
-_STATUS_STYLE = {
-    "running": "cyan",
-    "done": "green",
-    "resumed": "dim green",
-    "failed": "bold red",
-    "blocked": "yellow",
-}
-
 
 def _plan_rows(plan: Plan) -> list[list[Any]]:
     """One row per API call of each step (a step that makes none: one row with no call), with the numbers of the
@@ -144,14 +137,7 @@ def print_warnings(warnings: list[str], fmt: RowFormat) -> None:
         say(out, f"[yellow]warning:[/] {esc(warning)}")
 
 
-def print_step_status(step: Step, status: str) -> None:
-    """A live status line on stderr for each finished, resumed, failed or blocked step."""
-    if status == "running":  # on a terminal: which step is under way, overwritten by its outcome
-        if err_console.is_terminal:
-            err_console.print(f"[cyan]{status:>8}[/] {esc(step.title)}", end="\r", soft_wrap=True)
-        return
-    style = _STATUS_STYLE.get(status, "white")
-    err_console.print(f"[{style}]{status:>8}[/] {esc(step.title)}")
+print_step_status = StepLines(err_console)  # the CLI's plan observer: step status lines on stderr
 
 
 @contextmanager

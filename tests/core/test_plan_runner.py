@@ -191,7 +191,8 @@ def test_an_observer_that_refuses_a_step_in_a_lane_stops_the_run_after_the_other
 
 def test_ctrl_c_while_lanes_run_records_the_running_steps_as_interrupted_and_resume_runs_them(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT, delivered to the main thread) while a1 is a long copy: the command does not wait for it,
-    starts nothing more, records a1 as interrupted in custody and the run state, and ``--resume`` runs it again."""
+    starts nothing more, records a1 as interrupted in custody and the run state (and tells the observer), and
+    ``--resume`` runs it again."""
     copy_may_end, signalled = threading.Event(), []
 
     def long_copy(ctx: StepContext) -> dict[str, Any]:
@@ -207,8 +208,14 @@ def test_ctrl_c_while_lanes_run_records_the_running_steps_as_interrupted_and_res
 
     case = Case.create(tmp_path / "case")
     started = time.monotonic()
+    observed: list[tuple[str, str]] = []
     with pytest.raises(KeyboardInterrupt):
-        run_plan(_lane_plan({"a1": long_copy, "b1": ctrl_c}), case)
+        run_plan(
+            _lane_plan({"a1": long_copy, "b1": ctrl_c}),
+            case,
+            observer=lambda s, status: observed.append((s.id, status)),
+        )
+    assert ("a1", "interrupted") in observed  # the observer (the CLI's running rows) hears that a1 ended
     assert time.monotonic() - started < 10  # it did not wait for the long copy
     state = case.load_state()
     steps = next(iter(state["runs"].values()))["steps"]

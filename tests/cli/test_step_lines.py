@@ -1,0 +1,90 @@
+"""The CLI's step status: every running step of concurrent lanes has its own row on a terminal; piped output is a
+line per ended step."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyte
+from rich.console import Console
+
+from cloudir.case import Case
+from cloudir.cli.steps import StepLines
+from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind, run_plan
+from cloudir.textsafe import visible
+
+_TITLES = {
+    "snap": "snapshot vol-1",
+    "a1": "copy snap-1 to eu-west-1",
+    "a2": "share snap-1",
+    "b1": "image [bold]snap-1[/] \x1b[2J",  # a title carries cloud names: data, never markup or a terminal control
+    "last": "tag snap-1",
+}
+_LANES = {"snap": None, "a1": "a", "a2": "a", "b1": "b", "last": None}
+
+
+def _screen(out: io.StringIO) -> list[str]:
+    """What a 100x24 terminal shows after the output so far (pyte emulates the cursor moves and erases; a newline
+    also returns the carriage, as a tty's output processing does)."""
+    screen = pyte.Screen(100, 24)
+    pyte.Stream(screen).feed(out.getvalue().replace("\n", "\r\n"))
+    return [line.rstrip() for line in screen.display if line.strip()]
+
+
+def _plan(run: dict[str, Any]) -> Plan:
+    def step(step_id: str) -> Step:
+        does = run.get(step_id, lambda ctx: {})
+        return Step(step_id, _TITLES[step_id], StepKind.ACQUIRE, [PlannedCall("ec2", "X")], does, _LANES[step_id])
+
+    return Plan("acquire", "aws", "aws:1:us-east-1:i-1", [step(step_id) for step_id in _LANES])
+
+
+def _run_with_both_lanes_seen(tmp_path: Path, console: Console, out: io.StringIO) -> list[str]:
+    """Run the plan; returns the screen seen while a1 and b1 both ran."""
+    both_running = threading.Barrier(2, timeout=10)
+    seen: list[str] = []
+
+    def a1(ctx: StepContext) -> dict[str, Any]:
+        both_running.wait()
+        seen.extend(_screen(out))
+        both_running.wait()
+        return {}
+
+    def b1(ctx: StepContext) -> dict[str, Any]:
+        both_running.wait()
+        both_running.wait()
+        return {}
+
+    assert run_plan(_plan({"a1": a1, "b1": b1}), Case.create(tmp_path / "c"), observer=StepLines(console)).ok
+    return seen
+
+
+def test_on_a_terminal_each_running_step_of_concurrent_lanes_has_its_own_row_removed_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, color_system="standard")
+    seen = _run_with_both_lanes_seen(tmp_path, console, out)
+    image = "image [bold]snap-1[/] \\x1b[2J"
+    assert seen == ["    done snapshot vol-1", " running copy snap-1 to eu-west-1", f" running {image}"]
+    final = _screen(out)
+    assert final[0] == "    done snapshot vol-1"
+    assert sorted(final[1:4]) == sorted(
+        ["    done copy snap-1 to eu-west-1", "    done share snap-1", f"    done {image}"]
+    )
+    assert final.index("    done copy snap-1 to eu-west-1") < final.index("    done share snap-1")  # a lane's order
+    assert final[4:] == ["    done tag snap-1"]  # no running row is left
+
+
+def test_piped_output_is_one_line_per_ended_step_and_no_running_rows(tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=100)
+    assert _run_with_both_lanes_seen(tmp_path, console, out) == ["    done snapshot vol-1"]
+    lines = out.getvalue().splitlines()
+    assert "\x1b" not in out.getvalue()
+    assert lines[0] == "    done snapshot vol-1"
+    assert lines[-1] == "    done tag snap-1"
+    assert sorted(lines) == sorted(f"    done {visible(title)}" for title in _TITLES.values())
