@@ -83,7 +83,8 @@ class _State:
     window: list[float] = field(default_factory=list)  # monotonic: the first read's start, the last read's end
     read: list[str] = field(default_factory=list)  # the snapshot of every block served, in order
     cut: set[tuple[str, str, int]] = field(default_factory=set)  # blocks whose answer breaks off mid-body
-    # block -> the faults its next reads get, one each: ("status", status, code), ("drop", header), ("close",)
+    # block -> the faults its next reads get, one each: ("status", status, code), ("drop", header), ("close",),
+    # ("length", body bytes, x-amz-Data-Length)
     faults: dict[tuple[str, str, int], list[tuple[Any, ...]]] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)  # request lines of the last refused requests
     sdk_sends: int = 0  # GetSnapshotBlock requests that carry botocore's amz-sdk-invocation-id
@@ -143,35 +144,42 @@ def block_checksum(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
-def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
-    return (
+_Answer = tuple[int, bytes, bool]  # an answer's status, its bytes, and whether the connection closes after it
+_NO_ANSWER = 0  # the status of a connection closed with no answer
+
+
+def _reply(status: int, headers: dict[str, str], body: bytes) -> _Answer:
+    """An answer with its request id (the connection stays open)."""
+    lines = [f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in {"x-amzn-RequestId": str(uuid.uuid4()), **headers}.items()]
+    return status, ("\r\n".join(lines) + "\r\n\r\n").encode() + body, False
+
+
+def _error(status: int, code: str, message: str) -> _Answer:
+    return _reply(
         status,
         {"x-amzn-ErrorType": code, "Content-Type": "application/json"},
         json.dumps({"Message": message}).encode(),
     )
 
 
-def _reply(status: int, headers: dict[str, str], body: bytes) -> bytes:
-    """An answer's bytes, with its request id."""
-    lines = [f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in {"x-amzn-RequestId": str(uuid.uuid4()), **headers}.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def _signature_problem(headers: dict[str, str]) -> tuple[int, str, str] | None:
-    """Why a request's SigV4 is not well formed, as AWS answers it (None when it is)."""
+def _signed(headers: dict[str, str]) -> re.Match[str] | _Answer:
+    """A request's well-formed SigV4 Authorization (its access key, day, region, signed headers), or the refusal AWS
+    answers without one."""
     authorization = headers.get("authorization")
     if authorization is None:
-        return 403, "MissingAuthenticationTokenException", "the request is not signed (SigV4)"
+        return _error(403, "MissingAuthenticationTokenException", "the request is not signed (SigV4)")
     sigv4 = _SIGV4.fullmatch(authorization)
     amz_date = headers.get("x-amz-date", "")
     if sigv4 is None or not _AMZ_DATE.fullmatch(amz_date) or amz_date[:8] != sigv4.group(2):
-        return 400, "IncompleteSignatureException", "the Authorization header is not a well-formed SigV4 one"
+        return _error(400, "IncompleteSignatureException", "the Authorization header is not a well-formed SigV4 one")
     signed = sigv4.group(4).split(";")
     required = {"host", "x-amz-date"} | ({"x-amz-security-token"} & set(headers))
     if signed != sorted(set(signed)) or not required <= set(signed) or not set(signed) <= set(headers):
-        return 400, "IncompleteSignatureException", "SignedHeaders must list host, x-amz-date and the token sent"
-    return None
+        return _error(
+            400, "IncompleteSignatureException", "SignedHeaders must list host, x-amz-date and the token sent"
+        )
+    return sigv4
 
 
 class _Handler:
@@ -190,7 +198,9 @@ class _Handler:
                 }
                 if int(headers.get("content-length") or 0):
                     await reader.readexactly(int(headers["content-length"]))
-                reply, close = await self.answer(method, target, headers)
+                status, reply, close = await self.route(method, target, headers)
+                if status not in {200, _NO_ANSWER}:
+                    self.state.refused[:] = [*self.state.refused[1 - _REFUSED_KEPT :], f"{method} {target}"]
                 writer.write(reply)
                 await writer.drain()
                 if close:
@@ -200,30 +210,17 @@ class _Handler:
         finally:
             writer.close()
 
-    async def answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[bytes, bool]:
-        """The answer's bytes, and whether the connection closes after it (see :meth:`route`)."""
-        answer = await self.route(method, target, headers)
-        if isinstance(answer[0], int):
-            status, extra, body = answer
-            if status != 200:
-                self.state.refused[:] = [*self.state.refused[1 - _REFUSED_KEPT :], f"{method} {target}"]
-            return _reply(status, extra, body), False
-        return answer[0], bool(answer[1])
-
-    async def route(self, method: str, target: str, headers: dict[str, str]) -> Any:
-        """ListSnapshotBlocks (GET /snapshots/{id}/blocks) or GetSnapshotBlock (GET /snapshots/{id}/blocks/{index}):
-        ``(status, headers, body)``, or a block's answer as ``(bytes, close)``."""
+    async def route(self, method: str, target: str, headers: dict[str, str]) -> _Answer:
+        """ListSnapshotBlocks (GET /snapshots/{id}/blocks) or GetSnapshotBlock (GET /snapshots/{id}/blocks/{index})."""
         url = urlsplit(target)
         parts, query = url.path.split("/"), parse_qs(url.query)
         if method != "GET" or len(parts) not in {4, 5} or parts[1] != "snapshots" or parts[3] != "blocks":
             return _error(400, "ValidationException", f"no EBS direct read at {method} {url.path}")
         if len(parts) == 5 and not await self._latency():
             return _error(400, "ValidationException", "the sandbox held this read past its timeout")
-        problem = _signature_problem(headers)
-        if problem is not None:
-            return _error(*problem)
-        credential = _SIGV4.fullmatch(headers["authorization"])
-        assert credential is not None  # checked by _signature_problem
+        credential = _signed(headers)
+        if not isinstance(credential, re.Match):
+            return credential
         region = credential.group(3)
         account = self.state.accounts.get(credential.group(1))
         snapshot = self.state.snapshots.get((region, parts[2]))
@@ -247,27 +244,33 @@ class _Handler:
         self.state.read.append(parts[2])
         head = snapshot.heads[index] + f"x-amzn-RequestId: {uuid.uuid4()}\r\n\r\n".encode()
         if (region, parts[2], index) in self.state.cut:
-            return head + data[: len(data) // 2], True  # the connection breaks with half the block sent
-        return head + data, False
+            return 200, head + data[: len(data) // 2], True  # the connection breaks with half the block sent
+        return 200, head + data, False
 
-    def _fault(self, fault: tuple[Any, ...], snapshot: _Snapshot, index: int) -> Any:
-        """A block's answer with an injected fault: an error status, a header left out, or no answer at all."""
+    @staticmethod
+    def _fault(fault: tuple[Any, ...], snapshot: _Snapshot, index: int) -> _Answer:
+        """A block's answer with an injected fault: an error status, a header left out, a body of ``length`` bytes
+        (the block repeated) with the lengths given, or no answer at all."""
         kind, *args = fault
         if kind == "status":
             return _error(args[0], args[1], f"injected {args[1]}")
         if kind == "close":
-            return b"", True
+            return _NO_ANSWER, b"", True
         data, checksum, _ = snapshot.blocks[index]
         headers = {
             "x-amz-Data-Length": str(len(data)),
             "x-amz-Checksum": checksum,
             "x-amz-Checksum-Algorithm": "SHA256",
         }
+        if kind == "length":
+            body_length, data_length = args
+            body = (data * (body_length // max(1, len(data)) + 1))[:body_length]
+            return _reply(200, {**headers, "x-amz-Data-Length": str(data_length)}, body)
         headers.pop(args[0])
-        return _reply(200, headers, data), False
+        return _reply(200, headers, data)
 
     @staticmethod
-    def _list(snapshot: _Snapshot, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+    def _list(snapshot: _Snapshot, query: dict[str, list[str]]) -> _Answer:
         limit = int(query.get("maxResults", ["10000"])[0])
         if not 100 <= limit <= 10000:
             return _error(400, "ValidationException", "maxResults must be between 100 and 10000")
@@ -281,7 +284,7 @@ class _Handler:
         }
         if len(indices) > limit:
             page["NextToken"] = str(indices[limit])
-        return 200, {"Content-Type": "application/json"}, json.dumps(page).encode()
+        return _reply(200, {"Content-Type": "application/json"}, json.dumps(page).encode())
 
     async def _latency(self) -> bool:
         """One GetSnapshotBlock's round trip: counted in flight while it waits (for the gate, the barrier, then the

@@ -16,11 +16,12 @@ The protocol on ``control``, plain values only (nothing of this project is unpic
 - ``(CREDENTIALS, access key, secret key, session token)``: later reads use a client with these;
 - ``None``: the reads in flight end, then the process.
 
-The hot path (:class:`DirectReads`): once botocore sent a GetSnapshotBlock (it resolved the endpoint), later reads
-are sent by this module over a connection per thread, kept open: the documented request (``GET
-/snapshots/{snapshotId}/blocks/{blockIndex}?blockToken=``) from the botocore service model, its parameters checked
-by botocore's ``ParamValidator`` and the model's patterns, signed with SigV4 (a signing key cached per day). Only a
-clean answer is taken: status 200, ``Content-Length`` equal to ``x-amz-Data-Length``, a SHA-256 ``x-amz-Checksum``
+The hot path (:class:`DirectReads`): every read, the first ones too, is sent by this module over a connection per
+thread, kept open, to the endpoint botocore's rules resolve (the client builds and signs one probe request, stopped
+before it is sent): the documented request (``GET /snapshots/{snapshotId}/blocks/{blockIndex}?blockToken=``) from
+the botocore service model, its parameters checked by botocore's ``ParamValidator`` and the model's patterns, signed
+with SigV4 (a signing key cached per day). Only a clean answer is taken: status 200, ``Content-Length`` equal to
+``x-amz-Data-Length`` and at most the 512 KiB block size (else its body is not read), a SHA-256 ``x-amz-Checksum``
 that the data matches. Anything else (an error status, throttling, a connection error, a missing or odd header, a
 bad checksum) is sent again through the botocore client, whose error parsing and retries decide.
 """
@@ -56,6 +57,9 @@ OPERATION = "GetSnapshotBlock"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")  # an AWS error code as x-amzn-ErrorType starts with it
 _MAX_HEADERS = 64  # an answer with more header lines is not clean
+BLOCK_BYTES = 512 * 1024  # EBS direct's block size (BlockSize of ListSnapshotBlocks): a longer answer is not clean
+# A valid request the reader's client builds (and does not send) to learn where botocore sends GetSnapshotBlock.
+_PROBE = {"SnapshotId": "snap-0", "BlockIndex": 0, "BlockToken": "probe"}
 
 
 def make_client(arguments: dict[str, Any], credentials: tuple[str, str, str | None]) -> Any:
@@ -110,10 +114,10 @@ class _Connection:
 
 @dataclass
 class DirectReads:
-    """GetSnapshotBlock sent by this module once botocore resolved the endpoint (see the module's docstring).
+    """GetSnapshotBlock sent by this module where botocore would send it (see the module's docstring).
 
-    ``endpoint`` is the URL botocore sent its first GetSnapshotBlock to (without path); ``credentials`` the frozen
-    ones (access key, secret key, session token) of the reader's client.
+    ``endpoint`` is the URL botocore resolved for GetSnapshotBlock (without path); ``credentials`` the frozen ones
+    (access key, secret key, session token) of the reader's client.
     """
 
     endpoint: str
@@ -183,18 +187,18 @@ class DirectReads:
         try:
             connection.sock.sendall(request)
             status, answer = self._answer_head(connection.file)
-            length = answer.get("content-length", "")
-            data = connection.file.read(int(length)) if length.isdigit() else b""
+            length = self._body_length(status, answer)
+            data = connection.file.read(length) if length is not None else b""
         except (OSError, ValueError) as exc:
-            self._close()
+            self.close()
             raise NotClean(type(exc).__name__) from None
         request_id = answer.get("x-amzn-requestid")
-        if answer.get("connection", "").lower() == "close" or not length.isdigit() or len(data) != int(length):
-            self._close()
+        if answer.get("connection", "").lower() == "close" or length is None or len(data) != length:
+            self.close()  # its body was not read, or not whole: the connection is not reused
         if status != 200:
             code = _ERROR_CODE.match(answer.get("x-amzn-errortype", ""))
             raise NotClean(code.group() if code else "UnknownError", request_id, status)
-        if not length.isdigit() or len(data) != int(length) or answer.get("x-amz-data-length") != length:
+        if length is None or len(data) != length:
             raise NotClean("MalformedResponse", request_id, status)
         if answer.get("x-amz-checksum-algorithm") != "SHA256" or "x-amz-checksum" not in answer:
             raise NotClean("MalformedResponse", request_id, status)
@@ -202,6 +206,19 @@ class DirectReads:
         if block_checksum(data) != checksum:
             raise NotClean("ChecksumMismatch", request_id, status)
         return request_id, data, checksum
+
+    @staticmethod
+    def _body_length(status: int, answer: dict[str, str]) -> int | None:
+        """The bytes of an answer's body to read: a 200's only when its ``Content-Length`` equals ``x-amz-Data-Length``
+        and is at most a block; an error's up to 64 KiB; else None (the body is not read)."""
+        length = answer.get("content-length", "")
+        if not length.isdigit():
+            return None
+        if status != 200:
+            return int(length) if int(length) <= 65536 else None
+        if answer.get("x-amz-data-length") != length or int(length) > BLOCK_BYTES:
+            return None
+        return int(length)
 
     @staticmethod
     def _answer_head(file: IO[bytes]) -> tuple[int, dict[str, str]]:
@@ -235,7 +252,8 @@ class DirectReads:
             connection = self._local.connection = _Connection(sock, sock.makefile("rb"))
         return connection
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close this thread's connection (the next read opens one)."""
         connection: _Connection | None = getattr(self._local, "connection", None)
         self._local.connection = None
         if connection is not None:
@@ -267,26 +285,48 @@ def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
+class _Resolved(Exception):  # noqa: N818 - not an error: it stops the probe before it is sent
+    """The request botocore built for the probe (endpoint resolved, signed): it is never sent."""
+
+    def __init__(self, request: Any) -> None:
+        super().__init__(request.url)
+        self.request = request
+
+
+def _stop_probe(request: Any, **_: Any) -> None:
+    raise _Resolved(request)
+
+
 class Reader:
-    """A reader's client and its direct path (made once botocore sent a GetSnapshotBlock to the endpoint)."""
+    """A reader's client and its direct path, which sends every read (the first ones too) where botocore would."""
 
     def __init__(self, arguments: dict[str, Any], credentials: tuple[str, str, str | None]) -> None:
         self.ebs, self.credentials = make_client(arguments, credentials), credentials
-        self.direct: DirectReads | None = None
-        self.ebs.meta.events.register(f"before-send.ebs.{OPERATION}", self._learn_endpoint)
+        self.direct = self._resolve()
 
-    def _learn_endpoint(self, request: Any, **_: Any) -> None:
-        """Where botocore sends its GetSnapshotBlock (its endpoint rules resolved): the direct path's endpoint."""
-        if self.direct is None:
-            url = urlsplit(request.url)
+    def _resolve(self) -> DirectReads | None:
+        """The direct path, at the endpoint botocore's rules resolve for GetSnapshotBlock: a probe request is built
+        and signed by the client and stopped before it is sent (None when that fails: every read goes through
+        botocore)."""
+        event = f"before-send.ebs.{OPERATION}"
+        self.ebs.meta.events.register_first(event, _stop_probe)
+        try:
+            self.ebs.get_snapshot_block(**_PROBE)
+        except _Resolved as resolved:
+            url, headers = urlsplit(resolved.request.url), resolved.request.headers
             meta = self.ebs.meta
-            self.direct = DirectReads(
+            return DirectReads(
                 f"{url.scheme}://{url.netloc}",
                 meta.region_name,
                 self.credentials,
                 meta.service_model.operation_model(OPERATION),
-                _text(request.headers.get("User-Agent", "cloudir")),
+                _text(headers.get("User-Agent", "cloudir")),
             )
+        except Exception:  # noqa: BLE001 - no direct path: botocore reads every block, as it decides
+            return None
+        finally:
+            self.ebs.meta.events.unregister(event, _stop_probe)
+        return None
 
     def read(self, task: int, snapshot_id: str, index: int, token: str) -> Answer:
         """One read: direct when it can be, else (or when its answer is not clean) through botocore."""

@@ -19,7 +19,7 @@ from cloudir.custody import each_call, read_records, verify_case
 from moto_fixtures.aws import BLOCK, AwsSandbox
 from providers.aws import raw_image as raw_image_module
 from providers.aws.raw_image import BlockChecksumError, write_raw_image
-from providers.ebs_reader import OK, DirectReads, Reader
+from providers.ebs_reader import BLOCK_BYTES, OK, DirectReads, Reader
 
 ENDPOINT = "https://ebs.eu-west-1.amazonaws.com"
 PATH, QUERY = "/snapshots/snap-0123abcd/blocks/7", "blockToken=AAUBAb%2Bx%2F%3D"
@@ -99,19 +99,16 @@ def test_direct_reads_image_the_snapshot_as_botocore_reads_it(aws_sandbox: AwsSa
     case = Case.create(tmp_path / "c")
     aws_sandbox.clear_block_stats()
     direct = _image(aws_sandbox, case, snapshot_id, "direct")
-    by_direct_path = len(blocks) - aws_sandbox.block_reads_sent_by_botocore
-    assert by_direct_path > 0
+    assert aws_sandbox.block_reads_sent_by_botocore == 0  # the first reads of each reader too
     for index in blocks:  # every direct send now closes unanswered: botocore reads each block
         aws_sandbox.fault_block_reads(snapshot_id, index, ("close",))
     aws_sandbox.clear_block_stats()
     botocore_read = _image(aws_sandbox, case, snapshot_id, "botocore")
-    # each block at least once by botocore (a read it sent before the direct path knew the endpoint met the fault
-    # and was retried by botocore)
-    assert aws_sandbox.block_reads_sent_by_botocore >= len(blocks)
+    assert aws_sandbox.block_reads_sent_by_botocore == len(blocks)
     assert botocore_read["sha256"] == direct["sha256"]
     reads = _block_reads(case)
     assert reads.count(("ok", 200)) == 2 * len(blocks)
-    assert 0 < reads.count(("ConnectionError", None)) <= len(blocks)
+    assert reads.count(("ConnectionError", None)) == len(blocks)
 
 
 @pytest.mark.parametrize(
@@ -125,6 +122,9 @@ def test_direct_reads_image_the_snapshot_as_botocore_reads_it(aws_sandbox: AwsSa
         ([("drop", "x-amz-Data-Length")], ("MalformedResponse", 200)),
         ([("drop", "x-amz-Checksum-Algorithm")], ("MalformedResponse", 200)),
         ([("close",)], ("ConnectionError", None)),
+        ([("length", BLOCK_BYTES + 1, BLOCK_BYTES + 1)], ("MalformedResponse", 200)),  # longer than a block
+        ([("length", 2 * BLOCK, BLOCK)], ("MalformedResponse", 200)),  # Content-Length is not x-amz-Data-Length
+        ([("length", BLOCK // 2, BLOCK)], ("MalformedResponse", 200)),
     ],
 )
 def test_an_answer_that_is_not_clean_is_sent_again_through_botocore(
@@ -137,14 +137,14 @@ def test_an_answer_that_is_not_clean_is_sent_again_through_botocore(
     aws_sandbox.clear_block_stats()
     provider = aws_sandbox.provider()
     provider.bind(case)
-    with case.action("acquire.image", target=snapshot_id):  # one read at a time: block 0 by botocore, then direct
+    with case.action("acquire.image", target=snapshot_id):  # one read at a time, each direct
         result = write_raw_image(
             provider.clients, snapshot_id, case, "images/aws/x.raw", Console(quiet=True), concurrency=1
         )
     with (case.root / result["path"]).open("rb") as handle:
         assert handle.read(4 * BLOCK) == b"".join(blocks.values())
-    # block 0 (it taught the reader the endpoint), then block 3 again, and once more per fault botocore met
-    assert aws_sandbox.block_reads_sent_by_botocore == 1 + len(faults)
+    # block 3 again, and once more per fault botocore met
+    assert aws_sandbox.block_reads_sent_by_botocore == len(faults)
     assert Counter(_block_reads(case)) == Counter([("ok", 200)] * 4 + [recorded])  # the clean ones in one batch
 
 
@@ -160,7 +160,7 @@ def test_custody_names_every_get_snapshot_block_call_the_sandbox_answered(
     aws_sandbox.clear_block_stats()
     provider = aws_sandbox.provider()
     provider.bind(case)
-    with case.action("acquire.image", target=snapshot_id):  # one read at a time: only block 0 by botocore
+    with case.action("acquire.image", target=snapshot_id):  # one read at a time, each direct
         write_raw_image(provider.clients, snapshot_id, case, "images/aws/b.raw", Console(quiet=True), concurrency=1)
     entries = [
         e
@@ -195,22 +195,26 @@ def test_a_bad_checksum_on_the_direct_path_is_decided_by_botocore(aws_sandbox: A
     provider.bind(case)
     with pytest.raises(BlockChecksumError, match="checksum mismatch"), case.action("acquire.image", target=snapshot_id):
         write_raw_image(provider.clients, snapshot_id, case, "images/aws/x.raw", Console(quiet=True), concurrency=1)
-    # block 0 by botocore; block 3 direct, its mismatch re-sent through botocore, which found it too
-    assert aws_sandbox.block_reads_sent_by_botocore == 2
+    # block 3's mismatch re-sent through botocore, which found it too
+    assert aws_sandbox.block_reads_sent_by_botocore == 1
     assert Counter(_block_reads(case)) == Counter([("ok", 200), ("ChecksumMismatch", 200), ("ok", 200)])
     assert not list((case.root / "images").rglob("*.raw*"))
 
 
 def _reader(sandbox: AwsSandbox) -> tuple[Reader, str, str]:
-    """A reader made as the parent makes one, which read block 0 of a new snapshot (so it knows the endpoint)."""
+    """A reader made as the parent makes one, which read block 0 of a new snapshot directly."""
     snapshot_id = sandbox.direct_snapshot({0: b"A" * BLOCK, 1: b"B" * BLOCK})
     clients = sandbox.provider().clients
     (token, _) = (b["BlockToken"] for b in clients.client("ebs").list_snapshot_blocks(SnapshotId=snapshot_id)["Blocks"])
     reader = Reader(
         clients.spec("ebs", clients.default_region, connections=1).client_arguments(), clients.frozen_credentials()
     )
+    assert reader.direct is not None  # botocore resolved the endpoint before any read
+    assert reader.direct.host == urlsplit(sandbox.ebs_direct.url).netloc
+    sent_by_botocore = sandbox.block_reads_sent_by_botocore
     assert reader.read(0, snapshot_id, 0, token)[3] == OK
-    assert reader.direct is not None
+    assert sandbox.block_reads_sent_by_botocore == sent_by_botocore  # the probe was never sent
+    reader.direct.close()
     return reader, snapshot_id, token
 
 
