@@ -22,7 +22,6 @@ from importlib import resources
 from typing import Any
 
 import duckdb
-import yaml
 
 from cloudir.analyze.base import MAX_EVENT_IDS, AnalyzerMeta
 from cloudir.analyze.catalog import (
@@ -30,6 +29,7 @@ from cloudir.analyze.catalog import (
     bound_params,
     build_rule_events,
     compile_match,
+    read_rules_yaml,
     validate_rule_head,
     validate_rule_tail,
 )
@@ -181,7 +181,7 @@ def load_rules() -> CorrelationRules:
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".yaml"):
             continue
-        docs = yaml.safe_load(entry.read_text(encoding="utf-8"))
+        docs = read_rules_yaml(entry.read_text(encoding="utf-8"))
         if not isinstance(docs, list):
             raise CloudirError(f"{entry.name}: a rule file is a list of rules")
         rules.extend(_rule(_validate(doc, entry.name), compiler) for doc in docs)

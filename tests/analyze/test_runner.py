@@ -8,7 +8,9 @@ from typer.testing import CliRunner
 
 import cloudir.cli  # noqa: F401 - registers the commands
 from cloudir.analyze import run_analysis
+from cloudir.cli.analyze import _json_lines
 from cloudir.cli.apps import app
+from cloudir.cli.rows import json_value
 from cloudir.errors import CloudirError
 from tests.analyze.builder import T0, event, routine, write_db
 
@@ -114,6 +116,34 @@ def test_cli_json_streams_every_finding_and_the_table_reads_only_the_top(tmp_pat
     none = runner.invoke(app, ["analyze", str(quiet), "--baseline-until", "2026-01-22", "--format", "json"])
     assert none.exit_code == 0
     assert json.loads(none.stdout)["findings"] == []
+
+
+def test_json_rows_are_the_values_hostile_text_included(tmp_path: Path) -> None:
+    """DuckDB writes each row's JSON: an attacker-chosen title (quotes, backslashes, control characters, line
+    separators, non-ASCII, a JSON-looking text) stays one escaped string on one line, times are ISO-8601 UTC as
+    ``utc_iso`` writes them (microseconds only when present), a JSON column is its text: the values the Python
+    encoder gave."""
+    db = tmp_path / "rows.duckdb"
+    hostile = 'a"b\\c\n</script>\x00\x1f\u2028 \u00e9\u4e2d\U0001f600 {"x": 1}'
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TABLE findings (finding_id VARCHAR, score INTEGER, first_time TIMESTAMP, last_time TIMESTAMP, "
+            "title VARCHAR, mitre VARCHAR[], event_count BIGINT, profile JSON, session VARCHAR)"
+        )
+        con.execute(
+            "INSERT INTO findings VALUES ('f1', 90, TIMESTAMP '2026-01-02 03:04:05', "
+            "TIMESTAMP '2026-01-02 03:04:05.000123', ?, [?, 'T1078'], 3, ?, NULL), "
+            "('f2', 80, NULL, TIMESTAMP '2026-01-02 00:00:00.5', 'plain', [], 0, NULL, ?)",
+            [hostile, hostile, json.dumps({"explanation": hostile}), hostile],
+        )
+        cursor = con.execute("SELECT * FROM findings ORDER BY score DESC")
+        names = [d[0] for d in cursor.description]
+        expected = [json_value(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+    lines = list(_json_lines(db, "findings", "score DESC"))
+    assert [json.loads(line) for line in lines] == expected
+    assert all("\n" not in line and "\x00" not in line for line in lines)
+    assert expected[0]["last_time"] == "2026-01-02T03:04:05.000123Z"
+    assert expected[1]["last_time"] == "2026-01-02T00:00:00.500000Z"
 
 
 def test_cli_lists_the_analyzers() -> None:
