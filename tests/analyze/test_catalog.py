@@ -433,3 +433,40 @@ def test_elastic_single_call_behaviours_through_the_cli_as_a_trail_delivers_them
         (8, "aws-data-store-deleted"),
         (9, "aws-sagemaker-lifecycle-script"),
     ]
+
+
+def test_credential_files_lambda_escalation_and_bedrock_key_users_through_the_cli(tmp_path: Path) -> None:
+    """Elastic's single-call behaviours judged by who calls and what is read: a credential file read from S3 (an
+    object merely named like one in the middle of its key is not); IAM attached by a function's execution role
+    (the Lambda runtime's user agent), by a CI session not; a Bedrock API key's user calling IAM, calling Bedrock
+    not. Object keys are attacker-chosen data, regex metacharacters and quotes included."""
+    lambda_agent = "Boto3/1.34.0 md/Botocore#1.34.0 ua/2.0 lang/python#3.12.3 exec-env/AWS_Lambda_python3.12"
+    role = {"type": "AssumedRole", "accountId": "111122223333", "principalId": "AROAEXAMPLE:fn",
+            "arn": "arn:aws:sts::111122223333:assumed-role/fn-role/report-fn"}  # fmt: skip
+    attach = {"roleName": "fn-role", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}
+    by_function = {**_trail_record("AttachRolePolicy", "iam", attach), "userIdentity": role, "userAgent": lambda_agent}
+    by_ci = {**_trail_record("AttachRolePolicy", "iam", {**attach, "roleName": "ci"}), "userIdentity": role}
+    records = [
+        _trail_record("GetObject", "s3", {"bucketName": "backups", "key": "home/ubuntu/.aws/credentials"}),
+        _trail_record("GetObject", "s3", {"bucketName": "b", "key": ".env.production/report.csv"}),
+        _trail_record("GetObject", "s3", {"bucketName": "b", "key": "x'); DROP TABLE events; --(.*)+.pem"}),
+        by_function,
+        by_ci,
+        _trail_record("CreateAccessKey", "iam", {"userName": "BedrockAPIKey-x7k2"}, "BedrockAPIKey-x7k2"),
+        _trail_record("InvokeModel", "bedrock", {"modelId": "anthropic.claude-3"}, "BedrockAPIKey-x7k2"),
+    ]
+    db = _ingest_and_analyze(tmp_path, records)
+    with duckdb.connect(str(db), read_only=True) as con:
+        flagged = con.execute(
+            "SELECT e.source_position, f.rule FROM findings f, unnest(f.event_ids) u(id) "
+            "JOIN events e ON e.event_id = u.id WHERE f.analyzer = 'sensitive_actions' ORDER BY 1, 2"
+        ).fetchall()
+    assert flagged == [
+        (0, "aws-credential-file-read"),
+        (2, "aws-credential-file-read"),
+        (3, "aws-admin-policy-attached"),
+        (3, "aws-iam-change-by-lambda"),
+        (4, "aws-admin-policy-attached"),
+        (5, "aws-access-key-created"),
+        (5, "aws-bedrock-api-key-outside-bedrock"),
+    ]
