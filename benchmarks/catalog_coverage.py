@@ -5,18 +5,24 @@ Usage: ``uv run python benchmarks/catalog_coverage.py [--work DIR] [--json FILE]
 * SigmaHQ AWS CloudTrail rules (``../shared/sigma-rules/aws/cloudtrail``, read at run time): for each rule, the
   CloudTrail record its detection selects (the selections its condition requires, the first alternative of a
   ``1 of``, filters left out) over a documented-format envelope (userIdentity, sourceIPAddress, userAgent,
-  eventTime, requestParameters, ...). ``--elastic DIR``: a checkout of elastic/detection-rules; each AWS rule's
-  query is read for its ``event.action`` and ``event.provider`` values and the same envelope is built - without
-  the other fields a query may read (parameters, identity, user agent, geography) or the history a new-terms or
-  threshold rule judges: such a rule not flagged is listed under ``gaps_needing_parameters`` (its record lacks what
-  the rule selects on), not under ``gaps``.
+  eventTime, requestParameters, ...).
+* ``--elastic DIR``: a checkout of elastic/detection-rules; each rule of ``rules/integrations/{aws,azure,gcp,
+  google_workspace,kubernetes}`` is read for the call its query selects (``event.action``, ``event.provider``,
+  ``service.name``, the Activity / Entra audit ``operation_name``, the Kubernetes ``verb`` and ``objectRef``) and
+  its data stream (``ELASTIC_FORMS``), and the record is built in that stream's documented form: a CloudTrail
+  record, an Azure Activity or Entra audit / sign-in diagnostic record, a Cloud Audit LogEntry (GKE's ``io.k8s.*``
+  methods as ``elastic:gke_audit``), an Admin SDK Reports activity, an ``audit.k8s.io`` Event - without the other
+  fields a query may read (parameters, identity, user agent, geography, sign-in properties) or the history a
+  new-terms, threshold, machine-learning or ES|QL aggregation judges: such a rule not flagged is listed under
+  ``gaps_needing_parameters`` (its record lacks what the rule selects on), not under ``gaps``. Data streams
+  cloudir does not read (Graph activity, Azure platform logs, Identity Protection, Workspace alerts) are
+  ``elastic:unread``, not buildable.
 * SigmaHQ Azure, Entra and Google rules (``azure/activity_logs``, ``audit_logs``, ``signin_logs``,
   ``identity_protection``, ``privileged_identity_management``, ``gcp/audit``, ``gcp/gworkspace``): the record their
   selection describes in the provider's documented export form (``CLOUD_FORMATS``): Azure Activity and Entra
   diagnostic-settings records (Sigma's field names, the Log Analytics columns, mapped onto them), sign-ins carrying
   ``riskEventTypes_v2`` for the ID Protection risk detections, Cloud Audit LogEntry records (Workspace audit as
-  Cloud Logging exports it: ``admin.googleapis.com``, ``protoPayload.metadata.event``). ``--elastic DIR`` also reads
-  ``rules/integrations/{azure,gcp,google_workspace}`` for ``event.action``.
+  Cloud Logging exports it: ``admin.googleapis.com``, ``protoPayload.metadata.event``).
 * All records go into one timeline through ``cloudir timeline ingest``, each from an identity of its own, and
   ``cloudir analyze`` runs twice: with defaults, and with ``--min-score 0`` to see what scores below the default.
 * Per catalog rule: ``flagged`` (a rule-based finding - the YAML catalog or a correlation rule - names its event at
@@ -479,36 +485,213 @@ machine learning), selects on what the built record lacks."""
 _ELASTIC_HISTORY_TYPES = {"new_terms", "threshold", "machine_learning"}
 
 
+_ELASTIC_FIELDS = {
+    "event.action": "action",
+    "event.provider": "provider",
+    "azure.activitylogs.operation_name": "action",
+    "azure.auditlogs.operation_name": "action",
+    "service.name": "provider",
+    "data_stream.dataset": "dataset",
+    "event.dataset": "dataset",
+    "kubernetes.audit.verb": "verb",
+    "kubernetes.audit.objectref.resource": "resource",
+    "kubernetes.audit.objectref.subresource": "subresource",
+    "kubernetes.audit.objectref.name": "name",
+}
+"""Query fields naming the call (lower case) -> what the built record carries from them."""
+_ELASTIC_CALL_FIELDS |= set(_ELASTIC_FIELDS) | {
+    "kubernetes.audit.stage",
+    "kubernetes.audit.annotations.authorization_k8s_io",
+}
+_ELASTIC_FIELD = re.compile(
+    r"(?<![\w.])(not\s+)?`?(" + "|".join(re.escape(f) for f in _ELASTIC_FIELDS) + r")`?\s*(?::|==|\bin\b)\s*"
+    r'(\(([^)]*)\)|"[^"]*"|[\w.:*/-]+)',
+    re.I,
+)
+
+
 def _needs_more_than_the_call(rule: dict[str, Any]) -> bool:
-    query = re.sub(r'"[^"]*"|\'[^\']*\'', " ", str(rule.get("query", "")))  # values, not fields
+    query = _ELASTIC_FIELD.sub(" ", str(rule.get("query", "")))  # the call's selections, values and all
+    query = re.sub(r'"[^"]*"|\'[^\']*\'', " ", query)  # values, not fields
     fields = {f.lower() for f in _ELASTIC_QUERY_FIELD.findall(query) if "amazonaws" not in f.lower()}
     return rule.get("type") in _ELASTIC_HISTORY_TYPES or bool(fields - _ELASTIC_CALL_FIELDS)
 
 
-_ELASTIC_FIELD = re.compile(r'event\.(action|provider)\s*(?::|==)\s*(\(([^)]*)\)|"[^"]*"|[\w.:-]+)', re.I)
+ELASTIC_FORMS = {
+    "azure.activitylogs": "azure_activity",
+    "azure.auditlogs": "entra_audit",
+    "azure.signinlogs": "entra_signin",
+    "gcp.audit": "gcp_audit",
+    "google_workspace.admin": "workspace",
+    "google_workspace.login": "workspace",
+    "google_workspace.token": "workspace",
+    "google_workspace.drive": "workspace",
+    "google_workspace.user_accounts": "workspace",
+    "google_workspace.device": "workspace",
+    "kubernetes.audit_logs": "k8s_audit",
+}
+"""Elastic integration data streams -> the documented export form their records are built in. Not here (counted
+``not-buildable``): Graph and AAD Graph activity logs, Azure platform (resource diagnostic) logs, Identity
+Protection risk detections, the Workspace Alert Center and Microsoft 365 unified audit - forms cloudir does not
+read."""
+WORKSPACE_APPLICATIONS = {"device": "mobile"}
+"""Elastic's Workspace data stream -> the Reports API applicationName when they differ (Device audit is ``mobile``)."""
+GCP_WILDCARDS = (("ConfigServiceV*", "ConfigServiceV2"), ("logging.v*.", "logging.v2."), (".v*.", ".v1."),
+                 ("v*.compute.", "v1.compute."), ("*.compute.", "v1.compute."))  # fmt: skip
+"""A GCP method pattern's wildcard -> the version the service's audit logging reference documents."""
 
 
 def _elastic_values(text: str) -> list[str]:
-    return [v for v in re.findall(r'"([^"]+)"|([\w.:*-]+)', text) for v in v if v and v.lower() not in ("or", "and")]
+    return [v for v in re.findall(r'"([^"]+)"|([\w.:*/-]+)', text) for v in v if v and v.lower() not in ("or", "and")]
+
+
+def _elastic_call(query: str) -> dict[str, list[str]]:
+    """The values a query selects for each call field (``_ELASTIC_FIELDS``), negated selections left out."""
+    found: dict[str, list[str]] = {k: [] for k in set(_ELASTIC_FIELDS.values())}
+    for negated, name, whole, group in _ELASTIC_FIELD.findall(query):
+        if not negated:
+            found[_ELASTIC_FIELDS[name.lower()]] += _elastic_values(group or whole)
+    return found
+
+
+def _gcp_method(pattern: str) -> str:
+    for wildcard, version in GCP_WILDCARDS:
+        pattern = pattern.replace(wildcard, version)
+    return pattern
+
+
+def _elastic_form(folder: str, query: str, datasets: list[str]) -> str | None:
+    if folder == "aws":
+        return "cloudtrail"
+    forms = [ELASTIC_FORMS.get(d) for d in datasets]
+    if not datasets:  # a query naming no data stream: its fields' prefix says it
+        forms = [f for prefix, f in (("azure.activitylogs.", "azure_activity"), ("azure.auditlogs.", "entra_audit"),
+                                     ("kubernetes.audit.", "k8s_audit"))
+                 if prefix in query]  # fmt: skip
+    return forms[0] if forms else None
+
+
+def _elastic_record(form: str, index: int, call: dict[str, list[str]], query: str) -> dict[str, Any] | None:
+    """The documented-form record of an Elastic rule's call; None when its query names no concrete call."""
+
+    def first(key: str) -> str:
+        return next((v for v in call[key] if "*" not in v), "")
+
+    action = first("action")
+    if form == "k8s_audit":
+        return k8s_event(index, first("verb") or action, first("resource"), first("subresource"), first("name"))
+    if form == "workspace":
+        stream = next((d for d in call["dataset"] if d.startswith("google_workspace.")), "google_workspace.admin")
+        application = stream.removeprefix("google_workspace.")
+        return workspace_activity(index, WORKSPACE_APPLICATIONS.get(application, application), action)
+    if form == "gcp_audit":
+        action = _gcp_method(next(iter(call["action"]), ""))
+        if not action or "*" in action:
+            return None
+        record = cloud_envelope(form, index)
+        record["protoPayload"] |= {"methodName": action, "serviceName": first("provider")}
+        _documented_gcp(record)
+        return record
+    if not action and form != "entra_signin":
+        return None
+    record = cloud_envelope(form, index)
+    if form == "entra_signin":
+        return record
+    record["operationName"] = action
+    if form == "entra_audit":
+        record["properties"] |= {"activityDisplayName": action, "operationName": action}
+    return record
+
+
+def k8s_event(index: int, verb: str, resource: str, subresource: str, name: str) -> dict[str, Any] | None:
+    """An ``audit.k8s.io/v1`` Event (Kubernetes Auditing reference) at stage ResponseComplete, allowed."""
+    if not verb:
+        return None
+    time = (START + timedelta(minutes=7 * index)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    ref = {k: v for k, v in (("resource", resource), ("subresource", subresource), ("name", name),
+                             ("namespace", "default" if resource else ""), ("apiVersion", "v1")) if v}  # fmt: skip
+    uri = "/api/v1/namespaces/default/" + "/".join(v for v in (resource, name, subresource) if v)
+    return {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": f"catalog-{index:03d}",
+            "stage": "ResponseComplete", "requestURI": uri, "verb": verb,
+            "user": {"username": f"catalog-{index:03d}@example.com", "groups": ["system:authenticated"]},
+            "sourceIPs": ["198.51.100.23"], "userAgent": "kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819",
+            "objectRef": ref, "responseStatus": {"metadata": {}, "code": 201 if verb == "create" else 200},
+            "requestReceivedTimestamp": time, "stageTimestamp": time,
+            "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""}}  # fmt: skip
+
+
+def workspace_activity(index: int, application: str, event: str) -> dict[str, Any] | None:
+    """An Admin SDK Reports ``activities`` item (Reports API activity resource) of ``application``."""
+    if not event:
+        return None
+    time = (START + timedelta(minutes=7 * index)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {"kind": "admin#reports#activity",
+            "id": {"time": time, "uniqueQualifier": f"catalog-{index:03d}", "applicationName": application,
+                   "customerId": "C03az79cb"},
+            "actor": {"callerType": "USER", "email": f"catalog-{index:03d}@example.com", "profileId": f"1{index:08d}"},
+            "ipAddress": "198.51.100.23",
+            "events": [{"type": "USER_SETTINGS" if application == "admin" else application, "name": event,
+                        "parameters": [{"name": "USER_EMAIL", "value": "target@example.com"}]}]}  # fmt: skip
+
+
+ELASTIC_PLATFORMS = {"cloudtrail": "aws"}
+"""A form -> the platform its Elastic rules are counted under, where the names differ."""
+ELASTIC_DIRS = ("aws", "azure", "gcp", "google_workspace", "kubernetes")
+"""The ``rules/integrations`` folders of elastic/detection-rules that are measured."""
+
+
+def _event_id(form: str, record: dict[str, Any]) -> str:
+    if form == "cloudtrail":
+        return str(record["eventID"])
+    if form == "k8s_audit":
+        return f"{record['auditID']}/{record['stage']}"
+    if form == "workspace":
+        return str(record["id"]["uniqueQualifier"])
+    return str(record.get("insertId") or record.get("eventDataId") or record["properties"]["id"])
 
 
 def elastic_cases(checkout: Path, first_index: int) -> list[dict[str, Any]]:
-    """One case per elastic/detection-rules AWS rule whose query names an ``event.action``."""
+    """One case per elastic/detection-rules rule of ``ELASTIC_DIRS``, built in its data stream's documented form
+    from the call its query names (``event.action`` and the integration's operation fields)."""
     cases = []
-    for offset, path in enumerate(sorted((checkout / "rules" / "integrations" / "aws").glob("*.toml"))):
+    paths = [(d, p) for d in ELASTIC_DIRS for p in sorted((checkout / "rules" / "integrations" / d).glob("*.toml"))]
+    for index, (folder, path) in enumerate(paths, start=first_index):
         rule = tomllib.loads(path.read_text()).get("rule", {})
-        found: dict[str, list[str]] = {"action": [], "provider": []}
-        for name, whole, group in _ELASTIC_FIELD.findall(str(rule.get("query", ""))):
-            found[name.lower()] += _elastic_values(group or whole)
-        actions = [a for a in found["action"] if "*" not in a]
-        providers = [p for p in found["provider"] if "*" not in p]
-        action = actions[0] if actions else ""
-        record = envelope(first_index + offset, providers[0] if providers else event_source(action), action)
-        record["eventID"] = f"elastic-{path.stem}"
-        cases.append({"catalog": "elastic", "rule": path.stem, "title": rule.get("name"),
-                      "id": rule.get("rule_id"), "record": record if actions else None,
+        query = str(rule.get("query", ""))
+        call = _elastic_call(query)
+        form = _elastic_form(folder, query, call["dataset"])
+        record: dict[str, Any] | None = None
+        if form == "cloudtrail":
+            actions = [a for a in call["action"] if "*" not in a]
+            providers = [p for p in call["provider"] if "*" not in p]
+            action = actions[0] if actions else ""
+            record = envelope(index, providers[0] if providers else event_source(action), action) if actions else None
+            if record:
+                record["eventID"] = f"elastic-{path.stem}"
+        elif form:
+            record = _elastic_record(form, index, call, query)
+        gke = form == "gcp_audit" and record is not None and record["protoPayload"]["serviceName"] == "k8s.io"
+        platform = "gke_audit" if gke else ELASTIC_PLATFORMS.get(form or "", form or "unread")
+        cases.append({"catalog": f"elastic:{platform}", "rule": path.stem, "title": rule.get("name"),
+                      "id": rule.get("rule_id"), "form": form, "record": record,
+                      "event_id": _event_id(form, record) if form and record else None,
+                      "operation": _elastic_operation(form, record),
                       "needs_parameters": _needs_more_than_the_call(rule)})  # fmt: skip
     return cases
+
+
+def _elastic_operation(form: str | None, record: dict[str, Any] | None) -> str:
+    if not form or not record:
+        return ""
+    if form == "cloudtrail":
+        return str(record["eventName"])
+    if form == "k8s_audit":
+        ref = record["objectRef"]
+        resource = "/".join(v for v in (ref.get("resource"), ref.get("subresource")) if v)
+        return f"{record['verb']} {resource}".strip()
+    if form == "workspace":
+        return str(record["events"][0]["name"])
+    return _operation_of(form, record)
 
 
 def _cloudir(*args: str) -> None:
@@ -534,9 +717,12 @@ def measure(work: Path, cases: list[dict[str, Any]]) -> dict[str, Any]:
     """Ingest the buildable cases in one timeline, analyze with defaults and at --min-score 0, classify each."""
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "catalog-events.json"
-    logs.write_text(json.dumps({"Records": [c["record"] for c in cases if c["record"] and "form" not in c]}))
-    for form in sorted({c["form"] for c in cases if "form" in c}):  # one JSON Lines file per export form
+    trail = [c["record"] for c in cases if c["record"] and c.get("form", "cloudtrail") == "cloudtrail"]
+    logs.write_text(json.dumps({"Records": trail}))
+    for form in sorted({c["form"] for c in cases if c.get("form") not in (None, "cloudtrail")}):  # one file a form
         lines = [json.dumps(c["record"]) for c in cases if c.get("form") == form and c["record"]]
+        if form == "workspace":  # as activities.list answers: one page (Reports API activities resource)
+            lines = [json.dumps({"kind": "admin#reports#activities", "items": [json.loads(x) for x in lines]})]
         (work / f"catalog-{form}.jsonl").write_text("\n".join(lines) + "\n")
     db = work / "catalog.duckdb"
     for stale in (db, db.with_name(db.name + ".wal")):
