@@ -108,9 +108,17 @@ PLACEHOLDERS: dict[str, str] = {
 }
 """Explanation template placeholders -> the column of the grouped hits that fills them."""
 
+GKE_METHOD = r"^io\.k8s\.(?:[a-z0-9-]+\.)*?v\d+(?:(?:alpha|beta)\d+)?\.([a-z0-9-]+)(?:\.([a-z0-9-]+))?\.([a-z]+)$"
+"""A GKE Kubernetes API method, lower case (``io.k8s.<group>.<version>.<resource>[.<subresource>].<verb>``): the
+call EKS, AKS and the kube-apiserver log as ``verb`` and ``objectRef`` (``create pods/exec``), the one form rules
+name (GKE's audit logging: methodName)."""
+_K8S_BARE = r"^([a-z]+ [a-z0-9-]+)/$"
+"""A GKE method without a subresource, after the rewrite (``list secrets/``)."""
+
 OP_NORMALISE_SQL = (
-    "trim(regexp_replace(regexp_replace(lower(regexp_replace(operation, '20\\d{6}(v\\d+)?$', '')), "
-    "'[\u2013\u2014]', '-', 'g'), '\\s+', ' ', 'g'))"
+    "regexp_replace(regexp_replace(trim(regexp_replace(regexp_replace(lower(regexp_replace(operation, "
+    "'20\\d{6}(v\\d+)?$', '')), '[\u2013\u2014]', '-', 'g'), '\\s+', ' ', 'g')), "
+    f"'{GKE_METHOD}', '\\3 \\1/\\2'), '{_K8S_BARE}', '\\1')"
 )
 """SQL that normalises ``operation`` the way :func:`normalise_operation` does."""
 
@@ -129,10 +137,12 @@ def read_rules_yaml(text: str) -> Any:
 
 
 def normalise_operation(name: str) -> str:
-    """Lower case, API-version suffix (``20150331v2``) removed, dashes unified, whitespace collapsed and trimmed."""
+    """Lower case, API-version suffix (``20150331v2``) removed, dashes unified, whitespace collapsed and trimmed; a
+    GKE Kubernetes method as the verb and resource EKS and AKS log (``GKE_METHOD``)."""
     name = re.sub(r"20\d{6}(v\d+)?$", "", name).lower()
     name = re.sub("[\u2013\u2014]", "-", name)
-    return re.sub(r"\s+", " ", name).strip()
+    name = re.sub(r"\s+", " ", name).strip()
+    return re.sub(_K8S_BARE, r"\1", re.sub(GKE_METHOD, r"\3 \1/\2", name))
 
 
 def severity_of(score: int) -> str:

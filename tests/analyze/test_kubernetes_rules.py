@@ -108,3 +108,42 @@ EXPECTED = {
 
 def test_kubernetes_rules_on_every_audit_envelope(tmp_path: Path) -> None:
     assert rules_through_the_cli(tmp_path, RECORDS) == EXPECTED
+
+
+PRIVILEGED = {"spec": {"template": {"spec": {"containers": [{"name": "x", "securityContext": {"privileged": True}}]}}}}
+ADDS_SYS_ADMIN = {"spec": {"containers": [{"name": "x", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]}}
+ADMIN_ROLEBINDING = {"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"},
+                     "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]}  # fmt: skip
+SAME_CALLS = [  # (case, EKS verb, resource, subresource, GKE method, request body, expected rule)
+    ("exec", "create", "pods", "exec", "io.k8s.core.v1.pods.exec.create", None, "k8s-exec-in-pod"),
+    ("statefulset", "create", "statefulsets", "", "io.k8s.apps.v1.statefulsets.create", PRIVILEGED,
+     "k8s-privileged-pod"),
+    ("capability", "create", "pods", "", "io.k8s.core.v1.pods.create", ADDS_SYS_ADMIN, "k8s-dangerous-capabilities"),
+    ("rolebinding", "update", "rolebindings", "", "io.k8s.authorization.rbac.v1.rolebindings.update",
+     ADMIN_ROLEBINDING, "k8s-cluster-admin-binding"),
+    ("token", "create", "serviceaccounts", "token", "io.k8s.core.v1.serviceaccounts.token.create", None,
+     "k8s-token-created"),
+    ("events", "deletecollection", "events", "", "io.k8s.core.v1.events.deletecollection", None, "k8s-events-deleted"),
+]  # fmt: skip
+
+
+def test_each_kubernetes_rule_judges_the_same_call_on_eks_and_gke_alike(tmp_path: Path) -> None:
+    """One call as EKS logs it (verb, objectRef) and as GKE does (methodName io.k8s.<group>.<version>.<resource>
+    [.<subresource>].<verb>): the same rule names both. A method that is no resource call (a name with too many
+    parts, a quote) stays as it is, named by no rule."""
+    records = []
+    for case, verb, resource, subresource, method, body, _ in SAME_CALLS:
+        eks = _event(f"{case}-eks", verb, resource, "mallory@example.com", **({"requestObject": body} if body else {}))
+        if subresource:
+            eks["objectRef"]["subresource"] = subresource
+        records.append(eks)
+        records.append(_gke(f"{case}-gke", method, "203.0.113.60", {"principalEmail": "mallory@example.com"},
+                            **({"request": body} if body else {})))  # fmt: skip
+    records.append(_gke("odd-method", "io.k8s.core.v1.secrets.list.exec.create", "203.0.113.60",
+                        {"principalEmail": "mallory@example.com"}))  # fmt: skip
+    records.append(_gke("quoted", "io.k8s.core.v1.pods'.exec.create", "203.0.113.60",
+                        {"principalEmail": "mallory@example.com"}))  # fmt: skip
+    flagged = rules_through_the_cli(tmp_path, records)
+    expected = {f"{case}-eks/ResponseComplete": {rule} for case, *_, rule in SAME_CALLS}
+    expected |= {f"{case}-gke": {rule} for case, *_, rule in SAME_CALLS}
+    assert flagged == expected
