@@ -172,6 +172,8 @@ class Rule:
     prefilter_sql: str
     """The cheap part of the match over the columns alone (operations, else the platform and the condition with
     its raw-record parts taken as true): the rows it keeps are the only ones whose raw record is read."""
+    prefilter_by_operation: bool
+    """The prefilter reads the operation alone (the rule names operations): judged once per distinct operation."""
     bulk_sql: str | None
     bulk_min: int
     explanation_sql: str
@@ -394,7 +396,7 @@ def _rule(doc: dict[str, Any], compiler: Compiler) -> Rule:
     operations = tuple(sorted({normalise_operation(str(op)) for op in match.get("operations") or []}))
     operation_regex = match.get("operation_regex")
     platform = str(doc["platform"])
-    match_sql, prefilter_sql = compile_match(platform, match, compiler, rule_id)
+    match_sql, prefilter_sql, by_operation = compile_match(platform, match, compiler, rule_id)
     bulk = doc.get("bulk")
     score = int(doc["score"])
     return Rule(
@@ -413,6 +415,7 @@ def _rule(doc: dict[str, Any], compiler: Compiler) -> Rule:
         id_sql=compiler.bind(rule_id),
         match_sql=match_sql,
         prefilter_sql=prefilter_sql,
+        prefilter_by_operation=by_operation,
         bulk_sql=compiler.field(bulk["field"], rule_id) if bulk else None,
         bulk_min=int(bulk["min"]) if bulk else 0,
         explanation_sql=compiler.explanation(str(doc.get("explanation", "{title} - {operation} x{count}"))),
@@ -420,10 +423,10 @@ def _rule(doc: dict[str, Any], compiler: Compiler) -> Rule:
     )
 
 
-def compile_match(platform: str, match: dict[str, Any], compiler: Compiler, rule_id: str) -> tuple[str, str]:
+def compile_match(platform: str, match: dict[str, Any], compiler: Compiler, rule_id: str) -> tuple[str, str, bool]:
     """A rule's ``match`` (operations, operation_regex, where) as SQL over ``op_norm`` and the ``ev`` columns:
-    the whole match, and the cheap prefilter over the columns alone (the operations, else the platform and the
-    condition with its raw-record parts taken as true)."""
+    the whole match, the cheap prefilter over the columns alone (the operations, else the platform and the
+    condition with its raw-record parts taken as true), and whether that prefilter reads ``op_norm`` alone."""
     operations = sorted({normalise_operation(str(op)) for op in match.get("operations") or []})
     ops: list[str] = []
     if operations:
@@ -434,9 +437,9 @@ def compile_match(platform: str, match: dict[str, Any], compiler: Compiler, rule
     op_sql = "(" + " OR ".join(ops) + ")" if ops else "true"
     match_sql = f"({PLATFORMS[platform]}) AND {op_sql} AND coalesce({where_sql}, false)"
     if ops:
-        return match_sql, op_sql
+        return match_sql, op_sql, True
     where = compiler.prefilter(match["where"], rule_id) if "where" in match else "true"
-    return match_sql, f"({PLATFORMS[platform]}) AND {where}"
+    return match_sql, f"({PLATFORMS[platform]}) AND {where}", False
 
 
 def bound_params(params: dict[str, Any], sql: str) -> dict[str, Any]:
@@ -481,7 +484,7 @@ def build_rule_events(
     con: duckdb.DuckDBPyConnection,
     table: str,
     source: str,
-    matches: list[tuple[str, str]],
+    matches: list[tuple[str, str, bool]],
     *,
     paths: tuple[str, ...],
     params: dict[str, Any],
@@ -489,13 +492,22 @@ def build_rule_events(
     """``table``: the rows of ``source`` (``ev`` columns) that some rule's prefilter keeps, with ``op_norm``, every
     JSON path of ``paths`` extracted from the raw record in one parse (``jf``), and the raw record
     itself only where a rule reading the whole record as text (``RAW_TEXT_SQL``) may match. ``matches``: each
-    rule's (prefilter, match) SQL. Only the kept rows' raw records are read, each once."""
-    prefilter = " OR ".join(f"({pre})" for pre, _ in matches)
-    raw_text = " OR ".join(f"({pre})" for pre, match in matches if RAW_TEXT_SQL in match) or "false"
+    rule's (prefilter, match, prefilter reads the operation alone) SQL. The operation is normalised, and the
+    prefilters on it judged, once per distinct operation; only the kept rows' raw records are read, each once."""
+    by_operation = " OR ".join(f"({pre})" for pre, _, on_op in matches if on_op) or "false"
+    by_row = " OR ".join(f"({pre})" for pre, _, on_op in matches if not on_op) or "false"
+    raw_text = " OR ".join(f"({pre})" for pre, match, _ in matches if RAW_TEXT_SQL in match) or "false"
     fields = "json_extract_string(e.raw, $paths)" if paths else "CAST(NULL AS VARCHAR[])"
     sql = f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        WITH kept AS (SELECT * FROM (SELECT *, {OP_NORMALISE_SQL} AS op_norm FROM {source}) WHERE {prefilter})
+        WITH ops AS (
+            SELECT operation AS op_value, op_norm, {by_operation} AS op_kept
+            FROM (SELECT operation, {OP_NORMALISE_SQL} AS op_norm FROM (SELECT DISTINCT operation FROM {source}))
+        ),
+        kept AS (
+            SELECT s.*, ops.op_norm FROM {source} s JOIN ops ON ops.op_value IS NOT DISTINCT FROM s.operation
+            WHERE ops.op_kept OR ({by_row})
+        )
         SELECT kept.*, {fields} AS jf,
                CASE WHEN {raw_text} THEN e.raw END AS raw
         FROM kept JOIN (SELECT event_uid, raw FROM events) e USING (event_uid)
@@ -526,7 +538,7 @@ def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev", known_accou
         con,
         "rule_ev",
         source,
-        [(rule.prefilter_sql, rule.match_sql) for rule in catalog.rules],
+        [(rule.prefilter_sql, rule.match_sql, rule.prefilter_by_operation) for rule in catalog.rules],
         paths=catalog.paths,
         params=catalog.params,
     )

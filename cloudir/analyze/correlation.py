@@ -70,8 +70,10 @@ class CorrelationRule:
     id_sql: str
     match_sql: str
     prefilter_sql: str
+    prefilter_by_operation: bool
     then_sql: str | None
     then_prefilter_sql: str | None
+    then_prefilter_by_operation: bool
     group_sql: str
     distinct_sql: str | None
     explanation_sql: str
@@ -140,9 +142,11 @@ def _validate(raw: object, source: str) -> dict[str, Any]:
 def _rule(doc: dict[str, Any], compiler: Compiler) -> CorrelationRule:
     rule_id = str(doc["id"])
     platform = str(doc["platform"])
-    match_sql, prefilter_sql = compile_match(platform, doc["match"], compiler, rule_id)
+    match_sql, prefilter_sql, by_operation = compile_match(platform, doc["match"], compiler, rule_id)
     then = doc.get("then")
-    then_sql, then_prefilter = compile_match(platform, then["match"], compiler, rule_id) if then else (None, None)
+    then_sql, then_prefilter, then_by_operation = (
+        compile_match(platform, then["match"], compiler, rule_id) if then else (None, None, False)
+    )
     group = [_field(name, compiler, rule_id) for name in doc["group_by"]]
     group_sql = group[0] if len(group) == 1 else "concat_ws(' / ', " + ", ".join(group) + ")"
     score = int(doc["score"])
@@ -162,8 +166,10 @@ def _rule(doc: dict[str, Any], compiler: Compiler) -> CorrelationRule:
         id_sql=compiler.bind(rule_id),
         match_sql=match_sql,
         prefilter_sql=prefilter_sql,
+        prefilter_by_operation=by_operation,
         then_sql=then_sql,
         then_prefilter_sql=then_prefilter,
+        then_prefilter_by_operation=then_by_operation,
         group_sql=group_sql,
         distinct_sql=_field(doc["distinct"], compiler, rule_id) if "distinct" in doc else None,
         explanation_sql=_explanation(
@@ -235,8 +241,12 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
     peak reaches the threshold - and, for a sequence, whose second step follows."""
     ruleset = load_rules()
     rules = ruleset.rules
-    matches = [(rule.prefilter_sql, rule.match_sql) for rule in rules]
-    matches += [(rule.then_prefilter_sql, rule.then_sql) for rule in rules if rule.then_sql and rule.then_prefilter_sql]
+    matches = [(rule.prefilter_sql, rule.match_sql, rule.prefilter_by_operation) for rule in rules]
+    matches += [
+        (rule.then_prefilter_sql, rule.then_sql, rule.then_prefilter_by_operation)
+        for rule in rules
+        if rule.then_sql and rule.then_prefilter_sql
+    ]
     build_rule_events(con, "corr_ev", "ev", matches, paths=ruleset.paths, params=ruleset.params)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE corr_rules (rule VARCHAR, title VARCHAR, mitre VARCHAR, score INTEGER, "
