@@ -118,12 +118,18 @@ class AwsSandbox:
         self._copies_until: Callable[[], bool] | None = None  # copies made from now on stay pending until it is true
         self._held_copies: dict[str, Callable[[], bool]] = {}  # copy id -> it stays pending until this is true
         # EC2 is eventually consistent: for this long (seconds; real accounts show about as much) after a snapshot
-        # or security group is created, the tool's Describe* by filter omit it and any EC2 call of the tool naming
+        # or security group is created, the tool's Describe* by filter omit it and any Describe* of the tool naming
         # its id is answered InvalidSnapshot.NotFound / InvalidGroup.NotFound. The sandbox's own clients (the
         # inspection helpers below) see the true state.
         self.describe_lag_seconds = 0.5
+        # Every other EC2 call (CreateTags, CopySnapshot, ModifySnapshotAttribute, RevokeSecurityGroupEgress,
+        # ModifyNetworkInterfaceAttribute, ...) naming such a resource is refused the same way for this long: EC2
+        # promises no order between its APIs, so a resource Describe* already shows can still be unknown to the next
+        # call (AWS EC2 API reference, "Eventual consistency").
+        self.change_lag_seconds = 1.0
+        self.operation_lag_seconds: dict[str, float] = {}  # operation -> its own lag, instead of the two above
         self._created: dict[str, float] = {}  # snapshot or security group id -> monotonic creation time
-        # Likewise a share: for ``describe_lag_seconds`` after the tool shares a snapshot, the account it was shared
+        # Likewise a share: for ``change_lag_seconds`` after the tool shares a snapshot, the account it was shared
         # with is answered InvalidSnapshot.NotFound when it copies it.
         self._shared: dict[str, float] = {}  # snapshot id -> monotonic time of the tool's createVolumePermission add
         self._in_flight_lock = threading.Lock()
@@ -381,9 +387,12 @@ class AwsSandbox:
                 self._calls_in_flight -= 1
 
     def _lagging(self, operation: str = "") -> set[str]:
-        """Snapshots and security groups created less than ``describe_lag_seconds`` ago (for a CopySnapshot, also
-        the snapshots shared that recently)."""
-        seen = time.monotonic() - self.describe_lag_seconds
+        """Snapshots and security groups ``operation`` does not know yet: created less than ``describe_lag_seconds``
+        ago for a Describe*, ``change_lag_seconds`` for any other call, unless ``operation_lag_seconds`` names the
+        operation (for a CopySnapshot, also the snapshots shared that recently)."""
+        lag = self.describe_lag_seconds if operation.startswith("Describe") else self.change_lag_seconds
+        lag = self.operation_lag_seconds.get(operation, lag)
+        seen = time.monotonic() - lag
         recent = {resource for resource, at in self._created.items() if at > seen}
         if operation == "CopySnapshot":
             recent |= {snapshot for snapshot, at in self._shared.items() if at > seen}
@@ -391,7 +400,7 @@ class AwsSandbox:
 
     def _unseen_resource(self, model: Any, params: dict[str, Any]) -> tuple[str, str] | None:
         """The NotFound error EC2 answers while a call names a resource created too recently (eventual consistency)."""
-        if model.service_model.service_name != "ec2" or not self.describe_lag_seconds:
+        if model.service_model.service_name != "ec2":
             return None
         body = params.get("body") or {}
         named = self._lagging(model.name) & {str(v) for v in body.values()} if isinstance(body, dict) else set()
@@ -405,7 +414,7 @@ class AwsSandbox:
         """An after-call handler: the tool's Describe* listings omit what was created too recently."""
         if not context.get("sandbox_tool") or not self.describe_lag_seconds:
             return
-        lagging = self._lagging()
+        lagging = self._lagging(model.name)
         for key, id_key in (("Snapshots", "SnapshotId"), ("SecurityGroups", "GroupId")):
             if model.name.startswith("Describe") and isinstance(parsed.get(key), list):
                 parsed[key] = [item for item in parsed[key] if item.get(id_key) not in lagging]

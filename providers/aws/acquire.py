@@ -676,7 +676,8 @@ class AcquirePlanner:
                 if encrypted[snapshot_id]:
                     params |= {"Encrypted": True, "KmsKeyId": key}
                 try:
-                    return str(dest_ec2.copy_snapshot(**params)["SnapshotId"])
+                    # a snapshot completed a moment ago may be unknown to CopySnapshot for a while
+                    return str(until_visible(lambda: dest_ec2.copy_snapshot(**params))["SnapshotId"])
                 except ClientError as exc:
                     raise _copy_error(exc, snapshot_id, source_keys[snapshot_id], key) from None
 
@@ -747,11 +748,13 @@ class AcquirePlanner:
                     ) from None
             with aws_errors(f"share snapshots with account {account}"):  # every snapshot's share sent at once
                 at_once(
-                    lambda snapshot_id: ec2.modify_snapshot_attribute(
-                        SnapshotId=snapshot_id,
-                        Attribute="createVolumePermission",
-                        OperationType="add",
-                        UserIds=[account],
+                    lambda snapshot_id: until_visible(  # a snapshot or copy completed a moment ago: see until_visible
+                        lambda: ec2.modify_snapshot_attribute(
+                            SnapshotId=snapshot_id,
+                            Attribute="createVolumePermission",
+                            OperationType="add",
+                            UserIds=[account],
+                        )
                     ),
                     final,
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -70,12 +71,18 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
             # a group found by its name may hold rules anyone with EC2 rights put there: all of them go but the
             # examiner's, and are recorded
             ingress = [p for p in group.get("IpPermissions", []) if not (cidr and _only_examiner(p, cidr))]
+            # each change may still meet EC2's lag for a group made a moment ago, though DescribeSecurityGroups
+            # already shows it
             if group.get("IpPermissionsEgress"):
-                ec2.revoke_security_group_egress(GroupId=group_id, IpPermissions=group["IpPermissionsEgress"])
+                until_visible(
+                    lambda: ec2.revoke_security_group_egress(
+                        GroupId=group_id, IpPermissions=group["IpPermissionsEgress"]
+                    )
+                )
             if ingress:
-                ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=ingress)
+                until_visible(lambda: ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=ingress))
             if cidr and len(ingress) == len(group.get("IpPermissions", [])):
-                ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[examiner])
+                until_visible(lambda: ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[examiner]))
         return {
             "group_id": group_id,
             "examiner_cidr": cidr,
@@ -89,7 +96,11 @@ def plan_contain_instance(clients: AwsClients, target: Target, options: ContainO
         with aws_errors(f"isolate the network interfaces of {iid}"):
             for eni in ec2.describe_network_interfaces(NetworkInterfaceIds=eni_ids)["NetworkInterfaces"]:
                 before[eni["NetworkInterfaceId"]] = [g["GroupId"] for g in eni.get("Groups", [])]
-                ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=[group_id])
+                # the isolation group may be made a moment ago: InvalidGroup.NotFound for a while
+                eni_id = eni["NetworkInterfaceId"]
+                until_visible(
+                    partial(ec2.modify_network_interface_attribute, NetworkInterfaceId=eni_id, Groups=[group_id])
+                )
         return {"isolated": sorted(before), "groups_before": before}
 
     steps = [

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from cloudir.case import Case
+from cloudir.custody import read_records
 from cloudir.plan import RunResult, run_plan
 from cloudir.provider import AcquireOptions, TargetKind, TargetQuery
 from moto_fixtures.aws import AwsSandbox
@@ -29,3 +30,13 @@ def acquire(aws_sandbox: AwsSandbox, tmp_path: Path) -> Acquire:
         return case, run_plan(plan, case, raise_on_failure=raise_on_failure)
 
     return run
+
+
+def api_outcomes(case: Case, operation: str) -> list[str]:
+    """The outcome of every ``operation`` call recorded in the case's custody log, in order."""
+    return [
+        call["outcome"]
+        for record in read_records(case.root / "custody.jsonl")
+        for call in record["api_calls"]
+        if call["operation"] == operation
+    ]

@@ -10,7 +10,7 @@ from cloudir.plan import StepKind
 from cloudir.provider import AcquireOptions, TargetKind, TargetQuery
 from moto_fixtures.aws import FORENSIC_ACCOUNT, FORENSIC_REGION, AwsSandbox, create_customer_key
 from moto_fixtures.sandbox import PlantedIncident
-from tests.aws.conftest import Acquire
+from tests.aws.conftest import Acquire, api_outcomes
 
 
 def test_preserves_captures_and_snapshots_the_planted_instance(
@@ -253,3 +253,22 @@ def test_a_security_group_made_a_moment_ago_is_captured_once_ec2_lists_it(
     ]
     assert lookups[0] == "InvalidGroup.NotFound", lookups
     assert lookups[-1] == "ok", lookups
+
+
+def test_the_copy_and_the_share_wait_while_ec2_does_not_know_a_snapshot_describe_already_shows(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    """EC2 promises no order between its APIs: a snapshot DescribeSnapshots lists as completed can still be unknown
+    to CopySnapshot and ModifySnapshotAttribute (InvalidSnapshot.NotFound). Each is sent again with a bounded
+    backoff, every refusal in custody, instead of failing the acquisition."""
+    # CopySnapshot and the share of the copy: longer than the snapshot step, the copy and their waits take under load
+    aws_sandbox.operation_lag_seconds = dict.fromkeys(["CopySnapshot", "ModifySnapshotAttribute"], 5.0)
+    key = aws_incident.encryption_key
+    case, result = acquire(aws_incident.extra["instance_id"], forensic_account=FORENSIC_ACCOUNT, encryption_key=key)
+    assert result.ok, result.failed
+    copies = api_outcomes(case, "CopySnapshot")
+    assert copies[0] == "InvalidSnapshot.NotFound", copies
+    assert copies[-1] == "ok", copies
+    shares = api_outcomes(case, "ModifySnapshotAttribute")  # the copy made a moment ago is shared once EC2 knows it
+    assert "InvalidSnapshot.NotFound" in shares, shares
+    assert shares.count("ok") == len(result.results["share.snapshots"]["shared"]), shares

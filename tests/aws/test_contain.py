@@ -10,7 +10,7 @@ from moto_fixtures.aws import AwsSandbox
 from moto_fixtures.sandbox import PlantedIncident
 from providers.aws.contain import QUARANTINE_PROFILE, REVOKE_POLICY
 from providers.aws.provider import AwsProvider
-from tests.aws.conftest import Acquire
+from tests.aws.conftest import Acquire, api_outcomes
 
 
 def test_contain_isolates_swaps_the_profile_and_revokes_role_sessions(
@@ -183,3 +183,38 @@ def test_a_lost_create_answer_resent_as_a_duplicate_isolates_with_the_group_it_m
         Filters=[{"Name": "group-name", "Values": ["cloudir-isolation-*"]}]
     )["SecurityGroups"]
     assert [g["GroupId"] for g in groups] == [result.results["contain.isolation-group"]["group_id"]]
+
+
+def test_changes_to_a_new_isolation_group_wait_while_ec2_does_not_know_it_though_describe_shows_it(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    """The group made a moment ago is listed by DescribeSecurityGroups but still unknown to the calls that revoke its
+    default egress (InvalidGroup.NotFound): each is sent again with a bounded backoff, in custody."""
+    case, provider, target = _contain_ready(aws_sandbox, aws_incident, acquire)
+    aws_sandbox.change_lag_seconds = 3.0  # longer than the group's create and its lookup take under load
+    result = run_plan(provider.plan_contain(target, ContainOptions()), case)
+    assert result.ok, result.failed
+    assert aws_sandbox.is_isolated(aws_incident)
+    revokes = api_outcomes(case, "RevokeSecurityGroupEgress")
+    assert revokes[0] == "InvalidGroup.NotFound", revokes
+    assert revokes[-1] == "ok", revokes
+
+
+def test_isolating_the_interfaces_waits_while_ec2_does_not_know_a_group_made_a_moment_ago(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
+):
+    """An earlier run's group, already without rules, made a moment ago: the tool finds it and has nothing to
+    change in it, and ModifyNetworkInterfaceAttribute is answered InvalidGroup.NotFound until EC2 knows it."""
+    case, provider, target = _contain_ready(aws_sandbox, aws_incident, acquire)
+    ec2 = aws_sandbox.client("ec2")
+    vpc = ec2.describe_instances(InstanceIds=[target.id])["Reservations"][0]["Instances"][0]["VpcId"]
+    group = ec2.create_security_group(GroupName=f"cloudir-isolation-{vpc}", Description="earlier run", VpcId=vpc)
+    egress = ec2.describe_security_groups(GroupIds=[group["GroupId"]])["SecurityGroups"][0]["IpPermissionsEgress"]
+    ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=egress)
+    aws_sandbox.describe_lag_seconds, aws_sandbox.change_lag_seconds = 0.0, 3.0
+    result = run_plan(provider.plan_contain(target, ContainOptions()), case)
+    assert result.ok, result.failed
+    assert aws_sandbox.is_isolated(aws_incident)
+    modifies = api_outcomes(case, "ModifyNetworkInterfaceAttribute")
+    assert modifies[0] == "InvalidGroup.NotFound", modifies
+    assert modifies[-1] == "ok", modifies

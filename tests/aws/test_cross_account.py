@@ -220,7 +220,7 @@ def test_the_forensic_copy_waits_while_a_share_made_a_moment_ago_has_not_reached
     """EC2 is eventually consistent across accounts too: right after the share, the forensic account's
     CopySnapshot of the shared snapshot is answered InvalidSnapshot.NotFound; the tool sends it again, each refusal
     in custody, instead of failing the acquisition after every victim-side step succeeded."""
-    aws_sandbox.describe_lag_seconds = 3.0  # longer than the steps between the share and the copy take under load
+    aws_sandbox.change_lag_seconds = 3.0  # longer than the steps between the share and the copy take under load
     case = tmp_path / "IR-43"
     args = _acquire_args(aws_incident, accounts, "--external-id", EXTERNAL_ID)
     result = runner.invoke(app, [*args, "--case", str(case)], env=accounts["env"])
