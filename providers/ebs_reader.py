@@ -16,30 +16,31 @@ The protocol on ``control``, plain values only (nothing of this project is unpic
 - ``(CREDENTIALS, access key, secret key, session token)``: later reads use a client with these;
 - ``None``: the reads in flight end, then the process.
 
-The hot path (:class:`DirectReads`): every read, the first ones too, is sent by this module over a connection per
-thread, kept open, to the endpoint botocore's rules resolve (the client builds and signs one probe request, stopped
-before it is sent): the documented request (``GET /snapshots/{snapshotId}/blocks/{blockIndex}?blockToken=``) from
-the botocore service model, its parameters checked by botocore's ``ParamValidator`` and the model's patterns, signed
-with SigV4 (a signing key cached per day). Only a clean answer is taken: status 200, ``Content-Length`` equal to
-``x-amz-Data-Length`` and at most the 512 KiB block size (else its body is not read), a SHA-256 ``x-amz-Checksum``
-that the data matches. Anything else (an error status, throttling, a connection error, a missing or odd header, a
-bad checksum) is sent again through the botocore client, whose error parsing and retries decide.
+The hot path (:class:`DirectReads`): every read, the first ones too, is a task of the reader's event loop (one
+thread for all its reads in flight: a thread each cost the reader several times the read's own CPU in switches),
+sent by this module over a kept-open connection to the endpoint botocore's rules resolve (the client builds and
+signs one probe request, stopped before it is sent): the documented request (``GET
+/snapshots/{snapshotId}/blocks/{blockIndex}?blockToken=``) from the botocore service model, its parameters checked
+by botocore's ``ParamValidator`` and the model's patterns, signed with SigV4 (a signing key cached per day). Only a
+clean answer is taken: status 200, ``Content-Length`` equal to ``x-amz-Data-Length`` and at most the 512 KiB block
+size (else its body is not read), a SHA-256 ``x-amz-Checksum`` that the data matches. Anything else (an error
+status, throttling, a connection error, a missing or odd header, a bad checksum) is sent again through the botocore
+client (in a thread of the loop's executor), whose error parsing and retries decide.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import re
-import socket
 import ssl
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import botocore.session
@@ -106,10 +107,7 @@ class NotClean(Exception):  # noqa: N818 - not an error of the read: the botocor
         self.resent: Resent = (request_id, status, why)
 
 
-@dataclass
-class _Connection:
-    sock: socket.socket
-    file: IO[bytes]
+_Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass
@@ -126,7 +124,7 @@ class DirectReads:
     model: Any  # botocore's OperationModel of GetSnapshotBlock
     user_agent: str = "cloudir"
     _keys: dict[str, bytes] = field(default_factory=dict)  # day -> signing key
-    _local: threading.local = field(default_factory=threading.local)
+    _idle: list[_Stream] = field(default_factory=list)  # kept-open connections no read uses now
 
     def __post_init__(self) -> None:
         url = urlsplit(self.endpoint)
@@ -178,27 +176,36 @@ class DirectReads:
         )
         return headers
 
-    def read(self, path: str, query: str) -> tuple[str | None, bytes, str]:
-        """Send one read; its request id, data and checksum, or :class:`NotClean`."""
+    async def read(self, path: str, query: str) -> tuple[str | None, bytes, str]:
+        """Send one read (in the reader's event loop); its request id, data and checksum, or :class:`NotClean`."""
         headers = self.sign(path, query, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
         lines = [f"GET {path}?{query} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
         request = ("\r\n".join([*lines, f"user-agent: {self.user_agent}", "", ""])).encode("latin-1")
-        connection = self._connection()
+        stream: _Stream | None = self._idle.pop() if self._idle else None
         try:
-            connection.sock.sendall(request)
-            status, answer = self._answer_head(connection.file)
-            length = self._body_length(status, answer)
-            data = connection.file.read(length) if length is not None else b""
-        except (OSError, ValueError) as exc:
-            self.close()
+            if stream is None:
+                async with asyncio.timeout(10):  # botocore's connect timeout
+                    stream = await self._connect()
+            async with asyncio.timeout(60):  # and its read timeout
+                stream[1].write(request)
+                status, answer = _answer_head(await stream[0].readuntil(b"\r\n\r\n"))
+                length = _body_length(status, answer)
+                data = await stream[0].readexactly(length) if length is not None else b""
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self._drop(stream)
+            raise NotClean("ConnectionError") from None
+        except (OSError, ValueError, TimeoutError, asyncio.LimitOverrunError) as exc:
+            self._drop(stream)
             raise NotClean(type(exc).__name__) from None
         request_id = answer.get("x-amzn-requestid")
-        if answer.get("connection", "").lower() == "close" or length is None or len(data) != length:
-            self.close()  # its body was not read, or not whole: the connection is not reused
+        if answer.get("connection", "").lower() == "close" or length is None:
+            self._drop(stream)  # its body was not read: the connection is not reused
+        else:
+            self._idle.append(stream)
         if status != 200:
             code = _ERROR_CODE.match(answer.get("x-amzn-errortype", ""))
             raise NotClean(code.group() if code else "UnknownError", request_id, status)
-        if length is None or len(data) != length:
+        if length is None:
             raise NotClean("MalformedResponse", request_id, status)
         if answer.get("x-amz-checksum-algorithm") != "SHA256" or "x-amz-checksum" not in answer:
             raise NotClean("MalformedResponse", request_id, status)
@@ -207,58 +214,51 @@ class DirectReads:
             raise NotClean("ChecksumMismatch", request_id, status)
         return request_id, data, checksum
 
-    @staticmethod
-    def _body_length(status: int, answer: dict[str, str]) -> int | None:
-        """The bytes of an answer's body to read: a 200's only when its ``Content-Length`` equals ``x-amz-Data-Length``
-        and is at most a block; an error's up to 64 KiB; else None (the body is not read)."""
-        length = answer.get("content-length", "")
-        if not length.isdigit():
-            return None
-        if status != 200:
-            return int(length) if int(length) <= 65536 else None
-        if answer.get("x-amz-data-length") != length or int(length) > BLOCK_BYTES:
-            return None
-        return int(length)
+    async def _connect(self) -> _Stream:
+        if not self._https:
+            return await asyncio.open_connection(*self._address)
+        context = ssl.create_default_context(cafile=get_cert_path(True))
+        return await asyncio.open_connection(*self._address, ssl=context, server_hostname=self._address[0])
 
     @staticmethod
-    def _answer_head(file: IO[bytes]) -> tuple[int, dict[str, str]]:
-        """The status and headers (lower-case names) of an answer; ValueError when it is not HTTP/1.1."""
-        status_line = file.readline(4096).decode("latin-1")
-        if not status_line:
-            raise ConnectionError("the connection closed before an answer")
-        version, status, _ = status_line.split(" ", 2)
-        if version != "HTTP/1.1" or not status.isdigit():
-            raise ValueError("not an HTTP/1.1 answer")
-        headers: dict[str, str] = {}
-        for _ in range(_MAX_HEADERS):
-            line = file.readline(8192).decode("latin-1")
-            if line in {"\r\n", ""}:
-                if not line:
-                    raise ValueError("the answer ended in its headers")
-                return int(status), headers
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+    def _drop(stream: _Stream | None) -> None:
+        if stream is not None:
+            stream[1].close()
+
+    async def close(self) -> None:
+        """Close the kept-open connections (in the event loop that opened them)."""
+        while self._idle:
+            writer = self._idle.pop()[1]
+            writer.close()
+            await writer.wait_closed()
+
+
+def _body_length(status: int, answer: dict[str, str]) -> int | None:
+    """The bytes of an answer's body to read: a 200's only when its ``Content-Length`` equals ``x-amz-Data-Length``
+    and is at most a block; an error's up to 64 KiB; else None (the body is not read)."""
+    length = answer.get("content-length", "")
+    if not length.isdigit():
+        return None
+    if status != 200:
+        return int(length) if int(length) <= 65536 else None
+    if answer.get("x-amz-data-length") != length or int(length) > BLOCK_BYTES:
+        return None
+    return int(length)
+
+
+def _answer_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status and headers (lower-case names) of an answer's head; ValueError when it is not HTTP/1.1."""
+    status_line, *lines = head.decode("latin-1").split("\r\n")[:-2]
+    version, status, _ = (status_line + " ").split(" ", 2)
+    if version != "HTTP/1.1" or not status.isdigit():
+        raise ValueError("not an HTTP/1.1 answer")
+    if len(lines) > _MAX_HEADERS:
         raise ValueError("too many header lines")
-
-    def _connection(self) -> _Connection:
-        """This thread's connection to the endpoint (opened when it has none)."""
-        connection: _Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            sock = socket.create_connection(self._address, timeout=10)  # botocore's connect timeout
-            sock.settimeout(60)  # and its read timeout
-            if self._https:
-                context = ssl.create_default_context(cafile=get_cert_path(True))
-                sock = context.wrap_socket(sock, server_hostname=self._address[0])
-            connection = self._local.connection = _Connection(sock, sock.makefile("rb"))
-        return connection
-
-    def close(self) -> None:
-        """Close this thread's connection (the next read opens one)."""
-        connection: _Connection | None = getattr(self._local, "connection", None)
-        self._local.connection = None
-        if connection is not None:
-            connection.file.close()
-            connection.sock.close()
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status), headers
 
 
 def read_block(ebs: Any, task: int, snapshot_id: str, index: int, token: str) -> Answer:
@@ -328,34 +328,62 @@ class Reader:
             self.ebs.meta.events.unregister(event, _stop_probe)
         return None
 
-    def read(self, task: int, snapshot_id: str, index: int, token: str) -> Answer:
-        """One read: direct when it can be, else (or when its answer is not clean) through botocore."""
+    async def read(self, task: int, snapshot_id: str, index: int, token: str) -> Answer:
+        """One read: direct when it can be, else (or when its answer is not clean) through botocore in a thread of
+        the event loop's executor; never raises."""
         direct = self.direct
         request = direct.request(snapshot_id, index, token) if direct is not None else None
-        if direct is None or request is None:
-            return read_block(self.ebs, task, snapshot_id, index, token)
+        resent: tuple[Resent, ...] = ()
         try:
-            request_id, data, _ = direct.read(*request)
+            if direct is not None and request is not None:
+                request_id, data, _ = await direct.read(*request)
+                return task, request_id, 200, OK, data, ()
         except NotClean as not_clean:
-            answer = read_block(self.ebs, task, snapshot_id, index, token)
-            return (*answer[:5], (not_clean.resent,))
-        return task, request_id, 200, OK, data, ()
+            resent = (not_clean.resent,)
+        except Exception as exc:  # noqa: BLE001 - unanswered, the parent would wait for this block
+            return task, None, None, READER_ERROR, (type(exc).__name__, str(exc)), ()
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(None, read_block, self.ebs, task, snapshot_id, index, token)
+        return (*answer[:5], resent)
 
 
 def reader_process(control: Connection) -> None:
     """Serve reads on ``control`` until it sends ``None`` (see the module's protocol)."""
     arguments, threads, credentials = control.recv()
-    reader, sending = Reader(arguments, credentials), threading.Lock()
+    reader = Reader(arguments, credentials)
     control.send(READY)
+    asyncio.run(_serve(control, arguments, threads, reader))
 
-    def read(client: Reader, task: int, snapshot_id: str, index: int, token: str) -> None:
-        answer = client.read(task, snapshot_id, index, token)
-        with sending:
-            control.send(answer)
 
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ebs-read") as pool:
-        while (message := control.recv()) is not None:
-            if message[0] == CREDENTIALS:
-                reader = Reader(arguments, message[1:])
-            else:
-                pool.submit(read, reader, *message)
+async def _serve(control: Connection, arguments: dict[str, Any], threads: int, reader: Reader) -> None:
+    """The reads, each a task of this event loop, ``threads`` at most at once (the direct ones on kept-open
+    connections, in this one thread; botocore's in a pool of ``threads`` threads)."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ebs-read"))
+    messages: asyncio.Queue[Any] = asyncio.Queue()
+
+    def receive() -> None:
+        try:
+            while control.poll():
+                messages.put_nowait(control.recv())
+        except (EOFError, OSError):
+            messages.put_nowait(None)
+
+    in_flight = asyncio.Semaphore(threads)  # the parent's bound on this reader's reads at once
+
+    async def read(client: Reader, message: tuple[int, str, int, str]) -> None:
+        async with in_flight:
+            answer = await client.read(*message)
+        control.send(answer)
+
+    tasks: set[asyncio.Task[None]] = set()
+    loop.add_reader(control.fileno(), receive)
+    while (message := await messages.get()) is not None:
+        if message[0] == CREDENTIALS:
+            reader = Reader(arguments, message[1:])
+        else:
+            task = asyncio.create_task(read(reader, message))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    loop.remove_reader(control.fileno())
+    await asyncio.gather(*tasks)

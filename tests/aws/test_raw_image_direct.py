@@ -1,6 +1,7 @@
 """The readers' direct GetSnapshotBlock path: botocore's signature, botocore on every answer that is not clean, the
 same image as botocore's, hostile ids and tokens, and the sandbox's SigV4 strictness."""
 
+import asyncio
 import hashlib
 import http.client
 from collections import Counter
@@ -19,7 +20,7 @@ from cloudir.custody import each_call, read_records, verify_case
 from moto_fixtures.aws import BLOCK, AwsSandbox
 from providers.aws import raw_image as raw_image_module
 from providers.aws.raw_image import BlockChecksumError, write_raw_image
-from providers.ebs_reader import BLOCK_BYTES, OK, DirectReads, Reader
+from providers.ebs_reader import BLOCK_BYTES, OK, Answer, DirectReads, Reader
 
 ENDPOINT = "https://ebs.eu-west-1.amazonaws.com"
 PATH, QUERY = "/snapshots/snap-0123abcd/blocks/7", "blockToken=AAUBAb%2Bx%2F%3D"
@@ -201,6 +202,19 @@ def test_a_bad_checksum_on_the_direct_path_is_decided_by_botocore(aws_sandbox: A
     assert not list((case.root / "images").rglob("*.raw*"))
 
 
+def _read(reader: Reader, task: int, snapshot_id: str, index: int, token: str) -> Answer:
+    """One read of ``reader`` in an event loop of its own (its connections closed with it)."""
+
+    async def read() -> Answer:
+        try:
+            return await reader.read(task, snapshot_id, index, token)
+        finally:
+            if reader.direct is not None:
+                await reader.direct.close()
+
+    return asyncio.run(read())
+
+
 def _reader(sandbox: AwsSandbox) -> tuple[Reader, str, str]:
     """A reader made as the parent makes one, which read block 0 of a new snapshot directly."""
     snapshot_id = sandbox.direct_snapshot({0: b"A" * BLOCK, 1: b"B" * BLOCK})
@@ -212,9 +226,8 @@ def _reader(sandbox: AwsSandbox) -> tuple[Reader, str, str]:
     assert reader.direct is not None  # botocore resolved the endpoint before any read
     assert reader.direct.host == urlsplit(sandbox.ebs_direct.url).netloc
     sent_by_botocore = sandbox.block_reads_sent_by_botocore
-    assert reader.read(0, snapshot_id, 0, token)[3] == OK
+    assert _read(reader, 0, snapshot_id, 0, token)[3] == OK
     assert sandbox.block_reads_sent_by_botocore == sent_by_botocore  # the probe was never sent
-    reader.direct.close()
     return reader, snapshot_id, token
 
 
@@ -227,7 +240,7 @@ def test_a_hostile_block_token_never_changes_the_request_line(aws_sandbox: AwsSa
     hostile = token + token_suffix
     assert reader.direct.request(snapshot_id, 0, hostile) is None  # not the model's pattern: botocore encodes it
     aws_sandbox.clear_block_stats()
-    answer = reader.read(1, snapshot_id, 0, hostile)
+    answer = _read(reader, 1, snapshot_id, 0, hostile)
     assert answer[3] == "ValidationException"
     (line,) = aws_sandbox.refused_block_requests
     target = urlsplit(line.split(" ", 1)[1])
@@ -245,7 +258,7 @@ def test_a_hostile_snapshot_id_is_refused_without_changing_the_request_line(aws_
     assert reader.direct is not None
     assert reader.direct.request(snapshot_id, 0, token) is None
     aws_sandbox.clear_block_stats()
-    answer = reader.read(1, snapshot_id, 0, token)
+    answer = _read(reader, 1, snapshot_id, 0, token)
     assert answer[3] in {"ResourceNotFoundException", "ValidationException"}
     (line,) = aws_sandbox.refused_block_requests
     path = urlsplit(line.split(" ", 1)[1]).path
