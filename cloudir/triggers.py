@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +437,35 @@ def load_triggers(path: Path) -> list[Trigger]:
     return parse_triggers(payload)
 
 
+_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_AROUND_HINT = "use ISO 8601 with an offset (2026-05-01T10:00Z, 2026-05-01T12:00+02:00) or a time ago (-6h, -30m, -2d)"
+
+
+def manual_time(around: str, *, now: datetime | None = None) -> str:
+    """A responder's ``--around`` as UTC: ISO 8601 with an offset, or a time before ``now`` (``-6h``, ``-2d``).
+
+    Refused when unreadable, without an offset (whose clock would it be?) or in the future."""
+    now = now or datetime.now(UTC)
+    text = around.strip()
+    relative = _RELATIVE.match(text)
+    try:
+        if relative:
+            when = now - timedelta(**{_UNITS[relative.group(2)]: float(relative.group(1))})
+        else:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        raise TriggerError(f"--around: cannot read the time {around!r}", hint=_AROUND_HINT) from None
+    if when.tzinfo is None:
+        raise TriggerError(f"--around {around!r} has no UTC offset", hint=_AROUND_HINT)
+    if when > now:
+        raise TriggerError(
+            f"--around {around!r} is in the future ({when.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ})",
+            hint="name when the activity happened; nothing was run",
+        )
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def manual_trigger(
     cloud: str,
     kind: TargetKind,
@@ -444,18 +473,19 @@ def manual_trigger(
     *,
     location: str | None = None,
     account: str = "",
-    time: str | None = None,
+    around: str | None = None,
     severity: str = "high",
     finding_type: str = "Manual",
     finding_id: str | None = None,
 ) -> Trigger:
-    """A trigger typed in by a responder (``--instance``, ``--access-key``, ``--principal``)."""
+    """A trigger typed in by a responder (``--instance``, ``--access-key``, ``--principal``), at ``around`` (see
+    :func:`manual_time`; default now): the time the playbook's log window and the analysis's incident window use."""
     if cloud not in CLOUDS:
         raise TriggerError(f"unknown cloud {cloud!r}", hint=f"choose one of {', '.join(CLOUDS)}")
     if cloud != "aws" and not account:
         raise TriggerError(f"a manual {cloud} trigger needs --account (the subscription / project)")
     severity = _severity_label(severity, "manual trigger", "--severity")
-    when = _iso(time, "manual trigger", "--time") if time else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = manual_time(around) if around else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     key = f"{cloud}|{kind.value}|{value}|{location or ''}|{account}"
     return Trigger(
         source="manual",
@@ -469,5 +499,5 @@ def manual_trigger(
         finding_id=finding_id or f"manual-{hashlib.sha256(key.encode()).hexdigest()[:16]}",
         title=f"manual response to {kind.value} {value}",
         principal=value if kind is TargetKind.PRINCIPAL else None,
-        raw={"manual": {"cloud": cloud, "kind": kind.value, "value": value, "location": location}},
+        raw={"manual": {"cloud": cloud, "kind": kind.value, "value": value, "location": location, "around": around}},
     )

@@ -44,6 +44,14 @@ PrincipalOpt = Annotated[str | None, typer.Option(help="Manual trigger: user, ro
 LocationOpt = Annotated[str | None, typer.Option(help="Manual trigger: region / resource group / zone.")]
 AccountOpt = Annotated[str, typer.Option(help="Manual trigger: account / subscription / project.")]
 SeverityOpt = Annotated[str, typer.Option(help="Manual trigger severity.")]
+AroundOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--around",
+        help="Manual trigger: when the activity happened, ISO 8601 with an offset (2026-05-01T10:00Z) or a time ago "
+        "(-6h, -2d); it sets the log window and the analysis's incident window (default: now).",
+    ),
+]
 
 
 def _params(values: list[str] | None) -> dict[str, Any]:
@@ -80,6 +88,7 @@ def _triggers(
     location: str | None,
     account: str,
     severity: str,
+    around: str | None = None,
 ) -> list[Trigger]:
     from cloudir.triggers import load_triggers, manual_trigger
 
@@ -95,6 +104,8 @@ def _triggers(
     if trigger is not None:
         if named:
             raise CloudirError("pass either --trigger or a manual target (--instance/--access-key/--principal)")
+        if around is not None:
+            raise CloudirError("--around is for a manual trigger: a finding carries its own time")
         return load_triggers(trigger)
     if len(named) != 1:
         raise CloudirError(
@@ -104,7 +115,9 @@ def _triggers(
     if cloud is None:
         raise CloudirError("a manual trigger needs --cloud aws|azure|gcp")
     kind, value = named[0]
-    return [manual_trigger(cloud, kind, str(value), location=location, account=account, severity=severity)]
+    return [
+        manual_trigger(cloud, kind, str(value), location=location, account=account, severity=severity, around=around)
+    ]
 
 
 @playbook_app.command("list")
@@ -157,6 +170,7 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
     playbook: PlaybookIdOpt = None,
     playbooks: PlaybooksOpt = None,
     param: ParamOpt = None,
+    around: AroundOpt = None,
     resolve: Annotated[
         bool,
         typer.Option(
@@ -179,6 +193,7 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
         location=location,
         account=account,
         severity=severity,
+        around=around,
     )
     request = RespondRequest(found, load_playbooks(playbooks), playbook_id=playbook, params=_params(param))
     out = console if output is RowFormat.table else err_console
@@ -187,8 +202,8 @@ def plan_playbook(  # noqa: PLR0917 - typer options are parameters
         say(
             out,
             f"[bold]{esc(item.source)}[/] finding {esc(item.finding_id)} ({esc(item.finding_type)}, "
-            f"{esc(item.severity)}) on {esc(item.cloud)} {item.target.kind.value} {esc(item.target.value)} "
-            f"→ playbook [bold]{esc(planned.playbook.id)}[/]",
+            f"{esc(item.severity)}) at {esc(item.time)} on {esc(item.cloud)} {item.target.kind.value} "
+            f"{esc(item.target.value)} → playbook [bold]{esc(planned.playbook.id)}[/]",
         )
         render_plan(planned.response.plan, output)
 
@@ -225,6 +240,7 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
     playbook: PlaybookIdOpt = None,
     playbooks: PlaybooksOpt = None,
     param: ParamOpt = None,
+    around: AroundOpt = None,
 ) -> None:
     """Run the matching playbook for a finding: preserve, collect, analyze, contain (with approval), report.
 
@@ -257,6 +273,7 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
         location=location,
         account=account,
         severity=severity,
+        around=around,
     )
     check_case_folder(found, case)
     if dry_run:
@@ -272,6 +289,7 @@ def respond_command(  # noqa: PLR0917 - typer options are parameters
             playbook,
             playbooks,
             param,
+            around,
             resolve=False,
             output=output,
         )

@@ -154,7 +154,11 @@ def _respond_locked(
         with case.action("trigger.received", target=trigger.finding_id, finding_id=trigger.finding_id) as act:
             case.write_json(_trigger_path(trigger.finding_id), trigger.as_dict())
             act.details.update(
-                source=trigger.source, cloud=trigger.cloud, severity=trigger.severity, finding_type=trigger.finding_type
+                source=trigger.source,
+                cloud=trigger.cloud,
+                severity=trigger.severity,
+                finding_type=trigger.finding_type,
+                time=trigger.time,
             )
     return _run_response(
         case,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,62 @@ def test_lambda_splits_a_long_response_across_invocations_resuming_the_case(
     starts = [r for r in records if r["action"].endswith(".start") and "resume" in r["details"]]
     assert [r["details"]["resume"] for r in starts] == [False, True]
     assert verify_case(case_dir).ok
+
+
+def test_a_manual_trigger_around_an_earlier_time_pulls_and_analyzes_the_window_around_it(
+    aws_incident: AwsIncident, case_root: Path
+) -> None:
+    """A responder reacting to yesterday's alert: ``--around`` sets the trigger time that the playbook's log window
+    and the analysis's incident window use; it is printed in the plan and recorded in custody."""
+    from moto_fixtures.clock import incident_clock
+
+    sandbox, incident = aws_incident.sandbox, aws_incident.incident
+    around = incident_clock() - timedelta(hours=3)  # hours before the wall clock (up to a day)
+    offset = around.astimezone(timezone(timedelta(hours=2))).isoformat()  # the same instant, written at +02:00
+    expected = around.strftime("%Y-%m-%dT%H:%M:%SZ")
+    manual = ["--cloud", "aws", "--instance", incident.target.value, "--location", sandbox.region, "--around", offset]
+    params = [
+        *("--param", f"forensic_account={incident.forensic_account}"),
+        *("--param", f"encryption_key={incident.encryption_key}"),
+        *("--param", "log_window_before_hours=2", "--param", "log_window_after_hours=1"),
+    ]
+    planned = runner.invoke(app, ["respond", *manual, *params, "--dry-run"], env={"COLUMNS": "250"})
+    assert planned.exit_code == 0, planned.output
+    assert f"at {expected}" in planned.output
+    case_dir = case_root / "around"
+    result = runner.invoke(app, ["respond", *manual, *params, "--case", str(case_dir)])
+    assert result.exit_code == 0, result.output
+    [received] = [r for r in read_records(case_dir / "custody.jsonl") if r["action"] == "trigger.received"]
+    assert received["details"]["time"] == expected
+    [trigger] = [json.loads(p.read_text()) for p in (case_dir / "triggers").glob("*.json")]
+    assert trigger["time"] == expected
+    assert trigger["raw"]["manual"]["around"] == offset  # what the responder typed, kept with the trigger
+    coverage = json.loads((case_dir / "logs/aws/coverage.json").read_text())
+    assert coverage["window_start"] == (around - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize(
+    ("around", "refusal"),
+    [
+        ("+1h", "cannot read the time"),
+        ("yesterday", "cannot read the time"),
+        ("-99999999999d", "cannot read the time"),
+        ("2026-05-01T10:00", "has no UTC offset"),
+        ("2999-01-01T00:00Z", "is in the future"),
+    ],
+)
+def test_a_manual_trigger_time_that_is_unreadable_naive_or_in_the_future_is_refused_before_any_call(
+    around: str, refusal: str
+) -> None:
+    args = ["respond", "--cloud", "aws", "--instance", "i-1", "--location", "us-east-1", "--around", around]
+    result = runner.invoke(app, [*args, "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert refusal in " ".join(result.output.split())
+
+
+def test_around_is_refused_with_a_finding_which_carries_its_own_time(tmp_path: Path) -> None:
+    finding = tmp_path / "finding.json"
+    finding.write_text(json.dumps(sample("guardduty_ec2_eventbridge.json")))
+    result = runner.invoke(app, ["respond", "--trigger", str(finding), "--around", "-6h", "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "a finding carries its own time" in " ".join(result.output.split())

@@ -284,7 +284,7 @@ def test_security_hub_batch_gives_one_trigger_per_finding() -> None:
 
 
 def test_manual_trigger_is_stable_per_target() -> None:
-    first = manual_trigger("aws", TargetKind.INSTANCE, "i-1", location="us-east-1", time="2026-11-20T10:00:00Z")
+    first = manual_trigger("aws", TargetKind.INSTANCE, "i-1", location="us-east-1", around="2026-11-20T10:00:00Z")
     again = manual_trigger("aws", TargetKind.INSTANCE, "i-1", location="us-east-1")
     assert first.finding_id == again.finding_id
     assert first.finding_id.startswith("manual-")
