@@ -119,7 +119,26 @@ ROUTINE |= {
 }
 """Azure, Entra and GCP catalog rules deliberately not a default finding, and why."""
 
-ELASTIC_ROUTINE: dict[str, str] = {}
+ELASTIC_ROUTINE: dict[str, str] = {
+    "collection_gcp_pub_sub_subscription_creation": "a Pub/Sub subscription created: routine application plumbing",
+    "collection_gcp_pub_sub_topic_creation": "a Pub/Sub topic created: routine application plumbing",
+    "defense_evasion_gcp_pub_sub_subscription_deletion": "a Pub/Sub subscription deleted: routine alone; a log "
+    "sink changed or deleted is flagged (gcp-log-sink-changed)",
+    "defense_evasion_gcp_pub_sub_topic_deletion": "a Pub/Sub topic deleted: routine alone; a log sink changed or "
+    "deleted is flagged (gcp-log-sink-changed)",
+    "defense_evasion_gcp_firewall_rule_created": "a firewall rule created: routine; one opened to the internet "
+    "(0.0.0.0/0) is flagged",
+    "persistence_gcp_iam_service_account_key_deletion": "a service-account key deleted: key rotation, routine; a "
+    "key created is flagged",
+    "credential_access_azure_vm_boot_diagnostics_retrieved_unusual_principal": "boot diagnostics read: routine "
+    "troubleshooting alone; Elastic judges a principal new to it (history)",
+    "impact_kubernetes_pod_deleted": "a pod deleted: routine (rollouts, scaling)",
+    "impact_google_workspace_admin_role_deletion": "an admin role deleted: narrows access, routine",
+    "persistence_google_workspace_custom_admin_role_created": "a role created grants nothing until assigned; "
+    "an assignment (ASSIGN_ROLE) is flagged",
+    "execution_forbidden_creation_request": "one refused create: routine alone (RBAC misconfiguration); refused "
+    "secret reads are flagged",
+}
 """Elastic rules deliberately not a default finding (by file stem), and why."""
 
 
@@ -476,7 +495,7 @@ def cloud_sigma_cases(first_index: int) -> list[dict[str, Any]]:
     return cases
 
 
-_ELASTIC_QUERY_FIELD = re.compile(r"(?<![\w.@-])([a-z_]+(?:\.[a-z_0-9]+)+)(?![\w.@-])", re.I)
+_ELASTIC_QUERY_FIELD = re.compile(r"(?<![\w.@-])([a-z_]+(?:\.(?:[a-z_0-9]+|\*))+)(?![\w.@-])", re.I)
 _ELASTIC_CALL_FIELDS = {"data_stream.dataset", "event.dataset", "event.provider", "event.action", "event.outcome",
                         "event.type", "event.category", "cloud.provider"}  # fmt: skip
 """What a record built from event.action/provider carries; a query reading any other field (request parameters,

@@ -579,6 +579,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1133": ("External Remote Services", "Persistence"),
     "T1136.003": ("Create Account: Cloud Account", "Persistence"),
     "T1199": ("Trusted Relationship", "Initial Access"),
+    "T1222": ("File and Directory Permissions Modification", "Defense Evasion"),
     "T1484.002": ("Domain or Tenant Policy Modification: Trust Modification", "Privilege Escalation"),
     "T1485": ("Data Destruction", "Impact"),
     "T1486": ("Data Encrypted for Impact", "Impact"),
