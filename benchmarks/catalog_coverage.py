@@ -116,6 +116,11 @@ ROUTINE |= {
     "azure_ad_sign_ins_from_unknown_devices": "a sign-in from a device not registered: routine alone (BYOD)",
     "azure_ad_sign_ins_from_noncompliant_devices": "a non-compliant device: routine alone",
     "azure_ad_only_single_factor_auth_required": "single-factor sign-in allowed by policy: routine alone",
+    "gcp_kubernetes_rolebinding": "a role binding of any role: routine; one binding cluster-admin, admin or a "
+    "control-plane role (or system:masters) is flagged",
+    "gcp_kubernetes_secrets_modified_or_deleted": "a secret created, changed or deleted: routine for deployments; "
+    "secrets listed or reads refused are flagged",
+    "azure_kubernetes_pods_deleted": "a pod deleted: routine (rollouts, scaling)",
 }
 """Azure, Entra and GCP catalog rules deliberately not a default finding, and why."""
 
