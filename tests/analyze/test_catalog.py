@@ -115,6 +115,17 @@ def test_attacker_values_are_data_never_sql_or_template(tmp_path: Path) -> None:
     assert ("aws-trail-tampering", quote["event_id"]) not in hits
 
 
+def test_each_spelling_of_an_operation_is_judged_once_for_all_its_events(tmp_path: Path) -> None:
+    """Prefilters on the operation are judged per distinct operation: every event of each spelling that normalises
+    to a rule's operation is a hit (repeats included), an empty or look-alike operation none."""
+    spellings = ["StopLogging", "StopLogging", "stoplogging ", " StopLogging\t", "StopLogging20131101"]
+    hits_expected = [event(op, service="cloudtrail", time=INCIDENT) for op in spellings]
+    others = [event(op, service="cloudtrail", time=INCIDENT) for op in ("", "StopLoggingX", "Stop Logging")]
+    hits = _hits(tmp_path, hits_expected + others)
+    tampering = {e for rule, e in hits if rule == "aws-trail-tampering"}
+    assert tampering == {row["event_id"] for row in hits_expected}
+
+
 def test_a_placeholder_in_an_identity_stays_text_in_the_explanation(analyze: Analyze) -> None:
     actor = "arn:aws:iam::111111111111:user/{count}"
     rows = routine(["ListBuckets"], days=22, actor=actor)
