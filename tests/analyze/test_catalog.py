@@ -318,6 +318,17 @@ def _trail_record(name: str, source: str, parameters: dict[str, Any], user: str 
     }  # fmt: skip
 
 
+def _flagged_records(tmp_path: Path, records: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """The trail file of ``records`` ingested and analyzed: (record position, rule) of each catalog finding's events."""
+    db = _ingest_and_analyze(tmp_path, records)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT e.source_position, f.rule FROM findings f, unnest(f.event_ids) u(id) "
+            "JOIN events e ON e.event_id = u.id WHERE f.analyzer = 'sensitive_actions' ORDER BY 1, 2"
+        ).fetchall()
+    return [(int(position), str(rule)) for position, rule in rows]
+
+
 def test_policies_read_as_iam_evaluates_them_and_own_password_changes_through_the_cli(tmp_path: Path) -> None:
     """A Principal-* grant that one condition pins to a fixed VPC endpoint is not public (conditions are ANDed);
     wildcards, a /0 network, an unknown key or source addresses alone (the author's own, perhaps) pin nothing; a
@@ -340,13 +351,7 @@ def test_policies_read_as_iam_evaluates_them_and_own_password_changes_through_th
         _trail_record("UpdateLoginProfile", "iam", {"userName": "bob", "passwordResetRequired": False}, "alice"),
         _trail_record("PutBucketPolicy", "s3", bucket_policy({"IpAddress": {"aws:SourceIp": "198.51.100.7/32"}})),
     ]
-    db = _ingest_and_analyze(tmp_path, records)
-    with duckdb.connect(str(db), read_only=True) as con:
-        flagged = con.execute(
-            "SELECT e.source_position, f.rule FROM findings f, unnest(f.event_ids) u(id) "
-            "JOIN events e ON e.event_id = u.id WHERE f.analyzer = 'sensitive_actions' ORDER BY 1"
-        ).fetchall()
-    assert flagged == [
+    assert _flagged_records(tmp_path, records) == [
         (1, "aws-bucket-public"),
         (2, "aws-bucket-public"),
         (3, "aws-resource-policy-public"),
@@ -429,13 +434,7 @@ def test_elastic_single_call_behaviours_through_the_cli_as_a_trail_delivers_them
         _trail_record("UpdateNotebookInstance", "sagemaker", {**notebook, "lifecycleConfigName": "start"}),
         _trail_record("UpdateNotebookInstance", "sagemaker", {**notebook, "instanceType": "ml.t3.large"}),
     ]
-    db = _ingest_and_analyze(tmp_path, records)
-    with duckdb.connect(str(db), read_only=True) as con:
-        flagged = con.execute(
-            "SELECT e.source_position, f.rule FROM findings f, unnest(f.event_ids) u(id) "
-            "JOIN events e ON e.event_id = u.id WHERE f.analyzer = 'sensitive_actions' ORDER BY 1"
-        ).fetchall()
-    assert flagged == [
+    assert _flagged_records(tmp_path, records) == [
         (0, "aws-lambda-layer-shared"),
         (2, "aws-lambda-layer-shared"),
         (3, "aws-eks-cluster-admin-granted"),
@@ -466,13 +465,7 @@ def test_credential_files_lambda_escalation_and_bedrock_key_users_through_the_cl
         _trail_record("CreateAccessKey", "iam", {"userName": "BedrockAPIKey-x7k2"}, "BedrockAPIKey-x7k2"),
         _trail_record("InvokeModel", "bedrock", {"modelId": "anthropic.claude-3"}, "BedrockAPIKey-x7k2"),
     ]
-    db = _ingest_and_analyze(tmp_path, records)
-    with duckdb.connect(str(db), read_only=True) as con:
-        flagged = con.execute(
-            "SELECT e.source_position, f.rule FROM findings f, unnest(f.event_ids) u(id) "
-            "JOIN events e ON e.event_id = u.id WHERE f.analyzer = 'sensitive_actions' ORDER BY 1, 2"
-        ).fetchall()
-    assert flagged == [
+    assert _flagged_records(tmp_path, records) == [
         (0, "aws-credential-file-read"),
         (2, "aws-credential-file-read"),
         (3, "aws-admin-policy-attached"),
