@@ -607,6 +607,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1562.007": ("Impair Defenses: Disable or Modify Cloud Firewall", "Defense Evasion"),
     "T1562.008": ("Impair Defenses: Disable or Modify Cloud Logs", "Defense Evasion"),
     "T1578.002": ("Modify Cloud Compute Infrastructure: Create Cloud Instance", "Defense Evasion"),
+    "T1578.005": ("Modify Cloud Compute Infrastructure: Modify Cloud Compute Configurations", "Defense Evasion"),
     "T1580": ("Cloud Infrastructure Discovery", "Discovery"),
     "T1526": ("Cloud Service Discovery", "Discovery"),
     "T1584.001": ("Compromise Infrastructure: Domains", "Resource Development"),

@@ -413,7 +413,8 @@ def test_elastic_single_call_behaviours_through_the_cli_as_a_trail_delivers_them
     """Elastic and Stratus single-call behaviours as CloudTrail records (Lambda's versioned event name, EKS's and
     EFS's event sources): a layer shared with another account or everyone, never with the caller's own; cluster
     admin granted, view access not; control-plane logging off, on not; an AMI deregistered; a file system deleted;
-    a notebook given a lifecycle script, its instance type changed not. A hostile principal stays data."""
+    a notebook given a lifecycle script, its instance type changed not; a database made public (a response showing
+    it public already is not) or its backups turned off. A hostile principal stays data."""
     layer = {"layerName": "libs", "versionNumber": 3, "statementId": "s", "action": "lambda:GetLayerVersion"}
     policy = "arn:aws:eks::aws:cluster-access-policy/AmazonEKS{}Policy".format
 
@@ -421,6 +422,7 @@ def test_elastic_single_call_behaviours_through_the_cli_as_a_trail_delivers_them
         return {"name": "prod", "logging": {"clusterLogging": [{"types": ["audit"], "enabled": enabled}]}}
 
     notebook = {"notebookInstanceName": "nb"}
+    database = {"dBInstanceIdentifier": "prod-db"}
     records = [
         _trail_record("AddLayerVersionPermission20181031", "lambda", {**layer, "principal": "*"}),
         _trail_record("AddLayerVersionPermission20181031", "lambda", {**layer, "principal": "111122223333"}),
@@ -433,6 +435,10 @@ def test_elastic_single_call_behaviours_through_the_cli_as_a_trail_delivers_them
         _trail_record("DeleteFileSystem", "elasticfilesystem", {"fileSystemId": "fs-0abc"}),
         _trail_record("UpdateNotebookInstance", "sagemaker", {**notebook, "lifecycleConfigName": "start"}),
         _trail_record("UpdateNotebookInstance", "sagemaker", {**notebook, "instanceType": "ml.t3.large"}),
+        _trail_record("ModifyDBInstance", "rds", {**database, "publiclyAccessible": True}),
+        {**_trail_record("ModifyDBInstance", "rds", database), "responseElements": {"publiclyAccessible": True}},
+        _trail_record("ModifyDBInstance", "rds", {**database, "backupRetentionPeriod": 0, "applyImmediately": True}),
+        _trail_record("ModifyDBInstance", "rds", {**database, "backupRetentionPeriod": 14}),
     ]
     assert _flagged_records(tmp_path, records) == [
         (0, "aws-lambda-layer-shared"),
@@ -442,6 +448,8 @@ def test_elastic_single_call_behaviours_through_the_cli_as_a_trail_delivers_them
         (7, "aws-recovery-deleted"),
         (8, "aws-data-store-deleted"),
         (9, "aws-sagemaker-lifecycle-script"),
+        (11, "aws-db-made-public"),
+        (13, "aws-db-backups-disabled"),
     ]
 
 
