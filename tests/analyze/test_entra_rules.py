@@ -92,6 +92,11 @@ def _role_name(role: str) -> dict[str, Any]:
     return {"displayName": "Role.DisplayName", "oldValue": None, "newValue": json.dumps(role)}
 
 
+def _user_type(old: str, new: str) -> dict[str, Any]:
+    """The UserType property of an "Update user" target (values JSON strings, as logged)."""
+    return {"displayName": "UserType", "oldValue": json.dumps([old]), "newValue": json.dumps([new])}
+
+
 RECORDS = [
     # MFA grant removed / policy switched to report-only: weakened, in either shape
     _graph_audit("weakened-graph", CA, _change("ConditionalAccessPolicy", MFA_POLICY, NO_MFA_POLICY)),
@@ -113,6 +118,18 @@ RECORDS = [
     _signin("unfamiliar-only", "low", "atRisk", "unfamiliarFeatures"),
     _diagnostic_audit("global-admin", "Add member to role", _role_name("Global Administrator")),
     _graph_audit("reports-reader", "Add member to role", _role_name("Reports Reader")),
+    # a guest made a member (Graph and diagnostic shapes); a member made a guest, or "Guest" in another property
+    _graph_audit("guest-to-member", "Update user", _user_type("Guest", "Member")),
+    _diagnostic_audit("guest-to-member-diag", "Update user ", _user_type("Guest", "Member")),
+    _graph_audit("member-to-guest", "Update user", _user_type("Member", "Guest")),
+    _graph_audit("guest-named", "Update user", {"displayName": "DisplayName", "oldValue": '["Guest"]',
+                                                "newValue": '["Member"]'}),
+    # an app's reply address changed; a name that merely says AppAddress is data, not the property
+    _diagnostic_audit("redirect", "Update application", {"displayName": "AppAddress", "oldValue": "[]",
+                      "newValue": json.dumps([{"AddressType": 0, "Address": "https://attacker.example/cb"}])}),
+    _diagnostic_audit("app-renamed", "Update application", {"displayName": "DisplayName", "oldValue": '["a"]',
+                      "newValue": '["AppAddress"]'}),
+    _diagnostic_audit("pim-settings", "Update role setting in PIM"),
 ]  # fmt: skip
 EXPECTED = {
     "weakened-graph": {"entra-conditional-access-weakened"},
@@ -124,6 +141,10 @@ EXPECTED = {
     "anonymous-ip": {"entra-risk-detection-signin"},
     "global-admin": {"entra-privileged-role-assigned", "entra-user-or-role"},
     "reports-reader": {"entra-user-or-role"},
+    "guest-to-member": {"entra-guest-promoted-to-member"},
+    "guest-to-member-diag": {"entra-guest-promoted-to-member"},
+    "redirect": {"entra-app-redirect-uri-changed"},
+    "pim-settings": {"entra-pim-role-setting-changed"},
 }
 
 
