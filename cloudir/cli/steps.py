@@ -55,7 +55,8 @@ class StepLines:
             return
         rows = Group(*self._running.values())
         if self._live is None:
-            self._live = Live(rows, console=self._console, transient=True, refresh_per_second=4)
+            # stdout stays the results' (a command piped to a file while stderr is a terminal)
+            self._live = Live(rows, console=self._console, transient=True, refresh_per_second=4, redirect_stdout=False)
             self._live.start(refresh=True)
         else:
             self._live.update(rows, refresh=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pyte
+import pytest
 from rich.console import Console
 
 from cloudir.case import Case
@@ -88,3 +89,19 @@ def test_piped_output_is_one_line_per_ended_step_and_no_running_rows(tmp_path: P
     assert lines[0] == "    done snapshot vol-1"
     assert lines[-1] == "    done tag snap-1"
     assert sorted(lines) == sorted(f"    done {visible(title)}" for title in _TITLES.values())
+
+
+def test_what_a_step_prints_on_stdout_stays_on_stdout_while_the_running_rows_are_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Results go to stdout, piped to a file while stderr is a terminal: the live rows never take stdout over."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+
+    def prints(ctx: StepContext) -> dict[str, Any]:
+        print("a result line")
+        return {}
+
+    assert run_plan(_plan({"a1": prints}), Case.create(tmp_path / "c"), observer=StepLines(console)).ok
+    assert "a result line" in capsys.readouterr().out
+    assert "a result line" not in out.getvalue()
