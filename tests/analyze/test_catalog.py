@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -309,7 +310,7 @@ def _trail_record(name: str, source: str, parameters: dict[str, Any], user: str 
         "awsRegion": "us-east-1",
         "sourceIPAddress": "203.0.113.9",
         "userAgent": "aws-cli/2.15.0",
-        "eventID": f"{name}-{len(json.dumps(parameters))}-{user}",
+        "eventID": str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps([name, source, user, parameters], sort_keys=True))),
         "eventType": "AwsApiCall",
         "recipientAccountId": "111122223333",
         "userIdentity": {"type": "IAMUser", "accountId": "111122223333", "userName": user,
@@ -437,7 +438,7 @@ def test_elastic_single_call_behaviours_through_the_cli_as_a_trail_delivers_them
         _trail_record("UpdateNotebookInstance", "sagemaker", {**notebook, "instanceType": "ml.t3.large"}),
         _trail_record("ModifyDBInstance", "rds", {**database, "publiclyAccessible": True}),
         {**_trail_record("ModifyDBInstance", "rds", database), "responseElements": {"publiclyAccessible": True}},
-        _trail_record("ModifyDBInstance", "rds", {**database, "backupRetentionPeriod": 0, "applyImmediately": True}),
+        _trail_record("ModifyDBInstance", "rds", {**database, "backupRetentionPeriod": 0}),
         _trail_record("ModifyDBInstance", "rds", {**database, "backupRetentionPeriod": 14}),
     ]
     assert _flagged_records(tmp_path, records) == [
