@@ -180,3 +180,27 @@ def test_an_empty_error_code_is_no_error(tmp_path: Path) -> None:
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute("SELECT event_id, status, error_code FROM events ORDER BY event_id").fetchall()
     assert rows == [("blank", "success", None), ("empty", "success", None), ("refused", "failure", "BucketNotEmpty")]
+
+
+def test_workspace_activities_one_a_line_are_read_as_activities(tmp_path: Path) -> None:
+    """Admin SDK Reports activities one a line (an activities.list page's items, ``jq -c '.items[]'``): each is a
+    Workspace activity, not a CloudWatch Logs page (both carry an ``events`` array); a CloudWatch page still is."""
+    activity = {"kind": "admin#reports#activity",
+                "id": {"time": "2026-11-02T10:00:00.000Z", "uniqueQualifier": "-4242", "applicationName": "admin",
+                       "customerId": "C01"},
+                "actor": {"callerType": "USER", "email": "eve@example.com"}, "ipAddress": "203.0.113.9",
+                "events": [{"type": "DOMAIN_SETTINGS", "name": "ADD_TRUSTED_DOMAINS",
+                            "parameters": [{"name": "DOMAIN_NAME", "value": "partner.example"}]}]}  # fmt: skip
+    trail = {"eventVersion": "1.09", "eventID": "cwl-1", "eventTime": "2026-11-02T10:00:00Z",
+             "eventSource": "cloudtrail.amazonaws.com", "eventName": "StopLogging", "awsRegion": "us-east-1",
+             "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/eve"}}  # fmt: skip
+    page = {"events": [{"timestamp": 1793613600000, "message": json.dumps(trail)}]}
+    log = tmp_path / "mixed.jsonl"
+    log.write_text(json.dumps(activity) + "\n" + json.dumps(page) + "\n")
+    path = tmp_path / "t.duckdb"
+    result = CliRunner().invoke(app, ["timeline", "ingest", str(log), "--db", str(path)])
+    assert "2 records = 2 ingested + 0 duplicate + 0 quarantined" in result.output, result.output
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute("SELECT source_format, service, operation FROM events ORDER BY 1").fetchall()
+    assert rows == [("cloudtrail", "cloudtrail", "StopLogging"), ("workspace_activity", "workspace:admin",
+                                                                  "ADD_TRUSTED_DOMAINS")]  # fmt: skip

@@ -93,10 +93,12 @@ CONTAINERS = (
         "records": "json_extract(doc, '$.records[*]')",
     },
     # CloudWatch Logs filter-log-events / get-log-events output: {"events": [{"message": "<json string>", ...}]}
-    # (EKS control-plane audit logs, a trail delivered to CloudWatch Logs); the message is the record.
+    # (EKS control-plane audit logs, a trail delivered to CloudWatch Logs); the message is the record. A Reports
+    # API activity (one item of an activities.list page, `jq -c '.items[]'`) also has an "events" array: its own.
     {
         "name": "cloudwatch_logs_events",
-        "detect": "list_contains(keys, 'events') AND json_type(doc, '$.events') = 'ARRAY'",
+        "detect": "list_contains(keys, 'events') AND json_type(doc, '$.events') = 'ARRAY' "
+        "AND coalesce(doc ->> 'kind', '') <> 'admin#reports#activity'",
         "records": (
             "list_transform(json_extract(doc, '$.events[*]'), "
             "lambda e: coalesce(json(try((e ->> 'message')::JSON)), e))"
