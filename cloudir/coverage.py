@@ -7,8 +7,9 @@ out, access denied) or a location without logging is a warning a responder reads
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloudir.custody import utc_now
@@ -18,6 +19,21 @@ def parse_utc(value: str) -> datetime:
     """An ISO 8601 time (``Z`` or offset; naive means UTC) as an aware UTC datetime."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def duration(text: str) -> timedelta | None:
+    """``90s``, ``30m``, ``24h`` or ``7d`` as a timedelta; None when the text is not one (or too long to hold)."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        return None
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    except OverflowError:
+        return None
 
 
 def iso_utc(value: datetime) -> str:

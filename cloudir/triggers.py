@@ -15,10 +15,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloudir.coverage import duration
 from cloudir.errors import CloudirError
 from cloudir.provider import CLOUDS, TargetKind, TargetQuery
 
@@ -437,8 +438,6 @@ def load_triggers(path: Path) -> list[Trigger]:
     return parse_triggers(payload)
 
 
-_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _AROUND_HINT = "use ISO 8601 with an offset (2026-05-01T10:00Z, 2026-05-01T12:00+02:00) or a time ago (-6h, -30m, -2d)"
 
 
@@ -448,12 +447,9 @@ def manual_time(around: str, *, now: datetime | None = None) -> str:
     Refused when unreadable, without an offset (whose clock would it be?) or in the future."""
     now = now or datetime.now(UTC)
     text = around.strip()
-    relative = _RELATIVE.match(text)
+    ago = duration(text[1:]) if text.startswith("-") else None
     try:
-        if relative:
-            when = now - timedelta(**{_UNITS[relative.group(2)]: float(relative.group(1))})
-        else:
-            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = now - ago if ago is not None else datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, OverflowError):
         raise TriggerError(f"--around: cannot read the time {around!r}", hint=_AROUND_HINT) from None
     if when.tzinfo is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -31,22 +30,20 @@ from cloudir.cli.common import (
 )
 from cloudir.cli.consoles import err_console, say
 from cloudir.cli.rows import FormatOpt, RowFormat, print_rows
-from cloudir.coverage import iso_utc, parse_utc
+from cloudir.coverage import duration, iso_utc, parse_utc
 from cloudir.errors import CloudirError
 from cloudir.provider import LogPullRequest
 from cloudir.textsafe import esc
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _INTEGRITY_ORDER = ("verified", "no_digest", "hash_mismatch", "bad_signature", "chain_broken", "missing")
 
 
 def parse_duration(value: str) -> timedelta:
     """``90s``, ``30m``, ``24h`` or ``7d`` as a timedelta."""
-    match = _DURATION.match(value.strip())
-    if match is None:
+    span = duration(value)
+    if span is None:
         raise CloudirError(f"cannot read the duration {value!r}", hint="use a number and s, m, h or d, e.g. 24h")
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    return span
 
 
 def _time(value: str, option: str) -> str:

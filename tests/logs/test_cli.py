@@ -103,5 +103,6 @@ def test_window_options() -> None:
     assert parse_duration("90m") == timedelta(minutes=90)
     with pytest.raises(CloudirError, match="no time window"):
         resolve_window("2026-05-01T10:00:00Z", None, None, "24h", "6h")
-    with pytest.raises(CloudirError, match="duration"):
-        parse_duration("soon")
+    for unreadable in ("soon", "-6h", "99999999999d"):  # the last is too long for a timedelta: refused, no traceback
+        with pytest.raises(CloudirError, match="duration"):
+            parse_duration(unreadable)
