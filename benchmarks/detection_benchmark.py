@@ -45,7 +45,7 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.detection_background import ACCOUNTS, MAIN_REGION, _role_identity, generate_background
-from cloudir.analyze.sigma import build_sigma_events, load_rules
+from cloudir.analyze.sigma_sql import build_sigma_events, load_rules
 from cloudir.timeline.ingest import ingest_paths
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudir.analyze.sigma import JSON_FIELD_PATHS, field_sql, load_rules
+from cloudir.analyze.sigma_sql import JSON_FIELD_PATHS, field_sql, load_rules
 from tests.analyze.builder import T0, event, routine
 from tests.analyze.conftest import SHARED, Analyze
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 
 from cloudir import __version__
+from tests.analyze.builder import routine, write_db
 
 HEAVY = (
     "sigma",
@@ -71,3 +72,12 @@ def test_shell_completion_completes_commands() -> None:
         "-m", "cloudir", env={"_CLOUDIR_COMPLETE": "complete_bash", "COMP_WORDS": "cloudir acquire ", "COMP_CWORD": "2"}
     )
     assert done.stdout.split() == ["aws", "azure", "gcp"]
+
+
+def test_analyze_imports_pysigma_only_for_sigma_rules(tmp_path: Path) -> None:
+    """pySigma (about a second of start-up) is loaded by ``analyze --sigma-rules DIR`` alone."""
+    db = write_db(tmp_path / "t.duckdb", routine(["ListBuckets", "DescribeInstances"], days=3))
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    assert "sigma" not in _loaded_after(["analyze", str(db), "--format", "json"])
+    assert "sigma" in _loaded_after(["analyze", str(db), "--format", "json", "--sigma-rules", str(rules)])
