@@ -61,22 +61,45 @@ def build_event_view(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> 
         con,
         "ev",
         r"""
+        WITH actors AS (  -- identity and service judged once per distinct actor, not per event
+            SELECT actor_key, actor_type,
+                CASE
+                    WHEN actor_key = '' THEN 'anonymous'
+                    -- people behind SSO / federation keep their session name (the person); workloads collapse to
+                    -- the role
+                    WHEN regexp_matches(actor_key, ':assumed-role/AWSReservedSSO_|:assumed-role/[^/]+/[^/]*@')
+                        THEN actor_key
+                    ELSE regexp_replace(actor_key, '^arn:aws:sts::(\d+):assumed-role/([^/]+)/.*$',
+                                        'arn:aws:iam::\1:role/\2')
+                END AS identity,
+                -- services acting for the account: AWS services and service-linked roles, Google-managed service
+                -- agents
+                (actor_type = 'AWSService' OR actor_key LIKE '%.amazonaws.com'
+                 OR regexp_matches(actor_key, ':role/aws-service-role/|:assumed-role/AWSServiceRoleFor')
+                 OR regexp_matches(actor_key,
+                                   '@(gcp-sa-[a-z0-9-]+\.iam|cloudservices|container-engine-robot|compute-system)'
+                                   || '\.gserviceaccount\.com$')) AS aws_service
+            FROM (SELECT DISTINCT coalesce(actor, '') AS actor_key, actor_type FROM events WHERE NOT is_responder)
+        ),
+        agents AS (  -- the user-agent family once per distinct user agent
+            SELECT agent_key,
+                CASE
+                    WHEN agent_key ILIKE '%console%.amazonaws.com%' OR agent_key ILIKE 'signin.amazonaws.com%'
+                         OR agent_key ILIKE '%ConsoleFrontend%'
+                        THEN 'aws-console'
+                    WHEN regexp_matches(agent_key, '^[a-z0-9.-]+\.amazonaws\.com$') OR agent_key = 'AWS Internal'
+                        THEN 'aws-service'
+                    ELSE coalesce(nullif(regexp_extract(
+                        lower(regexp_replace(agent_key, '^[^A-Za-z]+', '')),
+                        '^([a-z][a-z0-9.-]*[a-z0-9])', 1), ''), '-')
+                END AS ua_family
+            FROM (SELECT DISTINCT coalesce(user_agent, '') AS agent_key FROM events WHERE NOT is_responder)
+        )
         SELECT
-            event_uid, event_id, time, cloud, source_format, account, region, operation, actor_type, session,
+            event_uid, event_id, time, cloud, source_format, account, region, operation, e.actor_type, session,
             source_ip, user_agent, error_code, read_only,
             coalesce(nullif(actor, ''), 'anonymous') AS actor,
-            CASE
-                WHEN coalesce(actor, '') = '' THEN 'anonymous'
-                -- people behind SSO / federation keep their session name (the person); workloads collapse to the role
-                WHEN regexp_matches(actor, ':assumed-role/AWSReservedSSO_|:assumed-role/[^/]+/[^/]*@') THEN actor
-                ELSE regexp_replace(actor, '^arn:aws:sts::(\d+):assumed-role/([^/]+)/.*$', 'arn:aws:iam::\1:role/\2')
-            END AS identity,
-            -- services acting for the account: AWS services and service-linked roles, Google-managed service agents
-            (actor_type = 'AWSService' OR coalesce(actor, '') LIKE '%.amazonaws.com'
-             OR regexp_matches(coalesce(actor, ''), ':role/aws-service-role/|:assumed-role/AWSServiceRoleFor')
-             OR regexp_matches(coalesce(actor, ''),
-                               '@(gcp-sa-[a-z0-9-]+\.iam|cloudservices|container-engine-robot|compute-system)'
-                               || '\.gserviceaccount\.com$')) AS aws_service,
+            a.identity, a.aws_service,
             regexp_replace(lower(coalesce(service, '')), '\.amazonaws\.com$', '') AS service,
             regexp_replace(lower(coalesce(service, '')), '\.amazonaws\.com$', '') || ':' || operation AS op_key,
             CASE
@@ -85,23 +108,16 @@ def build_event_view(con: duckdb.DuckDBPyConnection, window: AnalysisWindow) -> 
                 WHEN contains(source_ip, ':') THEN regexp_extract(source_ip, '^([^:]*:[^:]*:[^:]*)', 1) || '::/48'
                 ELSE coalesce(lower(source_ip), '-')
             END AS network,
-            CASE
-                WHEN user_agent ILIKE '%console%.amazonaws.com%' OR user_agent ILIKE 'signin.amazonaws.com%'
-                     OR user_agent ILIKE '%ConsoleFrontend%'
-                    THEN 'aws-console'
-                WHEN regexp_matches(user_agent, '^[a-z0-9.-]+\.amazonaws\.com$') OR user_agent = 'AWS Internal'
-                    THEN 'aws-service'
-                ELSE coalesce(nullif(regexp_extract(
-                    lower(regexp_replace(coalesce(user_agent, ''), '^[^A-Za-z]+', '')),
-                    '^([a-z][a-z0-9.-]*[a-z0-9])', 1), ''), '-')
-            END AS ua_family,
+            g.ua_family,
             CAST(hour(time) // 3 AS VARCHAR) AS hour_block,
             (status = 'failure' OR error_code IS NOT NULL) AS failed,
             time < $baseline_until AS in_baseline,
             time >= $incident_since AS in_incident,
             -- what rarity is learned from: the baseline, or in tenant mode (short history) the whole timeline
             $tenant OR time < $baseline_until AS in_reference
-        FROM events
+        FROM events e
+        JOIN actors a ON a.actor_key = coalesce(e.actor, '') AND a.actor_type IS NOT DISTINCT FROM e.actor_type
+        JOIN agents g ON g.agent_key = coalesce(e.user_agent, '')
         WHERE NOT is_responder
         """,
         {"baseline_until": window.baseline_until, "incident_since": window.incident_since, "tenant": window.tenant},

@@ -100,3 +100,16 @@ def test_the_instance_agent_is_recognised_by_evidence_and_stolen_use_is_not(tmp_
     # twelve hours of agent calls from one network are the instance; a short call from elsewhere, even with the
     # agent's user agent, is not
     assert [f[2] for f in found] == [[spoofed["event_id"]]]
+
+
+def test_events_without_an_actor_type_or_user_agent_are_all_analyzed(tmp_path: Path) -> None:
+    """Identity and user-agent family are judged once per distinct value and joined back: an event whose actor,
+    actor type or user agent is missing or empty is still one event of the analysis, not lost in the join."""
+    rows = routine(["ListBuckets"], days=3)
+    odd = [
+        event("GetObject", actor_type=None, user_agent=None),  # type: ignore[arg-type]
+        event("GetObject", actor="", actor_type=None, user_agent=""),  # type: ignore[arg-type]
+        event("GetObject", actor=None, user_agent="%' OR 1=1 --"),  # type: ignore[arg-type]
+    ]
+    db = write_db(tmp_path / "t.duckdb", rows + odd)
+    assert run_analysis(db).events == len(rows) + len(odd)
