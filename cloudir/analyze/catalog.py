@@ -14,10 +14,14 @@ Condition grammar (``where``)::
     {field: NAME, account_other_than: NAME}                        # an ARN whose account is not the other field
     {field: NAME, grants_outside: true}                            # a resource policy granting anyone, or an
                                                                    # account outside the case, access
+    {field: LIST, has: cond}                                       # some element of a list satisfies cond
 
 ``NAME`` is a timeline column (``COLUMNS``), ``raw`` (the whole record as text) or a JSON path into the raw record
 (``$.requestParameters.policyArn``; with ``[*]`` wildcards every match joined by spaces:
-``$.properties.targetResources[*].modifiedProperties[*].newValue``).
+``$.properties.targetResources[*].modifiedProperties[*].newValue``). ``LIST`` is a wildcard path to objects
+(``$.properties.targetResources[*].modifiedProperties[*]``); inside ``has`` a field ``.NAME`` reads that element
+(``{all: [{field: .displayName, equals: UserType}, {field: .newValue, contains: Member}]}``): a named property's
+own old and new values, never those of another property joined with them.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ COLUMNS = (
 )
 """Timeline columns a condition may read by name."""
 
-OPERATORS = ("equals", "in", "contains", "regex", "exists", "same_as", "account_other_than", "grants_outside")
+OPERATORS = ("equals", "in", "contains", "regex", "exists", "same_as", "account_other_than", "grants_outside", "has")
 RESTRICTING_CONDITION_KEYS = (
     "aws:sourcearn",
     "aws:sourcevpc",
@@ -194,6 +198,8 @@ class Compiler:
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
         self.paths: list[str] = []
+        self.elements: list[str] = []
+        """The lambda variables of the ``has`` conditions being compiled, innermost last."""
 
     def bind(self, value: Any) -> str:
         name = f"p_{len(self.params)}"
@@ -203,6 +209,8 @@ class Compiler:
     def field(self, name: object, rule_id: str) -> str:
         if not isinstance(name, str):
             raise CloudirError(f"rule {rule_id}: field must be a string, got {name!r}")
+        if name.startswith(".") and "[*]" not in name and self.elements:  # a field of the element ``has`` judges
+            return f"json_extract_string({self.elements[-1]}, {self.bind('$' + name)})"
         if name in COLUMNS:
             return name
         if name == "raw":
@@ -230,8 +238,10 @@ class Compiler:
         ops = [op for op in OPERATORS if op in cond]
         if set(cond) - {"field", *OPERATORS} or len(ops) != 1 or "field" not in cond:
             raise CloudirError(f"rule {rule_id}: a condition has 'field' and one of {OPERATORS}: {cond!r}")
-        column = self.field(cond["field"], rule_id)
         op, value = ops[0], cond[ops[0]]
+        if op == "has":
+            return self.has(cond["field"], value, rule_id)
+        column = self.field(cond["field"], rule_id)
         if op == "same_as":
             return f"(lower({column}) = lower({self.field(value, rule_id)}))"
         if op == "account_other_than":
@@ -254,6 +264,20 @@ class Compiler:
         except re.error as exc:
             raise CloudirError(f"rule {rule_id}: bad regex {value!r}: {exc}") from exc
         return f"regexp_matches({column}, {self.bind(str(value))})"
+
+    def has(self, path: object, cond: object, rule_id: str) -> str:
+        """Whether some object the wildcard ``path`` selects satisfies ``cond``, its ``.NAME`` fields read from that
+        object alone."""
+        if not isinstance(path, str) or not path.startswith("$.") or "[*]" not in path:
+            raise CloudirError(f"rule {rule_id}: 'has' needs a '$.' path with a [*] wildcard, got {path!r}")
+        element = f"el{len(self.elements)}"
+        self.elements.append(element)
+        try:
+            inner = self.condition(cond, rule_id)
+        finally:
+            self.elements.pop()
+        found = f"json_extract({RAW_TEXT_SQL}, {self.bind(path)})"
+        return f"(len(list_filter({found}, lambda {element}: coalesce({inner}, false))) > 0)"
 
     def outside_grant(self, policy: str) -> str:
         """Whether the IAM policy document ``policy`` (JSON text) has an ``Allow`` statement for ``Principal: *``

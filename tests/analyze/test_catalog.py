@@ -221,11 +221,19 @@ def test_coverage_table_in_the_docs_is_the_catalog() -> None:
     assert coverage_table() in docs  # regenerate: print(cloudir.analyze.catalog.coverage_table())
 
 
-def test_a_rule_with_an_unknown_field_is_refused() -> None:
+@pytest.mark.parametrize(
+    ("cond", "message"),
+    [
+        ({"field": "raw); DROP TABLE events; --", "equals": "x"}, "unknown field"),
+        ({"field": ".displayName", "equals": "x"}, "unknown field"),  # an element's field outside 'has'
+        ({"field": "$.targetResources", "has": {"field": ".displayName", "equals": "x"}}, "a \\[\\*\\] wildcard"),
+    ],
+)
+def test_a_rule_with_an_unknown_field_is_refused(cond: dict[str, Any], message: str) -> None:
     from cloudir.analyze.catalog import Compiler
 
-    with pytest.raises(CloudirError, match="unknown field"):
-        Compiler().condition({"field": "raw); DROP TABLE events; --", "equals": "x"}, "bad-rule")
+    with pytest.raises(CloudirError, match=message):
+        Compiler().condition(cond, "bad-rule")
 
 
 def test_a_refused_change_is_no_finding_unless_trying_is_the_signal(analyze: Analyze) -> None:

@@ -97,6 +97,13 @@ def _user_type(old: str, new: str) -> dict[str, Any]:
     return {"displayName": "UserType", "oldValue": json.dumps([old]), "newValue": json.dumps([new])}
 
 
+def _reply_address(old: str, new: str) -> dict[str, Any]:
+    """The AppAddress property of an "Update application" target (values JSON text, as logged)."""
+    return {"displayName": "AppAddress", "oldValue": old, "newValue": new}
+
+
+APP_ADDRESS = json.dumps([{"AddressType": 0, "Address": "https://app.contoso.example/cb"}])
+ATTACKER_ADDRESS = json.dumps([{"AddressType": 0, "Address": "https://attacker.example/cb"}])
 RECORDS = [
     # MFA grant removed / policy switched to report-only: weakened, in either shape
     _graph_audit("weakened-graph", CA, _change("ConditionalAccessPolicy", MFA_POLICY, NO_MFA_POLICY)),
@@ -125,10 +132,15 @@ RECORDS = [
     _graph_audit("guest-named", "Update user", {"displayName": "DisplayName", "oldValue": '["Guest"]',
                                                 "newValue": '["Member"]'}),
     # an app's reply address changed; a name that merely says AppAddress is data, not the property
-    _diagnostic_audit("redirect", "Update application", {"displayName": "AppAddress", "oldValue": "[]",
-                      "newValue": json.dumps([{"AddressType": 0, "Address": "https://attacker.example/cb"}])}),
+    _diagnostic_audit("redirect", "Update application", _reply_address("[]", ATTACKER_ADDRESS)),
     _diagnostic_audit("app-renamed", "Update application", {"displayName": "DisplayName", "oldValue": '["a"]',
                       "newValue": '["AppAddress"]'}),
+    # each property judged on its own values: UserType unchanged while another property went Guest -> Member, the
+    # reply address unchanged while another property's new value names an address
+    _graph_audit("user-type-kept", "Update user", _user_type("Member", "Member"), _user_type("Guest", "Member")
+                 | {"displayName": "Department"}),
+    _diagnostic_audit("reply-address-kept", "Update application", _reply_address(APP_ADDRESS, APP_ADDRESS),
+                      _reply_address('["a"]', ATTACKER_ADDRESS) | {"displayName": "DisplayName"}),
     _diagnostic_audit("pim-settings", "Update role setting in PIM"),
 ]  # fmt: skip
 EXPECTED = {
