@@ -143,6 +143,27 @@ ELASTIC_ROUTINE: dict[str, str] = {
     "an assignment (ASSIGN_ROLE) is flagged",
     "execution_forbidden_creation_request": "one refused create: routine alone (RBAC misconfiguration); refused "
     "secret reads are flagged",
+    "collection_cloudtrail_logging_created": "a trail created adds logging: routine; a trail stopped, deleted or "
+    "narrowed is flagged",
+    "credential_access_iam_user_addition_to_group": "a user added to a group: routine; to an administrators group "
+    "is flagged (aws-admin-group-member)",
+    "persistence_iam_group_creation": "a group created grants nothing until a policy or member is added; an "
+    "administrator policy attached is flagged",
+    "impact_iam_group_deletion": "a group deleted narrows access: routine",
+    "persistence_ec2_network_acl_creation": "a network ACL created denies all until entries are added; an entry "
+    "opened to the internet is flagged (aws-network-acl-open)",
+    "defense_evasion_ec2_network_acl_deletion": "a network ACL deleted: routine network change (a default ACL "
+    "cannot be deleted; its subnets fall back to it)",
+    "defense_evasion_rds_instance_restored": "a database restored from a snapshot: routine recovery; restored "
+    "publicly accessible is flagged (aws-db-restored-public), a snapshot shared out is flagged",
+    "defense_evasion_s3_bucket_configuration_deletion": "a bucket's policy, CORS, lifecycle or encryption "
+    "configuration removed: routine (S3 keeps SSE-S3 by default); replication removed and logging disabled are "
+    "flagged",
+    "impact_aws_eventbridge_rule_disabled_or_deleted": "an EventBridge rule disabled or deleted: routine "
+    "application plumbing; the monitoring services themselves turned off are flagged",
+    "impact_lambda_function_deleted": "a function deleted: routine deployment",
+    "persistence_route_53_hosted_zone_associated_with_a_vpc": "a private hosted zone associated with a VPC: "
+    "routine network change",
 }
 """Elastic rules deliberately not a default finding (by file stem), and why."""
 
