@@ -596,6 +596,7 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T1098.001": ("Account Manipulation: Additional Cloud Credentials", "Persistence"),
     "T1098.003": ("Account Manipulation: Additional Cloud Roles", "Privilege Escalation"),
     "T1098.004": ("Account Manipulation: SSH Authorized Keys", "Persistence"),
+    "T1098.005": ("Account Manipulation: Device Registration", "Persistence"),
     "T1098.006": ("Account Manipulation: Additional Container Cluster Roles", "Privilege Escalation"),
     "T1110.001": ("Brute Force: Password Guessing", "Credential Access"),
     "T1114.003": ("Email Collection: Email Forwarding Rule", "Collection"),

@@ -102,6 +102,16 @@ def _reply_address(old: str, new: str) -> dict[str, Any]:
     return {"displayName": "AppAddress", "oldValue": old, "newValue": new}
 
 
+def _device(name: str, value: str) -> dict[str, Any]:
+    """A property of an "Add device" target (its value a JSON list, as logged)."""
+    return {"displayName": name, "oldValue": "[]", "newValue": json.dumps([value])}
+
+
+def _with(record: dict[str, Any], **properties: Any) -> dict[str, Any]:
+    """A diagnostic-settings record with more of the directoryAudit resource's fields under ``properties``."""
+    return {**record, "properties": record["properties"] | properties}
+
+
 APP_ADDRESS = json.dumps([{"AddressType": 0, "Address": "https://app.contoso.example/cb"}])
 ATTACKER_ADDRESS = json.dumps([{"AddressType": 0, "Address": "https://attacker.example/cb"}])
 RECORDS = [
@@ -142,6 +152,26 @@ RECORDS = [
     _diagnostic_audit("reply-address-kept", "Update application", _reply_address(APP_ADDRESS, APP_ADDRESS),
                       _reply_address('["a"]', ATTACKER_ADDRESS) | {"displayName": "DisplayName"}),
     _diagnostic_audit("pim-settings", "Update role setting in PIM"),
+    # a Temporary Access Pass named by the result reason; another method registered is routine
+    _with(_diagnostic_audit("tap", "Admin registered security info"),
+          resultReason="Admin registered temporary access pass method for user"),
+    _with(_diagnostic_audit("phone-method", "Admin registered security info"),
+          resultReason="Admin registered phone method for user"),
+    # a federated credential trusting a new issuer; one removed is not
+    _diagnostic_audit("federated", "Update application", {"displayName": "FederatedIdentityCredentials",
+                      "oldValue": "[]", "newValue": json.dumps([{"Issuer": "https://token.actions.githubusercontent.com",
+                                                                 "Subject": "repo:attacker/x:ref:refs/heads/main"}])}),
+    _diagnostic_audit("federated-removed", "Update application", {"displayName": "FederatedIdentityCredentials",
+                      "oldValue": json.dumps([{"Issuer": "https://idp.example"}]), "newValue": "[]"}),
+    # a device registered with roadtx's defaults (its OS build and a DESKTOP- name); a current build is not
+    _diagnostic_audit("roadtools", "Add device", _device("CloudDeviceOSVersion", "10.0.19041.928"),
+                      _device("CloudDisplayName", "DESKTOP-8XK2QW1")),
+    _diagnostic_audit("laptop", "Add device", _device("CloudDeviceOSVersion", "10.0.22631.4317"),
+                      _device("CloudDisplayName", "DESKTOP-8XK2QW1")),
+    # PIM names the role as a target resource of its own
+    _with(_diagnostic_audit("pim-global-admin", "Add eligible member to role in PIM completed (permanent)"),
+          targetResources=[{"displayName": "Global Administrator", "type": "Role"},
+                           {"displayName": "mallory", "type": "User"}]),
 ]  # fmt: skip
 EXPECTED = {
     "weakened-graph": {"entra-conditional-access-weakened"},
@@ -157,6 +187,10 @@ EXPECTED = {
     "guest-to-member-diag": {"entra-guest-promoted-to-member"},
     "redirect": {"entra-app-redirect-uri-changed"},
     "pim-settings": {"entra-pim-role-setting-changed"},
+    "tap": {"entra-temporary-access-pass"},
+    "federated": {"entra-federated-credential-issuer-changed"},
+    "roadtools": {"entra-device-registered-by-tool-defaults"},
+    "pim-global-admin": {"entra-privileged-role-assigned", "entra-user-or-role"},
 }
 
 
