@@ -187,6 +187,74 @@ DOCUMENTED: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 """Catalog rules whose selection reads a whole object (``requestParameters|contains``) or is broader than the
 behaviour it is named for: the record carries the behaviour in its documented form (the API references)."""
+OTHER_ACCOUNT = "444455556666"
+ELASTIC_DOCUMENTED: dict[str, dict[str, Any]] = {
+    "collection_s3_bucket_acl_public_access_new_identity": {"bucketName": "data", "acl": "", "x-amz-acl":
+        ["public-read"]},
+    "credential_access_iam_compromisedkeyquarantine_policy_attached_to_user": {"userName": "ci",
+        "policyArn": "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV3"},
+    "credential_access_retrieve_secure_string_parameters_via_ssm": {"names": ["/prod/db/password"],
+        "withDecryption": True},
+    "defense_evasion_cloudtrail_management_events_disabled_via_eventselectors": {"trailName": "main",
+        "eventSelectors": [{"readWriteType": "All", "includeManagementEvents": False, "dataResources": []}]},
+    "defense_evasion_eks_control_plane_logging_disabled": {"name": "prod", "logging": {"clusterLogging": [
+        {"types": ["api", "audit", "authenticator"], "enabled": False}]}},
+    "defense_evasion_s3_bucket_lifecycle_expiration_added": {"bucketName": "trail-logs", "lifecycle": "",
+        "LifecycleConfiguration": {"Rule": {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""},
+                                            "Expiration": {"Days": 1}}}},
+    "defense_evasion_s3_bucket_server_access_logging_disabled": {"bucketName": "data", "logging": "",
+        "BucketLoggingStatus": {}},
+    "defense_evasion_vpc_security_group_ingress_rule_added_for_remote_connections": {"groupId": "sg-0a1b",
+        "ipPermissions": {"items": [{"ipProtocol": "tcp", "fromPort": 22, "toPort": 22,
+                                     "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]}},
+    "defense_evasion_ec2_nacl_all_traffic_allowed_new_identity": {"networkAclId": "acl-0a1b", "ruleNumber": 100,
+        "egress": False, "ruleAction": "allow", "icmpTypeCode": {}, "aclProtocol": "-1", "portRange": {},
+        "cidrBlock": "0.0.0.0/0"},
+    "discovery_ec2_userdata_request_for_ec2_instance": {"instanceId": "i-0a1b", "attribute": "userData"},
+    "exfiltration_ec2_ami_shared_with_separate_account": {"imageId": "ami-0a1b", "launchPermission": {"add": {
+        "items": [{"userId": OTHER_ACCOUNT}]}}, "attributeType": "launchPermission"},
+    "exfiltration_ec2_ebs_snapshot_shared_with_another_account": {"snapshotId": "snap-0a1b", "attributeType":
+        "CREATE_VOLUME_PERMISSION", "createVolumePermission": {"add": {"items": [{"userId": OTHER_ACCOUNT}]}}},
+    "exfiltration_rds_snapshot_shared_with_another_account": {"dBSnapshotIdentifier": "prod-snap",
+        "attributeName": "restore", "valuesToAdd": [OTHER_ACCOUNT]},
+    "exfiltration_s3_bucket_policy_added_for_external_account_access": {"bucketName": "data", "policy": "",
+        "bucketPolicy": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {
+            "AWS": f"arn:aws:iam::{OTHER_ACCOUNT}:root"}, "Action": "s3:GetObject", "Resource":
+            "arn:aws:s3:::data/*"}]}},
+    "exfiltration_s3_bucket_policy_added_for_public_access": {"bucketName": "data", "policy": "", "bucketPolicy": {
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                                "Resource": "arn:aws:s3:::data/*"}]}},
+    "exfiltration_ecr_repository_policy_granted_public_access": {"repositoryName": "app", "policyText":
+        '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":["ecr:BatchGetImage",'
+        '"ecr:GetDownloadUrlForLayer"]}]}'},
+    "impact_rds_instance_cluster_deletion_protection_disabled": {"dBInstanceIdentifier": "prod-db",
+        "deletionProtection": False, "applyImmediately": True},
+    "impact_s3_excessive_object_encryption_with_sse_c": {"bucketName": "data", "key": "reports/q1.csv",
+        "x-amz-server-side-encryption-customer-algorithm": "AES256"},
+    "impact_s3_unusual_object_encryption_with_sse_c": {"bucketName": "data", "key": "reports/q1.csv",
+        "x-amz-server-side-encryption-customer-algorithm": "AES256"},
+    "impact_s3_object_encryption_with_external_key": {"bucketName": "data", "key": "reports/q1.csv",
+        "x-amz-copy-source": "data/reports/q1.csv", "x-amz-server-side-encryption": "aws:kms",
+        "x-amz-server-side-encryption-aws-kms-key-id": f"arn:aws:kms:us-east-1:{OTHER_ACCOUNT}:key/1234abcd"},
+    "impact_s3_object_versioning_disabled": {"bucketName": "data", "versioning": "",
+        "VersioningConfiguration": {"Status": "Suspended"}},
+    "impact_s3_bucket_object_uploaded_with_ransom_keyword": {"bucketName": "data",
+        "key": "HOW_TO_DECRYPT_FILES.txt"},
+    "persistence_rds_db_instance_password_modified": {"dBInstanceIdentifier": "prod-db",
+        "masterUserPassword": "****", "applyImmediately": True},
+    "persistence_rds_instance_made_public": {"dBInstanceIdentifier": "prod-db", "publiclyAccessible": True},
+    "privilege_escalation_eks_access_entry_granted_cluster_admin_policy": {"clusterName": "prod", "principalArn":
+        f"arn:aws:iam::{ACCOUNT}:role/dev", "policyArn":
+        "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy", "accessScope": {"type": "cluster"}},
+    "privilege_escalation_iam_administratoraccess_policy_attached_to_group": {"groupName": "dev",
+        "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"},
+    "privilege_escalation_iam_administratoraccess_policy_attached_to_role": {"roleName": "app",
+        "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"},
+    "privilege_escalation_iam_administratoraccess_policy_attached_to_user": {"userName": "ci",
+        "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"},
+}  # fmt: skip
+"""Elastic AWS rules whose query selects on request parameters: the ``requestParameters`` the selected call carries
+in its documented form (the services' API references), so the record holds the behaviour the rule is named for."""
 NEUTRAL = {"eventSource": "s3.amazonaws.com", "eventName": "ListBuckets"}
 """The call of a record whose catalog rule selects on the caller only (userIdentity, userAgent)."""
 
@@ -713,6 +781,7 @@ def elastic_cases(checkout: Path, first_index: int) -> list[dict[str, Any]]:
             record = envelope(index, providers[0] if providers else event_source(action), action) if actions else None
             if record:
                 record["eventID"] = f"elastic-{path.stem}"
+                record["requestParameters"] = ELASTIC_DOCUMENTED.get(path.stem, {})
         elif form:
             record = _elastic_record(form, index, call, query)
         gke = form == "gcp_audit" and record is not None and record["protoPayload"]["serviceName"] == "k8s.io"
