@@ -166,6 +166,74 @@ ELASTIC_ROUTINE: dict[str, str] = {
     "routine network change",
 }
 """Elastic rules deliberately not a default finding (by file stem), and why."""
+ELASTIC_ROUTINE |= {
+    "persistence_entra_id_service_principal_created": "a service principal created: every app added or consented "
+    "to creates one (Elastic rates it low); credentials, owners and grants added to one are flagged",
+    "persistence_google_workspace_user_organizational_unit_changed": "a user moved to another organizational unit: "
+    "routine administration (Elastic rates it low)",
+}
+ROUTINE |= {
+    "azure_service_principal_created": "a service principal created: every app added or consented to creates one",
+}
+
+
+def _entra_change(name: str, old: str, new: str) -> dict[str, Any]:
+    return {"displayName": name, "oldValue": old, "newValue": new}
+
+
+def _workspace_parameters(**values: str) -> dict[str, Any]:
+    return {"parameters": [{"name": name, "value": value} for name, value in values.items()]}
+
+
+ELASTIC_DOCUMENTED: dict[str, dict[str, Any]] = {
+    "initial_access_entra_id_temporary_access_pass_created": {"properties": {
+        "resultReason": "User registered temporary access pass method"}},
+    "persistence_entra_id_conditional_access_policy_modified": {"properties": {"targetResources": [{
+        "type": "Policy", "modifiedProperties": [_entra_change("ConditionalAccessPolicy",
+            '{"state":"enabled","grantControls":{"operator":"OR","builtInControls":["mfa"]}}',
+            '{"state":"enabledForReportingButNotEnforced","grantControls":{"operator":"OR","builtInControls":["mfa"]}}')]}]}},
+    "persistence_entra_id_guest_account_promoted_to_member": {"properties": {"targetResources": [{
+        "type": "User", "modifiedProperties": [_entra_change("UserType", '["Guest"]', '["Member"]')]}]}},
+    "persistence_entra_id_oauth_app_redirect_uri_modified": {"properties": {"targetResources": [{
+        "type": "Application", "modifiedProperties": [_entra_change("AppAddress", "[]",
+            '[{"AddressType":0,"Address":"https://attacker.example/callback"}]')]}]}},
+    "persistence_entra_id_phishing_kit_default_os_build_device_registration": {"properties": {"targetResources": [{
+        "type": "Device", "modifiedProperties": [_entra_change("CloudDeviceOSVersion", "[]", '["10.0.19045.2006"]'),
+                                                 _entra_change("CloudDisplayName", "[]", '["DESKTOP-3F9K2LQ"]')]}]}},
+    "persistence_entra_id_roadtools_default_device_registration": {"properties": {"targetResources": [{
+        "type": "Device", "modifiedProperties": [_entra_change("CloudDeviceOSVersion", "[]", '["10.0.19041.928"]'),
+                                                 _entra_change("CloudDisplayName", "[]", '["DESKTOP-8XK2QW1"]')]}]}},
+    "persistence_entra_id_pim_user_added_global_admin": {"operationName":
+        "Add eligible member to role in PIM completed (permanent)", "properties": {"category": "RoleManagement",
+        "targetResources": [{"displayName": "Global Administrator", "type": "Role"},
+                            {"displayName": "target", "type": "User"}]}},
+    "persistence_entra_id_service_principal_federated_issuer_modified": {"properties": {"targetResources": [{
+        "type": "Application", "modifiedProperties": [_entra_change("FederatedIdentityCredentials",
+            '[{"Name":"ci","Issuer":"https://login.microsoftonline.com/t1/v2.0","Subject":"app"}]',
+            '[{"Name":"ci","Issuer":"https://token.actions.githubusercontent.com","Subject":"repo:x/y"}]')]}]}},
+    "collection_google_drive_ownership_transferred_via_google_workspace": _workspace_parameters(
+        USER_EMAIL="target@example.com", DESTINATION_USER_EMAIL="other@example.com", APPLICATION_NAME="Drive and Docs"),
+    "collection_google_workspace_custom_gmail_route_created_or_modified": _workspace_parameters(
+        SETTING_NAME="EMAIL_ROUTE", ORG_UNIT_NAME="Sales"),
+    "defense_evasion_application_removed_from_blocklist_in_google_workspace": _workspace_parameters(
+        APPLICATION_NAME="Google Workspace Marketplace", SETTING_NAME="Apps Access Setting Allowlist",
+        OLD_VALUE='{"allowed":false}', NEW_VALUE='{"allowed":true}'),
+    "defense_evasion_google_workspace_bitlocker_setting_disabled": _workspace_parameters(
+        SETTING_NAME="BitLocker Encryption", OLD_VALUE="Enabled", NEW_VALUE="Disabled"),
+    "defense_evasion_restrictions_for_marketplace_modified_to_allow_any_app": _workspace_parameters(
+        APPLICATION_NAME="Google Workspace Marketplace", SETTING_NAME="Apps Access Setting Allowlist access",
+        OLD_VALUE="ALLOW_LISTED_APPS", NEW_VALUE="ALLOW_ALL"),
+    "impact_google_workspace_mfa_enforcement_disabled": _workspace_parameters(
+        ORG_UNIT_NAME="Sales", OLD_VALUE="true", NEW_VALUE="false"),
+    "persistence_mfa_disabled_for_google_workspace_organization": _workspace_parameters(
+        ORG_UNIT_NAME="Sales", OLD_VALUE="true", NEW_VALUE="false"),
+    "persistence_google_workspace_password_policy_modified": _workspace_parameters(
+        SETTING_NAME="Password Management - Minimum password length", OLD_VALUE="12", NEW_VALUE="8"),
+}  # fmt: skip
+"""Elastic rules whose query selects on what changed (Entra modified properties and result reason, Workspace
+setting parameters; an Entra activity named among quoted alternatives): the record carries it in its documented
+form (the Entra directoryAudit resource, the Admin audit activity events reference), as ``DOCUMENTED`` does for
+Sigma's CloudTrail rules."""
 
 
 DOCUMENTED: dict[str, dict[str, Any]] = {
@@ -784,6 +852,7 @@ def elastic_cases(checkout: Path, first_index: int) -> list[dict[str, Any]]:
                 record["requestParameters"] = ELASTIC_DOCUMENTED.get(path.stem, {})
         elif form:
             record = _elastic_record(form, index, call, query)
+            _documented_elastic(path.stem, form, record)
         gke = form == "gcp_audit" and record is not None and record["protoPayload"]["serviceName"] == "k8s.io"
         platform = "gke_audit" if gke else ELASTIC_PLATFORMS.get(form or "", form or "unread")
         cases.append({"catalog": f"elastic:{platform}", "rule": path.stem, "title": rule.get("name"),
@@ -792,6 +861,18 @@ def elastic_cases(checkout: Path, first_index: int) -> list[dict[str, Any]]:
                       "operation": _elastic_operation(form, record),
                       "needs_parameters": _needs_more_than_the_call(rule)})  # fmt: skip
     return cases
+
+
+def _documented_elastic(rule: str, form: str, record: dict[str, Any] | None) -> None:
+    """``record`` given what the rule's query selects on (``ELASTIC_DOCUMENTED``), in its form's documented place."""
+    documented = ELASTIC_DOCUMENTED.get(rule)
+    if record is None or documented is None:
+        return
+    if form == "workspace":
+        record["events"][0] |= documented
+    else:  # the activity too where the query's quoted alternatives are more than the builder reads
+        record["operationName"] = documented.get("operationName", record["operationName"])
+        record["properties"] |= documented["properties"] | {"activityDisplayName": record["operationName"]}
 
 
 def _elastic_operation(form: str | None, record: dict[str, Any] | None) -> str:
