@@ -185,7 +185,7 @@ def _workspace_parameters(**values: str) -> dict[str, Any]:
     return {"parameters": [{"name": name, "value": value} for name, value in values.items()]}
 
 
-ELASTIC_DOCUMENTED: dict[str, dict[str, Any]] = {
+ELASTIC_CHANGES: dict[str, dict[str, Any]] = {
     "initial_access_entra_id_temporary_access_pass_created": {"properties": {
         "resultReason": "User registered temporary access pass method"}},
     "persistence_entra_id_conditional_access_policy_modified": {"properties": {"targetResources": [{
@@ -232,8 +232,8 @@ ELASTIC_DOCUMENTED: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 """Elastic rules whose query selects on what changed (Entra modified properties and result reason, Workspace
 setting parameters; an Entra activity named among quoted alternatives): the record carries it in its documented
-form (the Entra directoryAudit resource, the Admin audit activity events reference), as ``DOCUMENTED`` does for
-Sigma's CloudTrail rules."""
+form (the Entra directoryAudit resource, the Admin audit activity events reference), as ``ELASTIC_DOCUMENTED`` does
+for the AWS rules' request parameters."""
 
 
 DOCUMENTED: dict[str, dict[str, Any]] = {
@@ -864,8 +864,8 @@ def elastic_cases(checkout: Path, first_index: int) -> list[dict[str, Any]]:
 
 
 def _documented_elastic(rule: str, form: str, record: dict[str, Any] | None) -> None:
-    """``record`` given what the rule's query selects on (``ELASTIC_DOCUMENTED``), in its form's documented place."""
-    documented = ELASTIC_DOCUMENTED.get(rule)
+    """``record`` given what the rule's query selects on (``ELASTIC_CHANGES``), in its form's documented place."""
+    documented = ELASTIC_CHANGES.get(rule)
     if record is None or documented is None:
         return
     if form == "workspace":
