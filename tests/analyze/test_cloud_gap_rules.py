@@ -90,3 +90,46 @@ def test_elastic_catalog_gaps_are_findings_in_the_documented_forms(tmp_path: Pat
     flagged = rules_through_the_cli(tmp_path, RECORDS)
     assert {event: rules for event, rules in flagged.items() if event in EXPECTED} == EXPECTED
     assert set(flagged) - set(EXPECTED) == set()
+
+
+def _admin_setting(uid: str, name: str, **parameters: str) -> dict[str, Any]:
+    """An Admin SDK Reports activities.list page of one Admin audit settings event and its parameters."""
+    item = {"kind": "admin#reports#activity",
+            "id": {"time": TIME, "uniqueQualifier": uid, "applicationName": "admin", "customerId": "C01"},
+            "actor": {"callerType": "USER", "email": "eve@example.com"}, "ipAddress": "203.0.113.72",
+            "events": [{"type": "APPLICATION_SETTINGS", "name": name,
+                        "parameters": [{"name": k, "value": v} for k, v in parameters.items()]}]}  # fmt: skip
+    return {"kind": "admin#reports#activities", "items": [item]}
+
+
+MARKETPLACE = "Google Workspace Marketplace"
+ALLOWLIST = "Apps Access Setting Allowlist access"
+PASSWORD_LENGTH = "Password Management - Minimum password length"
+SETTINGS = [
+    # each parameter judged by its own name: a route named in SETTING_NAME; EMAIL_ROUTE as another's value is not
+    _admin_setting("route", "CREATE_GMAIL_SETTING", SETTING_NAME="EMAIL_ROUTE", ORG_UNIT_NAME="Sales"),
+    _admin_setting("spam", "CHANGE_GMAIL_SETTING", SETTING_NAME="SPAM_FILTER", NEW_VALUE="EMAIL_ROUTE"),
+    _admin_setting("allow-all", "CHANGE_APPLICATION_SETTING", APPLICATION_NAME=MARKETPLACE, SETTING_NAME=ALLOWLIST,
+                   OLD_VALUE="ALLOW_LISTED_APPS", NEW_VALUE="ALLOW_ALL"),
+    _admin_setting("allow-listed", "CHANGE_APPLICATION_SETTING", APPLICATION_NAME=MARKETPLACE, SETTING_NAME=ALLOWLIST,
+                   OLD_VALUE="ALLOW_ALL", NEW_VALUE="ALLOW_LISTED_APPS"),
+    _admin_setting("bitlocker", "CHANGE_APPLICATION_SETTING", SETTING_NAME="BitLocker Encryption",
+                   OLD_VALUE="Enabled", NEW_VALUE="Disabled"),
+    _admin_setting("password", "CHANGE_APPLICATION_SETTING", SETTING_NAME=PASSWORD_LENGTH,
+                   OLD_VALUE="12", NEW_VALUE="8"),
+    _admin_setting("takeout", "CUSTOMER_TAKEOUT_CREATED"),
+    _admin_setting("calendar-transfer", "CREATE_DATA_TRANSFER_REQUEST", APPLICATION_NAME="Calendar"),
+    _admin_setting("unsuspend", "UNSUSPEND_USER", USER_EMAIL="cfo@example.com"),
+]  # fmt: skip
+SETTINGS_EXPECTED = {
+    "route": {"gcp-workspace-mail-routing-changed"},
+    "allow-all": {"gcp-workspace-marketplace-restriction-lifted"},
+    "bitlocker": {"gcp-workspace-bitlocker-disabled"},
+    "password": {"gcp-workspace-password-policy-changed"},
+    "takeout": {"gcp-workspace-data-export"},
+    "unsuspend": {"gcp-workspace-user-unsuspended"},
+}
+
+
+def test_workspace_setting_changes_are_judged_by_their_named_parameters(tmp_path: Path) -> None:
+    assert rules_through_the_cli(tmp_path, SETTINGS) == SETTINGS_EXPECTED
