@@ -14,6 +14,8 @@ Condition grammar (``where``)::
     {field: NAME, account_other_than: NAME}                        # an ARN whose account is not the other field
     {field: NAME, grants_outside: true}                            # a resource policy granting anyone, or an
                                                                    # account outside the case, access
+    {field: NAME, grants_account_outside: true}                    # a resource policy whose Allow names an
+                                                                   # account outside the case as its principal
     {field: LIST, has: cond}                                       # some element of a list satisfies cond
 
 ``NAME`` is a timeline column (``COLUMNS``), ``raw`` (the whole record as text) or a JSON path into the raw record
@@ -62,7 +64,18 @@ COLUMNS = (
 )
 """Timeline columns a condition may read by name."""
 
-OPERATORS = ("equals", "in", "contains", "regex", "exists", "same_as", "account_other_than", "grants_outside", "has")
+OPERATORS = (
+    "equals",
+    "in",
+    "contains",
+    "regex",
+    "exists",
+    "same_as",
+    "account_other_than",
+    "grants_outside",
+    "grants_account_outside",
+    "has",
+)
 RESTRICTING_CONDITION_KEYS = (
     "aws:sourcearn",
     "aws:sourcevpc",
@@ -132,6 +145,20 @@ SEVERITY_BANDS = (("critical", 80), ("high", 60), ("medium", 40), ("low", 0))
 FAILED_FACTOR = 0.4
 ATTEMPT_FACTOR = 0.85
 """A rule's score and floor times this when every attempt of the finding failed (see ``Rule.failed_factor``)."""
+
+
+def allows(policy: str, principal_test: str) -> str:
+    """SQL: whether the IAM policy document ``policy`` (JSON text; text that is no JSON object grants nothing) has an
+    ``Allow`` statement ``stmt`` for which ``principal_test`` holds."""
+    document = f"(CASE WHEN json_valid({policy}) THEN CAST({policy} AS JSON) END)"
+    statements = (
+        f"coalesce(try_cast(json_extract({document}, '$.Statement') AS JSON[]), "
+        f"[json_extract({document}, '$.Statement')])"
+    )
+    return (
+        f"coalesce(len(list_filter({statements}, lambda stmt: lower(stmt ->> '$.Effect') = 'allow' "
+        f"AND {principal_test})) > 0, false)"
+    )
 
 
 def read_rules_yaml(text: str) -> Any:
@@ -249,6 +276,8 @@ class Compiler:
             return f"(starts_with({column}, 'arn:') AND {account} <> {self.field(value, rule_id)})"
         if op == "grants_outside":
             return f"({'' if value else 'NOT '}{self.outside_grant(column)})"
+        if op == "grants_account_outside":
+            return f"({'' if value else 'NOT '}{self.account_outside_grant(column)})"
         if op == "exists":
             return f"({column} IS {'NOT ' if value else ''}NULL)"
         if op == "in":
@@ -324,15 +353,22 @@ class Compiler:
             "(stmt ->> '$.Principal' = '*' OR stmt ->> '$.Principal.AWS' = '*' "
             "OR list_contains(json_extract_string(stmt, '$.Principal.AWS[*]'), '*'))"
         )
-        document = f"(CASE WHEN json_valid({policy}) THEN CAST({policy} AS JSON) END)"
-        statements = (
-            f"coalesce(try_cast(json_extract({document}, '$.Statement') AS JSON[]), "
-            f"[json_extract({document}, '$.Statement')])"
+        return allows(policy, f"{anyone} AND NOT coalesce({restricting}, false)")
+
+    def account_outside_grant(self, policy: str) -> str:
+        """Whether the IAM policy document ``policy`` has an ``Allow`` statement whose ``Principal.AWS`` names (by
+        account id or ARN) an account outside ``case_accounts``; never when the case's accounts are unknown."""
+        principals = (
+            "CASE WHEN json_type(stmt, '$.Principal.AWS') = 'ARRAY' "
+            "THEN json_extract_string(stmt, '$.Principal.AWS[*]') ELSE [stmt ->> '$.Principal.AWS'] END"
         )
-        return (
-            f"coalesce(len(list_filter({statements}, lambda stmt: lower(stmt ->> '$.Effect') = 'allow' AND {anyone} "
-            f"AND NOT coalesce({restricting}, false))) > 0, false)"
+        account = "CASE WHEN regexp_matches(p, '^[0-9]{12}$') THEN p ELSE split_part(p, ':', 5) END"
+        known = CASE_ACCOUNTS_SQL
+        outside = (
+            f"len({known}) > 0 AND len(list_filter({principals}, lambda p: p IS NOT NULL "
+            f"AND regexp_matches({account}, '^[0-9]{{12}}$') AND NOT list_contains({known}, {account}))) > 0"
         )
+        return allows(policy, outside)
 
     def prefilter(self, cond: object, rule_id: str) -> str:
         """A condition over the columns only that holds wherever ``cond`` does (parts reading the raw record
