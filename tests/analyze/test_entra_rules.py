@@ -168,6 +168,11 @@ RECORDS = [
                       _device("CloudDisplayName", "DESKTOP-8XK2QW1")),
     _diagnostic_audit("laptop", "Add device", _device("CloudDeviceOSVersion", "10.0.22631.4317"),
                       _device("CloudDisplayName", "DESKTOP-8XK2QW1")),
+    # per-user MFA removed (the requirement gone from StrongAuthenticationRequirement); one added is routine
+    _graph_audit("mfa-off", "Update user", {"displayName": "StrongAuthenticationRequirement",
+                 "oldValue": json.dumps([{"RelyingParty": "*", "State": 1}]), "newValue": "[]"}),
+    _graph_audit("mfa-on", "Update user", {"displayName": "StrongAuthenticationRequirement", "oldValue": "[]",
+                 "newValue": json.dumps([{"RelyingParty": "*", "State": 1}])}),
     # PIM names the role as a target resource of its own
     _with(_diagnostic_audit("pim-global-admin", "Add eligible member to role in PIM completed (permanent)"),
           targetResources=[{"displayName": "Global Administrator", "type": "Role"},
@@ -188,6 +193,7 @@ EXPECTED = {
     "redirect": {"entra-app-redirect-uri-changed"},
     "pim-settings": {"entra-pim-role-setting-changed"},
     "tap": {"entra-temporary-access-pass"},
+    "mfa-off": {"entra-per-user-mfa-removed"},
     "federated": {"entra-federated-credential-issuer-changed"},
     "roadtools": {"entra-device-registered-by-tool-defaults"},
     "pim-global-admin": {"entra-privileged-role-assigned", "entra-user-or-role"},
