@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 from rich.text import Text
 
 from cloudir.plan import Step
+from cloudir.progress import live_rows
 from cloudir.textsafe import esc
 
 _STATUS_STYLE = {
@@ -32,8 +32,7 @@ class StepLines:
 
     def __init__(self, console: Console) -> None:
         self._console = console
-        self._running: dict[str, Text] = {}  # the running steps' rows, in the order they started
-        self._live: Live | None = None
+        self._rows = live_rows(console)  # shared with the running steps' operation bars
         self._lock = threading.Lock()
 
     def __call__(self, step: Step, status: str) -> None:
@@ -41,22 +40,7 @@ class StepLines:
         with self._lock:
             if status == "running":
                 if self._console.is_terminal:
-                    self._running[step.id] = _line(step, status)
+                    self._rows.show(("step", step.id), _line(step, status))
             else:
-                self._running.pop(step.id, None)
-                self._console.print(_line(step, status))  # above the live rows while they are shown
-            self._show_running()
-
-    def _show_running(self) -> None:
-        if not self._running:
-            if self._live is not None:
-                self._live.stop()
-                self._live = None
-            return
-        rows = Group(*self._running.values())
-        if self._live is None:
-            # stdout stays the results' (a command piped to a file while stderr is a terminal)
-            self._live = Live(rows, console=self._console, transient=True, refresh_per_second=4, redirect_stdout=False)
-            self._live.start(refresh=True)
-        else:
-            self._live.update(rows, refresh=True)
+                self._rows.print(_line(step, status))  # above the live rows while they are shown
+                self._rows.remove(("step", step.id))

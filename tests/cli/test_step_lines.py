@@ -15,6 +15,7 @@ from rich.console import Console
 from cloudir.case import Case
 from cloudir.cli.steps import StepLines
 from cloudir.plan import Plan, PlannedCall, Step, StepContext, StepKind, run_plan
+from cloudir.progress import operation_progress
 from cloudir.textsafe import visible
 
 _TITLES = {
@@ -105,3 +106,42 @@ def test_what_a_step_prints_on_stdout_stays_on_stdout_while_the_running_rows_are
     assert run_plan(_plan({"a1": prints}), Case.create(tmp_path / "c"), observer=StepLines(console)).ok
     assert "a result line" in capsys.readouterr().out
     assert "a result line" not in out.getvalue()
+
+
+def test_concurrent_operation_bars_that_end_out_of_order_leave_the_running_one_shown(tmp_path: Path) -> None:
+    """Two lanes' long operations each show a bar under their step's row; the first to start ending first leaves the
+    other's bar (not its own) on the screen."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, color_system="standard")
+    both_started, first_ended = threading.Barrier(2, timeout=10), threading.Event()
+    seen: list[str] = []
+
+    def a1(ctx: StepContext) -> dict[str, Any]:
+        with operation_progress(ctx.console, "copy [red]A[/]") as on_progress:
+            on_progress(1, 4)
+            both_started.wait()
+            both_started.wait()  # b1's bar is shown
+        first_ended.set()
+        return {}
+
+    def b1(ctx: StepContext) -> dict[str, Any]:
+        both_started.wait()  # after a1's bar
+        with operation_progress(ctx.console, "image B") as on_progress:
+            on_progress(3, 4)
+            both_started.wait()
+            assert first_ended.wait(10)
+            seen.extend(_screen(out))
+        return {}
+
+    assert run_plan(
+        _plan({"a1": a1, "b1": b1}), Case.create(tmp_path / "c"), console=console, observer=StepLines(console)
+    ).ok
+    assert seen[-1].startswith("image B") and "75%" in seen[-1]  # the live rows end with the running bar
+    assert [line.split()[:2] for line in seen if "copy [red]A" in line] == [["copy", "[red]A[/]"]]  # printed once
+    assert any(line.startswith(" running image") for line in seen)
+    final = _screen(out)
+    assert not any(line.startswith(" running") for line in final)  # no live row is left
+    assert [line.split()[:2] for line in final if "image B" in line or "copy [red]A" in line] == [
+        ["copy", "[red]A[/]"],
+        ["image", "B"],
+    ]  # each bar's last state, once, in the order they ended
