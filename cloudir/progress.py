@@ -88,7 +88,8 @@ def live_rows(console: Console) -> LiveRows:
 @contextmanager
 def operation_progress(console: Console, label: str) -> Iterator[ProgressCallback]:
     """Progress of one long-running cloud operation (a snapshot, image, copy or restore point) on the step's console:
-    a bar on a terminal (a total of 0: not known yet), left above the live rows when it ends, nothing when it is piped or quiet (the engine's)."""
+    a bar on a terminal (a total of 0: not known yet), left above the live rows when it ends; nothing when it is
+    piped or quiet (the engine's)."""
     if console.quiet or not console.is_terminal:
         yield _unheard
         return

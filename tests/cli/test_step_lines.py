@@ -136,7 +136,8 @@ def test_concurrent_operation_bars_that_end_out_of_order_leave_the_running_one_s
     assert run_plan(
         _plan({"a1": a1, "b1": b1}), Case.create(tmp_path / "c"), console=console, observer=StepLines(console)
     ).ok
-    assert seen[-1].startswith("image B") and "75%" in seen[-1]  # the live rows end with the running bar
+    assert seen[-1].startswith("image B")  # the live rows end with the running bar
+    assert "75%" in seen[-1]
     assert [line.split()[:2] for line in seen if "copy [red]A" in line] == [["copy", "[red]A[/]"]]  # printed once
     assert any(line.startswith(" running image") for line in seen)
     final = _screen(out)
