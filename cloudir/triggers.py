@@ -475,7 +475,9 @@ def manual_trigger(
     finding_id: str | None = None,
 ) -> Trigger:
     """A trigger typed in by a responder (``--instance``, ``--access-key``, ``--principal``), at ``around`` (see
-    :func:`manual_time`; default now): the time the playbook's log window and the analysis's incident window use."""
+    :func:`manual_time`; default now): the time the playbook's log window and the analysis's incident window use.
+    Its finding id names the target and the ``around`` time given: the same command again is a second delivery of
+    the same response, a response around another time is a response of its own."""
     if cloud not in CLOUDS:
         raise TriggerError(f"unknown cloud {cloud!r}", hint=f"choose one of {', '.join(CLOUDS)}")
     if cloud != "aws" and not account:
@@ -483,6 +485,8 @@ def manual_trigger(
     severity = _severity_label(severity, "manual trigger", "--severity")
     when = manual_time(around) if around else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     key = f"{cloud}|{kind.value}|{value}|{location or ''}|{account}"
+    if around:
+        key += f"|{when}"
     return Trigger(
         source="manual",
         cloud=cloud,

@@ -283,10 +283,14 @@ def test_security_hub_batch_gives_one_trigger_per_finding() -> None:
     assert len(parse_triggers({"Findings": event["detail"]["findings"]})) == 2
 
 
-def test_manual_trigger_is_stable_per_target() -> None:
+def test_manual_trigger_is_stable_per_target_and_around_time() -> None:
     first = manual_trigger("aws", TargetKind.INSTANCE, "i-1", location="us-east-1", around="2026-11-20T10:00:00Z")
-    again = manual_trigger("aws", TargetKind.INSTANCE, "i-1", location="us-east-1")
-    assert first.finding_id == again.finding_id
+    again = manual_trigger("aws", TargetKind.INSTANCE, "i-1", location="us-east-1", around="2026-11-20T11:00:00+01:00")
+    later = manual_trigger("aws", TargetKind.INSTANCE, "i-1", location="us-east-1", around="2026-11-20T14:00:00Z")
+    now = manual_trigger("aws", TargetKind.INSTANCE, "i-1", location="us-east-1")
+    assert first.finding_id == again.finding_id  # the same instant, however written: a second delivery
+    assert len({first.finding_id, later.finding_id, now.finding_id}) == 3  # each time its own response
+    assert now.finding_id == manual_trigger("aws", TargetKind.INSTANCE, "i-1", location="us-east-1").finding_id
     assert first.finding_id.startswith("manual-")
     assert (first.source, first.severity, first.time) == ("manual", "high", "2026-11-20T10:00:00Z")
     with pytest.raises(TriggerError, match="unknown cloud"):
