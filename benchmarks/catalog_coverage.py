@@ -308,6 +308,10 @@ ELASTIC_DOCUMENTED: dict[str, dict[str, Any]] = {
         "VersioningConfiguration": {"Status": "Suspended"}},
     "impact_s3_bucket_object_uploaded_with_ransom_keyword": {"bucketName": "data",
         "key": "HOW_TO_DECRYPT_FILES.txt"},
+    "persistence_eks_access_entry_modified": {"clusterName": "prod", "principalArn":
+        f"arn:aws:iam::{OTHER_ACCOUNT}:role/ops", "type": "STANDARD"},
+    "privilege_escalation_iam_permissions_boundary_modified": {"roleName": "app",
+        "permissionsBoundary": "arn:aws:iam::aws:policy/AdministratorAccess"},
     "persistence_rds_db_instance_password_modified": {"dBInstanceIdentifier": "prod-db",
         "masterUserPassword": "****", "applyImmediately": True},
     "persistence_rds_instance_made_public": {"dBInstanceIdentifier": "prod-db", "publiclyAccessible": True},
