@@ -185,6 +185,18 @@ def test_a_lost_create_answer_resent_as_a_duplicate_isolates_with_the_group_it_m
     assert [g["GroupId"] for g in groups] == [result.results["contain.isolation-group"]["group_id"]]
 
 
+def _isolated_after_not_found(
+    aws_sandbox: AwsSandbox, incident: PlantedIncident, case: Case, provider: AwsProvider, target: Target, action: str
+) -> None:
+    """Containment succeeds, its ``action`` first answered InvalidGroup.NotFound and finally sent again with success."""
+    result = run_plan(provider.plan_contain(target, ContainOptions()), case)
+    assert result.ok, result.failed
+    assert aws_sandbox.is_isolated(incident)
+    outcomes = api_outcomes(case, action)
+    assert outcomes[0] == "InvalidGroup.NotFound", outcomes
+    assert outcomes[-1] == "ok", outcomes
+
+
 def test_changes_to_a_new_isolation_group_wait_while_ec2_does_not_know_it_though_describe_shows_it(
     aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire
 ):
@@ -192,12 +204,7 @@ def test_changes_to_a_new_isolation_group_wait_while_ec2_does_not_know_it_though
     default egress (InvalidGroup.NotFound): each is sent again with a bounded backoff, in custody."""
     case, provider, target = _contain_ready(aws_sandbox, aws_incident, acquire)
     aws_sandbox.change_lag_seconds = 3.0  # longer than the group's create and its lookup take under load
-    result = run_plan(provider.plan_contain(target, ContainOptions()), case)
-    assert result.ok, result.failed
-    assert aws_sandbox.is_isolated(aws_incident)
-    revokes = api_outcomes(case, "RevokeSecurityGroupEgress")
-    assert revokes[0] == "InvalidGroup.NotFound", revokes
-    assert revokes[-1] == "ok", revokes
+    _isolated_after_not_found(aws_sandbox, aws_incident, case, provider, target, "RevokeSecurityGroupEgress")
 
 
 def test_isolating_the_interfaces_waits_while_ec2_does_not_know_a_group_made_a_moment_ago(
@@ -212,9 +219,4 @@ def test_isolating_the_interfaces_waits_while_ec2_does_not_know_a_group_made_a_m
     egress = ec2.describe_security_groups(GroupIds=[group["GroupId"]])["SecurityGroups"][0]["IpPermissionsEgress"]
     ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=egress)
     aws_sandbox.describe_lag_seconds, aws_sandbox.change_lag_seconds = 0.0, 3.0
-    result = run_plan(provider.plan_contain(target, ContainOptions()), case)
-    assert result.ok, result.failed
-    assert aws_sandbox.is_isolated(aws_incident)
-    modifies = api_outcomes(case, "ModifyNetworkInterfaceAttribute")
-    assert modifies[0] == "InvalidGroup.NotFound", modifies
-    assert modifies[-1] == "ok", modifies
+    _isolated_after_not_found(aws_sandbox, aws_incident, case, provider, target, "ModifyNetworkInterfaceAttribute")
