@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,12 +53,15 @@ def rid(subscription: str, group: str, resource_type: str, name: str) -> str:
 
 
 def sandbox_token() -> str:
-    """An unsigned JWT-shaped token naming the responder (the fake only checks that one is sent)."""
+    """An unsigned JWT-shaped token naming the responder, for ARM's audience, valid for a day (the fakes check its
+    claims, not a signature)."""
 
     def part(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
 
     claims = {
+        "aud": "https://management.azure.com/",
+        "exp": int(time.time()) + 24 * 3600,
         "upn": RESPONDER,
         "oid": RESPONDER_OID,
         "tid": TENANT,

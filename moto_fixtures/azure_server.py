@@ -1,9 +1,10 @@
 """A stateful fake of Azure Resource Manager (compute, network, locks, monitor) and of SAS blob reads.
 
-It speaks the real REST shapes over HTTPS on 127.0.0.1 (a self-signed certificate made at start-up),
-including long-running operations (``Azure-AsyncOperation`` for PUTs, ``Location`` for POST actions),
-Activity Log paging with ``nextLink``, management locks that block deletes, and injected throttling
-(429 + Retry-After) or failures per ARM operation (``Microsoft.Compute/snapshots/write``).
+It speaks the real REST shapes over HTTPS on 127.0.0.1 (a self-signed certificate made at start-up), refuses a
+bearer token ARM would not accept (401 in ARM's error shape), and serves long-running operations
+(``Azure-AsyncOperation`` for PUTs, ``Location`` for POST actions), Activity Log paging with ``nextLink``,
+management locks that block deletes, and injected throttling (429 + Retry-After) or failures per ARM operation
+(``Microsoft.Compute/snapshots/write``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from moto_fixtures.local_http import FakeHandler, make_certificate, serve_https
-from providers.azure.session import arm_operation
+from providers.azure.session import arm_operation, token_claims
 
 LRO_NAMESPACES = {"microsoft.compute", "microsoft.network"}
 ERROR_STATUS = {
@@ -45,6 +46,13 @@ _USER_ASSIGNED = re.compile(
 )
 SUBSCRIPTION_API_VERSIONS = {"2016-06-01", "2020-01-01", "2021-01-01", "2022-12-01"}
 ROLE_ASSIGNMENT_API_VERSIONS = {"2020-04-01-preview", "2022-04-01", "2022-01-01-preview"}
+# The audiences ARM accepts in an access token's ``aud`` claim (InvalidAuthenticationTokenAudience lists them).
+ARM_AUDIENCES = (
+    "https://management.core.windows.net/",
+    "https://management.core.windows.net",
+    "https://management.azure.com/",
+    "https://management.azure.com",
+)
 _FILTER_TERMS = re.compile(r"(\w+)\s+(ge|le|eq)\s+'([^']*)'", re.IGNORECASE)
 Response = tuple[int, dict[str, str], bytes]
 
@@ -64,6 +72,40 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return _json(status, {"error": {"code": code, "message": message}}, headers)
+
+
+def _authentication_refusal(authorization: str) -> Response | None:
+    """ARM's 401 for a request whose bearer token it would not accept: missing, not a JWT, expired, or obtained for
+    another audience (the signature aside: the sandbox's tokens are unsigned). None: accepted."""
+    token = authorization.removeprefix("Bearer ").strip() if authorization.startswith("Bearer ") else ""
+    if not token:
+        return _unauthenticated("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+    claims = token_claims(token)
+    expiry = claims.get("exp")
+    if not claims or type(expiry) is not int:
+        return _unauthenticated("InvalidAuthenticationToken", "The access token is invalid.")
+    now = dt.datetime.now(dt.UTC)
+    if expiry <= now.timestamp():
+        expired = dt.datetime.fromtimestamp(expiry, dt.UTC)
+        return _unauthenticated(
+            "ExpiredAuthenticationToken",
+            f"The access token expiry UTC time '{expired:%m/%d/%Y %I:%M:%S %p}' is earlier than current UTC time "
+            f"'{now:%m/%d/%Y %I:%M:%S %p}'.",
+        )
+    if claims.get("aud") not in ARM_AUDIENCES:
+        return _unauthenticated(
+            "InvalidAuthenticationTokenAudience",
+            f"The access token has been obtained for wrong audience or resource '{claims.get('aud')}'. It should "
+            f"exactly match with one of the allowed audiences {','.join(repr(a) for a in ARM_AUDIENCES)}.",
+        )
+    return None
+
+
+def _unauthenticated(code: str, message: str) -> Response:
+    challenge = (
+        f'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", error_description="{message}"'
+    )
+    return _error(401, code, message, {"WWW-Authenticate": challenge})
 
 
 def _norm(path: str) -> str:
@@ -220,8 +262,9 @@ class FakeAzure:
                     "user_agent": headers.get("user-agent", ""),
                 }
             )
-            if not headers.get("authorization", "").startswith("Bearer "):
-                return _error(401, "AuthenticationFailed", "missing bearer token")
+            refusal = _authentication_refusal(headers.get("authorization", ""))
+            if refusal is not None:
+                return refusal
             if "api-version" not in query:
                 return _error(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
             self._advance_copies()

@@ -1,22 +1,25 @@
 """Acquisition of an Azure VM against the fake ARM server: preserve, capture, snapshot, copy, image, custody."""
 
+import base64
 import hashlib
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 
 import pytest
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.mgmt.compute import models
 
 from cloudir.custody import read_records, verify_case
-from cloudir.errors import CapabilityNotSupportedError
+from cloudir.errors import CapabilityNotSupportedError, CloudAccessError
 from cloudir.plan import StepKind
-from cloudir.provider import AcquireOptions
-from moto_fixtures.azure import LOCATION, RESOURCE_GROUP, SOC_SUBSCRIPTION, VM_NAME, AzureSandbox
+from cloudir.provider import AcquireOptions, TargetKind, TargetQuery
+from moto_fixtures.azure import LOCATION, RESOURCE_GROUP, SOC_SUBSCRIPTION, VM_NAME, AzureSandbox, sandbox_token
 from moto_fixtures.sandbox import PlantedIncident
-from providers.azure import CASE_TAG
+from providers.azure import CASE_TAG, create_provider
+from providers.azure.session import StaticTokenCredential
 from tests.azure.conftest import Acquire
 
 
@@ -273,6 +276,45 @@ def test_fake_refuses_copy_start_from_a_full_snapshot_and_a_cross_region_copy(
 def test_fake_refuses_a_request_without_api_version(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident):
     error = _refused_raw_request(azure_sandbox, azure_incident.extra["vm_id"])
     assert error["code"] == "MissingApiVersionParameter"
+
+
+def _sandbox_token_with(**claims: object) -> str:
+    header, payload, signature = sandbox_token().split(".")
+    changed = json.loads(base64.urlsafe_b64decode(payload + "==")) | claims
+    return ".".join([header, base64.urlsafe_b64encode(json.dumps(changed).encode()).decode().rstrip("="), signature])
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        ("not-a-jwt", "InvalidAuthenticationToken"),
+        (_sandbox_token_with(exp=int(time.time()) - 60), "ExpiredAuthenticationToken"),
+        (_sandbox_token_with(aud="https://graph.microsoft.com"), "InvalidAuthenticationTokenAudience"),
+    ],
+)
+def test_fake_refuses_a_token_arm_would_not_accept_and_the_adapter_says_so(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, token: str, code: str
+):
+    config = azure_sandbox.provider_config() | {"credential": StaticTokenCredential(token)}
+    compute = create_provider(**config).session.client("compute", azure_incident.extra["subscription_id"])  # type: ignore[attr-defined]
+    with pytest.raises(ClientAuthenticationError) as refused:
+        compute.virtual_machines.get(RESOURCE_GROUP, VM_NAME)
+    assert (refused.value.status_code, refused.value.error.code) == (401, code)  # type: ignore[union-attr]
+    assert 'error="invalid_token"' in refused.value.response.headers["WWW-Authenticate"]  # type: ignore[union-attr]
+    with pytest.raises(CloudAccessError, match="Azure authentication failed"):
+        create_provider(**config).find_target(TargetQuery(TargetKind.INSTANCE, VM_NAME))
+    assert azure_sandbox.fake.get(azure_incident.extra["vm_id"]) is not None
+
+
+def test_fake_refuses_a_request_without_a_token(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident):
+    request = urllib.request.Request(
+        f"{azure_sandbox.fake.base_url}{azure_incident.extra['vm_id']}?api-version=2024-07-01"
+    )
+    context = ssl.create_default_context(cafile=azure_sandbox.fake.ca_file)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, context=context)
+    assert refused.value.code == 401
+    assert json.loads(refused.value.read())["error"]["code"] == "AuthenticationFailed"
 
 
 @pytest.mark.parametrize(
