@@ -49,7 +49,8 @@ AroundOpt = Annotated[
     typer.Option(
         "--around",
         help="Manual trigger: when the activity happened, ISO 8601 with an offset (2026-05-01T10:00Z) or a time ago "
-        "(-6h, -2d); it sets the log window and the analysis's incident window (default: now).",
+        "(-6h, -2d, resolved to the second when the command runs, so the same command later is another response); "
+        "it sets the log window and the analysis's incident window (default: now).",
     ),
 ]
 

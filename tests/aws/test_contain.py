@@ -1,6 +1,10 @@
 """Containment: isolation, instance profile swap, session revocation, key deactivation, precondition."""
 
 import json
+import time
+from types import SimpleNamespace
+
+import pytest
 
 from cloudir.case import Case
 from cloudir.custody import read_records
@@ -8,6 +12,8 @@ from cloudir.plan import run_plan
 from cloudir.provider import ContainOptions, Target, TargetKind, TargetQuery
 from moto_fixtures.aws import AwsSandbox
 from moto_fixtures.sandbox import PlantedIncident
+from providers.aws import common
+from providers.aws.common import IAM_PROPAGATION_DELAYS
 from providers.aws.contain import QUARANTINE_PROFILE, REVOKE_POLICY
 from providers.aws.provider import AwsProvider
 from tests.aws.conftest import Acquire, api_outcomes
@@ -81,6 +87,32 @@ def test_quarantine_profile_swap_waits_for_iam_propagation(
     ]
     assert len(swaps) == 2  # refused once while EC2 did not know the new profile, then accepted
     assert swaps[0] != swaps[1]
+
+
+def test_a_profile_iam_never_propagates_fails_the_swap_after_its_bounded_retries(
+    aws_sandbox: AwsSandbox, aws_incident: PlantedIncident, acquire: Acquire, monkeypatch: pytest.MonkeyPatch
+):
+    """The retry on IAM's eventual consistency is bounded: a profile EC2 never learns fails the step with EC2's error
+    after the documented waits (about 31 s, slept at once here), instead of waiting forever."""
+    case, _ = acquire(aws_incident.extra["instance_id"])
+    aws_sandbox.iam_propagation_seconds = float("inf")
+    aws_sandbox.describe_lag_seconds = aws_sandbox.change_lag_seconds = 0.0  # only IAM lags: every sleep is its own
+    slept: list[float] = []
+    monkeypatch.setattr(common, "time", SimpleNamespace(sleep=slept.append, monotonic=time.monotonic))
+    provider = aws_sandbox.provider()
+    provider.bind(case)
+    target = provider.find_target(aws_incident.target)
+    result = run_plan(provider.plan_contain(target, ContainOptions()), case, raise_on_failure=False)
+    assert result.failed is not None
+    assert "Invalid IAM Instance Profile" in (result.failed.error or "")
+    swaps = [
+        call["outcome"]
+        for record in read_records(case.root / "custody.jsonl")
+        for call in record["api_calls"]
+        if call["operation"] == "ReplaceIamInstanceProfileAssociation"
+    ]
+    assert swaps == ["InvalidParameterValue"] * (len(IAM_PROPAGATION_DELAYS) + 1)
+    assert slept == list(IAM_PROPAGATION_DELAYS)
 
 
 def test_a_new_isolation_group_is_waited_for_while_ec2_does_not_know_it(
