@@ -181,7 +181,7 @@ def ingest_paths(
     try:
         with tempfile.TemporaryDirectory(prefix=db_path.name + ".ingest-", dir=db_path.parent) as work:
             links: list[tuple[str, str]] = []
-            files, skipped = _discover(paths, source_root, Path(work), links)
+            files, skipped = _discover(paths, source_root, Path(work), links, db_path)
             stats = IngestStats(files=len(files), skipped=skipped, links_not_followed=links)
             _prepare(con, responder_request_ids)
             total, done = sum(source.size for source in files), 0
@@ -241,14 +241,17 @@ def build_case_timeline(
 
 
 def _discover(
-    paths: Sequence[Path], source_root: Path | None, work: Path, links: list[tuple[str, str]]
+    paths: Sequence[Path], source_root: Path | None, work: Path, links: list[tuple[str, str]], db_path: Path
 ) -> tuple[list[_SourceFile], int]:
-    """The files to read, and how many were skipped as holding no events; links not followed go to ``links``."""
+    """The files to read, and how many were skipped as holding no events; links not followed go to ``links``.
+
+    The timeline's own files (the database, its WAL, spill and work folders) inside a folder given are not input.
+    """
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             kept, refused = files_under(path)
-            found.extend(kept)
+            found.extend(file for file in kept if not _is_timeline_file(file, db_path))
             links.extend(refused)
         elif path.is_file():
             found.append(path)
@@ -271,6 +274,16 @@ def _discover(
         size = _uncompressed_size(path, compression)
         files.append(_SourceFile(number, path, name, kind, compression, size, read_path))
     return files, len(unique) - len(files)
+
+
+def _is_timeline_file(path: Path, db_path: Path) -> bool:
+    """Whether ``path`` is the timeline database, its WAL, or in its spill (``.tmp``) or work (``.ingest-``) folder."""
+    db = db_path.resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(db.parent):
+        return False
+    first = resolved.relative_to(db.parent).parts[0]
+    return first in (db.name, f"{db.name}.wal", f"{db.name}.tmp") or first.startswith(f"{db.name}.ingest-")
 
 
 def _uncompressed_size(path: Path, compression: str) -> int:

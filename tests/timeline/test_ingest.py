@@ -259,6 +259,20 @@ def test_reingest_changes_nothing_and_duplicates_are_dropped_once(tmp_path: Path
     assert kept == [(str(DATA / "cloudtrail_records.json.gz"),)]
 
 
+def test_a_timeline_inside_the_folder_it_reads_is_not_read_as_logs(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    shutil.copytree(DATA, logs)
+    db = logs / "t.duckdb"
+    first = ingest_paths(db, [logs])
+    (logs / "t.duckdb.wal").write_bytes(b"a write-ahead log left by a crash")
+    (logs / "t.duckdb.tmp").mkdir()
+    (logs / "t.duckdb.tmp" / "spill-0.block").write_bytes(b"spilled rows")
+    again = ingest_paths(db, [logs])
+    assert (first.files, first.quarantined) == (ingest_paths(tmp_path / "apart.duckdb", [DATA]).files, 4)
+    assert (again.files, again.ingested, again.quarantined, again.unchanged) == (first.files, 0, 0, first.files)
+    assert rows(db, "SELECT count(*) FROM ingest_files WHERE file LIKE '%t.duckdb%'") == [(0,)]
+
+
 def test_every_column_is_filled_in_order(db: Path) -> None:
     with duckdb.connect(str(db), read_only=True) as con:
         columns = [d[0] for d in con.execute("SELECT * FROM events").description]
