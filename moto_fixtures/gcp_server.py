@@ -174,8 +174,9 @@ class FakeGcp:
         # a request over it is refused with 429 RESOURCE_EXHAUSTED and does not count.
         self.log_read_quota = 60
         self.log_read_window = 60.0
-        self.clock: Callable[[], float] = time.monotonic  # what the read quota counts time by
         self._log_reads: dict[str, deque[float]] = {}
+        self._rate_counts: dict[tuple[str, int, str, int], int] = {}
+        self.clock = time.monotonic
         self.workspace_activities: dict[str, list[dict[str, Any]]] = {}  # Reports API application -> activities
         self.reports_page_size = 1000  # what a page holds at most (maxResults caps it further)
         # Every change is an operation that takes time and reports progress, as on GCE, and makes its change when
@@ -191,7 +192,6 @@ class FakeGcp:
         self.compute_rate_quotas = dict(COMPUTE_RATE_QUOTAS)
         self.api_rate_quotas = copy.deepcopy(API_RATE_QUOTAS)  # API -> group -> requests, in the same intervals
         self.rate_window = 60.0
-        self._rate_counts: dict[tuple[str, int, str, int], int] = {}
         # Called after each successful change (method, operation, path, user agent), so a sandbox can write the
         # caller's own changes into the audit log as Cloud Audit Logs does.
         # (method, operation, path, user agent, long-running operation name or None)
@@ -244,6 +244,20 @@ class FakeGcp:
                 "_service_accounts": copy.deepcopy(self.service_accounts),
                 "_iam_policies": copy.deepcopy(self.iam_policies),
             }
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """What the rate and read quotas count time by (``time.monotonic`` unless a test sets its own)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        """A new time base: the requests counted under the old one count for nothing under it (a test's clock
+        reading 1,000 s must not meet what the fixtures sent when the machine had been up 1,000 s)."""
+        with self.lock:
+            self._clock = clock
+            self._rate_counts.clear()
+            self._log_reads.clear()
 
     # -- dispatch ---------------------------------------------------------------------------------
     def handle(self, method: str, raw_path: str, body: dict[str, Any], user_agent: str) -> tuple[int, dict[str, Any]]:

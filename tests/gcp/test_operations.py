@@ -126,6 +126,18 @@ def test_a_quota_that_never_refills_stops_the_step_with_a_plain_reason(
     assert gcp_sandbox.fake.project(PROJECT).snapshots == {}  # nothing after the failed step ran
 
 
+def test_a_new_clock_counts_no_request_of_the_old_one(gcp_sandbox: GcpSandbox) -> None:
+    """A test's clock reading 1,000 s starts a new time base: what was sent when the machine had been up 1,000 s
+    (the fixtures' requests, counted by ``time.monotonic``) does not use up its quota."""
+    fake = gcp_sandbox.fake
+    fake.compute_rate_quotas["List requests"] = 1
+    url = f"{gcp_sandbox.server.endpoint}{COMPUTE_PREFIX}{PROJECT}/zones/{ZONE}/instances"  # type: ignore[union-attr]
+    fake.clock = lambda: 1000.0
+    assert requests.get(url, timeout=10).ok
+    fake.clock = lambda: 1000.0  # the same reading, another clock
+    assert requests.get(url, timeout=10).ok
+
+
 def test_rate_quota_refusal_is_in_computes_error_format(gcp_sandbox: GcpSandbox, target: Target) -> None:
     fake = gcp_sandbox.fake
     fake.compute_rate_quotas["List requests"] = 1
