@@ -248,10 +248,11 @@ def _discover(
     The timeline's own files (the database, its WAL, spill and work folders) inside a folder given are not input.
     """
     found: list[Path] = []
+    own_db = db_path.resolve()
     for path in paths:
         if path.is_dir():
             kept, refused = files_under(path)
-            found.extend(file for file in kept if not _is_timeline_file(file, db_path))
+            found.extend(file for file in kept if not _is_timeline_file(file, own_db))
             links.extend(refused)
         elif path.is_file():
             found.append(path)
@@ -276,9 +277,9 @@ def _discover(
     return files, len(unique) - len(files)
 
 
-def _is_timeline_file(path: Path, db_path: Path) -> bool:
-    """Whether ``path`` is the timeline database, its WAL, or in its spill (``.tmp``) or work (``.ingest-``) folder."""
-    db = db_path.resolve()
+def _is_timeline_file(path: Path, db: Path) -> bool:
+    """Whether ``path`` is the timeline database ``db`` (resolved), its WAL, or in its spill (``.tmp``) or work
+    (``.ingest-``) folder."""
     resolved = path.resolve()
     if not resolved.is_relative_to(db.parent):
         return False
