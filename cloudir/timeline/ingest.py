@@ -464,12 +464,49 @@ def _lower_keys(fields: object) -> object:
     return fields
 
 
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _snake(key: str) -> str:
+    """A camelCase key as the Azure SDK's ``as_dict()`` names its attribute (``eventDataId``: ``event_data_id``)."""
+    return _CAMEL_HUMP.sub("_", key).lower()
+
+
+def _snake_keys(fields: dict[str, object], keep: tuple[str, ...]) -> dict[str, object]:
+    """A ``json_transform`` structure with its keys in snake case, except inside ``keep`` (dictionaries the SDK
+    copies with their keys as received, like ``claims``)."""
+    return {
+        _snake(key): value if key in keep or not isinstance(value, dict) else _snake_keys(value, keep)
+        for key, value in fields.items()
+    }
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _unsnake_sql(fields: dict[str, object], keep: tuple[str, ...], source: str) -> str:
+    """The struct ``source`` (transformed by :func:`_snake_keys`) rebuilt with the format's own key names."""
+    members = []
+    for key, value in fields.items():
+        member = f"{source}.{_ident(_snake(key))}"
+        if isinstance(value, dict) and key not in keep:
+            member = _unsnake_sql(value, keep, member)
+        members.append(f"{_ident(key)} := {member}")
+    return f"struct_pack({', '.join(members)})"
+
+
 _KEY_TEST = re.compile(r"list_contains\(keys, '([^']*)'\)")
 
 
 def _lower_detect(detect: str) -> str:
     """A format's detection over the record's keys in lower case."""
     return _KEY_TEST.sub(lambda m: f"list_contains(list_transform(keys, lambda k: lower(k)), '{m[1].lower()}')", detect)
+
+
+def _snake_detect(detect: str) -> str:
+    """A format's detection over the record's keys in snake case."""
+    return _KEY_TEST.sub(lambda m: f"list_contains(keys, '{_snake(m[1])}')", detect)
 
 
 # Operation names: runs of blanks as one space, trimmed; Azure resource-provider operations (case-insensitive,
@@ -495,7 +532,7 @@ _MAPPED_TYPES = {
 
 def _mapping(fmt: RecordFormat) -> str:
     """One struct of the mapped columns from a record of this format, its ``json_transform`` struct bound to ``p``
-    (with the format's keys as documented, or all in lower case).
+    (with the format's keys as documented, all in lower case, or, for the formats that have it, in snake case).
 
     A single struct per record (``list_transform`` binds the transformed record once) instead of one wide struct
     column per format: only the matching format's branch is evaluated and carried.
@@ -508,16 +545,23 @@ def _mapping(fmt: RecordFormat) -> str:
         f"{_literal(column)}: CAST({expressions[column]} AS {kind})" for column, kind in _MAPPED_TYPES.items()
     )
     exact = f"list_transform([json_transform(rec, {_literal(fmt.transform_spec)})], lambda p: {{{fields}}})[1]"
-    lower = json.dumps(_lower_keys(fmt.fields), separators=(",", ":"))
-    if lower == fmt.transform_spec:
-        return exact
     # each branch maps its own transform (field access is case-insensitive): a CASE choosing between the two
     # transforms, whose struct field names differ in case only, loses every field in DuckDB when all the rows of a
     # chunk take the lower-case branch (a file of lower-cased records alone read no event time)
-    return (
-        f"CASE WHEN lower_keys THEN list_transform([json_transform(rec, {_literal(lower)})], "
-        f"lambda p: {{{fields}}})[1] ELSE {exact} END"
-    )
+    branches = []
+    lower = json.dumps(_lower_keys(fmt.fields), separators=(",", ":"))
+    if lower != fmt.transform_spec:
+        branches.append(
+            f"WHEN 'lower' THEN list_transform([json_transform(rec, {_literal(lower)})], lambda p: {{{fields}}})[1]"
+        )
+    if fmt.snake_case_keep is not None:
+        snake = json.dumps(_snake_keys(fmt.fields, fmt.snake_case_keep), separators=(",", ":"))
+        unsnake = _unsnake_sql(fmt.fields, fmt.snake_case_keep, "s")
+        branches.append(
+            f"WHEN 'snake' THEN list_transform(list_transform([json_transform(rec, {_literal(snake)})], "
+            f"lambda s: {unsnake}), lambda p: {{{fields}}})[1]"
+        )
+    return f"CASE key_style {' '.join(branches)} ELSE {exact} END" if branches else exact
 
 
 def _staged_select(source: str) -> str:
@@ -526,7 +570,7 @@ def _staged_select(source: str) -> str:
     A container document becomes its records (``unnest``, in order); any other document is one record, in
     canonical (minified) form. ``fmt`` is the record format, ``unknown``, ``placeholder`` (a record the
     careful reader refused) or NULL (not JSON); a record matching a format only with its keys in lower case
-    is read with ``lower_keys``.
+    (or, for the formats that have it, in snake case) is read with ``key_style`` ``lower`` (``snake``).
     """
     container = " ".join(f"WHEN {c.detect} THEN '{c.name}'" for c in CONTAINERS)
     elements = " ".join(f"WHEN '{c.name}' THEN {c.records}" for c in CONTAINERS)
@@ -535,6 +579,9 @@ def _staged_select(source: str) -> str:
         f"WHEN {_lower_detect(f.detect)} THEN '{f.name}:lower'"
         for f in RECORD_FORMATS
         if _lower_detect(f.detect) != f.detect
+    )
+    snake_case = " ".join(
+        f"WHEN {_snake_detect(f.detect)} THEN '{f.name}:snake'" for f in RECORD_FORMATS if f.snake_case_keep is not None
     )
     mapping = " ".join(f"WHEN '{f.name}' THEN {_mapping(f)}" for f in RECORD_FORMATS)
     mapped = ", ".join(f"m.{column} AS {column}" for column in _MAPPED_TYPES)
@@ -558,10 +605,11 @@ def _staged_select(source: str) -> str:
                 CASE fmt {mapping} END AS m
             FROM (
                 SELECT file_no, rec, bad, container, split_part(found, ':', 1) AS fmt,
-                    ends_with(found, ':lower') AS lower_keys
+                    split_part(found, ':', 2) AS key_style
                 FROM (
                 SELECT file_no, rec, bad, container,
                     CASE WHEN placeholder THEN 'placeholder' WHEN rec IS NULL THEN NULL {format_case} {lower_case}
+                         {snake_case}
                          ELSE 'unknown' END AS found
                 FROM (
                     SELECT file_no, rec, bad, placeholder, container,

@@ -270,6 +270,19 @@ def test_a_gcp_request_whose_every_authorization_was_refused_is_a_failed_attempt
     assert flagged[0] == ["done"]
 
 
+def test_an_azure_rule_fires_on_an_sdk_as_dict_record(tmp_path: Path) -> None:
+    """Activity Log records exported with azure-mgmt-monitor's ``as_dict()`` (snake-case keys) meet the Azure rules."""
+    db = tmp_path / "t.duckdb"
+    ingest_paths(db, [Path(__file__).parents[1] / "timeline" / "data" / "azure_activity_sdk.jsonl"])
+    run_analysis(db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        flagged = con.execute(
+            "SELECT list(DISTINCT e) FROM (SELECT unnest(event_ids) AS e FROM findings "
+            "WHERE rule = 'azure-role-assignment')"
+        ).fetchone()
+    assert flagged == (["sdk-event-1"],)
+
+
 @pytest.mark.parametrize("engine", ["catalog", "correlation"])
 @pytest.mark.parametrize(
     ("change", "message"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from azure.mgmt.monitor.models import EventData
 from typer.testing import CliRunner
 
 from cloudir.cli import app
@@ -204,3 +205,43 @@ def test_workspace_activities_one_a_line_are_read_as_activities(tmp_path: Path) 
         rows = con.execute("SELECT source_format, service, operation FROM events ORDER BY 1").fetchall()
     assert rows == [("cloudtrail", "cloudtrail", "StopLogging"), ("workspace_activity", "workspace:admin",
                                                                   "ADD_TRUSTED_DOMAINS")]  # fmt: skip
+
+
+_AZURE_COLUMNS = f"time, account, {COLUMNS}, request_id, event_id"
+
+
+def _events(log: Path, db: Path) -> list[tuple[object, ...]]:
+    result = CliRunner().invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
+    assert "0 quarantined" in result.output, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(f"SELECT source_format, {_AZURE_COLUMNS} FROM events ORDER BY event_id").fetchall()
+
+
+def test_azure_sdk_as_dict_records_are_the_rest_records_events(tmp_path: Path) -> None:
+    """azure-mgmt-monitor's ``EventData.as_dict()`` of the REST page's records (snake-case keys, ``claims`` and
+    ``properties`` as received) gives the events the REST page gives, column for column."""
+    page = json.loads((DATA / "azure_activity_page.json").read_text())["value"]
+    sdk = tmp_path / "sdk.jsonl"
+    sdk.write_text("".join(json.dumps(EventData.deserialize(record).as_dict()) + "\n" for record in page))
+    assert '"event_data_id"' in sdk.read_text()
+    rest = _events(DATA / "azure_activity_page.json", tmp_path / "rest.duckdb")
+    assert _events(sdk, tmp_path / "sdk.duckdb") == rest
+    assert len(rest) == 2
+
+
+def test_azure_sdk_as_dict_fields(tmp_path: Path) -> None:
+    """A hand-written ``as_dict()`` file (the SDK reads it back as it is): users and apps, ``properties`` keys kept."""
+    log = DATA / "azure_activity_sdk.jsonl"
+    for line in log.read_text().splitlines():
+        assert EventData.from_dict(json.loads(line)).as_dict() == json.loads(line)
+    user, app_call = _events(log, tmp_path / "t.duckdb")
+    sub = "22222222-3333-4444-5555-666666666666"
+    assert user[:8] == ("azure_activity", datetime(2024, 5, 4, 8, 30, 1, 253114), sub, "azure",
+                        "Microsoft.Authorization", "microsoft.authorization/roleassignments/write",
+                        "eve@fabrikam.example", "User")  # fmt: skip
+    assignment = f"/subscriptions/{sub}/resourceGroups/rg-app/providers/Microsoft.Authorization/roleAssignments/"
+    assert user[8:] == ("sdk-token-1", "198.51.100.23", [assignment + "9f1c7d2e-0a4b-4c3d-8e5f-112233445566"],
+                        "success", None, False, "sdk-client-req-1", "sdk-event-1")  # fmt: skip
+    assert app_call[6:10] == ("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "ServicePrincipal", "sdk-token-2",
+                              "198.51.100.24")  # fmt: skip
+    assert app_call[11:] == ("failure", "Conflict", False, "sdk-corr-2", "sdk-event-2")  # properties.statusCode

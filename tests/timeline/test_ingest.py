@@ -54,6 +54,7 @@ def one_event(db: Path, event_id: str) -> dict[str, object]:
         ("gcp_audit.jsonl", "gcp_audit", 2),
         ("azure_activity_page.json", "azure_activity", 2),
         ("azure_diagnostic_records.json", "azure_activity", 1),
+        ("azure_activity_sdk.jsonl", "azure_activity", 2),
         ("entra_signin_graph.json", "entra_signin", 2),
         ("entra_audit_graph.json", "entra_audit", 1),
         ("eks_audit_cloudwatch.json", "k8s_audit", 2),

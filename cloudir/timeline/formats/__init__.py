@@ -62,6 +62,8 @@ class RecordFormat:
     fields: dict[str, Any]
     columns: dict[str, str]
     cloud_sql: str | None = None  # when the cloud depends on the record or its container (``container``)
+    # also read in snake case (a cloud SDK's ``as_dict()``), but for the keys inside these dictionaries
+    snake_case_keep: tuple[str, ...] | None = None
 
     @property
     def transform_spec(self) -> str:
@@ -79,6 +81,7 @@ RECORD_FORMATS: tuple[RecordFormat, ...] = tuple(
         fields=module.FIELDS,
         columns=module.COLUMNS,
         cloud_sql=getattr(module, "CLOUD_SQL", None),
+        snake_case_keep=getattr(module, "SNAKE_CASE_KEEP", None),
     )
     for module in (
         cloudtrail,

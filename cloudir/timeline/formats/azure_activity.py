@@ -1,4 +1,6 @@
-"""Azure Activity Log: REST records (``value`` pages) and diagnostic-settings records (``records``)."""
+"""Azure Activity Log: REST records (``value`` pages), diagnostic-settings records (``records``) and the Azure SDK's
+``EventData.as_dict()`` (azure-mgmt-monitor ``activity_logs.list``: snake-case keys but inside ``claims`` and
+``properties``, dictionaries it copies as received)."""
 
 NAME = "azure_activity"
 CLOUD = "azure"
@@ -6,6 +8,7 @@ DETECT = (
     "list_contains(keys, 'operationName') AND (list_contains(keys, 'eventTimestamp') OR list_contains(keys, 'time'))"
     " AND (list_contains(keys, 'resourceId') OR list_contains(keys, 'category'))"
 )
+SNAKE_CASE_KEEP = ("claims", "properties")
 
 _CLAIMS = {
     "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": "VARCHAR",
