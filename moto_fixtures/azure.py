@@ -603,6 +603,15 @@ class AzureSandbox:
         finally:
             self.fake.failures.pop(operation, None)
 
+    @contextmanager
+    def fail_provisioning(self, operation: str, error_code: str = "InternalDiskManagementError") -> Iterator[None]:
+        """Accept every PUT of an operation (``snapshots/write``) in the block, and end its resource Failed."""
+        self.fake.provisioning_failures[operation] = error_code
+        try:
+            yield
+        finally:
+            self.fake.provisioning_failures.pop(operation, None)
+
     def throttle(self, operation: str, *retry_after: int) -> None:
         """Answer the next calls of ``operation`` with 429 and these Retry-After values."""
         self.fake.throttles.setdefault(operation.lower(), []).extend(retry_after)

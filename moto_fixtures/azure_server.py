@@ -169,8 +169,12 @@ class FakeAzure:
         # completionPercent grows from 0 to 100 over this many seconds.
         self.copy_seconds = 0.2
         self._copies: dict[str, float] = {}  # lower-case snapshot id -> monotonic start of its background copy
-        # A VM restore point is a long-running operation: Creating, then Succeeded after this many seconds.
+        # A VM restore point and a new snapshot are long-running operations: Creating, then Succeeded (or the
+        # outcome a provisioning_failures entry names) this many seconds after the PUT, polled or not.
         self.restore_point_seconds = 0.2
+        self.snapshot_seconds = 0.2
+        # operation -> error code: a PUT of it is accepted, then its resource and operation end Failed
+        self.provisioning_failures: dict[str, str] = {}
         # Called after each successful ARM write with (operation, resource path, request headers), so a sandbox
         # can log the caller's own changes into the Activity Log as Azure does.
         self.on_write: Callable[[str, str, dict[str, str]], None] | None = None
@@ -268,6 +272,7 @@ class FakeAzure:
             if "api-version" not in query:
                 return _error(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
             self._advance_copies()
+            self._settle_operations()
             code = self._failure_for(full_operation)
             if code is not None:
                 return _error(ERROR_STATUS.get(code, 500), code, f"injected failure of {full_operation}")
@@ -277,7 +282,7 @@ class FakeAzure:
                 return _error(
                     429, "TooManyRequests", "Rate limit exceeded, retry later", {"Retry-After": str(retry_after)}
                 )
-            response = self._arm(method, path, query, body)
+            response = self._arm(method, path, query, body, full_operation)
         if self.on_write is not None and method != "GET" and response[0] < 400 and "/operations/" not in path.lower():
             self.on_write(full_operation, path, headers)
         return response
@@ -331,17 +336,26 @@ class FakeAzure:
             )
         return None
 
-    def _failure_for(self, operation: str) -> str | None:
+    def _settle_operations(self) -> None:
+        """Give each timed operation's resource its outcome once its time is up, as Azure does whether or not the
+        caller polls."""
+        now = time.monotonic()
+        for operation in self._operations.values():
+            resource = self.resources.get(operation.get("resource", ""))
+            if resource is not None and now >= operation["until"]:
+                resource["properties"]["provisioningState"] = operation["outcome"]
+
+    def _failure_for(self, operation: str, failures: dict[str, str] | None = None) -> str | None:
         lowered = operation.lower()
-        for pattern, code in self.failures.items():
+        for pattern, code in (self.failures if failures is None else failures).items():
             if pattern.lower() in {lowered, lowered.partition("/")[2]}:
                 return code
         return None
 
-    def _arm(self, method: str, path: str, query: dict[str, str], body: bytes) -> Response:
+    def _arm(self, method: str, path: str, query: dict[str, str], body: bytes, operation: str) -> Response:
         lowered = path.lower()
         if re.search(r"/providers/[^/]+/locations/[^/]+/operations/[^/]+$", lowered):
-            return self._operation_status(path.rsplit("/", 1)[1])
+            return self._operation_status(path.rsplit("/", 1)[1], monitor=query.get("monitor") == "true")
         if lowered.endswith("/providers/microsoft.insights/eventtypes/management/values"):
             return self._activity_log(path, query)
         if lowered == "/subscriptions":
@@ -355,7 +369,7 @@ class FakeAzure:
         if method == "GET":
             return self._list(lowered) if is_collection else self._get(lowered)
         if method in {"PUT", "PATCH"}:
-            return self._write(path, method, json.loads(body or b"{}"))
+            return self._write(path, method, json.loads(body or b"{}"), operation)
         if method == "DELETE":
             return self._delete(lowered)
         return _error(405, "MethodNotAllowed", f"{method} is not supported")
@@ -455,7 +469,7 @@ class FakeAzure:
                 found.append(resource)
         return _json(200, {"value": found})
 
-    def _write(self, path: str, method: str, body: dict[str, Any]) -> Response:
+    def _write(self, path: str, method: str, body: dict[str, Any], operation: str) -> Response:
         key = path.lower()
         namespace, type_path = _resource_type(key)
         if namespace == "microsoft.compute" and type_path == "restorepointcollections":
@@ -503,8 +517,9 @@ class FakeAzure:
         properties = {**merged.get("properties", {}), **body.get("properties", {})}
         merged.update(body)
         merged.update({"id": path, "name": path.rsplit("/", 1)[1], "type": self._type_name(path)})
+        creating = existing is None and type_path == "snapshots"
         if namespace in LRO_NAMESPACES:
-            properties["provisioningState"] = "Succeeded"
+            properties["provisioningState"] = "Creating" if creating else "Succeeded"
         merged["properties"] = properties
         self.resources[key] = merged
         if existing is None:
@@ -512,10 +527,15 @@ class FakeAzure:
         if namespace not in LRO_NAMESPACES:
             return _json(201 if existing is None else 200, merged)
         created_status = 202 if namespace == "microsoft.compute" else 201  # as the real services answer
+        if creating:
+            failure = self._failure_for(operation, self.provisioning_failures)
+            url = self._new_operation(path, "async", seconds=self.snapshot_seconds, failure=failure)
+        else:
+            url = self._new_operation(path, "async")
         return _json(
             created_status if existing is None else 200,
-            {**merged, "properties": {**properties, "provisioningState": "Updating"}},
-            {"Azure-AsyncOperation": self._new_operation(path, "async"), "Retry-After": "0"},
+            {**merged, "properties": {**properties, "provisioningState": "Creating" if creating else "Updating"}},
+            {"Azure-AsyncOperation": url, "Location": f"{url}&monitor=true", "Retry-After": "0"},
         )
 
     def _vm_identity(self, current: dict[str, Any] | None, change: Any) -> dict[str, Any] | str:
@@ -664,11 +684,7 @@ class FakeAzure:
         }
         self.resources[key] = point
         self.created["microsoft.compute/restorepointcollections/restorepoints"] += 1
-        operation = self._new_operation(path, "async")
-        self._operations[operation.split("/operations/")[1].split("?")[0]] |= {
-            "until": time.monotonic() + self.restore_point_seconds,
-            "resource": key,
-        }
+        operation = self._new_operation(path, "async", seconds=self.restore_point_seconds)
         return _json(201, point, {"Azure-AsyncOperation": operation, "Retry-After": "0"})
 
     @staticmethod
@@ -726,7 +742,11 @@ class FakeAzure:
         location = self._new_operation(path.rsplit("/", 1)[0], "location", result)
         return 202, {"Location": location, "Retry-After": "0", "Content-Length": "0"}, b""
 
-    def _new_operation(self, path: str, kind: str, result: Any = None) -> str:
+    def _new_operation(
+        self, path: str, kind: str, result: Any = None, *, seconds: float | None = None, failure: str | None = None
+    ) -> str:
+        """A new operation's status URL. With ``seconds`` it provisions the resource at ``path``: Creating until
+        then, after that Succeeded, or Failed with ``failure``'s error code."""
         segments = [part for part in path.split("/") if part]
         namespace = segments[segments.index("providers") + 1]
         location = self.resources.get(path.lower(), {}).get("location", "eastus")
@@ -735,25 +755,36 @@ class FakeAzure:
             f"{self.base_url}/subscriptions/{segments[1]}/providers/{namespace}/locations/{location}/operations/"
             f"{operation_id}?api-version=2024-03-02"
         )
-        self._operations[operation_id] = {"kind": kind, "polls": 1, "result": result, "url": url}
+        self._operations[operation_id] = {"kind": kind, "polls": 1, "result": result, "url": url, "until": 0.0}
+        if seconds is not None:
+            self._operations[operation_id] |= {
+                "until": time.monotonic() + seconds,
+                "resource": path.lower(),
+                "outcome": "Failed" if failure else "Succeeded",
+                "error": {"code": failure, "message": f"injected provisioning failure of {path}"},
+            }
         return url
 
-    def _operation_status(self, operation_id: str) -> Response:
+    def _operation_status(self, operation_id: str, *, monitor: bool = False) -> Response:
+        """An operation's status: the Azure-AsyncOperation body, or with ``monitor`` its Location answer (202 while
+        it runs; then the result, or the resource it provisioned)."""
         operation = self._operations.get(operation_id)
         if operation is None:
             return _error(404, "OperationNotFound", f"operation {operation_id} not found")
-        running = operation["polls"] > 0 or time.monotonic() < operation.get("until", 0.0)
+        running = operation["polls"] > 0 or time.monotonic() < operation["until"]
         operation["polls"] -= 1
-        finished = self.resources.get(operation.get("resource", ""))
-        if finished is not None and not running:
-            finished["properties"]["provisioningState"] = "Succeeded"
-        if operation["kind"] == "async":
-            return _json(200, {"name": operation_id, "status": "InProgress" if running else "Succeeded"})
+        outcome = operation.get("outcome", "Succeeded")
+        if operation["kind"] == "async" and not monitor:
+            status = {"name": operation_id, "status": "InProgress" if running else outcome}
+            return _json(200, status | ({"error": operation["error"]} if outcome == "Failed" and not running else {}))
         if running:
             return 202, {"Location": operation["url"], "Retry-After": "0"}, b""
-        if operation["result"] is None:
+        if outcome == "Failed":
+            return _json(400, {"error": operation["error"]})
+        provisioned = self.resources.get(operation.get("resource", ""))
+        if operation["result"] is None and provisioned is None:
             return 200, {}, b""
-        return _json(200, operation["result"])
+        return _json(200, operation["result"] if provisioned is None else provisioned)
 
     def _list_subscriptions(self, method: str, query: dict[str, str]) -> Response:
         """Subscriptions - List (Microsoft.Resources): GET only, paged with ``nextLink`` and ``$skiptoken``."""

@@ -45,6 +45,7 @@ _VM_ID = re.compile(
     r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Compute/virtualMachines/([^/]+)$",
     re.IGNORECASE,
 )
+SNAPSHOT_ATTEMPTS = 3  # a snapshot found Failed is made again under a new name at most twice
 _ID_PARTS = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/.+/([^/]+)$", re.IGNORECASE)
 
 
@@ -576,23 +577,18 @@ class AzureProvider:
         restore_point = {key.lower(): value for key, value in point.get("disk_restore_points", {}).items()}.get(
             disk["id"].lower()
         )
+        encryption = (
+            models.Encryption(type="EncryptionAtRestWithCustomerKey", disk_encryption_set_id=options.encryption_key)
+            if options.encryption_key
+            else None
+        )
+        create_option, source = ("Restore", restore_point) if restore_point else ("Copy", disk["id"])
+        body = _snapshot_model(target.location, self._tags(ctx.case, disk["id"]), create_option, source, encryption)
         with azure_errors(f"snapshot disk {disk['id']}", calls.permission("snapshot.write")):
-            snapshot = self._existing_snapshot(compute, group, name)
-            reused = snapshot is not None
-            if snapshot is None:
-                encryption = (
-                    models.Encryption(
-                        type="EncryptionAtRestWithCustomerKey", disk_encryption_set_id=options.encryption_key
-                    )
-                    if options.encryption_key
-                    else None
-                )
-                tags = self._tags(ctx.case, disk["id"])
-                create_option, source = ("Restore", restore_point) if restore_point else ("Copy", disk["id"])
-                body = _snapshot_model(target.location, tags, create_option, source, encryption)
-                poller = compute.snapshots.begin_create_or_update(group, name, body, polling=self.session.polling())
-                snapshot = as_json(_finished(poller, ctx.console, f"snapshot of disk {disk['name']}"))
-        ctx.case.write_json(f"{self._artifact_dir(target)}/snapshots/{path_part(name)}.json", snapshot)
+            snapshot, reused, failed = self._provisioned_snapshot(
+                ctx, compute, (group, name), body, f"snapshot of disk {disk['name']}"
+            )
+        ctx.case.write_json(f"{self._artifact_dir(target)}/snapshots/{path_part(snapshot['name'])}.json", snapshot)
         source_id = snapshot.get("properties", {}).get("creationData", {}).get("sourceResourceId")
         return {
             "snapshot_id": snapshot["id"],
@@ -600,7 +596,39 @@ class AzureProvider:
             "source": source_id,
             "from_restore_point": "/diskrestorepoints/" in str(source_id).lower(),
             "reused": reused,
+            "failed_snapshots": failed,
         }
+
+    def _provisioned_snapshot(
+        self, ctx: StepContext, compute: Any, place: tuple[str, str], body: Any, label: str
+    ) -> tuple[dict[str, Any], bool, list[str]]:
+        """(snapshot, reused, ids of Failed ones) for the case's snapshot ``place`` (resource group, name), returned
+        only once Azure reports it Succeeded (and a CopyStart copy complete): made, or found and waited for.
+
+        A snapshot still Creating (an interrupted run, a lost state) is waited for, never taken as evidence. One that
+        ends Failed while this run waits for it fails the step: Azure's reason (a quota, a disk encryption set it
+        cannot use) needs the responder, and the copies, images and containment after it must not run on missing
+        evidence. One found Failed on a later run (``--resume``, after the fix) is kept, since cloudir deletes
+        nothing, named in the step's result (its custody record), and made again under the next name
+        (``<name>-r1``, ...), so the responder gets the evidence without clearing the failed resource first.
+        """
+        group, base = place
+        failed: list[str] = []
+        for attempt in range(SNAPSHOT_ATTEMPTS):
+            name = base if not attempt else f"{base[: 80 - 4]}-r{attempt}"
+            snapshot = self._existing_snapshot(compute, group, name)
+            reused = snapshot is not None
+            if snapshot is None:
+                poller = compute.snapshots.begin_create_or_update(group, name, body, polling=self.session.polling())
+                snapshot = as_json(_finished(poller, ctx.console, label))
+            snapshot = self._await_snapshot(ctx, compute, group, snapshot)
+            if snapshot["properties"].get("provisioningState") == "Succeeded":
+                return snapshot, reused, failed
+            failed.append(snapshot["id"])
+        raise CloudirError(
+            f"{label}: Azure left {len(failed)} attempts Failed ({', '.join(failed)})",
+            hint="see the snapshots' provisioning errors in the Azure portal; the failed snapshots are kept",
+        )
 
     def _tags(self, case: Case, source: str) -> dict[str, str]:
         return {CASE_TAG: case.case_id, SOURCE_TAG: source[-256:], "cloudir-tool": f"cloudir/{__version__}"}
@@ -612,39 +640,37 @@ class AzureProvider:
         source_id = ctx.results[f"snapshot-{disk['role']}"]["snapshot_id"]
         compute = self._client("compute", subscription)
         name = snapshot_name(ctx.case.case_id, disk["name"])
+        source_subscription, source_group, source_name = id_parts(source_id)
         with azure_errors(f"copy snapshot {source_id} to {subscription}/{group}", calls.permission("snapshot.write")):
-            copy = self._existing_snapshot(compute, group, name)
-            reused = copy is not None
-            if copy is None:
-                source_subscription, source_group, source_name = id_parts(source_id)
-                source = as_json(self._client("compute", source_subscription).snapshots.get(source_group, source_name))
-                create_option = "Copy" if source["location"] == region else "CopyStart"
-                body = _snapshot_model(region, self._tags(ctx.case, source_id), create_option, source_id)
-                poller = compute.snapshots.begin_create_or_update(group, name, body, polling=self.session.polling())
-                copy = as_json(_finished(poller, ctx.console, f"copy of snapshot {source_name}"))
-            copy = self._await_background_copy(ctx, compute, group, name, copy)
+            source = as_json(self._client("compute", source_subscription).snapshots.get(source_group, source_name))
+            create_option = "Copy" if source["location"] == region else "CopyStart"
+            body = _snapshot_model(region, self._tags(ctx.case, source_id), create_option, source_id)
+            copy, reused, failed = self._provisioned_snapshot(
+                ctx, compute, (group, name), body, f"copy of snapshot {source_name}"
+            )
         ctx.case.write_json(
-            f"{self._artifact_dir(target)}/snapshots/{path_part(subscription)}-{path_part(name)}.json", copy
+            f"{self._artifact_dir(target)}/snapshots/{path_part(subscription)}-{path_part(copy['name'])}.json", copy
         )
-        return {"copy_id": copy["id"], "source_snapshot": source_id, "reused": reused}
+        return {"copy_id": copy["id"], "source_snapshot": source_id, "reused": reused, "failed_snapshots": failed}
 
-    def _await_background_copy(
-        self, ctx: StepContext, compute: Any, group: str, name: str, copy: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Poll a CopyStart copy until its ``completionPercent`` reaches 100 (the PUT succeeds long before)."""
+    def _await_snapshot(self, ctx: StepContext, compute: Any, group: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Poll a snapshot while Azure provisions it and, for a CopyStart copy, until its ``completionPercent``
+        reaches 100 (the PUT succeeds long before); return it Succeeded and complete, or Failed."""
         deadline = time.monotonic() + self.copy_timeout
-        with operation_progress(ctx.console, f"background copy {name}") as on_progress:
-            while (percent := float(copy.get("properties", {}).get("completionPercent", 100.0))) < 100.0:
+        with operation_progress(ctx.console, f"snapshot {snapshot['name']}") as on_progress:
+            while _snapshot_pending(snapshot):
+                percent = float(snapshot["properties"].get("completionPercent") or 0.0)
                 if time.monotonic() > deadline:
                     raise CloudirError(
-                        f"copy {copy['id']} is still at {percent}%",
-                        hint="the background copy goes on in Azure; run again with --resume to wait for it",
+                        f"snapshot {snapshot['id']} is still {snapshot['properties'].get('provisioningState')} "
+                        f"at {percent}%",
+                        hint="Azure goes on making it; run again with --resume to wait for it",
                     )
                 on_progress(int(percent), 100)
                 time.sleep(self.copy_poll_interval)
-                copy = as_json(compute.snapshots.get(group, name))
+                snapshot = as_json(compute.snapshots.get(group, snapshot["name"]))
             on_progress(100, 100)
-        return copy
+        return snapshot
 
     def _image(self, ctx: StepContext, disk: dict[str, Any]) -> dict[str, Any]:
         snapshot_id = ctx.results[f"snapshot-{disk['role']}"]["snapshot_id"]
@@ -788,6 +814,15 @@ def _snapshot_model(
             encryption=encryption,
         ),
     )
+
+
+def _snapshot_pending(snapshot: dict[str, Any]) -> bool:
+    """Whether Azure is still making the snapshot: provisioning, or Succeeded with a background copy under way."""
+    properties = snapshot.get("properties", {})
+    state = properties.get("provisioningState")
+    if state == "Succeeded":
+        return float(properties.get("completionPercent", 100.0)) < 100.0
+    return state in {"Creating", "Updating"}
 
 
 def _restore_point_refusal(storage: dict[str, Any]) -> str | None:

@@ -7,11 +7,13 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.mgmt.compute import models
 
+from cloudir.case import Case
 from cloudir.custody import read_records, verify_case
 from cloudir.errors import CapabilityNotSupportedError, CloudAccessError
 from cloudir.plan import StepKind
@@ -19,6 +21,7 @@ from cloudir.provider import AcquireOptions, TargetKind, TargetQuery
 from moto_fixtures.azure import LOCATION, RESOURCE_GROUP, SOC_SUBSCRIPTION, VM_NAME, AzureSandbox, sandbox_token
 from moto_fixtures.sandbox import PlantedIncident
 from providers.azure import CASE_TAG, create_provider
+from providers.azure.provider import snapshot_name
 from providers.azure.session import StaticTokenCredential
 from tests.azure.conftest import Acquire
 
@@ -517,3 +520,81 @@ def test_copies_and_images_run_at_once_and_every_poll_is_in_its_own_steps_record
         assert {("locations/operations/read", LOCATION), ("GetBlob", LOCATION)} <= image_calls
     everything = read_records(case.root / "custody.jsonl")
     assert len([call for record in everything for call in record["api_calls"]]) == len(azure_sandbox.fake.requests)
+
+
+def _os_disk_snapshot(azure_incident: PlantedIncident) -> models.Snapshot:
+    return models.Snapshot(
+        location=LOCATION,
+        properties=models.SnapshotProperties(
+            creation_data=models.CreationData(
+                create_option="Copy", source_resource_id=azure_incident.extra["disk_ids"][0]
+            ),
+            incremental=True,
+        ),
+    )
+
+
+def test_fake_makes_a_snapshot_as_a_long_running_operation(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident
+):
+    azure_sandbox.fake.snapshot_seconds = 0.3
+    compute = azure_sandbox.provider().session.client("compute", azure_incident.extra["subscription_id"])  # type: ignore[attr-defined]
+    body = _os_disk_snapshot(azure_incident)
+    poller = compute.snapshots.begin_create_or_update(RESOURCE_GROUP, "lro", body, polling=False)
+    assert poller.result().provisioning_state == "Creating"
+    assert compute.snapshots.get(RESOURCE_GROUP, "lro").provisioning_state == "Creating"
+    assert compute.snapshots.begin_create_or_update(RESOURCE_GROUP, "lro2", body).result().provisioning_state == (
+        "Succeeded"
+    )
+    time.sleep(0.3)
+    assert compute.snapshots.get(RESOURCE_GROUP, "lro").provisioning_state == "Succeeded"  # unpolled, it finished
+    with azure_sandbox.fail_provisioning("snapshots/write"):
+        failing = compute.snapshots.begin_create_or_update(RESOURCE_GROUP, "doomed", body)
+        with pytest.raises(HttpResponseError):
+            failing.result()
+    assert compute.snapshots.get(RESOURCE_GROUP, "doomed").provisioning_state == "Failed"
+
+
+def _half_made_snapshot(azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, name: str) -> None:
+    """A PUT of the case's OS disk snapshot that the run making it did not wait for (Ctrl-C, a lost state)."""
+    compute = azure_sandbox.provider().session.client("compute", azure_incident.extra["subscription_id"])  # type: ignore[attr-defined]
+    compute.snapshots.begin_create_or_update(RESOURCE_GROUP, name, _os_disk_snapshot(azure_incident), polling=False)
+
+
+def test_a_snapshot_found_creating_is_waited_for_before_it_is_evidence(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire, tmp_path: Path
+):
+    azure_sandbox.fake.snapshot_seconds = 2.0  # longer than the steps before the snapshot's
+    case = Case.create(tmp_path / "case")
+    disk_name = azure_incident.extra["disk_ids"][0].rsplit("/", 1)[1]
+    name = snapshot_name(case.case_id, disk_name)
+    _half_made_snapshot(azure_sandbox, azure_incident, name)
+    _, result = acquire()
+    assert result.ok
+    assert result.results["snapshot-os"]["reused"] is True
+    saved = json.loads((case.root / "artifacts").rglob(f"{name}.json").__next__().read_text())
+    assert saved["properties"]["provisioningState"] == "Succeeded"
+    gets = [r for r in azure_sandbox.fake.requests if r["method"] == "GET" and r["path"].lower().endswith(name.lower())]
+    assert len(gets) >= 2  # polled until Azure finished it
+
+
+def test_a_failed_snapshot_fails_the_step_and_resume_makes_it_again_under_a_new_name(
+    azure_sandbox: AzureSandbox, azure_incident: PlantedIncident, acquire: Acquire
+):
+    with azure_sandbox.fail_provisioning("Microsoft.Compute/snapshots/write"):
+        case, failed = acquire(raise_on_failure=False)
+    statuses = {o.step_id: o.status for o in failed.outcomes}
+    assert statuses["snapshot-os"] == "failed"
+    assert all(statuses[s] == "blocked" for s in statuses if s.startswith(("snapshot-data", "copy-")))
+    [kept] = azure_sandbox.snapshots_for_case(case.case_id)
+    _, resumed = acquire()
+    assert resumed.ok
+    made = resumed.results["snapshot-os"]
+    assert made["failed_snapshots"] == [azure_sandbox.fake.get(kept)["id"]]  # type: ignore[index]
+    assert made["snapshot_id"].endswith("-r1")
+    assert azure_sandbox.fake.get(made["snapshot_id"])["properties"]["provisioningState"] == "Succeeded"  # type: ignore[index]
+    assert azure_sandbox.fake.get(kept)["properties"]["provisioningState"] == "Failed"  # type: ignore[index]
+    records = read_records(case.root / "custody.jsonl")
+    done = next(r for r in records if r["details"].get("step") == "snapshot-os" and r["outcome"] == "ok")
+    assert kept.lower() in json.dumps(done).lower()
+    assert verify_case(case.root).ok
