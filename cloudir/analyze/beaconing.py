@@ -105,8 +105,8 @@ def _api_beacon_sql(source: str) -> str:
               AND n >= {MIN_API_INTERVALS} AND span >= {MIN_API_SPAN_SECONDS} AND key NOT IN (SELECT key FROM known)
         ),
         events AS (  -- only for the channels that make a finding: a list per channel of every event is memory
-            SELECT key, any_value(actor) AS actor, any_value(identity) AS identity, min(time) AS t0,
-                   max(time) AS t1, list(event_id ORDER BY time) AS ids
+            SELECT key, min(actor) AS actor, min(identity) AS identity, min(time) AS t0,
+                   max(time) AS t1, list(event_id ORDER BY time, event_id) AS ids
             FROM src SEMI JOIN beacons USING (key) WHERE in_incident GROUP BY key
         )
         SELECT 'beaconing', 'api-beacon',
@@ -293,13 +293,14 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
             SELECT *, CASE WHEN time > lag(end_time) OVER w + INTERVAL {CONNECTION_GAP_SECONDS} SECOND
                                 OR lag(end_time) OVER w IS NULL THEN 1 ELSE 0 END AS new_connection
             FROM egress
-            WINDOW w AS (PARTITION BY workload, dst_addr, dst_port, protocol, src_port ORDER BY time)
+            WINDOW w AS (PARTITION BY workload, dst_addr, dst_port, protocol, src_port ORDER BY time, end_time, bytes)
         ),
+        -- the running sums count tied rows together (RANGE, not ROWS): the same numbering in any order of ties
         connections AS (
             SELECT workload, dst_addr, dst_port, protocol, any_value(dst_net) AS dst_net, min(time) AS time,
                    sum(bytes) AS bytes
             FROM (SELECT *, sum(new_connection) OVER (PARTITION BY workload, dst_addr, dst_port, protocol, src_port
-                                                      ORDER BY time ROWS UNBOUNDED PRECEDING) AS connection
+                                                      ORDER BY time, end_time, bytes) AS connection
                   FROM marked)
             GROUP BY workload, dst_addr, dst_port, protocol, src_port, connection
         ),
@@ -310,8 +311,8 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
         )
         SELECT workload, dst_addr, dst_port, protocol, any_value(dst_net) AS dst_net, min(time) AS time,
                sum(bytes) AS bytes, count(*) AS connections
-        FROM (SELECT *, sum(b) OVER (PARTITION BY workload, dst_addr, dst_port, protocol ORDER BY time
-                                    ROWS UNBOUNDED PRECEDING) AS beat FROM starts)
+        FROM (SELECT *, sum(b) OVER (PARTITION BY workload, dst_addr, dst_port, protocol ORDER BY time) AS beat
+              FROM starts)
         GROUP BY workload, dst_addr, dst_port, protocol, beat
         """
     )
@@ -378,7 +379,7 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
             JOIN contacted c ON c.workload = p.peer AND c.dst_net = s.dst_net AND c.dst_port = s.dst_port
             GROUP BY ALL
         ),
-        sizes AS (SELECT workload, count(*) AS n_peers, string_agg(DISTINCT basis, ', ') AS peer_basis
+        sizes AS (SELECT workload, count(*) AS n_peers, string_agg(DISTINCT basis, ', ' ORDER BY basis) AS peer_basis
                   FROM instance_peers GROUP BY workload),
         total AS (SELECT count(*) AS n FROM workload_attrs),
         windows AS (SELECT workload, min(first_time) AS t0, max(last_time) AS t1 FROM beacon_stats GROUP BY ALL),
@@ -399,11 +400,15 @@ def score_flows(con: duckdb.DuckDBPyConnection) -> None:
                  AND k.time BETWEEN w.t0 - INTERVAL 1 HOUR AND w.t1 + INTERVAL 1 HOUR
             GROUP BY ALL
         ),
-        credentials AS (
-            SELECT workload, arg_max(identity, n) AS identity, sum(n) AS api_calls, arg_max(kind, n) AS credential_kind,
-                   arg_max(shared, n) AS shared_by, sum(from_instance) AS calls_from_instance,
-                   array_to_string(list(operation || ' ' || n ORDER BY n DESC, operation)[1:5], ', ') AS top_operations
-            FROM api GROUP BY workload
+        credentials AS (  -- the busiest identity and operation (of equal counts, the one sorting last)
+            SELECT workload, top.identity, api_calls, top.kind AS credential_kind, top.shared AS shared_by,
+                   calls_from_instance, top_operations
+            FROM (SELECT workload, arg_max({{'identity': identity, 'kind': kind, 'shared': shared}},
+                                           (n, identity, operation, kind, shared)) AS top,
+                         sum(n) AS api_calls, sum(from_instance) AS calls_from_instance,
+                         array_to_string(list(operation || ' ' || n ORDER BY n DESC, operation)[1:5], ', ')
+                             AS top_operations
+                  FROM api GROUP BY workload)
         )
         SELECT s.*, coalesce(ps.peers_contacted, 0) AS peers_contacted, coalesce(z.n_peers, 0) AS n_peers,
                z.peer_basis, e.workloads AS estate_workloads, t.n AS estate_total,

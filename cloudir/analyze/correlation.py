@@ -295,7 +295,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                    max(e.peak) AS peak, min(e.time) FILTER (WHERE e.peak >= r.threshold) AS reached,
                    list({{'t': e.time, 'id': e.event_id}}) AS events,
                    list(DISTINCT e.dval ORDER BY e.dval) FILTER (WHERE e.dval IS NOT NULL) AS dvals,
-                   mode(e.identity) AS identity, mode(e.actor) AS actor,
+                   mode(e.identity ORDER BY e.identity) AS identity, mode(e.actor ORDER BY e.actor) AS actor,
                    CASE WHEN count(DISTINCT e.session) = 1 THEN any_value(e.session) END AS session,
                    any_value(r.title) AS title, any_value(r.mitre) AS mitre, any_value(r.score) AS score,
                    any_value(r.within) AS within, any_value(r.sequence) AS sequence

@@ -34,7 +34,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                                 title, explanation, mitre, event_ids)
         SELECT '{META.name}', 'responder-user-agent-without-request-id',
                CASE WHEN count(*) FILTER (WHERE NOT coalesce(read_only, false)) > 0 THEN 85 ELSE 65 END,
-               any_value(actor), identity,
+               min(actor), identity,
                CASE WHEN count(DISTINCT session) = 1 THEN any_value(session) END,
                min(time), max(time),
                'Calls impersonating the responder tool by ' || identity,
@@ -42,7 +42,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                    || 'the case''s custody log (' || count(*) FILTER (WHERE NOT coalesce(read_only, false))
                    || ' change something: ' || array_to_string(list(DISTINCT operation ORDER BY operation)[1:5], ', ')
                    || ')',
-               ['T1036'], list(event_id ORDER BY time)[1:{MAX_EVENT_IDS}]
+               ['T1036'], list(event_id ORDER BY time, event_id)[1:{MAX_EVENT_IDS}]
         FROM ev
         WHERE contains(coalesce(user_agent, ''), '{RESPONDER_AGENT}')
         GROUP BY identity

@@ -123,7 +123,8 @@ def write_findings(
         distinct_evidence AS (
             SELECT * FROM scored
             QUALIFY row_number() OVER (PARTITION BY finding_key, evidence_key
-                                       ORDER BY score DESC, raw_score DESC, title, explanation) = 1
+                                       ORDER BY score DESC, raw_score DESC, title, explanation, actor, last_time,
+                                                event_ids, mitre, event_count, floor) = 1
         ),
         keyed AS (
             SELECT *, row_number() OVER (PARTITION BY finding_key
@@ -174,7 +175,7 @@ def _familiarity(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         ),
         newcomers AS (  -- identities absent from the baseline, with the IAM group they belong to
             SELECT identity, {GROUP_KEY_SQL} AS group_key
-            FROM (SELECT identity, mode(account) AS home_account FROM ev
+            FROM (SELECT identity, mode(account ORDER BY account) AS home_account FROM ev
                   WHERE NOT {tenant} AND identity IN (SELECT identity FROM c)
                     AND identity NOT IN (SELECT identity FROM identity_totals)
                   GROUP BY identity)
@@ -220,7 +221,8 @@ def write_incidents(con: duckdb.DuckDBPyConnection) -> None:
                       OVER (PARTITION BY identity ORDER BY first_time, finding_id ROWS UNBOUNDED PRECEDING) AS grp
             FROM f
         )
-        SELECT finding_id, 'I' || substr(md5(coalesce(identity, '') || grp), 1, 11) AS incident_id FROM g
+        -- the separator keeps identity and number apart ('u' + 11 is not 'u1' + 1); no identity is no separator
+        SELECT finding_id, 'I' || substr(md5(coalesce(identity || chr(31), '') || grp), 1, 11) AS incident_id FROM g
         """
     )
     con.execute(

@@ -65,7 +65,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
             SELECT identity, CAST(time AS DATE) AS day, dim, value, max(p) AS p, min(phrase) AS phrase,
                    any_value(new_identity) AS new_identity, any_value(basis) AS basis, count(*) AS n,
                    min(time) AS t0, max(time) AS t1,
-                   list(DISTINCT actor) AS actors, list(DISTINCT session) AS sess
+                   min(actor) AS actor, list(DISTINCT session) AS sess
             FROM hits WHERE p > 0 GROUP BY ALL
         ),
         per_dim AS (
@@ -75,7 +75,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                    || CASE WHEN count(*) > {VALUES_SAID} THEN ' (+' || (count(*) - {VALUES_SAID}) || ' more)'
                            ELSE '' END
                        AS words,
-                   flatten(list(actors)) AS actors, flatten(list(sess)) AS sess,
+                   min(actor) AS actor, flatten(list(sess)) AS sess,
                    any_value(new_identity) AS new_identity, any_value(basis) AS basis, min(t0) AS t0,
                    max(t1) AS t1
             FROM per_value GROUP BY ALL
@@ -86,7 +86,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
                        * CASE WHEN any_value(new_identity) OR bool_or(dim IN ({CONTEXT_SQL})) THEN 1.0
                               ELSE {USUAL_CONTEXT_FACTOR} END AS score,
                    string_agg(words, '; ' ORDER BY dim IN ({CONTEXT_SQL}) DESC, p DESC, dim) AS words,
-                   list_distinct(flatten(list(actors))) AS actors,
+                   min(actor) AS actor,
                    list_distinct(flatten(list(sess))) AS sess, any_value(new_identity) AS new_identity,
                    any_value(basis) AS basis, min(t0) AS t0, max(t1) AS t1
             FROM per_dim GROUP BY ALL
@@ -105,7 +105,7 @@ def run(con: duckdb.DuckDBPyConnection) -> None:
         SELECT 'pattern_of_life',
                CASE basis WHEN 'new' THEN 'new-identity' WHEN 'tenant' THEN 'tenant-rarity' ELSE 'novel-activity' END,
                score,
-               actors[1], identity, CASE WHEN len(sess) = 1 THEN sess[1] END,
+               actor, identity, CASE WHEN len(sess) = 1 THEN sess[1] END,
                t0, t1,
                CASE basis WHEN 'new' THEN 'New identity with unusual activity: '
                           WHEN 'tenant' THEN 'Activity unlike the other identities: ' ELSE 'Unusual activity: ' END

@@ -192,7 +192,7 @@ def build_profiles(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         """
         CREATE OR REPLACE TEMP TABLE identity_totals AS
         SELECT identity, count(*) AS n_events, count(DISTINCT CAST(time AS DATE)) AS n_days,
-               min(time) AS first_seen, mode(account) AS home_account
+               min(time) AS first_seen, mode(account ORDER BY account) AS home_account
         FROM ev WHERE in_reference GROUP BY identity
         """
     )

@@ -48,7 +48,7 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         SELECT identity, in_incident, time_bucket(INTERVAL '{WINDOW_MINUTES} minutes', time) AS bucket,
                count(DISTINCT CASE WHEN {_RECON} THEN op_key END) AS distinct_recon,
                count(*) FILTER (WHERE {_DENIED}) AS denied,
-               any_value(actor) AS actor, min(time) AS t0, max(time) AS t1,
+               min(actor) AS actor, min(time) AS t0, max(time) AS t1,
                avg(CASE WHEN ua_family = 'aws-console' THEN 1 ELSE 0 END) >= 0.8 AS console,
                CASE WHEN min(session) = max(session) THEN min(session) END AS session
         FROM ev WHERE NOT aws_service GROUP BY ALL
@@ -62,7 +62,7 @@ def run(con: duckdb.DuckDBPyConnection, *, tenant: bool) -> None:
         SELECT b.identity, b.bucket,
                list(e.event_id ORDER BY e.time, e.event_id) FILTER (WHERE {_RECON}) AS recon_ids,
                list(e.event_id ORDER BY e.time, e.event_id) FILTER (WHERE {_DENIED}) AS denied_ids,
-               list(DISTINCT e.op_key) FILTER (WHERE {_DENIED}) AS denied_ops
+               list(DISTINCT e.op_key ORDER BY e.op_key) FILTER (WHERE {_DENIED}) AS denied_ops
         FROM (SELECT identity, bucket FROM recon_buckets
               WHERE in_incident AND (distinct_recon >= {MIN_DISTINCT_RECON} OR denied >= {MIN_FAILURES})) b
         JOIN ev e ON e.identity = b.identity AND time_bucket(INTERVAL '{WINDOW_MINUTES} minutes', e.time) = b.bucket

@@ -89,11 +89,12 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
         SELECT 'sensitive_actions', 'aws-instance-credentials-elsewhere',
                CASE WHEN any_value(k.networks) IS NULL THEN {INSTANCE_CREDENTIALS_NEW_ROLE_SCORE}
                     ELSE {INSTANCE_CREDENTIALS_SCORE} END,
-               i.actor, i.identity, any_value(i.session), min(i.time), max(i.time),
+               i.actor, i.identity, min(i.session), min(i.time), max(i.time),
                'Instance credentials used from ' || i.network || ': ' || i.actor,
                'EC2 instance-profile credentials (session ' || regexp_extract(i.actor, '[^/]+$') || ') called '
-                   || count(*) || ' APIs (' || array_to_string(list(DISTINCT i.op_key)[1:5], ', ') || ') from '
-                   || i.network || ' with ' || any_value(i.ua_family) || '; '
+                   || count(*) || ' APIs ('
+                   || array_to_string(list(DISTINCT i.op_key ORDER BY i.op_key)[1:5], ', ') || ') from '
+                   || i.network || ' with ' || min(i.ua_family) || '; '
                    || CASE WHEN any_value(k.networks) IS NULL
                            THEN 'the role has no other instance session, repeated use or agent calls to compare with'
                            ELSE 'its instances and their agents use only '
@@ -157,7 +158,7 @@ def _catalog(con: duckdb.DuckDBPyConnection, known_accounts: Iterable[str]) -> N
         ),
         grouped AS (
             SELECT h.rule, h.identity, h.session, h.op_key, h.bucket, h.outcome,
-                   any_value(h.actor) AS actor, min(h.time) AS t0, max(h.time) AS t1, count(*) AS n,
+                   min(h.actor) AS actor, min(h.time) AS t0, max(h.time) AS t1, count(*) AS n,
                    bool_and(h.failed) AS all_failed, count(DISTINCT h.bulk_value) AS distinct_values,
                    list(h.event_id ORDER BY h.time, h.event_id) AS ids,
                    any_value(r.title) AS title, any_value(r.mitre) AS mitre, any_value(r.score) AS score,

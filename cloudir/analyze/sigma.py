@@ -58,7 +58,7 @@ def run(con: duckdb.DuckDBPyConnection, directory: Path) -> SigmaLoad:
                 f"""
                 INSERT INTO candidates (analyzer, rule, raw_score, actor, identity, session, first_time, last_time,
                                         title, explanation, mitre, event_ids, op_key, temper, floor, event_count)
-                SELECT 'sigma', $rule_id, $score, any_value(actor), identity, session, min(time), max(time),
+                SELECT 'sigma', $rule_id, $score, min(actor), identity, session, min(time), max(time),
                        'Sigma: ' || $title || ' by ' || identity,
                        $description || ' (Sigma rule ' || $rule_id || ', level ' || $level || ', author '
                            || $author || ') x' || count(*),
