@@ -3,12 +3,13 @@
     python deploy/aws/build_package.py            # writes deploy/aws/.build/cloudir-lambda.zip (template CodeUri)
 
 Only the built wheel and what it needs go in (never the repository, .venv or the sandboxes): ``uv build --wheel``,
-then ``uv pip install --target`` of ``cloudir[aws]`` for the Lambda runtime's platform (python3.12, manylinux_2_28
-x86_64, binary wheels only). Then what the handler never loads is taken out: the AWS SDK (boto3, botocore and their
-dependencies: the Lambda Python runtime provides them), the CLI's own distributions (typer and pydantic: the
-handler runs no command), rich's syntax highlighting and Markdown (pygments, markdown-it-py), type stubs, ``*.pyi``
-files and the install RECORDs; and the native libraries' symbol tables are stripped (``strip --strip-unneeded``,
-binutils; without it they stay and the package is bigger, as printed). Prints the unzipped and zipped sizes.
+then ``uv pip install --target --link-mode copy`` (copies, never links into uv's cache) of ``cloudir[aws]`` for the
+Lambda runtime's platform (python3.12, manylinux_2_28 x86_64, binary wheels only). Then what the handler never loads
+is taken out: the AWS SDK (boto3, botocore and their dependencies: the Lambda Python runtime provides them), the
+CLI's own distributions (typer and pydantic: the handler runs no command), rich's syntax highlighting and Markdown
+(pygments, markdown-it-py), type stubs, ``*.pyi`` files and the install RECORDs; and the native libraries' symbol
+tables are stripped (``strip --strip-unneeded``, binutils; without it they stay and the package is bigger, as
+printed). Prints the unzipped and zipped sizes.
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ def _leave_out(package: Path) -> None:
 
 
 def _strip(package: Path) -> str:
-    """Strip the native libraries' symbol tables; a note when ``strip`` is not installed."""
+    """Strip the native libraries' symbol tables; a note when ``strip`` is not installed.
+
+    ``strip`` rewrites a file in place, through every hard link to it: the package holds copies (``--link-mode
+    copy``), never links into uv's cache, which every environment on the machine shares.
+    """
     strip = shutil.which("strip")
     if not strip:
         return " (strip not found: native libraries keep their symbol tables)"
@@ -91,7 +96,7 @@ def build(out: Path, python_version: str = LAMBDA_PYTHON) -> tuple[Path, int, in
         shutil.rmtree(stale, ignore_errors=True)
     subprocess.run([uv, "build", "--wheel", "--out-dir", str(dist), str(ROOT)], check=True, capture_output=True)
     (wheel,) = dist.glob("cloudir-*.whl")
-    install = [uv, "pip", "install", "--quiet", "--no-build", "--target", str(package)]
+    install = [uv, "pip", "install", "--quiet", "--no-build", "--link-mode", "copy", "--target", str(package)]
     platform = ["--python-platform", LAMBDA_PLATFORM, "--python-version", python_version]
     subprocess.run([*install, *platform, f"{wheel}[aws]"], check=True, capture_output=True)
     _leave_out(package)

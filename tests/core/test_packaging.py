@@ -164,6 +164,8 @@ def test_lambda_package_is_the_wheel_and_what_the_handler_loads(built: tuple[Pat
     assert not tops & (left_out | {"google", ".venv", "tests", "pyproject.toml"})
     assert not [name for name in names if name.endswith((".pyi", "/RECORD"))]
     assert any(name.endswith(".dist-info/entry_points.txt") and name.startswith("cloudir-") for name in names)
+    # Stripping rewrites a file through every link to it: no package file may be a link into uv's cache.
+    assert not [path for path in (out / "package").rglob("*") if path.is_file() and path.stat().st_nlink > 1]
 
 
 LEFT_OUT_MODULES = re.compile(r"^(typer|pydantic|pygments|markdown_it|rich\.(syntax|traceback|markdown|logging))\b")
