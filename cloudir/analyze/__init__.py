@@ -15,6 +15,7 @@ import duckdb
 
 from cloudir.analyze import beaconing, correlation, impersonation, pattern_of_life, peers, recon, sensitive, sigma
 from cloudir.analyze.base import CANDIDATES_DDL, AnalysisWindow, AnalyzerMeta, table_exists
+from cloudir.analyze.catalog import RULE_EVENTS, build_rule_events, load_catalog
 from cloudir.analyze.meta import write_findings, write_incidents
 from cloudir.analyze.novelty import build_novelty
 from cloudir.analyze.prepare import attach_work, build_event_view, build_profiles, remove_work, resolve_principals
@@ -94,8 +95,11 @@ def run_analysis(
             con.execute(CANDIDATES_DDL)
             recon.run(con, tenant=window.tenant)
             beaconing.run(con)
-            sensitive.run(con, known_accounts)
-            correlation.run(con)
+            # the catalog and correlation read one parse of each record either keeps
+            rule_events = build_rule_events(con, "ev", [load_catalog().rule_set(), correlation.load_rules().rule_set()])
+            sensitive.run(con, rule_events["catalog"], known_accounts)
+            correlation.run(con, rule_events["correlation"])
+            _release(con, RULE_EVENTS)
             impersonation.run(con)
             sigma_load = sigma.run(con, sigma_rules) if sigma_rules is not None else sigma.SigmaLoad()
             # after the tempered candidates: novelty labels what they, pattern of life and peer divergence look up

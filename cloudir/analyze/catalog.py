@@ -222,14 +222,16 @@ class Compiler:
     A ``$.`` path a rule reads becomes ``jf[i]``, the i-th of ``paths``: :func:`build_rule_events` extracts every
     path of the catalog from each record in one parse."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "p") -> None:
+        self.prefix = prefix
+        """Bind parameters are named ``$<prefix>_<n>``: rule sets compiled with different prefixes share a statement."""
         self.params: dict[str, Any] = {}
         self.paths: list[str] = []
         self.elements: list[str] = []
         """The lambda variables of the ``has`` conditions being compiled, innermost last."""
 
     def bind(self, value: Any) -> str:
-        name = f"p_{len(self.params)}"
+        name = f"{self.prefix}_{len(self.params)}"
         self.params[name] = value
         return f"${name}"
 
@@ -504,7 +506,18 @@ def compile_match(platform: str, match: dict[str, Any], compiler: Compiler, rule
 
 def bound_params(params: dict[str, Any], sql: str) -> dict[str, Any]:
     """The parameters of ``params`` that ``sql`` names (DuckDB refuses extra ones)."""
-    return {name: params[name] for name in set(re.findall(r"\$(p_\d+)", sql))}
+    return {name: params[name] for name in set(re.findall(r"\$([a-z]+_\d+)", sql)) if name in params}
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """What :func:`build_rule_events` reads of a rule set: its name, each rule's (prefilter, match, prefilter reads
+    the operation alone) SQL, the ``$.`` paths its SQL reads as ``jf[i]`` and its bind parameters."""
+
+    name: str
+    matches: tuple[tuple[str, str, bool], ...]
+    paths: tuple[str, ...]
+    params: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -518,6 +531,11 @@ class Catalog:
     def bound(self, sql: str) -> dict[str, Any]:
         """The parameters ``sql`` names (DuckDB refuses extra ones)."""
         return bound_params(self.params, sql)
+
+    def rule_set(self) -> RuleSet:
+        """The catalog's rules as :func:`build_rule_events` reads them."""
+        matches = tuple((rule.prefilter_sql, rule.match_sql, rule.prefilter_by_operation) for rule in self.rules)
+        return RuleSet("catalog", matches, self.paths, self.params)
 
 
 @functools.cache
@@ -540,47 +558,69 @@ def load_catalog() -> Catalog:
     return Catalog(rules=tuple(rules), params=compiler.params, paths=tuple(compiler.paths))
 
 
-def build_rule_events(
-    con: duckdb.DuckDBPyConnection,
-    table: str,
-    source: str,
-    matches: list[tuple[str, str, bool]],
-    *,
-    paths: tuple[str, ...],
-    params: dict[str, Any],
-) -> None:
-    """``table``: the rows of ``source`` (``ev`` columns) that some rule's prefilter keeps, with ``op_norm``, every
-    JSON path of ``paths`` extracted from the raw record in one parse (``jf``), and the raw record
-    itself only where a rule reading the whole record as text (``RAW_TEXT_SQL``) may match. ``matches``: each
-    rule's (prefilter, match, prefilter reads the operation alone) SQL. The operation is normalised, and the
-    prefilters on it judged, once per distinct operation; only the kept rows' raw records are read, each once."""
-    by_operation = " OR ".join(f"({pre})" for pre, _, on_op in matches if on_op) or "false"
-    by_row = " OR ".join(f"({pre})" for pre, _, on_op in matches if not on_op) or "false"
-    raw_text = " OR ".join(f"({pre})" for pre, match, _ in matches if RAW_TEXT_SQL in match) or "false"
+RULE_EVENTS = "rule_events"
+
+
+def build_rule_events(con: duckdb.DuckDBPyConnection, source: str, rule_sets: list[RuleSet]) -> dict[str, str]:
+    """``rule_events``: the rows of ``source`` (``ev`` columns) that a prefilter of some rule set keeps, with
+    ``op_norm``, ``kept_<set>`` (a prefilter of that set keeps the row), every JSON path of the sets extracted from
+    the raw record in one parse (``jf``: the first set's paths in its order, then the others' new ones; see
+    the returned queries), and the raw record itself only where a rule reading the whole record as text
+    (``RAW_TEXT_SQL``) may match. The operation is normalised, and the prefilters on it judged, once per distinct
+    operation; only the kept rows' raw records are read, each once for every rule set.
+
+    Returns, per set name, a query of the rows that set keeps: the ``ev`` columns, ``op_norm``, ``raw`` and ``jf``
+    holding the set's own paths in its order (what its SQL reads as ``jf[i]``)."""
+    paths = list(dict.fromkeys(path for rule_set in rule_sets for path in rule_set.paths))
+    by_operation, kept = [], []
+    for rule_set in rule_sets:
+        on_op = " OR ".join(f"({pre})" for pre, _, by_op in rule_set.matches if by_op) or "false"
+        by_row = " OR ".join(f"({pre})" for pre, _, by_op in rule_set.matches if not by_op) or "false"
+        by_operation.append(f"{on_op} AS op_{rule_set.name}")
+        kept.append(f"ops.op_{rule_set.name} OR ({by_row}) AS kept_{rule_set.name}")
+    raw_text = (
+        " OR ".join(f"({pre})" for rule_set in rule_sets for pre, match, _ in rule_set.matches if RAW_TEXT_SQL in match)
+        or "false"
+    )
     fields = "json_extract_string(e.raw, $paths)" if paths else "CAST(NULL AS VARCHAR[])"
+    any_kept = " OR ".join(f"kept_{rule_set.name}" for rule_set in rule_sets) or "false"
     sql = f"""
-        CREATE OR REPLACE TEMP TABLE {table} AS
+        CREATE OR REPLACE TEMP TABLE {RULE_EVENTS} AS
         WITH ops AS (
-            SELECT operation AS op_value, op_norm, {by_operation} AS op_kept
+            SELECT operation AS op_value, op_norm, {", ".join(by_operation)}
             FROM (SELECT operation, {OP_NORMALISE_SQL} AS op_norm FROM (SELECT DISTINCT operation FROM {source}))
         ),
         kept AS (
-            SELECT s.*, ops.op_norm FROM {source} s JOIN ops ON ops.op_value IS NOT DISTINCT FROM s.operation
-            WHERE ops.op_kept OR ({by_row})
+            SELECT * FROM (
+                SELECT s.*, ops.op_norm, {", ".join(kept)}
+                FROM {source} s JOIN ops ON ops.op_value IS NOT DISTINCT FROM s.operation
+            ) WHERE {any_kept}
         )
         SELECT kept.*, {fields} AS jf,
                CASE WHEN {raw_text} THEN e.raw END AS raw
         FROM kept JOIN (SELECT event_uid, raw FROM events) e USING (event_uid)
     """
+    params = {name: value for rule_set in rule_sets for name, value in rule_set.params.items()}
     bound = bound_params(params, sql)
-    con.execute(sql, {**bound, "paths": list(paths)} if paths else bound)
+    con.execute(sql, {**bound, "paths": paths} if paths else bound)
+    flags = ", ".join(f"kept_{rule_set.name}" for rule_set in rule_sets)
+    queries = {}
+    for rule_set in rule_sets:
+        positions = [paths.index(path) + 1 for path in rule_set.paths]
+        jf = "jf" if positions == list(range(1, len(positions) + 1)) else f"list_select(jf, {positions})"
+        queries[rule_set.name] = (
+            f"SELECT * EXCLUDE ({flags}) REPLACE ({jf} AS jf) FROM {RULE_EVENTS} WHERE kept_{rule_set.name}"
+        )
+    return queries
 
 
-def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev", known_accounts: Iterable[str] = ()) -> Catalog:
-    """``rule_hits``: one row per (rule, event) the catalog matches in ``source`` (a table with the ``ev``
-    columns). The column filter runs once over ``source``; only the rows it keeps get their raw record read (from
-    ``events``, by ``event_uid``, parsed once for every rule: see :func:`build_rule_events`), and each rule then
-    reads only the rows it names. The case's accounts (``CASE_ACCOUNTS_SQL``): the AWS accounts of ``source``'s
+def match_events(
+    con: duckdb.DuckDBPyConnection, rule_events: str, source: str = "ev", known_accounts: Iterable[str] = ()
+) -> Catalog:
+    """``rule_hits``: one row per (rule, event) the catalog matches in ``rule_events``, the query
+    :func:`build_rule_events` returned for the catalog over ``source`` (a table with the ``ev`` columns): only the
+    rows the column filter keeps, their raw record parsed once for every rule set; each rule then reads only the
+    rows it names. The case's accounts (``CASE_ACCOUNTS_SQL``): the AWS accounts of ``source``'s
     events and ``known_accounts`` (the config's)."""
     catalog = load_catalog()
     con.execute(
@@ -594,14 +634,6 @@ def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev", known_accou
         """,
         {"known": list(known_accounts)},
     )
-    build_rule_events(
-        con,
-        "rule_ev",
-        source,
-        [(rule.prefilter_sql, rule.match_sql, rule.prefilter_by_operation) for rule in catalog.rules],
-        paths=catalog.paths,
-        params=catalog.params,
-    )
     # one projection listing each row's matching rules: planning one expression per rule costs a fraction of
     # planning one scan per rule (which dominated the analysis of a small timeline)
     matched = ", ".join(f"CASE WHEN {rule.match_sql} THEN {rule.id_sql} END" for rule in catalog.rules)
@@ -612,10 +644,10 @@ def match_events(con: duckdb.DuckDBPyConnection, source: str = "ev", known_accou
         CREATE OR REPLACE TEMP TABLE rule_hits AS
         SELECT rule, event_id, time, actor, identity, session, op_key, failed,
                {f"CASE rule {bulk} END" if bulk else "NULL::VARCHAR"} AS bulk_value
-        FROM (SELECT *, unnest(list_filter([{matched}], lambda r: r IS NOT NULL)) AS rule FROM rule_ev)
+        FROM (SELECT *, unnest(list_filter([{matched}], lambda r: r IS NOT NULL)) AS rule
+              FROM ({rule_events}))
     """
     con.execute(sql, catalog.bound(sql))
-    con.execute("DROP TABLE rule_ev")
     return catalog
 
 

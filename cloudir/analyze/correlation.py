@@ -26,8 +26,8 @@ import duckdb
 from cloudir.analyze.base import MAX_EVENT_IDS, AnalyzerMeta
 from cloudir.analyze.catalog import (
     Compiler,
+    RuleSet,
     bound_params,
-    build_rule_events,
     compile_match,
     read_rules_yaml,
     validate_rule_head,
@@ -90,6 +90,16 @@ class CorrelationRules:
     def bound(self, sql: str) -> dict[str, Any]:
         """The parameters ``sql`` names (DuckDB refuses extra ones)."""
         return bound_params(self.params, sql)
+
+    def rule_set(self) -> RuleSet:
+        """Both steps of every rule as :func:`cloudir.analyze.catalog.build_rule_events` reads them."""
+        matches = [(rule.prefilter_sql, rule.match_sql, rule.prefilter_by_operation) for rule in self.rules]
+        matches += [
+            (rule.then_prefilter_sql, rule.then_sql, rule.then_prefilter_by_operation)
+            for rule in self.rules
+            if rule.then_sql and rule.then_prefilter_sql
+        ]
+        return RuleSet("correlation", tuple(matches), self.paths, self.params)
 
 
 def _field(name: object, compiler: Compiler, rule_id: str) -> str:
@@ -181,7 +191,7 @@ def _rule(doc: dict[str, Any], compiler: Compiler) -> CorrelationRule:
 @functools.cache
 def load_rules() -> CorrelationRules:
     """Read, validate and compile every ``rules/correlation/*.yaml`` of the package (once per process)."""
-    compiler = Compiler()
+    compiler = Compiler("c")  # its own parameter names: its prefilters share a statement with the catalog's
     rules: list[CorrelationRule] = []
     folder = resources.files("cloudir.analyze") / "rules" / "correlation"
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
@@ -236,18 +246,13 @@ def _hits_sql(rule: CorrelationRule) -> str:
     """
 
 
-def run(con: duckdb.DuckDBPyConnection) -> None:
+def run(con: duckdb.DuckDBPyConnection, rule_events: str) -> None:
     """Insert one candidate per rule, group and episode (matches of one group less than a window apart) whose
-    peak reaches the threshold - and, for a sequence, whose second step follows."""
+    peak reaches the threshold - and, for a sequence, whose second step follows. ``rule_events``: the query
+    :func:`cloudir.analyze.catalog.build_rule_events` returned for the rule set."""
     ruleset = load_rules()
     rules = ruleset.rules
-    matches = [(rule.prefilter_sql, rule.match_sql, rule.prefilter_by_operation) for rule in rules]
-    matches += [
-        (rule.then_prefilter_sql, rule.then_sql, rule.then_prefilter_by_operation)
-        for rule in rules
-        if rule.then_sql and rule.then_prefilter_sql
-    ]
-    build_rule_events(con, "corr_ev", "ev", matches, paths=ruleset.paths, params=ruleset.params)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE corr_ev AS {rule_events}")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE corr_rules (rule VARCHAR, title VARCHAR, mitre VARCHAR, score INTEGER, "
         "win INTEGER, threshold INTEGER, within INTEGER, sequence BOOLEAN)"

@@ -40,10 +40,11 @@ OWN_MIN_DAYS = 3
 use it (or their agents do)."""
 
 
-def run(con: duckdb.DuckDBPyConnection, known_accounts: Iterable[str] = ()) -> None:
+def run(con: duckdb.DuckDBPyConnection, rule_events: str, known_accounts: Iterable[str] = ()) -> None:
     """Insert one candidate per rule, identity, session, operation and episode (bulk rules: per 10 minutes);
+    ``rule_events``: the query :func:`cloudir.analyze.catalog.build_rule_events` returned for the catalog;
     ``known_accounts``: the case's AWS accounts beside the timeline's (the config's ``[accounts]``)."""
-    _catalog(con, known_accounts)
+    _catalog(con, rule_events, known_accounts)
     _instance_credentials(con)
 
 
@@ -113,8 +114,8 @@ def _instance_credentials(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _catalog(con: duckdb.DuckDBPyConnection, known_accounts: Iterable[str]) -> None:
-    catalog = match_events(con, known_accounts=known_accounts)
+def _catalog(con: duckdb.DuckDBPyConnection, rule_events: str, known_accounts: Iterable[str]) -> None:
+    catalog = match_events(con, rule_events, known_accounts=known_accounts)
     # only the rules that matched something: the statements below are planned for those alone (a small timeline
     # matches a few of the catalog's rules, and planning every rule's explanation dominated its analysis)
     hit = {row[0] for row in con.execute("SELECT DISTINCT rule FROM rule_hits").fetchall()}

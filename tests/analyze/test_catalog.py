@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 from cloudir.analyze import run_analysis
 from cloudir.analyze.base import AnalysisWindow
-from cloudir.analyze.catalog import PLATFORMS, coverage_table, load_catalog, match_events, normalise_operation
+from cloudir.analyze.catalog import (
+    PLATFORMS,
+    build_rule_events,
+    coverage_table,
+    load_catalog,
+    match_events,
+    normalise_operation,
+)
 from cloudir.analyze.prepare import build_event_view
 from cloudir.cli import app
 from cloudir.errors import CloudirError
@@ -42,7 +49,7 @@ def _hits(tmp_path: Path, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
     db = write_db(tmp_path / "samples.duckdb", rows)
     with duckdb.connect(str(db)) as con:
         build_event_view(con, AnalysisWindow(T0, T0))
-        match_events(con)
+        match_events(con, build_rule_events(con, "ev", [load_catalog().rule_set()])["catalog"])
         return {(str(r), str(e)) for r, e in con.execute("SELECT rule, event_id FROM rule_hits").fetchall()}
 
 
@@ -80,7 +87,7 @@ def test_a_policy_pinned_to_an_account_outside_the_case_is_a_grant_to_it(
     db = write_db(tmp_path / "pinned.duckdb", [_pinned_policy(condition)])
     with duckdb.connect(str(db)) as con:
         build_event_view(con, AnalysisWindow(T0, T0))
-        match_events(con, known_accounts=known)
+        match_events(con, build_rule_events(con, "ev", [load_catalog().rule_set()])["catalog"], known_accounts=known)
         rules = {str(row[0]) for row in con.execute("SELECT rule FROM rule_hits").fetchall()}
     assert ("aws-resource-policy-public" in rules) is granted
 

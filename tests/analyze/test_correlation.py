@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cloudir.analyze.base import CANDIDATES_DDL, AnalysisWindow
-from cloudir.analyze.catalog import PLATFORMS, TECHNIQUES
+from cloudir.analyze.catalog import PLATFORMS, TECHNIQUES, build_rule_events
 from cloudir.analyze.correlation import MAX_SHOWN, load_rules, run
 from cloudir.analyze.prepare import build_event_view
 from cloudir.cli import app
@@ -52,7 +52,7 @@ def _candidates(tmp_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, An
     with duckdb.connect(str(db)) as con:
         build_event_view(con, AnalysisWindow(T0, T0))
         con.execute(CANDIDATES_DDL)
-        run(con)
+        run(con, build_rule_events(con, "ev", [load_rules().rule_set()])["correlation"])
         cursor = con.execute("SELECT * FROM candidates ORDER BY rule, first_time")
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
