@@ -714,6 +714,9 @@ def _refuse_deep(con: duckdb.DuckDBPyConnection) -> None:
 _POSITION = "s.row_id - f.first_row"
 _VALID = "s.cloud IS NOT NULL AND s.problem IS NULL"
 
+# Why a record no format read is quarantined, if a format knows its log family (a GCP log entry not an audit log).
+_NOT_READ = ", ".join(f.not_read for f in RECORD_FORMATS if f.not_read is not None)
+
 _QUARANTINE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE new_quarantine AS
 SELECT s.file_no, f.name AS source_file, s.position AS source_position, s.reason,
@@ -721,8 +724,8 @@ SELECT s.file_no, f.name AS source_file, s.position AS source_position, s.reason
 FROM (
     SELECT s.file_no, {_POSITION} AS position, CASE
             WHEN s.fmt IS NULL THEN 'not valid JSON'
-            WHEN s.fmt = 'unknown'
-                THEN 'unrecognized record (keys: ' || array_to_string(json_keys(s.rec)[1:8], ', ') || ')'
+            WHEN s.fmt = 'unknown' THEN coalesce({_NOT_READ},
+                'unrecognized record (keys: ' || array_to_string(json_keys(s.rec)[1:8], ', ') || ')')
             ELSE s.problem || ' (' || s.fmt || ')' END AS reason,
         coalesce(s.bad, s.rec::VARCHAR) AS raw, NULL AS raw_hex, false AS repaired, false AS from_reader
     FROM (SELECT *, rowid AS row_id FROM staged) s JOIN files f USING (file_no)

@@ -245,3 +245,37 @@ def test_azure_sdk_as_dict_fields(tmp_path: Path) -> None:
     assert app_call[6:10] == ("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "ServicePrincipal", "sdk-token-2",
                               "198.51.100.24")  # fmt: skip
     assert app_call[11:] == ("failure", "Conflict", False, "sdk-corr-2", "sdk-event-2")  # properties.statusCode
+
+
+def test_gcp_log_entries_that_are_not_audit_logs_are_quarantined_by_kind(tmp_path: Path) -> None:
+    """A Cloud Logging export holding audit entries, then (past the head that makes a file a flow log) a VPC flow
+    entry and application logs: each of those is quarantined with its logName and payload, not 'unrecognized'."""
+    audit = [{"insertId": f"a{i}", "logName": "projects/p/logs/cloudaudit.googleapis.com%2Factivity",
+              "timestamp": "2026-11-02T10:00:00Z", "protoPayload": {"serviceName": "compute.googleapis.com",
+              "methodName": "v1.compute.instances.list", "authenticationInfo": {"principalEmail": "a@p.example"},
+              "padding": "x" * 200}} for i in range(300)]  # fmt: skip
+    connection = {"src_ip": "10.0.0.2", "dest_ip": "203.0.113.5", "src_port": 40000, "dest_port": 443, "protocol": 6}
+    flow = {"insertId": "f1", "logName": "projects/p/logs/compute.googleapis.com%2Fvpc_flows",
+            "timestamp": "2026-11-02T10:00:01Z",
+            "jsonPayload": {"connection": connection, "reporter": "SRC"}}  # fmt: skip
+    app_log = {"insertId": "j1", "logName": "projects/p/logs/app", "timestamp": "2026-11-02T10:00:02Z",
+               "jsonPayload": {"@type": "type.googleapis.com/example.AppEvent", "message": "started"}}  # fmt: skip
+    text_log = {"insertId": "t1", "logName": "projects/p/logs/syslog", "timestamp": "2026-11-02T10:00:03Z",
+                "textPayload": "[ok] started"}  # fmt: skip
+    log = tmp_path / "export.jsonl"
+    log.write_text("".join(json.dumps(entry) + "\n" for entry in [*audit, flow, app_log, text_log]))
+    db = tmp_path / "t.duckdb"
+    result = CliRunner().invoke(app, ["timeline", "ingest", str(log), "--db", str(db)])
+    assert "303 records = 300 ingested + 0 duplicate + 3 quarantined" in result.output, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        reasons = [row[0] for row in con.execute("SELECT reason FROM quarantine ORDER BY source_position").fetchall()]
+    only_audit = "cloudir reads Cloud Audit Logs entries (protoPayload) only"
+    not_audit = "GCP log entry that is not an audit log (logName projects/p/logs"
+    assert reasons == [
+        (
+            "GCP VPC flow log entry (logName projects/p/logs/compute.googleapis.com%2Fvpc_flows) among other records: "
+            "cloudir reads VPC flow logs into flows from files of flow entries"
+        ),
+        f"{not_audit}/app, jsonPayload @type type.googleapis.com/example.AppEvent): {only_audit}",
+        f"{not_audit}/syslog, textPayload): {only_audit}",
+    ]

@@ -64,6 +64,7 @@ class RecordFormat:
     cloud_sql: str | None = None  # when the cloud depends on the record or its container (``container``)
     # also read in snake case (a cloud SDK's ``as_dict()``), but for the keys inside these dictionaries
     snake_case_keep: tuple[str, ...] | None = None
+    not_read: str | None = None  # SQL over ``rec``: why a record of its log family it does not read is quarantined
 
     @property
     def transform_spec(self) -> str:
@@ -82,6 +83,7 @@ RECORD_FORMATS: tuple[RecordFormat, ...] = tuple(
         columns=module.COLUMNS,
         cloud_sql=getattr(module, "CLOUD_SQL", None),
         snake_case_keep=getattr(module, "SNAKE_CASE_KEEP", None),
+        not_read=getattr(module, "NOT_READ", None),
     )
     for module in (
         cloudtrail,

@@ -4,6 +4,22 @@ NAME = "gcp_audit"
 CLOUD = "gcp"
 DETECT = "list_contains(keys, 'protoPayload')"
 
+# Cloud Logging entries that are not audit logs (VPC flow logs, application logs): why they are quarantined.
+_LOG_NAME = "left(rec ->> 'logName', 200)"
+_PAYLOAD = (
+    "CASE WHEN json_exists(rec, '$.textPayload') THEN 'textPayload' "
+    "ELSE 'jsonPayload' || coalesce(' @type ' || left(json_extract_string(rec, '$.jsonPayload.\"@type\"'), 200), '') "
+    "END"
+)
+NOT_READ = (
+    "CASE WHEN rec ->> 'logName' IS NOT NULL "
+    "AND (json_exists(rec, '$.jsonPayload') OR json_exists(rec, '$.textPayload')) "
+    f"THEN CASE WHEN regexp_matches(rec ->> 'logName', '(/|%2F)vpc_flows$') THEN 'GCP VPC flow log entry (logName ' "
+    f"|| {_LOG_NAME} || ') among other records: cloudir reads VPC flow logs into flows from files of flow entries' "
+    f"ELSE 'GCP log entry that is not an audit log (logName ' || {_LOG_NAME} || ', ' || {_PAYLOAD} "
+    "|| '): cloudir reads Cloud Audit Logs entries (protoPayload) only' END END"
+)
+
 FIELDS = {
     "insertId": "VARCHAR",
     "logName": "VARCHAR",
