@@ -279,3 +279,33 @@ def test_gcp_log_entries_that_are_not_audit_logs_are_quarantined_by_kind(tmp_pat
         f"{not_audit}/app, jsonPayload @type type.googleapis.com/example.AppEvent): {only_audit}",
         f"{not_audit}/syslog, textPayload): {only_audit}",
     ]
+
+
+def test_microsoft_365_unified_audit_log_records(tmp_path: Path) -> None:
+    """The Management Activity API's common schema and Sentinel's ``OfficeActivity`` rows: identity, operation,
+    source address (without Exchange's port), time (UTC when it has no offset), object and raw record."""
+    db = tmp_path / "t.duckdb"
+    result = CliRunner().invoke(
+        app, ["timeline", "ingest", str(DATA / "office_activity.jsonl"), str(DATA / "la_office_activity.jsonl"),
+              "--db", str(db)]
+    )  # fmt: skip
+    assert "4 records = 4 ingested + 0 duplicate + 0 quarantined" in result.output, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT event_id, source_format, time, account, service, operation, actor, actor_type, source_ip, "
+            "user_agent, resources, status, read_only, raw ->> 'Id' FROM events ORDER BY time"
+        ).fetchall()
+    org = "7c1e2d3f-4a5b-4c6d-8e7f-901a2b3c4d5e"
+    assert rows == [
+        ("m365-rule-1", "office_activity", datetime(2026, 10, 12, 9, 14, 5), org, "Exchange", "New-InboxRule",
+         "mara@contoso.example", "User", "198.51.100.40", None, ["mara@contoso.example\\fwd-all"], "success", False,
+         "m365-rule-1"),
+        ("m365-mail-2", "office_activity", datetime(2026, 10, 12, 9, 20), org, "Exchange", "MailItemsAccessed",
+         "a1b2c3d4-0000-4000-8000-00000000aaaa", "ServicePrincipal", "2001:db8::7", "Client=REST;Client=RESTSystem;;",
+         [], "failure", True, "m365-mail-2"),
+        ("la-m365-1", "la_office_activity", datetime(2026, 10, 12, 10, 1, 2), org, "Exchange", "Add-MailboxPermission",
+         "admin@contoso.example", "User", "198.51.100.41", None, ["mara@contoso.example"], "success", False, None),
+        ("la-m365-2", "la_office_activity", datetime(2026, 10, 12, 10, 5), org, "SharePoint", "FileDownloaded",
+         "mara@contoso.example", "User", "198.51.100.42", None,
+         ["https://contoso.sharepoint.example/sites/hr/pay.xlsx"], "unknown", True, None),
+    ]  # fmt: skip

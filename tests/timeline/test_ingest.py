@@ -68,6 +68,8 @@ def one_event(db: Path, event_id: str) -> dict[str, object]:
         ("la_signin_logs.csv", "la_signin_logs", 2),
         ("la_azure_activity.jsonl", "la_azure_activity", 2),
         ("la_azure_activity.csv", "la_azure_activity", 2),
+        ("office_activity.jsonl", "office_activity", 2),
+        ("la_office_activity.jsonl", "la_office_activity", 2),
     ],
 )
 def test_each_shape_is_detected_and_ingested(db: Path, fixture: str, source_format: str, count: int) -> None:

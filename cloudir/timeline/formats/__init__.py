@@ -29,8 +29,10 @@ from cloudir.timeline.formats import (
     la_audit_logs,
     la_aws_cloudtrail,
     la_azure_activity,
+    la_office_activity,
     la_signin_logs,
     ocsf_api_activity,
+    office_activity,
     workspace_activity,
 )
 from cloudir.timeline.schema import EVENTS_COLUMNS
@@ -98,6 +100,8 @@ RECORD_FORMATS: tuple[RecordFormat, ...] = tuple(
         la_signin_logs,
         la_azure_activity,
         la_aws_cloudtrail,
+        la_office_activity,
+        office_activity,
         workspace_activity,
         ocsf_api_activity,
     )
