@@ -76,13 +76,15 @@ def _json_lines(db_path: Path, table: str, order: str) -> Iterator[str]:
     every line break is layout. Fetched a batch at a time: a million findings are never held at once."""
     import duckdb
 
+    from cloudir.timeline.db import sql_literal
+
     with duckdb.connect(str(db_path), read_only=True) as con:
         columns = con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
             "ORDER BY ordinal_position",
             [table],
         ).fetchall()
-        fields = ", ".join(f"{_sql_text(name)}: {_json_field(name, kind)}" for name, kind in columns)
+        fields = ", ".join(f"{sql_literal(name)}: {_json_field(name, kind)}" for name, kind in columns)
         cursor = con.execute(f"SELECT CAST(to_json({{{fields}}}) AS VARCHAR) FROM {table} ORDER BY {order}")
         while batch := cursor.fetchmany(ROW_BATCH):
             yield from (row[0] for row in batch)
@@ -90,17 +92,15 @@ def _json_lines(db_path: Path, table: str, order: str) -> Iterator[str]:
 
 def _json_field(name: str, kind: str) -> str:
     """The SQL value of column ``name`` (of DuckDB type ``kind``) in a row's JSON."""
-    column = '"' + name.replace('"', '""') + '"'
+    from cloudir.timeline.db import sql_identifier
+
+    column = sql_identifier(name)
     if kind == "TIMESTAMP":
         return (
             f"CASE WHEN microsecond({column}) % 1000000 = 0 THEN strftime({column}, '%Y-%m-%dT%H:%M:%SZ') "
             f"ELSE strftime({column}, '%Y-%m-%dT%H:%M:%S.%fZ') END"
         )
     return f"CAST({column} AS VARCHAR)" if kind == "JSON" else column
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _indented(value: Any, prefix: str) -> str:

@@ -30,6 +30,16 @@ CREATE OR REPLACE TEMP MACRO py_json(s) AS
 """
 
 
+def sql_literal(value: str) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier (a column or struct member name, whoever chose it)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def default_memory_limit() -> str:
     """DuckDB's memory limit for ingest: a quarter of the machine's (or the cgroup's) memory, 512 MiB-1.5 GiB."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

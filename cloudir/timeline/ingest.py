@@ -32,7 +32,7 @@ from cloudir.errors import CloudirError
 from cloudir.progress import ProgressCallback
 from cloudir.safepath import files_under
 from cloudir.timeline import reader
-from cloudir.timeline.db import connect_for_ingest, default_memory_limit
+from cloudir.timeline.db import connect_for_ingest, default_memory_limit, sql_identifier, sql_literal
 from cloudir.timeline.flows import FlowStats, detect_flow_log, ingest_flows
 from cloudir.timeline.formats import CONTAINERS, MAPPED_COLUMNS, RECORD_FORMATS, RecordFormat
 from cloudir.timeline.schema import EVENTS_COLUMNS, EVENTS_INDEXES
@@ -371,10 +371,6 @@ def _batches(files: list[_SourceFile]) -> Iterator[list[_SourceFile]]:
 # -- SQL --------------------------------------------------------------------------------------------------
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _prepare(con: duckdb.DuckDBPyConnection, responder_request_ids: Iterable[str]) -> None:
     # the columns of ``staged``, planned once (planning the mapping takes about half a second)
     empty = "SELECT NULL::INTEGER AS file_no, NULL::JSON AS doc, NULL::VARCHAR AS bad, false AS placeholder"
@@ -392,7 +388,7 @@ def _read_file_sql(source: _SourceFile) -> str:
     A record's position is its row number in the file: with ``preserve_insertion_order`` a file's records
     land in ``staged`` in file order, so it is its row id minus the file's first. Blank lines are not records.
     """
-    path, compression = _literal(str(source.read_path)), _literal(source.compression)
+    path, compression = sql_literal(str(source.read_path)), sql_literal(source.compression)
     if source.reader in ("csv", "csv_la", "csv_raw"):
         normalize = str(source.reader == "csv").lower()  # CloudTrail CSV names are normalized (event_name)
         return (
@@ -430,14 +426,14 @@ def _read_json(paths: str, layout: str, compression: str, largest: int, *, filen
     """Each JSON value of ``paths`` (a SQL literal) as canonical (minified) JSON text, parsed once by the reader."""
     return (
         f"read_json({paths}, format='{layout}', records=false, columns={{'json': 'JSON'}}, "
-        f"compression={_literal(compression)}, maximum_object_size={largest}{', filename=true' if filename else ''})"
+        f"compression={sql_literal(compression)}, maximum_object_size={largest}{', filename=true' if filename else ''})"
     )
 
 
 def _read_many_sql(sources: list[_SourceFile], compression: str) -> str:
     """Like :func:`_read_file_sql` for many JSON (or many JSON Lines) files at once: one parallel ``read_json``."""
-    paths = "[" + ", ".join(_literal(str(source.read_path)) for source in sources) + "]"
-    numbers = ", ".join(f"({source.number}, {_literal(str(source.read_path))})" for source in sources)
+    paths = "[" + ", ".join(sql_literal(str(source.read_path)) for source in sources) + "]"
+    numbers = ", ".join(f"({source.number}, {sql_literal(str(source.read_path))})" for source in sources)
     layout = "unstructured" if sources[0].reader == "json" else "newline_delimited"
     return (
         "SELECT n.file_no, d.json AS doc, NULL::VARCHAR AS bad, false AS placeholder "
@@ -481,18 +477,14 @@ def _snake_keys(fields: dict[str, object], keep: tuple[str, ...]) -> dict[str, o
     }
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _unsnake_sql(fields: dict[str, object], keep: tuple[str, ...], source: str) -> str:
     """The struct ``source`` (transformed by :func:`_snake_keys`) rebuilt with the format's own key names."""
     members = []
     for key, value in fields.items():
-        member = f"{source}.{_ident(_snake(key))}"
+        member = f"{source}.{sql_identifier(_snake(key))}"
         if isinstance(value, dict) and key not in keep:
             member = _unsnake_sql(value, keep, member)
-        members.append(f"{_ident(key)} := {member}")
+        members.append(f"{sql_identifier(key)} := {member}")
     return f"struct_pack({', '.join(members)})"
 
 
@@ -542,9 +534,9 @@ def _mapping(fmt: RecordFormat) -> str:
     }
     expressions["event_id"] = f"coalesce(nullif({expressions['event_id']}, ''), md5(rec::VARCHAR))"
     fields = ", ".join(
-        f"{_literal(column)}: CAST({expressions[column]} AS {kind})" for column, kind in _MAPPED_TYPES.items()
+        f"{sql_literal(column)}: CAST({expressions[column]} AS {kind})" for column, kind in _MAPPED_TYPES.items()
     )
-    exact = f"list_transform([json_transform(rec, {_literal(fmt.transform_spec)})], lambda p: {{{fields}}})[1]"
+    exact = f"list_transform([json_transform(rec, {sql_literal(fmt.transform_spec)})], lambda p: {{{fields}}})[1]"
     # each branch maps its own transform (field access is case-insensitive): a CASE choosing between the two
     # transforms, whose struct field names differ in case only, loses every field in DuckDB when all the rows of a
     # chunk take the lower-case branch (a file of lower-cased records alone read no event time)
@@ -552,13 +544,13 @@ def _mapping(fmt: RecordFormat) -> str:
     lower = json.dumps(_lower_keys(fmt.fields), separators=(",", ":"))
     if lower != fmt.transform_spec:
         branches.append(
-            f"WHEN 'lower' THEN list_transform([json_transform(rec, {_literal(lower)})], lambda p: {{{fields}}})[1]"
+            f"WHEN 'lower' THEN list_transform([json_transform(rec, {sql_literal(lower)})], lambda p: {{{fields}}})[1]"
         )
     if fmt.snake_case_keep is not None:
         snake = json.dumps(_snake_keys(fmt.fields, fmt.snake_case_keep), separators=(",", ":"))
         unsnake = _unsnake_sql(fmt.fields, fmt.snake_case_keep, "s")
         branches.append(
-            f"WHEN 'snake' THEN list_transform(list_transform([json_transform(rec, {_literal(snake)})], "
+            f"WHEN 'snake' THEN list_transform(list_transform([json_transform(rec, {sql_literal(snake)})], "
             f"lambda s: {unsnake}), lambda p: {{{fields}}})[1]"
         )
     return f"CASE key_style {' '.join(branches)} ELSE {exact} END" if branches else exact

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from cloudir.safepath import files_under
+from cloudir.timeline.db import sql_identifier, sql_literal
 from cloudir.timeline.flows import aws, azure, gcp, inventory
 from cloudir.timeline.flows.schema import FLOWS_COLUMNS, FLOWS_DDL
 
@@ -87,7 +88,7 @@ def _parquet_flow_columns(path: Path) -> bool:
     there); other Parquet (Amazon Security Lake's OCSF, a timeline export) holds events."""
     try:
         with duckdb.connect() as con:
-            rows = con.execute(f"SELECT name FROM parquet_schema({_literal(str(path))})").fetchall()
+            rows = con.execute(f"SELECT name FROM parquet_schema({sql_literal(str(path))})").fetchall()
     except duckdb.Error:
         return True
     return {name.replace("_", "").lower() for (name,) in rows} >= aws.HEADER_FIELDS
@@ -191,21 +192,12 @@ def _batches(files: list[_FlowFile]) -> Iterator[list[_FlowFile]]:
         yield batch
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _identifier(name: str) -> str:
-    """A column name from the file, quoted: the file chose it."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _paths(files: Sequence[_FlowFile]) -> str:
-    return "[" + ", ".join(_literal(str(f.path)) for f in files) + "]"
+    return "[" + ", ".join(sql_literal(str(f.path)) for f in files) + "]"
 
 
 def _numbers(files: Sequence[_FlowFile]) -> str:
-    return "(VALUES " + ", ".join(f"({f.number}, {_literal(str(f.path))})" for f in files) + ") n(file_no, path)"
+    return "(VALUES " + ", ".join(f"({f.number}, {sql_literal(str(f.path))})" for f in files) + ") n(file_no, path)"
 
 
 def _chunks(files: list[_FlowFile]) -> Iterator[list[_FlowFile]]:
@@ -232,7 +224,7 @@ def _stage_lines(con: duckdb.DuckDBPyConnection, files: list[_FlowFile]) -> None
     for source in files:  # one statement per file keeps rowid in file order
         if source.kind == "aws_text":
             read = (
-                f"SELECT {source.number}, line FROM read_csv({_literal(str(source.path))}, "
+                f"SELECT {source.number}, line FROM read_csv({sql_literal(str(source.path))}, "
                 "columns={'line': 'VARCHAR'}, delim=chr(31), quote='', escape='', header=false, "
                 f"auto_detect=false, compression='{source.compression}', max_line_size={1 << 20}) "
                 "WHERE trim(line) <> ''"
@@ -241,13 +233,13 @@ def _stage_lines(con: duckdb.DuckDBPyConnection, files: list[_FlowFile]) -> None
             read = (
                 f"SELECT {source.number}, list_filter(r, lambda f: f.field = '@message')[1].value "
                 'FROM (SELECT unnest(from_json(json -> \'results\', \'[[{"field":"VARCHAR","value":"VARCHAR"}]]\')) '
-                f"AS r FROM read_json_objects({_literal(str(source.path))}, format='auto', "
+                f"AS r FROM read_json_objects({sql_literal(str(source.path))}, format='auto', "
                 f"compression='{source.compression}', maximum_object_size={source.largest()}))"
             )
         else:
             read = (
                 f"SELECT {source.number}, unnest(json_extract_string(json, '$.events[*].message')) "
-                f"FROM read_json_objects({_literal(str(source.path))}, format='auto', "
+                f"FROM read_json_objects({sql_literal(str(source.path))}, format='auto', "
                 f"compression='{source.compression}', maximum_object_size={source.largest()})"
             )
         if _try(con, f"INSERT INTO flow_lines {read}", source):
@@ -274,15 +266,15 @@ def _stage_lines(con: duckdb.DuckDBPyConnection, files: list[_FlowFile]) -> None
 
 
 def _stage_parquet(con: duckdb.DuckDBPyConnection, source: _FlowFile) -> None:
-    path = _literal(str(source.path))
+    path = sql_literal(str(source.path))
     try:
         names = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({path})").fetchall()]
     except duckdb.Error as exc:
         _file_problem(con, source, exc)
         return
     present = {name.replace("_", "-"): name for name in names}
-    mapped = aws.columns({name: f"CAST({_identifier(column)} AS VARCHAR)" for name, column in present.items()})
-    quoted = ", ".join(f"CAST({_identifier(name)} AS VARCHAR)" for name in names if name != "file_row_number")
+    mapped = aws.columns({name: f"CAST({sql_identifier(column)} AS VARCHAR)" for name, column in present.items()})
+    quoted = ", ".join(f"CAST({sql_identifier(name)} AS VARCHAR)" for name in names if name != "file_row_number")
     source_sql = (
         f"SELECT {source.number} AS file_no, file_row_number AS position, concat_ws(' ', {quoted}) AS raw, * "
         f"FROM read_parquet({path}, file_row_number=true)"
